@@ -1,0 +1,1 @@
+"""livecdn balancer: see issue 5."""

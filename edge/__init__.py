@@ -1,0 +1,1 @@
+"""livecdn edge node (pull-on-miss back-to-source): see issue 3."""

@@ -1,0 +1,1 @@
+"""livecdn origin: RTMP ingest, GOP cache, HTTP-FLV and RTMP play, HTTP API."""

@@ -1,0 +1,1 @@
+"""livecdn topologies: see issue 5."""
