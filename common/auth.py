@@ -1,0 +1,35 @@
+"""Publish tokens: HMAC-SHA256 over "app/name:expires", carried as ?expires=..&token=.."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from urllib.parse import urlencode
+
+
+def sign(secret: str, app: str, name: str, expires: int) -> str:
+    """The token for publishing app/name until `expires` (Unix seconds)."""
+    msg = f"{app}/{name}:{expires}".encode()
+    return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def token_query(secret: str, app: str, name: str, expires: int) -> str:
+    """The query string to append to a publish URL."""
+    return urlencode({"expires": expires, "token": sign(secret, app, name, expires)})
+
+
+def check(secret: str, app: str, name: str, query: dict[str, str], now: float) -> str | None:
+    """None if the query carries a valid, unexpired token; else the reason it is refused."""
+    token = query.get("token")
+    expires = query.get("expires")
+    if not token or not expires:
+        return "no token in the publish URL (expected ?expires=..&token=..)"
+    try:
+        expiry = int(expires)
+    except ValueError:
+        return f"expires={expires!r} is not a number"
+    if not hmac.compare_digest(token, sign(secret, app, name, expiry)):
+        return "token does not match"
+    if expiry < now:
+        return f"token expired {int(now - expiry)} s ago"
+    return None

@@ -1,0 +1,206 @@
+"""Nonblocking TCP connections and listeners for trio, with a non-awaiting `write`.
+
+`Conn.write()` sends what the kernel takes at once and keeps the rest as a backlog that
+`drain()` (awaited by the connection's own task) flushes. This lets one task fan frames
+out to thousands of sockets without a task switch per socket, while a slow socket only
+ever holds up itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+import trio
+
+log = logging.getLogger("livecdn.conn")
+
+RECV_SIZE = 65536
+
+
+class ConnClosed(Exception):
+    """The connection is closed (by us or the peer)."""
+
+
+class Conn:
+    """One accepted or connected TCP socket."""
+
+    __slots__ = ("sock", "peer", "_backlog", "backlog_bytes", "closed", "bytes_in", "bytes_out")
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        try:
+            host, port = sock.getpeername()[:2]
+            self.peer = f"{host}:{port}"
+        except OSError:
+            self.peer = "?"
+        self._backlog: list[memoryview] = []
+        self.backlog_bytes = 0
+        self.closed = False
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    async def recv(self, size: int = RECV_SIZE) -> bytes:
+        """Receive some bytes; b"" when the peer closed or the connection broke."""
+        while True:
+            if self.closed:
+                return b""
+            try:
+                data = self.sock.recv(size)
+            except BlockingIOError:
+                try:
+                    await trio.lowlevel.wait_readable(self.sock)
+                except trio.ClosedResourceError:
+                    return b""
+                continue
+            except OSError:
+                return b""
+            self.bytes_in += len(data)
+            return data
+
+    def write(self, data: bytes | memoryview) -> bool:
+        """Send without waiting; keep what the kernel did not take. True if all went out."""
+        if self.closed:
+            return False
+        if self._backlog:
+            self._backlog.append(memoryview(data))
+            self.backlog_bytes += len(data)
+            return False
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close()
+            return False
+        self.bytes_out += sent
+        if sent < len(data):
+            self._backlog.append(memoryview(data)[sent:])
+            self.backlog_bytes += len(data) - sent
+            return False
+        return True
+
+    async def drain(self) -> None:
+        """Wait until the backlog is sent; raise ConnClosed if the connection breaks."""
+        while self._backlog:
+            if self.closed:
+                raise ConnClosed
+            try:
+                await trio.lowlevel.wait_writable(self.sock)
+            except trio.ClosedResourceError as exc:
+                raise ConnClosed from exc
+            try:
+                sent = self.sock.sendmsg(self._backlog[:64])
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                self.close()
+                raise ConnClosed from exc
+            self.bytes_out += sent
+            self.backlog_bytes -= sent
+            while sent:
+                head = self._backlog[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    self._backlog.pop(0)
+                else:
+                    self._backlog[0] = head[sent:]
+                    sent = 0
+        if self.closed:
+            raise ConnClosed
+
+    async def send_all(self, data: bytes | memoryview) -> None:
+        """Write and wait until it is all sent."""
+        self.write(data)
+        await self.drain()
+
+    def close(self) -> None:
+        """Close the socket (idempotent); tasks waiting on it are woken."""
+        if self.closed:
+            return
+        self.closed = True
+        self._backlog.clear()
+        self.backlog_bytes = 0
+        with contextlib.suppress(RuntimeError):
+            trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
+
+
+def listen_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A bound, listening, nonblocking TCP socket (port 0 picks a free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+async def accept_loop(
+    sock: socket.socket,
+    handler: Callable[[Conn], Awaitable[None]],
+    *,
+    max_connections: int,
+    on_refused: Callable[[str], None] | None = None,
+) -> None:
+    """Accept connections forever, each handled by its own task in a nursery."""
+    active = 0
+
+    async def run(conn: Conn) -> None:
+        nonlocal active
+        try:
+            await handler(conn)
+        finally:
+            active -= 1
+            conn.close()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    client, _ = sock.accept()
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(sock)
+                    continue
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        log.warning("accept failed: %s; pausing 100 ms", exc)
+                        await trio.sleep(0.1)
+                        continue
+                    raise
+                conn = Conn(client)
+                if active >= max_connections:
+                    log.warning(
+                        "refused %s: connection limit %d reached", conn.peer, max_connections
+                    )
+                    if on_refused:
+                        on_refused("connection_limit")
+                    conn.close()
+                    continue
+                active += 1
+                nursery.start_soon(run, conn)
+    finally:
+        with contextlib.suppress(RuntimeError):
+            trio.lowlevel.notify_closing(sock)
+        sock.close()
+
+
+async def open_connection(host: str, port: int) -> Conn:
+    """Connect to host:port and return a Conn."""
+    tsock = await trio.socket.socket(
+        socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
+    )
+    try:
+        await tsock.connect((host, port))
+    except BaseException:
+        tsock.close()
+        raise
+    sock = socket.socket(fileno=tsock.detach())
+    return Conn(sock)

@@ -1,0 +1,213 @@
+"""Serving a Stream to viewers over HTTP-FLV and RTMP (shared by origin and edge).
+
+A `Fanout` per stream wakes every `batch_ms`, and sends each idle player everything new
+with one non-blocking write of bytes shared by all players at the same position. A player
+whose socket cannot take a batch becomes "slow": its own task drains the backlog and
+catches up (skipping to the newest keyframe if it fell too far behind) and then hands it
+back to the fanout. A slow player never holds up the source or other players.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+import trio
+
+from common import flv
+from common.conn import Conn, ConnClosed
+from common.http import LAST_CHUNK, chunk, chunk_parts
+from common.stream import PLAY_STREAM_ID, Frame, Reader, Stream
+
+log = logging.getLogger("livecdn.play")
+
+
+class PlayStats:
+    """Node-wide counters for players."""
+
+    def __init__(self) -> None:
+        self.bytes_out: Counter[str] = Counter()
+        self.slow_disconnects = 0
+        self.players_started: Counter[str] = Counter()
+
+
+class Player:
+    """One viewer connection reading one stream."""
+
+    __slots__ = ("conn", "reader", "protocol", "stream_id", "slow", "wake", "end", "done")
+
+    def __init__(
+        self,
+        conn: Conn,
+        reader: Reader,
+        protocol: str,
+        *,
+        stream_id: int = PLAY_STREAM_ID,
+        end: Callable[[], bytes] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.reader = reader
+        self.protocol = protocol
+        self.stream_id = stream_id
+        self.slow = True
+        self.wake = trio.Event()
+        self.end = end
+        self.done = False
+
+    def encode(self, frames: list[Frame]) -> bytes:
+        """The wire bytes of `frames` for this player's protocol."""
+        if self.protocol == "flv":
+            return chunk_parts([f.flv for f in frames])
+        if self.stream_id == PLAY_STREAM_ID:
+            return b"".join([f.rtmp for f in frames])
+        return b"".join([f.rtmp_for(self.stream_id) for f in frames])
+
+
+class Fanout:
+    """Sends a stream's new frames to its players in batches."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        stats: PlayStats,
+        *,
+        batch_ms: float = 50,
+        slow_timeout: float = 10.0,
+    ) -> None:
+        self.stream = stream
+        self.stats = stats
+        self.batch = batch_ms / 1000
+        self.slow_timeout = slow_timeout
+        self.players: set[Player] = set()
+
+    def viewers(self) -> Counter[str]:
+        """Players by protocol."""
+        return Counter(p.protocol for p in self.players)
+
+    async def run(self) -> None:
+        """The batching loop; returns after the stream closes and players are woken."""
+        stream = self.stream
+        seen = stream.head
+        while True:
+            await stream.wait_beyond(seen)
+            if stream.closed:
+                break
+            await trio.sleep(self.batch)
+            seen = stream.head
+            self._flush()
+        for player in self.players:
+            player.wake.set()
+
+    def _flush(self) -> None:
+        stream = self.stream
+        head = stream.head
+        shared: dict[tuple[int, str, int], bytes] = {}
+        bytes_out = self.stats.bytes_out
+        for player in self.players:
+            if player.slow:
+                continue
+            reader = player.reader
+            if reader.cursor >= head:
+                continue
+            key = (reader.cursor, player.protocol, player.stream_id)
+            data = shared.get(key)
+            if data is None or reader.need_keyframe:
+                dropped = reader.dropped
+                frames = stream.pending(reader)
+                if not frames:
+                    continue
+                data = player.encode(frames)
+                if reader.dropped == dropped and not reader.need_keyframe:
+                    shared[key] = data
+            else:
+                reader.cursor = head
+            bytes_out[player.protocol] += len(data)
+            if not player.conn.write(data):
+                player.slow = True
+                player.wake.set()
+
+    async def serve(self, player: Player, prelude: bytes = b"") -> None:
+        """Run one player: headers and GOP first, then live frames until the stream ends
+        (the player gets its end bytes) or the connection breaks. Cancel to stop it."""
+        stream = self.stream
+        reader = player.reader
+        start = stream.header_frames(stream.start_timestamp(reader))
+        first = stream.pending(reader)
+        data = prelude + player.encode(start + first)
+        self.stats.bytes_out[player.protocol] += len(data)
+        self.stats.players_started[player.protocol] += 1
+        player.conn.write(data)
+        self.players.add(player)
+        try:
+            while True:
+                if player.slow:
+                    await self._catch_up(player)
+                if stream.closed:
+                    await self._catch_up(player)
+                    if player.end is not None:
+                        await player.conn.send_all(player.end())
+                    return
+                await player.wake.wait()
+                player.wake = trio.Event()
+        except ConnClosed:
+            return
+        finally:
+            player.done = True
+            self.players.discard(player)
+            stream.remove_reader(reader)
+
+    async def _catch_up(self, player: Player) -> None:
+        conn = player.conn
+        while True:
+            if conn.backlog_bytes:
+                with trio.move_on_after(self.slow_timeout) as scope:
+                    await conn.drain()
+                if scope.cancelled_caught:
+                    self.stats.slow_disconnects += 1
+                    log.warning(
+                        "disconnecting slow %s viewer %s of %s/%s: %d bytes not taken in %.0f s",
+                        player.protocol,
+                        conn.peer,
+                        self.stream.app,
+                        self.stream.name,
+                        conn.backlog_bytes,
+                        self.slow_timeout,
+                    )
+                    conn.close()
+                    raise ConnClosed
+            frames = self.stream.pending(player.reader)
+            if not frames:
+                player.slow = False
+                return
+            data = player.encode(frames)
+            self.stats.bytes_out[player.protocol] += len(data)
+            conn.write(data)
+            if conn.closed:
+                raise ConnClosed
+
+
+def flv_prelude(stream: Stream) -> bytes:
+    """The first HTTP chunk of an HTTP-FLV response: the FLV file header."""
+    has_video = stream.has_video or stream.video_header is not None
+    has_audio = stream.audio_header is not None or "audiocodecid" in stream.metadata_values
+    if not has_video and not has_audio:
+        has_video = has_audio = True
+    return chunk(flv.file_header(audio=has_audio, video=has_video))
+
+
+async def serve_flv(fanout: Fanout, conn: Conn) -> None:
+    """Body of an HTTP-FLV response: play until the stream ends or the viewer leaves."""
+    stream = fanout.stream
+    player = Player(conn, stream.add_reader("flv"), "flv", end=lambda: LAST_CHUNK)
+
+    async with trio.open_nursery() as nursery:
+
+        async def watch_close() -> None:
+            while await conn.recv(4096):
+                pass  # a viewer has nothing to say after its request; ignore it
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_close)
+        await fanout.serve(player, flv_prelude(stream))
+        nursery.cancel_scope.cancel()

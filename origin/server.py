@@ -1,0 +1,496 @@
+"""The origin node: RTMP ingest into Streams, HTTP-FLV and RTMP play, HTTP API and metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+import trio
+
+from common import auth
+from common.config import OriginConfig
+from common.conn import Conn, accept_loop, listen_socket
+from common.errors import ProtocolError
+from common.http import HttpLimits, Request, Response, StreamingResponse, serve_http
+from common.metrics import CONTENT_TYPE, NodeMetrics
+from common.play import Fanout, Player, PlayStats, serve_flv
+from common.rtmp import session as rs
+from common.stream import Registry, Stream
+
+log = logging.getLogger("livecdn.origin")
+
+
+@dataclass
+class Publisher:
+    """The RTMP connection currently feeding a stream."""
+
+    conn: Conn
+    stream: Stream
+    stream_id: int
+    since: float
+    scope: trio.CancelScope
+
+
+@dataclass
+class _RtmpConn:
+    conn: Conn
+    session: rs.ServerSession
+    nursery: trio.Nursery
+    publisher: Publisher | None = None
+    players: dict[int, trio.CancelScope] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OriginAddress:
+    """Where a started origin listens (useful with port 0)."""
+
+    rtmp_port: int
+    http_port: int
+
+
+def split_name(raw: str) -> tuple[str, dict[str, str]]:
+    """'name?k=v' -> ('name', {'k': 'v'})."""
+    name, _, query = raw.partition("?")
+    return name, dict(parse_qsl(query))
+
+
+class Origin:
+    """State of one origin node; `serve()` runs it."""
+
+    def __init__(self, config: OriginConfig) -> None:
+        self.config = config
+        self.registry = Registry()
+        self.fanouts: dict[Stream, Fanout] = {}
+        self.publishers: dict[tuple[str, str], Publisher] = {}
+        self.bans: dict[tuple[str, str], float] = {}
+        self.play_stats = PlayStats()
+        self.started = time.time()
+        self.bytes_in = 0
+        self.dropped_closed = 0
+        self.metrics = self._make_metrics()
+        self._streams_nursery: trio.Nursery | None = None
+
+    # ------------------------------------------------------------------ metrics
+
+    def _make_metrics(self) -> NodeMetrics:
+        mt = NodeMetrics("origin")
+        mt.gauge("streams", "Live streams.", (), lambda: {(): len(self.registry)})
+        mt.gauge("publishers", "Connected publishers.", (), lambda: {(): len(self.publishers)})
+        mt.gauge("viewers", "Connected viewers by protocol.", ("protocol",), self._viewers)
+        mt.counter("connections_total", "Accepted connections.", ("protocol",))
+        mt.counter(
+            "connections_refused_total", "Connections or requests refused, by reason.", ("reason",)
+        )
+        mt.counter(
+            "bytes_in_total", "Bytes received from publishers.", (), lambda: {(): self.bytes_in}
+        )
+        mt.counter(
+            "bytes_out_total",
+            "Media bytes sent to viewers, by protocol.",
+            ("protocol",),
+            lambda: {(k,): v for k, v in self.play_stats.bytes_out.items()},
+        )
+        mt.counter(
+            "frames_dropped_total",
+            "Frames skipped for viewers that fell behind.",
+            (),
+            lambda: {(): self.dropped_closed + sum(s.stats.dropped_frames for s in self.registry)},
+        )
+        mt.counter(
+            "slow_viewer_disconnects_total",
+            "Viewers disconnected for not keeping up.",
+            (),
+            lambda: {(): self.play_stats.slow_disconnects},
+        )
+        mt.counter("publishes_total", "Publishes accepted.", ())
+        return mt
+
+    def _viewers(self) -> dict[tuple[str, ...], float]:
+        out = {("flv",): 0, ("rtmp",): 0}
+        for fanout in self.fanouts.values():
+            for proto, n in fanout.viewers().items():
+                out[(proto,)] = out.get((proto,), 0) + n
+        return out
+
+    def refuse(self, reason: str) -> None:
+        """Count a refused connection or request."""
+        self.metrics.inc("connections_refused_total", labels=(reason,))
+
+    # ------------------------------------------------------------------ streams
+
+    def _open_stream(self, app: str, name: str) -> Stream:
+        cfg = self.config
+        stream = Stream(
+            app,
+            name,
+            gop_cache=cfg.gop_cache,
+            max_frames=cfg.gop_max_frames,
+            max_bytes=cfg.gop_max_bytes,
+            max_lag_ms=cfg.max_lag_ms,
+        )
+        fanout = Fanout(
+            stream, self.play_stats, batch_ms=cfg.batch_ms, slow_timeout=cfg.slow_timeout
+        )
+        self.registry.add(stream)
+        self.fanouts[stream] = fanout
+        assert self._streams_nursery is not None
+        self._streams_nursery.start_soon(fanout.run)
+        return stream
+
+    def _close_stream(self, stream: Stream, reason: str) -> None:
+        stream.close()
+        self.registry.remove(stream)
+        self.fanouts.pop(stream, None)
+        self.dropped_closed += stream.stats.dropped_frames
+        log.info("stream %s/%s ended: %s", stream.app, stream.name, reason)
+
+    def stream_info(self, stream: Stream) -> dict:
+        """The JSON description of a live stream."""
+        meta = stream.metadata_values
+        measured = stream.measured()
+        width, height = stream.dimensions or (meta.get("width"), meta.get("height"))
+        pub = self.publishers.get((stream.app, stream.name))
+        fanout = self.fanouts.get(stream)
+        viewers = dict(fanout.viewers()) if fanout else {}
+        fps = measured["fps"] or meta.get("framerate") or meta.get("fps")
+        return {
+            "app": stream.app,
+            "name": stream.name,
+            "video": {
+                "codec": stream.video_codec,
+                "width": int(width) if isinstance(width, (int, float)) else None,
+                "height": int(height) if isinstance(height, (int, float)) else None,
+                "fps": fps,
+            }
+            if stream.has_video
+            else None,
+            "audio": {
+                "codec": stream.audio_codec,
+                "sample_rate": stream.audio_rate,
+                "channels": stream.audio_channels,
+            }
+            if stream.audio_codec
+            else None,
+            "bitrate_in": measured["bitrate"],
+            "viewers": {**viewers, "total": sum(viewers.values())},
+            "publisher": {
+                "address": pub.conn.peer,
+                "since": pub.since,
+                "uptime_s": round(time.time() - pub.since, 1),
+            }
+            if pub
+            else None,
+            "frames_in": stream.stats.frames_in,
+            "bytes_in": stream.stats.bytes_in,
+            "dropped_frames": stream.stats.dropped_frames,
+            "gop_cache": {
+                "frames": sum(1 for _ in stream.iter_frames()),
+                "bytes": stream.ring_bytes,
+            },
+        }
+
+    # ------------------------------------------------------------------ RTMP
+
+    async def handle_rtmp(self, conn: Conn) -> None:
+        """Serve one RTMP connection (publisher or player)."""
+        self.metrics.inc("connections_total", labels=("rtmp",))
+        session = rs.ServerSession(max_message_size=self.config.max_message_size)
+        state: _RtmpConn | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                state = _RtmpConn(conn, session, nursery)
+                try:
+                    reason = await self._rtmp_loop(state)
+                except ProtocolError as exc:
+                    self.refuse("protocol_error")
+                    reason = f"protocol error: {exc}"
+                if reason:
+                    log.info("closing RTMP %s: %s", conn.peer, reason)
+                nursery.cancel_scope.cancel()
+        finally:
+            if state is not None and state.publisher is not None:
+                self._unpublish(state.publisher, "publisher disconnected")
+
+    async def _rtmp_loop(self, st: _RtmpConn) -> str | None:
+        cfg = self.config
+        conn, session = st.conn, st.session
+        started = trio.current_time()
+        while True:
+            if not session.handshake_complete:
+                deadline = started + cfg.handshake_timeout
+                why = f"handshake not completed within {cfg.handshake_timeout:g} s"
+            elif st.players:
+                deadline = float("inf")
+                why = ""
+            elif st.publisher is not None:
+                deadline = trio.current_time() + cfg.idle_timeout
+                why = f"publisher sent nothing for {cfg.idle_timeout:g} s"
+            else:
+                deadline = started + cfg.handshake_timeout + cfg.idle_timeout
+                why = f"no publish or play within {cfg.idle_timeout:g} s of connecting"
+            data = None
+            with trio.move_on_at(deadline):
+                data = await conn.recv()
+            if data is None:
+                self.refuse("timeout")
+                return why
+            if not data:
+                return None if conn.closed else "peer closed the connection"
+            if st.publisher is not None:
+                self.bytes_in += len(data)
+            for event in session.receive_data(data):
+                reason = self._on_rtmp_event(st, event)
+                if reason:
+                    conn.write(session.data_to_send())
+                    with trio.move_on_after(1):
+                        await conn.drain()
+                    return reason
+            out = session.data_to_send()
+            if out:
+                conn.write(out)
+            if conn.backlog_bytes and not st.players:
+                await conn.drain()
+
+    def _on_rtmp_event(self, st: _RtmpConn, event: rs.Event) -> str | None:
+        """Act on one session event; a returned string closes the connection with that reason."""
+        session = st.session
+        if isinstance(event, rs.Media):
+            pub = st.publisher
+            if pub is not None and event.stream_id == pub.stream_id:
+                pub.stream.push(event.type_id, event.timestamp, event.payload)
+            return None
+        if isinstance(event, rs.Metadata):
+            pub = st.publisher
+            if pub is not None:
+                pub.stream.set_metadata(event.payload, event.values)
+            return None
+        if isinstance(event, rs.Connect):
+            if not event.app:
+                session.reject_connect("no application name in the URL")
+                self.refuse("bad_app")
+                return "connect without an application name"
+            session.accept_connect(event.app)
+            return None
+        if isinstance(event, rs.Publish):
+            return self._on_publish(st, event)
+        if isinstance(event, rs.Play):
+            return self._on_play(st, event)
+        if isinstance(event, rs.DeleteStream):
+            pub = st.publisher
+            if pub is not None and pub.stream_id == event.stream_id:
+                st.publisher = None
+                self._unpublish(pub, "publisher deleted its stream")
+            scope = st.players.pop(event.stream_id, None)
+            if scope is not None:
+                scope.cancel()
+            return None
+        if isinstance(event, rs.Command):
+            log.debug("RTMP %s: ignoring command %s", st.conn.peer, event.name)
+        return None
+
+    def _on_publish(self, st: _RtmpConn, event: rs.Publish) -> str | None:
+        cfg = self.config
+        session = st.session
+        app = session.app or ""
+        name, query = split_name(event.name)
+        key = (app, name)
+        peer = st.conn.peer
+        if st.publisher is not None or st.players:
+            session.reject_publish(event.stream_id, "NetStream.Publish.BadName", "already busy")
+            return "second publish/play on one connection"
+        if not name or "/" in name or ".." in name:
+            session.reject_publish(event.stream_id, "NetStream.Publish.BadName", "bad stream name")
+            self.refuse("bad_name")
+            return f"publish refused: bad stream name {event.name!r}"
+        if cfg.publish_secret:
+            why = auth.check(cfg.publish_secret, app, name, query, time.time())
+            if why:
+                session.reject_publish(
+                    event.stream_id, "NetStream.Publish.Unauthorized", f"publish refused: {why}"
+                )
+                self.refuse("auth")
+                return f"publish of {app}/{name} refused: {why}"
+        until = self.bans.get(key, 0)
+        if until > time.time():
+            session.reject_publish(
+                event.stream_id, "NetStream.Publish.BadName", f"{app}/{name} is banned"
+            )
+            self.refuse("banned")
+            return f"publish of {app}/{name} refused: banned for {until - time.time():.0f} more s"
+        old = self.publishers.get(key)
+        if old is not None:
+            if cfg.on_republish == "reject":
+                session.reject_publish(
+                    event.stream_id,
+                    "NetStream.Publish.BadName",
+                    f"{app}/{name} is already published",
+                )
+                self.refuse("already_publishing")
+                return f"publish of {app}/{name} refused: already published by {old.conn.peer}"
+            log.info(
+                "takeover: %s replaces %s as publisher of %s/%s", peer, old.conn.peer, app, name
+            )
+            old.scope.cancel()
+            old.conn.close()
+            stream = old.stream
+            stream.new_source()
+        else:
+            stream = self._open_stream(app, name)
+            stream.new_source()
+        pub = Publisher(st.conn, stream, event.stream_id, time.time(), st.nursery.cancel_scope)
+        self.publishers[key] = pub
+        st.publisher = pub
+        session.accept_publish(event.stream_id, name)
+        self.metrics.inc("publishes_total")
+        log.info("publish %s/%s from %s", app, name, peer)
+        return None
+
+    def _unpublish(self, pub: Publisher, reason: str) -> None:
+        key = (pub.stream.app, pub.stream.name)
+        if self.publishers.get(key) is pub:
+            del self.publishers[key]
+            self._close_stream(pub.stream, reason)
+
+    def _on_play(self, st: _RtmpConn, event: rs.Play) -> str | None:
+        session = st.session
+        app = session.app or ""
+        name, _query = split_name(event.name)
+        stream = self.registry.get(app, name)
+        if st.publisher is not None:
+            session.reject_publish(
+                event.stream_id, "NetStream.Play.Failed", "connection is publishing"
+            )
+            return "play on a publishing connection"
+        if stream is None or stream.closed:
+            session.play_not_found(event.stream_id, event.name)
+            self.refuse("not_found")
+            return f"play of unknown stream {app}/{name}"
+        if event.stream_id in st.players:
+            return "play twice on one message stream"
+        session.accept_play(event.stream_id, name)
+        st.conn.write(session.data_to_send())
+        fanout = self.fanouts[stream]
+        sid = event.stream_id
+
+        def end() -> bytes:
+            session.end_play(sid, name)
+            return session.data_to_send()
+
+        player = Player(st.conn, stream.add_reader("rtmp"), "rtmp", stream_id=sid, end=end)
+        scope = trio.CancelScope()
+        st.players[sid] = scope
+
+        async def run() -> None:
+            with scope:
+                await fanout.serve(player)
+                log.info("RTMP play %s/%s by %s ended", app, name, st.conn.peer)
+                st.nursery.cancel_scope.cancel()
+            st.players.pop(sid, None)
+
+        st.nursery.start_soon(run)
+        log.info("RTMP play %s/%s by %s", app, name, st.conn.peer)
+        return None
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def handle_http(self, conn: Conn) -> None:
+        """Serve one HTTP connection."""
+        self.metrics.inc("connections_total", labels=("http",))
+        await serve_http(conn, self.route, HttpLimits())
+
+    async def route(self, req: Request) -> Response | StreamingResponse:
+        """Dispatch one HTTP request."""
+        path = req.path
+        if path == "/healthz":
+            return Response.json({"status": "ok", "uptime_s": round(time.time() - self.started, 1)})
+        if path == "/metrics":
+            return Response(200, self.metrics.render(), CONTENT_TYPE)
+        if path == "/api/streams":
+            return Response.json({"streams": [self.stream_info(s) for s in self.registry]})
+        if path.startswith("/api/streams/"):
+            return self._api_stream(req, path[len("/api/streams/") :])
+        if path.endswith(".flv") and req.method in ("GET", "HEAD"):
+            return self._play_flv(req)
+        return Response.text(404, f"not found: {path}")
+
+    def _api_stream(self, req: Request, rest: str) -> Response:
+        app, _, name = rest.partition("/")
+        stream = self.registry.get(app, name)
+        if stream is None:
+            return Response.json({"error": f"no live stream {app}/{name}"}, 404)
+        if req.method == "GET":
+            return Response.json(self.stream_info(stream))
+        if req.method == "DELETE":
+            try:
+                ban = float(req.query.get("ban", self.config.kick_ban_seconds))
+            except ValueError:
+                return Response.json({"error": "ban must be a number of seconds"}, 400)
+            pub = self.publishers.get((app, name))
+            if ban > 0:
+                self.bans[(app, name)] = time.time() + ban
+            if pub is not None:
+                pub.scope.cancel()
+                pub.conn.close()
+                self._unpublish(pub, f"kicked through the API by {req.peer}")
+            log.info("kicked %s/%s (ban %g s) on request of %s", app, name, ban, req.peer)
+            return Response.json({"kicked": f"{app}/{name}", "ban_s": ban})
+        return Response.json({"error": f"method {req.method} not allowed"}, 405)
+
+    def _play_flv(self, req: Request) -> Response | StreamingResponse:
+        parts = req.path.strip("/")[: -len(".flv")].split("/")
+        if len(parts) != 2 or not all(parts):
+            return Response.text(404, f"not found: {req.path} (expected /app/name.flv)")
+        app, name = parts
+        stream = self.registry.get(app, name)
+        if stream is None or stream.closed:
+            self.refuse("not_found")
+            log.info("HTTP-FLV %s from %s: no such stream", req.path, req.peer)
+            return Response.text(404, f"no live stream {app}/{name}")
+        fanout = self.fanouts[stream]
+
+        async def body(conn: Conn) -> None:
+            log.info("HTTP-FLV play %s/%s by %s", app, name, conn.peer)
+            await serve_flv(fanout, conn)
+            log.info("HTTP-FLV play %s/%s by %s ended", app, name, conn.peer)
+
+        return StreamingResponse(
+            200, "video/x-flv", body, headers=[("access-control-allow-origin", "*")]
+        )
+
+    # ------------------------------------------------------------------ serve
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on the RTMP and HTTP ports and serve until cancelled."""
+        cfg = self.config
+        rtmp_sock = listen_socket(cfg.host, cfg.rtmp_port)
+        http_sock = listen_socket(cfg.host, cfg.http_port)
+        address = OriginAddress(rtmp_sock.getsockname()[1], http_sock.getsockname()[1])
+        try:
+            async with trio.open_nursery() as nursery:
+                self._streams_nursery = nursery
+                for sock, handler in ((rtmp_sock, self.handle_rtmp), (http_sock, self.handle_http)):
+                    nursery.start_soon(
+                        lambda s=sock, h=handler: accept_loop(
+                            s, h, max_connections=cfg.max_connections, on_refused=self.refuse
+                        )
+                    )
+                log.info(
+                    "origin up: rtmp://%s:%d  http://%s:%d",
+                    cfg.host,
+                    address.rtmp_port,
+                    cfg.host,
+                    address.http_port,
+                )
+                task_status.started(address)
+        finally:
+            for stream in list(self.registry):
+                self._close_stream(stream, "origin shutting down")
+
+
+async def serve(
+    config: OriginConfig, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run an origin node until cancelled; `task_status.started` gets its OriginAddress."""
+    await Origin(config).run(task_status=task_status)
