@@ -19,6 +19,7 @@ import trio
 log = logging.getLogger("livecdn.conn")
 
 RECV_SIZE = 65536
+IOV_BATCH = 512
 
 
 class ConnClosed(Exception):
@@ -86,6 +87,42 @@ class Conn:
             return False
         return True
 
+    def writev(self, parts: list[bytes]) -> bool:
+        """Like `write` for several buffers, sent with one sendmsg (no joining copy)."""
+        if self.closed:
+            return False
+        if not self._backlog:
+            start = 0
+            while start < len(parts):
+                group = parts[start : start + IOV_BATCH]
+                try:
+                    sent = self.sock.sendmsg(group)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self.close()
+                    return False
+                self.bytes_out += sent
+                start += len(group)
+                if sent < sum(len(p) for p in group):
+                    self._queue(group, sent)
+                    break
+            else:
+                return True
+            parts = parts[start:]
+        self._queue(parts, 0)
+        return False
+
+    def _queue(self, parts: list[bytes], skip: int) -> None:
+        for part in parts:
+            size = len(part)
+            if skip >= size:
+                skip -= size
+                continue
+            self._backlog.append(memoryview(part)[skip:])
+            self.backlog_bytes += size - skip
+            skip = 0
+
     async def drain(self) -> None:
         """Wait until the backlog is sent; raise ConnClosed if the connection breaks."""
         while self._backlog:
@@ -96,7 +133,7 @@ class Conn:
             except trio.ClosedResourceError as exc:
                 raise ConnClosed from exc
             try:
-                sent = self.sock.sendmsg(self._backlog[:64])
+                sent = self.sock.sendmsg(self._backlog[:IOV_BATCH])
             except BlockingIOError:
                 continue
             except OSError as exc:

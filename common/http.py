@@ -82,12 +82,6 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-def chunk_parts(parts: list[bytes]) -> bytes:
-    """One HTTP/1.1 chunk holding the concatenation of `parts`, built with one join."""
-    size = sum(len(p) for p in parts)
-    return b"".join([b"%x\r\n" % size, *parts, b"\r\n"])
-
-
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
 
 

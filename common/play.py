@@ -17,7 +17,7 @@ import trio
 
 from common import flv
 from common.conn import Conn, ConnClosed
-from common.http import LAST_CHUNK, chunk, chunk_parts
+from common.http import LAST_CHUNK, chunk
 from common.stream import PLAY_STREAM_ID, Frame, Reader, Stream
 
 log = logging.getLogger("livecdn.play")
@@ -55,13 +55,19 @@ class Player:
         self.end = end
         self.done = False
 
-    def encode(self, frames: list[Frame]) -> bytes:
-        """The wire bytes of `frames` for this player's protocol."""
+    def parts(self, frames: list[Frame]) -> list[bytes]:
+        """The wire bytes of `frames` for this player's protocol, as shared buffers."""
         if self.protocol == "flv":
-            return chunk_parts([f.flv for f in frames])
+            parts = [f.flv for f in frames]
+            size = sum(len(p) for p in parts)
+            return [b"%x\r\n" % size, *parts, b"\r\n"]
         if self.stream_id == PLAY_STREAM_ID:
-            return b"".join([f.rtmp for f in frames])
-        return b"".join([f.rtmp_for(self.stream_id) for f in frames])
+            return [f.rtmp for f in frames]
+        return [f.rtmp_for(self.stream_id) for f in frames]
+
+    def encode(self, frames: list[Frame]) -> bytes:
+        """The wire bytes of `frames` for this player's protocol, joined."""
+        return b"".join(self.parts(frames))
 
 
 class Fanout:
@@ -134,10 +140,12 @@ class Fanout:
         reader = player.reader
         start = stream.header_frames(stream.start_timestamp(reader))
         first = stream.pending(reader)
-        data = prelude + player.encode(start + first)
-        self.stats.bytes_out[player.protocol] += len(data)
+        parts = player.parts(start + first)
+        if prelude:
+            parts.insert(0, prelude)
+        self.stats.bytes_out[player.protocol] += sum(len(p) for p in parts)
         self.stats.players_started[player.protocol] += 1
-        player.conn.write(data)
+        player.conn.writev(parts)
         self.players.add(player)
         try:
             while True:
@@ -180,9 +188,9 @@ class Fanout:
             if not frames:
                 player.slow = False
                 return
-            data = player.encode(frames)
-            self.stats.bytes_out[player.protocol] += len(data)
-            conn.write(data)
+            parts = player.parts(frames)
+            self.stats.bytes_out[player.protocol] += sum(len(p) for p in parts)
+            conn.writev(parts)
             if conn.closed:
                 raise ConnClosed
 

@@ -190,8 +190,9 @@ class Stream:
             return None
         self.metadata = payload
         self.metadata_values = values
-        ts = self._last_ts if self._last_ts is not None else 0
-        return self._append(m.DATA_AMF0, ts, payload, header=True)
+        # Timestamp 0: ffmpeg's FLV demuxer treats onMetaData with any other timestamp as
+        # an extra data stream.
+        return self._append(m.DATA_AMF0, 0, payload, header=True)
 
     def _rebased(self, timestamp: int) -> int:
         if self._rebase:
@@ -267,7 +268,7 @@ class Stream:
         return self.video_header is not None or "videocodecid" in self.metadata_values
 
     def header_frames(self, timestamp: int) -> list[Frame]:
-        """Metadata and sequence headers as frames stamped `timestamp`, for a new reader."""
+        """Metadata (stamped 0) and sequence headers (stamped `timestamp`), for a new reader."""
         out = []
         for type_id, payload in (
             (m.DATA_AMF0, self.metadata),
@@ -275,7 +276,8 @@ class Stream:
             (m.AUDIO, self.audio_header),
         ):
             if payload is not None:
-                out.append(Frame(-1, type_id, timestamp, payload, header=True))
+                ts = 0 if type_id == m.DATA_AMF0 else timestamp
+                out.append(Frame(-1, type_id, ts, payload, header=True))
         return out
 
     def start_timestamp(self, reader: Reader) -> int:

@@ -461,13 +461,6 @@ class ServerSession(_Session):
         self._send(
             m.CSID_DATA, m.DATA_AMF0, stream_id, 0, amf0.encode("|RtmpSampleAccess", True, True)
         )
-        self._send(
-            m.CSID_DATA,
-            m.DATA_AMF0,
-            stream_id,
-            0,
-            amf0.encode("onStatus", {"code": "NetStream.Data.Start"}),
-        )
 
     def play_not_found(self, stream_id: int, name: str) -> None:
         """Answer play of an unknown stream."""
