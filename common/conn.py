@@ -231,7 +231,7 @@ async def accept_loop(
 
 async def open_connection(host: str, port: int) -> Conn:
     """Connect to host:port and return a Conn."""
-    tsock = await trio.socket.socket(
+    tsock = trio.socket.socket(
         socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
     )
     try:

@@ -1,0 +1,82 @@
+"""Shared fixtures: a real test clip made with ffmpeg, origins started in-process on port 0."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+
+from common.config import OriginConfig, build
+from origin.server import Origin, OriginAddress
+
+FFMPEG = shutil.which("ffmpeg")
+needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed")
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 s of 320x240 25 fps H.264 (keyframe every second) + AAC 44.1 kHz stereo, as FLV."""
+    if FFMPEG is None:
+        pytest.skip("ffmpeg is not installed")
+    out = tmp_path_factory.mktemp("media") / "clip.flv"
+    subprocess.run(
+        [
+            FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+            "-t", "6", "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
+            "-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-ac", "2", "-b:a", "64k", "-f", "flv", str(out),
+        ],
+        check=True,
+    )  # fmt: skip
+    return out
+
+
+async def start_origin(nursery: trio.Nursery, **overrides: object) -> tuple[Origin, OriginAddress]:
+    """Start an origin in `nursery` on free ports; return it and where it listens."""
+    values = {"host": "127.0.0.1", "rtmp_port": 0, "http_port": 0, **overrides}
+    origin = Origin(build(OriginConfig, values))
+    address = await nursery.start(origin.run)
+    return origin, address
+
+
+@pytest.fixture
+async def origin(nursery: trio.Nursery) -> tuple[Origin, OriginAddress]:
+    """An origin with the default configuration."""
+    return await start_origin(nursery)
+
+
+async def ffmpeg_publish(
+    nursery: trio.Nursery, clip: Path, url: str, *, loop: bool = True
+) -> trio.Process:
+    """Publish `clip` in real time with ffmpeg (`-re`), looping; killed with the nursery."""
+    cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-re"]
+    if loop:
+        cmd += ["-stream_loop", "-1"]
+    cmd += ["-i", str(clip), "-c", "copy", "-f", "flv", url]
+    return await nursery.start(
+        partial(
+            trio.run_process,
+            cmd,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+    )
+
+
+async def wait_for_stream(
+    origin: Origin, app: str, name: str, *, keyframes: int = 1, timeout: float = 10.0
+):
+    """Wait until app/name is live and its ring holds `keyframes` keyframes."""
+    with trio.fail_after(timeout):
+        while True:
+            stream = origin.registry.get(app, name)
+            if stream is not None and sum(f.keyframe for f in stream.iter_frames()) >= keyframes:
+                return stream
+            await trio.sleep(0.05)
