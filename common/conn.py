@@ -157,6 +157,22 @@ class Conn:
         self.write(data)
         await self.drain()
 
+    async def close_gracefully(self, timeout: float = 1.0) -> None:
+        """Flush, send FIN, and read until the peer closes (or `timeout`), then close.
+
+        Closing with unread input would send a reset, and the peer's TCP stack could then
+        discard our last words (an error status) before its application reads them.
+        """
+        with trio.move_on_after(timeout):
+            try:
+                await self.drain()
+                self.sock.shutdown(socket.SHUT_WR)
+                while await self.recv():
+                    pass
+            except (ConnClosed, OSError):
+                pass
+        self.close()
+
     def close(self) -> None:
         """Close the socket (idempotent); tasks waiting on it are woken."""
         if self.closed:

@@ -96,7 +96,9 @@ async def open_request(
             raise
 
 
-async def fetch(method: str, url: str, *, body: bytes = b"", timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+async def fetch(
+    method: str, url: str, *, body: bytes = b"", timeout: float = 10.0
+) -> tuple[int, dict[str, str], bytes]:
     """A whole request: (status, headers, body)."""
     with trio.fail_after(timeout):
         resp = await open_request(method, url, body=body, timeout=timeout)

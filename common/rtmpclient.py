@@ -90,12 +90,12 @@ class RtmpClient:
     async def _wait_for(self, kind: type) -> rs.Event:
         while True:
             for i, event in enumerate(self._queued):
-                if isinstance(event, kind):
-                    del self._queued[: i + 1]
-                    return event
                 if isinstance(event, rs.Status) and event.level == "error":
                     del self._queued[: i + 1]
                     raise RtmpClientError(f"{event.code}: {event.description}", event.code)
+                if isinstance(event, kind):
+                    del self._queued[: i + 1]
+                    return event
             self._queued = [e for e in self._queued if isinstance(e, (rs.Media, rs.Metadata))]
             self._queued += await self._receive()
 

@@ -243,10 +243,10 @@ class Origin:
             for event in session.receive_data(data):
                 reason = self._on_rtmp_event(st, event)
                 if reason:
+                    log.info("closing RTMP %s: %s", conn.peer, reason)
                     conn.write(session.data_to_send())
-                    with trio.move_on_after(1):
-                        await conn.drain()
-                    return reason
+                    await conn.close_gracefully()
+                    return None
             out = session.data_to_send()
             if out:
                 conn.write(out)

@@ -186,6 +186,14 @@ class ChunkReader:
             state.parts = None
             state.received = 0
             out.append(Message(state.type_id, state.stream_id, state.timestamp, payload, csid))
+            # Set Chunk Size and Abort change how the very next chunks parse: apply them now.
+            if state.type_id == 1 and len(payload) >= 4:
+                size = int.from_bytes(payload[:4], "big")
+                if size & 0x80000000:
+                    raise ChunkError("set chunk size with the top bit set")
+                self.set_chunk_size(size)
+            elif state.type_id == 2 and len(payload) >= 4:
+                self.abort(int.from_bytes(payload[:4], "big"))
         return pos - start
 
 

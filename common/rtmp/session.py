@@ -300,12 +300,8 @@ class _Session:
             if len(p) < 4:
                 raise SessionError(f"protocol control message {t} shorter than 4 bytes")
             value = int.from_bytes(p[:4], "big")
-            if t == m.SET_CHUNK_SIZE:
-                if value & 0x80000000:
-                    raise SessionError("set chunk size with the top bit set")
-                self._reader.set_chunk_size(value)
-            elif t == m.ABORT:
-                self._reader.abort(value)
+            if t in (m.SET_CHUNK_SIZE, m.ABORT):
+                pass  # applied by the ChunkReader as soon as parsed
             elif t == m.ACKNOWLEDGEMENT:
                 self._flow.peer_acked = value
             else:

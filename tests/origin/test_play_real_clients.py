@@ -83,7 +83,15 @@ async def test_ffprobe_sees_h264_and_aac(nursery, origin, clip):
         f"http://127.0.0.1:{addr.http_port}/live/probe.flv",
         f"rtmp://127.0.0.1:{addr.rtmp_port}/live/probe",
     ):
-        cmd = [shutil.which("ffprobe") or "ffprobe", "-v", "error", "-show_streams", "-of", "json", url]
+        cmd = [
+            shutil.which("ffprobe") or "ffprobe",
+            "-v",
+            "error",
+            "-show_streams",
+            "-of",
+            "json",
+            url,
+        ]
         proc = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
         assert proc.returncode == 0, proc.stderr.decode()
         streams = json.loads(proc.stdout)["streams"]
