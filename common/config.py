@@ -37,6 +37,9 @@ class OriginConfig:
     batch_ms: float = 50.0
     max_connections: int = 20000
     kick_ban_seconds: float = 0.0
+    http_header_timeout: float = 10.0
+    http_keepalive_timeout: float = 30.0
+    http_max_header_bytes: int = 16 * 1024
     log_level: str = "info"
 
     def validate(self) -> None:
@@ -52,7 +55,14 @@ class OriginConfig:
         for name in ("gop_max_frames", "gop_max_bytes", "max_message_size", "max_connections"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive")
-        for name in ("handshake_timeout", "idle_timeout", "slow_timeout", "batch_ms"):
+        for name in (
+            "handshake_timeout",
+            "idle_timeout",
+            "slow_timeout",
+            "batch_ms",
+            "http_header_timeout",
+            "http_keepalive_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
         if self.max_message_size > 0xFFFFFF:

@@ -245,11 +245,13 @@ async def accept_loop(
         sock.close()
 
 
-async def open_connection(host: str, port: int) -> Conn:
-    """Connect to host:port and return a Conn."""
+async def open_connection(host: str, port: int, *, rcvbuf: int | None = None) -> Conn:
+    """Connect to host:port and return a Conn (`rcvbuf` sets SO_RCVBUF, e.g. to act slow)."""
     tsock = trio.socket.socket(
         socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
     )
+    if rcvbuf is not None:
+        tsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     try:
         await tsock.connect((host, port))
     except BaseException:

@@ -55,7 +55,7 @@ class HttpResponse:
 
 
 async def open_request(
-    method: str, url: str, *, body: bytes = b"", timeout: float = 10.0
+    method: str, url: str, *, body: bytes = b"", timeout: float = 10.0, rcvbuf: int | None = None
 ) -> HttpResponse:
     """Send a request and read the response head; the caller reads the body and closes."""
     parts = urlsplit(url)
@@ -67,7 +67,7 @@ async def open_request(
     host = parts.hostname
     port = parts.port or 80
     with trio.fail_after(timeout):
-        conn = await open_connection(host, port)
+        conn = await open_connection(host, port, rcvbuf=rcvbuf)
         try:
             h = h11.Connection(h11.CLIENT)
             headers = [("host", f"{host}:{port}"), ("user-agent", "livecdn")]

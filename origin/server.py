@@ -70,6 +70,11 @@ class Origin:
         self.bytes_in = 0
         self.dropped_closed = 0
         self.metrics = self._make_metrics()
+        self.http_limits = HttpLimits(
+            max_header_bytes=config.http_max_header_bytes,
+            header_timeout=config.http_header_timeout,
+            keepalive_timeout=config.http_keepalive_timeout,
+        )
         self._streams_nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ metrics
@@ -398,7 +403,7 @@ class Origin:
     async def handle_http(self, conn: Conn) -> None:
         """Serve one HTTP connection."""
         self.metrics.inc("connections_total", labels=("http",))
-        await serve_http(conn, self.route, HttpLimits())
+        await serve_http(conn, self.route, self.http_limits)
 
     async def route(self, req: Request) -> Response | StreamingResponse:
         """Dispatch one HTTP request."""

@@ -344,12 +344,14 @@ def test_two_and_three_byte_basic_headers(header: bytes, csid: int) -> None:
 
 
 def test_csid_64_and_320_are_distinct_streams() -> None:
+    reader = ChunkReader()
+    reader.set_chunk_size(1)
     data = (
         raw_chunk(0, 64, ts=1, length=2, type_id=8, body=b"a")
         + raw_chunk(0, 320, ts=2, length=1, type_id=9, body=b"b")
         + raw_chunk(3, 64, body=b"c")
     )
-    got = ChunkReader().feed(data)
+    got = reader.feed(data)
     assert summary(got) == [(9, 0, 2, b"b", 320), (8, 0, 1, b"ac", 64)]
 
 

@@ -1,0 +1,56 @@
+"""Hand-made FLV audio/video payloads for tests that need no real codec data."""
+
+from __future__ import annotations
+
+AVC_CONFIG = bytes.fromhex(
+    "0164001fffe1001967640028acd940780227e5c044000003000400000300c83c60c65801000568ebecb22c"
+)
+
+
+def avc_header() -> bytes:
+    """An AVC sequence header (AVCDecoderConfigurationRecord of a 1920x1080 High profile SPS)."""
+    return bytes([0x17, 0x00, 0, 0, 0]) + AVC_CONFIG
+
+
+def keyframe(size: int = 2000, fill: int = 0x65) -> bytes:
+    """An AVC keyframe NALU packet of `size` bytes."""
+    return bytes([0x17, 0x01, 0, 0, 0]) + bytes([fill]) * (size - 5)
+
+
+def interframe(size: int = 500, fill: int = 0x41) -> bytes:
+    """An AVC inter frame NALU packet of `size` bytes."""
+    return bytes([0x27, 0x01, 0, 0, 0]) + bytes([fill]) * (size - 5)
+
+
+def aac_header() -> bytes:
+    """AAC sequence header: AAC-LC, 44100 Hz, stereo."""
+    return bytes([0xAF, 0x00, 0x12, 0x10])
+
+
+def aac_frame(size: int = 200) -> bytes:
+    """A raw AAC frame."""
+    return bytes([0xAF, 0x01]) + b"\x21" * (size - 2)
+
+
+async def synthetic_publish(client, *, fps: int = 25, gop: int = 25, key_size: int = 4000,
+                            inter_size: int = 800, seconds: float = 3600) -> None:  # fmt: skip
+    """Publish made-up AVC+AAC on an RtmpClient in real time until cancelled or closed."""
+    import contextlib
+
+    import trio
+
+    from common.conn import ConnClosed
+
+    with contextlib.suppress(ConnClosed):
+        await client.send_metadata({"width": 1920.0, "height": 1080.0, "videocodecid": 7.0})
+        await client.send(9, 0, avc_header())
+        await client.send(8, 0, aac_header())
+        start = trio.current_time()
+        n = 0
+        while n < seconds * fps:
+            ts = n * 1000 // fps
+            await trio.sleep_until(start + ts / 1000)
+            frame = keyframe(key_size) if n % gop == 0 else interframe(inter_size)
+            await client.send(9, ts, frame)
+            await client.send(8, ts, aac_frame())
+            n += 1
