@@ -146,6 +146,15 @@ def _as_dict(value: object) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _as_stream_id(value: object) -> int | None:
+    """A message stream id (a whole number in 0..2**32-1) from an AMF0 value, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not (0 <= value <= 0xFFFFFFFF) or value != int(value):  # also rejects NaN and inf
+        return None
+    return int(value)
+
+
 def metadata_payload(values: dict) -> bytes:
     """AMF0 body of an onMetaData data message."""
     return amf0.encode("onMetaData", amf0.ECMAArray(values))
@@ -411,8 +420,10 @@ class ServerSession(_Session):
                 events.append(Play(stream_id, stream_name, float(start)))
         elif name in ("deleteStream", "closeStream"):
             sid = stream_id
-            if name == "deleteStream" and args and isinstance(args[0], (int, float)):
-                sid = int(args[0])
+            if name == "deleteStream" and args:
+                given = _as_stream_id(args[0])
+                if given is not None:
+                    sid = given
             self._streams.discard(sid)
             events.append(DeleteStream(sid))
         else:
@@ -566,8 +577,9 @@ class ClientSession(_Session):
                         )
                     )
             elif method == "createStream":
-                if name == "_result" and args and isinstance(args[0], (int, float)):
-                    events.append(StreamCreated(int(args[0])))
+                sid = _as_stream_id(args[0]) if args else None
+                if name == "_result" and sid:
+                    events.append(StreamCreated(sid))
                 else:
                     events.append(
                         Status(0, "error", "NetConnection.Call.Failed", "createStream failed")

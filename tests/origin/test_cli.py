@@ -1,0 +1,76 @@
+"""`python -m origin` as a process: config errors, tokens, start-up and clean shutdown."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import trio
+
+from common import auth
+from common.httpclient import fetch
+
+PY = sys.executable
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path):
+    cfg = tmp_path / "origin.toml"
+    cfg.write_text("rtmp_port = 1935\ngop_cahce = false\n")
+    proc = subprocess.run(
+        [PY, "-m", "origin", "--config", str(cfg)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "unknown key(s) gop_cahce" in proc.stderr
+
+
+def test_bad_value_is_a_clear_error(tmp_path):
+    cfg = tmp_path / "origin.toml"
+    cfg.write_text('on_republish = "maybe"\n')
+    proc = subprocess.run(
+        [PY, "-m", "origin", "--config", str(cfg)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "on_republish must be 'takeover' or 'reject'" in proc.stderr
+
+
+def test_token_command_makes_a_valid_token():
+    proc = subprocess.run(
+        [PY, "-m", "origin", "token", "live/demo", "--secret", "k", "--ttl", "60"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stream, _, query = proc.stdout.strip().partition("?")
+    params = dict(p.split("=") for p in query.split("&"))
+    assert stream == "live/demo"
+    assert auth.check("k", "live", "demo", params, now=int(params["expires"]) - 30) is None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_starts_serves_and_stops_cleanly_on_signal(sig):
+    proc = await trio.lowlevel.open_process(
+        [PY, "-m", "origin", "--host", "127.0.0.1", "--rtmp", "0", "--http", "0"],
+        stderr=subprocess.PIPE,
+    )
+    log = b""
+    try:
+        with trio.fail_after(10):
+            while b"origin up" not in log:
+                log += await proc.stderr.receive_some()
+        http_port = int(re.search(rb"http://127.0.0.1:(\d+)", log).group(1))
+        status, _, _ = await fetch("GET", f"http://127.0.0.1:{http_port}/healthz")
+        assert status == 200
+        proc.send_signal(sig)
+        with trio.fail_after(10):
+            while chunk := await proc.stderr.receive_some():
+                log += chunk
+            code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert code == 0, log.decode()
+    assert f"{sig.name} received: shutting down".encode() in log
+    assert b"origin stopped" in log
