@@ -23,6 +23,10 @@ from common.stream import PLAY_STREAM_ID, Frame, Reader, Stream
 log = logging.getLogger("livecdn.play")
 
 
+FLUSH_SLICE = 128
+"""Players written per fan-out step before other tasks get a turn."""
+
+
 class PlayStats:
     """Node-wide counters for players."""
 
@@ -101,33 +105,37 @@ class Fanout:
                 break
             await trio.sleep(self.batch)
             seen = stream.head
-            self._flush()
+            await self._flush()
         for player in self.players:
             player.wake.set()
 
-    def _flush(self) -> None:
+    async def _flush(self) -> None:
         stream = self.stream
-        head = stream.head
-        shared: dict[tuple[int, str, int], bytes] = {}
+        # (cursor, protocol, message stream id) -> (bytes, cursor after them)
+        shared: dict[tuple[int, str, int], tuple[bytes, int]] = {}
         bytes_out = self.stats.bytes_out
-        for player in self.players:
-            if player.slow:
+        for i, player in enumerate(list(self.players)):
+            if i % FLUSH_SLICE == FLUSH_SLICE - 1:
+                # Let joins and other streams run: a flush to thousands of viewers takes a
+                # while, and a new viewer's first frames should not wait for all of it.
+                await trio.lowlevel.checkpoint()
+            if player.slow or player.done:
                 continue
             reader = player.reader
-            if reader.cursor >= head:
+            if reader.cursor >= stream.head:
                 continue
             key = (reader.cursor, player.protocol, player.stream_id)
-            data = shared.get(key)
-            if data is None or reader.need_keyframe:
+            hit = shared.get(key)
+            if hit is None or reader.need_keyframe:
                 dropped = reader.dropped
                 frames = stream.pending(reader)
                 if not frames:
                     continue
                 data = player.encode(frames)
                 if reader.dropped == dropped and not reader.need_keyframe:
-                    shared[key] = data
+                    shared[key] = (data, reader.cursor)
             else:
-                reader.cursor = head
+                data, reader.cursor = hit
             bytes_out[player.protocol] += len(data)
             if not player.conn.write(data):
                 player.slow = True

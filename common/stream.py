@@ -156,10 +156,12 @@ class Stream:
         """Add one audio/video/data message; sequence headers update the stream's headers.
 
         Returns the frame put in the ring, or None if nothing changed (e.g. a repeated
-        identical sequence header).
+        identical sequence header, or an empty message: some encoders send those).
         """
         self.stats.frames_in += 1
         self.stats.bytes_in += len(payload)
+        if not payload:
+            return None
         ts = self._rebased(timestamp)
         keyframe = False
         if type_id == m.VIDEO:
@@ -216,7 +218,12 @@ class Stream:
             self._last_keyframe = frame.seq
             self._keyframes.append(frame.seq)
             if not self.gop_cache:
-                self._drop_before(frame.seq)
+                # Drop the previous GOP, but not the frames a reader has yet to read
+                # (readers already behind the ring's tail will jump anyway).
+                base = self._base
+                self._drop_before(
+                    min([frame.seq, *(r.cursor for r in self.readers if r.cursor >= base)])
+                )
         self._trim()
         self._changed.set()
         self._changed = trio.Event()
@@ -291,29 +298,46 @@ class Stream:
         """Frames from the reader's cursor to the head; advances the cursor.
 
         A reader behind the ring's tail, or lagging more than `max_lag_ms`, jumps to the
-        newest keyframe; the frames it skips are counted as dropped.
+        newest keyframe; the frames it skips are counted as dropped. Header frames
+        (metadata, sequence headers) still in the ring are not skipped.
         """
         cursor = reader.cursor
         if cursor >= self._head:
             return []
         frames = self._frames
         k = cursor - self._base
+        headers: list[Frame] = []
         if k < 0 or (
             self._last_keyframe is not None
             and cursor < self._last_keyframe
-            and frames[-1].timestamp - frames[max(k, 0)].timestamp > self.max_lag_ms
+            and self._lag_ms(k) > self.max_lag_ms
         ):
             target = self._last_keyframe if self._last_keyframe is not None else self._head
-            dropped = target - cursor
+            # Sequence headers and metadata in the skipped range are still sent: the
+            # frames after the jump may need them.
+            headers = [f for f in frames[max(k, 0) : target - self._base] if f.header]
+            dropped = target - cursor - len(headers)
             reader.dropped += dropped
             self.stats.dropped_frames += dropped
             reader.need_keyframe = self._last_keyframe is None and self.has_video
             k = target - self._base
-        out = frames[k:]
+        out = headers + frames[k:] if headers else frames[k:]
         reader.cursor = self._head
         if reader.need_keyframe:
             out = self._from_keyframe(reader, out)
         return out
+
+    def _lag_ms(self, k: int) -> int:
+        """Media time from the frame at ring index `k` to the newest frame.
+
+        onMetaData frames are stamped 0 whatever the stream's time, so they are skipped.
+        """
+        frames = self._frames
+        for i in range(k, len(frames)):
+            frame = frames[i]
+            if not (frame.header and frame.type_id == m.DATA_AMF0):
+                return (self._last_ts or 0) - frame.timestamp
+        return 0
 
     def _from_keyframe(self, reader: Reader, frames: list[Frame]) -> list[Frame]:
         kept = []

@@ -207,7 +207,7 @@ def test_round_trip_byte_by_byte(chunk_size: int) -> None:
     msgs=st.lists(
         st.tuples(
             st.sampled_from(CSIDS),
-            st.integers(0, 255),
+            st.integers(3, 255),  # not Set Chunk Size (1) or Abort (2): the reader applies those
             st.integers(0, 2**32 - 1),
             st.one_of(st.sampled_from(TIMESTAMPS), st.integers(0, 2**32 - 1)),
             st.binary(max_size=3000),
@@ -232,6 +232,36 @@ def test_chunk_size_change_between_messages() -> None:
     ]
     reader.set_chunk_size(4096)
     assert summary(reader.feed(encode_message(7, 9, 1, 10, b, 4096))) == [(9, 1, 10, b, 7)]
+
+
+def test_set_chunk_size_applies_to_the_next_chunk_in_the_same_feed() -> None:
+    """ffmpeg sends Set Chunk Size and then a big message in one TCP segment."""
+    big = payload_of(10_000, 3)
+    data = encode_message(2, 1, 0, 0, struct.pack(">I", 4096), 128) + encode_message(
+        3, 20, 0, 0, big, 4096
+    )
+    for pieces in (None, [1], [13, 4000]):
+        reader = ChunkReader()
+        got = feed_all(reader, data, pieces)
+        assert summary(got) == [(1, 0, 0, struct.pack(">I", 4096), 2), (20, 0, 0, big, 3)]
+        assert reader.chunk_size == 4096
+
+
+@pytest.mark.parametrize("value", [0, 0x80000000, 0x80001000, 0x1000000])
+def test_set_chunk_size_message_with_bad_value(value: int) -> None:
+    with pytest.raises(ChunkError):
+        ChunkReader().feed(encode_message(2, 1, 0, 0, struct.pack(">I", value), 128))
+
+
+def test_abort_message_applies_to_the_next_chunk_in_the_same_feed() -> None:
+    partial = raw_chunk(0, 6, ts=10, length=300, type_id=8, stream_id=1, body=bytes(128))
+    data = (
+        partial
+        + encode_message(2, 2, 0, 0, struct.pack(">I", 6), 128)
+        + raw_chunk(0, 6, ts=50, length=2, type_id=8, stream_id=1, body=b"ok")
+    )
+    got = ChunkReader().feed(data)
+    assert summary(got)[1:] == [(8, 1, 50, b"ok", 6)]
 
 
 def test_wrong_chunk_size_does_not_reassemble_the_message() -> None:
