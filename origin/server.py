@@ -453,6 +453,8 @@ class Origin:
             self.refuse("not_found")
             log.info("HTTP-FLV %s from %s: no such stream", req.path, req.peer)
             return Response.text(404, f"no live stream {app}/{name}")
+        if req.method == "HEAD":
+            return Response(200, b"", "video/x-flv")
         fanout = self.fanouts[stream]
 
         async def body(conn: Conn) -> None:
