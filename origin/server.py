@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
@@ -245,8 +246,13 @@ class Origin:
                 return None if conn.closed else "peer closed the connection"
             if st.publisher is not None:
                 self.bytes_in += len(data)
-            for event in session.receive_data(data):
-                reason = self._on_rtmp_event(st, event)
+            events = deque(session.receive_data(data))
+            while events:
+                event = events.popleft()
+                if isinstance(event, rs.Connect):
+                    reason = self._on_connect(st, event, events)
+                else:
+                    reason = self._on_rtmp_event(st, event)
                 if reason:
                     log.info("closing RTMP %s: %s", conn.peer, reason)
                     conn.write(session.data_to_send())
@@ -260,7 +266,6 @@ class Origin:
 
     def _on_rtmp_event(self, st: _RtmpConn, event: rs.Event) -> str | None:
         """Act on one session event; a returned string closes the connection with that reason."""
-        session = st.session
         if isinstance(event, rs.Media):
             pub = st.publisher
             if pub is not None and event.stream_id == pub.stream_id:
@@ -270,13 +275,6 @@ class Origin:
             pub = st.publisher
             if pub is not None:
                 pub.stream.set_metadata(event.payload, event.values)
-            return None
-        if isinstance(event, rs.Connect):
-            if not event.app:
-                session.reject_connect("no application name in the URL")
-                self.refuse("bad_app")
-                return "connect without an application name"
-            session.accept_connect(event.app)
             return None
         if isinstance(event, rs.Publish):
             return self._on_publish(st, event)
@@ -293,6 +291,14 @@ class Origin:
             return None
         if isinstance(event, rs.Command):
             log.debug("RTMP %s: ignoring command %s", st.conn.peer, event.name)
+        return None
+
+    def _on_connect(self, st: _RtmpConn, event: rs.Connect, events: deque) -> str | None:
+        if not event.app:
+            st.session.reject_connect("no application name in the URL")
+            self.refuse("bad_app")
+            return "connect without an application name"
+        events.extendleft(reversed(st.session.accept_connect(event.app)))
         return None
 
     def _on_publish(self, st: _RtmpConn, event: rs.Publish) -> str | None:

@@ -53,7 +53,7 @@ class ChunkReader:
     """Reassembles RTMP messages from a chunked byte stream.
 
     `max_message_size` caps any declared message length; `max_chunk_streams` caps how many
-    chunk streams may hold a partial message at once.
+    distinct chunk stream ids a peer may use (each keeps header state for compression).
     """
 
     def __init__(

@@ -188,6 +188,8 @@ class _Session:
         self._target_chunk_size = out_chunk_size
         self._flow = _Flow()
         self.closed = False
+        # Messages that arrive while the application decides on connect wait here.
+        self._held: list[Message] | None = None
 
     # -- bytes in / out
 
@@ -205,7 +207,10 @@ class _Session:
             if not data:
                 return events
         for msg in self._reader.feed(data):
-            self._dispatch(msg, events)
+            if self._held is not None:
+                self._held.append(msg)
+            else:
+                self._dispatch(msg, events)
         flow = self._flow
         received = self._reader.bytes_received
         if flow.ack_window and received - flow.last_ack >= flow.ack_window:
@@ -382,6 +387,7 @@ class ServerSession(_Session):
             if not isinstance(app, str):
                 raise SessionError("connect: app is not a string")
             self._connect_txn = txn
+            self._held = []
             self.tc_url = props.get("tcUrl", "") if isinstance(props.get("tcUrl"), str) else ""
             events.append(Connect(txn, app.strip("/"), self.tc_url, props))
             return
@@ -429,8 +435,12 @@ class ServerSession(_Session):
         else:
             events.append(Command(stream_id, name, txn, args))
 
-    def accept_connect(self, app: str) -> None:
-        """Answer connect with success (window, bandwidth, chunk size, _result)."""
+    def accept_connect(self, app: str) -> list[Event]:
+        """Answer connect with success (window, bandwidth, chunk size, _result).
+
+        Returns the events of messages the client sent right behind connect, without
+        waiting for the answer (they were held until now).
+        """
         if self._connect_txn is None:
             raise SessionError("accept_connect without a pending connect")
         self.app = app
@@ -442,6 +452,11 @@ class ServerSession(_Session):
             "status", "NetConnection.Connect.Success", "Connection succeeded.", objectEncoding=0.0
         )
         self._command(0, "_result", self._connect_txn, props, info)
+        held, self._held = self._held or [], None
+        events: list[Event] = []
+        for msg in held:
+            self._dispatch(msg, events)
+        return events
 
     def reject_connect(self, description: str) -> None:
         """Answer connect with NetConnection.Connect.Rejected."""

@@ -269,8 +269,8 @@ def test_set_chunk_size_and_big_message_in_one_segment() -> None:
         + encode_message(6, m.AUDIO, 0, 3, big, 60_000)
     )
     events = server.receive_data(data)
-    assert [type(e) for e in events] == [Connect, Media]
-    assert events[1] == Media(0, m.AUDIO, 3, big)
+    assert [type(e) for e in events] == [Connect]
+    assert server.accept_connect("a") == [Media(0, m.AUDIO, 3, big)]
 
 
 # ----------------------------------------------------------------------------- publish
@@ -543,13 +543,16 @@ def test_abort_message_from_peer() -> None:
 # ----------------------------------------------------------------------------- out of order
 
 
-def test_create_stream_before_connect_accepted() -> None:
+def test_create_stream_before_connect_accepted_waits_for_it() -> None:
     client = ClientSession("live", TC_URL)
     server = ServerSession()
     pump(client, server)
     client.create_stream()
-    with pytest.raises(SessionError):
-        pump(client, server)
+    c_ev, s_ev = pump(client, server)
+    assert c_ev == [] and s_ev == []
+    assert server.accept_connect("live") == []
+    c_ev, _ = pump(client, server)
+    assert [type(e) for e in c_ev] == [Connected, StreamCreated]
 
 
 @pytest.mark.parametrize(
@@ -579,8 +582,9 @@ def test_connect_twice() -> None:
     server = ServerSession()
     raw = RawClient(server)
     raw.command(0, "connect", 1, {"app": "live"})
+    raw.command(0, "connect", 2, {"app": "live"})  # held until the first is answered
     with pytest.raises(SessionError):
-        raw.command(0, "connect", 2, {"app": "live"})
+        server.accept_connect("live")
 
 
 def test_accept_connect_without_connect() -> None:
@@ -960,3 +964,20 @@ def test_well_formed_commands_with_odd_arguments(name, args, txn, stream_id) -> 
         client.receive_data(
             encode_message(3, 20, stream_id, 0, amf0.encode(name, 1.0, None, *args), 128)
         )
+
+
+def test_commands_pipelined_behind_connect_wait_for_the_answer() -> None:
+    """A client that sends createStream and publish without waiting for connect's _result."""
+    client = ClientSession("live", TC_URL)
+    server = ServerSession()
+    server.receive_data(client.data_to_send())  # C0+C1
+    client.receive_data(server.data_to_send())  # S0+S1+S2 -> C2 + connect queued
+    client.create_stream()
+    client.publish(1, "piped")
+    events = server.receive_data(client.data_to_send())
+    assert [type(e) for e in events] == [Connect]
+    held = server.accept_connect("live")
+    assert [type(e) for e in held] == [Publish]
+    assert held[0].name == "piped" and held[0].stream_id == 1
+    replies = client.receive_data(server.data_to_send())
+    assert [type(e) for e in replies] == [Connected, StreamCreated]
