@@ -70,8 +70,7 @@ class Conn:
         if self.closed:
             return False
         if self._backlog:
-            self._backlog.append(memoryview(data))
-            self.backlog_bytes += len(data)
+            self._queue([data], 0)
             return False
         try:
             sent = self.sock.send(data)
@@ -82,8 +81,7 @@ class Conn:
             return False
         self.bytes_out += sent
         if sent < len(data):
-            self._backlog.append(memoryview(data)[sent:])
-            self.backlog_bytes += len(data) - sent
+            self._queue([data], sent)
             return False
         return True
 

@@ -107,25 +107,21 @@ class RtmpClient:
 
     async def publish(self, name: str | None = None, *, timeout: float = 10.0) -> None:
         """createStream + publish; returns once NetStream.Publish.Start arrives."""
-        with trio.fail_after(timeout):
-            self.session.create_stream()
-            await self._flush()
-            created = await self._wait_for(rs.StreamCreated)
-            self.stream_id = created.stream_id
-            self.session.publish(self.stream_id, name or self.url.name)
-            await self._flush()
-            await self._wait_status("NetStream.Publish.Start")
+        await self._start(self.session.publish, name, "NetStream.Publish.Start", timeout)
 
     async def play(self, name: str | None = None, *, timeout: float = 10.0) -> None:
         """createStream + play; returns once NetStream.Play.Start arrives."""
+        await self._start(self.session.play, name, "NetStream.Play.Start", timeout)
+
+    async def _start(self, command, name: str | None, code: str, timeout: float) -> None:
         with trio.fail_after(timeout):
             self.session.create_stream()
             await self._flush()
             created = await self._wait_for(rs.StreamCreated)
             self.stream_id = created.stream_id
-            self.session.play(self.stream_id, name or self.url.name)
+            command(self.stream_id, name or self.url.name)
             await self._flush()
-            await self._wait_status("NetStream.Play.Start")
+            await self._wait_status(code)
 
     async def send(self, type_id: int, timestamp: int, payload: bytes) -> None:
         """Send one audio/video/data message on the published stream."""
