@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
 from common import flv
 from common.conn import Conn, ConnClosed
-from common.http import LAST_CHUNK, chunk
+from common.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
 from common.stream import PLAY_STREAM_ID, Frame, Reader, Stream
 
 log = logging.getLogger("livecdn.play")
@@ -25,6 +27,22 @@ log = logging.getLogger("livecdn.play")
 
 FLUSH_SLICE = 128
 """Players written per fan-out step before other tasks get a turn."""
+
+
+@dataclass
+class Subscription:
+    """A viewer's hold on a live stream; `release()` when the viewer leaves."""
+
+    fanout: Fanout
+    release: Callable[[], None] = lambda: None
+
+
+class StreamSource(Protocol):
+    """Where viewers' streams come from: the origin's registry, or an edge's pulls."""
+
+    async def subscribe(self, app: str, name: str) -> Subscription | None:
+        """The live stream app/name for a new viewer, or None if there is none."""
+        ...
 
 
 class PlayStats:
@@ -210,6 +228,36 @@ def flv_prelude(stream: Stream) -> bytes:
     if not has_video and not has_audio:
         has_video = has_audio = True
     return chunk(flv.file_header(audio=has_audio, video=has_video))
+
+
+async def flv_response(
+    source: StreamSource, req: Request, refuse: Callable[[str], None]
+) -> Response | StreamingResponse:
+    """Answer GET /app/name.flv: a chunked FLV body while the stream lives, or 404."""
+    parts = req.path.strip("/").removesuffix(".flv").split("/")
+    if len(parts) != 2 or not all(parts):
+        return Response.text(404, f"not found: {req.path} (expected /app/name.flv)")
+    app, name = parts
+    sub = await source.subscribe(app, name)
+    if sub is None:
+        refuse("not_found")
+        log.info("HTTP-FLV %s from %s: no such stream", req.path, req.peer)
+        return Response.text(404, f"no live stream {app}/{name}")
+    if req.method == "HEAD":
+        sub.release()
+        return Response(200, b"", "video/x-flv")
+
+    async def body(conn: Conn) -> None:
+        log.info("HTTP-FLV play %s/%s by %s", app, name, conn.peer)
+        try:
+            await serve_flv(sub.fanout, conn)
+        finally:
+            sub.release()
+        log.info("HTTP-FLV play %s/%s by %s ended", app, name, conn.peer)
+
+    return StreamingResponse(
+        200, "video/x-flv", body, headers=[("access-control-allow-origin", "*")]
+    )
 
 
 async def serve_flv(fanout: Fanout, conn: Conn) -> None:

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
+from dataclasses import dataclass
 
 import trio
 
 from common import auth
 from common.config import OriginConfig
 from common.conn import Conn, accept_loop, listen_socket
-from common.errors import ProtocolError
 from common.http import HttpLimits, Request, Response, StreamingResponse, serve_http
 from common.metrics import CONTENT_TYPE, NodeMetrics
-from common.play import Fanout, Player, PlayStats, serve_flv
+from common.play import Fanout, PlayStats, Subscription, flv_response
 from common.rtmp import session as rs
+from common.rtmpserver import RtmpConnection, RtmpLimits, split_name
 from common.stream import Registry, Stream
 
 log = logging.getLogger("livecdn.origin")
@@ -27,20 +25,47 @@ log = logging.getLogger("livecdn.origin")
 class Publisher:
     """The RTMP connection currently feeding a stream."""
 
-    conn: Conn
+    rtmp: OriginRtmp
     stream: Stream
     stream_id: int
     since: float
-    scope: trio.CancelScope
 
 
-@dataclass
-class _RtmpConn:
-    conn: Conn
-    session: rs.ServerSession
-    nursery: trio.Nursery
-    publisher: Publisher | None = None
-    players: dict[int, trio.CancelScope] = field(default_factory=dict)
+class OriginRtmp(RtmpConnection):
+    """An origin's RTMP connection: plays, and publishes into the origin's streams."""
+
+    def __init__(self, origin: Origin, conn: Conn) -> None:
+        cfg = origin.config
+        limits = RtmpLimits(cfg.handshake_timeout, cfg.idle_timeout, cfg.max_message_size)
+        super().__init__(conn, origin, limits, origin.refuse)
+        self.origin = origin
+        self.publisher: Publisher | None = None
+
+    def on_publish(self, event: rs.Publish) -> str | None:
+        reason = self.origin.publish(self, event)
+        self.publishing = reason is None
+        return reason
+
+    def on_media(self, event: rs.Media | rs.Metadata) -> None:
+        pub = self.publisher
+        if pub is None or event.stream_id != pub.stream_id:
+            return
+        if isinstance(event, rs.Media):
+            pub.stream.push(event.type_id, event.timestamp, event.payload)
+        else:
+            pub.stream.set_metadata(event.payload, event.values)
+
+    def on_delete(self, stream_id: int) -> None:
+        pub = self.publisher
+        if pub is not None and pub.stream_id == stream_id:
+            self.publisher = None
+            self.publishing = False
+            self.origin.unpublish(pub, "publisher deleted its stream")
+
+    def on_close(self) -> None:
+        self.origin.bytes_in += self.bytes_in
+        if self.publisher is not None:
+            self.origin.unpublish(self.publisher, "publisher disconnected")
 
 
 @dataclass(frozen=True)
@@ -49,12 +74,6 @@ class OriginAddress:
 
     rtmp_port: int
     http_port: int
-
-
-def split_name(raw: str) -> tuple[str, dict[str, str]]:
-    """'name?k=v' -> ('name', {'k': 'v'})."""
-    name, _, query = raw.partition("?")
-    return name, dict(parse_qsl(query))
 
 
 class Origin:
@@ -182,7 +201,7 @@ class Origin:
             "bitrate_in": measured["bitrate"],
             "viewers": {**viewers, "total": sum(viewers.values())},
             "publisher": {
-                "address": pub.conn.peer,
+                "address": pub.rtmp.conn.peer,
                 "since": pub.since,
                 "uptime_s": round(time.time() - pub.since, 1),
             }
@@ -199,118 +218,26 @@ class Origin:
 
     # ------------------------------------------------------------------ RTMP
 
+    async def subscribe(self, app: str, name: str) -> Subscription | None:
+        """StreamSource: the live stream for a new viewer."""
+        stream = self.registry.get(app, name)
+        if stream is None or stream.closed:
+            return None
+        return Subscription(self.fanouts[stream])
+
     async def handle_rtmp(self, conn: Conn) -> None:
         """Serve one RTMP connection (publisher or player)."""
         self.metrics.inc("connections_total", labels=("rtmp",))
-        session = rs.ServerSession(max_message_size=self.config.max_message_size)
-        state: _RtmpConn | None = None
-        try:
-            async with trio.open_nursery() as nursery:
-                state = _RtmpConn(conn, session, nursery)
-                try:
-                    reason = await self._rtmp_loop(state)
-                except ProtocolError as exc:
-                    self.refuse("protocol_error")
-                    reason = f"protocol error: {exc}"
-                if reason:
-                    log.info("closing RTMP %s: %s", conn.peer, reason)
-                nursery.cancel_scope.cancel()
-        finally:
-            if state is not None and state.publisher is not None:
-                self._unpublish(state.publisher, "publisher disconnected")
+        await OriginRtmp(self, conn).run()
 
-    async def _rtmp_loop(self, st: _RtmpConn) -> str | None:
+    def publish(self, rtmp: OriginRtmp, event: rs.Publish) -> str | None:
+        """Decide on a publish request (auth, bans, republish policy); None if accepted."""
         cfg = self.config
-        conn, session = st.conn, st.session
-        started = trio.current_time()
-        while True:
-            if not session.handshake_complete:
-                deadline = started + cfg.handshake_timeout
-                why = f"handshake not completed within {cfg.handshake_timeout:g} s"
-            elif st.players:
-                deadline = float("inf")
-                why = ""
-            elif st.publisher is not None:
-                deadline = trio.current_time() + cfg.idle_timeout
-                why = f"publisher sent nothing for {cfg.idle_timeout:g} s"
-            else:
-                deadline = started + cfg.handshake_timeout + cfg.idle_timeout
-                why = f"no publish or play within {cfg.idle_timeout:g} s of connecting"
-            data = None
-            with trio.move_on_at(deadline):
-                data = await conn.recv()
-            if data is None:
-                self.refuse("timeout")
-                return why
-            if not data:
-                return None if conn.closed else "peer closed the connection"
-            if st.publisher is not None:
-                self.bytes_in += len(data)
-            events = deque(session.receive_data(data))
-            while events:
-                event = events.popleft()
-                if isinstance(event, rs.Connect):
-                    reason = self._on_connect(st, event, events)
-                else:
-                    reason = self._on_rtmp_event(st, event)
-                if reason:
-                    log.info("closing RTMP %s: %s", conn.peer, reason)
-                    conn.write(session.data_to_send())
-                    await conn.close_gracefully()
-                    return None
-            out = session.data_to_send()
-            if out:
-                conn.write(out)
-            if conn.backlog_bytes and not st.players:
-                await conn.drain()
-
-    def _on_rtmp_event(self, st: _RtmpConn, event: rs.Event) -> str | None:
-        """Act on one session event; a returned string closes the connection with that reason."""
-        if isinstance(event, rs.Media):
-            pub = st.publisher
-            if pub is not None and event.stream_id == pub.stream_id:
-                pub.stream.push(event.type_id, event.timestamp, event.payload)
-            return None
-        if isinstance(event, rs.Metadata):
-            pub = st.publisher
-            if pub is not None:
-                pub.stream.set_metadata(event.payload, event.values)
-            return None
-        if isinstance(event, rs.Publish):
-            return self._on_publish(st, event)
-        if isinstance(event, rs.Play):
-            return self._on_play(st, event)
-        if isinstance(event, rs.DeleteStream):
-            pub = st.publisher
-            if pub is not None and pub.stream_id == event.stream_id:
-                st.publisher = None
-                self._unpublish(pub, "publisher deleted its stream")
-            scope = st.players.pop(event.stream_id, None)
-            if scope is not None:
-                scope.cancel()
-            return None
-        if isinstance(event, rs.Command):
-            log.debug("RTMP %s: ignoring command %s", st.conn.peer, event.name)
-        return None
-
-    def _on_connect(self, st: _RtmpConn, event: rs.Connect, events: deque) -> str | None:
-        if not event.app:
-            st.session.reject_connect("no application name in the URL")
-            self.refuse("bad_app")
-            return "connect without an application name"
-        events.extendleft(reversed(st.session.accept_connect(event.app)))
-        return None
-
-    def _on_publish(self, st: _RtmpConn, event: rs.Publish) -> str | None:
-        cfg = self.config
-        session = st.session
+        session = rtmp.session
         app = session.app or ""
         name, query = split_name(event.name)
         key = (app, name)
-        peer = st.conn.peer
-        if st.publisher is not None or st.players:
-            session.reject_publish(event.stream_id, "NetStream.Publish.BadName", "already busy")
-            return "second publish/play on one connection"
+        peer = rtmp.conn.peer
         if not name or "/" in name or ".." in name:
             session.reject_publish(event.stream_id, "NetStream.Publish.BadName", "bad stream name")
             self.refuse("bad_name")
@@ -339,70 +266,33 @@ class Origin:
                     f"{app}/{name} is already published",
                 )
                 self.refuse("already_publishing")
-                return f"publish of {app}/{name} refused: already published by {old.conn.peer}"
+                return f"publish of {app}/{name} refused: already published by {old.rtmp.conn.peer}"
             log.info(
-                "takeover: %s replaces %s as publisher of %s/%s", peer, old.conn.peer, app, name
+                "takeover: %s replaces %s as publisher of %s/%s",
+                peer,
+                old.rtmp.conn.peer,
+                app,
+                name,
             )
-            old.scope.cancel()
-            old.conn.close()
+            old.rtmp.cancel()
             stream = old.stream
-            stream.new_source()
         else:
             stream = self._open_stream(app, name)
-            stream.new_source()
-        pub = Publisher(st.conn, stream, event.stream_id, time.time(), st.nursery.cancel_scope)
+        stream.new_source()
+        pub = Publisher(rtmp, stream, event.stream_id, time.time())
         self.publishers[key] = pub
-        st.publisher = pub
+        rtmp.publisher = pub
         session.accept_publish(event.stream_id, name)
         self.metrics.inc("publishes_total")
         log.info("publish %s/%s from %s", app, name, peer)
         return None
 
-    def _unpublish(self, pub: Publisher, reason: str) -> None:
+    def unpublish(self, pub: Publisher, reason: str) -> None:
+        """The publisher left: end its stream unless another publisher took over."""
         key = (pub.stream.app, pub.stream.name)
         if self.publishers.get(key) is pub:
             del self.publishers[key]
             self._close_stream(pub.stream, reason)
-
-    def _on_play(self, st: _RtmpConn, event: rs.Play) -> str | None:
-        session = st.session
-        app = session.app or ""
-        name, _query = split_name(event.name)
-        stream = self.registry.get(app, name)
-        if st.publisher is not None:
-            session.reject_publish(
-                event.stream_id, "NetStream.Play.Failed", "connection is publishing"
-            )
-            return "play on a publishing connection"
-        if stream is None or stream.closed:
-            session.play_not_found(event.stream_id, event.name)
-            self.refuse("not_found")
-            return f"play of unknown stream {app}/{name}"
-        if event.stream_id in st.players:
-            return "play twice on one message stream"
-        session.accept_play(event.stream_id, name)
-        st.conn.write(session.data_to_send())
-        fanout = self.fanouts[stream]
-        sid = event.stream_id
-
-        def end() -> bytes:
-            session.end_play(sid, name)
-            return session.data_to_send()
-
-        player = Player(st.conn, stream.add_reader("rtmp"), "rtmp", stream_id=sid, end=end)
-        scope = trio.CancelScope()
-        st.players[sid] = scope
-
-        async def run() -> None:
-            with scope:
-                await fanout.serve(player)
-                log.info("RTMP play %s/%s by %s ended", app, name, st.conn.peer)
-                st.nursery.cancel_scope.cancel()
-            st.players.pop(sid, None)
-
-        st.nursery.start_soon(run)
-        log.info("RTMP play %s/%s by %s", app, name, st.conn.peer)
-        return None
 
     # ------------------------------------------------------------------ HTTP
 
@@ -423,7 +313,7 @@ class Origin:
         if path.startswith("/api/streams/"):
             return self._api_stream(req, path[len("/api/streams/") :])
         if path.endswith(".flv") and req.method in ("GET", "HEAD"):
-            return self._play_flv(req)
+            return await flv_response(self, req, self.refuse)
         return Response.text(404, f"not found: {path}")
 
     def _api_stream(self, req: Request, rest: str) -> Response:
@@ -442,35 +332,11 @@ class Origin:
             if ban > 0:
                 self.bans[(app, name)] = time.time() + ban
             if pub is not None:
-                pub.scope.cancel()
-                pub.conn.close()
-                self._unpublish(pub, f"kicked through the API by {req.peer}")
+                pub.rtmp.cancel()
+                self.unpublish(pub, f"kicked through the API by {req.peer}")
             log.info("kicked %s/%s (ban %g s) on request of %s", app, name, ban, req.peer)
             return Response.json({"kicked": f"{app}/{name}", "ban_s": ban})
         return Response.json({"error": f"method {req.method} not allowed"}, 405)
-
-    def _play_flv(self, req: Request) -> Response | StreamingResponse:
-        parts = req.path.strip("/")[: -len(".flv")].split("/")
-        if len(parts) != 2 or not all(parts):
-            return Response.text(404, f"not found: {req.path} (expected /app/name.flv)")
-        app, name = parts
-        stream = self.registry.get(app, name)
-        if stream is None or stream.closed:
-            self.refuse("not_found")
-            log.info("HTTP-FLV %s from %s: no such stream", req.path, req.peer)
-            return Response.text(404, f"no live stream {app}/{name}")
-        if req.method == "HEAD":
-            return Response(200, b"", "video/x-flv")
-        fanout = self.fanouts[stream]
-
-        async def body(conn: Conn) -> None:
-            log.info("HTTP-FLV play %s/%s by %s", app, name, conn.peer)
-            await serve_flv(fanout, conn)
-            log.info("HTTP-FLV play %s/%s by %s ended", app, name, conn.peer)
-
-        return StreamingResponse(
-            200, "video/x-flv", body, headers=[("access-control-allow-origin", "*")]
-        )
 
     # ------------------------------------------------------------------ serve
 

@@ -1,0 +1,242 @@
+"""One RTMP connection on a node: handshake and connect with timeouts, play from a
+`StreamSource` (origin registry or edge pull), and hooks a subclass uses for publishing."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+import trio
+
+from common.conn import Conn, ConnClosed
+from common.errors import ProtocolError
+from common.play import Player, StreamSource
+from common.rtmp import session as rs
+
+log = logging.getLogger("livecdn.rtmp")
+
+FINISH_TIMEOUT = 2.0
+"""How long a finished connection waits for the peer to close before closing itself."""
+
+
+@dataclass(frozen=True)
+class RtmpLimits:
+    """Bounds on one RTMP connection."""
+
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    max_message_size: int = 8 * 1024 * 1024
+
+
+def split_name(raw: str) -> tuple[str, dict[str, str]]:
+    """'name?k=v' -> ('name', {'k': 'v'})."""
+    name, _, query = raw.partition("?")
+    return name, dict(parse_qsl(query))
+
+
+class RtmpConnection:
+    """Serves one RTMP connection until it closes. Subclasses accept publishing by
+    overriding `on_publish` and friends; this base refuses it."""
+
+    def __init__(
+        self,
+        conn: Conn,
+        source: StreamSource,
+        limits: RtmpLimits,
+        refuse: Callable[[str], None],
+    ) -> None:
+        self.conn = conn
+        self.source = source
+        self.limits = limits
+        self.refuse = refuse
+        self.session = rs.ServerSession(max_message_size=limits.max_message_size)
+        self.players: dict[int, trio.CancelScope] = {}
+        self.publishing = False
+        self.bytes_in = 0
+        self._nursery: trio.Nursery | None = None
+        self._recv_scope: trio.CancelScope | None = None
+        self._finishing = False
+
+    # ------------------------------------------------------------------ hooks
+
+    def on_publish(self, event: rs.Publish) -> str | None:
+        """A publish request; queue an answer and return a reason to close, or None."""
+        self.session.reject_publish(
+            event.stream_id, "NetStream.Publish.Denied", "this node does not accept publishing"
+        )
+        self.refuse("publish_not_allowed")
+        return "publish refused: this node only plays"
+
+    def on_media(self, event: rs.Media | rs.Metadata) -> None:
+        """Media or metadata from a publisher."""
+
+    def on_delete(self, stream_id: int) -> None:
+        """The client deleted a message stream it published on."""
+
+    def on_close(self) -> None:
+        """The connection is over (whatever the reason)."""
+
+    # ------------------------------------------------------------------ loop
+
+    async def run(self) -> None:
+        """Serve the connection; returns when it is closed."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    reason = await self._loop()
+                except ProtocolError as exc:
+                    self.refuse("protocol_error")
+                    reason = f"protocol error: {exc}"
+                if reason:
+                    log.info("closing RTMP %s: %s", self.conn.peer, reason)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.on_close()
+
+    async def finish(self) -> None:
+        """Flush and half-close; the read loop ends when the peer closes (or soon after)."""
+        self._finishing = True
+        if self._recv_scope is not None:
+            self._recv_scope.deadline = min(
+                self._recv_scope.deadline, trio.current_time() + FINISH_TIMEOUT
+            )
+        try:
+            await self.conn.drain()
+            self.conn.sock.shutdown(socket.SHUT_WR)
+        except (ConnClosed, OSError):
+            self.conn.close()
+
+    def cancel(self) -> None:
+        """End the connection from outside (kick, takeover)."""
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        self.conn.close()
+
+    async def _loop(self) -> str | None:
+        limits = self.limits
+        conn, session = self.conn, self.session
+        started = trio.current_time()
+        while True:
+            if not session.handshake_complete:
+                deadline = started + limits.handshake_timeout
+                why = f"handshake not completed within {limits.handshake_timeout:g} s"
+            elif self.players:
+                deadline = float("inf")
+                why = ""
+            elif self.publishing:
+                deadline = trio.current_time() + limits.idle_timeout
+                why = f"publisher sent nothing for {limits.idle_timeout:g} s"
+            else:
+                deadline = started + limits.handshake_timeout + limits.idle_timeout
+                why = f"no publish or play within {limits.idle_timeout:g} s of connecting"
+            if self._finishing:
+                deadline = min(deadline, trio.current_time() + FINISH_TIMEOUT)
+            data = None
+            with trio.move_on_at(deadline) as self._recv_scope:
+                data = await conn.recv()
+            if data is None:
+                if self._finishing:
+                    return None
+                self.refuse("timeout")
+                return why
+            if not data:
+                return None if conn.closed else "peer closed the connection"
+            if self.publishing:
+                self.bytes_in += len(data)
+            events = deque(session.receive_data(data))
+            while events:
+                reason = self._on_event(events.popleft(), events)
+                if reason:
+                    log.info("closing RTMP %s: %s", conn.peer, reason)
+                    conn.write(session.data_to_send())
+                    await conn.close_gracefully()
+                    return None
+            out = session.data_to_send()
+            if out:
+                conn.write(out)
+            if conn.backlog_bytes and not self.players:
+                await conn.drain()
+
+    def _on_event(self, event: rs.Event, events: deque) -> str | None:
+        """Act on one session event; a returned string closes the connection with that reason."""
+        if isinstance(event, (rs.Media, rs.Metadata)):
+            if self.publishing:
+                self.on_media(event)
+            return None
+        session = self.session
+        if isinstance(event, rs.Connect):
+            if not event.app:
+                session.reject_connect("no application name in the URL")
+                self.refuse("bad_app")
+                return "connect without an application name"
+            events.extendleft(reversed(session.accept_connect(event.app)))
+            return None
+        if isinstance(event, rs.Publish):
+            if self.publishing or self.players:
+                session.reject_publish(event.stream_id, "NetStream.Publish.BadName", "already busy")
+                return "second publish/play on one connection"
+            return self.on_publish(event)
+        if isinstance(event, rs.Play):
+            return self._on_play(event)
+        if isinstance(event, rs.DeleteStream):
+            if self.publishing:
+                self.on_delete(event.stream_id)
+            scope = self.players.pop(event.stream_id, None)
+            if scope is not None:
+                scope.cancel()
+            return None
+        if isinstance(event, rs.Command):
+            log.debug("RTMP %s: ignoring command %s", self.conn.peer, event.name)
+        return None
+
+    def _on_play(self, event: rs.Play) -> str | None:
+        if self.publishing:
+            self.session.send_status(
+                event.stream_id, "error", "NetStream.Play.Failed", "connection is publishing"
+            )
+            return "play on a publishing connection"
+        if event.stream_id in self.players:
+            return "play twice on one message stream"
+        scope = trio.CancelScope()
+        self.players[event.stream_id] = scope
+        assert self._nursery is not None
+        self._nursery.start_soon(self._play, event, scope)
+        return None
+
+    async def _play(self, event: rs.Play, scope: trio.CancelScope) -> None:
+        session, conn = self.session, self.conn
+        app = session.app or ""
+        name, _query = split_name(event.name)
+        sid = event.stream_id
+        with scope:
+            sub = await self.source.subscribe(app, name)
+            if sub is None:
+                session.play_not_found(sid, event.name)
+                self.refuse("not_found")
+                log.info("closing RTMP %s: play of unknown stream %s/%s", conn.peer, app, name)
+                conn.write(session.data_to_send())
+                self.players.pop(sid, None)
+                await self.finish()
+                return
+            try:
+                session.accept_play(sid, name)
+                conn.write(session.data_to_send())
+
+                def end() -> bytes:
+                    session.end_play(sid, name)
+                    return session.data_to_send()
+
+                stream = sub.fanout.stream
+                player = Player(conn, stream.add_reader("rtmp"), "rtmp", stream_id=sid, end=end)
+                log.info("RTMP play %s/%s by %s", app, name, conn.peer)
+                await sub.fanout.serve(player)
+                log.info("RTMP play %s/%s by %s ended", app, name, conn.peer)
+                await self.finish()
+            finally:
+                sub.release()
+        self.players.pop(sid, None)
