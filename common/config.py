@@ -6,7 +6,7 @@ import dataclasses
 import tomllib
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,8 +18,8 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class OriginConfig:
-    """Settings of one origin node (keys of origin.toml)."""
+class ServeConfig:
+    """Settings every node that serves viewers has (origin and edge)."""
 
     host: str = "0.0.0.0"
     rtmp_port: int = 1935
@@ -27,8 +27,6 @@ class OriginConfig:
     gop_cache: bool = True
     gop_max_frames: int = 2048
     gop_max_bytes: int = 16 * 1024 * 1024
-    on_republish: str = "takeover"
-    publish_secret: str = ""
     max_message_size: int = 8 * 1024 * 1024
     handshake_timeout: float = 10.0
     idle_timeout: float = 30.0
@@ -36,7 +34,6 @@ class OriginConfig:
     max_lag_ms: int = 5000
     batch_ms: float = 50.0
     max_connections: int = 20000
-    kick_ban_seconds: float = 0.0
     http_header_timeout: float = 10.0
     http_keepalive_timeout: float = 30.0
     http_max_header_bytes: int = 16 * 1024
@@ -44,10 +41,6 @@ class OriginConfig:
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work."""
-        if self.on_republish not in ("takeover", "reject"):
-            raise ConfigError(
-                f"on_republish must be 'takeover' or 'reject', not {self.on_republish!r}"
-            )
         for name in ("rtmp_port", "http_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
@@ -71,6 +64,52 @@ class OriginConfig:
             raise ConfigError(f"log_level {self.log_level!r} is not debug/info/warning/error")
 
 
+@dataclass(frozen=True)
+class OriginConfig(ServeConfig):
+    """Settings of one origin node (keys of origin.toml)."""
+
+    on_republish: str = "takeover"
+    publish_secret: str = ""
+    kick_ban_seconds: float = 0.0
+
+    def validate(self) -> None:
+        """Raise ConfigError for values that cannot work."""
+        super().validate()
+        if self.on_republish not in ("takeover", "reject"):
+            raise ConfigError(
+                f"on_republish must be 'takeover' or 'reject', not {self.on_republish!r}"
+            )
+
+
+@dataclass(frozen=True)
+class EdgeConfig(ServeConfig):
+    """Settings of one edge node (keys of edge.toml)."""
+
+    rtmp_port: int = 1936
+    http_port: int = 8081
+    parents: list[str] = field(default_factory=list)
+    linger_seconds: float = 10.0
+    not_found_ttl: float = 2.0
+    connect_timeout: float = 5.0
+    stall_timeout: float = 5.0
+    retry_seconds: float = 10.0
+
+    def validate(self) -> None:
+        """Raise ConfigError for values that cannot work."""
+        super().validate()
+        if not self.parents:
+            raise ConfigError("an edge needs at least one parent (--parent rtmp://host:port)")
+        for parent in self.parents:
+            if not parent.startswith(("rtmp://", "http://")):
+                raise ConfigError(f"parent {parent!r} must be an rtmp:// or http:// URL")
+        for name in ("connect_timeout", "stall_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0")
+        for name in ("linger_seconds", "not_found_ttl", "retry_seconds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0")
+
+
 def _check_type(cls_name: str, key: str, value: Any, annotation: Any) -> Any:
     hint = annotation
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
@@ -78,6 +117,11 @@ def _check_type(cls_name: str, key: str, value: Any, annotation: Any) -> Any:
     else:
         options = (hint,)
     for opt in options:
+        if typing.get_origin(opt) is list:
+            (item,) = typing.get_args(opt)
+            if isinstance(value, list) and all(isinstance(v, item) for v in value):
+                return list(value)
+            continue
         if opt is type(None) and value is None:
             return value
         if opt is float and isinstance(value, int) and not isinstance(value, bool):

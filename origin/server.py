@@ -10,10 +10,10 @@ import trio
 
 from common import auth
 from common.config import OriginConfig
-from common.conn import Conn, accept_loop, listen_socket
-from common.http import HttpLimits, Request, Response, StreamingResponse, serve_http
-from common.metrics import CONTENT_TYPE, NodeMetrics
-from common.play import Fanout, PlayStats, Subscription, flv_response
+from common.conn import Conn
+from common.http import Request, Response
+from common.node import NodeAddress, PlayNode
+from common.play import Subscription
 from common.rtmp import session as rs
 from common.rtmpserver import RtmpConnection, RtmpLimits, split_name
 from common.stream import Registry, Stream
@@ -68,107 +68,43 @@ class OriginRtmp(RtmpConnection):
             self.origin.unpublish(self.publisher, "publisher disconnected")
 
 
-@dataclass(frozen=True)
-class OriginAddress:
-    """Where a started origin listens (useful with port 0)."""
-
-    rtmp_port: int
-    http_port: int
+OriginAddress = NodeAddress
 
 
-class Origin:
-    """State of one origin node; `serve()` runs it."""
+class Origin(PlayNode):
+    """State of one origin node; `run()` serves it."""
+
+    kind = "origin"
 
     def __init__(self, config: OriginConfig) -> None:
-        self.config = config
+        super().__init__(config)
+        self.config: OriginConfig = config
         self.registry = Registry()
-        self.fanouts: dict[Stream, Fanout] = {}
         self.publishers: dict[tuple[str, str], Publisher] = {}
         self.bans: dict[tuple[str, str], float] = {}
-        self.play_stats = PlayStats()
-        self.started = time.time()
         self.bytes_in = 0
-        self.dropped_closed = 0
-        self.metrics = self._make_metrics()
-        self.http_limits = HttpLimits(
-            max_header_bytes=config.http_max_header_bytes,
-            header_timeout=config.http_header_timeout,
-            keepalive_timeout=config.http_keepalive_timeout,
-        )
-        self._streams_nursery: trio.Nursery | None = None
-
-    # ------------------------------------------------------------------ metrics
-
-    def _make_metrics(self) -> NodeMetrics:
-        mt = NodeMetrics("origin")
+        mt = self.metrics
         mt.gauge("streams", "Live streams.", (), lambda: {(): len(self.registry)})
         mt.gauge("publishers", "Connected publishers.", (), lambda: {(): len(self.publishers)})
-        mt.gauge("viewers", "Connected viewers by protocol.", ("protocol",), self._viewers)
-        mt.counter("connections_total", "Accepted connections.", ("protocol",))
-        mt.counter(
-            "connections_refused_total", "Connections or requests refused, by reason.", ("reason",)
-        )
         mt.counter(
             "bytes_in_total", "Bytes received from publishers.", (), lambda: {(): self.bytes_in}
         )
-        mt.counter(
-            "bytes_out_total",
-            "Media bytes sent to viewers, by protocol.",
-            ("protocol",),
-            lambda: {(k,): v for k, v in self.play_stats.bytes_out.items()},
-        )
-        mt.counter(
-            "frames_dropped_total",
-            "Frames skipped for viewers that fell behind.",
-            (),
-            lambda: {(): self.dropped_closed + sum(s.stats.dropped_frames for s in self.registry)},
-        )
-        mt.counter(
-            "slow_viewer_disconnects_total",
-            "Viewers disconnected for not keeping up.",
-            (),
-            lambda: {(): self.play_stats.slow_disconnects},
-        )
         mt.counter("publishes_total", "Publishes accepted.", ())
-        return mt
-
-    def _viewers(self) -> dict[tuple[str, ...], float]:
-        out = {("flv",): 0, ("rtmp",): 0}
-        for fanout in self.fanouts.values():
-            for proto, n in fanout.viewers().items():
-                out[(proto,)] = out.get((proto,), 0) + n
-        return out
-
-    def refuse(self, reason: str) -> None:
-        """Count a refused connection or request."""
-        self.metrics.inc("connections_refused_total", labels=(reason,))
 
     # ------------------------------------------------------------------ streams
 
     def _open_stream(self, app: str, name: str) -> Stream:
-        cfg = self.config
-        stream = Stream(
-            app,
-            name,
-            gop_cache=cfg.gop_cache,
-            max_frames=cfg.gop_max_frames,
-            max_bytes=cfg.gop_max_bytes,
-            max_lag_ms=cfg.max_lag_ms,
-        )
-        fanout = Fanout(
-            stream, self.play_stats, batch_ms=cfg.batch_ms, slow_timeout=cfg.slow_timeout
-        )
+        stream = self.new_stream(app, name)
+        fanout = self.new_fanout(stream)
         self.registry.add(stream)
-        self.fanouts[stream] = fanout
-        assert self._streams_nursery is not None
-        self._streams_nursery.start_soon(fanout.run)
+        assert self.nursery is not None
+        self.nursery.start_soon(fanout.run)
         return stream
 
     def _close_stream(self, stream: Stream, reason: str) -> None:
         stream.close()
         self.registry.remove(stream)
-        self.fanouts.pop(stream, None)
-        self.dropped_closed += stream.stats.dropped_frames
+        self.drop_fanout(stream)
         log.info("stream %s/%s ended: %s", stream.app, stream.name, reason)
 
     def stream_info(self, stream: Stream) -> dict:
@@ -296,25 +232,13 @@ class Origin:
 
     # ------------------------------------------------------------------ HTTP
 
-    async def handle_http(self, conn: Conn) -> None:
-        """Serve one HTTP connection."""
-        self.metrics.inc("connections_total", labels=("http",))
-        await serve_http(conn, self.route, self.http_limits)
-
-    async def route(self, req: Request) -> Response | StreamingResponse:
-        """Dispatch one HTTP request."""
-        path = req.path
-        if path == "/healthz":
-            return Response.json({"status": "ok", "uptime_s": round(time.time() - self.started, 1)})
-        if path == "/metrics":
-            return Response(200, self.metrics.render(), CONTENT_TYPE)
-        if path == "/api/streams":
+    async def route_api(self, req: Request) -> Response | None:
+        """GET /api/streams, GET|DELETE /api/streams/app/name."""
+        if req.path == "/api/streams":
             return Response.json({"streams": [self.stream_info(s) for s in self.registry]})
-        if path.startswith("/api/streams/"):
-            return self._api_stream(req, path[len("/api/streams/") :])
-        if path.endswith(".flv") and req.method in ("GET", "HEAD"):
-            return await flv_response(self, req, self.refuse)
-        return Response.text(404, f"not found: {path}")
+        if req.path.startswith("/api/streams/"):
+            return self._api_stream(req, req.path[len("/api/streams/") :])
+        return None
 
     def _api_stream(self, req: Request, rest: str) -> Response:
         app, _, name = rest.partition("/")
@@ -338,34 +262,10 @@ class Origin:
             return Response.json({"kicked": f"{app}/{name}", "ban_s": ban})
         return Response.json({"error": f"method {req.method} not allowed"}, 405)
 
-    # ------------------------------------------------------------------ serve
-
-    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen on the RTMP and HTTP ports and serve until cancelled."""
-        cfg = self.config
-        rtmp_sock = listen_socket(cfg.host, cfg.rtmp_port)
-        http_sock = listen_socket(cfg.host, cfg.http_port)
-        address = OriginAddress(rtmp_sock.getsockname()[1], http_sock.getsockname()[1])
-        try:
-            async with trio.open_nursery() as nursery:
-                self._streams_nursery = nursery
-                for sock, handler in ((rtmp_sock, self.handle_rtmp), (http_sock, self.handle_http)):
-                    nursery.start_soon(
-                        lambda s=sock, h=handler: accept_loop(
-                            s, h, max_connections=cfg.max_connections, on_refused=self.refuse
-                        )
-                    )
-                log.info(
-                    "origin up: rtmp://%s:%d  http://%s:%d",
-                    cfg.host,
-                    address.rtmp_port,
-                    cfg.host,
-                    address.http_port,
-                )
-                task_status.started(address)
-        finally:
-            for stream in list(self.registry):
-                self._close_stream(stream, "origin shutting down")
+    def shutdown(self) -> None:
+        """Close every stream (viewers get a clean end)."""
+        for stream in list(self.registry):
+            self._close_stream(stream, "origin shutting down")
 
 
 async def serve(
