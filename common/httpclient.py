@@ -28,7 +28,10 @@ class HttpResponse:
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body data as it arrives; ends at the end of the body."""
         while True:
-            event = self._h.next_event()
+            try:
+                event = self._h.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise HttpClientError(f"malformed response body: {exc}") from exc
             if event is h11.NEED_DATA:
                 data = await self.conn.recv()
                 if not data and self._h.their_state is h11.SEND_BODY:

@@ -79,6 +79,8 @@ class Player:
 
     def parts(self, frames: list[Frame]) -> list[bytes]:
         """The wire bytes of `frames` for this player's protocol, as shared buffers."""
+        if not frames:
+            return []  # an empty HTTP chunk would end the response
         if self.protocol == "flv":
             parts = [f.flv for f in frames]
             size = sum(len(p) for p in parts)
@@ -108,6 +110,12 @@ class Fanout:
         self.batch = batch_ms / 1000
         self.slow_timeout = slow_timeout
         self.players: set[Player] = set()
+
+    def close(self) -> None:
+        """End the stream: every player sends what is left, then its end, and stops."""
+        self.stream.close()
+        for player in self.players:
+            player.wake.set()
 
     def viewers(self) -> Counter[str]:
         """Players by protocol."""

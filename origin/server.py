@@ -102,6 +102,9 @@ class Origin(PlayNode):
         return stream
 
     def _close_stream(self, stream: Stream, reason: str) -> None:
+        fanout = self.fanouts.get(stream)
+        if fanout is not None:
+            fanout.close()
         stream.close()
         self.registry.remove(stream)
         self.drop_fanout(stream)

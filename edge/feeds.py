@@ -1,0 +1,161 @@
+"""Upstream feeds: one stream pulled from a parent over RTMP play or HTTP-FLV.
+
+A feed yields items: ("media", type_id, timestamp, payload), ("meta", payload, values), or
+("end",) when the parent ends the stream cleanly (the publisher stopped).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from common import amf0, flv
+from common.errors import ProtocolError
+from common.flv import FlvParser
+from common.httpclient import HttpClientError, HttpResponse, open_request
+from common.rtmp import session as rs
+from common.rtmpclient import RtmpClient, RtmpClientError
+
+END_CODES = ("NetStream.Play.Stop", "NetStream.Play.UnpublishNotify", "NetStream.Play.Complete")
+
+
+class NotFound(Exception):
+    """The parent says the stream does not exist."""
+
+
+class ParentError(Exception):
+    """The parent could not be reached, refused, broke the connection or sent garbage."""
+
+
+Item = tuple
+
+
+class Feed(Protocol):
+    """A connected upstream."""
+
+    bytes_in: int
+
+    async def receive(self) -> list[Item]:
+        """The next items; raises ParentError if the upstream breaks."""
+        ...
+
+    def close(self) -> None:
+        """Drop the upstream connection."""
+        ...
+
+
+class RtmpFeed:
+    """RTMP play from a parent (origin, edge, nginx-rtmp, SRS, ...)."""
+
+    def __init__(self, client: RtmpClient) -> None:
+        self.client = client
+
+    @property
+    def bytes_in(self) -> int:
+        return self.client.conn.bytes_in
+
+    @classmethod
+    async def open(cls, parent: str, app: str, name: str) -> RtmpFeed:
+        """Connect and play; NotFound or ParentError on failure."""
+        url = f"{parent.rstrip('/')}/{app}/{name}"
+        try:
+            client = await RtmpClient.connect(url)
+        except (OSError, RtmpClientError, ProtocolError) as exc:
+            raise ParentError(f"cannot connect to {url}: {exc}") from exc
+        try:
+            await client.play()
+        except RtmpClientError as exc:
+            client.close()
+            if exc.code == "NetStream.Play.StreamNotFound":
+                raise NotFound(url) from exc
+            raise ParentError(f"{url} refused play: {exc}") from exc
+        except (OSError, ProtocolError) as exc:
+            client.close()
+            raise ParentError(f"{url} failed during play: {exc}") from exc
+        return cls(client)
+
+    async def receive(self) -> list[Item]:
+        try:
+            events = await self.client.next_events()
+        except (OSError, RtmpClientError, ProtocolError) as exc:
+            raise ParentError(f"upstream broke: {exc}") from exc
+        out: list[Item] = []
+        for e in events:
+            if isinstance(e, rs.Media):
+                out.append(("media", e.type_id, e.timestamp, e.payload))
+            elif isinstance(e, rs.Metadata):
+                out.append(("meta", e.payload, e.values))
+            elif isinstance(e, rs.StreamEOF) or (isinstance(e, rs.Status) and e.code in END_CODES):
+                out.append(("end",))
+                break
+            elif isinstance(e, rs.Status) and e.level == "error":
+                raise ParentError(f"upstream error {e.code}: {e.description}")
+        return out
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class FlvFeed:
+    """HTTP-FLV from a parent (`http://host:port` -> GET /app/name.flv)."""
+
+    def __init__(self, resp: HttpResponse) -> None:
+        self.resp = resp
+        self.parser = FlvParser()
+        self._chunks = resp.chunks()
+
+    @property
+    def bytes_in(self) -> int:
+        return self.resp.conn.bytes_in
+
+    @classmethod
+    async def open(cls, parent: str, app: str, name: str) -> FlvFeed:
+        """GET the stream; NotFound on 404, ParentError on anything else but 200."""
+        url = f"{parent.rstrip('/')}/{app}/{name}.flv"
+        try:
+            resp = await open_request("GET", url)
+        except (OSError, HttpClientError) as exc:
+            raise ParentError(f"cannot GET {url}: {exc}") from exc
+        if resp.status == 404:
+            resp.close()
+            raise NotFound(url)
+        if resp.status != 200:
+            resp.close()
+            raise ParentError(f"GET {url}: HTTP {resp.status}")
+        return cls(resp)
+
+    async def receive(self) -> list[Item]:
+        try:
+            data = await anext(self._chunks, None)
+        except (OSError, HttpClientError, ProtocolError) as exc:
+            raise ParentError(f"upstream broke: {exc}") from exc
+        if data is None:
+            return [("end",)]
+        try:
+            tags = self.parser.feed(data)
+        except ProtocolError as exc:
+            raise ParentError(f"bad FLV from upstream: {exc}") from exc
+        out: list[Item] = []
+        for tag in tags:
+            if tag.tag_type == flv.TAG_SCRIPT:
+                try:
+                    values = amf0.decode_all(tag.body)
+                except ProtocolError:
+                    continue
+                if values and values[0] == "onMetaData":
+                    meta = (
+                        dict(values[1]) if len(values) > 1 and isinstance(values[1], dict) else {}
+                    )
+                    out.append(("meta", tag.body, meta))
+                    continue
+            out.append(("media", tag.tag_type, tag.timestamp, tag.body))
+        return out
+
+    def close(self) -> None:
+        self.resp.close()
+
+
+async def open_feed(parent: str, app: str, name: str) -> Feed:
+    """Open app/name at `parent` (rtmp:// or http://)."""
+    if parent.startswith("rtmp://"):
+        return await RtmpFeed.open(parent, app, name)
+    return await FlvFeed.open(parent, app, name)

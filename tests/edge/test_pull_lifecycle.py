@@ -1,0 +1,238 @@
+"""The single-flight upstream lifecycle, on trio's MockClock with a programmable parent.
+
+The parent here is a test double of the *network* (a feed of items), not of our servers;
+the same lifecycle runs against real origins in test_edge_real.py.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import trio
+import trio.testing
+
+from common.play import Fanout, PlayStats
+from common.stream import Stream
+from edge.feeds import NotFound, ParentError
+from edge.pull import PullManager, PullSettings
+from tests.media import aac_header, avc_header, interframe, keyframe
+
+SETTINGS = PullSettings(
+    linger=10, not_found_ttl=2, connect_timeout=5, stall_timeout=5, retry_seconds=10
+)
+
+
+class FakeFeed:
+    """An upstream whose items the test sends (an Exception item breaks it); with `auto`,
+    it also produces a frame every 40 ms of (mock) time like a live stream."""
+
+    def __init__(self, parent: str, auto: bool) -> None:
+        self.parent = parent
+        self.auto = auto
+        self.bytes_in = 0
+        self.closed = False
+        self.send, self._recv = trio.open_memory_channel(1000)
+        self._ts = 0
+
+    async def receive(self):
+        item = None
+        with trio.move_on_after(0.04) if self.auto else trio.CancelScope():
+            item = await self._recv.receive()
+        if item is None:
+            self._ts += 40
+            return [("media", 9, self._ts, interframe())]
+        if isinstance(item, Exception):
+            raise item
+        return [item]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeParents:
+    """Parents that have some streams, can be down, and take `delay` to answer."""
+
+    def __init__(self, streams=("live/a",), delay: float = 0.5) -> None:
+        self.auto = True
+        self.streams = set(streams)
+        self.delay = delay
+        self.down: set[str] = set()
+        self.connects: Counter = Counter()
+        self.feeds: list[FakeFeed] = []
+
+    async def connect(self, parent: str, app: str, name: str) -> FakeFeed:
+        self.connects[parent] += 1
+        await trio.sleep(self.delay)
+        if parent in self.down:
+            raise ParentError(f"{parent} is down")
+        if f"{app}/{name}" not in self.streams:
+            raise NotFound(f"{parent}/{app}/{name}")
+        feed = FakeFeed(parent, self.auto)
+        for item in (("media", 9, 0, avc_header()), ("media", 8, 0, aac_header())):
+            feed.send.send_nowait(item)
+        self.feeds.append(feed)
+        return feed
+
+
+@pytest.fixture
+async def manager(nursery):
+    parents = FakeParents()
+    mgr = PullManager(
+        ["rtmp://p1", "rtmp://p2"],
+        SETTINGS,
+        make_stream=lambda app, name: Stream(app, name),
+        make_fanout=lambda stream: Fanout(stream, PlayStats()),
+        connector=parents.connect,
+    )
+    await nursery.start(mgr.run)
+    mgr.fake = parents
+    return mgr
+
+
+async def test_first_viewer_starts_one_upstream_and_concurrent_viewers_share_it(
+    manager, autojump_clock
+):
+    subs = []
+
+    async def viewer():
+        subs.append(await manager.subscribe("live", "a"))
+
+    async with trio.open_nursery() as n:
+        for _ in range(20):
+            n.start_soon(viewer)
+    assert manager.fake.connects == {"rtmp://p1": 1}
+    assert len({id(s.fanout) for s in subs}) == 1
+    up = manager.upstreams[("live", "a")]
+    assert up.viewers == 20 and up.state == "live" and up.parent == "rtmp://p1"
+    assert manager.stats.started == 1
+
+
+async def test_rejoin_within_linger_reuses_and_expiry_closes(manager, autojump_clock):
+    sub = await manager.subscribe("live", "a")
+    up = manager.upstreams[("live", "a")]
+    sub.release()
+    assert up.state == "lingering"
+    await trio.sleep(9)
+    again = await manager.subscribe("live", "a")
+    assert manager.upstreams[("live", "a")] is up and up.state == "live"
+    assert manager.fake.connects["rtmp://p1"] == 1
+    again.release()
+    again.release()  # idempotent
+    assert up.viewers == 0
+    await trio.sleep(9.9)
+    assert ("live", "a") in manager.upstreams
+    await trio.sleep(0.2)
+    assert ("live", "a") not in manager.upstreams
+    assert manager.fake.feeds[0].closed
+    assert up.stream.closed
+    assert manager.stats.stopped == {"linger expired": 1}
+    third = await manager.subscribe("live", "a")
+    assert third is not None and manager.fake.connects["rtmp://p1"] == 2
+
+
+async def test_viewers_leaving_during_connect_start_the_linger(manager, autojump_clock):
+    with trio.move_on_after(0.1):
+        await manager.subscribe("live", "a")  # gives up while connecting
+    up = manager.upstreams[("live", "a")]
+    assert up.viewers == 0
+    await trio.sleep(11)
+    assert ("live", "a") not in manager.upstreams
+
+
+async def test_missing_stream_is_answered_promptly_and_cached_briefly(manager, autojump_clock):
+    results = []
+
+    async def viewer():
+        results.append(await manager.subscribe("live", "missing"))
+
+    async with trio.open_nursery() as n:
+        for _ in range(10):
+            n.start_soon(viewer)
+    assert results == [None] * 10
+    assert manager.fake.connects == {"rtmp://p1": 1}
+    start = trio.current_time()
+    assert await manager.subscribe("live", "missing") is None
+    assert trio.current_time() == start, "a cached 404 must not wait"
+    assert manager.stats.not_found_cached == 1
+    await trio.sleep(2.1)
+    assert await manager.subscribe("live", "missing") is None
+    assert manager.fake.connects == {"rtmp://p1": 2}
+
+
+async def test_publisher_stop_ends_viewers_and_upstream(manager, autojump_clock):
+    sub = await manager.subscribe("live", "a")
+    feed = manager.fake.feeds[0]
+    await feed.send.send(("media", 9, 40, keyframe()))
+    await feed.send.send(("end",))
+    await trio.sleep(0.1)
+    assert sub.fanout.stream.closed
+    assert ("live", "a") not in manager.upstreams
+    assert manager.stats.stopped == {"publisher stopped": 1}
+    assert feed.closed
+
+
+async def test_broken_upstream_fails_over_and_keeps_timestamps_continuous(manager, autojump_clock):
+    manager.fake.auto = False
+    sub = await manager.subscribe("live", "a")
+    stream = sub.fanout.stream
+    reader = stream.add_reader("flv")
+    feed = manager.fake.feeds[0]
+    for i in range(5):
+        await feed.send.send(("media", 9, 1000 + i * 40, keyframe() if i == 0 else interframe()))
+    await trio.sleep(0.1)
+    manager.fake.down.add("rtmp://p1")
+    await feed.send.send(ParentError("connection reset"))
+    await trio.sleep(1)
+    assert manager.fake.connects == {"rtmp://p1": 1, "rtmp://p2": 1}
+    up = manager.upstreams[("live", "a")]
+    assert up.parent == "rtmp://p2" and up.failovers == 1 and manager.stats.failovers == 1
+    second = manager.fake.feeds[1]
+    for i in range(3):  # the new parent's timestamps start elsewhere
+        await second.send.send(("media", 9, 50 + i * 40, keyframe() if i == 0 else interframe()))
+    await trio.sleep(0.1)
+    frames = stream.pending(reader)
+    media = [f for f in frames if not f.header]
+    ts = [f.timestamp for f in media]
+    assert ts == sorted(ts) and len(ts) == 8
+    headers = [f for f in frames if f.header]
+    assert len(headers) == 2, "identical sequence headers from the new parent are not repeated"
+    assert not sub.fanout.stream.closed
+
+
+async def test_stalled_upstream_fails_over(manager, autojump_clock):
+    manager.fake.auto = False
+    await manager.subscribe("live", "a")
+    feed = manager.fake.feeds[0]
+    await feed.send.send(("media", 9, 0, keyframe()))
+    await trio.sleep(4.9)
+    assert manager.fake.connects == {"rtmp://p1": 1}
+    await trio.sleep(0.2 + SETTINGS.connect_timeout)
+    assert manager.fake.connects == {"rtmp://p1": 1, "rtmp://p2": 1}
+    assert feed.closed
+    assert manager.upstreams[("live", "a")].parent == "rtmp://p2"
+
+
+async def test_first_parent_down_uses_the_next(manager, autojump_clock):
+    manager.fake.down.add("rtmp://p1")
+    sub = await manager.subscribe("live", "a")
+    assert sub is not None
+    assert manager.upstreams[("live", "a")].parent == "rtmp://p2"
+
+
+async def test_all_parents_down_fails_the_viewers(manager, autojump_clock):
+    manager.fake.down |= {"rtmp://p1", "rtmp://p2"}
+    assert await manager.subscribe("live", "a") is None
+    await trio.testing.wait_all_tasks_blocked()
+    assert manager.stats.stopped == {"no parent reachable": 1}
+
+
+async def test_parents_gone_for_good_end_the_stream_after_retry_seconds(manager, autojump_clock):
+    sub = await manager.subscribe("live", "a")
+    manager.fake.down |= {"rtmp://p1", "rtmp://p2"}
+    await manager.fake.feeds[0].send.send(ParentError("reset"))
+    await trio.sleep(SETTINGS.retry_seconds - 1)
+    assert not sub.fanout.stream.closed, "viewers wait while parents may come back"
+    await trio.sleep(3)
+    assert sub.fanout.stream.closed
+    assert ("live", "a") not in manager.upstreams
