@@ -119,7 +119,9 @@ class Fanout:
 
     def viewers(self) -> Counter[str]:
         """Players by protocol."""
-        return Counter(p.protocol for p in self.players)
+        counts: Counter[str] = Counter({"flv": 0, "rtmp": 0})
+        counts.update(p.protocol for p in self.players)
+        return counts
 
     async def run(self) -> None:
         """The batching loop; returns after the stream closes and players are woken."""

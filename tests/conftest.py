@@ -80,3 +80,26 @@ async def wait_for_stream(
             if stream is not None and sum(f.keyframe for f in stream.iter_frames()) >= keyframes:
                 return stream
             await trio.sleep(0.05)
+
+
+async def start_edge(nursery: trio.Nursery, parents: list[str], **overrides: object):
+    """Start an edge in `nursery` on free ports; return it and where it listens."""
+    from common.config import EdgeConfig
+    from edge.server import Edge
+
+    values = {"host": "127.0.0.1", "rtmp_port": 0, "http_port": 0, "parents": parents, **overrides}
+    edge = Edge(build(EdgeConfig, values))
+    address = await nursery.start(edge.run)
+    return edge, address
+
+
+async def start_killable(nursery: trio.Nursery, node) -> tuple[object, trio.CancelScope]:
+    """Start `node.run` so that cancelling the returned scope kills just that node."""
+    scope = trio.CancelScope()
+
+    async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with scope:
+            await node.run(task_status=task_status)
+
+    address = await nursery.start(run)
+    return address, scope

@@ -1,0 +1,250 @@
+"""Edges with real sockets: ffmpeg publishes to origins, PyAV and our clients play from edges."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+from common import flv
+from common.config import OriginConfig, build
+from common.flv import FlvParser
+from common.httpclient import HttpClientError, fetch, open_request
+from common.rtmp import session as rs
+from common.rtmpclient import RtmpClient, RtmpClientError
+from origin.server import Origin
+from tests.conftest import (
+    ffmpeg_publish,
+    needs_ffmpeg,
+    start_edge,
+    start_killable,
+    start_origin,
+    wait_for_stream,
+)
+from tests.media import synthetic_publish
+from tests.origin.test_play_real_clients import read_with_pyav
+
+pytestmark = [pytest.mark.slow, needs_ffmpeg]
+
+
+async def api(port: int, path: str = "/api/streams") -> dict:
+    status, _, body = await fetch("GET", f"http://127.0.0.1:{port}{path}")
+    assert status == 200
+    return json.loads(body)
+
+
+async def origin_viewers(port: int, name: str) -> dict:
+    streams = (await api(port))["streams"]
+    return next(s for s in streams if s["name"] == name)["viewers"]
+
+
+class FlvViewer:
+    """An HTTP-FLV viewer that records when video arrives and its timestamps."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.video: list[tuple[float, int, bool]] = []
+        self.ended_cleanly = False
+        self.error: str | None = None
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        resp = await open_request("GET", self.url)
+        assert resp.status == 200, resp.status
+        task_status.started()
+        parser = FlvParser()
+        try:
+            async for data in resp.chunks():
+                for tag in parser.feed(data):
+                    if tag.tag_type == flv.TAG_VIDEO:
+                        info = flv.video_info(tag.body)
+                        if not info.sequence_header:
+                            self.video.append((trio.current_time(), tag.timestamp, info.keyframe))
+            self.ended_cleanly = True
+        except HttpClientError as exc:
+            self.error = str(exc)
+        finally:
+            resp.close()
+
+    def frames_after(self, t: float) -> int:
+        return sum(1 for at, _, _ in self.video if at >= t)
+
+    def monotonic(self) -> bool:
+        ts = [v[1] for v in self.video]
+        return ts == sorted(ts)
+
+
+async def test_two_hundred_viewers_make_one_upstream(nursery, origin, clip):
+    server, addr = origin
+    await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/crowd")
+    await wait_for_stream(server, "live", "crowd")
+    edge, eaddr = await start_edge(nursery, [f"rtmp://127.0.0.1:{addr.rtmp_port}"])
+    viewers = [FlvViewer(f"http://127.0.0.1:{eaddr.http_port}/live/crowd.flv") for _ in range(200)]
+    with trio.fail_after(20):
+        async with trio.open_nursery() as starting:
+            for v in viewers:
+                starting.start_soon(nursery.start, v.run)
+    await trio.sleep(2.5)
+    assert await origin_viewers(addr.http_port, "crowd") == {"flv": 0, "rtmp": 1, "total": 1}
+    info = (await api(eaddr.http_port))["streams"][0]
+    assert info["viewers"]["flv"] == 200 and info["upstream"]["state"] == "live"
+    assert info["upstream"]["bytes_from_parent"] > 100_000
+    for v in viewers:
+        assert len(v.video) > 20 and v.video[0][2], "every viewer starts at a keyframe"
+        assert v.monotonic()
+    # and real decoders agree, over HTTP-FLV and RTMP from the edge
+    for url in (
+        f"http://127.0.0.1:{eaddr.http_port}/live/crowd.flv",
+        f"rtmp://127.0.0.1:{eaddr.rtmp_port}/live/crowd",
+    ):
+        result = await trio.to_thread.run_sync(read_with_pyav, url, 25)
+        assert result["first_video_key"] and result["decoded"] >= 25 and result["audio_packets"]
+    _, _, metrics = await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/metrics")
+    text = metrics.decode()
+    assert "livecdn_upstreams 1.0" in text and "livecdn_pulls_started_total 1.0" in text
+
+
+async def test_two_tier_chain_holds_one_upstream_per_hop(nursery, origin, clip):
+    server, addr = origin
+    await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/chain")
+    await wait_for_stream(server, "live", "chain")
+    _, e1 = await start_edge(nursery, [f"rtmp://127.0.0.1:{addr.rtmp_port}"])
+    _, e2 = await start_edge(nursery, [f"http://127.0.0.1:{e1.http_port}"])
+    _, e3 = await start_edge(nursery, [f"rtmp://127.0.0.1:{e1.rtmp_port}"])
+    for url in (
+        f"http://127.0.0.1:{e2.http_port}/live/chain.flv",
+        f"rtmp://127.0.0.1:{e2.rtmp_port}/live/chain",
+        f"http://127.0.0.1:{e3.http_port}/live/chain.flv",
+    ):
+        result = await trio.to_thread.run_sync(read_with_pyav, url, 25)
+        assert result["first_video_key"] and result["decoded"] >= 25
+        assert all(v == sorted(v) for v in result["dts"].values())
+    # with viewers on both second-tier edges at once, each hop still holds one upstream
+    a = FlvViewer(f"http://127.0.0.1:{e2.http_port}/live/chain.flv")
+    b = FlvViewer(f"http://127.0.0.1:{e2.http_port}/live/chain.flv")
+    c = FlvViewer(f"http://127.0.0.1:{e3.http_port}/live/chain.flv")
+    for v in (a, b, c):
+        await nursery.start(v.run)
+    await trio.sleep(1.5)
+    assert await origin_viewers(addr.http_port, "chain") == {"flv": 0, "rtmp": 1, "total": 1}
+    e1_info = (await api(e1.http_port))["streams"][0]
+    assert e1_info["viewers"] == {"flv": 1, "rtmp": 1, "total": 2}  # e2 (HTTP-FLV) and e3 (RTMP)
+    assert (await api(e2.http_port))["streams"][0]["viewers"]["flv"] == 2
+    assert all(len(v.video) > 10 for v in (a, b, c))
+
+
+async def test_failover_between_origins_keeps_viewers(nursery, clip):
+    o1 = Origin(build(OriginConfig, {"host": "127.0.0.1", "rtmp_port": 0, "http_port": 0}))
+    a1, kill_o1 = await start_killable(nursery, o1)
+    o2, a2 = await start_origin(nursery)
+    for a in (a1, a2):
+        await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{a.rtmp_port}/live/ha")
+    await wait_for_stream(o1, "live", "ha")
+    await wait_for_stream(o2, "live", "ha")
+    edge, eaddr = await start_edge(
+        nursery,
+        [f"rtmp://127.0.0.1:{a1.rtmp_port}", f"rtmp://127.0.0.1:{a2.rtmp_port}"],
+        stall_timeout=2.0,
+        connect_timeout=1.0,
+    )
+    viewers = [FlvViewer(f"http://127.0.0.1:{eaddr.http_port}/live/ha.flv") for _ in range(50)]
+    for v in viewers:
+        await nursery.start(v.run)
+    await trio.sleep(1.5)
+    kill_o1.cancel()
+    killed = trio.current_time()
+    await trio.sleep(3)
+    kept = [v for v in viewers if v.frames_after(killed + 0.5) > 0 and v.error is None]
+    assert len(kept) >= 49, f"only {len(kept)} of 50 viewers kept receiving frames"
+    assert all(v.monotonic() for v in viewers)
+    info = (await api(eaddr.http_port))["streams"][0]
+    assert info["upstream"]["parent"].endswith(str(a2.rtmp_port))
+    assert info["upstream"]["failovers"] == 1
+    _, _, metrics = await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/metrics")
+    assert "livecdn_failovers_total 1.0" in metrics.decode()
+
+
+async def test_real_lifecycle_linger_missing_and_publisher_stop(nursery, origin, caplog):
+    server, addr = origin
+    edge, eaddr = await start_edge(
+        nursery, [f"rtmp://127.0.0.1:{addr.rtmp_port}"], linger_seconds=1.0, not_found_ttl=2.0
+    )
+    http = f"http://127.0.0.1:{eaddr.http_port}"
+    # missing stream: a prompt 404, then answered from the cache
+    for _ in range(3):
+        status, _, _ = await fetch("GET", f"{http}/live/ghost.flv")
+        assert status == 404
+    player = await RtmpClient.connect(f"rtmp://127.0.0.1:{eaddr.rtmp_port}/live/ghost")
+    with pytest.raises(RtmpClientError) as err:
+        await player.play()
+    assert err.value.code == "NetStream.Play.StreamNotFound"
+    _, _, metrics = await fetch("GET", f"{http}/metrics")
+    assert "livecdn_not_found_cached_total 3.0" in metrics.decode()
+    assert "livecdn_pulls_started_total 1.0" in metrics.decode()
+
+    pub = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/life")
+    await pub.publish()
+    nursery.start_soon(synthetic_publish, pub)
+    await trio.sleep(0.3)
+    first = FlvViewer(f"{http}/live/life.flv")
+    async with trio.open_nursery() as watching:
+        await watching.start(first.run)
+        await trio.sleep(0.5)
+        watching.cancel_scope.cancel()  # the only viewer leaves
+    await trio.sleep(0.5)
+    assert (await api(eaddr.http_port))["streams"][0]["upstream"]["state"] == "lingering"
+    second = FlvViewer(f"{http}/live/life.flv")  # within the linger: same upstream
+    await nursery.start(second.run)
+    await trio.sleep(0.5)
+    assert len(second.video) > 0
+    assert edge.pull.stats.started == 2  # ghost + life
+    rtmp_viewer = await RtmpClient.connect(f"rtmp://127.0.0.1:{eaddr.rtmp_port}/live/life")
+    await rtmp_viewer.play()
+
+    # the publisher stops: edge viewers get a clean end and the upstream goes away
+    pub.close()
+    with trio.fail_after(5):
+        while not second.ended_cleanly:
+            await trio.sleep(0.05)
+        events = []
+        while not any(isinstance(e, rs.StreamEOF) for e in events):
+            events += await rtmp_viewer.next_events()
+    await trio.sleep(0.2)
+    assert (await api(eaddr.http_port))["streams"] == []
+    assert edge.pull.stats.stopped["publisher stopped"] == 1
+
+    # an idle upstream goes away after the linger
+    pub2 = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/idle")
+    await pub2.publish()
+    nursery.start_soon(synthetic_publish, pub2)
+    await trio.sleep(0.3)
+    brief = FlvViewer(f"{http}/live/idle.flv")
+    async with trio.open_nursery() as watching:
+        await watching.start(brief.run)
+        await trio.sleep(0.3)
+        watching.cancel_scope.cancel()
+    await trio.sleep(1.6)
+    assert (await api(eaddr.http_port))["streams"] == []
+    assert edge.pull.stats.stopped["linger expired"] == 1
+    assert await origin_viewers(addr.http_port, "idle") == {"flv": 0, "rtmp": 0, "total": 0}
+
+
+async def test_publisher_takeover_at_the_origin_is_seamless_at_the_edge(nursery, origin):
+    server, addr = origin
+    _, eaddr = await start_edge(nursery, [f"http://127.0.0.1:{addr.http_port}"])
+    url = f"rtmp://127.0.0.1:{addr.rtmp_port}/live/swap"
+    first = await RtmpClient.connect(url)
+    await first.publish()
+    nursery.start_soon(synthetic_publish, first)
+    await trio.sleep(0.3)
+    viewer = FlvViewer(f"http://127.0.0.1:{eaddr.http_port}/live/swap.flv")
+    await nursery.start(viewer.run)
+    await trio.sleep(1)
+    second = await RtmpClient.connect(url)
+    await second.publish()
+    swapped = trio.current_time()
+    nursery.start_soon(synthetic_publish, second)
+    await trio.sleep(1.5)
+    assert viewer.error is None and not viewer.ended_cleanly
+    assert viewer.frames_after(swapped + 0.3) > 10
+    assert viewer.monotonic()
