@@ -115,14 +115,15 @@ class Upstream:
             "upstream": {
                 "parent": self.parent,
                 "state": self.state,
-                "bytes_from_parent": self.bytes_from_parent + self._feed_bytes(),
+                "bytes_from_parent": self.bytes_from_parent + self.feed_bytes(),
                 "since": self.since,
                 "failovers": self.failovers,
             },
             "dropped_frames": self.stream.stats.dropped_frames,
         }
 
-    def _feed_bytes(self) -> int:
+    def feed_bytes(self) -> int:
+        """Bytes received on the current upstream connection so far."""
         return self._feed.bytes_in if self._feed is not None else 0
 
     # ------------------------------------------------------------------ lifecycle

@@ -73,7 +73,7 @@ class Edge(PlayNode):
             (),
             lambda: {
                 (): stats.bytes_from_parents
-                + sum(u._feed_bytes() for u in self.pull.upstreams.values())
+                + sum(u.feed_bytes() for u in self.pull.upstreams.values())
             },
         )
         mt.counter(

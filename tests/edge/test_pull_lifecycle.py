@@ -238,3 +238,24 @@ async def test_parents_gone_for_good_end_the_stream_after_retry_seconds(manager,
     await trio.sleep(3)
     assert sub.fanout.stream.closed
     assert ("live", "a") not in manager.upstreams
+
+
+async def test_publisher_takeover_at_the_parent_keeps_the_upstream(manager, autojump_clock):
+    """The origin keeps the stream across a takeover; if the new publisher's encoder differs,
+    its new sequence header reaches the edge's viewers in order, on the same upstream."""
+    manager.fake.auto = False
+    sub = await manager.subscribe("live", "a")
+    stream = sub.fanout.stream
+    await trio.testing.wait_all_tasks_blocked()
+    reader = stream.add_reader("flv")
+    feed = manager.fake.feeds[0]
+    await feed.send.send(("media", 9, 1000, keyframe()))
+    new_header = avc_header()[:-1] + b"\x2d"
+    await feed.send.send(("media", 9, 1020, new_header))
+    await feed.send.send(("media", 9, 1020, keyframe(fill=0x66)))
+    await trio.sleep(0.1)
+    frames = stream.pending(reader)
+    assert [f.header for f in frames] == [False, True, False]
+    assert frames[1].payload == new_header and stream.video_header == new_header
+    assert manager.fake.connects == {"rtmp://p1": 1}
+    assert manager.upstreams[("live", "a")].state == "live"
