@@ -71,10 +71,18 @@ class OriginConfig(ServeConfig):
     on_republish: str = "takeover"
     publish_secret: str = ""
     kick_ban_seconds: float = 0.0
+    hls: bool = True
+    hls_apps: list[str] = field(default_factory=list)
+    hls_target_duration: float = 2.0
+    hls_window: int = 6
+    hls_grace_seconds: float = 30.0
+    hls_dir: str = ""
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work."""
         super().validate()
+        if self.hls_target_duration < 0.5 or self.hls_window < 1:
+            raise ConfigError("hls_target_duration must be >= 0.5 s and hls_window >= 1")
         if self.on_republish not in ("takeover", "reject"):
             raise ConfigError(
                 f"on_republish must be 'takeover' or 'reject', not {self.on_republish!r}"

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import h11
@@ -116,18 +117,27 @@ async def serve_http(conn: Conn, handler: Handler, limits: HttpLimits = HttpLimi
         if isinstance(resp, StreamingResponse):
             headers = _headers(resp.headers, resp.content_type)
             headers += [(b"transfer-encoding", b"chunked"), (b"cache-control", b"no-cache")]
-            data = h.send(h11.Response(status_code=resp.status, headers=headers))
+            data = h.send(
+                h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status))
+            )
             conn.write(data)
             await resp.body(conn)
             return
         close = h.their_state is not h11.DONE or request.headers.get("connection") == "close"
-        await _send_response(conn, h, resp, close=close)
+        await _send_response(conn, h, resp, close=close, head=request.method == "HEAD")
         if close or h.our_state is h11.MUST_CLOSE:
             return
         try:
             h.start_next_cycle()
         except h11.ProtocolError:
             return
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
 
 
 class _BadRequest(Exception):
@@ -198,14 +208,19 @@ async def _read_request(
     )
 
 
-async def _send_response(conn: Conn, h: h11.Connection, resp: Response, *, close: bool) -> None:
+async def _send_response(
+    conn: Conn, h: h11.Connection, resp: Response, *, close: bool, head: bool = False
+) -> None:
     headers = _headers(resp.headers, resp.content_type)
     headers.append((b"content-length", str(len(resp.body)).encode()))
     if close:
         headers.append((b"connection", b"close"))
     try:
-        data = h.send(h11.Response(status_code=resp.status, headers=headers))
-        data += h.send(h11.Data(data=resp.body)) if resp.body else b""
+        data = h.send(
+            h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status))
+        )
+        if resp.body and not head:
+            data += h.send(h11.Data(data=resp.body))
         data += h.send(h11.EndOfMessage())
     except h11.LocalProtocolError as exc:
         log.warning("cannot send response to %s: %s", conn.peer, exc)

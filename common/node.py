@@ -11,6 +11,7 @@ import trio
 
 from common.config import ServeConfig
 from common.conn import Conn, accept_loop, listen_socket
+from common.hls import HlsViewers
 from common.http import HttpLimits, Request, Response, StreamingResponse, serve_http
 from common.metrics import CONTENT_TYPE, NodeMetrics
 from common.play import Fanout, PlayStats, Subscription, flv_response
@@ -43,6 +44,7 @@ class PlayNode:
             header_timeout=config.http_header_timeout,
             keepalive_timeout=config.http_keepalive_timeout,
         )
+        self.hls_viewers = HlsViewers()
         self.metrics = NodeMetrics(self.kind)
         self._play_metrics(self.metrics)
         self.nursery: trio.Nursery | None = None
@@ -108,10 +110,11 @@ class PlayNode:
 
     def viewers(self) -> dict[tuple[str, ...], float]:
         """Viewers by protocol (label tuples, for metrics)."""
-        out: dict[tuple[str, ...], float] = {("flv",): 0, ("rtmp",): 0}
+        out: dict[tuple[str, ...], float] = {("flv",): 0, ("rtmp",): 0, ("hls",): 0}
         for fanout in self.fanouts.values():
             for proto, n in fanout.viewers().items():
                 out[(proto,)] = out.get((proto,), 0) + n
+        out[("hls",)] = self.hls_viewers.total(trio.current_time())
         return out
 
     def refuse(self, reason: str) -> None:

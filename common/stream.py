@@ -28,7 +28,17 @@ _RTMP_CSID = {m.AUDIO: m.CSID_AUDIO, m.VIDEO: m.CSID_VIDEO, m.DATA_AMF0: m.CSID_
 class Frame:
     """One media message in the ring, with wire bytes shared by all readers."""
 
-    __slots__ = ("seq", "type_id", "timestamp", "payload", "keyframe", "header", "flv", "_rtmp")
+    __slots__ = (
+        "seq",
+        "type_id",
+        "timestamp",
+        "payload",
+        "keyframe",
+        "header",
+        "flv",
+        "source",
+        "_rtmp",
+    )
 
     def __init__(
         self,
@@ -47,6 +57,7 @@ class Frame:
         self.keyframe = keyframe
         self.header = header
         self.flv = flv.build_tag(type_id, timestamp, payload)
+        self.source = 0  # which source (publisher/upstream) of the stream pushed it
         self._rtmp: bytes | None = None
 
     @property
@@ -173,7 +184,7 @@ class Stream:
                 self.video_header = payload
                 self.dimensions = flv.avc_config_dimensions(payload) or self.dimensions
                 return self._append(type_id, ts, payload, header=True)
-            keyframe = info.keyframe
+            keyframe = info.keyframe and not info.end_of_sequence
         elif type_id == m.AUDIO:
             info = flv.audio_info(payload)
             self.audio_codec = info.codec
@@ -211,6 +222,7 @@ class Stream:
         self, type_id: int, ts: int, payload: bytes, *, keyframe: bool = False, header: bool = False
     ) -> Frame:
         frame = Frame(self._head, type_id, ts, payload, keyframe=keyframe, header=header)
+        frame.source = self.stats.sources
         self._frames.append(frame)
         self._head += 1
         self._bytes += len(frame.flv)

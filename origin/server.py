@@ -17,6 +17,7 @@ from common.play import Subscription
 from common.rtmp import session as rs
 from common.rtmpserver import RtmpConnection, RtmpLimits, split_name
 from common.stream import Registry, Stream
+from origin.hls import HlsSettings, HlsStore
 
 log = logging.getLogger("livecdn.origin")
 
@@ -83,7 +84,19 @@ class Origin(PlayNode):
         self.publishers: dict[tuple[str, str], Publisher] = {}
         self.bans: dict[tuple[str, str], float] = {}
         self.bytes_in = 0
+        self.hls = HlsStore(
+            HlsSettings(
+                target=config.hls_target_duration,
+                window=config.hls_window,
+                grace=config.hls_grace_seconds,
+                directory=config.hls_dir,
+            )
+        )
+        self.hls_viewers = self.hls.viewers
         mt = self.metrics
+        mt.counter(
+            "hls_segments_total", "HLS segments packaged.", (), lambda: {(): self.hls.segments_made}
+        )
         mt.gauge("streams", "Live streams.", (), lambda: {(): len(self.registry)})
         mt.gauge("publishers", "Connected publishers.", (), lambda: {(): len(self.publishers)})
         mt.counter(
@@ -99,6 +112,9 @@ class Origin(PlayNode):
         self.registry.add(stream)
         assert self.nursery is not None
         self.nursery.start_soon(fanout.run)
+        cfg = self.config
+        if cfg.hls and (not cfg.hls_apps or app in cfg.hls_apps):
+            self.nursery.start_soon(self.hls.package, stream)
         return stream
 
     def _close_stream(self, stream: Stream, reason: str) -> None:
@@ -118,6 +134,7 @@ class Origin(PlayNode):
         pub = self.publishers.get((stream.app, stream.name))
         fanout = self.fanouts.get(stream)
         viewers = dict(fanout.viewers()) if fanout else {}
+        viewers["hls"] = self.hls.viewers.count((stream.app, stream.name), trio.current_time())
         fps = measured["fps"] or meta.get("framerate") or meta.get("fps")
         return {
             "app": stream.app,
@@ -236,7 +253,9 @@ class Origin(PlayNode):
     # ------------------------------------------------------------------ HTTP
 
     async def route_api(self, req: Request) -> Response | None:
-        """GET /api/streams, GET|DELETE /api/streams/app/name."""
+        """HLS, GET /api/streams, GET|DELETE /api/streams/app/name."""
+        if req.path.endswith((".m3u8", ".ts")):
+            return await self.hls.respond(req)
         if req.path == "/api/streams":
             return Response.json({"streams": [self.stream_info(s) for s in self.registry]})
         if req.path.startswith("/api/streams/"):

@@ -1,0 +1,271 @@
+"""The edge's HLS object cache: pull-on-miss from the parent, one fetch per path at a time.
+
+Playlists and segments are fetched from the parent only when a viewer asks for one that is
+not cached (or no longer fresh). Concurrent requests for the same path share one in-flight
+fetch; the fetch runs in the cache's own nursery, so a viewer that disconnects mid-fetch
+cancels only its own wait, never the fetch the other viewers are waiting on.
+
+Freshness follows the parent's Cache-Control (`s-maxage`/`max-age`; `no-store`, `no-cache`
+and `private` mean "serve to this fetch's waiters, do not keep"); a parent 404 becomes a
+short negative entry. Bodies are kept in an LRU bounded by bytes (and by entry count).
+
+`ObjectCache.run` must be running (e.g. `await nursery.start(cache.run)`) for `get` to work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+log = logging.getLogger("livecdn.edge")
+
+Fetcher = Callable[[str], Awaitable[tuple[int, dict[str, str], bytes]]]
+"""path -> (status, lower-case headers, complete body). Raises FetchError (or OSError /
+trio.TooSlowError, which the cache treats the same) when the upstream fails or the body is
+truncated."""
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+class FetchError(Exception):
+    """The parent could not deliver an object (connection failure, truncation, bad status)."""
+
+
+@dataclass(frozen=True)
+class CachedObject:
+    """One object as received from the parent (or a negative entry for a 404)."""
+
+    status: int  # 200, or 404 for a negative entry
+    body: bytes
+    content_type: str
+    cache_control: str  # the parent's Cache-Control, passed on to viewers ("" if none)
+    fetched_at: float  # trio.current_time()
+    expires_at: float
+
+    def fresh(self, now: float) -> bool:
+        """Whether the object may still be served from the cache at `now`."""
+        return now < self.expires_at
+
+
+@dataclass
+class CacheStats:
+    """Counters of the object cache, for metrics."""
+
+    hits: int = 0
+    misses: int = 0
+    coalesced: int = 0  # requests that joined a fetch already in flight
+    negative_hits: int = 0
+    bytes_from_parent: int = 0
+    evictions: int = 0
+    errors: int = 0
+
+
+def parse_cache_control(value: str) -> list[tuple[str, str | None]]:
+    """Cache-Control directives in order, as (lower-case name, value or None); quotes around
+    values are removed and empty items skipped."""
+    directives: list[tuple[str, str | None]] = []
+    for item in value.split(","):
+        name, sep, arg = item.partition("=")
+        name = name.strip().lower()
+        if name:
+            directives.append((name, arg.strip().strip('"').strip() if sep else None))
+    return directives
+
+
+def freshness_lifetime(cache_control: str | None, default_ttl: float) -> float:
+    """Seconds a 200 response may be kept, from its Cache-Control (<= 0: do not keep).
+
+    `no-store`, `no-cache` and `private` -> 0; else `s-maxage` (we are a shared cache), then
+    `max-age` (the first well-formed one of each; malformed values are ignored); no usable
+    directive -> `default_ttl`.
+    """
+    if cache_control is None:
+        return default_ttl
+    ages: dict[str, int] = {}
+    for name, value in parse_cache_control(cache_control):
+        if name in ("no-store", "no-cache", "private"):
+            return 0.0
+        if name in ("s-maxage", "max-age") and value and value.isascii() and value.isdigit():
+            ages.setdefault(name, int(value))
+    for name in ("s-maxage", "max-age"):
+        if name in ages:
+            return float(ages[name])
+    return default_ttl
+
+
+class _InFlight:
+    """One fetch in progress: its waiters block on `done`, then read `result` or `error`."""
+
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.result: CachedObject | None = None
+        self.error: BaseException | None = None
+
+
+class ObjectCache:
+    """HTTP object cache with request coalescing and a byte-bounded LRU.
+
+    `run` must be running: fetches are tasks of the cache's nursery, independent of the
+    request that started them.
+    """
+
+    def __init__(
+        self,
+        fetch: Fetcher,
+        *,
+        max_bytes: int = 256 * 1024 * 1024,
+        negative_ttl: float = 2.0,
+        default_ttl: float = 0.0,
+        max_entries: int = 100_000,
+        fetch_timeout: float = 30.0,
+    ) -> None:
+        if max_bytes < 0 or max_entries < 0:
+            raise ValueError("max_bytes and max_entries must not be negative")
+        self._fetch = fetch
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self.negative_ttl = negative_ttl
+        self.default_ttl = default_ttl
+        self.fetch_timeout = fetch_timeout
+        self.stats = CacheStats()
+        self._entries: OrderedDict[str, CachedObject] = OrderedDict()
+        self._size = 0
+        self._inflight: dict[str, _InFlight] = {}
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of cached bodies."""
+        return self._size
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Host the fetches until cancelled; start with `nursery.start(cache.run)`."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    async def get(self, path: str) -> CachedObject:
+        """The object at `path`: from the cache if fresh, else from the parent (shared with
+        concurrent requests for the same path). A 404 is returned as a negative entry; any
+        other failure raises FetchError."""
+        entry = self._entries.get(path)
+        if entry is not None:
+            if entry.fresh(trio.current_time()):
+                self._entries.move_to_end(path)
+                if entry.status == 404:
+                    self.stats.negative_hits += 1
+                else:
+                    self.stats.hits += 1
+                return entry
+            self._remove(path)  # stale; a successful fetch replaces it, a failure leaves none
+        flight = self._inflight.get(path)
+        if flight is not None:
+            self.stats.coalesced += 1
+        else:
+            if self._nursery is None:
+                raise RuntimeError("ObjectCache.run() is not running")
+            self.stats.misses += 1
+            flight = self._inflight[path] = _InFlight()
+            self._nursery.start_soon(self._fetch_into, path, flight)
+        await flight.done.wait()
+        if flight.result is not None:
+            return flight.result
+        # A fresh exception per waiter: one instance raised in many tasks would share (and
+        # keep growing) a single traceback.
+        error = flight.error
+        why = str(error) or type(error).__name__
+        raise FetchError(f"fetching {path} from the parent failed: {why}") from error
+
+    def objects(self) -> list[tuple[str, CachedObject]]:
+        """Cached entries (fresh or not yet evicted stale ones), least recently used first."""
+        return list(self._entries.items())
+
+    def purge(self, prefix: str) -> int:
+        """Drop the entries whose path starts with `prefix`; return how many were dropped.
+
+        Fetches in flight for such paths still answer their waiters but are not stored.
+        """
+        paths = [path for path in self._entries if path.startswith(prefix)]
+        for path in paths:
+            self._remove(path)
+        for path in [path for path in self._inflight if path.startswith(prefix)]:
+            del self._inflight[path]
+        return len(paths)
+
+    # ------------------------------------------------------------------ internals
+
+    async def _fetch_into(self, path: str, flight: _InFlight) -> None:
+        try:
+            try:
+                with trio.fail_after(self.fetch_timeout):
+                    status, headers, body = await self._fetch(path)
+            except (FetchError, OSError, trio.TooSlowError) as exc:
+                flight.error = exc
+                self.stats.errors += 1
+                log.warning("object cache: fetching %s failed: %r", path, exc)
+                return
+            except Exception as exc:  # a bug in the fetcher must not take the node down
+                flight.error = exc
+                self.stats.errors += 1
+                log.exception("object cache: fetching %s failed unexpectedly", path)
+                return
+            self.stats.bytes_from_parent += len(body)
+            obj = self._make_object(path, status, headers, body)
+            if obj is None:
+                self.stats.errors += 1
+                flight.error = FetchError(f"parent answered {status} for {path}")
+                log.warning("object cache: parent answered %d for %s", status, path)
+                return
+            flight.result = obj
+            if self._inflight.get(path) is flight:  # not purged meanwhile
+                self._store(path, obj)
+        finally:
+            if flight.result is None and flight.error is None:
+                flight.error = FetchError("the object cache is shutting down")
+            if self._inflight.get(path) is flight:
+                del self._inflight[path]
+            flight.done.set()
+
+    def _make_object(
+        self, path: str, status: int, headers: dict[str, str], body: bytes
+    ) -> CachedObject | None:
+        headers = {name.lower(): value for name, value in headers.items()}
+        content_type = headers.get("content-type") or DEFAULT_CONTENT_TYPE
+        cache_control = headers.get("cache-control")
+        now = trio.current_time()
+        if status == 200:
+            ttl = freshness_lifetime(cache_control, self.default_ttl)
+            body = bytes(body)
+        elif status == 404:
+            ttl = self.negative_ttl
+            body = b""
+        else:
+            return None
+        expires_at = now + ttl if ttl > 0 else now
+        return CachedObject(status, body, content_type, cache_control or "", now, expires_at)
+
+    def _store(self, path: str, obj: CachedObject) -> None:
+        self._remove(path)
+        if not obj.fresh(obj.fetched_at) or len(obj.body) > self.max_bytes:
+            return
+        self._entries[path] = obj
+        self._size += len(obj.body)
+        while self._size > self.max_bytes or len(self._entries) > self.max_entries:
+            _, old = self._entries.popitem(last=False)
+            self._size -= len(old.body)
+            self.stats.evictions += 1
+
+    def _remove(self, path: str) -> None:
+        old = self._entries.pop(path, None)
+        if old is not None:
+            self._size -= len(old.body)
