@@ -8,6 +8,7 @@ import math
 import os
 from dataclasses import dataclass
 
+import av
 import trio
 
 from common.hls import HlsPlaylist, HlsViewers, Segment, Segmenter, SegmentSpec, mux_ts, new_session
@@ -41,6 +42,7 @@ class HlsStore:
         self.viewers = HlsViewers(window=3 * settings.target)
         self.segments_made = 0
         self.bytes_made = 0
+        self.mux_errors = 0
 
     async def package(self, stream: Stream) -> None:
         """Package `stream` until it ends; then keep its playlist (ENDLIST) for the grace time."""
@@ -84,7 +86,12 @@ class HlsStore:
             del self.playlists[key]
 
     async def _emit(self, key: tuple[str, str], playlist: HlsPlaylist, spec: SegmentSpec) -> None:
-        data = await trio.to_thread.run_sync(mux_ts, spec)
+        try:
+            data = await trio.to_thread.run_sync(mux_ts, spec)
+        except (av.error.FFmpegError, ValueError) as exc:
+            self.mux_errors += 1
+            log.warning("HLS %s/%s: segment %d not muxed: %s", *key, spec.seq, exc)
+            return
         if not data:
             return
         seg = Segment(
