@@ -101,6 +101,8 @@ class EdgeConfig(ServeConfig):
     connect_timeout: float = 5.0
     stall_timeout: float = 5.0
     retry_seconds: float = 10.0
+    hls_parents: list[str] = field(default_factory=list)
+    hls_cache_bytes: int = 256 * 1024 * 1024
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work."""
@@ -110,6 +112,9 @@ class EdgeConfig(ServeConfig):
         for parent in self.parents:
             if not parent.startswith(("rtmp://", "http://")):
                 raise ConfigError(f"parent {parent!r} must be an rtmp:// or http:// URL")
+        for parent in self.hls_parents:
+            if not parent.startswith("http://"):
+                raise ConfigError(f"hls parent {parent!r} must be an http:// URL")
         for name in ("connect_timeout", "stall_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")

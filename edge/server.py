@@ -9,10 +9,12 @@ import trio
 from common.config import EdgeConfig
 from common.conn import Conn
 from common.http import Request, Response
+from common.httpclient import HttpClientError, fetch
 from common.node import NodeAddress, PlayNode
 from common.play import Subscription
 from common.rtmpserver import RtmpConnection, RtmpLimits
 from edge.feeds import open_feed
+from edge.objcache import FetchError, ObjectCache
 from edge.pull import Connector, PullManager, PullSettings
 
 log = logging.getLogger("livecdn.edge")
@@ -44,8 +46,40 @@ class Edge(PlayNode):
         self.limits = RtmpLimits(
             config.handshake_timeout, config.idle_timeout, config.max_message_size
         )
+        self.hls_parents = config.hls_parents or [
+            p for p in config.parents if p.startswith("http://")
+        ]
+        self._hls_parent = 0
+        self.hls_cache = ObjectCache(
+            self._fetch_hls, max_bytes=config.hls_cache_bytes, negative_ttl=config.not_found_ttl
+        )
+        cs = self.hls_cache.stats
         stats = self.pull.stats
         mt = self.metrics
+        for name, help_text, attr in (
+            ("hls_cache_hits_total", "HLS objects served from the cache.", "hits"),
+            ("hls_cache_misses_total", "HLS objects fetched from a parent.", "misses"),
+            (
+                "hls_cache_coalesced_total",
+                "HLS requests that waited on another's fetch.",
+                "coalesced",
+            ),
+            ("hls_cache_negative_hits_total", "HLS 404s served from the cache.", "negative_hits"),
+            ("hls_cache_evictions_total", "HLS objects evicted (LRU by bytes).", "evictions"),
+            ("hls_cache_errors_total", "HLS fetches that failed (nothing cached).", "errors"),
+            (
+                "hls_bytes_from_parent_total",
+                "HLS bytes received from parents.",
+                "bytes_from_parent",
+            ),
+        ):
+            mt.counter(name, help_text, (), lambda a=attr: {(): getattr(cs, a)})
+        mt.gauge(
+            "hls_cache_bytes",
+            "Bytes held by the HLS cache.",
+            (),
+            lambda: {(): self.hls_cache.size_bytes},
+        )
         mt.gauge(
             "upstreams",
             "Open upstreams (pulls from parents).",
@@ -89,6 +123,70 @@ class Edge(PlayNode):
             lambda: {(): stats.not_found},
         )
 
+    # ------------------------------------------------------------------ HLS
+
+    async def _fetch_hls(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        """GET `path` from the HLS parents in failover order; errors and truncated bodies
+        try the next parent, and raise FetchError when none answers."""
+        errors = []
+        parents = self.hls_parents
+        for i in range(len(parents)):
+            parent = parents[(self._hls_parent + i) % len(parents)]
+            try:
+                status, headers, body = await fetch(
+                    "GET", parent.rstrip("/") + path, timeout=self.config.connect_timeout + 10
+                )
+            except (OSError, HttpClientError, trio.TooSlowError) as exc:
+                errors.append(f"{parent}: {exc or 'timed out'}")
+                continue
+            if status >= 500:
+                errors.append(f"{parent}: HTTP {status}")
+                continue
+            if i:
+                self._hls_parent = (self._hls_parent + i) % len(parents)
+                self.pull.stats.failovers += 1
+                log.warning("HLS: failover to parent %s", parent)
+            return status, headers, body
+        raise FetchError("; ".join(errors) or "no HLS parent configured")
+
+    async def _hls(self, req: Request) -> Response:
+        parts = req.path.strip("/").split("/")
+        if len(parts) != 2 or req.method not in ("GET", "HEAD"):
+            return Response.text(404, f"not found: {req.path}")
+        app, file = parts
+        name = file[: -len(".m3u8")] if file.endswith(".m3u8") else file.rsplit("-", 2)[0]
+        if not self.hls_parents:
+            return Response.text(404, "this edge has no http:// parent to pull HLS from")
+        try:
+            obj = await self.hls_cache.get(req.path)
+        except FetchError as exc:
+            log.warning("HLS %s for %s: upstream failed: %s", req.path, req.peer, exc)
+            return Response.text(502, f"upstream failed: {exc}")
+        if obj.status != 200:
+            return Response.text(404, f"not found at the parent: {req.path}")
+        client = f"{req.peer.rsplit(':', 1)[0]}|{req.headers.get('user-agent', '')}"
+        self.hls_viewers.seen((app, name), client, trio.current_time())
+        headers = [("access-control-allow-origin", "*")]
+        if obj.cache_control:
+            headers.append(("cache-control", obj.cache_control))
+        return Response(200, obj.body, obj.content_type, headers)
+
+    def _hls_objects(self) -> dict[tuple[str, str], dict]:
+        out: dict[tuple[str, str], dict] = {}
+        for path, obj in self.hls_cache.objects():
+            parts = path.strip("/").split("/")
+            if len(parts) != 2:
+                continue
+            app, file = parts
+            name = file[: -len(".m3u8")] if file.endswith(".m3u8") else file.rsplit("-", 2)[0]
+            entry = out.setdefault((app, name), {"objects": 0, "bytes": 0, "paths": []})
+            entry["objects"] += 1
+            entry["bytes"] += len(obj.body)
+            entry["paths"].append(path)
+        return out
+
+    # ------------------------------------------------------------------ play
+
     async def subscribe(self, app: str, name: str) -> Subscription | None:
         """StreamSource: pull on miss."""
         return await self.pull.subscribe(app, name)
@@ -98,23 +196,48 @@ class Edge(PlayNode):
         self.metrics.inc("connections_total", labels=("rtmp",))
         await RtmpConnection(conn, self, self.limits, self.refuse).run()
 
+    def _streams(self) -> dict[tuple[str, str], dict]:
+        now = trio.current_time()
+        out: dict[tuple[str, str], dict] = {}
+        for key, up in self.pull.upstreams.items():
+            out[key] = up.info()
+        for key, hls in self._hls_objects().items():
+            info = out.setdefault(
+                key, {"app": key[0], "name": key[1], "viewers": {"total": 0}, "upstream": None}
+            )
+            info["hls"] = hls
+        for key, info in out.items():
+            n = self.hls_viewers.count(key, now)
+            info["viewers"]["hls"] = n
+            info["viewers"]["total"] += n
+        return out
+
     async def route_api(self, req: Request) -> Response | None:
-        """GET /api/streams and /api/streams/app/name."""
+        """HLS, GET /api/streams and /api/streams/app/name."""
+        if req.path.endswith((".m3u8", ".ts")):
+            return await self._hls(req)
         if req.path == "/api/streams":
-            ups = sorted(self.pull.upstreams.values(), key=lambda u: (u.app, u.name))
-            return Response.json({"parents": self.pull.parents, "streams": [u.info() for u in ups]})
+            streams = self._streams()
+            return Response.json(
+                {
+                    "parents": self.pull.parents,
+                    "hls_parents": self.hls_parents,
+                    "streams": [streams[k] for k in sorted(streams)],
+                }
+            )
         if req.path.startswith("/api/streams/"):
             app, _, name = req.path[len("/api/streams/") :].partition("/")
-            up = self.pull.upstreams.get((app, name))
-            if up is None:
-                return Response.json({"error": f"no upstream for {app}/{name} on this edge"}, 404)
-            return Response.json(up.info())
+            info = self._streams().get((app, name))
+            if info is None:
+                return Response.json({"error": f"nothing for {app}/{name} on this edge"}, 404)
+            return Response.json(info)
         return None
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Run the pull manager and serve until cancelled."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.pull.run)
+            await nursery.start(self.hls_cache.run)
             address: NodeAddress = await nursery.start(super().run)
             log.info("edge parents: %s", ", ".join(self.pull.parents))
             task_status.started(address)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 
 import av
@@ -43,6 +44,7 @@ class HlsStore:
         self.segments_made = 0
         self.bytes_made = 0
         self.mux_errors = 0
+        self.requests: Counter[str] = Counter()
 
     async def package(self, stream: Stream) -> None:
         """Package `stream` until it ends; then keep its playlist (ENDLIST) for the grace time."""
@@ -132,6 +134,7 @@ class HlsStore:
                 with trio.move_on_after(2 * self.settings.target):
                     while not playlist.segments:
                         await trio.sleep(0.05)
+            self.requests["playlist"] += 1
             if playlist is None or not playlist.segments:
                 return Response.text(404, f"no HLS for {app}/{name}")
             self.viewers.seen((app, name), client, trio.current_time())
@@ -145,6 +148,7 @@ class HlsStore:
         if file.endswith(".ts"):
             name = file.rsplit("-", 2)[0]
             playlist = self.playlists.get((app, name))
+            self.requests["segment"] += 1
             seg = playlist.segment(file) if playlist is not None else None
             if seg is None:
                 return Response.text(404, f"segment {file} is not (or no longer) available")

@@ -97,6 +97,12 @@ class Origin(PlayNode):
         mt.counter(
             "hls_segments_total", "HLS segments packaged.", (), lambda: {(): self.hls.segments_made}
         )
+        mt.counter(
+            "hls_requests_total",
+            "HLS requests, by kind (playlist, segment).",
+            ("kind",),
+            lambda: {(k,): v for k, v in self.hls.requests.items()},
+        )
         mt.gauge("streams", "Live streams.", (), lambda: {(): len(self.registry)})
         mt.gauge("publishers", "Connected publishers.", (), lambda: {(): len(self.publishers)})
         mt.counter(

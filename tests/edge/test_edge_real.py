@@ -85,7 +85,12 @@ async def test_two_hundred_viewers_make_one_upstream(nursery, origin, clip):
             for v in viewers:
                 starting.start_soon(nursery.start, v.run)
     await trio.sleep(2.5)
-    assert await origin_viewers(addr.http_port, "crowd") == {"flv": 0, "rtmp": 1, "hls": 0, "total": 1}
+    assert await origin_viewers(addr.http_port, "crowd") == {
+        "flv": 0,
+        "rtmp": 1,
+        "hls": 0,
+        "total": 1,
+    }
     info = (await api(eaddr.http_port))["streams"][0]
     assert info["viewers"]["flv"] == 200 and info["upstream"]["state"] == "live"
     assert info["upstream"]["bytes_from_parent"] > 100_000
@@ -126,7 +131,12 @@ async def test_two_tier_chain_holds_one_upstream_per_hop(nursery, origin, clip):
     for v in (a, b, c):
         await nursery.start(v.run)
     await trio.sleep(1.5)
-    assert await origin_viewers(addr.http_port, "chain") == {"flv": 0, "rtmp": 1, "hls": 0, "total": 1}
+    assert await origin_viewers(addr.http_port, "chain") == {
+        "flv": 0,
+        "rtmp": 1,
+        "hls": 0,
+        "total": 1,
+    }
     e1_info = (await api(e1.http_port))["streams"][0]
     assert e1_info["viewers"] == {"flv": 1, "rtmp": 1, "total": 2}  # e2 (HTTP-FLV) and e3 (RTMP)
     assert (await api(e2.http_port))["streams"][0]["viewers"]["flv"] == 2
@@ -226,7 +236,12 @@ async def test_real_lifecycle_linger_missing_and_publisher_stop(nursery, origin,
     await trio.sleep(1.6)
     assert (await api(eaddr.http_port))["streams"] == []
     assert edge.pull.stats.stopped["linger expired"] == 1
-    assert await origin_viewers(addr.http_port, "idle") == {"flv": 0, "rtmp": 0, "hls": 0, "total": 0}
+    assert await origin_viewers(addr.http_port, "idle") == {
+        "flv": 0,
+        "rtmp": 0,
+        "hls": 0,
+        "total": 0,
+    }
 
 
 async def test_publisher_takeover_at_the_origin_is_seamless_at_the_edge(nursery, origin):
