@@ -1,0 +1,132 @@
+"""HLS at the origin: real ffmpeg publishes; PyAV and ffprobe play; playlists follow RFC 8216."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import av
+import pytest
+import trio
+
+from common.httpclient import fetch
+from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_origin, wait_for_stream
+from tests.hls_validator import LiveValidator, parse
+
+pytestmark = [pytest.mark.slow, needs_ffmpeg]
+
+
+def decode_segment(data: bytes) -> dict:
+    with av.open(io.BytesIO(data), format="mpegts") as c:
+        kinds = sorted(s.type for s in c.streams)
+        frames = list(c.decode(video=0))
+    return {
+        "kinds": kinds,
+        "frames": len(frames),
+        "first_key": frames[0].key_frame if frames else None,
+    }
+
+
+def play_hls(url: str, seconds: float) -> dict:
+    """Demux and decode a live HLS stream until `seconds` of video media time."""
+    with av.open(url, options={"timeout": "10000000"}) as c:
+        first = last = None
+        decoded = 0
+        for packet in c.demux(video=0):
+            if packet.pts is None:
+                continue
+            decoded += len(packet.decode())
+            t = float(packet.pts * packet.time_base)
+            first = t if first is None else first
+            last = t
+            if last - first >= seconds:
+                break
+        return {"span": (last or 0) - (first or 0), "decoded": decoded}
+
+
+async def test_hls_plays_validates_and_every_segment_decodes_alone(nursery, clip):
+    server, addr = await start_origin(nursery, hls_target_duration=1.0, hls_window=4)
+    await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/h")
+    await wait_for_stream(server, "live", "h")
+    base = f"http://127.0.0.1:{addr.http_port}/live"
+    validator = LiveValidator()
+
+    async def reload_playlists() -> None:
+        for _ in range(30):
+            status, headers, body = await fetch("GET", f"{base}/h.m3u8")
+            assert status == 200
+            assert headers["content-type"] == "application/vnd.apple.mpegurl"
+            assert headers["cache-control"] == "max-age=0"  # <= half of the 1 s target
+            validator.add(body.decode())
+            await trio.sleep(0.25)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(reload_playlists)
+        result = await trio.to_thread.run_sync(play_hls, f"{base}/h.m3u8", 3.0)
+    assert result["span"] >= 3.0 and result["decoded"] >= 60
+    last = validator.history[-1]
+    assert last.target == 1 and 2 <= len(last.segments) <= 4
+    assert last.media_sequence > 0, "the window slides"
+    for seq, _duration, uri, _ in last.segments:
+        status, headers, data = await fetch("GET", f"{base}/{uri}")
+        assert status == 200 and headers["content-type"] == "video/mp2t"
+        assert "immutable" in headers["cache-control"]
+        decoded = decode_segment(data)
+        assert decoded["kinds"] == ["audio", "video"]
+        assert decoded["first_key"] is True, f"segment {seq} does not start with a keyframe"
+        assert decoded["frames"] >= 20
+    # an expired segment is gone
+    first_uri = validator.history[0].segments[0][2]
+    assert (await fetch("GET", f"{base}/{first_uri}"))[0] == 404
+    probe = await trio.run_process(
+        [
+            shutil.which("ffprobe"),
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv",
+            f"{base}/h.m3u8",
+        ],
+        capture_stdout=True,
+    )
+    assert b"h264" in probe.stdout and b"aac" in probe.stdout
+
+
+async def test_publisher_reconnect_continues_with_a_discontinuity_then_ends(nursery, clip):
+    server, addr = await start_origin(
+        nursery, hls_target_duration=1.0, hls_window=10, hls_grace_seconds=2.0
+    )
+    url = f"rtmp://127.0.0.1:{addr.rtmp_port}/live/re"
+    base = f"http://127.0.0.1:{addr.http_port}/live"
+    validator = LiveValidator()
+    for _ in range(2):  # two publishers one after the other, each sending the 6 s clip once
+        proc = await ffmpeg_publish(nursery, clip, url, loop=False)
+        await proc.wait()
+        await trio.sleep(0.3)
+        status, _, body = await fetch("GET", f"{base}/re.m3u8")
+        assert status == 200
+        validator.add(body.decode())
+    last = validator.history[-1]
+    assert last.ended, "EXT-X-ENDLIST once the stream ended"
+    seqs = [s[0] for s in last.segments]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "media sequence is continuous"
+    discs = [s for s in last.segments if s[3]]
+    assert len(discs) == 1, "the second publisher starts with EXT-X-DISCONTINUITY"
+    assert validator.history[0].ended
+    await trio.sleep(2.5)
+    assert (await fetch("GET", f"{base}/re.m3u8"))[0] == 404, "removed after the grace period"
+
+
+async def test_hls_can_be_switched_off_and_written_to_a_directory(nursery, clip, tmp_path):
+    _, off = await start_origin(nursery, hls=False)
+    await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{off.rtmp_port}/live/x")
+    server, on = await start_origin(nursery, hls_target_duration=1.0, hls_dir=str(tmp_path))
+    await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{on.rtmp_port}/live/x")
+    await wait_for_stream(server, "live", "x", keyframes=3)
+    await trio.sleep(1.5)
+    assert (await fetch("GET", f"http://127.0.0.1:{off.http_port}/live/x.m3u8"))[0] == 404
+    text = (tmp_path / "live" / "x.m3u8").read_text()
+    for _, _, uri, _ in parse(text).segments:
+        assert (tmp_path / "live" / uri).stat().st_size > 1000
