@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -12,7 +13,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import h11
 import trio
 
-from common.conn import Conn
+from common.conn import Conn, ConnClosed
 
 log = logging.getLogger("livecdn.http")
 
@@ -27,6 +28,7 @@ class HttpLimits:
     max_body_bytes: int = 1024 * 1024
     header_timeout: float = 10.0
     keepalive_timeout: float = 30.0
+    send_timeout: float = 30.0
 
 
 @dataclass
@@ -124,7 +126,14 @@ async def serve_http(conn: Conn, handler: Handler, limits: HttpLimits = HttpLimi
             await resp.body(conn)
             return
         close = h.their_state is not h11.DONE or request.headers.get("connection") == "close"
-        await _send_response(conn, h, resp, close=close, head=request.method == "HEAD")
+        await _send_response(
+            conn,
+            h,
+            resp,
+            close=close,
+            head=request.method == "HEAD",
+            send_timeout=limits.send_timeout,
+        )
         if close or h.our_state is h11.MUST_CLOSE:
             return
         try:
@@ -209,23 +218,34 @@ async def _read_request(
 
 
 async def _send_response(
-    conn: Conn, h: h11.Connection, resp: Response, *, close: bool, head: bool = False
+    conn: Conn,
+    h: h11.Connection,
+    resp: Response,
+    *,
+    close: bool,
+    head: bool = False,
+    send_timeout: float = 30.0,
 ) -> None:
     headers = _headers(resp.headers, resp.content_type)
     headers.append((b"content-length", str(len(resp.body)).encode()))
     if close:
         headers.append((b"connection", b"close"))
     try:
-        data = h.send(
-            h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status))
-        )
+        parts = [
+            h.send(
+                h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status))
+            )
+        ]
         if resp.body and not head:
-            data += h.send(h11.Data(data=resp.body))
-        data += h.send(h11.EndOfMessage())
+            # passthrough: the (possibly cached, shared) body is written without a copy
+            parts += h.send_with_data_passthrough(h11.Data(data=resp.body))
+        parts.append(h.send(h11.EndOfMessage()))
     except h11.LocalProtocolError as exc:
         log.warning("cannot send response to %s: %s", conn.peer, exc)
         return
-    try:
-        await conn.send_all(data)
-    except Exception:
-        return
+    conn.writev([p for p in parts if p])
+    with contextlib.suppress(ConnClosed), trio.move_on_after(send_timeout) as scope:
+        await conn.drain()
+    if scope.cancelled_caught:
+        log.info("closing HTTP %s: response not taken within %g s", conn.peer, send_timeout)
+        conn.close()

@@ -138,7 +138,12 @@ async def test_two_tier_chain_holds_one_upstream_per_hop(nursery, origin, clip):
         "total": 1,
     }
     e1_info = (await api(e1.http_port))["streams"][0]
-    assert e1_info["viewers"] == {"flv": 1, "rtmp": 1, "hls": 0, "total": 2}  # e2 (HTTP-FLV) and e3 (RTMP)
+    assert e1_info["viewers"] == {
+        "flv": 1,
+        "rtmp": 1,
+        "hls": 0,
+        "total": 2,
+    }  # e2 (HTTP-FLV) and e3 (RTMP)
     assert (await api(e2.http_port))["streams"][0]["viewers"]["flv"] == 2
     assert all(len(v.video) > 10 for v in (a, b, c))
 
