@@ -1,4 +1,5 @@
-"""A small trio + h11 HTTP/1.1 server: routing by handler, keep-alive, limits, streaming bodies."""
+"""A small trio HTTP/1.1 server (parser in `common.http1`): routing by handler, keep-alive,
+limits, streaming bodies."""
 
 from __future__ import annotations
 
@@ -7,17 +8,16 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import h11
 import trio
 
 from common.conn import Conn, ConnClosed
+from common.http1 import HttpError, RequestHead, RequestParser, response_head
 
 log = logging.getLogger("livecdn.http")
 
-SERVER_NAME = b"livecdn"
+SERVER_NAME = "livecdn"
 
 
 @dataclass(frozen=True)
@@ -88,29 +88,40 @@ def chunk(data: bytes) -> bytes:
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
 
 
-def _headers(extra: list[tuple[str, str]], content_type: str) -> list[tuple[bytes, bytes]]:
-    out = [(b"server", SERVER_NAME), (b"content-type", content_type.encode())]
-    out += [(k.encode(), v.encode()) for k, v in extra]
-    return out
+def _headers(extra: list[tuple[str, str]], content_type: str) -> list[tuple[str, str]]:
+    return [("server", SERVER_NAME), ("content-type", content_type), *extra]
 
 
 async def serve_http(conn: Conn, handler: Handler, limits: HttpLimits = HttpLimits()) -> None:
     """Serve requests on one connection until it closes or a streaming body ends."""
-    h = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+    parser = RequestParser(
+        max_header_bytes=limits.max_header_bytes, max_body_bytes=limits.max_body_bytes
+    )
     first = True
     while True:
         timeout = limits.header_timeout if first else limits.keepalive_timeout
         try:
-            request = await _read_request(conn, h, limits, timeout)
-        except _BadRequest as exc:
+            got = await _read_request(conn, parser, timeout)
+        except HttpError as exc:
             log.info("HTTP %s from %s: %s", exc.status, conn.peer, exc.reason)
-            if h.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                resp = Response.text(exc.status, exc.reason)
-                await _send_response(conn, h, resp, close=True)
+            await _send_response(
+                conn, Response.text(exc.status, exc.reason), close=True, send_timeout=1.0
+            )
             return
-        if request is None:
+        if got is None:
             return
+        head, body = got
         first = False
+        parts = urlsplit(head.target)
+        request = Request(
+            method=head.method,
+            target=head.target,
+            path=unquote(parts.path) if "%" in parts.path else parts.path,
+            query=dict(parse_qsl(parts.query)) if parts.query else {},
+            headers=head.headers,
+            body=body,
+            peer=conn.peer,
+        )
         try:
             resp = await handler(request)
         except Exception:
@@ -118,108 +129,40 @@ async def serve_http(conn: Conn, handler: Handler, limits: HttpLimits = HttpLimi
             resp = Response.text(500, "internal error")
         if isinstance(resp, StreamingResponse):
             headers = _headers(resp.headers, resp.content_type)
-            headers += [(b"transfer-encoding", b"chunked"), (b"cache-control", b"no-cache")]
-            data = h.send(
-                h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status))
-            )
-            conn.write(data)
+            headers.append(("cache-control", "no-cache"))
+            conn.write(response_head(resp.status, headers, content_length=None, close=True))
             await resp.body(conn)
             return
-        close = h.their_state is not h11.DONE or request.headers.get("connection") == "close"
+        close = not head.keep_alive
         await _send_response(
-            conn,
-            h,
-            resp,
-            close=close,
-            head=request.method == "HEAD",
-            send_timeout=limits.send_timeout,
+            conn, resp, close=close, head=head.method == "HEAD", send_timeout=limits.send_timeout
         )
-        if close or h.our_state is h11.MUST_CLOSE:
+        if close or conn.closed:
             return
-        try:
-            h.start_next_cycle()
-        except h11.ProtocolError:
-            return
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-async def _next_event(conn: Conn, h: h11.Connection, deadline: float) -> h11.Event | None:
-    while True:
-        try:
-            event = h.next_event()
-        except h11.RemoteProtocolError as exc:
-            raise _BadRequest(exc.error_status_hint, f"malformed HTTP: {exc}") from exc
-        if event is not h11.NEED_DATA:
-            return event
-        data = b""
-        with trio.move_on_at(deadline):
-            data = await conn.recv()
-            if not data:
-                h.receive_data(b"")
-                continue
-            h.receive_data(data)
-            continue
-        if h.their_state is h11.IDLE and not h.trailing_data[0]:
-            return None  # idle keep-alive connection timed out: close quietly
-        raise _BadRequest(408, "request not received in time")
 
 
 async def _read_request(
-    conn: Conn, h: h11.Connection, limits: HttpLimits, timeout: float
-) -> Request | None:
+    conn: Conn, parser: RequestParser, timeout: float
+) -> tuple[RequestHead, bytes] | None:
     deadline = trio.current_time() + timeout
-    event = await _next_event(conn, h, deadline)
-    if event is None or isinstance(event, h11.ConnectionClosed):
-        return None
-    if not isinstance(event, h11.Request):
-        raise _BadRequest(400, f"unexpected {type(event).__name__}")
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
-    try:
-        length = int(headers.get("content-length", "0"))
-    except ValueError:
-        length = 0
-    if length > limits.max_body_bytes:
-        raise _BadRequest(413, f"body of {length} bytes exceeds {limits.max_body_bytes}")
-    body = bytearray()
     while True:
-        ev = await _next_event(conn, h, deadline)
-        if ev is None or isinstance(ev, h11.ConnectionClosed):
+        got = parser.next_request()
+        if got is not None:
+            return got
+        if parser.eof:
             return None
-        if isinstance(ev, h11.Data):
-            body += ev.data
-            if len(body) > limits.max_body_bytes:
-                raise _BadRequest(413, f"body exceeds {limits.max_body_bytes} bytes")
-        elif isinstance(ev, h11.EndOfMessage):
-            break
-    target = event.target.decode("latin-1")
-    parts = urlsplit(target)
-    return Request(
-        method=event.method.decode("latin-1"),
-        target=target,
-        path=unquote(parts.path),
-        query=dict(parse_qsl(parts.query)),
-        headers=headers,
-        body=bytes(body),
-        peer=conn.peer,
-    )
+        data = None
+        with trio.move_on_at(deadline):
+            data = await conn.recv()
+        if data is None:
+            if not parser.buffered:
+                return None  # an idle keep-alive connection timed out: close quietly
+            raise HttpError(408, "request not received in time")
+        parser.feed(data)
 
 
 async def _send_response(
     conn: Conn,
-    h: h11.Connection,
     resp: Response,
     *,
     close: bool,
@@ -227,23 +170,10 @@ async def _send_response(
     send_timeout: float = 30.0,
 ) -> None:
     headers = _headers(resp.headers, resp.content_type)
-    headers.append((b"content-length", str(len(resp.body)).encode()))
-    if close:
-        headers.append((b"connection", b"close"))
-    try:
-        parts = [
-            h.send(
-                h11.Response(status_code=resp.status, headers=headers, reason=_reason(resp.status))
-            )
-        ]
-        if resp.body and not head:
-            # passthrough: the (possibly cached, shared) body is written without a copy
-            parts += h.send_with_data_passthrough(h11.Data(data=resp.body))
-        parts.append(h.send(h11.EndOfMessage()))
-    except h11.LocalProtocolError as exc:
-        log.warning("cannot send response to %s: %s", conn.peer, exc)
-        return
-    conn.writev([p for p in parts if p])
+    parts = [response_head(resp.status, headers, content_length=len(resp.body), close=close)]
+    if resp.body and not head:
+        parts.append(resp.body)  # the (possibly cached, shared) body is written without a copy
+    conn.writev(parts)
     with contextlib.suppress(ConnClosed), trio.move_on_after(send_timeout) as scope:
         await conn.drain()
     if scope.cancelled_caught:
