@@ -7,27 +7,12 @@
 #   NS=100,300 DURATION=10 bench/origin_vs_nginx.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHARED="${SHARED_BENCH:-../shared/bench}"
-OUT="${BENCH_OUT:-/tmp/bench}"
 NS="${NS:-500,1000,2000}"
-DURATION="${DURATION:-20}"
 PROCS="${PROCS:-1000:2,2000:2}"
-PY="$(pwd)/.venv/bin/python"
-STAMP="$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$OUT/results"
-export BENCH_OUT="$OUT"
+source bench/lib.sh
 
-ours() {  # $1 = flv|rtmp
-  local play
-  if [ "$1" = flv ]; then play="http://127.0.0.1:29401/live/test.flv"; else play="rtmp://127.0.0.1:29400/live/test"; fi
-  python3 "$SHARED/compare.py" custom --name "livecdn-origin-$1" \
-    --server-cmd "$PY -m origin --host 127.0.0.1 --rtmp 29400 --http 29401 --log-level warning" \
-    --publish-url rtmp://127.0.0.1:29400/live/test --play-url "$play" \
-    --ns "$NS" --duration "$DURATION" --procs "$PROCS" --out "$OUT/results/origin-$1-$STAMP.json"
-}
-
-ours flv
-ours rtmp
-python3 "$SHARED/compare.py" nginx-rtmp --proto rtmp --workers 1 \
-  --ns "$NS" --duration "$DURATION" --procs "$PROCS" --out "$OUT/results/nginx-rtmp-$STAMP.json"
-python3 "$SHARED/report.py" "$OUT"/results/*-"$STAMP".json
+ORIGIN="$PY -m origin --host 127.0.0.1 --rtmp 29400 --http 29401 --log-level warning"
+ours livecdn-origin-flv "$ORIGIN" rtmp://127.0.0.1:29400/live/test http://127.0.0.1:29401/live/test.flv
+ours livecdn-origin-rtmp "$ORIGIN" rtmp://127.0.0.1:29400/live/test rtmp://127.0.0.1:29400/live/test
+nginx_rtmp rtmp
+report
