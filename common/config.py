@@ -77,6 +77,8 @@ class OriginConfig(ServeConfig):
     hls_window: int = 6
     hls_grace_seconds: float = 30.0
     hls_dir: str = ""
+    balancer: str = ""
+    node_id: str = ""
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work."""
@@ -103,6 +105,13 @@ class EdgeConfig(ServeConfig):
     retry_seconds: float = 10.0
     hls_parents: list[str] = field(default_factory=list)
     hls_cache_bytes: int = 256 * 1024 * 1024
+    balancer: str = ""
+    node_id: str = ""
+    public_host: str = ""
+    capacity_viewers: int = 0
+    capacity_mbps: float = 0.0
+    weight: float = 1.0
+    region: str = ""
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work."""
@@ -179,3 +188,48 @@ def load(cls: type[T], path: str | Path | None, overrides: dict[str, Any]) -> T:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
     values.update({k: v for k, v in overrides.items() if v is not None})
     return build(cls, values, source=source)
+
+
+BALANCER_POLICIES = ("round_robin", "least_load", "p2c", "consistent_hash", "bounded_hash")
+
+
+@dataclass(frozen=True)
+class BalancerConfig:
+    """Settings of the balancer (keys of balancer.toml)."""
+
+    host: str = "0.0.0.0"
+    http_port: int = 8090
+    control_port: int = 8091
+    policy: str = "least_load"
+    hash_balance_factor: float = 1.25
+    heartbeat_timeout: float = 2.5
+    check_interval: float = 1.0
+    rise: int = 2
+    fall: int = 2
+    overflow: str = "reject"
+    queue_max: int = 100
+    queue_timeout: float = 5.0
+    retry_after: int = 5
+    max_connections: int = 20000
+    log_level: str = "info"
+
+    def validate(self) -> None:
+        """Raise ConfigError for values that cannot work."""
+        if self.policy not in BALANCER_POLICIES:
+            raise ConfigError(
+                f"policy must be one of {', '.join(BALANCER_POLICIES)}, not {self.policy!r}"
+            )
+        if self.overflow not in ("reject", "queue"):
+            raise ConfigError(f"overflow must be 'reject' or 'queue', not {self.overflow!r}")
+        if self.hash_balance_factor < 1.0:
+            raise ConfigError("hash_balance_factor must be >= 1.0")
+        for name in ("http_port", "control_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name} is not a TCP port")
+        if (
+            self.rise < 1
+            or self.fall < 1
+            or self.heartbeat_timeout <= 0
+            or self.check_interval <= 0
+        ):
+            raise ConfigError("rise/fall must be >= 1 and the intervals > 0")

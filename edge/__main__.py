@@ -39,6 +39,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         dest="stall_timeout",
         help="seconds without media before failing over (default 5)",
     )
+    p.add_argument("--balancer", help="host:port of the balancer's control port (heartbeats)")
+    p.add_argument("--node-id", dest="node_id", help="name in the balancer (default edge-HTTPPORT)")
+    p.add_argument(
+        "--capacity-viewers",
+        type=int,
+        dest="capacity_viewers",
+        help="viewers the balancer may send (0 = no limit)",
+    )
+    p.add_argument(
+        "--capacity-mbps",
+        type=float,
+        dest="capacity_mbps",
+        help="egress the balancer may fill (0 = no limit)",
+    )
+    p.add_argument("--weight", type=float, help="relative weight for the balancer (default 1)")
+    p.add_argument("--public-host", dest="public_host", help="host name viewers are redirected to")
     return p.parse_args(argv)
 
 

@@ -12,6 +12,7 @@ from common.http import Request, Response
 from common.httpclient import HttpClientError, fetch
 from common.node import NodeAddress, PlayNode
 from common.play import Subscription
+from common.reporter import report
 from common.rtmpserver import RtmpConnection, RtmpLimits
 from edge.feeds import open_feed
 from edge.objcache import FetchError, ObjectCache
@@ -46,6 +47,10 @@ class Edge(PlayNode):
         self.limits = RtmpLimits(
             config.handshake_timeout, config.idle_timeout, config.max_message_size
         )
+        self.address: NodeAddress | None = None
+        self.hls_bytes_out = 0
+        self._beat_at = 0.0
+        self._beat_sent = 0
         self.hls_parents = config.hls_parents or [
             p for p in config.parents if p.startswith("http://")
         ]
@@ -166,6 +171,7 @@ class Edge(PlayNode):
             return Response.text(404, f"not found at the parent: {req.path}")
         client = f"{req.peer.rsplit(':', 1)[0]}|{req.headers.get('user-agent', '')}"
         self.hls_viewers.seen((app, name), client, trio.current_time())
+        self.hls_bytes_out += len(obj.body)
         headers = [("access-control-allow-origin", "*")]
         if obj.cache_control:
             headers.append(("cache-control", obj.cache_control))
@@ -233,13 +239,46 @@ class Edge(PlayNode):
             return Response.json(info)
         return None
 
+    # ------------------------------------------------------------------ control plane
+
+    def heartbeat(self) -> list[dict]:
+        """This second's heartbeat for the balancer."""
+        cfg = self.config
+        assert self.address is not None
+        now = trio.current_time()
+        sent = sum(self.play_stats.bytes_out.values()) + self.hls_bytes_out
+        elapsed = max(now - self._beat_at, 1e-3)
+        egress = (sent - self._beat_sent) * 8 / elapsed
+        self._beat_at, self._beat_sent = now, sent
+        streams = {f"{k[0]}/{k[1]}": v["viewers"]["total"] for k, v in self._streams().items()}
+        host = cfg.public_host or ("127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host)
+        return [
+            {
+                "type": "heartbeat",
+                "node": cfg.node_id or f"edge-{self.address.http_port}",
+                "http": f"http://{host}:{self.address.http_port}",
+                "rtmp": f"rtmp://{host}:{self.address.rtmp_port}",
+                "viewers": sum(self.viewers().values()),
+                "egress_bps": egress,
+                "streams": streams,
+                "capacity_viewers": cfg.capacity_viewers,
+                "capacity_bps": cfg.capacity_mbps * 1e6,
+                "weight": cfg.weight,
+                "region": cfg.region,
+                "draining": False,
+            }
+        ]
+
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Run the pull manager and serve until cancelled."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.pull.run)
             await nursery.start(self.hls_cache.run)
             address: NodeAddress = await nursery.start(super().run)
+            self.address = address
             log.info("edge parents: %s", ", ".join(self.pull.parents))
+            if self.config.balancer:
+                nursery.start_soon(report, self.config.balancer, self.heartbeat)
             task_status.started(address)
 
 

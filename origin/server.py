@@ -14,6 +14,7 @@ from common.conn import Conn
 from common.http import Request, Response
 from common.node import NodeAddress, PlayNode
 from common.play import Subscription
+from common.reporter import report
 from common.rtmp import session as rs
 from common.rtmpserver import RtmpConnection, RtmpLimits, split_name
 from common.stream import Registry, Stream
@@ -84,6 +85,7 @@ class Origin(PlayNode):
         self.publishers: dict[tuple[str, str], Publisher] = {}
         self.bans: dict[tuple[str, str], float] = {}
         self.bytes_in = 0
+        self.address: NodeAddress | None = None
         self.hls = HlsStore(
             HlsSettings(
                 target=config.hls_target_duration,
@@ -289,6 +291,32 @@ class Origin(PlayNode):
             log.info("kicked %s/%s (ban %g s) on request of %s", app, name, ban, req.peer)
             return Response.json({"kicked": f"{app}/{name}", "ban_s": ban})
         return Response.json({"error": f"method {req.method} not allowed"}, 405)
+
+    def announcement(self) -> list[dict]:
+        """The origin's live streams, for the balancer (sent every second)."""
+        streams = []
+        for stream in self.registry:
+            info = self.stream_info(stream)
+            streams.append(
+                {
+                    "app": stream.app,
+                    "name": stream.name,
+                    "bitrate": info["bitrate_in"],
+                    "viewers": info["viewers"]["total"],
+                    "video": info["video"],
+                    "since": info["publisher"]["since"] if info["publisher"] else None,
+                }
+            )
+        node = self.config.node_id or f"origin-{self.address.http_port if self.address else 0}"
+        return [{"type": "streams", "node": node, "streams": streams}]
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve; also announce streams to the balancer if one is configured."""
+        async with trio.open_nursery() as nursery:
+            self.address = await nursery.start(super().run)
+            if self.config.balancer:
+                nursery.start_soon(report, self.config.balancer, self.announcement)
+            task_status.started(self.address)
 
     def shutdown(self) -> None:
         """Close every stream (viewers get a clean end)."""

@@ -1,9 +1,9 @@
-"""`python -m topology`: the demo deployment and the built-in publisher.
+"""`python -m topology`: whole deployments from a TOML file, and the built-in publisher.
 
-  python -m topology demo       an origin plus the built-in publisher on live/demo
-  python -m topology publish URL    publish the synthetic test stream to any RTMP server
-
-(Topology files, edges and the balancer arrive with issues 3-5.)
+python -m topology up three-edge.toml    every node as a process, publishers, URL table
+python -m topology validate FILE         check a topology file
+python -m topology demo                  just an origin plus the built-in publisher
+python -m topology publish URL           publish the synthetic test stream anywhere
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import sys
 import trio
 
 from common.httpclient import fetch
+from topology import launch, schema
 from topology.publisher import SourceSettings, publish
 
 log = logging.getLogger("livecdn.topology")
@@ -26,6 +27,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     """Command line."""
     p = argparse.ArgumentParser(prog="python -m topology", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+    upp = sub.add_parser("up", help="start every node of a topology, its publishers; Ctrl-C stops")
+    upp.add_argument(
+        "topology", help="a .toml file or a shipped example: one-edge, three-edge, two-tier"
+    )
+    upp.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    val = sub.add_parser("validate", help="check a topology file and print what it describes")
+    val.add_argument("topology")
     demo = sub.add_parser("demo", help="run an origin with the built-in publisher on live/demo")
     demo.add_argument("--rtmp", type=int, default=1935, help="origin RTMP port (default 1935)")
     demo.add_argument("--http", type=int, default=8080, help="origin HTTP port (default 8080)")
@@ -118,6 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in ("up", "validate"):
+        try:
+            topo = schema.load(args.topology)
+        except schema.TopologyError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if args.command == "validate":
+            print(
+                f"{topo.path}: valid: {len(topo.origins)} origin(s), {len(topo.edges)} edge(s), "
+                f"balancer {'(' + topo.balancer.policy + ')' if topo.balancer else 'none'}, "
+                f"{len(topo.publishers)} publisher(s)"
+            )
+            return 0
+        return trio.run(lambda: launch.up(topo, seconds=args.seconds))
     try:
         trio.run(demo if args.command == "demo" else publish_only, args)
     except (OSError, subprocess.CalledProcessError) as exc:

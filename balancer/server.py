@@ -1,0 +1,386 @@
+"""The balancer: edges' heartbeats and health checks, a policy, admission by capacity, and
+302 redirects (HTTP-FLV, HLS) or a route API (RTMP) sending each new viewer to an edge."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import trio
+
+from balancer.policy import EdgeView, make_policy
+from common.config import BalancerConfig
+from common.conn import Conn, accept_loop, listen_socket
+from common.errors import ProtocolError
+from common.http import HttpLimits, Request, Response, serve_http
+from common.httpclient import fetch
+from common.metrics import CONTENT_TYPE, NodeMetrics
+from common.wire import Decoder
+
+log = logging.getLogger("livecdn.balancer")
+
+
+@dataclass
+class EdgeState:
+    """What the balancer knows about one edge."""
+
+    id: str
+    http: str = ""
+    rtmp: str = ""
+    last_heartbeat: float = -math.inf
+    beat: dict = field(default_factory=dict)
+    checks_ok: int = 0
+    checks_failed: int = 0
+    healthy: bool = True
+    check_error: str = ""
+    draining: bool = False
+    assigned: int = 0  # viewers sent since the last heartbeat (not yet in its count)
+    routed_total: int = 0
+
+    def out_reason(self, now: float, timeout: float) -> str | None:
+        """Why the edge is out of rotation, or None if it is in."""
+        if now - self.last_heartbeat > timeout:
+            return f"no heartbeat for {timeout:g} s"
+        if not self.healthy:
+            return f"health check failing: {self.check_error}"
+        if self.draining or self.beat.get("draining"):
+            return "draining"
+        return None
+
+    def view(self) -> EdgeView:
+        """The policy's view, counting viewers sent since the last heartbeat."""
+        b = self.beat
+        return EdgeView(
+            id=self.id,
+            weight=float(b.get("weight") or 1.0),
+            viewers=int(b.get("viewers", 0)) + self.assigned,
+            capacity_viewers=int(b.get("capacity_viewers") or 0),
+            egress_bps=float(b.get("egress_bps") or 0.0),
+            capacity_bps=float(b.get("capacity_bps") or 0.0),
+            streams=frozenset(b.get("streams") or {}),
+        )
+
+
+class Balancer:
+    """State of one balancer; `run()` serves it."""
+
+    def __init__(self, config: BalancerConfig) -> None:
+        self.config = config
+        self.policy = make_policy(config.policy, hash_balance_factor=config.hash_balance_factor)
+        self.edges: dict[str, EdgeState] = {}
+        self.origin_streams: dict[str, dict[str, dict]] = {}  # origin node -> "app/name" -> info
+        self.origin_seen: dict[str, float] = {}
+        self.started = time.time()
+        self.metrics = NodeMetrics("balancer")
+        mt = self.metrics
+        mt.counter("routes_total", "Viewers routed, by edge.", ("edge",))
+        mt.counter("rejects_total", "Viewers refused (503), by reason.", ("reason",))
+        mt.gauge("edges", "Edges by state.", ("state",), self._edge_states)
+        self.address: tuple[int, int] | None = None
+
+    # ------------------------------------------------------------------ state
+
+    def _edge_states(self) -> dict[tuple[str, ...], float]:
+        now = trio.current_time()
+        out = {("in",): 0.0, ("out",): 0.0}
+        for e in self.edges.values():
+            out[("out",) if e.out_reason(now, self.config.heartbeat_timeout) else ("in",)] += 1
+        return out
+
+    def on_message(self, msg: dict, peer: str) -> None:
+        """A control message from an edge or origin."""
+        now = trio.current_time()
+        if msg["type"] == "heartbeat":
+            node = str(msg.get("node") or peer)
+            edge = self.edges.get(node)
+            if edge is None:
+                edge = self.edges[node] = EdgeState(node)
+                log.info("edge %s joined (%s)", node, msg.get("http"))
+            elif edge.out_reason(now, self.config.heartbeat_timeout) == (
+                f"no heartbeat for {self.config.heartbeat_timeout:g} s"
+            ):
+                log.info("edge %s is back (heartbeats resumed)", node)
+            edge.http = str(msg.get("http") or edge.http)
+            edge.rtmp = str(msg.get("rtmp") or edge.rtmp)
+            edge.beat = msg
+            edge.last_heartbeat = now
+            edge.assigned = 0
+        elif msg["type"] == "streams":
+            node = str(msg.get("node") or peer)
+            streams = msg.get("streams") or []
+            self.origin_streams[node] = {
+                f"{s.get('app')}/{s.get('name')}": s for s in streams if isinstance(s, dict)
+            }
+            self.origin_seen[node] = now
+
+    def bitrate(self, stream: str) -> float:
+        """The stream's measured bitrate (from the origins), or 0 if unknown."""
+        for streams in self.origin_streams.values():
+            if stream in streams:
+                return float(streams[stream].get("bitrate") or 0)
+        return 0.0
+
+    def eligible(self, stream: str) -> tuple[list[EdgeView], dict[str, str]]:
+        """Edges that may take one more viewer of `stream`, and why the others may not."""
+        now = trio.current_time()
+        bitrate = self.bitrate(stream)
+        views, excluded = [], {}
+        for edge in self.edges.values():
+            why = edge.out_reason(now, self.config.heartbeat_timeout)
+            if why is None:
+                v = edge.view()
+                if v.capacity_viewers and v.viewers + 1 > v.capacity_viewers:
+                    why = f"full: {v.viewers}/{v.capacity_viewers} viewers"
+                elif v.capacity_bps and v.egress_bps + bitrate > v.capacity_bps:
+                    why = f"full: {v.egress_bps / 1e6:.1f}+{bitrate / 1e6:.1f} of {v.capacity_bps / 1e6:.1f} Mbps"
+                else:
+                    views.append(v)
+                    continue
+            excluded[edge.id] = why
+        return views, excluded
+
+    def choose(self, stream: str) -> tuple[EdgeState | None, str]:
+        """Pick an edge for one new viewer of `stream`; the reason is logged."""
+        views, excluded = self.eligible(stream)
+        choice = self.policy.choose(stream, views)
+        if choice is None:
+            why = "; ".join(f"{k}: {v}" for k, v in sorted(excluded.items())) or "no edges known"
+            log.info("route %s: no edge can take it (%s)", stream, why)
+            return None, why
+        edge = self.edges[choice.edge.id]
+        edge.assigned += 1
+        edge.routed_total += 1
+        self.metrics.inc("routes_total", labels=(edge.id,))
+        log.info("route %s -> %s: %s", stream, edge.id, choice.reason)
+        return edge, choice.reason
+
+    # ------------------------------------------------------------------ health
+
+    async def check_health(self) -> None:
+        """Active /healthz checks with rise/fall thresholds."""
+        cfg = self.config
+
+        async def check(edge: EdgeState) -> None:
+            if not edge.http:
+                return
+            try:
+                status, _, _ = await fetch(
+                    "GET", edge.http + "/healthz", timeout=cfg.check_interval
+                )
+                ok, error = status == 200, f"HTTP {status}"
+            except (OSError, trio.TooSlowError, ProtocolError, Exception) as exc:
+                ok, error = False, str(exc) or type(exc).__name__
+            if ok:
+                edge.checks_ok += 1
+                edge.checks_failed = 0
+                if not edge.healthy and edge.checks_ok >= cfg.rise:
+                    edge.healthy = True
+                    log.info("edge %s back in rotation (%d checks passed)", edge.id, cfg.rise)
+            else:
+                edge.checks_failed += 1
+                edge.checks_ok = 0
+                edge.check_error = error
+                if edge.healthy and edge.checks_failed >= cfg.fall:
+                    edge.healthy = False
+                    log.warning("edge %s out of rotation: %s", edge.id, error)
+
+        while True:
+            async with trio.open_nursery() as nursery:
+                for edge in list(self.edges.values()):
+                    nursery.start_soon(check, edge)
+            await trio.sleep(cfg.check_interval)
+
+    # ------------------------------------------------------------------ control
+
+    async def handle_control(self, conn: Conn) -> None:
+        """One node's control connection (msgpack frames)."""
+        decoder = Decoder()
+        while True:
+            data = await conn.recv()
+            if not data:
+                return
+            try:
+                for msg in decoder.feed(data):
+                    self.on_message(msg, conn.peer)
+            except ProtocolError as exc:
+                log.info("closing control connection %s: %s", conn.peer, exc)
+                return
+
+    # ------------------------------------------------------------------ HTTP
+
+    async def handle_http(self, conn: Conn) -> None:
+        """Serve one HTTP connection."""
+        await serve_http(conn, self.route, HttpLimits())
+
+    async def route(self, req: Request) -> Response:
+        """Routing, API, health and metrics."""
+        path = req.path
+        if path == "/healthz":
+            return Response.json({"status": "ok", "node": "balancer"})
+        if path == "/metrics":
+            return Response(200, self.metrics.render(), CONTENT_TYPE)
+        if path == "/api/edges":
+            return Response.json({"edges": self.edges_info()})
+        if path == "/api/streams":
+            return Response.json({"streams": self.streams_info()})
+        if path.startswith("/api/edges/") and req.method == "POST":
+            return self._drain(req, path[len("/api/edges/") :])
+        if path == "/api/route":
+            return await self._route_api(req)
+        if path.endswith((".flv", ".m3u8")) and req.method in ("GET", "HEAD"):
+            return await self._redirect(req)
+        return Response.text(404, f"not found: {path}")
+
+    def _drain(self, req: Request, rest: str) -> Response:
+        node, _, action = rest.partition("/")
+        edge = self.edges.get(node)
+        if edge is None or action not in ("drain", "undrain"):
+            return Response.json({"error": "POST /api/edges/{id}/drain or /undrain"}, 404)
+        edge.draining = action == "drain"
+        log.info(
+            "edge %s %s on request of %s",
+            node,
+            "draining" if edge.draining else "undrained",
+            req.peer,
+        )
+        return Response.json({"edge": node, "draining": edge.draining})
+
+    async def _admit(self, stream: str) -> tuple[EdgeState | None, str]:
+        edge, why = self.choose(stream)
+        if edge is None and self.config.overflow == "queue":
+            with trio.move_on_after(self.config.queue_timeout):
+                while edge is None:
+                    await trio.sleep(0.2)
+                    edge, why = self.choose(stream)
+        return edge, why
+
+    def _overflow(self, why: str) -> Response:
+        self.metrics.inc("rejects_total", labels=("full" if "full" in why else "no_edge",))
+        resp = Response.text(503, f"no edge can take a viewer now: {why}")
+        resp.headers.append(("retry-after", str(self.config.retry_after)))
+        return resp
+
+    async def _redirect(self, req: Request) -> Response:
+        parts = req.path.strip("/").split("/")
+        if len(parts) != 2:
+            return Response.text(404, f"not found: {req.path}")
+        app, file = parts
+        name = file.rsplit(".", 1)[0]
+        edge, why = await self._admit(f"{app}/{name}")
+        if edge is None:
+            return self._overflow(why)
+        location = edge.http + req.target
+        return Response(302, b"", headers=[("location", location), ("cache-control", "no-store")])
+
+    async def _route_api(self, req: Request) -> Response:
+        app, name = req.query.get("app", ""), req.query.get("name", "")
+        proto = req.query.get("proto", "rtmp")
+        if not app or not name or proto not in ("rtmp", "flv", "hls"):
+            return Response.json({"error": "need app, name and proto=rtmp|flv|hls"}, 400)
+        edge, why = await self._admit(f"{app}/{name}")
+        if edge is None:
+            resp = self._overflow(why)
+            return Response.json({"error": resp.body.decode().strip()}, 503)
+        url = {
+            "rtmp": f"{edge.rtmp}/{app}/{name}",
+            "flv": f"{edge.http}/{app}/{name}.flv",
+            "hls": f"{edge.http}/{app}/{name}.m3u8",
+        }[proto]
+        return Response.json({"url": url, "edge": edge.id, "reason": why})
+
+    def edges_info(self) -> list[dict]:
+        """Every known edge with its state and load."""
+        now = trio.current_time()
+        out = []
+        for e in sorted(self.edges.values(), key=lambda e: e.id):
+            v = e.view()
+            why = e.out_reason(now, self.config.heartbeat_timeout)
+            out.append(
+                {
+                    "id": e.id,
+                    "http": e.http,
+                    "rtmp": e.rtmp,
+                    "in_rotation": why is None,
+                    "out_reason": why,
+                    "viewers": v.viewers,
+                    "egress_bps": v.egress_bps,
+                    "capacity_viewers": v.capacity_viewers,
+                    "capacity_bps": v.capacity_bps,
+                    "load": round(v.load, 4),
+                    "weight": v.weight,
+                    "region": e.beat.get("region", ""),
+                    "streams": e.beat.get("streams", {}),
+                    "draining": e.draining,
+                    "last_heartbeat_s_ago": round(now - e.last_heartbeat, 2)
+                    if e.last_heartbeat > -math.inf
+                    else None,
+                    "routed_total": e.routed_total,
+                }
+            )
+        return out
+
+    def streams_info(self) -> list[dict]:
+        """Every live stream (from the origins) with its viewers across edges."""
+        now = trio.current_time()
+        live: dict[str, dict] = {}
+        for node, streams in self.origin_streams.items():
+            if now - self.origin_seen.get(node, -math.inf) > 3 * self.config.heartbeat_timeout:
+                continue
+            for key, info in streams.items():
+                live[key] = {
+                    "stream": key,
+                    "origin": node,
+                    "bitrate": info.get("bitrate"),
+                    "viewers": 0,
+                    "edges": {},
+                }
+        for e in self.edges.values():
+            if (
+                e.out_reason(now, self.config.heartbeat_timeout)
+                == f"no heartbeat for {self.config.heartbeat_timeout:g} s"
+            ):
+                continue
+            for key, n in (e.beat.get("streams") or {}).items():
+                entry = live.setdefault(
+                    key, {"stream": key, "origin": None, "bitrate": None, "viewers": 0, "edges": {}}
+                )
+                entry["edges"][e.id] = n
+                entry["viewers"] += n
+        return [live[k] for k in sorted(live)]
+
+    # ------------------------------------------------------------------ serve
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen (HTTP and control) and serve until cancelled."""
+        cfg = self.config
+        http_sock = listen_socket(cfg.host, cfg.http_port)
+        ctl_sock = listen_socket(cfg.host, cfg.control_port)
+        self.address = (http_sock.getsockname()[1], ctl_sock.getsockname()[1])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: accept_loop(
+                    http_sock, self.handle_http, max_connections=cfg.max_connections
+                )
+            )
+            nursery.start_soon(
+                lambda: accept_loop(ctl_sock, self.handle_control, max_connections=1000)
+            )
+            nursery.start_soon(self.check_health)
+            log.info(
+                "balancer up: http://%s:%d (policy %s), control %s:%d",
+                cfg.host,
+                self.address[0],
+                cfg.policy,
+                cfg.host,
+                self.address[1],
+            )
+            task_status.started(self.address)
+
+
+async def serve(
+    config: BalancerConfig, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run a balancer until cancelled; `task_status.started` gets (http_port, control_port)."""
+    await Balancer(config).run(task_status=task_status)

@@ -1,0 +1,232 @@
+"""`python -m topology up`: every node of a topology as its own process, publishers, URLs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from common.httpclient import fetch
+from topology.publisher import SourceSettings, publish
+from topology.schema import EdgeSpec, OriginSpec, Topology
+
+log = logging.getLogger("livecdn.topology")
+PY = sys.executable
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (for port 0 in a topology file)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Node:
+    """One started process."""
+
+    name: str
+    kind: str
+    cmd: list[str]
+    http_port: int
+    rtmp_port: int = 0
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+
+@dataclass
+class Deployment:
+    """A running topology."""
+
+    topo: Topology
+    run_dir: Path
+    nodes: dict[str, Node] = field(default_factory=dict)
+
+    def url(self, name: str, scheme: str) -> str:
+        node = self.nodes[name]
+        port = node.http_port if scheme == "http" else node.rtmp_port
+        return f"{scheme}://127.0.0.1:{port}"
+
+
+def plan(topo: Topology, run_dir: Path) -> Deployment:
+    """The commands that start each node (ports of 0 are given free ports)."""
+    dep = Deployment(topo, run_dir)
+    ports = {}
+    for spec in [*topo.origins, *topo.edges]:
+        ports[spec.name] = (spec.rtmp_port or free_port(), spec.http_port or free_port())
+    balancer_control = None
+    if topo.balancer is not None:
+        b = topo.balancer
+        http, control = b.http_port or free_port(), b.control_port or free_port()
+        balancer_control = f"127.0.0.1:{control}"
+        dep.nodes["balancer"] = Node(
+            "balancer",
+            "balancer",
+            [PY, "-m", "balancer", "--host", "127.0.0.1", "--http", str(http), "--control",
+             str(control), "--policy", b.policy, "--overflow", b.overflow],
+            http,
+        )  # fmt: skip
+    for o in topo.origins:
+        rtmp, http = ports[o.name]
+        cmd = [PY, "-m", "origin", "--host", "127.0.0.1", "--rtmp", str(rtmp), "--http", str(http),
+               "--node-id", o.name]  # fmt: skip
+        if not o.gop_cache:
+            cmd.append("--no-gop-cache")
+        if balancer_control:
+            cmd += ["--balancer", balancer_control]
+        dep.nodes[o.name] = Node(o.name, "origin", cmd, http, rtmp)
+    for e in topo.edges_in_start_order():
+        rtmp, http = ports[e.name]
+        cmd = [PY, "-m", "edge", "--host", "127.0.0.1", "--rtmp", str(rtmp), "--http", str(http),
+               "--node-id", e.name, "--linger", str(e.linger_seconds)]  # fmt: skip
+        for parent in e.parents:
+            prtmp, phttp = ports[parent]
+            cmd += [
+                "--parent",
+                f"rtmp://127.0.0.1:{prtmp}"
+                if e.parent_protocol == "rtmp"
+                else f"http://127.0.0.1:{phttp}",
+            ]
+        if e.parent_protocol == "rtmp":  # HLS still comes over HTTP from the first parent
+            cmd += ["--config", str(_hls_parent_config(run_dir, e, ports))]
+        if balancer_control and e.balanced:
+            cmd += ["--balancer", balancer_control, "--capacity-viewers", str(e.capacity_viewers),
+                    "--capacity-mbps", str(e.capacity_mbps), "--weight", str(e.weight)]  # fmt: skip
+        dep.nodes[e.name] = Node(e.name, "edge", cmd, http, rtmp)
+    return dep
+
+
+def _hls_parent_config(run_dir: Path, e: EdgeSpec, ports: dict) -> Path:
+    path = run_dir / f"{e.name}.toml"
+    parents = ", ".join(f'"http://127.0.0.1:{ports[p][1]}"' for p in e.parents)
+    path.write_text(f"hls_parents = [{parents}]\nregion = {e.region!r}\n".replace("'", '"'))
+    return path
+
+
+async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Poll /healthz until 200; fail if the process exits."""
+    with trio.fail_after(timeout):
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"exited with code {proc.returncode}")
+            try:
+                if (await fetch("GET", url + "/healthz", timeout=1))[0] == 200:
+                    return
+            except (OSError, trio.TooSlowError, Exception):
+                pass
+            await trio.sleep(0.1)
+
+
+def url_table(dep: Deployment) -> str:
+    """The URLs a user needs, as a table."""
+    topo = dep.topo
+    rows = [("what", "url")]
+    for pub in topo.publishers:
+        rows.append((f"publish {pub.stream}", f"{dep.url(pub.origin, 'rtmp')}/{pub.stream}"))
+    streams = [p.stream for p in topo.publishers] or ["live/demo"]
+    for stream in streams:
+        if "balancer" in dep.nodes:
+            b = dep.url("balancer", "http")
+            rows.append((f"play {stream} (balancer, HTTP-FLV)", f"{b}/{stream}.flv"))
+            rows.append((f"play {stream} (balancer, HLS)", f"{b}/{stream}.m3u8"))
+            rows.append(
+                (
+                    f"RTMP route for {stream}",
+                    f"{b}/api/route?app={stream.split('/')[0]}&name={stream.split('/')[1]}&proto=rtmp",
+                )
+            )
+        for e in topo.edges:
+            rows.append(
+                (
+                    f"play {stream} at {e.name}",
+                    f"{dep.url(e.name, 'http')}/{stream}.flv  {dep.url(e.name, 'rtmp')}/{stream}",
+                )
+            )
+    for name, node in dep.nodes.items():
+        base = f"http://127.0.0.1:{node.http_port}"
+        api = "/api/edges" if node.kind == "balancer" else "/api/streams"
+        rows.append((f"{name} ({node.kind}) API / metrics", f"{base}{api}  {base}/metrics"))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"  {a.ljust(width)}  {b}" for a, b in rows)
+
+
+def write_prometheus(dep: Deployment) -> Path:
+    """A Prometheus scrape config for every node, next to the run."""
+    targets = ", ".join(f"'127.0.0.1:{n.http_port}'" for n in dep.nodes.values())
+    path = dep.run_dir / "prometheus.yml"
+    path.write_text(
+        "scrape_configs:\n"
+        f"  - job_name: livecdn-{dep.topo.name}\n"
+        "    scrape_interval: 5s\n"
+        f"    static_configs:\n      - targets: [{targets}]\n"
+    )
+    return path
+
+
+async def up(topo: Topology, *, seconds: float | None = None, run_dir: Path | None = None) -> int:
+    """Start everything, print the URLs, run until Ctrl-C/SIGTERM (or `seconds`), stop all."""
+    run_dir = (
+        run_dir
+        or Path(os.environ.get("TMPDIR", "/tmp"))
+        / f"livecdn-{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dep = plan(topo, run_dir)
+    print(f"topology {topo.name} ({topo.path}); logs in {run_dir}", flush=True)
+    try:
+        for node in dep.nodes.values():
+            node.log_path = run_dir / f"{node.name}.log"
+            with open(node.log_path, "wb") as log_file:  # the child keeps its own descriptor
+                node.proc = subprocess.Popen(node.cmd, stdout=subprocess.DEVNULL, stderr=log_file)
+            try:
+                await wait_healthy(f"http://127.0.0.1:{node.http_port}", node.proc)
+            except (RuntimeError, trio.TooSlowError) as exc:
+                tail = node.log_path.read_text()[-2000:]
+                print(f"error: {node.name} did not become healthy: {exc}\n{tail}", file=sys.stderr)
+                return 1
+            print(f"  {node.kind:8} {node.name:10} up (pid {node.proc.pid})", flush=True)
+        prom = write_prometheus(dep)
+        async with trio.open_nursery() as nursery:
+            for pub in topo.publishers:
+                width, _, height = pub.size.partition("x")
+                settings = SourceSettings(int(width), int(height), pub.fps, pub.kbps)
+                url = f"{dep.url(pub.origin, 'rtmp')}/{pub.stream}"
+                nursery.start_soon(lambda u=url, s=settings: publish(u, settings=s))
+                print(f"  publisher  {pub.stream} -> {url}", flush=True)
+            print(
+                f"\n{url_table(dep)}\n\n  Prometheus scrape config: {prom}\n  stop: Ctrl-C\n",
+                flush=True,
+            )
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                with trio.move_on_after(seconds if seconds is not None else float("inf")):
+                    async for _ in signals:
+                        break
+            nursery.cancel_scope.cancel()
+        return 0
+    finally:
+        stop(dep)
+
+
+def stop(dep: Deployment) -> None:
+    """SIGTERM every node (edges first), then kill what is left after 5 s."""
+    procs = [n.proc for n in reversed(list(dep.nodes.values())) if n.proc and n.proc.poll() is None]
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+    print("topology stopped", flush=True)
+
+
+__all__ = ["Deployment", "Node", "OriginSpec", "plan", "stop", "up", "url_table"]

@@ -1,0 +1,221 @@
+"""Topology files: a whole deployment in TOML (balancer, origins, edges, publishers),
+validated with errors that name the file, the key and what is wrong."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from common.config import BALANCER_POLICIES
+
+EXAMPLES = Path(__file__).parent / "examples"
+
+
+class TopologyError(ValueError):
+    """The topology file is invalid."""
+
+
+@dataclass
+class BalancerSpec:
+    """[balancer]"""
+
+    http_port: int = 8090
+    control_port: int = 8091
+    policy: str = "least_load"
+    hash_balance_factor: float = 1.25
+    overflow: str = "reject"
+
+
+@dataclass
+class OriginSpec:
+    """[[origin]]"""
+
+    name: str = ""
+    rtmp_port: int = 1935
+    http_port: int = 8080
+    gop_cache: bool = True
+    hls: bool = True
+
+
+@dataclass
+class EdgeSpec:
+    """[[edge]]"""
+
+    name: str = ""
+    parents: list[str] = field(default_factory=list)
+    parent_protocol: str = "rtmp"
+    rtmp_port: int = 1936
+    http_port: int = 8081
+    capacity_viewers: int = 0
+    capacity_mbps: float = 0.0
+    weight: float = 1.0
+    region: str = ""
+    linger_seconds: float = 10.0
+    balanced: bool = True  # false: not in the balancer's rotation (e.g. a shield tier)
+
+
+@dataclass
+class PublisherSpec:
+    """[[publisher]]: the built-in synthetic publisher."""
+
+    origin: str = ""
+    stream: str = "live/demo"
+    size: str = "640x360"
+    fps: int = 30
+    kbps: int = 1500
+
+
+@dataclass
+class Topology:
+    """A validated topology."""
+
+    path: Path
+    name: str
+    balancer: BalancerSpec | None
+    origins: list[OriginSpec]
+    edges: list[EdgeSpec]
+    publishers: list[PublisherSpec]
+
+    def node(self, name: str) -> OriginSpec | EdgeSpec:
+        """An origin or edge by name."""
+        for n in [*self.origins, *self.edges]:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def edges_in_start_order(self) -> list[EdgeSpec]:
+        """Edges after the nodes they pull from (edges in a parent cycle are left out)."""
+        done: set[str] = {o.name for o in self.origins}
+        order: list[EdgeSpec] = []
+        pending = list(self.edges)
+        progress = True
+        while pending and progress:
+            progress = False
+            for e in list(pending):
+                if all(parent in done for parent in e.parents):
+                    order.append(e)
+                    done.add(e.name)
+                    pending.remove(e)
+                    progress = True
+        return order
+
+
+def resolve(name: str) -> Path:
+    """A path, or the name of a shipped example (with or without .toml)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    shipped = EXAMPLES / (name if name.endswith(".toml") else f"{name}.toml")
+    if shipped.exists():
+        return shipped
+    examples = ", ".join(sorted(p.name for p in EXAMPLES.glob("*.toml")))
+    raise TopologyError(f"{name}: no such file, and not a shipped example ({examples})")
+
+
+def _build(cls: type, raw: object, where: str):
+    if not isinstance(raw, dict):
+        raise TopologyError(f"{where}: must be a table")
+    known = {f.name: f for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise TopologyError(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
+    obj = cls()
+    for key, value in raw.items():
+        default = getattr(obj, key)
+        ok = (
+            isinstance(value, type(default))
+            and not (isinstance(value, bool) and not isinstance(default, bool))
+        ) or (isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool))
+        if isinstance(default, list):
+            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if not ok:
+            raise TopologyError(f"{where}: {key} must be {type(default).__name__}, got {value!r}")
+        setattr(obj, key, float(value) if isinstance(default, float) else value)
+    return obj
+
+
+def load(name: str) -> Topology:
+    """Load and validate a topology file (or shipped example)."""
+    path = resolve(name)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError(f"{path}: not valid TOML: {exc}") from exc
+    allowed = {"balancer", "origin", "edge", "publisher"}
+    for key in raw:
+        if key not in allowed:
+            raise TopologyError(
+                f"{path}: unknown section [{key}] (known: {', '.join(sorted(allowed))})"
+            )
+    balancer = (
+        _build(BalancerSpec, raw["balancer"], f"{path} [balancer]") if "balancer" in raw else None
+    )
+    origins = [
+        _build(OriginSpec, o, f"{path} [[origin]] #{i + 1}")
+        for i, o in enumerate(raw.get("origin", []))
+    ]
+    edges = [
+        _build(EdgeSpec, e, f"{path} [[edge]] #{i + 1}") for i, e in enumerate(raw.get("edge", []))
+    ]
+    pubs = [
+        _build(PublisherSpec, p, f"{path} [[publisher]] #{i + 1}")
+        for i, p in enumerate(raw.get("publisher", []))
+    ]
+    topo = Topology(path, path.stem, balancer, origins, edges, pubs)
+    _check(topo)
+    return topo
+
+
+def _check(t: Topology) -> None:
+    p = t.path
+    if not t.origins:
+        raise TopologyError(f"{p}: at least one [[origin]] is required")
+    names = [n.name for n in [*t.origins, *t.edges]]
+    for i, n in enumerate(names):
+        if not n:
+            raise TopologyError(f"{p}: every origin and edge needs a name")
+        if names.index(n) != i:
+            raise TopologyError(f"{p}: the name {n!r} is used twice")
+    ports: dict[int, str] = {}
+    specs = [*t.origins, *t.edges]
+    for spec in specs:
+        for attr in ("rtmp_port", "http_port"):
+            port = getattr(spec, attr)
+            if port and port in ports:
+                raise TopologyError(f"{p}: {spec.name}.{attr} {port} is also {ports[port]}")
+            if port:
+                ports[port] = f"{spec.name}.{attr}"
+    if t.balancer is not None:
+        b = t.balancer
+        if b.policy not in BALANCER_POLICIES:
+            raise TopologyError(
+                f"{p} [balancer]: policy must be one of {', '.join(BALANCER_POLICIES)}, not {b.policy!r}"
+            )
+        for attr in ("http_port", "control_port"):
+            port = getattr(b, attr)
+            if port and port in ports:
+                raise TopologyError(f"{p} [balancer]: {attr} {port} is also {ports[port]}")
+            if port:
+                ports[port] = f"balancer.{attr}"
+    for e in t.edges:
+        if not e.parents:
+            raise TopologyError(f"{p} edge {e.name!r}: parents is empty")
+        if e.parent_protocol not in ("rtmp", "http"):
+            raise TopologyError(f"{p} edge {e.name!r}: parent_protocol must be 'rtmp' or 'http'")
+        for parent in e.parents:
+            if parent not in names:
+                raise TopologyError(
+                    f"{p} edge {e.name!r}: parent {parent!r} is not an origin or edge"
+                )
+            if parent == e.name:
+                raise TopologyError(f"{p} edge {e.name!r}: cannot be its own parent")
+    if len(t.edges_in_start_order()) != len(t.edges):
+        raise TopologyError(f"{p}: edges' parents form a cycle")
+    for i, pub in enumerate(t.publishers):
+        if pub.origin not in {o.name for o in t.origins}:
+            raise TopologyError(
+                f"{p} [[publisher]] #{i + 1}: origin {pub.origin!r} is not an origin"
+            )
+        if pub.stream.count("/") != 1:
+            raise TopologyError(f"{p} [[publisher]] #{i + 1}: stream must be 'app/name'")
