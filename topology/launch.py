@@ -171,8 +171,17 @@ def write_prometheus(dep: Deployment) -> Path:
     return path
 
 
-async def up(topo: Topology, *, seconds: float | None = None, run_dir: Path | None = None) -> int:
-    """Start everything, print the URLs, run until Ctrl-C/SIGTERM (or `seconds`), stop all."""
+async def up(
+    topo: Topology,
+    *,
+    seconds: float | None = None,
+    run_dir: Path | None = None,
+    task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
+) -> int:
+    """Start everything, print the URLs, run until Ctrl-C/SIGTERM (or `seconds`), stop all.
+
+    `task_status.started(deployment)` once every node is healthy and publishers started.
+    """
     run_dir = (
         run_dir
         or Path(os.environ.get("TMPDIR", "/tmp"))
@@ -205,6 +214,7 @@ async def up(topo: Topology, *, seconds: float | None = None, run_dir: Path | No
                 f"\n{url_table(dep)}\n\n  Prometheus scrape config: {prom}\n  stop: Ctrl-C\n",
                 flush=True,
             )
+            task_status.started(dep)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 with trio.move_on_after(seconds if seconds is not None else float("inf")):
                     async for _ in signals:
