@@ -11,7 +11,7 @@ import hashlib
 import math
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 POLICIES = ("round_robin", "least_load", "p2c", "consistent_hash", "bounded_hash")
@@ -262,7 +262,7 @@ class BoundedHash(_HashPolicy):
             return None
         if any(e.weight <= 0 for e in edges):
             # Weights must be positive to share the limit; treat all as equal instead.
-            edges = [EdgeView(**{**e.__dict__, "weight": 1.0}) for e in edges]
+            edges = [replace(e, weight=1.0) for e in edges]
         by_id = {e.id: e for e in edges}
         total = sum(e.viewers for e in edges)
         sum_w = sum(e.weight for e in edges)
@@ -299,6 +299,8 @@ def make_policy(
 ) -> Policy:
     """A fresh policy by name (one of POLICIES); `seed` drives p2c's sampling and
     `hash_balance_factor` (>= 1) bounds bounded_hash's per-edge load."""
+    if name not in POLICIES:
+        raise ValueError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}")
     if not (math.isfinite(hash_balance_factor) and hash_balance_factor >= 1.0):
         raise ValueError(f"hash_balance_factor must be a finite number >= 1, not {hash_balance_factor!r}")
     if name == "round_robin":
@@ -309,6 +311,4 @@ def make_policy(
         return PowerOfTwo(seed)
     if name == "consistent_hash":
         return ConsistentHash()
-    if name == "bounded_hash":
-        return BoundedHash(hash_balance_factor)
-    raise ValueError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}")
+    return BoundedHash(hash_balance_factor)
