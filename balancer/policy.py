@@ -157,7 +157,8 @@ class PowerOfTwo:
             e = edges[0]
             return Choice(e, f"p2c: {e.id} is the only edge ({_describe(e)})")
         i, j = self.rng.sample(range(len(edges)), 2)
-        a, b = sorted((edges[i], edges[j]), key=_load_key)
+        # An exact tie goes to the first sampled, so equal edges share evenly.
+        a, b = sorted((edges[i], edges[j]), key=lambda e: (e.load, e.viewers))
         return Choice(
             a,
             f"p2c: sampled {a.id} (load {a.load:.2f}, {a.viewers} viewers) and "
@@ -269,16 +270,19 @@ class BoundedHash(_HashPolicy):
         order = list(self.ring(edges).walk(stream))
         home = by_id[order[0]]
         home_limit = self.limit(home, total, sum_w)
-        for steps, edge_id in enumerate(order):
-            e = by_id[edge_id]
-            lim = self.limit(e, total, sum_w)
-            if e.viewers + 1 <= lim:
-                break
+        fits = (
+            i
+            for i, eid in enumerate(order)
+            if by_id[eid].viewers + 1 <= self.limit(by_id[eid], total, sum_w)
+        )
+        steps = next(fits, -1)
+        if steps >= 0:
+            e = by_id[order[steps]]
         else:
             # Unreachable for factor >= 1 (the limits sum to more than the viewers);
             # kept so float rounding can never leave a viewer without an edge.
             e = min(edges, key=lambda x: (x.viewers / self.limit(x, total, sum_w), x.id))
-            lim, steps = self.limit(e, total, sum_w), -1
+        lim = self.limit(e, total, sum_w)
         bound = f"limit {lim} = {self.factor:g} x average"
         if steps == 0:
             detail = f"{e.id} ({e.viewers} viewers, {bound}; {_holds(e, stream)})"
@@ -286,23 +290,23 @@ class BoundedHash(_HashPolicy):
         spill = "every edge at its limit, least full" if steps < 0 else f"spilled {steps} step(s)"
         return Choice(
             e,
-            f"bounded_hash: {stream} hashes to {home.id} ({home.viewers}/{home_limit} viewers, "
-            f"at limit), {spill} to {e.id} ({e.viewers} viewers, {bound}; {_holds(e, stream)})",
+            f"bounded_hash: {stream} hashes to {home.id} ({home.viewers} viewers, "
+            f"at its limit {home_limit}), {spill} to {e.id} ({e.viewers} viewers, {bound}; {_holds(e, stream)})",
         )
 
 
 # ---------------------------------------------------------------------- factory
 
 
-def make_policy(
-    name: str, *, hash_balance_factor: float = 1.25, seed: int | None = None
-) -> Policy:
+def make_policy(name: str, *, hash_balance_factor: float = 1.25, seed: int | None = None) -> Policy:
     """A fresh policy by name (one of POLICIES); `seed` drives p2c's sampling and
     `hash_balance_factor` (>= 1) bounds bounded_hash's per-edge load."""
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; choose one of: {', '.join(POLICIES)}")
     if not (math.isfinite(hash_balance_factor) and hash_balance_factor >= 1.0):
-        raise ValueError(f"hash_balance_factor must be a finite number >= 1, not {hash_balance_factor!r}")
+        raise ValueError(
+            f"hash_balance_factor must be a finite number >= 1, not {hash_balance_factor!r}"
+        )
     if name == "round_robin":
         return RoundRobin()
     if name == "least_load":

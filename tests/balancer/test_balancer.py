@@ -1,0 +1,87 @@
+"""The balancer over real sockets: heartbeats in, redirects and admission out."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+
+from balancer.policy import POLICIES
+from balancer.server import Balancer
+from common.config import BALANCER_POLICIES, BalancerConfig, build
+from common.conn import open_connection
+from common.httpclient import fetch
+from common.wire import encode
+
+
+def beat(node: str, port: int, **extra) -> bytes:
+    msg = {"type": "heartbeat", "node": node, "http": f"http://127.0.0.1:{port}",
+           "rtmp": f"rtmp://127.0.0.1:{port + 1}", "viewers": 0, "egress_bps": 0.0}  # fmt: skip
+    msg.update(extra)
+    return encode(msg)
+
+
+async def start(nursery, **overrides):
+    cfg = build(
+        BalancerConfig, {"host": "127.0.0.1", "http_port": 0, "control_port": 0, **overrides}
+    )
+    b = Balancer(cfg)
+    http, control = await nursery.start(b.run)
+    return b, f"http://127.0.0.1:{http}", control
+
+
+def test_policy_names_agree() -> None:
+    assert tuple(POLICIES) == BALANCER_POLICIES
+
+
+async def test_capacity_is_never_exceeded_and_overflow_is_503(nursery) -> None:
+    b, base, control = await start(nursery, policy="round_robin", check_interval=60.0)
+    ctl = await open_connection("127.0.0.1", control)
+    await ctl.send_all(beat("e1", 1000, capacity_viewers=2) + beat("e2", 2000, capacity_viewers=3))
+    await trio.sleep(0.2)
+    locations = []
+    for _ in range(5):
+        status, headers, _ = await fetch("GET", f"{base}/live/x.flv?token=abc")
+        assert status == 302
+        locations.append(headers["location"])
+    assert sum(":1000/" in loc for loc in locations) == 2
+    assert sum(":2000/" in loc for loc in locations) == 3
+    assert all(loc.endswith("/live/x.flv?token=abc") for loc in locations), "the query is kept"
+    status, headers, body = await fetch("GET", f"{base}/live/x.flv")
+    assert status == 503 and headers["retry-after"] == "5" and b"full" in body
+    status, _, body = await fetch("GET", f"{base}/api/route?app=live&name=x&proto=rtmp")
+    assert status == 503
+    # a heartbeat with fewer viewers frees room again
+    await ctl.send_all(beat("e1", 1000, capacity_viewers=2, viewers=1))
+    await trio.sleep(0.2)
+    status, _, body = await fetch("GET", f"{base}/api/route?app=live&name=x&proto=rtmp")
+    assert status == 200 and json.loads(body)["url"] == "rtmp://127.0.0.1:1001/live/x"
+    _, _, metrics = await fetch("GET", f"{base}/metrics")
+    assert 'livecdn_routes_total{edge="e1"} 3.0' in metrics.decode()
+
+
+async def test_missed_heartbeats_and_drain_take_edges_out(nursery, autojump_clock) -> None:
+    b, base, _ = await start(nursery, heartbeat_timeout=2.5, check_interval=60.0)
+    b.on_message({"type": "heartbeat", "v": 1, "node": "e1", "http": "http://127.0.0.1:1"}, "x")
+    b.on_message({"type": "heartbeat", "v": 1, "node": "e2", "http": "http://127.0.0.1:2"}, "y")
+    edge, _ = b.choose("live/a")
+    assert edge is not None
+    await trio.sleep(2)
+    b.on_message({"type": "heartbeat", "v": 1, "node": "e2", "http": "http://127.0.0.1:2"}, "y")
+    await trio.sleep(1)
+    views, excluded = b.eligible("live/a")
+    assert [v.id for v in views] == ["e2"] and excluded == {"e1": "no heartbeat for 2.5 s"}
+    b.edges["e2"].draining = True
+    edge, why = b.choose("live/a")
+    assert edge is None and "draining" in why
+
+
+async def test_bounded_hash_spreads_a_hot_stream_within_the_factor(nursery) -> None:
+    b, _, _ = await start(nursery, policy="bounded_hash", hash_balance_factor=1.25)
+    for i in range(4):
+        b.on_message({"type": "heartbeat", "v": 1, "node": f"e{i}", "http": f"http://h:{i}"}, "p")
+    counts = {f"e{i}": 0 for i in range(4)}
+    for n in range(1, 201):
+        edge, _ = b.choose("live/hot")
+        counts[edge.id] += 1
+        assert max(counts.values()) <= -(-1.25 * n // 4) + 1
