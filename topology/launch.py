@@ -210,6 +210,11 @@ async def up(
                 url = f"{dep.url(pub.origin, 'rtmp')}/{pub.stream}"
                 nursery.start_soon(lambda u=url, s=settings: publish(u, settings=s))
                 print(f"  publisher  {pub.stream} -> {url}", flush=True)
+            for pub in topo.publishers:  # the table is only printed once the streams are live
+                api = f"{dep.url(pub.origin, 'http')}/api/streams/{pub.stream}"
+                with trio.move_on_after(20):
+                    while (await fetch("GET", api))[0] != 200:
+                        await trio.sleep(0.2)
             print(
                 f"\n{url_table(dep)}\n\n  Prometheus scrape config: {prom}\n  stop: Ctrl-C\n",
                 flush=True,
