@@ -15,8 +15,9 @@ from pathlib import Path
 import trio
 
 from common.httpclient import fetch
+from topology.linkproxy import LinkProxy, LinkSettings
 from topology.publisher import SourceSettings, publish
-from topology.schema import EdgeSpec, OriginSpec, Topology
+from topology.schema import EdgeSpec, FaultSpec, OriginSpec, Topology
 
 log = logging.getLogger("livecdn.topology")
 PY = sys.executable
@@ -49,6 +50,7 @@ class Deployment:
     topo: Topology
     run_dir: Path
     nodes: dict[str, Node] = field(default_factory=dict)
+    proxies: dict[tuple[str, str], LinkProxy] = field(default_factory=dict)
 
     def url(self, name: str, scheme: str) -> str:
         node = self.nodes[name]
@@ -56,12 +58,25 @@ class Deployment:
         return f"{scheme}://127.0.0.1:{port}"
 
 
-def plan(topo: Topology, run_dir: Path) -> Deployment:
-    """The commands that start each node (ports of 0 are given free ports)."""
+def assign_ports(topo: Topology) -> dict[str, tuple[int, int]]:
+    """Each origin's and edge's (rtmp, http) ports; ports of 0 are given free ports."""
+    return {
+        spec.name: (spec.rtmp_port or free_port(), spec.http_port or free_port())
+        for spec in [*topo.origins, *topo.edges]
+    }
+
+
+def plan(
+    topo: Topology,
+    run_dir: Path,
+    ports: dict[str, tuple[int, int]] | None = None,
+    links: dict[tuple[str, str], int] | None = None,
+) -> Deployment:
+    """The commands that start each node; an edge reaches a parent through the link proxy
+    listening on `links[(edge, parent)]` when there is one."""
     dep = Deployment(topo, run_dir)
-    ports = {}
-    for spec in [*topo.origins, *topo.edges]:
-        ports[spec.name] = (spec.rtmp_port or free_port(), spec.http_port or free_port())
+    ports = ports or assign_ports(topo)
+    links = links or {}
     balancer_control = None
     if topo.balancer is not None:
         b = topo.balancer
@@ -89,12 +104,8 @@ def plan(topo: Topology, run_dir: Path) -> Deployment:
                "--node-id", e.name, "--linger", str(e.linger_seconds)]  # fmt: skip
         for parent in e.parents:
             prtmp, phttp = ports[parent]
-            cmd += [
-                "--parent",
-                f"rtmp://127.0.0.1:{prtmp}"
-                if e.parent_protocol == "rtmp"
-                else f"http://127.0.0.1:{phttp}",
-            ]
+            port = links.get((e.name, parent)) or (prtmp if e.parent_protocol == "rtmp" else phttp)
+            cmd += ["--parent", f"{e.parent_protocol}://127.0.0.1:{port}"]
         if e.parent_protocol == "rtmp":  # HLS still comes over HTTP from the first parent
             cmd += ["--config", str(_hls_parent_config(run_dir, e, ports))]
         if balancer_control and e.balanced:
@@ -188,7 +199,27 @@ async def up(
         / f"livecdn-{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    dep = plan(topo, run_dir)
+    async with trio.open_nursery() as links_nursery:
+        ports = assign_ports(topo)
+        proxies: dict[tuple[str, str], LinkProxy] = {}
+        for link in topo.links:
+            edge = next(e for e in topo.edges if e.name == link.edge)
+            rtmp, http = ports[link.parent]
+            target = ("127.0.0.1", rtmp if edge.parent_protocol == "rtmp" else http)
+            settings = LinkSettings(link.delay_ms, link.jitter_ms, link.rate_mbps, link.down)
+            proxy = LinkProxy(f"{link.edge}->{link.parent}", target, settings)
+            await links_nursery.start(proxy.run)
+            proxies[(link.edge, link.parent)] = proxy
+        dep = plan(topo, run_dir, ports, {k: p.port for k, p in proxies.items()})
+        dep.proxies = proxies
+        try:
+            return await _run(dep, run_dir, seconds, task_status)
+        finally:
+            links_nursery.cancel_scope.cancel()
+
+
+async def _run(dep: Deployment, run_dir: Path, seconds: float | None, task_status) -> int:
+    topo = dep.topo
     print(f"topology {topo.name} ({topo.path}); logs in {run_dir}", flush=True)
     try:
         for node in dep.nodes.values():
@@ -220,6 +251,7 @@ async def up(
                 flush=True,
             )
             task_status.started(dep)
+            nursery.start_soon(run_faults, dep)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 with trio.move_on_after(seconds if seconds is not None else float("inf")):
                     async for _ in signals:
@@ -228,6 +260,49 @@ async def up(
         return 0
     finally:
         stop(dep)
+
+
+async def run_faults(dep: Deployment) -> None:
+    """Follow the topology's fault schedule (times count from now)."""
+    start = trio.current_time()
+    for fault in sorted(dep.topo.faults, key=lambda f: f.seconds):
+        await trio.sleep_until(start + fault.seconds)
+        what = f"{fault.action} {fault.node or f'{fault.edge}->{fault.parent}'}"
+        print(f"  fault at {fault.at}: {what}", flush=True)
+        try:
+            await apply_fault(dep, fault)
+        except (OSError, KeyError, RuntimeError) as exc:
+            print(f"  fault {what} failed: {exc}", flush=True)
+
+
+async def apply_fault(dep: Deployment, fault: FaultSpec) -> None:
+    """Carry out one fault."""
+    if fault.action == "kill":
+        dep.nodes[fault.node].proc.kill()
+    elif fault.action == "restart":
+        node = dep.nodes[fault.node]
+        if node.proc is None or node.proc.poll() is not None:
+            with open(node.log_path or os.devnull, "ab") as log_file:
+                node.proc = subprocess.Popen(node.cmd, stdout=subprocess.DEVNULL, stderr=log_file)
+    elif fault.action in ("drain", "undrain"):
+        balancer = dep.url("balancer", "http")
+        await fetch("POST", f"{balancer}/api/edges/{fault.node}/{fault.action}")
+    else:
+        proxy = dep.proxies[(fault.edge, fault.parent)]
+        base = dep.topo.link(fault.edge, fault.parent)
+        if fault.action == "degrade":
+            proxy.update(
+                delay_ms=fault.delay_ms, jitter_ms=fault.jitter_ms, rate_mbps=fault.rate_mbps
+            )
+        elif fault.action == "restore":
+            proxy.update(
+                delay_ms=base.delay_ms,
+                jitter_ms=base.jitter_ms,
+                rate_mbps=base.rate_mbps,
+                down=False,
+            )
+        else:
+            proxy.update(down=fault.action == "down")
 
 
 def stop(dep: Deployment) -> None:

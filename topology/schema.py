@@ -67,6 +67,54 @@ class PublisherSpec:
 
 
 @dataclass
+class LinkSpec:
+    """[[link]]: the network between an edge and one of its parents (emulated by a proxy)."""
+
+    edge: str = ""
+    parent: str = ""
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    rate_mbps: float = 0.0
+    down: bool = False
+
+
+FAULT_ACTIONS = ("kill", "restart", "drain", "undrain", "degrade", "restore", "down", "up")
+
+
+@dataclass
+class FaultSpec:
+    """[[fault]]: something that happens `at` a time after start-up ("20s", "1m30s")."""
+
+    at: str = "0s"
+    action: str = ""
+    node: str = ""
+    edge: str = ""
+    parent: str = ""
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    rate_mbps: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        """`at` in seconds."""
+        return parse_duration(self.at)
+
+
+def parse_duration(text: str) -> float:
+    """'90', '20s', '1m30s', '500ms' -> seconds."""
+    import re
+
+    t = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        return float(t)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", t)
+    if not parts or "".join(a + b for a, b in parts) != t:
+        raise ValueError(f"bad duration {text!r} (e.g. '20s', '1m30s', '500ms')")
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(float(a) * scale[b] for a, b in parts)
+
+
+@dataclass
 class Topology:
     """A validated topology."""
 
@@ -76,6 +124,12 @@ class Topology:
     origins: list[OriginSpec]
     edges: list[EdgeSpec]
     publishers: list[PublisherSpec]
+    links: list[LinkSpec] = field(default_factory=list)
+    faults: list[FaultSpec] = field(default_factory=list)
+
+    def link(self, edge: str, parent: str) -> LinkSpec | None:
+        """The emulated link between `edge` and `parent`, if the file has one."""
+        return next((x for x in self.links if x.edge == edge and x.parent == parent), None)
 
     def node(self, name: str) -> OriginSpec | EdgeSpec:
         """An origin or edge by name."""
@@ -142,7 +196,7 @@ def load(name: str) -> Topology:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError(f"{path}: not valid TOML: {exc}") from exc
-    allowed = {"balancer", "origin", "edge", "publisher"}
+    allowed = {"balancer", "origin", "edge", "publisher", "link", "fault"}
     for key in raw:
         if key not in allowed:
             raise TopologyError(
@@ -162,7 +216,14 @@ def load(name: str) -> Topology:
         _build(PublisherSpec, p, f"{path} [[publisher]] #{i + 1}")
         for i, p in enumerate(raw.get("publisher", []))
     ]
-    topo = Topology(path, path.stem, balancer, origins, edges, pubs)
+    links = [
+        _build(LinkSpec, x, f"{path} [[link]] #{i + 1}") for i, x in enumerate(raw.get("link", []))
+    ]
+    faults = [
+        _build(FaultSpec, x, f"{path} [[fault]] #{i + 1}")
+        for i, x in enumerate(raw.get("fault", []))
+    ]
+    topo = Topology(path, path.stem, balancer, origins, edges, pubs, links, faults)
     _check(topo)
     return topo
 
@@ -212,6 +273,27 @@ def _check(t: Topology) -> None:
                 raise TopologyError(f"{p} edge {e.name!r}: cannot be its own parent")
     if len(t.edges_in_start_order()) != len(t.edges):
         raise TopologyError(f"{p}: edges' parents form a cycle")
+    for i, link in enumerate(t.links):
+        edge = next((e for e in t.edges if e.name == link.edge), None)
+        if edge is None or link.parent not in edge.parents:
+            raise TopologyError(
+                f"{p} [[link]] #{i + 1}: {link.edge!r} -> {link.parent!r} is not an edge and one of its parents"
+            )
+    for i, fault in enumerate(t.faults):
+        where = f"{p} [[fault]] #{i + 1}"
+        try:
+            fault.seconds  # noqa: B018
+        except ValueError as exc:
+            raise TopologyError(f"{where}: at: {exc}") from exc
+        if fault.action not in FAULT_ACTIONS:
+            raise TopologyError(f"{where}: action must be one of {', '.join(FAULT_ACTIONS)}")
+        if fault.action in ("kill", "restart", "drain", "undrain") and fault.node not in names:
+            raise TopologyError(f"{where}: node {fault.node!r} is not an origin or edge")
+        if (
+            fault.action in ("degrade", "restore", "down", "up")
+            and t.link(fault.edge, fault.parent) is None
+        ):
+            raise TopologyError(f"{where}: no [[link]] from {fault.edge!r} to {fault.parent!r}")
     for i, pub in enumerate(t.publishers):
         if pub.origin not in {o.name for o in t.origins}:
             raise TopologyError(

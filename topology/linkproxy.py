@@ -1,0 +1,109 @@
+"""Link emulation without root: a TCP proxy per link that adds delay and jitter, limits the
+rate, and can take the link down; its settings change at run time (the fault schedule)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import trio
+
+from common.conn import Conn, accept_loop, listen_socket, open_connection
+from common.shaping import TokenBucket
+
+log = logging.getLogger("livecdn.link")
+
+
+@dataclass
+class LinkSettings:
+    """How a link behaves (per direction)."""
+
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    rate_mbps: float = 0.0
+    down: bool = False
+
+
+class LinkProxy:
+    """Listens on a local port and forwards every connection to `target` through the link."""
+
+    def __init__(
+        self, name: str, target: tuple[str, int], settings: LinkSettings | None = None
+    ) -> None:
+        self.name = name
+        self.target = target
+        self.settings = settings or LinkSettings()
+        self.port = 0
+        self.bytes = 0
+        self._conns: set[Conn] = set()
+        self._rng = random.Random(name)
+
+    def update(self, **changes: object) -> None:
+        """Change the link's settings now (down=True also cuts current connections)."""
+        for key, value in changes.items():
+            if not hasattr(self.settings, key):
+                raise KeyError(f"link setting {key!r} does not exist")
+            setattr(self.settings, key, value)
+        log.info("link %s: %s", self.name, self.settings)
+        if self.settings.down:
+            for conn in list(self._conns):
+                conn.close()
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled; `task_status.started(port)`."""
+        sock = listen_socket("127.0.0.1", 0)
+        self.port = sock.getsockname()[1]
+        task_status.started(self.port)
+        await accept_loop(sock, self._handle, max_connections=10000)
+
+    async def _handle(self, client: Conn) -> None:
+        if self.settings.down:
+            return
+        try:
+            server = await open_connection(*self.target)
+        except OSError:
+            return
+        self._conns |= {client, server}
+        try:
+            async with trio.open_nursery() as nursery:
+                for src, dst in ((client, server), (server, client)):
+                    nursery.start_soon(self._direction, src, dst, nursery.cancel_scope)
+        finally:
+            self._conns -= {client, server}
+            server.close()
+
+    async def _direction(self, src: Conn, dst: Conn, scope: trio.CancelScope) -> None:
+        send, recv = trio.open_memory_channel[tuple[float, bytes]](1024)
+        bucket = TokenBucket(self.settings.rate_mbps * 125_000, now=trio.current_time())
+
+        async def reader() -> None:
+            last_due = 0.0
+            async with send:
+                while data := await src.recv():
+                    s = self.settings
+                    jitter = self._rng.uniform(-s.jitter_ms, s.jitter_ms) if s.jitter_ms else 0.0
+                    due = max(last_due, trio.current_time() + max(0.0, s.delay_ms + jitter) / 1000)
+                    last_due = due
+                    await send.send((due, data))
+
+        async def writer() -> None:
+            async with recv:
+                async for due, data in recv:
+                    await trio.sleep_until(due)
+                    rate = self.settings.rate_mbps * 125_000
+                    if rate != bucket.rate:
+                        bucket.set_rate(rate, trio.current_time())
+                    await trio.sleep(bucket.delay_for(len(data), trio.current_time()))
+                    if self.settings.down:
+                        break
+                    self.bytes += len(data)
+                    await dst.send_all(data)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                nursery.start_soon(writer)
+        except Exception:
+            pass
+        scope.cancel()
