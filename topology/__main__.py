@@ -13,6 +13,7 @@ import logging
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import trio
 
@@ -32,6 +33,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "topology", help="a .toml file or a shipped example: one-edge, three-edge, two-tier"
     )
     upp.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
+    upp.add_argument(
+        "--detach", action="store_true", help="run in the background (see status, down)"
+    )
+    for cmd, text in (
+        ("status", "show a detached topology's nodes"),
+        ("down", "stop a detached topology"),
+    ):
+        sp = sub.add_parser(cmd, help=text)
+        sp.add_argument("topology", help="its file or example name")
     val = sub.add_parser("validate", help="check a topology file and print what it describes")
     val.add_argument("topology")
     demo = sub.add_parser("demo", help="run an origin with the built-in publisher on live/demo")
@@ -126,12 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in ("status", "down"):
+        name = Path(args.topology).stem
+        return launch.status(name) if args.command == "status" else launch.down(name)
     if args.command in ("up", "validate"):
         try:
             topo = schema.load(args.topology)
         except schema.TopologyError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        if args.command == "up" and args.detach:
+            return launch.detach(str(topo.path), topo.name, args.seconds)
         if args.command == "validate":
             print(
                 f"{topo.path}: valid: {len(topo.origins)} origin(s), {len(topo.edges)} edge(s), "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -169,6 +170,37 @@ def url_table(dep: Deployment) -> str:
     return "\n".join(f"  {a.ljust(width)}  {b}" for a, b in rows)
 
 
+STATE_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "livecdn-state"
+
+
+def state_path(name: str) -> Path:
+    """Where a running topology named `name` records itself (for status and down)."""
+    return STATE_DIR / f"{name}.json"
+
+
+def write_state(dep: Deployment) -> Path:
+    """Record the running deployment (launcher pid, nodes, ports)."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    path = state_path(dep.topo.name)
+    nodes = {
+        n.name: {
+            "kind": n.kind,
+            "pid": n.proc.pid if n.proc else None,
+            "http_port": n.http_port,
+            "rtmp_port": n.rtmp_port,
+        }  # fmt: skip
+        for n in dep.nodes.values()
+    }
+    state = {
+        "topology": str(dep.topo.path),
+        "launcher_pid": os.getpid(),
+        "run_dir": str(dep.run_dir),
+        "nodes": nodes,
+    }
+    path.write_text(json.dumps(state, indent=1))
+    return path
+
+
 def write_prometheus(dep: Deployment) -> Path:
     """A Prometheus scrape config for every node, next to the run."""
     targets = ", ".join(f"'127.0.0.1:{n.http_port}'" for n in dep.nodes.values())
@@ -250,6 +282,7 @@ async def _run(dep: Deployment, run_dir: Path, seconds: float | None, task_statu
                 f"\n{url_table(dep)}\n\n  Prometheus scrape config: {prom}\n  stop: Ctrl-C\n",
                 flush=True,
             )
+            write_state(dep)
             task_status.started(dep)
             nursery.start_soon(run_faults, dep)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -307,6 +340,9 @@ async def apply_fault(dep: Deployment, fault: FaultSpec) -> None:
 
 def stop(dep: Deployment) -> None:
     """SIGTERM every node (edges first), then kill what is left after 5 s."""
+    path = state_path(dep.topo.name)
+    if path.exists() and json.loads(path.read_text()).get("launcher_pid") == os.getpid():
+        path.unlink()
     procs = [n.proc for n in reversed(list(dep.nodes.values())) if n.proc and n.proc.poll() is None]
     for p in procs:
         p.send_signal(signal.SIGTERM)
@@ -320,3 +356,76 @@ def stop(dep: Deployment) -> None:
 
 
 __all__ = ["Deployment", "Node", "OriginSpec", "plan", "stop", "up", "url_table"]
+
+
+def detach(topology: str, name: str, seconds: float | None) -> int:
+    """Start `python -m topology up` in the background; return once it is up."""
+    if state_path(name).exists():
+        print(f"error: {name} is already running (python -m topology down {name})", file=sys.stderr)
+        return 1
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = STATE_DIR / f"{name}.log"
+    cmd = [PY, "-m", "topology", "up", topology] + (["--seconds", str(seconds)] if seconds else [])
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + 90
+    while not state_path(name).exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            print(f"error: {name} did not come up; see {log_path}", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+    print(log_path.read_text())
+    print(
+        f"{name} runs in the background (pid {proc.pid}): python -m topology status {name} | down {name}"
+    )
+    return 0
+
+
+def status(name: str) -> int:
+    """Print each node of a detached topology and whether it answers /healthz."""
+    path = state_path(name)
+    if not path.exists():
+        print(f"{name} is not running", file=sys.stderr)
+        return 1
+    state = json.loads(path.read_text())
+    print(f"{name}: launcher pid {state['launcher_pid']}, logs in {state['run_dir']}")
+
+    async def check() -> None:
+        for node, info in state["nodes"].items():
+            try:
+                code = (
+                    await fetch("GET", f"http://127.0.0.1:{info['http_port']}/healthz", timeout=2)
+                )[0]
+                health = "healthy" if code == 200 else f"HTTP {code}"
+            except (OSError, trio.TooSlowError, Exception) as exc:
+                health = f"down ({type(exc).__name__})"
+            print(
+                f"  {info['kind']:8} {node:10} pid {info['pid']:<7} http :{info['http_port']:<6} {health}"
+            )
+
+    trio.run(check)
+    return 0
+
+
+def down(name: str) -> int:
+    """Stop a detached topology (SIGTERM to its launcher, which stops every node)."""
+    path = state_path(name)
+    if not path.exists():
+        print(f"{name} is not running", file=sys.stderr)
+        return 1
+    pid = json.loads(path.read_text())["launcher_pid"]
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        path.unlink()
+        print(f"{name}: launcher {pid} was already gone; state removed")
+        return 0
+    deadline = time.monotonic() + 20
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print(
+        f"{name} stopped" if not path.exists() else f"{name}: launcher {pid} did not stop in time"
+    )
+    return 0 if not path.exists() else 1

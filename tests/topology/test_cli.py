@@ -1,0 +1,63 @@
+"""`python -m topology`: validate, and up --detach / status / down as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+PY = sys.executable
+
+SMALL = """
+[[origin]]
+name = "origin"
+rtmp_port = 0
+http_port = 0
+
+[[edge]]
+name = "edge1"
+parents = ["origin"]
+rtmp_port = 0
+http_port = 0
+
+[[publisher]]
+origin = "origin"
+stream = "live/cli"
+size = "160x90"
+fps = 10
+kbps = 100
+"""
+
+
+def run(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PY, "-m", "topology", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_validate_names_the_file_and_the_key(tmp_path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[origin]]\nname = "o"\nrtmp_prot = 1\n')
+    proc = run("validate", str(bad), env=os.environ.copy())
+    assert proc.returncode == 2
+    assert str(bad) in proc.stderr and "unknown key 'rtmp_prot'" in proc.stderr
+    for example in ("one-edge", "three-edge", "two-tier.toml"):
+        assert run("validate", example, env=os.environ.copy()).returncode == 0
+
+
+@pytest.mark.slow
+def test_detach_status_down(tmp_path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    topo = tmp_path / "small.toml"
+    topo.write_text(SMALL)
+    up = run("up", str(topo), "--detach", env=env)
+    assert up.returncode == 0, up.stderr + up.stdout
+    assert "runs in the background" in up.stdout and "live/cli" in up.stdout
+    status = run("status", "small", env=env)
+    assert status.returncode == 0
+    assert status.stdout.count("healthy") == 2, status.stdout
+    down = run("down", str(topo), env=env)
+    assert down.returncode == 0 and "stopped" in down.stdout
+    assert run("status", "small", env=env).returncode == 1
