@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import trio
 
 from balancer.policy import EdgeView, make_policy
+from common import auth
 from common.config import BalancerConfig
 from common.conn import Conn, accept_loop, listen_socket
 from common.errors import ProtocolError
@@ -272,6 +273,14 @@ class Balancer:
         if edge is None:
             return self._overflow(why)
         location = edge.http + req.target
+        klass = req.query.get("class")
+        if klass:
+            if klass not in self.config.classes:
+                known = ", ".join(self.config.classes) or "none configured"
+                return Response.text(400, f"unknown viewer class {klass!r} (classes: {known})")
+            expires = int(time.time()) + self.config.token_ttl
+            sep = "&" if "?" in location else "?"
+            location += sep + auth.class_query(self.config.qos_secret, req.path, klass, expires)
         return Response(302, b"", headers=[("location", location), ("cache-control", "no-store")])
 
     async def _route_api(self, req: Request) -> Response:

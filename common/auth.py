@@ -33,3 +33,20 @@ def check(secret: str, app: str, name: str, query: dict[str, str], now: float) -
     if expiry < now:
         return f"token expired {int(now - expiry)} s ago"
     return None
+
+
+def class_query(secret: str, path: str, klass: str, expires: int) -> str:
+    """Query parameters that carry a viewer class, signed, on a redirect to an edge."""
+    msg = f"{path}|{klass}|{expires}".encode()
+    sig = hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()[:32]
+    return urlencode({"lc": klass, "lexp": expires, "lsig": sig})
+
+
+def check_class(secret: str, path: str, query: dict[str, str], now: float) -> str | None:
+    """The viewer class of a request if its token is valid and unexpired, else None."""
+    klass, expires, sig = query.get("lc"), query.get("lexp"), query.get("lsig")
+    if not klass or not expires or not sig or not expires.isdigit() or int(expires) < now:
+        return None
+    msg = f"{path}|{klass}|{expires}".encode()
+    good = hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()[:32]
+    return klass if hmac.compare_digest(sig, good) else None

@@ -112,6 +112,8 @@ class EdgeConfig(ServeConfig):
     capacity_mbps: float = 0.0
     weight: float = 1.0
     region: str = ""
+    qos_secret: str = ""
+    classes: dict[str, dict] = field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work."""
@@ -130,6 +132,7 @@ class EdgeConfig(ServeConfig):
         for name in ("linger_seconds", "not_found_ttl", "retry_seconds"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0")
+        check_classes(self.classes, self.qos_secret)
 
 
 def _check_type(cls_name: str, key: str, value: Any, annotation: Any) -> Any:
@@ -139,6 +142,10 @@ def _check_type(cls_name: str, key: str, value: Any, annotation: Any) -> Any:
     else:
         options = (hint,)
     for opt in options:
+        if typing.get_origin(opt) is dict:
+            if isinstance(value, dict):
+                return dict(value)
+            continue
         if typing.get_origin(opt) is list:
             (item,) = typing.get_args(opt)
             if isinstance(value, list) and all(isinstance(v, item) for v in value):
@@ -211,6 +218,9 @@ class BalancerConfig:
     queue_timeout: float = 5.0
     retry_after: int = 5
     max_connections: int = 20000
+    qos_secret: str = ""
+    classes: dict[str, dict] = field(default_factory=dict)
+    token_ttl: int = 300
     log_level: str = "info"
 
     def validate(self) -> None:
@@ -233,3 +243,16 @@ class BalancerConfig:
             or self.check_interval <= 0
         ):
             raise ConfigError("rise/fall must be >= 1 and the intervals > 0")
+        check_classes(self.classes, self.qos_secret)
+
+
+def check_classes(classes: dict[str, dict], secret: str) -> None:
+    """Viewer classes: {name: {rate_mbps, ceil_mbps}}, which need a qos_secret."""
+    if classes and not secret:
+        raise ConfigError("viewer classes need a qos_secret (shared by balancer and edges)")
+    for name, spec in classes.items():
+        if not isinstance(spec, dict) or set(spec) - {"rate_mbps", "ceil_mbps"}:
+            raise ConfigError(f"class {name!r}: expected rate_mbps and ceil_mbps")
+        rate, ceil = spec.get("rate_mbps", 0), spec.get("ceil_mbps", spec.get("rate_mbps", 0))
+        if not all(isinstance(v, (int, float)) and v > 0 for v in (rate, ceil)) or ceil < rate:
+            raise ConfigError(f"class {name!r}: need 0 < rate_mbps <= ceil_mbps")

@@ -142,9 +142,19 @@ class PlayNode:
         if path == "/metrics":
             return Response(200, self.metrics.render(), CONTENT_TYPE)
         if path.endswith(".flv") and req.method in ("GET", "HEAD"):
-            return await flv_response(self, req, self.refuse)
+            try:
+                rate = self.pace_for(req)
+            except PermissionError as exc:
+                self.refuse("bad_class_token")
+                return Response.text(403, str(exc))
+            return await flv_response(self, req, self.refuse, rate)
         resp = await self.route_api(req)
         return resp if resp is not None else Response.text(404, f"not found: {path}")
+
+    def pace_for(self, req: Request) -> float | None:
+        """Bytes/s to pace this viewer at (its class), None for no limit; PermissionError
+        for an invalid class token."""
+        return None
 
     async def route_api(self, req: Request) -> Response | None:
         """Node-specific routes; None for 404."""

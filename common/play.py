@@ -20,11 +20,14 @@ import trio
 from common import flv
 from common.conn import Conn, ConnClosed
 from common.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
+from common.shaping import TokenBucket
 from common.stream import PLAY_STREAM_ID, Frame, Reader, Stream
 
 log = logging.getLogger("livecdn.play")
 
 
+PACED_FRAMES = 4
+"""Frames a paced viewer's task takes at a time (small, so the pacing is smooth)."""
 FLUSH_SLICE = 128
 """Players written per fan-out step before other tasks get a turn."""
 
@@ -57,7 +60,7 @@ class PlayStats:
 class Player:
     """One viewer connection reading one stream."""
 
-    __slots__ = ("conn", "reader", "protocol", "stream_id", "slow", "wake", "end", "done")
+    __slots__ = ("conn", "reader", "protocol", "stream_id", "slow", "wake", "end", "done", "bucket")
 
     def __init__(
         self,
@@ -67,8 +70,10 @@ class Player:
         *,
         stream_id: int = PLAY_STREAM_ID,
         end: Callable[[], bytes] | None = None,
+        bucket: TokenBucket | None = None,
     ) -> None:
         self.conn = conn
+        self.bucket = bucket
         self.reader = reader
         self.protocol = protocol
         self.stream_id = stream_id
@@ -147,7 +152,7 @@ class Fanout:
                 # Let joins and other streams run: a flush to thousands of viewers takes a
                 # while, and a new viewer's first frames should not wait for all of it.
                 await trio.lowlevel.checkpoint()
-            if player.slow or player.done:
+            if player.slow or player.done or player.bucket is not None:
                 continue
             reader = player.reader
             if reader.cursor >= stream.head:
@@ -179,11 +184,19 @@ class Fanout:
         parts = player.parts(start + first)
         if prelude:
             parts.insert(0, prelude)
-        self.stats.bytes_out[player.protocol] += sum(len(p) for p in parts)
+        size = sum(len(p) for p in parts)
+        self.stats.bytes_out[player.protocol] += size
         self.stats.players_started[player.protocol] += 1
+        if player.bucket is not None:
+            # The join burst goes out at once (a fast start, like HTB's burst) and leaves
+            # the bucket empty; pacing starts from there.
+            player.bucket.delay_for(0, trio.current_time())
+            player.bucket.tokens = 0.0
         player.conn.writev(parts)
         self.players.add(player)
         try:
+            if player.bucket is not None:
+                await self._paced(player)
             while True:
                 if player.slow:
                     await self._catch_up(player)
@@ -201,31 +214,56 @@ class Fanout:
             self.players.discard(player)
             stream.remove_reader(reader)
 
+    async def _paced(self, player: Player) -> None:
+        """A viewer whose class limits its rate: its own task sends what its token bucket
+        allows, in batches; falling behind skips to the newest keyframe as for anyone."""
+        stream, bucket, conn = self.stream, player.bucket, player.conn
+        assert bucket is not None
+        player.slow = True  # never the fan-out's: this task alone writes to it
+        while not stream.closed:
+            frames = stream.pending(player.reader, limit=PACED_FRAMES)
+            if not frames:
+                await stream.wait_beyond(player.reader.cursor)
+                continue
+            parts = player.parts(frames)
+            size = sum(len(p) for p in parts)
+            await trio.sleep(bucket.delay_for(size, trio.current_time()))
+            self.stats.bytes_out[player.protocol] += size
+            conn.writev(parts)
+            await self._drain(player)
+
+    async def _drain(self, player: Player) -> None:
+        conn = player.conn
+        if conn.backlog_bytes:
+            with trio.move_on_after(self.slow_timeout) as scope:
+                await conn.drain()
+            if scope.cancelled_caught:
+                self.stats.slow_disconnects += 1
+                log.warning(
+                    "disconnecting slow %s viewer %s of %s/%s: %d bytes not taken in %.0f s",
+                    player.protocol,
+                    conn.peer,
+                    self.stream.app,
+                    self.stream.name,
+                    conn.backlog_bytes,
+                    self.slow_timeout,
+                )
+                conn.close()
+                raise ConnClosed
+        if conn.closed:
+            raise ConnClosed
+
     async def _catch_up(self, player: Player) -> None:
         conn = player.conn
         while True:
-            if conn.backlog_bytes:
-                with trio.move_on_after(self.slow_timeout) as scope:
-                    await conn.drain()
-                if scope.cancelled_caught:
-                    self.stats.slow_disconnects += 1
-                    log.warning(
-                        "disconnecting slow %s viewer %s of %s/%s: %d bytes not taken in %.0f s",
-                        player.protocol,
-                        conn.peer,
-                        self.stream.app,
-                        self.stream.name,
-                        conn.backlog_bytes,
-                        self.slow_timeout,
-                    )
-                    conn.close()
-                    raise ConnClosed
+            await self._drain(player)
             frames = self.stream.pending(player.reader)
             if not frames:
                 player.slow = False
                 return
             parts = player.parts(frames)
-            self.stats.bytes_out[player.protocol] += sum(len(p) for p in parts)
+            size = sum(len(p) for p in parts)
+            self.stats.bytes_out[player.protocol] += size
             conn.writev(parts)
             if conn.closed:
                 raise ConnClosed
@@ -241,7 +279,10 @@ def flv_prelude(stream: Stream) -> bytes:
 
 
 async def flv_response(
-    source: StreamSource, req: Request, refuse: Callable[[str], None]
+    source: StreamSource,
+    req: Request,
+    refuse: Callable[[str], None],
+    rate: float | None = None,
 ) -> Response | StreamingResponse:
     """Answer GET /app/name.flv: a chunked FLV body while the stream lives, or 404."""
     parts = req.path.strip("/").removesuffix(".flv").split("/")
@@ -260,7 +301,7 @@ async def flv_response(
     async def body(conn: Conn) -> None:
         log.info("HTTP-FLV play %s/%s by %s", app, name, conn.peer)
         try:
-            await serve_flv(sub.fanout, conn)
+            await serve_flv(sub.fanout, conn, rate)
         finally:
             sub.release()
         log.info("HTTP-FLV play %s/%s by %s ended", app, name, conn.peer)
@@ -270,10 +311,12 @@ async def flv_response(
     )
 
 
-async def serve_flv(fanout: Fanout, conn: Conn) -> None:
-    """Body of an HTTP-FLV response: play until the stream ends or the viewer leaves."""
+async def serve_flv(fanout: Fanout, conn: Conn, rate: float | None = None) -> None:
+    """Body of an HTTP-FLV response: play until the stream ends or the viewer leaves;
+    `rate` (bytes/s) paces this viewer (its class's ceiling)."""
     stream = fanout.stream
-    player = Player(conn, stream.add_reader("flv"), "flv", end=lambda: LAST_CHUNK)
+    bucket = TokenBucket(rate, max(rate * 0.25, 65536), now=trio.current_time()) if rate else None
+    player = Player(conn, stream.add_reader("flv"), "flv", end=lambda: LAST_CHUNK, bucket=bucket)
 
     async with trio.open_nursery() as nursery:
 

@@ -306,7 +306,7 @@ class Stream:
             return self._frames[k].timestamp
         return self._last_ts or 0
 
-    def pending(self, reader: Reader) -> list[Frame]:
+    def pending(self, reader: Reader, limit: int | None = None) -> list[Frame]:
         """Frames from the reader's cursor to the head; advances the cursor.
 
         A reader behind the ring's tail, or lagging more than `max_lag_ms`, jumps to the
@@ -333,8 +333,9 @@ class Stream:
             self.stats.dropped_frames += dropped
             reader.need_keyframe = self._last_keyframe is None and self.has_video
             k = target - self._base
-        out = headers + frames[k:] if headers else frames[k:]
-        reader.cursor = self._head
+        end = len(frames) if limit is None else min(len(frames), k + limit)
+        out = headers + frames[k:end] if headers else frames[k:end]
+        reader.cursor = self._base + end
         if reader.need_keyframe:
             out = self._from_keyframe(reader, out)
         return out

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 
 import trio
 
+from common import auth
 from common.config import EdgeConfig
 from common.conn import Conn
 from common.http import Request, Response
@@ -48,6 +51,7 @@ class Edge(PlayNode):
             config.handshake_timeout, config.idle_timeout, config.max_message_size
         )
         self.address: NodeAddress | None = None
+        self.class_viewers: Counter[str] = Counter()
         self.hls_bytes_out = 0
         self._beat_at = 0.0
         self._beat_sent = 0
@@ -192,6 +196,18 @@ class Edge(PlayNode):
         return out
 
     # ------------------------------------------------------------------ play
+
+    def pace_for(self, req: Request) -> float | None:
+        """A viewer with a valid class token is paced at its class's ceiling."""
+        cfg = self.config
+        if not cfg.classes or "lc" not in req.query:
+            return None
+        klass = auth.check_class(cfg.qos_secret, req.path, req.query, time.time())
+        if klass is None or klass not in cfg.classes:
+            raise PermissionError("invalid or expired viewer class token")
+        spec = cfg.classes[klass]
+        self.class_viewers[klass] += 1
+        return float(spec.get("ceil_mbps", spec["rate_mbps"])) * 125_000
 
     async def subscribe(self, app: str, name: str) -> Subscription | None:
         """StreamSource: pull on miss."""

@@ -1,0 +1,71 @@
+"""Viewer classes: the balancer signs the class into the redirect, the edge paces the viewer."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from balancer.server import Balancer
+from common.config import BalancerConfig, build
+from common.httpclient import fetch, open_request
+from common.rtmpclient import RtmpClient
+from tests.conftest import start_edge, start_origin
+from tests.media import synthetic_publish
+
+pytestmark = pytest.mark.slow
+
+CLASSES = {
+    "basic": {"rate_mbps": 0.2, "ceil_mbps": 0.25},
+    "premium": {"rate_mbps": 2.0, "ceil_mbps": 4.0},
+}
+
+
+async def received_rate(url: str, warmup: float, seconds: float) -> float:
+    """Bytes/s received after `warmup` seconds (the join burst), over `seconds`."""
+    resp = await open_request("GET", url)
+    assert resp.status == 200, resp.status
+    total = 0
+    start = trio.current_time()
+    with trio.move_on_after(warmup + seconds):
+        async for data in resp.chunks():
+            if trio.current_time() - start >= warmup:
+                total += len(data)
+    resp.close()
+    return total / seconds
+
+
+async def test_class_rates_at_the_player(nursery):
+    _, o = await start_origin(nursery)
+    b = Balancer(build(BalancerConfig, {"host": "127.0.0.1", "http_port": 0, "control_port": 0,
+                                        "qos_secret": "k", "classes": CLASSES}))  # fmt: skip
+    bhttp, bctl = await nursery.start(b.run)
+    _, e = await start_edge(nursery, [f"rtmp://127.0.0.1:{o.rtmp_port}"], qos_secret="k",
+                            classes=CLASSES, balancer=f"127.0.0.1:{bctl}")  # fmt: skip
+    pub = await RtmpClient.connect(f"rtmp://127.0.0.1:{o.rtmp_port}/live/q")
+    await pub.publish()
+    nursery.start_soon(lambda: synthetic_publish(pub, key_size=30000, inter_size=5000))  # ~1 Mbit/s
+    with trio.fail_after(10):
+        while not b.edges:
+            await trio.sleep(0.1)
+    base = f"http://127.0.0.1:{bhttp}"
+    status, headers, _ = await fetch("GET", f"{base}/live/q.flv?class=basic")
+    assert status == 302 and "lc=basic" in headers["location"] and "lsig=" in headers["location"]
+    basic_url = headers["location"]
+    status, _, body = await fetch("GET", f"{base}/live/q.flv?class=gold")
+    assert status == 400 and b"unknown viewer class" in body
+    forged = basic_url.replace("lc=basic", "lc=premium")
+    assert (await fetch("GET", forged))[0] == 403
+
+    rates = {}
+
+    async def measure(name: str, url: str) -> None:
+        rates[name] = await received_rate(url, 1.5, 4.0)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(measure, "basic", basic_url)
+        n.start_soon(measure, "open", f"http://127.0.0.1:{e.http_port}/live/q.flv")
+    ceil = CLASSES["basic"]["ceil_mbps"] * 125_000
+    assert abs(rates["basic"] - ceil) <= 0.1 * ceil, (
+        f"basic got {rates['basic'] * 8 / 1e6:.3f} Mbit/s"
+    )
+    assert rates["open"] > 3 * ceil, "an unclassed viewer is not held back"
