@@ -83,11 +83,14 @@ def plan(
         b = topo.balancer
         http, control = b.http_port or free_port(), b.control_port or free_port()
         balancer_control = f"127.0.0.1:{control}"
+        if b.classes:
+            (run_dir / "balancer.toml").write_text(_classes_toml(b.qos_secret, b.classes))
         dep.nodes["balancer"] = Node(
             "balancer",
             "balancer",
             [PY, "-m", "balancer", "--host", "127.0.0.1", "--http", str(http), "--control",
-             str(control), "--policy", b.policy, "--overflow", b.overflow],
+             str(control), "--policy", b.policy, "--overflow", b.overflow]
+            + (["--config", str(run_dir / "balancer.toml")] if b.classes else []),
             http,
         )  # fmt: skip
     for o in topo.origins:
@@ -107,8 +110,7 @@ def plan(
             prtmp, phttp = ports[parent]
             port = links.get((e.name, parent)) or (prtmp if e.parent_protocol == "rtmp" else phttp)
             cmd += ["--parent", f"{e.parent_protocol}://127.0.0.1:{port}"]
-        if e.parent_protocol == "rtmp":  # HLS still comes over HTTP from the first parent
-            cmd += ["--config", str(_hls_parent_config(run_dir, e, ports))]
+        cmd += ["--config", str(_edge_config(run_dir, topo, e, ports))]
         if balancer_control and e.balanced:
             cmd += ["--balancer", balancer_control, "--capacity-viewers", str(e.capacity_viewers),
                     "--capacity-mbps", str(e.capacity_mbps), "--weight", str(e.weight)]  # fmt: skip
@@ -116,10 +118,23 @@ def plan(
     return dep
 
 
-def _hls_parent_config(run_dir: Path, e: EdgeSpec, ports: dict) -> Path:
+def _classes_toml(secret: str, classes: dict) -> str:
+    lines = [f"qos_secret = {json.dumps(secret)}"]
+    for name, spec in classes.items():
+        lines.append(f"[classes.{json.dumps(name)}]")
+        lines += [f"{k} = {float(v)}" for k, v in spec.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _edge_config(run_dir: Path, topo: Topology, e: EdgeSpec, ports: dict) -> Path:
     path = run_dir / f"{e.name}.toml"
-    parents = ", ".join(f'"http://127.0.0.1:{ports[p][1]}"' for p in e.parents)
-    path.write_text(f"hls_parents = [{parents}]\nregion = {e.region!r}\n".replace("'", '"'))
+    text = f"region = {json.dumps(e.region)}\n"
+    if e.parent_protocol == "rtmp":  # HLS still comes over HTTP from the parents
+        parents = ", ".join(f'"http://127.0.0.1:{ports[p][1]}"' for p in e.parents)
+        text += f"hls_parents = [{parents}]\n"
+    if topo.balancer is not None and topo.balancer.classes:
+        text += _classes_toml(topo.balancer.qos_secret, topo.balancer.classes)
+    path.write_text(text)
     return path
 
 

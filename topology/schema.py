@@ -25,6 +25,8 @@ class BalancerSpec:
     policy: str = "least_load"
     hash_balance_factor: float = 1.25
     overflow: str = "reject"
+    qos_secret: str = ""
+    classes: dict = field(default_factory=dict)  # {name = {rate_mbps = .., ceil_mbps = ..}}
 
 
 @dataclass
