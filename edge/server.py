@@ -83,6 +83,12 @@ class Edge(PlayNode):
             ),
         ):
             mt.counter(name, help_text, (), lambda a=attr: {(): getattr(cs, a)})
+        mt.counter(
+            "class_viewers_total",
+            "Viewers admitted with a viewer-class token, by class.",
+            ("class",),
+            lambda: {(k,): v for k, v in self.class_viewers.items()},
+        )
         mt.gauge(
             "hls_cache_bytes",
             "Bytes held by the HLS cache.",

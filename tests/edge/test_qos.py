@@ -69,3 +69,5 @@ async def test_class_rates_at_the_player(nursery):
         f"basic got {rates['basic'] * 8 / 1e6:.3f} Mbit/s"
     )
     assert rates["open"] > 3 * ceil, "an unclassed viewer is not held back"
+    _, _, metrics = await fetch("GET", f"http://127.0.0.1:{e.http_port}/metrics")
+    assert 'livecdn_class_viewers_total{class="basic"} 1.0' in metrics.decode()
