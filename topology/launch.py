@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -216,6 +217,15 @@ def write_state(dep: Deployment) -> Path:
     return path
 
 
+def write_commands(dep: Deployment) -> Path:
+    """Every node's command line, to restart one by hand."""
+    path = dep.run_dir / "commands.sh"
+    lines = ["# each node of this topology; restart one by running its line"]
+    lines += [f"# {n.name}\n{shlex.join(n.cmd)} &" for n in dep.nodes.values()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def write_prometheus(dep: Deployment) -> Path:
     """A Prometheus scrape config for every node, next to the run."""
     targets = ", ".join(f"'127.0.0.1:{n.http_port}'" for n in dep.nodes.values())
@@ -281,6 +291,7 @@ async def _run(dep: Deployment, run_dir: Path, seconds: float | None, task_statu
                 return 1
             print(f"  {node.kind:8} {node.name:10} up (pid {node.proc.pid})", flush=True)
         prom = write_prometheus(dep)
+        write_commands(dep)
         async with trio.open_nursery() as nursery:
             for pub in topo.publishers:
                 width, _, height = pub.size.partition("x")
