@@ -273,15 +273,22 @@ class Balancer:
         if edge is None:
             return self._overflow(why)
         location = edge.http + req.target
-        klass = req.query.get("class")
-        if klass:
-            if klass not in self.config.classes:
-                known = ", ".join(self.config.classes) or "none configured"
-                return Response.text(400, f"unknown viewer class {klass!r} (classes: {known})")
-            expires = int(time.time()) + self.config.token_ttl
-            sep = "&" if "?" in location else "?"
-            location += sep + auth.class_query(self.config.qos_secret, req.path, klass, expires)
+        try:
+            location += self._class_token(app, name, req.query, "&" if "?" in location else "?")
+        except ValueError as exc:
+            return Response.text(400, str(exc))
         return Response(302, b"", headers=[("location", location), ("cache-control", "no-store")])
+
+    def _class_token(self, app: str, name: str, query: dict[str, str], sep: str) -> str:
+        """The signed class parameters to append for `?class=`, or ""."""
+        klass = query.get("class")
+        if not klass:
+            return ""
+        if klass not in self.config.classes:
+            known = ", ".join(self.config.classes) or "none configured"
+            raise ValueError(f"unknown viewer class {klass!r} (classes: {known})")
+        expires = int(time.time()) + self.config.token_ttl
+        return sep + auth.class_query(self.config.qos_secret, f"{app}/{name}", klass, expires)
 
     async def _route_api(self, req: Request) -> Response:
         app, name = req.query.get("app", ""), req.query.get("name", "")
@@ -292,11 +299,15 @@ class Balancer:
         if edge is None:
             resp = self._overflow(why)
             return Response.json({"error": resp.body.decode().strip()}, 503)
+        try:
+            token = self._class_token(app, name, req.query, "?")
+        except ValueError as exc:
+            return Response.json({"error": str(exc)}, 400)
         url = {
             "rtmp": f"{edge.rtmp}/{app}/{name}",
             "flv": f"{edge.http}/{app}/{name}.flv",
             "hls": f"{edge.http}/{app}/{name}.m3u8",
-        }[proto]
+        }[proto] + token
         return Response.json({"url": url, "edge": edge.id, "reason": why})
 
     def edges_info(self) -> list[dict]:

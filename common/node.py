@@ -143,7 +143,8 @@ class PlayNode:
             return Response(200, self.metrics.render(), CONTENT_TYPE)
         if path.endswith(".flv") and req.method in ("GET", "HEAD"):
             try:
-                rate = self.pace_for(req)
+                app, _, rest = req.path.strip("/").partition("/")
+                rate = self.pace_for(app, rest.removesuffix(".flv"), req.query)
             except PermissionError as exc:
                 self.refuse("bad_class_token")
                 return Response.text(403, str(exc))
@@ -151,9 +152,9 @@ class PlayNode:
         resp = await self.route_api(req)
         return resp if resp is not None else Response.text(404, f"not found: {path}")
 
-    def pace_for(self, req: Request) -> float | None:
-        """Bytes/s to pace this viewer at (its class), None for no limit; PermissionError
-        for an invalid class token."""
+    def pace_for(self, app: str, name: str, query: dict[str, str]) -> float | None:
+        """Bytes/s to pace a viewer of app/name at (its class, from the token in `query`),
+        None for no limit; PermissionError for an invalid class token."""
         return None
 
     async def route_api(self, req: Request) -> Response | None:

@@ -47,6 +47,10 @@ class StreamSource(Protocol):
         """The live stream app/name for a new viewer, or None if there is none."""
         ...
 
+    def pace_for(self, app: str, name: str, query: dict[str, str]) -> float | None:
+        """Bytes/s to pace this viewer at, None for no limit (PermissionError: bad token)."""
+        ...
+
 
 class PlayStats:
     """Node-wide counters for players."""
@@ -269,6 +273,13 @@ class Fanout:
                 raise ConnClosed
 
 
+def paced_bucket(rate: float | None) -> TokenBucket | None:
+    """The token bucket pacing a viewer at `rate` bytes/s (None: not paced)."""
+    if not rate:
+        return None
+    return TokenBucket(rate, max(rate * 0.25, 65536), now=trio.current_time())
+
+
 def flv_prelude(stream: Stream) -> bytes:
     """The first HTTP chunk of an HTTP-FLV response: the FLV file header."""
     has_video = stream.has_video or stream.video_header is not None
@@ -315,8 +326,9 @@ async def serve_flv(fanout: Fanout, conn: Conn, rate: float | None = None) -> No
     """Body of an HTTP-FLV response: play until the stream ends or the viewer leaves;
     `rate` (bytes/s) paces this viewer (its class's ceiling)."""
     stream = fanout.stream
-    bucket = TokenBucket(rate, max(rate * 0.25, 65536), now=trio.current_time()) if rate else None
-    player = Player(conn, stream.add_reader("flv"), "flv", end=lambda: LAST_CHUNK, bucket=bucket)
+    player = Player(
+        conn, stream.add_reader("flv"), "flv", end=lambda: LAST_CHUNK, bucket=paced_bucket(rate)
+    )
 
     async with trio.open_nursery() as nursery:
 

@@ -14,7 +14,7 @@ import trio
 
 from common.conn import Conn, ConnClosed
 from common.errors import ProtocolError
-from common.play import Player, StreamSource
+from common.play import Player, StreamSource, paced_bucket
 from common.rtmp import session as rs
 
 log = logging.getLogger("livecdn.rtmp")
@@ -211,9 +211,18 @@ class RtmpConnection:
     async def _play(self, event: rs.Play, scope: trio.CancelScope) -> None:
         session, conn = self.session, self.conn
         app = session.app or ""
-        name, _query = split_name(event.name)
+        name, query = split_name(event.name)
         sid = event.stream_id
         with scope:
+            try:
+                rate = self.source.pace_for(app, name, query)
+            except PermissionError as exc:
+                session.send_status(sid, "error", "NetStream.Play.Failed", str(exc))
+                self.refuse("bad_class_token")
+                conn.write(session.data_to_send())
+                self.players.pop(sid, None)
+                await self.finish()
+                return
             sub = await self.source.subscribe(app, name)
             if sub is None:
                 session.play_not_found(sid, event.name)
@@ -232,7 +241,10 @@ class RtmpConnection:
                     return session.data_to_send()
 
                 stream = sub.fanout.stream
-                player = Player(conn, stream.add_reader("rtmp"), "rtmp", stream_id=sid, end=end)
+                player = Player(
+                    conn, stream.add_reader("rtmp"), "rtmp", stream_id=sid, end=end,
+                    bucket=paced_bucket(rate),
+                )  # fmt: skip
                 log.info("RTMP play %s/%s by %s", app, name, conn.peer)
                 await sub.fanout.serve(player)
                 log.info("RTMP play %s/%s by %s ended", app, name, conn.peer)

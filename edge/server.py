@@ -203,12 +203,12 @@ class Edge(PlayNode):
 
     # ------------------------------------------------------------------ play
 
-    def pace_for(self, req: Request) -> float | None:
+    def pace_for(self, app: str, name: str, query: dict[str, str]) -> float | None:
         """A viewer with a valid class token is paced at its class's ceiling."""
         cfg = self.config
-        if not cfg.classes or "lc" not in req.query:
+        if not cfg.classes or "lc" not in query:
             return None
-        klass = auth.check_class(cfg.qos_secret, req.path, req.query, time.time())
+        klass = auth.check_class(cfg.qos_secret, f"{app}/{name}", query, time.time())
         if klass is None or klass not in cfg.classes:
             raise PermissionError("invalid or expired viewer class token")
         spec = cfg.classes[klass]

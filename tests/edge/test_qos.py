@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import trio
 
 from balancer.server import Balancer
 from common.config import BalancerConfig, build
 from common.httpclient import fetch, open_request
+from common.rtmp import session as rs
 from common.rtmpclient import RtmpClient
 from tests.conftest import start_edge, start_origin
 from tests.media import synthetic_publish
@@ -56,18 +59,39 @@ async def test_class_rates_at_the_player(nursery):
     forged = basic_url.replace("lc=basic", "lc=premium")
     assert (await fetch("GET", forged))[0] == 403
 
+    status, _, body = await fetch("GET", f"{base}/api/route?app=live&name=q&proto=rtmp&class=basic")
+    rtmp_url = json.loads(body)["url"]
+    assert status == 200 and rtmp_url.startswith(f"rtmp://127.0.0.1:{e.rtmp_port}/live/q?lc=basic")
     rates = {}
 
     async def measure(name: str, url: str) -> None:
         rates[name] = await received_rate(url, 1.5, 4.0)
 
+    async def measure_rtmp() -> None:
+        client = await RtmpClient.connect(rtmp_url)
+        await client.play()
+        start = trio.current_time()
+        total = 0
+        with trio.move_on_after(5.5):
+            while True:
+                for ev in await client.next_events():
+                    if isinstance(ev, rs.Media) and trio.current_time() - start >= 1.5:
+                        total += len(ev.payload)
+        client.close()
+        rates["rtmp"] = total / 4.0
+
     async with trio.open_nursery() as n:
         n.start_soon(measure, "basic", basic_url)
         n.start_soon(measure, "open", f"http://127.0.0.1:{e.http_port}/live/q.flv")
+        n.start_soon(measure_rtmp)
     ceil = CLASSES["basic"]["ceil_mbps"] * 125_000
     assert abs(rates["basic"] - ceil) <= 0.1 * ceil, (
         f"basic got {rates['basic'] * 8 / 1e6:.3f} Mbit/s"
     )
     assert rates["open"] > 3 * ceil, "an unclassed viewer is not held back"
+    # RTMP payload bytes exclude chunk headers (~1 %), hence the slightly wider margin below
+    assert 0.85 * ceil <= rates["rtmp"] <= 1.1 * ceil, (
+        f"rtmp got {rates['rtmp'] * 8 / 1e6:.3f} Mbit/s"
+    )
     _, _, metrics = await fetch("GET", f"http://127.0.0.1:{e.http_port}/metrics")
-    assert 'livecdn_class_viewers_total{class="basic"} 1.0' in metrics.decode()
+    assert 'livecdn_class_viewers_total{class="basic"} 2.0' in metrics.decode()  # FLV + RTMP
