@@ -6,6 +6,7 @@ A feed yields items: ("media", type_id, timestamp, payload), ("meta", payload, v
 
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol
 
 from common import amf0, flv
@@ -14,7 +15,9 @@ from common.flv import FlvParser
 from common.httpclient import HttpClientError, HttpResponse, open_request
 from common.rtmp import session as rs
 from common.rtmpclient import RtmpClient, RtmpClientError
+from common.stream import metadata_values
 
+ONMETADATA = amf0.encode("onMetaData")
 END_CODES = ("NetStream.Play.Stop", "NetStream.Play.UnpublishNotify", "NetStream.Play.Complete")
 
 
@@ -136,17 +139,10 @@ class FlvFeed:
             raise ParentError(f"bad FLV from upstream: {exc}") from exc
         out: list[Item] = []
         for tag in tags:
-            if tag.tag_type == flv.TAG_SCRIPT:
-                try:
-                    values = amf0.decode_all(tag.body)
-                except ProtocolError:
-                    continue
-                if values and values[0] == "onMetaData":
-                    meta = (
-                        dict(values[1]) if len(values) > 1 and isinstance(values[1], dict) else {}
-                    )
-                    out.append(("meta", tag.body, meta))
-                    continue
+            if tag.tag_type == flv.TAG_SCRIPT and tag.body[:13] == ONMETADATA:
+                with contextlib.suppress(ProtocolError):  # unreadable metadata is dropped
+                    out.append(("meta", tag.body, metadata_values(tag.body)))
+                continue
             out.append(("media", tag.tag_type, tag.timestamp, tag.body))
         return out
 

@@ -155,11 +155,6 @@ def _as_stream_id(value: object) -> int | None:
     return int(value)
 
 
-def metadata_payload(values: dict) -> bytes:
-    """AMF0 body of an onMetaData data message."""
-    return amf0.encode("onMetaData", amf0.ECMAArray(values))
-
-
 # ---------------------------------------------------------------------------- base
 
 
