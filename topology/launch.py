@@ -263,7 +263,9 @@ async def up(
             edge = next(e for e in topo.edges if e.name == link.edge)
             rtmp, http = ports[link.parent]
             target = ("127.0.0.1", rtmp if edge.parent_protocol == "rtmp" else http)
-            settings = LinkSettings(link.delay_ms, link.jitter_ms, link.rate_mbps, link.down)
+            settings = LinkSettings(
+                link.delay_ms, link.jitter_ms, link.rate_mbps, link.loss, link.down
+            )
             proxy = LinkProxy(f"{link.edge}->{link.parent}", target, settings)
             await links_nursery.start(proxy.run)
             proxies[(link.edge, link.parent)] = proxy
@@ -351,13 +353,17 @@ async def apply_fault(dep: Deployment, fault: FaultSpec) -> None:
         base = dep.topo.link(fault.edge, fault.parent)
         if fault.action == "degrade":
             proxy.update(
-                delay_ms=fault.delay_ms, jitter_ms=fault.jitter_ms, rate_mbps=fault.rate_mbps
+                delay_ms=fault.delay_ms,
+                jitter_ms=fault.jitter_ms,
+                rate_mbps=fault.rate_mbps,
+                loss=fault.loss,
             )
         elif fault.action == "restore":
             proxy.update(
                 delay_ms=base.delay_ms,
                 jitter_ms=base.jitter_ms,
                 rate_mbps=base.rate_mbps,
+                loss=base.loss,
                 down=False,
             )
         else:

@@ -14,6 +14,9 @@ from common.shaping import TokenBucket
 
 log = logging.getLogger("livecdn.link")
 
+RETRANSMIT_STALL = 0.2
+"""Seconds a 'lost' segment is held back (about TCP's minimum retransmission timeout)."""
+
 
 @dataclass
 class LinkSettings:
@@ -22,6 +25,7 @@ class LinkSettings:
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
     rate_mbps: float = 0.0
+    loss: float = 0.0  # probability per segment; TCP hides loss, so it shows as a stall
     down: bool = False
 
 
@@ -84,6 +88,8 @@ class LinkProxy:
                     s = self.settings
                     jitter = self._rng.uniform(-s.jitter_ms, s.jitter_ms) if s.jitter_ms else 0.0
                     due = max(last_due, trio.current_time() + max(0.0, s.delay_ms + jitter) / 1000)
+                    if s.loss and self._rng.random() < s.loss:
+                        due += RETRANSMIT_STALL  # a lost segment costs a retransmission timeout
                     last_due = due
                     await send.send((due, data))
 

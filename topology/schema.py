@@ -77,6 +77,7 @@ class LinkSpec:
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
     rate_mbps: float = 0.0
+    loss: float = 0.0
     down: bool = False
 
 
@@ -95,6 +96,7 @@ class FaultSpec:
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
     rate_mbps: float = 0.0
+    loss: float = 0.0
 
     @property
     def seconds(self) -> float:
