@@ -40,9 +40,13 @@ class EdgeState:
     assigned: int = 0  # viewers sent since the last heartbeat (not yet in its count)
     routed_total: int = 0
 
+    def heartbeat_stale(self, now: float, timeout: float) -> bool:
+        """True if the edge's heartbeats stopped more than `timeout` ago."""
+        return now - self.last_heartbeat > timeout
+
     def out_reason(self, now: float, timeout: float) -> str | None:
         """Why the edge is out of rotation, or None if it is in."""
-        if now - self.last_heartbeat > timeout:
+        if self.heartbeat_stale(now, timeout):
             return f"no heartbeat for {timeout:g} s"
         if not self.healthy:
             return f"health check failing: {self.check_error}"
@@ -99,9 +103,7 @@ class Balancer:
             if edge is None:
                 edge = self.edges[node] = EdgeState(node)
                 log.info("edge %s joined (%s)", node, msg.get("http"))
-            elif edge.out_reason(now, self.config.heartbeat_timeout) == (
-                f"no heartbeat for {self.config.heartbeat_timeout:g} s"
-            ):
+            elif edge.heartbeat_stale(now, self.config.heartbeat_timeout):
                 log.info("edge %s is back (heartbeats resumed)", node)
             edge.http = str(msg.get("http") or edge.http)
             edge.rtmp = str(msg.get("rtmp") or edge.rtmp)
@@ -357,10 +359,7 @@ class Balancer:
                     "edges": {},
                 }
         for e in self.edges.values():
-            if (
-                e.out_reason(now, self.config.heartbeat_timeout)
-                == f"no heartbeat for {self.config.heartbeat_timeout:g} s"
-            ):
+            if e.heartbeat_stale(now, self.config.heartbeat_timeout):
                 continue
             for key, n in (e.beat.get("streams") or {}).items():
                 entry = live.setdefault(

@@ -20,21 +20,11 @@ import trio
 
 from common import flv
 from common.flv import FlvParser
-from common.httpclient import fetch, open_request
+from common.httpclient import open_request
+from topology.launch import wait_healthy
 
 PY = sys.executable
 BASE = 29500
-
-
-async def wait_healthy(port: int) -> None:
-    with trio.fail_after(15):
-        while True:
-            try:
-                if (await fetch("GET", f"http://127.0.0.1:{port}/healthz", timeout=1))[0] == 200:
-                    return
-            except (OSError, trio.TooSlowError):
-                pass
-            await trio.sleep(0.1)
 
 
 async def arrivals(url: str, seconds: float, out: dict[int, float]) -> None:
@@ -74,8 +64,8 @@ async def main(args: argparse.Namespace) -> None:
     try:
         for cmd in cmds[:3]:
             procs.append(subprocess.Popen(cmd, stderr=subprocess.DEVNULL))
-        for port in (o_http, e1_http, e2_http):
-            await wait_healthy(port)
+        for port, proc in zip((o_http, e1_http, e2_http), procs, strict=True):
+            await wait_healthy(f"http://127.0.0.1:{port}", proc)
         procs.append(subprocess.Popen(cmds[3], stderr=subprocess.DEVNULL))
         await trio.sleep(3)
         seen: list[dict[int, float]] = [{}, {}, {}]

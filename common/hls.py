@@ -245,6 +245,24 @@ class HlsPlaylist:
         return f"{self.name}-{self.session}-{seq}.ts"
 
 
+def hls_path(path: str) -> tuple[str, str, str] | None:
+    """'/app/name.m3u8' or '/app/name-session-seq.ts' -> (app, name, file); None otherwise."""
+    parts = path.strip("/").split("/")
+    if len(parts) != 2:
+        return None
+    app, file = parts
+    if file.endswith(".m3u8"):
+        return app, file[: -len(".m3u8")], file
+    if file.endswith(".ts"):
+        return app, file.rsplit("-", 2)[0], file
+    return None
+
+
+def client_key(peer: str, user_agent: str) -> str:
+    """How an HLS viewer is told apart from others: its address (without port) and agent."""
+    return f"{peer.rsplit(':', 1)[0]}|{user_agent}"
+
+
 def new_session() -> str:
     """A short id that makes segment URIs unique across restarts of a stream."""
     return format(int(time.time() * 1000) & 0xFFFFFFFFFF, "x")

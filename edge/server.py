@@ -11,6 +11,7 @@ import trio
 from common import auth
 from common.config import EdgeConfig
 from common.conn import Conn
+from common.hls import client_key, hls_path
 from common.http import Request, Response
 from common.httpclient import HttpClientError, fetch
 from common.node import NodeAddress, PlayNode
@@ -165,11 +166,10 @@ class Edge(PlayNode):
         raise FetchError("; ".join(errors) or "no HLS parent configured")
 
     async def _hls(self, req: Request) -> Response:
-        parts = req.path.strip("/").split("/")
-        if len(parts) != 2 or req.method not in ("GET", "HEAD"):
+        target = hls_path(req.path)
+        if target is None or req.method not in ("GET", "HEAD"):
             return Response.text(404, f"not found: {req.path}")
-        app, file = parts
-        name = file[: -len(".m3u8")] if file.endswith(".m3u8") else file.rsplit("-", 2)[0]
+        app, name, _ = target
         if not self.hls_parents:
             return Response.text(404, "this edge has no http:// parent to pull HLS from")
         try:
@@ -179,7 +179,7 @@ class Edge(PlayNode):
             return Response.text(502, f"upstream failed: {exc}")
         if obj.status != 200:
             return Response.text(404, f"not found at the parent: {req.path}")
-        client = f"{req.peer.rsplit(':', 1)[0]}|{req.headers.get('user-agent', '')}"
+        client = client_key(req.peer, req.headers.get("user-agent", ""))
         self.hls_viewers.seen((app, name), client, trio.current_time())
         self.hls_bytes_out += len(obj.body)
         headers = [("access-control-allow-origin", "*")]
@@ -190,11 +190,10 @@ class Edge(PlayNode):
     def _hls_objects(self) -> dict[tuple[str, str], dict]:
         out: dict[tuple[str, str], dict] = {}
         for path, obj in self.hls_cache.objects():
-            parts = path.strip("/").split("/")
-            if len(parts) != 2:
+            target = hls_path(path)
+            if target is None:
                 continue
-            app, file = parts
-            name = file[: -len(".m3u8")] if file.endswith(".m3u8") else file.rsplit("-", 2)[0]
+            app, name, _ = target
             entry = out.setdefault((app, name), {"objects": 0, "bytes": 0, "paths": []})
             entry["objects"] += 1
             entry["bytes"] += len(obj.body)

@@ -12,7 +12,17 @@ from dataclasses import dataclass
 import av
 import trio
 
-from common.hls import HlsPlaylist, HlsViewers, Segment, Segmenter, SegmentSpec, mux_ts, new_session
+from common.hls import (
+    HlsPlaylist,
+    HlsViewers,
+    Segment,
+    Segmenter,
+    SegmentSpec,
+    client_key,
+    hls_path,
+    mux_ts,
+    new_session,
+)
 from common.http import Request, Response
 from common.stream import Stream
 
@@ -122,13 +132,12 @@ class HlsStore:
 
     async def respond(self, req: Request) -> Response | None:
         """Serve /app/name.m3u8 and /app/name-session-seq.ts; None if not an HLS path."""
-        parts = req.path.strip("/").split("/")
-        if len(parts) != 2 or req.method not in ("GET", "HEAD"):
+        target = hls_path(req.path)
+        if target is None or req.method not in ("GET", "HEAD"):
             return None
-        app, file = parts
-        client = f"{req.peer.rsplit(':', 1)[0]}|{req.headers.get('user-agent', '')}"
+        app, name, file = target
+        client = client_key(req.peer, req.headers.get("user-agent", ""))
         if file.endswith(".m3u8"):
-            name = file[: -len(".m3u8")]
             playlist = self.playlists.get((app, name))
             if playlist is not None and not playlist.segments:
                 with trio.move_on_after(2 * self.settings.target):
@@ -146,7 +155,6 @@ class HlsStore:
                 [("cache-control", f"max-age={max_age}"), ("access-control-allow-origin", "*")],
             )
         if file.endswith(".ts"):
-            name = file.rsplit("-", 2)[0]
             playlist = self.playlists.get((app, name))
             self.requests["segment"] += 1
             seg = playlist.segment(file) if playlist is not None else None

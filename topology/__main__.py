@@ -17,7 +17,6 @@ from pathlib import Path
 
 import trio
 
-from common.httpclient import fetch
 from topology import launch, schema
 from topology.publisher import SourceSettings, publish
 
@@ -64,26 +63,13 @@ def settings_from(args: argparse.Namespace) -> SourceSettings:
     return SourceSettings(width=int(width), height=int(height), fps=args.fps, video_kbps=args.kbps)
 
 
-async def wait_healthy(url: str, timeout: float = 15.0) -> None:
-    """Poll `url` until it answers 200."""
-    with trio.fail_after(timeout):
-        while True:
-            try:
-                status, _, _ = await fetch("GET", url, timeout=1)
-                if status == 200:
-                    return
-            except (OSError, trio.TooSlowError):
-                pass
-            await trio.sleep(0.1)
-
-
 async def demo(args: argparse.Namespace) -> None:
     """Origin subprocess + built-in publisher; Ctrl-C stops both."""
     cmd = [sys.executable, "-m", "origin", "--rtmp", str(args.rtmp), "--http", str(args.http)]
     async with trio.open_nursery() as nursery:
         origin = await nursery.start(trio.run_process, cmd)
         try:
-            await wait_healthy(f"http://127.0.0.1:{args.http}/healthz")
+            await launch.wait_healthy(f"http://127.0.0.1:{args.http}", origin)
             nursery.start_soon(
                 lambda: publish(
                     f"rtmp://127.0.0.1:{args.rtmp}/live/demo",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import trio
 
-from common.httpclient import fetch
+from common.httpclient import HttpClientError, fetch
 from topology.linkproxy import LinkProxy, LinkSettings
 from topology.publisher import SourceSettings, publish
 from topology.schema import EdgeSpec, FaultSpec, OriginSpec, Topology
@@ -139,16 +139,16 @@ def _edge_config(run_dir: Path, topo: Topology, e: EdgeSpec, ports: dict) -> Pat
     return path
 
 
-async def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    """Poll /healthz until 200; fail if the process exits."""
+async def wait_healthy(url: str, proc=None, timeout: float = 20.0) -> None:
+    """Poll `url`/healthz until 200; fail if `proc` (anything with poll()) exits first."""
     with trio.fail_after(timeout):
         while True:
-            if proc.poll() is not None:
+            if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"exited with code {proc.returncode}")
             try:
                 if (await fetch("GET", url + "/healthz", timeout=1))[0] == 200:
                     return
-            except (OSError, trio.TooSlowError, Exception):
+            except (OSError, HttpClientError, trio.TooSlowError):
                 pass
             await trio.sleep(0.1)
 
