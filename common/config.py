@@ -133,6 +133,12 @@ class EdgeConfig(ServeConfig):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0")
         check_classes(self.classes, self.qos_secret)
+        assured = sum(rate for rate, _ in class_rates(self.classes).values()) / 125_000
+        if self.capacity_mbps and assured > self.capacity_mbps + 1e-9:
+            raise ConfigError(
+                f"the classes' rate_mbps add up to {assured:g}, more than capacity_mbps "
+                f"{self.capacity_mbps:g} (HTB: the assured rates must fit the link)"
+            )
 
 
 def _check_type(cls_name: str, key: str, value: Any, annotation: Any) -> Any:
@@ -244,6 +250,14 @@ class BalancerConfig:
         ):
             raise ConfigError("rise/fall must be >= 1 and the intervals > 0")
         check_classes(self.classes, self.qos_secret)
+
+
+def class_rates(classes: dict[str, dict]) -> dict[str, tuple[float, float]]:
+    """{class: (rate, ceil)} in bytes/s from validated class specs."""
+    return {
+        name: (spec["rate_mbps"] * 125_000, spec.get("ceil_mbps", spec["rate_mbps"]) * 125_000)
+        for name, spec in classes.items()
+    }
 
 
 def check_classes(classes: dict[str, dict], secret: str) -> None:

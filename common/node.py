@@ -15,6 +15,7 @@ from common.hls import HlsViewers
 from common.http import HttpLimits, Request, Response, StreamingResponse, serve_http
 from common.metrics import CONTENT_TYPE, NodeMetrics
 from common.play import Fanout, PlayStats, Subscription, flv_response
+from common.shaping import Pacer
 from common.stream import Stream
 
 log = logging.getLogger("livecdn.node")
@@ -144,16 +145,16 @@ class PlayNode:
         if path.endswith(".flv") and req.method in ("GET", "HEAD"):
             try:
                 app, _, rest = req.path.strip("/").partition("/")
-                rate = self.pace_for(app, rest.removesuffix(".flv"), req.query)
+                pacer = self.pace_for(app, rest.removesuffix(".flv"), req.query)
             except PermissionError as exc:
                 self.refuse("bad_class_token")
                 return Response.text(403, str(exc))
-            return await flv_response(self, req, self.refuse, rate)
+            return await flv_response(self, req, self.refuse, pacer)
         resp = await self.route_api(req)
         return resp if resp is not None else Response.text(404, f"not found: {path}")
 
-    def pace_for(self, app: str, name: str, query: dict[str, str]) -> float | None:
-        """Bytes/s to pace a viewer of app/name at (its class, from the token in `query`),
+    def pace_for(self, app: str, name: str, query: dict[str, str]) -> Pacer | None:
+        """What paces a viewer of app/name (its class, from the token in `query`),
         None for no limit; PermissionError for an invalid class token."""
         return None
 

@@ -20,7 +20,7 @@ import trio
 from common import flv
 from common.conn import Conn, ConnClosed
 from common.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
-from common.shaping import TokenBucket
+from common.shaping import Pacer
 from common.stream import PLAY_STREAM_ID, Frame, Reader, Stream
 
 log = logging.getLogger("livecdn.play")
@@ -47,8 +47,8 @@ class StreamSource(Protocol):
         """The live stream app/name for a new viewer, or None if there is none."""
         ...
 
-    def pace_for(self, app: str, name: str, query: dict[str, str]) -> float | None:
-        """Bytes/s to pace this viewer at, None for no limit (PermissionError: bad token)."""
+    def pace_for(self, app: str, name: str, query: dict[str, str]) -> Pacer | None:
+        """What paces this viewer (its class), None for no limit (PermissionError: bad token)."""
         ...
 
 
@@ -74,7 +74,7 @@ class Player:
         *,
         stream_id: int = PLAY_STREAM_ID,
         end: Callable[[], bytes] | None = None,
-        bucket: TokenBucket | None = None,
+        bucket: Pacer | None = None,
     ) -> None:
         self.conn = conn
         self.bucket = bucket
@@ -192,10 +192,9 @@ class Fanout:
         self.stats.bytes_out[player.protocol] += size
         self.stats.players_started[player.protocol] += 1
         if player.bucket is not None:
-            # The join burst goes out at once (a fast start, like HTB's burst) and leaves
-            # the bucket empty; pacing starts from there.
-            player.bucket.delay_for(0, trio.current_time())
-            player.bucket.tokens = 0.0
+            # The join burst goes out at once (a fast start, like HTB's burst); pacing
+            # starts after it.
+            player.bucket.start(trio.current_time())
         player.conn.writev(parts)
         self.players.add(player)
         try:
@@ -219,7 +218,7 @@ class Fanout:
             stream.remove_reader(reader)
 
     async def _paced(self, player: Player) -> None:
-        """A viewer whose class limits its rate: its own task sends what its token bucket
+        """A viewer whose class limits its rate: its own task sends what its pacer
         allows, in batches; falling behind skips to the newest keyframe as for anyone."""
         stream, bucket, conn = self.stream, player.bucket, player.conn
         assert bucket is not None
@@ -273,13 +272,6 @@ class Fanout:
                 raise ConnClosed
 
 
-def paced_bucket(rate: float | None) -> TokenBucket | None:
-    """The token bucket pacing a viewer at `rate` bytes/s (None: not paced)."""
-    if not rate:
-        return None
-    return TokenBucket(rate, max(rate * 0.25, 65536), now=trio.current_time())
-
-
 def flv_prelude(stream: Stream) -> bytes:
     """The first HTTP chunk of an HTTP-FLV response: the FLV file header."""
     has_video = stream.has_video or stream.video_header is not None
@@ -293,7 +285,7 @@ async def flv_response(
     source: StreamSource,
     req: Request,
     refuse: Callable[[str], None],
-    rate: float | None = None,
+    pacer: Pacer | None = None,
 ) -> Response | StreamingResponse:
     """Answer GET /app/name.flv: a chunked FLV body while the stream lives, or 404."""
     parts = req.path.strip("/").removesuffix(".flv").split("/")
@@ -312,7 +304,7 @@ async def flv_response(
     async def body(conn: Conn) -> None:
         log.info("HTTP-FLV play %s/%s by %s", app, name, conn.peer)
         try:
-            await serve_flv(sub.fanout, conn, rate)
+            await serve_flv(sub.fanout, conn, pacer)
         finally:
             sub.release()
         log.info("HTTP-FLV play %s/%s by %s ended", app, name, conn.peer)
@@ -322,13 +314,11 @@ async def flv_response(
     )
 
 
-async def serve_flv(fanout: Fanout, conn: Conn, rate: float | None = None) -> None:
+async def serve_flv(fanout: Fanout, conn: Conn, pacer: Pacer | None = None) -> None:
     """Body of an HTTP-FLV response: play until the stream ends or the viewer leaves;
-    `rate` (bytes/s) paces this viewer (its class's ceiling)."""
+    `pacer` paces this viewer (its class's share)."""
     stream = fanout.stream
-    player = Player(
-        conn, stream.add_reader("flv"), "flv", end=lambda: LAST_CHUNK, bucket=paced_bucket(rate)
-    )
+    player = Player(conn, stream.add_reader("flv"), "flv", end=lambda: LAST_CHUNK, bucket=pacer)
 
     async with trio.open_nursery() as nursery:
 

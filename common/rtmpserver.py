@@ -14,7 +14,7 @@ import trio
 
 from common.conn import Conn, ConnClosed
 from common.errors import ProtocolError
-from common.play import Player, StreamSource, paced_bucket
+from common.play import Player, StreamSource
 from common.rtmp import session as rs
 
 log = logging.getLogger("livecdn.rtmp")
@@ -215,7 +215,7 @@ class RtmpConnection:
         sid = event.stream_id
         with scope:
             try:
-                rate = self.source.pace_for(app, name, query)
+                pacer = self.source.pace_for(app, name, query)
             except PermissionError as exc:
                 session.send_status(sid, "error", "NetStream.Play.Failed", str(exc))
                 self.refuse("bad_class_token")
@@ -243,7 +243,7 @@ class RtmpConnection:
                 stream = sub.fanout.stream
                 player = Player(
                     conn, stream.add_reader("rtmp"), "rtmp", stream_id=sid, end=end,
-                    bucket=paced_bucket(rate),
+                    bucket=pacer,
                 )  # fmt: skip
                 log.info("RTMP play %s/%s by %s", app, name, conn.peer)
                 await sub.fanout.serve(player)

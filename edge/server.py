@@ -9,7 +9,7 @@ from collections import Counter
 import trio
 
 from common import auth
-from common.config import EdgeConfig
+from common.config import EdgeConfig, class_rates
 from common.conn import Conn
 from common.hls import client_key, hls_path
 from common.http import Request, Response
@@ -18,6 +18,7 @@ from common.node import NodeAddress, PlayNode
 from common.play import Subscription
 from common.reporter import report
 from common.rtmpserver import RtmpConnection, RtmpLimits
+from common.shaping import Htb, Pacer
 from edge.feeds import open_feed
 from edge.objcache import FetchError, ObjectCache
 from edge.pull import Connector, PullManager, PullSettings
@@ -53,6 +54,7 @@ class Edge(PlayNode):
         )
         self.address: NodeAddress | None = None
         self.class_viewers: Counter[str] = Counter()
+        self.htb = Htb(class_rates(config.classes), config.capacity_mbps * 125_000)
         self.hls_bytes_out = 0
         self._beat_at = 0.0
         self._beat_sent = 0
@@ -89,6 +91,18 @@ class Edge(PlayNode):
             "Viewers admitted with a viewer-class token, by class.",
             ("class",),
             lambda: {(k,): v for k, v in self.class_viewers.items()},
+        )
+        mt.counter(
+            "class_bytes_total",
+            "Bytes sent to viewers of each class after their join burst.",
+            ("class",),
+            lambda: {(k,): c.sent_bytes for k, c in self.htb.classes.items()},
+        )
+        mt.counter(
+            "class_borrowed_bytes_total",
+            "Of those, bytes beyond the class's assured rate, borrowed from the edge's link.",
+            ("class",),
+            lambda: {(k,): c.borrowed_bytes for k, c in self.htb.classes.items()},
         )
         mt.gauge(
             "hls_cache_bytes",
@@ -202,17 +216,16 @@ class Edge(PlayNode):
 
     # ------------------------------------------------------------------ play
 
-    def pace_for(self, app: str, name: str, query: dict[str, str]) -> float | None:
-        """A viewer with a valid class token is paced at its class's ceiling."""
+    def pace_for(self, app: str, name: str, query: dict[str, str]) -> Pacer | None:
+        """A viewer with a valid class token is paced by its class (shared on this edge)."""
         cfg = self.config
         if not cfg.classes or "lc" not in query:
             return None
         klass = auth.check_class(cfg.qos_secret, f"{app}/{name}", query, time.time())
         if klass is None or klass not in cfg.classes:
             raise PermissionError("invalid or expired viewer class token")
-        spec = cfg.classes[klass]
         self.class_viewers[klass] += 1
-        return float(spec.get("ceil_mbps", spec["rate_mbps"])) * 125_000
+        return self.htb.classes[klass]
 
     async def subscribe(self, app: str, name: str) -> Subscription | None:
         """StreamSource: pull on miss."""

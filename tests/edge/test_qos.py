@@ -1,13 +1,16 @@
-"""Viewer classes: the balancer signs the class into the redirect, the edge paces the viewer."""
+"""Viewer classes: the balancer signs the class into the redirect, the edge shapes each
+class's viewers together (HTB-like rate/ceil per class per edge)."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import trio
 
 from balancer.server import Balancer
+from common import auth
 from common.config import BalancerConfig, build
 from common.httpclient import fetch, open_request
 from common.rtmp import session as rs
@@ -84,14 +87,49 @@ async def test_class_rates_at_the_player(nursery):
         n.start_soon(measure, "basic", basic_url)
         n.start_soon(measure, "open", f"http://127.0.0.1:{e.http_port}/live/q.flv")
         n.start_soon(measure_rtmp)
+    # the two basic viewers (HTTP-FLV and RTMP) share the class's ceil on this edge;
+    # RTMP payload bytes exclude chunk headers (~1 %)
     ceil = CLASSES["basic"]["ceil_mbps"] * 125_000
-    assert abs(rates["basic"] - ceil) <= 0.1 * ceil, (
-        f"basic got {rates['basic'] * 8 / 1e6:.3f} Mbit/s"
-    )
+    basic = rates["basic"] + rates["rtmp"]
+    assert abs(basic - ceil) <= 0.1 * ceil, f"basic got {basic * 8 / 1e6:.3f} Mbit/s"
+    assert min(rates["basic"], rates["rtmp"]) > 0.3 * ceil, f"both get a share: {rates}"
     assert rates["open"] > 3 * ceil, "an unclassed viewer is not held back"
-    # RTMP payload bytes exclude chunk headers (~1 %), hence the slightly wider margin below
-    assert 0.85 * ceil <= rates["rtmp"] <= 1.1 * ceil, (
-        f"rtmp got {rates['rtmp'] * 8 / 1e6:.3f} Mbit/s"
-    )
     _, _, metrics = await fetch("GET", f"http://127.0.0.1:{e.http_port}/metrics")
     assert 'livecdn_class_viewers_total{class="basic"} 2.0' in metrics.decode()  # FLV + RTMP
+    assert 'livecdn_class_bytes_total{class="basic"}' in metrics.decode()
+
+
+LINK_CLASSES = {
+    "gold": {"rate_mbps": 0.6, "ceil_mbps": 1.0},
+    "silver": {"rate_mbps": 0.3, "ceil_mbps": 1.0},
+}
+
+
+async def test_a_congested_edge_keeps_each_class_its_rate(nursery):
+    """Edge link 1 Mbit/s, four viewers of a ~1.2 Mbit/s stream: gold keeps 0.6, silver 0.3."""
+    _, o = await start_origin(nursery)
+    _, e = await start_edge(nursery, [f"rtmp://127.0.0.1:{o.rtmp_port}"], qos_secret="k",
+                            classes=LINK_CLASSES, capacity_mbps=1.0)  # fmt: skip
+    pub = await RtmpClient.connect(f"rtmp://127.0.0.1:{o.rtmp_port}/live/c")
+    await pub.publish()
+    nursery.start_soon(lambda: synthetic_publish(pub, key_size=30000, inter_size=5000))
+    await trio.sleep(0.5)
+    now = time.time()
+    url = f"http://127.0.0.1:{e.http_port}/live/c.flv"
+    rates: dict[str, float] = {}
+
+    async def measure(name: str, klass: str) -> None:
+        query = auth.class_query("k", "live/c", klass, int(now) + 60)
+        rates[name] = await received_rate(f"{url}?{query}", 1.5, 10.0)
+
+    async with trio.open_nursery() as n:
+        for i in range(2):
+            n.start_soon(measure, f"gold{i}", "gold")
+            n.start_soon(measure, f"silver{i}", "silver")
+    mbit = {k: round(v * 8 / 1e6, 3) for k, v in rates.items()}
+    print("class rates, Mbit/s:", mbit)
+    gold = rates["gold0"] + rates["gold1"]
+    silver = rates["silver0"] + rates["silver1"]
+    assert abs(gold + silver - 125_000) <= 0.1 * 125_000, f"the link is full, not more: {mbit}"
+    assert gold >= 0.9 * 0.6 * 125_000, f"gold keeps its rate: {mbit}"
+    assert silver >= 0.9 * 0.3 * 125_000, f"silver keeps its rate: {mbit}"
