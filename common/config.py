@@ -79,6 +79,7 @@ class OriginConfig(ServeConfig):
     hls_dir: str = ""
     balancer: str = ""
     node_id: str = ""
+    clock_stamps: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work."""

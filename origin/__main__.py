@@ -30,6 +30,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--secret", dest="publish_secret", help="require publish tokens signed with this"
     )
+    p.add_argument(
+        "--clock-stamps",
+        action="store_const",
+        const=True,
+        help="put the ingest wall clock after every video keyframe (for load-run latency)",
+    )
     p.add_argument("--balancer", help="host:port of the balancer's control port (announcements)")
     p.add_argument(
         "--node-id", dest="node_id", help="name in the balancer (default origin-HTTPPORT)"

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 import trio
 
 from common import auth
+from common.clock import stamp_payload
 from common.config import OriginConfig
 from common.conn import Conn
 from common.http import Request, Response
 from common.node import NodeAddress, PlayNode
 from common.play import Subscription
 from common.reporter import report
+from common.rtmp import messages as m
 from common.rtmp import session as rs
 from common.rtmpserver import RtmpConnection, RtmpLimits, split_name
 from common.stream import Registry, Stream
@@ -53,7 +55,9 @@ class OriginRtmp(RtmpConnection):
         if pub is None or event.stream_id != pub.stream_id:
             return
         if isinstance(event, rs.Media):
-            pub.stream.push(event.type_id, event.timestamp, event.payload)
+            frame = pub.stream.push(event.type_id, event.timestamp, event.payload)
+            if frame is not None and frame.keyframe and self.origin.config.clock_stamps:
+                pub.stream.push(m.DATA_AMF0, event.timestamp, stamp_payload(time.time()))
         else:
             pub.stream.set_metadata(event.payload, event.values)
 

@@ -1,6 +1,7 @@
 """`python -m topology`: whole deployments from a TOML file, and the built-in publisher.
 
 python -m topology up three-edge.toml    every node as a process, publishers, URL table
+python -m topology load FILE --players N  simulated players against a topology (or --url)
 python -m topology validate FILE         check a topology file
 python -m topology demo                  just an origin plus the built-in publisher
 python -m topology publish URL           publish the synthetic test stream anywhere
@@ -35,6 +36,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     upp.add_argument(
         "--detach", action="store_true", help="run in the background (see status, down)"
     )
+    ld = sub.add_parser(
+        "load",
+        help="simulated players against a topology it brings up, or any server (--url)",
+        description="Simulated players with a playback buffer: time to first frame, stalls, "
+        "latency (origin clock stamps), which edge served each. Without --players the "
+        "file's [[load]] profiles run.",
+    )
+    ld.add_argument("topology", nargs="?", help="a .toml file or shipped example to bring up")
+    ld.add_argument("--url", help="play this URL instead (rtmp://..., http://...flv, .m3u8)")
+    ld.add_argument("--players", type=int, help="how many players")
+    ld.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    ld.add_argument("--protocol", choices=["flv", "hls", "rtmp"], default="flv")
+    ld.add_argument("--arrival", choices=["ramp", "poisson", "flash"], default="ramp",
+                    help="how players arrive over --ramp seconds (default ramp)")  # fmt: skip
+    ld.add_argument("--ramp", type=float, default=10.0, help="arrival period (default 10 s)")
+    ld.add_argument("--profiles", default="lan",
+                    help="client links, e.g. '4g:0.8,3g:0.2' (lan, wifi, 4g, 3g; default lan)")  # fmt: skip
+    ld.add_argument("--class", dest="klass", default="", help="viewer class to ask for")
+    ld.add_argument("--stream", help="app/name (default: the topology's first publisher)")
+    ld.add_argument("--procs", type=int, default=1, help="spread players over N processes")
+    ld.add_argument("--out", help="directory for the JSON and plot (default: the run dir)")
+    ld.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ld.add_argument("--first-id", type=int, default=0, help=argparse.SUPPRESS)
+    ld.add_argument("--base", help=argparse.SUPPRESS)
     for cmd, text in (
         ("status", "show a detached topology's nodes"),
         ("down", "stop a detached topology"),
@@ -118,6 +143,65 @@ async def publish_only(args: argparse.Namespace) -> None:
             nursery.cancel_scope.cancel()
 
 
+def load_main(args: argparse.Namespace) -> int:
+    """`load`: a crowd against --url, or against a topology brought up for the run."""
+    from topology.loadrun import run_load, target_for, worker_main
+    from topology.players.crowd import LoadSpec
+    from topology.players.player import Target
+
+    def spec_from_args() -> LoadSpec:
+        spec = LoadSpec(args.players or 0, args.duration, args.protocol, args.arrival,
+                        args.ramp, args.profiles, args.klass)  # fmt: skip
+        spec.check()
+        return spec
+
+    try:
+        if args.worker:
+            target = Target.direct(args.url) if args.url else Target(
+                args.protocol, base=args.base, stream=args.stream)  # fmt: skip
+            trio.run(worker_main, target, spec_from_args(), args.first_id)
+            return 0
+        if args.url:
+            if not args.players:
+                raise ValueError("--url needs --players")
+            target = Target.direct(args.url)
+            spec = spec_from_args()
+            if spec.protocol != target.protocol:
+                spec = LoadSpec(**{**spec.__dict__, "protocol": target.protocol})
+            out = Path(args.out or ".")
+            trio.run(lambda: run_load(target, spec, out_dir=out, procs=args.procs))
+            return 0
+        if not args.topology:
+            raise ValueError("give a topology file (or --url URL)")
+        topo = schema.load(args.topology)
+        if args.players:
+            spec = spec_from_args()
+        elif not topo.loads:
+            raise ValueError(f"{topo.path} has no [[load]] profiles: give --players N")
+    except (ValueError, schema.TopologyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for o in topo.origins:
+        o.clock_stamps = True
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            dep = await nursery.start(lambda task_status: launch.up(
+                topo, task_status=task_status, run_file_loads=not args.players))  # fmt: skip
+            if args.players:
+                stream = args.stream or (topo.publishers[0].stream if topo.publishers else "")
+                out = Path(args.out) if args.out else dep.run_dir
+                await run_load(target_for(dep, spec.protocol, stream), spec, out_dir=out,
+                               dep=dep, procs=args.procs)  # fmt: skip
+            else:
+                await trio.sleep(max(schema.parse_duration(x.start_at)
+                                     + schema.parse_duration(x.duration) for x in topo.loads) + 3)  # fmt: skip
+            nursery.cancel_scope.cancel()
+
+    trio.run(run)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -141,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         return trio.run(lambda: launch.up(topo, seconds=args.seconds))
+    if args.command == "load":
+        return load_main(args)
     try:
         trio.run(demo if args.command == "demo" else publish_only, args)
     except (OSError, subprocess.CalledProcessError) as exc:

@@ -19,7 +19,16 @@ import trio
 from common.httpclient import HttpClientError, fetch
 from topology.linkproxy import LinkProxy, LinkSettings
 from topology.publisher import SourceSettings, publish
-from topology.schema import EdgeSpec, FaultSpec, OriginSpec, Topology
+from topology.schema import (
+    EdgeSpec,
+    FaultSpec,
+    LoadProfileSpec,
+    OriginSpec,
+    Topology,
+    load_spec,
+    load_stream,
+    parse_duration,
+)
 
 log = logging.getLogger("livecdn.topology")
 PY = sys.executable
@@ -100,6 +109,8 @@ def plan(
                "--node-id", o.name]  # fmt: skip
         if not o.gop_cache:
             cmd.append("--no-gop-cache")
+        if o.clock_stamps or topo.loads:
+            cmd.append("--clock-stamps")
         if balancer_control:
             cmd += ["--balancer", balancer_control]
         dep.nodes[o.name] = Node(o.name, "origin", cmd, http, rtmp)
@@ -244,6 +255,7 @@ async def up(
     *,
     seconds: float | None = None,
     run_dir: Path | None = None,
+    run_file_loads: bool = True,
     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> int:
     """Start everything, print the URLs, run until Ctrl-C/SIGTERM (or `seconds`), stop all.
@@ -272,12 +284,14 @@ async def up(
         dep = plan(topo, run_dir, ports, {k: p.port for k, p in proxies.items()})
         dep.proxies = proxies
         try:
-            return await _run(dep, run_dir, seconds, task_status)
+            return await _run(dep, run_dir, seconds, task_status, run_file_loads)
         finally:
             links_nursery.cancel_scope.cancel()
 
 
-async def _run(dep: Deployment, run_dir: Path, seconds: float | None, task_status) -> int:
+async def _run(
+    dep: Deployment, run_dir: Path, seconds: float | None, task_status, run_file_loads: bool
+) -> int:
     topo = dep.topo
     print(f"topology {topo.name} ({topo.path}); logs in {run_dir}", flush=True)
     try:
@@ -313,6 +327,8 @@ async def _run(dep: Deployment, run_dir: Path, seconds: float | None, task_statu
             write_state(dep)
             task_status.started(dep)
             nursery.start_soon(run_faults, dep)
+            for i, load in enumerate(topo.loads if run_file_loads else []):
+                nursery.start_soon(run_file_load, dep, i, load)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 with trio.move_on_after(seconds if seconds is not None else float("inf")):
                     async for _ in signals:
@@ -321,6 +337,19 @@ async def _run(dep: Deployment, run_dir: Path, seconds: float | None, task_statu
         return 0
     finally:
         stop(dep)
+
+
+async def run_file_load(dep: Deployment, i: int, load: LoadProfileSpec) -> None:
+    """One [[load]] profile of the file: wait for its start, run it, print its summary."""
+    from topology.loadrun import run_load, target_for
+
+    await trio.sleep(parse_duration(load.start_at))
+    spec = load_spec(dep.topo, load)
+    stream = load_stream(dep.topo, load)
+    print(f"  load #{i + 1}: {spec.players} {spec.protocol} players on {stream} for "
+          f"{spec.duration:g} s ({spec.arrival}, profiles {spec.profiles})", flush=True)  # fmt: skip
+    await run_load(target_for(dep, spec.protocol, stream), spec, out_dir=dep.run_dir, dep=dep,
+                   label=f"load{i + 1}", quiet=len(dep.topo.loads) > 1)  # fmt: skip
 
 
 async def run_faults(dep: Deployment) -> None:

@@ -38,6 +38,7 @@ class OriginSpec:
     http_port: int = 8080
     gop_cache: bool = True
     hls: bool = True
+    clock_stamps: bool = False  # always on when the file has [[load]] profiles
 
 
 @dataclass
@@ -79,6 +80,21 @@ class LinkSpec:
     rate_mbps: float = 0.0
     loss: float = 0.0
     down: bool = False
+
+
+@dataclass
+class LoadProfileSpec:
+    """[[load]]: simulated players run against the deployment (through the balancer)."""
+
+    stream: str = ""  # default: the first publisher's stream
+    players: int = 100
+    duration: str = "60s"
+    start_at: str = "0s"
+    protocol: str = "flv"
+    arrival: str = "ramp"
+    ramp: str = "10s"
+    profiles: str = "lan"  # client link profiles, e.g. "4g:0.8,3g:0.2"
+    viewer_class: str = ""
 
 
 FAULT_ACTIONS = ("kill", "restart", "drain", "undrain", "degrade", "restore", "down", "up")
@@ -130,6 +146,7 @@ class Topology:
     publishers: list[PublisherSpec]
     links: list[LinkSpec] = field(default_factory=list)
     faults: list[FaultSpec] = field(default_factory=list)
+    loads: list[LoadProfileSpec] = field(default_factory=list)
 
     def link(self, edge: str, parent: str) -> LinkSpec | None:
         """The emulated link between `edge` and `parent`, if the file has one."""
@@ -200,7 +217,7 @@ def load(name: str) -> Topology:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError(f"{path}: not valid TOML: {exc}") from exc
-    allowed = {"balancer", "origin", "edge", "publisher", "link", "fault"}
+    allowed = {"balancer", "origin", "edge", "publisher", "link", "fault", "load"}
     for key in raw:
         if key not in allowed:
             raise TopologyError(
@@ -227,7 +244,11 @@ def load(name: str) -> Topology:
         _build(FaultSpec, x, f"{path} [[fault]] #{i + 1}")
         for i, x in enumerate(raw.get("fault", []))
     ]
-    topo = Topology(path, path.stem, balancer, origins, edges, pubs, links, faults)
+    loads = [
+        _build(LoadProfileSpec, x, f"{path} [[load]] #{i + 1}")
+        for i, x in enumerate(raw.get("load", []))
+    ]
+    topo = Topology(path, path.stem, balancer, origins, edges, pubs, links, faults, loads)
     _check(topo)
     return topo
 
@@ -305,3 +326,34 @@ def _check(t: Topology) -> None:
             )
         if pub.stream.count("/") != 1:
             raise TopologyError(f"{p} [[publisher]] #{i + 1}: stream must be 'app/name'")
+    for i, load in enumerate(t.loads):
+        where = f"{p} [[load]] #{i + 1}"
+        if not load.stream and not t.publishers:
+            raise TopologyError(f"{where}: stream is needed when there is no [[publisher]]")
+        if load.stream and load.stream.count("/") != 1:
+            raise TopologyError(f"{where}: stream must be 'app/name'")
+        try:
+            load_spec(t, load).check()
+            parse_duration(load.start_at)
+        except ValueError as exc:
+            raise TopologyError(f"{where}: {exc}") from exc
+
+
+def load_spec(t: Topology, load: LoadProfileSpec):
+    """The crowd settings of a [[load]] profile (durations parsed)."""
+    from topology.players.crowd import LoadSpec
+
+    return LoadSpec(
+        players=load.players,
+        duration=parse_duration(load.duration),
+        protocol=load.protocol,
+        arrival=load.arrival,
+        ramp_s=parse_duration(load.ramp),
+        profiles=load.profiles,
+        klass=load.viewer_class,
+    )
+
+
+def load_stream(t: Topology, load: LoadProfileSpec) -> str:
+    """The stream a [[load]] profile plays."""
+    return load.stream or t.publishers[0].stream

@@ -1,0 +1,1 @@
+"""Simulated players for load runs: playback buffers, players per protocol, crowds, reports."""

@@ -1,0 +1,163 @@
+"""A crowd of simulated players: arrivals, a live progress line, a sampled timeline."""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from topology.players.player import PROTOCOLS, SimPlayer, Target
+from topology.players.profiles import assign, parse_mix
+
+ARRIVALS = ("ramp", "poisson", "flash")
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """How many players, for how long, arriving how, over which client links."""
+
+    players: int
+    duration: float
+    protocol: str = "flv"
+    arrival: str = "ramp"
+    ramp_s: float = 10.0
+    profiles: str = "lan"
+    klass: str = ""
+    start_s: float = 0.5
+    resume_s: float = 1.0
+
+    def check(self) -> None:
+        """ValueError naming what is wrong."""
+        if self.players < 1 or self.duration <= 0:
+            raise ValueError("players must be >= 1 and duration > 0")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}")
+        if self.arrival not in ARRIVALS:
+            raise ValueError(f"arrival must be one of {', '.join(ARRIVALS)}")
+        if self.ramp_s < 0:
+            raise ValueError("ramp must be >= 0 s")
+        parse_mix(self.profiles)
+
+
+def arrival_times(n: int, arrival: str, ramp_s: float, seed: int = 1) -> list[float]:
+    """Seconds after the start at which each of `n` players arrives."""
+    if arrival == "flash" or ramp_s == 0:
+        return [0.0] * n
+    if arrival == "ramp":
+        return [i * ramp_s / n for i in range(n)]
+    rng = random.Random(seed)
+    rate = n / ramp_s
+    out, t = [], 0.0
+    for _ in range(n):
+        out.append(t)
+        t += rng.expovariate(rate)
+    return out
+
+
+@dataclass
+class Crowd:
+    """Players of one load run and what was sampled while they played."""
+
+    spec: LoadSpec
+    players: list[SimPlayer]
+    timeline: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def counts(self, now: float) -> Counter[str]:
+        return Counter(p.live_state(now) for p in self.players)
+
+
+def make_crowd(target: Target, spec: LoadSpec, *, first_id: int = 0) -> Crowd:
+    """The players for `spec` (ids from `first_id`), profiles interleaved by their shares."""
+    profiles = assign(parse_mix(spec.profiles), spec.players)
+    players = [
+        SimPlayer(
+            first_id + i,
+            target,
+            profiles[i],
+            start_s=spec.start_s,
+            resume_s=spec.resume_s,
+            klass=spec.klass,
+        )  # fmt: skip
+        for i in range(spec.players)
+    ]
+    return Crowd(spec, players)
+
+
+def progress_line(elapsed: float, duration: float, counts: Counter[str], total: int) -> str:
+    """`[ 12s/60s] joined 480/2000  playing 470  stalled 3  retrying 2  failed 0`."""
+    joined = total - counts["waiting"]
+    return (
+        f"[{elapsed:4.0f}s/{duration:.0f}s] joined {joined}/{total}  playing {counts['playing']}"
+        f"  stalled {counts['stalled']}  joining {counts['joining']}"
+        f"  retrying {counts['retrying']}"
+    )
+
+
+async def run_crowd(
+    crowd: Crowd,
+    *,
+    progress: Callable[[str], None] | None = None,
+    sample_every: float = 1.0,
+) -> Crowd:
+    """Start the players at their arrival times, sample every second, stop at the end."""
+    spec = crowd.spec
+    t0 = trio.current_time()
+    until = t0 + spec.duration
+    arrivals = arrival_times(len(crowd.players), spec.arrival, spec.ramp_s)
+
+    async def one(player: SimPlayer, at: float) -> None:
+        await trio.sleep_until(t0 + at)
+        await player.run(until, started=at)
+
+    async def sample() -> None:
+        seen = [0] * len(crowd.players)
+        while True:
+            await trio.sleep(sample_every)
+            now = trio.current_time()
+            counts = crowd.counts(now)
+            fresh: list[float] = []
+            for i, p in enumerate(crowd.players):
+                lat = p.result.latency_s
+                fresh += lat[seen[i] :]
+                seen[i] = len(lat)
+            fresh.sort()
+            edges = Counter(p.result.edge for p in crowd.players if p.live_state(now) in
+                            ("playing", "stalled"))  # fmt: skip
+            crowd.timeline.append({
+                "t": round(now - t0, 2),
+                **{k: counts[k] for k in ("waiting", "joining", "playing", "stalled",
+                                           "retrying")},
+                "latency_p50_s": fresh[len(fresh) // 2] if fresh else None,
+                "edges": dict(edges),
+            })  # fmt: skip
+            if progress is not None:
+                progress(progress_line(now - t0, spec.duration, counts, len(crowd.players)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sample)
+        async with trio.open_nursery() as players:
+            for player, at in zip(crowd.players, arrivals, strict=True):
+                players.start_soon(one, player, at)
+        nursery.cancel_scope.cancel()
+    crowd.seconds = trio.current_time() - t0
+    return crowd
+
+
+def stderr_progress() -> Callable[[str], None]:
+    """Progress on stderr: one rewritten line on a terminal, a line per 5 s otherwise."""
+    tty = sys.stderr.isatty()
+    state = {"n": 0}
+
+    def show(line: str) -> None:
+        state["n"] += 1
+        if tty:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        elif state["n"] % 5 == 1:
+            print(line, file=sys.stderr, flush=True)
+
+    return show

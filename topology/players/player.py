@@ -1,0 +1,408 @@
+"""One simulated viewer: asks the balancer, follows the redirect, plays HTTP-FLV, HLS or
+RTMP over real sockets with the project's own parsers, and models its playback buffer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import trio
+
+from common import flv
+from common.clock import read_stamp
+from common.errors import ProtocolError
+from common.flv import FlvParser
+from common.httpclient import HttpClientError, fetch, open_request
+from common.rtmp import session as rs
+from common.rtmpclient import RtmpClient, RtmpClientError
+from common.shaping import TokenBucket
+from topology.players.buffer import PlaybackBuffer
+from topology.players.hlsplaylist import parse_media_playlist
+from topology.players.profiles import PROFILES, ClientProfile
+
+log = logging.getLogger("livecdn.players")
+
+PROTOCOLS = ("flv", "hls", "rtmp")
+SMALL_RCVBUF = 64 * 1024
+"""Receive buffer of throttled players, so that a slow reader is felt by the server."""
+
+
+class PlayError(Exception):
+    """A play attempt failed; the message is the reason shown in reports."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to play: through a balancer (`base` http://host:port and `stream` app/name),
+    or a direct `url` (rtmp://..., http://....flv, http://....m3u8)."""
+
+    protocol: str
+    base: str = ""
+    stream: str = ""
+    url: str = ""
+
+    @classmethod
+    def direct(cls, url: str) -> Target:
+        """A target for any server's play URL."""
+        if url.startswith("rtmp://"):
+            return cls("rtmp", url=url)
+        path = urlsplit(url).path
+        return cls("hls" if path.endswith(".m3u8") else "flv", url=url)
+
+
+@dataclass
+class PlayerResult:
+    """What one viewer experienced (times in seconds, from its own start)."""
+
+    id: int
+    protocol: str
+    profile: str
+    started: float = 0.0  # since the run started
+    join_s: float | None = None  # response or play start
+    ttff_s: float | None = None  # first video frame
+    playing_s: float | None = None  # playback started (start threshold buffered)
+    stalls: int = 0
+    stall_s: float = 0.0
+    rebuffer: float = 0.0
+    bytes: int = 0
+    media_s: float = 0.0
+    kbps: float = 0.0
+    latency_s: list[float] = field(default_factory=list)
+    edge: str = ""
+    edges: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    state: str = "waiting"  # waiting, joining, playing, stalled, retrying, done, failed
+
+    def summary(self) -> dict:
+        """A JSON-ready dict with the latency samples reduced to percentiles."""
+        d = {k: v for k, v in self.__dict__.items() if k != "latency_s"}
+        lat = sorted(self.latency_s)
+        d["latency_p50_s"] = lat[len(lat) // 2] if lat else None
+        d["latency_samples"] = len(lat)
+        return d
+
+
+class SimPlayer:
+    """Plays `target` until `until` (trio time), reconnecting through the balancer after a
+    failure (after `retry_s`); everything it sees goes into `result` and `buffer`."""
+
+    def __init__(
+        self,
+        pid: int,
+        target: Target,
+        profile: ClientProfile = PROFILES["lan"],
+        *,
+        start_s: float = 0.5,
+        resume_s: float = 1.0,
+        retry_s: float = 1.0,
+        klass: str = "",
+    ) -> None:
+        self.target = target
+        self.profile = profile
+        self.result = PlayerResult(pid, target.protocol, profile.name)
+        self.buffer = PlaybackBuffer(start_s, resume_s)
+        self.retry_s = retry_s
+        self.klass = klass
+        self.t0 = 0.0
+        self.bucket = TokenBucket(profile.rate_kbps * 125, 32768) if profile.rate_kbps else None
+        self._rng = random.Random(pid)
+        self._media_base: float | None = None  # HLS: media time of the first segment
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, until: float, started: float = 0.0) -> None:
+        """Play until `until`, retrying after failures; never raises for network errors."""
+        self.t0 = trio.current_time()
+        self.result.started = started
+        try:
+            with trio.move_on_at(until):
+                while True:
+                    self.result.state = "joining"
+                    try:
+                        await self._session()
+                        reason = "stream ended"
+                    except (PlayError, HttpClientError, RtmpClientError, ProtocolError) as exc:
+                        reason = str(exc)
+                    except (OSError, trio.TooSlowError) as exc:
+                        reason = f"{type(exc).__name__}: {exc}"
+                    self._note_failure(reason)
+                    await trio.sleep(self.retry_s)
+        finally:
+            self._finish(trio.current_time())
+
+    def _note_failure(self, reason: str) -> None:
+        self.result.failures.append(reason)
+        self.result.state = "retrying"
+        log.debug("player %d: %s", self.result.id, reason)
+
+    def _finish(self, now: float) -> None:
+        r, b = self.result, self.buffer
+        r.stalls = len(b.stalls)
+        r.stall_s = round(b.stall_seconds(now), 3)
+        r.rebuffer = round(b.rebuffer_ratio(now), 4)
+        r.media_s = round(b.received_s, 3)
+        if r.ttff_s is not None:
+            r.kbps = round(r.bytes * 8 / 1000 / max(now - self.t0 - r.ttff_s, 1e-3), 1)
+        if r.state != "failed":
+            r.state = "done" if r.playing_s is not None else "failed"
+
+    def live_state(self, now: float) -> str:
+        """waiting/joining/playing/stalled/retrying/failed, for the progress line."""
+        r = self.result
+        if r.state in ("playing", "stalled"):
+            self.buffer.advance(now)
+            return "playing" if self.buffer.playing else "stalled"
+        return r.state
+
+    # ------------------------------------------------------------------ helpers
+
+    def elapsed(self) -> float:
+        return trio.current_time() - self.t0
+
+    async def _arrive(self, size: int) -> None:
+        """Model the client's access link rate for `size` bytes just read."""
+        if self.bucket is not None:
+            delay = self.bucket.delay_for(size, trio.current_time())
+            if delay > 0:
+                await trio.sleep(delay)
+
+    def _delay_s(self) -> float:
+        p = self.profile
+        if not p.delay_ms and not p.jitter_ms:
+            return 0.0
+        return max(0.0, p.delay_ms + self._rng.uniform(-p.jitter_ms, p.jitter_ms)) / 1000.0
+
+    def _joined(self, edge: str) -> None:
+        r = self.result
+        if r.join_s is None:
+            r.join_s = round(self.elapsed(), 4)
+        r.edge = edge
+        r.edges.append(edge)
+
+    def _media(self, ts: float, now: float, video: bool, duration: float = 0.0) -> None:
+        r = self.result
+        if video and r.ttff_s is None:
+            r.ttff_s = round(now - self.t0, 4)
+        self.buffer.on_media(ts, now, duration)
+        if self.buffer.started_at is not None and r.playing_s is None:
+            r.playing_s = round(self.buffer.started_at - self.t0, 4)
+        if r.playing_s is not None:
+            r.state = "playing"
+
+    def _stamp(self, wall: float, ts: float, now: float) -> None:
+        """A clock stamp for media time `ts` arrived at `now`: latency until it is shown."""
+        shown = self.buffer.shown_at(ts, now)
+        self.result.latency_s.append(round(time.time() - wall + (shown - now), 4))
+
+    async def _resolve_http(self, suffix: str) -> str:
+        """The URL to play: the balancer's redirect followed (the 302 counts in join time)."""
+        t = self.target
+        url = t.url or f"{t.base}/{t.stream}{suffix}"
+        if self.klass:
+            url += ("&" if "?" in url else "?") + urlencode({"class": self.klass})
+        return url
+
+    async def _open(self, url: str):
+        """GET `url`, following up to 5 redirects; the open response and its final URL."""
+        rcvbuf = SMALL_RCVBUF if self.bucket is not None else None
+        for _ in range(6):
+            await self._wire_delay()
+            resp = await open_request("GET", url, rcvbuf=rcvbuf)
+            if resp.status in (301, 302, 303, 307, 308) and "location" in resp.headers:
+                resp.close()
+                url = urljoin(url, resp.headers["location"])
+                continue
+            if resp.status != 200:
+                retry = resp.headers.get("retry-after")
+                resp.close()
+                raise PlayError(
+                    f"HTTP {resp.status}" + (f" (retry after {retry} s)" if retry else "")
+                )
+            return resp, url
+        raise PlayError("too many redirects")
+
+    async def _wire_delay(self) -> None:
+        """One round trip of the access link before a request is answered."""
+        d = self._delay_s()
+        if d:
+            await trio.sleep(2 * d)
+
+    # ------------------------------------------------------------------ protocols
+
+    async def _session(self) -> None:
+        proto = self.target.protocol
+        if proto == "flv":
+            await self._play_flv()
+        elif proto == "hls":
+            await self._play_hls()
+        else:
+            await self._play_rtmp()
+
+    async def _play_flv(self) -> None:
+        resp, url = await self._open(await self._resolve_http(".flv"))
+        try:
+            self._joined(urlsplit(url).netloc)
+            parser = FlvParser()
+
+            def handle(data: bytes, now: float) -> None:
+                self._flv_data(parser, data, now)
+
+            await self._consume(resp.chunks(), handle, len)
+        finally:
+            resp.close()
+
+    async def _consume(self, source: AsyncIterator, handle: Callable, size: Callable) -> None:
+        """Pass what `source` yields to `handle(item, arrival)` after the access link:
+        its rate limit (reading slower) and its delay +- jitter (a delay line)."""
+        if not (self.profile.delay_ms or self.profile.jitter_ms):
+            async for item in source:
+                await self._arrive(size(item))
+                handle(item, trio.current_time())
+            return
+        send, recv = trio.open_memory_channel[tuple[float, object]](math.inf)
+
+        async def deliver() -> None:
+            async for at, item in recv:
+                await trio.sleep_until(at)
+                handle(item, at)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(deliver)
+            last = 0.0
+            async with send:
+                async for item in source:
+                    await self._arrive(size(item))
+                    last = max(last, trio.current_time() + self._delay_s())
+                    send.send_nowait((last, item))
+
+    def _flv_data(self, parser: FlvParser, data: bytes, now: float) -> None:
+        self.result.bytes += len(data)
+        for tag in parser.feed(data):
+            self._tag(tag.tag_type, tag.timestamp, tag.body, now)
+
+    def _tag(self, type_id: int, timestamp: int, body: bytes, now: float) -> None:
+        if type_id == flv.TAG_SCRIPT:
+            wall = read_stamp(body)
+            if wall is not None:
+                self._stamp(wall, timestamp / 1000.0, now)
+            return
+        if type_id == flv.TAG_VIDEO:
+            if len(body) >= 2 and body[1] == 0 and body[0] & 0x0F == 7:
+                return  # AVC sequence header: no picture
+            self._media(timestamp / 1000.0, now, True)
+        elif type_id == flv.TAG_AUDIO:
+            self._media(timestamp / 1000.0, now, False)
+
+    async def _play_rtmp(self) -> None:
+        t = self.target
+        url = t.url
+        if not url:
+            query = {"app": t.stream.split("/")[0], "name": t.stream.split("/")[1], "proto": "rtmp"}
+            if self.klass:
+                query["class"] = self.klass
+            await self._wire_delay()
+            status, headers, body = await fetch("GET", f"{t.base}/api/route?{urlencode(query)}")
+            if status != 200:
+                retry = headers.get("retry-after")
+                raise PlayError(
+                    f"route HTTP {status}" + (f" (retry after {retry} s)" if retry else "")
+                )
+            url = json.loads(body)["url"]
+        await self._wire_delay()
+        client = await RtmpClient.connect(url)
+        try:
+            await self._wire_delay()
+            await client.play()
+            self._joined(urlsplit(url).netloc)
+
+            async def events() -> AsyncIterator[list]:
+                while True:
+                    try:
+                        batch = await client.next_events()
+                    except RtmpClientError as exc:
+                        raise PlayError(str(exc)) from None
+                    yield batch
+                    if any(_ends_play(ev) for ev in batch):
+                        return
+
+            def handle(batch: list, now: float) -> None:
+                for ev in batch:
+                    if isinstance(ev, rs.Media):
+                        self.result.bytes += len(ev.payload)
+                        self._tag(ev.type_id, ev.timestamp, ev.payload, now)
+
+            def size(batch: list) -> int:
+                return sum(len(ev.payload) for ev in batch if isinstance(ev, rs.Media))
+
+            await self._consume(events(), handle, size)
+        finally:
+            client.close()
+
+    async def _play_hls(self) -> None:
+        """RFC 8216 6.3: start no closer than three target durations from the end; reload
+        after a target duration, or half of one when the playlist did not change."""
+        url = await self._resolve_http(".m3u8")
+        resp, url = await self._open(url)
+        text = (await resp.body(4 * 1024 * 1024)).decode("utf-8", "replace")
+        resp.close()
+        self._joined(urlsplit(url).netloc)
+        pl = parse_media_playlist(text)
+        next_seq = pl.start_sequence()
+        media: dict[int, float] = {}
+        while True:
+            loaded = trio.current_time()
+            for seg in pl.segments:
+                if seg.sequence < next_seq:
+                    continue
+                start = media.get(seg.sequence)
+                if start is None:
+                    prev = media.get(seg.sequence - 1)
+                    start = prev if prev is not None else (self._media_base or 0.0)
+                await self._fetch_segment(urljoin(url, seg.uri), start, seg.duration, seg.wall)
+                media[seg.sequence + 1] = start + seg.duration
+                next_seq = seg.sequence + 1
+            if pl.ended:
+                return
+            changed = pl
+            wait = pl.target_duration
+            while True:
+                await trio.sleep_until(loaded + wait)
+                resp, _ = await self._open(url)
+                text = (await resp.body(4 * 1024 * 1024)).decode("utf-8", "replace")
+                resp.close()
+                loaded = trio.current_time()
+                pl = parse_media_playlist(text)
+                if pl.last_sequence() != changed.last_sequence() or pl.ended:
+                    break
+                wait = pl.target_duration / 2
+            if next_seq < pl.media_sequence:  # fell out of the window: jump to the live point
+                next_seq = pl.start_sequence()
+                media[next_seq] = media.get(max(media, default=0), 0.0)
+
+    async def _fetch_segment(
+        self, url: str, start: float, duration: float, wall: float | None
+    ) -> None:
+        resp, _ = await self._open(url)
+        try:
+            async for data in resp.chunks():
+                self.result.bytes += len(data)
+                await self._arrive(len(data))
+        finally:
+            resp.close()
+        now = trio.current_time()
+        self._media(start, now, True, duration)
+        if wall is not None:
+            self._stamp(wall + duration, start + duration, now)
+
+
+def _ends_play(ev: object) -> bool:
+    return isinstance(ev, rs.StreamEOF) or (
+        isinstance(ev, rs.Status)
+        and ev.code in ("NetStream.Play.Stop", "NetStream.Play.UnpublishNotify")
+    )

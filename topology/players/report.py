@@ -1,0 +1,136 @@
+"""Load-run results: the summary numbers, the printed table, the JSON file and the plots."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+
+def pct(values: list[float], q: float) -> float | None:
+    """The q-th percentile (nearest rank) of `values`, None when empty."""
+    if not values:
+        return None
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(q / 100 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def summarize(players: list[dict], seconds: float) -> dict:
+    """Summary over per-player dicts (PlayerResult.summary() plus `latency_s`)."""
+    n = len(players)
+    ttff = [p["ttff_s"] for p in players if p["ttff_s"] is not None]
+    joins = [p["join_s"] for p in players if p["join_s"] is not None]
+    latency = [x for p in players for x in p.get("latency_s", [])]
+    played = [p for p in players if p["playing_s"] is not None]
+    reasons = Counter(r for p in players for r in p["failures"] if r != "stream ended")
+    return {
+        "players": n,
+        "seconds": round(seconds, 1),
+        "played": len(played),
+        "never_played": n - len(played),
+        "join_s": {q: pct(joins, q) for q in (50, 95, 99)},
+        "ttff_s": {q: pct(ttff, q) for q in (50, 95, 99)},
+        "latency_s": {q: pct(latency, q) for q in (50, 95, 99)},
+        "latency_samples": len(latency),
+        "rebuffer_ratio_mean": _mean([p["rebuffer"] for p in played]),
+        "rebuffer_ratio_p95": pct([p["rebuffer"] for p in played], 95),
+        "stalls_per_player": _mean([p["stalls"] for p in played]),
+        "players_with_stalls": sum(1 for p in played if p["stalls"]),
+        "kbps_mean": _mean([p["kbps"] for p in played]),
+        "bytes": sum(p["bytes"] for p in players),
+        "failures": sum(reasons.values()),
+        "failure_reasons": dict(reasons.most_common(8)),
+        "players_with_failures": sum(
+            1 for p in players if any(r != "stream ended" for r in p["failures"])
+        ),
+        "reconnected": sum(1 for p in players if len(p["edges"]) > 1),
+        "viewers_per_edge": dict(Counter(p["edge"] for p in players if p["edge"]).most_common()),
+        "profiles": dict(Counter(p["profile"] for p in players)),
+    }
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.0f}"
+
+
+def table(summary: dict, servers: dict | None = None) -> str:
+    """The summary as text for the terminal."""
+    s = summary
+    lines = [
+        f"players {s['players']} for {s['seconds']} s: played {s['played']}, "
+        f"never played {s['never_played']}",
+        "",
+        "                     p50      p95      p99   (ms)",
+    ]
+    for label, key in (("join", "join_s"), ("first frame", "ttff_s"), ("latency", "latency_s")):
+        v = s[key]
+        lines.append(f"  {label:15} {_ms(v[50]):>8} {_ms(v[95]):>8} {_ms(v[99]):>8}")
+    rb = s["rebuffer_ratio_mean"]
+    lines += [
+        "",
+        f"  rebuffer ratio   mean {0 if rb is None else rb * 100:.2f} %   "
+        f"p95 {(s['rebuffer_ratio_p95'] or 0) * 100:.2f} %",
+        f"  stalls/player    {s['stalls_per_player'] or 0:.2f}   "
+        f"({s['players_with_stalls']} players stalled)",
+        f"  received         {s['kbps_mean'] or 0:.0f} kbit/s per player, "
+        f"{s['bytes'] / 1e6:.1f} MB in all",
+        f"  failures         {s['failures']} ({s['players_with_failures']} players; "
+        f"{s['reconnected']} moved to another edge)",
+    ]
+    for reason, count in s["failure_reasons"].items():
+        lines.append(f"      {count:6}  {reason}")
+    lines.append("  viewers per edge " + (", ".join(
+        f"{e} {n}" for e, n in s["viewers_per_edge"].items()) or "-"))  # fmt: skip
+    if servers:
+        lines.append("  servers          " + ", ".join(f"{k} {v}" for k, v in servers.items()))
+    return "\n".join(lines)
+
+
+def write_json(path: Path, summary: dict, players: list[dict], timeline: list[dict],
+               servers: dict | None = None) -> None:  # fmt: skip
+    """Everything of a run in one file."""
+    path.write_text(json.dumps({"summary": summary, "servers": servers or {},
+                                "timeline": timeline, "players": players}, indent=1))  # fmt: skip
+
+
+def plot(path: Path, timeline: list[dict], players: list[dict]) -> Path | None:
+    """PNG: viewers, latency and stalls over time, and load per edge (needs matplotlib:
+    pip install -e .[plot]). None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    t = [p["t"] for p in timeline]
+    fig, axes = plt.subplots(4, 1, figsize=(9, 11), sharex=True)
+    ax = axes[0]
+    ax.plot(t, [p["playing"] for p in timeline], label="playing")
+    ax.plot(t, [p["joining"] + p["waiting"] for p in timeline], label="waiting/joining")
+    ax.plot(t, [p["retrying"] for p in timeline], label="retrying")
+    ax.set_ylabel("players")
+    ax.legend()
+    ax = axes[1]
+    ax.plot(t, [(p["latency_p50_s"] or float("nan")) * 1000 for p in timeline])
+    ax.set_ylabel("latency p50 (ms)")
+    ax = axes[2]
+    ax.plot(t, [p["stalled"] for p in timeline], color="tab:red")
+    ax.set_ylabel("stalled players")
+    ax = axes[3]
+    edges = sorted({e for p in timeline for e in p["edges"]})
+    for e in edges:
+        ax.plot(t, [p["edges"].get(e, 0) for p in timeline], label=e)
+    ax.set_ylabel("viewers per edge")
+    ax.set_xlabel("seconds")
+    if edges:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
