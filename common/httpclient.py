@@ -58,7 +58,13 @@ class HttpResponse:
 
 
 async def open_request(
-    method: str, url: str, *, body: bytes = b"", timeout: float = 10.0, rcvbuf: int | None = None
+    method: str,
+    url: str,
+    *,
+    body: bytes = b"",
+    timeout: float = 10.0,
+    rcvbuf: int | None = None,
+    user_agent: str = "livecdn",
 ) -> HttpResponse:
     """Send a request and read the response head; the caller reads the body and closes."""
     parts = urlsplit(url)
@@ -73,7 +79,7 @@ async def open_request(
         conn = await open_connection(host, port, rcvbuf=rcvbuf)
         try:
             h = h11.Connection(h11.CLIENT)
-            headers = [("host", f"{host}:{port}"), ("user-agent", "livecdn")]
+            headers = [("host", f"{host}:{port}"), ("user-agent", user_agent)]
             if body or method in ("POST", "PUT"):
                 headers.append(("content-length", str(len(body))))
             data = h.send(h11.Request(method=method, target=target, headers=headers))

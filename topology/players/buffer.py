@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-JUMP_S = 10.0
-"""A timestamp jump larger than this (either way) is a discontinuity: the buffer rebases."""
+JUMP_S = 1.0
+"""A timestamp jump larger than this (either way) is a discontinuity or frames the server
+skipped for a slow reader: the buffer continues from where it was, nothing is gained."""
 
 
 @dataclass
@@ -42,7 +43,8 @@ class PlaybackBuffer:
         end = ts + duration
         if self._last_ts is None:
             self.first_media_at = now
-            self._media_end = self._play_media = end
+            self._play_media, self._media_end = ts, end
+            self.received_s = end - ts
             self._last_ts = ts
             self._check_start(now)
             return

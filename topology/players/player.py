@@ -109,6 +109,7 @@ class SimPlayer:
         self.buffer = PlaybackBuffer(start_s, resume_s)
         self.retry_s = retry_s
         self.klass = klass
+        self.user_agent = f"livecdn-player/{pid}"  # HLS servers tell viewers apart by it
         self.t0 = 0.0
         self.bucket = TokenBucket(profile.rate_kbps * 125, 32768) if profile.rate_kbps else None
         self._rng = random.Random(pid)
@@ -213,7 +214,7 @@ class SimPlayer:
         rcvbuf = SMALL_RCVBUF if self.bucket is not None else None
         for _ in range(6):
             await self._wire_delay()
-            resp = await open_request("GET", url, rcvbuf=rcvbuf)
+            resp = await open_request("GET", url, rcvbuf=rcvbuf, user_agent=self.user_agent)
             if resp.status in (301, 302, 303, 307, 308) and "location" in resp.headers:
                 resp.close()
                 url = urljoin(url, resp.headers["location"])

@@ -1,0 +1,94 @@
+"""Simulated players against real nodes: their numbers agree with the servers' own."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+from common.httpclient import fetch
+from common.rtmpclient import RtmpClient
+from tests.conftest import ffmpeg_publish, start_edge, start_origin, wait_for_stream
+from tests.media import synthetic_publish
+from topology.players.crowd import LoadSpec, make_crowd, run_crowd
+from topology.players.player import SimPlayer, Target
+from topology.players.profiles import ClientProfile
+from topology.players.report import summarize
+
+pytestmark = pytest.mark.slow
+
+
+async def edge_metric(port: int, name: str, label: str) -> float:
+    _, _, body = await fetch("GET", f"http://127.0.0.1:{port}/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(f"livecdn_{name}{{") and label in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} {label} in metrics")
+
+
+@pytest.mark.parametrize("protocol", ["flv", "rtmp", "hls"])
+async def test_players_agree_with_the_edge(nursery, clip, protocol):
+    origin, o = await start_origin(nursery, clock_stamps=True, hls_target_duration=1.0)
+    _, e = await start_edge(nursery, [f"http://127.0.0.1:{o.http_port}"])
+    await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{o.rtmp_port}/live/x")
+    await wait_for_stream(origin, "live", "x", keyframes=2)
+    if protocol == "hls":
+        await trio.sleep(3)  # a few segments in the playlist
+    if protocol == "rtmp":
+        target = Target("rtmp", url=f"rtmp://127.0.0.1:{e.rtmp_port}/live/x")
+    else:
+        target = Target(protocol, base=f"http://127.0.0.1:{e.http_port}", stream="live/x")
+    spec = LoadSpec(players=20, duration=9.0, protocol=protocol, ramp_s=1.0,
+                    start_s=2.0 if protocol == "hls" else 0.5)  # fmt: skip
+    crowd = make_crowd(target, spec)
+    served: dict = {}
+
+    async def count() -> None:
+        await trio.sleep(7)
+        _, _, body = await fetch("GET", f"http://127.0.0.1:{e.http_port}/api/streams")
+        (stream,) = json.loads(body)["streams"]
+        served["viewers"] = stream["viewers"]
+        served["playing"] = sum(1 for p in crowd.players if p.result.state == "playing")
+
+    async with trio.open_nursery() as n:
+        n.start_soon(count)
+        await run_crowd(crowd)
+    players = [{**p.result.summary(), "latency_s": p.result.latency_s} for p in crowd.players]
+    s = summarize(players, crowd.seconds)
+    assert s["played"] == 20 and s["players_with_failures"] == 0, s
+    assert s["players_with_stalls"] == 0, s
+    assert s["viewers_per_edge"] == {
+        f"127.0.0.1:{e.http_port if protocol != 'rtmp' else e.rtmp_port}": 20
+    }
+    assert 0 < s["ttff_s"][95] < 3.0
+    if protocol != "hls":
+        assert served["viewers"][protocol] == served["playing"] == 20, served
+        assert s["latency_samples"] >= 20 * 5, "a clock stamp per keyframe (1 s GOP)"
+        assert 0 < s["latency_s"][50] < 2.5, s["latency_s"]
+        sent = await edge_metric(e.http_port, "bytes_out_total", f'protocol="{protocol}"')
+        # RTMP players count payload bytes, the edge counts chunk headers too
+        assert s["bytes"] == pytest.approx(sent, rel=0.05), (s["bytes"], sent)
+    else:
+        assert abs(served["viewers"]["hls"] - 20) <= 1, served
+        media = sum(p["media_s"] for p in players) / 20
+        assert media >= 5.0, "each HLS player got segments for most of the run"
+
+
+async def test_a_slow_client_link_stalls_and_a_fast_one_does_not(nursery):
+    _, o = await start_origin(nursery)
+    _, e = await start_edge(nursery, [f"rtmp://127.0.0.1:{o.rtmp_port}"])
+    pub = await RtmpClient.connect(f"rtmp://127.0.0.1:{o.rtmp_port}/live/s")
+    await pub.publish()
+    nursery.start_soon(lambda: synthetic_publish(pub, key_size=30000, inter_size=5000))
+    await trio.sleep(1.5)  # ~1.2 Mbit/s
+    target = Target("flv", base=f"http://127.0.0.1:{e.http_port}", stream="live/s")
+    slow = SimPlayer(0, target, ClientProfile("slow", rate_kbps=600))
+    fast = SimPlayer(1, target, ClientProfile("fast", rate_kbps=5000, delay_ms=50))
+    until = trio.current_time() + 12
+    async with trio.open_nursery() as n:
+        n.start_soon(slow.run, until)
+        n.start_soon(fast.run, until)
+    assert slow.result.stalls >= 1 and slow.result.rebuffer > 0.1, slow.result.summary()
+    assert fast.result.stalls == 0, fast.result.summary()
+    assert slow.result.kbps < 700 < fast.result.kbps

@@ -1,0 +1,151 @@
+"""The players' sans-IO parts: playback buffer, HLS playlists, profiles, arrivals, summary."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from topology.players.buffer import PlaybackBuffer
+from topology.players.crowd import arrival_times
+from topology.players.hlsplaylist import PlaylistError, parse_media_playlist
+from topology.players.profiles import assign, parse_mix
+from topology.players.report import pct, summarize
+
+
+def feed(buf: PlaybackBuffer, start: float, end: float, fps: int, at, step: float) -> float:
+    """Frames start..end (media s) arriving from wall time `at`, `step` s apart."""
+    t = at
+    ts = start
+    while ts < end:
+        buf.on_media(ts, t)
+        ts += 1 / fps
+        t += step
+    return t
+
+
+def test_starts_once_the_start_threshold_is_buffered() -> None:
+    buf = PlaybackBuffer(start_s=0.5, resume_s=1.0)
+    buf.on_media(0.0, 10.0)
+    assert buf.first_media_at == 10.0 and not buf.playing
+    feed(buf, 0.0, 2.0, 25, 10.0, 0.0)  # a GOP burst at once
+    assert buf.playing and buf.started_at == 10.0
+    assert buf.level(10.0) == pytest.approx(2.0 - 1 / 25, abs=0.01)
+
+
+def test_real_time_delivery_never_stalls() -> None:
+    buf = PlaybackBuffer(start_s=0.5)
+    end = feed(buf, 0.0, 30.0, 25, 0.0, 1 / 25)
+    assert buf.stalls == [] and buf.rebuffer_ratio(end) == 0.0
+    assert buf.received_s == pytest.approx(30.0 - 1 / 25, abs=0.05)
+
+
+def test_slow_delivery_stalls_and_resumes_at_the_resume_threshold() -> None:
+    buf = PlaybackBuffer(start_s=0.5, resume_s=1.0)
+    end = feed(buf, 0.0, 20.0, 25, 0.0, 1 / 20)  # media arrives at 0.8x real time
+    assert len(buf.stalls) >= 2
+    first = buf.stalls[0]
+    # started at 0.5 s buffered (0.5 s media took 0.625 s); ran dry 2.5 s later
+    assert first.at == pytest.approx(0.625 + 2.5, abs=0.1)
+    assert first.seconds == pytest.approx(1.25, abs=0.1)  # 1 s of media arriving at 0.8x
+    assert 0.15 < buf.rebuffer_ratio(end) < 0.25
+
+
+def test_a_stall_still_running_counts_to_now() -> None:
+    buf = PlaybackBuffer(start_s=0.5)
+    feed(buf, 0.0, 1.0, 25, 0.0, 0.0)
+    assert buf.stall_seconds(5.0) == pytest.approx(4.0, abs=0.05)
+
+
+def test_a_big_timestamp_jump_is_a_discontinuity_not_a_huge_buffer() -> None:
+    buf = PlaybackBuffer(start_s=0.5)
+    feed(buf, 0.0, 2.0, 25, 0.0, 1 / 25)
+    buf.on_media(5000.0, 2.0)
+    assert buf.level(2.0) < 2.0
+
+
+def test_hls_segments_advance_by_their_duration() -> None:
+    buf = PlaybackBuffer(start_s=3.0)
+    buf.on_media(0.0, 0.0, 2.0)
+    assert not buf.playing
+    buf.on_media(2.0, 0.5, 2.0)
+    assert buf.playing and buf.level(0.5) == pytest.approx(4.0)
+
+
+PLAYLIST = """#EXTM3U
+#EXT-X-VERSION:3
+#EXT-X-TARGETDURATION:2
+#EXT-X-MEDIA-SEQUENCE:7
+#EXT-X-PROGRAM-DATE-TIME:2026-11-24T10:00:00.000Z
+#EXTINF:2.000,
+s7.ts
+#EXTINF:2.000,
+s8.ts
+#EXT-X-DISCONTINUITY
+#EXTINF:1.500,
+s9.ts
+#EXTINF:2.000,
+s10.ts
+"""
+
+
+def test_playlist_sequence_numbers_and_the_live_start_point() -> None:
+    pl = parse_media_playlist(PLAYLIST)
+    assert pl.target_duration == 2 and pl.media_sequence == 7 and not pl.ended
+    assert [s.sequence for s in pl.segments] == [7, 8, 9, 10]
+    assert pl.segments[2].discontinuity and pl.segments[0].wall is not None
+    assert pl.segments[1].wall is None
+    # RFC 8216 6.3.3: not less than three target durations (6 s) from the end
+    assert pl.start_sequence() == 7
+    assert parse_media_playlist(PLAYLIST + "#EXT-X-ENDLIST\n").start_sequence() == 7
+    longer = PLAYLIST + "#EXTINF:2.000,\ns11.ts\n#EXTINF:2.000,\ns12.ts\n"
+    assert parse_media_playlist(longer).start_sequence() == 10  # starts 6 s from the end
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "hello", "#EXTM3U\n#EXTINF:2,\nx.ts\n", "#EXTM3U\nx.ts\n#EXT-X-TARGETDURATION:2\n",
+     "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n", "#EXTM3U\n#EXT-X-TARGETDURATION:x\n"],
+)  # fmt: skip
+def test_bad_playlists_are_refused(text: str) -> None:
+    with pytest.raises(PlaylistError):
+        parse_media_playlist(text)
+
+
+@given(st.text(max_size=300))
+def test_playlist_parser_only_raises_playlist_errors(text: str) -> None:
+    with contextlib.suppress(PlaylistError):
+        parse_media_playlist("#EXTM3U\n" + text)
+
+
+def test_profile_mix_is_interleaved_by_share() -> None:
+    mix = parse_mix("4g:3,3g:1")
+    names = [p.name for p in assign(mix, 8)]
+    assert names.count("3g") == 2 and names[:4].count("3g") == 1
+    with pytest.raises(ValueError, match="unknown client profile"):
+        parse_mix("5g")
+    with pytest.raises(ValueError, match="must be > 0"):
+        parse_mix("4g:0")
+
+
+def test_arrivals() -> None:
+    assert arrival_times(4, "ramp", 8) == [0, 2, 4, 6]
+    assert arrival_times(3, "flash", 8) == [0, 0, 0]
+    poisson = arrival_times(2000, "poisson", 10)
+    assert poisson == sorted(poisson) and 8 < poisson[-1] < 12
+
+
+def test_percentiles_and_summary() -> None:
+    assert pct([], 50) is None
+    assert pct(list(range(1, 101)), 95) == 95
+    player = {"ttff_s": 0.1, "join_s": 0.05, "playing_s": 0.2, "rebuffer": 0.1, "stalls": 2,
+              "kbps": 1500.0, "bytes": 1000, "failures": ["HTTP 503", "stream ended"],
+              "edges": ["a", "b"], "edge": "b", "profile": "lan", "latency_s": [0.5, 0.7]}  # fmt: skip
+    s = summarize([player, {**player, "playing_s": None, "failures": [], "edges": ["a"],
+                            "edge": "a"}], 10.0)  # fmt: skip
+    assert s["played"] == 1 and s["never_played"] == 1
+    assert s["failures"] == 1 and s["failure_reasons"] == {"HTTP 503": 1}
+    assert s["reconnected"] == 1 and s["viewers_per_edge"] == {"b": 1, "a": 1}
+    assert s["latency_s"][50] == 0.5 and s["latency_s"][99] == 0.7 and s["latency_samples"] == 4
