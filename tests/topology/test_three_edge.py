@@ -1,20 +1,22 @@
-"""End to end: a three-edge topology as real processes, viewers through the balancer,
-an edge killed and restarted."""
+"""End to end: a three-edge topology as real processes, 300 simulated HTTP-FLV players
+through the balancer, an edge killed and restarted, every player's video decoded."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-from urllib.parse import urlsplit
+from collections import Counter
 
+import av
 import pytest
 import trio
 
 from common import flv
-from common.errors import ProtocolError
 from common.flv import FlvParser
-from common.httpclient import HttpClientError, fetch, open_request
+from common.httpclient import fetch
 from topology import launch, schema
+from topology.players.crowd import LoadSpec, make_crowd, run_crowd
+from topology.players.player import Target
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +36,14 @@ name = "edge1"
 parents = ["origin"]
 rtmp_port = 0
 http_port = 0
-capacity_viewers = 100
+capacity_viewers = 200
 
 [[edge]]
 name = "edge2"
 parents = ["origin"]
 rtmp_port = 0
 http_port = 0
-capacity_viewers = 100
+capacity_viewers = 200
 
 [[edge]]
 name = "edge3"
@@ -49,7 +51,7 @@ parents = ["origin"]
 parent_protocol = "http"
 rtmp_port = 0
 http_port = 0
-capacity_viewers = 100
+capacity_viewers = 200
 
 [[publisher]]
 origin = "origin"
@@ -60,37 +62,23 @@ kbps = 300
 """
 
 
-class Viewer:
-    """Plays HTTP-FLV through the balancer (following its 302), reconnecting when cut off."""
+PLAYERS = 300
 
-    def __init__(self, balancer: str) -> None:
-        self.balancer = balancer
-        self.edges: list[str] = []
-        self.video_at: list[float] = []
-        self.failures = 0
-        self.errors: list[str] = []
 
-    async def run(self) -> None:
-        while True:
-            try:
-                status, headers, _ = await fetch("GET", f"{self.balancer}/live/demo.flv")
-                assert status == 302, status
-                location = headers["location"]
-                self.edges.append(urlsplit(location).port)
-                resp = await open_request("GET", location)
-                if resp.status != 200:
-                    resp.close()
-                    raise HttpClientError(f"edge answered {resp.status}")
-                parser = FlvParser()
-                async for data in resp.chunks():
-                    for tag in parser.feed(data):
-                        if tag.tag_type == flv.TAG_VIDEO:
-                            self.video_at.append(trio.current_time())
-                resp.close()
-            except (OSError, HttpClientError, ProtocolError, trio.TooSlowError) as exc:
-                self.failures += 1
-                self.errors.append(str(exc))
-            await trio.sleep(0.2)
+def decoded_frames(data: bytes) -> int:
+    """Pictures an H.264 decoder (PyAV) makes of the video in the start of an HTTP-FLV body."""
+    codec = None
+    frames = 0
+    for tag in FlvParser().feed(data):
+        body = tag.body
+        if tag.tag_type != flv.TAG_VIDEO or len(body) < 6 or body[0] & 0x0F != 7:
+            continue
+        if body[1] == 0:  # AVCDecoderConfigurationRecord
+            codec = av.CodecContext.create("h264", "r")
+            codec.extradata = body[5:]
+        elif body[1] == 1 and codec is not None:
+            frames += len(codec.decode(av.Packet(body[5:])))
+    return frames
 
 
 async def edges(balancer: str) -> dict[str, dict]:
@@ -109,20 +97,20 @@ async def test_three_edges_kill_one_and_viewers_move(nursery, tmp_path):
     with trio.fail_after(10):
         while len([e for e in (await edges(balancer)).values() if e["in_rotation"]]) < 3:
             await trio.sleep(0.2)
-    viewers = [Viewer(balancer) for _ in range(60)]
-    for v in viewers:
-        nursery.start_soon(v.run)
-        await trio.sleep(0.02)
-    await trio.sleep(4)
-    assert all(len(v.video_at) > 10 for v in viewers), "every viewer plays"
-    per_edge = {
-        e: sum(1 for v in viewers if v.edges and v.edges[-1] == dep.nodes[e].http_port)
-        for e in ("edge1", "edge2", "edge3")
-    }
-    assert all(n >= 10 for n in per_edge.values()), per_edge  # least_load spreads them
+    port_of = {f"127.0.0.1:{dep.nodes[e].http_port}": e for e in ("edge1", "edge2", "edge3")}
+    spec = LoadSpec(players=PLAYERS, duration=40, ramp_s=5)
+    crowd = make_crowd(Target("flv", base=balancer, stream="live/demo"), spec)
+    for p in crowd.players:
+        p.capture_limit = 96 * 1024  # ~2 s of the 300 kbit/s stream
+    nursery.start_soon(run_crowd, crowd)
+    await trio.sleep(9)
+    assert all(p.result.playing_s is not None for p in crowd.players), "every player plays"
+    per_edge = Counter(port_of[p.result.edge] for p in crowd.players)
+    assert all(n >= 60 for n in per_edge.values()), per_edge  # least_load spreads them
 
     # kill edge1: out of rotation within 3 s, its viewers come back through the balancer
     victim = dep.nodes["edge1"]
+    on_victim = [p for p in crowd.players if port_of[p.result.edge] == "edge1"]
     victim.proc.kill()
     killed = trio.current_time()
     with trio.fail_after(3):
@@ -132,11 +120,15 @@ async def test_three_edges_kill_one_and_viewers_move(nursery, tmp_path):
     assert not any(f":{victim.http_port}/" in r for r in routes), (
         "no new viewer goes to the dead edge"
     )
-    await trio.sleep(5)
-    moved = [v for v in viewers if v.edges and len(v.edges) > 1]
-    assert len(moved) >= per_edge["edge1"], "edge1's viewers reconnected elsewhere"
-    stuck = [v.errors[-3:] for v in viewers if not (v.video_at and v.video_at[-1] > killed + 3)]
-    assert not stuck, f"everyone plays again; errors of those who do not: {stuck}"
+    await trio.sleep(6)
+    now = trio.current_time()
+    moved = [p for p in on_victim if port_of[p.result.edge] != "edge1"]
+    assert len(moved) == len(on_victim), "edge1's viewers reconnected elsewhere"
+    others = [p for p in crowd.players if p not in on_victim]
+    assert all(not p.result.failures for p in others), "nobody else was disturbed"
+    stuck = [p.result.failures[-3:] for p in crowd.players if p.live_state(now) != "playing"]
+    assert not stuck, f"everyone plays again; failures of those who do not: {stuck}"
+    assert all(p.buffer.received_s > now - killed - 3 for p in on_victim[:1])
 
     # restart it: it rejoins the rotation
     victim.proc = subprocess.Popen(victim.cmd, stderr=subprocess.DEVNULL)
@@ -145,5 +137,9 @@ async def test_three_edges_kill_one_and_viewers_move(nursery, tmp_path):
             await trio.sleep(0.2)
     _, _, body = await fetch("GET", f"{balancer}/api/streams")
     (stream,) = json.loads(body)["streams"]
-    assert stream["stream"] == "live/demo" and stream["viewers"] >= 50
+    assert stream["stream"] == "live/demo" and stream["viewers"] >= PLAYERS - 5
     nursery.cancel_scope.cancel()
+
+    # and every player's first seconds decode
+    counts = [decoded_frames(bytes(p.capture)) for p in crowd.players]
+    assert min(counts) >= 10, sorted(counts)[:10]

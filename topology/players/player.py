@@ -102,6 +102,7 @@ class SimPlayer:
         resume_s: float = 1.0,
         retry_s: float = 1.0,
         klass: str = "",
+        capture: int = 0,
     ) -> None:
         self.target = target
         self.profile = profile
@@ -109,6 +110,8 @@ class SimPlayer:
         self.buffer = PlaybackBuffer(start_s, resume_s)
         self.retry_s = retry_s
         self.klass = klass
+        self.capture = bytearray()  # the first `capture` bytes of FLV, for decoding checks
+        self.capture_limit = capture
         self.user_agent = f"livecdn-player/{pid}"  # HLS servers tell viewers apart by it
         self.t0 = 0.0
         self.bucket = TokenBucket(profile.rate_kbps * 125, 32768) if profile.rate_kbps else None
@@ -284,6 +287,8 @@ class SimPlayer:
 
     def _flv_data(self, parser: FlvParser, data: bytes, now: float) -> None:
         self.result.bytes += len(data)
+        if len(self.capture) < self.capture_limit:
+            self.capture += data[: self.capture_limit - len(self.capture)]
         for tag in parser.feed(data):
             self._tag(tag.tag_type, tag.timestamp, tag.body, now)
 
