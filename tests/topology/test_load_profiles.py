@@ -1,0 +1,84 @@
+"""[[load]] profiles in topology files: validated, and run by `up`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+from topology import launch, schema
+
+TOPOLOGY = """
+[balancer]
+http_port = 0
+control_port = 0
+
+[[origin]]
+name = "origin"
+rtmp_port = 0
+http_port = 0
+
+[[edge]]
+name = "edge1"
+parents = ["origin"]
+rtmp_port = 0
+http_port = 0
+
+[[publisher]]
+origin = "origin"
+stream = "live/demo"
+size = "320x180"
+fps = 25
+kbps = 300
+
+[[load]]
+players = 20
+duration = "6s"
+ramp = "1s"
+profiles = "lan:3,4g:1"
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [('protocol = "dash"', "protocol must be one of"),
+     ('arrival = "burst"', "arrival must be one of"),
+     ('profiles = "5g"', "unknown client profile"),
+     ('duration = "soon"', "bad duration"),
+     ('stream = "demo"', "stream must be 'app/name'"),
+     ("players = 0", "players must be >= 1")],
+)  # fmt: skip
+def test_bad_load_profiles_name_the_file_and_the_key(tmp_path, extra, message) -> None:
+    path = tmp_path / "t.toml"
+    key = extra.split(" ")[0]
+    base = "\n".join(ln for ln in TOPOLOGY.splitlines() if not ln.startswith(key + " "))
+    path.write_text(base + "\n" + extra + "\n")
+    with pytest.raises(schema.TopologyError, match=message) as info:
+        schema.load(str(path))
+    assert str(path) in str(info.value) and "[[load]] #1" in str(info.value)
+
+
+@pytest.mark.slow
+async def test_up_runs_the_files_load_profiles(nursery, tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text(TOPOLOGY)
+    run_dir = tmp_path / "run"
+    dep = await nursery.start(
+        lambda task_status: launch.up(
+            schema.load(str(path)), run_dir=run_dir, task_status=task_status
+        )  # fmt: skip
+    )
+    assert "--clock-stamps" in dep.nodes["origin"].cmd
+    result = run_dir / "load1.json"
+    with trio.fail_after(30):
+        while not result.exists():
+            await trio.sleep(0.5)
+    data = json.loads(result.read_text())
+    s = data["summary"]
+    assert s["players"] == 20 and s["played"] == 20, s
+    assert s["profiles"] == {"lan": 15, "4g": 5}
+    assert s["viewers_per_edge"] == {"edge1": 20}
+    assert s["servers"]["edge1"]["viewers"] == 20 and s["servers"]["origin"]["viewers"] == 1
+    assert s["latency_samples"] > 0
+    nursery.cancel_scope.cancel()
