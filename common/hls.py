@@ -11,6 +11,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import av
 
@@ -165,6 +166,13 @@ class Segment:
     uri: str
     data: bytes
     discontinuity: bool
+    wall: float | None = None  # ingest wall clock of its first frame (EXT-X-PROGRAM-DATE-TIME)
+
+
+def program_date_time(wall: float) -> str:
+    """RFC 8216 4.3.2.6: an ISO 8601 date-time with milliseconds."""
+    stamp = datetime.fromtimestamp(wall, tz=UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
 
 
 def render_playlist(
@@ -187,6 +195,8 @@ def render_playlist(
     for seg in segments:
         if seg.discontinuity:
             lines.append("#EXT-X-DISCONTINUITY")
+        if seg.wall is not None:
+            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(seg.wall)}")
         lines.append(f"#EXTINF:{seg.duration:.3f},")
         lines.append(seg.uri)
     if ended:

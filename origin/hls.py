@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -98,6 +99,8 @@ class HlsStore:
             del self.playlists[key]
 
     async def _emit(self, key: tuple[str, str], playlist: HlsPlaylist, spec: SegmentSpec) -> None:
+        # cut on the arrival of the next keyframe, live: the segment began `duration` ago
+        wall = time.time() - spec.duration_ms / 1000
         try:
             data = await trio.to_thread.run_sync(mux_ts, spec)
         except (av.error.FFmpegError, ValueError) as exc:
@@ -107,7 +110,12 @@ class HlsStore:
         if not data:
             return
         seg = Segment(
-            spec.seq, spec.duration_ms / 1000, playlist.uri(spec.seq), data, spec.discontinuity
+            spec.seq,
+            spec.duration_ms / 1000,
+            playlist.uri(spec.seq),
+            data,
+            spec.discontinuity,
+            wall,
         )
         playlist.add(seg)
         self.segments_made += 1

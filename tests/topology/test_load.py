@@ -73,6 +73,8 @@ async def test_players_agree_with_the_edge(nursery, clip, protocol):
         assert abs(served["viewers"]["hls"] - 20) <= 1, served
         media = sum(p["media_s"] for p in players) / 20
         assert media >= 5.0, "each HLS player got segments for most of the run"
+        # EXT-X-PROGRAM-DATE-TIME: on screen a few segments (1 s each) behind the live edge
+        assert s["latency_samples"] >= 20 and 1.0 < s["latency_s"][50] < 8.0, s["latency_s"]
 
 
 async def test_a_slow_client_link_stalls_and_a_fast_one_does_not(nursery):

@@ -73,7 +73,8 @@ class PlayerResult:
     bytes: int = 0
     media_s: float = 0.0
     kbps: float = 0.0
-    latency_s: list[float] = field(default_factory=list)
+    latency_s: list[float] = field(default_factory=list)  # ingest -> on screen
+    delivery_s: list[float] = field(default_factory=list)  # ingest -> arrived here
     edge: str = ""
     edges: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -81,10 +82,12 @@ class PlayerResult:
 
     def summary(self) -> dict:
         """A JSON-ready dict with the latency samples reduced to percentiles."""
-        d = {k: v for k, v in self.__dict__.items() if k != "latency_s"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("latency_s", "delivery_s")}
         lat = sorted(self.latency_s)
         d["latency_p50_s"] = lat[len(lat) // 2] if lat else None
         d["latency_samples"] = len(lat)
+        dl = sorted(self.delivery_s)
+        d["delivery_p50_s"] = dl[len(dl) // 2] if dl else None
         return d
 
 
@@ -202,7 +205,9 @@ class SimPlayer:
     def _stamp(self, wall: float, ts: float, now: float) -> None:
         """A clock stamp for media time `ts` arrived at `now`: latency until it is shown."""
         shown = self.buffer.shown_at(ts, now)
-        self.result.latency_s.append(round(time.time() - wall + (shown - now), 4))
+        delivery = time.time() - wall
+        self.result.delivery_s.append(round(delivery, 4))
+        self.result.latency_s.append(round(delivery + (shown - now), 4))
 
     async def _resolve_http(self, suffix: str) -> str:
         """The URL to play: the balancer's redirect followed (the 302 counts in join time)."""

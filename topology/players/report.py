@@ -34,6 +34,10 @@ def summarize(players: list[dict], seconds: float) -> dict:
         "ttff_s": {q: pct(ttff, q) for q in (50, 95, 99)},
         "latency_s": {q: pct(latency, q) for q in (50, 95, 99)},
         "latency_samples": len(latency),
+        "delivery_s": {
+            q: pct([p["delivery_p50_s"] for p in players if p.get("delivery_p50_s") is not None], q)
+            for q in (50, 95, 99)
+        },
         "rebuffer_ratio_mean": _mean([p["rebuffer"] for p in played]),
         "rebuffer_ratio_p95": pct([p["rebuffer"] for p in played], 95),
         "stalls_per_player": _mean([p["stalls"] for p in played]),
@@ -68,7 +72,8 @@ def table(summary: dict, servers: dict | None = None) -> str:
         "",
         "                     p50      p95      p99   (ms)",
     ]
-    for label, key in (("join", "join_s"), ("first frame", "ttff_s"), ("latency", "latency_s")):
+    for label, key in (("join", "join_s"), ("first frame", "ttff_s"), ("latency", "latency_s"),
+                       ("delivery", "delivery_s")):  # fmt: skip
         v = s[key]
         lines.append(f"  {label:15} {_ms(v[50]):>8} {_ms(v[95]):>8} {_ms(v[99]):>8}")
     rb = s["rebuffer_ratio_mean"]
