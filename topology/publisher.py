@@ -13,6 +13,7 @@ from fractions import Fraction
 
 import av
 import trio
+from av.video.frame import PictureType
 
 from common import flv
 from common.flv import FlvParser, FlvTag
@@ -82,6 +83,8 @@ class SyntheticSource:
             frame = next(self._video_frames)
             frame.pts = self._vcount
             frame.time_base = Fraction(1, s.fps)
+            # lavfi's raw frames are all marked I, which would make x264 force an IDR each
+            frame.pict_type = PictureType.NONE
             self._vcount += 1
             for packet in self._v.encode(frame):
                 self._out.mux(packet)

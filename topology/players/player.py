@@ -65,7 +65,7 @@ class PlayerResult:
     profile: str
     started: float = 0.0  # since the run started
     join_s: float | None = None  # response or play start
-    ttff_s: float | None = None  # first video frame
+    ttff_s: float | None = None  # first video keyframe (first picture a decoder can show)
     playing_s: float | None = None  # playback started (start threshold buffered)
     stalls: int = 0
     stall_s: float = 0.0
@@ -120,6 +120,8 @@ class SimPlayer:
         self.bucket = TokenBucket(profile.rate_kbps * 125, 32768) if profile.rate_kbps else None
         self._rng = random.Random(pid)
         self._media_base: float | None = None  # HLS: media time of the first segment
+        self._keyed = False  # a video keyframe arrived on this connection
+        self._video_seen = False
 
     # ------------------------------------------------------------------ run
 
@@ -245,6 +247,7 @@ class SimPlayer:
     # ------------------------------------------------------------------ protocols
 
     async def _session(self) -> None:
+        self._keyed = self._video_seen = False  # a new connection starts at a keyframe
         proto = self.target.protocol
         if proto == "flv":
             await self._play_flv()
@@ -304,10 +307,16 @@ class SimPlayer:
                 self._stamp(wall, timestamp / 1000.0, now)
             return
         if type_id == flv.TAG_VIDEO:
-            if len(body) >= 2 and body[1] == 0 and body[0] & 0x0F == 7:
-                return  # AVC sequence header: no picture
+            info = flv.video_info(body)
+            if info.sequence_header or info.end_of_sequence:
+                return
+            self._video_seen = True
+            if not self._keyed:
+                if not info.keyframe:
+                    return  # a decoder cannot start before a keyframe
+                self._keyed = True
             self._media(timestamp / 1000.0, now, True)
-        elif type_id == flv.TAG_AUDIO:
+        elif type_id == flv.TAG_AUDIO and (self._keyed or not self._video_seen):
             self._media(timestamp / 1000.0, now, False)
 
     async def _play_rtmp(self) -> None:
