@@ -4,7 +4,9 @@ spread over processes, with the servers' own counts beside the players' numbers.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -131,7 +133,10 @@ async def _run_procs(target: Target, spec: LoadSpec, procs: int, show) -> tuple:
 
     async def worker(i: int, first_id: int) -> None:
         argv = worker_argv(target, spec, first_id, sizes[i])
-        async with await trio.lowlevel.open_process(argv, stdout=-1) as proc:
+        async with trio.open_nursery() as nursery:
+            proc = await nursery.start(
+                partial(trio.run_process, argv, stdout=subprocess.PIPE, check=False)
+            )
             buf = b""
             async for data in proc.stdout:
                 buf += data
@@ -145,6 +150,9 @@ async def _run_procs(target: Target, spec: LoadSpec, procs: int, show) -> tuple:
                             show(_merged_line(latest, spec))
                     elif "result" in msg:
                         results[i] = msg["result"]
+        if proc.returncode != 0 or not results[i]:
+            print(f"warning: load worker {i} exited with {proc.returncode}; its "
+                  f"{sizes[i]} players are missing from the results", file=sys.stderr)  # fmt: skip
 
     async with trio.open_nursery() as nursery:
         first = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import trio
@@ -94,3 +95,23 @@ async def test_a_slow_client_link_stalls_and_a_fast_one_does_not(nursery):
     assert slow.result.stalls >= 1 and slow.result.rebuffer > 0.1, slow.result.summary()
     assert fast.result.stalls == 0, fast.result.summary()
     assert slow.result.kbps < 700 < fast.result.kbps
+
+
+async def test_procs_spread_players_and_merge_results(nursery, clip, tmp_path):
+    """`python -m topology load --url ... --procs 2`: workers' players and timelines merge."""
+    origin, o = await start_origin(nursery, clock_stamps=True)
+    await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{o.rtmp_port}/live/p")
+    await wait_for_stream(origin, "live", "p")
+    url = f"http://127.0.0.1:{o.http_port}/live/p.flv"
+    proc = await trio.run_process(
+        [sys.executable, "-m", "topology", "load", "--url", url, "--players", "30", "--procs",
+         "2", "--duration", "6", "--ramp", "1", "--out", str(tmp_path)],
+        capture_stdout=True, capture_stderr=True,
+    )  # fmt: skip
+    out = proc.stdout.decode()
+    assert "players 30 for" in out and "played 30" in out, out
+    data = json.loads((tmp_path / "load.json").read_text())
+    assert sorted(p["id"] for p in data["players"]) == list(range(30))
+    assert data["summary"]["latency_samples"] > 0
+    assert max(row["playing"] for row in data["timeline"]) == 30
+    assert b"joined 30/30" in proc.stderr, "the merged progress line counts both workers"
