@@ -16,6 +16,7 @@ from common.errors import ProtocolError
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class HttpError(ProtocolError):
@@ -164,3 +165,78 @@ def response_head(
         lines.append(b"connection: close")
     lines.append(b"\r\n")
     return b"\r\n".join(lines)
+
+
+class ChunkedDecoder:
+    """Sans-IO decoder of a chunked response body (RFC 9112 7.1): `feed` bytes, get the
+    body's data back; `done` once the last chunk and trailers have been read. Chunk
+    extensions and trailers are skipped; anything malformed raises ProtocolError."""
+
+    def __init__(self, *, max_line: int = 4096) -> None:
+        self.max_line = max_line
+        self.done = False
+        self._buf = bytearray()
+        self._left = 0  # data bytes of the current chunk still to come
+        self._state = "size"  # size, data, crlf, trailer
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Body data completed by `data` (possibly none)."""
+        if self.done:
+            if data:
+                raise ProtocolError("data after the end of a chunked body")
+            return []
+        out: list[bytes] = []
+        if self._buf:
+            data = bytes(self._buf) + data
+            self._buf.clear()
+        if self._state == "data" and len(data) <= self._left:
+            # the common case in a stream: a whole read inside one chunk, no copy
+            self._left -= len(data)
+            if not self._left:
+                self._state = "crlf"
+            return [data] if data else []
+        pos = 0
+        end = len(data)
+        while pos < end:
+            state = self._state
+            if state == "data":
+                take = min(self._left, end - pos)
+                out.append(data if take == end else data[pos : pos + take])
+                pos += take
+                self._left -= take
+                if not self._left:
+                    self._state = "crlf"
+            elif state == "crlf":
+                if end - pos < 2:
+                    break
+                if data[pos : pos + 2] != b"\r\n":
+                    raise ProtocolError("chunk data not followed by CRLF")
+                pos += 2
+                self._state = "size"
+            else:
+                nl = data.find(b"\n", pos, pos + self.max_line)
+                if nl < 0:
+                    if end - pos >= self.max_line:
+                        raise ProtocolError("chunk size or trailer line too long")
+                    break
+                line = data[pos:nl].rstrip(b"\r")
+                pos = nl + 1
+                if state == "trailer":
+                    if not line:
+                        self.done = True
+                        if pos < end:
+                            raise ProtocolError("data after the end of a chunked body")
+                        break
+                    continue
+                size_text = line.split(b";", 1)[0].strip(b" \t")
+                if not _CHUNK_SIZE.fullmatch(size_text):
+                    raise ProtocolError(f"bad chunk size line {line[:40]!r}")
+                size = int(size_text, 16)
+                if size == 0:
+                    self._state = "trailer"
+                else:
+                    self._left = size
+                    self._state = "data"
+        if pos < end:
+            self._buf += data[pos:]  # an unfinished size line or CRLF
+        return out

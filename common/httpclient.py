@@ -10,6 +10,8 @@ import h11
 import trio
 
 from common.conn import Conn, open_connection
+from common.errors import ProtocolError
+from common.http1 import ChunkedDecoder
 
 
 class HttpClientError(Exception):
@@ -27,6 +29,22 @@ class HttpResponse:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Body data as it arrives; ends at the end of the body."""
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            # long streamed bodies (HTTP-FLV) skip h11's per-event work: a lean decoder
+            decoder = ChunkedDecoder()
+            data, closed = self._h.trailing_data
+            while True:
+                try:
+                    for piece in decoder.feed(data):
+                        yield piece
+                except ProtocolError as exc:
+                    raise HttpClientError(f"malformed chunked body: {exc}") from exc
+                if decoder.done:
+                    return
+                if closed:
+                    raise HttpClientError("connection closed in the middle of the body")
+                data = await self.conn.recv()
+                closed = not data
         while True:
             try:
                 event = self._h.next_event()

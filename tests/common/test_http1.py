@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import h11
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.errors import ProtocolError
-from common.http1 import HttpError, RequestParser, response_head
+from common.http1 import ChunkedDecoder, HttpError, RequestParser, response_head
 
 GET = b"GET /live/a.m3u8?x=1 HTTP/1.1\r\nHost: e\r\nUser-Agent: t\r\n\r\n"
 
@@ -131,3 +133,56 @@ def test_mutated_requests_only_raise_protocol_errors(data: st.DataObject) -> Non
             pass
     except ProtocolError:
         pass
+
+
+def chunked(pieces: list[bytes], trailer: bytes = b"") -> bytes:
+    """A chunked body as h11 writes it."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    conn.next_event()
+    head = conn.send(h11.Response(status_code=200, headers=[("transfer-encoding", "chunked")]))
+    out = b"".join(conn.send(h11.Data(data=p)) for p in pieces if p)
+    end = conn.send(h11.EndOfMessage())
+    if trailer:
+        end = end[:-2] + trailer + b"\r\n"
+    assert head.startswith(b"HTTP/1.1 200")
+    return out + end
+
+
+@given(
+    pieces=st.lists(st.binary(max_size=300), max_size=8),
+    cuts=st.lists(st.integers(0, 4000), max_size=10),
+)
+def test_chunked_body_comes_back_whole_however_it_is_split(pieces, cuts) -> None:
+    raw = chunked(pieces, b"x-trailer: 1\r\n")
+    bounds = sorted({c % (len(raw) + 1) for c in cuts} | {0, len(raw)})
+    decoder = ChunkedDecoder()
+    got = b"".join(
+        b"".join(decoder.feed(raw[a:b])) for a, b in zip(bounds, bounds[1:], strict=False)
+    )
+    assert got == b"".join(pieces) and decoder.done
+
+
+def test_chunk_extensions_are_skipped_and_a_read_inside_a_chunk_is_not_copied() -> None:
+    d = ChunkedDecoder()
+    assert d.feed(b"a;name=value\r\n01234") == [b"01234"]
+    data = b"56789"
+    (out,) = d.feed(data)
+    assert out is data
+    assert d.feed(b"\r\n0\r\n\r\n") == [] and d.done
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"zz\r\n", b"-1\r\n", b"0x5\r\nhello\r\n", b"1_0\r\n", b"5\r\nhelloXX",
+     b"0\r\n\r\nmore", b"1" * 5000],
+)  # fmt: skip
+def test_malformed_chunked_bodies_are_refused(raw: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        ChunkedDecoder().feed(raw)
+
+
+@given(st.binary(max_size=200))
+def test_chunked_decoder_only_raises_protocol_errors(raw: bytes) -> None:
+    with contextlib.suppress(ProtocolError):
+        ChunkedDecoder().feed(raw)

@@ -152,8 +152,8 @@ class SimPlayer:
 
     def _finish(self, now: float) -> None:
         r, b = self.result, self.buffer
+        r.stall_s = round(b.stall_seconds(now), 3)  # first: it notes a stall still running
         r.stalls = len(b.stalls)
-        r.stall_s = round(b.stall_seconds(now), 3)
         r.rebuffer = round(b.rebuffer_ratio(now), 4)
         r.media_s = round(b.received_s, 3)
         if r.ttff_s is not None:
@@ -260,7 +260,7 @@ class SimPlayer:
         resp, url = await self._open(await self._resolve_http(".flv"))
         try:
             self._joined(urlsplit(url).netloc)
-            parser = FlvParser()
+            parser = FlvParser(scan=True)
 
             def handle(data: bytes, now: float) -> None:
                 self._flv_data(parser, data, now)
@@ -297,27 +297,47 @@ class SimPlayer:
         self.result.bytes += len(data)
         if len(self.capture) < self.capture_limit:
             self.capture += data[: self.capture_limit - len(self.capture)]
-        for tag in parser.feed(data):
-            self._tag(tag.tag_type, tag.timestamp, tag.body, now)
+        self._tags([(t.tag_type, t.timestamp, t.body) for t in parser.feed(data)], now)
 
-    def _tag(self, type_id: int, timestamp: int, body: bytes, now: float) -> None:
-        if type_id == flv.TAG_SCRIPT:
-            wall = read_stamp(body)
-            if wall is not None:
-                self._stamp(wall, timestamp / 1000.0, now)
-            return
-        if type_id == flv.TAG_VIDEO:
-            info = flv.video_info(body)
-            if info.sequence_header or info.end_of_sequence:
-                return
-            self._video_seen = True
-            if not self._keyed:
-                if not info.keyframe:
-                    return  # a decoder cannot start before a keyframe
-                self._keyed = True
-            self._media(timestamp / 1000.0, now, True)
-        elif type_id == flv.TAG_AUDIO and (self._keyed or not self._video_seen):
-            self._media(timestamp / 1000.0, now, False)
+    def _tags(self, tags: list[tuple[int, int, bytes]], now: float) -> None:
+        """Media that arrived together: the buffer learns its first and last timestamps
+        (one update per read, not per frame); clock stamps are taken in order."""
+        first = last = None
+        video = False
+        for type_id, timestamp, body in tags:
+            if type_id == flv.TAG_VIDEO:
+                info = flv.video_info(body)
+                if info.sequence_header or info.end_of_sequence:
+                    continue
+                self._video_seen = True
+                if not self._keyed:
+                    if not info.keyframe:
+                        continue  # a decoder cannot start before a keyframe
+                    self._keyed = True
+                video = True
+            elif type_id == flv.TAG_AUDIO:
+                if not self._keyed and self._video_seen:
+                    continue
+            elif type_id == flv.TAG_SCRIPT:
+                wall = read_stamp(body)
+                if wall is not None:
+                    if last is not None:
+                        self._media_span(first, last, now, video)
+                        first = last = None
+                    self._stamp(wall, timestamp / 1000.0, now)
+                continue
+            else:
+                continue
+            if first is None:
+                first = timestamp
+            last = timestamp
+        if last is not None:
+            self._media_span(first, last, now, video)
+
+    def _media_span(self, first: int, last: int, now: float, video: bool) -> None:
+        self._media(first / 1000.0, now, video)
+        if last != first:
+            self._media(last / 1000.0, now, video)
 
     async def _play_rtmp(self) -> None:
         t = self.target
@@ -352,10 +372,10 @@ class SimPlayer:
                         return
 
             def handle(batch: list, now: float) -> None:
-                for ev in batch:
-                    if isinstance(ev, rs.Media):
-                        self.result.bytes += len(ev.payload)
-                        self._tag(ev.type_id, ev.timestamp, ev.payload, now)
+                media = [(e.type_id, e.timestamp, e.payload) for e in batch
+                         if isinstance(e, rs.Media)]  # fmt: skip
+                self.result.bytes += sum(len(m[2]) for m in media)
+                self._tags(media, now)
 
             def size(batch: list) -> int:
                 return sum(len(ev.payload) for ev in batch if isinstance(ev, rs.Media))
