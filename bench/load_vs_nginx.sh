@@ -30,15 +30,29 @@ PIDS+=($!)
 PIDS+=($!)
 sleep 8  # a few GOPs, and nginx's first HLS fragments
 
-run() {  # LABEL URL
-  echo "== $1: $2 ($N players, $DURATION s)"
-  "$PY" -m topology load --url "$2" --players "$N" --duration "$DURATION" --ramp 5 \
+ORIGIN_PID=${PIDS[0]}
+NGINX_PID=${PIDS[1]}
+ticks() {  # CPU ticks (user+system) of a process and its children
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1"); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+run() {  # LABEL SERVER_PID URL
+  echo "== $1: $3 ($N players, $DURATION s)"
+  local t0 s0
+  t0=$(ticks "$2"); s0=$(date +%s.%N)
+  "$PY" -m topology load --url "$3" --players "$N" --duration "$DURATION" --ramp 5 \
     --procs "$PROCS" --out "$OUT/$1" 2>/dev/null
+  python3 -c "import sys; t, s = float(sys.argv[1]), float(sys.argv[2]); \
+print(f'  server CPU       {t / $(getconf CLK_TCK) / s * 100:.1f} % of one core (whole run)')" \
+    "$(( $(ticks "$2") - t0 ))" "$(python3 -c "import time; print(time.time() - $s0)")"
   echo
 }
-run livecdn-rtmp rtmp://127.0.0.1:29460/live/demo
-run nginx-rtmp rtmp://127.0.0.1:29350/live/demo
-run livecdn-flv http://127.0.0.1:29461/live/demo.flv
-run livecdn-hls http://127.0.0.1:29461/live/demo.m3u8
-run nginx-hls http://127.0.0.1:29380/hls/demo.m3u8
+run livecdn-rtmp "$ORIGIN_PID" rtmp://127.0.0.1:29460/live/demo
+run nginx-rtmp "$NGINX_PID" rtmp://127.0.0.1:29350/live/demo
+run livecdn-flv "$ORIGIN_PID" http://127.0.0.1:29461/live/demo.flv
+run livecdn-hls "$ORIGIN_PID" http://127.0.0.1:29461/live/demo.m3u8
+run nginx-hls "$NGINX_PID" http://127.0.0.1:29380/hls/demo.m3u8
 echo "results: $OUT"

@@ -93,7 +93,17 @@ def table(summary: dict, servers: dict | None = None) -> str:
     lines.append("  viewers per edge " + (", ".join(
         f"{e} {n}" for e, n in s["viewers_per_edge"].items()) or "-"))  # fmt: skip
     if servers:
-        lines.append("  servers          " + ", ".join(f"{k} {v}" for k, v in servers.items()))
+        parts = []
+        for name, info in servers.items():
+            if info.get("down"):
+                parts.append(f"{name} down")
+            elif "upstreams" in info:
+                parts.append(f"{name} {info['viewers']} ({info['upstreams']} upstream)")
+            else:
+                parts.append(f"{name} {info['viewers']}")
+        lines.append("  servers say      " + ", ".join(parts) + "  viewers")
+        upstreams = sum(i.get("upstreams", 0) for i in servers.values())
+        lines.append(f"  back-to-source   {upstreams} edge upstream connection(s)")
     return "\n".join(lines)
 
 
