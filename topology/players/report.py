@@ -133,11 +133,15 @@ def plot(path: Path, timeline: list[dict], players: list[dict]) -> Path | None:
     ax.set_ylabel("players")
     ax.legend()
     ax = axes[1]
-    ax.plot(t, [(p["latency_p50_s"] or float("nan")) * 1000 for p in timeline])
+    lat = [(p["t"], p["latency_p50_s"] * 1000) for p in timeline if p["latency_p50_s"] is not None]
+    ax.plot([x for x, _ in lat], [y for _, y in lat], marker=".")  # stamps come once a GOP
     ax.set_ylabel("latency p50 (ms)")
+    ax.set_ylim(bottom=0)
     ax = axes[2]
-    ax.plot(t, [p["stalled"] for p in timeline], color="tab:red")
-    ax.set_ylabel("stalled players")
+    ax.plot(t, [p["stalled"] for p in timeline], color="tab:red", label="stalled")
+    ax.plot(t, [p["retrying"] for p in timeline], color="tab:orange", label="cut off, retrying")
+    ax.set_ylabel("players not playing")
+    ax.legend()
     ax = axes[3]
     edges = sorted({e for p in timeline for e in p["edges"]})
     for e in edges:
