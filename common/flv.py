@@ -86,21 +86,14 @@ class FlvTag:
     body: bytes
 
 
-SCAN_BYTES = 16
-"""Bytes of an audio/video body a scanning FlvParser keeps."""
-
-
 class FlvParser:
     """Incremental (sans-IO) parser of an FLV byte stream fed in arbitrary pieces.
 
     After an error the parser is unusable: every further :meth:`feed` raises again.
     """
 
-    def __init__(self, *, max_tag_size: int = 16 * 1024 * 1024, scan: bool = False) -> None:
+    def __init__(self, *, max_tag_size: int = 16 * 1024 * 1024) -> None:
         self.max_tag_size = max_tag_size
-        # scan: audio/video bodies are cut to their first SCAN_BYTES (enough for the codec
-        # info); for readers that only watch the stream go by (simulated players)
-        self.scan = scan
         self.header_seen = False
         self.has_audio = False
         self.has_video = False
@@ -151,12 +144,7 @@ class FlvParser:
             (prev_size,) = unpack_u32(view, stop)
             if prev_size != size + 11:
                 raise FlvError(f"PreviousTagSize {prev_size} does not match tag size {size + 11}")
-            body_end = stop
-            if self.scan and tag_type != TAG_SCRIPT:
-                body_end = min(stop, pos + 11 + SCAN_BYTES)
-            append(
-                FlvTag(tag_type, (w1 >> 8) | (w1 & 0xFF) << 24, bytes(view[pos + 11 : body_end]))
-            )
+            append(FlvTag(tag_type, (w1 >> 8) | (w1 & 0xFF) << 24, bytes(view[pos + 11 : stop])))
             pos = stop + 4
         return pos
 

@@ -35,10 +35,12 @@ class HttpResponse:
             data, closed = self._h.trailing_data
             while True:
                 try:
-                    for piece in decoder.feed(data):
-                        yield piece
+                    pieces = decoder.feed(data)
                 except ProtocolError as exc:
                     raise HttpClientError(f"malformed chunked body: {exc}") from exc
+                if pieces:
+                    # servers often send a chunk per frame: one piece per read is cheaper
+                    yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
                 if decoder.done:
                     return
                 if closed:

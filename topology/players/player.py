@@ -17,7 +17,7 @@ import trio
 from common import flv
 from common.clock import read_stamp
 from common.errors import ProtocolError
-from common.flv import FlvParser
+from common.flvscan import FlvScanner
 from common.httpclient import HttpClientError, fetch, open_request
 from common.rtmp import session as rs
 from common.rtmpclient import RtmpClient, RtmpClientError
@@ -260,10 +260,10 @@ class SimPlayer:
         resp, url = await self._open(await self._resolve_http(".flv"))
         try:
             self._joined(urlsplit(url).netloc)
-            parser = FlvParser(scan=True)
+            scanner = FlvScanner()
 
             def handle(data: bytes, now: float) -> None:
-                self._flv_data(parser, data, now)
+                self._flv_data(scanner, data, now)
 
             await self._consume(resp.chunks(), handle, len)
         finally:
@@ -293,11 +293,17 @@ class SimPlayer:
                     last = max(last, trio.current_time() + self._delay_s())
                     send.send_nowait((last, item))
 
-    def _flv_data(self, parser: FlvParser, data: bytes, now: float) -> None:
+    def _flv_data(self, scanner: FlvScanner, data: bytes, now: float) -> None:
         self.result.bytes += len(data)
         if len(self.capture) < self.capture_limit:
             self.capture += data[: self.capture_limit - len(self.capture)]
-        self._tags([(t.tag_type, t.timestamp, t.body) for t in parser.feed(data)], now)
+        scan = scanner.feed(data)
+        if scan.first_ts is not None:
+            self._media_span(scan.first_ts, scan.last_ts, now, scan.keyframe_ts is not None)
+        for ts, body in scan.scripts:
+            wall = read_stamp(body)
+            if wall is not None:
+                self._stamp(wall, ts / 1000.0, now)
 
     def _tags(self, tags: list[tuple[int, int, bytes]], now: float) -> None:
         """Media that arrived together: the buffer learns its first and last timestamps
