@@ -37,6 +37,12 @@ players = 20
 duration = "6s"
 ramp = "1s"
 profiles = "lan:3,4g:1"
+
+[[load]]
+players = 10
+duration = "6s"
+ramp = "1s"
+protocol = "rtmp"
 """
 
 
@@ -52,7 +58,8 @@ profiles = "lan:3,4g:1"
 def test_bad_load_profiles_name_the_file_and_the_key(tmp_path, extra, message) -> None:
     path = tmp_path / "t.toml"
     key = extra.split(" ")[0]
-    base = "\n".join(ln for ln in TOPOLOGY.splitlines() if not ln.startswith(key + " "))
+    one_load = TOPOLOGY.split("\n[[load]]\nplayers = 10")[0]
+    base = "\n".join(ln for ln in one_load.splitlines() if not ln.startswith(key + " "))
     path.write_text(base + "\n" + extra + "\n")
     with pytest.raises(schema.TopologyError, match=message) as info:
         schema.load(str(path))
@@ -79,6 +86,14 @@ async def test_up_runs_the_files_load_profiles(nursery, tmp_path):
     assert s["players"] == 20 and s["played"] == 20, s
     assert s["profiles"] == {"lan": 15, "4g": 5}
     assert s["viewers_per_edge"] == {"edge1": 20}
-    assert s["servers"]["edge1"]["viewers"] == 20 and s["servers"]["origin"]["viewers"] == 1
+    # the servers' own counts (taken near the end, with the RTMP profile's 10 playing too)
+    assert s["servers"]["edge1"]["viewers"] == 30 and s["servers"]["origin"]["viewers"] == 1
     assert s["latency_samples"] > 0
+    # the RTMP profile asked the balancer's /api/route and played from the edge too
+    rtmp = run_dir / "load2.json"
+    with trio.fail_after(10):
+        while not rtmp.exists():
+            await trio.sleep(0.5)
+    s = json.loads(rtmp.read_text())["summary"]
+    assert s["played"] == 10 and s["viewers_per_edge"] == {"edge1": 10}, s
     nursery.cancel_scope.cancel()

@@ -149,3 +149,14 @@ def test_percentiles_and_summary() -> None:
     assert s["failures"] == 1 and s["failure_reasons"] == {"HTTP 503": 1}
     assert s["reconnected"] == 1 and s["viewers_per_edge"] == {"b": 1, "a": 1}
     assert s["latency_s"][50] == 0.5 and s["latency_s"][99] == 0.7 and s["latency_samples"] == 4
+
+
+def test_plots_are_written_when_matplotlib_is_there(tmp_path) -> None:
+    pytest.importorskip("matplotlib", reason="plots are the optional [plot] extra")
+    from topology.players.report import plot
+
+    timeline = [{"t": float(t), "waiting": 0, "joining": 0, "playing": 10 - (t == 3),
+                 "stalled": 0, "retrying": int(t == 3), "latency_p50_s": 0.5 if t % 2 else None,
+                 "edges": {"edge1": 5, "edge2": 5}} for t in range(1, 8)]  # fmt: skip
+    path = plot(tmp_path / "run.png", timeline, [])
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

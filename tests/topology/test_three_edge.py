@@ -107,6 +107,10 @@ async def test_three_edges_kill_one_and_viewers_move(nursery, tmp_path):
     assert all(p.result.playing_s is not None for p in crowd.players), "every player plays"
     per_edge = Counter(port_of[p.result.edge] for p in crowd.players)
     assert all(n >= 60 for n in per_edge.values()), per_edge  # least_load spreads them
+    for name, n in per_edge.items():  # the edges count the same viewers as the players
+        _, _, body = await fetch("GET", f"{dep.url(name, 'http')}/api/streams")
+        (stream,) = json.loads(body)["streams"]
+        assert abs(stream["viewers"]["total"] - n) <= 0.05 * n, (name, stream["viewers"], n)
 
     # kill edge1: out of rotation within 3 s, its viewers come back through the balancer
     victim = dep.nodes["edge1"]
