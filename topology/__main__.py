@@ -45,17 +45,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     ld.add_argument("topology", nargs="?", help="a .toml file or shipped example to bring up")
     ld.add_argument("--url", help="play this URL instead (rtmp://..., http://...flv, .m3u8)")
-    ld.add_argument("--players", type=int, help="how many players")
-    ld.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
-    ld.add_argument("--protocol", choices=["flv", "hls", "rtmp"], default="flv")
+    ld.add_argument("--players", type=int, metavar="N", help="how many players")
+    ld.add_argument("--duration", type=float, default=60.0, metavar="S",
+                    help="seconds (default 60)")  # fmt: skip
+    ld.add_argument("--protocol", choices=["flv", "hls", "rtmp"], default="flv",
+                    help="default flv; with --url the URL decides")  # fmt: skip
     ld.add_argument("--arrival", choices=["ramp", "poisson", "flash"], default="ramp",
                     help="how players arrive over --ramp seconds (default ramp)")  # fmt: skip
-    ld.add_argument("--ramp", type=float, default=10.0, help="arrival period (default 10 s)")
+    ld.add_argument("--ramp", type=float, default=10.0, metavar="S",
+                    help="arrival period (default 10 s)")  # fmt: skip
     ld.add_argument("--profiles", default="lan",
                     help="client links, e.g. '4g:0.8,3g:0.2' (lan, wifi, 4g, 3g; default lan)")  # fmt: skip
-    ld.add_argument("--class", dest="klass", default="", help="viewer class to ask for")
+    ld.add_argument("--class", dest="klass", default="", metavar="CLASS",
+                    help="viewer class to ask the balancer for")  # fmt: skip
     ld.add_argument("--stream", help="app/name (default: the topology's first publisher)")
-    ld.add_argument("--procs", type=int, default=1, help="spread players over N processes")
+    ld.add_argument("--procs", type=int, default=1, metavar="N",
+                    help="spread players over N processes (~1500 players of 1.5 Mbit/s each)")  # fmt: skip
     ld.add_argument("--out", help="directory for the JSON and plot (default: the run dir)")
     ld.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ld.add_argument("--first-id", type=int, default=0, help=argparse.SUPPRESS)

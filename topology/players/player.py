@@ -119,7 +119,6 @@ class SimPlayer:
         self.t0 = 0.0
         self.bucket = TokenBucket(profile.rate_kbps * 125, 32768) if profile.rate_kbps else None
         self._rng = random.Random(pid)
-        self._media_base: float | None = None  # HLS: media time of the first segment
         self._keyed = False  # a video keyframe arrived on this connection
         self._video_seen = False
 
@@ -409,7 +408,7 @@ class SimPlayer:
                 start = media.get(seg.sequence)
                 if start is None:
                     prev = media.get(seg.sequence - 1)
-                    start = prev if prev is not None else (self._media_base or 0.0)
+                    start = prev if prev is not None else 0.0
                 await self._fetch_segment(urljoin(url, seg.uri), start, seg.duration, seg.wall)
                 media[seg.sequence + 1] = start + seg.duration
                 next_seq = seg.sequence + 1
