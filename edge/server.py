@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from urllib.parse import urlencode
 
 import trio
 
@@ -12,7 +13,7 @@ from common import auth
 from common.config import EdgeConfig, class_rates
 from common.conn import Conn
 from common.hls import client_key, hls_path
-from common.http import Request, Response
+from common.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
 from common.httpclient import HttpClientError, fetch
 from common.node import NodeAddress, PlayNode
 from common.play import Subscription
@@ -179,11 +180,16 @@ class Edge(PlayNode):
             return status, headers, body
         raise FetchError("; ".join(errors) or "no HLS parent configured")
 
-    async def _hls(self, req: Request) -> Response:
+    async def _hls(self, req: Request) -> Response | StreamingResponse:
         target = hls_path(req.path)
         if target is None or req.method not in ("GET", "HEAD"):
             return Response.text(404, f"not found: {req.path}")
         app, name, _ = target
+        try:
+            klass = self._class_of(app, name, req.query)
+        except PermissionError as exc:
+            self.refuse("bad_class_token")
+            return Response.text(403, str(exc))
         if not self.hls_parents:
             return Response.text(404, "this edge has no http:// parent to pull HLS from")
         try:
@@ -199,7 +205,15 @@ class Edge(PlayNode):
         headers = [("access-control-allow-origin", "*")]
         if obj.cache_control:
             headers.append(("cache-control", obj.cache_control))
-        return Response(200, obj.body, obj.content_type, headers)
+        if klass is None or req.method == "HEAD":
+            return Response(200, obj.body, obj.content_type, headers)
+        token = urlencode({k: req.query[k] for k in ("lc", "lexp", "lsig")})
+        if req.path.endswith(".m3u8"):
+            # the segments inherit the viewer's class token
+            return Response(200, with_query(obj.body, token), obj.content_type, headers)
+        return StreamingResponse(
+            200, obj.content_type, paced_body(obj.body, self.htb.classes[klass]), headers
+        )
 
     def _hls_objects(self) -> dict[tuple[str, str], dict]:
         out: dict[tuple[str, str], dict] = {}
@@ -218,14 +232,21 @@ class Edge(PlayNode):
 
     def pace_for(self, app: str, name: str, query: dict[str, str]) -> Pacer | None:
         """A viewer with a valid class token is paced by its class (shared on this edge)."""
+        klass = self._class_of(app, name, query)
+        if klass is None:
+            return None
+        self.class_viewers[klass] += 1
+        return self.htb.classes[klass]
+
+    def _class_of(self, app: str, name: str, query: dict[str, str]) -> str | None:
+        """The viewer class in `query`'s token; PermissionError if the token is bad."""
         cfg = self.config
         if not cfg.classes or "lc" not in query:
             return None
         klass = auth.check_class(cfg.qos_secret, f"{app}/{name}", query, time.time())
         if klass is None or klass not in cfg.classes:
             raise PermissionError("invalid or expired viewer class token")
-        self.class_viewers[klass] += 1
-        return self.htb.classes[klass]
+        return klass
 
     async def subscribe(self, app: str, name: str) -> Subscription | None:
         """StreamSource: pull on miss."""
@@ -321,3 +342,32 @@ async def serve(
 ) -> None:
     """Run an edge node until cancelled; `task_status.started` gets its NodeAddress."""
     await Edge(config).run(task_status=task_status)
+
+
+def with_query(playlist: bytes, query: str) -> bytes:
+    """A media playlist whose segment URIs carry `query`."""
+    lines = playlist.split(b"\n")
+    extra = query.encode()
+    for i, line in enumerate(lines):
+        if line and not line.startswith(b"#"):
+            lines[i] = line + (b"&" if b"?" in line else b"?") + extra
+    return b"\n".join(lines)
+
+
+HLS_PACED_SLICE = 16384
+"""Bytes of a class-shaped HLS segment written per pacing step."""
+
+
+def paced_body(body: bytes, pacer: Pacer):
+    """A chunked response body that writes `body` as `pacer` allows (an HLS segment of a
+    viewer with a class)."""
+
+    async def write(conn: Conn) -> None:
+        view = memoryview(body)
+        for pos in range(0, len(body), HLS_PACED_SLICE):
+            piece = view[pos : pos + HLS_PACED_SLICE]
+            await trio.sleep(pacer.delay_for(len(piece), trio.current_time()))
+            await conn.send_all(chunk(bytes(piece)))
+        await conn.send_all(LAST_CHUNK)
+
+    return write

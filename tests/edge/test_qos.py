@@ -15,7 +15,7 @@ from common.config import BalancerConfig, build
 from common.httpclient import fetch, open_request
 from common.rtmp import session as rs
 from common.rtmpclient import RtmpClient
-from tests.conftest import start_edge, start_origin
+from tests.conftest import ffmpeg_publish, start_edge, start_origin, wait_for_stream
 from tests.media import synthetic_publish
 
 pytestmark = pytest.mark.slow
@@ -133,3 +133,41 @@ async def test_a_congested_edge_keeps_each_class_its_rate(nursery):
     assert abs(gold + silver - 125_000) <= 0.1 * 125_000, f"the link is full, not more: {mbit}"
     assert gold >= 0.9 * 0.6 * 125_000, f"gold keeps its rate: {mbit}"
     assert silver >= 0.9 * 0.3 * 125_000, f"silver keeps its rate: {mbit}"
+
+
+async def test_hls_viewers_of_a_class_are_shaped_too(nursery, clip):
+    """The class token on the playlist is passed to its segments; segments are paced."""
+    origin, o = await start_origin(nursery, hls_target_duration=2.0)
+    slow = {"basic": {"rate_mbps": 0.1, "ceil_mbps": 0.2}}
+    _, e = await start_edge(nursery, [f"http://127.0.0.1:{o.http_port}"], qos_secret="k",
+                            classes=slow)  # fmt: skip
+    await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{o.rtmp_port}/live/h")
+    await wait_for_stream(origin, "live", "h")
+    base = f"http://127.0.0.1:{e.http_port}/live/h.m3u8"
+    token = auth.class_query("k", "live/h", "basic", int(time.time()) + 60)
+    with trio.fail_after(15):
+        while True:
+            status, _, body = await fetch("GET", f"{base}?{token}")
+            uris = [ln for ln in body.decode().splitlines() if ln and not ln.startswith("#")]
+            if status == 200 and uris:
+                break
+            await trio.sleep(0.5)
+    assert all(token in uri for uri in uris), uris
+    assert (await fetch("GET", f"{base}?{token.replace('basic', 'gold')}"))[0] == 403
+    segment = f"http://127.0.0.1:{e.http_port}/live/{uris[0]}"
+    t0 = trio.current_time()
+    status, _, plain = await fetch("GET", segment.split("?")[0])
+    fast = trio.current_time() - t0
+    t0 = trio.current_time()
+    status, _, shaped = await fetch("GET", segment, timeout=60)
+    took = trio.current_time() - t0
+    assert status == 200 and shaped == plain, "the same bytes, only slower"
+    ceil = slow["basic"]["ceil_mbps"] * 125_000
+    burst = max(ceil * 0.05, 16384.0)  # the class's ceiling bucket starts full
+    rate = (len(shaped) - burst) / took
+    print(
+        f"HLS segment {len(shaped)} B: {took:.2f} s shaped, {fast * 1000:.1f} ms plain, "
+        f"{rate * 8 / 1e6:.3f} Mbit/s"
+    )
+    assert abs(rate - ceil) <= 0.1 * ceil, (len(shaped), took, rate * 8 / 1e6)
+    assert fast < took / 5
