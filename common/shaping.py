@@ -103,3 +103,9 @@ class Htb:
         self.classes = {
             name: HtbClass(name, rate, ceil, self.link) for name, (rate, ceil) in classes.items()
         }
+
+    def charge_unshaped(self, size: int, now: float) -> None:
+        """Bytes the node sent outside the classes (unclassed viewers, join bursts): they
+        used the link, so the classes have that much less to borrow."""
+        if self.link is not None:
+            self.link.take(size, now)

