@@ -210,8 +210,8 @@ class SimPlayer:
         self.result.delivery_s.append(round(delivery, 4))
         self.result.latency_s.append(round(delivery + (shown - now), 4))
 
-    async def _resolve_http(self, suffix: str) -> str:
-        """The URL to play: the balancer's redirect followed (the 302 counts in join time)."""
+    def _http_url(self, suffix: str) -> str:
+        """The first URL to ask (the balancer's, whose 302 `_open` follows), with the class."""
         t = self.target
         url = t.url or f"{t.base}/{t.stream}{suffix}"
         if self.klass:
@@ -256,7 +256,7 @@ class SimPlayer:
             await self._play_rtmp()
 
     async def _play_flv(self) -> None:
-        resp, url = await self._open(await self._resolve_http(".flv"))
+        resp, url = await self._open(self._http_url(".flv"))
         try:
             self._joined(urlsplit(url).netloc)
             scanner = FlvScanner()
@@ -392,7 +392,7 @@ class SimPlayer:
     async def _play_hls(self) -> None:
         """RFC 8216 6.3: start no closer than three target durations from the end; reload
         after a target duration, or half of one when the playlist did not change."""
-        url = await self._resolve_http(".m3u8")
+        url = self._http_url(".m3u8")
         resp, url = await self._open(url)
         text = (await resp.body(4 * 1024 * 1024)).decode("utf-8", "replace")
         resp.close()
