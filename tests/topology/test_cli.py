@@ -61,3 +61,18 @@ def test_detach_status_down(tmp_path) -> None:
     down = run("down", str(topo), env=env)
     assert down.returncode == 0 and "stopped" in down.stdout
     assert run("status", "small", env=env).returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--url", "ftp://x/live/a", "--players", "3"], "give an rtmp:// or http:// URL"),
+     (["--url", "http://127.0.0.1:1/a.flv"], "--url needs --players"),
+     (["--url", "http://127.0.0.1:1/a.flv", "--players", "3", "--duration", "3"],
+      "must be shorter than the duration"),
+     (["--players", "3"], "give a topology file"),
+     (["--url", "http://127.0.0.1:1/a.flv", "--players", "2", "--profiles", "5g"],
+      "unknown client profile")],
+)  # fmt: skip
+def test_load_refuses_bad_arguments_with_a_reason(args, message) -> None:
+    proc = run("load", *args, env=dict(os.environ))
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr

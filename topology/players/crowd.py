@@ -40,6 +40,11 @@ class LoadSpec:
             raise ValueError(f"arrival must be one of {', '.join(ARRIVALS)}")
         if self.ramp_s < 0:
             raise ValueError("ramp must be >= 0 s")
+        if self.ramp_s >= self.duration and self.arrival != "flash":
+            raise ValueError(
+                f"ramp ({self.ramp_s:g} s) must be shorter than the duration "
+                f"({self.duration:g} s), or some players would never start"
+            )
         parse_mix(self.profiles)
 
 

@@ -52,6 +52,8 @@ class Target:
         """A target for any server's play URL."""
         if url.startswith("rtmp://"):
             return cls("rtmp", url=url)
+        if not url.startswith("http://"):
+            raise ValueError(f"cannot play {url!r}: give an rtmp:// or http:// URL")
         path = urlsplit(url).path
         return cls("hls" if path.endswith(".m3u8") else "flv", url=url)
 
