@@ -171,8 +171,8 @@ def _merged_line(samples: list, spec: LoadSpec) -> str:
 
     counts: Counter[str] = Counter()
     for s in samples:
-        for k in ("waiting", "joining", "playing", "stalled", "retrying"):
-            counts[k] += s[k]
+        for k in ("waiting", "joining", "playing", "stalled", "retrying", "failures"):
+            counts[k] += s.get(k, 0)
     return progress_line(samples[0]["t"], spec.duration, counts, spec.players)
 
 
@@ -180,8 +180,8 @@ def _merge_timelines(timelines: list[list[dict]]) -> list[dict]:
     out = []
     for rows in zip(*timelines, strict=False):
         merged = {"t": rows[0]["t"], "edges": {}}
-        for k in ("waiting", "joining", "playing", "stalled", "retrying"):
-            merged[k] = sum(r[k] for r in rows)
+        for k in ("waiting", "joining", "playing", "stalled", "retrying", "failures"):
+            merged[k] = sum(r.get(k, 0) for r in rows)
         lat = [r["latency_p50_s"] for r in rows if r["latency_p50_s"] is not None]
         merged["latency_p50_s"] = sorted(lat)[len(lat) // 2] if lat else None
         for r in rows:

@@ -94,12 +94,13 @@ def make_crowd(target: Target, spec: LoadSpec, *, first_id: int = 0) -> Crowd:
 
 
 def progress_line(elapsed: float, duration: float, counts: Counter[str], total: int) -> str:
-    """`[ 12s/60s] joined 480/2000  playing 470  stalled 3  retrying 2  failed 0`."""
+    """`[ 12s/60s] joined 480/2000  playing 470  stalled 3  joining 5  retrying 2
+    failures 4` (failures: so far, of every player)."""
     joined = total - counts["waiting"]
     return (
         f"[{elapsed:4.0f}s/{duration:.0f}s] joined {joined}/{total}  playing {counts['playing']}"
         f"  stalled {counts['stalled']}  joining {counts['joining']}"
-        f"  retrying {counts['retrying']}"
+        f"  retrying {counts['retrying']}  failures {counts['failures']}"
     )
 
 
@@ -125,6 +126,9 @@ async def run_crowd(
             await trio.sleep(sample_every)
             now = trio.current_time()
             counts = crowd.counts(now)
+            counts["failures"] = sum(
+                sum(1 for r in p.result.failures if r != "stream ended") for p in crowd.players
+            )
             fresh: list[float] = []
             for i, p in enumerate(crowd.players):
                 lat = p.result.latency_s
@@ -136,7 +140,7 @@ async def run_crowd(
             crowd.timeline.append({
                 "t": round(now - t0, 2),
                 **{k: counts[k] for k in ("waiting", "joining", "playing", "stalled",
-                                           "retrying")},
+                                           "retrying", "failures")},
                 "latency_p50_s": fresh[len(fresh) // 2] if fresh else None,
                 "edges": dict(edges),
             })  # fmt: skip
