@@ -8,6 +8,7 @@ made it playable, and the script tags (clock stamps) whole."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from common.flv import FlvError
@@ -75,38 +76,19 @@ class FlvScanner:
             stop = pos + 15 + size
             if self.keyed and (tag_type == 9 or tag_type == 8):
                 # playing: every audio/video tag counts (a mid-stream sequence header
-                # carries the current time too), no need to look into bodies
+                # carries the current time too), no need to look into bodies; this is
+                # `_take`'s keyed case, inlined for the hot path
                 if first is None:
                     first = ts
                 last = ts
                 scan.video = scan.video or tag_type == 9
                 pos = stop
                 continue
-            if tag_type != 18 and end - pos < 11 + _PEEK:
-                break
-            if tag_type == 9:
-                if size and self._video(data[pos + 11], data[pos + 12] if size > 1 else 0):
-                    if not self.keyed:
-                        if (data[pos + 11] >> 4) & 0x07 != 1:
-                            pos = stop
-                            continue
-                        self.keyed = True
-                        scan.keyframe_ts = ts
-                    scan.video = True
-                    if scan.first_ts is None:
-                        scan.first_ts = ts
-                    scan.last_ts = ts
-            elif tag_type == 8:
-                if size and (self.keyed or not self.video_seen):
-                    b0 = data[pos + 11]
-                    fmt = b0 >> 4
-                    header = (fmt == 10 and size > 1 and data[pos + 12] == 0) or (
-                        fmt == 9 and b0 & 0x0F == 0
-                    )
-                    if not header:
-                        if scan.first_ts is None:
-                            scan.first_ts = ts
-                        scan.last_ts = ts
+            if tag_type == 9 or tag_type == 8:
+                if end - pos < 11 + _PEEK:
+                    break
+                b1 = data[pos + 12] if size > 1 else 0
+                self._take(scan, tag_type, ts, data[pos + 11], b1, size)
             elif tag_type == 18:
                 if stop > end:
                     break  # script tags are kept whole: wait for the rest
@@ -125,6 +107,42 @@ class FlvScanner:
         elif pos < end:
             self._keep(data, pos, end)
         return scan
+
+    def scan_tags(self, tags: Iterable[tuple[int, int, bytes]]) -> Scan:
+        """The same for messages that come already framed (RTMP): (type, timestamp, body)."""
+        scan = Scan()
+        for tag_type, ts, body in tags:
+            if tag_type == 18:
+                scan.scripts.append((ts, body))
+            elif tag_type == 9 or tag_type == 8:
+                size = len(body)
+                b0, b1 = (body[0] if size else 0), (body[1] if size > 1 else 0)
+                self._take(scan, tag_type, ts, b0, b1, size)
+        return scan
+
+    def _take(self, scan: Scan, tag_type: int, ts: int, b0: int, b1: int, size: int) -> None:
+        """One audio (8) or video (9) tag whose body starts with `b0`, `b1`. Before the
+        first keyframe only pictures from a keyframe on count (audio too while no video
+        has been seen), sequence headers never; after it, every tag counts."""
+        if not self.keyed:
+            if not size:
+                return
+            if tag_type == 9:
+                if not self._video(b0, b1) or (b0 >> 4) & 0x07 != 1:
+                    return  # a decoder cannot start before a keyframe
+                self.keyed = True
+                scan.keyframe_ts = ts
+            elif (
+                self.video_seen
+                or (b0 >> 4 == 10 and size > 1 and b1 == 0)
+                or b0 >> 4 == 9
+                and b0 & 0x0F == 0
+            ):
+                return  # audio waits for the keyframe; AAC / ExAudio sequence headers
+        scan.video = scan.video or tag_type == 9
+        if scan.first_ts is None:
+            scan.first_ts = ts
+        scan.last_ts = ts
 
     def _video(self, b0: int, b1: int) -> bool:
         """Whether a video tag with these first body bytes is a picture (not a sequence

@@ -13,6 +13,19 @@ import trio
 from common.conn import Conn, open_connection
 from common.rtmp import session as rs
 
+PLAY_END_CODES = (
+    "NetStream.Play.Stop",
+    "NetStream.Play.UnpublishNotify",
+    "NetStream.Play.Complete",
+)
+
+
+def ends_play(event: rs.Event) -> bool:
+    """Whether a player's event means the server ended the stream it plays."""
+    return isinstance(event, rs.StreamEOF) or (
+        isinstance(event, rs.Status) and event.code in PLAY_END_CODES
+    )
+
 
 class RtmpClientError(Exception):
     """The server refused or ended what we asked, or the connection broke."""

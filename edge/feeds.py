@@ -14,11 +14,10 @@ from common.errors import ProtocolError
 from common.flv import FlvParser
 from common.httpclient import HttpClientError, HttpResponse, open_request
 from common.rtmp import session as rs
-from common.rtmpclient import RtmpClient, RtmpClientError
+from common.rtmpclient import RtmpClient, RtmpClientError, ends_play
 from common.stream import metadata_values
 
 ONMETADATA = amf0.encode("onMetaData")
-END_CODES = ("NetStream.Play.Stop", "NetStream.Play.UnpublishNotify", "NetStream.Play.Complete")
 
 
 class NotFound(Exception):
@@ -87,7 +86,7 @@ class RtmpFeed:
                 out.append(("media", e.type_id, e.timestamp, e.payload))
             elif isinstance(e, rs.Metadata):
                 out.append(("meta", e.payload, e.values))
-            elif isinstance(e, rs.StreamEOF) or (isinstance(e, rs.Status) and e.code in END_CODES):
+            elif ends_play(e):
                 out.append(("end",))
                 break
             elif isinstance(e, rs.Status) and e.level == "error":

@@ -83,6 +83,20 @@ def test_scanner_matches_the_parser_however_split(names, cuts) -> None:
         assert not firsts
     assert keys == ([key] if key is not None else [])
     assert got_scripts == scripts
+    # the same messages already framed (RTMP), in the same pieces
+    framed = FlvScanner()
+    firsts, lasts, keys, got_scripts = [], [], [], []
+    for a, b in zip(bounds, bounds[1:], strict=False):
+        scan = framed.scan_tags(parsed[a * len(parsed) // len(raw) : b * len(parsed) // len(raw)])
+        if scan.first_ts is not None:
+            firsts.append(scan.first_ts)
+            lasts.append(scan.last_ts)
+        keys += [scan.keyframe_ts] if scan.keyframe_ts is not None else []
+        got_scripts += scan.scripts
+    assert firsts[:1] == media[:1] and lasts[-1:] == media[-1:]
+    assert set(firsts) | set(lasts) <= set(media)
+    assert keys == ([key] if key is not None else [])
+    assert got_scripts == scripts
 
 
 @pytest.mark.parametrize("raw", [b"NOT-FLV-AT-ALL", flv.file_header(audio=True, video=True)

@@ -14,13 +14,12 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import trio
 
-from common import flv
 from common.clock import read_stamp
 from common.errors import ProtocolError
-from common.flvscan import FlvScanner
+from common.flvscan import FlvScanner, Scan
 from common.httpclient import HttpClientError, fetch, open_request
 from common.rtmp import session as rs
-from common.rtmpclient import RtmpClient, RtmpClientError
+from common.rtmpclient import RtmpClient, RtmpClientError, ends_play
 from common.shaping import TokenBucket
 from topology.players.buffer import PlaybackBuffer
 from topology.players.hlsplaylist import parse_media_playlist
@@ -121,8 +120,6 @@ class SimPlayer:
         self.t0 = 0.0
         self.bucket = TokenBucket(profile.rate_kbps * 125, 32768) if profile.rate_kbps else None
         self._rng = random.Random(pid)
-        self._keyed = False  # a video keyframe arrived on this connection
-        self._video_seen = False
 
     # ------------------------------------------------------------------ run
 
@@ -248,7 +245,6 @@ class SimPlayer:
     # ------------------------------------------------------------------ protocols
 
     async def _session(self) -> None:
-        self._keyed = self._video_seen = False  # a new connection starts at a keyframe
         proto = self.target.protocol
         if proto == "flv":
             await self._play_flv()
@@ -298,48 +294,17 @@ class SimPlayer:
         self.result.bytes += len(data)
         if len(self.capture) < self.capture_limit:
             self.capture += data[: self.capture_limit - len(self.capture)]
-        scan = scanner.feed(data)
+        self._scanned(scanner.feed(data), now)
+
+    def _scanned(self, scan: Scan, now: float) -> None:
+        """Media that arrived together: the buffer learns its first and last timestamps
+        (one update per read, not per frame); then the clock stamps among it."""
         if scan.first_ts is not None:
             self._media_span(scan.first_ts, scan.last_ts, now, scan.keyframe_ts is not None)
         for ts, body in scan.scripts:
             wall = read_stamp(body)
             if wall is not None:
                 self._stamp(wall, ts / 1000.0, now)
-
-    def _tags(self, tags: list[tuple[int, int, bytes]], now: float) -> None:
-        """Media that arrived together: the buffer learns its first and last timestamps
-        (one update per read, not per frame); clock stamps are taken in order."""
-        first = last = None
-        video = False
-        for type_id, timestamp, body in tags:
-            if type_id == flv.TAG_VIDEO:
-                info = flv.video_info(body)
-                if info.sequence_header or info.end_of_sequence:
-                    continue
-                self._video_seen = True
-                if not self._keyed:
-                    if not info.keyframe:
-                        continue  # a decoder cannot start before a keyframe
-                    self._keyed = True
-                video = True
-            elif type_id == flv.TAG_AUDIO:
-                if not self._keyed and self._video_seen:
-                    continue
-            elif type_id == flv.TAG_SCRIPT:
-                wall = read_stamp(body)
-                if wall is not None:
-                    if last is not None:
-                        self._media_span(first, last, now, video)
-                        first = last = None
-                    self._stamp(wall, timestamp / 1000.0, now)
-                continue
-            else:
-                continue
-            if first is None:
-                first = timestamp
-            last = timestamp
-        if last is not None:
-            self._media_span(first, last, now, video)
 
     def _media_span(self, first: int, last: int, now: float, video: bool) -> None:
         self._media(first / 1000.0, now, video)
@@ -367,6 +332,7 @@ class SimPlayer:
             await self._wire_delay()
             await client.play()
             self._joined(urlsplit(url).netloc)
+            scanner = FlvScanner()  # its scan_tags: RTMP messages come framed
 
             async def events() -> AsyncIterator[list]:
                 while True:
@@ -375,14 +341,14 @@ class SimPlayer:
                     except RtmpClientError as exc:
                         raise PlayError(str(exc)) from None
                     yield batch
-                    if any(_ends_play(ev) for ev in batch):
+                    if any(ends_play(ev) for ev in batch):
                         return
 
             def handle(batch: list, now: float) -> None:
                 media = [(e.type_id, e.timestamp, e.payload) for e in batch
                          if isinstance(e, rs.Media)]  # fmt: skip
                 self.result.bytes += sum(len(m[2]) for m in media)
-                self._tags(media, now)
+                self._scanned(scanner.scan_tags(media), now)
 
             def size(batch: list) -> int:
                 return sum(len(ev.payload) for ev in batch if isinstance(ev, rs.Media))
@@ -446,10 +412,3 @@ class SimPlayer:
         self._media(start, now, True, duration)
         if wall is not None:
             self._stamp(wall + duration, start + duration, now)
-
-
-def _ends_play(ev: object) -> bool:
-    return isinstance(ev, rs.StreamEOF) or (
-        isinstance(ev, rs.Status)
-        and ev.code in ("NetStream.Play.Stop", "NetStream.Play.UnpublishNotify")
-    )
