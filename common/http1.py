@@ -228,11 +228,9 @@ class ChunkedDecoder:
                             raise ProtocolError("data after the end of a chunked body")
                         break
                     continue
-                size_text = line if len(line) <= 8 else line.split(b";", 1)[0].strip(b" \t")
+                size_text = line.partition(b";")[0].strip(b" \t")
                 if not _CHUNK_SIZE.fullmatch(size_text):
-                    size_text = line.split(b";", 1)[0].strip(b" \t")
-                    if not _CHUNK_SIZE.fullmatch(size_text):
-                        raise ProtocolError(f"bad chunk size line {line[:40]!r}")
+                    raise ProtocolError(f"bad chunk size line {line[:40]!r}")
                 size = int(size_text, 16)
                 if size == 0:
                     self._state = "trailer"

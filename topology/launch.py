@@ -344,7 +344,7 @@ async def run_file_load(dep: Deployment, i: int, load: LoadProfileSpec) -> None:
     from topology.loadrun import run_load, target_for
 
     await trio.sleep(parse_duration(load.start_at))
-    spec = load_spec(dep.topo, load)
+    spec = load_spec(load)
     stream = load_stream(dep.topo, load)
     print(f"  load #{i + 1}: {spec.players} {spec.protocol} players on {stream} for "
           f"{spec.duration:g} s ({spec.arrival}, profiles {spec.profiles})", flush=True)  # fmt: skip

@@ -6,13 +6,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
 import trio
 
 from common.httpclient import HttpClientError, fetch
-from topology.players.crowd import LoadSpec, make_crowd, run_crowd, stderr_progress
+from topology.players.crowd import (
+    LoadSpec,
+    make_crowd,
+    progress_line,
+    run_crowd,
+    stderr_progress,
+)
 from topology.players.player import Target
 from topology.players.report import plot, summarize, table, write_json
 
@@ -99,10 +106,10 @@ async def run_load(
         at_end = timeline[-3] if len(timeline) >= 3 else (timeline[-1] if timeline else {})
         summary["servers"] = servers
         summary["players_per_edge_at_count"] = at_end.get("edges", {})
-    print(table(summary, {k: v for k, v in servers.items()}), flush=True)
+    print(table(summary), flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{label}.json"
-    write_json(path, summary, players, timeline, servers)
+    write_json(path, summary, players, timeline)
     png = plot(out_dir / f"{label}.png", timeline, players)
     print(f"  results: {path}" + (f", plot: {png}" if png else
           " (plots: pip install -e .[plot])"), flush=True)  # fmt: skip
@@ -165,10 +172,6 @@ async def _run_procs(target: Target, spec: LoadSpec, procs: int, show) -> tuple:
 
 
 def _merged_line(samples: list, spec: LoadSpec) -> str:
-    from collections import Counter
-
-    from topology.players.crowd import progress_line
-
     counts: Counter[str] = Counter()
     for s in samples:
         for k in ("waiting", "joining", "playing", "stalled", "retrying", "failures"):

@@ -333,13 +333,13 @@ def _check(t: Topology) -> None:
         if load.stream and load.stream.count("/") != 1:
             raise TopologyError(f"{where}: stream must be 'app/name'")
         try:
-            load_spec(t, load).check()
+            load_spec(load).check()
             parse_duration(load.start_at)
         except ValueError as exc:
             raise TopologyError(f"{where}: {exc}") from exc
 
 
-def load_spec(t: Topology, load: LoadProfileSpec):
+def load_spec(load: LoadProfileSpec):
     """The crowd settings of a [[load]] profile (durations parsed)."""
     from topology.players.crowd import LoadSpec
 

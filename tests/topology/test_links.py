@@ -10,7 +10,8 @@ import trio
 from common import flv
 from common.flv import FlvParser
 from common.httpclient import open_request
-from topology import launch, schema
+from tests.conftest import start_topology
+from topology import launch
 from topology.schema import FaultSpec
 
 pytestmark = pytest.mark.slow
@@ -74,12 +75,7 @@ async def delays(dep, seconds: float) -> tuple[dict, dict, list[float]]:
 
 
 async def test_a_delayed_link_raises_startup_and_latency(nursery, tmp_path):
-    path = tmp_path / "links.toml"
-    path.write_text(TOPOLOGY)
-    topo = schema.load(str(path))
-    dep = await nursery.start(
-        lambda task_status: launch.up(topo, run_dir=tmp_path / "run", task_status=task_status)
-    )
+    dep = await start_topology(nursery, tmp_path, TOPOLOGY)
     near, far, diffs = await delays(dep, 5)
     assert far["first_byte"] - near["first_byte"] > 0.4, (near["first_byte"], far["first_byte"])
     added = statistics.median(diffs)

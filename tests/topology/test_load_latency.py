@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from topology import launch, schema
+from tests.conftest import start_topology
 from topology.players.crowd import LoadSpec, make_crowd, run_crowd
 from topology.players.player import Target
 from topology.players.report import summarize
@@ -46,13 +46,7 @@ kbps = 300
 
 
 async def test_a_200ms_link_adds_200ms_of_latency(nursery, tmp_path):
-    path = tmp_path / "t.toml"
-    path.write_text(TOPOLOGY)
-    dep = await nursery.start(
-        lambda task_status: launch.up(
-            schema.load(str(path)), run_dir=tmp_path / "run", task_status=task_status
-        )  # fmt: skip
-    )
+    dep = await start_topology(nursery, tmp_path, TOPOLOGY)
     spec = LoadSpec(players=8, duration=10, ramp_s=1)
     crowds = {
         name: make_crowd(Target("flv", base=dep.url(name, "http"), stream="live/demo"), spec)

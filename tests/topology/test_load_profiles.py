@@ -7,7 +7,8 @@ import json
 import pytest
 import trio
 
-from topology import launch, schema
+from tests.conftest import start_topology
+from topology import schema
 
 TOPOLOGY = """
 [balancer]
@@ -68,14 +69,8 @@ def test_bad_load_profiles_name_the_file_and_the_key(tmp_path, extra, message) -
 
 @pytest.mark.slow
 async def test_up_runs_the_files_load_profiles(nursery, tmp_path):
-    path = tmp_path / "t.toml"
-    path.write_text(TOPOLOGY)
-    run_dir = tmp_path / "run"
-    dep = await nursery.start(
-        lambda task_status: launch.up(
-            schema.load(str(path)), run_dir=run_dir, task_status=task_status
-        )  # fmt: skip
-    )
+    dep = await start_topology(nursery, tmp_path, TOPOLOGY)
+    run_dir = dep.run_dir
     assert "--clock-stamps" in dep.nodes["origin"].cmd
     result = run_dir / "load1.json"
     with trio.fail_after(30):

@@ -14,7 +14,7 @@ import trio
 from common import flv
 from common.flv import FlvParser
 from common.httpclient import fetch
-from topology import launch, schema
+from tests.conftest import start_topology
 from topology.players.crowd import LoadSpec, make_crowd, run_crowd
 from topology.players.player import Target
 
@@ -87,12 +87,7 @@ async def edges(balancer: str) -> dict[str, dict]:
 
 
 async def test_three_edges_kill_one_and_viewers_move(nursery, tmp_path):
-    path = tmp_path / "three.toml"
-    path.write_text(TOPOLOGY)
-    topo = schema.load(str(path))
-    dep = await nursery.start(
-        lambda task_status: launch.up(topo, run_dir=tmp_path / "run", task_status=task_status)
-    )
+    dep = await start_topology(nursery, tmp_path, TOPOLOGY)
     balancer = dep.url("balancer", "http")
     with trio.fail_after(10):
         while len([e for e in (await edges(balancer)).values() if e["in_rotation"]]) < 3:

@@ -22,7 +22,7 @@ from common.rtmp import session as rs
 from common.rtmpclient import RtmpClient, RtmpClientError, ends_play
 from common.shaping import TokenBucket
 from topology.players.buffer import PlaybackBuffer
-from topology.players.hlsplaylist import parse_media_playlist
+from topology.players.hlsplaylist import MediaPlaylist, parse_media_playlist
 from topology.players.profiles import PROFILES, ClientProfile
 
 log = logging.getLogger("livecdn.players")
@@ -360,12 +360,8 @@ class SimPlayer:
     async def _play_hls(self) -> None:
         """RFC 8216 6.3: start no closer than three target durations from the end; reload
         after a target duration, or half of one when the playlist did not change."""
-        url = self._http_url(".m3u8")
-        resp, url = await self._open(url)
-        text = (await resp.body(4 * 1024 * 1024)).decode("utf-8", "replace")
-        resp.close()
+        pl, url = await self._playlist(self._http_url(".m3u8"))
         self._joined(urlsplit(url).netloc)
-        pl = parse_media_playlist(text)
         next_seq = pl.start_sequence()
         media: dict[int, float] = {}
         while True:
@@ -386,17 +382,23 @@ class SimPlayer:
             wait = pl.target_duration
             while True:
                 await trio.sleep_until(loaded + wait)
-                resp, _ = await self._open(url)
-                text = (await resp.body(4 * 1024 * 1024)).decode("utf-8", "replace")
-                resp.close()
+                pl, _ = await self._playlist(url)
                 loaded = trio.current_time()
-                pl = parse_media_playlist(text)
                 if pl.last_sequence() != changed.last_sequence() or pl.ended:
                     break
                 wait = pl.target_duration / 2
             if next_seq < pl.media_sequence:  # fell out of the window: jump to the live point
                 next_seq = pl.start_sequence()
                 media[next_seq] = media.get(max(media, default=0), 0.0)
+
+    async def _playlist(self, url: str) -> tuple[MediaPlaylist, str]:
+        """GET and parse a media playlist; also the URL it came from after redirects."""
+        resp, url = await self._open(url)
+        try:
+            text = (await resp.body(4 * 1024 * 1024)).decode("utf-8", "replace")
+        finally:
+            resp.close()
+        return parse_media_playlist(text), url
 
     async def _fetch_segment(
         self, url: str, start: float, duration: float, wall: float | None

@@ -63,8 +63,8 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v * 1000:.0f}"
 
 
-def table(summary: dict, servers: dict | None = None) -> str:
-    """The summary as text for the terminal."""
+def table(summary: dict) -> str:
+    """The summary as text for the terminal (with what the servers said, when it has it)."""
     s = summary
     lines = [
         f"players {s['players']} for {s['seconds']} s: played {s['played']}, "
@@ -92,6 +92,7 @@ def table(summary: dict, servers: dict | None = None) -> str:
         lines.append(f"      {count:6}  {reason}")
     lines.append("  viewers per edge " + (", ".join(
         f"{e} {n}" for e, n in s["viewers_per_edge"].items()) or "-"))  # fmt: skip
+    servers = summary.get("servers")
     if servers:
         parts = []
         for name, info in servers.items():
@@ -107,11 +108,10 @@ def table(summary: dict, servers: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, summary: dict, players: list[dict], timeline: list[dict],
-               servers: dict | None = None) -> None:  # fmt: skip
+def write_json(path: Path, summary: dict, players: list[dict], timeline: list[dict]) -> None:
     """Everything of a run in one file."""
-    path.write_text(json.dumps({"summary": summary, "servers": servers or {},
-                                "timeline": timeline, "players": players}, indent=1))  # fmt: skip
+    doc = {"summary": summary, "timeline": timeline, "players": players}
+    path.write_text(json.dumps(doc, indent=1))
 
 
 def plot(path: Path, timeline: list[dict], players: list[dict]) -> Path | None:
