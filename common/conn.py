@@ -11,19 +11,24 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import socket
 from collections.abc import Awaitable, Callable
 
 import trio
 
+from common.errors import ConnClosed
+from common.supervise import log_failure
+
 log = logging.getLogger("livecdn.conn")
 
 RECV_SIZE = 65536
 IOV_BATCH = 512
+SEND_BUFFER = 256 * 1024
+"""SO_SNDBUF of accepted sockets: a viewer that stops reading fills this (not megabytes of
+kernel autotuning) and so meets `slow_timeout` soon after."""
 
-
-class ConnClosed(Exception):
-    """The connection is closed (by us or the peer)."""
+__all__ = ["Conn", "ConnClosed", "accept_loop", "listen_socket", "open_connection"]
 
 
 class Conn:
@@ -201,13 +206,21 @@ async def accept_loop(
     max_connections: int,
     on_refused: Callable[[str], None] | None = None,
 ) -> None:
-    """Accept connections forever, each handled by its own task in a nursery."""
+    """Accept connections forever, each handled by its own task in a nursery.
+
+    A handler's failure ends only its own connection, with one log line naming the peer
+    (a traceback only for unexpected errors); the listener and other connections go on.
+    """
     active = 0
+    where = f"{sock.getsockname()[0]}:{sock.getsockname()[1]}"
+    warned = -math.inf
 
     async def run(conn: Conn) -> None:
         nonlocal active
         try:
             await handler(conn)
+        except Exception as exc:
+            log_failure(f"connection {conn.peer} on {where}", exc, log)
         finally:
             active -= 1
             conn.close()
@@ -221,12 +234,22 @@ async def accept_loop(
                     await trio.lowlevel.wait_readable(sock)
                     continue
                 except OSError as exc:
+                    if exc.errno in (errno.EBADF, errno.EINVAL, errno.ENOTSOCK):
+                        raise  # the listening socket itself is gone
                     if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        log.warning("accept failed: %s; pausing 100 ms", exc)
+                        now = trio.current_time()
+                        if now - warned >= 5.0:
+                            warned = now
+                            log.warning("accept on %s failed: %s; pausing 100 ms", where, exc)
                         await trio.sleep(0.1)
-                        continue
-                    raise
-                conn = Conn(client)
+                    continue  # e.g. ECONNABORTED: that client is gone, the listener is not
+                try:
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+                    conn = Conn(client)
+                except OSError as exc:
+                    log.info("dropped a connection on %s before serving it: %s", where, exc)
+                    client.close()
+                    continue
                 if active >= max_connections:
                     log.warning(
                         "refused %s: connection limit %d reached", conn.peer, max_connections

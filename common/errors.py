@@ -1,5 +1,9 @@
-"""The one exception family raised by livecdn's sans-IO protocol parsers."""
+"""The exception families a peer can cause: protocol errors and closed connections."""
 
 
 class ProtocolError(Exception):
     """Malformed or out-of-order input from a peer; the connection should be closed."""
+
+
+class ConnClosed(Exception):
+    """The connection is closed (by us or the peer)."""

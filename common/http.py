@@ -14,6 +14,8 @@ import trio
 
 from common.conn import Conn, ConnClosed
 from common.http1 import HttpError, RequestHead, RequestParser, response_head
+from common.streamkey import shown
+from common.supervise import log_failure
 
 log = logging.getLogger("livecdn.http")
 
@@ -112,31 +114,38 @@ async def serve_http(conn: Conn, handler: Handler, limits: HttpLimits = HttpLimi
             return
         head, body = got
         first = False
-        parts = urlsplit(head.target)
+        url = urlsplit(head.target)
         request = Request(
             method=head.method,
             target=head.target,
-            path=unquote(parts.path) if "%" in parts.path else parts.path,
-            query=dict(parse_qsl(parts.query)) if parts.query else {},
+            path=unquote(url.path) if "%" in url.path else url.path,
+            query=dict(parse_qsl(url.query)) if url.query else {},
             headers=head.headers,
             body=body,
             peer=conn.peer,
         )
         try:
             resp = await handler(request)
+            if isinstance(resp, StreamingResponse):
+                head_bytes = _streaming_head(resp)
+            else:
+                close = not head.keep_alive
+                parts = _response_parts(resp, close=close, head=head.method == "HEAD")
         except Exception:
-            log.exception("handler failed for %s %s", request.method, request.target)
+            log.exception(
+                "handler failed for %s %s from %s", request.method, shown(request.target), conn.peer
+            )
             resp = Response.text(500, "internal error")
+            close = not head.keep_alive
+            parts = _response_parts(resp, close=close)
         if isinstance(resp, StreamingResponse):
-            headers = _headers(resp.headers, resp.content_type)
-            headers.append(("cache-control", "no-cache"))
-            conn.write(response_head(resp.status, headers, content_length=None, close=True))
-            await resp.body(conn)
+            conn.write(head_bytes)
+            try:
+                await resp.body(conn)
+            except Exception as exc:
+                log_failure(f"HTTP {request.method} {shown(request.path)} to {conn.peer}", exc, log)
             return
-        close = not head.keep_alive
-        await _send_response(
-            conn, resp, close=close, head=head.method == "HEAD", send_timeout=limits.send_timeout
-        )
+        await _send_parts(conn, parts, limits.send_timeout)
         if close or conn.closed:
             return
 
@@ -161,6 +170,29 @@ async def _read_request(
         parser.feed(data)
 
 
+def _streaming_head(resp: StreamingResponse) -> bytes:
+    headers = _headers(resp.headers, resp.content_type)
+    headers.append(("cache-control", "no-cache"))
+    return response_head(resp.status, headers, content_length=None, close=True)
+
+
+def _response_parts(resp: Response, *, close: bool, head: bool = False) -> list[bytes]:
+    headers = _headers(resp.headers, resp.content_type)
+    parts = [response_head(resp.status, headers, content_length=len(resp.body), close=close)]
+    if resp.body and not head:
+        parts.append(resp.body)  # the (possibly cached, shared) body is written without a copy
+    return parts
+
+
+async def _send_parts(conn: Conn, parts: list[bytes], send_timeout: float) -> None:
+    conn.writev(parts)
+    with contextlib.suppress(ConnClosed), trio.move_on_after(send_timeout) as scope:
+        await conn.drain()
+    if scope.cancelled_caught:
+        log.info("closing HTTP %s: response not taken within %g s", conn.peer, send_timeout)
+        conn.close()
+
+
 async def _send_response(
     conn: Conn,
     resp: Response,
@@ -169,13 +201,4 @@ async def _send_response(
     head: bool = False,
     send_timeout: float = 30.0,
 ) -> None:
-    headers = _headers(resp.headers, resp.content_type)
-    parts = [response_head(resp.status, headers, content_length=len(resp.body), close=close)]
-    if resp.body and not head:
-        parts.append(resp.body)  # the (possibly cached, shared) body is written without a copy
-    conn.writev(parts)
-    with contextlib.suppress(ConnClosed), trio.move_on_after(send_timeout) as scope:
-        await conn.drain()
-    if scope.cancelled_caught:
-        log.info("closing HTTP %s: response not taken within %g s", conn.peer, send_timeout)
-        conn.close()
+    await _send_parts(conn, _response_parts(resp, close=close, head=head), send_timeout)

@@ -156,7 +156,10 @@ def response_head(
     """Status line and header fields; `content_length=None` means a chunked body."""
     lines = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b""))]
     for name, value in headers:
-        lines.append(f"{name}: {value}".encode("latin-1"))
+        field = f"{name}: {value}"
+        if not field.isascii() or not field.isprintable():
+            raise ValueError(f"refusing to send an unsafe header field {field[:60]!r}")
+        lines.append(field.encode("ascii"))
     if content_length is None:
         lines.append(b"transfer-encoding: chunked")
     else:
