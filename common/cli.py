@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +46,9 @@ def run_node(
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if why := cannot_listen(config):
+        print(f"error: {why}", file=sys.stderr)
+        return 1
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -61,8 +65,41 @@ def run_node(
 
     try:
         trio.run(main)
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (OSError, BaseExceptionGroup) as exc:
+        errors = leaves(exc)
+        if not all(isinstance(e, OSError) for e in errors):
+            raise
+        print(f"error: {errors[0]}", file=sys.stderr)
         return 1
     log.info("%s stopped", name)
     return 0
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside `exc`, however deeply trio's nurseries grouped them."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]
+
+
+PORT_FIELDS = ("rtmp_port", "http_port", "control_port")
+
+
+def cannot_listen(config: Any) -> str | None:
+    """Why one of the node's listening ports cannot be bound, naming it; None if all can.
+
+    Binds each port the way `common.conn.listen_socket` does and closes it at once, so a
+    busy port or a bad address is reported before anything starts.
+    """
+    host = config.host
+    for name in PORT_FIELDS:
+        port = getattr(config, name, 0)
+        if not port:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                return f"cannot listen on {host}:{port}: {exc}"
+    return None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -74,3 +77,46 @@ async def test_starts_serves_and_stops_cleanly_on_signal(sig):
     assert code == 0, log.decode()
     assert f"{sig.name} received: shutting down".encode() in log
     assert b"origin stopped" in log
+
+
+IN_USE = f"[Errno {errno.EADDRINUSE}] {os.strerror(errno.EADDRINUSE)}"
+
+
+@pytest.fixture
+def busy_port():
+    """A port something else listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("node", "args"),
+    [("origin", ["--rtmp", "{port}", "--http", "0"]),
+     ("origin", ["--rtmp", "0", "--http", "{port}"]),
+     ("edge", ["--parent", "rtmp://127.0.0.1:1", "--rtmp", "0", "--http", "{port}"]),
+     ("balancer", ["--http", "0", "--control", "{port}"])],
+)  # fmt: skip
+def test_a_busy_port_is_one_line_naming_it(busy_port, node, args):
+    argv = [a.format(port=busy_port) for a in args]
+    proc = subprocess.run(
+        [PY, "-m", node, "--host", "127.0.0.1", *argv], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{busy_port}: {IN_USE}"
+    ], proc.stderr
+
+
+def test_a_port_taken_while_starting_is_one_line_too(busy_port):
+    """Past the start-up check (a port taken in between), trio's exception groups are
+    unwrapped into the same one line."""
+    code = (
+        "import sys, common.cli; common.cli.cannot_listen = lambda config: None\n"
+        "from origin.__main__ import main\n"
+        f"sys.exit(main(['--host', '127.0.0.1', '--rtmp', '0', '--http', '{busy_port}']))"
+    )
+    proc = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"error: {IN_USE}"], proc.stderr
