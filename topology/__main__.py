@@ -14,12 +14,15 @@ import logging
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import trio
 
+from common.cli import leaves
+from common.rtmpclient import RtmpClientError
 from topology import launch, schema
-from topology.publisher import SourceSettings, publish
+from topology.publisher import SourceSettings, failure_reason, keep_publishing, publish
 
 log = logging.getLogger("livecdn.topology")
 
@@ -101,10 +104,10 @@ async def demo(args: argparse.Namespace) -> None:
         try:
             await launch.wait_healthy(f"http://127.0.0.1:{args.http}", origin)
             nursery.start_soon(
-                lambda: publish(
+                partial(
+                    keep_publishing,
                     f"rtmp://127.0.0.1:{args.rtmp}/live/demo",
                     settings=settings_from(args),
-                    seconds=args.seconds,
                 )
             )
             await trio.sleep(1)
@@ -234,8 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         return load_main(args)
     try:
         trio.run(demo if args.command == "demo" else publish_only, args)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # one line for what ended the demo or the publisher
+        errors = leaves(exc)
+        if not all(isinstance(e, (OSError, subprocess.CalledProcessError, RtmpClientError, RuntimeError,
+                                  trio.TooSlowError)) for e in errors):  # fmt: skip
+            raise
+        print(f"error: {failure_reason(errors[0], was_live=False)}", file=sys.stderr)
         return 1
     return 0
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
 import shlex
 import signal
@@ -12,13 +14,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from common.httpclient import HttpClientError, fetch
 from topology.linkproxy import LinkProxy, LinkSettings
-from topology.publisher import SourceSettings, publish
+from topology.publisher import SourceSettings, keep_publishing
 from topology.schema import (
     EdgeSpec,
     FaultSpec,
@@ -41,17 +44,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+Proc = trio.Process | subprocess.Popen
+
+
 @dataclass
 class Node:
-    """One started process."""
+    """One node's process (`proc` is the latest one started)."""
 
     name: str
     kind: str
     cmd: list[str]
     http_port: int
     rtmp_port: int = 0
-    proc: subprocess.Popen | None = None
+    proc: Proc | None = None
     log_path: Path | None = None
+    control_port: int = 0
+
+    def ports(self) -> str:
+        """Its listening ports, e.g. 'rtmp :1935, http :8080'."""
+        named = (("rtmp", self.rtmp_port), ("http", self.http_port), ("control", self.control_port))
+        return ", ".join(f"{what} :{port}" for what, port in named if port)
 
 
 @dataclass
@@ -62,6 +74,8 @@ class Deployment:
     run_dir: Path
     nodes: dict[str, Node] = field(default_factory=dict)
     proxies: dict[tuple[str, str], LinkProxy] = field(default_factory=dict)
+    started: list[Proc] = field(default_factory=list)  # every process, restarted ones too
+    supervisor: trio.Nursery | None = field(default=None, repr=False)
 
     def url(self, name: str, scheme: str) -> str:
         node = self.nodes[name]
@@ -102,6 +116,7 @@ def plan(
              str(control), "--policy", b.policy, "--overflow", b.overflow]
             + (["--config", str(run_dir / "balancer.toml")] if b.classes else []),
             http,
+            control_port=control,
         )  # fmt: skip
     for o in topo.origins:
         rtmp, http = ports[o.name]
@@ -154,8 +169,8 @@ async def wait_healthy(url: str, proc=None, timeout: float = 20.0) -> None:
     """Poll `url`/healthz until 200; fail if `proc` (anything with poll()) exits first."""
     with trio.fail_after(timeout):
         while True:
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"exited with code {proc.returncode}")
+            if proc is not None and (code := proc.poll()) is not None:
+                raise RuntimeError(exit_text(code))
             try:
                 if (await fetch("GET", url + "/healthz", timeout=1))[0] == 200:
                     return
@@ -292,51 +307,152 @@ async def up(
 async def _run(
     dep: Deployment, run_dir: Path, seconds: float | None, task_status, run_file_loads: bool
 ) -> int:
-    topo = dep.topo
-    print(f"topology {topo.name} ({topo.path}); logs in {run_dir}", flush=True)
-    try:
-        for node in dep.nodes.values():
-            node.log_path = run_dir / f"{node.name}.log"
-            with open(node.log_path, "wb") as log_file:  # the child keeps its own descriptor
-                node.proc = subprocess.Popen(node.cmd, stdout=subprocess.DEVNULL, stderr=log_file)
+    """Everything of `up` after the link proxies; every node is stopped on the way out."""
+    print(f"topology {dep.topo.name} ({dep.topo.path}); logs in {run_dir}", flush=True)
+    code = 0
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as guard:
+            main = trio.CancelScope()
+            guard.start_soon(_cancel_on_signals, signals, main)
             try:
-                await wait_healthy(f"http://127.0.0.1:{node.http_port}", node.proc)
-            except (RuntimeError, trio.TooSlowError) as exc:
-                tail = node.log_path.read_text()[-2000:]
-                print(f"error: {node.name} did not become healthy: {exc}\n{tail}", file=sys.stderr)
-                return 1
-            print(f"  {node.kind:8} {node.name:10} up (pid {node.proc.pid})", flush=True)
-        prom = write_prometheus(dep)
-        write_commands(dep)
-        async with trio.open_nursery() as nursery:
-            for pub in topo.publishers:
-                width, _, height = pub.size.partition("x")
-                settings = SourceSettings(int(width), int(height), pub.fps, pub.kbps)
-                url = f"{dep.url(pub.origin, 'rtmp')}/{pub.stream}"
-                nursery.start_soon(lambda u=url, s=settings: publish(u, settings=s))
-                print(f"  publisher  {pub.stream} -> {url}", flush=True)
-            for pub in topo.publishers:  # the table is only printed once the streams are live
-                api = f"{dep.url(pub.origin, 'http')}/api/streams/{pub.stream}"
-                with trio.move_on_after(20):
-                    while (await fetch("GET", api))[0] != 200:
-                        await trio.sleep(0.2)
-            print(
-                f"\n{url_table(dep)}\n\n  Prometheus scrape config: {prom}\n  stop: Ctrl-C\n",
-                flush=True,
-            )
-            write_state(dep)
-            task_status.started(dep)
-            nursery.start_soon(run_faults, dep)
-            for i, load in enumerate(topo.loads if run_file_loads else []):
-                nursery.start_soon(run_file_load, dep, i, load)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                with trio.move_on_after(seconds if seconds is not None else float("inf")):
-                    async for _ in signals:
-                        break
-            nursery.cancel_scope.cancel()
-        return 0
-    finally:
-        stop(dep)
+                with main:
+                    async with trio.open_nursery() as nursery:
+                        dep.supervisor = nursery
+                        code = await _serve(dep, seconds, task_status, run_file_loads)
+                        nursery.cancel_scope.cancel()
+            finally:
+                dep.supervisor = None
+                with trio.CancelScope(shield=True):
+                    await stop(dep)
+                guard.cancel_scope.cancel()
+    return code
+
+
+async def _cancel_on_signals(signals, scope: trio.CancelScope) -> None:
+    """The first SIGINT/SIGTERM stops the deployment; later ones are only acknowledged."""
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if scope.cancel_called:
+            print(f"{name}: already stopping", file=sys.stderr, flush=True)
+        else:
+            print(f"{name}: stopping every node", flush=True)
+            scope.cancel()
+
+
+START_TIMEOUT = 20.0  # seconds a node may take to answer /healthz
+
+
+async def _serve(dep: Deployment, seconds: float | None, task_status, run_file_loads: bool) -> int:
+    """Start the nodes one by one, then publishers, faults and loads; run until `seconds`."""
+    topo = dep.topo
+    assert dep.supervisor is not None
+    for node in dep.nodes.values():
+        proc = await start_node(dep, node, supervise=False)
+        try:
+            await wait_healthy(f"http://127.0.0.1:{node.http_port}", proc, START_TIMEOUT)
+        except (RuntimeError, trio.TooSlowError) as exc:
+            why = str(exc) or f"not healthy after {START_TIMEOUT:g} s"
+            print(f"error: {start_failure(node, why)}", file=sys.stderr, flush=True)
+            return 1
+        dep.supervisor.start_soon(watch, dep, node, proc)
+        print(f"  {node.kind:8} {node.name:10} up (pid {proc.pid})", flush=True)
+    prom = write_prometheus(dep)
+    write_commands(dep)
+    for pub in topo.publishers:
+        width, _, height = pub.size.partition("x")
+        settings = SourceSettings(int(width), int(height), pub.fps, pub.kbps)
+        url = f"{dep.url(pub.origin, 'rtmp')}/{pub.stream}"
+        dep.supervisor.start_soon(partial(keep_publishing, url, settings=settings))
+        print(f"  publisher  {pub.stream} -> {url}", flush=True)
+    for pub in topo.publishers:  # the table is only printed once the streams are live
+        await wait_live(f"{dep.url(pub.origin, 'http')}/api/streams/{pub.stream}", 20)
+    print(f"\n{url_table(dep)}\n\n  Prometheus scrape config: {prom}\n  stop: Ctrl-C\n", flush=True)
+    write_state(dep)
+    task_status.started(dep)
+    dep.supervisor.start_soon(run_faults, dep)
+    for i, load in enumerate(topo.loads if run_file_loads else []):
+        dep.supervisor.start_soon(run_file_load, dep, i, load)
+    await trio.sleep(seconds if seconds is not None else math.inf)
+    return 0
+
+
+async def wait_live(api: str, timeout: float) -> bool:
+    """Poll a stream's API URL until it answers 200 (or `timeout`); whether it did."""
+    with trio.move_on_after(timeout):
+        while True:
+            try:
+                if (await fetch("GET", api, timeout=2))[0] == 200:
+                    return True
+            except (OSError, HttpClientError, trio.TooSlowError):
+                pass
+            await trio.sleep(0.2)
+    return False
+
+
+async def start_node(dep: Deployment, node: Node, *, supervise: bool = True) -> trio.Process:
+    """Start `node`'s process (stdout discarded, stderr appended to its log file) and, with
+    `supervise`, watch it; it is stopped with the deployment."""
+    node.log_path = node.log_path or dep.run_dir / f"{node.name}.log"
+    with open(node.log_path, "ab") as log_file:  # the child keeps its own descriptor
+        proc = await trio.lowlevel.open_process(
+            node.cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            process_group=0,  # a terminal's Ctrl-C reaches the launcher only; it stops them
+        )
+    node.proc = proc
+    dep.started.append(proc)
+    if supervise and dep.supervisor is not None:
+        dep.supervisor.start_soon(watch, dep, node, proc)
+    return proc
+
+
+async def watch(dep: Deployment, node: Node, proc: trio.Process) -> None:
+    """Reap `proc` when it exits and report it: node, exit status, the end of its log."""
+    code = await proc.wait()
+    tail = await trio.to_thread.run_sync(log_tail, node.log_path, 10)
+    lines = [
+        f"node {node.name} ({node.kind}, pid {proc.pid}) died: {exit_text(code)}; "
+        + (f"last lines of {node.log_path}:" if tail else f"{node.log_path} is empty")
+    ]
+    lines += [f"  | {line}" for line in tail]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def exit_text(code: int) -> str:
+    """A process's exit status in words."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def log_tail(path: Path | None, lines: int) -> list[str]:
+    """The last `lines` non-empty lines of a log file (reads at most its last 16 KiB)."""
+    if path is None:
+        return []
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
+def start_failure(node: Node, why: str) -> str:
+    """One line: which node, on which ports, could not start, and its own reason."""
+    tail = log_tail(node.log_path, 40)
+    errors = [line for line in tail if line.startswith("error: ")]
+    reason = errors[-1].removeprefix("error: ") if errors else (tail[-1] if tail else "")
+    return (
+        f"{node.name} ({node.kind}, {node.ports()}) did not start: {why}"
+        + (f": {reason}" if reason else "")
+        + f" (log: {node.log_path})"
+    )
 
 
 async def run_file_load(dep: Deployment, i: int, load: LoadProfileSpec) -> None:
@@ -348,8 +464,11 @@ async def run_file_load(dep: Deployment, i: int, load: LoadProfileSpec) -> None:
     stream = load_stream(dep.topo, load)
     print(f"  load #{i + 1}: {spec.players} {spec.protocol} players on {stream} for "
           f"{spec.duration:g} s ({spec.arrival}, profiles {spec.profiles})", flush=True)  # fmt: skip
-    await run_load(target_for(dep, spec.protocol, stream), spec, out_dir=dep.run_dir, dep=dep,
-                   label=f"load{i + 1}", quiet=len(dep.topo.loads) > 1)  # fmt: skip
+    try:
+        await run_load(target_for(dep, spec.protocol, stream), spec, out_dir=dep.run_dir,
+                       dep=dep, label=f"load{i + 1}", quiet=len(dep.topo.loads) > 1)  # fmt: skip
+    except Exception as exc:  # a load run's failure is not the deployment's
+        print(f"  load #{i + 1} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
 
 async def run_faults(dep: Deployment) -> None:
@@ -361,8 +480,8 @@ async def run_faults(dep: Deployment) -> None:
         print(f"  fault at {fault.at}: {what}", flush=True)
         try:
             await apply_fault(dep, fault)
-        except (OSError, KeyError, RuntimeError) as exc:
-            print(f"  fault {what} failed: {exc}", flush=True)
+        except Exception as exc:
+            print(f"  fault {what} failed: {type(exc).__name__}: {exc}", flush=True)
 
 
 async def apply_fault(dep: Deployment, fault: FaultSpec) -> None:
@@ -372,8 +491,9 @@ async def apply_fault(dep: Deployment, fault: FaultSpec) -> None:
     elif fault.action == "restart":
         node = dep.nodes[fault.node]
         if node.proc is None or node.proc.poll() is not None:
-            with open(node.log_path or os.devnull, "ab") as log_file:
-                node.proc = subprocess.Popen(node.cmd, stdout=subprocess.DEVNULL, stderr=log_file)
+            proc = await start_node(dep, node)
+            print(f"  {node.kind:8} {node.name:10} restarted (pid {proc.pid})", flush=True)
+            write_state(dep)
     elif fault.action in ("drain", "undrain"):
         balancer = dep.url("balancer", "http")
         await fetch("POST", f"{balancer}/api/edges/{fault.node}/{fault.action}")
@@ -399,21 +519,41 @@ async def apply_fault(dep: Deployment, fault: FaultSpec) -> None:
             proxy.update(down=fault.action == "down")
 
 
-def stop(dep: Deployment) -> None:
-    """SIGTERM every node (edges first), then kill what is left after 5 s."""
+async def stop(dep: Deployment, timeout: float = 5.0) -> None:
+    """SIGTERM every process the deployment started (edges first), SIGKILL what is left
+    after `timeout`, and reap them all."""
     path = state_path(dep.topo.name)
-    if path.exists() and json.loads(path.read_text()).get("launcher_pid") == os.getpid():
-        path.unlink()
-    procs = [n.proc for n in reversed(list(dep.nodes.values())) if n.proc and n.proc.poll() is None]
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 5
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("launcher_pid") == os.getpid():
+            path.unlink()
+    procs: list[Proc] = []
+    for proc in reversed([*dep.started, *(n.proc for n in dep.nodes.values())]):
+        if proc is not None and all(proc is not p for p in procs):
+            procs.append(proc)
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+    with trio.move_on_after(timeout):
+        for proc in procs:
+            await reap(proc)
+    for proc in procs:
+        if proc.poll() is None:
+            print(f"  pid {proc.pid} ignored SIGTERM for {timeout:g} s: killed", flush=True)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+    for proc in procs:
+        await reap(proc)
     print("topology stopped", flush=True)
+
+
+async def reap(proc: Proc) -> int:
+    """Wait for a process to exit and collect its status, without blocking trio."""
+    if isinstance(proc, trio.Process):
+        return await proc.wait()
+    while (code := proc.poll()) is None:
+        await trio.sleep(0.05)
+    return code
 
 
 __all__ = ["Deployment", "Node", "OriginSpec", "plan", "stop", "up", "url_table"]

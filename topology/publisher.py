@@ -8,16 +8,20 @@ No ffmpeg binary is needed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from urllib.parse import urlsplit
 
 import av
 import trio
 from av.video.frame import PictureType
 
 from common import flv
+from common.conn import ConnClosed
 from common.flv import FlvParser, FlvTag
-from common.rtmpclient import RtmpClient
+from common.rtmp import session as rs
+from common.rtmpclient import RtmpClient, RtmpClientError
 
 log = logging.getLogger("livecdn.publisher")
 
@@ -105,13 +109,26 @@ class SyntheticSource:
             c.close()
 
 
-async def publish(url: str, *, settings: SourceSettings = SourceSettings(),
-                  seconds: float | None = None) -> None:  # fmt: skip
-    """Publish the synthetic stream to `url` in real time until cancelled (or `seconds`)."""
+async def publish(
+    url: str,
+    *,
+    settings: SourceSettings = SourceSettings(),
+    seconds: float | None = None,
+    on_live: Callable[[], None] | None = None,
+) -> None:
+    """Publish the synthetic stream to `url` in real time until cancelled (or `seconds`).
+
+    Raises `RtmpClientError` when the server refuses the publish, ends it with an error
+    status or closes the connection (kicked, banned, taken over). `on_live` is called once
+    the server has accepted the publish.
+    """
     source = await trio.to_thread.run_sync(SyntheticSource, settings)
-    client = await RtmpClient.connect(url)
+    client = None
     try:
+        client = await RtmpClient.connect(url)
         await client.publish()
+        if on_live is not None:
+            on_live()
         log.info(
             "publishing a %dx%d %d fps test pattern to %s",
             settings.width,
@@ -125,9 +142,83 @@ async def publish(url: str, *, settings: SourceSettings = SourceSettings(),
             tags = await trio.to_thread.run_sync(source.next_tags, 0.5)
             for tag in tags:
                 if tag.tag_type != flv.TAG_SCRIPT:  # onMetaData goes out at once
-                    await trio.sleep_until(start + tag.timestamp / 1000)
-                await client.send(tag.tag_type, tag.timestamp, tag.body)
+                    await _listen_until(client, start + tag.timestamp / 1000)
+                with trio.fail_after(SEND_TIMEOUT):
+                    try:
+                        await client.send(tag.tag_type, tag.timestamp, tag.body)
+                    except ConnClosed:
+                        raise RtmpClientError("connection closed by the server") from None
                 sent_ms = tag.timestamp
     finally:
-        client.close()
+        if client is not None:
+            client.close()
         source.close()
+
+
+SEND_TIMEOUT = 10.0  # seconds a server may leave a publisher's data unread
+
+
+async def _listen_until(client: RtmpClient, deadline: float) -> None:
+    """Wait until `deadline`, reading what the server says meanwhile; raise if it ends us."""
+    while True:
+        with trio.move_on_at(deadline):
+            data = await client.conn.recv()
+            if not data:
+                raise RtmpClientError("connection closed by the server")
+            for event in client.session.receive_data(data):  # replies go out with the next send
+                if isinstance(event, rs.Status) and event.level == "error":
+                    raise RtmpClientError(f"{event.code}: {event.description}", event.code)
+                if isinstance(event, rs.StreamEOF):
+                    raise RtmpClientError("the server ended the stream")
+            continue
+        return
+
+
+async def keep_publishing(
+    url: str,
+    *,
+    settings: SourceSettings = SourceSettings(),
+    first_delay: float = 0.5,
+    max_delay: float = 10.0,
+    reset_after: float = 10.0,
+) -> None:
+    """`publish` to `url` until cancelled, whatever happens to each attempt.
+
+    A failed or ended attempt is logged with its reason and retried after a delay that
+    doubles from `first_delay` up to `max_delay`; it starts again from `first_delay` once an
+    attempt has been live for `reset_after` seconds.
+    """
+    stream = urlsplit(url).path.lstrip("/")
+    delay = first_delay
+    while True:
+        live_since: float | None = None
+
+        def live() -> None:
+            nonlocal live_since
+            live_since = trio.current_time()
+
+        try:
+            await publish(url, settings=settings, on_live=live)
+            reason = "publish ended"
+        except Exception as exc:
+            reason = failure_reason(exc, live_since is not None)
+        if live_since is not None and trio.current_time() - live_since >= reset_after:
+            delay = first_delay
+        log.warning("publisher %s: %s; retrying in %g s", stream, reason, delay)
+        await trio.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
+def failure_reason(exc: BaseException, was_live: bool) -> str:
+    """What went wrong with one publish attempt, in a few words."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, RtmpClientError):
+        if exc.code:
+            return f"refused: {exc}"
+        return f"{exc} (kicked or taken over?)" if was_live else str(exc)
+    if isinstance(exc, trio.TooSlowError):
+        return "the server did not answer in time"
+    if isinstance(exc, OSError):
+        return f"cannot reach the server: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
