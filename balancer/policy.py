@@ -7,11 +7,13 @@ list may change between calls, so any state a policy keeps is keyed by edge id.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import Protocol
 
 POLICIES = ("round_robin", "least_load", "p2c", "consistent_hash", "bounded_hash")
@@ -243,30 +245,58 @@ class ConsistentHash(_HashPolicy):
         )
 
 
+RATIONAL_DENOMINATOR = 1_000_000
+
+
+@functools.lru_cache(maxsize=4096)
+def rational(x: float) -> Fraction:
+    """`x` as the nearest fraction with a denominator of at most a million (1.1 -> 11/10),
+    so load caps are computed exactly, never at the mercy of float rounding."""
+    return Fraction(x).limit_denominator(RATIONAL_DENOMINATOR)
+
+
+def weighted_cap(total: int, weight: Fraction, sum_weight: Fraction, factor: Fraction) -> int:
+    """ceil(factor * total * weight / sum_weight), exactly: the most viewers an edge of
+    `weight` may hold when `total` viewers share edges of `sum_weight`."""
+    return math.ceil(factor * total * weight / sum_weight)
+
+
+def bounded_cap(total: int, n_edges: int, factor: float) -> int:
+    """The bounded-load cap of each of `n_edges` equal edges holding `total` viewers:
+    ceil(factor * total / n_edges) with `factor` taken as `rational(factor)`. BoundedHash
+    keeps every edge at or below it (for `total` counting the viewer being placed)."""
+    return weighted_cap(total, Fraction(1), Fraction(n_edges), rational(factor))
+
+
 class BoundedHash(_HashPolicy):
     """Consistent hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam 2016; HAProxy's
     hash-balance-factor): walk clockwise from the stream's point to the first edge that stays
-    within ceil(factor * (viewers + 1) * w_i / sum_w) after taking the new viewer."""
+    within ceil(factor * (viewers + 1) * w_i / sum_w) after taking the new viewer.
+
+    The cap is computed on exact fractions (`weighted_cap`, `bounded_cap`): with factor >= 1
+    the caps add up to at least the viewers plus one, so some edge always fits."""
 
     name = "bounded_hash"
 
     def __init__(self, factor: float = 1.25) -> None:
         super().__init__()
         self.factor = factor
+        self._factor = rational(factor)
 
-    def limit(self, edge: EdgeView, total_viewers: int, sum_weight: float) -> int:
-        """Most viewers `edge` may hold once the new viewer is counted."""
-        return math.ceil(self.factor * (total_viewers + 1) * edge.weight / sum_weight)
+    def limit(self, edge: EdgeView, total_viewers: int, sum_weight: Fraction) -> int:
+        """Most viewers `edge` may hold once the new viewer is counted (`sum_weight` is
+        the sum of the edges' `rational` weights)."""
+        return weighted_cap(total_viewers + 1, rational(edge.weight), sum_weight, self._factor)
 
     def choose(self, stream: str, edges: Sequence[EdgeView]) -> Choice | None:
         if not edges:
             return None
-        if any(e.weight <= 0 for e in edges):
+        if not all(math.isfinite(e.weight) and rational(e.weight) > 0 for e in edges):
             # Weights must be positive to share the limit; treat all as equal instead.
             edges = [replace(e, weight=1.0) for e in edges]
         by_id = {e.id: e for e in edges}
         total = sum(e.viewers for e in edges)
-        sum_w = sum(e.weight for e in edges)
+        sum_w = sum((rational(e.weight) for e in edges), Fraction(0))
         order = list(self.ring(edges).walk(stream))
         home = by_id[order[0]]
         home_limit = self.limit(home, total, sum_w)
@@ -280,7 +310,7 @@ class BoundedHash(_HashPolicy):
             e = by_id[order[steps]]
         else:
             # Unreachable for factor >= 1 (the limits sum to more than the viewers);
-            # kept so float rounding can never leave a viewer without an edge.
+            # kept so a viewer is never left without an edge.
             e = min(edges, key=lambda x: (x.viewers / self.limit(x, total, sum_w), x.id))
         lim = self.limit(e, total, sum_w)
         bound = f"limit {lim} = {self.factor:g} x average"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
@@ -14,24 +14,32 @@ from balancer.policy import EdgeView, make_policy
 from common import auth
 from common.config import BalancerConfig
 from common.conn import Conn, accept_loop, listen_socket
+from common.control import ControlDecoder, ControlError, ControlMessage, Heartbeat, StreamInfo
 from common.errors import ProtocolError
 from common.http import HttpLimits, Request, Response, serve_http
 from common.httpclient import fetch
 from common.metrics import CONTENT_TYPE, NodeMetrics
-from common.wire import Decoder
+from common.streamkey import StreamKey, StreamKeyError, shown
 
 log = logging.getLogger("livecdn.balancer")
+
+QUEUE_POLL = 0.2  # seconds between a queued request's looks for room
+
+
+def _reject_label(why: str) -> str:
+    """The rejects_total label of a routing failure."""
+    return "full" if "full" in why else "no_edge"
 
 
 @dataclass
 class EdgeState:
-    """What the balancer knows about one edge."""
+    """What the balancer knows about one edge: its latest (validated) heartbeat and the
+    balancer's own view of it (health checks, drain, viewers sent since that heartbeat)."""
 
     id: str
-    http: str = ""
-    rtmp: str = ""
+    beat: Heartbeat
     last_heartbeat: float = -math.inf
-    beat: dict = field(default_factory=dict)
+    streams: frozenset[str] = frozenset()
     checks_ok: int = 0
     checks_failed: int = 0
     healthy: bool = True
@@ -39,6 +47,26 @@ class EdgeState:
     draining: bool = False
     assigned: int = 0  # viewers sent since the last heartbeat (not yet in its count)
     routed_total: int = 0
+
+    def __post_init__(self) -> None:
+        self.streams = frozenset(self.beat.streams)
+
+    @property
+    def http(self) -> str:
+        """The edge's base HTTP URL (http://host:port)."""
+        return self.beat.http
+
+    @property
+    def rtmp(self) -> str:
+        """The edge's base RTMP URL (rtmp://host:port), or ""."""
+        return self.beat.rtmp
+
+    def heard(self, beat: Heartbeat, now: float) -> None:
+        """A new heartbeat: it replaces what the edge said before."""
+        self.beat = beat
+        self.streams = frozenset(beat.streams)
+        self.last_heartbeat = now
+        self.assigned = 0
 
     def heartbeat_stale(self, now: float, timeout: float) -> bool:
         """True if the edge's heartbeats stopped more than `timeout` ago."""
@@ -50,7 +78,7 @@ class EdgeState:
             return f"no heartbeat for {timeout:g} s"
         if not self.healthy:
             return f"health check failing: {self.check_error}"
-        if self.draining or self.beat.get("draining"):
+        if self.draining or self.beat.draining:
             return "draining"
         return None
 
@@ -59,12 +87,12 @@ class EdgeState:
         b = self.beat
         return EdgeView(
             id=self.id,
-            weight=float(b.get("weight") or 1.0),
-            viewers=int(b.get("viewers", 0)) + self.assigned,
-            capacity_viewers=int(b.get("capacity_viewers") or 0),
-            egress_bps=float(b.get("egress_bps") or 0.0),
-            capacity_bps=float(b.get("capacity_bps") or 0.0),
-            streams=frozenset(b.get("streams") or {}),
+            weight=b.weight,
+            viewers=b.viewers + self.assigned,
+            capacity_viewers=b.capacity_viewers,
+            egress_bps=b.egress_bps,
+            capacity_bps=b.capacity_bps,
+            streams=self.streams,
         )
 
 
@@ -75,14 +103,31 @@ class Balancer:
         self.config = config
         self.policy = make_policy(config.policy, hash_balance_factor=config.hash_balance_factor)
         self.edges: dict[str, EdgeState] = {}
-        self.origin_streams: dict[str, dict[str, dict]] = {}  # origin node -> "app/name" -> info
+        self.origin_streams: dict[str, dict[str, StreamInfo]] = {}  # origin -> "app/name" -> info
         self.origin_seen: dict[str, float] = {}
+        self.queued = 0  # requests waiting in the admission queue
+        self.control_connections = 0
         self.started = time.time()
         self.metrics = NodeMetrics("balancer")
         mt = self.metrics
         mt.counter("routes_total", "Viewers routed, by edge.", ("edge",))
         mt.counter("rejects_total", "Viewers refused (503), by reason.", ("reason",))
+        mt.counter(
+            "control_rejected_total",
+            "Control connections closed for an invalid or refused message, by reason.",
+            ("reason",),
+        )
+        mt.counter("control_idle_total", "Control connections closed for sending nothing.")
+        mt.counter("edges_forgotten_total", "Edges forgotten after heartbeats stopped.")
+        mt.counter("origins_forgotten_total", "Origins forgotten after announcements stopped.")
         mt.gauge("edges", "Edges by state.", ("state",), self._edge_states)
+        mt.gauge("admission_queue", "Requests waiting for room.", (), lambda: {(): self.queued})
+        mt.gauge(
+            "control_connections",
+            "Open control connections.",
+            (),
+            lambda: {(): self.control_connections},
+        )
         self.address: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ state
@@ -94,35 +139,68 @@ class Balancer:
             out[("out",) if e.out_reason(now, self.config.heartbeat_timeout) else ("in",)] += 1
         return out
 
-    def on_message(self, msg: dict, peer: str) -> None:
-        """A control message from an edge or origin."""
+    def on_message(self, msg: ControlMessage, peer: str) -> None:
+        """A validated control message from an edge or origin. ControlError (the connection
+        is then closed) if it would grow a full edge or origin table."""
         now = trio.current_time()
-        if msg["type"] == "heartbeat":
-            node = str(msg.get("node") or peer)
-            edge = self.edges.get(node)
+        if isinstance(msg, Heartbeat):
+            edge = self.edges.get(msg.node)
             if edge is None:
-                edge = self.edges[node] = EdgeState(node)
-                log.info("edge %s joined (%s)", node, msg.get("http"))
+                if len(self.edges) >= self.config.max_edges:
+                    self.forget(now)
+                if len(self.edges) >= self.config.max_edges:
+                    raise ControlError(
+                        f"edge table full ({self.config.max_edges} edges): "
+                        f"refusing new edge {msg.node}",
+                        "edges_full",
+                    )
+                edge = self.edges[msg.node] = EdgeState(msg.node, msg)
+                log.info("edge %s joined (%s) from %s", msg.node, msg.http, peer)
             elif edge.heartbeat_stale(now, self.config.heartbeat_timeout):
-                log.info("edge %s is back (heartbeats resumed)", node)
-            edge.http = str(msg.get("http") or edge.http)
-            edge.rtmp = str(msg.get("rtmp") or edge.rtmp)
-            edge.beat = msg
-            edge.last_heartbeat = now
-            edge.assigned = 0
-        elif msg["type"] == "streams":
-            node = str(msg.get("node") or peer)
-            streams = msg.get("streams") or []
-            self.origin_streams[node] = {
-                f"{s.get('app')}/{s.get('name')}": s for s in streams if isinstance(s, dict)
-            }
-            self.origin_seen[node] = now
+                log.info("edge %s is back (heartbeats resumed)", msg.node)
+            edge.heard(msg, now)
+        else:
+            if msg.node not in self.origin_seen:
+                if len(self.origin_seen) >= self.config.max_origins:
+                    self.forget(now)
+                if len(self.origin_seen) >= self.config.max_origins:
+                    raise ControlError(
+                        f"origin table full ({self.config.max_origins} origins): "
+                        f"refusing new origin {msg.node}",
+                        "origins_full",
+                    )
+                log.info("origin %s announced from %s", msg.node, peer)
+            self.origin_streams[msg.node] = {s.key: s for s in msg.streams}
+            self.origin_seen[msg.node] = now
+
+    def forget(self, now: float) -> None:
+        """Drop edges and origins silent for more than `forget_after` seconds."""
+        limit = self.config.forget_after
+        for node, edge in list(self.edges.items()):
+            if now - edge.last_heartbeat > limit:
+                del self.edges[node]
+                self.metrics.inc("edges_forgotten_total")
+                self.metrics.counters.pop(("routes_total", (node,)), None)
+                log.info("edge %s forgotten: no heartbeat for %g s", node, limit)
+        for node, seen in list(self.origin_seen.items()):
+            if now - seen > limit:
+                del self.origin_seen[node]
+                self.origin_streams.pop(node, None)
+                self.metrics.inc("origins_forgotten_total")
+                log.info("origin %s forgotten: no announcement for %g s", node, limit)
+
+    async def forget_loop(self) -> None:
+        """Forget silent nodes, a few times per `forget_after`."""
+        while True:
+            await trio.sleep(min(self.config.forget_after / 4, 5.0))
+            self.forget(trio.current_time())
 
     def bitrate(self, stream: str) -> float:
         """The stream's measured bitrate (from the origins), or 0 if unknown."""
         for streams in self.origin_streams.values():
-            if stream in streams:
-                return float(streams[stream].get("bitrate") or 0)
+            info = streams.get(stream)
+            if info is not None:
+                return info.bitrate
         return 0.0
 
     def eligible(self, stream: str) -> tuple[list[EdgeView], dict[str, str]]:
@@ -144,13 +222,19 @@ class Balancer:
             excluded[edge.id] = why
         return views, excluded
 
-    def choose(self, stream: str) -> tuple[EdgeState | None, str]:
-        """Pick an edge for one new viewer of `stream`; the reason is logged."""
+    def choose(self, stream: str, *, retry: bool = False) -> tuple[EdgeState | None, str]:
+        """Pick an edge for one new viewer of `stream`; the reason is logged (a queued
+        request's retries that still find no room only at debug level)."""
         views, excluded = self.eligible(stream)
         choice = self.policy.choose(stream, views)
         if choice is None:
             why = "; ".join(f"{k}: {v}" for k, v in sorted(excluded.items())) or "no edges known"
-            log.info("route %s: no edge can take it (%s)", stream, why)
+            log.log(
+                logging.DEBUG if retry else logging.INFO,
+                "route %s: no edge can take it (%s)",
+                stream,
+                why,
+            )
             return None, why
         edge = self.edges[choice.edge.id]
         edge.assigned += 1
@@ -198,18 +282,32 @@ class Balancer:
     # ------------------------------------------------------------------ control
 
     async def handle_control(self, conn: Conn) -> None:
-        """One node's control connection (msgpack frames)."""
-        decoder = Decoder()
-        while True:
-            data = await conn.recv()
-            if not data:
-                return
-            try:
-                for msg in decoder.feed(data):
-                    self.on_message(msg, conn.peer)
-            except ProtocolError as exc:
-                log.info("closing control connection %s: %s", conn.peer, exc)
-                return
+        """One node's control connection (msgpack frames). An invalid or refused message
+        closes it with one log line; so does `control_idle_timeout` without a message."""
+        decoder = ControlDecoder()
+        idle = self.config.control_idle_timeout
+        self.control_connections += 1
+        try:
+            with trio.move_on_after(idle) as scope:
+                while True:
+                    data = await conn.recv()
+                    if not data:
+                        return
+                    try:
+                        messages = decoder.feed(data)
+                        for msg in messages:
+                            self.on_message(msg, conn.peer)
+                    except ProtocolError as exc:
+                        reason = getattr(exc, "code", "invalid")
+                        self.metrics.inc("control_rejected_total", labels=(reason,))
+                        log.info("closing control connection %s: %s", conn.peer, exc)
+                        return
+                    if messages:
+                        scope.deadline = trio.current_time() + idle
+            self.metrics.inc("control_idle_total")
+            log.info("closing control connection %s: no message for %g s", conn.peer, idle)
+        finally:
+            self.control_connections -= 1
 
     # ------------------------------------------------------------------ HTTP
 
@@ -250,30 +348,50 @@ class Balancer:
         )
         return Response.json({"edge": node, "draining": edge.draining})
 
-    async def _admit(self, stream: str) -> tuple[EdgeState | None, str]:
+    async def _admit(self, stream: str) -> tuple[EdgeState | None, str, str]:
+        """An edge for one new viewer, or None with the reason and its metrics label. With
+        `overflow = "queue"` up to `queue_max` requests wait `queue_timeout` for room; any
+        more are refused at once."""
         edge, why = self.choose(stream)
-        if edge is None and self.config.overflow == "queue":
+        if edge is not None or self.config.overflow != "queue":
+            return edge, why, _reject_label(why)
+        if self.queued >= self.config.queue_max:
+            self.metrics.inc("rejects_total", labels=("queue_full",))
+            return None, f"admission queue full ({self.queued} waiting); {why}", "queue_full"
+        self.queued += 1
+        try:
             with trio.move_on_after(self.config.queue_timeout):
                 while edge is None:
-                    await trio.sleep(0.2)
-                    edge, why = self.choose(stream)
-        return edge, why
+                    await trio.sleep(QUEUE_POLL)
+                    edge, why = self.choose(stream, retry=True)
+        finally:
+            self.queued -= 1
+        if edge is None:
+            log.info(
+                "route %s: no edge could take it within %g s (%s)",
+                stream,
+                self.config.queue_timeout,
+                why,
+            )
+        return edge, why, _reject_label(why)
 
-    def _overflow(self, why: str) -> Response:
-        self.metrics.inc("rejects_total", labels=("full" if "full" in why else "no_edge",))
+    def _overflow(self, why: str, label: str) -> Response:
+        if label != "queue_full":  # counted where it was refused
+            self.metrics.inc("rejects_total", labels=(label,))
         resp = Response.text(503, f"no edge can take a viewer now: {why}")
         resp.headers.append(("retry-after", str(self.config.retry_after)))
         return resp
 
     async def _redirect(self, req: Request) -> Response:
-        parts = req.path.strip("/").split("/")
-        if len(parts) != 2:
-            return Response.text(404, f"not found: {req.path}")
-        app, file = parts
-        name = file.rsplit(".", 1)[0]
-        edge, why = await self._admit(f"{app}/{name}")
+        suffix = ".flv" if req.path.endswith(".flv") else ".m3u8"
+        try:
+            key = StreamKey.from_path(req.path, suffix)
+        except StreamKeyError as exc:
+            return Response.text(404, f"not found: {shown(req.path)} ({exc})")
+        app, name = key.app, key.name
+        edge, why, label = await self._admit(str(key))
         if edge is None:
-            return self._overflow(why)
+            return self._overflow(why, label)
         location = edge.http + req.target
         try:
             location += self._class_token(app, name, req.query, "&" if "?" in location else "?")
@@ -297,9 +415,13 @@ class Balancer:
         proto = req.query.get("proto", "rtmp")
         if not app or not name or proto not in ("rtmp", "flv", "hls"):
             return Response.json({"error": "need app, name and proto=rtmp|flv|hls"}, 400)
-        edge, why = await self._admit(f"{app}/{name}")
+        try:
+            key = StreamKey.parse(app, name)
+        except StreamKeyError as exc:
+            return Response.json({"error": str(exc)}, 400)
+        edge, why, label = await self._admit(str(key))
         if edge is None:
-            resp = self._overflow(why)
+            resp = self._overflow(why, label)
             return Response.json({"error": resp.body.decode().strip()}, 503)
         try:
             token = self._class_token(app, name, req.query, "?")
@@ -332,8 +454,8 @@ class Balancer:
                     "capacity_bps": v.capacity_bps,
                     "load": round(v.load, 4),
                     "weight": v.weight,
-                    "region": e.beat.get("region", ""),
-                    "streams": e.beat.get("streams", {}),
+                    "region": e.beat.region,
+                    "streams": dict(e.beat.streams),
                     "draining": e.draining,
                     "last_heartbeat_s_ago": round(now - e.last_heartbeat, 2)
                     if e.last_heartbeat > -math.inf
@@ -354,14 +476,14 @@ class Balancer:
                 live[key] = {
                     "stream": key,
                     "origin": node,
-                    "bitrate": info.get("bitrate"),
+                    "bitrate": info.bitrate,
                     "viewers": 0,
                     "edges": {},
                 }
         for e in self.edges.values():
             if e.heartbeat_stale(now, self.config.heartbeat_timeout):
                 continue
-            for key, n in (e.beat.get("streams") or {}).items():
+            for key, n in e.beat.streams.items():
                 entry = live.setdefault(
                     key, {"stream": key, "origin": None, "bitrate": None, "viewers": 0, "edges": {}}
                 )
@@ -384,9 +506,17 @@ class Balancer:
                 )
             )
             nursery.start_soon(
-                lambda: accept_loop(ctl_sock, self.handle_control, max_connections=1000)
+                lambda: accept_loop(
+                    ctl_sock,
+                    self.handle_control,
+                    max_connections=cfg.control_max_connections,
+                    on_refused=lambda reason: self.metrics.inc(
+                        "control_rejected_total", labels=(reason,)
+                    ),
+                )
             )
             nursery.start_soon(self.check_health)
+            nursery.start_soon(self.forget_loop)
             log.info(
                 "balancer up: http://%s:%d (policy %s), control %s:%d",
                 cfg.host,

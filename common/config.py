@@ -229,6 +229,11 @@ class BalancerConfig:
     classes: dict[str, dict] = field(default_factory=dict)
     token_ttl: int = 300
     log_level: str = "info"
+    control_max_connections: int = 256
+    control_idle_timeout: float = 5.0
+    forget_after: float = 60.0
+    max_edges: int = 1000
+    max_origins: int = 64
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work."""
@@ -238,8 +243,8 @@ class BalancerConfig:
             )
         if self.overflow not in ("reject", "queue"):
             raise ConfigError(f"overflow must be 'reject' or 'queue', not {self.overflow!r}")
-        if self.hash_balance_factor < 1.0:
-            raise ConfigError("hash_balance_factor must be >= 1.0")
+        if not 1.0 <= self.hash_balance_factor < float("inf"):
+            raise ConfigError("hash_balance_factor must be a finite number >= 1.0")
         for name in ("http_port", "control_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{name} is not a TCP port")
@@ -250,6 +255,27 @@ class BalancerConfig:
             or self.check_interval <= 0
         ):
             raise ConfigError("rise/fall must be >= 1 and the intervals > 0")
+        for name in ("max_connections", "control_max_connections", "max_edges", "max_origins"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        for name in ("queue_max", "retry_after", "token_ttl"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0")
+        for name in (
+            "heartbeat_timeout",
+            "check_interval",
+            "queue_timeout",
+            "control_idle_timeout",
+            "forget_after",
+        ):
+            value = getattr(self, name)
+            if not 0 < value < float("inf"):  # NaN fails too
+                raise ConfigError(f"{name} must be a finite number of seconds > 0")
+        if self.forget_after < self.heartbeat_timeout:
+            raise ConfigError(
+                f"forget_after ({self.forget_after:g} s) must be at least heartbeat_timeout "
+                f"({self.heartbeat_timeout:g} s): an edge is forgotten only after it is out"
+            )
         check_classes(self.classes, self.qos_secret)
 
 

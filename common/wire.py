@@ -1,6 +1,7 @@
 """The control plane's wire format: length-prefixed msgpack maps, each with a `type` and `v`.
 
-Sans-IO: `encode(msg) -> bytes`, `Decoder().feed(bytes) -> list[dict]`.
+Sans-IO: `encode(msg) -> bytes`, `Decoder().feed(bytes) -> list[dict]`. The maps' content is
+checked by `common.control`, which turns them into typed messages.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from common.errors import ProtocolError
 
 VERSION = 1
 MAX_FRAME = 1 << 20
+MAX_ITEMS = 10_000  # entries of any one map or array in a frame
+MAX_BYTES = 64 * 1024  # of any one string, binary or extension value
 
 
 class WireError(ProtocolError):
     """A malformed or oversized control message."""
+
+    code = "frame"
 
 
 def encode(msg: dict) -> bytes:
@@ -33,7 +38,8 @@ class Decoder:
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[dict]:
-        """Consume bytes; return the complete messages."""
+        """Consume bytes; return the complete messages (maps with a string `type` and
+        this `v`). WireError on an oversized frame, bad msgpack or a wrong version."""
         buf = self._buf
         buf += data
         out = []
@@ -46,14 +52,27 @@ class Decoder:
             body = bytes(buf[4 : 4 + size])
             del buf[: 4 + size]
             try:
-                msg = msgpack.unpackb(body, raw=False, strict_map_key=True)
+                msg = msgpack.unpackb(
+                    body,
+                    raw=False,
+                    strict_map_key=True,
+                    max_map_len=MAX_ITEMS,
+                    max_array_len=MAX_ITEMS,
+                    max_str_len=MAX_BYTES,
+                    max_bin_len=MAX_BYTES,
+                    max_ext_len=MAX_BYTES,
+                )
             except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
                 raise WireError(f"bad msgpack: {exc}") from exc
             except Exception as exc:  # msgpack raises a few other types on garbage
                 raise WireError(f"bad msgpack: {exc!r}") from exc
             if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
                 raise WireError("control message is not a map with a 'type'")
-            if msg.get("v") != VERSION:
-                raise WireError(f"unsupported control message version {msg.get('v')!r}")
+            version = msg.get("v")
+            if type(version) is not int or version != VERSION:
+                shown = (
+                    repr(version)[:40] if isinstance(version, int | str) else type(version).__name__
+                )
+                raise WireError(f"unsupported control message version {shown}")
             out.append(msg)
         return out

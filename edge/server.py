@@ -12,6 +12,7 @@ import trio
 from common import auth
 from common.config import EdgeConfig, class_rates
 from common.conn import Conn
+from common.control import MAX_STREAMS, ControlError, Heartbeat, check_stream_key
 from common.hls import client_key, hls_path
 from common.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
 from common.httpclient import HttpClientError, fetch
@@ -219,7 +220,7 @@ class Edge(PlayNode):
         out: dict[tuple[str, str], dict] = {}
         for path, obj in self.hls_cache.objects():
             target = hls_path(path)
-            if target is None:
+            if target is None or obj.status != 200:  # negative entries hold no stream
                 continue
             app, name, _ = target
             entry = out.setdefault((app, name), {"objects": 0, "bytes": 0, "paths": []})
@@ -296,32 +297,47 @@ class Edge(PlayNode):
 
     # ------------------------------------------------------------------ control plane
 
-    def heartbeat(self) -> list[dict]:
-        """This second's heartbeat for the balancer."""
+    def heartbeat(self) -> list[Heartbeat]:
+        """This second's heartbeat for the balancer. Its streams are only those this edge
+        really holds (a live upstream, or HLS objects the parent served), the busiest
+        MAX_STREAMS of them: asking for streams that do not exist never grows it."""
         cfg = self.config
         assert self.address is not None
         now = trio.current_time()
         sent = sum(self.play_stats.bytes_out.values()) + self.hls_bytes_out
         elapsed = max(now - self._beat_at, 1e-3)
-        egress = (sent - self._beat_sent) * 8 / elapsed
+        egress = max(0.0, (sent - self._beat_sent) * 8 / elapsed)
         self._beat_at, self._beat_sent = now, sent
-        streams = {f"{k[0]}/{k[1]}": v["viewers"]["total"] for k, v in self._streams().items()}
+        held = {k for k, up in self.pull.upstreams.items() if up.found and up.state != "closed"}
+        streams: dict[str, int] = {}
+        for key, info in self._streams().items():
+            if key not in held and "hls" not in info:
+                continue
+            try:
+                stream = check_stream_key(f"{key[0]}/{key[1]}")
+            except ControlError:
+                continue  # a name the balancer would refuse; it cannot be routed anyway
+            streams[stream] = info["viewers"]["total"]
+        if len(streams) > MAX_STREAMS:
+            busiest = sorted(streams.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_STREAMS]
+            streams = dict(busiest)
         host = cfg.public_host or ("127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host)
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"  # an IPv6 address in a URL
         return [
-            {
-                "type": "heartbeat",
-                "node": cfg.node_id or f"edge-{self.address.http_port}",
-                "http": f"http://{host}:{self.address.http_port}",
-                "rtmp": f"rtmp://{host}:{self.address.rtmp_port}",
-                "viewers": sum(self.viewers().values()),
-                "egress_bps": egress,
-                "streams": streams,
-                "capacity_viewers": cfg.capacity_viewers,
-                "capacity_bps": cfg.capacity_mbps * 1e6,
-                "weight": cfg.weight,
-                "region": cfg.region,
-                "draining": False,
-            }
+            Heartbeat(
+                node=cfg.node_id or f"edge-{self.address.http_port}",
+                http=f"http://{host}:{self.address.http_port}",
+                rtmp=f"rtmp://{host}:{self.address.rtmp_port}",
+                viewers=sum(self.viewers().values()),
+                egress_bps=egress,
+                streams=streams,
+                capacity_viewers=cfg.capacity_viewers,
+                capacity_bps=cfg.capacity_mbps * 1e6,
+                weight=cfg.weight,
+                region=cfg.region,
+                draining=False,
+            )
         ]
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:

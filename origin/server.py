@@ -12,6 +12,7 @@ from common import auth
 from common.clock import stamp_payload
 from common.config import OriginConfig
 from common.conn import Conn
+from common.control import MAX_STREAMS, ControlError, StreamInfo, StreamsAnnouncement
 from common.http import Request, Response
 from common.node import NodeAddress, PlayNode
 from common.play import Subscription
@@ -296,23 +297,27 @@ class Origin(PlayNode):
             return Response.json({"kicked": f"{app}/{name}", "ban_s": ban})
         return Response.json({"error": f"method {req.method} not allowed"}, 405)
 
-    def announcement(self) -> list[dict]:
+    def announcement(self) -> list[StreamsAnnouncement]:
         """The origin's live streams, for the balancer (sent every second)."""
         streams = []
         for stream in self.registry:
+            if len(streams) >= MAX_STREAMS:
+                break
             info = self.stream_info(stream)
-            streams.append(
-                {
-                    "app": stream.app,
-                    "name": stream.name,
-                    "bitrate": info["bitrate_in"],
-                    "viewers": info["viewers"]["total"],
-                    "video": info["video"],
-                    "since": info["publisher"]["since"] if info["publisher"] else None,
-                }
-            )
+            try:
+                streams.append(
+                    StreamInfo(
+                        app=stream.app,
+                        name=stream.name,
+                        bitrate=float(info["bitrate_in"] or 0),
+                        viewers=info["viewers"]["total"],
+                        since=info["publisher"]["since"] if info["publisher"] else None,
+                    )
+                )
+            except ControlError as exc:
+                log.debug("not announcing %s/%s: %s", stream.app, stream.name, exc)
         node = self.config.node_id or f"origin-{self.address.http_port if self.address else 0}"
-        return [{"type": "streams", "node": node, "streams": streams}]
+        return [StreamsAnnouncement(node, tuple(streams))]
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Serve; also announce streams to the balancer if one is configured."""

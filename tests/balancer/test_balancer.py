@@ -10,6 +10,7 @@ from balancer.policy import POLICIES
 from balancer.server import Balancer
 from common.config import BALANCER_POLICIES, BalancerConfig, build
 from common.conn import open_connection
+from common.control import Heartbeat
 from common.httpclient import fetch
 from common.wire import encode
 
@@ -62,12 +63,12 @@ async def test_capacity_is_never_exceeded_and_overflow_is_503(nursery) -> None:
 
 async def test_missed_heartbeats_and_drain_take_edges_out(nursery, autojump_clock) -> None:
     b, base, _ = await start(nursery, heartbeat_timeout=2.5, check_interval=60.0)
-    b.on_message({"type": "heartbeat", "v": 1, "node": "e1", "http": "http://127.0.0.1:1"}, "x")
-    b.on_message({"type": "heartbeat", "v": 1, "node": "e2", "http": "http://127.0.0.1:2"}, "y")
+    b.on_message(Heartbeat("e1", "http://127.0.0.1:1"), "x")
+    b.on_message(Heartbeat("e2", "http://127.0.0.1:2"), "y")
     edge, _ = b.choose("live/a")
     assert edge is not None
     await trio.sleep(2)
-    b.on_message({"type": "heartbeat", "v": 1, "node": "e2", "http": "http://127.0.0.1:2"}, "y")
+    b.on_message(Heartbeat("e2", "http://127.0.0.1:2"), "y")
     await trio.sleep(1)
     views, excluded = b.eligible("live/a")
     assert [v.id for v in views] == ["e2"] and excluded == {"e1": "no heartbeat for 2.5 s"}
@@ -79,7 +80,7 @@ async def test_missed_heartbeats_and_drain_take_edges_out(nursery, autojump_cloc
 async def test_bounded_hash_spreads_a_hot_stream_within_the_factor(nursery) -> None:
     b, _, _ = await start(nursery, policy="bounded_hash", hash_balance_factor=1.25)
     for i in range(4):
-        b.on_message({"type": "heartbeat", "v": 1, "node": f"e{i}", "http": f"http://h:{i}"}, "p")
+        b.on_message(Heartbeat(f"e{i}", f"http://h:{i + 1}"), "p")
     counts = {f"e{i}": 0 for i in range(4)}
     for n in range(1, 201):
         edge, _ = b.choose("live/hot")

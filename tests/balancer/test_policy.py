@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from balancer.policy import POLICIES, EdgeView, make_policy
+from balancer.policy import POLICIES, EdgeView, bounded_cap, make_policy, rational, weighted_cap
 
 
 def edges(n: int, **kw: object) -> list[EdgeView]:
@@ -246,14 +246,15 @@ def test_consistent_hash_caches_the_ring() -> None:
 def simulate(factor: float, views: list[EdgeView], streams: list[str]) -> Counter[str]:
     """Assign one viewer per entry of `streams`, checking the bound after each."""
     bh = make_policy("bounded_hash", hash_balance_factor=factor)
-    sum_w = sum(v.weight for v in views)
+    sum_w = sum(rational(v.weight) for v in views)
     per_stream: Counter[str] = Counter()
     for s in streams:
         views, chosen = assign(bh, s, views)
         per_stream[chosen] += 1
         total = sum(v.viewers for v in views)
         for v in views:
-            assert v.viewers <= math.ceil(factor * total * v.weight / sum_w), (v, total)
+            cap = weighted_cap(total, rational(v.weight), sum_w, rational(factor))
+            assert v.viewers <= cap, (v, total)
     return per_stream
 
 
@@ -265,7 +266,7 @@ def test_bounded_hash_many_streams_stay_within_bound() -> None:
 
 def test_bounded_hash_hot_stream_stays_within_bound() -> None:
     counts = simulate(1.25, edges(4), ["live/hot"] * 2000)
-    assert all(n <= math.ceil(1.25 * 2000 / 4) for n in counts.values())
+    assert all(n <= bounded_cap(2000, 4, 1.25) for n in counts.values())
     assert len(counts) >= 3  # it had to spread
 
 
@@ -284,7 +285,7 @@ def test_bounded_hash_hot_stream_spills_to_next_edge_only_at_limit() -> None:
     views = [replace(v, viewers=0 if v.id == home else 10) for v in views]
     while True:
         total = sum(v.viewers for v in views)
-        limit = math.ceil(1.25 * (total + 1) / 4)
+        limit = bounded_cap(total + 1, 4, 1.25)
         home_view = next(v for v in views if v.id == home)
         at_limit = home_view.viewers + 1 > limit
         choice = bh.choose("live/hot", views)
@@ -315,6 +316,27 @@ def test_bounded_hash_single_edge_takes_everyone() -> None:
     simulate(1.0, edges(1), ["live/a"] * 50)
 
 
+def test_bounded_cap_is_exact() -> None:
+    # The two float spellings of 1.1 x 50 / 5 and 1.1 x 150 / 3 disagree with each other
+    # and with the exact answers (11 and 55): the policy and the test once used one each.
+    assert math.ceil(1.1 * 50 / 5) == 12 and math.ceil(1.1 * (50 / 5)) == 11
+    assert math.ceil(1.1 * 150 / 3) == 55 and math.ceil(1.1 * (150 / 3)) == 56
+    assert bounded_cap(50, 5, 1.1) == 11 and bounded_cap(150, 3, 1.1) == 55
+    assert bounded_cap(0, 3, 1.25) == 0 and bounded_cap(1, 3, 1.0) == 1
+    assert bounded_cap(7, 7, 1.0) == 1 and bounded_cap(8, 7, 1.0) == 2
+    assert rational(0.1) + rational(0.2) == rational(0.3)
+
+
+@pytest.mark.parametrize("weight", [0.0, 1e-12, float("nan"), float("inf")])
+def test_bounded_hash_odd_weights_fall_back_to_equal(weight: float) -> None:
+    bh = make_policy("bounded_hash", hash_balance_factor=1.25)
+    views = [EdgeView("a", weight=weight), EdgeView("b", weight=1.0)]
+    for n in range(1, 41):
+        views, _ = assign(bh, "live/hot", views)
+        assert max(v.viewers for v in views) <= bounded_cap(n, 2, 1.25)
+    assert min(v.viewers for v in views) > 0
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     factor=st.floats(min_value=1.0, max_value=3.0),
@@ -337,5 +359,5 @@ def test_bounded_hash_never_exceeds_factor_times_average(
     bh = make_policy("bounded_hash", hash_balance_factor=factor)
     for s in streams:
         views, _ = assign(bh, s, views)
-        average = sum(v.viewers for v in views) / n_edges
-        assert max(v.viewers for v in views) <= math.ceil(factor * average)
+        total = sum(v.viewers for v in views)
+        assert max(v.viewers for v in views) <= bounded_cap(total, n_edges, factor)
