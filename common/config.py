@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import resource
 import tomllib
 import types
 import typing
@@ -15,6 +16,23 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or invalid."""
+
+
+FD_RESERVE = 64
+"""File descriptors kept back from connections (listeners, upstreams, files, the runtime)."""
+
+
+def fd_limit() -> int:
+    """This process's soft limit on open file descriptors."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def default_max_connections() -> int:
+    """Connections a node accepts by default: below the descriptor limit, so the limit
+    answers (a refusal) before accept fails with EMFILE."""
+    limit = fd_limit()
+    return max(8, min(20000, limit - min(FD_RESERVE, limit // 4)))
 
 
 @dataclass(frozen=True)
@@ -33,7 +51,8 @@ class ServeConfig:
     slow_timeout: float = 10.0
     max_lag_ms: int = 5000
     batch_ms: float = 50.0
-    max_connections: int = 20000
+    max_connections: int = field(default_factory=default_max_connections)
+    max_streams: int = 1000
     http_header_timeout: float = 10.0
     http_keepalive_timeout: float = 30.0
     http_max_header_bytes: int = 16 * 1024
@@ -45,7 +64,13 @@ class ServeConfig:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{name} {port} is not a TCP port")
-        for name in ("gop_max_frames", "gop_max_bytes", "max_message_size", "max_connections"):
+        for name in (
+            "gop_max_frames",
+            "gop_max_bytes",
+            "max_message_size",
+            "max_connections",
+            "max_streams",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive")
         for name in (
@@ -64,6 +89,10 @@ class ServeConfig:
             raise ConfigError(f"log_level {self.log_level!r} is not debug/info/warning/error")
 
 
+MAX_BAN_SECONDS = 30 * 86400
+"""The longest ban a kick can set (30 days): a ban is always finite."""
+
+
 @dataclass(frozen=True)
 class OriginConfig(ServeConfig):
     """Settings of one origin node (keys of origin.toml)."""
@@ -71,6 +100,9 @@ class OriginConfig(ServeConfig):
     on_republish: str = "takeover"
     publish_secret: str = ""
     kick_ban_seconds: float = 0.0
+    publisher_grace: float = 5.0
+    max_publishers_per_ip: int = 32
+    max_ingest_mbps: float = 100.0
     hls: bool = True
     hls_apps: list[str] = field(default_factory=list)
     hls_target_duration: float = 2.0
@@ -84,6 +116,12 @@ class OriginConfig(ServeConfig):
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work."""
         super().validate()
+        if not 0 <= self.kick_ban_seconds <= MAX_BAN_SECONDS:
+            raise ConfigError(f"kick_ban_seconds must be in 0..{MAX_BAN_SECONDS}")
+        if not 0 <= self.publisher_grace <= 600:
+            raise ConfigError("publisher_grace must be in 0..600 s")
+        if self.max_publishers_per_ip < 1 or self.max_ingest_mbps <= 0:
+            raise ConfigError("max_publishers_per_ip must be >= 1 and max_ingest_mbps > 0")
         if self.hls_target_duration < 0.5 or self.hls_window < 1:
             raise ConfigError("hls_target_duration must be >= 0.5 s and hls_window >= 1")
         if self.on_republish not in ("takeover", "reject"):

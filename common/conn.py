@@ -28,7 +28,7 @@ SEND_BUFFER = 256 * 1024
 """SO_SNDBUF of accepted sockets: a viewer that stops reading fills this (not megabytes of
 kernel autotuning) and so meets `slow_timeout` soon after."""
 
-__all__ = ["Conn", "ConnClosed", "accept_loop", "listen_socket", "open_connection"]
+__all__ = ["Conn", "ConnClosed", "Slots", "accept_loop", "listen_socket", "open_connection"]
 
 
 class Conn:
@@ -199,11 +199,21 @@ def listen_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
     return sock
 
 
+class Slots:
+    """A connection budget shared by a node's listeners."""
+
+    __slots__ = ("limit", "active")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+
 async def accept_loop(
     sock: socket.socket,
     handler: Callable[[Conn], Awaitable[None]],
     *,
-    max_connections: int,
+    max_connections: int | Slots,
     on_refused: Callable[[str], None] | None = None,
 ) -> None:
     """Accept connections forever, each handled by its own task in a nursery.
@@ -211,18 +221,17 @@ async def accept_loop(
     A handler's failure ends only its own connection, with one log line naming the peer
     (a traceback only for unexpected errors); the listener and other connections go on.
     """
-    active = 0
+    slots = max_connections if isinstance(max_connections, Slots) else Slots(max_connections)
     where = f"{sock.getsockname()[0]}:{sock.getsockname()[1]}"
     warned = -math.inf
 
     async def run(conn: Conn) -> None:
-        nonlocal active
         try:
             await handler(conn)
         except Exception as exc:
             log_failure(f"connection {conn.peer} on {where}", exc, log)
         finally:
-            active -= 1
+            slots.active -= 1
             conn.close()
 
     try:
@@ -250,15 +259,21 @@ async def accept_loop(
                     log.info("dropped a connection on %s before serving it: %s", where, exc)
                     client.close()
                     continue
-                if active >= max_connections:
-                    log.warning(
-                        "refused %s: connection limit %d reached", conn.peer, max_connections
-                    )
+                if slots.active >= slots.limit:
+                    now = trio.current_time()
+                    if now - warned >= 5.0:
+                        warned = now
+                        log.warning(
+                            "refused %s on %s: connection limit %d reached (logged every 5 s)",
+                            conn.peer,
+                            where,
+                            slots.limit,
+                        )
                     if on_refused:
                         on_refused("connection_limit")
                     conn.close()
                     continue
-                active += 1
+                slots.active += 1
                 nursery.start_soon(run, conn)
     finally:
         with contextlib.suppress(RuntimeError):

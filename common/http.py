@@ -114,6 +114,7 @@ async def serve_http(conn: Conn, handler: Handler, limits: HttpLimits = HttpLimi
             return
         head, body = got
         first = False
+        await trio.lowlevel.checkpoint()  # pipelined requests must not hog the event loop
         url = urlsplit(head.target)
         request = Request(
             method=head.method,

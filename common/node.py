@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
-from common.config import ServeConfig
-from common.conn import Conn, accept_loop, listen_socket
+from common.config import FD_RESERVE, ServeConfig, fd_limit
+from common.conn import Conn, Slots, accept_loop, listen_socket
 from common.hls import HlsViewers
 from common.http import HttpLimits, Request, Response, StreamingResponse, serve_http
 from common.metrics import CONTENT_TYPE, NodeMetrics
 from common.play import Fanout, PlayStats, Subscription, flv_response
 from common.shaping import Pacer
 from common.stream import Stream
+from common.streamkey import StreamKey, StreamKeyError
+from common.supervise import supervise
 
 log = logging.getLogger("livecdn.node")
 
@@ -88,6 +92,11 @@ class PlayNode:
         mt.gauge("viewers", "Connected viewers by protocol.", ("protocol",), self.viewers)
         mt.counter("connections_total", "Accepted connections.", ("protocol",))
         mt.counter(
+            "task_restarts_total",
+            "Background tasks (reporter, fan-out, packager) restarted after a failure.",
+            ("task",),
+        )
+        mt.counter(
             "connections_refused_total", "Connections or requests refused, by reason.", ("reason",)
         )
         mt.counter(
@@ -118,6 +127,20 @@ class PlayNode:
         out[("hls",)] = self.hls_viewers.total(trio.current_time())
         return out
 
+    def start_supervised(self, what: str, task: str, fn: Callable[[], Awaitable[object]]) -> None:
+        """Run `fn` in the node's nursery; a failure restarts it with backoff, counted in
+        `livecdn_task_restarts_total{task}`, and never stops the node."""
+        assert self.nursery is not None
+        self.nursery.start_soon(
+            partial(
+                supervise,
+                what,
+                fn,
+                on_restart=lambda: self.metrics.inc("task_restarts_total", labels=(task,)),
+                logger=log,
+            )
+        )
+
     def refuse(self, reason: str) -> None:
         """Count a refused connection or request."""
         self.metrics.inc("connections_refused_total", labels=(reason,))
@@ -144,8 +167,11 @@ class PlayNode:
             return Response(200, self.metrics.render(), CONTENT_TYPE)
         if path.endswith(".flv") and req.method in ("GET", "HEAD"):
             try:
-                app, _, rest = req.path.strip("/").partition("/")
-                pacer = self.pace_for(app, rest.removesuffix(".flv"), req.query)
+                key = StreamKey.from_path(path, ".flv")
+                pacer = self.pace_for(key.app, key.name, req.query)
+            except StreamKeyError as exc:
+                self.refuse("bad_name")
+                return Response.text(400, f"bad stream key: {exc}")
             except PermissionError as exc:
                 self.refuse("bad_class_token")
                 return Response.text(403, str(exc))
@@ -177,13 +203,24 @@ class PlayNode:
         rtmp_sock = listen_socket(cfg.host, cfg.rtmp_port)
         http_sock = listen_socket(cfg.host, cfg.http_port)
         address = NodeAddress(rtmp_sock.getsockname()[1], http_sock.getsockname()[1])
+        slots = Slots(cfg.max_connections)
+        usable = fd_limit() - FD_RESERVE
+        if slots.limit > usable:
+            slots.limit = max(8, usable)
+            log.warning(
+                "max_connections %d is above this process's file-descriptor limit %d: "
+                "using %d (raise the limit with ulimit -n)",
+                cfg.max_connections,
+                fd_limit(),
+                slots.limit,
+            )
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 for sock, handler in ((rtmp_sock, self.handle_rtmp), (http_sock, self.handle_http)):
                     nursery.start_soon(
                         lambda s=sock, h=handler: accept_loop(
-                            s, h, max_connections=cfg.max_connections, on_refused=self.refuse
+                            s, h, max_connections=slots, on_refused=self.refuse
                         )
                     )
                 log.info(

@@ -22,6 +22,7 @@ from common.conn import Conn, ConnClosed
 from common.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
 from common.shaping import Pacer
 from common.stream import PLAY_STREAM_ID, Frame, Reader, Stream
+from common.streamkey import StreamKey, StreamKeyError
 
 log = logging.getLogger("livecdn.play")
 
@@ -206,7 +207,8 @@ class Fanout:
                 if stream.closed:
                     await self._catch_up(player)
                     if player.end is not None:
-                        await player.conn.send_all(player.end())
+                        player.conn.write(player.end())
+                        await self._drain(player)
                     return
                 await player.wake.wait()
                 player.wake = trio.Event()
@@ -287,16 +289,19 @@ async def flv_response(
     refuse: Callable[[str], None],
     pacer: Pacer | None = None,
 ) -> Response | StreamingResponse:
-    """Answer GET /app/name.flv: a chunked FLV body while the stream lives, or 404."""
-    parts = req.path.strip("/").removesuffix(".flv").split("/")
-    if len(parts) != 2 or not all(parts):
-        return Response.text(404, f"not found: {req.path} (expected /app/name.flv)")
-    app, name = parts
+    """Answer GET /app/name.flv: a chunked FLV body while the stream lives, 404 if it does
+    not, 400 for a key outside the stream-key grammar."""
+    try:
+        key = StreamKey.from_path(req.path, ".flv")
+    except StreamKeyError as exc:
+        refuse("bad_name")
+        return Response.text(400, f"bad stream key: {exc}")
+    app, name = key.app, key.name
     sub = await source.subscribe(app, name)
     if sub is None:
         refuse("not_found")
-        log.info("HTTP-FLV %s from %s: no such stream", req.path, req.peer)
-        return Response.text(404, f"no live stream {app}/{name}")
+        log.info("HTTP-FLV %s from %s: no such stream", key, req.peer)
+        return Response.text(404, f"no live stream {key}")
     if req.method == "HEAD":
         sub.release()
         return Response(200, b"", "video/x-flv")
@@ -324,7 +329,7 @@ async def serve_flv(fanout: Fanout, conn: Conn, pacer: Pacer | None = None) -> N
 
         async def watch_close() -> None:
             while await conn.recv(4096):
-                pass  # a viewer has nothing to say after its request; ignore it
+                await trio.lowlevel.checkpoint()  # a viewer has nothing to say; ignore it
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(watch_close)

@@ -12,10 +12,13 @@ from urllib.parse import parse_qsl
 
 import trio
 
+from common.config import ServeConfig
 from common.conn import Conn, ConnClosed
 from common.errors import ProtocolError
 from common.play import Player, StreamSource
 from common.rtmp import session as rs
+from common.shaping import TokenBucket
+from common.streamkey import StreamKey, StreamKeyError, check_part
 
 log = logging.getLogger("livecdn.rtmp")
 
@@ -30,6 +33,19 @@ class RtmpLimits:
     handshake_timeout: float = 10.0
     idle_timeout: float = 30.0
     max_message_size: int = 8 * 1024 * 1024
+    slow_timeout: float = 10.0
+    ingest_bytes_per_s: float = 0.0  # per publisher; 0: no cap
+
+    @classmethod
+    def from_config(cls, cfg: ServeConfig) -> RtmpLimits:
+        """The limits a node's config sets."""
+        return cls(
+            cfg.handshake_timeout,
+            cfg.idle_timeout,
+            cfg.max_message_size,
+            cfg.slow_timeout,
+            getattr(cfg, "max_ingest_mbps", 0.0) * 125_000,
+        )
 
 
 def split_name(raw: str) -> tuple[str, dict[str, str]]:
@@ -60,6 +76,8 @@ class RtmpConnection:
         self._nursery: trio.Nursery | None = None
         self._recv_scope: trio.CancelScope | None = None
         self._finishing = False
+        rate = limits.ingest_bytes_per_s
+        self._ingest = TokenBucket(rate, max(rate, 1 << 20)) if rate > 0 else None
 
     # ------------------------------------------------------------------ hooks
 
@@ -106,9 +124,10 @@ class RtmpConnection:
                 self._recv_scope.deadline, trio.current_time() + FINISH_TIMEOUT
             )
         try:
-            await self.conn.drain()
+            with trio.fail_after(self.limits.slow_timeout):
+                await self.conn.drain()
             self.conn.sock.shutdown(socket.SHUT_WR)
-        except (ConnClosed, OSError):
+        except (ConnClosed, OSError, trio.TooSlowError):
             self.conn.close()
 
     def cancel(self) -> None:
@@ -146,8 +165,12 @@ class RtmpConnection:
                 return why
             if not data:
                 return None if conn.closed else "peer closed the connection"
+            await trio.lowlevel.checkpoint()  # a peer that always has data must not hog the loop
             if self.publishing:
                 self.bytes_in += len(data)
+                if self._ingest is not None:
+                    # over the cap: stop reading for a while (TCP slows the publisher down)
+                    await trio.sleep(self._ingest.delay_for(len(data), trio.current_time()))
             events = deque(session.receive_data(data))
             while events:
                 reason = self._on_event(events.popleft(), events)
@@ -160,7 +183,10 @@ class RtmpConnection:
             if out:
                 conn.write(out)
             if conn.backlog_bytes and not self.players:
-                await conn.drain()
+                with trio.move_on_after(limits.slow_timeout) as scope:
+                    await conn.drain()
+                if scope.cancelled_caught:
+                    return f"peer did not read our answers for {limits.slow_timeout:g} s"
 
     def _on_event(self, event: rs.Event, events: deque) -> str | None:
         """Act on one session event; a returned string closes the connection with that reason."""
@@ -170,10 +196,12 @@ class RtmpConnection:
             return None
         session = self.session
         if isinstance(event, rs.Connect):
-            if not event.app:
-                session.reject_connect("no application name in the URL")
-                self.refuse("bad_app")
-                return "connect without an application name"
+            try:
+                check_part(event.app, "application name")
+            except StreamKeyError as exc:
+                session.reject_connect(str(exc))
+                self.refuse("bad_name")
+                return f"connect refused: {exc}"
             events.extendleft(reversed(session.accept_connect(event.app)))
             return None
         if isinstance(event, rs.Publish):
@@ -215,19 +243,21 @@ class RtmpConnection:
         sid = event.stream_id
         with scope:
             try:
-                pacer = self.source.pace_for(app, name, query)
-            except PermissionError as exc:
+                key = StreamKey.parse(app, name)
+                pacer = self.source.pace_for(key.app, key.name, query)
+            except (PermissionError, StreamKeyError) as exc:
                 session.send_status(sid, "error", "NetStream.Play.Failed", str(exc))
-                self.refuse("bad_class_token")
+                self.refuse("bad_name" if isinstance(exc, StreamKeyError) else "bad_class_token")
+                log.info("closing RTMP %s: play refused: %s", conn.peer, exc)
                 conn.write(session.data_to_send())
                 self.players.pop(sid, None)
                 await self.finish()
                 return
             sub = await self.source.subscribe(app, name)
             if sub is None:
-                session.play_not_found(sid, event.name)
+                session.play_not_found(sid, str(key))
                 self.refuse("not_found")
-                log.info("closing RTMP %s: play of unknown stream %s/%s", conn.peer, app, name)
+                log.info("closing RTMP %s: play of unknown stream %s", conn.peer, key)
                 conn.write(session.data_to_send())
                 self.players.pop(sid, None)
                 await self.finish()

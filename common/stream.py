@@ -6,12 +6,13 @@ never get a private copy. Each frame's wire bytes are built once and shared.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import trio
 
-from common import amf0, flv
+from common import amf0, flv, metadata
 from common.rtmp import messages as m
 from common.rtmp.chunk import encode_message
 
@@ -21,6 +22,8 @@ PLAY_STREAM_ID = 1
 """Message stream id of the shared RTMP bytes (the id our server gives the first stream)."""
 SOURCE_GAP_MS = 20
 """Timestamp step inserted where a new source continues a stream."""
+
+log = logging.getLogger("livecdn.stream")
 
 _RTMP_CSID = {m.AUDIO: m.CSID_AUDIO, m.VIDEO: m.CSID_VIDEO, m.DATA_AMF0: m.CSID_DATA}
 
@@ -198,7 +201,17 @@ class Stream:
         return self._append(type_id, ts, payload, keyframe=keyframe)
 
     def set_metadata(self, payload: bytes, values: dict) -> Frame | None:
-        """Replace onMetaData (the AMF0 body starting with "onMetaData")."""
+        """Replace onMetaData (the AMF0 body starting with "onMetaData"); only its clean
+        part (finite numbers, short strings) is kept and sent on, see `common.metadata`."""
+        values, dropped = metadata.clean(values)
+        if dropped:
+            log.info(
+                "metadata of %s/%s: dropped unusable keys %s",
+                self.app,
+                self.name,
+                ", ".join(dropped),
+            )
+        payload = metadata.encode(values)
         if payload == self.metadata:
             return None
         self.metadata = payload
@@ -245,6 +258,19 @@ class Stream:
         while len(self._frames) > self.max_frames or self._bytes > self.max_bytes:
             later = next((k for k in self._keyframes if k > self._base), None)
             self._drop_before(later if later is not None else self._base + 1)
+        # By media time: a GOP goes once the next one starts `max_lag_ms` or more before the
+        # newest frame (a reader that far behind jumps to the newest keyframe anyway), so the
+        # ring holds the last GOP plus `max_lag_ms`, not as much as frames and bytes allow.
+        newest = self._last_ts or 0
+        while True:
+            keys = self._keyframes  # ascending, none before the ring's start
+            i = 1 if keys and keys[0] <= self._base else 0
+            if i >= len(keys):
+                return
+            later = keys[i]
+            if newest - self._frames[later - self._base].timestamp < self.max_lag_ms:
+                return
+            self._drop_before(later)
 
     def _drop_before(self, seq: int) -> None:
         k = seq - self._base
@@ -326,9 +352,14 @@ class Stream:
         ):
             target = self._last_keyframe if self._last_keyframe is not None else self._head
             # Sequence headers and metadata in the skipped range are still sent: the
-            # frames after the jump may need them.
-            headers = [f for f in frames[max(k, 0) : target - self._base] if f.header]
-            dropped = target - cursor - len(headers)
+            # frames after the jump may need them. A reader behind the ring's tail may have
+            # missed some already trimmed away, so it gets the stream's current ones.
+            if k < 0:
+                at = frames[target - self._base].timestamp if target < self._head else 0
+                headers = self.header_frames(at)
+            else:
+                headers = [f for f in frames[k : target - self._base] if f.header]
+            dropped = target - cursor - (len(headers) if k >= 0 else 0)
             reader.dropped += dropped
             self.stats.dropped_frames += dropped
             reader.need_keyframe = self._last_keyframe is None and self.has_video

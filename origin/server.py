@@ -5,25 +5,31 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
 from common import auth
 from common.clock import stamp_payload
-from common.config import OriginConfig
+from common.config import MAX_BAN_SECONDS, OriginConfig
 from common.conn import Conn
 from common.control import MAX_STREAMS, ControlError, StreamInfo, StreamsAnnouncement
 from common.http import Request, Response
 from common.node import NodeAddress, PlayNode
+from common.numparse import parse_uint
 from common.play import Subscription
 from common.reporter import report
 from common.rtmp import messages as m
 from common.rtmp import session as rs
 from common.rtmpserver import RtmpConnection, RtmpLimits, split_name
 from common.stream import Registry, Stream
+from common.streamkey import StreamKey, StreamKeyError
 from origin.hls import HlsSettings, HlsStore
 
 log = logging.getLogger("livecdn.origin")
+
+MAX_BANS = 10_000
+"""Bans in force at once (the table is keyed by names an admin chose, but bounded anyway)."""
 
 
 @dataclass
@@ -34,15 +40,14 @@ class Publisher:
     stream: Stream
     stream_id: int
     since: float
+    host: str = ""
 
 
 class OriginRtmp(RtmpConnection):
     """An origin's RTMP connection: plays, and publishes into the origin's streams."""
 
     def __init__(self, origin: Origin, conn: Conn) -> None:
-        cfg = origin.config
-        limits = RtmpLimits(cfg.handshake_timeout, cfg.idle_timeout, cfg.max_message_size)
-        super().__init__(conn, origin, limits, origin.refuse)
+        super().__init__(conn, origin, RtmpLimits.from_config(origin.config), origin.refuse)
         self.origin = origin
         self.publisher: Publisher | None = None
 
@@ -67,12 +72,12 @@ class OriginRtmp(RtmpConnection):
         if pub is not None and pub.stream_id == stream_id:
             self.publisher = None
             self.publishing = False
-            self.origin.unpublish(pub, "publisher deleted its stream")
+            self.origin.unpublish(pub, "publisher deleted its stream", grace=True)
 
     def on_close(self) -> None:
         self.origin.bytes_in += self.bytes_in
         if self.publisher is not None:
-            self.origin.unpublish(self.publisher, "publisher disconnected")
+            self.origin.unpublish(self.publisher, "publisher disconnected", grace=True)
 
 
 OriginAddress = NodeAddress
@@ -88,6 +93,7 @@ class Origin(PlayNode):
         self.config: OriginConfig = config
         self.registry = Registry()
         self.publishers: dict[tuple[str, str], Publisher] = {}
+        self.orphans: dict[tuple[str, str], float] = {}  # publisher gone: end of its grace
         self.bans: dict[tuple[str, str], float] = {}
         self.bytes_in = 0
         self.address: NodeAddress | None = None
@@ -116,6 +122,21 @@ class Origin(PlayNode):
             "bytes_in_total", "Bytes received from publishers.", (), lambda: {(): self.bytes_in}
         )
         mt.counter("publishes_total", "Publishes accepted.", ())
+        mt.counter(
+            "hls_failures_total",
+            "HLS packaging failures, by kind (mux, write, restart).",
+            ("kind",),
+            lambda: {
+                ("mux",): self.hls.mux_errors,
+                ("write",): getattr(self.hls, "write_errors", 0),
+                ("restart",): getattr(self.hls, "packager_restarts", 0),
+            },
+        )
+        mt.counter(
+            "publishers_resumed_total",
+            "Publishers back within publisher_grace (viewers kept).",
+            (),
+        )
 
     # ------------------------------------------------------------------ streams
 
@@ -123,11 +144,13 @@ class Origin(PlayNode):
         stream = self.new_stream(app, name)
         fanout = self.new_fanout(stream)
         self.registry.add(stream)
-        assert self.nursery is not None
-        self.nursery.start_soon(fanout.run)
+        key = f"{app}/{name}"
+        self.start_supervised(f"fan-out of {key}", "fanout", fanout.run)
         cfg = self.config
         if cfg.hls and (not cfg.hls_apps or app in cfg.hls_apps):
-            self.nursery.start_soon(self.hls.package, stream)
+            self.start_supervised(
+                f"HLS packager of {key}", "packager", partial(self.hls.package, stream)
+            )
         return stream
 
     def _close_stream(self, stream: Stream, reason: str) -> None:
@@ -136,6 +159,7 @@ class Origin(PlayNode):
             fanout.close()
         stream.close()
         self.registry.remove(stream)
+        self.orphans.pop((stream.app, stream.name), None)
         self.drop_fanout(stream)
         log.info("stream %s/%s ended: %s", stream.app, stream.name, reason)
 
@@ -200,68 +224,96 @@ class Origin(PlayNode):
         await OriginRtmp(self, conn).run()
 
     def publish(self, rtmp: OriginRtmp, event: rs.Publish) -> str | None:
-        """Decide on a publish request (auth, bans, republish policy); None if accepted."""
+        """Decide on a publish request (name, limits, auth, bans, republish policy); None if
+        accepted."""
         cfg = self.config
         session = rtmp.session
-        app = session.app or ""
         name, query = split_name(event.name)
-        key = (app, name)
         peer = rtmp.conn.peer
-        if not name or "/" in name or ".." in name:
-            session.reject_publish(event.stream_id, "NetStream.Publish.BadName", "bad stream name")
-            self.refuse("bad_name")
-            return f"publish refused: bad stream name {event.name!r}"
+
+        def refuse(code: str, reason: str, why: str) -> str:
+            session.reject_publish(event.stream_id, code, why)
+            self.refuse(reason)
+            return f"publish refused: {why}"
+
+        try:
+            skey = StreamKey.parse(session.app or "", name)
+        except StreamKeyError as exc:
+            return refuse("NetStream.Publish.BadName", "bad_name", f"bad stream key: {exc}")
+        app, name = skey.app, skey.name
+        key = (app, name)
         if cfg.publish_secret:
             why = auth.check(cfg.publish_secret, app, name, query, time.time())
             if why:
-                session.reject_publish(
-                    event.stream_id, "NetStream.Publish.Unauthorized", f"publish refused: {why}"
-                )
-                self.refuse("auth")
-                return f"publish of {app}/{name} refused: {why}"
+                return refuse("NetStream.Publish.Unauthorized", "auth", f"{skey}: {why}")
         until = self.bans.get(key, 0)
         if until > time.time():
-            session.reject_publish(
-                event.stream_id, "NetStream.Publish.BadName", f"{app}/{name} is banned"
+            left = until - time.time()
+            return refuse("NetStream.Publish.BadName", "banned", f"{skey} is banned ({left:.0f} s)")
+        host = peer.rsplit(":", 1)[0]
+        mine = sum(1 for p in self.publishers.values() if p.host == host)
+        if mine >= cfg.max_publishers_per_ip:
+            return refuse(
+                "NetStream.Publish.Denied",
+                "publisher_limit",
+                f"{host} already publishes {mine} streams (max_publishers_per_ip)",
             )
-            self.refuse("banned")
-            return f"publish of {app}/{name} refused: banned for {until - time.time():.0f} more s"
         old = self.publishers.get(key)
         if old is not None:
             if cfg.on_republish == "reject":
-                session.reject_publish(
-                    event.stream_id,
+                return refuse(
                     "NetStream.Publish.BadName",
-                    f"{app}/{name} is already published",
+                    "already_publishing",
+                    f"{skey} is already published",
                 )
-                self.refuse("already_publishing")
-                return f"publish of {app}/{name} refused: already published by {old.rtmp.conn.peer}"
-            log.info(
-                "takeover: %s replaces %s as publisher of %s/%s",
-                peer,
-                old.rtmp.conn.peer,
-                app,
-                name,
-            )
+            log.info("takeover: %s replaces %s as publisher of %s", peer, old.rtmp.conn.peer, skey)
             old.rtmp.cancel()
             stream = old.stream
+        elif key in self.orphans:
+            del self.orphans[key]
+            stream = self.registry.get(app, name)
+            assert stream is not None
+            self.metrics.inc("publishers_resumed_total")
+            log.info("publisher of %s is back within the grace: viewers kept", skey)
         else:
+            if len(self.registry) >= cfg.max_streams:
+                return refuse(
+                    "NetStream.Publish.Denied",
+                    "stream_limit",
+                    f"this origin already has {cfg.max_streams} streams (max_streams)",
+                )
             stream = self._open_stream(app, name)
         stream.new_source()
-        pub = Publisher(rtmp, stream, event.stream_id, time.time())
+        pub = Publisher(rtmp, stream, event.stream_id, time.time(), host)
         self.publishers[key] = pub
         rtmp.publisher = pub
         session.accept_publish(event.stream_id, name)
         self.metrics.inc("publishes_total")
-        log.info("publish %s/%s from %s", app, name, peer)
+        log.info("publish %s from %s", skey, peer)
         return None
 
-    def unpublish(self, pub: Publisher, reason: str) -> None:
-        """The publisher left: end its stream unless another publisher took over."""
+    def unpublish(self, pub: Publisher, reason: str, *, grace: bool = False) -> None:
+        """The publisher left: end its stream unless another publisher took over; with
+        `grace`, viewers wait `publisher_grace` seconds for the same name to come back."""
         key = (pub.stream.app, pub.stream.name)
-        if self.publishers.get(key) is pub:
-            del self.publishers[key]
+        if self.publishers.get(key) is not pub:
+            return
+        del self.publishers[key]
+        wait = self.config.publisher_grace
+        if not grace or wait <= 0 or self.nursery is None:
             self._close_stream(pub.stream, reason)
+            return
+        self.orphans[key] = trio.current_time() + wait
+        log.info("%s/%s: %s; viewers wait %g s for it to come back", *key, reason, wait)
+        self.nursery.start_soon(self._end_orphan, pub.stream, reason)
+
+    async def _end_orphan(self, stream: Stream, reason: str) -> None:
+        key = (stream.app, stream.name)
+        while (deadline := self.orphans.get(key)) is not None:
+            if trio.current_time() >= deadline:
+                self._close_stream(stream, f"{reason} ({self.config.publisher_grace:g} s ago)")
+                return
+            await trio.sleep_until(deadline)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -276,25 +328,40 @@ class Origin(PlayNode):
         return None
 
     def _api_stream(self, req: Request, rest: str) -> Response:
-        app, _, name = rest.partition("/")
+        try:
+            skey = StreamKey.from_text(rest)
+        except StreamKeyError as exc:
+            return Response.json({"error": f"bad stream key: {exc}"}, 400)
+        app, name = skey.app, skey.name
         stream = self.registry.get(app, name)
         if stream is None:
-            return Response.json({"error": f"no live stream {app}/{name}"}, 404)
+            return Response.json({"error": f"no live stream {skey}"}, 404)
         if req.method == "GET":
             return Response.json(self.stream_info(stream))
         if req.method == "DELETE":
-            try:
-                ban = float(req.query.get("ban", self.config.kick_ban_seconds))
-            except ValueError:
-                return Response.json({"error": "ban must be a number of seconds"}, 400)
+            if "ban" in req.query:
+                ban = parse_uint(req.query["ban"], MAX_BAN_SECONDS)
+                if ban is None:
+                    return Response.json(
+                        {"error": f"ban must be whole seconds in 0..{MAX_BAN_SECONDS}"}, 400
+                    )
+            else:
+                ban = int(self.config.kick_ban_seconds)
             pub = self.publishers.get((app, name))
             if ban > 0:
-                self.bans[(app, name)] = time.time() + ban
+                now = time.time()
+                for old in [k for k, until in self.bans.items() if until <= now]:
+                    del self.bans[old]
+                if len(self.bans) >= MAX_BANS and (app, name) not in self.bans:
+                    return Response.json({"error": f"{MAX_BANS} bans in force already"}, 503)
+                self.bans[(app, name)] = now + ban
             if pub is not None:
                 pub.rtmp.cancel()
                 self.unpublish(pub, f"kicked through the API by {req.peer}")
-            log.info("kicked %s/%s (ban %g s) on request of %s", app, name, ban, req.peer)
-            return Response.json({"kicked": f"{app}/{name}", "ban_s": ban})
+            elif (app, name) in self.orphans:
+                self._close_stream(stream, f"kicked through the API by {req.peer}")
+            log.info("kicked %s (ban %d s) on request of %s", skey, ban, req.peer)
+            return Response.json({"kicked": str(skey), "ban_s": ban})
         return Response.json({"error": f"method {req.method} not allowed"}, 405)
 
     def announcement(self) -> list[StreamsAnnouncement]:
@@ -324,7 +391,11 @@ class Origin(PlayNode):
         async with trio.open_nursery() as nursery:
             self.address = await nursery.start(super().run)
             if self.config.balancer:
-                nursery.start_soon(report, self.config.balancer, self.announcement)
+                self.start_supervised(
+                    f"reports to the balancer {self.config.balancer}",
+                    "reporter",
+                    partial(report, self.config.balancer, self.announcement),
+                )
             task_status.started(self.address)
 
     def shutdown(self) -> None:
