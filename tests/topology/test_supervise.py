@@ -1,0 +1,254 @@
+"""`python -m topology up` as a process: it outlives dead nodes and kicked publishers, stops
+(and reaps) every node it started, and fails in one line when a node cannot start."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+from common.httpclient import fetch
+from common.rtmpclient import RtmpClientError
+from topology import publisher
+
+PY = sys.executable
+
+
+class Launcher:
+    """`python -m topology up FILE` with TMPDIR in `tmp_path`; collects its output."""
+
+    def __init__(self, tmp_path: Path, text: str) -> None:
+        self.tmp_path = tmp_path
+        self.topology = tmp_path / "topo.toml"
+        self.topology.write_text(text)
+        self.output = ""
+        self.proc: trio.Process | None = None
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        self.proc = await trio.lowlevel.open_process(
+            [PY, "-m", "topology", "up", str(self.topology)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TMPDIR": str(self.tmp_path)},
+        )
+        nursery.start_soon(self._read)
+
+    async def _read(self) -> None:
+        while data := await self.proc.stdout.receive_some():
+            self.output += data.decode(errors="replace")
+
+    async def wait_for(self, pattern: str, timeout: float = 30) -> re.Match:
+        """The first match of `pattern` in the output, once there is one."""
+        with trio.fail_after(timeout):
+            while not (m := re.search(pattern, self.output, re.MULTILINE)):
+                assert self.proc.poll() is None, f"launcher exited:\n{self.output}"
+                await trio.sleep(0.1)
+        return m
+
+    def state(self) -> dict:
+        return json.loads((self.tmp_path / "livecdn-state" / "topo.json").read_text())
+
+    async def stop(self, sig: signal.Signals) -> int:
+        self.proc.send_signal(sig)
+        with trio.fail_after(30):
+            return await self.proc.wait()
+
+
+def exists(pid: int) -> bool:
+    """Whether `pid` is a process, zombies included (a zombie keeps its /proc entry)."""
+    return Path(f"/proc/{pid}").exists()
+
+
+@pytest.fixture
+async def launcher(nursery, tmp_path):
+    made: list[Launcher] = []
+
+    def make(text: str) -> Launcher:
+        made.append(Launcher(tmp_path, text))
+        return made[-1]
+
+    yield make
+    for launcher in made:
+        if launcher.proc is not None and launcher.proc.poll() is None:
+            launcher.proc.kill()
+
+
+NODES = """
+[[origin]]
+name = "origin"
+rtmp_port = 0
+http_port = 0
+
+[[edge]]
+name = "edge1"
+parents = ["origin"]
+rtmp_port = 0
+http_port = 0
+
+[[edge]]
+name = "edge2"
+parents = ["origin"]
+rtmp_port = 0
+http_port = 0
+
+[[fault]]
+at = "1s"
+action = "kill"
+node = "edge2"
+
+[[fault]]
+at = "2s"
+action = "restart"
+node = "edge2"
+"""
+
+
+@pytest.mark.slow
+async def test_dead_nodes_are_reported_and_every_node_is_stopped(launcher, nursery):
+    up = launcher(NODES)
+    await up.start(nursery)
+    await up.wait_for(r"^  stop: Ctrl-C")
+    pids = {name: int(pid) for name, pid in re.findall(r"(\w+)\s+up \(pid (\d+)\)", up.output)}
+    assert set(pids) == {"origin", "edge1", "edge2"}, up.output
+
+    # the fault schedule kills edge2 and starts it again: a new supervised process
+    restarted = int((await up.wait_for(r"edge2\s+restarted \(pid (\d+)\)"))[1])
+    assert exists(restarted) and not exists(pids["edge2"])
+    assert up.state()["nodes"]["edge2"]["pid"] == restarted
+
+    # kill -9 from outside: one report with the node, its signal and its log's last lines
+    os.kill(pids["origin"], signal.SIGKILL)
+    report = await up.wait_for(
+        r"^node origin \(origin, pid (\d+)\) died: killed by SIGKILL; last lines of (.*):$"
+    )
+    assert int(report[1]) == pids["origin"]
+    log_lines = [line for line in Path(report[2]).read_text().splitlines() if line.strip()]
+    assert "origin up" in log_lines[0]
+    tail = [f"  | {line}" for line in log_lines[-10:]]
+    assert up.output[report.end() + 1 :].splitlines()[: len(tail)] == tail, up.output
+    assert up.output.count("node origin ") == 1
+    assert not exists(pids["origin"]), "reaped, not a zombie"
+    assert up.proc.poll() is None, "the launcher keeps running"
+    edge_http = up.state()["nodes"]["edge1"]["http_port"]
+    assert (await fetch("GET", f"http://127.0.0.1:{edge_http}/healthz"))[0] == 200
+
+    # Ctrl-C: every node it started, the restarted one included, is stopped and reaped
+    assert await up.stop(signal.SIGINT) == 0, up.output
+    assert "topology stopped" in up.output
+    alive = [pid for pid in [*pids.values(), restarted] if exists(pid)]
+    assert not alive, f"left running: {alive}\n{up.output}"
+
+
+PUBLISHED = """
+[[origin]]
+name = "origin"
+rtmp_port = 0
+http_port = 0
+
+[[publisher]]
+origin = "origin"
+stream = "live/demo"
+size = "160x90"
+fps = 10
+kbps = 100
+"""
+
+
+@pytest.mark.slow
+async def test_a_kicked_and_banned_publisher_publishes_again(launcher, nursery):
+    up = launcher(PUBLISHED)
+    await up.start(nursery)
+    await up.wait_for(r"^  stop: Ctrl-C")
+    api = f"http://127.0.0.1:{up.state()['nodes']['origin']['http_port']}/api/streams"
+    status, _, body = await fetch("DELETE", f"{api}/live/demo?ban=2")
+    assert status == 200, body
+    await up.wait_for(r"publisher live/demo: connection closed by the server.*; retrying in")
+    await up.wait_for(r"publisher live/demo: refused: NetStream\.Publish\.BadName.*banned")
+    assert not json.loads((await fetch("GET", api))[2])["streams"]
+    await up.wait_for(r"publishing a 160x90 10 fps test pattern(.|\n)*publishing a 160x90")
+    with trio.fail_after(10):
+        while not json.loads((await fetch("GET", api))[2])["streams"]:
+            await trio.sleep(0.2)
+    assert up.proc.poll() is None
+    assert await up.stop(signal.SIGTERM) == 0, up.output
+
+
+BUSY = """
+[[origin]]
+name = "origin"
+rtmp_port = 0
+http_port = 0
+
+[[edge]]
+name = "edge1"
+parents = ["origin"]
+rtmp_port = {port}
+http_port = 0
+"""
+
+
+async def test_a_node_on_a_busy_port_fails_up_in_one_line(launcher, nursery, tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        up = launcher(BUSY.format(port=port))
+        await up.start(nursery)
+        with trio.fail_after(60):
+            code = await up.proc.wait()
+    assert code == 1, up.output
+    errors = [line for line in up.output.splitlines() if line.startswith("error:")]
+    in_use = os.strerror(errno.EADDRINUSE)
+    assert len(errors) == 1, up.output
+    assert re.fullmatch(
+        rf"error: edge1 \(edge, rtmp :{port}, http :\d+\) did not start: exited with status 1: "
+        rf"cannot listen on 127\.0\.0\.1:{port}: \[Errno {errno.EADDRINUSE}\] {in_use} "
+        r"\(log: .*edge1\.log\)",
+        errors[0],
+    ), errors[0]
+    assert "Traceback" not in up.output
+    origin_pid = int(re.search(r"origin\s+up \(pid (\d+)\)", up.output)[1])
+    assert not exists(origin_pid), "the nodes already up are stopped"
+
+
+async def test_publisher_backs_off_and_resets_after_a_live_stretch(
+    monkeypatch, caplog, autojump_clock
+):
+    """Delays double from 0.5 s to 10 s; an attempt live for 10 s starts them over."""
+    attempts = 0
+
+    async def fake_publish(url, *, settings, on_live):
+        nonlocal attempts
+        attempts += 1
+        if attempts == 8:
+            on_live()
+            await trio.sleep(15)
+            raise RtmpClientError("connection closed by the server")
+        if attempts == 9:
+            raise ValueError("anything at all")
+        raise RtmpClientError("NetStream.Publish.BadName: live/demo is banned", "BadName")
+
+    monkeypatch.setattr(publisher, "publish", fake_publish)
+    caplog.set_level(logging.WARNING, "livecdn.publisher")
+    with trio.move_on_after(200):
+        await publisher.keep_publishing("rtmp://127.0.0.1:1/live/demo")
+    lines = [r.getMessage() for r in caplog.records if r.name == "livecdn.publisher"]
+    delays = [float(re.search(r"retrying in ([\d.]+) s$", line)[1]) for line in lines]
+    assert delays[:10] == [0.5, 1, 2, 4, 8, 10, 10, 0.5, 1, 2], lines
+    assert lines[0] == (
+        "publisher live/demo: refused: NetStream.Publish.BadName: live/demo is banned; "
+        "retrying in 0.5 s"
+    )
+    assert lines[7].startswith("publisher live/demo: connection closed by the server (kicked")
+    assert lines[8].startswith("publisher live/demo: ValueError: anything at all;")
