@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 MAX_PART = 128
-_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.~-]{0,%d}" % (MAX_PART - 1))
+_PART = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.~-]{{0,{MAX_PART - 1}}}")
 
 
 class StreamKeyError(ValueError):
