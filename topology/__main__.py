@@ -206,7 +206,12 @@ def load_main(args: argparse.Namespace) -> int:
                                      + schema.parse_duration(x.duration) for x in topo.loads) + 3)  # fmt: skip
             nursery.cancel_scope.cancel()
 
-    trio.run(run)
+    try:
+        trio.run(run)
+    except (launch.StartFailed, BaseExceptionGroup) as exc:
+        if not all(isinstance(e, launch.StartFailed) for e in leaves(exc)):
+            raise
+        return 1  # the launcher has said why
     return 0
 
 

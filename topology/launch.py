@@ -37,6 +37,10 @@ log = logging.getLogger("livecdn.topology")
 PY = sys.executable
 
 
+class StartFailed(RuntimeError):
+    """A node of the topology did not start (the reason has been printed)."""
+
+
 def free_port() -> int:
     """A port that was free a moment ago (for port 0 in a topology file)."""
     with socket.socket() as s:
@@ -74,8 +78,9 @@ class Deployment:
     run_dir: Path
     nodes: dict[str, Node] = field(default_factory=dict)
     proxies: dict[tuple[str, str], LinkProxy] = field(default_factory=dict)
-    started: list[Proc] = field(default_factory=list)  # every process, restarted ones too
+    started: list[tuple[str, Proc]] = field(default_factory=list)  # restarted ones too
     supervisor: trio.Nursery | None = field(default=None, repr=False)
+    is_up: bool = False  # every node started, the URL table printed
 
     def url(self, name: str, scheme: str) -> str:
         node = self.nodes[name]
@@ -276,6 +281,9 @@ async def up(
     """Start everything, print the URLs, run until Ctrl-C/SIGTERM (or `seconds`), stop all.
 
     `task_status.started(deployment)` once every node is healthy and publishers started.
+    A node that cannot start is reported in one line on stderr; `up` then stops the others
+    and returns 1 (or, started with a `task_status`, raises `StartFailed`, as it does when
+    stopped by a signal before it was up).
     """
     run_dir = (
         run_dir
@@ -299,9 +307,12 @@ async def up(
         dep = plan(topo, run_dir, ports, {k: p.port for k, p in proxies.items()})
         dep.proxies = proxies
         try:
-            return await _run(dep, run_dir, seconds, task_status, run_file_loads)
+            code = await _run(dep, run_dir, seconds, task_status, run_file_loads)
         finally:
             links_nursery.cancel_scope.cancel()
+    if task_status is not trio.TASK_STATUS_IGNORED and not dep.is_up:
+        raise StartFailed(f"topology {topo.name} stopped before it was up")
+    return code
 
 
 async def _run(
@@ -368,6 +379,7 @@ async def _serve(dep: Deployment, seconds: float | None, task_status, run_file_l
         await wait_live(f"{dep.url(pub.origin, 'http')}/api/streams/{pub.stream}", 20)
     print(f"\n{url_table(dep)}\n\n  Prometheus scrape config: {prom}\n  stop: Ctrl-C\n", flush=True)
     write_state(dep)
+    dep.is_up = True
     task_status.started(dep)
     dep.supervisor.start_soon(run_faults, dep)
     for i, load in enumerate(topo.loads if run_file_loads else []):
@@ -402,7 +414,7 @@ async def start_node(dep: Deployment, node: Node, *, supervise: bool = True) -> 
             process_group=0,  # a terminal's Ctrl-C reaches the launcher only; it stops them
         )
     node.proc = proc
-    dep.started.append(proc)
+    dep.started.append((node.name, proc))
     if supervise and dep.supervisor is not None:
         dep.supervisor.start_soon(watch, dep, node, proc)
     return proc
@@ -526,23 +538,25 @@ async def stop(dep: Deployment, timeout: float = 5.0) -> None:
     with contextlib.suppress(OSError, ValueError):
         if json.loads(path.read_text()).get("launcher_pid") == os.getpid():
             path.unlink()
-    procs: list[Proc] = []
-    for proc in reversed([*dep.started, *(n.proc for n in dep.nodes.values())]):
-        if proc is not None and all(proc is not p for p in procs):
-            procs.append(proc)
-    for proc in procs:
+    procs: list[tuple[str, Proc]] = []
+    for name, proc in reversed([*dep.started, *((n.name, n.proc) for n in dep.nodes.values())]):
+        if proc is not None and all(proc is not p for _, p in procs):
+            procs.append((name, proc))
+    for _, proc in procs:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
     with trio.move_on_after(timeout):
-        for proc in procs:
+        for _, proc in procs:
             await reap(proc)
-    for proc in procs:
+    for name, proc in procs:
         if proc.poll() is None:
-            print(f"  pid {proc.pid} ignored SIGTERM for {timeout:g} s: killed", flush=True)
+            print(
+                f"  {name} (pid {proc.pid}) ignored SIGTERM for {timeout:g} s: killed", flush=True
+            )
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
-    for proc in procs:
+    for _, proc in procs:
         await reap(proc)
     print("topology stopped", flush=True)
 
@@ -556,7 +570,7 @@ async def reap(proc: Proc) -> int:
     return code
 
 
-__all__ = ["Deployment", "Node", "OriginSpec", "plan", "stop", "up", "url_table"]
+__all__ = ["Deployment", "Node", "OriginSpec", "StartFailed", "plan", "stop", "up", "url_table"]
 
 
 def detach(topology: str, name: str, seconds: float | None) -> int:

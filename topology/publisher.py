@@ -143,11 +143,13 @@ async def publish(
             for tag in tags:
                 if tag.tag_type != flv.TAG_SCRIPT:  # onMetaData goes out at once
                     await _listen_until(client, start + tag.timestamp / 1000)
-                with trio.fail_after(SEND_TIMEOUT):
+                with trio.move_on_after(SEND_TIMEOUT) as sending:
                     try:
                         await client.send(tag.tag_type, tag.timestamp, tag.body)
                     except ConnClosed:
                         raise RtmpClientError("connection closed by the server") from None
+                if sending.cancelled_caught:
+                    raise RtmpClientError(f"the server took no data for {SEND_TIMEOUT:g} s")
                 sent_ms = tag.timestamp
     finally:
         if client is not None:
