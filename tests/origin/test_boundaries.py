@@ -1,0 +1,188 @@
+"""Untrusted values are checked where they enter the origin; limits answer with a reason;
+a publisher that comes back within publisher_grace keeps its viewers."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+import trio
+
+from common import flv
+from common.flv import FlvParser
+from common.httpclient import fetch, open_request
+from common.rtmpclient import RtmpClient, RtmpClientError
+from tests.conftest import start_origin
+from tests.media import synthetic_publish
+
+
+async def publisher(port: int, key: str) -> RtmpClient:
+    client = await RtmpClient.connect(f"rtmp://127.0.0.1:{port}/{key}")
+    await client.publish()
+    return client
+
+
+@pytest.mark.parametrize(
+    "name", ["a b", "..", ".hidden", "x%2F..", "caf\u00e9", "a#b", "x" * 129, "a\\b"]
+)
+async def test_bad_names_are_refused_with_the_reason(nursery, name):
+    server, addr = await start_origin(nursery)
+    client = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/ok")
+    with pytest.raises(RtmpClientError) as err:
+        await client.publish(name)
+    assert err.value.code == "NetStream.Publish.BadName"
+    assert "bad stream key" in str(err.value)
+    player = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/ok")
+    with pytest.raises(RtmpClientError) as err:
+        await player.play(name)
+    assert err.value.code == "NetStream.Play.Failed"
+    assert len(server.registry) == 0
+
+
+async def test_bad_keys_in_http_paths_get_400(nursery):
+    _, addr = await start_origin(nursery)
+    base = f"http://127.0.0.1:{addr.http_port}"
+    for path in ("/live/a%20b.flv", "/live/%2E%2E.flv", "/live/caf%C3%A9.flv", "/x/y/z.flv"):
+        status, _, body = await fetch("GET", base + path)
+        assert status == 400, path
+        assert b"bad stream key" in body
+    for path in ("/api/streams/live/%2E%2E", "/api/streams/live/a%0Ab"):
+        status, _, _ = await fetch("GET", base + path)
+        assert status == 400, path
+
+
+async def test_ban_accepts_only_plain_whole_seconds(nursery):
+    _, addr = await start_origin(nursery)
+    pub = await publisher(addr.rtmp_port, "live/k")
+    nursery.start_soon(synthetic_publish, pub)
+    api = f"http://127.0.0.1:{addr.http_port}/api/streams/live/k"
+    with trio.fail_after(5):
+        while (await fetch("GET", api))[0] != 200:
+            await trio.sleep(0.05)
+    for ban in ("1e9", "-1", "nan", "inf", "\u0661\u0662", "1_0", " 5", "99999999999"):
+        status, _, _ = await fetch("DELETE", f"{api}?ban={quote(ban)}")
+        assert status == 400, ban
+    status, _, body = await fetch("DELETE", f"{api}?ban=60")
+    assert status == 200 and b'"ban_s": 60' in body
+    again = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/k")
+    with pytest.raises(RtmpClientError, match="banned"):
+        await again.publish()
+
+
+async def test_stream_and_per_address_publisher_limits(nursery):
+    server, addr = await start_origin(nursery, max_streams=3, max_publishers_per_ip=2)
+    held = [await publisher(addr.rtmp_port, "live/a"), await publisher(addr.rtmp_port, "live/b")]
+    with pytest.raises(RtmpClientError, match="max_publishers_per_ip") as err:
+        await publisher(addr.rtmp_port, "live/c")
+    assert err.value.code == "NetStream.Publish.Denied"
+    server2, addr2 = await start_origin(nursery, max_streams=2)
+    held += [await publisher(addr2.rtmp_port, "live/a"), await publisher(addr2.rtmp_port, "live/b")]
+    with pytest.raises(RtmpClientError, match="max_streams"):
+        await publisher(addr2.rtmp_port, "live/c")
+    assert len(server.publishers) == 2 and len(held) == 4
+    _, _, body = await fetch("GET", f"http://127.0.0.1:{addr2.http_port}/metrics")
+    assert 'livecdn_connections_refused_total{reason="stream_limit"} 1.0' in body.decode()
+
+
+async def read_video_tags(resp, out: list[int], done: trio.Event) -> None:
+    parser = FlvParser()
+    async for data in resp.chunks():
+        for tag in parser.feed(data):
+            if tag.tag_type == flv.TAG_VIDEO:
+                out.append(tag.timestamp)
+    done.set()
+
+
+async def test_a_publisher_back_within_the_grace_keeps_its_viewers(nursery):
+    server, addr = await start_origin(nursery, publisher_grace=1.5)
+    first = await publisher(addr.rtmp_port, "live/g")
+    async with trio.open_nursery() as feeding:
+        feeding.start_soon(synthetic_publish, first)
+        resp = await open_request("GET", f"http://127.0.0.1:{addr.http_port}/live/g.flv")
+        assert resp.status == 200
+        tags: list[int] = []
+        ended = trio.Event()
+        nursery.start_soon(read_video_tags, resp, tags, ended)
+        with trio.fail_after(5):
+            while len(tags) < 10:
+                await trio.sleep(0.05)
+        feeding.cancel_scope.cancel()
+    first.close()  # an encoder restart: the connection drops
+    with trio.fail_after(5):
+        while ("live", "g") not in server.orphans:
+            await trio.sleep(0.02)
+    before = len(tags)
+    second = await publisher(addr.rtmp_port, "live/g")  # back within the grace
+    assert not ended.is_set()
+    async with trio.open_nursery() as feeding:
+        feeding.start_soon(synthetic_publish, second)
+        with trio.fail_after(5):
+            while len(tags) < before + 10:
+                await trio.sleep(0.05)
+        assert tags == sorted(tags)  # timestamps continue across the new source
+        feeding.cancel_scope.cancel()
+    second.close()
+    # gone for good: after the grace the viewer gets the end of the stream
+    with trio.fail_after(5):
+        await ended.wait()
+    assert server.registry.get("live", "g") is None
+
+
+async def test_kicking_during_the_grace_ends_the_stream_at_once(nursery):
+    server, addr = await start_origin(nursery, publisher_grace=30)
+    pub = await publisher(addr.rtmp_port, "live/k")
+    await pub.send(9, 0, bytes([0x17, 0x01, 0, 0, 0, 0x65]))
+    pub.close()
+    with trio.fail_after(5):
+        while ("live", "k") not in server.orphans:
+            await trio.sleep(0.02)
+    status, _, _ = await fetch(
+        "DELETE", f"http://127.0.0.1:{addr.http_port}/api/streams/live/k?ban=0"
+    )
+    assert status == 200
+    assert server.registry.get("live", "k") is None and not server.orphans
+
+
+async def test_a_flooding_publisher_does_not_starve_other_streams(nursery):
+    """One publisher sends as fast as it can; another stream's viewer keeps getting frames
+    and /healthz keeps answering, and the flood is held to max_ingest_mbps."""
+    server, addr = await start_origin(nursery, max_ingest_mbps=20)
+    canary = await publisher(addr.rtmp_port, "live/canary")
+    nursery.start_soon(synthetic_publish, canary)
+    resp = await open_request("GET", f"http://127.0.0.1:{addr.http_port}/live/canary.flv")
+    arrivals: list[float] = []
+    ended = trio.Event()
+
+    async def watch() -> None:
+        parser = FlvParser()
+        async for data in resp.chunks():
+            if any(t.tag_type == flv.TAG_VIDEO for t in parser.feed(data)):
+                arrivals.append(trio.current_time())
+        ended.set()
+
+    nursery.start_soon(watch)
+    flood = await publisher(addr.rtmp_port, "live/flood")
+
+    async def send_flood() -> None:
+        await flood.send(9, 0, bytes([0x17, 0x00, 0, 0, 0]) + bytes(30))
+        ts = 0
+        while True:
+            ts += 1
+            await flood.send(9, ts, bytes([0x17, 0x01, 0, 0, 0]) + bytes(200_000))
+
+    start = trio.current_time()
+    async with trio.open_nursery() as flooding:
+        flooding.start_soon(send_flood)
+        for _ in range(6):
+            with trio.fail_after(2):  # a liveness bound, not a speed target
+                status, _, _ = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/healthz")
+            assert status == 200
+            await trio.sleep(0.5)
+        flooding.cancel_scope.cancel()
+    elapsed = trio.current_time() - start
+    seen = [t for t in arrivals if t >= start]
+    gaps = [b - a for a, b in zip(seen, seen[1:], strict=False)]
+    assert not ended.is_set() and len(seen) > 20 and max(gaps) < 1.0
+    bytes_in = server.registry.get("live", "flood").stats.bytes_in
+    # the cap allows a burst of one second's worth, then 20 Mbit/s (2.5 MB/s)
+    assert bytes_in <= 2_500_000 * (elapsed + 1.5)
