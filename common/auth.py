@@ -6,6 +6,11 @@ import hashlib
 import hmac
 from urllib.parse import urlencode
 
+from common.numparse import parse_uint
+
+MAX_EXPIRES = 1 << 40
+"""The latest expiry a token may carry (Unix seconds; year ~36800)."""
+
 
 def sign(secret: str, app: str, name: str, expires: int) -> str:
     """The token for publishing app/name until `expires` (Unix seconds)."""
@@ -24,10 +29,9 @@ def check(secret: str, app: str, name: str, query: dict[str, str], now: float) -
     expires = query.get("expires")
     if not token or not expires:
         return "no token in the publish URL (expected ?expires=..&token=..)"
-    try:
-        expiry = int(expires)
-    except ValueError:
-        return f"expires={expires!r} is not a number"
+    expiry = parse_uint(expires, MAX_EXPIRES)
+    if expiry is None:
+        return f"expires={expires[:20]!r} is not a Unix time in plain digits"
     if not hmac.compare_digest(token, sign(secret, app, name, expiry)):
         return "token does not match"
     if expiry < now:
@@ -45,7 +49,8 @@ def class_query(secret: str, path: str, klass: str, expires: int) -> str:
 def check_class(secret: str, path: str, query: dict[str, str], now: float) -> str | None:
     """The viewer class of a request if its token is valid and unexpired, else None."""
     klass, expires, sig = query.get("lc"), query.get("lexp"), query.get("lsig")
-    if not klass or not expires or not sig or not expires.isdigit() or int(expires) < now:
+    expiry = parse_uint(expires, MAX_EXPIRES)
+    if not klass or not sig or expiry is None or expiry < now:
         return None
     msg = f"{path}|{klass}|{expires}".encode()
     good = hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()[:32]

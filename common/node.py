@@ -48,6 +48,7 @@ class PlayNode:
             max_header_bytes=config.http_max_header_bytes,
             header_timeout=config.http_header_timeout,
             keepalive_timeout=config.http_keepalive_timeout,
+            send_timeout=config.slow_timeout,
         )
         self.hls_viewers = HlsViewers()
         self.metrics = NodeMetrics(self.kind)

@@ -42,7 +42,14 @@ async def test_bad_names_are_refused_with_the_reason(nursery, name):
 async def test_bad_keys_in_http_paths_get_400(nursery):
     _, addr = await start_origin(nursery)
     base = f"http://127.0.0.1:{addr.http_port}"
-    for path in ("/live/a%20b.flv", "/live/%2E%2E.flv", "/live/caf%C3%A9.flv", "/x/y/z.flv"):
+    for path in (
+        "/live/a%20b.flv",
+        "/live/%2E%2E.flv",
+        "/live/caf%C3%A9.flv",
+        "/x/y/z.flv",
+        "/live/a%3Fb.m3u8",
+        "/%2E%2E/x.m3u8",
+    ):
         status, _, body = await fetch("GET", base + path)
         assert status == 400, path
         assert b"bad stream key" in body
@@ -186,3 +193,19 @@ async def test_a_flooding_publisher_does_not_starve_other_streams(nursery):
     bytes_in = server.registry.get("live", "flood").stats.bytes_in
     # the cap allows a burst of one second's worth, then 20 Mbit/s (2.5 MB/s)
     assert bytes_in <= 2_500_000 * (elapsed + 1.5)
+
+
+def test_token_numbers_are_plain_ascii_digits():
+    from common import auth
+
+    secret = "s"
+    good = auth.sign(secret, "live", "x", 2_000_000_000)
+    ok = {"expires": "2000000000", "token": good}
+    assert auth.check(secret, "live", "x", ok, 1.0) is None
+    for expires in ("\u0662000000000", "+2000000000", "2_000_000_000", " 2000000000", "9" * 30):
+        why = auth.check(secret, "live", "x", {"expires": expires, "token": good}, 1.0)
+        assert why is not None and "plain digits" in why
+    query = dict(kv.split("=") for kv in auth.class_query(secret, "live/x", "gold", 5).split("&"))
+    assert auth.check_class(secret, "live/x", query, 1.0) == "gold"
+    query["lexp"] = "\u0665"
+    assert auth.check_class(secret, "live/x", query, 1.0) is None
