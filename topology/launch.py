@@ -365,7 +365,7 @@ async def _serve(dep: Deployment, seconds: float | None, task_status, run_file_l
             why = str(exc) or f"not healthy after {START_TIMEOUT:g} s"
             print(f"error: {start_failure(node, why)}", file=sys.stderr, flush=True)
             return 1
-        dep.supervisor.start_soon(watch, dep, node, proc)
+        dep.supervisor.start_soon(watch, node, proc)
         print(f"  {node.kind:8} {node.name:10} up (pid {proc.pid})", flush=True)
     prom = write_prometheus(dep)
     write_commands(dep)
@@ -416,11 +416,11 @@ async def start_node(dep: Deployment, node: Node, *, supervise: bool = True) -> 
     node.proc = proc
     dep.started.append((node.name, proc))
     if supervise and dep.supervisor is not None:
-        dep.supervisor.start_soon(watch, dep, node, proc)
+        dep.supervisor.start_soon(watch, node, proc)
     return proc
 
 
-async def watch(dep: Deployment, node: Node, proc: trio.Process) -> None:
+async def watch(node: Node, proc: trio.Process) -> None:
     """Reap `proc` when it exits and report it: node, exit status, the end of its log."""
     code = await proc.wait()
     tail = await trio.to_thread.run_sync(log_tail, node.log_path, 10)
@@ -448,11 +448,13 @@ def log_tail(path: Path | None, lines: int) -> list[str]:
         return []
     try:
         with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+            start = max(0, f.seek(0, os.SEEK_END) - 16384)
+            f.seek(start)
             text = f.read().decode(errors="replace")
     except OSError:
         return []
-    return [line for line in text.splitlines() if line.strip()][-lines:]
+    found = text.splitlines()[1 if start else 0 :]  # past a cut, the first line is partial
+    return [line for line in found if line.strip()][-lines:]
 
 
 def start_failure(node: Node, why: str) -> str:

@@ -198,6 +198,7 @@ http_port = 0
 """
 
 
+@pytest.mark.slow
 async def test_a_node_on_a_busy_port_fails_up_in_one_line(launcher, nursery, tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
