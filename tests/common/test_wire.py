@@ -45,3 +45,36 @@ def test_garbage_only_raises_protocol_errors(data: bytes, step: int) -> None:
             d.feed(data[i : i + step])
     except ProtocolError:
         pass
+
+
+def frame(obj: object) -> bytes:
+    import msgpack
+
+    body = msgpack.packb(obj, use_bin_type=True)
+    return len(body).to_bytes(4, "big") + body
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"type": "heartbeat", "v": 1, "streams": {f"k{i}": 0 for i in range(10_001)}},
+        {"type": "heartbeat", "v": 1, "streams": list(range(10_001))},
+        {"type": "heartbeat", "v": 1, "region": "r" * (64 * 1024 + 1)},
+        {"type": "heartbeat", "v": 1, "blob": b"\0" * (64 * 1024 + 1)},
+        {"type": "heartbeat", "v": True},
+        {"type": "heartbeat", "v": 1.0},
+        {"type": "heartbeat"},
+        {"type": 7, "v": 1},
+        {1: "integer keys", "type": "x", "v": 1},
+    ],
+    ids=["huge map", "huge array", "huge string", "huge binary", "v bool", "v float",
+         "no v", "type not a string", "integer key"],
+)  # fmt: skip
+def test_frames_beyond_the_limits_or_badly_typed_are_refused(obj: object) -> None:
+    with pytest.raises(WireError):
+        Decoder().feed(frame(obj))
+
+
+def test_a_frame_at_the_item_limit_passes() -> None:
+    (msg,) = Decoder().feed(frame({"type": "x", "v": 1, "m": {f"k{i}": 0 for i in range(9_998)}}))
+    assert len(msg["m"]) == 9_998
