@@ -202,7 +202,11 @@ class PlayNode:
         """Listen on the RTMP and HTTP ports and serve until cancelled."""
         cfg = self.config
         rtmp_sock = listen_socket(cfg.host, cfg.rtmp_port)
-        http_sock = listen_socket(cfg.host, cfg.http_port)
+        try:
+            http_sock = listen_socket(cfg.host, cfg.http_port)
+        except OSError:
+            rtmp_sock.close()
+            raise
         address = NodeAddress(rtmp_sock.getsockname()[1], http_sock.getsockname()[1])
         slots = Slots(cfg.max_connections)
         usable = fd_limit() - FD_RESERVE

@@ -4,7 +4,6 @@ through the balancer, an edge killed and restarted, every player's video decoded
 from __future__ import annotations
 
 import json
-import subprocess
 from collections import Counter
 
 import av
@@ -15,6 +14,7 @@ from common import flv
 from common.flv import FlvParser
 from common.httpclient import fetch
 from tests.conftest import start_topology
+from topology import launch
 from topology.players.crowd import LoadSpec, make_crowd, run_crowd
 from topology.players.player import Target
 
@@ -130,7 +130,7 @@ async def test_three_edges_kill_one_and_viewers_move(nursery, tmp_path):
     assert all(p.buffer.received_s > now - killed - 3 for p in on_victim[:1])
 
     # restart it: it rejoins the rotation
-    victim.proc = subprocess.Popen(victim.cmd, stderr=subprocess.DEVNULL)
+    await launch.start_node(dep, victim)  # watched and stopped with the deployment
     with trio.fail_after(10):
         while not (await edges(balancer))["edge1"]["in_rotation"]:
             await trio.sleep(0.2)
