@@ -18,6 +18,10 @@ class HttpClientError(Exception):
     """The server sent something we cannot use, or the connection broke."""
 
 
+class MalformedResponse(HttpClientError):
+    """The server's response (head or body framing) breaks HTTP/1.1."""
+
+
 @dataclass
 class HttpResponse:
     """Status and headers of a response whose body is read with `body()` or `chunks()`."""
@@ -37,7 +41,7 @@ class HttpResponse:
                 try:
                     pieces = decoder.feed(data)
                 except ProtocolError as exc:
-                    raise HttpClientError(f"malformed chunked body: {exc}") from exc
+                    raise MalformedResponse(f"malformed chunked body: {exc}") from exc
                 if pieces:
                     # servers often send a chunk per frame: one piece per read is cheaper
                     yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
@@ -51,7 +55,7 @@ class HttpResponse:
             try:
                 event = self._h.next_event()
             except h11.RemoteProtocolError as exc:
-                raise HttpClientError(f"malformed response body: {exc}") from exc
+                raise MalformedResponse(f"malformed response body: {exc}") from exc
             if event is h11.NEED_DATA:
                 data = await self.conn.recv()
                 if not data and self._h.their_state is h11.SEND_BODY:
@@ -119,7 +123,7 @@ async def open_request(
                     raise HttpClientError("connection closed before a response")
         except h11.RemoteProtocolError as exc:
             conn.close()
-            raise HttpClientError(f"bad response from {host}:{port}: {exc}") from exc
+            raise MalformedResponse(f"bad response from {host}:{port}: {exc}") from exc
         except BaseException:
             conn.close()
             raise

@@ -6,12 +6,16 @@ Used by edges (pulling from a parent), the synthetic publisher and tests.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import trio
 
 from common.conn import Conn, open_connection
 from common.rtmp import session as rs
+
+MAX_QUEUED_EVENTS = 4096
+"""Media/metadata events a client keeps while it waits for a reply (play, publish): a
+server that floods them before answering is refused rather than buffered without bound."""
 
 PLAY_END_CODES = (
     "NetStream.Play.Stop",
@@ -46,12 +50,13 @@ class RtmpUrl:
 
     @classmethod
     def parse(cls, url: str) -> RtmpUrl:
-        """Parse an RTMP URL; the stream name keeps its query string."""
+        """Parse an RTMP URL; app and name are percent-decoded, the name keeps its query."""
         parts = urlsplit(url)
         if parts.scheme != "rtmp" or not parts.hostname:
             raise ValueError(f"not an rtmp:// URL: {url!r}")
         path = parts.path.lstrip("/")
         app, _, name = path.partition("/")
+        app, name = unquote(app), unquote(name)
         if parts.query:
             name = f"{name}?{parts.query}"
         return cls(parts.hostname, parts.port or 1935, app, name)
@@ -110,6 +115,10 @@ class RtmpClient:
                     del self._queued[: i + 1]
                     return event
             self._queued = [e for e in self._queued if isinstance(e, (rs.Media, rs.Metadata))]
+            if len(self._queued) > MAX_QUEUED_EVENTS:
+                raise RtmpClientError(
+                    f"more than {MAX_QUEUED_EVENTS} messages before the answer to a command"
+                )
             self._queued += await self._receive()
 
     async def _wait_status(self, code: str) -> None:

@@ -7,7 +7,10 @@ cancels only its own wait, never the fetch the other viewers are waiting on.
 
 Freshness follows the parent's Cache-Control (`s-maxage`/`max-age`; `no-store`, `no-cache`
 and `private` mean "serve to this fetch's waiters, do not keep"); a parent 404 becomes a
-short negative entry. Bodies are kept in an LRU bounded by bytes (and by entry count).
+short negative entry. Bodies are kept in an LRU bounded by bytes (and by entry count);
+negative entries are bounded by their own count and each costs `NEGATIVE_ENTRY_BYTES` (plus
+its path) of the byte budget, since their paths come from viewers. Fetches in flight are
+bounded too; whatever a fetch does wrong fails that fetch's requests (502), never the cache.
 
 `ObjectCache.run` must be running (e.g. `await nursery.start(cache.run)`) for `get` to work.
 """
@@ -29,6 +32,8 @@ trio.TooSlowError, which the cache treats the same) when the upstream fails or t
 truncated."""
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+NEGATIVE_ENTRY_BYTES = 256
+"""What one negative (404) entry costs in the byte budget, beside its path."""
 
 
 class FetchError(Exception):
@@ -123,26 +128,38 @@ class ObjectCache:
         negative_ttl: float = 2.0,
         default_ttl: float = 0.0,
         max_entries: int = 100_000,
+        max_negative: int = 10_000,
+        max_inflight: int = 1024,
         fetch_timeout: float = 30.0,
     ) -> None:
-        if max_bytes < 0 or max_entries < 0:
-            raise ValueError("max_bytes and max_entries must not be negative")
+        if min(max_bytes, max_entries, max_negative, max_inflight) < 0:
+            raise ValueError(
+                "max_bytes, max_entries, max_negative and max_inflight must not be negative"
+            )
         self._fetch = fetch
         self.max_bytes = max_bytes
         self.max_entries = max_entries
+        self.max_negative = max_negative
+        self.max_inflight = max_inflight
         self.negative_ttl = negative_ttl
         self.default_ttl = default_ttl
         self.fetch_timeout = fetch_timeout
         self.stats = CacheStats()
         self._entries: OrderedDict[str, CachedObject] = OrderedDict()
         self._size = 0
+        self._negative: OrderedDict[str, None] = OrderedDict()  # negative paths, oldest first
         self._inflight: dict[str, _InFlight] = {}
         self._nursery: trio.Nursery | None = None
 
     @property
     def size_bytes(self) -> int:
-        """Bytes of cached bodies."""
+        """Bytes of cached bodies (and what negative entries are charged)."""
         return self._size
+
+    @property
+    def negative_entries(self) -> int:
+        """Negative (404) entries held."""
+        return len(self._negative)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Host the fetches until cancelled; start with `nursery.start(cache.run)`."""
@@ -174,6 +191,9 @@ class ObjectCache:
         else:
             if self._nursery is None:
                 raise RuntimeError("ObjectCache.run() is not running")
+            if len(self._inflight) >= self.max_inflight:
+                self.stats.errors += 1
+                raise FetchError(f"{self.max_inflight} fetches in flight already")
             self.stats.misses += 1
             flight = self._inflight[path] = _InFlight()
             self._nursery.start_soon(self._fetch_into, path, flight)
@@ -206,19 +226,8 @@ class ObjectCache:
 
     async def _fetch_into(self, path: str, flight: _InFlight) -> None:
         try:
-            try:
-                with trio.fail_after(self.fetch_timeout):
-                    status, headers, body = await self._fetch(path)
-            except (FetchError, OSError, trio.TooSlowError) as exc:
-                flight.error = exc
-                self.stats.errors += 1
-                log.warning("object cache: fetching %s failed: %r", path, exc)
-                return
-            except Exception as exc:  # a bug in the fetcher must not take the node down
-                flight.error = exc
-                self.stats.errors += 1
-                log.exception("object cache: fetching %s failed unexpectedly", path)
-                return
+            with trio.fail_after(self.fetch_timeout):
+                status, headers, body = await self._fetch(path)
             self.stats.bytes_from_parent += len(body)
             obj = self._make_object(path, status, headers, body)
             if obj is None:
@@ -229,6 +238,14 @@ class ObjectCache:
             flight.result = obj
             if self._inflight.get(path) is flight:  # not purged meanwhile
                 self._store(path, obj)
+        except (FetchError, OSError, trio.TooSlowError) as exc:
+            flight.error = exc
+            self.stats.errors += 1
+            log.warning("object cache: fetching %s failed: %r", path, exc)
+        except Exception as exc:  # a bug or a parent's oddity must not take the node down
+            flight.error = exc
+            self.stats.errors += 1
+            log.exception("object cache: fetching %s failed unexpectedly", path)
         finally:
             if flight.result is None and flight.error is None:
                 flight.error = FetchError("the object cache is shutting down")
@@ -254,18 +271,34 @@ class ObjectCache:
         expires_at = now + ttl if ttl > 0 else now
         return CachedObject(status, body, content_type, cache_control or "", now, expires_at)
 
+    @staticmethod
+    def _cost(path: str, obj: CachedObject) -> int:
+        """Bytes an entry is charged: its body, or a fixed amount (and its path) for a 404."""
+        return len(obj.body) if obj.status == 200 else NEGATIVE_ENTRY_BYTES + len(path)
+
     def _store(self, path: str, obj: CachedObject) -> None:
         self._remove(path)
-        if not obj.fresh(obj.fetched_at) or len(obj.body) > self.max_bytes:
+        negative = obj.status != 200
+        if not obj.fresh(obj.fetched_at) or self._cost(path, obj) > self.max_bytes:
+            return
+        if negative and self.max_negative <= 0:
             return
         self._entries[path] = obj
-        self._size += len(obj.body)
+        self._size += self._cost(path, obj)
+        if negative:
+            self._negative[path] = None
+            while len(self._negative) > self.max_negative:
+                self._evict(next(iter(self._negative)))
         while self._size > self.max_bytes or len(self._entries) > self.max_entries:
-            _, old = self._entries.popitem(last=False)
-            self._size -= len(old.body)
-            self.stats.evictions += 1
+            self._evict(next(iter(self._entries)))
+
+    def _evict(self, path: str) -> None:
+        self._remove(path)
+        self.stats.evictions += 1
 
     def _remove(self, path: str) -> None:
         old = self._entries.pop(path, None)
         if old is not None:
-            self._size -= len(old.body)
+            self._size -= self._cost(path, old)
+            if old.status != 200:
+                del self._negative[path]

@@ -14,19 +14,30 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
+from common.errors import ProtocolError
 from common.play import Fanout, Subscription
+from common.rtmp import messages as m
 from common.stream import Stream
+from common.streamkey import StreamKey, shown
+from common.supervise import describe, log_failure
 from edge.feeds import Feed, NotFound, ParentError, open_feed
 
 log = logging.getLogger("livecdn.edge")
 
 Connector = Callable[[str, str, str], Awaitable[Feed]]
+
+MAX_NOT_FOUND = 10_000
+"""Entries of the negative cache of missing streams (it is keyed by what viewers ask for)."""
+
+
+class TooManyStreams(Exception):
+    """The edge already pulls `max_streams` streams: a new one is refused (503)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,12 @@ class PullSettings:
     stall_timeout: float = 5.0
     retry_seconds: float = 10.0
     retry_pause: float = 0.5
+    tracks_wait: float = 1.0
+    """After connecting, how long the first viewers wait for the stream's tracks to be known
+    (the parent's FLV header flags or onMetaData, then the tracks' first messages)."""
+    recovered_after: float = 5.0
+    """A new upstream connection that has delivered media this long ends the outage: the
+    next break gets a fresh `retry_seconds` (a parent that breaks sooner does not)."""
 
 
 class PullStats:
@@ -51,6 +68,11 @@ class PullStats:
         self.bytes_from_parents = 0
         self.not_found_cached = 0
         self.not_found = 0
+        self.failures: Counter[str] = Counter()
+        """Failed upstream connections by reason: connect, refused, timeout, broken,
+        bad_data, stalled, not_found (a live stream missing at a parent), unexpected."""
+        self.refused: Counter[str] = Counter()
+        """New pulls refused before reaching a parent: too_many_streams, bad_key."""
 
 
 class Upstream:
@@ -70,6 +92,9 @@ class Upstream:
         self.since = time.time()
         self.failovers = 0
         self.bytes_from_parent = 0
+        self.declared: tuple[bool, bool] | None = None  # (audio, video) the parent announced
+        self.seen: set[int] = set()  # message types received (8 audio, 9 video)
+        self._ready_by = float("inf")
         self._feed: Feed | None = None
         self._changed = trio.Event()
         self._idle_since = trio.current_time()
@@ -129,7 +154,12 @@ class Upstream:
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
-        """Pull until the stream ends, the linger expires, or the parents are gone."""
+        """Pull until the stream ends, the linger expires, or the parents are gone.
+
+        Never raises (but Cancelled): whatever fails here ends only this pull, with one
+        log line naming the stream, the parent and the reason; its viewers get the end
+        of the stream.
+        """
         reason = "cancelled"
         try:
             with self._scope:
@@ -138,11 +168,20 @@ class Upstream:
                     nursery.start_soon(self._linger_watch)
                     reason = await self._pull()
                     nursery.cancel_scope.cancel()
+        except Exception as exc:
+            reason = "failed"
+            self.manager.stats.failures["unexpected"] += 1
+            log_failure(f"upstream {self.key} from {self.parent or '-'}", exc, log)
         finally:
             self.state = "closed"
             self.fanout.close()
             self.ready.set()
             self.manager.finished(self, reason)
+
+    @property
+    def key(self) -> str:
+        """'app/name', for log lines."""
+        return f"{self.app}/{self.name}"
 
     def stop(self, reason: str) -> None:
         """Close the upstream now."""
@@ -169,97 +208,181 @@ class Upstream:
                 continue
             await self._changed.wait()
 
+    def _failed(self, parent: str, kind: str, why: str) -> None:
+        """One failed upstream connection: counted by kind, one log line."""
+        self.manager.stats.failures[kind] += 1
+        log.warning("upstream %s from %s failed (%s): %s", self.key, parent, kind, why)
+
     async def _pull(self) -> str:
+        """Connect, relay, fail over; return why the pull ended.
+
+        Before the stream was ever live, each parent is tried once: a parent's "no such
+        stream" ends the pull at once (remembered briefly). Once live, any break (connect
+        failures, resets, garbage, stalls, and "no such stream" too: a parent restarting
+        has not got its publisher back yet) moves on to the next parent, pausing
+        `retry_pause` after each round of them, until `retry_seconds` have passed since
+        the break; only a clean end from the parent (the publisher stopped) ends viewers.
+        """
         settings = self.manager.settings
         parents = self.manager.parents
         index = 0
-        failures = 0
+        tries = 0  # connections tried since the stream last flowed
         down_since: float | None = None
         was_live = False
         while True:
+            if tries and tries % len(parents) == 0:
+                if not was_live:
+                    return "no parent reachable"
+                if trio.current_time() - (down_since or 0.0) >= settings.retry_seconds:
+                    return f"no parent served the stream for {settings.retry_seconds:g} s"
+                await trio.sleep(settings.retry_pause)
             parent = parents[index % len(parents)]
+            tries += 1
             try:
                 with trio.fail_after(settings.connect_timeout):
                     feed = await self.manager.connector(parent, self.app, self.name)
             except NotFound:
                 if not was_live:
-                    log.info("upstream %s/%s: %s has no such stream", self.app, self.name, parent)
+                    log.info("upstream %s: %s has no such stream", self.key, parent)
                     self.manager.remember_not_found(self.app, self.name)
-                    self.ready.set()
                     return "not found at parent"
-                log.info("upstream %s/%s: gone at %s, stream ended", self.app, self.name, parent)
-                return "stream ended at parent"
-            except (ParentError, OSError, trio.TooSlowError) as exc:
-                why = str(exc) or "connect timed out"
-                log.warning(
-                    "upstream %s/%s: parent %s failed: %s", self.app, self.name, parent, why
-                )
-                failures += 1
+                self._failed(parent, "not_found", "no such stream (yet?)")
                 index += 1
-                now = trio.current_time()
-                down_since = down_since if down_since is not None else now
-                if failures % len(parents) == 0:
-                    if not was_live:
-                        self.ready.set()
-                        return "no parent reachable"
-                    if now - down_since >= settings.retry_seconds:
-                        return f"no parent reachable for {settings.retry_seconds:g} s"
-                    await trio.sleep(settings.retry_pause)
+                continue
+            except trio.TooSlowError:
+                why = f"no answer within {settings.connect_timeout:g} s"
+                self._failed(parent, "timeout", why)
+                index += 1
+                continue
+            except ParentError as exc:
+                self._failed(parent, exc.kind, str(exc))
+                index += 1
+                continue
+            except Exception as exc:  # a bug, or something no feed maps: this parent failed
+                self.manager.stats.failures["unexpected"] += 1
+                log_failure(f"upstream {self.key}: connecting to {parent}", exc, log)
+                index += 1
                 continue
             self._feed = feed
             if was_live:
                 self.failovers += 1
                 self.manager.stats.failovers += 1
                 log.warning(
-                    "upstream %s/%s: failover to %s (viewers stay: %d)",
-                    self.app,
-                    self.name,
+                    "upstream %s: failover to %s (viewers stay: %d)",
+                    self.key,
                     parent,
                     self.viewers,
                 )
+            else:
+                self._ready_by = trio.current_time() + settings.tracks_wait
             self.stream.new_source()
             self.parent = parent
             self.found = was_live = True
-            failures = 0
-            down_since = None
             if self.state == "connecting":
                 self.state = "live" if self.viewers > 0 else "lingering"
-            self.ready.set()
+            connected = trio.current_time()
+            flowing: list[float] = []  # when media first came on this connection
             try:
-                ended = await self._relay(feed)
+                ended = await self._relay(feed, flowing)
             except ParentError as exc:
-                log.warning("upstream %s/%s: %s: %s", self.app, self.name, parent, exc)
-                index += 1
-                continue
+                self._failed(parent, exc.kind, str(exc))
+                ended = False
+            except ProtocolError as exc:  # a message the stream could not take
+                self._failed(parent, "bad_data", f"bad message from the parent: {describe(exc)}")
+                ended = False
+            except Exception as exc:
+                self.manager.stats.failures["unexpected"] += 1
+                log_failure(f"upstream {self.key} from {parent}", exc, log)
+                ended = False
             finally:
                 self.bytes_from_parent += feed.bytes_in
                 self.manager.stats.bytes_from_parents += feed.bytes_in
                 self._feed = None
                 feed.close()
             if ended:
-                log.info("upstream %s/%s: publisher stopped at %s", self.app, self.name, parent)
+                log.info("upstream %s: publisher stopped at %s", self.key, parent)
                 return "publisher stopped"
+            # a break: viewers waiting for the tracks go ahead with what is known
+            self._go_ready()
+            now = trio.current_time()
+            if flowing and now - flowing[0] >= settings.recovered_after:
+                tries = 0  # this connection worked: a fresh outage starts now
+                down_since = now
+            elif down_since is None:
+                down_since = connected
+            index += 1
 
-    async def _relay(self, feed: Feed) -> bool:
-        """Copy items into the stream; True on a clean end; ParentError on break or stall."""
+    async def _relay(self, feed: Feed, flowing: list[float]) -> bool:
+        """Copy items into the stream; True on a clean end; ParentError on break or stall.
+
+        Appends the time of the first media to `flowing`. Until the stream's tracks are
+        known (or `tracks_wait` has passed), the first viewers are held back (`ready`).
+        """
         stall = self.manager.settings.stall_timeout
         stream = self.stream
         last_media = trio.current_time()
         while True:
+            deadline = last_media + stall
+            waiting = not self.ready.is_set()
+            if waiting:
+                deadline = min(deadline, self._ready_by)
             items = None
-            with trio.move_on_at(last_media + stall):
+            with trio.move_on_at(deadline):
                 items = await feed.receive()
             if items is None:
-                raise ParentError(f"stalled: no media for {stall:g} s")
+                if waiting and trio.current_time() >= self._ready_by:
+                    self._go_ready()
+                    continue
+                raise ParentError(f"stalled: no media for {stall:g} s", "stalled")
             for item in items:
                 kind = item[0]
                 if kind == "media":
-                    stream.push(item[1], item[2], item[3])
+                    type_id = item[1]
+                    stream.push(type_id, item[2], item[3])
+                    self.seen.add(type_id)
                     last_media = trio.current_time()
+                    if not flowing:
+                        flowing.append(last_media)
                 elif kind == "meta":
                     stream.set_metadata(item[1], item[2])
+                    self._declare_from_metadata(item[2])
+                elif kind == "tracks":
+                    if self.declared is None:
+                        self.declared = (bool(item[1]), bool(item[2]))
                 elif kind == "end":
                     return True
+            if waiting and self._tracks_known():
+                self._go_ready()
+
+    def _declare_from_metadata(self, values: object) -> None:
+        """onMetaData naming codecs says which tracks there are (it wins over FLV flags,
+        which a parent that does not know yet may set to both)."""
+        if not isinstance(values, dict):
+            return
+        audio, video = "audiocodecid" in values, "videocodecid" in values
+        if audio or video:
+            self.declared = (audio, video)
+
+    def _tracks_known(self) -> bool:
+        """Whether every track the parent declared has sent its first message (with no
+        declaration: once both kinds have)."""
+        audio, video = m.AUDIO in self.seen, m.VIDEO in self.seen
+        if self.declared is None:
+            return audio and video
+        want_audio, want_video = self.declared
+        return (want_audio or want_video) and audio >= want_audio and video >= want_video
+
+    def _go_ready(self) -> None:
+        """Let the waiting viewers in; the stream carries its tracks as `tracks`
+        ((audio, video), for the FLV file header) when anything is known."""
+        if self.ready.is_set():
+            return
+        audio, video = m.AUDIO in self.seen, m.VIDEO in self.seen
+        if self.declared is not None:
+            audio, video = audio or self.declared[0], video or self.declared[1]
+        if audio or video:
+            self.stream.tracks = (audio, video)  # type: ignore[attr-defined]
+        self.ready.set()
 
 
 class PullManager:
@@ -274,6 +397,8 @@ class PullManager:
         make_fanout: Callable[[Stream], Fanout],
         drop_fanout: Callable[[Stream], None] = lambda s: None,
         connector: Connector = open_feed,
+        max_streams: int = 1000,
+        max_not_found: int = MAX_NOT_FOUND,
     ) -> None:
         if not parents:
             raise ValueError("an edge needs at least one parent")
@@ -283,10 +408,13 @@ class PullManager:
         self.make_fanout = make_fanout
         self.drop_fanout = drop_fanout
         self.connector = connector
+        self.max_streams = max_streams
+        self.max_not_found = max_not_found
         self.upstreams: dict[tuple[str, str], Upstream] = {}
-        self.not_found: dict[tuple[str, str], float] = {}
+        self.not_found: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.stats = PullStats()
         self.nursery: trio.Nursery | None = None
+        self._refusal_logged = -float("inf")
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Own the upstream tasks until cancelled."""
@@ -296,7 +424,17 @@ class PullManager:
             await trio.sleep_forever()
 
     async def subscribe(self, app: str, name: str) -> Subscription | None:
-        """StreamSource: wait for the (possibly shared, pending) upstream of app/name."""
+        """StreamSource: wait for the (possibly shared, pending) upstream of app/name.
+
+        None if the parents do not have it; StreamKeyError for a key outside the stream-key
+        grammar (callers validate first: this is a defence); TooManyStreams when a new pull
+        would exceed `max_streams`.
+        """
+        try:
+            StreamKey.parse(app, name)
+        except ValueError:
+            self.stats.refused["bad_key"] += 1
+            raise
         key = (app, name)
         expiry = self.not_found.get(key)
         if expiry is not None:
@@ -306,6 +444,8 @@ class PullManager:
             del self.not_found[key]
         up = self.upstreams.get(key)
         if up is None:
+            if len(self.upstreams) >= self.max_streams:
+                self._refuse_new(app, name)
             up = Upstream(self, app, name)
             self.upstreams[key] = up
             self.stats.started += 1
@@ -332,10 +472,37 @@ class PullManager:
 
         return Subscription(up.fanout, release)
 
+    def _refuse_new(self, app: str, name: str) -> None:
+        self.stats.refused["too_many_streams"] += 1
+        now = trio.current_time()
+        if now - self._refusal_logged >= 5.0:  # a crowd of refusals is one line per 5 s
+            self._refusal_logged = now
+            log.warning(
+                "refused a pull of %s/%s: %d streams pulled already (max_streams; "
+                "logged every 5 s, %d refused so far)",
+                shown(app),
+                shown(name),
+                len(self.upstreams),
+                self.stats.refused["too_many_streams"],
+            )
+        raise TooManyStreams(f"too many streams on this edge (max_streams {self.max_streams})")
+
     def remember_not_found(self, app: str, name: str) -> None:
-        """Cache a parent's 'no such stream' briefly."""
-        if self.settings.not_found_ttl > 0:
-            self.not_found[(app, name)] = trio.current_time() + self.settings.not_found_ttl
+        """Cache a parent's 'no such stream' briefly; the table is bounded by
+        `max_not_found` (expired entries go first, then the oldest)."""
+        ttl = self.settings.not_found_ttl
+        if ttl <= 0 or self.max_not_found <= 0:
+            return
+        now = trio.current_time()
+        table = self.not_found
+        table.pop((app, name), None)
+        # one TTL for all: insertion order is expiry order
+        while table:
+            oldest, expiry = next(iter(table.items()))
+            if expiry > now and len(table) < self.max_not_found:
+                break
+            del table[oldest]
+        table[(app, name)] = now + ttl
 
     def finished(self, up: Upstream, reason: str) -> None:
         """An upstream is over: forget it (idempotent)."""

@@ -216,9 +216,10 @@ async def test_real_lifecycle_linger_missing_and_publisher_stop(nursery, origin,
     rtmp_viewer = await RtmpClient.connect(f"rtmp://127.0.0.1:{eaddr.rtmp_port}/live/life")
     await rtmp_viewer.play()
 
-    # the publisher stops: edge viewers get a clean end and the upstream goes away
+    # the publisher stops: edge viewers get a clean end (once the origin's grace for the
+    # publisher to come back is over) and the upstream goes away
     pub.close()
-    with trio.fail_after(5):
+    with trio.fail_after(15):
         while not second.ended_cleanly:
             await trio.sleep(0.05)
         events = []

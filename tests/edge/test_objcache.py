@@ -530,7 +530,9 @@ async def test_stats(autojump_clock, nursery):
     parent.put("/err.ts", b"e" * 7, status=502)
     parent.put("/cut.ts", b"c")
     parent.fail["/cut.ts"] = FetchError("truncated")
-    cache = await start(nursery, parent, max_bytes=200)
+    # a (100) + the 404 of /missing.ts (NEGATIVE_ENTRY_BYTES + its path: 268) fit; b (150) does
+    # only once a goes
+    cache = await start(nursery, parent, max_bytes=450)
 
     await get_many(cache, "/a.ts", 4)  # 1 miss, 3 coalesced
     await cache.get("/a.ts")  # hit

@@ -12,11 +12,13 @@ import pytest
 import trio
 import trio.testing
 
+from common import amf0
 from common.play import Fanout, PlayStats
 from common.stream import Stream
+from common.streamkey import StreamKeyError
 from edge.feeds import NotFound, ParentError
-from edge.pull import PullManager, PullSettings
-from tests.media import aac_header, avc_header, interframe, keyframe
+from edge.pull import PullManager, PullSettings, TooManyStreams, Upstream
+from tests.media import aac_frame, aac_header, avc_header, interframe, keyframe
 
 SETTINGS = PullSettings(
     linger=10, not_found_ttl=2, connect_timeout=5, stall_timeout=5, retry_seconds=10
@@ -60,6 +62,7 @@ class FakeParents:
         self.down: set[str] = set()
         self.connects: Counter = Counter()
         self.feeds: list[FakeFeed] = []
+        self.initial: list = [("media", 9, 0, avc_header()), ("media", 8, 0, aac_header())]
 
     async def connect(self, parent: str, app: str, name: str) -> FakeFeed:
         self.connects[parent] += 1
@@ -69,25 +72,30 @@ class FakeParents:
         if f"{app}/{name}" not in self.streams:
             raise NotFound(f"{parent}/{app}/{name}")
         feed = FakeFeed(parent, self.auto)
-        for item in (("media", 9, 0, avc_header()), ("media", 8, 0, aac_header())):
+        for item in self.initial:
             feed.send.send_nowait(item)
         self.feeds.append(feed)
         return feed
 
 
-@pytest.fixture
-async def manager(nursery):
-    parents = FakeParents()
+async def start_manager(nursery, parents=None, **options) -> PullManager:
+    parents = parents or FakeParents()
     mgr = PullManager(
         ["rtmp://p1", "rtmp://p2"],
         SETTINGS,
         make_stream=lambda app, name: Stream(app, name),
         make_fanout=lambda stream: Fanout(stream, PlayStats()),
         connector=parents.connect,
+        **options,
     )
     await nursery.start(mgr.run)
     mgr.fake = parents
     return mgr
+
+
+@pytest.fixture
+async def manager(nursery):
+    return await start_manager(nursery)
 
 
 async def test_first_viewer_starts_one_upstream_and_concurrent_viewers_share_it(
@@ -259,3 +267,210 @@ async def test_publisher_takeover_at_the_parent_keeps_the_upstream(manager, auto
     assert frames[1].payload == new_header and stream.video_header == new_header
     assert manager.fake.connects == {"rtmp://p1": 1}
     assert manager.upstreams[("live", "a")].state == "live"
+
+
+# ---------------------------------------------------------------------- a parent restarting
+
+
+async def test_parent_restarting_without_the_stream_yet_keeps_viewers(manager, autojump_clock):
+    """A live stream that a parent no longer has (it restarted; its publisher is not back
+    yet) is retried like a broken parent, within retry_seconds; the viewers stay."""
+    sub = await manager.subscribe("live", "a")
+    manager.fake.streams.clear()
+    await manager.fake.feeds[0].send.send(ParentError("connection reset"))
+    await trio.sleep(6)
+    assert not sub.fanout.stream.closed
+    assert manager.stats.failures["not_found"] >= 4
+    assert manager.stats.stopped == {}
+    manager.fake.streams.add("live/a")  # the publisher is back
+    await trio.sleep(2)
+    up = manager.upstreams[("live", "a")]
+    assert up.state == "live" and up.failovers == 1 and len(manager.fake.feeds) == 2
+    assert not sub.fanout.stream.closed
+    head = sub.fanout.stream.head
+    await trio.sleep(1)
+    assert sub.fanout.stream.head > head, "frames flow again"
+
+
+async def test_stream_missing_everywhere_for_retry_seconds_ends(manager, autojump_clock):
+    sub = await manager.subscribe("live", "a")
+    manager.fake.streams.clear()
+    await manager.fake.feeds[0].send.send(ParentError("connection reset"))
+    await trio.sleep(SETTINGS.retry_seconds - 1)
+    assert not sub.fanout.stream.closed
+    await trio.sleep(3)
+    assert sub.fanout.stream.closed
+    assert ("live", "a") not in manager.upstreams
+    assert manager.stats.stopped == {"no parent served the stream for 10 s": 1}
+
+
+async def test_a_parent_that_breaks_right_after_connecting_is_not_hammered(nursery, autojump_clock):
+    """Connections that break before the stream has flowed for a while do not reset the
+    outage: rounds of parents are paced, and the pull ends after retry_seconds."""
+
+    class Breaking(FakeParents):
+        async def connect(self, parent, app, name):
+            feed = await super().connect(parent, app, name)
+            feed.send.send_nowait(ParentError("reset right away"))
+            return feed
+
+    mgr = await start_manager(nursery, Breaking())
+    sub = await mgr.subscribe("live", "a")
+    await trio.sleep(SETTINGS.retry_seconds + 3)
+    assert sub.fanout.stream.closed
+    # a round: two connects of 0.5 s, then retry_pause
+    assert sum(mgr.fake.connects.values()) <= 2 * (SETTINGS.retry_seconds / 1.5 + 2)
+    assert mgr.stats.failures["broken"] == sum(mgr.fake.connects.values())
+
+
+# ---------------------------------------------------------------------- containment
+
+
+async def test_garbage_from_a_parent_fails_over_and_is_counted(manager, autojump_clock):
+    manager.fake.auto = False
+    sub = await manager.subscribe("live", "a")
+    await manager.fake.feeds[0].send.send(("media", 9, 40, b"\x17"))  # truncated AVC tag
+    await trio.sleep(1)
+    up = manager.upstreams[("live", "a")]
+    assert up.parent == "rtmp://p2" and up.failovers == 1
+    assert manager.stats.failures == {"bad_data": 1}
+    assert not sub.fanout.stream.closed
+
+
+async def test_unexpected_errors_in_a_pull_end_only_that_pull(manager, autojump_clock, caplog):
+    sub_a = await manager.subscribe("live", "a")
+    await manager.fake.feeds[0].send.send(RuntimeError("a bug in a feed"))
+    await trio.sleep(1)
+    assert manager.upstreams[("live", "a")].parent == "rtmp://p2", "failed over"
+    assert manager.stats.failures["unexpected"] == 1
+    assert "upstream live/a from rtmp://p1 failed: RuntimeError: a bug in a feed" in caplog.text
+
+    async def broken_connector(parent, app, name):
+        raise KeyError("connector bug")
+
+    manager.connector = broken_connector
+    manager.fake.streams.add("live/b")
+    assert await manager.subscribe("live", "b") is None
+    assert manager.stats.failures["unexpected"] == 3  # once per parent
+    assert manager.stats.stopped["no parent reachable"] == 1
+    assert not sub_a.fanout.stream.closed
+
+
+async def test_a_pull_that_crashes_is_contained(manager, autojump_clock, monkeypatch, caplog):
+    async def crash(self):
+        await trio.sleep(0.1)
+        raise ValueError("crash inside the pull")
+
+    monkeypatch.setattr(Upstream, "_pull", crash)
+    assert await manager.subscribe("live", "a") is None
+    assert manager.stats.stopped == {"failed": 1}
+    assert manager.stats.failures == {"unexpected": 1}
+    assert "upstream live/a from - failed: ValueError: crash inside the pull" in caplog.text
+    monkeypatch.undo()
+    assert await manager.subscribe("live", "a") is not None, "the manager still runs"
+
+
+# ---------------------------------------------------------------------- bounded tables
+
+
+async def test_subscribe_refuses_keys_outside_the_grammar(manager, autojump_clock):
+    for app, name in [("live", "a b"), ("live", ""), ("..", "x"), ("live", "a/b"),
+                      ("live", "x" * 129), ("live", ".hidden"), ("live", "caf\u00e9")]:  # fmt: skip
+        with pytest.raises(StreamKeyError):
+            await manager.subscribe(app, name)
+    assert manager.upstreams == {} and manager.fake.connects == {}
+    assert manager.stats.refused == {"bad_key": 7}
+
+
+async def test_not_found_table_is_bounded_and_pruned(nursery, autojump_clock):
+    mgr = await start_manager(nursery, FakeParents(delay=0), max_not_found=50)
+    for i in range(120):
+        assert await mgr.subscribe("live", f"x{i}") is None
+    assert len(mgr.not_found) == 50
+    assert ("live", "x119") in mgr.not_found and ("live", "x69") not in mgr.not_found
+    await trio.sleep(SETTINGS.not_found_ttl + 0.1)
+    assert await mgr.subscribe("live", "y") is None
+    assert list(mgr.not_found) == [("live", "y")], "expired entries are pruned on insert"
+
+
+async def test_new_streams_beyond_max_streams_are_refused(nursery, autojump_clock):
+    parents = FakeParents(streams=("live/a", "live/b", "live/c"))
+    mgr = await start_manager(nursery, parents, max_streams=2)
+    sub_a = await mgr.subscribe("live", "a")
+    await mgr.subscribe("live", "b")
+    with pytest.raises(TooManyStreams, match="too many streams"):
+        await mgr.subscribe("live", "c")
+    assert mgr.stats.refused == {"too_many_streams": 1}
+    again = await mgr.subscribe("live", "a")
+    assert again is not None, "held streams take more viewers"
+    assert parents.connects == {"rtmp://p1": 2}
+    sub_a.release()
+    again.release()
+    await trio.sleep(SETTINGS.linger + 1)
+    assert await mgr.subscribe("live", "c") is not None, "room again once one has gone"
+
+
+# ---------------------------------------------------------------------- tracks before viewers
+
+
+def metadata(**values: float) -> tuple:
+    body = amf0.encode("onMetaData") + amf0.encode(values)
+    return ("meta", body, values)
+
+
+@pytest.mark.parametrize(
+    ("initial", "wait", "tracks"),
+    [
+        # the parent's FLV header says video only, and the video header comes: go at once
+        ([("tracks", False, True), ("media", 9, 0, avc_header())], 0, (False, True)),
+        ([("tracks", True, False), ("media", 8, 0, aac_header())], 0, (True, False)),
+        # onMetaData names both codecs: wait for both tracks' first messages
+        (
+            [
+                metadata(videocodecid=7.0, audiocodecid=10.0),
+                ("media", 9, 0, avc_header()),
+                ("media", 8, 0, aac_header()),
+            ],
+            0,
+            (True, True),
+        ),  # fmt: skip
+        # onMetaData wins over FLV flags that say both (a parent that did not know yet)
+        (
+            [("tracks", True, True), metadata(videocodecid=7.0), ("media", 9, 0, avc_header())],
+            0,
+            (False, True),
+        ),  # fmt: skip
+        # declared audio never comes: go after tracks_wait with what was declared
+        (
+            [metadata(videocodecid=7.0, audiocodecid=10.0), ("media", 9, 0, avc_header())],
+            1,
+            (True, True),
+        ),  # fmt: skip
+        # nothing declared: both kinds seen is enough; one kind waits for tracks_wait
+        ([("media", 9, 0, avc_header()), ("media", 8, 0, aac_frame())], 0, (True, True)),
+        ([("media", 9, 0, avc_header())], 1, (False, True)),
+        # nothing at all: go after tracks_wait, tracks unknown
+        ([], 1, None),
+    ],
+)
+async def test_first_viewers_wait_until_the_tracks_are_known(
+    nursery, autojump_clock, initial, wait, tracks
+):
+    parents = FakeParents()
+    parents.auto = False
+    parents.initial = initial
+    mgr = await start_manager(nursery, parents)
+    start = trio.current_time()
+    sub = await mgr.subscribe("live", "a")
+    assert sub is not None
+    assert trio.current_time() - start == pytest.approx(parents.delay + wait)
+    assert getattr(sub.fanout.stream, "tracks", None) == tracks
+
+
+async def test_a_break_before_the_tracks_are_known_lets_viewers_in(manager, autojump_clock):
+    manager.fake.auto = False
+    manager.fake.initial = [("tracks", True, True), ("media", 9, 0, avc_header()),
+                            ParentError("reset")]  # fmt: skip
+    sub = await manager.subscribe("live", "a")
+    assert sub is not None and sub.fanout.stream.tracks == (True, True)
+    assert trio.current_time() == pytest.approx(manager.fake.delay)
