@@ -31,6 +31,7 @@ MAX_COUNT = 10**9  # viewers on one node or of one stream
 MAX_RATE = 1e15  # bits/s: a petabit is no real edge
 MAX_WEIGHT = 1e6
 MAX_TIME = 1e11  # Unix seconds (year ~5138)
+MAX_FRAME = 384 * 1024  # the largest valid message (1000 streams of longest keys) is ~310 KB
 
 _NODE_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MAX_NODE_ID}}}")
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})")
@@ -364,8 +365,8 @@ class ControlDecoder:
     """Bytes in, typed messages out; messages of an unknown type are counted and skipped.
     Raises WireError (framing) or ControlError (content), both ProtocolError."""
 
-    def __init__(self, max_frame: int | None = None) -> None:
-        self._frames = Decoder() if max_frame is None else Decoder(max_frame)
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self._frames = Decoder(max_frame)
         self.skipped = 0
 
     def feed(self, data: bytes) -> list[ControlMessage]:

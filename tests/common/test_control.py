@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.control import (
+    MAX_FRAME,
     MAX_STREAMS,
     ControlDecoder,
     ControlError,
@@ -105,6 +106,19 @@ def test_round_trip_through_the_framing() -> None:
 def test_ipv6_and_hostnames_are_fine() -> None:
     for url in ("http://[::1]:80", "http://edge-1.example.com:8081", "http://10.0.0.1:65535"):
         assert Heartbeat("e", url).http == url
+
+
+def test_the_largest_valid_messages_fit_a_frame() -> None:
+    host, app = "h" * 240, "a" * 128
+    streams = {f"{app}/{i:04d}{'n' * 124}": 10**9 for i in range(MAX_STREAMS)}
+    hb = Heartbeat("n" * 64, f"http://{host}:65535", f"rtmp://{host}:65535", 10**9, 1e15,
+                   streams, 10**9, 1e15, 1e6, "r" * 256, True)  # fmt: skip
+    infos = tuple(StreamInfo(app, f"{i:04d}{'n' * 124}", 1e15, 10**9, 1e11) for i in range(1000))
+    ann = StreamsAnnouncement("n" * 64, infos)
+    for msg in (hb, ann):
+        data = encode_message(msg)
+        assert len(data) <= MAX_FRAME
+        assert ControlDecoder().feed(data) == [msg]
 
 
 def test_unknown_type_is_skipped_not_fatal() -> None:
