@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import resource
 import tomllib
 import types
@@ -33,6 +35,30 @@ def default_max_connections() -> int:
     answers (a refusal) before accept fails with EMFILE."""
     limit = fd_limit()
     return max(8, min(20000, limit - min(FD_RESERVE, limit // 4)))
+
+
+_NODE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]|[0-9A-Fa-f:.]{2,45}")
+
+
+def check_reporting(cfg: Any) -> None:
+    """What an origin or edge tells the balancer must pass the balancer's checks."""
+    if cfg.balancer:
+        host, _, port = cfg.balancer.rpartition(":")
+        if not host or not (port.isascii() and port.isdigit() and 0 < int(port) <= 65535):
+            raise ConfigError(f"balancer {cfg.balancer!r} is not host:port")
+    if cfg.node_id and not _NODE_ID.fullmatch(cfg.node_id):
+        raise ConfigError("node_id must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+    public_host = getattr(cfg, "public_host", "")
+    if public_host and not _HOST.fullmatch(public_host):
+        raise ConfigError(f"public_host {public_host!r} is not a host name or IP address")
+    region = getattr(cfg, "region", "")
+    if len(region) > 256 or not region.isprintable():
+        raise ConfigError("region must be at most 256 printable characters")
+    for name, limit in (("weight", 1e6), ("capacity_mbps", 1e9), ("capacity_viewers", 1e9)):
+        value = getattr(cfg, name, 0)
+        if not (math.isfinite(value) and 0 <= value <= limit):
+            raise ConfigError(f"{name} must be a finite number in 0..{limit:g}")
 
 
 @dataclass(frozen=True)
@@ -122,6 +148,7 @@ class OriginConfig(ServeConfig):
             raise ConfigError("publisher_grace must be in 0..600 s")
         if self.max_publishers_per_ip < 1 or self.max_ingest_mbps <= 0:
             raise ConfigError("max_publishers_per_ip must be >= 1 and max_ingest_mbps > 0")
+        check_reporting(self)
         if self.hls_target_duration < 0.5 or self.hls_window < 1:
             raise ConfigError("hls_target_duration must be >= 0.5 s and hls_window >= 1")
         if self.on_republish not in ("takeover", "reject"):
@@ -171,6 +198,7 @@ class EdgeConfig(ServeConfig):
         for name in ("linger_seconds", "not_found_ttl", "retry_seconds"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0")
+        check_reporting(self)
         check_classes(self.classes, self.qos_secret)
         assured = sum(rate for rate, _ in class_rates(self.classes).values()) / 125_000
         if self.capacity_mbps and assured > self.capacity_mbps + 1e-9:

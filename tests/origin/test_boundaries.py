@@ -209,3 +209,21 @@ def test_token_numbers_are_plain_ascii_digits():
     assert auth.check_class(secret, "live/x", query, 1.0) == "gold"
     query["lexp"] = "\u0665"
     assert auth.check_class(secret, "live/x", query, 1.0) is None
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"node_id": "bad id"},
+        {"node_id": "x" * 65},
+        {"balancer": "nohost"},
+        {"balancer": "host:99999"},
+        {"kick_ban_seconds": 1e12},
+        {"publisher_grace": -1.0},
+    ],
+)
+def test_origin_config_refuses_what_the_balancer_would_refuse(values):
+    from common.config import ConfigError, OriginConfig, build
+
+    with pytest.raises(ConfigError):
+        build(OriginConfig, values)
