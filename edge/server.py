@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
-from urllib.parse import urlencode
+from collections.abc import Callable
+from urllib.parse import quote, urlencode
 
 import trio
 
@@ -21,9 +23,11 @@ from common.play import Subscription
 from common.reporter import report
 from common.rtmpserver import RtmpConnection, RtmpLimits
 from common.shaping import Htb, Pacer
+from common.streamkey import StreamKey, StreamKeyError, shown
+from common.supervise import describe, log_failure
 from edge.feeds import open_feed
 from edge.objcache import FetchError, ObjectCache
-from edge.pull import Connector, PullManager, PullSettings
+from edge.pull import Connector, PullManager, PullSettings, TooManyStreams
 
 log = logging.getLogger("livecdn.edge")
 
@@ -50,10 +54,9 @@ class Edge(PlayNode):
             make_fanout=self.new_fanout,
             drop_fanout=self.drop_fanout,
             connector=connector,
+            max_streams=config.max_streams,
         )
-        self.limits = RtmpLimits(
-            config.handshake_timeout, config.idle_timeout, config.max_message_size
-        )
+        self.limits = RtmpLimits.from_config(config)  # slow_timeout bounds the RTMP drains too
         self.address: NodeAddress | None = None
         self.class_viewers: Counter[str] = Counter()
         self.htb = Htb(class_rates(config.classes), config.capacity_mbps * 125_000)
@@ -154,12 +157,38 @@ class Edge(PlayNode):
             (),
             lambda: {(): stats.not_found},
         )
+        mt.counter(
+            "pull_failures_total",
+            "Upstream connections that failed or broke, by reason (connect, refused, timeout, "
+            "broken, bad_data, stalled, not_found, unexpected).",
+            ("reason",),
+            lambda: {(k,): v for k, v in stats.failures.items()},
+        )
+        mt.counter(
+            "pulls_refused_total",
+            "New pulls refused before reaching a parent, by reason (too_many_streams, bad_key).",
+            ("reason",),
+            lambda: {(k,): v for k, v in stats.refused.items()},
+        )
+        mt.gauge(
+            "not_found_entries",
+            "Streams remembered as missing at the parents (bounded negative cache).",
+            (),
+            lambda: {(): len(self.pull.not_found)},
+        )
+        mt.gauge(
+            "hls_cache_negative_entries",
+            "HLS 404s remembered by the object cache (bounded).",
+            (),
+            lambda: {(): self.hls_cache.negative_entries},
+        )
 
     # ------------------------------------------------------------------ HLS
 
     async def _fetch_hls(self, path: str) -> tuple[int, dict[str, str], bytes]:
-        """GET `path` from the HLS parents in failover order; errors and truncated bodies
-        try the next parent, and raise FetchError when none answers."""
+        """GET `path` (canonical: built by `hls_target` from a validated key) from the HLS
+        parents in failover order; errors and truncated bodies try the next parent, and
+        raise FetchError when none answers."""
         errors = []
         parents = self.hls_parents
         for i in range(len(parents)):
@@ -170,6 +199,10 @@ class Edge(PlayNode):
                 )
             except (OSError, HttpClientError, trio.TooSlowError) as exc:
                 errors.append(f"{parent}: {exc or 'timed out'}")
+                continue
+            except Exception as exc:  # whatever else a parent provokes: try the next one
+                log_failure(f"HLS fetch of {path} from {parent}", exc, log)
+                errors.append(f"{parent}: {describe(exc)}")
                 continue
             if status >= 500:
                 errors.append(f"{parent}: HTTP {status}")
@@ -182,10 +215,14 @@ class Edge(PlayNode):
         raise FetchError("; ".join(errors) or "no HLS parent configured")
 
     async def _hls(self, req: Request) -> Response | StreamingResponse:
-        target = hls_path(req.path)
-        if target is None or req.method not in ("GET", "HEAD"):
-            return Response.text(404, f"not found: {req.path}")
-        app, name, _ = target
+        if req.method not in ("GET", "HEAD"):
+            return Response.text(404, f"not found: {shown(req.path)}")
+        try:
+            key, path = hls_target(req.path)
+        except StreamKeyError as exc:
+            self.refuse("bad_name")
+            return Response.text(400, f"bad HLS path: {exc}")
+        app, name = key.app, key.name
         try:
             klass = self._class_of(app, name, req.query)
         except PermissionError as exc:
@@ -194,12 +231,15 @@ class Edge(PlayNode):
         if not self.hls_parents:
             return Response.text(404, "this edge has no http:// parent to pull HLS from")
         try:
-            obj = await self.hls_cache.get(req.path)
+            obj = await self.hls_cache.get(path)
         except FetchError as exc:
-            log.warning("HLS %s for %s: upstream failed: %s", req.path, req.peer, exc)
+            log.warning("HLS %s for %s: upstream failed: %s", path, req.peer, exc)
             return Response.text(502, f"upstream failed: {exc}")
+        except Exception as exc:  # never a crash: this request fails, the edge goes on
+            log_failure(f"HLS {path} for {req.peer}", exc, log)
+            return Response.text(502, f"upstream failed: {describe(exc)}")
         if obj.status != 200:
-            return Response.text(404, f"not found at the parent: {req.path}")
+            return Response.text(404, f"not found at the parent: {path}")
         client = client_key(req.peer, req.headers.get("user-agent", ""))
         self.hls_viewers.seen((app, name), client, trio.current_time())
         self.hls_bytes_out += len(obj.body)
@@ -209,11 +249,23 @@ class Edge(PlayNode):
         if klass is None or req.method == "HEAD":
             return Response(200, obj.body, obj.content_type, headers)
         token = urlencode({k: req.query[k] for k in ("lc", "lexp", "lsig")})
-        if req.path.endswith(".m3u8"):
+        if path.endswith(".m3u8"):
             # the segments inherit the viewer's class token
             return Response(200, with_query(obj.body, token), obj.content_type, headers)
-        return StreamingResponse(
-            200, obj.content_type, paced_body(obj.body, self.htb.classes[klass]), headers
+        body = paced_body(
+            obj.body,
+            self.htb.classes[klass],
+            timeout=self.config.slow_timeout,
+            on_slow=self._slow_hls_viewer,
+        )
+        return StreamingResponse(200, obj.content_type, body, headers)
+
+    def _slow_hls_viewer(self, conn: Conn) -> None:
+        self.play_stats.slow_disconnects += 1
+        log.warning(
+            "disconnecting slow HLS viewer %s: a segment piece not taken in %g s",
+            conn.peer,
+            self.config.slow_timeout,
         )
 
     def _hls_objects(self) -> dict[tuple[str, str], dict]:
@@ -250,13 +302,24 @@ class Edge(PlayNode):
         return klass
 
     async def subscribe(self, app: str, name: str) -> Subscription | None:
-        """StreamSource: pull on miss."""
+        """StreamSource: pull on miss (TooManyStreams beyond `max_streams`)."""
         return await self.pull.subscribe(app, name)
+
+    async def route(self, req: Request) -> Response | StreamingResponse:
+        """The node's routes; a new stream beyond `max_streams` is refused with 503."""
+        try:
+            return await super().route(req)
+        except TooManyStreams as exc:
+            self.refuse("too_many_streams")
+            return Response.text(503, str(exc))
+        except StreamKeyError as exc:  # the pull manager's own check (callers check first)
+            self.refuse("bad_name")
+            return Response.text(400, f"bad stream key: {exc}")
 
     async def handle_rtmp(self, conn: Conn) -> None:
         """Serve one RTMP connection (play only)."""
         self.metrics.inc("connections_total", labels=("rtmp",))
-        await RtmpConnection(conn, self, self.limits, self.refuse).run()
+        await RtmpConnection(conn, RefusingSource(self), self.limits, self.refuse).run()
 
     def _streams(self) -> dict[tuple[str, str], dict]:
         now = trio.current_time()
@@ -288,10 +351,14 @@ class Edge(PlayNode):
                 }
             )
         if req.path.startswith("/api/streams/"):
-            app, _, name = req.path[len("/api/streams/") :].partition("/")
-            info = self._streams().get((app, name))
+            try:
+                key = StreamKey.from_text(req.path[len("/api/streams/") :])
+            except StreamKeyError as exc:
+                self.refuse("bad_name")
+                return Response.json({"error": f"bad stream key: {exc}"}, 400)
+            info = self._streams().get((key.app, key.name))
             if info is None:
-                return Response.json({"error": f"nothing for {app}/{name} on this edge"}, 404)
+                return Response.json({"error": f"nothing for {key} on this edge"}, 404)
             return Response.json(info)
         return None
 
@@ -386,17 +453,72 @@ def with_query(playlist: bytes, query: str) -> bytes:
 HLS_PACED_SLICE = 16384
 """Bytes of a class-shaped HLS segment written per pacing step."""
 
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.~-]{0,250}\.ts")
+"""An HLS segment file name the edge asks its parent for (the origin's NAME-SESSION-SEQ.ts)."""
 
-def paced_body(body: bytes, pacer: Pacer):
+
+def hls_target(path: str) -> tuple[StreamKey, str]:
+    """A viewer's HLS path ('/app/name.m3u8' or '/app/name-session-seq.ts', percent-decoded)
+    -> its stream key and the canonical, percent-quoted path asked of the parent (also the
+    cache key); StreamKeyError with the reason for anything else."""
+    target = hls_path(path)
+    if target is None:
+        raise StreamKeyError("expected /app/name.m3u8 or /app/name-session-seq.ts")
+    app, name, file = target
+    key = StreamKey.parse(app, name)
+    if file.endswith(".ts") and (_SEGMENT.fullmatch(file) is None or file.count("-") < 2):
+        raise StreamKeyError(f"segment name {shown(file)} is not NAME-SESSION-SEQ.ts")
+    return key, f"/{quote(key.app, safe='')}/{quote(file, safe='')}"
+
+
+class RefusingSource:
+    """The edge as an RTMP player's StreamSource: a pull the edge refuses (too many
+    streams) is answered like a missing stream (the RTMP server maps None to
+    NetStream.Play.StreamNotFound), logged and counted, never a dropped connection."""
+
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+
+    async def subscribe(self, app: str, name: str) -> Subscription | None:
+        try:
+            return await self.edge.subscribe(app, name)
+        except TooManyStreams as exc:
+            self.edge.refuse("too_many_streams")
+            log.info("RTMP play of %s/%s refused: %s", shown(app), shown(name), exc)
+            return None
+
+    def pace_for(self, app: str, name: str, query: dict[str, str]) -> Pacer | None:
+        return self.edge.pace_for(app, name, query)
+
+
+def paced_body(
+    body: bytes,
+    pacer: Pacer,
+    *,
+    timeout: float = 10.0,
+    on_slow: Callable[[Conn], None] | None = None,
+):
     """A chunked response body that writes `body` as `pacer` allows (an HLS segment of a
-    viewer with a class)."""
+    viewer with a class). A viewer that does not take a piece within `timeout` seconds is
+    disconnected (`on_slow` is told)."""
+
+    async def send(conn: Conn, data: bytes) -> bool:
+        with trio.move_on_after(timeout) as scope:
+            await conn.send_all(data)
+        if not scope.cancelled_caught:
+            return True
+        if on_slow is not None:
+            on_slow(conn)
+        conn.close()
+        return False
 
     async def write(conn: Conn) -> None:
         view = memoryview(body)
         for pos in range(0, len(body), HLS_PACED_SLICE):
             piece = view[pos : pos + HLS_PACED_SLICE]
             await trio.sleep(pacer.delay_for(len(piece), trio.current_time()))
-            await conn.send_all(chunk(bytes(piece)))
-        await conn.send_all(LAST_CHUNK)
+            if not await send(conn, chunk(bytes(piece))):
+                return
+        await send(conn, LAST_CHUNK)
 
     return write

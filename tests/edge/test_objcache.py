@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.objcache import (
+    NEGATIVE_ENTRY_BYTES,
     CachedObject,
     CacheStats,
     FetchError,
@@ -481,6 +482,64 @@ async def test_max_entries_bounds_negative_entries(autojump_clock, nursery):
         assert (await cache.get(f"/missing/{i}")).status == 404
     assert paths(cache) == ["/missing/2", "/missing/3", "/missing/4"]
     assert cache.stats.evictions == 2
+
+
+async def test_negative_entries_have_their_own_bound_and_cost_bytes(autojump_clock, nursery):
+    """404s are keyed by what viewers ask for: at most max_negative of them, the oldest go
+    first, and each is charged NEGATIVE_ENTRY_BYTES + its path, so they cannot crowd the
+    byte budget for free; real objects stay."""
+    parent = FakeParent(delay=0)
+    parent.put(SEG, b"s" * 1000, cache_control="max-age=100")
+    cache = await start(nursery, parent, max_negative=3, max_bytes=100_000)
+    await cache.get(SEG)
+    for i in range(6):
+        assert (await cache.get(f"/live/m{i}.m3u8")).status == 404
+    assert paths(cache) == [SEG, "/live/m3.m3u8", "/live/m4.m3u8", "/live/m5.m3u8"]
+    assert cache.negative_entries == 3
+    per_404 = NEGATIVE_ENTRY_BYTES + len("/live/m0.m3u8")
+    assert cache.size_bytes == 1000 + 3 * per_404
+    await trio.sleep(2.5)  # the 404s expire; a refetch of one replaces it
+    assert (await cache.get("/live/m5.m3u8")).status == 404
+    assert cache.negative_entries == 3 and cache.size_bytes == 1000 + 3 * per_404
+    # and by bytes: a small cache keeps only the 404s that fit
+    small = await start(nursery, parent, max_bytes=2 * per_404)
+    for i in range(5):
+        await small.get(f"/live/m{i}.m3u8")
+    assert small.negative_entries == 2 and small.size_bytes == 2 * per_404
+
+
+async def test_fetches_in_flight_are_bounded(autojump_clock, nursery):
+    parent = FakeParent(delay=10)
+    cache = await start(nursery, parent, max_inflight=4)
+    results: list = []
+
+    async def one(path: str) -> None:
+        try:
+            results.append(await cache.get(path))
+        except FetchError as exc:
+            results.append(exc)
+
+    async with trio.open_nursery() as n:
+        for i in range(6):
+            n.start_soon(one, f"/live/s{i}.m3u8")
+        await trio.testing.wait_all_tasks_blocked()
+        assert sum(1 for r in results if isinstance(r, FetchError)) == 2
+        assert "fetches in flight already" in str(results[0])
+    assert sum(1 for r in results if isinstance(r, CachedObject)) == 4
+    assert await cache.get("/live/s5.m3u8") is not None  # room again
+
+
+async def test_a_broken_fetcher_result_fails_only_that_fetch(autojump_clock, nursery):
+    async def odd(path: str):
+        if path == "/bad.ts":
+            return 200, {"content-type": None}, None  # a fetcher bug: not a body
+        return 200, {"cache-control": "max-age=10"}, b"ok"
+
+    cache = await start(nursery, odd)
+    results = await get_many(cache, "/bad.ts", 2)
+    assert all(isinstance(r, FetchError) for r in results)
+    assert cache.stats.errors == 1
+    assert (await cache.get("/good.ts")).body == b"ok"
 
 
 async def test_purge_prefix(autojump_clock, nursery):
