@@ -3,14 +3,15 @@ optionally written to a directory, served at /app/name.m3u8 and relative segment
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 
-import av
 import trio
 
 from common.hls import (
@@ -26,6 +27,7 @@ from common.hls import (
 )
 from common.http import Request, Response
 from common.stream import Stream
+from common.supervise import contained, describe, log_failure, supervise
 
 log = logging.getLogger("livecdn.hls")
 
@@ -44,9 +46,32 @@ class HlsSettings:
     directory: str = ""
 
 
+LOG_EVERY = 60.0
+"""While a stream's segment writes (or muxes) keep failing, one log line per this many seconds."""
+
+
+class UnsafePath(OSError):
+    """A file under `hls_dir` that would resolve outside it (a symlink, `..` in a key)."""
+
+
+@dataclass
+class _Failing:
+    """Rate limit for one kind of repeated failure of one stream."""
+
+    since_logged: int = 0
+    logged_at: float = -math.inf
+    failing: bool = False
+
+
 class HlsStore:
     """Every stream's playlist by (app, name); outlives a stream for `grace` seconds so a
-    reconnecting publisher continues the same playlist (with a discontinuity)."""
+    reconnecting publisher continues the same playlist (with a discontinuity).
+
+    A packager's failures stay inside it: a segment that cannot be muxed is skipped (counted
+    in `mux_errors`, the next segment starts a discontinuity), a failed write to `hls_dir`
+    is counted in `write_errors` and retried with the next segment (the playlist is served
+    from memory meanwhile), and anything unexpected restarts the stream's packager with
+    backoff (`packager_restarts`). Failures are logged rate-limited, per stream."""
 
     def __init__(self, settings: HlsSettings) -> None:
         self.settings = settings
@@ -55,40 +80,52 @@ class HlsStore:
         self.segments_made = 0
         self.bytes_made = 0
         self.mux_errors = 0
+        self.write_errors = 0
+        self.packager_restarts = 0
+        self.timestamp_jumps = 0
         self.requests: Counter[str] = Counter()
+        self._packagers: Counter[tuple[str, str]] = Counter()
+        self._failing: dict[tuple[str, tuple[str, str]], _Failing] = {}
 
     async def package(self, stream: Stream) -> None:
-        """Package `stream` until it ends; then keep its playlist (ENDLIST) for the grace time."""
+        """Package `stream` until it ends; then keep its playlist (ENDLIST) for the grace time.
+
+        Never raises (but for cancellation): the stream and the node go on whatever happens
+        here."""
         key = (stream.app, stream.name)
         s = self.settings
         playlist = self.playlists.get(key)
+        resumed = playlist is not None
         if playlist is None:
             playlist = HlsPlaylist(stream.name, new_session(), s.target, window=s.window)
             self.playlists[key] = playlist
-            first_seq, resumed = 0, False
         else:
-            first_seq, resumed = (playlist.segments[-1].seq + 1 if playlist.segments else 0), True
-        segmenter = Segmenter(int(s.target * 1000), first_seq=first_seq)
-        if resumed:
-            segmenter.mark_discontinuity()
             log.info("HLS %s/%s: publisher back, playlist continues with a discontinuity", *key)
-        reader = stream.add_reader("hls")
+        self._packagers[key] += 1
+        playlist.ended = False
+        packager = _Packager(self, stream, key, playlist, discontinuity=resumed)
+        what = f"HLS packager {key[0]}/{key[1]}"
         try:
-            while True:
-                await stream.wait_beyond(reader.cursor)
-                for frame in stream.pending(reader):
-                    spec = segmenter.push(frame, frame.source)
-                    if spec is not None:
-                        await self._emit(key, playlist, spec)
-                if stream.closed and reader.cursor >= stream.head:
-                    break
-            spec = segmenter.flush()
-            if spec is not None:
-                await self._emit(key, playlist, spec)
-        finally:
-            stream.remove_reader(reader)
-            playlist.ended = True
-            playlist.ended_at = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                if s.directory:
+                    packager.writer = _DirWriter(self, key, playlist)
+                    nursery.start_soon(
+                        partial(contained, f"HLS writer {key[0]}/{key[1]}", packager.writer.run),
+                    )
+                try:
+                    await supervise(what, packager.run, on_restart=self._restarted, logger=log)
+                finally:
+                    self._packagers[key] -= 1
+                    if self._packagers[key] <= 0:
+                        del self._packagers[key]
+                        playlist.ended = True
+                        playlist.ended_at = trio.current_time()
+                    if packager.writer is not None:
+                        packager.writer.close()
+        except Exception as exc:  # only a bug in the lines above; never the node's problem
+            log_failure(what, exc, log)
+        if key in self._packagers:
+            return  # another packager (a new publisher) carries on with this playlist
         log.info("HLS %s/%s: ended (EXT-X-ENDLIST), removed in %g s", *key, s.grace)
         await trio.sleep(s.grace)
         if (
@@ -97,46 +134,55 @@ class HlsStore:
             and trio.current_time() - playlist.ended_at >= s.grace
         ):
             del self.playlists[key]
+            for kind in ("write", "mux"):
+                self._failing.pop((kind, key), None)
 
-    async def _emit(self, key: tuple[str, str], playlist: HlsPlaylist, spec: SegmentSpec) -> None:
-        # cut on the arrival of the next keyframe, live: the segment began `duration` ago
-        wall = time.time() - spec.duration_ms / 1000
-        try:
-            data = await trio.to_thread.run_sync(mux_ts, spec)
-        except (av.error.FFmpegError, ValueError) as exc:
-            self.mux_errors += 1
-            log.warning("HLS %s/%s: segment %d not muxed: %s", *key, spec.seq, exc)
+    def _restarted(self) -> None:
+        self.packager_restarts += 1
+
+    def _failed(self, kind: str, key: tuple[str, str], message: str) -> None:
+        """Log a failure of `kind` for `key`: the first one, then one line per LOG_EVERY."""
+        state = self._failing.setdefault((kind, key), _Failing())
+        now = trio.current_time()
+        if state.failing and now - state.logged_at < LOG_EVERY:
+            state.since_logged += 1
             return
-        if not data:
-            return
-        seg = Segment(
-            spec.seq,
-            spec.duration_ms / 1000,
-            playlist.uri(spec.seq),
-            data,
-            spec.discontinuity,
-            wall,
+        more = f" ({state.since_logged} more since the last report)" if state.since_logged else ""
+        log.warning("HLS %s/%s: %s%s", *key, message, more)
+        state.failing, state.logged_at, state.since_logged = True, now, 0
+
+    def _recovered(self, kind: str, key: tuple[str, str], message: str) -> None:
+        state = self._failing.get((kind, key))
+        if state is not None and state.failing:
+            state.failing = False
+            log.info("HLS %s/%s: %s", *key, message)
+
+    def write_failed(self, key: tuple[str, str], exc: BaseException) -> None:
+        """A write to `hls_dir` failed: counted, logged rate-limited."""
+        self.write_errors += 1
+        self._failed(
+            "write",
+            key,
+            f"cannot write to hls_dir ({describe(exc)}); the playlist is served from memory",
         )
-        playlist.add(seg)
-        self.segments_made += 1
-        self.bytes_made += len(data)
-        if self.settings.directory:
-            await trio.to_thread.run_sync(self._write, key, playlist, seg)
 
-    def _write(self, key: tuple[str, str], playlist: HlsPlaylist, seg: Segment) -> None:
-        folder = os.path.join(self.settings.directory, key[0])
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, seg.uri), "wb") as f:
-            f.write(seg.data)
-        tmp = os.path.join(folder, f".{key[1]}.m3u8.tmp")
-        with open(tmp, "w") as f:
-            f.write(playlist.playlist())
-        os.replace(tmp, os.path.join(folder, f"{key[1]}.m3u8"))
-        keep = {s.uri for s in playlist.segments}
-        prefix = f"{key[1]}-{playlist.session}-"
-        for name in os.listdir(folder):
-            if name.startswith(prefix) and name.endswith(".ts") and name not in keep:
-                os.unlink(os.path.join(folder, name))
+    def write_ok(self, key: tuple[str, str]) -> None:
+        """A write to `hls_dir` succeeded."""
+        self._recovered("write", key, "writing to hls_dir again")
+
+    def mux_failed(self, key: tuple[str, str], spec: SegmentSpec, exc: BaseException) -> None:
+        """A segment could not be muxed: counted, logged rate-limited."""
+        self.mux_errors += 1
+        self._failed(
+            "mux",
+            key,
+            f"segment (cut {spec.seq}: {spec.duration_ms} ms, {len(spec.frames)} frames) "
+            f"not muxed ({describe(exc)}); the next segment starts a discontinuity",
+        )
+
+    def mux_ok(self, key: tuple[str, str]) -> None:
+        """A segment was muxed."""
+        self._recovered("mux", key, "segments mux again")
 
     async def respond(self, req: Request) -> Response | None:
         """Serve /app/name.m3u8 and /app/name-session-seq.ts; None if not an HLS path."""
@@ -176,3 +222,159 @@ class HlsStore:
                 [("cache-control", SEGMENT_CACHE), ("access-control-allow-origin", "*")],
             )
         return None
+
+
+class _Packager:
+    """One stream's packaging loop (`run`, restarted by `supervise` if it fails)."""
+
+    def __init__(
+        self,
+        store: HlsStore,
+        stream: Stream,
+        key: tuple[str, str],
+        playlist: HlsPlaylist,
+        *,
+        discontinuity: bool,
+    ) -> None:
+        self.store = store
+        self.stream = stream
+        self.key = key
+        self.playlist = playlist
+        self.discontinuity = discontinuity  # the next segment added starts one
+        self.writer: _DirWriter | None = None
+        self.runs = 0
+
+    async def run(self) -> None:
+        """Read the stream from (about) now, cut, mux and add segments until it ends."""
+        stream = self.stream
+        if self.runs:
+            if stream.closed:
+                return  # failed as the stream ended: nothing left to package
+            self.discontinuity = True  # frames were lost while this restarted
+        self.runs += 1
+        segmenter = Segmenter(int(self.store.settings.target * 1000))
+        reader = stream.add_reader("hls")
+        try:
+            # The reader starts at the newest keyframe (or the head): sequence headers the
+            # publisher sent before it are not among its frames.
+            segmenter.seed(stream.header_frames(stream.start_timestamp(reader)))
+            while True:
+                await stream.wait_beyond(reader.cursor)
+                for frame in stream.pending(reader):
+                    spec = segmenter.push(frame, frame.source)
+                    if spec is not None:
+                        await self.emit(spec)
+                if stream.closed and reader.cursor >= stream.head:
+                    break
+            spec = segmenter.flush()
+            if spec is not None:
+                await self.emit(spec)
+        finally:
+            stream.remove_reader(reader)
+
+    async def emit(self, spec: SegmentSpec) -> None:
+        """Mux `spec` (in a thread) and add it to the playlist; a failure skips it."""
+        store, playlist = self.store, self.playlist
+        store.timestamp_jumps += spec.jumps
+        # cut on the arrival of the next keyframe, live: the segment began `duration` ago
+        wall = time.time() - spec.duration_ms / 1000
+        try:
+            data = await trio.to_thread.run_sync(mux_ts, spec)
+            if not data:
+                raise ValueError("no audio or video packet could be muxed")
+        except Exception as exc:  # whatever the media does to the muxer
+            store.mux_failed(self.key, spec, exc)
+            self.discontinuity = True
+            return
+        store.mux_ok(self.key)
+        discontinuity = spec.discontinuity or (self.discontinuity and bool(playlist.segments))
+        self.discontinuity = False
+        playlist.append(data, spec.duration_ms / 1000, discontinuity=discontinuity, wall=wall)
+        store.segments_made += 1
+        store.bytes_made += len(data)
+        if self.writer is not None:
+            self.writer.poke()
+
+
+class _DirWriter:
+    """Mirrors one playlist into `hls_dir/app/`: each sync writes the segments of the window
+    not yet written, then the playlist (atomically), then removes expired segments. A failed
+    sync is retried by the next one, so the directory catches up once it is writable."""
+
+    def __init__(self, store: HlsStore, key: tuple[str, str], playlist: HlsPlaylist) -> None:
+        self.store = store
+        self.key = key
+        self.playlist = playlist
+        self._send, self._receive = trio.open_memory_channel[None](1)
+        self._written: set[str] = set()
+
+    def poke(self) -> None:
+        """The playlist changed: sync soon (one pending sync covers any number of pokes)."""
+        with contextlib.suppress(
+            trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
+        ):
+            self._send.send_nowait(None)
+
+    def close(self) -> None:
+        """A last sync (the playlist ended), then `run` returns."""
+        self.poke()
+        self._send.close()
+
+    async def run(self) -> None:
+        """Sync on every poke until closed."""
+        async with self._receive:
+            async for _ in self._receive:
+                playlist = self.playlist
+                if not playlist.segments:
+                    continue
+                segments = list(playlist.segments)
+                text = playlist.playlist()
+                try:
+                    await trio.to_thread.run_sync(
+                        self._sync, segments, text, abandon_on_cancel=True
+                    )
+                except OSError as exc:
+                    self.store.write_failed(self.key, exc)
+                else:
+                    self.store.write_ok(self.key)
+
+    def _sync(self, segments: list[Segment], text: str) -> None:
+        app, name = self.key
+        root = os.path.realpath(self.store.settings.directory)
+        folder = _inside(root, os.path.join(root, app))
+        os.makedirs(folder, exist_ok=True)
+        written = self._written
+        for seg in segments:
+            if seg.uri not in written:
+                _write_file(_inside(root, os.path.join(folder, seg.uri)), seg.data)
+                written.add(seg.uri)
+        tmp = _inside(root, os.path.join(folder, f".{name}.m3u8.tmp"))
+        _write_file(tmp, text.encode())
+        os.replace(tmp, _inside(root, os.path.join(folder, f"{name}.m3u8")))
+        keep = {s.uri for s in segments}
+        written &= keep
+        prefix = f"{name}-{self.playlist.session}-"
+        for entry in os.listdir(folder):
+            if (
+                entry.startswith(prefix)
+                and entry.endswith(".ts")
+                and entry[len(prefix) : -3].isdigit()
+                and entry not in keep
+            ):
+                os.unlink(os.path.join(folder, entry))  # a symlink goes, never its target
+
+
+def _inside(root: str, path: str) -> str:
+    """`path` resolved (symlinks followed); UnsafePath if that is not inside `root`."""
+    real = os.path.realpath(path)
+    if real != root and os.path.commonpath([root, real]) != root:
+        raise UnsafePath(f"{path!r} resolves outside hls_dir (to {real!r}); refused")
+    return real
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """Write `path` (not following a symlink there)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)

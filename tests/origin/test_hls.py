@@ -95,8 +95,10 @@ async def test_hls_plays_validates_and_every_segment_decodes_alone(nursery, clip
 
 
 async def test_publisher_reconnect_continues_with_a_discontinuity_then_ends(nursery, clip):
+    """Without publisher_grace each publisher makes a new Stream: the playlist (kept for
+    hls_grace_seconds) continues with a discontinuity."""
     server, addr = await start_origin(
-        nursery, hls_target_duration=1.0, hls_window=10, hls_grace_seconds=2.0
+        nursery, hls_target_duration=1.0, hls_window=10, hls_grace_seconds=2.0, publisher_grace=0
     )
     url = f"rtmp://127.0.0.1:{addr.rtmp_port}/live/re"
     base = f"http://127.0.0.1:{addr.http_port}/live"
