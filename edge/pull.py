@@ -3,11 +3,15 @@
     connecting --(parent plays)--> live --(last viewer leaves)--> lingering
         |                           |  ^                              |  \\
         |                           |  +------(viewer within linger)--+   (linger expires)
-        |                       (broken/stalled: next parent, viewers stay)     |
+        |                       (broken/stalled/garbage, or the stream          |
+        |                        lost at a restarting parent: next parent,      |
+        |                        viewers stay, for up to retry_seconds)         |
         +--(parent: no such stream)--> not found (cached briefly)               v
                                     (publisher stopped) --------------------> closed
 
-The first viewer creates the `Upstream`; later viewers wait on the same pending connect.
+The first viewer creates the `Upstream`; later viewers wait on the same pending connect,
+and are let in once the stream's tracks are known (or `tracks_wait` has passed). Whatever
+goes wrong in one pull ends only that pull (`Upstream.run` never raises).
 """
 
 from __future__ import annotations

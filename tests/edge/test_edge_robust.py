@@ -487,3 +487,58 @@ async def test_a_cold_edge_waits_for_the_tracks_of_a_stream_just_started(
         while not got:
             await trio.sleep(0.02)
     assert got == [flags]
+
+
+async def start_cutting_proxy(nursery: trio.Nursery, port: int, cut_after: int) -> int:
+    """A TCP proxy to 127.0.0.1:`port` that forwards `cut_after` bytes of the answer and
+    then resets both connections (a parent dying in the middle of a message)."""
+
+    def reset(stream: trio.SocketStream) -> None:
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    async def script(down: trio.SocketStream) -> None:
+        up = await trio.open_tcp_stream("127.0.0.1", port)
+        async with up, down:
+            async with trio.open_nursery() as pumps:
+
+                async def requests() -> None:
+                    while data := await down.receive_some(65536):
+                        await up.send_all(data)
+
+                pumps.start_soon(requests)
+                sent = 0
+                while data := await up.receive_some(65536):
+                    if sent + len(data) >= cut_after:
+                        await down.send_all(data[: cut_after - sent])
+                        break
+                    sent += len(data)
+                    await down.send_all(data)
+                pumps.cancel_scope.cancel()
+            reset(down)
+            reset(up)
+
+    return await start_fake_parent(nursery, script)
+
+
+@pytest.mark.parametrize("scheme", ["rtmp", "http"])
+async def test_a_parent_reset_in_the_middle_of_a_message_fails_over(nursery, scheme):
+    _, addr = await start_origin(nursery)
+    await publish_synthetic(nursery, addr.rtmp_port, "s")
+    await trio.sleep(1.5)  # a GOP and more in the origin's cache
+    port = addr.rtmp_port if scheme == "rtmp" else addr.http_port
+    proxy = await start_cutting_proxy(nursery, port, cut_after=30_001)
+    edge, eaddr = await start_edge(
+        nursery, [f"{scheme}://127.0.0.1:{proxy}", f"{scheme}://127.0.0.1:{port}"]
+    )
+    viewer = FlvViewer(f"http://127.0.0.1:{eaddr.http_port}/live/s.flv")
+    await nursery.start(viewer.run)
+    with trio.fail_after(10):
+        while not edge.pull.stats.failovers:
+            await trio.sleep(0.05)
+    switched = trio.current_time()
+    with trio.fail_after(10):
+        while viewer.frames_after(switched) < 10:
+            await trio.sleep(0.05)
+    assert viewer.error is None and viewer.monotonic()
+    assert edge.pull.stats.failures == {"broken": 1}
+    assert edge.pull.upstreams[("live", "s")].parent.endswith(f":{port}")
