@@ -490,6 +490,7 @@ def strict_json(body: bytes) -> Any:
 
 def connect(port: int, timeout: float = 2.0) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle delay between writes
     sock.settimeout(timeout)
     return sock
 
@@ -501,11 +502,14 @@ def reset(sock: socket.socket) -> None:
     sock.close()
 
 
-def read_for(sock: socket.socket, seconds: float, limit: int = 1 << 20) -> bytes:
-    """What the peer sends within `seconds` (stops early at EOF or `limit` bytes)."""
+def read_for(
+    sock: socket.socket, seconds: float, limit: int = 1 << 20, until: bytes | None = None
+) -> bytes:
+    """What the peer sends within `seconds` (stops early at EOF, `limit` bytes, or once
+    `until` has been seen)."""
     out = bytearray()
     deadline = time.monotonic() + seconds
-    while len(out) < limit:
+    while len(out) < limit and not (until and until in out):
         left = deadline - time.monotonic()
         if left <= 0:
             break

@@ -573,6 +573,6 @@ def ctl_message(draw: st.DrawFn) -> bytes:
         junk = draw(st.binary(min_size=1, max_size=64))
         return len(junk).to_bytes(4, "big") + junk
     if kind == "notmap":
-        other = msgpack.packb(draw(st.one_of(st.lists(st.integers(), max_size=3), short_text)))
+        other = msgpack.packb(draw(st.one_of(st.lists(st.integers(-9, 9), max_size=3), short_text)))
         return len(other).to_bytes(4, "big") + other
     return len(body).to_bytes(4, "big") + body

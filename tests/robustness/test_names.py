@@ -40,7 +40,7 @@ def _rtmp(port: int, app: str, verb: str, name: str, media: bool) -> None:
     try:
         with contextlib.suppress(OSError):
             sock.sendall(b"".join(encode_conversation(steps)))
-        read_for(sock, 0.03)
+        read_for(sock, 1.0, until=b"onStatus")
     finally:
         reset(sock)
 
