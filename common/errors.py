@@ -7,3 +7,7 @@ class ProtocolError(Exception):
 
 class ConnClosed(Exception):
     """The connection is closed (by us or the peer)."""
+
+
+class Unavailable(Exception):
+    """A node cannot take this request now (e.g. its stream limit): 503 / Play.Failed."""

@@ -19,6 +19,7 @@ import trio
 
 from common import flv
 from common.conn import Conn, ConnClosed
+from common.errors import Unavailable
 from common.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
 from common.shaping import Pacer
 from common.stream import PLAY_STREAM_ID, Frame, Reader, Stream
@@ -276,8 +277,11 @@ class Fanout:
 
 def flv_prelude(stream: Stream) -> bytes:
     """The first HTTP chunk of an HTTP-FLV response: the FLV file header."""
-    has_video = stream.has_video or stream.video_header is not None
-    has_audio = stream.audio_header is not None or "audiocodecid" in stream.metadata_values
+    if stream.tracks is not None:
+        has_audio, has_video = stream.tracks
+    else:
+        has_video = stream.has_video or stream.video_header is not None
+        has_audio = stream.audio_header is not None or "audiocodecid" in stream.metadata_values
     if not has_video and not has_audio:
         has_video = has_audio = True
     return chunk(flv.file_header(audio=has_audio, video=has_video))
@@ -297,7 +301,12 @@ async def flv_response(
         refuse("bad_name")
         return Response.text(400, f"bad stream key: {exc}")
     app, name = key.app, key.name
-    sub = await source.subscribe(app, name)
+    try:
+        sub = await source.subscribe(app, name)
+    except Unavailable as exc:
+        refuse("unavailable")
+        log.info("HTTP-FLV %s from %s refused: %s", key, req.peer, exc)
+        return Response.text(503, str(exc))
     if sub is None:
         refuse("not_found")
         log.info("HTTP-FLV %s from %s: no such stream", key, req.peer)

@@ -14,7 +14,7 @@ import trio
 
 from common.config import ServeConfig
 from common.conn import Conn, ConnClosed
-from common.errors import ProtocolError
+from common.errors import ProtocolError, Unavailable
 from common.play import Player, StreamSource
 from common.rtmp import session as rs
 from common.shaping import TokenBucket
@@ -253,7 +253,16 @@ class RtmpConnection:
                 self.players.pop(sid, None)
                 await self.finish()
                 return
-            sub = await self.source.subscribe(app, name)
+            try:
+                sub = await self.source.subscribe(key.app, key.name)
+            except Unavailable as exc:
+                session.send_status(sid, "error", "NetStream.Play.Failed", str(exc))
+                self.refuse("unavailable")
+                log.info("closing RTMP %s: play of %s refused: %s", conn.peer, key, exc)
+                conn.write(session.data_to_send())
+                self.players.pop(sid, None)
+                await self.finish()
+                return
             if sub is None:
                 session.play_not_found(sid, str(key))
                 self.refuse("not_found")

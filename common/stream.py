@@ -137,6 +137,7 @@ class Stream:
         self.audio_rate: int | None = None
         self.audio_channels: int | None = None
         self.dimensions: tuple[int, int] | None = None
+        self.tracks: tuple[bool, bool] | None = None  # (audio, video) when a source told us
         self.closed = False
         self.stats = StreamStats()
         self.readers: set[Reader] = set()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import trio
 
-from common.errors import ProtocolError
+from common.errors import ProtocolError, Unavailable
 from common.play import Fanout, Subscription
 from common.rtmp import messages as m
 from common.stream import Stream
@@ -40,7 +40,7 @@ MAX_NOT_FOUND = 10_000
 """Entries of the negative cache of missing streams (it is keyed by what viewers ask for)."""
 
 
-class TooManyStreams(Exception):
+class TooManyStreams(Unavailable):
     """The edge already pulls `max_streams` streams: a new one is refused (503)."""
 
 

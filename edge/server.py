@@ -7,6 +7,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from urllib.parse import quote, urlencode
 
 import trio
@@ -27,7 +28,7 @@ from common.streamkey import StreamKey, StreamKeyError, shown
 from common.supervise import describe, log_failure
 from edge.feeds import open_feed
 from edge.objcache import FetchError, ObjectCache
-from edge.pull import Connector, PullManager, PullSettings, TooManyStreams
+from edge.pull import Connector, PullManager, PullSettings
 
 log = logging.getLogger("livecdn.edge")
 
@@ -302,16 +303,13 @@ class Edge(PlayNode):
         return klass
 
     async def subscribe(self, app: str, name: str) -> Subscription | None:
-        """StreamSource: pull on miss (TooManyStreams beyond `max_streams`)."""
+        """StreamSource: pull on miss (Unavailable beyond `max_streams`)."""
         return await self.pull.subscribe(app, name)
 
     async def route(self, req: Request) -> Response | StreamingResponse:
-        """The node's routes; a new stream beyond `max_streams` is refused with 503."""
+        """The node's routes (a key the pull manager refuses: 400)."""
         try:
             return await super().route(req)
-        except TooManyStreams as exc:
-            self.refuse("too_many_streams")
-            return Response.text(503, str(exc))
         except StreamKeyError as exc:  # the pull manager's own check (callers check first)
             self.refuse("bad_name")
             return Response.text(400, f"bad stream key: {exc}")
@@ -319,7 +317,7 @@ class Edge(PlayNode):
     async def handle_rtmp(self, conn: Conn) -> None:
         """Serve one RTMP connection (play only)."""
         self.metrics.inc("connections_total", labels=("rtmp",))
-        await RtmpConnection(conn, RefusingSource(self), self.limits, self.refuse).run()
+        await RtmpConnection(conn, self, self.limits, self.refuse).run()
 
     def _streams(self) -> dict[tuple[str, str], dict]:
         now = trio.current_time()
@@ -416,7 +414,11 @@ class Edge(PlayNode):
             self.address = address
             log.info("edge parents: %s", ", ".join(self.pull.parents))
             if self.config.balancer:
-                nursery.start_soon(report, self.config.balancer, self.heartbeat)
+                self.start_supervised(
+                    f"reports to the balancer {self.config.balancer}",
+                    "reporter",
+                    partial(report, self.config.balancer, self.heartbeat),
+                )
             if self.htb.link is not None:
                 nursery.start_soon(self._charge_link)
             task_status.started(address)
@@ -469,26 +471,6 @@ def hls_target(path: str) -> tuple[StreamKey, str]:
     if file.endswith(".ts") and (_SEGMENT.fullmatch(file) is None or file.count("-") < 2):
         raise StreamKeyError(f"segment name {shown(file)} is not NAME-SESSION-SEQ.ts")
     return key, f"/{quote(key.app, safe='')}/{quote(file, safe='')}"
-
-
-class RefusingSource:
-    """The edge as an RTMP player's StreamSource: a pull the edge refuses (too many
-    streams) is answered like a missing stream (the RTMP server maps None to
-    NetStream.Play.StreamNotFound), logged and counted, never a dropped connection."""
-
-    def __init__(self, edge: Edge) -> None:
-        self.edge = edge
-
-    async def subscribe(self, app: str, name: str) -> Subscription | None:
-        try:
-            return await self.edge.subscribe(app, name)
-        except TooManyStreams as exc:
-            self.edge.refuse("too_many_streams")
-            log.info("RTMP play of %s/%s refused: %s", shown(app), shown(name), exc)
-            return None
-
-    def pace_for(self, app: str, name: str, query: dict[str, str]) -> Pacer | None:
-        return self.edge.pace_for(app, name, query)
 
 
 def paced_body(
