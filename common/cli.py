@@ -30,6 +30,14 @@ def add_serve_args(p: argparse.ArgumentParser, *, rtmp: int, http: int) -> None:
         dest="gop_cache",
         help="new viewers wait for the next keyframe instead of getting the cached GOP",
     )
+    p.add_argument(
+        "--max-streams", type=int, help="live streams (origin) or upstreams (edge), default 1000"
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        help="connections of all listeners together (default: file-descriptor limit - 64)",
+    )
     p.add_argument("--log-level", help="debug, info (default), warning, error")
 
 

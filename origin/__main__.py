@@ -36,6 +36,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         const=True,
         help="put the ingest wall clock after every video keyframe (for load-run latency)",
     )
+    p.add_argument(
+        "--publisher-grace",
+        type=float,
+        help="seconds viewers wait for a publisher to come back (default 5)",
+    )
     p.add_argument("--balancer", help="host:port of the balancer's control port (announcements)")
     p.add_argument(
         "--node-id", dest="node_id", help="name in the balancer (default origin-HTTPPORT)"
