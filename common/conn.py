@@ -188,6 +188,13 @@ class Conn:
         self.sock.close()
 
 
+class ListenError(OSError):
+    """A port that cannot be listened on; the message names the address."""
+
+    def __str__(self) -> str:
+        return f"cannot listen on {self.filename}: [Errno {self.errno}] {self.strerror}"
+
+
 def listen_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
     """A bound, listening, nonblocking TCP socket (port 0 picks a free port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -198,7 +205,7 @@ def listen_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        raise ListenError(exc.errno, exc.strerror, f"{host}:{port}") from exc
     sock.setblocking(False)
     return sock
 

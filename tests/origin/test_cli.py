@@ -119,4 +119,6 @@ def test_a_port_taken_while_starting_is_one_line_too(busy_port):
     )
     proc = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1
-    assert proc.stderr.splitlines() == [f"error: {IN_USE}"], proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{busy_port}: {IN_USE}"
+    ], proc.stderr
