@@ -9,6 +9,7 @@ import time
 
 import trio
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from common.errors import ConnClosed, ProtocolError
 from common.httpclient import fetch, open_request
@@ -20,8 +21,11 @@ from tests.robustness.strategies import hostile_metadata, raw_amf
 _names = itertools.count()
 
 
-async def _publish_and_watch(cluster: Cluster, body: bytes, prefix: bool) -> list[str]:
-    """Publish live/metaN with `body` as onMetaData, play it on both edges, read every
+async def _publish_and_watch(
+    cluster: Cluster, body: bytes, prefix: bool, video: bool = True
+) -> list[str]:
+    """Publish live/metaN with `body` as onMetaData (with video, or audio only so that
+    nothing but the metadata describes the picture), play it on both edges, read every
     node's stream API; returns the problems seen."""
     origin = cluster.node("origin")
     name = f"meta{next(_names)}"
@@ -31,12 +35,14 @@ async def _publish_and_watch(cluster: Cluster, body: bytes, prefix: bool) -> lis
         await client.publish()
         payload = (raw_amf("@setDataFrame") if prefix else b"") + raw_amf("onMetaData") + body
         client.session.send_message(18, client.stream_id, 0, payload)
-        await client.send(9, 0, avc_header())
+        if video:
+            await client.send(9, 0, avc_header())
         await client.send(8, 0, aac_header())
 
         async def media() -> None:
             for n in range(40):
-                await client.send(9, n * 40, keyframe() if n % 10 == 0 else interframe())
+                if video:
+                    await client.send(9, n * 40, keyframe() if n % 10 == 0 else interframe())
                 await client.send(8, n * 40, aac_frame())
                 await trio.sleep(0.02)
 
@@ -103,9 +109,9 @@ def test_fixed_hostile_metadata(cluster: Cluster) -> None:
     """The classic bad values, each published live and pulled by both edges."""
     since = time.monotonic()
     problems = []
-    for i, body in enumerate(FIXED):
-        found = trio.run(_publish_and_watch, cluster, body, i % 2 == 0)
-        problems += [f"metadata #{i}: {p}" for p in found]
+    for i, (body, video) in enumerate((b, v) for b in FIXED for v in (False, True)):
+        found = trio.run(_publish_and_watch, cluster, body, i % 4 < 2, video)
+        problems += [f"metadata #{i // 2} (video={video}): {p}" for p in found]
         dead = cluster.alive()
         assert not dead, f"{dead} stopped after metadata #{i} {body[:80]!r}:\n" + "\n".join(
             str(cluster.node(n).error) for n in dead
@@ -121,9 +127,9 @@ def test_generated_hostile_metadata(cluster: Cluster) -> None:
     @settings(max_examples=12, deadline=None, derandomize=True, database=None,
               phases=[Phase.explicit, Phase.generate],
               suppress_health_check=list(HealthCheck))  # fmt: skip
-    @given(body=hostile_metadata)
-    def attack(body: bytes) -> None:
-        problems.extend(trio.run(_publish_and_watch, cluster, body, True))
+    @given(body=hostile_metadata, video=st.booleans())
+    def attack(body: bytes, video: bool) -> None:
+        problems.extend(trio.run(_publish_and_watch, cluster, body, True, video))
         dead = cluster.alive()
         assert not dead, f"{dead} stopped after metadata {body[:80]!r}"
 
