@@ -1,0 +1,406 @@
+"""The origin's HLS packager under failure: hls_dir broken or hostile, sequence headers sent
+right behind publish, segments that cannot be muxed, a packager that crashes, a publisher
+coming back within publisher_grace. Real sockets, real H.264/AAC (the test clip)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import pytest
+import trio
+
+from common import flv
+from common.flv import FlvParser
+from common.hls import Segmenter
+from common.httpclient import fetch
+from common.rtmp import session as rs
+from common.rtmpclient import RtmpClient
+from common.stream import Stream
+from origin.hls import HlsSettings, HlsStore
+from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_origin
+from tests.hls_validator import LiveValidator, parse
+
+pytestmark = [pytest.mark.slow, needs_ffmpeg]
+
+
+@dataclass
+class Tag:
+    type_id: int
+    timestamp: int
+    body: bytes
+
+    @property
+    def header(self) -> bool:
+        return self.type_id == 18 or flv.is_sequence_header(self.type_id, self.body)
+
+
+@pytest.fixture(scope="module")
+def tags(clip: Path) -> list[Tag]:
+    """The clip's FLV tags: onMetaData, AVC and AAC headers, then 6 s of media."""
+    return [Tag(t.tag_type, t.timestamp, t.body) for t in FlvParser().feed(clip.read_bytes())]
+
+
+def looped(tags: list[Tag], loops: int) -> list[Tag]:
+    """The clip's media `loops` times, timestamps continuing."""
+    media = [t for t in tags if not t.header]
+    period = max(t.timestamp for t in media) + 40
+    return [Tag(t.type_id, t.timestamp + k * period, t.body) for k in range(loops) for t in media]
+
+
+def corrupt(tag: Tag) -> Tag:
+    """The same AVC frame with a NAL unit length pointing past its end (cannot be muxed)."""
+    return Tag(tag.type_id, tag.timestamp, tag.body[:5] + b"\xff\xff\xff\xff" + tag.body[9:])
+
+
+async def publish(
+    url: str,
+    tags: list[Tag],
+    media: list[Tag],
+    *,
+    speed: float = 1.0,
+    burst_ms: int = 0,
+    pipelined: bool = False,
+) -> None:
+    """Publish with our RTMP client: headers the moment publish() returns, then `media`
+    (the first `burst_ms` of it at once, the rest paced at `speed` x real time).
+
+    `pipelined`: the publish command, the headers and the burst go out in one write, without
+    waiting for NetStream.Publish.Start (the origin reads them in one go, before the
+    packager it starts on publish has run)."""
+    client = await RtmpClient.connect(url)
+    headers = [t for t in tags if t.type_id != 18 and t.header]
+    first = media[0].timestamp
+    burst = [t for t in media if t.timestamp - first < burst_ms]
+    try:
+        if pipelined:
+            session = client.session
+            session.create_stream()
+            await client._flush()
+            client.stream_id = (await client._wait_for(rs.StreamCreated)).stream_id
+            session.publish(client.stream_id, client.url.name)
+            for t in headers + burst:
+                session.send_message(t.type_id, client.stream_id, t.timestamp, t.body)
+            await client._flush()
+        else:
+            await client.publish()
+            for t in headers + burst:
+                await client.send(t.type_id, t.timestamp, t.body)
+        start = trio.current_time()
+        for t in media[len(burst) :]:
+            await trio.sleep_until(start + (t.timestamp - first - burst_ms) / 1000 / speed)
+            await client.send(t.type_id, t.timestamp, t.body)
+    finally:
+        client.close()
+
+
+async def playlist_text(port: int, app: str, name: str) -> tuple[int, str]:
+    status, _, body = await fetch("GET", f"http://127.0.0.1:{port}/{app}/{name}.m3u8")
+    return status, body.decode(errors="replace")
+
+
+async def wait_segments(port: int, name: str, n: int, timeout: float = 20.0) -> str:
+    with trio.fail_after(timeout):
+        while True:
+            status, text = await playlist_text(port, "live", name)
+            if status == 200 and len(parse(text).segments) >= n:
+                return text
+            await trio.sleep(0.1)
+
+
+def decode(data: bytes) -> dict:
+    with av.open(io.BytesIO(data), format="mpegts") as c:
+        kinds = sorted(s.type for s in c.streams)
+        frames = list(c.decode(video=0)) if "video" in kinds else []
+    return {
+        "kinds": kinds,
+        "frames": len(frames),
+        "first_key": bool(frames and frames[0].key_frame),
+    }
+
+
+def hls_warnings(caplog, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "livecdn.hls" and r.levelno >= logging.WARNING and text in r.getMessage()
+    ]
+
+
+# --------------------------------------------------------------------------- hls_dir
+
+
+def make_file(tmp_path: Path) -> Path:
+    path = tmp_path / "hls"
+    path.write_text("not a directory")
+    return path
+
+
+def make_app_file(tmp_path: Path) -> Path:
+    path = tmp_path / "hls"
+    path.mkdir()
+    (path / "live").write_text("not a directory")
+    return path
+
+
+def make_read_only(tmp_path: Path) -> Path:
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories")
+    path = tmp_path / "hls"
+    path.mkdir(mode=0o500)
+    return path
+
+
+@pytest.mark.parametrize("broken", [make_file, make_app_file, make_read_only])
+async def test_a_broken_hls_dir_leaves_the_origin_and_playlists_up(
+    nursery, clip, tmp_path, caplog, broken
+):
+    hls_dir = broken(tmp_path)
+    server, addr = await start_origin(nursery, hls_target_duration=1.0, hls_dir=str(hls_dir))
+    for name in ("a", "b"):
+        await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/{name}")
+    validators = {name: LiveValidator() for name in ("a", "b")}
+    for _ in range(2):
+        for name in ("a", "b"):
+            validators[name].add(await wait_segments(addr.http_port, name, 4))
+        await trio.sleep(1.5)
+    for name, validator in validators.items():
+        text = await wait_segments(addr.http_port, name, 4)
+        uri = validator.add(text).segments[-1][2]
+        status, _, data = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/live/{uri}")
+        assert status == 200 and decode(data)["first_key"], "served from memory"
+    assert (await fetch("GET", f"http://127.0.0.1:{addr.http_port}/api/streams"))[0] == 200
+    hls = server.hls
+    assert hls.write_errors >= 8 and hls.packager_restarts == 0
+    lines = hls_warnings(caplog, "cannot write to hls_dir")
+    assert len(lines) == 2, "one line per stream, not one per segment"
+    assert {line.split(":")[0] for line in lines} == {"HLS live/a", "HLS live/b"}
+
+    # repaired: the directory catches up with the whole window and says so
+    if hls_dir.is_file():
+        hls_dir.unlink()
+    elif (hls_dir / "live").is_file():
+        (hls_dir / "live").unlink()
+    else:
+        hls_dir.chmod(0o700)
+    hls_dir.mkdir(exist_ok=True)
+    with trio.fail_after(10):
+        while len([r for r in caplog.records if "writing to hls_dir again" in r.getMessage()]) < 2:
+            await trio.sleep(0.1)
+    for name in ("a", "b"):
+        text = (hls_dir / "live" / f"{name}.m3u8").read_text()
+        assert len(parse(text).segments) >= 4
+        for _, _, uri, _ in parse(text).segments:
+            assert (hls_dir / "live" / uri).stat().st_size > 1000
+
+
+async def feed(stream: Stream, tags: list[Tag], *, source: bool = False) -> None:
+    """Push `tags` into `stream`, letting its readers (the packager) keep up."""
+    if source:
+        stream.new_source()
+    with trio.fail_after(20):
+        while not stream.readers:
+            await trio.sleep(0.001)
+        for t in tags:
+            if t.type_id == 18:
+                stream.set_metadata(t.body, {})
+            else:
+                stream.push(t.type_id, t.timestamp, t.body)
+            while any(r.cursor < stream.head for r in stream.readers):
+                await trio.sleep(0.001)
+
+
+async def test_files_never_leave_hls_dir(nursery, tags, tmp_path, caplog):
+    """Neither a symlinked app folder nor a name with '..' (keys are validated before
+    they get here: this is the second line of defence) writes outside hls_dir."""
+    root, outside = tmp_path / "hls", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "evil").symlink_to(outside, target_is_directory=True)
+    store = HlsStore(HlsSettings(target=1.0, directory=str(root), grace=0.1))
+    streams = [Stream("evil", "x"), Stream("live", "../../outside/y"), Stream("live", "ok")]
+    for stream in streams:
+        nursery.start_soon(store.package, stream)
+    for stream in streams:
+        nursery.start_soon(feed, stream, tags)
+    with trio.fail_after(20):
+        while not all(
+            (p := store.playlists.get((s.app, s.name))) is not None and len(p.segments) >= 2
+            for s in streams
+        ):
+            await trio.sleep(0.05)
+        while store.write_errors < 4:
+            await trio.sleep(0.05)
+    assert list(outside.iterdir()) == []
+    assert (root / "live" / "ok.m3u8").exists()
+    lines = hls_warnings(caplog, "resolves outside hls_dir")
+    assert len(lines) == 2 and all("refused" in line for line in lines)
+    for stream in streams:
+        stream.close()
+
+
+# --------------------------------------------------------------------------- headers
+
+
+async def test_headers_before_the_packager_starts(nursery, tags):
+    """The stream already has its headers and a GOP when the packager adds its reader
+    (which starts at the newest keyframe): the segments still carry video."""
+    store = HlsStore(HlsSettings(target=1.0))
+    stream = Stream("live", "early")
+    media = looped(tags, 1)
+    for t in [t for t in tags if t.header and t.type_id != 18] + media[:60]:
+        stream.push(t.type_id, t.timestamp, t.body)
+    nursery.start_soon(store.package, stream)
+    await feed(stream, media[60:])
+    stream.close()
+    with trio.fail_after(10):
+        while not store.playlists[("live", "early")].ended:
+            await trio.sleep(0.01)
+    segments = store.playlists[("live", "early")].segments
+    assert len(segments) >= 4 and store.mux_errors == 0
+    for seg in segments:
+        decoded = decode(seg.data)
+        assert decoded["kinds"] == ["audio", "video"] and decoded["first_key"]
+
+
+async def test_headers_right_behind_publish_from_five_publishers_at_once(nursery, tags):
+    """Sequence headers sent right behind publish (the moment publish() returns, or in the
+    same write as the publish command), followed at once by the first 1.5 s of media, from
+    five publishers starting together: the packager's reader starts after the headers, yet
+    every playlist has video segments that decode."""
+    server, addr = await start_origin(nursery, hls_target_duration=1.0)
+    url = f"rtmp://127.0.0.1:{addr.rtmp_port}/live"
+    media = looped(tags, 1)
+    async with trio.open_nursery() as publishers:
+        for i in range(5):
+            publishers.start_soon(
+                lambda i=i: publish(
+                    f"{url}/h{i}", tags, media, speed=2.0, burst_ms=1500, pipelined=i % 2 == 0
+                )
+            )
+        for i in range(5):
+            text = await wait_segments(addr.http_port, f"h{i}", 2)
+            for _, _, uri, _ in parse(text).segments:
+                status, _, data = await fetch(
+                    "GET", f"http://127.0.0.1:{addr.http_port}/live/{uri}"
+                )
+                assert status == 200
+                decoded = decode(data)
+                assert decoded["kinds"] == ["audio", "video"], f"h{i}: {decoded}"
+                assert decoded["first_key"] and decoded["frames"] >= 20, f"h{i}: {decoded}"
+    assert server.hls.mux_errors == 0
+
+
+# --------------------------------------------------------------------------- mux failures
+
+
+async def test_a_segment_that_cannot_be_muxed_keeps_the_numbering(nursery, tags, caplog):
+    server, addr = await start_origin(nursery, hls_target_duration=1.0, hls_window=4)
+    media = looped(tags, 2)
+    video = [i for i, t in enumerate(media) if t.type_id == 9 and t.body[0] >> 4 == 2]
+    bad = next(i for i in video if media[i].timestamp >= 4500)
+    media[bad] = corrupt(media[bad])
+    validator = LiveValidator()
+    url = f"rtmp://127.0.0.1:{addr.rtmp_port}/live/m"
+    async with trio.open_nursery() as n:
+        n.start_soon(lambda: publish(url, tags, media, speed=3.0))
+        await wait_segments(addr.http_port, "m", 1)
+        with trio.move_on_after(30):
+            while True:
+                status, text = await playlist_text(addr.http_port, "live", "m")
+                assert status == 200
+                p = validator.add(text)
+                if p.segments[0][0] > 4:  # the failed segment has left the window
+                    break
+                await trio.sleep(0.05)
+    assert server.hls.mux_errors == 1
+    assert len(hls_warnings(caplog, "not muxed")) == 1
+    seen = {seq: disc for p in validator.history for seq, _, _, disc in p.segments}
+    assert sorted(seen) == list(range(max(seen) + 1)), "no number skipped"
+    assert sum(seen.values()) == 1, "one discontinuity, on the segment after the failed one"
+    disc = next(seq for seq, d in seen.items() if d)
+    assert 3 <= disc <= 6
+
+
+# --------------------------------------------------------------------------- crash and restart
+
+
+async def test_a_crashing_packager_restarts_alone(nursery, clip, monkeypatch, caplog):
+    crashed = []
+
+    class Exploding(Segmenter):
+        def push(self, frame, epoch=0):
+            if not crashed and self.next_seq == 2:
+                crashed.append(frame)
+                raise RuntimeError("a bug in the packager")
+            return super().push(frame, epoch)
+
+    monkeypatch.setattr("origin.hls.Segmenter", Exploding)
+    server, addr = await start_origin(nursery, hls_target_duration=1.0, hls_window=10)
+    for name in ("c", "d"):
+        await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/{name}")
+    validators = {"c": LiveValidator(), "d": LiveValidator()}
+    with trio.fail_after(30):
+        while not (crashed and all(len(v.history) and len(v.history[-1].segments) >= 6
+                                   for v in validators.values())):  # fmt: skip
+            for name, v in validators.items():
+                status, text = await playlist_text(addr.http_port, "live", name)
+                if status == 200:
+                    v.add(text)
+            await trio.sleep(0.1)
+    assert server.hls.packager_restarts == 1
+    discs = {name: sum(s[3] for s in v.history[-1].segments) for name, v in validators.items()}
+    assert sorted(discs.values()) == [0, 1], "the restarted stream has one discontinuity"
+    assert [r for r in caplog.records if "a bug in the packager" in r.getMessage()]
+    assert (await fetch("GET", f"http://127.0.0.1:{addr.http_port}/api/streams"))[0] == 200
+
+
+# --------------------------------------------------------------------------- publisher grace
+
+
+async def test_a_new_source_in_the_same_stream_is_one_discontinuity(nursery, tags):
+    """publisher_grace: the publisher comes back into the SAME Stream (new_source): the
+    playlist continues, numbered on, with one EXT-X-DISCONTINUITY and no ENDLIST."""
+    store = HlsStore(HlsSettings(target=1.0, window=20))
+    stream = Stream("live", "g")
+    nursery.start_soon(store.package, stream)
+    headers = [t for t in tags if t.header]
+    media = looped(tags, 1)
+    await feed(stream, headers + media)
+    await feed(stream, headers + media, source=True)  # timestamps start again at 0
+    text = store.playlists[("live", "g")].playlist()
+    p = LiveValidator().add(text)
+    assert "#EXT-X-ENDLIST" not in text and not p.ended
+    assert text.count("#EXT-X-DISCONTINUITY\n") == 1
+    assert [s[0] for s in p.segments] == list(range(len(p.segments)))
+    assert len(p.segments) >= 10
+    for _, _, uri, disc in p.segments:
+        if disc:
+            assert decode(store.playlists[("live", "g")].segment(uri).data)["first_key"]
+    stream.close()
+
+
+async def test_publisher_back_within_publisher_grace(nursery, clip):
+    server, addr = await start_origin(
+        nursery, hls_target_duration=1.0, hls_window=20, publisher_grace=2.0
+    )
+    url = f"rtmp://127.0.0.1:{addr.rtmp_port}/live/pg"
+    validator = LiveValidator()
+    for _ in range(2):
+        proc = await ffmpeg_publish(nursery, clip, url, loop=False)
+        await proc.wait()
+        await trio.sleep(0.3)
+        status, text = await playlist_text(addr.http_port, "live", "pg")
+        assert status == 200
+        validator.add(text)
+    last = validator.history[-1]
+    assert not last.ended, "the stream is waiting for its publisher"
+    assert sum(s[3] for s in last.segments) == 1
+    assert [s[0] for s in last.segments] == list(range(len(last.segments)))
+    await trio.sleep(2.5)
+    status, text = await playlist_text(addr.http_port, "live", "pg")
+    assert status == 200 and validator.add(text).ended, "ENDLIST once the grace is over"
