@@ -72,14 +72,16 @@ class Segmenter:
 
     Timestamps are not trusted: each audio/video frame gets an output timestamp that keeps
     its track strictly increasing and all tracks within `BACK_JUMP_MS`..`jump_ms` of the
-    newest output time. A well-behaved stream keeps its own timestamps; a jump (forward
+    newest output time. A well-behaved stream keeps its own timestamps. A jump (forward
     more than `jump_ms`, backwards more than `BACK_JUMP_MS`) rebases the track to continue
-    one frame after the newest output and marks the next segment discontinuous (once for
-    the jumps of one `target_ms`, e.g. video then audio); a frame
-    that does not move its track forward is placed 1 ms (the first time) or one learned
-    frame duration after the previous one. Durations, cuts and the muxed segment all use
-    output times, so any timestamps give segments of about `target_ms` of frames. A segment
-    with no keyframe for `max_ms` of media (or `max_bytes`) is cut anyway (bounded memory).
+    one frame after the newest output, without cutting or dropping anything, and marks the
+    next segment discontinuous (once for the jumps within `target_ms`, e.g. video then
+    audio). A frame that does not move its track forward is placed 1 ms (the first time)
+    or one learned frame duration (at most `MAX_STEP_MS`) after the previous one. Cuts,
+    durations and the muxed segment all use output times, so any timestamps give segments
+    of at least the target (less `CUT_SLACK_MS`) of output time, and the muxer never sees
+    time go backwards. A segment with no keyframe for `max_ms` of media (or `max_bytes`)
+    is cut anyway (bounded memory): the next one starts without a keyframe.
     """
 
     def __init__(

@@ -58,9 +58,9 @@ class UnsafePath(OSError):
 class _Failing:
     """Rate limit for one kind of repeated failure of one stream."""
 
-    since_logged: int = 0
+    since_logged: int = 0  # failures not logged since the last line
     logged_at: float = -math.inf
-    failing: bool = False
+    reported: bool = False  # a failure line was logged and no recovery line since
 
 
 class HlsStore:
@@ -141,20 +141,22 @@ class HlsStore:
         self.packager_restarts += 1
 
     def _failed(self, kind: str, key: tuple[str, str], message: str) -> None:
-        """Log a failure of `kind` for `key`: the first one, then one line per LOG_EVERY."""
+        """Log a failure of `kind` for `key`: at most one line per LOG_EVERY (counting the
+        ones in between), however often it fails or recovers."""
         state = self._failing.setdefault((kind, key), _Failing())
         now = trio.current_time()
-        if state.failing and now - state.logged_at < LOG_EVERY:
+        if now - state.logged_at < LOG_EVERY:
             state.since_logged += 1
             return
         more = f" ({state.since_logged} more since the last report)" if state.since_logged else ""
         log.warning("HLS %s/%s: %s%s", *key, message, more)
-        state.failing, state.logged_at, state.since_logged = True, now, 0
+        state.logged_at, state.since_logged, state.reported = now, 0, True
 
     def _recovered(self, kind: str, key: tuple[str, str], message: str) -> None:
+        """One line when things work again after a logged failure."""
         state = self._failing.get((kind, key))
-        if state is not None and state.failing:
-            state.failing = False
+        if state is not None and state.reported:
+            state.reported = False
             log.info("HLS %s/%s: %s", *key, message)
 
     def write_failed(self, key: tuple[str, str], exc: BaseException) -> None:

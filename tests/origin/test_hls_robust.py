@@ -404,3 +404,45 @@ async def test_publisher_back_within_publisher_grace(nursery, clip):
     await trio.sleep(2.5)
     status, text = await playlist_text(addr.http_port, "live", "pg")
     assert status == 200 and validator.add(text).ended, "ENDLIST once the grace is over"
+
+
+# --------------------------------------------------------------------------- log rate limit
+
+
+async def test_repeated_failures_log_one_line_a_minute(mock_clock, caplog):
+    """Virtual time: a stream whose writes fail at every segment logs the first failure,
+    then one line a minute with the count in between; recovery is one line; a disk that
+    flaps (fails, works, fails...) logs no more than that."""
+    store = HlsStore(HlsSettings())
+    key = ("live", "full")
+    disk_full = OSError(28, "No space left on device")
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "livecdn.hls"]
+
+    for _ in range(30):  # one segment every 2 s for a minute
+        store.write_failed(key, disk_full)
+        mock_clock.jump(2)
+    assert store.write_errors == 30
+    assert lines() == [
+        "HLS live/full: cannot write to hls_dir (OSError: [Errno 28] No space left on device); "
+        "the playlist is served from memory"
+    ]
+    store.write_failed(key, disk_full)
+    assert len(lines()) == 2 and lines()[1].endswith("(29 more since the last report)")
+    store.write_ok(key)
+    store.write_ok(key)
+    assert lines()[2:] == ["HLS live/full: writing to hls_dir again"]
+    for _ in range(29):  # flapping, one segment every 2 s
+        store.write_failed(key, disk_full)
+        store.write_ok(key)
+        mock_clock.jump(2)
+    assert len(lines()) == 3
+    store.write_failed(("live", "other"), disk_full)  # other streams are on their own
+    assert len(lines()) == 4
+    mock_clock.jump(2)  # a minute after the last line
+    store.write_failed(key, disk_full)
+    store.write_ok(key)
+    assert lines()[4].endswith("(29 more since the last report)")
+    assert lines()[5] == "HLS live/full: writing to hls_dir again"
+    assert len(lines()) == 6 and store.write_errors == 31 + 29 + 2
