@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import math
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -434,26 +433,50 @@ def new_session() -> str:
 
 
 class HlsViewers:
-    """Counts HLS viewers per stream: distinct clients seen within `window` seconds."""
+    """Counts HLS viewers per stream: distinct clients seen within `window` seconds.
 
-    def __init__(self, window: float = 6.0) -> None:
+    Clients are keyed by what requests say (address and user agent), so the table is bounded:
+    each stream's clients are kept oldest first and expire from the front, and at most
+    `max_clients` per stream and `max_streams` streams are held (the oldest go first).
+    """
+
+    def __init__(
+        self, window: float = 6.0, *, max_clients: int = 100_000, max_streams: int = 10_000
+    ) -> None:
         self.window = window
-        self._seen: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+        self.max_clients = max_clients
+        self.max_streams = max_streams
+        self._seen: dict[tuple[str, str], dict[str, float]] = {}
 
     def seen(self, key: tuple[str, str], client: str, now: float) -> None:
         """A client fetched the playlist or a segment of `key`."""
-        self._seen[key][client] = now
+        clients = self._seen.pop(key, None)
+        if clients is None:
+            clients = {}
+            while len(self._seen) >= self.max_streams:
+                del self._seen[next(iter(self._seen))]
+        self._seen[key] = clients  # most recently seen stream last
+        clients.pop(client, None)
+        clients[client] = now  # oldest first
+        self._expire(clients, now)
+        while len(clients) > self.max_clients:
+            del clients[next(iter(clients))]
+
+    def _expire(self, clients: dict[str, float], now: float) -> None:
+        while clients:
+            oldest = next(iter(clients))
+            if now - clients[oldest] <= self.window:
+                return
+            del clients[oldest]
 
     def count(self, key: tuple[str, str], now: float) -> int:
         """Clients of `key` seen recently (forgetting older ones)."""
         clients = self._seen.get(key)
-        if not clients:
+        if clients is None:
             return 0
-        for c in [c for c, t in clients.items() if now - t > self.window]:
-            del clients[c]
+        self._expire(clients, now)
         if not clients:
             del self._seen[key]
-            return 0
         return len(clients)
 
     def total(self, now: float) -> int:

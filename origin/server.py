@@ -125,13 +125,20 @@ class Origin(PlayNode):
         mt.counter("publishes_total", "Publishes accepted.", ())
         mt.counter(
             "hls_failures_total",
-            "HLS packaging failures, by kind (mux, write, restart).",
+            "HLS packaging failures, by kind (mux: a segment left out; write: hls_dir; "
+            "restart: a packager restarted).",
             ("kind",),
             lambda: {
                 ("mux",): self.hls.mux_errors,
-                ("write",): getattr(self.hls, "write_errors", 0),
-                ("restart",): getattr(self.hls, "packager_restarts", 0),
+                ("write",): self.hls.write_errors,
+                ("restart",): self.hls.packager_restarts,
             },
+        )
+        mt.counter(
+            "hls_timestamp_jumps_total",
+            "Timestamp jumps the HLS packager turned into a discontinuity.",
+            (),
+            lambda: {(): self.hls.timestamp_jumps},
         )
         mt.counter(
             "publishers_resumed_total",

@@ -451,3 +451,19 @@ def test_retimed_segments_mux_and_decode(clip_frames, pattern):
                 assert values == sorted(values) and len(set(values)) == len(values)
             c.seek(0)
             assert sum(1 for _ in c.decode(video=0)) >= 10
+
+
+def test_hls_viewers_are_bounded_and_expire():
+    from common.hls import HlsViewers
+
+    viewers = HlsViewers(window=6.0, max_clients=100, max_streams=3)
+    for i in range(1000):
+        viewers.seen(("live", "a"), f"10.0.0.{i}|agent", now=i * 0.001)
+    assert viewers.count(("live", "a"), 1.0) == 100
+    viewers.seen(("live", "a"), "late|agent", now=7.5)
+    assert viewers.count(("live", "a"), 7.5) == 1  # the others expired from the front
+    for n in range(10):
+        viewers.seen(("live", f"s{n}"), "c", now=8.0)
+    assert len(viewers._seen) == 3 and viewers.total(8.0) == 3
+    viewers.seen(("live", "s9"), "c", now=8.5)  # seen again: moves to the back
+    assert viewers.count(("live", "s9"), 20.0) == 0 and viewers.total(20.0) == 0
