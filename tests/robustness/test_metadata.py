@@ -11,7 +11,8 @@ import trio
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from common.errors import ConnClosed, ProtocolError
+from common.conn import ConnClosed
+from common.errors import ProtocolError
 from common.httpclient import fetch, open_request
 from common.rtmpclient import RtmpClient, RtmpClientError
 from tests.media import aac_frame, aac_header, avc_header, interframe, keyframe

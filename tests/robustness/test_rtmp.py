@@ -7,7 +7,7 @@ import collections
 import contextlib
 import time
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from tests.robustness.conftest import (
@@ -17,7 +17,7 @@ from tests.robustness.conftest import (
     reset,
     rtmp_handshake,
 )
-from tests.robustness.strategies import encode_conversation, rtmp_conversation
+from tests.robustness.strategies import command, encode_conversation, rtmp_conversation
 
 FUZZ = settings(
     max_examples=120,
@@ -48,13 +48,6 @@ def test_rtmp_message_sequences(cluster: Cluster) -> None:
     history: collections.deque = collections.deque(maxlen=3)
     targets = cluster.rtmp_targets()
 
-    @FUZZ
-    @given(
-        target=st.sampled_from(targets),
-        steps=rtmp_conversation,
-        split=st.booleans(),
-        ending=st.sampled_from(["close", "reset", "linger"]),
-    )
     def attack(target, steps, split, ending) -> None:
         history.append((target[0], ending, steps))
         sock, _ = rtmp_handshake(target[1])
@@ -74,7 +67,21 @@ def test_rtmp_message_sequences(cluster: Cluster) -> None:
                 sock.close()
         _still_alive(cluster, history)
 
-    attack()
+    fuzz = given(
+        target=st.sampled_from(targets),
+        steps=rtmp_conversation,
+        split=st.booleans(),
+        ending=st.sampled_from(["close", "reset", "linger"]),
+    )(attack)
+    for target in targets:  # known killers first: names no upstream URL can carry
+        for verb, name in (("play", "a b"), ("play", "é"), ("publish", "a\x00b")):
+            steps = [
+                command("connect", 1.0, {"app": "live", "tcUrl": "rtmp://127.0.0.1/live"}),
+                command("createStream", 2.0, None),
+                command(verb, 0.0, None, name, stream_id=1),
+            ]
+            fuzz = example(target=target, steps=steps, split=False, ending="linger")(fuzz)
+    FUZZ(fuzz)()
     cluster.wait_frames(1.0)
     cluster.check(since)
 
