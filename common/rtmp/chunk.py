@@ -53,7 +53,10 @@ class ChunkReader:
     """Reassembles RTMP messages from a chunked byte stream.
 
     `max_message_size` caps any declared message length; `max_chunk_streams` caps how many
-    distinct chunk stream ids a peer may use (each keeps header state for compression).
+    distinct chunk stream ids a peer may use (each keeps header state for compression);
+    `max_pending_bytes` caps the bytes of all partly received messages together (default:
+    one largest message plus 1 MiB), so a peer cannot make a connection hold
+    `max_chunk_streams` partial messages of the largest size.
     """
 
     def __init__(
@@ -61,10 +64,15 @@ class ChunkReader:
         *,
         max_message_size: int = 8 * 1024 * 1024,
         max_chunk_streams: int = 64,
+        max_pending_bytes: int | None = None,
     ) -> None:
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self.max_message_size = max_message_size
         self.max_chunk_streams = max_chunk_streams
+        self.max_pending_bytes = (
+            max_pending_bytes if max_pending_bytes is not None else max_message_size + (1 << 20)
+        )
+        self.pending_bytes = 0
         self.bytes_received = 0
         self._buf = bytearray()
         self._states: dict[int, _ChunkState] = {}
@@ -79,6 +87,7 @@ class ChunkReader:
         """Apply the peer's Abort Message: drop the partial message on `csid`."""
         state = self._states.get(csid)
         if state is not None:
+            self.pending_bytes -= state.received
             state.parts = None
             state.received = 0
 
@@ -177,10 +186,16 @@ class ChunkReader:
             state.parts = []
             state.received = 0
         if take:
+            if self.pending_bytes + take > self.max_pending_bytes:
+                raise ChunkError(
+                    f"partly received messages exceed {self.max_pending_bytes} bytes together"
+                )
             state.parts.append(bytes(buf[pos : pos + take]))
             state.received += take
+            self.pending_bytes += take
         pos += take
         if state.received >= state.length:
+            self.pending_bytes -= state.received
             parts = state.parts
             payload = parts[0] if len(parts) == 1 else b"".join(parts)
             state.parts = None

@@ -329,7 +329,9 @@ class _Session:
             if event == m.UC_PING_REQUEST:
                 self.user_control(m.UC_PING_RESPONSE, value)
             elif event == m.UC_SET_BUFFER_LENGTH and len(p) >= 10:
-                self._flow.buffer_ms[value] = int.from_bytes(p[6:10], "big")
+                buffers = self._flow.buffer_ms
+                if value in buffers or len(buffers) < MAX_STREAMS:  # bounded per connection
+                    buffers[value] = int.from_bytes(p[6:10], "big")
             elif event == m.UC_STREAM_EOF:
                 events.append(StreamEOF(value))
         # Shared objects and unknown types are ignored, as other servers do.

@@ -631,3 +631,20 @@ def test_reader_is_not_fooled_into_buffering_beyond_the_cap() -> None:
         reader.feed(raw_chunk(0, csid, ts=0, length=FUZZ_MAX_MESSAGE, type_id=9, body=bytes(128)))
     with pytest.raises(ChunkError):
         reader.feed(raw_chunk(0, 10, ts=0, length=FUZZ_MAX_MESSAGE, type_id=9, body=bytes(128)))
+
+
+def test_partial_messages_are_bounded_together() -> None:
+    """Many chunk streams each holding a large partial message: refused past the cap."""
+    reader = ChunkReader(max_message_size=100_000, max_pending_bytes=150_000)
+    reader.set_chunk_size(50_000)
+    data = b""
+    for csid in range(3, 10):  # first chunk (50 000 bytes) of a 100 000-byte message each
+        data += encode_message(csid, 9, 1, 0, bytes(100_000), 50_000)[: 12 + 50_000]
+    with pytest.raises(ChunkError, match="together"):
+        reader.feed(data)
+
+
+def test_pending_bytes_return_to_zero() -> None:
+    reader = ChunkReader()
+    msgs = reader.feed(encode_message(4, 9, 1, 0, bytes(10_000), 128))
+    assert len(msgs) == 1 and reader.pending_bytes == 0
