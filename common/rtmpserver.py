@@ -236,6 +236,14 @@ class RtmpConnection:
         self._nursery.start_soon(self._play, event, scope)
         return None
 
+    async def _refuse_play(self, sid: int, reason: str, why: str) -> None:
+        """Send the queued refusal, count and log it, and finish the connection."""
+        self.refuse(reason)
+        log.info("closing RTMP %s: %s", self.conn.peer, why)
+        self.conn.write(self.session.data_to_send())
+        self.players.pop(sid, None)
+        await self.finish()
+
     async def _play(self, event: rs.Play, scope: trio.CancelScope) -> None:
         session, conn = self.session, self.conn
         app = session.app or ""
@@ -245,31 +253,21 @@ class RtmpConnection:
             try:
                 key = StreamKey.parse(app, name)
                 pacer = self.source.pace_for(key.app, key.name, query)
-            except (PermissionError, StreamKeyError) as exc:
-                session.send_status(sid, "error", "NetStream.Play.Failed", str(exc))
-                self.refuse("bad_name" if isinstance(exc, StreamKeyError) else "bad_class_token")
-                log.info("closing RTMP %s: play refused: %s", conn.peer, exc)
-                conn.write(session.data_to_send())
-                self.players.pop(sid, None)
-                await self.finish()
-                return
-            try:
                 sub = await self.source.subscribe(key.app, key.name)
-            except Unavailable as exc:
+            except (PermissionError, StreamKeyError, Unavailable) as exc:
                 session.send_status(sid, "error", "NetStream.Play.Failed", str(exc))
-                self.refuse("unavailable")
-                log.info("closing RTMP %s: play of %s refused: %s", conn.peer, key, exc)
-                conn.write(session.data_to_send())
-                self.players.pop(sid, None)
-                await self.finish()
+                reason = (
+                    "bad_name"
+                    if isinstance(exc, StreamKeyError)
+                    else "unavailable"
+                    if isinstance(exc, Unavailable)
+                    else "bad_class_token"
+                )
+                await self._refuse_play(sid, reason, f"play refused: {exc}")
                 return
             if sub is None:
                 session.play_not_found(sid, str(key))
-                self.refuse("not_found")
-                log.info("closing RTMP %s: play of unknown stream %s", conn.peer, key)
-                conn.write(session.data_to_send())
-                self.players.pop(sid, None)
-                await self.finish()
+                await self._refuse_play(sid, "not_found", f"play of unknown stream {key}")
                 return
             try:
                 session.accept_play(sid, name)
