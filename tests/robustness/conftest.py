@@ -248,8 +248,16 @@ async def publish_forever(url: str, state: dict) -> None:
 class Cluster:
     """Origin, two edges and a balancer in a trio loop on a background thread."""
 
-    def __init__(self, **origin_overrides: object) -> None:
+    def __init__(
+        self,
+        *,
+        edge_overrides: dict[str, object] | None = None,
+        balancer_overrides: dict[str, object] | None = None,
+        **origin_overrides: object,
+    ) -> None:
         self.origin_overrides = origin_overrides
+        self.edge_overrides = edge_overrides or {}
+        self.balancer_overrides = balancer_overrides or {}
         self.nodes: dict[str, Node] = {}
         self.canaries: dict[str, Canary] = {}
         self.state: dict[str, str] = {}
@@ -308,7 +316,13 @@ class Cluster:
             Balancer(
                 build(
                     BalancerConfig,
-                    {"host": "127.0.0.1", "http_port": 0, "control_port": 0, "check_interval": 0.5},
+                    {
+                        "host": "127.0.0.1",
+                        "http_port": 0,
+                        "control_port": 0,
+                        "check_interval": 0.5,
+                        **self.balancer_overrides,
+                    },  # fmt: skip
                 )
             ),
         )
@@ -338,6 +352,7 @@ class Cluster:
                 "parents": [parent],
                 "balancer": ctl,
                 "node_id": name,
+                **self.edge_overrides,
             }
             edge = Node(name, Edge(build(EdgeConfig, cfg)))
             eaddr = await nursery.start(edge.run)

@@ -22,7 +22,8 @@ from tests.robustness.strategies import HOSTILE_NAMES, Msg, command, encode_conv
 APPS = ["live", "..", "../x", "a b", "é", "a\r\nb", "x" * 300]
 
 
-def _rtmp(port: int, app: str, verb: str, name: str, media: bool) -> None:
+def _rtmp(port: int, app: str, verb: str, name: str, media: bool) -> bytes:
+    """Connect, createStream, publish or play `name` (with a little media); the answer."""
     steps = [
         command("connect", 1.0, {"app": app, "tcUrl": f"rtmp://127.0.0.1/{app}"}),
         command("createStream", 2.0, None),
@@ -40,7 +41,7 @@ def _rtmp(port: int, app: str, verb: str, name: str, media: bool) -> None:
     try:
         with contextlib.suppress(OSError):
             sock.sendall(b"".join(encode_conversation(steps)))
-        read_for(sock, 1.0, until=b"onStatus")
+        return read_for(sock, 1.0, until=b"NetStream.")
     finally:
         reset(sock)
 
