@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import time
 
+import pytest
 import trio
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -41,7 +42,7 @@ async def _publish_and_watch(
         await client.send(8, 0, aac_header())
 
         async def media() -> None:
-            for n in range(40):
+            for n in range(24):
                 if video:
                     await client.send(9, n * 40, keyframe() if n % 10 == 0 else interframe())
                 await client.send(8, n * 40, aac_frame())
@@ -121,6 +122,7 @@ def test_fixed_hostile_metadata(cluster: Cluster) -> None:
     assert not problems, "\n".join(problems[:20])
 
 
+@pytest.mark.slow
 def test_generated_hostile_metadata(cluster: Cluster) -> None:
     since = time.monotonic()
     problems: list[str] = []
