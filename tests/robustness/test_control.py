@@ -8,7 +8,7 @@ import collections
 import contextlib
 import time
 
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from tests.robustness.conftest import Cluster, connect, http_get, read_for, reset, strict_json
@@ -111,16 +111,20 @@ def test_generated_control_frames(cluster: Cluster) -> None:
     history: collections.deque = collections.deque(maxlen=3)
     ctl = cluster.node("balancer").control_port
 
-    @FUZZ
-    @given(frames=st.lists(ctl_message(), min_size=1, max_size=4),
-           ending=st.sampled_from(["close", "reset"]))  # fmt: skip
     def attack(frames, ending) -> None:
         history.append(frames)
         _send(ctl, b"".join(frames), ending)
         dead = cluster.alive()
         assert not dead, f"{dead} stopped after {list(history)!r}"[:4000]
 
-    attack()
+    import msgpack
+
+    fuzz = given(frames=st.lists(ctl_message(), min_size=1, max_size=4),
+                 ending=st.sampled_from(["close", "reset"]))(attack)  # fmt: skip
+    for msg in KNOWN_POISON[-3:]:  # known killers first
+        body = msgpack.packb(msg, use_bin_type=True)
+        fuzz = example(frames=[len(body).to_bytes(4, "big") + body], ending="close")(fuzz)
+    FUZZ(fuzz)()
     problems = _api_problems(cluster)
     cluster.wait_frames(3.0)
     problems += [f"later: {p}" for p in _api_problems(cluster)]
