@@ -32,7 +32,7 @@ def check(secret: str, app: str, name: str, query: dict[str, str], now: float) -
     expiry = parse_uint(expires, MAX_EXPIRES)
     if expiry is None:
         return f"expires={expires[:20]!r} is not a Unix time in plain digits"
-    if not hmac.compare_digest(token, sign(secret, app, name, expiry)):
+    if not hmac.compare_digest(token.encode(), sign(secret, app, name, expiry).encode()):
         return "token does not match"
     if expiry < now:
         return f"token expired {int(now - expiry)} s ago"
@@ -54,4 +54,4 @@ def check_class(secret: str, path: str, query: dict[str, str], now: float) -> st
         return None
     msg = f"{path}|{klass}|{expires}".encode()
     good = hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()[:32]
-    return klass if hmac.compare_digest(sig, good) else None
+    return klass if hmac.compare_digest(sig.encode(), good.encode()) else None

@@ -209,6 +209,11 @@ def test_token_numbers_are_plain_ascii_digits():
     assert auth.check_class(secret, "live/x", query, 1.0) == "gold"
     query["lexp"] = "\u0665"
     assert auth.check_class(secret, "live/x", query, 1.0) is None
+    # a signature that is not ASCII is a mismatch, not an error
+    query = {"lc": "gold", "lexp": "99999999999", "lsig": "\u2603"}
+    assert auth.check_class(secret, "live/x", query, 1.0) is None
+    forged = {"expires": "2000000000", "token": "\u2603"}
+    assert auth.check(secret, "live", "x", forged, 1.0) == "token does not match"
 
 
 @pytest.mark.parametrize(
