@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from functools import partial
@@ -9,6 +10,13 @@ from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import settings
+
+# CI replays the same examples every run (a red CI then means a change broke something, not a
+# new draw); local runs keep exploring and remember failures in .hypothesis/.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from common.config import OriginConfig, build
 from origin.server import Origin, OriginAddress
