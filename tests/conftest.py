@@ -12,14 +12,14 @@ import pytest
 import trio
 from hypothesis import settings
 
+from common.config import OriginConfig, build
+from origin.server import Origin, OriginAddress
+
 # CI replays the same examples every run (a red CI then means a change broke something, not a
 # new draw); local runs keep exploring and remember failures in .hypothesis/.
 settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-from common.config import OriginConfig, build
-from origin.server import Origin, OriginAddress
 
 FFMPEG = shutil.which("ffmpeg")
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed")
