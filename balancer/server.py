@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
@@ -20,6 +21,7 @@ from common.http import HttpLimits, Request, Response, serve_http
 from common.httpclient import fetch
 from common.metrics import CONTENT_TYPE, NodeMetrics
 from common.streamkey import StreamKey, StreamKeyError, shown
+from common.supervise import supervise
 
 log = logging.getLogger("livecdn.balancer")
 
@@ -254,7 +256,7 @@ class Balancer:
                 return
             try:
                 status, _, _ = await fetch(
-                    "GET", edge.http + "/healthz", timeout=cfg.check_interval
+                    "GET", edge.http + "/healthz", timeout=cfg.check_interval, limit=4096
                 )
                 ok, error = status == 200, f"HTTP {status}"
             except (OSError, trio.TooSlowError, ProtocolError, Exception) as exc:
@@ -515,8 +517,11 @@ class Balancer:
                     ),
                 )
             )
-            nursery.start_soon(self.check_health)
-            nursery.start_soon(self.forget_loop)
+            for what, fn in (
+                ("health checks", self.check_health),
+                ("forgetting", self.forget_loop),
+            ):
+                nursery.start_soon(partial(supervise, what, fn, logger=log))
             log.info(
                 "balancer up: http://%s:%d (policy %s), control %s:%d",
                 cfg.host,

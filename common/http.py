@@ -115,7 +115,13 @@ async def serve_http(conn: Conn, handler: Handler, limits: HttpLimits = HttpLimi
         head, body = got
         first = False
         await trio.lowlevel.checkpoint()  # pipelined requests must not hog the event loop
-        url = urlsplit(head.target)
+        try:
+            url = urlsplit(head.target)
+        except ValueError as exc:  # e.g. "//[": an unclosed IPv6 bracket
+            log.info("HTTP 400 from %s: bad target %s: %s", conn.peer, shown(head.target), exc)
+            resp = Response.text(400, "malformed request target")
+            await _send_response(conn, resp, close=True, send_timeout=1.0)
+            return
         request = Request(
             method=head.method,
             target=head.target,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 
 from common.errors import ProtocolError
+from common.streamkey import shown
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
@@ -105,7 +106,7 @@ def parse_head(raw: bytes) -> RequestHead:
     elif version == b"HTTP/1.0":
         http11 = False
     elif version.startswith(b"HTTP/"):
-        raise HttpError(505, f"unsupported version {version.decode('latin-1')}")
+        raise HttpError(505, f"unsupported version {shown(version.decode('latin-1'))}")
     else:
         raise HttpError(400, "malformed HTTP request line")
     headers: dict[str, str] = {}

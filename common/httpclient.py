@@ -130,12 +130,17 @@ async def open_request(
 
 
 async def fetch(
-    method: str, url: str, *, body: bytes = b"", timeout: float = 10.0
+    method: str,
+    url: str,
+    *,
+    body: bytes = b"",
+    timeout: float = 10.0,
+    limit: int = 64 * 1024 * 1024,
 ) -> tuple[int, dict[str, str], bytes]:
-    """A whole request: (status, headers, body)."""
+    """A whole request: (status, headers, body of at most `limit` bytes)."""
     with trio.fail_after(timeout):
         resp = await open_request(method, url, body=body, timeout=timeout)
         try:
-            return resp.status, resp.headers, await resp.body()
+            return resp.status, resp.headers, await resp.body(limit)
         finally:
             resp.close()

@@ -78,10 +78,12 @@ async def report(
     failures = _Failures()
     while True:
         try:
-            conn = await open_connection(host, port)
-        except OSError as exc:
+            with trio.fail_after(send_timeout):
+                conn = await open_connection(host, port)
+        except (OSError, trio.TooSlowError) as exc:
             if connected_once:
-                log.warning("balancer %s unreachable: %s; retrying", address, exc)
+                why = exc if isinstance(exc, OSError) else f"no answer in {send_timeout:g} s"
+                log.warning("balancer %s unreachable: %s; retrying", address, why)
                 connected_once = False
             await trio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)

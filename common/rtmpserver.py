@@ -18,10 +18,14 @@ from common.errors import ProtocolError, Unavailable
 from common.play import Player, StreamSource
 from common.rtmp import session as rs
 from common.shaping import TokenBucket
-from common.streamkey import StreamKey, StreamKeyError, check_part
+from common.streamkey import StreamKey, StreamKeyError, check_part, shown
 
 log = logging.getLogger("livecdn.rtmp")
 
+MAX_PLAYS = 4
+"""Plays at once on one connection (players use one; a few Flash-era clients use more)."""
+READ_PAUSE_BACKLOG = 1 << 20
+"""Unsent bytes past which a playing connection's commands are not read until they drain."""
 FINISH_TIMEOUT = 2.0
 """How long a finished connection waits for the peer to close before closing itself."""
 
@@ -187,6 +191,14 @@ class RtmpConnection:
                     await conn.drain()
                 if scope.cancelled_caught:
                     return f"peer did not read our answers for {limits.slow_timeout:g} s"
+            elif conn.backlog_bytes > READ_PAUSE_BACKLOG:
+                # A player that keeps sending but reads nothing: its answers must not pile
+                # up. Stop reading until its own task has drained the backlog.
+                deadline = trio.current_time() + limits.slow_timeout
+                while conn.backlog_bytes > READ_PAUSE_BACKLOG and not conn.closed:
+                    if trio.current_time() >= deadline:
+                        return f"peer read nothing for {limits.slow_timeout:g} s"
+                    await trio.sleep(0.05)
 
     def _on_event(self, event: rs.Event, events: deque) -> str | None:
         """Act on one session event; a returned string closes the connection with that reason."""
@@ -219,7 +231,7 @@ class RtmpConnection:
                 scope.cancel()
             return None
         if isinstance(event, rs.Command):
-            log.debug("RTMP %s: ignoring command %s", self.conn.peer, event.name)
+            log.debug("RTMP %s: ignoring command %s", self.conn.peer, shown(event.name))
         return None
 
     def _on_play(self, event: rs.Play) -> str | None:
@@ -230,6 +242,14 @@ class RtmpConnection:
             return "play on a publishing connection"
         if event.stream_id in self.players:
             return "play twice on one message stream"
+        if len(self.players) >= MAX_PLAYS:
+            self.session.send_status(
+                event.stream_id,
+                "error",
+                "NetStream.Play.Failed",
+                "too many plays on one connection",
+            )
+            return f"more than {MAX_PLAYS} plays on one connection"
         scope = trio.CancelScope()
         self.players[event.stream_id] = scope
         assert self._nursery is not None

@@ -113,6 +113,17 @@ class _InFlight:
         self.error: BaseException | None = None
 
 
+def _safe_header(value: str | None) -> str | None:
+    """A parent's header value as it may be passed on to viewers: printable ASCII of at most
+    256 characters (tabs become spaces), else None."""
+    if not value:
+        return None
+    value = value.replace("\t", " ").strip()
+    if len(value) > 256 or not value.isascii() or not value.isprintable():
+        return None
+    return value
+
+
 class ObjectCache:
     """HTTP object cache with request coalescing and a byte-bounded LRU.
 
@@ -257,8 +268,8 @@ class ObjectCache:
         self, path: str, status: int, headers: dict[str, str], body: bytes
     ) -> CachedObject | None:
         headers = {name.lower(): value for name, value in headers.items()}
-        content_type = headers.get("content-type") or DEFAULT_CONTENT_TYPE
-        cache_control = headers.get("cache-control")
+        content_type = _safe_header(headers.get("content-type")) or DEFAULT_CONTENT_TYPE
+        cache_control = _safe_header(headers.get("cache-control"))
         now = trio.current_time()
         if status == 200:
             ttl = freshness_lifetime(cache_control, self.default_ttl)

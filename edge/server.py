@@ -32,6 +32,9 @@ from edge.pull import Connector, PullManager, PullSettings
 
 log = logging.getLogger("livecdn.edge")
 
+HLS_OBJECT_LIMIT = 32 * 1024 * 1024
+"""The largest playlist or segment an edge takes from a parent."""
+
 
 class Edge(PlayNode):
     """State of one edge node; `run()` serves it."""
@@ -196,7 +199,10 @@ class Edge(PlayNode):
             parent = parents[(self._hls_parent + i) % len(parents)]
             try:
                 status, headers, body = await fetch(
-                    "GET", parent.rstrip("/") + path, timeout=self.config.connect_timeout + 10
+                    "GET",
+                    parent.rstrip("/") + path,
+                    timeout=self.config.connect_timeout + 10,
+                    limit=HLS_OBJECT_LIMIT,
                 )
             except (OSError, HttpClientError, trio.TooSlowError) as exc:
                 errors.append(f"{parent}: {exc or 'timed out'}")
@@ -420,7 +426,7 @@ class Edge(PlayNode):
                     partial(report, self.config.balancer, self.heartbeat),
                 )
             if self.htb.link is not None:
-                nursery.start_soon(self._charge_link)
+                self.start_supervised("link accounting", "link", self._charge_link)
             task_status.started(address)
 
     async def _charge_link(self) -> None:

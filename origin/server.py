@@ -25,6 +25,7 @@ from common.rtmp import session as rs
 from common.rtmpserver import RtmpConnection, RtmpLimits, split_name
 from common.stream import Registry, Stream
 from common.streamkey import StreamKey, StreamKeyError
+from common.supervise import contained
 from origin.hls import HlsSettings, HlsStore
 
 log = logging.getLogger("livecdn.origin")
@@ -313,7 +314,14 @@ class Origin(PlayNode):
             return
         self.orphans[key] = trio.current_time() + wait
         log.info("%s/%s: %s; viewers wait %g s for it to come back", *key, reason, wait)
-        self.nursery.start_soon(self._end_orphan, pub.stream, reason)
+        self.nursery.start_soon(
+            partial(
+                contained,
+                f"grace timer of {key[0]}/{key[1]}",
+                partial(self._end_orphan, pub.stream, reason),
+                logger=log,
+            )
+        )
 
     async def _end_orphan(self, stream: Stream, reason: str) -> None:
         key = (stream.app, stream.name)

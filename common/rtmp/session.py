@@ -14,6 +14,7 @@ from common.errors import ProtocolError
 from common.rtmp import messages as m
 from common.rtmp.chunk import DEFAULT_CHUNK_SIZE, ChunkReader, Message, encode_message
 from common.rtmp.handshake import ClientHandshake, ServerHandshake
+from common.streamkey import shown
 
 MAX_STREAMS = 16
 
@@ -274,7 +275,7 @@ class _Session:
             name = _as_text(values[0], "command name")
             txn = values[1]
             if not isinstance(txn, (int, float)) or isinstance(txn, bool):
-                raise SessionError(f"command {name!r} has a non-numeric transaction id")
+                raise SessionError(f"command {shown(name)} has a non-numeric transaction id")
             obj = values[2] if len(values) > 2 else None
             self._on_command(msg.stream_id, name, float(txn), obj, values[3:], events)
         elif t in (m.DATA_AMF0, m.DATA_AMF3):
@@ -389,7 +390,7 @@ class ServerSession(_Session):
             events.append(Connect(txn, app.strip("/"), self.tc_url, props))
             return
         if self.app is None:
-            raise SessionError(f"command {name!r} before connect was accepted")
+            raise SessionError(f"command {shown(name)} before connect was accepted")
         if name == "createStream":
             if len(self._streams) >= MAX_STREAMS:
                 self._command(

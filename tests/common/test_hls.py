@@ -469,3 +469,17 @@ def test_hls_viewers_are_bounded_and_expire():
     assert len(viewers._seen) == 3 and viewers.total(8.0) == 3
     viewers.seen(("live", "s9"), "c", now=8.5)  # seen again: moves to the back
     assert viewers.count(("live", "s9"), 20.0) == 0 and viewers.total(20.0) == 0
+
+
+def test_one_address_cannot_inflate_a_streams_hls_viewers():
+    from common.hls import HlsViewers, client_key
+
+    viewers = HlsViewers(window=6.0, max_per_address=10)
+    for i in range(100):
+        viewers.seen(("live", "a"), client_key("10.0.0.1:5000", f"agent {i}" * 1000), now=1.0)
+    viewers.seen(("live", "a"), client_key("10.0.0.2:5000", "other"), now=1.0)
+    assert viewers.count(("live", "a"), 1.0) == 11
+    assert all(len(c) < 40 for c in viewers._seen[("live", "a")])  # keys stay small
+    # once they expire, the address may count again
+    viewers.seen(("live", "a"), client_key("10.0.0.1:5000", "late"), now=10.0)
+    assert viewers.count(("live", "a"), 10.0) == 1

@@ -610,3 +610,16 @@ async def test_stats(autojump_clock, nursery):
         evictions=1,
         errors=2,
     )
+
+
+async def test_a_parents_headers_reach_viewers_only_when_safe(autojump_clock, nursery):
+    """A tab in Cache-Control is valid HTTP but not for our response heads: it is
+    normalised; control characters, non-ASCII or overlong values are dropped."""
+    parent = FakeParent(delay=0)
+    parent.put(SEG, b"v", cache_control="max-age=30,\tpublic")
+    parent.responses["/live/a.m3u8"] = (200, {"content-type": "x\x01y"}, b"#EXTM3U")
+    parent.responses["/live/b.m3u8"] = (200, {"cache-control": "max-age=1\u00e9"}, b"#EXTM3U")
+    cache = await start(nursery, parent)
+    assert (await cache.get(SEG)).cache_control == "max-age=30, public"
+    assert (await cache.get("/live/a.m3u8")).content_type == "application/octet-stream"
+    assert (await cache.get("/live/b.m3u8")).cache_control == ""

@@ -9,6 +9,7 @@ import pytest
 import trio
 
 from common import flv
+from common.conn import ConnClosed, open_connection
 from common.flv import FlvParser
 from common.httpclient import fetch, open_request
 from common.rtmpclient import RtmpClient, RtmpClientError
@@ -232,3 +233,58 @@ def test_origin_config_refuses_what_the_balancer_would_refuse(values):
 
     with pytest.raises(ConfigError):
         build(OriginConfig, values)
+
+
+async def test_a_target_urlsplit_refuses_gets_400(nursery):
+    _, addr = await start_origin(nursery)
+    conn = await open_connection("127.0.0.1", addr.http_port)
+    await conn.send_all(b"GET //[ HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = b""
+    while data := await conn.recv():
+        reply += data
+    assert reply.startswith(b"HTTP/1.1 400")
+
+
+def test_an_unknown_http_version_is_shown_escaped():
+    from common.http1 import HttpError, RequestParser
+
+    parser = RequestParser()
+    parser.feed(b"GET / HTTP/9\nforged\x1b[2J\r\n\r\n")
+    with pytest.raises(HttpError) as err:
+        parser.next_request()
+    assert "\n" not in err.value.reason and "\x1b" not in err.value.reason
+
+
+async def test_more_than_four_plays_on_one_connection_are_refused(nursery):
+    _, addr = await start_origin(nursery)
+    pub = await publisher(addr.rtmp_port, "live/p")
+    nursery.start_soon(synthetic_publish, pub)
+    client = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/p")
+    for _ in range(4):
+        await client.play()
+    with pytest.raises(RtmpClientError) as err:
+        await client.play()
+    assert err.value.code == "NetStream.Play.Failed"
+
+
+async def test_a_player_that_floods_commands_but_reads_nothing_is_closed(nursery, caplog):
+    """The answers to its commands would pile up without bound: once 1 MiB waits, its
+    commands are not read, and after slow_timeout it is closed."""
+    from common.rtmp import messages as m
+    from common.rtmp.chunk import encode_message
+
+    server, addr = await start_origin(nursery, slow_timeout=1.0)
+    idle = await publisher(addr.rtmp_port, "live/idle")  # live, but sends nothing
+    client = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/idle")
+    await client.play()  # and never reads again
+    ping = encode_message(2, m.USER_CONTROL, 0, 0, (6).to_bytes(2, "big") + bytes(4), 128)
+    with trio.move_on_after(8):
+        while True:
+            try:
+                await client.conn.send_all(ping * 2000)
+            except ConnClosed:
+                break
+            if client.conn.closed:
+                break
+    assert any("read nothing" in r.getMessage() for r in caplog.records)
+    assert idle is not None
