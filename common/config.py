@@ -126,7 +126,7 @@ class OriginConfig(ServeConfig):
     on_republish: str = "takeover"
     publish_secret: str = ""
     kick_ban_seconds: float = 0.0
-    publisher_grace: float = 5.0
+    publisher_grace: float = 3.0  # below the edges' stall_timeout (5 s): they see the end
     max_publishers_per_ip: int = 32
     max_ingest_mbps: float = 100.0
     hls: bool = True

@@ -39,7 +39,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--publisher-grace",
         type=float,
-        help="seconds viewers wait for a publisher to come back (default 5)",
+        help="seconds viewers wait for a publisher to come back (default 3)",
     )
     p.add_argument("--balancer", help="host:port of the balancer's control port (announcements)")
     p.add_argument(
