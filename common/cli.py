@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +12,8 @@ from typing import Any
 import trio
 
 from common.config import ConfigError, load
+from common.conn import listen_socket
+from common.supervise import leaves
 
 log = logging.getLogger("livecdn")
 
@@ -83,31 +84,20 @@ def run_node(
     return 0
 
 
-def leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside `exc`, however deeply trio's nurseries grouped them."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
-    return [exc]
-
-
 PORT_FIELDS = ("rtmp_port", "http_port", "control_port")
 
 
 def cannot_listen(config: Any) -> str | None:
     """Why one of the node's listening ports cannot be bound, naming it; None if all can.
 
-    Binds each port the way `common.conn.listen_socket` does and closes it at once, so a
-    busy port or a bad address is reported before anything starts.
+    Opens each port with `common.conn.listen_socket` and closes it at once, so a busy port
+    or a bad address is reported before anything starts.
     """
-    host = config.host
     for name in PORT_FIELDS:
         port = getattr(config, name, 0)
-        if not port:
-            continue
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if port:
             try:
-                sock.bind((host, port))
-            except OSError as exc:
-                return f"cannot listen on {host}:{port}: {exc}"
+                listen_socket(config.host, port).close()
+            except OSError as exc:  # ListenError names the address
+                return str(exc)
     return None

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from common import control
+
 T = TypeVar("T")
 
 
@@ -30,25 +32,30 @@ def fd_limit() -> int:
     return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
-def default_max_connections() -> int:
-    """Connections a node accepts by default: below the descriptor limit, so the limit
-    answers (a refusal) before accept fails with EMFILE."""
+def connection_budget() -> int:
+    """The most connections this process can hold: its descriptor limit less a reserve
+    (FD_RESERVE, or a quarter of a small limit), so a refusal comes before EMFILE."""
     limit = fd_limit()
-    return max(8, min(20000, limit - min(FD_RESERVE, limit // 4)))
+    return max(8, limit - min(FD_RESERVE, limit // 4))
 
 
-_NODE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+def default_max_connections() -> int:
+    """Connections a node accepts by default: the budget, at most 20000."""
+    return min(20000, connection_budget())
+
+
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]|[0-9A-Fa-f:.]{2,45}")
 
 
 def check_reporting(cfg: Any) -> None:
     """What an origin or edge tells the balancer must pass the balancer's checks."""
-    if cfg.balancer:
-        host, _, port = cfg.balancer.rpartition(":")
-        if not host or not (port.isascii() and port.isdigit() and 0 < int(port) <= 65535):
-            raise ConfigError(f"balancer {cfg.balancer!r} is not host:port")
-    if cfg.node_id and not _NODE_ID.fullmatch(cfg.node_id):
-        raise ConfigError("node_id must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+    try:
+        if cfg.balancer:
+            control.parse_address(cfg.balancer)
+        if cfg.node_id:
+            control.check_node_id(cfg.node_id)
+    except (ValueError, control.ControlError) as exc:
+        raise ConfigError(str(exc)) from exc
     public_host = getattr(cfg, "public_host", "")
     if public_host and not _HOST.fullmatch(public_host):
         raise ConfigError(f"public_host {public_host!r} is not a host name or IP address")

@@ -60,7 +60,16 @@ def _text(value: object, what: str, *, limit: int = MAX_STRING) -> str:
     return value
 
 
-def _node_id(value: object, what: str = "node") -> str:
+def parse_address(address: str) -> tuple[str, int]:
+    """A control endpoint 'host:port' -> (host, port); ValueError otherwise."""
+    host, _, port = address.rpartition(":")
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
+        raise ValueError(f"balancer address {address!r} is not host:port")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def check_node_id(value: object, what: str = "node") -> str:
+    """`value` if it is a node id (1-64 of A-Z a-z 0-9 _ . : -), else ControlError."""
     if not isinstance(value, str):
         raise ControlError(f"{what} must be a string, not {type(value).__name__}", "type")
     if len(value) > MAX_NODE_ID:
@@ -173,7 +182,7 @@ class Heartbeat:
     draining: bool = False
 
     def __post_init__(self) -> None:
-        _node_id(self.node)
+        check_node_id(self.node)
         check_url(self.http, "http", "http URL")
         if self.rtmp != "":
             check_url(self.rtmp, "rtmp", "rtmp URL")
@@ -290,7 +299,7 @@ class StreamsAnnouncement:
     streams: tuple[StreamInfo, ...] = ()
 
     def __post_init__(self) -> None:
-        _node_id(self.node)
+        check_node_id(self.node)
         if not isinstance(self.streams, Iterable) or isinstance(self.streams, str | bytes):
             raise ControlError("streams must be a list", "type")
         streams = tuple(self.streams)
@@ -320,7 +329,7 @@ class StreamsAnnouncement:
             raise ControlError(f"streams must be a list, not {type(streams).__name__}", "type")
         if len(streams) > MAX_STREAMS:
             raise ControlError(f"{len(streams)} streams exceed {MAX_STREAMS}", "size")
-        return cls(_node_id(d["node"]), tuple(StreamInfo.from_wire(s) for s in streams))
+        return cls(check_node_id(d["node"]), tuple(StreamInfo.from_wire(s) for s in streams))
 
 
 ControlMessage = Heartbeat | StreamsAnnouncement

@@ -9,16 +9,19 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 import av
 
 from common import flv
 from common.rtmp import messages as m
 from common.stream import Frame
+from common.streamkey import StreamKey, StreamKeyError, shown
 
 AUDIO_ONLY_CUT_MS = 1000
 """Without video, segments are cut on audio frames."""
@@ -422,6 +425,24 @@ def hls_path(path: str) -> tuple[str, str, str] | None:
     if file.endswith(".ts"):
         return app, file.rsplit("-", 2)[0], file
     return None
+
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.~-]{0,250}\.ts")
+"""An HLS segment file name (the origin's NAME-SESSION-SEQ.ts)."""
+
+
+def hls_target(path: str) -> tuple[StreamKey, str]:
+    """A viewer's HLS path ('/app/name.m3u8' or '/app/name-session-seq.ts', percent-decoded)
+    -> its stream key and the canonical, percent-quoted path (what an edge asks its parent
+    for, and its cache key); StreamKeyError with the reason for anything else."""
+    target = hls_path(path)
+    if target is None:
+        raise StreamKeyError("expected /app/name.m3u8 or /app/name-session-seq.ts")
+    app, name, file = target
+    key = StreamKey.parse(app, name)
+    if file.endswith(".ts") and (_SEGMENT.fullmatch(file) is None or file.count("-") < 2):
+        raise StreamKeyError(f"segment name {shown(file)} is not NAME-SESSION-SEQ.ts")
+    return key, f"/{quote(key.app, safe='')}/{quote(file, safe='')}"
 
 
 def client_key(peer: str, user_agent: str) -> str:

@@ -11,7 +11,7 @@ from functools import partial
 
 import trio
 
-from common.config import FD_RESERVE, ServeConfig, fd_limit
+from common.config import ServeConfig, connection_budget, fd_limit
 from common.conn import Conn, Slots, accept_loop, listen_socket
 from common.hls import HlsViewers
 from common.http import HttpLimits, Request, Response, StreamingResponse, serve_http
@@ -209,9 +209,9 @@ class PlayNode:
             raise
         address = NodeAddress(rtmp_sock.getsockname()[1], http_sock.getsockname()[1])
         slots = Slots(cfg.max_connections)
-        usable = fd_limit() - FD_RESERVE
-        if slots.limit > usable:
-            slots.limit = max(8, usable)
+        budget = connection_budget()
+        if slots.limit > budget:
+            slots.limit = budget
             log.warning(
                 "max_connections %d is above this process's file-descriptor limit %d: "
                 "using %d (raise the limit with ulimit -n)",

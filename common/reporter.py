@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import trio
 
 from common.conn import ConnClosed, open_connection
+from common.control import parse_address
 from common.wire import encode
 
 log = logging.getLogger("livecdn.reporter")
@@ -27,14 +28,6 @@ class Message(Protocol):
     def to_wire(self) -> dict[str, Any]:
         """The msgpack map."""
         ...
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """'host:port' -> (host, port)."""
-    host, _, port = address.rpartition(":")
-    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) <= 65535:
-        raise ValueError(f"balancer address {address!r} is not host:port")
-    return host.removeprefix("[").removesuffix("]"), int(port)
 
 
 class _Failures:

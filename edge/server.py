@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import trio
 
@@ -16,7 +15,7 @@ from common import auth
 from common.config import EdgeConfig, class_rates
 from common.conn import Conn
 from common.control import MAX_STREAMS, ControlError, Heartbeat, check_stream_key
-from common.hls import client_key, hls_path
+from common.hls import client_key, hls_path, hls_target
 from common.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
 from common.httpclient import HttpClientError, fetch
 from common.node import NodeAddress, PlayNode
@@ -460,23 +459,6 @@ def with_query(playlist: bytes, query: str) -> bytes:
 
 HLS_PACED_SLICE = 16384
 """Bytes of a class-shaped HLS segment written per pacing step."""
-
-_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.~-]{0,250}\.ts")
-"""An HLS segment file name the edge asks its parent for (the origin's NAME-SESSION-SEQ.ts)."""
-
-
-def hls_target(path: str) -> tuple[StreamKey, str]:
-    """A viewer's HLS path ('/app/name.m3u8' or '/app/name-session-seq.ts', percent-decoded)
-    -> its stream key and the canonical, percent-quoted path asked of the parent (also the
-    cache key); StreamKeyError with the reason for anything else."""
-    target = hls_path(path)
-    if target is None:
-        raise StreamKeyError("expected /app/name.m3u8 or /app/name-session-seq.ts")
-    app, name, file = target
-    key = StreamKey.parse(app, name)
-    if file.endswith(".ts") and (_SEGMENT.fullmatch(file) is None or file.count("-") < 2):
-        raise StreamKeyError(f"segment name {shown(file)} is not NAME-SESSION-SEQ.ts")
-    return key, f"/{quote(key.app, safe='')}/{quote(file, safe='')}"
 
 
 def paced_body(

@@ -14,7 +14,7 @@ from common.clock import stamp_payload
 from common.config import MAX_BAN_SECONDS, OriginConfig
 from common.conn import Conn
 from common.control import MAX_STREAMS, ControlError, StreamInfo, StreamsAnnouncement
-from common.hls import hls_path
+from common.hls import hls_target
 from common.http import Request, Response
 from common.node import NodeAddress, PlayNode
 from common.numparse import parse_uint
@@ -336,13 +336,11 @@ class Origin(PlayNode):
     async def route_api(self, req: Request) -> Response | None:
         """HLS, GET /api/streams, GET|DELETE /api/streams/app/name."""
         if req.path.endswith((".m3u8", ".ts")):
-            target = hls_path(req.path)
-            if target is not None:
-                try:
-                    StreamKey.parse(target[0], target[1])
-                except StreamKeyError as exc:
-                    self.refuse("bad_name")
-                    return Response.text(400, f"bad stream key: {exc}")
+            try:
+                hls_target(req.path)
+            except StreamKeyError as exc:
+                self.refuse("bad_name")
+                return Response.text(400, f"bad stream key: {exc}")
             return await self.hls.respond(req)
         if req.path == "/api/streams":
             return Response.json({"streams": [self.stream_info(s) for s in self.registry]})

@@ -23,11 +23,12 @@ import trio.testing
 from common import amf0, flv
 from common.config import OriginConfig, build
 from common.conn import Conn
+from common.hls import hls_target
 from common.httpclient import fetch, open_request
 from common.rtmpclient import RtmpClient, RtmpClientError
 from common.streamkey import StreamKeyError
 from edge.feeds import upstream_url
-from edge.server import hls_target, paced_body
+from edge.server import paced_body
 from origin.server import Origin
 from tests.conftest import (
     FFMPEG,
