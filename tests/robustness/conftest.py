@@ -517,6 +517,20 @@ def reset(sock: socket.socket) -> None:
     sock.close()
 
 
+def send_and_end(port: int, data: bytes, ending: str) -> None:
+    """Connect, send `data`, read briefly, then close ("close") or reset ("reset")."""
+    sock = connect(port)
+    try:
+        with contextlib.suppress(OSError):
+            sock.sendall(data)
+        read_for(sock, 0.02)
+    finally:
+        if ending == "reset":
+            reset(sock)
+        else:
+            sock.close()
+
+
 def read_for(
     sock: socket.socket, seconds: float, limit: int = 1 << 20, until: bytes | None = None
 ) -> bytes:

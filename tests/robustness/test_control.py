@@ -5,13 +5,12 @@ with valid JSON afterwards (bad values must not poison its state)."""
 from __future__ import annotations
 
 import collections
-import contextlib
 import time
 
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from tests.robustness.conftest import Cluster, connect, http_get, read_for, reset, strict_json
+from tests.robustness.conftest import Cluster, connect, http_get, reset, send_and_end, strict_json
 from tests.robustness.strategies import ctl_message
 
 FUZZ = settings(
@@ -50,19 +49,6 @@ KNOWN_POISON = [
 ]
 
 
-def _send(port: int, frames: bytes, ending: str) -> None:
-    sock = connect(port)
-    try:
-        with contextlib.suppress(OSError):
-            sock.sendall(frames)
-        read_for(sock, 0.02)
-    finally:
-        if ending == "reset":
-            reset(sock)
-        else:
-            sock.close()
-
-
 def _api_problems(cluster: Cluster) -> list[str]:
     port = cluster.node("balancer").http_port
     out = []
@@ -95,7 +81,7 @@ def test_known_poison_messages(cluster: Cluster) -> None:
     problems = []
     for msg in KNOWN_POISON:
         body = msgpack.packb(msg, use_bin_type=True)
-        _send(ctl, len(body).to_bytes(4, "big") + body, "close")
+        send_and_end(ctl, len(body).to_bytes(4, "big") + body, "close")
         time.sleep(0.05)
         problems += [f"after {msg!r}: {p}" for p in _api_problems(cluster)]
     cluster.wait_frames(3.0)  # past the heartbeat timeout: the fake edges go stale
@@ -113,7 +99,7 @@ def test_generated_control_frames(cluster: Cluster) -> None:
 
     def attack(frames, ending) -> None:
         history.append(frames)
-        _send(ctl, b"".join(frames), ending)
+        send_and_end(ctl, b"".join(frames), ending)
         dead = cluster.alive()
         assert not dead, f"{dead} stopped after {list(history)!r}"[:4000]
 
@@ -138,7 +124,7 @@ def test_oversized_and_endless_frames(cluster: Cluster) -> None:
     since = time.monotonic()
     ctl = cluster.node("balancer").control_port
     for size in (0xFFFFFFFF, (1 << 20) + 1, 1 << 31):
-        _send(ctl, size.to_bytes(4, "big") + b"\x80" * 1000, "reset")
+        send_and_end(ctl, size.to_bytes(4, "big") + b"\x80" * 1000, "reset")
     slow = [connect(ctl) for _ in range(20)]
     for sock in slow:
         sock.sendall((900 * 1024).to_bytes(4, "big") + b"\x81" + b"\xa1" * 60000)

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from tests.robustness.conftest import (
     Cluster,
-    connect,
     read_for,
     reset,
     rtmp_handshake,
+    send_and_end,
 )
 from tests.robustness.strategies import command, encode_conversation, rtmp_conversation
 
@@ -106,16 +106,7 @@ def test_rtmp_garbage_and_broken_handshakes(cluster: Cluster) -> None:
     )
     def attack(target, data, ending) -> None:
         history.append((target[0], ending, data[:64]))
-        sock = connect(target[1])
-        try:
-            with contextlib.suppress(OSError):
-                sock.sendall(data)
-            read_for(sock, 0.02)
-        finally:
-            if ending == "reset":
-                reset(sock)
-            else:
-                sock.close()
+        send_and_end(target[1], data, ending)
         _still_alive(cluster, history)
 
     attack()
