@@ -177,7 +177,6 @@ async def test_a_topology_survives_hostile_clients_and_a_killed_edge(nursery, tm
 
     # kill -9 an edge: the launcher reports it and goes on; nobody else notices
     victim = dep.nodes["edge1"]
-    killed_at = time.monotonic()
     victim.proc.kill()
     reported = ""
     with trio.fail_after(10):
@@ -212,4 +211,3 @@ async def test_a_topology_survives_hostile_clients_and_a_killed_edge(nursery, tm
     if late.error:
         problems.append(f"a viewer after the kill: {late.error}")
     assert not problems, problems
-    assert time.monotonic() - killed_at < 30
