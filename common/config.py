@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from common import control
+from common.proto import control
 
 T = TypeVar("T")
 

@@ -6,9 +6,9 @@ import argparse
 import sys
 import time
 
-from common import auth
-from common.cli import add_serve_args, run_node
 from common.config import OriginConfig
+from common.proto import auth
+from common.serve.cli import add_serve_args, run_node
 from origin.server import serve
 
 

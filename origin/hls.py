@@ -14,26 +14,25 @@ from functools import partial
 
 import trio
 
-from common.hls import (
-    HlsPlaylist,
-    HlsViewers,
-    Segment,
-    Segmenter,
-    SegmentSpec,
-    client_key,
-    hls_path,
-    mux_ts,
-    new_session,
-)
-from common.http import Request, Response
-from common.stream import Stream
-from common.supervise import contained, describe, log_failure, supervise
+from common.media.segmenter import Segmenter, SegmentSpec
+from common.media.stream import Stream
+from common.net.http import Request, Response
+from common.net.supervise import contained, describe, log_failure, supervise
+from common.proto.hlsplaylist import HlsPlaylist, Segment
+from common.proto.paths import hls_path
+from common.serve.hlsviewers import HlsViewers, client_key
+from common.serve.tsmux import mux_ts
 
 log = logging.getLogger("livecdn.hls")
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"
 SEGMENT_CACHE = "public, max-age=86400, immutable"
+
+
+def new_session() -> str:
+    """A short id that makes segment URIs unique across restarts of a stream."""
+    return format(int(time.time() * 1000) & 0xFFFFFFFFFF, "x")
 
 
 @dataclass(frozen=True)

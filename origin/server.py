@@ -9,23 +9,23 @@ from functools import partial
 
 import trio
 
-from common import auth
-from common.clock import stamp_payload
 from common.config import MAX_BAN_SECONDS, OriginConfig
-from common.conn import Conn
-from common.control import MAX_STREAMS, ControlError, StreamInfo, StreamsAnnouncement
-from common.hls import hls_target
-from common.http import Request, Response
-from common.node import NodeAddress, PlayNode
-from common.numparse import parse_uint
-from common.play import Subscription
-from common.reporter import report
-from common.rtmp import messages as m
-from common.rtmp import session as rs
-from common.rtmpserver import RtmpConnection, RtmpLimits, split_name
-from common.stream import Registry, Stream
-from common.streamkey import StreamKey, StreamKeyError
-from common.supervise import contained
+from common.media.stream import Registry, Stream
+from common.net.conn import Conn
+from common.net.http import Request, Response
+from common.net.reporter import report
+from common.net.supervise import contained
+from common.proto import auth
+from common.proto.clock import stamp_payload
+from common.proto.control import MAX_STREAMS, ControlError, StreamInfo, StreamsAnnouncement
+from common.proto.numparse import parse_uint
+from common.proto.paths import hls_target
+from common.proto.rtmp import messages as m
+from common.proto.rtmp import session as rs
+from common.proto.streamkey import StreamKey, StreamKeyError
+from common.serve.node import NodeAddress, PlayNode
+from common.serve.play import Subscription
+from common.serve.rtmpserver import RtmpConnection, RtmpLimits, split_name
 from origin.hls import HlsSettings, HlsStore
 
 log = logging.getLogger("livecdn.origin")

@@ -39,7 +39,7 @@ async def synthetic_publish(client, *, fps: int = 25, gop: int = 25, key_size: i
 
     import trio
 
-    from common.conn import ConnClosed
+    from common.net.conn import ConnClosed
 
     with contextlib.suppress(ConnClosed):
         await client.send_metadata({"width": 1920.0, "height": 1080.0, "videocodecid": 7.0})

@@ -9,10 +9,10 @@ import trio
 from balancer.policy import POLICIES
 from balancer.server import Balancer
 from common.config import BALANCER_POLICIES, BalancerConfig, build
-from common.conn import open_connection
-from common.control import Heartbeat
-from common.httpclient import fetch
-from common.wire import encode
+from common.net.conn import open_connection
+from common.net.httpclient import fetch
+from common.proto.control import Heartbeat
+from common.proto.wire import encode
 
 
 def beat(node: str, port: int, **extra) -> bytes:

@@ -14,11 +14,11 @@ import trio
 
 from balancer.server import Balancer
 from common.config import BalancerConfig, ConfigError, build
-from common.conn import Conn, ConnClosed, open_connection
-from common.control import ControlError, Heartbeat, StreamInfo, StreamsAnnouncement
-from common.httpclient import fetch
-from common.reporter import report
-from common.wire import encode
+from common.net.conn import Conn, ConnClosed, open_connection
+from common.net.httpclient import fetch
+from common.net.reporter import report
+from common.proto.control import ControlError, Heartbeat, StreamInfo, StreamsAnnouncement
+from common.proto.wire import encode
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_edge, start_origin, wait_for_stream
 
 

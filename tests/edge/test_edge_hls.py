@@ -7,7 +7,7 @@ import re
 import pytest
 import trio
 
-from common.httpclient import fetch
+from common.net.httpclient import fetch
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_edge, start_origin, wait_for_stream
 from tests.hls_validator import LiveValidator
 from tests.origin.test_hls import play_hls

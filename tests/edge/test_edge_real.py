@@ -7,12 +7,12 @@ import json
 import pytest
 import trio
 
-from common import flv
 from common.config import OriginConfig, build
-from common.flv import FlvParser
-from common.httpclient import HttpClientError, fetch, open_request
-from common.rtmp import session as rs
-from common.rtmpclient import RtmpClient, RtmpClientError
+from common.net.httpclient import HttpClientError, fetch, open_request
+from common.net.rtmpclient import RtmpClient, RtmpClientError
+from common.proto import flv
+from common.proto.flv import FlvParser
+from common.proto.rtmp import session as rs
 from origin.server import Origin
 from tests.conftest import (
     ffmpeg_publish,

@@ -20,13 +20,13 @@ import pytest
 import trio
 import trio.testing
 
-from common import amf0, flv
 from common.config import OriginConfig, build
-from common.conn import Conn
-from common.hls import hls_target
-from common.httpclient import fetch, open_request
-from common.rtmpclient import RtmpClient, RtmpClientError
-from common.streamkey import StreamKeyError
+from common.net.conn import Conn
+from common.net.httpclient import fetch, open_request
+from common.net.rtmpclient import RtmpClient, RtmpClientError
+from common.proto import amf0, flv
+from common.proto.paths import hls_target
+from common.proto.streamkey import StreamKeyError
 from edge.feeds import upstream_url
 from edge.server import paced_body
 from origin.server import Origin

@@ -12,10 +12,10 @@ import pytest
 import trio
 import trio.testing
 
-from common import amf0
-from common.play import Fanout, PlayStats
-from common.stream import Stream
-from common.streamkey import StreamKeyError
+from common.media.stream import Stream
+from common.proto import amf0
+from common.proto.streamkey import StreamKeyError
+from common.serve.play import Fanout, PlayStats
 from edge.feeds import NotFound, ParentError
 from edge.pull import PullManager, PullSettings, TooManyStreams, Upstream
 from tests.media import aac_frame, aac_header, avc_header, interframe, keyframe

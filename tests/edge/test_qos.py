@@ -10,11 +10,11 @@ import pytest
 import trio
 
 from balancer.server import Balancer
-from common import auth
 from common.config import BalancerConfig, build
-from common.httpclient import fetch, open_request
-from common.rtmp import session as rs
-from common.rtmpclient import RtmpClient
+from common.net.httpclient import fetch, open_request
+from common.net.rtmpclient import RtmpClient
+from common.proto import auth
+from common.proto.rtmp import session as rs
 from tests.conftest import ffmpeg_publish, start_edge, start_origin, wait_for_stream
 from tests.media import synthetic_publish
 

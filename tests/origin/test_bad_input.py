@@ -7,15 +7,15 @@ import socket
 import pytest
 import trio
 
-from common import flv
-from common.conn import open_connection
-from common.flv import FlvParser
-from common.httpclient import fetch, open_request
-from common.rtmp import messages as m
-from common.rtmp.chunk import encode_message
-from common.rtmp.handshake import ClientHandshake
-from common.rtmp.session import ClientSession
-from common.rtmpclient import RtmpClient
+from common.net.conn import open_connection
+from common.net.httpclient import fetch, open_request
+from common.net.rtmpclient import RtmpClient
+from common.proto import flv
+from common.proto.flv import FlvParser
+from common.proto.rtmp import messages as m
+from common.proto.rtmp.chunk import encode_message
+from common.proto.rtmp.handshake import ClientHandshake
+from common.proto.rtmp.session import ClientSession
 from tests.conftest import start_origin
 from tests.media import synthetic_publish
 

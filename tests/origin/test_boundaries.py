@@ -8,11 +8,11 @@ from urllib.parse import quote
 import pytest
 import trio
 
-from common import flv
-from common.conn import ConnClosed, open_connection
-from common.flv import FlvParser
-from common.httpclient import fetch, open_request
-from common.rtmpclient import RtmpClient, RtmpClientError
+from common.net.conn import ConnClosed, open_connection
+from common.net.httpclient import fetch, open_request
+from common.net.rtmpclient import RtmpClient, RtmpClientError
+from common.proto import flv
+from common.proto.flv import FlvParser
 from tests.conftest import start_origin
 from tests.media import synthetic_publish
 
@@ -194,7 +194,7 @@ async def test_a_flooding_publisher_does_not_starve_other_streams(nursery):
 
 
 def test_token_numbers_are_plain_ascii_digits():
-    from common import auth
+    from common.proto import auth
 
     secret = "s"
     good = auth.sign(secret, "live", "x", 2_000_000_000)
@@ -243,7 +243,7 @@ async def test_a_target_urlsplit_refuses_gets_400(nursery):
 
 
 def test_an_unknown_http_version_is_shown_escaped():
-    from common.http1 import HttpError, RequestParser
+    from common.proto.http1 import HttpError, RequestParser
 
     parser = RequestParser()
     parser.feed(b"GET / HTTP/9\nforged\x1b[2J\r\n\r\n")
@@ -267,8 +267,8 @@ async def test_more_than_four_plays_on_one_connection_are_refused(nursery):
 async def test_a_player_that_floods_commands_but_reads_nothing_is_closed(nursery, caplog):
     """The answers to its commands would pile up without bound: once 1 MiB waits, its
     commands are not read, and after slow_timeout it is closed."""
-    from common.rtmp import messages as m
-    from common.rtmp.chunk import encode_message
+    from common.proto.rtmp import messages as m
+    from common.proto.rtmp.chunk import encode_message
 
     server, addr = await start_origin(nursery, slow_timeout=1.0)
     idle = await publisher(addr.rtmp_port, "live/idle")  # live, but sends nothing

@@ -13,8 +13,8 @@ import sys
 import pytest
 import trio
 
-from common import auth
-from common.httpclient import fetch
+from common.net.httpclient import fetch
+from common.proto import auth
 
 PY = sys.executable
 
@@ -113,7 +113,7 @@ def test_a_port_taken_while_starting_is_one_line_too(busy_port):
     """Past the start-up check (a port taken in between), trio's exception groups are
     unwrapped into the same one line."""
     code = (
-        "import sys, common.cli; common.cli.cannot_listen = lambda config: None\n"
+        "import sys, common.serve.cli; common.serve.cli.cannot_listen = lambda config: None\n"
         "from origin.__main__ import main\n"
         f"sys.exit(main(['--host', '127.0.0.1', '--rtmp', '0', '--http', '{busy_port}']))"
     )

@@ -9,7 +9,7 @@ import av
 import pytest
 import trio
 
-from common.httpclient import fetch
+from common.net.httpclient import fetch
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_origin, wait_for_stream
 from tests.hls_validator import LiveValidator, parse
 

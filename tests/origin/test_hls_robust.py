@@ -14,13 +14,13 @@ import av
 import pytest
 import trio
 
-from common import flv
-from common.flv import FlvParser
-from common.hls import Segmenter
-from common.httpclient import fetch
-from common.rtmp import session as rs
-from common.rtmpclient import RtmpClient
-from common.stream import Stream
+from common.media.segmenter import Segmenter
+from common.media.stream import Stream
+from common.net.httpclient import fetch
+from common.net.rtmpclient import RtmpClient
+from common.proto import flv
+from common.proto.flv import FlvParser
+from common.proto.rtmp import session as rs
 from origin.hls import HlsSettings, HlsStore
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_origin
 from tests.hls_validator import LiveValidator, parse

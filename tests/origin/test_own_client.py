@@ -11,12 +11,12 @@ import av
 import pytest
 import trio
 
-from common import auth, flv
-from common.conn import ConnClosed
-from common.flv import FlvParser
-from common.httpclient import fetch, open_request
-from common.rtmp import session as rs
-from common.rtmpclient import RtmpClient, RtmpClientError
+from common.net.conn import ConnClosed
+from common.net.httpclient import fetch, open_request
+from common.net.rtmpclient import RtmpClient, RtmpClientError
+from common.proto import auth, flv
+from common.proto.flv import FlvParser
+from common.proto.rtmp import session as rs
 from tests.conftest import start_origin
 
 pytestmark = pytest.mark.slow

@@ -12,9 +12,9 @@ import av
 import pytest
 import trio
 
-from common import flv
-from common.flv import FlvParser
-from common.httpclient import open_request
+from common.net.httpclient import open_request
+from common.proto import flv
+from common.proto.flv import FlvParser
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_origin, wait_for_stream
 
 pytestmark = [pytest.mark.slow, needs_ffmpeg]

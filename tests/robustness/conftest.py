@@ -32,11 +32,11 @@ import pytest
 import trio
 
 from common.config import BalancerConfig, EdgeConfig, OriginConfig, build
-from common.flv import FlvParser
-from common.httpclient import fetch, open_request
-from common.rtmp.chunk import encode_message
-from common.rtmp.handshake import ClientHandshake
-from common.rtmpclient import RtmpClient
+from common.net.httpclient import fetch, open_request
+from common.net.rtmpclient import RtmpClient
+from common.proto.flv import FlvParser
+from common.proto.rtmp.chunk import encode_message
+from common.proto.rtmp.handshake import ClientHandshake
 
 MAX_GAP = 2.0
 """Longest a canary may go without a video frame (or the balancer poller without a route)."""
@@ -580,7 +580,7 @@ def rtmp_message(
 
 
 def amf_command(name: str, txn: float, obj: object, *args: object, stream_id: int = 0) -> bytes:
-    from common import amf0
+    from common.proto import amf0
 
     return rtmp_message(20, amf0.encode(name, txn, obj, *args), stream_id=stream_id)
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import msgpack
 from hypothesis import strategies as st
 
-from common import amf0
-from common.rtmp.chunk import encode_message
+from common.proto import amf0
+from common.proto.rtmp.chunk import encode_message
 from tests.robustness.conftest import hostile_name_ok
 
 # ---------------------------------------------------------------------------- values

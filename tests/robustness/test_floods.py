@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from common.httpclient import open_request
-from common.rtmpclient import RtmpClient
+from common.net.httpclient import open_request
+from common.net.rtmpclient import RtmpClient
 from tests.media import aac_frame, aac_header, avc_header, interframe, keyframe
 from tests.robustness.conftest import FFMPEG, Cluster, connect, healthz, reset
 

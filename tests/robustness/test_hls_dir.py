@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from common.rtmp import session as rs
-from common.rtmpclient import RtmpClient, RtmpUrl
+from common.net.rtmpclient import RtmpClient, RtmpUrl
+from common.proto.rtmp import session as rs
 from tests.robustness.conftest import Cluster, http_get, publisher_settings
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ async def _publish_app(port: int, app: str, name: str, seconds: float) -> None:
     from topology.publisher import SyntheticSource
 
     url = RtmpUrl("127.0.0.1", port, app, name)
-    conn = await __import__("common.conn", fromlist=["open_connection"]).open_connection(
+    conn = await __import__("common.net.conn", fromlist=["open_connection"]).open_connection(
         "127.0.0.1", port
     )
     client = RtmpClient(conn, rs.ClientSession(app, f"rtmp://127.0.0.1:{port}/{app}"), url)

@@ -12,10 +12,10 @@ import trio
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from common.conn import ConnClosed
-from common.errors import ProtocolError
-from common.httpclient import fetch, open_request
-from common.rtmpclient import RtmpClient, RtmpClientError
+from common.net.conn import ConnClosed
+from common.net.httpclient import fetch, open_request
+from common.net.rtmpclient import RtmpClient, RtmpClientError
+from common.proto.errors import ProtocolError
 from tests.media import aac_frame, aac_header, avc_header, interframe, keyframe
 from tests.robustness.conftest import Cluster, strict_json
 from tests.robustness.strategies import hostile_metadata, raw_amf

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import trio
 
-from common import flv
 from common.config import EdgeConfig, build
-from common.httpclient import open_request
+from common.net.httpclient import open_request
+from common.proto import flv
 from tests.media import avc_header, keyframe
 from tests.robustness.conftest import Node, healthz
 

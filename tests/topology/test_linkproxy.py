@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from common.conn import open_connection
+from common.net.conn import open_connection
 from topology.linkproxy import RETRANSMIT_STALL, LinkProxy, LinkSettings
 
 

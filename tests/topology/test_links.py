@@ -7,9 +7,9 @@ import statistics
 import pytest
 import trio
 
-from common import flv
-from common.flv import FlvParser
-from common.httpclient import open_request
+from common.net.httpclient import open_request
+from common.proto import flv
+from common.proto.flv import FlvParser
 from tests.conftest import start_topology
 from topology import launch
 from topology.schema import FaultSpec

@@ -8,8 +8,8 @@ import sys
 import pytest
 import trio
 
-from common.httpclient import fetch
-from common.rtmpclient import RtmpClient
+from common.net.httpclient import fetch
+from common.net.rtmpclient import RtmpClient
 from tests.conftest import ffmpeg_publish, start_edge, start_origin, wait_for_stream
 from tests.media import synthetic_publish
 from topology.players.crowd import LoadSpec, make_crowd, run_crowd

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from common.httpclient import fetch
-from common.rtmpclient import RtmpClientError
+from common.net.httpclient import fetch
+from common.net.rtmpclient import RtmpClientError
 from topology import publisher
 
 PY = sys.executable

@@ -10,9 +10,9 @@ import av
 import pytest
 import trio
 
-from common import flv
-from common.flv import FlvParser
-from common.httpclient import fetch
+from common.net.httpclient import fetch
+from common.proto import flv
+from common.proto.flv import FlvParser
 from tests.conftest import start_topology
 from topology import launch
 from topology.players.crowd import LoadSpec, make_crowd, run_crowd

@@ -1,0 +1,308 @@
+"""Nonblocking TCP connections and listeners for trio, with a non-awaiting `write`.
+
+`Conn.write()` sends what the kernel takes at once and keeps the rest as a backlog that
+`drain()` (awaited by the connection's own task) flushes. This lets one task fan frames
+out to thousands of sockets without a task switch per socket, while a slow socket only
+ever holds up itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import math
+import socket
+from collections.abc import Awaitable, Callable
+
+import trio
+
+from common.net.supervise import log_failure
+from common.proto.errors import ConnClosed
+
+log = logging.getLogger("livecdn.conn")
+
+RECV_SIZE = 65536
+IOV_BATCH = 512
+SEND_BUFFER = 256 * 1024
+"""SO_SNDBUF of accepted sockets: a viewer that stops reading fills this (not megabytes of
+kernel autotuning) and so meets `slow_timeout` soon after."""
+
+__all__ = ["Conn", "ConnClosed", "Slots", "accept_loop", "listen_socket", "open_connection"]
+
+
+class Conn:
+    """One accepted or connected TCP socket."""
+
+    __slots__ = ("sock", "peer", "_backlog", "backlog_bytes", "closed", "bytes_in", "bytes_out")
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        try:
+            host, port = sock.getpeername()[:2]
+            self.peer = f"{host}:{port}"
+        except OSError:
+            self.peer = "?"
+        self._backlog: list[memoryview] = []
+        self.backlog_bytes = 0
+        self.closed = False
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    async def recv(self, size: int = RECV_SIZE) -> bytes:
+        """Receive some bytes; b"" when the peer closed or the connection broke."""
+        while True:
+            if self.closed:
+                return b""
+            try:
+                data = self.sock.recv(size)
+            except BlockingIOError:
+                try:
+                    await trio.lowlevel.wait_readable(self.sock)
+                except trio.ClosedResourceError:
+                    return b""
+                continue
+            except OSError:
+                return b""
+            self.bytes_in += len(data)
+            return data
+
+    def write(self, data: bytes | memoryview) -> bool:
+        """Send without waiting; keep what the kernel did not take. True if all went out."""
+        if self.closed:
+            return False
+        if self._backlog:
+            self._queue([data], 0)
+            return False
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close()
+            return False
+        self.bytes_out += sent
+        if sent < len(data):
+            self._queue([data], sent)
+            return False
+        return True
+
+    def writev(self, parts: list[bytes]) -> bool:
+        """Like `write` for several buffers, sent with one sendmsg (no joining copy)."""
+        if self.closed:
+            return False
+        if not self._backlog:
+            start = 0
+            while start < len(parts):
+                group = parts[start : start + IOV_BATCH]
+                try:
+                    sent = self.sock.sendmsg(group)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self.close()
+                    return False
+                self.bytes_out += sent
+                start += len(group)
+                if sent < sum(len(p) for p in group):
+                    self._queue(group, sent)
+                    break
+            else:
+                return True
+            parts = parts[start:]
+        self._queue(parts, 0)
+        return False
+
+    def _queue(self, parts: list[bytes], skip: int) -> None:
+        for part in parts:
+            size = len(part)
+            if skip >= size:
+                skip -= size
+                continue
+            self._backlog.append(memoryview(part)[skip:])
+            self.backlog_bytes += size - skip
+            skip = 0
+
+    async def drain(self) -> None:
+        """Wait until the backlog is sent; raise ConnClosed if the connection breaks."""
+        while self._backlog:
+            if self.closed:
+                raise ConnClosed
+            try:
+                await trio.lowlevel.wait_writable(self.sock)
+            except trio.ClosedResourceError as exc:
+                raise ConnClosed from exc
+            try:
+                sent = self.sock.sendmsg(self._backlog[:IOV_BATCH])
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                self.close()
+                raise ConnClosed from exc
+            self.bytes_out += sent
+            self.backlog_bytes -= sent
+            while sent:
+                head = self._backlog[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    self._backlog.pop(0)
+                else:
+                    self._backlog[0] = head[sent:]
+                    sent = 0
+        if self.closed:
+            raise ConnClosed
+
+    async def send_all(self, data: bytes | memoryview) -> None:
+        """Write and wait until it is all sent."""
+        self.write(data)
+        await self.drain()
+
+    async def close_gracefully(self, timeout: float = 1.0) -> None:
+        """Flush, send FIN, and read until the peer closes (or `timeout`), then close.
+
+        Closing with unread input would send a reset, and the peer's TCP stack could then
+        discard our last words (an error status) before its application reads them.
+        """
+        with trio.move_on_after(timeout):
+            try:
+                await self.drain()
+                self.sock.shutdown(socket.SHUT_WR)
+                while await self.recv():
+                    pass
+            except (ConnClosed, OSError):
+                pass
+        self.close()
+
+    def close(self) -> None:
+        """Close the socket (idempotent); tasks waiting on it are woken."""
+        if self.closed:
+            return
+        self.closed = True
+        self._backlog.clear()
+        self.backlog_bytes = 0
+        with contextlib.suppress(RuntimeError):
+            trio.lowlevel.notify_closing(self.sock)
+        self.sock.close()
+
+
+class ListenError(OSError):
+    """A port that cannot be listened on; the message names the address."""
+
+    def __str__(self) -> str:
+        return f"cannot listen on {self.filename}: [Errno {self.errno}] {self.strerror}"
+
+
+def listen_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A bound, listening, nonblocking TCP socket (port 0 picks a free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(exc.errno, exc.strerror, f"{host}:{port}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+class Slots:
+    """A connection budget shared by a node's listeners."""
+
+    __slots__ = ("limit", "active")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+
+async def accept_loop(
+    sock: socket.socket,
+    handler: Callable[[Conn], Awaitable[None]],
+    *,
+    max_connections: int | Slots,
+    on_refused: Callable[[str], None] | None = None,
+) -> None:
+    """Accept connections forever, each handled by its own task in a nursery.
+
+    A handler's failure ends only its own connection, with one log line naming the peer
+    (a traceback only for unexpected errors); the listener and other connections go on.
+    """
+    slots = max_connections if isinstance(max_connections, Slots) else Slots(max_connections)
+    where = f"{sock.getsockname()[0]}:{sock.getsockname()[1]}"
+    warned = -math.inf
+
+    async def run(conn: Conn) -> None:
+        try:
+            await handler(conn)
+        except Exception as exc:
+            log_failure(f"connection {conn.peer} on {where}", exc, log)
+        finally:
+            slots.active -= 1
+            conn.close()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    client, _ = sock.accept()
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(sock)
+                    continue
+                except OSError as exc:
+                    if exc.errno in (errno.EBADF, errno.EINVAL, errno.ENOTSOCK):
+                        raise  # the listening socket itself is gone
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        now = trio.current_time()
+                        if now - warned >= 5.0:
+                            warned = now
+                            log.warning("accept on %s failed: %s; pausing 100 ms", where, exc)
+                        await trio.sleep(0.1)
+                    continue  # e.g. ECONNABORTED: that client is gone, the listener is not
+                try:
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+                    conn = Conn(client)
+                except OSError as exc:
+                    log.info("dropped a connection on %s before serving it: %s", where, exc)
+                    client.close()
+                    continue
+                if slots.active >= slots.limit:
+                    now = trio.current_time()
+                    if now - warned >= 5.0:
+                        warned = now
+                        log.warning(
+                            "refused %s on %s: connection limit %d reached (logged every 5 s)",
+                            conn.peer,
+                            where,
+                            slots.limit,
+                        )
+                    if on_refused:
+                        on_refused("connection_limit")
+                    conn.close()
+                    continue
+                slots.active += 1
+                nursery.start_soon(run, conn)
+    finally:
+        with contextlib.suppress(RuntimeError):
+            trio.lowlevel.notify_closing(sock)
+        sock.close()
+
+
+async def open_connection(host: str, port: int, *, rcvbuf: int | None = None) -> Conn:
+    """Connect to host:port and return a Conn (`rcvbuf` sets SO_RCVBUF, e.g. to act slow)."""
+    tsock = trio.socket.socket(
+        socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM
+    )
+    if rcvbuf is not None:
+        tsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    try:
+        await tsock.connect((host, port))
+    except BaseException:
+        tsock.close()
+        raise
+    sock = socket.socket(fileno=tsock.detach())
+    return Conn(sock)

@@ -1,0 +1,146 @@
+"""A small trio + h11 HTTP/1.1 client: whole responses or streamed bodies (HTTP-FLV pulls)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import h11
+import trio
+
+from common.net.conn import Conn, open_connection
+from common.proto.errors import ProtocolError
+from common.proto.http1 import ChunkedDecoder
+
+
+class HttpClientError(Exception):
+    """The server sent something we cannot use, or the connection broke."""
+
+
+class MalformedResponse(HttpClientError):
+    """The server's response (head or body framing) breaks HTTP/1.1."""
+
+
+@dataclass
+class HttpResponse:
+    """Status and headers of a response whose body is read with `body()` or `chunks()`."""
+
+    status: int
+    headers: dict[str, str]
+    conn: Conn
+    _h: h11.Connection
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Body data as it arrives; ends at the end of the body."""
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            # long streamed bodies (HTTP-FLV) skip h11's per-event work: a lean decoder
+            decoder = ChunkedDecoder()
+            data, closed = self._h.trailing_data
+            while True:
+                try:
+                    pieces = decoder.feed(data)
+                except ProtocolError as exc:
+                    raise MalformedResponse(f"malformed chunked body: {exc}") from exc
+                if pieces:
+                    # servers often send a chunk per frame: one piece per read is cheaper
+                    yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                if decoder.done:
+                    return
+                if closed:
+                    raise HttpClientError("connection closed in the middle of the body")
+                data = await self.conn.recv()
+                closed = not data
+        while True:
+            try:
+                event = self._h.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise MalformedResponse(f"malformed response body: {exc}") from exc
+            if event is h11.NEED_DATA:
+                data = await self.conn.recv()
+                if not data and self._h.their_state is h11.SEND_BODY:
+                    raise HttpClientError("connection closed in the middle of the body")
+                self._h.receive_data(data)
+                continue
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                return
+
+    async def body(self, limit: int = 64 * 1024 * 1024) -> bytes:
+        """The whole body (bounded by `limit`)."""
+        out = bytearray()
+        async for data in self.chunks():
+            out += data
+            if len(out) > limit:
+                raise HttpClientError(f"body exceeds {limit} bytes")
+        return bytes(out)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+
+async def open_request(
+    method: str,
+    url: str,
+    *,
+    body: bytes = b"",
+    timeout: float = 10.0,
+    rcvbuf: int | None = None,
+    user_agent: str = "livecdn",
+) -> HttpResponse:
+    """Send a request and read the response head; the caller reads the body and closes."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"not an http:// URL: {url!r}")
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    host = parts.hostname
+    port = parts.port or 80
+    with trio.fail_after(timeout):
+        conn = await open_connection(host, port, rcvbuf=rcvbuf)
+        try:
+            h = h11.Connection(h11.CLIENT)
+            headers = [("host", f"{host}:{port}"), ("user-agent", user_agent)]
+            if body or method in ("POST", "PUT"):
+                headers.append(("content-length", str(len(body))))
+            data = h.send(h11.Request(method=method, target=target, headers=headers))
+            if body:
+                data += h.send(h11.Data(data=body))
+            data += h.send(h11.EndOfMessage())
+            await conn.send_all(data)
+            while True:
+                event = h.next_event()
+                if event is h11.NEED_DATA:
+                    h.receive_data(await conn.recv())
+                    continue
+                if isinstance(event, h11.Response):
+                    hdrs = {k.decode().lower(): v.decode("latin-1") for k, v in event.headers}
+                    return HttpResponse(event.status_code, hdrs, conn, h)
+                if isinstance(event, h11.ConnectionClosed):
+                    raise HttpClientError("connection closed before a response")
+        except h11.RemoteProtocolError as exc:
+            conn.close()
+            raise MalformedResponse(f"bad response from {host}:{port}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+
+
+async def fetch(
+    method: str,
+    url: str,
+    *,
+    body: bytes = b"",
+    timeout: float = 10.0,
+    limit: int = 64 * 1024 * 1024,
+) -> tuple[int, dict[str, str], bytes]:
+    """A whole request: (status, headers, body of at most `limit` bytes)."""
+    with trio.fail_after(timeout):
+        resp = await open_request(method, url, body=body, timeout=timeout)
+        try:
+            return resp.status, resp.headers, await resp.body(limit)
+        finally:
+            resp.close()

@@ -1,0 +1,118 @@
+"""Sends a node's control messages (heartbeats, stream announcements) to the balancer,
+once a second, reconnecting quietly when the balancer is away.
+
+It runs in the node's nursery, so it never raises: a message that cannot be built or sent
+is logged (with its traceback the first time) and retried after a backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import trio
+
+from common.net.conn import ConnClosed, open_connection
+from common.proto.control import parse_address
+from common.proto.wire import encode
+
+log = logging.getLogger("livecdn.reporter")
+
+MAX_BACKOFF = 5.0
+
+
+class Message(Protocol):
+    """A typed control message (common.proto.control)."""
+
+    def to_wire(self) -> dict[str, Any]:
+        """The msgpack map."""
+        ...
+
+
+class _Failures:
+    """Logs an unexpected failure with its traceback once; repeats of it only at debug."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+
+    def log(self, what: str, exc: BaseException) -> None:
+        key = f"{type(exc).__name__}: {exc}"
+        if key != self.last:
+            self.last = key
+            log.error("%s failed (will keep retrying): %s", what, key, exc_info=exc)
+        else:
+            log.debug("%s failed again: %s", what, key)
+
+    def ok(self) -> None:
+        self.last = None
+
+
+async def report(
+    address: str,
+    messages: Callable[[], Sequence[Message]],
+    interval: float = 1.0,
+    *,
+    send_timeout: float = 10.0,
+) -> None:
+    """Forever: connect to `address` and send `messages()` every `interval` seconds.
+
+    Never raises (except Cancelled): unreachable balancers, lost connections, a balancer
+    that stops reading, and any error building or encoding the messages are retried with
+    a backoff of up to MAX_BACKOFF seconds.
+    """
+    try:
+        host, port = parse_address(address)
+    except ValueError as exc:
+        log.error("not reporting to the balancer: %s", exc)
+        return
+    backoff = interval
+    connected_once = False
+    failures = _Failures()
+    while True:
+        try:
+            with trio.fail_after(send_timeout):
+                conn = await open_connection(host, port)
+        except (OSError, trio.TooSlowError) as exc:
+            if connected_once:
+                why = exc if isinstance(exc, OSError) else f"no answer in {send_timeout:g} s"
+                log.warning("balancer %s unreachable: %s; retrying", address, why)
+                connected_once = False
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+            continue
+        except Exception as exc:
+            failures.log(f"connecting to the balancer {address}", exc)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+            continue
+        log.info("reporting to balancer %s", address)
+        connected_once = True
+        backoff = interval
+        try:
+            while not conn.closed:
+                try:
+                    data = b"".join(encode(m.to_wire()) for m in messages())
+                except Exception as exc:
+                    failures.log("building the control messages", exc)
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    continue
+                failures.ok()
+                backoff = interval
+                if data:
+                    with trio.move_on_after(send_timeout) as scope:
+                        await conn.send_all(data)
+                    if scope.cancelled_caught:
+                        log.warning(
+                            "balancer %s took no data for %g s; reconnecting", address, send_timeout
+                        )
+                        break
+                await trio.sleep(interval)
+        except ConnClosed:
+            log.warning("lost the balancer %s; reconnecting", address)
+        except Exception as exc:
+            failures.log(f"sending to the balancer {address}", exc)
+        finally:
+            conn.close()
+        await trio.sleep(interval)

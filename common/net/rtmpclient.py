@@ -1,0 +1,167 @@
+"""A trio RTMP client (publish or play) driving the sans-IO `ClientSession`.
+
+Used by edges (pulling from a parent), the synthetic publisher and tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import trio
+
+from common.net.conn import Conn, open_connection
+from common.proto.rtmp import session as rs
+
+MAX_QUEUED_EVENTS = 4096
+"""Media/metadata events a client keeps while it waits for a reply (play, publish): a
+server that floods them before answering is refused rather than buffered without bound."""
+
+PLAY_END_CODES = (
+    "NetStream.Play.Stop",
+    "NetStream.Play.UnpublishNotify",
+    "NetStream.Play.Complete",
+)
+
+
+def ends_play(event: rs.Event) -> bool:
+    """Whether a player's event means the server ended the stream it plays."""
+    return isinstance(event, rs.StreamEOF) or (
+        isinstance(event, rs.Status) and event.code in PLAY_END_CODES
+    )
+
+
+class RtmpClientError(Exception):
+    """The server refused or ended what we asked, or the connection broke."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class RtmpUrl:
+    """rtmp://host[:port]/app/name[?query]"""
+
+    host: str
+    port: int
+    app: str
+    name: str
+
+    @classmethod
+    def parse(cls, url: str) -> RtmpUrl:
+        """Parse an RTMP URL; app and name are percent-decoded, the name keeps its query."""
+        parts = urlsplit(url)
+        if parts.scheme != "rtmp" or not parts.hostname:
+            raise ValueError(f"not an rtmp:// URL: {url!r}")
+        path = parts.path.lstrip("/")
+        app, _, name = path.partition("/")
+        app, name = unquote(app), unquote(name)
+        if parts.query:
+            name = f"{name}?{parts.query}"
+        return cls(parts.hostname, parts.port or 1935, app, name)
+
+    @property
+    def tc_url(self) -> str:
+        """The tcUrl sent in connect."""
+        return f"rtmp://{self.host}:{self.port}/{self.app}"
+
+
+class RtmpClient:
+    """One client connection; use `connect()`, then `publish()` or `play()`."""
+
+    def __init__(self, conn: Conn, session: rs.ClientSession, url: RtmpUrl) -> None:
+        self.conn = conn
+        self.session = session
+        self.url = url
+        self.stream_id = 0
+        self._queued: list[rs.Event] = []
+
+    @classmethod
+    async def connect(cls, url: str, *, timeout: float = 10.0) -> RtmpClient:
+        """Open the TCP connection, handshake and connect to the app."""
+        u = RtmpUrl.parse(url)
+        with trio.fail_after(timeout):
+            conn = await open_connection(u.host, u.port)
+            client = cls(conn, rs.ClientSession(u.app, u.tc_url), u)
+            try:
+                await client._flush()
+                await client._wait_for(rs.Connected)
+            except BaseException:
+                conn.close()
+                raise
+        return client
+
+    async def _flush(self) -> None:
+        data = self.session.data_to_send()
+        if data:
+            await self.conn.send_all(data)
+
+    async def _receive(self) -> list[rs.Event]:
+        data = await self.conn.recv()
+        if not data:
+            raise RtmpClientError("connection closed by the server")
+        events = self.session.receive_data(data)
+        await self._flush()
+        return events
+
+    async def _wait_for(self, kind: type) -> rs.Event:
+        while True:
+            for i, event in enumerate(self._queued):
+                if isinstance(event, rs.Status) and event.level == "error":
+                    del self._queued[: i + 1]
+                    raise RtmpClientError(f"{event.code}: {event.description}", event.code)
+                if isinstance(event, kind):
+                    del self._queued[: i + 1]
+                    return event
+            self._queued = [e for e in self._queued if isinstance(e, (rs.Media, rs.Metadata))]
+            if len(self._queued) > MAX_QUEUED_EVENTS:
+                raise RtmpClientError(
+                    f"more than {MAX_QUEUED_EVENTS} messages before the answer to a command"
+                )
+            self._queued += await self._receive()
+
+    async def _wait_status(self, code: str) -> None:
+        while True:
+            event = await self._wait_for(rs.Status)
+            if event.code == code:
+                return
+
+    async def publish(self, name: str | None = None, *, timeout: float = 10.0) -> None:
+        """createStream + publish; returns once NetStream.Publish.Start arrives."""
+        await self._start(self.session.publish, name, "NetStream.Publish.Start", timeout)
+
+    async def play(self, name: str | None = None, *, timeout: float = 10.0) -> None:
+        """createStream + play; returns once NetStream.Play.Start arrives."""
+        await self._start(self.session.play, name, "NetStream.Play.Start", timeout)
+
+    async def _start(self, command, name: str | None, code: str, timeout: float) -> None:
+        with trio.fail_after(timeout):
+            self.session.create_stream()
+            await self._flush()
+            created = await self._wait_for(rs.StreamCreated)
+            self.stream_id = created.stream_id
+            command(self.stream_id, name or self.url.name)
+            await self._flush()
+            await self._wait_status(code)
+
+    async def send(self, type_id: int, timestamp: int, payload: bytes) -> None:
+        """Send one audio/video/data message on the published stream."""
+        self.session.send_message(type_id, self.stream_id, timestamp, payload)
+        await self._flush()
+
+    async def send_metadata(self, values: dict) -> None:
+        """Send @setDataFrame onMetaData."""
+        self.session.send_metadata(self.stream_id, values)
+        await self._flush()
+
+    async def next_events(self) -> list[rs.Event]:
+        """The next events (media, metadata, status, EOF) from the server."""
+        if self._queued:
+            events, self._queued = self._queued, []
+            return events
+        return await self._receive()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()

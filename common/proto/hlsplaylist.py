@@ -1,0 +1,132 @@
+"""RFC 8216 live media playlists: the segments of a sliding window and their rendering."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+
+@dataclass
+class Segment:
+    """A muxed segment in a live playlist."""
+
+    seq: int
+    duration: float
+    uri: str
+    data: bytes
+    discontinuity: bool
+    wall: float | None = None  # ingest wall clock of its first frame (EXT-X-PROGRAM-DATE-TIME)
+
+
+def program_date_time(wall: float) -> str:
+    """RFC 8216 4.3.2.6: an ISO 8601 date-time with milliseconds."""
+    stamp = datetime.fromtimestamp(wall, tz=UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def render_playlist(
+    segments: list[Segment],
+    *,
+    target_duration: int,
+    discontinuity_sequence: int,
+    ended: bool,
+) -> str:
+    """An RFC 8216 media playlist for the given sliding window.
+
+    A client numbers the segments EXT-X-MEDIA-SEQUENCE, +1, +2, ... (RFC 8216 6.2.1), so
+    the window's own numbers must be consecutive: ValueError otherwise.
+    """
+    first = segments[0].seq if segments else 0
+    for i, seg in enumerate(segments):
+        if seg.seq != first + i:
+            raise ValueError(f"segment {seg.seq} at position {i} after {first}: not consecutive")
+    lines = [
+        "#EXTM3U",
+        "#EXT-X-VERSION:3",
+        f"#EXT-X-TARGETDURATION:{target_duration}",
+        f"#EXT-X-MEDIA-SEQUENCE:{first}",
+    ]
+    if discontinuity_sequence:
+        lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}")
+    for seg in segments:
+        if seg.discontinuity:
+            lines.append("#EXT-X-DISCONTINUITY")
+        if seg.wall is not None:
+            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{program_date_time(seg.wall)}")
+        lines.append(f"#EXTINF:{seg.duration:.3f},")
+        lines.append(seg.uri)
+    if ended:
+        lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class HlsPlaylist:
+    """The live state of one stream's HLS: a sliding window of segments, bounded."""
+
+    name: str
+    session: str
+    target: float
+    window: int = 6
+    keep: int = 3
+    segments: list[Segment] = field(default_factory=list)
+    expired_discontinuities: int = 0
+    first_seq: int = 0  # number of the first segment ever added, or of the oldest one gone + 1
+    target_duration: int = 0
+    ended: bool = False
+    ended_at: float = 0.0
+
+    @property
+    def next_seq(self) -> int:
+        """The media sequence number of the next segment added."""
+        return self.segments[-1].seq + 1 if self.segments else self.first_seq
+
+    def append(
+        self, data: bytes, duration: float, *, discontinuity: bool, wall: float | None = None
+    ) -> Segment:
+        """Add a muxed segment numbered `next_seq` (so numbers never skip: a segment that
+        could not be muxed takes no number) and return it."""
+        seq = self.next_seq
+        seg = Segment(seq, duration, self.uri(seq), data, discontinuity, wall)
+        self.add(seg)
+        return seg
+
+    def add(self, seg: Segment) -> None:
+        """Append a segment numbered `next_seq`; segments past the window (plus `keep` for
+        slow clients) go."""
+        if seg.seq != self.next_seq:
+            raise ValueError(f"segment {seg.seq} added where {self.next_seq} comes next")
+        self.ended = False
+        self.segments.append(seg)
+        self.target_duration = max(
+            self.target_duration, math.ceil(self.target), round(seg.duration)
+        )
+        while len(self.segments) > self.window + self.keep:
+            old = self.segments.pop(0)
+            self.first_seq = old.seq + 1
+            if old.discontinuity:
+                self.expired_discontinuities += 1
+
+    def playlist(self) -> str:
+        """The playlist text (the last `window` segments)."""
+        shown = self.segments[-self.window :]
+        hidden = self.segments[: -self.window] if len(self.segments) > self.window else []
+        disc = self.expired_discontinuities + sum(1 for s in hidden if s.discontinuity)
+        return render_playlist(
+            shown,
+            target_duration=self.target_duration or math.ceil(self.target),
+            discontinuity_sequence=disc,
+            ended=self.ended,
+        )
+
+    def segment(self, uri: str) -> Segment | None:
+        """A segment still held, by URI."""
+        for seg in self.segments:
+            if seg.uri == uri:
+                return seg
+        return None
+
+    def uri(self, seq: int) -> str:
+        """The URI of segment `seq` (relative to the playlist)."""
+        return f"{self.name}-{self.session}-{seq}.ts"

@@ -1,0 +1,103 @@
+"""Command-line plumbing shared by the nodes: common options, logging, signals."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from common.config import ConfigError, load
+from common.net.conn import listen_socket
+from common.net.supervise import leaves
+
+log = logging.getLogger("livecdn")
+
+
+def add_serve_args(p: argparse.ArgumentParser, *, rtmp: int, http: int) -> None:
+    """Options every viewer-serving node has."""
+    p.add_argument("--config", help="TOML file with the node's settings (see README)")
+    p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    p.add_argument("--rtmp", type=int, dest="rtmp_port", help=f"RTMP port (default {rtmp})")
+    p.add_argument("--http", type=int, dest="http_port", help=f"HTTP port (default {http})")
+    p.add_argument(
+        "--no-gop-cache",
+        action="store_const",
+        const=False,
+        dest="gop_cache",
+        help="new viewers wait for the next keyframe instead of getting the cached GOP",
+    )
+    p.add_argument(
+        "--max-streams", type=int, help="live streams (origin) or upstreams (edge), default 1000"
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        help="connections of all listeners together (default: file-descriptor limit - 64)",
+    )
+    p.add_argument("--log-level", help="debug, info (default), warning, error")
+
+
+def run_node(
+    name: str,
+    config_cls: type,
+    serve: Callable[..., Any],
+    args: argparse.Namespace,
+) -> int:
+    """Load the config (file + options), set up logging, serve until SIGINT/SIGTERM."""
+    overrides = {k: v for k, v in vars(args).items() if k != "config"}
+    try:
+        config = load(config_cls, args.config, overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if why := cannot_listen(config):
+        print(f"error: {why}", file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                await nursery.start(serve, config)
+                async for signum in signals:
+                    log.info("%s received: shutting down", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
+
+    try:
+        trio.run(main)
+    except (OSError, BaseExceptionGroup) as exc:
+        errors = leaves(exc)
+        if not all(isinstance(e, OSError) for e in errors):
+            raise
+        print(f"error: {errors[0]}", file=sys.stderr)
+        return 1
+    log.info("%s stopped", name)
+    return 0
+
+
+PORT_FIELDS = ("rtmp_port", "http_port", "control_port")
+
+
+def cannot_listen(config: Any) -> str | None:
+    """Why one of the node's listening ports cannot be bound, naming it; None if all can.
+
+    Opens each port with `common.net.conn.listen_socket` and closes it at once, so a busy port
+    or a bad address is reported before anything starts.
+    """
+    for name in PORT_FIELDS:
+        port = getattr(config, name, 0)
+        if port:
+            try:
+                listen_socket(config.host, port).close()
+            except OSError as exc:  # ListenError names the address
+                return str(exc)
+    return None

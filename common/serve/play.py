@@ -1,0 +1,346 @@
+"""Serving a Stream to viewers over HTTP-FLV and RTMP (shared by origin and edge).
+
+A `Fanout` per stream wakes every `batch_ms`, and sends each idle player everything new
+with one non-blocking write of bytes shared by all players at the same position. A player
+whose socket cannot take a batch becomes "slow": its own task drains the backlog and
+catches up (skipping to the newest keyframe if it fell too far behind) and then hands it
+back to the fanout. A slow player never holds up the source or other players.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from common.media.stream import PLAY_STREAM_ID, Frame, Reader, Stream
+from common.net.conn import Conn, ConnClosed
+from common.net.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
+from common.proto import flv
+from common.proto.errors import Unavailable
+from common.proto.shaping import Pacer
+from common.proto.streamkey import StreamKey, StreamKeyError
+
+log = logging.getLogger("livecdn.play")
+
+
+PACED_FRAMES = 4
+"""Frames a paced viewer's task takes at a time (small, so the pacing is smooth)."""
+FLUSH_SLICE = 128
+"""Players written per fan-out step before other tasks get a turn."""
+
+
+@dataclass
+class Subscription:
+    """A viewer's hold on a live stream; `release()` when the viewer leaves."""
+
+    fanout: Fanout
+    release: Callable[[], None] = lambda: None
+
+
+class StreamSource(Protocol):
+    """Where viewers' streams come from: the origin's registry, or an edge's pulls."""
+
+    async def subscribe(self, app: str, name: str) -> Subscription | None:
+        """The live stream app/name for a new viewer, or None if there is none."""
+        ...
+
+    def pace_for(self, app: str, name: str, query: dict[str, str]) -> Pacer | None:
+        """What paces this viewer (its class), None for no limit (PermissionError: bad token)."""
+        ...
+
+
+class PlayStats:
+    """Node-wide counters for players."""
+
+    def __init__(self) -> None:
+        self.bytes_out: Counter[str] = Counter()
+        self.slow_disconnects = 0
+        self.players_started: Counter[str] = Counter()
+
+
+class Player:
+    """One viewer connection reading one stream."""
+
+    __slots__ = ("conn", "reader", "protocol", "stream_id", "slow", "wake", "end", "done", "bucket")
+
+    def __init__(
+        self,
+        conn: Conn,
+        reader: Reader,
+        protocol: str,
+        *,
+        stream_id: int = PLAY_STREAM_ID,
+        end: Callable[[], bytes] | None = None,
+        bucket: Pacer | None = None,
+    ) -> None:
+        self.conn = conn
+        self.bucket = bucket
+        self.reader = reader
+        self.protocol = protocol
+        self.stream_id = stream_id
+        self.slow = True
+        self.wake = trio.Event()
+        self.end = end
+        self.done = False
+
+    def parts(self, frames: list[Frame]) -> list[bytes]:
+        """The wire bytes of `frames` for this player's protocol, as shared buffers."""
+        if not frames:
+            return []  # an empty HTTP chunk would end the response
+        if self.protocol == "flv":
+            parts = [f.flv for f in frames]
+            size = sum(len(p) for p in parts)
+            return [b"%x\r\n" % size, *parts, b"\r\n"]
+        if self.stream_id == PLAY_STREAM_ID:
+            return [f.rtmp for f in frames]
+        return [f.rtmp_for(self.stream_id) for f in frames]
+
+    def encode(self, frames: list[Frame]) -> bytes:
+        """The wire bytes of `frames` for this player's protocol, joined."""
+        return b"".join(self.parts(frames))
+
+
+class Fanout:
+    """Sends a stream's new frames to its players in batches."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        stats: PlayStats,
+        *,
+        batch_ms: float = 50,
+        slow_timeout: float = 10.0,
+    ) -> None:
+        self.stream = stream
+        self.stats = stats
+        self.batch = batch_ms / 1000
+        self.slow_timeout = slow_timeout
+        self.players: set[Player] = set()
+
+    def close(self) -> None:
+        """End the stream: every player sends what is left, then its end, and stops."""
+        self.stream.close()
+        for player in self.players:
+            player.wake.set()
+
+    def viewers(self) -> Counter[str]:
+        """Players by protocol."""
+        counts: Counter[str] = Counter({"flv": 0, "rtmp": 0})
+        counts.update(p.protocol for p in self.players)
+        return counts
+
+    async def run(self) -> None:
+        """The batching loop; returns after the stream closes and players are woken."""
+        stream = self.stream
+        seen = stream.head
+        while True:
+            await stream.wait_beyond(seen)
+            if stream.closed:
+                break
+            await trio.sleep(self.batch)
+            seen = stream.head
+            await self._flush()
+        for player in self.players:
+            player.wake.set()
+
+    async def _flush(self) -> None:
+        stream = self.stream
+        # (cursor, protocol, message stream id) -> (bytes, cursor after them)
+        shared: dict[tuple[int, str, int], tuple[bytes, int]] = {}
+        bytes_out = self.stats.bytes_out
+        for i, player in enumerate(list(self.players)):
+            if i % FLUSH_SLICE == FLUSH_SLICE - 1:
+                # Let joins and other streams run: a flush to thousands of viewers takes a
+                # while, and a new viewer's first frames should not wait for all of it.
+                await trio.lowlevel.checkpoint()
+            if player.slow or player.done or player.bucket is not None:
+                continue
+            reader = player.reader
+            if reader.cursor >= stream.head:
+                continue
+            key = (reader.cursor, player.protocol, player.stream_id)
+            hit = shared.get(key)
+            if hit is None or reader.need_keyframe:
+                dropped = reader.dropped
+                frames = stream.pending(reader)
+                if not frames:
+                    continue
+                data = player.encode(frames)
+                if reader.dropped == dropped and not reader.need_keyframe:
+                    shared[key] = (data, reader.cursor)
+            else:
+                data, reader.cursor = hit
+            bytes_out[player.protocol] += len(data)
+            if not player.conn.write(data):
+                player.slow = True
+                player.wake.set()
+
+    async def serve(self, player: Player, prelude: bytes = b"") -> None:
+        """Run one player: headers and GOP first, then live frames until the stream ends
+        (the player gets its end bytes) or the connection breaks. Cancel to stop it."""
+        stream = self.stream
+        reader = player.reader
+        start = stream.header_frames(stream.start_timestamp(reader))
+        first = stream.pending(reader)
+        parts = player.parts(start + first)
+        if prelude:
+            parts.insert(0, prelude)
+        size = sum(len(p) for p in parts)
+        self.stats.bytes_out[player.protocol] += size
+        self.stats.players_started[player.protocol] += 1
+        if player.bucket is not None:
+            # The join burst goes out at once (a fast start, like HTB's burst); pacing
+            # starts after it.
+            player.bucket.start(trio.current_time())
+        player.conn.writev(parts)
+        self.players.add(player)
+        try:
+            if player.bucket is not None:
+                await self._paced(player)
+            while True:
+                if player.slow:
+                    await self._catch_up(player)
+                if stream.closed:
+                    await self._catch_up(player)
+                    if player.end is not None:
+                        player.conn.write(player.end())
+                        await self._drain(player)
+                    return
+                await player.wake.wait()
+                player.wake = trio.Event()
+        except ConnClosed:
+            return
+        finally:
+            player.done = True
+            self.players.discard(player)
+            stream.remove_reader(reader)
+
+    async def _paced(self, player: Player) -> None:
+        """A viewer whose class limits its rate: its own task sends what its pacer
+        allows, in batches; falling behind skips to the newest keyframe as for anyone."""
+        stream, bucket, conn = self.stream, player.bucket, player.conn
+        assert bucket is not None
+        player.slow = True  # never the fan-out's: this task alone writes to it
+        while not stream.closed:
+            frames = stream.pending(player.reader, limit=PACED_FRAMES)
+            if not frames:
+                await stream.wait_beyond(player.reader.cursor)
+                continue
+            parts = player.parts(frames)
+            size = sum(len(p) for p in parts)
+            await trio.sleep(bucket.delay_for(size, trio.current_time()))
+            self.stats.bytes_out[player.protocol] += size
+            conn.writev(parts)
+            await self._drain(player)
+
+    async def _drain(self, player: Player) -> None:
+        conn = player.conn
+        if conn.backlog_bytes:
+            with trio.move_on_after(self.slow_timeout) as scope:
+                await conn.drain()
+            if scope.cancelled_caught:
+                self.stats.slow_disconnects += 1
+                log.warning(
+                    "disconnecting slow %s viewer %s of %s/%s: %d bytes not taken in %.0f s",
+                    player.protocol,
+                    conn.peer,
+                    self.stream.app,
+                    self.stream.name,
+                    conn.backlog_bytes,
+                    self.slow_timeout,
+                )
+                conn.close()
+                raise ConnClosed
+        if conn.closed:
+            raise ConnClosed
+
+    async def _catch_up(self, player: Player) -> None:
+        conn = player.conn
+        while True:
+            await self._drain(player)
+            frames = self.stream.pending(player.reader)
+            if not frames:
+                player.slow = False
+                return
+            parts = player.parts(frames)
+            size = sum(len(p) for p in parts)
+            self.stats.bytes_out[player.protocol] += size
+            conn.writev(parts)
+            if conn.closed:
+                raise ConnClosed
+
+
+def flv_prelude(stream: Stream) -> bytes:
+    """The first HTTP chunk of an HTTP-FLV response: the FLV file header."""
+    if stream.tracks is not None:
+        has_audio, has_video = stream.tracks
+    else:
+        has_video = stream.has_video or stream.video_header is not None
+        has_audio = stream.audio_header is not None or "audiocodecid" in stream.metadata_values
+    if not has_video and not has_audio:
+        has_video = has_audio = True
+    return chunk(flv.file_header(audio=has_audio, video=has_video))
+
+
+async def flv_response(
+    source: StreamSource,
+    req: Request,
+    refuse: Callable[[str], None],
+    pacer: Pacer | None = None,
+) -> Response | StreamingResponse:
+    """Answer GET /app/name.flv: a chunked FLV body while the stream lives, 404 if it does
+    not, 400 for a key outside the stream-key grammar."""
+    try:
+        key = StreamKey.from_path(req.path, ".flv")
+    except StreamKeyError as exc:
+        refuse("bad_name")
+        return Response.text(400, f"bad stream key: {exc}")
+    app, name = key.app, key.name
+    try:
+        sub = await source.subscribe(app, name)
+    except Unavailable as exc:
+        refuse("unavailable")
+        log.info("HTTP-FLV %s from %s refused: %s", key, req.peer, exc)
+        return Response.text(503, str(exc))
+    if sub is None:
+        refuse("not_found")
+        log.info("HTTP-FLV %s from %s: no such stream", key, req.peer)
+        return Response.text(404, f"no live stream {key}")
+    if req.method == "HEAD":
+        sub.release()
+        return Response(200, b"", "video/x-flv")
+
+    async def body(conn: Conn) -> None:
+        log.info("HTTP-FLV play %s/%s by %s", app, name, conn.peer)
+        try:
+            await serve_flv(sub.fanout, conn, pacer)
+        finally:
+            sub.release()
+        log.info("HTTP-FLV play %s/%s by %s ended", app, name, conn.peer)
+
+    return StreamingResponse(
+        200, "video/x-flv", body, headers=[("access-control-allow-origin", "*")]
+    )
+
+
+async def serve_flv(fanout: Fanout, conn: Conn, pacer: Pacer | None = None) -> None:
+    """Body of an HTTP-FLV response: play until the stream ends or the viewer leaves;
+    `pacer` paces this viewer (its class's share)."""
+    stream = fanout.stream
+    player = Player(conn, stream.add_reader("flv"), "flv", end=lambda: LAST_CHUNK, bucket=pacer)
+
+    async with trio.open_nursery() as nursery:
+
+        async def watch_close() -> None:
+            while await conn.recv(4096):
+                await trio.lowlevel.checkpoint()  # a viewer has nothing to say; ignore it
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_close)
+        await fanout.serve(player, flv_prelude(stream))
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,311 @@
+"""One RTMP connection on a node: handshake and connect with timeouts, play from a
+`StreamSource` (origin registry or edge pull), and hooks a subclass uses for publishing."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+import trio
+
+from common.config import ServeConfig
+from common.net.conn import Conn, ConnClosed
+from common.proto.errors import ProtocolError, Unavailable
+from common.proto.rtmp import session as rs
+from common.proto.shaping import TokenBucket
+from common.proto.streamkey import StreamKey, StreamKeyError, check_part, shown
+from common.serve.play import Player, StreamSource
+
+log = logging.getLogger("livecdn.rtmp")
+
+MAX_PLAYS = 4
+"""Plays at once on one connection (players use one; a few Flash-era clients use more)."""
+READ_PAUSE_BACKLOG = 1 << 20
+"""Unsent bytes past which a playing connection's commands are not read until they drain."""
+FINISH_TIMEOUT = 2.0
+"""How long a finished connection waits for the peer to close before closing itself."""
+
+
+@dataclass(frozen=True)
+class RtmpLimits:
+    """Bounds on one RTMP connection."""
+
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 30.0
+    max_message_size: int = 8 * 1024 * 1024
+    slow_timeout: float = 10.0
+    ingest_bytes_per_s: float = 0.0  # per publisher; 0: no cap
+
+    @classmethod
+    def from_config(cls, cfg: ServeConfig) -> RtmpLimits:
+        """The limits a node's config sets."""
+        return cls(
+            cfg.handshake_timeout,
+            cfg.idle_timeout,
+            cfg.max_message_size,
+            cfg.slow_timeout,
+            getattr(cfg, "max_ingest_mbps", 0.0) * 125_000,
+        )
+
+
+def split_name(raw: str) -> tuple[str, dict[str, str]]:
+    """'name?k=v' -> ('name', {'k': 'v'})."""
+    name, _, query = raw.partition("?")
+    return name, dict(parse_qsl(query))
+
+
+class RtmpConnection:
+    """Serves one RTMP connection until it closes. Subclasses accept publishing by
+    overriding `on_publish` and friends; this base refuses it."""
+
+    def __init__(
+        self,
+        conn: Conn,
+        source: StreamSource,
+        limits: RtmpLimits,
+        refuse: Callable[[str], None],
+    ) -> None:
+        self.conn = conn
+        self.source = source
+        self.limits = limits
+        self.refuse = refuse
+        self.session = rs.ServerSession(max_message_size=limits.max_message_size)
+        self.players: dict[int, trio.CancelScope] = {}
+        self.publishing = False
+        self.bytes_in = 0
+        self._nursery: trio.Nursery | None = None
+        self._recv_scope: trio.CancelScope | None = None
+        self._finishing = False
+        rate = limits.ingest_bytes_per_s
+        self._ingest = TokenBucket(rate, max(rate, 1 << 20)) if rate > 0 else None
+
+    # ------------------------------------------------------------------ hooks
+
+    def on_publish(self, event: rs.Publish) -> str | None:
+        """A publish request; queue an answer and return a reason to close, or None."""
+        self.session.reject_publish(
+            event.stream_id, "NetStream.Publish.Denied", "this node does not accept publishing"
+        )
+        self.refuse("publish_not_allowed")
+        return "publish refused: this node only plays"
+
+    def on_media(self, event: rs.Media | rs.Metadata) -> None:
+        """Media or metadata from a publisher."""
+
+    def on_delete(self, stream_id: int) -> None:
+        """The client deleted a message stream it published on."""
+
+    def on_close(self) -> None:
+        """The connection is over (whatever the reason)."""
+
+    # ------------------------------------------------------------------ loop
+
+    async def run(self) -> None:
+        """Serve the connection; returns when it is closed."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    reason = await self._loop()
+                except ProtocolError as exc:
+                    self.refuse("protocol_error")
+                    reason = f"protocol error: {exc}"
+                if reason:
+                    log.info("closing RTMP %s: %s", self.conn.peer, reason)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.on_close()
+
+    async def finish(self) -> None:
+        """Flush and half-close; the read loop ends when the peer closes (or soon after)."""
+        self._finishing = True
+        if self._recv_scope is not None:
+            self._recv_scope.deadline = min(
+                self._recv_scope.deadline, trio.current_time() + FINISH_TIMEOUT
+            )
+        try:
+            with trio.fail_after(self.limits.slow_timeout):
+                await self.conn.drain()
+            self.conn.sock.shutdown(socket.SHUT_WR)
+        except (ConnClosed, OSError, trio.TooSlowError):
+            self.conn.close()
+
+    def cancel(self) -> None:
+        """End the connection from outside (kick, takeover)."""
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        self.conn.close()
+
+    async def _loop(self) -> str | None:
+        limits = self.limits
+        conn, session = self.conn, self.session
+        started = trio.current_time()
+        while True:
+            if not session.handshake_complete:
+                deadline = started + limits.handshake_timeout
+                why = f"handshake not completed within {limits.handshake_timeout:g} s"
+            elif self.players:
+                deadline = float("inf")
+                why = ""
+            elif self.publishing:
+                deadline = trio.current_time() + limits.idle_timeout
+                why = f"publisher sent nothing for {limits.idle_timeout:g} s"
+            else:
+                deadline = started + limits.handshake_timeout + limits.idle_timeout
+                why = f"no publish or play within {limits.idle_timeout:g} s of connecting"
+            if self._finishing:
+                deadline = min(deadline, trio.current_time() + FINISH_TIMEOUT)
+            data = None
+            with trio.move_on_at(deadline) as self._recv_scope:
+                data = await conn.recv()
+            if data is None:
+                if self._finishing:
+                    return None
+                self.refuse("timeout")
+                return why
+            if not data:
+                return None if conn.closed else "peer closed the connection"
+            await trio.lowlevel.checkpoint()  # a peer that always has data must not hog the loop
+            if self.publishing:
+                self.bytes_in += len(data)
+                if self._ingest is not None:
+                    # over the cap: stop reading for a while (TCP slows the publisher down)
+                    await trio.sleep(self._ingest.delay_for(len(data), trio.current_time()))
+            events = deque(session.receive_data(data))
+            while events:
+                reason = self._on_event(events.popleft(), events)
+                if reason:
+                    log.info("closing RTMP %s: %s", conn.peer, reason)
+                    conn.write(session.data_to_send())
+                    await conn.close_gracefully()
+                    return None
+            out = session.data_to_send()
+            if out:
+                conn.write(out)
+            if conn.backlog_bytes and not self.players:
+                with trio.move_on_after(limits.slow_timeout) as scope:
+                    await conn.drain()
+                if scope.cancelled_caught:
+                    return f"peer did not read our answers for {limits.slow_timeout:g} s"
+            elif conn.backlog_bytes > READ_PAUSE_BACKLOG:
+                # A player that keeps sending but reads nothing: its answers must not pile
+                # up. Stop reading until its own task has drained the backlog.
+                deadline = trio.current_time() + limits.slow_timeout
+                while conn.backlog_bytes > READ_PAUSE_BACKLOG and not conn.closed:
+                    if trio.current_time() >= deadline:
+                        return f"peer read nothing for {limits.slow_timeout:g} s"
+                    await trio.sleep(0.05)
+
+    def _on_event(self, event: rs.Event, events: deque) -> str | None:
+        """Act on one session event; a returned string closes the connection with that reason."""
+        if isinstance(event, (rs.Media, rs.Metadata)):
+            if self.publishing:
+                self.on_media(event)
+            return None
+        session = self.session
+        if isinstance(event, rs.Connect):
+            try:
+                check_part(event.app, "application name")
+            except StreamKeyError as exc:
+                session.reject_connect(str(exc))
+                self.refuse("bad_name")
+                return f"connect refused: {exc}"
+            events.extendleft(reversed(session.accept_connect(event.app)))
+            return None
+        if isinstance(event, rs.Publish):
+            if self.publishing or self.players:
+                session.reject_publish(event.stream_id, "NetStream.Publish.BadName", "already busy")
+                return "second publish/play on one connection"
+            return self.on_publish(event)
+        if isinstance(event, rs.Play):
+            return self._on_play(event)
+        if isinstance(event, rs.DeleteStream):
+            if self.publishing:
+                self.on_delete(event.stream_id)
+            scope = self.players.pop(event.stream_id, None)
+            if scope is not None:
+                scope.cancel()
+            return None
+        if isinstance(event, rs.Command):
+            log.debug("RTMP %s: ignoring command %s", self.conn.peer, shown(event.name))
+        return None
+
+    def _on_play(self, event: rs.Play) -> str | None:
+        if self.publishing:
+            self.session.send_status(
+                event.stream_id, "error", "NetStream.Play.Failed", "connection is publishing"
+            )
+            return "play on a publishing connection"
+        if event.stream_id in self.players:
+            return "play twice on one message stream"
+        if len(self.players) >= MAX_PLAYS:
+            self.session.send_status(
+                event.stream_id,
+                "error",
+                "NetStream.Play.Failed",
+                "too many plays on one connection",
+            )
+            return f"more than {MAX_PLAYS} plays on one connection"
+        scope = trio.CancelScope()
+        self.players[event.stream_id] = scope
+        assert self._nursery is not None
+        self._nursery.start_soon(self._play, event, scope)
+        return None
+
+    async def _refuse_play(self, sid: int, reason: str, why: str) -> None:
+        """Send the queued refusal, count and log it, and finish the connection."""
+        self.refuse(reason)
+        log.info("closing RTMP %s: %s", self.conn.peer, why)
+        self.conn.write(self.session.data_to_send())
+        self.players.pop(sid, None)
+        await self.finish()
+
+    async def _play(self, event: rs.Play, scope: trio.CancelScope) -> None:
+        session, conn = self.session, self.conn
+        app = session.app or ""
+        name, query = split_name(event.name)
+        sid = event.stream_id
+        with scope:
+            try:
+                key = StreamKey.parse(app, name)
+                pacer = self.source.pace_for(key.app, key.name, query)
+                sub = await self.source.subscribe(key.app, key.name)
+            except (PermissionError, StreamKeyError, Unavailable) as exc:
+                session.send_status(sid, "error", "NetStream.Play.Failed", str(exc))
+                reason = (
+                    "bad_name"
+                    if isinstance(exc, StreamKeyError)
+                    else "unavailable"
+                    if isinstance(exc, Unavailable)
+                    else "bad_class_token"
+                )
+                await self._refuse_play(sid, reason, f"play refused: {exc}")
+                return
+            if sub is None:
+                session.play_not_found(sid, str(key))
+                await self._refuse_play(sid, "not_found", f"play of unknown stream {key}")
+                return
+            try:
+                session.accept_play(sid, name)
+                conn.write(session.data_to_send())
+
+                def end() -> bytes:
+                    session.end_play(sid, name)
+                    return session.data_to_send()
+
+                stream = sub.fanout.stream
+                player = Player(
+                    conn, stream.add_reader("rtmp"), "rtmp", stream_id=sid, end=end,
+                    bucket=pacer,
+                )  # fmt: skip
+                log.info("RTMP play %s/%s by %s", app, name, conn.peer)
+                await sub.fanout.serve(player)
+                log.info("RTMP play %s/%s by %s ended", app, name, conn.peer)
+                await self.finish()
+            finally:
+                sub.release()
+        self.players.pop(sid, None)
