@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from balancer.server import serve
-from common.cli import run_node
 from common.config import BALANCER_POLICIES, BalancerConfig
+from common.serve.cli import run_node
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

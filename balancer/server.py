@@ -12,16 +12,16 @@ from functools import partial
 import trio
 
 from balancer.policy import EdgeView, make_policy
-from common import auth
 from common.config import BalancerConfig
-from common.conn import Conn, accept_loop, listen_socket
-from common.control import ControlDecoder, ControlError, ControlMessage, Heartbeat, StreamInfo
-from common.errors import ProtocolError
-from common.http import HttpLimits, Request, Response, serve_http
-from common.httpclient import fetch
-from common.metrics import CONTENT_TYPE, NodeMetrics
-from common.streamkey import StreamKey, StreamKeyError, shown
-from common.supervise import supervise
+from common.net.conn import Conn, accept_loop, listen_socket
+from common.net.http import HttpLimits, Request, Response, serve_http
+from common.net.httpclient import fetch
+from common.net.supervise import supervise
+from common.proto import auth
+from common.proto.control import ControlDecoder, ControlError, ControlMessage, Heartbeat, StreamInfo
+from common.proto.errors import ProtocolError
+from common.proto.streamkey import StreamKey, StreamKeyError, shown
+from common.serve.metrics import CONTENT_TYPE, NodeMetrics
 
 log = logging.getLogger("livecdn.balancer")
 

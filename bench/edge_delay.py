@@ -18,9 +18,9 @@ import sys
 
 import trio
 
-from common import flv
-from common.flv import FlvParser
-from common.httpclient import open_request
+from common.net.httpclient import open_request
+from common.proto import flv
+from common.proto.flv import FlvParser
 from topology.launch import wait_healthy
 
 PY = sys.executable

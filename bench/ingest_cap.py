@@ -13,8 +13,8 @@ import contextlib
 import trio
 
 from common.config import OriginConfig, build
-from common.conn import ConnClosed
-from common.rtmpclient import RtmpClient
+from common.net.conn import ConnClosed
+from common.net.rtmpclient import RtmpClient
 from origin.server import Origin
 
 FRAME = bytes([0x17, 0x01, 0, 0, 0]) + bytes(200_000)

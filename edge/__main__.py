@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.cli import add_serve_args, run_node
 from common.config import EdgeConfig
+from common.serve.cli import add_serve_args, run_node
 from edge.server import serve
 
 

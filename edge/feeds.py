@@ -15,14 +15,14 @@ import contextlib
 from typing import Protocol
 from urllib.parse import quote
 
-from common import amf0, flv
-from common.errors import ProtocolError
-from common.flv import FlvParser
-from common.httpclient import HttpClientError, HttpResponse, MalformedResponse, open_request
-from common.rtmp import session as rs
-from common.rtmpclient import RtmpClient, RtmpClientError, ends_play
-from common.stream import metadata_values
-from common.streamkey import StreamKey
+from common.media.stream import metadata_values
+from common.net.httpclient import HttpClientError, HttpResponse, MalformedResponse, open_request
+from common.net.rtmpclient import RtmpClient, RtmpClientError, ends_play
+from common.proto import amf0, flv
+from common.proto.errors import ProtocolError
+from common.proto.flv import FlvParser
+from common.proto.rtmp import session as rs
+from common.proto.streamkey import StreamKey
 
 ONMETADATA = amf0.encode("onMetaData")
 

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import trio
 
-from common.errors import ProtocolError, Unavailable
-from common.play import Fanout, Subscription
-from common.rtmp import messages as m
-from common.stream import Stream
-from common.streamkey import StreamKey, shown
-from common.supervise import describe, log_failure
+from common.media.stream import Stream
+from common.net.supervise import describe, log_failure
+from common.proto.errors import ProtocolError, Unavailable
+from common.proto.rtmp import messages as m
+from common.proto.streamkey import StreamKey, shown
+from common.serve.play import Fanout, Subscription
 from edge.feeds import Feed, NotFound, ParentError, open_feed
 
 log = logging.getLogger("livecdn.edge")

@@ -11,20 +11,21 @@ from urllib.parse import urlencode
 
 import trio
 
-from common import auth
 from common.config import EdgeConfig, class_rates
-from common.conn import Conn
-from common.control import MAX_STREAMS, ControlError, Heartbeat, check_stream_key
-from common.hls import client_key, hls_path, hls_target
-from common.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
-from common.httpclient import HttpClientError, fetch
-from common.node import NodeAddress, PlayNode
-from common.play import Subscription
-from common.reporter import report
-from common.rtmpserver import RtmpConnection, RtmpLimits
-from common.shaping import Htb, Pacer
-from common.streamkey import StreamKey, StreamKeyError, shown
-from common.supervise import describe, log_failure
+from common.net.conn import Conn
+from common.net.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
+from common.net.httpclient import HttpClientError, fetch
+from common.net.reporter import report
+from common.net.supervise import describe, log_failure
+from common.proto import auth
+from common.proto.control import MAX_STREAMS, ControlError, Heartbeat, check_stream_key
+from common.proto.paths import hls_path, hls_target
+from common.proto.shaping import Htb, Pacer
+from common.proto.streamkey import StreamKey, StreamKeyError, shown
+from common.serve.hlsviewers import client_key
+from common.serve.node import NodeAddress, PlayNode
+from common.serve.play import Subscription
+from common.serve.rtmpserver import RtmpConnection, RtmpLimits
 from edge.feeds import open_feed
 from edge.objcache import FetchError, ObjectCache
 from edge.pull import Connector, PullManager, PullSettings

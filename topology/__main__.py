@@ -19,8 +19,8 @@ from pathlib import Path
 
 import trio
 
-from common.cli import leaves
-from common.rtmpclient import RtmpClientError
+from common.net.rtmpclient import RtmpClientError
+from common.serve.cli import leaves
 from topology import launch, schema
 from topology.publisher import SourceSettings, failure_reason, keep_publishing, publish
 

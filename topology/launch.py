@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from common.httpclient import HttpClientError, fetch
+from common.net.httpclient import HttpClientError, fetch
 from topology.linkproxy import LinkProxy, LinkSettings
 from topology.publisher import SourceSettings, keep_publishing
 from topology.schema import (

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import trio
 
-from common.conn import Conn, accept_loop, listen_socket, open_connection
-from common.shaping import TokenBucket
+from common.net.conn import Conn, accept_loop, listen_socket, open_connection
+from common.proto.shaping import TokenBucket
 
 log = logging.getLogger("livecdn.link")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-from common.httpclient import HttpClientError, fetch
+from common.net.httpclient import HttpClientError, fetch
 from topology.players.crowd import (
     LoadSpec,
     make_crowd,

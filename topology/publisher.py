@@ -17,11 +17,11 @@ import av
 import trio
 from av.video.frame import PictureType
 
-from common import flv
-from common.conn import ConnClosed
-from common.flv import FlvParser, FlvTag
-from common.rtmp import session as rs
-from common.rtmpclient import RtmpClient, RtmpClientError
+from common.net.conn import ConnClosed
+from common.net.rtmpclient import RtmpClient, RtmpClientError
+from common.proto import flv
+from common.proto.flv import FlvParser, FlvTag
+from common.proto.rtmp import session as rs
 
 log = logging.getLogger("livecdn.publisher")
 

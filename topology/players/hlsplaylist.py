@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from common.errors import ProtocolError
+from common.proto.errors import ProtocolError
 
 
 class PlaylistError(ProtocolError):

@@ -14,13 +14,13 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import trio
 
-from common.clock import read_stamp
-from common.errors import ProtocolError
-from common.flvscan import FlvScanner, Scan
-from common.httpclient import HttpClientError, fetch, open_request
-from common.rtmp import session as rs
-from common.rtmpclient import RtmpClient, RtmpClientError, ends_play
-from common.shaping import TokenBucket
+from common.net.httpclient import HttpClientError, fetch, open_request
+from common.net.rtmpclient import RtmpClient, RtmpClientError, ends_play
+from common.proto.clock import read_stamp
+from common.proto.errors import ProtocolError
+from common.proto.flvscan import FlvScanner, Scan
+from common.proto.rtmp import session as rs
+from common.proto.shaping import TokenBucket
 from topology.players.buffer import PlaybackBuffer
 from topology.players.hlsplaylist import MediaPlaylist, parse_media_playlist
 from topology.players.profiles import PROFILES, ClientProfile
