@@ -80,17 +80,19 @@ class HtbClass:
     def delay_for(self, size: int, now: float) -> float:
         """Reserve `size` bytes for one viewer of the class; seconds to wait before sending."""
         assured = self.assured.wait_for(size, now)
-        borrow = self.link.wait_for(size, now) if self.link is not None else 0.0
-        green = assured <= borrow
-        wait = max(self.ceiling.wait_for(size, now), assured if green else borrow)
+        # Borrow only while the link has room now, as HTB does. Assured traffic does not wait
+        # for the link, so a link in debt is booked ahead by it; a borrower booking a later
+        # slot would share that slot with the assured traffic sent meanwhile.
+        borrowing = assured > 0 and (self.link is None or self.link.wait_for(size, now) == 0)
+        wait = max(self.ceiling.wait_for(size, now), 0.0 if borrowing else assured)
         # taken now: a bucket in debt earns it back at its rate, which waiting repays
         self.ceiling.take(size, now)
         if self.link is not None:
             self.link.take(size, now)
-        if green:
-            self.assured.take(size, now)
-        else:
+        if borrowing:
             self.borrowed_bytes += size
+        else:
+            self.assured.take(size, now)
         self.sent_bytes += size
         return wait
 
