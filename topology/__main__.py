@@ -22,6 +22,7 @@ import trio
 from common.net.rtmpclient import RtmpClientError
 from common.serve.cli import leaves
 from topology import launch, schema
+from topology.procs import wait_healthy
 from topology.publisher import SourceSettings, failure_reason, keep_publishing, publish
 
 log = logging.getLogger("livecdn.topology")
@@ -102,7 +103,7 @@ async def demo(args: argparse.Namespace) -> None:
     async with trio.open_nursery() as nursery:
         origin = await nursery.start(trio.run_process, cmd)
         try:
-            await launch.wait_healthy(f"http://127.0.0.1:{args.http}", origin)
+            await wait_healthy(f"http://127.0.0.1:{args.http}", origin)
             nursery.start_soon(
                 partial(
                     keep_publishing,
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in ("status", "down"):
         name = Path(args.topology).stem
-        return launch.status(name) if args.command == "status" else launch.down(name)
+        return trio.run(launch.status if args.command == "status" else launch.down, name)
     if args.command in ("up", "validate"):
         try:
             topo = schema.load(args.topology)
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         if args.command == "up" and args.detach:
-            return launch.detach(str(topo.path), topo.name, args.seconds)
+            return trio.run(launch.detach, str(topo.path), topo.name, args.seconds)
         if args.command == "validate":
             print(
                 f"{topo.path}: valid: {len(topo.origins)} origin(s), {len(topo.edges)} edge(s), "

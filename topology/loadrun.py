@@ -22,6 +22,7 @@ from topology.players.crowd import (
 )
 from topology.players.player import Target
 from topology.players.report import plot, summarize, table, write_json
+from topology.schema import LoadProfileSpec, load_spec, load_stream, parse_duration
 
 
 def target_for(dep, protocol: str, stream: str) -> Target:
@@ -212,3 +213,17 @@ async def worker_main(target: Target, spec: LoadSpec, first_id: int) -> None:
 
     await run_crowd(crowd, progress=progress)
     emit({"result": {"players": _player_dicts(crowd), "seconds": crowd.seconds}})
+
+
+async def run_file_load(dep, i: int, load: LoadProfileSpec) -> None:
+    """One [[load]] profile of the file: wait for its start, run it, print its summary."""
+    await trio.sleep(parse_duration(load.start_at))
+    spec = load_spec(load)
+    stream = load_stream(dep.topo, load)
+    print(f"  load #{i + 1}: {spec.players} {spec.protocol} players on {stream} for "
+          f"{spec.duration:g} s ({spec.arrival}, profiles {spec.profiles})", flush=True)  # fmt: skip
+    try:
+        await run_load(target_for(dep, spec.protocol, stream), spec, out_dir=dep.run_dir,
+                       dep=dep, label=f"load{i + 1}", quiet=len(dep.topo.loads) > 1)  # fmt: skip
+    except Exception as exc:  # a load run's failure is not the deployment's
+        print(f"  load #{i + 1} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)

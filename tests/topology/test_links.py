@@ -11,7 +11,7 @@ from common.net.httpclient import open_request
 from common.proto import flv
 from common.proto.flv import FlvParser
 from tests.conftest import start_topology
-from topology import launch
+from topology.faults import apply_fault
 from topology.schema import FaultSpec
 
 pytestmark = pytest.mark.slow
@@ -82,9 +82,7 @@ async def test_a_delayed_link_raises_startup_and_latency(nursery, tmp_path):
     assert 80 <= added <= 120, f"added latency {added:.0f} ms for a 100 ms link"
 
     # the fault schedule's degrade changes the link at run time
-    await launch.apply_fault(
-        dep, FaultSpec(action="degrade", edge="far", parent="origin", delay_ms=300)
-    )
+    await apply_fault(dep, FaultSpec(action="degrade", edge="far", parent="origin", delay_ms=300))
     await trio.sleep(1)
     _, _, diffs = await delays(dep, 4)
     added = statistics.median(diffs[-30:])

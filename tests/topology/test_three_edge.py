@@ -14,9 +14,9 @@ from common.net.httpclient import fetch
 from common.proto import flv
 from common.proto.flv import FlvParser
 from tests.conftest import start_topology
-from topology import launch
 from topology.players.crowd import LoadSpec, make_crowd, run_crowd
 from topology.players.player import Target
+from topology.procs import start_node
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +130,7 @@ async def test_three_edges_kill_one_and_viewers_move(nursery, tmp_path):
     assert all(p.buffer.received_s > now - killed - 3 for p in on_victim[:1])
 
     # restart it: it rejoins the rotation
-    await launch.start_node(dep, victim)  # watched and stopped with the deployment
+    await start_node(dep, victim)  # watched and stopped with the deployment
     with trio.fail_after(10):
         while not (await edges(balancer))["edge1"]["in_rotation"]:
             await trio.sleep(0.2)

@@ -1,0 +1,59 @@
+"""A running topology: its nodes, their processes and link proxies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from topology.linkproxy import LinkProxy
+from topology.schema import Topology
+
+
+@dataclass
+class Node:
+    """One node's process (`proc` is the latest one started)."""
+
+    name: str
+    kind: str
+    cmd: list[str]
+    http_port: int
+    rtmp_port: int = 0
+    proc: trio.Process | None = None
+    log_path: Path | None = None
+    control_port: int = 0
+
+    def ports(self) -> str:
+        """Its listening ports, e.g. 'rtmp :1935, http :8080'."""
+        named = (("rtmp", self.rtmp_port), ("http", self.http_port), ("control", self.control_port))
+        return ", ".join(f"{what} :{port}" for what, port in named if port)
+
+
+@dataclass
+class Deployment:
+    """A running topology."""
+
+    topo: Topology
+    run_dir: Path
+    nodes: dict[str, Node] = field(default_factory=dict)
+    proxies: dict[tuple[str, str], LinkProxy] = field(default_factory=dict)
+    started: list[tuple[str, trio.Process]] = field(default_factory=list)  # restarted ones too
+    supervisor: trio.Nursery | None = field(default=None, repr=False)
+    is_up: bool = False  # every node started, the URL table printed
+
+    def url(self, name: str, scheme: str) -> str:
+        """`scheme`://host:port of node `name` (scheme "http" or "rtmp")."""
+        node = self.nodes[name]
+        port = node.http_port if scheme == "http" else node.rtmp_port
+        return f"{scheme}://127.0.0.1:{port}"
+
+    def processes(self) -> list[tuple[str, trio.Process]]:
+        """Every process it started, each once, the latest first (edges before origins)."""
+        out: list[tuple[str, trio.Process]] = []
+        for name, proc in reversed(
+            [*self.started, *((n.name, n.proc) for n in self.nodes.values())]
+        ):
+            if proc is not None and all(proc is not p for _, p in out):
+                out.append((name, proc))
+        return out

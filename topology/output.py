@@ -1,0 +1,105 @@
+"""What a running topology shows and leaves behind: the URL table, its state file (for
+status and down), every node's command line and a Prometheus scrape config."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+from pathlib import Path
+
+from topology.deployment import Deployment
+
+STATE_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "livecdn-state"
+
+
+def url_table(dep: Deployment) -> str:
+    """The URLs a user needs, as a table."""
+    topo = dep.topo
+    rows = [("what", "url")]
+    for pub in topo.publishers:
+        rows.append((f"publish {pub.stream}", f"{dep.url(pub.origin, 'rtmp')}/{pub.stream}"))
+    streams = [p.stream for p in topo.publishers] or ["live/demo"]
+    for stream in streams:
+        if "balancer" in dep.nodes:
+            b = dep.url("balancer", "http")
+            rows.append((f"play {stream} (balancer, HTTP-FLV)", f"{b}/{stream}.flv"))
+            rows.append((f"play {stream} (balancer, HLS)", f"{b}/{stream}.m3u8"))
+            rows.append(
+                (
+                    f"RTMP route for {stream}",
+                    f"{b}/api/route?app={stream.split('/')[0]}&name={stream.split('/')[1]}&proto=rtmp",
+                )
+            )
+        for e in topo.edges:
+            rows.append(
+                (
+                    f"play {stream} at {e.name}",
+                    f"{dep.url(e.name, 'http')}/{stream}.flv  {dep.url(e.name, 'rtmp')}/{stream}",
+                )
+            )
+    for name, node in dep.nodes.items():
+        base = f"http://127.0.0.1:{node.http_port}"
+        api = "/api/edges" if node.kind == "balancer" else "/api/streams"
+        rows.append((f"{name} ({node.kind}) API / metrics", f"{base}{api}  {base}/metrics"))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"  {a.ljust(width)}  {b}" for a, b in rows)
+
+
+def state_path(name: str) -> Path:
+    """Where a running topology named `name` records itself (for status and down)."""
+    return STATE_DIR / f"{name}.json"
+
+
+def write_state(dep: Deployment) -> Path:
+    """Record the running deployment (launcher pid, nodes, ports)."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    path = state_path(dep.topo.name)
+    nodes = {
+        n.name: {
+            "kind": n.kind,
+            "pid": n.proc.pid if n.proc else None,
+            "http_port": n.http_port,
+            "rtmp_port": n.rtmp_port,
+        }  # fmt: skip
+        for n in dep.nodes.values()
+    }
+    state = {
+        "topology": str(dep.topo.path),
+        "launcher_pid": os.getpid(),
+        "run_dir": str(dep.run_dir),
+        "nodes": nodes,
+    }
+    path.write_text(json.dumps(state, indent=1))
+    return path
+
+
+def remove_state(dep: Deployment) -> None:
+    """Remove the state file, if this process wrote it."""
+    path = state_path(dep.topo.name)
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("launcher_pid") == os.getpid():
+            path.unlink()
+
+
+def write_commands(dep: Deployment) -> Path:
+    """Every node's command line, to restart one by hand."""
+    path = dep.run_dir / "commands.sh"
+    lines = ["# each node of this topology; restart one by running its line"]
+    lines += [f"# {n.name}\n{shlex.join(n.cmd)} &" for n in dep.nodes.values()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_prometheus(dep: Deployment) -> Path:
+    """A Prometheus scrape config for every node, next to the run."""
+    targets = ", ".join(f"'127.0.0.1:{n.http_port}'" for n in dep.nodes.values())
+    path = dep.run_dir / "prometheus.yml"
+    path.write_text(
+        "scrape_configs:\n"
+        f"  - job_name: livecdn-{dep.topo.name}\n"
+        "    scrape_interval: 5s\n"
+        f"    static_configs:\n      - targets: [{targets}]\n"
+    )
+    return path
