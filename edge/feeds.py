@@ -1,17 +1,20 @@
 """Upstream feeds: one stream pulled from a parent over RTMP play or HTTP-FLV.
 
-A feed yields items: ("media", type_id, timestamp, payload), ("meta", payload, values),
-("tracks", audio, video) when the parent declares the stream's tracks (the HTTP-FLV file
-header's flags), or ("end",) when the parent ends the stream cleanly (the publisher stopped).
+A feed yields typed events: the RTMP session's own `Media` and `Metadata` (an HTTP-FLV feed
+builds the same from its tags), `Tracks` when the parent declares the stream's tracks (the
+HTTP-FLV file header's flags), and `End` when the parent ends the stream cleanly (the
+publisher stopped).
 
 Whatever a parent does wrong (refuses, resets, sends garbage) is a `ParentError` whose
-`kind` names the failure for metrics; upstream URLs are built only from validated,
-percent-quoted stream keys.
+`kind` (a `Failure`) names the failure for metrics; upstream URLs are built only from
+validated, percent-quoted stream keys.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 from urllib.parse import quote
 
@@ -31,18 +34,45 @@ class NotFound(Exception):
     """The parent says the stream does not exist."""
 
 
+class Failure(StrEnum):
+    """Why one upstream connection failed (the `reason` label of pull_failures_total)."""
+
+    CONNECT = "connect"
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    BROKEN = "broken"
+    BAD_DATA = "bad_data"
+    STALLED = "stalled"
+    NOT_FOUND = "not_found"
+    """A stream that was live is missing at a parent (restarting, say)."""
+    UNEXPECTED = "unexpected"
+    """Something no feed maps: a bug, logged with its traceback."""
+
+
 class ParentError(Exception):
-    """The parent could not be reached, refused, broke the connection or sent garbage.
+    """The parent could not be reached, refused, broke the connection or sent garbage."""
 
-    `kind` is one of "connect", "refused", "broken", "bad_data", "stalled", "timeout".
-    """
-
-    def __init__(self, message: str, kind: str = "broken") -> None:
+    def __init__(self, message: str, kind: Failure = Failure.BROKEN) -> None:
         super().__init__(message)
         self.kind = kind
 
 
-Item = tuple
+@dataclass(frozen=True, slots=True)
+class Tracks:
+    """The parent declared which tracks the stream has."""
+
+    audio: bool
+    video: bool
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """The parent ended the stream cleanly (the publisher stopped)."""
+
+
+END = End()
+
+FeedEvent = rs.Media | rs.Metadata | Tracks | End
 
 
 class Feed(Protocol):
@@ -50,8 +80,8 @@ class Feed(Protocol):
 
     bytes_in: int
 
-    async def receive(self) -> list[Item]:
-        """The next items; raises ParentError if the upstream breaks."""
+    async def receive(self) -> list[FeedEvent]:
+        """The next events; raises ParentError if the upstream breaks."""
         ...
 
     def close(self) -> None:
@@ -82,47 +112,45 @@ class RtmpFeed:
         try:
             client = await RtmpClient.connect(url)
         except OSError as exc:
-            raise ParentError(f"cannot connect to {url}: {exc}", "connect") from exc
+            raise ParentError(f"cannot connect to {url}: {exc}", Failure.CONNECT) from exc
         except RtmpClientError as exc:
-            raise ParentError(f"{url} refused the connection: {exc}", "refused") from exc
+            raise ParentError(f"{url} refused the connection: {exc}", Failure.REFUSED) from exc
         except ProtocolError as exc:
-            raise ParentError(f"{url} broke the RTMP handshake: {exc}", "bad_data") from exc
+            raise ParentError(f"{url} broke the RTMP handshake: {exc}", Failure.BAD_DATA) from exc
         try:
             await client.play()
         except RtmpClientError as exc:
             client.close()
             if exc.code == "NetStream.Play.StreamNotFound":
                 raise NotFound(url) from exc
-            raise ParentError(f"{url} refused play: {exc}", "refused") from exc
+            raise ParentError(f"{url} refused play: {exc}", Failure.REFUSED) from exc
         except OSError as exc:
             client.close()
-            raise ParentError(f"{url} failed during play: {exc}", "broken") from exc
+            raise ParentError(f"{url} failed during play: {exc}", Failure.BROKEN) from exc
         except ProtocolError as exc:
             client.close()
-            raise ParentError(f"{url} sent garbage during play: {exc}", "bad_data") from exc
+            raise ParentError(f"{url} sent garbage during play: {exc}", Failure.BAD_DATA) from exc
         except BaseException:
             client.close()  # cancelled (connect timeout) or a bug: never leak the socket
             raise
         return cls(client)
 
-    async def receive(self) -> list[Item]:
+    async def receive(self) -> list[FeedEvent]:
         try:
             events = await self.client.next_events()
         except (OSError, RtmpClientError) as exc:
-            raise ParentError(f"upstream broke: {exc}", "broken") from exc
+            raise ParentError(f"upstream broke: {exc}", Failure.BROKEN) from exc
         except ProtocolError as exc:
-            raise ParentError(f"bad RTMP from upstream: {exc}", "bad_data") from exc
-        out: list[Item] = []
+            raise ParentError(f"bad RTMP from upstream: {exc}", Failure.BAD_DATA) from exc
+        out: list[FeedEvent] = []
         for e in events:
-            if isinstance(e, rs.Media):
-                out.append(("media", e.type_id, e.timestamp, e.payload))
-            elif isinstance(e, rs.Metadata):
-                out.append(("meta", e.payload, e.values))
+            if isinstance(e, (rs.Media, rs.Metadata)):
+                out.append(e)
             elif ends_play(e):
-                out.append(("end",))
+                out.append(END)
                 break
             elif isinstance(e, rs.Status) and e.level == "error":
-                raise ParentError(f"upstream error {e.code}: {e.description}", "refused")
+                raise ParentError(f"upstream error {e.code}: {e.description}", Failure.REFUSED)
         return out
 
     def close(self) -> None:
@@ -149,40 +177,41 @@ class FlvFeed:
         try:
             resp = await open_request("GET", url)
         except OSError as exc:
-            raise ParentError(f"cannot GET {url}: {exc}", "connect") from exc
+            raise ParentError(f"cannot GET {url}: {exc}", Failure.CONNECT) from exc
         except HttpClientError as exc:
-            raise ParentError(f"GET {url}: {exc}", "bad_data") from exc
+            raise ParentError(f"GET {url}: {exc}", Failure.BAD_DATA) from exc
         if resp.status == 404:
             resp.close()
             raise NotFound(url)
         if resp.status != 200:
             resp.close()
-            raise ParentError(f"GET {url}: HTTP {resp.status}", "refused")
+            raise ParentError(f"GET {url}: HTTP {resp.status}", Failure.REFUSED)
         return cls(resp)
 
-    async def receive(self) -> list[Item]:
+    async def receive(self) -> list[FeedEvent]:
         try:
             data = await anext(self._chunks, None)
         except MalformedResponse as exc:
-            raise ParentError(f"bad HTTP body from upstream: {exc}", "bad_data") from exc
+            raise ParentError(f"bad HTTP body from upstream: {exc}", Failure.BAD_DATA) from exc
         except (OSError, HttpClientError) as exc:
-            raise ParentError(f"upstream broke: {exc}", "broken") from exc
+            raise ParentError(f"upstream broke: {exc}", Failure.BROKEN) from exc
         if data is None:
-            return [("end",)]
+            return [END]
         try:
             tags = self.parser.feed(data)
         except ProtocolError as exc:
-            raise ParentError(f"bad FLV from upstream: {exc}", "bad_data") from exc
-        out: list[Item] = []
+            raise ParentError(f"bad FLV from upstream: {exc}", Failure.BAD_DATA) from exc
+        out: list[FeedEvent] = []
         if not self._declared and self.parser.header_seen:
             self._declared = True
-            out.append(("tracks", self.parser.has_audio, self.parser.has_video))
+            out.append(Tracks(self.parser.has_audio, self.parser.has_video))
         for tag in tags:
             if tag.tag_type == flv.TAG_SCRIPT and tag.body[:13] == ONMETADATA:
                 with contextlib.suppress(ProtocolError):  # unreadable metadata is dropped
-                    out.append(("meta", tag.body, metadata_values(tag.body)))
+                    values = metadata_values(tag.body)
+                    out.append(rs.Metadata(0, tag.timestamp, tag.body, values))
                 continue
-            out.append(("media", tag.tag_type, tag.timestamp, tag.body))
+            out.append(rs.Media(0, tag.tag_type, tag.timestamp, tag.body))
         return out
 
     def close(self) -> None:

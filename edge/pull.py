@@ -21,6 +21,8 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
 
 import trio
 
@@ -28,9 +30,11 @@ from common.media.stream import Stream
 from common.net.supervise import describe, log_failure
 from common.proto.errors import ProtocolError, Unavailable
 from common.proto.rtmp import messages as m
+from common.proto.rtmp import session as rs
 from common.proto.streamkey import StreamKey, shown
+from common.serve.metrics import NodeMetrics
 from common.serve.play import Fanout, Subscription
-from edge.feeds import Feed, NotFound, ParentError, open_feed
+from edge.feeds import End, Failure, Feed, NotFound, ParentError, Tracks, open_feed
 
 log = logging.getLogger("livecdn.edge")
 
@@ -40,8 +44,40 @@ MAX_NOT_FOUND = 10_000
 """Entries of the negative cache of missing streams (it is keyed by what viewers ask for)."""
 
 
+R = TypeVar("R", bound=StrEnum)
+
+
 class TooManyStreams(Unavailable):
     """The edge already pulls `max_streams` streams: a new one is refused (503)."""
+
+
+class UpstreamState(StrEnum):
+    """Where an upstream is in its lifecycle (the module docstring draws it)."""
+
+    CONNECTING = "connecting"
+    LIVE = "live"
+    LINGERING = "lingering"
+    CLOSED = "closed"
+
+
+class StopReason(StrEnum):
+    """Why an upstream ended (the `reason` label of pulls_stopped_total)."""
+
+    PUBLISHER_STOPPED = "publisher stopped"
+    LINGER_EXPIRED = "linger expired"
+    NOT_FOUND = "not found at parent"
+    NO_PARENT = "no parent reachable"
+    PARENTS_GONE = "no parent served the stream within retry_seconds"
+    FAILED = "failed"
+    """A bug inside the pull (logged with its traceback)."""
+    CANCELLED = "cancelled"
+
+
+class Refusal(StrEnum):
+    """Why a new pull was refused before reaching a parent (pulls_refused_total)."""
+
+    TOO_MANY_STREAMS = "too_many_streams"
+    BAD_KEY = "bad_key"
 
 
 @dataclass(frozen=True)
@@ -67,16 +103,20 @@ class PullStats:
 
     def __init__(self) -> None:
         self.started = 0
-        self.stopped: Counter[str] = Counter()
+        self.stopped: Counter[StopReason] = Counter()
         self.failovers = 0
         self.bytes_from_parents = 0
         self.not_found_cached = 0
         self.not_found = 0
-        self.failures: Counter[str] = Counter()
-        """Failed upstream connections by reason: connect, refused, timeout, broken,
-        bad_data, stalled, not_found (a live stream missing at a parent), unexpected."""
-        self.refused: Counter[str] = Counter()
-        """New pulls refused before reaching a parent: too_many_streams, bad_key."""
+        self.failures: Counter[Failure] = Counter()
+        """Failed upstream connections by reason."""
+        self.refused: Counter[Refusal] = Counter()
+        """New pulls refused before reaching a parent, by reason."""
+
+
+def by_label(counts: Counter[R]) -> dict[tuple[str, ...], float]:
+    """A counter keyed by reasons as metric values (the enum values are the labels)."""
+    return {(reason.value,): n for reason, n in counts.items()}
 
 
 class Upstream:
@@ -88,7 +128,7 @@ class Upstream:
         self.name = name
         self.stream: Stream = manager.make_stream(app, name)
         self.fanout: Fanout = manager.make_fanout(self.stream)
-        self.state = "connecting"
+        self.state = UpstreamState.CONNECTING
         self.viewers = 0
         self.ready = trio.Event()
         self.found = False
@@ -109,11 +149,8 @@ class Upstream:
     def acquire(self) -> None:
         """A viewer arrives (cancels a linger in progress)."""
         self.viewers += 1
-        if self.state == "lingering":
-            self.state = "live"
-            log.info(
-                "upstream %s/%s: viewer back within the linger, reusing it", self.app, self.name
-            )
+        if self.state is UpstreamState.LINGERING:
+            self._set_state(UpstreamState.LIVE, "viewer back within the linger, reusing it")
         self._notify()
 
     def release(self) -> None:
@@ -121,15 +158,17 @@ class Upstream:
         self.viewers -= 1
         if self.viewers == 0:
             self._idle_since = trio.current_time()
-        if self.viewers == 0 and self.state == "live":
-            self.state = "lingering"
-            log.info(
-                "upstream %s/%s: no viewers, lingering %g s",
-                self.app,
-                self.name,
-                self.manager.settings.linger,
-            )
+        if self.viewers == 0 and self.state is UpstreamState.LIVE:
+            linger = self.manager.settings.linger
+            self._set_state(UpstreamState.LINGERING, f"no viewers, lingering {linger:g} s")
         self._notify()
+
+    def _set_state(self, state: UpstreamState, why: str) -> None:
+        """The one place the lifecycle state changes: logs the transition and why."""
+        if state is self.state:
+            return
+        log.info("upstream %s: %s -> %s (%s)", self.key, self.state, state, why)
+        self.state = state
 
     def _notify(self) -> None:
         self._changed.set()
@@ -164,7 +203,7 @@ class Upstream:
         log line naming the stream, the parent and the reason; its viewers get the end
         of the stream.
         """
-        reason = "cancelled"
+        reason = StopReason.CANCELLED
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
@@ -173,25 +212,27 @@ class Upstream:
                     reason = await self._pull()
                     nursery.cancel_scope.cancel()
         except Exception as exc:
-            reason = "failed"
-            self.manager.stats.failures["unexpected"] += 1
+            reason = StopReason.FAILED
+            self.manager.stats.failures[Failure.UNEXPECTED] += 1
             log_failure(f"upstream {self.key} from {self.parent or '-'}", exc, log)
         finally:
-            self.state = "closed"
+            self._close(reason)
             self.fanout.close()
             self.ready.set()
-            self.manager.finished(self, reason)
 
     @property
     def key(self) -> str:
         """'app/name', for log lines."""
         return f"{self.app}/{self.name}"
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: StopReason) -> None:
         """Close the upstream now."""
-        self.state = "closed"
-        self.manager.finished(self, reason)
+        self._close(reason)
         self._scope.cancel()
+
+    def _close(self, reason: StopReason) -> None:
+        self._set_state(UpstreamState.CLOSED, reason)
+        self.manager.finished(self, reason)
 
     async def _linger_watch(self) -> None:
         linger = self.manager.settings.linger
@@ -199,25 +240,20 @@ class Upstream:
             if self.viewers <= 0:
                 deadline = self._idle_since + linger
                 if trio.current_time() >= deadline:
-                    log.info(
-                        "upstream %s/%s: no viewers for %g s, closing it",
-                        self.app,
-                        self.name,
-                        linger,
-                    )
-                    self.stop("linger expired")
+                    log.info("upstream %s: no viewers for %g s, closing it", self.key, linger)
+                    self.stop(StopReason.LINGER_EXPIRED)
                     return
                 with trio.move_on_at(deadline):
                     await self._changed.wait()
                 continue
             await self._changed.wait()
 
-    def _failed(self, parent: str, kind: str, why: str) -> None:
+    def _failed(self, parent: str, kind: Failure, why: str) -> None:
         """One failed upstream connection: counted by kind, one log line."""
         self.manager.stats.failures[kind] += 1
         log.warning("upstream %s from %s failed (%s): %s", self.key, parent, kind, why)
 
-    async def _pull(self) -> str:
+    async def _pull(self) -> StopReason:
         """Connect, relay, fail over; return why the pull ended.
 
         Before the stream was ever live, each parent is tried once: a parent's "no such
@@ -236,9 +272,9 @@ class Upstream:
         while True:
             if tries and tries % len(parents) == 0:
                 if not was_live:
-                    return "no parent reachable"
+                    return StopReason.NO_PARENT
                 if trio.current_time() - (down_since or 0.0) >= settings.retry_seconds:
-                    return f"no parent served the stream for {settings.retry_seconds:g} s"
+                    return StopReason.PARENTS_GONE
                 await trio.sleep(settings.retry_pause)
             parent = parents[index % len(parents)]
             tries += 1
@@ -249,13 +285,13 @@ class Upstream:
                 if not was_live:
                     log.info("upstream %s: %s has no such stream", self.key, parent)
                     self.manager.remember_not_found(self.app, self.name)
-                    return "not found at parent"
-                self._failed(parent, "not_found", "no such stream (yet?)")
+                    return StopReason.NOT_FOUND
+                self._failed(parent, Failure.NOT_FOUND, "no such stream (yet?)")
                 index += 1
                 continue
             except trio.TooSlowError:
                 why = f"no answer within {settings.connect_timeout:g} s"
-                self._failed(parent, "timeout", why)
+                self._failed(parent, Failure.TIMEOUT, why)
                 index += 1
                 continue
             except ParentError as exc:
@@ -263,7 +299,7 @@ class Upstream:
                 index += 1
                 continue
             except Exception as exc:  # a bug, or something no feed maps: this parent failed
-                self.manager.stats.failures["unexpected"] += 1
+                self.manager.stats.failures[Failure.UNEXPECTED] += 1
                 log_failure(f"upstream {self.key}: connecting to {parent}", exc, log)
                 index += 1
                 continue
@@ -282,8 +318,9 @@ class Upstream:
             self.stream.new_source()
             self.parent = parent
             self.found = was_live = True
-            if self.state == "connecting":
-                self.state = "live" if self.viewers > 0 else "lingering"
+            if self.state is UpstreamState.CONNECTING:
+                state = UpstreamState.LIVE if self.viewers > 0 else UpstreamState.LINGERING
+                self._set_state(state, f"playing from {parent}")
             connected = trio.current_time()
             flowing: list[float] = []  # when media first came on this connection
             try:
@@ -292,10 +329,11 @@ class Upstream:
                 self._failed(parent, exc.kind, str(exc))
                 ended = False
             except ProtocolError as exc:  # a message the stream could not take
-                self._failed(parent, "bad_data", f"bad message from the parent: {describe(exc)}")
+                why = f"bad message from the parent: {describe(exc)}"
+                self._failed(parent, Failure.BAD_DATA, why)
                 ended = False
             except Exception as exc:
-                self.manager.stats.failures["unexpected"] += 1
+                self.manager.stats.failures[Failure.UNEXPECTED] += 1
                 log_failure(f"upstream {self.key} from {parent}", exc, log)
                 ended = False
             finally:
@@ -305,7 +343,7 @@ class Upstream:
                 feed.close()
             if ended:
                 log.info("upstream %s: publisher stopped at %s", self.key, parent)
-                return "publisher stopped"
+                return StopReason.PUBLISHER_STOPPED
             # a break: viewers waiting for the tracks go ahead with what is known
             self._go_ready()
             now = trio.current_time()
@@ -317,7 +355,7 @@ class Upstream:
             index += 1
 
     async def _relay(self, feed: Feed, flowing: list[float]) -> bool:
-        """Copy items into the stream; True on a clean end; ParentError on break or stall.
+        """Copy events into the stream; True on a clean end; ParentError on break or stall.
 
         Appends the time of the first media to `flowing`. Until the stream's tracks are
         known (or `tracks_wait` has passed), the first viewers are held back (`ready`).
@@ -330,30 +368,28 @@ class Upstream:
             waiting = not self.ready.is_set()
             if waiting:
                 deadline = min(deadline, self._ready_by)
-            items = None
+            events = None
             with trio.move_on_at(deadline):
-                items = await feed.receive()
-            if items is None:
+                events = await feed.receive()
+            if events is None:
                 if waiting and trio.current_time() >= self._ready_by:
                     self._go_ready()
                     continue
-                raise ParentError(f"stalled: no media for {stall:g} s", "stalled")
-            for item in items:
-                kind = item[0]
-                if kind == "media":
-                    type_id = item[1]
-                    stream.push(type_id, item[2], item[3])
-                    self.seen.add(type_id)
+                raise ParentError(f"stalled: no media for {stall:g} s", Failure.STALLED)
+            for event in events:
+                if isinstance(event, rs.Media):
+                    stream.push(event.type_id, event.timestamp, event.payload)
+                    self.seen.add(event.type_id)
                     last_media = trio.current_time()
                     if not flowing:
                         flowing.append(last_media)
-                elif kind == "meta":
-                    stream.set_metadata(item[1], item[2])
-                    self._declare_from_metadata(item[2])
-                elif kind == "tracks":
+                elif isinstance(event, rs.Metadata):
+                    stream.set_metadata(event.payload, event.values)
+                    self._declare_from_metadata(event.values)
+                elif isinstance(event, Tracks):
                     if self.declared is None:
-                        self.declared = (bool(item[1]), bool(item[2]))
-                elif kind == "end":
+                        self.declared = (event.audio, event.video)
+                elif isinstance(event, End):
                     return True
             if waiting and self._tracks_known():
                 self._go_ready()
@@ -437,7 +473,7 @@ class PullManager:
         try:
             StreamKey.parse(app, name)
         except ValueError:
-            self.stats.refused["bad_key"] += 1
+            self.stats.refused[Refusal.BAD_KEY] += 1
             raise
         key = (app, name)
         expiry = self.not_found.get(key)
@@ -462,7 +498,7 @@ class PullManager:
         except BaseException:
             up.release()
             raise
-        if not up.found or up.state == "closed":
+        if not up.found or up.state is UpstreamState.CLOSED:
             up.release()
             self.stats.not_found += 1
             return None
@@ -477,7 +513,7 @@ class PullManager:
         return Subscription(up.fanout, release)
 
     def _refuse_new(self, app: str, name: str) -> None:
-        self.stats.refused["too_many_streams"] += 1
+        self.stats.refused[Refusal.TOO_MANY_STREAMS] += 1
         now = trio.current_time()
         if now - self._refusal_logged >= 5.0:  # a crowd of refusals is one line per 5 s
             self._refusal_logged = now
@@ -487,7 +523,7 @@ class PullManager:
                 shown(app),
                 shown(name),
                 len(self.upstreams),
-                self.stats.refused["too_many_streams"],
+                self.stats.refused[Refusal.TOO_MANY_STREAMS],
             )
         raise TooManyStreams(f"too many streams on this edge (max_streams {self.max_streams})")
 
@@ -508,11 +544,84 @@ class PullManager:
             del table[oldest]
         table[(app, name)] = now + ttl
 
-    def finished(self, up: Upstream, reason: str) -> None:
+    def finished(self, up: Upstream, reason: StopReason) -> None:
         """An upstream is over: forget it (idempotent)."""
         key = (up.app, up.name)
         if self.upstreams.get(key) is up:
             del self.upstreams[key]
             self.stats.stopped[reason] += 1
             self.drop_fanout(up.stream)
-            log.info("upstream %s/%s closed: %s", up.app, up.name, reason)
+
+    def held(self) -> set[tuple[str, str]]:
+        """The streams this edge really pulls: found at a parent and not closed."""
+        return {
+            k
+            for k, up in self.upstreams.items()
+            if up.found and up.state is not UpstreamState.CLOSED
+        }
+
+    def bytes_received(self) -> int:
+        """Bytes received from parents so far, the open connections' included."""
+        live = sum(up.feed_bytes() for up in self.upstreams.values())
+        return self.stats.bytes_from_parents + live
+
+    def register_metrics(self, mt: NodeMetrics) -> None:
+        """Export the pull manager's numbers."""
+        stats = self.stats
+        mt.gauge(
+            "upstreams",
+            "Open upstreams (pulls from parents).",
+            (),
+            lambda: {(): len(self.upstreams)},
+        )
+        mt.counter(
+            "pulls_started_total", "Upstream pulls started.", (), lambda: {(): stats.started}
+        )
+        mt.counter(
+            "pulls_stopped_total",
+            "Upstream pulls stopped, by reason.",
+            ("reason",),
+            lambda: by_label(stats.stopped),
+        )
+        mt.counter(
+            "failovers_total",
+            "Upstream switches to another parent.",
+            (),
+            lambda: {(): stats.failovers},
+        )
+        mt.counter(
+            "back_to_source_bytes_total",
+            "Bytes received from parents.",
+            (),
+            lambda: {(): self.bytes_received()},
+        )
+        mt.counter(
+            "not_found_cached_total",
+            "Requests for missing streams answered from the short negative cache.",
+            (),
+            lambda: {(): stats.not_found_cached},
+        )
+        mt.counter(
+            "not_found_total",
+            "Requests for streams the parents do not have.",
+            (),
+            lambda: {(): stats.not_found},
+        )
+        mt.counter(
+            "pull_failures_total",
+            "Upstream connections that failed or broke, by reason (" + ", ".join(Failure) + ").",
+            ("reason",),
+            lambda: by_label(stats.failures),
+        )
+        mt.counter(
+            "pulls_refused_total",
+            "New pulls refused before reaching a parent, by reason (" + ", ".join(Refusal) + ").",
+            ("reason",),
+            lambda: by_label(stats.refused),
+        )
+        mt.gauge(
+            "not_found_entries",
+            "Streams remembered as missing at the parents (bounded negative cache).",
+            (),
+            lambda: {(): len(self.not_found)},
+        )

@@ -28,7 +28,7 @@ from common.proto import amf0, flv
 from common.proto.paths import hls_target
 from common.proto.streamkey import StreamKeyError
 from edge.feeds import upstream_url
-from edge.server import paced_body
+from edge.hls import paced_body
 from origin.server import Origin
 from tests.conftest import (
     FFMPEG,
@@ -260,13 +260,13 @@ async def test_one_stream_one_upstream_whatever_the_spelling(nursery, clip):
         while (await raw_get(port, "/live/demo.m3u8"))[0] != 200:
             await trio.sleep(0.2)
     fetched: list[str] = []
-    fetch_from_parent = edge.hls_cache._fetch
+    fetch_from_parent = edge.hls.cache._fetch
 
     async def recording(path: str):
         fetched.append(path)
         return await fetch_from_parent(path)
 
-    edge.hls_cache._fetch = recording
+    edge.hls.cache._fetch = recording
     for target in hls:
         status, body = await raw_get(port, target)
         want = 200 if target in hls[:4] else 400

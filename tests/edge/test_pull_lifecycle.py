@@ -1,6 +1,6 @@
 """The single-flight upstream lifecycle, on trio's MockClock with a programmable parent.
 
-The parent here is a test double of the *network* (a feed of items), not of our servers;
+The parent here is a test double of the *network* (a feed of events), not of our servers;
 the same lifecycle runs against real origins in test_edge_real.py.
 """
 
@@ -14,10 +14,11 @@ import trio.testing
 
 from common.media.stream import Stream
 from common.proto import amf0
+from common.proto.rtmp import session as rs
 from common.proto.streamkey import StreamKeyError
 from common.serve.play import Fanout, PlayStats
-from edge.feeds import NotFound, ParentError
-from edge.pull import PullManager, PullSettings, TooManyStreams, Upstream
+from edge.feeds import END, NotFound, ParentError, Tracks
+from edge.pull import PullManager, PullSettings, StopReason, TooManyStreams, Upstream
 from tests.media import aac_frame, aac_header, avc_header, interframe, keyframe
 
 SETTINGS = PullSettings(
@@ -25,8 +26,13 @@ SETTINGS = PullSettings(
 )
 
 
+def media(type_id: int, timestamp: int, payload: bytes) -> rs.Media:
+    """An audio (8) or video (9) message from the parent."""
+    return rs.Media(1, type_id, timestamp, payload)
+
+
 class FakeFeed:
-    """An upstream whose items the test sends (an Exception item breaks it); with `auto`,
+    """An upstream whose events the test sends (an Exception breaks it); with `auto`,
     it also produces a frame every 40 ms of (mock) time like a live stream."""
 
     def __init__(self, parent: str, auto: bool) -> None:
@@ -43,7 +49,7 @@ class FakeFeed:
             item = await self._recv.receive()
         if item is None:
             self._ts += 40
-            return [("media", 9, self._ts, interframe())]
+            return [media(9, self._ts, interframe())]
         if isinstance(item, Exception):
             raise item
         return [item]
@@ -62,7 +68,7 @@ class FakeParents:
         self.down: set[str] = set()
         self.connects: Counter = Counter()
         self.feeds: list[FakeFeed] = []
-        self.initial: list = [("media", 9, 0, avc_header()), ("media", 8, 0, aac_header())]
+        self.initial: list = [media(9, 0, avc_header()), media(8, 0, aac_header())]
 
     async def connect(self, parent: str, app: str, name: str) -> FakeFeed:
         self.connects[parent] += 1
@@ -171,8 +177,8 @@ async def test_missing_stream_is_answered_promptly_and_cached_briefly(manager, a
 async def test_publisher_stop_ends_viewers_and_upstream(manager, autojump_clock):
     sub = await manager.subscribe("live", "a")
     feed = manager.fake.feeds[0]
-    await feed.send.send(("media", 9, 40, keyframe()))
-    await feed.send.send(("end",))
+    await feed.send.send(media(9, 40, keyframe()))
+    await feed.send.send(END)
     await trio.sleep(0.1)
     assert sub.fanout.stream.closed
     assert ("live", "a") not in manager.upstreams
@@ -189,7 +195,7 @@ async def test_broken_upstream_fails_over_and_keeps_timestamps_continuous(manage
     reader = stream.add_reader("flv")
     feed = manager.fake.feeds[0]
     for i in range(5):
-        await feed.send.send(("media", 9, 1000 + i * 40, keyframe() if i == 0 else interframe()))
+        await feed.send.send(media(9, 1000 + i * 40, keyframe() if i == 0 else interframe()))
     await trio.sleep(0.1)
     manager.fake.down.add("rtmp://p1")
     await feed.send.send(ParentError("connection reset"))
@@ -199,11 +205,11 @@ async def test_broken_upstream_fails_over_and_keeps_timestamps_continuous(manage
     assert up.parent == "rtmp://p2" and up.failovers == 1 and manager.stats.failovers == 1
     second = manager.fake.feeds[1]
     for i in range(3):  # the new parent's timestamps start elsewhere
-        await second.send.send(("media", 9, 50 + i * 40, keyframe() if i == 0 else interframe()))
+        await second.send.send(media(9, 50 + i * 40, keyframe() if i == 0 else interframe()))
     await trio.sleep(0.1)
     frames = stream.pending(reader)
-    media = [f for f in frames if not f.header]
-    ts = [f.timestamp for f in media]
+    pieces = [f for f in frames if not f.header]
+    ts = [f.timestamp for f in pieces]
     assert ts == sorted(ts) and len(ts) == 8
     headers = [f for f in frames if f.header]
     assert headers == [], "identical sequence headers from the new parent are not repeated"
@@ -214,7 +220,7 @@ async def test_stalled_upstream_fails_over(manager, autojump_clock):
     manager.fake.auto = False
     await manager.subscribe("live", "a")
     feed = manager.fake.feeds[0]
-    await feed.send.send(("media", 9, 0, keyframe()))
+    await feed.send.send(media(9, 0, keyframe()))
     await trio.sleep(4.9)
     assert manager.fake.connects == {"rtmp://p1": 1}
     await trio.sleep(0.2 + SETTINGS.connect_timeout)
@@ -257,10 +263,10 @@ async def test_publisher_takeover_at_the_parent_keeps_the_upstream(manager, auto
     await trio.testing.wait_all_tasks_blocked()
     reader = stream.add_reader("flv")
     feed = manager.fake.feeds[0]
-    await feed.send.send(("media", 9, 1000, keyframe()))
+    await feed.send.send(media(9, 1000, keyframe()))
     new_header = avc_header()[:-1] + b"\x2d"
-    await feed.send.send(("media", 9, 1020, new_header))
-    await feed.send.send(("media", 9, 1020, keyframe(fill=0x66)))
+    await feed.send.send(media(9, 1020, new_header))
+    await feed.send.send(media(9, 1020, keyframe(fill=0x66)))
     await trio.sleep(0.1)
     frames = stream.pending(reader)
     assert [f.header for f in frames] == [False, True, False]
@@ -301,7 +307,7 @@ async def test_stream_missing_everywhere_for_retry_seconds_ends(manager, autojum
     await trio.sleep(3)
     assert sub.fanout.stream.closed
     assert ("live", "a") not in manager.upstreams
-    assert manager.stats.stopped == {"no parent served the stream for 10 s": 1}
+    assert manager.stats.stopped == {StopReason.PARENTS_GONE: 1}
 
 
 async def test_a_parent_that_breaks_right_after_connecting_is_not_hammered(nursery, autojump_clock):
@@ -329,7 +335,7 @@ async def test_a_parent_that_breaks_right_after_connecting_is_not_hammered(nurse
 async def test_garbage_from_a_parent_fails_over_and_is_counted(manager, autojump_clock):
     manager.fake.auto = False
     sub = await manager.subscribe("live", "a")
-    await manager.fake.feeds[0].send.send(("media", 9, 40, b"\x17"))  # truncated AVC tag
+    await manager.fake.feeds[0].send.send(media(9, 40, b"\x17"))  # truncated AVC tag
     await trio.sleep(1)
     up = manager.upstreams[("live", "a")]
     assert up.parent == "rtmp://p2" and up.failovers == 1
@@ -413,42 +419,42 @@ async def test_new_streams_beyond_max_streams_are_refused(nursery, autojump_cloc
 # ---------------------------------------------------------------------- tracks before viewers
 
 
-def metadata(**values: float) -> tuple:
+def metadata(**values: float) -> rs.Metadata:
     body = amf0.encode("onMetaData") + amf0.encode(values)
-    return ("meta", body, values)
+    return rs.Metadata(0, 0, body, values)
 
 
 @pytest.mark.parametrize(
     ("initial", "wait", "tracks"),
     [
         # the parent's FLV header says video only, and the video header comes: go at once
-        ([("tracks", False, True), ("media", 9, 0, avc_header())], 0, (False, True)),
-        ([("tracks", True, False), ("media", 8, 0, aac_header())], 0, (True, False)),
+        ([Tracks(False, True), media(9, 0, avc_header())], 0, (False, True)),
+        ([Tracks(True, False), media(8, 0, aac_header())], 0, (True, False)),
         # onMetaData names both codecs: wait for both tracks' first messages
         (
             [
                 metadata(videocodecid=7.0, audiocodecid=10.0),
-                ("media", 9, 0, avc_header()),
-                ("media", 8, 0, aac_header()),
+                media(9, 0, avc_header()),
+                media(8, 0, aac_header()),
             ],
             0,
             (True, True),
         ),  # fmt: skip
         # onMetaData wins over FLV flags that say both (a parent that did not know yet)
         (
-            [("tracks", True, True), metadata(videocodecid=7.0), ("media", 9, 0, avc_header())],
+            [Tracks(True, True), metadata(videocodecid=7.0), media(9, 0, avc_header())],
             0,
             (False, True),
         ),  # fmt: skip
         # declared audio never comes: go after tracks_wait with what was declared
         (
-            [metadata(videocodecid=7.0, audiocodecid=10.0), ("media", 9, 0, avc_header())],
+            [metadata(videocodecid=7.0, audiocodecid=10.0), media(9, 0, avc_header())],
             1,
             (True, True),
         ),  # fmt: skip
         # nothing declared: both kinds seen is enough; one kind waits for tracks_wait
-        ([("media", 9, 0, avc_header()), ("media", 8, 0, aac_frame())], 0, (True, True)),
-        ([("media", 9, 0, avc_header())], 1, (False, True)),
+        ([media(9, 0, avc_header()), media(8, 0, aac_frame())], 0, (True, True)),
+        ([media(9, 0, avc_header())], 1, (False, True)),
         # nothing at all: go after tracks_wait, tracks unknown
         ([], 1, None),
     ],
@@ -469,7 +475,7 @@ async def test_first_viewers_wait_until_the_tracks_are_known(
 
 async def test_a_break_before_the_tracks_are_known_lets_viewers_in(manager, autojump_clock):
     manager.fake.auto = False
-    manager.fake.initial = [("tracks", True, True), ("media", 9, 0, avc_header()),
+    manager.fake.initial = [Tracks(True, True), media(9, 0, avc_header()),
                             ParentError("reset")]  # fmt: skip
     sub = await manager.subscribe("live", "a")
     assert sub is not None and sub.fanout.stream.tracks == (True, True)

@@ -1,0 +1,261 @@
+"""The edge's HLS proxy: playlists and segments fetched from HTTP parents with failover,
+kept in the object cache, class-paced to viewers with a token, playlists rewritten so their
+segments carry it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypedDict
+from urllib.parse import urlencode
+
+import trio
+
+from common.net.conn import Conn
+from common.net.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
+from common.net.httpclient import HttpClientError, fetch
+from common.net.supervise import describe, log_failure
+from common.proto.paths import hls_path, hls_target
+from common.proto.shaping import Pacer
+from common.proto.streamkey import StreamKeyError, shown
+from common.serve.hlsviewers import HlsViewers, client_key
+from common.serve.metrics import NodeMetrics
+from edge.objcache import FetchError, ObjectCache
+from edge.qos import Qos
+
+log = logging.getLogger("livecdn.edge")
+
+HLS_OBJECT_LIMIT = 32 * 1024 * 1024
+"""The largest playlist or segment an edge takes from a parent."""
+
+HLS_PACED_SLICE = 16384
+"""Bytes of a class-shaped HLS segment written per pacing step."""
+
+
+class HlsObjects(TypedDict):
+    """What the HLS cache holds of one stream (the streams API's `hls`)."""
+
+    objects: int
+    bytes: int
+    paths: list[str]
+
+
+class ParentFailover:
+    """GETs from a list of HTTP parents, the last one that answered first."""
+
+    def __init__(
+        self, parents: list[str], *, timeout: float, on_failover: Callable[[], None]
+    ) -> None:
+        self.parents = parents
+        self.timeout = timeout
+        self.on_failover = on_failover
+        self._current = 0
+
+    async def fetch(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        """GET `path` (canonical: built by `hls_target` from a validated key) from the
+        parents in failover order; errors, 5xx and truncated bodies try the next parent,
+        and FetchError says why when none answers."""
+        errors = []
+        parents = self.parents
+        for i in range(len(parents)):
+            parent = parents[(self._current + i) % len(parents)]
+            try:
+                status, headers, body = await fetch(
+                    "GET", parent.rstrip("/") + path, timeout=self.timeout, limit=HLS_OBJECT_LIMIT
+                )
+            except (OSError, HttpClientError, trio.TooSlowError) as exc:
+                errors.append(f"{parent}: {exc or 'timed out'}")
+                continue
+            except Exception as exc:  # whatever else a parent provokes: try the next one
+                log_failure(f"HLS fetch of {path} from {parent}", exc, log)
+                errors.append(f"{parent}: {describe(exc)}")
+                continue
+            if status >= 500:
+                errors.append(f"{parent}: HTTP {status}")
+                continue
+            if i:
+                self._current = (self._current + i) % len(parents)
+                self.on_failover()
+                log.warning("HLS: failover to parent %s", parent)
+            return status, headers, body
+        raise FetchError("; ".join(errors) or "no HLS parent configured")
+
+
+class HlsProxy:
+    """Answers GET/HEAD of /app/name.m3u8 and .ts from the cache, pulling misses from the
+    HLS parents; counts HLS viewers and the bytes sent to them."""
+
+    def __init__(
+        self,
+        parents: list[str],
+        *,
+        qos: Qos,
+        viewers: HlsViewers,
+        refuse: Callable[[str], None],
+        on_slow: Callable[[], None],
+        on_failover: Callable[[], None],
+        cache_bytes: int,
+        not_found_ttl: float,
+        connect_timeout: float,
+        slow_timeout: float,
+    ) -> None:
+        self.parents = parents
+        self.qos = qos
+        self.viewers = viewers
+        self.refuse = refuse
+        self.on_slow = on_slow
+        self.slow_timeout = slow_timeout
+        self.bytes_out = 0
+        """Bytes of playlists and segments sent to viewers."""
+        self.failover = ParentFailover(
+            parents, timeout=connect_timeout + 10, on_failover=on_failover
+        )
+        self.cache = ObjectCache(
+            self.failover.fetch, max_bytes=cache_bytes, negative_ttl=not_found_ttl
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the cache's fetches until cancelled."""
+        await self.cache.run(task_status=task_status)
+
+    async def handle(self, req: Request) -> Response | StreamingResponse:
+        """Answer one request for a playlist or segment."""
+        if req.method not in ("GET", "HEAD"):
+            return Response.text(404, f"not found: {shown(req.path)}")
+        try:
+            key, path = hls_target(req.path)
+        except StreamKeyError as exc:
+            self.refuse("bad_name")
+            return Response.text(400, f"bad HLS path: {exc}")
+        try:
+            klass = self.qos.class_of(key.app, key.name, req.query)
+        except PermissionError as exc:
+            self.refuse("bad_class_token")
+            return Response.text(403, str(exc))
+        if not self.parents:
+            return Response.text(404, "this edge has no http:// parent to pull HLS from")
+        try:
+            obj = await self.cache.get(path)
+        except FetchError as exc:
+            log.warning("HLS %s for %s: upstream failed: %s", path, req.peer, exc)
+            return Response.text(502, f"upstream failed: {exc}")
+        except Exception as exc:  # never a crash: this request fails, the edge goes on
+            log_failure(f"HLS {path} for {req.peer}", exc, log)
+            return Response.text(502, f"upstream failed: {describe(exc)}")
+        if obj.status != 200:
+            return Response.text(404, f"not found at the parent: {path}")
+        client = client_key(req.peer, req.headers.get("user-agent", ""))
+        self.viewers.seen((key.app, key.name), client, trio.current_time())
+        self.bytes_out += len(obj.body)
+        headers = [("access-control-allow-origin", "*")]
+        if obj.cache_control:
+            headers.append(("cache-control", obj.cache_control))
+        if klass is None or req.method == "HEAD":
+            return Response(200, obj.body, obj.content_type, headers)
+        token = urlencode({k: req.query[k] for k in ("lc", "lexp", "lsig")})
+        if path.endswith(".m3u8"):
+            # the segments inherit the viewer's class token
+            return Response(200, with_query(obj.body, token), obj.content_type, headers)
+        body = paced_body(
+            obj.body, self.qos.pacer(klass), timeout=self.slow_timeout, on_slow=self._slow
+        )
+        return StreamingResponse(200, obj.content_type, body, headers)
+
+    def _slow(self, conn: Conn) -> None:
+        self.on_slow()
+        log.warning(
+            "disconnecting slow HLS viewer %s: a segment piece not taken in %g s",
+            conn.peer,
+            self.slow_timeout,
+        )
+
+    def objects(self) -> dict[tuple[str, str], HlsObjects]:
+        """What the cache holds, by stream (negative entries hold no stream)."""
+        out: dict[tuple[str, str], HlsObjects] = {}
+        for path, obj in self.cache.objects():
+            target = hls_path(path)
+            if target is None or obj.status != 200:
+                continue
+            app, name, _ = target
+            entry = out.setdefault((app, name), {"objects": 0, "bytes": 0, "paths": []})
+            entry["objects"] += 1
+            entry["bytes"] += len(obj.body)
+            entry["paths"].append(path)
+        return out
+
+    def register_metrics(self, mt: NodeMetrics) -> None:
+        """Export the HLS cache's numbers."""
+        stats = self.cache.stats
+        for name, help_text, attr in (
+            ("hls_cache_hits_total", "HLS objects served from the cache.", "hits"),
+            ("hls_cache_misses_total", "HLS objects fetched from a parent.", "misses"),
+            (
+                "hls_cache_coalesced_total",
+                "HLS requests that waited on another's fetch.",
+                "coalesced",
+            ),
+            ("hls_cache_negative_hits_total", "HLS 404s served from the cache.", "negative_hits"),
+            ("hls_cache_evictions_total", "HLS objects evicted (LRU by bytes).", "evictions"),
+            ("hls_cache_errors_total", "HLS fetches that failed (nothing cached).", "errors"),
+            (
+                "hls_bytes_from_parent_total",
+                "HLS bytes received from parents.",
+                "bytes_from_parent",
+            ),
+        ):
+            mt.counter(name, help_text, (), lambda a=attr: {(): getattr(stats, a)})
+        mt.gauge(
+            "hls_cache_bytes",
+            "Bytes held by the HLS cache.",
+            (),
+            lambda: {(): self.cache.size_bytes},
+        )
+        mt.gauge(
+            "hls_cache_negative_entries",
+            "HLS 404s remembered by the object cache (bounded).",
+            (),
+            lambda: {(): self.cache.negative_entries},
+        )
+
+
+def with_query(playlist: bytes, query: str) -> bytes:
+    """A media playlist whose segment URIs carry `query`."""
+    lines = playlist.split(b"\n")
+    extra = query.encode()
+    for i, line in enumerate(lines):
+        if line and not line.startswith(b"#"):
+            lines[i] = line + (b"&" if b"?" in line else b"?") + extra
+    return b"\n".join(lines)
+
+
+def paced_body(
+    body: bytes,
+    pacer: Pacer,
+    *,
+    timeout: float = 10.0,
+    on_slow: Callable[[Conn], None] | None = None,
+) -> Callable[[Conn], Awaitable[None]]:
+    """A chunked response body that writes `body` as `pacer` allows (an HLS segment of a
+    viewer with a class). A viewer that does not take a piece within `timeout` seconds is
+    disconnected (`on_slow` is told)."""
+
+    async def send(conn: Conn, data: bytes) -> bool:
+        with trio.move_on_after(timeout) as scope:
+            await conn.send_all(data)
+        if not scope.cancelled_caught:
+            return True
+        if on_slow is not None:
+            on_slow(conn)
+        conn.close()
+        return False
+
+    async def write(conn: Conn) -> None:
+        view = memoryview(body)
+        for pos in range(0, len(body), HLS_PACED_SLICE):
+            piece = view[pos : pos + HLS_PACED_SLICE]
+            await trio.sleep(pacer.delay_for(len(piece), trio.current_time()))
+            if not await send(conn, chunk(bytes(piece))):
+                return
+        await send(conn, LAST_CHUNK)
+
+    return write
