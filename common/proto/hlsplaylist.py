@@ -1,4 +1,5 @@
-"""RFC 8216 live media playlists: the segments of a sliding window and their rendering."""
+"""RFC 8216 live media playlists: the segments of a sliding window, their rendering, and
+the parser a player reads them back with (sans-IO)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,18 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from common.proto.errors import ProtocolError
+
 
 @dataclass
 class Segment:
-    """A muxed segment in a live playlist."""
+    """A segment of a live playlist (`data`: its muxed bytes where they are held)."""
 
     seq: int
     duration: float
     uri: str
-    data: bytes
-    discontinuity: bool
+    data: bytes = b""
+    discontinuity: bool = False
     wall: float | None = None  # ingest wall clock of its first frame (EXT-X-PROGRAM-DATE-TIME)
 
 
@@ -23,6 +26,14 @@ def program_date_time(wall: float) -> str:
     """RFC 8216 4.3.2.6: an ISO 8601 date-time with milliseconds."""
     stamp = datetime.fromtimestamp(wall, tz=UTC).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
+
+
+def parse_program_date_time(value: str) -> float | None:
+    """Epoch seconds of an EXT-X-PROGRAM-DATE-TIME value; None when it is not one."""
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def render_playlist(
@@ -130,3 +141,90 @@ class HlsPlaylist:
     def uri(self, seq: int) -> str:
         """The URI of segment `seq` (relative to the playlist)."""
         return f"{self.name}-{self.session}-{seq}.ts"
+
+
+class PlaylistError(ProtocolError):
+    """The text is not a usable media playlist."""
+
+
+@dataclass
+class MediaPlaylist:
+    """A media playlist as a player reads it (what `render_playlist` writes)."""
+
+    target_duration: float
+    media_sequence: int = 0
+    discontinuity_sequence: int = 0
+    segments: list[Segment] = field(default_factory=list)
+    ended: bool = False
+
+    def last_sequence(self) -> int:
+        """The number of the last segment listed (media_sequence - 1 when none is)."""
+        return self.segments[-1].seq if self.segments else self.media_sequence - 1
+
+    def start_sequence(self) -> int:
+        """Where a player joins (RFC 8216 6.3.3): the first segment of a finished
+        playlist, else the last one starting at least three target durations from the end."""
+        if self.ended or not self.segments:
+            return self.media_sequence
+        left = 0.0
+        for seg in reversed(self.segments):
+            left += seg.duration
+            if left >= 3 * self.target_duration:
+                return seg.seq
+        return self.media_sequence
+
+
+def _int(line: str) -> int:
+    try:
+        return int(line.partition(":")[2])
+    except ValueError:
+        raise PlaylistError(f"bad {line!r}") from None
+
+
+def _float(line: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise PlaylistError(f"bad {line!r}") from None
+
+
+def parse_playlist(text: str) -> MediaPlaylist:
+    """Parse an M3U8 media playlist; PlaylistError if it is not one."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines or lines[0] != "#EXTM3U":
+        raise PlaylistError("not a playlist: the first line is not #EXTM3U")
+    target: float | None = None
+    pl = MediaPlaylist(0.0)
+    duration: float | None = None
+    wall: float | None = None
+    disc = False
+    seq: int | None = None
+    for line in lines[1:]:
+        if line.startswith("#EXT-X-STREAM-INF"):
+            raise PlaylistError("a multivariant playlist, not a media playlist")
+        if line.startswith("#EXT-X-TARGETDURATION:"):
+            target = _float(line, line.partition(":")[2])
+        elif line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+            pl.media_sequence = _int(line)
+        elif line.startswith("#EXT-X-DISCONTINUITY-SEQUENCE:"):
+            pl.discontinuity_sequence = _int(line)
+        elif line.startswith("#EXTINF:"):
+            duration = _float(line, line[8:].split(",", 1)[0])
+        elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            wall = parse_program_date_time(line.split(":", 1)[1])
+        elif line == "#EXT-X-DISCONTINUITY":
+            disc = True
+        elif line == "#EXT-X-ENDLIST":
+            pl.ended = True
+        elif not line.startswith("#"):
+            if duration is None:
+                raise PlaylistError(f"segment {line!r} has no #EXTINF")
+            if seq is None:
+                seq = pl.media_sequence
+            pl.segments.append(Segment(seq, duration, line, b"", disc, wall))
+            seq += 1
+            duration, wall, disc = None, None, False
+    if target is None:
+        raise PlaylistError("no #EXT-X-TARGETDURATION")
+    pl.target_duration = target
+    return pl

@@ -1,16 +1,11 @@
-"""The players' sans-IO parts: playback buffer, HLS playlists, profiles, arrivals, summary."""
+"""The players' sans-IO parts: playback buffer, profiles, arrivals, summary."""
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from topology.players.buffer import PlaybackBuffer
 from topology.players.crowd import arrival_times
-from topology.players.hlsplaylist import PlaylistError, parse_media_playlist
 from topology.players.profiles import assign, parse_mix
 from topology.players.report import pct, summarize
 
@@ -72,52 +67,6 @@ def test_hls_segments_advance_by_their_duration() -> None:
     assert not buf.playing
     buf.on_media(2.0, 0.5, 2.0)
     assert buf.playing and buf.level(0.5) == pytest.approx(4.0)
-
-
-PLAYLIST = """#EXTM3U
-#EXT-X-VERSION:3
-#EXT-X-TARGETDURATION:2
-#EXT-X-MEDIA-SEQUENCE:7
-#EXT-X-PROGRAM-DATE-TIME:2026-11-24T10:00:00.000Z
-#EXTINF:2.000,
-s7.ts
-#EXTINF:2.000,
-s8.ts
-#EXT-X-DISCONTINUITY
-#EXTINF:1.500,
-s9.ts
-#EXTINF:2.000,
-s10.ts
-"""
-
-
-def test_playlist_sequence_numbers_and_the_live_start_point() -> None:
-    pl = parse_media_playlist(PLAYLIST)
-    assert pl.target_duration == 2 and pl.media_sequence == 7 and not pl.ended
-    assert [s.sequence for s in pl.segments] == [7, 8, 9, 10]
-    assert pl.segments[2].discontinuity and pl.segments[0].wall is not None
-    assert pl.segments[1].wall is None
-    # RFC 8216 6.3.3: not less than three target durations (6 s) from the end
-    assert pl.start_sequence() == 7
-    assert parse_media_playlist(PLAYLIST + "#EXT-X-ENDLIST\n").start_sequence() == 7
-    longer = PLAYLIST + "#EXTINF:2.000,\ns11.ts\n#EXTINF:2.000,\ns12.ts\n"
-    assert parse_media_playlist(longer).start_sequence() == 10  # starts 6 s from the end
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["", "hello", "#EXTM3U\n#EXTINF:2,\nx.ts\n", "#EXTM3U\nx.ts\n#EXT-X-TARGETDURATION:2\n",
-     "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n", "#EXTM3U\n#EXT-X-TARGETDURATION:x\n"],
-)  # fmt: skip
-def test_bad_playlists_are_refused(text: str) -> None:
-    with pytest.raises(PlaylistError):
-        parse_media_playlist(text)
-
-
-@given(st.text(max_size=300))
-def test_playlist_parser_only_raises_playlist_errors(text: str) -> None:
-    with contextlib.suppress(PlaylistError):
-        parse_media_playlist("#EXTM3U\n" + text)
 
 
 def test_profile_mix_is_interleaved_by_share() -> None:
