@@ -12,7 +12,6 @@ from the origin, and prints percentiles of the added delay per tier.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 
@@ -21,7 +20,8 @@ import trio
 from common.net.httpclient import open_request
 from common.proto import flv
 from common.proto.flv import FlvParser
-from topology.launch import wait_healthy
+from topology.players.report import pct
+from topology.procs import stop_all, wait_healthy
 
 PY = sys.executable
 BASE = 29500
@@ -40,11 +40,6 @@ async def arrivals(url: str, seconds: float, out: dict[int, float]) -> None:
     resp.close()
 
 
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(p / 100 * len(values)))]
-
-
 async def main(args: argparse.Namespace) -> None:
     o_rtmp, o_http, e1_rtmp, e1_http, e2_rtmp, e2_http = range(BASE, BASE + 6)
     parent2 = (
@@ -60,13 +55,17 @@ async def main(args: argparse.Namespace) -> None:
          "--parent", parent2],
         [PY, "-m", "topology", "publish", f"rtmp://127.0.0.1:{o_rtmp}/live/delay"],
     ]  # fmt: skip
-    procs = []
+    procs: list[tuple[str, trio.Process]] = []
+
+    async def start(name: str, cmd: list[str]) -> trio.Process:
+        procs.append((name, await trio.lowlevel.open_process(cmd, stderr=subprocess.DEVNULL)))
+        return procs[-1][1]
+
     try:
-        for cmd in cmds[:3]:
-            procs.append(subprocess.Popen(cmd, stderr=subprocess.DEVNULL))
-        for port, proc in zip((o_http, e1_http, e2_http), procs, strict=True):
-            await wait_healthy(f"http://127.0.0.1:{port}", proc)
-        procs.append(subprocess.Popen(cmds[3], stderr=subprocess.DEVNULL))
+        for name, port, cmd in zip(("origin", "edge1", "edge2"), (o_http, e1_http, e2_http),
+                                   cmds[:3], strict=True):  # fmt: skip
+            await wait_healthy(f"http://127.0.0.1:{port}", await start(name, cmd))
+        await start("publisher", cmds[3])
         await trio.sleep(3)
         seen: list[dict[int, float]] = [{}, {}, {}]
         async with trio.open_nursery() as nursery:
@@ -81,14 +80,12 @@ async def main(args: argparse.Namespace) -> None:
         print(f"frames compared: {len(common)} (parent of edge2: {args.parent_proto})")
         for label, values in (("origin -> edge1", tier1), ("edge1 -> edge2", tier2)):
             print(
-                f"{label}: added delay ms  p50 {statistics.median(values):6.1f}  "
+                f"{label}: added delay ms  p50 {pct(values, 50):6.1f}  "
                 f"p95 {pct(values, 95):6.1f}  max {max(values):6.1f}"
             )
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=10)
+        with trio.CancelScope(shield=True):
+            await stop_all(procs, timeout=10)
 
 
 if __name__ == "__main__":

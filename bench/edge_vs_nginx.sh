@@ -12,10 +12,7 @@ NS="${NS:-500,1000,2000}"
 PROCS="${PROCS:-1000:2,2000:2}"
 source bench/lib.sh
 
-"$PY" -m origin --host 127.0.0.1 --rtmp 29410 --http 29411 --log-level warning &
-ORIGIN_PID=$!
-trap 'kill $ORIGIN_PID 2>/dev/null || true' EXIT
-sleep 1
+origin_beside 29410 29411
 
 EDGE="$PY -m edge --host 127.0.0.1 --rtmp 29420 --http 29421 --parent rtmp://127.0.0.1:29410 --log-level warning"
 ours livecdn-edge-flv "$EDGE" rtmp://127.0.0.1:29410/live/test http://127.0.0.1:29421/live/test.flv

@@ -9,10 +9,7 @@ NS="${NS:-500,2000}"
 PROCS="${PROCS:-2000:2}"
 source bench/lib.sh
 
-"$PY" -m origin --host 127.0.0.1 --rtmp 29440 --http 29441 --log-level warning &
-ORIGIN_PID=$!
-trap 'kill $ORIGIN_PID 2>/dev/null || true' EXIT
-sleep 1
+origin_beside 29440 29441
 
 EDGE="$PY -m edge --host 127.0.0.1 --rtmp 29450 --http 29451 --parent http://127.0.0.1:29441 --log-level warning"
 ours livecdn-edge-hls "$EDGE" rtmp://127.0.0.1:29440/live/test http://127.0.0.1:29451/live/test.m3u8

@@ -21,6 +21,14 @@ nginx_rtmp() {
     --ns "$NS" --duration "$DURATION" --procs "$PROCS" --out "$OUT/results/nginx-$1-$STAMP.json"
 }
 
+# origin_beside RTMP_PORT HTTP_PORT: an origin in the background, stopped when the script exits
+origin_beside() {
+  "$PY" -m origin --host 127.0.0.1 --rtmp "$1" --http "$2" --log-level warning &
+  ORIGIN_PID=$!
+  trap 'kill $ORIGIN_PID 2>/dev/null || true' EXIT
+  sleep 1
+}
+
 report() {
   python3 "$SHARED/report.py" "$OUT"/results/*-"$STAMP".json
 }

@@ -279,19 +279,24 @@ async def detach(topology: str, name: str, seconds: float | None) -> int:
     return 0
 
 
-async def status(name: str) -> int:
-    """Print each node of a detached topology and whether it answers /healthz."""
+def _running(name: str) -> dict | None:
+    """A detached topology's recorded state; None (and a line on stderr) if it is not running."""
     path = state_path(name)
     if not path.exists():
         print(f"{name} is not running", file=sys.stderr)
+        return None
+    return json.loads(path.read_text())
+
+
+async def status(name: str) -> int:
+    """Print each node of a detached topology and whether it answers /healthz."""
+    if (state := _running(name)) is None:
         return 1
-    state = json.loads(path.read_text())
     print(f"{name}: launcher pid {state['launcher_pid']}, logs in {state['run_dir']}")
     for node, info in state["nodes"].items():
         try:
-            code = (await fetch("GET", f"http://127.0.0.1:{info['http_port']}/healthz", timeout=2))[
-                0
-            ]
+            url = f"http://127.0.0.1:{info['http_port']}/healthz"
+            code = (await fetch("GET", url, timeout=2))[0]
             health = "healthy" if code == 200 else f"HTTP {code}"
         except Exception as exc:
             health = f"down ({type(exc).__name__})"
@@ -303,11 +308,9 @@ async def status(name: str) -> int:
 
 async def down(name: str) -> int:
     """Stop a detached topology (SIGTERM to its launcher, which stops every node)."""
-    path = state_path(name)
-    if not path.exists():
-        print(f"{name} is not running", file=sys.stderr)
+    if (state := _running(name)) is None:
         return 1
-    pid = json.loads(path.read_text())["launcher_pid"]
+    path, pid = state_path(name), state["launcher_pid"]
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

@@ -11,11 +11,9 @@ import trio
 
 from common.net.conn import Conn, accept_loop, listen_socket, open_connection
 from common.proto.shaping import TokenBucket
+from topology.delayline import DelayLine
 
 log = logging.getLogger("livecdn.link")
-
-RETRANSMIT_STALL = 0.2
-"""Seconds a 'lost' segment is held back (about TCP's minimum retransmission timeout)."""
 
 
 @dataclass
@@ -80,17 +78,13 @@ class LinkProxy:
     async def _direction(self, src: Conn, dst: Conn, scope: trio.CancelScope) -> None:
         send, recv = trio.open_memory_channel[tuple[float, bytes]](1024)
         bucket = TokenBucket(self.settings.rate_mbps * 125_000, now=trio.current_time())
+        line = DelayLine(self._rng)
 
         async def reader() -> None:
-            last_due = 0.0
             async with send:
                 while data := await src.recv():
                     s = self.settings
-                    jitter = self._rng.uniform(-s.jitter_ms, s.jitter_ms) if s.jitter_ms else 0.0
-                    due = max(last_due, trio.current_time() + max(0.0, s.delay_ms + jitter) / 1000)
-                    if s.loss and self._rng.random() < s.loss:
-                        due += RETRANSMIT_STALL  # a lost segment costs a retransmission timeout
-                    last_due = due
+                    due = line.due(trio.current_time(), s.delay_ms, s.jitter_ms, s.loss)
                     await send.send((due, data))
 
         async def writer() -> None:

@@ -14,6 +14,7 @@ import trio
 
 from common.net.httpclient import HttpClientError, fetch
 from topology.players.crowd import (
+    COUNTED,
     LoadSpec,
     make_crowd,
     progress_line,
@@ -21,7 +22,7 @@ from topology.players.crowd import (
     stderr_progress,
 )
 from topology.players.player import Target
-from topology.players.report import plot, summarize, table, write_json
+from topology.players.report import pct, plot, summarize, table, write_json
 from topology.schema import LoadProfileSpec, load_spec, load_stream, parse_duration
 
 
@@ -175,7 +176,7 @@ async def _run_procs(target: Target, spec: LoadSpec, procs: int, show) -> tuple:
 def _merged_line(samples: list, spec: LoadSpec) -> str:
     counts: Counter[str] = Counter()
     for s in samples:
-        for k in ("waiting", "joining", "playing", "stalled", "retrying", "failures"):
+        for k in COUNTED:
             counts[k] += s.get(k, 0)
     return progress_line(samples[0]["t"], spec.duration, counts, spec.players)
 
@@ -184,10 +185,11 @@ def _merge_timelines(timelines: list[list[dict]]) -> list[dict]:
     out = []
     for rows in zip(*timelines, strict=False):
         merged = {"t": rows[0]["t"], "edges": {}}
-        for k in ("waiting", "joining", "playing", "stalled", "retrying", "failures"):
+        for k in COUNTED:
             merged[k] = sum(r.get(k, 0) for r in rows)
-        lat = [r["latency_p50_s"] for r in rows if r["latency_p50_s"] is not None]
-        merged["latency_p50_s"] = sorted(lat)[len(lat) // 2] if lat else None
+        merged["latency_p50_s"] = pct(
+            [r["latency_p50_s"] for r in rows if r["latency_p50_s"] is not None], 50
+        )
         for r in rows:
             for e, n in r["edges"].items():
                 merged["edges"][e] = merged["edges"].get(e, 0) + n

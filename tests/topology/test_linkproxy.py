@@ -5,7 +5,8 @@ from __future__ import annotations
 import trio
 
 from common.net.conn import open_connection
-from topology.linkproxy import RETRANSMIT_STALL, LinkProxy, LinkSettings
+from topology.delayline import RETRANSMIT_STALL
+from topology.linkproxy import LinkProxy, LinkSettings
 
 
 async def sink_server(task_status=trio.TASK_STATUS_IGNORED) -> None:

@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 
 import trio
 
-from topology.players.player import PROTOCOLS, SimPlayer, Target
+from topology.players.player import LIVE_STATES, PROTOCOLS, PlayerState, SimPlayer, Target
 from topology.players.profiles import assign, parse_mix
+from topology.players.report import pct
 
 ARRIVALS = ("ramp", "poisson", "flash")
+COUNTED = (*(s.value for s in LIVE_STATES), "failures")
+"""What each timeline sample counts: players in each live state, and failures so far."""
 
 
 @dataclass(frozen=True)
@@ -134,14 +137,12 @@ async def run_crowd(
                 lat = p.result.latency_s
                 fresh += lat[seen[i] :]
                 seen[i] = len(lat)
-            fresh.sort()
             edges = Counter(p.result.edge for p in crowd.players if p.live_state(now) in
-                            ("playing", "stalled"))  # fmt: skip
+                            (PlayerState.PLAYING, PlayerState.STALLED))  # fmt: skip
             crowd.timeline.append({
                 "t": round(now - t0, 2),
-                **{k: counts[k] for k in ("waiting", "joining", "playing", "stalled",
-                                           "retrying", "failures")},
-                "latency_p50_s": fresh[len(fresh) // 2] if fresh else None,
+                **{k: counts[k] for k in COUNTED},
+                "latency_p50_s": pct(fresh, 50),
                 "edges": dict(edges),
             })  # fmt: skip
             if progress is not None:

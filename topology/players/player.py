@@ -10,6 +10,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import trio
@@ -19,17 +20,41 @@ from common.net.rtmpclient import RtmpClient, RtmpClientError, ends_play
 from common.proto.clock import read_stamp
 from common.proto.errors import ProtocolError
 from common.proto.flvscan import FlvScanner, Scan
+from common.proto.hlsplaylist import MediaPlaylist, parse_playlist
 from common.proto.rtmp import session as rs
 from common.proto.shaping import TokenBucket
+from topology.delayline import DelayLine
 from topology.players.buffer import PlaybackBuffer
-from topology.players.hlsplaylist import MediaPlaylist, parse_media_playlist
 from topology.players.profiles import PROFILES, ClientProfile
+from topology.players.report import pct
 
 log = logging.getLogger("livecdn.players")
 
 PROTOCOLS = ("flv", "hls", "rtmp")
 SMALL_RCVBUF = 64 * 1024
 """Receive buffer of throttled players, so that a slow reader is felt by the server."""
+
+
+class PlayerState(StrEnum):
+    """Where a simulated viewer is; progress lines and timelines count the live ones."""
+
+    WAITING = "waiting"  # not arrived yet
+    JOINING = "joining"
+    PLAYING = "playing"
+    STALLED = "stalled"  # only as a live state: playing, but the buffer ran dry
+    RETRYING = "retrying"  # after a failure, until the next attempt
+    DONE = "done"  # the run ended after it played
+    FAILED = "failed"  # the run ended and it never played
+
+
+LIVE_STATES = (
+    PlayerState.WAITING,
+    PlayerState.JOINING,
+    PlayerState.PLAYING,
+    PlayerState.STALLED,
+    PlayerState.RETRYING,
+)
+"""The states a running crowd is counted by."""
 
 
 class PlayError(Exception):
@@ -79,16 +104,15 @@ class PlayerResult:
     edge: str = ""
     edges: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
-    state: str = "waiting"  # waiting, joining, playing, stalled, retrying, done, failed
+    state: PlayerState = PlayerState.WAITING
 
     def summary(self) -> dict:
         """A JSON-ready dict with the latency samples reduced to percentiles."""
         d = {k: v for k, v in self.__dict__.items() if k not in ("latency_s", "delivery_s")}
-        lat = sorted(self.latency_s)
-        d["latency_p50_s"] = lat[len(lat) // 2] if lat else None
-        d["latency_samples"] = len(lat)
-        dl = sorted(self.delivery_s)
-        d["delivery_p50_s"] = dl[len(dl) // 2] if dl else None
+        d["state"] = self.state.value
+        d["latency_p50_s"] = pct(self.latency_s, 50)
+        d["latency_samples"] = len(self.latency_s)
+        d["delivery_p50_s"] = pct(self.delivery_s, 50)
         return d
 
 
@@ -120,6 +144,7 @@ class SimPlayer:
         self.t0 = 0.0
         self.bucket = TokenBucket(profile.rate_kbps * 125, 32768) if profile.rate_kbps else None
         self._rng = random.Random(pid)
+        self._wire = DelayLine(self._rng)  # request round trips draw from the same link
 
     # ------------------------------------------------------------------ run
 
@@ -130,7 +155,7 @@ class SimPlayer:
         try:
             with trio.move_on_at(until):
                 while True:
-                    self.result.state = "joining"
+                    self._set_state(PlayerState.JOINING)
                     try:
                         await self._session()
                         reason = "stream ended"
@@ -143,10 +168,16 @@ class SimPlayer:
         finally:
             self._finish(trio.current_time())
 
+    def _set_state(self, state: PlayerState) -> None:
+        """The one place a player's state changes (logged at debug level)."""
+        if state is not self.result.state:
+            log.debug("player %d: %s -> %s", self.result.id, self.result.state, state)
+            self.result.state = state
+
     def _note_failure(self, reason: str) -> None:
         self.result.failures.append(reason)
-        self.result.state = "retrying"
         log.debug("player %d: %s", self.result.id, reason)
+        self._set_state(PlayerState.RETRYING)
 
     def _finish(self, now: float) -> None:
         r, b = self.result, self.buffer
@@ -156,16 +187,15 @@ class SimPlayer:
         r.media_s = round(b.received_s, 3)
         if r.ttff_s is not None:
             r.kbps = round(r.bytes * 8 / 1000 / max(now - self.t0 - r.ttff_s, 1e-3), 1)
-        if r.state != "failed":
-            r.state = "done" if r.playing_s is not None else "failed"
+        if r.state is not PlayerState.FAILED:
+            self._set_state(PlayerState.DONE if r.playing_s is not None else PlayerState.FAILED)
 
-    def live_state(self, now: float) -> str:
-        """waiting/joining/playing/stalled/retrying/failed, for the progress line."""
-        r = self.result
-        if r.state in ("playing", "stalled"):
+    def live_state(self, now: float) -> PlayerState:
+        """Its state at `now`, for the progress line: playing or stalled by its buffer."""
+        if self.result.state is PlayerState.PLAYING:
             self.buffer.advance(now)
-            return "playing" if self.buffer.playing else "stalled"
-        return r.state
+            return PlayerState.PLAYING if self.buffer.playing else PlayerState.STALLED
+        return self.result.state
 
     # ------------------------------------------------------------------ helpers
 
@@ -178,12 +208,6 @@ class SimPlayer:
             delay = self.bucket.delay_for(size, trio.current_time())
             if delay > 0:
                 await trio.sleep(delay)
-
-    def _delay_s(self) -> float:
-        p = self.profile
-        if not p.delay_ms and not p.jitter_ms:
-            return 0.0
-        return max(0.0, p.delay_ms + self._rng.uniform(-p.jitter_ms, p.jitter_ms)) / 1000.0
 
     def _joined(self, edge: str) -> None:
         r = self.result
@@ -200,7 +224,7 @@ class SimPlayer:
         if self.buffer.started_at is not None and r.playing_s is None:
             r.playing_s = round(self.buffer.started_at - self.t0, 4)
         if r.playing_s is not None:
-            r.state = "playing"
+            self._set_state(PlayerState.PLAYING)
 
     def _stamp(self, wall: float, ts: float, now: float) -> None:
         """A clock stamp for media time `ts` arrived at `now`: latency until it is shown."""
@@ -238,8 +262,7 @@ class SimPlayer:
 
     async def _wire_delay(self) -> None:
         """One round trip of the access link before a request is answered."""
-        d = self._delay_s()
-        if d:
+        if d := self._wire.delay_s(self.profile.delay_ms, self.profile.jitter_ms):
             await trio.sleep(2 * d)
 
     # ------------------------------------------------------------------ protocols
@@ -281,14 +304,14 @@ class SimPlayer:
                 await trio.sleep_until(at)
                 handle(item, at)
 
+        line = DelayLine(self._rng)
+        p = self.profile
         async with trio.open_nursery() as nursery:
             nursery.start_soon(deliver)
-            last = 0.0
             async with send:
                 async for item in source:
                     await self._arrive(size(item))
-                    last = max(last, trio.current_time() + self._delay_s())
-                    send.send_nowait((last, item))
+                    send.send_nowait((line.due(trio.current_time(), p.delay_ms, p.jitter_ms), item))
 
     def _flv_data(self, scanner: FlvScanner, data: bytes, now: float) -> None:
         self.result.bytes += len(data)
@@ -367,15 +390,15 @@ class SimPlayer:
         while True:
             loaded = trio.current_time()
             for seg in pl.segments:
-                if seg.sequence < next_seq:
+                if seg.seq < next_seq:
                     continue
-                start = media.get(seg.sequence)
+                start = media.get(seg.seq)
                 if start is None:
-                    prev = media.get(seg.sequence - 1)
+                    prev = media.get(seg.seq - 1)
                     start = prev if prev is not None else 0.0
                 await self._fetch_segment(urljoin(url, seg.uri), start, seg.duration, seg.wall)
-                media[seg.sequence + 1] = start + seg.duration
-                next_seq = seg.sequence + 1
+                media[seg.seq + 1] = start + seg.duration
+                next_seq = seg.seq + 1
             if pl.ended:
                 return
             changed = pl
@@ -398,7 +421,7 @@ class SimPlayer:
             text = (await resp.body(4 * 1024 * 1024)).decode("utf-8", "replace")
         finally:
             resp.close()
-        return parse_media_playlist(text), url
+        return parse_playlist(text), url
 
     async def _fetch_segment(
         self, url: str, start: float, duration: float, wall: float | None
