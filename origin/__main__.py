@@ -8,44 +8,19 @@ import time
 
 from common.config import OriginConfig
 from common.proto import auth
-from common.serve.cli import add_serve_args, run_node
+from common.serve.cli import node_parser, run_node
 from origin.server import serve
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    """Command line of the origin."""
-    p = argparse.ArgumentParser(
-        prog="python -m origin",
-        description="livecdn origin: ingest RTMP (publish rtmp://HOST/APP/NAME), keep a GOP "
+    """Command line of the origin (a flag for every key of origin.toml)."""
+    return node_parser(
+        OriginConfig,
+        "livecdn origin: ingest RTMP (publish rtmp://HOST/APP/NAME), keep a GOP "
         "cache, play as HTTP-FLV (http://HOST:HTTP/APP/NAME.flv) and RTMP, "
         "with a JSON API (/api/streams), /healthz and /metrics.",
-        epilog="Make a publish token: python -m origin token live/demo --secret S [--ttl 3600]",
-    )
-    add_serve_args(p, rtmp=1935, http=8080)
-    p.add_argument(
-        "--on-republish",
-        choices=["takeover", "reject"],
-        help="a second publisher of the same name replaces the first (default) or is refused",
-    )
-    p.add_argument(
-        "--secret", dest="publish_secret", help="require publish tokens signed with this"
-    )
-    p.add_argument(
-        "--clock-stamps",
-        action="store_const",
-        const=True,
-        help="put the ingest wall clock after every video keyframe (for load-run latency)",
-    )
-    p.add_argument(
-        "--publisher-grace",
-        type=float,
-        help="seconds viewers wait for a publisher to come back (default 3)",
-    )
-    p.add_argument("--balancer", help="host:port of the balancer's control port (announcements)")
-    p.add_argument(
-        "--node-id", dest="node_id", help="name in the balancer (default origin-HTTPPORT)"
-    )
-    return p.parse_args(argv)
+        "Make a publish token: python -m origin token live/demo --secret S [--ttl 3600].",
+    ).parse_args(argv)
 
 
 def token_main(argv: list[str]) -> int:

@@ -12,34 +12,24 @@ from typing import Any
 import trio
 
 from common.config import ConfigError, load
+from common.config.flags import add_config_arguments, config_values
 from common.net.conn import listen_socket
 from common.net.supervise import leaves
 
 log = logging.getLogger("livecdn")
 
 
-def add_serve_args(p: argparse.ArgumentParser, *, rtmp: int, http: int) -> None:
-    """Options every viewer-serving node has."""
-    p.add_argument("--config", help="TOML file with the node's settings (see README)")
-    p.add_argument("--host", help="address to listen on (default 0.0.0.0)")
-    p.add_argument("--rtmp", type=int, dest="rtmp_port", help=f"RTMP port (default {rtmp})")
-    p.add_argument("--http", type=int, dest="http_port", help=f"HTTP port (default {http})")
-    p.add_argument(
-        "--no-gop-cache",
-        action="store_const",
-        const=False,
-        dest="gop_cache",
-        help="new viewers wait for the next keyframe instead of getting the cached GOP",
+def node_parser(config_cls: type, description: str, epilog: str = "") -> argparse.ArgumentParser:
+    """`python -m KIND`'s command line: --config FILE and a flag for every config key."""
+    p = argparse.ArgumentParser(
+        prog=f"python -m {config_cls.kind}",
+        description=description,
+        epilog=(epilog + " " if epilog else "")
+        + f"Every key can also be set by LIVECDN_{config_cls.kind.upper()}_KEY (environment); "
+        "a flag wins over the environment, which wins over the --config file.",
     )
-    p.add_argument(
-        "--max-streams", type=int, help="live streams (origin) or upstreams (edge), default 1000"
-    )
-    p.add_argument(
-        "--max-connections",
-        type=int,
-        help="connections of all listeners together (default: file-descriptor limit - 64)",
-    )
-    p.add_argument("--log-level", help="debug, info (default), warning, error")
+    add_config_arguments(p, config_cls)
+    return p
 
 
 def run_node(
@@ -49,9 +39,8 @@ def run_node(
     args: argparse.Namespace,
 ) -> int:
     """Load the config (file + options), set up logging, serve until SIGINT/SIGTERM."""
-    overrides = {k: v for k, v in vars(args).items() if k != "config"}
     try:
-        config = load(config_cls, args.config, overrides)
+        config = load(config_cls, args.config, config_values(args, config_cls))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

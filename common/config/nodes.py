@@ -1,0 +1,369 @@
+"""The config model of each node kind (origin, edge, balancer): every key declared once."""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from common.config import checks
+from common.config.model import ConfigError, setting
+
+FD_RESERVE = 64
+"""File descriptors kept back from connections (listeners, upstreams, files, the runtime)."""
+
+
+def fd_limit() -> int:
+    """This process's soft limit on open file descriptors."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def connection_budget() -> int:
+    """The most connections this process can hold: its descriptor limit less a reserve
+    (FD_RESERVE, or a quarter of a small limit), so a refusal comes before EMFILE."""
+    limit = fd_limit()
+    return max(8, limit - min(FD_RESERVE, limit // 4))
+
+
+def default_max_connections() -> int:
+    """Connections a node accepts by default: the budget, at most 20000."""
+    return min(20000, connection_budget())
+
+
+MAX_BAN_SECONDS = 30 * 86400
+"""The longest ban a kick can set (30 days): a ban is always finite."""
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+BALANCER_POLICIES = ("round_robin", "least_load", "p2c", "consistent_hash", "bounded_hash")
+
+
+def host_key() -> Any:
+    """The listen address key."""
+    return setting("0.0.0.0", help="address to listen on")
+
+
+def rtmp_port_key(default: int) -> Any:
+    """The RTMP port key of an origin or edge."""
+    return setting(
+        default, help="RTMP port (0: any free port)", flags=["--rtmp"], check=checks.port
+    )
+
+
+def http_port_key(default: int) -> Any:
+    """The HTTP port key of a node."""
+    return setting(
+        default, help="HTTP port (0: any free port)", flags=["--http"], check=checks.port
+    )
+
+
+def log_level_key() -> Any:
+    """The log level key."""
+    return setting(
+        "info",
+        help="debug, info, warning or error",
+        check=checks.one_of(*LOG_LEVELS, fold=str.lower),
+    )
+
+
+def balancer_key(what: str) -> Any:
+    """The balancer address key of a node that reports to it."""
+    return setting(
+        "", help=f"host:port of the balancer's control port ({what})", check=checks.address
+    )
+
+
+def node_id_key() -> Any:
+    """The node id key of a node that reports to a balancer."""
+    return setting("", help="name in the balancer (default KIND-HTTPPORT)", check=checks.node_id)
+
+
+def classes_key() -> Any:
+    """Viewer classes, shared by the balancer and its edges."""
+    return setting(
+        {},
+        help="viewer classes: {name = {rate_mbps = R, ceil_mbps = C}} (needs qos_secret)",
+    )
+
+
+def qos_secret_key() -> Any:
+    """The secret that signs class tokens."""
+    return setting("", help="secret shared by the balancer and edges to sign class tokens")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Settings every node that serves viewers has (origin and edge)."""
+
+    kind: ClassVar[str] = ""
+
+    host: str = host_key()
+    rtmp_port: int = rtmp_port_key(1935)
+    http_port: int = http_port_key(8080)
+    gop_cache: bool = setting(True, help="new viewers start at the cached keyframe (GOP)")
+    gop_max_frames: int = setting(2048, help="frames in a stream's GOP ring", check=checks.positive)
+    gop_max_bytes: int = setting(
+        16 * 1024 * 1024, help="bytes in a stream's GOP ring", unit="bytes", check=checks.positive
+    )
+    max_message_size: int = setting(
+        8 * 1024 * 1024,
+        help="largest RTMP message accepted (at most 16777215, RTMP's 24-bit length)",
+        unit="bytes",
+        check=checks.in_range(1, 0xFFFFFF),
+    )
+    handshake_timeout: float = setting(
+        10.0, help="close a connection silent during its handshake", unit="s",
+        check=checks.above_zero,
+    )  # fmt: skip
+    idle_timeout: float = setting(
+        30.0, help="close a silent connection or publisher", unit="s", check=checks.above_zero
+    )
+    slow_timeout: float = setting(
+        10.0, help="disconnect a viewer that cannot take data for this long", unit="s",
+        check=checks.above_zero,
+    )  # fmt: skip
+    max_lag_ms: int = setting(
+        5000, help="a viewer further behind (media time) skips to the newest keyframe", unit="ms"
+    )
+    batch_ms: float = setting(
+        50.0, help="viewers get new frames in batches at most this far apart", unit="ms",
+        check=checks.above_zero,
+    )  # fmt: skip
+    max_connections: int = setting(
+        help="connections of all listeners together; a larger value is lowered to the "
+        "file-descriptor budget at start-up, with a warning",
+        factory=default_max_connections,
+        default_text="file-descriptor limit - 64 (- a quarter of a small limit), at most 20000",
+        check=checks.positive,
+    )
+    max_streams: int = setting(
+        1000, help="live streams (origin) or upstreams (edge)", check=checks.positive
+    )
+    http_header_timeout: float = setting(
+        10.0, help="time to send a request head", unit="s", check=checks.above_zero
+    )
+    http_keepalive_timeout: float = setting(
+        30.0, help="an idle keep-alive connection is closed after this", unit="s",
+        check=checks.above_zero,
+    )  # fmt: skip
+    http_max_header_bytes: int = setting(
+        16 * 1024, help="larger request heads get 431", unit="bytes"
+    )
+    log_level: str = log_level_key()
+
+
+@dataclass(frozen=True)
+class OriginConfig(ServeConfig):
+    """Settings of one origin node (keys of origin.toml)."""
+
+    kind: ClassVar[str] = "origin"
+
+    on_republish: str = setting(
+        "takeover",
+        help="a second publisher of a live name replaces the first, or is refused",
+        check=checks.one_of("takeover", "reject"),
+    )
+    publish_secret: str = setting(
+        "", help="require publish tokens signed with this", flags=["--secret"]
+    )
+    kick_ban_seconds: float = setting(
+        0.0,
+        help="default ban for DELETE /api/streams/... (at most 30 days)",
+        unit="s",
+        check=checks.in_range(0, MAX_BAN_SECONDS),
+    )
+    publisher_grace: float = setting(
+        3.0,
+        help="viewers wait this long for a publisher to come back; keep it below the "
+        "edges' stall_timeout (5 s), so an edge still connected gets the clean end",
+        unit="s",
+        check=checks.in_range(0, 600),
+    )
+    max_publishers_per_ip: int = setting(
+        32, help="publishers from one address", check=checks.positive
+    )
+    max_ingest_mbps: float = setting(
+        100.0, help="per publisher; a faster one is read more slowly", unit="Mbit/s",
+        check=checks.above_zero,
+    )  # fmt: skip
+    hls: bool = setting(True, help="package live streams as HLS")
+    hls_apps: list[str] = setting([], help="package HLS for these apps only (empty: all)")
+    hls_target_duration: float = setting(
+        2.0, help="HLS segment target duration", unit="s", check=checks.at_least(0.5)
+    )
+    hls_window: int = setting(6, help="segments in an HLS playlist", check=checks.positive)
+    hls_grace_seconds: float = setting(
+        30.0, help="keep an ended playlist this long", unit="s", check=checks.not_negative
+    )
+    hls_dir: str = setting("", help="also write HLS files to this directory")
+    balancer: str = balancer_key("stream announcements")
+    node_id: str = node_id_key()
+    clock_stamps: bool = setting(
+        False, help="put the ingest wall clock after every video keyframe (load-run latency)"
+    )
+
+
+@dataclass(frozen=True)
+class EdgeConfig(ServeConfig):
+    """Settings of one edge node (keys of edge.toml)."""
+
+    kind: ClassVar[str] = "edge"
+
+    rtmp_port: int = rtmp_port_key(1936)
+    http_port: int = http_port_key(8081)
+    parents: list[str] = setting(
+        [],
+        help="rtmp:// or http:// URLs of the parents (origins or edges), in failover order",
+        item_flag="--parent",
+        check=checks.urls("rtmp", "http"),
+    )
+    linger_seconds: float = setting(
+        10.0, help="an upstream outlives its last viewer by this long", unit="s",
+        flags=["--linger"], check=checks.not_negative,
+    )  # fmt: skip
+    not_found_ttl: float = setting(
+        2.0, help="remember a parent's 'not found' this long", unit="s",
+        check=checks.not_negative,
+    )  # fmt: skip
+    connect_timeout: float = setting(
+        5.0, help="time to connect to a parent", unit="s", check=checks.above_zero
+    )
+    stall_timeout: float = setting(
+        5.0, help="time without media before failing over", unit="s", check=checks.above_zero
+    )
+    retry_seconds: float = setting(
+        10.0, help="a stream no parent serves ends after this", unit="s",
+        check=checks.not_negative,
+    )  # fmt: skip
+    hls_parents: list[str] = setting(
+        [], help="http:// URLs to fetch HLS from (default: the http:// parents)",
+        check=checks.urls("http"),
+    )  # fmt: skip
+    hls_cache_bytes: int = setting(
+        256 * 1024 * 1024, help="bound of the HLS object cache (LRU)", unit="bytes"
+    )
+    balancer: str = balancer_key("heartbeats")
+    node_id: str = node_id_key()
+    public_host: str = setting(
+        "", help="host name viewers are redirected to", check=checks.host_name
+    )
+    capacity_viewers: int = setting(
+        0, help="viewers the balancer may send (0: no limit)", check=checks.in_range(0, 1e9)
+    )
+    capacity_mbps: float = setting(
+        0.0, help="egress the balancer may fill, and the link classes share (0: no limit)",
+        unit="Mbit/s", check=checks.in_range(0, 1e9),
+    )  # fmt: skip
+    weight: float = setting(
+        1.0, help="relative weight for the balancer", check=checks.in_range(0, 1e6)
+    )
+    region: str = setting("", help="region reported to the balancer", check=checks.short_text)
+    qos_secret: str = qos_secret_key()
+    classes: dict[str, dict] = classes_key()
+
+    def validate(self) -> None:
+        """Raise ConfigError for combinations of values that cannot work."""
+        if not self.parents:
+            raise ConfigError("an edge needs at least one parent (--parent rtmp://host:port)")
+        check_classes(self.classes, self.qos_secret)
+        assured = sum(rate for rate, _ in class_rates(self.classes).values()) / 125_000
+        if self.capacity_mbps and assured > self.capacity_mbps + 1e-9:
+            raise ConfigError(
+                f"the classes' rate_mbps add up to {assured:g}, more than capacity_mbps "
+                f"{self.capacity_mbps:g} (HTB: the assured rates must fit the link)"
+            )
+
+
+@dataclass(frozen=True)
+class BalancerConfig:
+    """Settings of the balancer (keys of balancer.toml)."""
+
+    kind: ClassVar[str] = "balancer"
+
+    host: str = host_key()
+    http_port: int = http_port_key(8090)
+    control_port: int = setting(
+        8091, help="port edges and origins send heartbeats to", flags=["--control"],
+        check=checks.port,
+    )  # fmt: skip
+    policy: str = setting(
+        "least_load",
+        help=f"how an edge is chosen: {', '.join(BALANCER_POLICIES)}",
+        check=checks.one_of(*BALANCER_POLICIES),
+    )
+    hash_balance_factor: float = setting(
+        1.25, help="bounded_hash: no edge above this times the average load",
+        check=checks.at_least(1.0),
+    )  # fmt: skip
+    heartbeat_timeout: float = setting(
+        2.5, help="an edge whose heartbeats stop this long is out", unit="s",
+        check=checks.above_zero,
+    )  # fmt: skip
+    check_interval: float = setting(
+        1.0, help="time between health checks of each edge", unit="s", check=checks.above_zero
+    )
+    rise: int = setting(2, help="passed health checks that bring an edge in", check=checks.positive)
+    fall: int = setting(2, help="failed health checks that take an edge out", check=checks.positive)
+    overflow: str = setting(
+        "reject", help="when every edge is full: answer 503, or queue the viewer",
+        check=checks.one_of("reject", "queue"),
+    )  # fmt: skip
+    queue_max: int = setting(100, help="viewers waiting at once (overflow = queue)",
+                             check=checks.not_negative)  # fmt: skip
+    queue_timeout: float = setting(
+        5.0, help="a queued viewer waits at most this long", unit="s", check=checks.above_zero
+    )
+    retry_after: int = setting(5, help="Retry-After of a 503", unit="s", check=checks.not_negative)
+    max_connections: int = setting(20000, help="HTTP connections at once", check=checks.positive)
+    qos_secret: str = qos_secret_key()
+    classes: dict[str, dict] = classes_key()
+    token_ttl: int = setting(
+        300, help="validity of a class token", unit="s", check=checks.not_negative
+    )
+    log_level: str = log_level_key()
+    control_max_connections: int = setting(
+        256, help="control connections open at once", check=checks.positive
+    )
+    control_idle_timeout: float = setting(
+        5.0, help="a control connection without a complete message is closed after this",
+        unit="s", check=checks.above_zero,
+    )  # fmt: skip
+    forget_after: float = setting(
+        60.0, help="a silent node is forgotten after this (at least heartbeat_timeout)",
+        unit="s", check=checks.above_zero,
+    )  # fmt: skip
+    max_edges: int = setting(1000, help="edges remembered at once", check=checks.positive)
+    max_origins: int = setting(64, help="origins remembered at once", check=checks.positive)
+
+    def validate(self) -> None:
+        """Raise ConfigError for combinations of values that cannot work."""
+        if self.forget_after < self.heartbeat_timeout:
+            raise ConfigError(
+                f"forget_after ({self.forget_after:g} s) must be at least heartbeat_timeout "
+                f"({self.heartbeat_timeout:g} s): an edge is forgotten only after it is out"
+            )
+        check_classes(self.classes, self.qos_secret)
+
+
+MODELS: dict[str, type] = {c.kind: c for c in (OriginConfig, EdgeConfig, BalancerConfig)}
+"""The config model of each node kind."""
+
+
+def class_rates(classes: dict[str, dict]) -> dict[str, tuple[float, float]]:
+    """{class: (rate, ceil)} in bytes/s from validated class specs."""
+    return {
+        name: (spec["rate_mbps"] * 125_000, spec.get("ceil_mbps", spec["rate_mbps"]) * 125_000)
+        for name, spec in classes.items()
+    }
+
+
+def check_classes(classes: dict[str, dict], secret: str) -> None:
+    """Viewer classes: {name: {rate_mbps, ceil_mbps}}, which need a qos_secret."""
+    if classes and not secret:
+        raise ConfigError("viewer classes need a qos_secret (shared by balancer and edges)")
+    for name, spec in classes.items():
+        if not isinstance(spec, dict) or set(spec) - {"rate_mbps", "ceil_mbps"}:
+            raise ConfigError(f"class {name!r}: expected rate_mbps and ceil_mbps")
+        rate, ceil = spec.get("rate_mbps", 0), spec.get("ceil_mbps", spec.get("rate_mbps", 0))
+        if not all(isinstance(v, (int, float)) and v > 0 for v in (rate, ceil)) or ceil < rate:
+            raise ConfigError(f"class {name!r}: need 0 < rate_mbps <= ceil_mbps")
