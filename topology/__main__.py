@@ -22,7 +22,7 @@ import trio
 from common.net.rtmpclient import RtmpClientError
 from common.serve.cli import leaves
 from topology import launch, schema
-from topology.procs import wait_healthy
+from topology.procs import stop_all, wait_healthy
 from topology.publisher import SourceSettings, failure_reason, keep_publishing, publish
 
 log = logging.getLogger("livecdn.topology")
@@ -131,10 +131,8 @@ async def demo(args: argparse.Namespace) -> None:
                         break
         finally:
             log.info("stopping the demo")
-            origin.send_signal(signal.SIGTERM)
-            with trio.move_on_after(5) as scope:
-                scope.shield = True
-                await origin.wait()
+            with trio.CancelScope(shield=True):
+                await stop_all([("origin", origin)])
             nursery.cancel_scope.cancel()
 
 
