@@ -10,6 +10,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import partial
 
 import trio
@@ -21,6 +22,7 @@ from common.net.supervise import contained, describe, log_failure, supervise
 from common.proto.hlsplaylist import HlsPlaylist, Segment
 from common.proto.paths import hls_path
 from common.serve.hlsviewers import HlsViewers, client_key
+from common.serve.metrics import NodeMetrics
 from common.serve.tsmux import mux_ts
 
 log = logging.getLogger("livecdn.hls")
@@ -47,6 +49,14 @@ class HlsSettings:
 
 LOG_EVERY = 60.0
 """While a stream's segment writes (or muxes) keep failing, one log line per this many seconds."""
+
+
+class Failure(StrEnum):
+    """A kind of packaging failure (the label of hls_failures_total)."""
+
+    MUX = "mux"  # a segment left out
+    WRITE = "write"  # hls_dir
+    RESTART = "restart"  # a packager restarted
 
 
 class UnsafePath(OSError):
@@ -84,7 +94,36 @@ class HlsStore:
         self.timestamp_jumps = 0
         self.requests: Counter[str] = Counter()
         self._packagers: Counter[tuple[str, str]] = Counter()
-        self._failing: dict[tuple[str, tuple[str, str]], _Failing] = {}
+        self._failing: dict[tuple[Failure, tuple[str, str]], _Failing] = {}
+
+    def register_metrics(self, mt: NodeMetrics) -> None:
+        """Export the packagers' and HLS requests' counters."""
+        mt.counter(
+            "hls_segments_total", "HLS segments packaged.", (), lambda: {(): self.segments_made}
+        )
+        mt.counter(
+            "hls_requests_total",
+            "HLS requests, by kind (playlist, segment).",
+            ("kind",),
+            lambda: {(k,): v for k, v in self.requests.items()},
+        )
+        mt.counter(
+            "hls_failures_total",
+            "HLS packaging failures, by kind (mux: a segment left out; write: hls_dir; "
+            "restart: a packager restarted).",
+            ("kind",),
+            lambda: {
+                (Failure.MUX,): self.mux_errors,
+                (Failure.WRITE,): self.write_errors,
+                (Failure.RESTART,): self.packager_restarts,
+            },
+        )
+        mt.counter(
+            "hls_timestamp_jumps_total",
+            "Timestamp jumps the HLS packager turned into a discontinuity.",
+            (),
+            lambda: {(): self.timestamp_jumps},
+        )
 
     async def package(self, stream: Stream) -> None:
         """Package `stream` until it ends; then keep its playlist (ENDLIST) for the grace time.
@@ -133,13 +172,13 @@ class HlsStore:
             and trio.current_time() - playlist.ended_at >= s.grace
         ):
             del self.playlists[key]
-            for kind in ("write", "mux"):
+            for kind in (Failure.WRITE, Failure.MUX):
                 self._failing.pop((kind, key), None)
 
     def _restarted(self) -> None:
         self.packager_restarts += 1
 
-    def _failed(self, kind: str, key: tuple[str, str], message: str) -> None:
+    def _failed(self, kind: Failure, key: tuple[str, str], message: str) -> None:
         """Log a failure of `kind` for `key`: at most one line per LOG_EVERY (counting the
         ones in between), however often it fails or recovers."""
         state = self._failing.setdefault((kind, key), _Failing())
@@ -151,7 +190,7 @@ class HlsStore:
         log.warning("HLS %s/%s: %s%s", *key, message, more)
         state.logged_at, state.since_logged, state.reported = now, 0, True
 
-    def _recovered(self, kind: str, key: tuple[str, str], message: str) -> None:
+    def _recovered(self, kind: Failure, key: tuple[str, str], message: str) -> None:
         """One line when things work again after a logged failure."""
         state = self._failing.get((kind, key))
         if state is not None and state.reported:
@@ -162,20 +201,20 @@ class HlsStore:
         """A write to `hls_dir` failed: counted, logged rate-limited."""
         self.write_errors += 1
         self._failed(
-            "write",
+            Failure.WRITE,
             key,
             f"cannot write to hls_dir ({describe(exc)}); the playlist is served from memory",
         )
 
     def write_ok(self, key: tuple[str, str]) -> None:
         """A write to `hls_dir` succeeded."""
-        self._recovered("write", key, "writing to hls_dir again")
+        self._recovered(Failure.WRITE, key, "writing to hls_dir again")
 
     def mux_failed(self, key: tuple[str, str], spec: SegmentSpec, exc: BaseException) -> None:
         """A segment could not be muxed: counted, logged rate-limited."""
         self.mux_errors += 1
         self._failed(
-            "mux",
+            Failure.MUX,
             key,
             f"segment (cut {spec.seq}: {spec.duration_ms} ms, {len(spec.frames)} frames) "
             f"not muxed ({describe(exc)}); the next segment starts a discontinuity",
@@ -183,7 +222,7 @@ class HlsStore:
 
     def mux_ok(self, key: tuple[str, str]) -> None:
         """A segment was muxed."""
-        self._recovered("mux", key, "segments mux again")
+        self._recovered(Failure.MUX, key, "segments mux again")
 
     async def respond(self, req: Request) -> Response | None:
         """Serve /app/name.m3u8 and /app/name-session-seq.ts; None if not an HLS path."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -15,34 +14,25 @@ from common.net.conn import Conn
 from common.net.http import Request, Response
 from common.net.reporter import report
 from common.net.supervise import contained
-from common.proto import auth
 from common.proto.clock import stamp_payload
 from common.proto.control import MAX_STREAMS, ControlError, StreamInfo, StreamsAnnouncement
 from common.proto.numparse import parse_uint
-from common.proto.paths import hls_target
+from common.proto.paths import STREAMS_API, Media, api_stream_key, hls_target, media_of
 from common.proto.rtmp import messages as m
 from common.proto.rtmp import session as rs
 from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
-from common.serve.rtmpserver import RtmpConnection, RtmpLimits, split_name
+from common.serve.refusal import Refusal
+from common.serve.rtmpserver import ConnState, RtmpConnection, RtmpLimits, split_name
 from origin.hls import HlsSettings, HlsStore
+from origin.live import Live, Publisher, StreamState
+from origin.publish import Publishers, PublishRequest, Reject, Takeover, decide
 
 log = logging.getLogger("livecdn.origin")
 
 MAX_BANS = 10_000
 """Bans in force at once (the table is keyed by names an admin chose, but bounded anyway)."""
-
-
-@dataclass
-class Publisher:
-    """The RTMP connection currently feeding a stream."""
-
-    rtmp: OriginRtmp
-    stream: Stream
-    stream_id: int
-    since: float
-    host: str = ""
 
 
 class OriginRtmp(RtmpConnection):
@@ -55,7 +45,8 @@ class OriginRtmp(RtmpConnection):
 
     def on_publish(self, event: rs.Publish) -> str | None:
         reason = self.origin.publish(self, event)
-        self.publishing = reason is None
+        if reason is None:
+            self.set_state(ConnState.PUBLISHING)
         return reason
 
     def on_media(self, event: rs.Media | rs.Metadata) -> None:
@@ -73,7 +64,7 @@ class OriginRtmp(RtmpConnection):
         pub = self.publisher
         if pub is not None and pub.stream_id == stream_id:
             self.publisher = None
-            self.publishing = False
+            self.set_state(ConnState.OPEN)
             self.origin.unpublish(pub, "publisher deleted its stream", grace=True)
 
     def on_close(self) -> None:
@@ -94,8 +85,7 @@ class Origin(PlayNode):
         super().__init__(config)
         self.config: OriginConfig = config
         self.registry = Registry()
-        self.publishers: dict[tuple[str, str], Publisher] = {}
-        self.orphans: dict[tuple[str, str], float] = {}  # publisher gone: end of its grace
+        self.live: dict[tuple[str, str], Live] = {}
         self.bans: dict[tuple[str, str], float] = {}
         self.bytes_in = 0
         self.address: NodeAddress | None = None
@@ -109,38 +99,13 @@ class Origin(PlayNode):
         )
         self.hls_viewers = self.hls.viewers
         mt = self.metrics
-        mt.counter(
-            "hls_segments_total", "HLS segments packaged.", (), lambda: {(): self.hls.segments_made}
-        )
-        mt.counter(
-            "hls_requests_total",
-            "HLS requests, by kind (playlist, segment).",
-            ("kind",),
-            lambda: {(k,): v for k, v in self.hls.requests.items()},
-        )
+        self.hls.register_metrics(mt)
         mt.gauge("streams", "Live streams.", (), lambda: {(): len(self.registry)})
-        mt.gauge("publishers", "Connected publishers.", (), lambda: {(): len(self.publishers)})
+        mt.gauge("publishers", "Connected publishers.", (), lambda: {(): self.publisher_count()})
         mt.counter(
             "bytes_in_total", "Bytes received from publishers.", (), lambda: {(): self.bytes_in}
         )
         mt.counter("publishes_total", "Publishes accepted.", ())
-        mt.counter(
-            "hls_failures_total",
-            "HLS packaging failures, by kind (mux: a segment left out; write: hls_dir; "
-            "restart: a packager restarted).",
-            ("kind",),
-            lambda: {
-                ("mux",): self.hls.mux_errors,
-                ("write",): self.hls.write_errors,
-                ("restart",): self.hls.packager_restarts,
-            },
-        )
-        mt.counter(
-            "hls_timestamp_jumps_total",
-            "Timestamp jumps the HLS packager turned into a discontinuity.",
-            (),
-            lambda: {(): self.hls.timestamp_jumps},
-        )
         mt.counter(
             "publishers_resumed_total",
             "Publishers back within publisher_grace (viewers kept).",
@@ -149,10 +114,15 @@ class Origin(PlayNode):
 
     # ------------------------------------------------------------------ streams
 
-    def _open_stream(self, app: str, name: str) -> Stream:
+    def publisher_count(self) -> int:
+        """Connected publishers."""
+        return sum(1 for live in self.live.values() if live.publisher is not None)
+
+    def _open_stream(self, app: str, name: str) -> Live:
         stream = self.new_stream(app, name)
         fanout = self.new_fanout(stream)
         self.registry.add(stream)
+        live = self.live[(app, name)] = Live(stream)
         key = f"{app}/{name}"
         self.start_supervised(f"fan-out of {key}", "fanout", fanout.run)
         cfg = self.config
@@ -160,7 +130,7 @@ class Origin(PlayNode):
             self.start_supervised(
                 f"HLS packager of {key}", "packager", partial(self.hls.package, stream)
             )
-        return stream
+        return live
 
     def _close_stream(self, stream: Stream, reason: str) -> None:
         fanout = self.fanouts.get(stream)
@@ -168,7 +138,9 @@ class Origin(PlayNode):
             fanout.close()
         stream.close()
         self.registry.remove(stream)
-        self.orphans.pop((stream.app, stream.name), None)
+        live = self.live.pop((stream.app, stream.name), None)
+        if live is not None:
+            live.set_state(StreamState.ENDED)
         self.drop_fanout(stream)
         log.info("stream %s/%s ended: %s", stream.app, stream.name, reason)
 
@@ -177,7 +149,8 @@ class Origin(PlayNode):
         meta = stream.metadata_values
         measured = stream.measured()
         width, height = stream.dimensions or (meta.get("width"), meta.get("height"))
-        pub = self.publishers.get((stream.app, stream.name))
+        live = self.live.get((stream.app, stream.name))
+        pub = live.publisher if live is not None else None
         fanout = self.fanouts.get(stream)
         viewers = dict(fanout.viewers()) if fanout else {}
         viewers["hls"] = self.hls.viewers.count((stream.app, stream.name), trio.current_time())
@@ -233,126 +206,100 @@ class Origin(PlayNode):
         await OriginRtmp(self, conn).run()
 
     def publish(self, rtmp: OriginRtmp, event: rs.Publish) -> str | None:
-        """Decide on a publish request (name, limits, auth, bans, republish policy); None if
-        accepted."""
-        cfg = self.config
+        """Act on a publish request as `decide` says; None if accepted, else why not."""
         session = rtmp.session
         name, query = split_name(event.name)
         peer = rtmp.conn.peer
-
-        def refuse(code: str, reason: str, why: str) -> str:
-            session.reject_publish(event.stream_id, code, why)
-            self.refuse(reason)
-            return f"publish refused: {why}"
-
-        try:
-            skey = StreamKey.parse(session.app or "", name)
-        except StreamKeyError as exc:
-            return refuse("NetStream.Publish.BadName", "bad_name", f"bad stream key: {exc}")
-        app, name = skey.app, skey.name
-        key = (app, name)
-        if cfg.publish_secret:
-            why = auth.check(cfg.publish_secret, app, name, query, time.time())
-            if why:
-                return refuse("NetStream.Publish.Unauthorized", "auth", f"{skey}: {why}")
-        until = self.bans.get(key, 0)
-        if until > time.time():
-            left = until - time.time()
-            return refuse("NetStream.Publish.BadName", "banned", f"{skey} is banned ({left:.0f} s)")
-        host = peer.rsplit(":", 1)[0]
-        mine = sum(1 for p in self.publishers.values() if p.host == host)
-        if mine >= cfg.max_publishers_per_ip:
-            return refuse(
-                "NetStream.Publish.Denied",
-                "publisher_limit",
-                f"{host} already publishes {mine} streams (max_publishers_per_ip)",
-            )
-        old = self.publishers.get(key)
-        if old is not None:
-            if cfg.on_republish == "reject":
-                return refuse(
-                    "NetStream.Publish.BadName",
-                    "already_publishing",
-                    f"{skey} is already published",
-                )
+        request = PublishRequest(session.app or "", name, query, peer.rsplit(":", 1)[0])
+        decision = decide(request, self._publishers(), self.config, time.time())
+        if isinstance(decision, Reject):
+            session.reject_publish(event.stream_id, decision.code.value, decision.detail)
+            self.refuse(decision.reason)
+            return f"publish refused: {decision.detail}"
+        skey = decision.key
+        live = self.live.get((skey.app, skey.name))
+        if isinstance(decision, Takeover):
+            assert live is not None and live.publisher is not None
+            old = live.publisher
             log.info("takeover: %s replaces %s as publisher of %s", peer, old.rtmp.conn.peer, skey)
             old.rtmp.cancel()
-            stream = old.stream
-        elif key in self.orphans:
-            del self.orphans[key]
-            stream = self.registry.get(app, name)
-            assert stream is not None
+        elif decision.resumed:
+            assert live is not None
             self.metrics.inc("publishers_resumed_total")
             log.info("publisher of %s is back within the grace: viewers kept", skey)
         else:
-            if len(self.registry) >= cfg.max_streams:
-                return refuse(
-                    "NetStream.Publish.Denied",
-                    "stream_limit",
-                    f"this origin already has {cfg.max_streams} streams (max_streams)",
-                )
-            stream = self._open_stream(app, name)
-        stream.new_source()
-        pub = Publisher(rtmp, stream, event.stream_id, time.time(), host)
-        self.publishers[key] = pub
+            live = self._open_stream(skey.app, skey.name)
+        live.stream.new_source()
+        pub = Publisher(rtmp, live.stream, event.stream_id, time.time(), request.host)
+        live.publisher = pub
+        live.set_state(StreamState.LIVE)
         rtmp.publisher = pub
         session.accept_publish(event.stream_id, name)
         self.metrics.inc("publishes_total")
         log.info("publish %s from %s", skey, peer)
         return None
 
+    def _publishers(self) -> Publishers:
+        """What the publish decision reads of this origin."""
+        hosts, waiting = {}, set()
+        for key, live in self.live.items():
+            if live.publisher is not None:
+                hosts[key] = live.publisher.host
+            elif live.state is StreamState.WAITING:
+                waiting.add(key)
+        return Publishers(hosts, waiting, self.bans, len(self.registry))
+
     def unpublish(self, pub: Publisher, reason: str, *, grace: bool = False) -> None:
         """The publisher left: end its stream unless another publisher took over; with
         `grace`, viewers wait `publisher_grace` seconds for the same name to come back."""
         key = (pub.stream.app, pub.stream.name)
-        if self.publishers.get(key) is not pub:
+        live = self.live.get(key)
+        if live is None or live.publisher is not pub:
             return
-        del self.publishers[key]
+        live.publisher = None
         wait = self.config.publisher_grace
         if not grace or wait <= 0 or self.nursery is None:
             self._close_stream(pub.stream, reason)
             return
-        self.orphans[key] = trio.current_time() + wait
+        live.grace_ends = trio.current_time() + wait
+        live.set_state(StreamState.WAITING)
         log.info("%s/%s: %s; viewers wait %g s for it to come back", *key, reason, wait)
         self.nursery.start_soon(
             partial(
                 contained,
                 f"grace timer of {key[0]}/{key[1]}",
-                partial(self._end_orphan, pub.stream, reason),
+                partial(self._end_waiting, live, reason),
                 logger=log,
             )
         )
 
-    async def _end_orphan(self, stream: Stream, reason: str) -> None:
-        key = (stream.app, stream.name)
-        while (deadline := self.orphans.get(key)) is not None:
-            if trio.current_time() >= deadline:
-                self._close_stream(stream, f"{reason} ({self.config.publisher_grace:g} s ago)")
+    async def _end_waiting(self, live: Live, reason: str) -> None:
+        while live.state is StreamState.WAITING:
+            if trio.current_time() >= live.grace_ends:
+                self._close_stream(live.stream, f"{reason} ({self.config.publisher_grace:g} s ago)")
                 return
-            await trio.sleep_until(deadline)
+            await trio.sleep_until(live.grace_ends)
 
     # ------------------------------------------------------------------ HTTP
 
     async def route_api(self, req: Request) -> Response | None:
         """HLS, GET /api/streams, GET|DELETE /api/streams/app/name."""
-        if req.path.endswith((".m3u8", ".ts")):
+        if media_of(req.path) in (Media.PLAYLIST, Media.SEGMENT):
             try:
                 hls_target(req.path)
             except StreamKeyError as exc:
-                self.refuse("bad_name")
+                self.refuse(Refusal.BAD_NAME)
                 return Response.text(400, f"bad stream key: {exc}")
             return await self.hls.respond(req)
-        if req.path == "/api/streams":
+        if req.path == STREAMS_API:
             return Response.json({"streams": [self.stream_info(s) for s in self.registry]})
-        if req.path.startswith("/api/streams/"):
-            return self._api_stream(req, req.path[len("/api/streams/") :])
-        return None
-
-    def _api_stream(self, req: Request, rest: str) -> Response:
         try:
-            skey = StreamKey.from_text(rest)
+            skey = api_stream_key(req.path)
         except StreamKeyError as exc:
             return Response.json({"error": f"bad stream key: {exc}"}, 400)
+        return self._api_stream(req, skey) if skey is not None else None
+
+    def _api_stream(self, req: Request, skey: StreamKey) -> Response:
         app, name = skey.app, skey.name
         stream = self.registry.get(app, name)
         if stream is None:
@@ -368,7 +315,7 @@ class Origin(PlayNode):
                     )
             else:
                 ban = int(self.config.kick_ban_seconds)
-            pub = self.publishers.get((app, name))
+            live = self.live.get((app, name))
             if ban > 0:
                 now = time.time()
                 for old in [k for k, until in self.bans.items() if until <= now]:
@@ -376,10 +323,11 @@ class Origin(PlayNode):
                 if len(self.bans) >= MAX_BANS and (app, name) not in self.bans:
                     return Response.json({"error": f"{MAX_BANS} bans in force already"}, 503)
                 self.bans[(app, name)] = now + ban
+            pub = live.publisher if live is not None else None
             if pub is not None:
                 pub.rtmp.cancel()
                 self.unpublish(pub, f"kicked through the API by {req.peer}")
-            elif (app, name) in self.orphans:
+            elif live is not None and live.state is StreamState.WAITING:
                 self._close_stream(stream, f"kicked through the API by {req.peer}")
             log.info("kicked %s (ban %d s) on request of %s", skey, ban, req.peer)
             return Response.json({"kicked": str(skey), "ban_s": ban})

@@ -1,11 +1,41 @@
-"""Viewer paths: '/app/name.ext' parsed into a stream key and file, once for every node."""
+"""Viewer and API paths ('/app/name.flv', '.m3u8', '.ts', '/api/streams/app/name', ...)
+parsed into stream keys, once for every node."""
 
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from urllib.parse import quote
 
 from common.proto.streamkey import StreamKey, StreamKeyError, shown
+
+
+class Media(StrEnum):
+    """What a viewer path asks for, by its extension."""
+
+    FLV = ".flv"
+    PLAYLIST = ".m3u8"
+    SEGMENT = ".ts"
+
+
+def media_of(path: str) -> Media | None:
+    """The kind of media `path` asks for (by its extension), None for anything else."""
+    for media in Media:
+        if path.endswith(media.value):
+            return media
+    return None
+
+
+def play_key(path: str, media: Media) -> StreamKey:
+    """'/app/name.flv' or '/app/name.m3u8' (percent-decoded) -> StreamKey; StreamKeyError
+    with the reason otherwise."""
+    suffix = media.value
+    if not path.endswith(suffix):
+        raise StreamKeyError(f"path does not end with {suffix}")
+    parts = path[1:].removesuffix(suffix).split("/") if path.startswith("/") else []
+    if len(parts) != 2:
+        raise StreamKeyError(f"expected /app/name{suffix}")
+    return StreamKey.parse(parts[0], parts[1])
 
 
 def hls_path(path: str) -> tuple[str, str, str] | None:
@@ -37,3 +67,29 @@ def hls_target(path: str) -> tuple[StreamKey, str]:
     if file.endswith(".ts") and (_SEGMENT.fullmatch(file) is None or file.count("-") < 2):
         raise StreamKeyError(f"segment name {shown(file)} is not NAME-SESSION-SEQ.ts")
     return key, f"/{quote(key.app, safe='')}/{quote(file, safe='')}"
+
+
+STREAMS_API = "/api/streams"
+"""GET: every live stream; STREAMS_API + '/app/name': one (GET) or a kick (DELETE)."""
+
+
+def api_stream_key(path: str) -> StreamKey | None:
+    """'/api/streams/app/name' -> its StreamKey (StreamKeyError if malformed); None for a
+    path outside STREAMS_API + '/'."""
+    prefix = STREAMS_API + "/"
+    if not path.startswith(prefix):
+        return None
+    return StreamKey.from_text(path[len(prefix) :])
+
+
+EDGES_API = "/api/edges"
+"""The balancer's edge table; EDGES_API + '/id/drain' (or '/undrain'): POST to drain one."""
+
+
+def api_edge_action(path: str) -> tuple[str, str] | None:
+    """'/api/edges/id/action' -> (id, action); None for a path outside EDGES_API + '/'."""
+    prefix = EDGES_API + "/"
+    if not path.startswith(prefix):
+        return None
+    node, _, action = path[len(prefix) :].partition("/")
+    return node, action

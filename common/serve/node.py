@@ -16,11 +16,13 @@ from common.media.stream import Stream
 from common.net.conn import Conn, Slots, accept_loop, listen_socket
 from common.net.http import HttpLimits, Request, Response, StreamingResponse, serve_http
 from common.net.supervise import supervise
+from common.proto.paths import Media, play_key
 from common.proto.shaping import Pacer
-from common.proto.streamkey import StreamKey, StreamKeyError
+from common.proto.streamkey import StreamKeyError
 from common.serve.hlsviewers import HlsViewers
 from common.serve.metrics import CONTENT_TYPE, NodeMetrics
 from common.serve.play import Fanout, PlayStats, Subscription, flv_response
+from common.serve.refusal import Refusal
 
 log = logging.getLogger("livecdn.node")
 
@@ -101,23 +103,12 @@ class PlayNode:
             "connections_refused_total", "Connections or requests refused, by reason.", ("reason",)
         )
         mt.counter(
-            "bytes_out_total",
-            "Media bytes sent to viewers, by protocol.",
-            ("protocol",),
-            lambda: {(k,): v for k, v in self.play_stats.bytes_out.items()},
-        )
-        mt.counter(
             "frames_dropped_total",
             "Frames skipped for viewers that fell behind.",
             (),
             lambda: {(): self.dropped_closed + sum(s.stats.dropped_frames for s in self.fanouts)},
         )
-        mt.counter(
-            "slow_viewer_disconnects_total",
-            "Viewers disconnected for not keeping up.",
-            (),
-            lambda: {(): self.play_stats.slow_disconnects},
-        )
+        self.play_stats.register_metrics(mt)
 
     def viewers(self) -> dict[tuple[str, ...], float]:
         """Viewers by protocol (label tuples, for metrics)."""
@@ -142,9 +133,10 @@ class PlayNode:
             )
         )
 
-    def refuse(self, reason: str) -> None:
-        """Count a refused connection or request."""
-        self.metrics.inc("connections_refused_total", labels=(reason,))
+    def refuse(self, reason: Refusal | str) -> None:
+        """Count a refused connection or request (a plain string must be a Refusal's value:
+        the accept loop names its own)."""
+        self.metrics.inc("connections_refused_total", labels=(Refusal(reason),))
 
     # ------------------------------------------------------------------ HTTP
 
@@ -166,17 +158,17 @@ class PlayNode:
             )
         if path == "/metrics":
             return Response(200, self.metrics.render(), CONTENT_TYPE)
-        if path.endswith(".flv") and req.method in ("GET", "HEAD"):
+        if path.endswith(Media.FLV) and req.method in ("GET", "HEAD"):
             try:
-                key = StreamKey.from_path(path, ".flv")
+                key = play_key(path, Media.FLV)
                 pacer = self.pace_for(key.app, key.name, req.query)
             except StreamKeyError as exc:
-                self.refuse("bad_name")
+                self.refuse(Refusal.BAD_NAME)
                 return Response.text(400, f"bad stream key: {exc}")
             except PermissionError as exc:
-                self.refuse("bad_class_token")
+                self.refuse(Refusal.BAD_CLASS_TOKEN)
                 return Response.text(403, str(exc))
-            return await flv_response(self, req, self.refuse, pacer)
+            return await flv_response(self, req, key, self.refuse, pacer)
         resp = await self.route_api(req)
         return resp if resp is not None else Response.text(404, f"not found: {path}")
 

@@ -23,7 +23,9 @@ from common.net.http import LAST_CHUNK, Request, Response, StreamingResponse, ch
 from common.proto import flv
 from common.proto.errors import Unavailable
 from common.proto.shaping import Pacer
-from common.proto.streamkey import StreamKey, StreamKeyError
+from common.proto.streamkey import StreamKey
+from common.serve.metrics import NodeMetrics
+from common.serve.refusal import Refusal
 
 log = logging.getLogger("livecdn.play")
 
@@ -61,6 +63,21 @@ class PlayStats:
         self.bytes_out: Counter[str] = Counter()
         self.slow_disconnects = 0
         self.players_started: Counter[str] = Counter()
+
+    def register_metrics(self, mt: NodeMetrics) -> None:
+        """Export the bytes sent to viewers and the slow viewers dropped."""
+        mt.counter(
+            "bytes_out_total",
+            "Media bytes sent to viewers, by protocol.",
+            ("protocol",),
+            lambda: {(k,): v for k, v in self.bytes_out.items()},
+        )
+        mt.counter(
+            "slow_viewer_disconnects_total",
+            "Viewers disconnected for not keeping up.",
+            (),
+            lambda: {(): self.slow_disconnects},
+        )
 
 
 class Player:
@@ -290,25 +307,21 @@ def flv_prelude(stream: Stream) -> bytes:
 async def flv_response(
     source: StreamSource,
     req: Request,
-    refuse: Callable[[str], None],
+    key: StreamKey,
+    refuse: Callable[[Refusal], None],
     pacer: Pacer | None = None,
 ) -> Response | StreamingResponse:
-    """Answer GET /app/name.flv: a chunked FLV body while the stream lives, 404 if it does
-    not, 400 for a key outside the stream-key grammar."""
-    try:
-        key = StreamKey.from_path(req.path, ".flv")
-    except StreamKeyError as exc:
-        refuse("bad_name")
-        return Response.text(400, f"bad stream key: {exc}")
+    """Answer GET /app/name.flv (`key`, parsed from the path): a chunked FLV body while
+    the stream lives, 404 if it does not."""
     app, name = key.app, key.name
     try:
         sub = await source.subscribe(app, name)
     except Unavailable as exc:
-        refuse("unavailable")
+        refuse(Refusal.UNAVAILABLE)
         log.info("HTTP-FLV %s from %s refused: %s", key, req.peer, exc)
         return Response.text(503, str(exc))
     if sub is None:
-        refuse("not_found")
+        refuse(Refusal.NOT_FOUND)
         log.info("HTTP-FLV %s from %s: no such stream", key, req.peer)
         return Response.text(404, f"no live stream {key}")
     if req.method == "HEAD":

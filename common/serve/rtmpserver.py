@@ -8,6 +8,7 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from urllib.parse import parse_qsl
 
 import trio
@@ -19,6 +20,7 @@ from common.proto.rtmp import session as rs
 from common.proto.shaping import TokenBucket
 from common.proto.streamkey import StreamKey, StreamKeyError, check_part, shown
 from common.serve.play import Player, StreamSource
+from common.serve.refusal import Refusal
 
 log = logging.getLogger("livecdn.rtmp")
 
@@ -52,6 +54,14 @@ class RtmpLimits:
         )
 
 
+class ConnState(Enum):
+    """What an RTMP connection is doing (its plays are counted apart, in `players`)."""
+
+    OPEN = "open"  # connecting, or playing
+    PUBLISHING = "publishing"
+    FINISHING = "finishing"  # flushed and half-closed: waiting for the peer to close
+
+
 def split_name(raw: str) -> tuple[str, dict[str, str]]:
     """'name?k=v' -> ('name', {'k': 'v'})."""
     name, _, query = raw.partition("?")
@@ -67,7 +77,7 @@ class RtmpConnection:
         conn: Conn,
         source: StreamSource,
         limits: RtmpLimits,
-        refuse: Callable[[str], None],
+        refuse: Callable[[Refusal], None],
     ) -> None:
         self.conn = conn
         self.source = source
@@ -75,13 +85,23 @@ class RtmpConnection:
         self.refuse = refuse
         self.session = rs.ServerSession(max_message_size=limits.max_message_size)
         self.players: dict[int, trio.CancelScope] = {}
-        self.publishing = False
+        self.state = ConnState.OPEN
         self.bytes_in = 0
         self._nursery: trio.Nursery | None = None
         self._recv_scope: trio.CancelScope | None = None
-        self._finishing = False
         rate = limits.ingest_bytes_per_s
         self._ingest = TokenBucket(rate, max(rate, 1 << 20)) if rate > 0 else None
+
+    def set_state(self, state: ConnState) -> None:
+        """The one place the connection's state changes (logged at debug level)."""
+        if state is not self.state:
+            log.debug("RTMP %s: %s -> %s", self.conn.peer, self.state.value, state.value)
+            self.state = state
+
+    @property
+    def publishing(self) -> bool:
+        """True while the connection publishes a stream."""
+        return self.state is ConnState.PUBLISHING
 
     # ------------------------------------------------------------------ hooks
 
@@ -90,7 +110,7 @@ class RtmpConnection:
         self.session.reject_publish(
             event.stream_id, "NetStream.Publish.Denied", "this node does not accept publishing"
         )
-        self.refuse("publish_not_allowed")
+        self.refuse(Refusal.PUBLISH_NOT_ALLOWED)
         return "publish refused: this node only plays"
 
     def on_media(self, event: rs.Media | rs.Metadata) -> None:
@@ -112,7 +132,7 @@ class RtmpConnection:
                 try:
                     reason = await self._loop()
                 except ProtocolError as exc:
-                    self.refuse("protocol_error")
+                    self.refuse(Refusal.PROTOCOL_ERROR)
                     reason = f"protocol error: {exc}"
                 if reason:
                     log.info("closing RTMP %s: %s", self.conn.peer, reason)
@@ -122,7 +142,7 @@ class RtmpConnection:
 
     async def finish(self) -> None:
         """Flush and half-close; the read loop ends when the peer closes (or soon after)."""
-        self._finishing = True
+        self.set_state(ConnState.FINISHING)
         if self._recv_scope is not None:
             self._recv_scope.deadline = min(
                 self._recv_scope.deadline, trio.current_time() + FINISH_TIMEOUT
@@ -157,15 +177,15 @@ class RtmpConnection:
             else:
                 deadline = started + limits.handshake_timeout + limits.idle_timeout
                 why = f"no publish or play within {limits.idle_timeout:g} s of connecting"
-            if self._finishing:
+            if self.state is ConnState.FINISHING:
                 deadline = min(deadline, trio.current_time() + FINISH_TIMEOUT)
             data = None
             with trio.move_on_at(deadline) as self._recv_scope:
                 data = await conn.recv()
             if data is None:
-                if self._finishing:
+                if self.state is ConnState.FINISHING:
                     return None
-                self.refuse("timeout")
+                self.refuse(Refusal.TIMEOUT)
                 return why
             if not data:
                 return None if conn.closed else "peer closed the connection"
@@ -212,7 +232,7 @@ class RtmpConnection:
                 check_part(event.app, "application name")
             except StreamKeyError as exc:
                 session.reject_connect(str(exc))
-                self.refuse("bad_name")
+                self.refuse(Refusal.BAD_NAME)
                 return f"connect refused: {exc}"
             events.extendleft(reversed(session.accept_connect(event.app)))
             return None
@@ -256,7 +276,7 @@ class RtmpConnection:
         self._nursery.start_soon(self._play, event, scope)
         return None
 
-    async def _refuse_play(self, sid: int, reason: str, why: str) -> None:
+    async def _refuse_play(self, sid: int, reason: Refusal, why: str) -> None:
         """Send the queued refusal, count and log it, and finish the connection."""
         self.refuse(reason)
         log.info("closing RTMP %s: %s", self.conn.peer, why)
@@ -277,17 +297,17 @@ class RtmpConnection:
             except (PermissionError, StreamKeyError, Unavailable) as exc:
                 session.send_status(sid, "error", "NetStream.Play.Failed", str(exc))
                 reason = (
-                    "bad_name"
+                    Refusal.BAD_NAME
                     if isinstance(exc, StreamKeyError)
-                    else "unavailable"
+                    else Refusal.UNAVAILABLE
                     if isinstance(exc, Unavailable)
-                    else "bad_class_token"
+                    else Refusal.BAD_CLASS_TOKEN
                 )
                 await self._refuse_play(sid, reason, f"play refused: {exc}")
                 return
             if sub is None:
                 session.play_not_found(sid, str(key))
-                await self._refuse_play(sid, "not_found", f"play of unknown stream {key}")
+                await self._refuse_play(sid, Refusal.NOT_FOUND, f"play of unknown stream {key}")
                 return
             try:
                 session.accept_play(sid, name)

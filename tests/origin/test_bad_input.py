@@ -19,6 +19,7 @@ from common.proto.rtmp import messages as m
 from common.proto.rtmp.chunk import encode_message
 from common.proto.rtmp.handshake import ClientHandshake
 from common.proto.rtmp.session import ClientSession
+from origin.live import StreamState
 from tests.conftest import start_origin
 from tests.media import synthetic_publish
 
@@ -179,7 +180,8 @@ async def test_idle_connections_are_closed(autojump_clock, bad_env, caplog):
     assert server.registry.get("live", "quiet") is not None
     assert await closed_within(quiet.conn, 2.0)
     assert logged(caplog, "publisher sent nothing for 0.5 s")
-    assert ("live", "quiet") in server.orphans  # viewers wait publisher_grace for it
+    # viewers wait publisher_grace for it
+    assert server.live[("live", "quiet")].state is StreamState.WAITING
     with trio.fail_after(2):
         while server.registry.get("live", "quiet") is not None:
             await trio.sleep(0.05)

@@ -144,7 +144,7 @@ async def test_reject_mode_refuses_a_second_publisher(nursery, clip):
         await second.publish()
     assert err.value.code == "NetStream.Publish.BadName"
     host, port = first.conn.sock.getsockname()[:2]
-    assert server.publishers[("live", "once")].rtmp.conn.peer == f"{host}:{port}"
+    assert server.live[("live", "once")].publisher.rtmp.conn.peer == f"{host}:{port}"
     assert server.registry.get("live", "once").stats.sources == 1
 
 

@@ -1,0 +1,23 @@
+"""Why a node refused a connection or request: the labels of connections_refused_total."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Refusal(StrEnum):
+    """A refusal's reason, as counted in `livecdn_connections_refused_total{reason}`."""
+
+    BAD_NAME = "bad_name"
+    BAD_CLASS_TOKEN = "bad_class_token"
+    NOT_FOUND = "not_found"
+    UNAVAILABLE = "unavailable"
+    TIMEOUT = "timeout"
+    PROTOCOL_ERROR = "protocol_error"
+    CONNECTION_LIMIT = "connection_limit"
+    PUBLISH_NOT_ALLOWED = "publish_not_allowed"
+    AUTH = "auth"
+    BANNED = "banned"
+    PUBLISHER_LIMIT = "publisher_limit"
+    ALREADY_PUBLISHING = "already_publishing"
+    STREAM_LIMIT = "stream_limit"

@@ -1,0 +1,57 @@
+"""One stream key's life on the origin: its stream, its publisher, and its state (live,
+waiting for its publisher, ended), changed in one place."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from common.media.stream import Stream
+
+if TYPE_CHECKING:
+    from origin.server import OriginRtmp
+
+log = logging.getLogger("livecdn.origin")
+
+
+@dataclass
+class Publisher:
+    """The RTMP connection currently feeding a stream."""
+
+    rtmp: OriginRtmp
+    stream: Stream
+    stream_id: int
+    since: float
+    host: str = ""
+
+
+class StreamState(Enum):
+    """Where a stream is in its life."""
+
+    LIVE = "live"  # a publisher feeds it
+    WAITING = "waiting"  # its publisher left: viewers wait `publisher_grace` for it
+    ENDED = "ended"
+
+
+@dataclass
+class Live:
+    """A stream the origin serves, and who publishes it."""
+
+    stream: Stream
+    state: StreamState = StreamState.LIVE
+    publisher: Publisher | None = None
+    grace_ends: float = 0.0  # trio clock; while WAITING
+
+    def set_state(self, state: StreamState) -> None:
+        """The one place the stream's state changes (logged at debug level)."""
+        if state is not self.state:
+            log.debug(
+                "stream %s/%s: %s -> %s",
+                self.stream.app,
+                self.stream.name,
+                self.state.value,
+                state.value,
+            )
+            self.state = state
