@@ -11,11 +11,27 @@ import trio
 
 from common.config import EdgeConfig, class_rates
 from common.proto import auth
-from common.proto.shaping import Htb, Pacer
+from common.proto.shaping import Htb, HtbClass, Pacer
 from common.serve.metrics import NodeMetrics
 
 LINK_CHARGE_PERIOD = 0.1
 """Seconds between charges of the link with what went out unshaped."""
+
+
+class AdmittedClass:
+    """A class's shaper as its play viewers get it: `start`, called once per viewer when
+    the fan-out admits it (its join burst has gone out), counts the viewer. One per class:
+    nothing is built per viewer, and `delay_for` is the class's own."""
+
+    def __init__(self, shaper: HtbClass, admitted: Counter[str]) -> None:
+        self.shaper = shaper
+        self.admitted = admitted
+        self.delay_for = shaper.delay_for
+
+    def start(self, now: float) -> None:
+        """One more viewer of the class is served."""
+        self.admitted[self.shaper.name] += 1
+        self.shaper.start(now)
 
 
 class Qos:
@@ -27,7 +43,10 @@ class Qos:
         self.classes = config.classes
         self.htb = Htb(class_rates(config.classes), config.capacity_mbps * 125_000)
         self.viewers: Counter[str] = Counter()
-        """Classed viewers admitted, by class."""
+        """Classed play viewers admitted, by class."""
+        self._admitted = {
+            name: AdmittedClass(shaper, self.viewers) for name, shaper in self.htb.classes.items()
+        }
 
     def class_of(self, app: str, name: str, query: dict[str, str]) -> str | None:
         """The viewer class in `query`'s token (None without one); PermissionError if the
@@ -40,17 +59,15 @@ class Qos:
         return klass
 
     def pacer(self, klass: str) -> Pacer:
-        """The pacer every viewer of `klass` on this edge shares."""
+        """The shaper every viewer of `klass` on this edge shares (HLS segments)."""
         return self.htb.classes[klass]
 
-    def admit(self, app: str, name: str, query: dict[str, str]) -> Pacer | None:
-        """A play viewer's pacer (None: unshaped); its class counts it only once its
-        token is accepted (PermissionError otherwise)."""
+    def play_pacer(self, app: str, name: str, query: dict[str, str]) -> Pacer | None:
+        """An HTTP-FLV or RTMP viewer's pacer (None: unshaped; PermissionError: a bad
+        token). The viewer counts for its class once the fan-out admits it: not when
+        the stream is missing, refused, or the request a HEAD."""
         klass = self.class_of(app, name, query)
-        if klass is None:
-            return None
-        self.viewers[klass] += 1
-        return self.pacer(klass)
+        return None if klass is None else self._admitted[klass]
 
     async def charge_link(self, sent: Callable[[], int]) -> None:
         """Every LINK_CHARGE_PERIOD, charge the classes' link with what of `sent()` (all

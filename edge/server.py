@@ -88,7 +88,7 @@ class Edge(PlayNode):
 
     def pace_for(self, app: str, name: str, query: dict[str, str]) -> Pacer | None:
         """A viewer with a valid class token is paced by its class (shared on this edge)."""
-        return self.qos.admit(app, name, query)
+        return self.qos.play_pacer(app, name, query)
 
     async def subscribe(self, app: str, name: str) -> Subscription | None:
         """StreamSource: pull on miss (Unavailable beyond `max_streams`)."""

@@ -145,6 +145,23 @@ async def test_rejoin_within_linger_reuses_and_expiry_closes(manager, autojump_c
     assert third is not None and manager.fake.connects["rtmp://p1"] == 2
 
 
+async def test_each_state_change_is_logged_once_with_its_reason(manager, autojump_clock, caplog):
+    caplog.set_level("INFO", logger="livecdn.edge")
+    sub = await manager.subscribe("live", "a")
+    sub.release()
+    again = await manager.subscribe("live", "a")
+    again.release()
+    await trio.sleep(SETTINGS.linger + 1)
+    lines = [r.getMessage() for r in caplog.records if " -> " in r.getMessage()]
+    assert lines == [
+        "upstream live/a: connecting -> live (playing from rtmp://p1)",
+        "upstream live/a: live -> lingering (no viewers, lingering 10 s)",
+        "upstream live/a: lingering -> live (viewer back within the linger, reusing it)",
+        "upstream live/a: live -> lingering (no viewers, lingering 10 s)",
+        "upstream live/a: lingering -> closed (linger expired)",
+    ]
+
+
 async def test_viewers_leaving_during_connect_start_the_linger(manager, autojump_clock):
     with trio.move_on_after(0.1):
         await manager.subscribe("live", "a")  # gives up while connecting

@@ -1,0 +1,92 @@
+"""The edge's parts on their own: class admission (edge/qos.py), the heartbeat's contents
+(edge/heartbeat.py) and playlist rewriting (edge/hls.py)."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import parse_qsl
+
+import pytest
+
+from common.config import EdgeConfig, build
+from common.net.httpclient import fetch
+from common.proto import auth
+from common.proto.control import MAX_STREAMS
+from edge.heartbeat import advertised_host, busiest
+from edge.hls import with_query
+from edge.qos import Qos
+from tests.conftest import start_edge, start_origin
+
+CLASSES = {"basic": {"rate_mbps": 0.2, "ceil_mbps": 0.25}}
+
+
+def edge_config(**values: object) -> EdgeConfig:
+    return build(EdgeConfig, {"parents": ["rtmp://127.0.0.1:1"], **values})
+
+
+def token(klass: str = "basic", path: str = "live/a", secret: str = "k") -> dict[str, str]:
+    return dict(parse_qsl(auth.class_query(secret, path, klass, int(time.time()) + 60)))
+
+
+def test_a_classed_viewer_counts_once_the_fan_out_admits_it() -> None:
+    qos = Qos(edge_config(qos_secret="k", classes=CLASSES))
+    assert qos.play_pacer("live", "a", {}) is None, "no token: unshaped"
+    pacer = qos.play_pacer("live", "a", token())
+    assert pacer is not None and qos.viewers == {}, "not counted before it is served"
+    pacer.start(0.0)
+    pacer.start(0.0)
+    assert qos.viewers == {"basic": 2}
+    qos.pacer("basic").start(0.0)  # an HLS segment's pacing
+    assert qos.viewers == {"basic": 2}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [token(secret="wrong"), token(path="live/b"), {**token(), "lc": "premium"}, {"lc": "basic"}],
+)
+def test_a_bad_class_token_is_refused_and_not_counted(query: dict[str, str]) -> None:
+    qos = Qos(edge_config(qos_secret="k", classes=CLASSES))
+    with pytest.raises(PermissionError):
+        qos.play_pacer("live", "a", query)
+    assert qos.viewers == {}
+
+
+async def test_classed_requests_for_a_missing_stream_are_not_admitted(nursery) -> None:
+    _, o = await start_origin(nursery)
+    _, e = await start_edge(nursery, [f"rtmp://127.0.0.1:{o.rtmp_port}"], qos_secret="k",
+                            classes=CLASSES)  # fmt: skip
+    query = auth.class_query("k", "live/nope", "basic", int(time.time()) + 60)
+    for method in ("GET", "HEAD"):
+        status, _, _ = await fetch(method, f"http://127.0.0.1:{e.http_port}/live/nope.flv?{query}")
+        assert status == 404
+    _, _, metrics = await fetch("GET", f"http://127.0.0.1:{e.http_port}/metrics")
+    assert "livecdn_class_viewers_total{" not in metrics.decode()
+
+
+def test_the_heartbeat_holds_the_busiest_routable_streams() -> None:
+    viewers = {("live", f"s{i}"): i for i in range(MAX_STREAMS + 5)}
+    viewers[("live", "bad name")] = 10**6  # outside the grammar: left out, not an error
+    streams = busiest(viewers)
+    assert len(streams) == MAX_STREAMS and "live/bad name" not in streams
+    assert min(streams.values()) == 5 and "live/s4" not in streams
+
+
+@pytest.mark.parametrize(
+    ("host", "public_host", "want"),
+    [
+        ("0.0.0.0", "", "127.0.0.1"),
+        ("::", "", "127.0.0.1"),
+        ("10.0.0.5", "", "10.0.0.5"),
+        ("0.0.0.0", "edge1.example.com", "edge1.example.com"),
+        ("::1", "", "[::1]"),
+    ],
+)
+def test_the_heartbeat_advertises_a_host_for_urls(host: str, public_host: str, want: str) -> None:
+    assert advertised_host(edge_config(host=host, public_host=public_host)) == want
+
+
+def test_segment_uris_carry_the_class_token() -> None:
+    playlist = b"#EXTM3U\n#EXTINF:2.0,\ns-1.ts\n#EXTINF:2.0,\ns-2.ts?x=1\n"
+    assert with_query(playlist, "lc=basic") == (
+        b"#EXTM3U\n#EXTINF:2.0,\ns-1.ts?lc=basic\n#EXTINF:2.0,\ns-2.ts?x=1&lc=basic\n"
+    )
