@@ -1,4 +1,5 @@
-"""Hand-made FLV audio/video payloads for tests that need no real codec data."""
+"""FLV media for tests: hand-made audio/video payloads for tests that need no real codec
+data, and in-process publishers (made-up frames, or the test clip replayed)."""
 
 from __future__ import annotations
 
@@ -54,3 +55,31 @@ async def synthetic_publish(client, *, fps: int = 25, gop: int = 25, key_size: i
             await client.send(9, ts, frame)
             await client.send(8, ts, aac_frame())
             n += 1
+
+
+async def replay_clip(url: str, clip) -> None:
+    """Publish the FLV file `clip` with our RTMP client, looped, paced by its timestamps.
+
+    In-process (unlike ffmpeg -re), so on trio's MockClock it plays in virtual time."""
+    import itertools
+
+    import trio
+
+    from common.net.rtmpclient import RtmpClient
+    from common.proto import flv
+    from common.proto.flv import FlvParser
+
+    tags = [t for t in FlvParser().feed(clip.read_bytes()) if t.tag_type in (8, 9)]
+    headers = [t for t in tags if flv.is_sequence_header(t.tag_type, t.body)]
+    media = [t for t in tags if not flv.is_sequence_header(t.tag_type, t.body)]
+    period = media[-1].timestamp + 40
+    client = await RtmpClient.connect(url)
+    await client.publish()
+    for t in headers:
+        await client.send(t.tag_type, t.timestamp, t.body)
+    start = trio.current_time()
+    for loop in itertools.count():
+        for t in media:
+            ts = t.timestamp + loop * period
+            await trio.sleep_until(start + ts / 1000)
+            await client.send(t.tag_type, ts, t.body)

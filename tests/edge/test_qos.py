@@ -6,10 +6,8 @@ rates measured are the shaper's decisions in virtual time, not this machine's sp
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
-from pathlib import Path
 
 import pytest
 import trio
@@ -18,11 +16,10 @@ from balancer.server import Balancer
 from common.config import BalancerConfig, build
 from common.net.httpclient import fetch, open_request
 from common.net.rtmpclient import RtmpClient
-from common.proto import auth, flv
-from common.proto.flv import FlvParser
+from common.proto import auth
 from common.proto.rtmp import session as rs
 from tests.conftest import start_edge, start_origin, wait_for_stream
-from tests.media import synthetic_publish
+from tests.media import replay_clip, synthetic_publish
 
 pytestmark = pytest.mark.slow
 
@@ -44,25 +41,6 @@ async def received_rate(url: str, warmup: float, seconds: float) -> float:
                 total += len(data)
     resp.close()
     return total / seconds
-
-
-async def replay(url: str, clip: Path) -> None:
-    """Publish the clip with our RTMP client, looped, paced by its timestamps."""
-    tags = list(FlvParser().feed(clip.read_bytes()))
-    media = [t for t in tags if not flv.is_sequence_header(t.tag_type, t.body)]
-    media = [t for t in media if t.tag_type != 18]
-    period = media[-1].timestamp + 40
-    client = await RtmpClient.connect(url)
-    await client.publish()
-    for t in tags:
-        if t.tag_type != 18 and flv.is_sequence_header(t.tag_type, t.body):
-            await client.send(t.tag_type, t.timestamp, t.body)
-    start = trio.current_time()
-    for loop in itertools.count():
-        for t in media:
-            ts = t.timestamp + loop * period
-            await trio.sleep_until(start + ts / 1000)
-            await client.send(t.tag_type, ts, t.body)
 
 
 async def test_class_rates_at_the_player(autojump_clock, nursery):
@@ -168,7 +146,7 @@ async def test_hls_viewers_of_a_class_are_shaped_too(autojump_clock, nursery, cl
     slow = {"basic": {"rate_mbps": 0.1, "ceil_mbps": 0.2}}
     _, e = await start_edge(nursery, [f"http://127.0.0.1:{o.http_port}"], qos_secret="k",
                             classes=slow)  # fmt: skip
-    nursery.start_soon(replay, f"rtmp://127.0.0.1:{o.rtmp_port}/live/h", clip)
+    nursery.start_soon(replay_clip, f"rtmp://127.0.0.1:{o.rtmp_port}/live/h", clip)
     await wait_for_stream(origin, "live", "h")
     base = f"http://127.0.0.1:{e.http_port}/live/h.m3u8"
     token = auth.class_query("k", "live/h", "basic", int(time.time()) + 60)
