@@ -38,9 +38,10 @@ class EdgeStreams:
     def held(self) -> dict[tuple[str, str], int]:
         """Viewers of the streams this edge really holds (a live upstream, or HLS objects
         the parent served): asking for streams that do not exist never grows it."""
-        pulled = self.pull.held()
-        return {
-            key: info["viewers"]["total"]
-            for key, info in self.describe().items()
-            if key in pulled or "hls" in info
-        }
+        now = trio.current_time()
+        upstreams = self.pull.upstreams
+        out: dict[tuple[str, str], int] = {}
+        for key in self.pull.held() | self.hls.objects().keys():
+            up = upstreams.get(key)
+            out[key] = (up.viewers if up is not None else 0) + self.hls_viewers.count(key, now)
+        return out
