@@ -53,16 +53,6 @@ class StreamKey:
         return cls(check_part(app, "app"), check_part(name, "name"))
 
     @classmethod
-    def from_path(cls, path: str, suffix: str) -> StreamKey:
-        """'/app/name{suffix}' (an already percent-decoded URL path) -> StreamKey."""
-        if not path.endswith(suffix):
-            raise StreamKeyError(f"path does not end with {suffix}")
-        parts = path[1:].removesuffix(suffix).split("/") if path.startswith("/") else []
-        if len(parts) != 2:
-            raise StreamKeyError(f"expected /app/name{suffix}")
-        return cls.parse(parts[0], parts[1])
-
-    @classmethod
     def from_text(cls, text: str) -> StreamKey:
         """'app/name' -> StreamKey."""
         app, sep, name = text.partition("/")

@@ -6,12 +6,14 @@ import json
 
 import trio
 
+from balancer.edges import Excluded, Exclusion
 from balancer.policy import POLICIES
+from balancer.routing import NoRoom, RejectReason
 from balancer.server import Balancer
 from common.config import BALANCER_POLICIES, BalancerConfig, build
 from common.net.conn import open_connection
 from common.net.httpclient import fetch
-from common.proto.control import Heartbeat
+from common.proto.control import ControlMessage, Heartbeat
 from common.proto.wire import encode
 
 
@@ -29,6 +31,11 @@ async def start(nursery, **overrides):
     b = Balancer(cfg)
     http, control = await nursery.start(b.run)
     return b, f"http://127.0.0.1:{http}", control
+
+
+def hear(b: Balancer, msg: ControlMessage, peer: str = "p") -> None:
+    """`msg` arrives from `peer` on the control plane now."""
+    b.table.on_message(msg, peer, trio.current_time())
 
 
 def test_policy_names_agree() -> None:
@@ -63,26 +70,30 @@ async def test_capacity_is_never_exceeded_and_overflow_is_503(nursery) -> None:
 
 async def test_missed_heartbeats_and_drain_take_edges_out(nursery, autojump_clock) -> None:
     b, base, _ = await start(nursery, heartbeat_timeout=2.5, check_interval=60.0)
-    b.on_message(Heartbeat("e1", "http://127.0.0.1:1"), "x")
-    b.on_message(Heartbeat("e2", "http://127.0.0.1:2"), "y")
-    edge, _ = b.choose("live/a")
-    assert edge is not None
+    hear(b, Heartbeat("e1", "http://127.0.0.1:1"), "x")
+    hear(b, Heartbeat("e2", "http://127.0.0.1:2"), "y")
+    assert not isinstance(b.router.choose("live/a"), NoRoom)
     await trio.sleep(2)
-    b.on_message(Heartbeat("e2", "http://127.0.0.1:2"), "y")
+    hear(b, Heartbeat("e2", "http://127.0.0.1:2"), "y")
     await trio.sleep(1)
-    views, excluded = b.eligible("live/a")
-    assert [v.id for v in views] == ["e2"] and excluded == {"e1": "no heartbeat for 2.5 s"}
+    views, excluded = b.router.eligible("live/a")
+    assert [v.id for v in views] == ["e2"]
+    assert excluded == {"e1": Excluded(Exclusion.STALE, "no heartbeat for 2.5 s")}
     b.edges["e2"].draining = True
-    edge, why = b.choose("live/a")
-    assert edge is None and "draining" in why
+    none = b.router.choose("live/a")
+    assert isinstance(none, NoRoom) and none.reason is RejectReason.NO_EDGE
+    assert {k: e.why for k, e in none.excluded.items()} == {
+        "e1": Exclusion.STALE,
+        "e2": Exclusion.DRAINING,
+    }
 
 
 async def test_bounded_hash_spreads_a_hot_stream_within_the_factor(nursery) -> None:
     b, _, _ = await start(nursery, policy="bounded_hash", hash_balance_factor=1.25)
     for i in range(4):
-        b.on_message(Heartbeat(f"e{i}", f"http://h:{i + 1}"), "p")
+        hear(b, Heartbeat(f"e{i}", f"http://h:{i + 1}"), "p")
     counts = {f"e{i}": 0 for i in range(4)}
     for n in range(1, 201):
-        edge, _ = b.choose("live/hot")
+        edge, _ = b.router.choose("live/hot")
         counts[edge.id] += 1
         assert max(counts.values()) <= -(-1.25 * n // 4) + 1

@@ -12,6 +12,8 @@ import msgpack
 import pytest
 import trio
 
+from balancer.edges import Exclusion
+from balancer.routing import NoRoom
 from balancer.server import Balancer
 from common.config import BalancerConfig, ConfigError, build
 from common.net.conn import Conn, ConnClosed, open_connection
@@ -19,6 +21,7 @@ from common.net.httpclient import fetch
 from common.net.reporter import report
 from common.proto.control import ControlError, Heartbeat, StreamInfo, StreamsAnnouncement
 from common.proto.wire import encode
+from tests.balancer.test_balancer import hear
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_edge, start_origin, wait_for_stream
 
 
@@ -123,7 +126,7 @@ async def test_bad_messages_close_their_connection_and_nothing_else(nursery) -> 
         assert status == 200, name
         status, headers, _ = await fetch("GET", f"{base}/live/x.flv")
         assert status == 302 and headers["location"].startswith("http://127.0.0.1:1000/"), name
-    assert set(b.edges) == {"good"} and not b.origin_streams
+    assert set(b.edges) == {"good"} and not b.table.origin_streams
     _, _, body = await fetch("GET", f"{base}/metrics")
     text = body.decode()
     rejected = sum(
@@ -197,7 +200,7 @@ async def test_idle_control_connections_are_closed(nursery) -> None:
         inner.start_soon(lambda: heartbeating(control, hb("chatty", 1000), every=0.1))
         await trio.sleep(1.5)
         assert "chatty" in b.edges
-        assert b.control_connections == 1
+        assert b.control.connections == 1
         inner.cancel_scope.cancel()
     _, _, body = await fetch("GET", f"{base}/metrics")
     assert metric(body.decode(), "livecdn_control_idle_total") >= 2
@@ -208,13 +211,13 @@ async def test_control_connections_are_capped(nursery) -> None:
     first = await open_connection("127.0.0.1", control)
     second = await open_connection("127.0.0.1", control)
     with trio.fail_after(3):
-        while b.control_connections < 2:
+        while b.control.connections < 2:
             await trio.sleep(0.05)
     third = await open_connection("127.0.0.1", control)
     assert await closed_by_balancer(third, within=2)
     first.close()
     with trio.fail_after(3):
-        while b.control_connections > 1:
+        while b.control.connections > 1:
             await trio.sleep(0.05)
     fourth = await send(control, encode(hb("late", 1000)))
     with trio.fail_after(3):
@@ -228,44 +231,44 @@ async def test_control_connections_are_capped(nursery) -> None:
 
 async def test_silent_edges_and_origins_are_forgotten(nursery, autojump_clock) -> None:
     b, base, _ = await start(nursery, heartbeat_timeout=1.0, forget_after=10.0)
-    b.on_message(Heartbeat("e1", "http://127.0.0.1:1"), "p")
-    b.on_message(Heartbeat("e2", "http://127.0.0.1:2"), "p")
-    b.on_message(StreamsAnnouncement("o1", (StreamInfo("live", "a", bitrate=3e5),)), "p")
+    hear(b, Heartbeat("e1", "http://127.0.0.1:1"), "p")
+    hear(b, Heartbeat("e2", "http://127.0.0.1:2"), "p")
+    hear(b, StreamsAnnouncement("o1", (StreamInfo("live", "a", bitrate=3e5),)), "p")
     await trio.sleep(5)
-    b.on_message(Heartbeat("e2", "http://127.0.0.1:2"), "p")
-    b.on_message(StreamsAnnouncement("o1", (StreamInfo("live", "a", bitrate=3e5),)), "p")
-    assert set(b.edges) == {"e1", "e2"} and b.bitrate("live/a") == 3e5
-    views, excluded = b.eligible("live/a")
-    assert [v.id for v in views] == ["e2"] and "no heartbeat" in excluded["e1"]
+    hear(b, Heartbeat("e2", "http://127.0.0.1:2"), "p")
+    hear(b, StreamsAnnouncement("o1", (StreamInfo("live", "a", bitrate=3e5),)), "p")
+    assert set(b.edges) == {"e1", "e2"} and b.table.bitrate("live/a") == 3e5
+    views, excluded = b.router.eligible("live/a")
+    assert [v.id for v in views] == ["e2"] and excluded["e1"].why is Exclusion.STALE
     await trio.sleep(8)  # e1 silent for 13 s, e2 for 8 s
-    assert set(b.edges) == {"e2"} and b.bitrate("live/a") == 3e5
+    assert set(b.edges) == {"e2"} and b.table.bitrate("live/a") == 3e5
     await trio.sleep(5)
-    assert b.edges == {} and b.origin_streams == {} and b.bitrate("live/a") == 0
+    assert b.edges == {} and b.table.origin_streams == {} and b.table.bitrate("live/a") == 0
     _, _, body = await fetch("GET", f"{base}/metrics")
     text = body.decode()
     assert metric(text, "livecdn_edges_forgotten_total") == 2
     assert metric(text, "livecdn_origins_forgotten_total") == 1
     # a forgotten edge that comes back simply joins again
-    b.on_message(Heartbeat("e1", "http://127.0.0.1:1"), "p")
-    assert b.choose("live/a")[0] is not None
+    hear(b, Heartbeat("e1", "http://127.0.0.1:1"), "p")
+    assert not isinstance(b.router.choose("live/a"), NoRoom)
 
 
 async def test_a_full_table_first_forgets_the_silent(nursery, autojump_clock) -> None:
     b, _, _ = await start(nursery, max_edges=1, max_origins=1, heartbeat_timeout=1.0,
                           forget_after=1000.0)  # fmt: skip
-    b.on_message(Heartbeat("old", "http://127.0.0.1:1"), "p")
-    b.on_message(StreamsAnnouncement("o-old"), "p")
+    hear(b, Heartbeat("old", "http://127.0.0.1:1"), "p")
+    hear(b, StreamsAnnouncement("o-old"), "p")
     with pytest.raises(ControlError, match="edge table full"):
-        b.on_message(Heartbeat("new", "http://127.0.0.1:2"), "p")
+        hear(b, Heartbeat("new", "http://127.0.0.1:2"), "p")
     with pytest.raises(ControlError, match="origin table full"):
-        b.on_message(StreamsAnnouncement("o-new"), "p")
+        hear(b, StreamsAnnouncement("o-new"), "p")
     await trio.sleep(1001)
     # no waiting for the periodic sweep: a newcomer makes room at once
     b.edges["old"].last_heartbeat -= 1
-    b.origin_seen["o-old"] -= 1
-    b.on_message(Heartbeat("new", "http://127.0.0.1:2"), "p")
-    b.on_message(StreamsAnnouncement("o-new"), "p")
-    assert set(b.edges) == {"new"} and set(b.origin_streams) == {"o-new"}
+    b.table.origin_seen["o-old"] -= 1
+    hear(b, Heartbeat("new", "http://127.0.0.1:2"), "p")
+    hear(b, StreamsAnnouncement("o-new"), "p")
+    assert set(b.edges) == {"new"} and set(b.table.origin_streams) == {"o-new"}
 
 
 async def test_admission_queue_is_bounded(nursery) -> None:
@@ -284,7 +287,7 @@ async def test_admission_queue_is_bounded(nursery) -> None:
             while len(results) < 4:
                 await trio.sleep(0.05)
         await trio.sleep(0.5)
-        assert len(results) == 4 and b.queued == 2, "two wait, the rest are refused"
+        assert len(results) == 4 and b.router.queued == 2, "two wait, the rest are refused"
         assert all(status == 503 and elapsed < 3 for status, elapsed, _ in results)
         _, _, body = await fetch("GET", f"{base}/live/x.flv")  # still refused at once
         assert b"admission queue full" in body
@@ -293,7 +296,7 @@ async def test_admission_queue_is_bounded(nursery) -> None:
     conn.close()
     assert [s for s, _, _ in results[4:]] == [302, 302]
     assert all(loc.startswith("http://127.0.0.1:1000/") for _, _, loc in results[4:])
-    assert b.queued == 0
+    assert b.router.queued == 0
     _, _, body = await fetch("GET", f"{base}/metrics")
     assert metric(body.decode(), 'livecdn_rejects_total{reason="queue_full"}') == 5
 
@@ -329,7 +332,7 @@ def test_config_validates_the_new_keys() -> None:
 async def test_reporter_survives_broken_messages_and_refusals(nursery, caplog) -> None:
     caplog.set_level(logging.DEBUG, "livecdn.reporter")
     b, _, control = await start(nursery, max_edges=1)
-    b.on_message(Heartbeat("squatter", "http://127.0.0.1:9"), "p")
+    hear(b, Heartbeat("squatter", "http://127.0.0.1:9"), "p")
     calls = 0
 
     def messages() -> list[Heartbeat]:
@@ -366,7 +369,7 @@ async def test_real_edge_and_origin_report_typed_messages(nursery) -> None:
         node_id="e1",
     )
     with trio.fail_after(5):
-        while "e1" not in b.edges or "o1" not in b.origin_seen:
+        while "e1" not in b.edges or "o1" not in b.table.origin_seen:
             await trio.sleep(0.05)
     assert b.edges["e1"].http == f"http://127.0.0.1:{eaddr.http_port}"
     # viewers asking for streams that do not exist never grow the heartbeat
@@ -376,7 +379,7 @@ async def test_real_edge_and_origin_report_typed_messages(nursery) -> None:
     (beat,) = edge.heartbeat()
     assert dict(beat.streams) == {}
     await trio.sleep(1.5)
-    assert dict(b.edges["e1"].beat.streams) == {} and b.origin_streams["o1"] == {}
+    assert dict(b.edges["e1"].beat.streams) == {} and b.table.origin_streams["o1"] == {}
 
 
 @needs_ffmpeg

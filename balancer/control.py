@@ -1,0 +1,74 @@
+"""The control plane's connections: msgpack frames from edges and origins, validated and
+handed to the node table; an invalid, refused or idle connection is closed."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from balancer.table import NodeTable
+from common.config import BalancerConfig
+from common.net.conn import Conn
+from common.proto.control import ControlDecoder
+from common.proto.errors import ProtocolError
+from common.serve.metrics import NodeMetrics
+
+log = logging.getLogger("livecdn.balancer")
+
+
+class ControlServer:
+    """Serves control connections into `table`."""
+
+    def __init__(self, config: BalancerConfig, table: NodeTable, metrics: NodeMetrics) -> None:
+        self.config = config
+        self.table = table
+        self.metrics = metrics
+        self.connections = 0
+        metrics.counter(
+            "control_rejected_total",
+            "Control connections closed for an invalid or refused message, by reason.",
+            ("reason",),
+        )
+        metrics.counter("control_idle_total", "Control connections closed for sending nothing.")
+        metrics.gauge(
+            "control_connections", "Open control connections.", (), lambda: {(): self.connections}
+        )
+
+    def refused(self, reason: str) -> None:
+        """Count a connection closed for `reason` (a code of the message's rule, or the
+        accept loop's connection_limit)."""
+        self.metrics.inc("control_rejected_total", labels=(reason,))
+
+    async def handle(self, conn: Conn) -> None:
+        """One node's control connection. An invalid or refused message closes it with one
+        log line; so does `control_idle_timeout` without a message."""
+        decoder = ControlDecoder()
+        idle = self.config.control_idle_timeout
+        self.connections += 1
+        try:
+            with trio.move_on_after(idle) as scope:
+                while True:
+                    data = await conn.recv()
+                    if not data:
+                        return
+                    try:
+                        messages = decoder.feed(data)
+                        for msg in messages:
+                            self.table.on_message(msg, conn.peer, trio.current_time())
+                    except ProtocolError as exc:
+                        self.refused(getattr(exc, "code", "invalid"))
+                        log.info("closing control connection %s: %s", conn.peer, exc)
+                        return
+                    if messages:
+                        scope.deadline = trio.current_time() + idle
+            self.metrics.inc("control_idle_total")
+            log.info("closing control connection %s: no message for %g s", conn.peer, idle)
+        finally:
+            self.connections -= 1
+
+    async def forget_loop(self) -> None:
+        """Forget silent nodes, a few times per `forget_after`."""
+        while True:
+            await trio.sleep(min(self.config.forget_after / 4, 5.0))
+            self.table.forget(trio.current_time())
