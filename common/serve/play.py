@@ -13,6 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Protocol
 
 import trio
@@ -80,10 +81,18 @@ class PlayStats:
         )
 
 
+class PlayerState(Enum):
+    """Who writes to a player."""
+
+    SLOW = "slow"  # its own task: joining, catching up, or paced
+    FANOUT = "fanout"  # the fan-out's batches
+    DONE = "done"  # nobody: it has left
+
+
 class Player:
     """One viewer connection reading one stream."""
 
-    __slots__ = ("conn", "reader", "protocol", "stream_id", "slow", "wake", "end", "done", "bucket")
+    __slots__ = ("conn", "reader", "protocol", "stream_id", "state", "wake", "end", "bucket")
 
     def __init__(
         self,
@@ -100,10 +109,21 @@ class Player:
         self.reader = reader
         self.protocol = protocol
         self.stream_id = stream_id
-        self.slow = True
+        self.state = PlayerState.SLOW
         self.wake = trio.Event()
         self.end = end
-        self.done = False
+
+    def set_state(self, state: PlayerState) -> None:
+        """The one place a player's state changes (logged at debug level)."""
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s viewer %s: %s -> %s",
+                self.protocol,
+                self.conn.peer,
+                self.state.value,
+                state.value,
+            )
+        self.state = state
 
     def parts(self, frames: list[Frame]) -> list[bytes]:
         """The wire bytes of `frames` for this player's protocol, as shared buffers."""
@@ -170,12 +190,13 @@ class Fanout:
         # (cursor, protocol, message stream id) -> (bytes, cursor after them)
         shared: dict[tuple[int, str, int], tuple[bytes, int]] = {}
         bytes_out = self.stats.bytes_out
+        fanout = PlayerState.FANOUT
         for i, player in enumerate(list(self.players)):
             if i % FLUSH_SLICE == FLUSH_SLICE - 1:
                 # Let joins and other streams run: a flush to thousands of viewers takes a
                 # while, and a new viewer's first frames should not wait for all of it.
                 await trio.lowlevel.checkpoint()
-            if player.slow or player.done or player.bucket is not None:
+            if player.state is not fanout or player.bucket is not None:
                 continue
             reader = player.reader
             if reader.cursor >= stream.head:
@@ -194,7 +215,7 @@ class Fanout:
                 data, reader.cursor = hit
             bytes_out[player.protocol] += len(data)
             if not player.conn.write(data):
-                player.slow = True
+                player.set_state(PlayerState.SLOW)
                 player.wake.set()
 
     async def serve(self, player: Player, prelude: bytes = b"") -> None:
@@ -220,7 +241,7 @@ class Fanout:
             if player.bucket is not None:
                 await self._paced(player)
             while True:
-                if player.slow:
+                if player.state is PlayerState.SLOW:
                     await self._catch_up(player)
                 if stream.closed:
                     await self._catch_up(player)
@@ -233,7 +254,7 @@ class Fanout:
         except ConnClosed:
             return
         finally:
-            player.done = True
+            player.set_state(PlayerState.DONE)
             self.players.discard(player)
             stream.remove_reader(reader)
 
@@ -242,7 +263,7 @@ class Fanout:
         allows, in batches; falling behind skips to the newest keyframe as for anyone."""
         stream, bucket, conn = self.stream, player.bucket, player.conn
         assert bucket is not None
-        player.slow = True  # never the fan-out's: this task alone writes to it
+        player.set_state(PlayerState.SLOW)  # never the fan-out's: this task alone writes to it
         while not stream.closed:
             frames = stream.pending(player.reader, limit=PACED_FRAMES)
             if not frames:
@@ -282,7 +303,7 @@ class Fanout:
             await self._drain(player)
             frames = self.stream.pending(player.reader)
             if not frames:
-                player.slow = False
+                player.set_state(PlayerState.FANOUT)
                 return
             parts = player.parts(frames)
             size = sum(len(p) for p in parts)
