@@ -1,7 +1,9 @@
-"""The link proxy over real sockets: delay, rate, loss-as-stall and down."""
+"""The link proxy over real sockets: delay, rate, loss-as-stall and down. On trio's
+MockClock (autojump): the times are the proxy's decisions in virtual time."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from common.net.conn import open_connection
@@ -34,16 +36,16 @@ async def round_trip(port: int, payload: bytes) -> float:
     return trio.current_time() - start
 
 
-async def test_delay_rate_loss_and_down(nursery) -> None:
+async def test_delay_rate_loss_and_down(autojump_clock, nursery) -> None:
     target = await nursery.start(sink_server)
     proxy = LinkProxy("t", ("127.0.0.1", target), LinkSettings(delay_ms=50))
     port = await nursery.start(proxy.run)
     rtt = await round_trip(port, b"x" * 100)
-    assert 0.1 <= rtt < 0.3, f"two 50 ms legs took {rtt:.3f} s"
+    assert rtt == pytest.approx(0.1, abs=0.001), f"two 50 ms legs took {rtt:.3f} s"
 
     proxy.update(delay_ms=0, rate_mbps=1.0)  # 125 kB/s each way
     took = await round_trip(port, b"y" * 250_000)
-    assert 1.5 <= took <= 3.0, f"250 kB at 1 Mbit/s took {took:.2f} s"
+    assert 2.0 <= took <= 2.5, f"250 kB at 1 Mbit/s took {took:.2f} s"
 
     proxy.update(rate_mbps=0, loss=1.0)  # every segment "lost" once
     rtt = await round_trip(port, b"z" * 100)
@@ -54,4 +56,4 @@ async def test_delay_rate_loss_and_down(nursery) -> None:
     with trio.fail_after(2):
         assert await conn.recv() == b"", "a down link refuses new connections"
     proxy.update(down=False)
-    assert await round_trip(port, b"back") < 0.2
+    assert await round_trip(port, b"back") == pytest.approx(0.0, abs=0.001)
