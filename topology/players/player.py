@@ -60,6 +60,12 @@ LIVE_STATES = (
 class PlayError(Exception):
     """A play attempt failed; the message is the reason shown in reports."""
 
+    @classmethod
+    def refused(cls, what: str, status: int, headers: dict[str, str]) -> PlayError:
+        """A refusal by status, e.g. 'HTTP 503 (retry after 5 s)'."""
+        retry = headers.get("retry-after")
+        return cls(f"{what} {status}" + (f" (retry after {retry} s)" if retry else ""))
+
 
 @dataclass(frozen=True)
 class Target:
@@ -252,11 +258,8 @@ class SimPlayer:
                 url = urljoin(url, resp.headers["location"])
                 continue
             if resp.status != 200:
-                retry = resp.headers.get("retry-after")
                 resp.close()
-                raise PlayError(
-                    f"HTTP {resp.status}" + (f" (retry after {retry} s)" if retry else "")
-                )
+                raise PlayError.refused("HTTP", resp.status, resp.headers)
             return resp, url
         raise PlayError("too many redirects")
 
@@ -344,10 +347,7 @@ class SimPlayer:
             await self._wire_delay()
             status, headers, body = await fetch("GET", f"{t.base}/api/route?{urlencode(query)}")
             if status != 200:
-                retry = headers.get("retry-after")
-                raise PlayError(
-                    f"route HTTP {status}" + (f" (retry after {retry} s)" if retry else "")
-                )
+                raise PlayError.refused("route HTTP", status, headers)
             url = json.loads(body)["url"]
         await self._wire_delay()
         client = await RtmpClient.connect(url)
