@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from topology.players.buffer import PlaybackBuffer
 from topology.players.crowd import arrival_times
+from topology.players.player import PlayerResult, PlayerState
 from topology.players.profiles import assign, parse_mix
 from topology.players.report import pct, summarize
 
@@ -109,3 +112,12 @@ def test_plots_are_written_when_matplotlib_is_there(tmp_path) -> None:
                  "edges": {"edge1": 5, "edge2": 5}} for t in range(1, 8)]  # fmt: skip
     path = plot(tmp_path / "run.png", timeline, [])
     assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_players_state_and_p50s_reach_the_json_as_plain_values() -> None:
+    r = PlayerResult(1, "flv", "lan", latency_s=[0.4, 0.1, 0.3, 0.2])
+    assert r.state is PlayerState.WAITING
+    d = json.loads(json.dumps(r.summary()))
+    assert d["state"] == "waiting" and type(r.summary()["state"]) is str
+    assert d["latency_p50_s"] == 0.2 and d["latency_samples"] == 4  # nearest rank
+    assert d["delivery_p50_s"] is None
