@@ -189,7 +189,7 @@ def load_main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for o in topo.origins:
-        o.clock_stamps = True
+        o.config["clock_stamps"] = True
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             print(
                 f"{topo.path}: valid: {len(topo.origins)} origin(s), {len(topo.edges)} edge(s), "
-                f"balancer {'(' + topo.balancer.policy + ')' if topo.balancer else 'none'}, "
+                f"balancer {'(' + topo.balancer.config['policy'] + ')' if topo.balancer else 'none'}, "
                 f"{len(topo.publishers)} publisher(s)"
             )
             return 0

@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,9 +29,10 @@ from topology.output import (
     write_prometheus,
     write_state,
 )
+from topology.plan import assign_ports, plan
 from topology.procs import start_failure, start_node, stop_all, wait_healthy, wait_live, watch
 from topology.publisher import SourceSettings, keep_publishing
-from topology.schema import EdgeSpec, OriginSpec, Topology
+from topology.schema import OriginSpec, Topology
 
 log = logging.getLogger("livecdn.topology")
 PY = sys.executable
@@ -40,95 +40,6 @@ PY = sys.executable
 
 class StartFailed(RuntimeError):
     """A node of the topology did not start (the reason has been printed)."""
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (for port 0 in a topology file)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def assign_ports(topo: Topology) -> dict[str, tuple[int, int]]:
-    """Each origin's and edge's (rtmp, http) ports; ports of 0 are given free ports."""
-    return {
-        spec.name: (spec.rtmp_port or free_port(), spec.http_port or free_port())
-        for spec in [*topo.origins, *topo.edges]
-    }
-
-
-def plan(
-    topo: Topology,
-    run_dir: Path,
-    ports: dict[str, tuple[int, int]] | None = None,
-    links: dict[tuple[str, str], int] | None = None,
-) -> Deployment:
-    """The commands that start each node; an edge reaches a parent through the link proxy
-    listening on `links[(edge, parent)]` when there is one."""
-    dep = Deployment(topo, run_dir)
-    ports = ports or assign_ports(topo)
-    links = links or {}
-    balancer_control = None
-    if topo.balancer is not None:
-        b = topo.balancer
-        http, control = b.http_port or free_port(), b.control_port or free_port()
-        balancer_control = f"127.0.0.1:{control}"
-        if b.classes:
-            (run_dir / "balancer.toml").write_text(_classes_toml(b.qos_secret, b.classes))
-        dep.nodes["balancer"] = Node(
-            "balancer",
-            "balancer",
-            [PY, "-m", "balancer", "--host", "127.0.0.1", "--http", str(http), "--control",
-             str(control), "--policy", b.policy, "--overflow", b.overflow]
-            + (["--config", str(run_dir / "balancer.toml")] if b.classes else []),
-            http,
-            control_port=control,
-        )  # fmt: skip
-    for o in topo.origins:
-        rtmp, http = ports[o.name]
-        cmd = [PY, "-m", "origin", "--host", "127.0.0.1", "--rtmp", str(rtmp), "--http", str(http),
-               "--node-id", o.name]  # fmt: skip
-        if not o.gop_cache:
-            cmd.append("--no-gop-cache")
-        if o.clock_stamps or topo.loads:
-            cmd.append("--clock-stamps")
-        if balancer_control:
-            cmd += ["--balancer", balancer_control]
-        dep.nodes[o.name] = Node(o.name, "origin", cmd, http, rtmp)
-    for e in topo.edges_in_start_order():
-        rtmp, http = ports[e.name]
-        cmd = [PY, "-m", "edge", "--host", "127.0.0.1", "--rtmp", str(rtmp), "--http", str(http),
-               "--node-id", e.name, "--linger", str(e.linger_seconds)]  # fmt: skip
-        for parent in e.parents:
-            prtmp, phttp = ports[parent]
-            port = links.get((e.name, parent)) or (prtmp if e.parent_protocol == "rtmp" else phttp)
-            cmd += ["--parent", f"{e.parent_protocol}://127.0.0.1:{port}"]
-        cmd += ["--config", str(_edge_config(run_dir, topo, e, ports))]
-        if balancer_control and e.balanced:
-            cmd += ["--balancer", balancer_control, "--capacity-viewers", str(e.capacity_viewers),
-                    "--capacity-mbps", str(e.capacity_mbps), "--weight", str(e.weight)]  # fmt: skip
-        dep.nodes[e.name] = Node(e.name, "edge", cmd, http, rtmp)
-    return dep
-
-
-def _classes_toml(secret: str, classes: dict) -> str:
-    lines = [f"qos_secret = {json.dumps(secret)}"]
-    for name, spec in classes.items():
-        lines.append(f"[classes.{json.dumps(name)}]")
-        lines += [f"{k} = {float(v)}" for k, v in spec.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _edge_config(run_dir: Path, topo: Topology, e: EdgeSpec, ports: dict) -> Path:
-    path = run_dir / f"{e.name}.toml"
-    text = f"region = {json.dumps(e.region)}\n"
-    if e.parent_protocol == "rtmp":  # HLS still comes over HTTP from the parents
-        parents = ", ".join(f'"http://127.0.0.1:{ports[p][1]}"' for p in e.parents)
-        text += f"hls_parents = [{parents}]\n"
-    if topo.balancer is not None and topo.balancer.classes:
-        text += _classes_toml(topo.balancer.qos_secret, topo.balancer.classes)
-    path.write_text(text)
-    return path
 
 
 async def up(

@@ -6,8 +6,11 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
-from common.config import BALANCER_POLICIES
+from common.config import BalancerConfig, ConfigError, EdgeConfig, OriginConfig, build
+from common.config.model import check_value, keys, layer
+from common.config.model import default as config_default
 
 EXAMPLES = Path(__file__).parent / "examples"
 
@@ -17,45 +20,54 @@ class TopologyError(ValueError):
 
 
 @dataclass
-class BalancerSpec:
-    """[balancer]"""
+class NodeKeys:
+    """The keys of a node's config that its topology table sets, checked against the node's
+    model (`source` names the table); a key not set reads as the model's default."""
 
-    http_port: int = 8090
-    control_port: int = 8091
-    policy: str = "least_load"
-    hash_balance_factor: float = 1.25
-    overflow: str = "reject"
-    qos_secret: str = ""
-    classes: dict = field(default_factory=dict)  # {name = {rate_mbps = .., ceil_mbps = ..}}
+    model: type
+    given: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def __getitem__(self, key: str) -> Any:
+        return self.given[key] if key in self.given else config_default(self.model, key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.given[key] = value
+
+
+LAUNCHER_KEYS = ("host", "node_id", "balancer")
+"""Node keys the launcher sets (nodes listen on 127.0.0.1, are named after their table and
+report to the topology's balancer); a table cannot set them."""
+
+
+@dataclass
+class BalancerSpec:
+    """[balancer]: any key of balancer.toml."""
+
+    config: NodeKeys = field(default_factory=lambda: NodeKeys(BalancerConfig))
 
 
 @dataclass
 class OriginSpec:
-    """[[origin]]"""
+    """[[origin]]: its name, and any key of origin.toml."""
 
     name: str = ""
-    rtmp_port: int = 1935
-    http_port: int = 8080
-    gop_cache: bool = True
-    hls: bool = True
-    clock_stamps: bool = False  # always on when the file has [[load]] profiles
+    config: NodeKeys = field(default_factory=lambda: NodeKeys(OriginConfig))
 
 
 @dataclass
 class EdgeSpec:
-    """[[edge]]"""
+    """[[edge]]: name, parents (names of origins or edges), how and whether it is reached,
+    and any key of edge.toml."""
 
     name: str = ""
     parents: list[str] = field(default_factory=list)
     parent_protocol: str = "rtmp"
-    rtmp_port: int = 1936
-    http_port: int = 8081
-    capacity_viewers: int = 0
-    capacity_mbps: float = 0.0
-    weight: float = 1.0
-    region: str = ""
-    linger_seconds: float = 10.0
     balanced: bool = True  # false: not in the balancer's rotation (e.g. a shield tier)
+    config: NodeKeys = field(default_factory=lambda: NodeKeys(EdgeConfig))
+
+
+NodeSpec = BalancerSpec | OriginSpec | EdgeSpec
 
 
 @dataclass
@@ -191,12 +203,19 @@ def resolve(name: str) -> Path:
 def _build(cls: type, raw: object, where: str):
     if not isinstance(raw, dict):
         raise TopologyError(f"{where}: must be a table")
-    known = {f.name: f for f in fields(cls)}
-    for key in raw:
-        if key not in known:
-            raise TopologyError(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
+    known = {f.name: f for f in fields(cls) if f.name != "config"}
     obj = cls()
+    node = getattr(obj, "config", None)
+    node_keys = keys(node.model) if node is not None else {}
+    for key in raw:
+        if key not in known and key not in node_keys:
+            extra = f"; or a key of {node.model.kind}.toml" if node is not None else ""
+            raise TopologyError(f"{where}: unknown key {key!r} (known: {', '.join(known)}{extra})")
+        if key not in known and key in LAUNCHER_KEYS:
+            raise TopologyError(f"{where}: {key} is set by the launcher, not by the topology")
     for key, value in raw.items():
+        if key not in known:
+            continue
         default = getattr(obj, key)
         ok = (
             isinstance(value, type(default))
@@ -207,6 +226,16 @@ def _build(cls: type, raw: object, where: str):
         if not ok:
             raise TopologyError(f"{where}: {key} must be {type(default).__name__}, got {value!r}")
         setattr(obj, key, float(value) if isinstance(default, float) else value)
+    if node is not None:
+        given = {k: v for k, v in raw.items() if k not in known}
+        try:
+            checked = layer(node.model, given, where)
+            for key, (value, source) in checked.items():
+                check_value(node_keys[key], value, source)
+        except ConfigError as exc:
+            raise TopologyError(str(exc)) from exc
+        node.given = {k: value for k, (value, _) in checked.items()}
+        node.source = where
     return obj
 
 
@@ -267,19 +296,14 @@ def _check(t: Topology) -> None:
     specs = [*t.origins, *t.edges]
     for spec in specs:
         for attr in ("rtmp_port", "http_port"):
-            port = getattr(spec, attr)
+            port = spec.config[attr]
             if port and port in ports:
                 raise TopologyError(f"{p}: {spec.name}.{attr} {port} is also {ports[port]}")
             if port:
                 ports[port] = f"{spec.name}.{attr}"
     if t.balancer is not None:
-        b = t.balancer
-        if b.policy not in BALANCER_POLICIES:
-            raise TopologyError(
-                f"{p} [balancer]: policy must be one of {', '.join(BALANCER_POLICIES)}, not {b.policy!r}"
-            )
         for attr in ("http_port", "control_port"):
-            port = getattr(b, attr)
+            port = t.balancer.config[attr]
             if port and port in ports:
                 raise TopologyError(f"{p} [balancer]: {attr} {port} is also {ports[port]}")
             if port:
@@ -337,6 +361,29 @@ def _check(t: Topology) -> None:
             parse_duration(load.start_at)
         except ValueError as exc:
             raise TopologyError(f"{where}: {exc}") from exc
+    _check_node_configs(t)
+
+
+def _check_node_configs(t: Topology) -> None:
+    """Each node's whole config (its table's keys and what the launcher adds) passes the
+    checks of its model, with errors naming the table."""
+    from topology.plan import node_values  # planning reads topologies: imported when needed
+
+    nodes = [*t.origins, *t.edges]
+    specs: dict[str, NodeSpec] = {n.name: n for n in nodes}
+    balancer = None
+    if t.balancer is not None:
+        specs["balancer"] = t.balancer
+        # a port of 0 is given a free one at launch; any port stands for it here
+        balancer = (t.balancer.config["http_port"], t.balancer.config["control_port"] or 1)
+    ports = {n.name: (n.config["rtmp_port"], n.config["http_port"]) for n in nodes}
+    for name, (model, values) in node_values(t, ports, {}, balancer).items():
+        where = specs[name].config.source
+        try:
+            build(model, values, source=where)
+        except ConfigError as exc:
+            text = str(exc)
+            raise TopologyError(text if text.startswith(where) else f"{where}: {text}") from exc
 
 
 def load_spec(load: LoadProfileSpec):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import tomllib
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -197,8 +196,3 @@ def build_layers(cls: type[T], *layers: Layer) -> T:
 def build(cls: type[T], values: Mapping[str, Any], *, source: str = "config") -> T:
     """Build and validate a config from one dict, rejecting unknown keys."""
     return build_layers(cls, layer(cls, values, source))
-
-
-def finite(value: float) -> bool:
-    """Not NaN or infinite."""
-    return math.isfinite(value)

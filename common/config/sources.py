@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from common.config.model import ConfigError, Layer, build_layers, keys, layer, parse_text
+from common.config.toml import dumps
 
 T = TypeVar("T")
 
@@ -71,3 +72,10 @@ def load(
     file_layer = from_file(cls, path) if path is not None else {}
     env_layer = from_env(cls, os.environ if environ is None else environ)
     return build_layers(cls, file_layer, env_layer, from_cli(cls, cli or {}))
+
+
+def save(cls: type, values: Mapping[str, Any], path: Path) -> Path:
+    """Write `values` (checked: they must make a valid `cls` config) as TOML file `path`."""
+    build_layers(cls, layer(cls, values, str(path)))
+    path.write_text(dumps(values))
+    return path

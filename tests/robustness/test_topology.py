@@ -169,8 +169,7 @@ async def test_a_topology_survives_hostile_clients_and_a_killed_edge(nursery, tm
     for name, node in dep.nodes.items():
         await trio.to_thread.run_sync(attack_http, node.http_port)
         if node.kind == "balancer":
-            control = int(node.cmd[node.cmd.index("--control") + 1])
-            await trio.to_thread.run_sync(attack_control, control)
+            await trio.to_thread.run_sync(attack_control, node.control_port)
         else:
             await trio.to_thread.run_sync(attack_rtmp, node.rtmp_port)
         assert node.proc.returncode is None, f"{name} died of hostile input"

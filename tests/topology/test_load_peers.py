@@ -52,7 +52,7 @@ async def load(url: str, out: Path) -> dict:
 
 
 async def test_the_load_command_plays_nginx_rtmp_and_its_hls(nursery, clip, tmp_path):
-    from topology.launch import free_port
+    from topology.plan import free_port
 
     rtmp, http = free_port(), free_port()
     # nginx's workers drop privileges: the fragments live where they may read and write

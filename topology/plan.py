@@ -1,0 +1,119 @@
+"""Planning a topology: each node's ports, its config file (written from the node's config
+model) and the command that starts it with `--config`."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from common.config import BalancerConfig, EdgeConfig, OriginConfig
+from common.config.sources import save
+from topology.deployment import Deployment, Node
+from topology.schema import Topology
+
+PY = sys.executable
+LOCAL = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (for port 0 in a topology file)."""
+    with socket.socket() as s:
+        s.bind((LOCAL, 0))
+        return s.getsockname()[1]
+
+
+def assign_ports(topo: Topology) -> dict[str, tuple[int, int]]:
+    """Each origin's and edge's (rtmp, http) ports; ports of 0 are given free ports."""
+    return {
+        spec.name: (
+            spec.config["rtmp_port"] or free_port(),
+            spec.config["http_port"] or free_port(),
+        )
+        for spec in [*topo.origins, *topo.edges]
+    }
+
+
+def balancer_ports(topo: Topology) -> tuple[int, int] | None:
+    """The balancer's (http, control) ports, free ones for 0; None without a balancer."""
+    if topo.balancer is None:
+        return None
+    b = topo.balancer.config
+    return b["http_port"] or free_port(), b["control_port"] or free_port()
+
+
+def node_values(
+    topo: Topology,
+    ports: dict[str, tuple[int, int]],
+    links: dict[tuple[str, str], int],
+    balancer: tuple[int, int] | None,
+) -> dict[str, tuple[type, dict[str, Any]]]:
+    """Each node's config model and values: the keys its table sets, and what the launcher
+    sets (address, ports, node id, parents' URLs, the balancer). The balancer comes first,
+    then the origins, then the edges after their parents. An edge reaches a parent through
+    the link proxy listening on `links[(edge, parent)]` when there is one."""
+    out: dict[str, tuple[type, dict[str, Any]]] = {}
+    reporting: dict[str, Any] = {}
+    if topo.balancer is not None and balancer is not None:
+        http, control = balancer
+        reporting = {"balancer": f"{LOCAL}:{control}"}
+        values = {**topo.balancer.config.given, "host": LOCAL, "http_port": http,
+                  "control_port": control}  # fmt: skip
+        out["balancer"] = (BalancerConfig, values)
+    for o in topo.origins:
+        rtmp, http = ports[o.name]
+        values = {**o.config.given, "host": LOCAL, "rtmp_port": rtmp, "http_port": http,
+                  "node_id": o.name, **reporting}  # fmt: skip
+        if topo.loads:  # load runs measure latency from the origin's clock stamps
+            values["clock_stamps"] = True
+        out[o.name] = (OriginConfig, values)
+    for e in topo.edges_in_start_order():
+        rtmp, http = ports[e.name]
+        values = {**e.config.given, "host": LOCAL, "rtmp_port": rtmp, "http_port": http,
+                  "node_id": e.name, "parents": parent_urls(e.name, e.parents, e.parent_protocol,
+                                                            ports, links)}  # fmt: skip
+        if e.parent_protocol == "rtmp":  # HLS still comes over HTTP from the parents
+            values.setdefault("hls_parents", [f"http://{LOCAL}:{ports[p][1]}" for p in e.parents])
+        if topo.balancer is not None and topo.balancer.config["classes"]:
+            values.setdefault("qos_secret", topo.balancer.config["qos_secret"])
+            values.setdefault("classes", topo.balancer.config["classes"])
+        if e.balanced:
+            values.update(reporting)
+        out[e.name] = (EdgeConfig, values)
+    return out
+
+
+def parent_urls(
+    edge: str,
+    parents: list[str],
+    protocol: str,
+    ports: dict[str, tuple[int, int]],
+    links: dict[tuple[str, str], int],
+) -> list[str]:
+    """The URLs edge `edge` pulls its parents from (through a link proxy where there is one)."""
+    urls = []
+    for parent in parents:
+        rtmp, http = ports[parent]
+        port = links.get((edge, parent)) or (rtmp if protocol == "rtmp" else http)
+        urls.append(f"{protocol}://{LOCAL}:{port}")
+    return urls
+
+
+def plan(
+    topo: Topology,
+    run_dir: Path,
+    ports: dict[str, tuple[int, int]] | None = None,
+    links: dict[tuple[str, str], int] | None = None,
+) -> Deployment:
+    """Write each node's config file into `run_dir` and return the deployment whose nodes
+    start with `python -m KIND --config FILE`."""
+    dep = Deployment(topo, run_dir)
+    ports = ports or assign_ports(topo)
+    planned = node_values(topo, ports, links or {}, balancer_ports(topo))
+    for name, (model, values) in planned.items():
+        path = save(model, values, run_dir / f"{name}.toml")
+        cmd = [PY, "-m", model.kind, "--config", str(path)]
+        dep.nodes[name] = Node(name, model.kind, cmd, values["http_port"],
+                               values.get("rtmp_port", 0), control_port=values.get("control_port", 0))  # fmt: skip
+    return dep
