@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import TYPE_CHECKING
 
 from common.media.stream import Stream
@@ -33,6 +33,15 @@ class StreamState(Enum):
     LIVE = "live"  # a publisher feeds it
     WAITING = "waiting"  # its publisher left: viewers wait `publisher_grace` for it
     ENDED = "ended"
+
+
+class StreamEnd(StrEnum):
+    """Why a stream's publisher went, or the stream ended (as logged)."""
+
+    DELETED = "publisher deleted its stream"
+    DISCONNECTED = "publisher disconnected"
+    KICKED = "kicked through the API"
+    SHUTDOWN = "origin shutting down"
 
 
 @dataclass

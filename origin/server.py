@@ -26,7 +26,7 @@ from common.serve.play import Subscription
 from common.serve.refusal import Refusal
 from common.serve.rtmpserver import ConnState, RtmpConnection, RtmpLimits, split_name
 from origin.hls import HlsSettings, HlsStore
-from origin.live import Live, Publisher, StreamState
+from origin.live import Live, Publisher, StreamEnd, StreamState
 from origin.publish import Publishers, PublishRequest, Reject, Takeover, decide
 
 log = logging.getLogger("livecdn.origin")
@@ -65,12 +65,12 @@ class OriginRtmp(RtmpConnection):
         if pub is not None and pub.stream_id == stream_id:
             self.publisher = None
             self.set_state(ConnState.OPEN)
-            self.origin.unpublish(pub, "publisher deleted its stream", grace=True)
+            self.origin.unpublish(pub, StreamEnd.DELETED, grace=True)
 
     def on_close(self) -> None:
         self.origin.bytes_in += self.bytes_in
         if self.publisher is not None:
-            self.origin.unpublish(self.publisher, "publisher disconnected", grace=True)
+            self.origin.unpublish(self.publisher, StreamEnd.DISCONNECTED, grace=True)
 
 
 OriginAddress = NodeAddress
@@ -132,7 +132,7 @@ class Origin(PlayNode):
             )
         return live
 
-    def _close_stream(self, stream: Stream, reason: str) -> None:
+    def _close_stream(self, stream: Stream, end: StreamEnd, detail: str = "") -> None:
         fanout = self.fanouts.get(stream)
         if fanout is not None:
             fanout.close()
@@ -142,7 +142,7 @@ class Origin(PlayNode):
         if live is not None:
             live.set_state(StreamState.ENDED)
         self.drop_fanout(stream)
-        log.info("stream %s/%s ended: %s", stream.app, stream.name, reason)
+        log.info("stream %s/%s ended: %s%s", stream.app, stream.name, end, detail)
 
     def stream_info(self, stream: Stream) -> dict:
         """The JSON description of a live stream."""
@@ -249,9 +249,12 @@ class Origin(PlayNode):
                 waiting.add(key)
         return Publishers(hosts, waiting, self.bans, len(self.registry))
 
-    def unpublish(self, pub: Publisher, reason: str, *, grace: bool = False) -> None:
-        """The publisher left: end its stream unless another publisher took over; with
-        `grace`, viewers wait `publisher_grace` seconds for the same name to come back."""
+    def unpublish(
+        self, pub: Publisher, end: StreamEnd, detail: str = "", *, grace: bool = False
+    ) -> None:
+        """The publisher left (`end`, `detail` appended to it in logs): end its stream unless
+        another publisher took over; with `grace`, viewers wait `publisher_grace` seconds for
+        the same name to come back."""
         key = (pub.stream.app, pub.stream.name)
         live = self.live.get(key)
         if live is None or live.publisher is not pub:
@@ -259,24 +262,25 @@ class Origin(PlayNode):
         live.publisher = None
         wait = self.config.publisher_grace
         if not grace or wait <= 0 or self.nursery is None:
-            self._close_stream(pub.stream, reason)
+            self._close_stream(pub.stream, end, detail)
             return
         live.grace_ends = trio.current_time() + wait
         live.set_state(StreamState.WAITING)
-        log.info("%s/%s: %s; viewers wait %g s for it to come back", *key, reason, wait)
+        log.info("%s/%s: %s%s; viewers wait %g s for it to come back", *key, end, detail, wait)
         self.nursery.start_soon(
             partial(
                 contained,
                 f"grace timer of {key[0]}/{key[1]}",
-                partial(self._end_waiting, live, reason),
+                partial(self._end_waiting, live, end, detail),
                 logger=log,
             )
         )
 
-    async def _end_waiting(self, live: Live, reason: str) -> None:
+    async def _end_waiting(self, live: Live, end: StreamEnd, detail: str) -> None:
         while live.state is StreamState.WAITING:
             if trio.current_time() >= live.grace_ends:
-                self._close_stream(live.stream, f"{reason} ({self.config.publisher_grace:g} s ago)")
+                grace = self.config.publisher_grace
+                self._close_stream(live.stream, end, f"{detail} ({grace:g} s ago)")
                 return
             await trio.sleep_until(live.grace_ends)
 
@@ -326,9 +330,9 @@ class Origin(PlayNode):
             pub = live.publisher if live is not None else None
             if pub is not None:
                 pub.rtmp.cancel()
-                self.unpublish(pub, f"kicked through the API by {req.peer}")
+                self.unpublish(pub, StreamEnd.KICKED, f" by {req.peer}")
             elif live is not None and live.state is StreamState.WAITING:
-                self._close_stream(stream, f"kicked through the API by {req.peer}")
+                self._close_stream(stream, StreamEnd.KICKED, f" by {req.peer}")
             log.info("kicked %s (ban %d s) on request of %s", skey, ban, req.peer)
             return Response.json({"kicked": str(skey), "ban_s": ban})
         return Response.json({"error": f"method {req.method} not allowed"}, 405)
@@ -370,7 +374,7 @@ class Origin(PlayNode):
     def shutdown(self) -> None:
         """Close every stream (viewers get a clean end)."""
         for stream in list(self.registry):
-            self._close_stream(stream, "origin shutting down")
+            self._close_stream(stream, StreamEnd.SHUTDOWN)
 
 
 async def serve(
