@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from common.media.stream import Stream
 
 if TYPE_CHECKING:
-    from origin.server import OriginRtmp
+    from origin.rtmp import OriginRtmp
 
 log = logging.getLogger("livecdn.origin")
 

@@ -14,64 +14,23 @@ from common.net.conn import Conn
 from common.net.http import Request, Response
 from common.net.reporter import report
 from common.net.supervise import contained
-from common.proto.clock import stamp_payload
 from common.proto.control import MAX_STREAMS, ControlError, StreamInfo, StreamsAnnouncement
 from common.proto.numparse import parse_uint
 from common.proto.paths import STREAMS_API, Media, api_stream_key, hls_target, media_of
-from common.proto.rtmp import messages as m
 from common.proto.rtmp import session as rs
 from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
 from common.serve.refusal import Refusal
-from common.serve.rtmpserver import ConnState, RtmpConnection, RtmpLimits, split_name
+from common.serve.rtmpserver import split_name
+from origin.bans import Bans
 from origin.hls import HlsSettings, HlsStore
+from origin.info import describe
 from origin.live import Live, Publisher, StreamEnd, StreamState
 from origin.publish import Publishers, PublishRequest, Reject, Takeover, decide
+from origin.rtmp import OriginRtmp
 
 log = logging.getLogger("livecdn.origin")
-
-MAX_BANS = 10_000
-"""Bans in force at once (the table is keyed by names an admin chose, but bounded anyway)."""
-
-
-class OriginRtmp(RtmpConnection):
-    """An origin's RTMP connection: plays, and publishes into the origin's streams."""
-
-    def __init__(self, origin: Origin, conn: Conn) -> None:
-        super().__init__(conn, origin, RtmpLimits.from_config(origin.config), origin.refuse)
-        self.origin = origin
-        self.publisher: Publisher | None = None
-
-    def on_publish(self, event: rs.Publish) -> str | None:
-        reason = self.origin.publish(self, event)
-        if reason is None:
-            self.set_state(ConnState.PUBLISHING)
-        return reason
-
-    def on_media(self, event: rs.Media | rs.Metadata) -> None:
-        pub = self.publisher
-        if pub is None or event.stream_id != pub.stream_id:
-            return
-        if isinstance(event, rs.Media):
-            frame = pub.stream.push(event.type_id, event.timestamp, event.payload)
-            if frame is not None and frame.keyframe and self.origin.config.clock_stamps:
-                pub.stream.push(m.DATA_AMF0, event.timestamp, stamp_payload(time.time()))
-        else:
-            pub.stream.set_metadata(event.payload, event.values)
-
-    def on_delete(self, stream_id: int) -> None:
-        pub = self.publisher
-        if pub is not None and pub.stream_id == stream_id:
-            self.publisher = None
-            self.set_state(ConnState.OPEN)
-            self.origin.unpublish(pub, StreamEnd.DELETED, grace=True)
-
-    def on_close(self) -> None:
-        self.origin.bytes_in += self.bytes_in
-        if self.publisher is not None:
-            self.origin.unpublish(self.publisher, StreamEnd.DISCONNECTED, grace=True)
-
 
 OriginAddress = NodeAddress
 
@@ -86,7 +45,7 @@ class Origin(PlayNode):
         self.config: OriginConfig = config
         self.registry = Registry()
         self.live: dict[tuple[str, str], Live] = {}
-        self.bans: dict[tuple[str, str], float] = {}
+        self.bans = Bans()
         self.bytes_in = 0
         self.address: NodeAddress | None = None
         self.hls = HlsStore(
@@ -146,50 +105,11 @@ class Origin(PlayNode):
 
     def stream_info(self, stream: Stream) -> dict:
         """The JSON description of a live stream."""
-        meta = stream.metadata_values
-        measured = stream.measured()
-        width, height = stream.dimensions or (meta.get("width"), meta.get("height"))
         live = self.live.get((stream.app, stream.name))
-        pub = live.publisher if live is not None else None
         fanout = self.fanouts.get(stream)
         viewers = dict(fanout.viewers()) if fanout else {}
         viewers["hls"] = self.hls.viewers.count((stream.app, stream.name), trio.current_time())
-        fps = measured["fps"] or meta.get("framerate") or meta.get("fps")
-        return {
-            "app": stream.app,
-            "name": stream.name,
-            "video": {
-                "codec": stream.video_codec,
-                "width": int(width) if isinstance(width, (int, float)) else None,
-                "height": int(height) if isinstance(height, (int, float)) else None,
-                "fps": fps,
-            }
-            if stream.has_video
-            else None,
-            "audio": {
-                "codec": stream.audio_codec,
-                "sample_rate": stream.audio_rate,
-                "channels": stream.audio_channels,
-            }
-            if stream.audio_codec
-            else None,
-            "bitrate_in": measured["bitrate"],
-            "viewers": {**viewers, "total": sum(viewers.values())},
-            "publisher": {
-                "address": pub.rtmp.conn.peer,
-                "since": pub.since,
-                "uptime_s": round(time.time() - pub.since, 1),
-            }
-            if pub
-            else None,
-            "frames_in": stream.stats.frames_in,
-            "bytes_in": stream.stats.bytes_in,
-            "dropped_frames": stream.stats.dropped_frames,
-            "gop_cache": {
-                "frames": sum(1 for _ in stream.iter_frames()),
-                "bytes": stream.ring_bytes,
-            },
-        }
+        return describe(stream, live.publisher if live is not None else None, viewers)
 
     # ------------------------------------------------------------------ RTMP
 
@@ -247,7 +167,7 @@ class Origin(PlayNode):
                 hosts[key] = live.publisher.host
             elif live.state is StreamState.WAITING:
                 waiting.add(key)
-        return Publishers(hosts, waiting, self.bans, len(self.registry))
+        return Publishers(hosts, waiting, self.bans.until, len(self.registry))
 
     def unpublish(
         self, pub: Publisher, end: StreamEnd, detail: str = "", *, grace: bool = False
@@ -320,13 +240,8 @@ class Origin(PlayNode):
             else:
                 ban = int(self.config.kick_ban_seconds)
             live = self.live.get((app, name))
-            if ban > 0:
-                now = time.time()
-                for old in [k for k, until in self.bans.items() if until <= now]:
-                    del self.bans[old]
-                if len(self.bans) >= MAX_BANS and (app, name) not in self.bans:
-                    return Response.json({"error": f"{MAX_BANS} bans in force already"}, 503)
-                self.bans[(app, name)] = now + ban
+            if ban > 0 and not self.bans.ban((app, name), ban, time.time()):
+                return Response.json({"error": f"{self.bans.max_bans} bans in force already"}, 503)
             pub = live.publisher if live is not None else None
             if pub is not None:
                 pub.rtmp.cancel()
