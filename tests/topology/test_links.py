@@ -1,8 +1,8 @@
-"""Link emulation: a 100 ms edge->origin link shows up in startup and latency."""
+"""Link emulation in a topology: the far edge pulls through its link proxy, and the fault
+schedule's degrade changes the link at run time. The delay the link adds is measured by
+bench/link_latency.py (a real clock: the nodes are processes)."""
 
 from __future__ import annotations
-
-import statistics
 
 import pytest
 import trio
@@ -48,43 +48,32 @@ kbps = 300
 """
 
 
-async def watch(url: str, seconds: float, out: dict) -> None:
-    start = trio.current_time()
+async def play_frames(url: str, frames: int = 25) -> None:
+    """Play `url` until `frames` video frames have arrived."""
     resp = await open_request("GET", url)
-    out["first_byte"] = None
-    out["frames"] = {}
     parser = FlvParser()
-    with trio.move_on_after(seconds):
+    seen = 0
+    with trio.fail_after(15):  # a hang guard
         async for data in resp.chunks():
-            now = trio.current_time()
-            if out["first_byte"] is None:
-                out["first_byte"] = now - start
-            for tag in parser.feed(data):
-                if tag.tag_type == flv.TAG_VIDEO:
-                    out["frames"].setdefault(tag.timestamp, now)
+            seen += sum(1 for tag in parser.feed(data) if tag.tag_type == flv.TAG_VIDEO)
+            if seen >= frames:
+                break
     resp.close()
 
 
-async def delays(dep, seconds: float) -> tuple[dict, dict, list[float]]:
-    near, far = {}, {}
-    async with trio.open_nursery() as n:
-        n.start_soon(watch, f"{dep.url('near', 'http')}/live/demo.flv", seconds, near)
-        n.start_soon(watch, f"{dep.url('far', 'http')}/live/demo.flv", seconds, far)
-    common = sorted(set(near["frames"]) & set(far["frames"]))[40:]  # past the GOP burst
-    return near, far, [(far["frames"][t] - near["frames"][t]) * 1000 for t in common]
-
-
-async def test_a_delayed_link_raises_startup_and_latency(nursery, tmp_path):
+async def test_the_far_edge_plays_through_its_link_and_degrade_changes_it(nursery, tmp_path):
     dep = await start_topology(nursery, tmp_path, TOPOLOGY)
-    near, far, diffs = await delays(dep, 5)
-    assert far["first_byte"] - near["first_byte"] > 0.4, (near["first_byte"], far["first_byte"])
-    added = statistics.median(diffs)
-    assert 80 <= added <= 120, f"added latency {added:.0f} ms for a 100 ms link"
+    link = dep.proxies[("far", "origin")]
+    assert link.settings.delay_ms == 100
+    await play_frames(f"{dep.url('near', 'http')}/live/demo.flv")
+    far = f"{dep.url('far', 'http')}/live/demo.flv"
+    await play_frames(far)
+    assert link.bytes > 0, "the far edge pulls through its link proxy"
 
     # the fault schedule's degrade changes the link at run time
     await apply_fault(dep, FaultSpec(action="degrade", edge="far", parent="origin", delay_ms=300))
-    await trio.sleep(1)
-    _, _, diffs = await delays(dep, 4)
-    added = statistics.median(diffs[-30:])
-    assert 240 <= added <= 360, f"added latency {added:.0f} ms after degrading to 300 ms"
+    assert link.settings.delay_ms == 300
+    before = link.bytes
+    await play_frames(far, 75)  # past what the edge has cached
+    assert link.bytes > before, "the degraded link still carries the stream"
     nursery.cancel_scope.cancel()
