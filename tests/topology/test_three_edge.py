@@ -107,12 +107,13 @@ async def test_three_edges_kill_one_and_viewers_move(nursery, tmp_path):
         (stream,) = json.loads(body)["streams"]
         assert abs(stream["viewers"]["total"] - n) <= 0.05 * n, (name, stream["viewers"], n)
 
-    # kill edge1: out of rotation within 3 s, its viewers come back through the balancer
+    # kill edge1: out of rotation (after the heartbeat timeout, counted in virtual time in
+    # tests/balancer/test_balancer.py), its viewers come back through the balancer
     victim = dep.nodes["edge1"]
     on_victim = [p for p in crowd.players if port_of[p.result.edge] == "edge1"]
     victim.proc.kill()
-    killed = trio.current_time()
-    with trio.fail_after(3):
+    received = [p.buffer.received_s for p in on_victim]
+    with trio.fail_after(10):  # a hang guard
         while (await edges(balancer))["edge1"]["in_rotation"]:
             await trio.sleep(0.1)
     routes = [(await fetch("GET", f"{balancer}/live/demo.flv"))[1]["location"] for _ in range(20)]
@@ -127,7 +128,9 @@ async def test_three_edges_kill_one_and_viewers_move(nursery, tmp_path):
     assert all(not p.result.failures for p in others), "nobody else was disturbed"
     stuck = [p.result.failures[-3:] for p in crowd.players if p.live_state(now) != "playing"]
     assert not stuck, f"everyone plays again; failures of those who do not: {stuck}"
-    assert all(p.buffer.received_s > now - killed - 3 for p in on_victim[:1])
+    assert all(p.buffer.received_s > r for p, r in zip(on_victim, received, strict=True)), (
+        "edge1's viewers got media again on their new edge"
+    )
 
     # restart it: it rejoins the rotation
     await start_node(dep, victim)  # watched and stopped with the deployment
