@@ -39,6 +39,23 @@ def test_bad_value_is_a_clear_error(tmp_path):
     assert "on_republish must be 'takeover' or 'reject'" in proc.stderr
 
 
+def test_environment_overrides_are_checked_and_named():
+    env = {**os.environ, "LIVECDN_ORIGIN_HLS_WINDOW": "many"}
+    proc = subprocess.run([PY, "-m", "origin"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert "environment LIVECDN_ORIGIN_HLS_WINDOW: hls_window must be an integer" in proc.stderr
+
+
+@pytest.mark.parametrize("node", ["origin", "edge", "balancer"])
+def test_help_has_a_flag_for_every_config_key(node):
+    from common.config import MODELS, keys
+
+    proc = subprocess.run([PY, "-m", node, "--help"], capture_output=True, text=True, check=True)
+    assert "--config FILE" in proc.stdout
+    missing = [k.flag for k in keys(MODELS[node]).values() if k.flag not in proc.stdout]
+    assert not missing, missing
+
+
 def test_token_command_makes_a_valid_token():
     proc = subprocess.run(
         [PY, "-m", "origin", "token", "live/demo", "--secret", "k", "--ttl", "60"],
