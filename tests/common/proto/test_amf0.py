@@ -233,8 +233,18 @@ def test_depth_limit() -> None:
         decode_all(nested)
 
 
-def test_amf0_error_is_protocol_error() -> None:
-    assert issubclass(AMF0Error, ProtocolError)
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"\x02\x00\x05ab", "truncated AMF0 string"),
+        (b"\x00\x01\x02", "truncated AMF0 number"),
+        (b"\x42", "type marker 0x42"),
+    ],
+)
+def test_bad_amf0_is_a_protocol_error_saying_why(data: bytes, why: str) -> None:
+    """What the servers catch to close the connection and log the reason."""
+    with pytest.raises(ProtocolError, match=why):
+        decode_all(data)
 
 
 # --------------------------------------------------------------------------- properties

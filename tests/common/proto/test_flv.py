@@ -141,8 +141,17 @@ def test_parser_rejects(data: bytes) -> None:
         FlvParser().feed(data)
 
 
-def test_errors_are_protocol_errors() -> None:
-    assert issubclass(FlvError, ProtocolError)
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"NOTFLV" + bytes(8), "bad FLV signature"),
+        (b"FLV\x01\x05\x00\x00\x00\x09" + bytes(4) + b"\x63" + bytes(14), "encrypted"),
+    ],
+)
+def test_bad_flv_is_a_protocol_error_saying_why(data: bytes, why: str) -> None:
+    """What the servers catch to close the connection and log the reason."""
+    with pytest.raises(ProtocolError, match=why):
+        FlvParser().feed(data)
 
 
 # --------------------------------------------------------------------------- video

@@ -551,8 +551,10 @@ def test_too_many_chunk_streams() -> None:
         reader.feed(raw_chunk(0, 6, ts=0, length=200, type_id=8, stream_id=1, body=bytes(128)))
 
 
-def test_chunk_errors_are_protocol_errors() -> None:
-    assert issubclass(ChunkError, ProtocolError)
+def test_a_bad_chunk_stream_is_a_protocol_error_saying_why() -> None:
+    """What the servers catch to close the connection and log the reason."""
+    with pytest.raises(ProtocolError, match="chunk stream 3 starts with fmt 3, not fmt 0"):
+        ChunkReader().feed(b"\xc3" + bytes(10))
 
 
 # ----------------------------------------------------------------------------- fuzzing
