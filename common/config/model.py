@@ -108,7 +108,6 @@ def type_name(hint: Any) -> str:
 def coerce(key: str, value: Any, hint: Any, source: str) -> Any:
     """`value` as `hint` (an int is a float too); ConfigError naming key and source if it is not."""
     origin = typing.get_origin(hint)
-    ok: bool
     if origin is list:
         (item,) = typing.get_args(hint)
         ok = isinstance(value, list) and all(isinstance(v, item) for v in value)

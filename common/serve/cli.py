@@ -1,4 +1,5 @@
-"""Command-line plumbing shared by the nodes: common options, logging, signals."""
+"""Command-line plumbing shared by the nodes: flags generated from the config model, logging,
+signals."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def run_node(
     serve: Callable[..., Any],
     args: argparse.Namespace,
 ) -> int:
-    """Load the config (file + options), set up logging, serve until SIGINT/SIGTERM."""
+    """Load the config (file < environment < flags), set up logging, serve until SIGINT/SIGTERM."""
     try:
         config = load(config_cls, args.config, config_values(args, config_cls))
     except ConfigError as exc:
