@@ -69,7 +69,7 @@ class Router:
 
     def forget_edge(self, edge: str) -> None:
         """An edge was forgotten: so is its routes_total row."""
-        self.metrics.counters.pop(("routes_total", (edge,)), None)
+        self.metrics.drop("routes_total", (edge,))
 
     def eligible(self, stream: str) -> tuple[list[EdgeView], dict[str, Excluded]]:
         """Edges that may take one more viewer of `stream`, and why the others may not."""

@@ -45,6 +45,10 @@ class NodeMetrics(Collector):
         """Add to a counter."""
         self.counters[(name, labels)] += value
 
+    def drop(self, name: str, labels: tuple[str, ...]) -> None:
+        """Forget a counter's row (its subject is gone: a forgotten edge)."""
+        self.counters.pop((name, labels), None)
+
     def gauge(
         self,
         name: str,
