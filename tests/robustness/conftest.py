@@ -39,7 +39,10 @@ from common.proto.rtmp.chunk import encode_message
 from common.proto.rtmp.handshake import ClientHandshake
 
 MAX_GAP = 2.0
-"""Longest a canary may go without a video frame (or the balancer poller without a route)."""
+"""Longest a canary may go without a video frame (or the balancer poller without a route).
+A stall guard, not a latency target: the canary stream has 25 frames a second, so 2 s
+without one means a node stopped serving it (the nodes run on the real clock, next to
+attackers on real sockets, so no virtual clock can stand in)."""
 RSS_SLACK_KB = 400 * 1024
 """How much a node's (or the test process's) resident memory may grow during one test."""
 CANARY = ("live", "canary")
