@@ -1,1 +1,1 @@
-"""livecdn balancer: see issue 5."""
+"""The livecdn balancer: routes viewers to healthy edges (302 or /api/route) from the edges' heartbeats."""

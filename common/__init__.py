@@ -1,1 +1,1 @@
-"""Code shared by every livecdn node: protocol cores, the Stream, HTTP, metrics, config."""
+"""Code shared by every livecdn node, in layers: proto (sans-IO), media, net, config, serve (see docs/DESIGN.md)."""

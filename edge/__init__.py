@@ -1,1 +1,1 @@
-"""livecdn edge node (pull-on-miss back-to-source): see issue 3."""
+"""The livecdn edge: pulls each stream from its parents only on demand and serves HTTP-FLV, HLS and RTMP."""

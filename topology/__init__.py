@@ -1,1 +1,1 @@
-"""livecdn topologies: see issue 5."""
+"""livecdn topologies: whole deployments from a TOML file, link emulation, faults, load runs with simulated players."""
