@@ -152,7 +152,7 @@ VIDEO_TAG = flv.build_tag(flv.TAG_VIDEO, 0, b"\x17\x01\x00\x00\x00" + b"\x65" * 
 BAD_PARENTS = {
     # the body is not FLV at all
     "not_flv": ("http", http_script(FLV_200 + chunk(b"<html>an error page</html>")), "bad_data"),
-    # a video tag the stream cannot take (one byte of AVC: common/flv.py refuses it)
+    # a video tag the stream cannot take (one byte of AVC: common/proto/flv.py refuses it)
     "truncated_tag": (
         "http",
         http_script(FLV_200 + chunk(flv.file_header() + flv.build_tag(flv.TAG_VIDEO, 0, b"\x17"))),
