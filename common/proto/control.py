@@ -4,7 +4,7 @@ Sans-IO. `common.proto.wire` frames msgpack maps; this module turns each map int
 validated message (`from_wire`) and back (`to_wire`). Anything a peer could get wrong (a
 missing or mistyped field, NaN, a negative or absurd number, an oversized string or map, a
 URL with a path or userinfo, a stream key outside the grammar) raises `ControlError` with
-the reason and a short `code` for metrics; nothing else escapes `from_wire`. Messages
+the reason and a `code` (a Rejection) for metrics; nothing else escapes `from_wire`. Messages
 built in-process are validated the same way, so a bad one fails at the sender.
 
 Unknown keys are ignored (a newer peer may send more); `ControlDecoder` also skips
@@ -17,6 +17,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -39,10 +40,23 @@ _IPV6 = re.compile(r"\[[0-9A-Fa-f:.]{2,45}\]")
 _PORT = re.compile(r"[0-9]{1,5}")
 
 
-class ControlError(ProtocolError):
-    """An invalid control message; `code` names the rule it broke (a metrics label)."""
+class Rejection(StrEnum):
+    """The rule an invalid control message broke: a `control_rejected_total{reason}` label."""
 
-    def __init__(self, reason: str, code: str = "invalid") -> None:
+    INVALID = "invalid"  # none more precise (a bug while validating)
+    TYPE = "type"
+    SIZE = "size"
+    SYNTAX = "syntax"
+    RANGE = "range"
+    MISSING = "missing"
+    UNKNOWN_TYPE = "unknown_type"
+
+
+class ControlError(ProtocolError):
+    """An invalid or refused control message; `code` names the rule it broke (a metrics
+    label: a Rejection, or the receiver's own reason, such as the balancer's full tables)."""
+
+    def __init__(self, reason: str, code: StrEnum = Rejection.INVALID) -> None:
         super().__init__(reason)
         self.code = code
 
@@ -52,11 +66,11 @@ class ControlError(ProtocolError):
 
 def _text(value: object, what: str, *, limit: int = MAX_STRING) -> str:
     if not isinstance(value, str):
-        raise ControlError(f"{what} must be a string, not {type(value).__name__}", "type")
+        raise ControlError(f"{what} must be a string, not {type(value).__name__}", Rejection.TYPE)
     if len(value) > limit:
-        raise ControlError(f"{what} is longer than {limit} characters", "size")
+        raise ControlError(f"{what} is longer than {limit} characters", Rejection.SIZE)
     if not value.isprintable():
-        raise ControlError(f"{what} {shown(value)} has control characters", "syntax")
+        raise ControlError(f"{what} {shown(value)} has control characters", Rejection.SYNTAX)
     return value
 
 
@@ -71,41 +85,43 @@ def parse_address(address: str) -> tuple[str, int]:
 def check_node_id(value: object, what: str = "node") -> str:
     """`value` if it is a node id (1-64 of A-Z a-z 0-9 _ . : -), else ControlError."""
     if not isinstance(value, str):
-        raise ControlError(f"{what} must be a string, not {type(value).__name__}", "type")
+        raise ControlError(f"{what} must be a string, not {type(value).__name__}", Rejection.TYPE)
     if len(value) > MAX_NODE_ID:
-        raise ControlError(f"{what} id is longer than {MAX_NODE_ID} characters", "size")
+        raise ControlError(f"{what} id is longer than {MAX_NODE_ID} characters", Rejection.SIZE)
     if _NODE_ID.fullmatch(value) is None:
         raise ControlError(
             f"{what} id {shown(value)} is empty or has characters outside [A-Za-z0-9_.:-]",
-            "syntax",
+            Rejection.SYNTAX,
         )
     return value
 
 
 def _count(value: object, what: str, *, limit: int = MAX_COUNT) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ControlError(f"{what} must be an integer, not {type(value).__name__}", "type")
+        raise ControlError(f"{what} must be an integer, not {type(value).__name__}", Rejection.TYPE)
     if not 0 <= value <= limit:
-        raise ControlError(f"{what} {value} is outside 0..{limit}", "range")
+        raise ControlError(f"{what} {value} is outside 0..{limit}", Rejection.RANGE)
     return value
 
 
 def _number(value: object, what: str, *, limit: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ControlError(f"{what} must be a number, not {type(value).__name__}", "type")
+        raise ControlError(f"{what} must be a number, not {type(value).__name__}", Rejection.TYPE)
     if isinstance(value, int) and abs(value) > limit:
-        raise ControlError(f"{what} {value} is outside 0..{limit:g}", "range")
+        raise ControlError(f"{what} {value} is outside 0..{limit:g}", Rejection.RANGE)
     number = float(value)
     if not math.isfinite(number):
-        raise ControlError(f"{what} is not finite ({number})", "range")
+        raise ControlError(f"{what} is not finite ({number})", Rejection.RANGE)
     if not 0.0 <= number <= limit:
-        raise ControlError(f"{what} {number:g} is outside 0..{limit:g}", "range")
+        raise ControlError(f"{what} {number:g} is outside 0..{limit:g}", Rejection.RANGE)
     return number
 
 
 def _flag(value: object, what: str) -> bool:
     if not isinstance(value, bool):
-        raise ControlError(f"{what} must be true or false, not {type(value).__name__}", "type")
+        raise ControlError(
+            f"{what} must be true or false, not {type(value).__name__}", Rejection.TYPE
+        )
     return value
 
 
@@ -115,32 +131,34 @@ def check_url(value: object, scheme: str, what: str) -> str:
     url = _text(value, what)
     prefix = scheme + "://"
     if not url.isascii():
-        raise ControlError(f"{what} {shown(url)} is not ASCII", "syntax")
+        raise ControlError(f"{what} {shown(url)} is not ASCII", Rejection.SYNTAX)
     if not url.startswith(prefix):
-        raise ControlError(f"{what} {shown(url)} is not a {prefix} URL", "syntax")
+        raise ControlError(f"{what} {shown(url)} is not a {prefix} URL", Rejection.SYNTAX)
     netloc = url[len(prefix) :]
     for bad, why in (("@", "userinfo"), ("/", "a path"), ("?", "a query"), ("#", "a fragment")):
         if bad in netloc:
             raise ControlError(
-                f"{what} {shown(url)} has {why}; expected {prefix}host:port", "syntax"
+                f"{what} {shown(url)} has {why}; expected {prefix}host:port", Rejection.SYNTAX
             )
     if any(c.isspace() for c in netloc):
-        raise ControlError(f"{what} {shown(url)} has whitespace", "syntax")
+        raise ControlError(f"{what} {shown(url)} has whitespace", Rejection.SYNTAX)
     host, sep, port = netloc.rpartition(":")
     if not sep or _PORT.fullmatch(port) is None or not 1 <= int(port) <= 65535:
-        raise ControlError(f"{what} {shown(url)} has no port in 1..65535", "syntax")
+        raise ControlError(f"{what} {shown(url)} has no port in 1..65535", Rejection.SYNTAX)
     if _HOSTNAME.fullmatch(host) is None and _IPV6.fullmatch(host) is None:
-        raise ControlError(f"{what} {shown(url)} has no valid host", "syntax")
+        raise ControlError(f"{what} {shown(url)} has no valid host", Rejection.SYNTAX)
     return url
 
 
 def check_stream_key(value: object, what: str = "stream") -> str:
     """`value` if it is 'app/name' with both parts in the stream-key grammar."""
     if not isinstance(value, str):
-        raise ControlError(f"{what} key must be a string, not {type(value).__name__}", "type")
+        raise ControlError(
+            f"{what} key must be a string, not {type(value).__name__}", Rejection.TYPE
+        )
     app, sep, name = value.partition("/")
     if not sep:
-        raise ControlError(f"{what} key {shown(value)} is not app/name", "syntax")
+        raise ControlError(f"{what} key {shown(value)} is not app/name", Rejection.SYNTAX)
     _stream_part(app, "app")
     _stream_part(name, "name")
     return value
@@ -150,12 +168,12 @@ def _stream_part(value: object, what: str) -> str:
     try:
         return check_part(value, what)
     except StreamKeyError as exc:
-        raise ControlError(f"stream {exc}", "syntax") from None
+        raise ControlError(f"stream {exc}", Rejection.SYNTAX) from None
 
 
 def _fields(raw: object, kind: str) -> Mapping[Any, Any]:
     if not isinstance(raw, Mapping):
-        raise ControlError(f"{kind} must be a map, not {type(raw).__name__}", "type")
+        raise ControlError(f"{kind} must be a map, not {type(raw).__name__}", Rejection.TYPE)
     return raw
 
 
@@ -195,7 +213,7 @@ class Heartbeat:
         _flag(self.draining, "draining")
         streams = _fields(self.streams, "streams")
         if len(streams) > MAX_STREAMS:
-            raise ControlError(f"{len(streams)} streams exceed {MAX_STREAMS}", "size")
+            raise ControlError(f"{len(streams)} streams exceed {MAX_STREAMS}", Rejection.SIZE)
         checked = {check_stream_key(k): _count(v, f"viewers of {k}") for k, v in streams.items()}
         object.__setattr__(self, "streams", MappingProxyType(checked))
 
@@ -222,11 +240,13 @@ class Heartbeat:
         d = _fields(raw, "heartbeat")
         for key in ("node", "http"):
             if key not in d:
-                raise ControlError(f"heartbeat without {key!r}", "missing")
+                raise ControlError(f"heartbeat without {key!r}", Rejection.MISSING)
         kwargs = {k: d[k] for k in _HEARTBEAT_KEYS if k in d}
         streams = kwargs.get("streams")
         if streams is not None and not isinstance(streams, dict):
-            raise ControlError(f"streams must be a map, not {type(streams).__name__}", "type")
+            raise ControlError(
+                f"streams must be a map, not {type(streams).__name__}", Rejection.TYPE
+            )
         return cls(**kwargs)
 
 
@@ -285,7 +305,7 @@ class StreamInfo:
         d = _fields(raw, "stream")
         for key in ("app", "name"):
             if key not in d:
-                raise ControlError(f"stream without {key!r}", "missing")
+                raise ControlError(f"stream without {key!r}", Rejection.MISSING)
         return cls(**{k: d[k] for k in ("app", "name", "bitrate", "viewers", "since") if k in d})
 
 
@@ -301,13 +321,13 @@ class StreamsAnnouncement:
     def __post_init__(self) -> None:
         check_node_id(self.node)
         if not isinstance(self.streams, Iterable) or isinstance(self.streams, str | bytes):
-            raise ControlError("streams must be a list", "type")
+            raise ControlError("streams must be a list", Rejection.TYPE)
         streams = tuple(self.streams)
         if len(streams) > MAX_STREAMS:
-            raise ControlError(f"{len(streams)} streams exceed {MAX_STREAMS}", "size")
+            raise ControlError(f"{len(streams)} streams exceed {MAX_STREAMS}", Rejection.SIZE)
         for s in streams:
             if not isinstance(s, StreamInfo):
-                raise ControlError(f"streams holds a {type(s).__name__}", "type")
+                raise ControlError(f"streams holds a {type(s).__name__}", Rejection.TYPE)
         object.__setattr__(self, "streams", streams)
 
     def to_wire(self) -> dict[str, Any]:
@@ -323,12 +343,14 @@ class StreamsAnnouncement:
         """Validate a decoded map; ControlError with the reason otherwise."""
         d = _fields(raw, "announcement")
         if "node" not in d:
-            raise ControlError("announcement without 'node'", "missing")
+            raise ControlError("announcement without 'node'", Rejection.MISSING)
         streams = d.get("streams", [])
         if not isinstance(streams, list):
-            raise ControlError(f"streams must be a list, not {type(streams).__name__}", "type")
+            raise ControlError(
+                f"streams must be a list, not {type(streams).__name__}", Rejection.TYPE
+            )
         if len(streams) > MAX_STREAMS:
-            raise ControlError(f"{len(streams)} streams exceed {MAX_STREAMS}", "size")
+            raise ControlError(f"{len(streams)} streams exceed {MAX_STREAMS}", Rejection.SIZE)
         return cls(check_node_id(d["node"]), tuple(StreamInfo.from_wire(s) for s in streams))
 
 
@@ -344,7 +366,7 @@ class UnknownType(ControlError):
     """A well-formed map whose `type` this version does not know (skipped, not fatal)."""
 
     def __init__(self, type_: str) -> None:
-        super().__init__(f"unknown control message type {shown(type_)}", "unknown_type")
+        super().__init__(f"unknown control message type {shown(type_)}", Rejection.UNKNOWN_TYPE)
 
 
 def from_wire(raw: object) -> ControlMessage:
@@ -353,7 +375,7 @@ def from_wire(raw: object) -> ControlMessage:
     d = _fields(raw, "control message")
     kind = d.get("type")
     if not isinstance(kind, str):
-        raise ControlError("control message without a string 'type'", "missing")
+        raise ControlError("control message without a string 'type'", Rejection.MISSING)
     cls = MESSAGE_TYPES.get(kind)
     if cls is None:
         raise UnknownType(kind)
