@@ -9,14 +9,15 @@ from functools import partial
 import trio
 
 from common.config import EdgeConfig
-from common.net.conn import Conn
 from common.net.http import Request, Response, StreamingResponse
 from common.net.reporter import report
+from common.proto.paths import STREAMS_API, Media, api_stream_key, media_of
 from common.proto.shaping import Pacer
-from common.proto.streamkey import StreamKey, StreamKeyError
+from common.proto.streamkey import StreamKeyError
+from common.serve.hlsviewers import HlsViewers
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
-from common.serve.rtmpserver import RtmpConnection, RtmpLimits
+from common.serve.refusal import Refusal
 from edge.feeds import open_feed
 from edge.heartbeat import EdgeHeartbeat
 from edge.hls import HlsProxy
@@ -27,15 +28,15 @@ from edge.streams import EdgeStreams
 log = logging.getLogger("livecdn.edge")
 
 
-class Edge(PlayNode):
-    """One edge node: the pull manager, the HLS proxy and the viewer classes behind the
-    play node's listeners; `run()` serves it."""
-
-    kind = "edge"
+class Edge:
+    """One edge node: the pull manager, the HLS proxy and the viewer classes behind a
+    PlayNode's listeners (the edge is its NodeRole); `run()` serves it."""
 
     def __init__(self, config: EdgeConfig, *, connector: Connector = open_feed) -> None:
-        super().__init__(config)
-        self.config: EdgeConfig = config
+        self.config = config
+        hls_viewers = HlsViewers()
+        self.node = PlayNode(config, "edge", self, hls_viewers=hls_viewers)
+        fanouts = self.node.fanouts
         settings = PullSettings(
             linger=config.linger_seconds,
             not_found_ttl=config.not_found_ttl,
@@ -46,19 +47,18 @@ class Edge(PlayNode):
         self.pull = PullManager(
             config.parents,
             settings,
-            make_stream=self.new_stream,
-            make_fanout=self.new_fanout,
-            drop_fanout=self.drop_fanout,
+            make_stream=fanouts.new_stream,
+            make_fanout=fanouts.open,
+            drop_fanout=fanouts.drop,
             connector=connector,
             max_streams=config.max_streams,
         )
-        self.limits = RtmpLimits.from_config(config)  # slow_timeout bounds the RTMP drains too
         self.qos = Qos(config)
         self.hls = HlsProxy(
             config.hls_parents or [p for p in config.parents if p.startswith("http://")],
             qos=self.qos,
-            viewers=self.hls_viewers,
-            refuse=self.refuse,
+            viewers=hls_viewers,
+            refuse=self.node.refuse,
             on_slow=self._slow_viewer,
             on_failover=self._hls_failover,
             cache_bytes=config.hls_cache_bytes,
@@ -66,23 +66,23 @@ class Edge(PlayNode):
             connect_timeout=config.connect_timeout,
             slow_timeout=config.slow_timeout,
         )
-        self.streams = EdgeStreams(self.pull, self.hls, self.hls_viewers)
+        self.streams = EdgeStreams(self.pull, self.hls, hls_viewers)
         self.address: NodeAddress | None = None
         self.heartbeat: EdgeHeartbeat | None = None
         """What the edge reports to the balancer (once it listens)."""
-        self.hls.register_metrics(self.metrics)
-        self.qos.register_metrics(self.metrics)
-        self.pull.register_metrics(self.metrics)
+        self.hls.register_metrics(self.node.metrics)
+        self.qos.register_metrics(self.node.metrics)
+        self.pull.register_metrics(self.node.metrics)
 
     def _slow_viewer(self) -> None:
-        self.play_stats.slow_disconnects += 1
+        self.node.fanouts.stats.slow_disconnects += 1
 
     def _hls_failover(self) -> None:
         self.pull.stats.failovers += 1  # one count of parent switches, FLV/RTMP or HLS
 
     def bytes_sent(self) -> int:
         """Bytes sent to viewers so far, every protocol."""
-        return sum(self.play_stats.bytes_out.values()) + self.hls.bytes_out
+        return sum(self.node.fanouts.stats.bytes_out.values()) + self.hls.bytes_out
 
     # ------------------------------------------------------------------ play
 
@@ -94,24 +94,11 @@ class Edge(PlayNode):
         """StreamSource: pull on miss (Unavailable beyond `max_streams`)."""
         return await self.pull.subscribe(app, name)
 
-    async def route(self, req: Request) -> Response | StreamingResponse:
-        """The node's routes (a key the pull manager refuses: 400)."""
-        try:
-            return await super().route(req)
-        except StreamKeyError as exc:  # the pull manager's own check (callers check first)
-            self.refuse("bad_name")
-            return Response.text(400, f"bad stream key: {exc}")
-
-    async def handle_rtmp(self, conn: Conn) -> None:
-        """Serve one RTMP connection (play only)."""
-        self.metrics.inc("connections_total", labels=("rtmp",))
-        await RtmpConnection(conn, self, self.limits, self.refuse).run()
-
     async def route_api(self, req: Request) -> Response | StreamingResponse | None:
         """HLS, GET /api/streams and /api/streams/app/name."""
-        if req.path.endswith((".m3u8", ".ts")):
+        if media_of(req.path) in (Media.PLAYLIST, Media.SEGMENT):
             return await self.hls.handle(req)
-        if req.path == "/api/streams":
+        if req.path == STREAMS_API:
             streams = self.streams.describe()
             return Response.json(
                 {
@@ -120,17 +107,17 @@ class Edge(PlayNode):
                     "streams": [streams[k] for k in sorted(streams)],
                 }
             )
-        if req.path.startswith("/api/streams/"):
-            try:
-                key = StreamKey.from_text(req.path[len("/api/streams/") :])
-            except StreamKeyError as exc:
-                self.refuse("bad_name")
-                return Response.json({"error": f"bad stream key: {exc}"}, 400)
-            info = self.streams.describe().get((key.app, key.name))
-            if info is None:
-                return Response.json({"error": f"nothing for {key} on this edge"}, 404)
-            return Response.json(info)
-        return None
+        try:
+            key = api_stream_key(req.path)
+        except StreamKeyError as exc:
+            self.node.refuse(Refusal.BAD_NAME)
+            return Response.json({"error": f"bad stream key: {exc}"}, 400)
+        if key is None:
+            return None
+        info = self.streams.describe().get((key.app, key.name))
+        if info is None:
+            return Response.json({"error": f"nothing for {key} on this edge"}, 404)
+        return Response.json(info)
 
     # ------------------------------------------------------------------ serve
 
@@ -139,24 +126,24 @@ class Edge(PlayNode):
         async with trio.open_nursery() as nursery:
             await nursery.start(self.pull.run)
             await nursery.start(self.hls.run)
-            address: NodeAddress = await nursery.start(super().run)
+            address: NodeAddress = await nursery.start(self.node.run)
             self.address = address
             log.info("edge parents: %s", ", ".join(self.pull.parents))
             self.heartbeat = EdgeHeartbeat(
                 self.config,
                 address,
                 held=self.streams.held,
-                viewers=lambda: int(sum(self.viewers().values())),
+                viewers=lambda: int(sum(self.node.viewers().values())),
                 sent=self.bytes_sent,
             )
             if self.config.balancer:
-                self.start_supervised(
+                self.node.start_supervised(
                     f"reports to the balancer {self.config.balancer}",
                     "reporter",
                     partial(report, self.config.balancer, self.heartbeat),
                 )
             if self.qos.htb.link is not None:
-                self.start_supervised(
+                self.node.start_supervised(
                     "link accounting", "link", partial(self.qos.charge_link, self.bytes_sent)
                 )
             task_status.started(address)

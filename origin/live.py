@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from common.media.stream import Stream
 
 if TYPE_CHECKING:
-    from origin.rtmp import OriginRtmp
+    from common.serve.rtmpserver import RtmpConnection
 
 log = logging.getLogger("livecdn.origin")
 
@@ -20,7 +20,7 @@ log = logging.getLogger("livecdn.origin")
 class Publisher:
     """The RTMP connection currently feeding a stream."""
 
-    rtmp: OriginRtmp
+    rtmp: RtmpConnection
     stream: Stream
     stream_id: int
     since: float

@@ -1,37 +1,38 @@
-"""The origin's RTMP connection: plays like any node's, and publishes into the origin's
-streams (the origin decides on each publish)."""
+"""The origin's side of an RTMP connection's publishing: the origin decides on each publish,
+and the accepted publisher's media goes into its stream."""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
 
-from common.net.conn import Conn
 from common.proto.clock import stamp_payload
 from common.proto.rtmp import messages as m
 from common.proto.rtmp import session as rs
-from common.serve.rtmpserver import ConnState, RtmpConnection, RtmpLimits
+from common.serve.rtmpserver import RtmpConnection
 from origin.live import Publisher, StreamEnd
 
 if TYPE_CHECKING:
     from origin.server import Origin
 
 
-class OriginRtmp(RtmpConnection):
-    """An origin's RTMP connection: plays, and publishes into the origin's streams."""
+class OriginIngest:
+    """Ingest (common.serve.rtmpserver) of one connection into the origin's streams."""
 
-    def __init__(self, origin: Origin, conn: Conn) -> None:
-        super().__init__(conn, origin, RtmpLimits.from_config(origin.config), origin.refuse)
+    def __init__(self, origin: Origin) -> None:
         self.origin = origin
         self.publisher: Publisher | None = None
 
-    def on_publish(self, event: rs.Publish) -> str | None:
-        reason = self.origin.publish(self, event)
-        if reason is None:
-            self.set_state(ConnState.PUBLISHING)
-        return reason
+    def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> str | None:
+        """As the origin decides: None if accepted, else why the connection closes."""
+        accepted = self.origin.publish(rtmp, event)
+        if isinstance(accepted, str):
+            return accepted
+        self.publisher = accepted
+        return None
 
-    def on_media(self, event: rs.Media | rs.Metadata) -> None:
+    def media(self, event: rs.Media | rs.Metadata) -> None:
+        """Into the publisher's stream (with a clock stamp at keyframes, if configured)."""
         pub = self.publisher
         if pub is None or event.stream_id != pub.stream_id:
             return
@@ -42,14 +43,17 @@ class OriginRtmp(RtmpConnection):
         else:
             pub.stream.set_metadata(event.payload, event.values)
 
-    def on_delete(self, stream_id: int) -> None:
+    def delete(self, stream_id: int) -> bool:
+        """The publisher deleted its stream: viewers wait `publisher_grace` for it."""
         pub = self.publisher
-        if pub is not None and pub.stream_id == stream_id:
-            self.publisher = None
-            self.set_state(ConnState.OPEN)
-            self.origin.unpublish(pub, StreamEnd.DELETED, grace=True)
+        if pub is None or pub.stream_id != stream_id:
+            return False
+        self.publisher = None
+        self.origin.unpublish(pub, StreamEnd.DELETED, grace=True)
+        return True
 
-    def on_close(self) -> None:
-        self.origin.bytes_in += self.bytes_in
+    def close(self, bytes_in: int) -> None:
+        """Count the bytes received; a publisher still on air disconnected."""
+        self.origin.bytes_in += bytes_in
         if self.publisher is not None:
             self.origin.unpublish(self.publisher, StreamEnd.DISCONNECTED, grace=True)

@@ -1,4 +1,5 @@
-"""The origin node: RTMP ingest into Streams, HTTP-FLV and RTMP play, HTTP API and metrics."""
+"""The origin node: RTMP ingest into Streams, HTTP-FLV and RTMP play (through its PlayNode),
+HLS, the streams API and the announcements to the balancer."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import trio
 
 from common.config import MAX_BAN_SECONDS, OriginConfig
 from common.media.stream import Registry, Stream
-from common.net.conn import Conn
 from common.net.http import Request, Response
 from common.net.reporter import report
 from common.net.supervise import contained
@@ -18,31 +18,30 @@ from common.proto.control import MAX_STREAMS, ControlError, StreamInfo, StreamsA
 from common.proto.numparse import parse_uint
 from common.proto.paths import STREAMS_API, Media, api_stream_key, hls_target, media_of
 from common.proto.rtmp import session as rs
+from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
 from common.serve.refusal import Refusal
-from common.serve.rtmpserver import split_name
+from common.serve.rtmpserver import RtmpConnection, split_name
 from origin.bans import Bans
 from origin.hls import HlsSettings, HlsStore
 from origin.info import describe
 from origin.live import Live, Publisher, StreamEnd, StreamState
 from origin.publish import Publishers, PublishRequest, Reject, Takeover, decide
-from origin.rtmp import OriginRtmp
+from origin.rtmp import OriginIngest
 
 log = logging.getLogger("livecdn.origin")
 
 OriginAddress = NodeAddress
 
 
-class Origin(PlayNode):
-    """State of one origin node; `run()` serves it."""
-
-    kind = "origin"
+class Origin:
+    """State of one origin node (its streams, publishers and bans), the NodeRole of the
+    PlayNode that serves it; `run()` serves it."""
 
     def __init__(self, config: OriginConfig) -> None:
-        super().__init__(config)
-        self.config: OriginConfig = config
+        self.config = config
         self.registry = Registry()
         self.live: dict[tuple[str, str], Live] = {}
         self.bans = Bans()
@@ -56,8 +55,15 @@ class Origin(PlayNode):
                 directory=config.hls_dir,
             )
         )
-        self.hls_viewers = self.hls.viewers
-        mt = self.metrics
+        self.node = PlayNode(
+            config,
+            "origin",
+            self,
+            hls_viewers=self.hls.viewers,
+            ingest=partial(OriginIngest, self),
+        )
+        self.fanouts = self.node.fanouts
+        mt = self.node.metrics
         self.hls.register_metrics(mt)
         mt.gauge("streams", "Live streams.", (), lambda: {(): len(self.registry)})
         mt.gauge("publishers", "Connected publishers.", (), lambda: {(): self.publisher_count()})
@@ -78,15 +84,15 @@ class Origin(PlayNode):
         return sum(1 for live in self.live.values() if live.publisher is not None)
 
     def _open_stream(self, app: str, name: str) -> Live:
-        stream = self.new_stream(app, name)
-        fanout = self.new_fanout(stream)
+        stream = self.fanouts.new_stream(app, name)
+        fanout = self.fanouts.open(stream)
         self.registry.add(stream)
         live = self.live[(app, name)] = Live(stream)
         key = f"{app}/{name}"
-        self.start_supervised(f"fan-out of {key}", "fanout", fanout.run)
+        self.node.start_supervised(f"fan-out of {key}", "fanout", fanout.run)
         cfg = self.config
         if cfg.hls and (not cfg.hls_apps or app in cfg.hls_apps):
-            self.start_supervised(
+            self.node.start_supervised(
                 f"HLS packager of {key}", "packager", partial(self.hls.package, stream)
             )
         return live
@@ -100,7 +106,7 @@ class Origin(PlayNode):
         live = self.live.pop((stream.app, stream.name), None)
         if live is not None:
             live.set_state(StreamState.ENDED)
-        self.drop_fanout(stream)
+        self.fanouts.drop(stream)
         log.info("stream %s/%s ended: %s%s", stream.app, stream.name, end, detail)
 
     def stream_info(self, stream: Stream) -> dict:
@@ -111,7 +117,7 @@ class Origin(PlayNode):
         viewers["hls"] = self.hls.viewers.count((stream.app, stream.name), trio.current_time())
         return describe(stream, live.publisher if live is not None else None, viewers)
 
-    # ------------------------------------------------------------------ RTMP
+    # ------------------------------------------------------------------ play and publish
 
     async def subscribe(self, app: str, name: str) -> Subscription | None:
         """StreamSource: the live stream for a new viewer."""
@@ -120,13 +126,12 @@ class Origin(PlayNode):
             return None
         return Subscription(self.fanouts[stream])
 
-    async def handle_rtmp(self, conn: Conn) -> None:
-        """Serve one RTMP connection (publisher or player)."""
-        self.metrics.inc("connections_total", labels=("rtmp",))
-        await OriginRtmp(self, conn).run()
+    def pace_for(self, app: str, name: str, query: dict[str, str]) -> Pacer | None:
+        """StreamSource: origin viewers are not paced."""
+        return None
 
-    def publish(self, rtmp: OriginRtmp, event: rs.Publish) -> str | None:
-        """Act on a publish request as `decide` says; None if accepted, else why not."""
+    def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> Publisher | str:
+        """Act on a publish request as `decide` says: the accepted publisher, else why not."""
         session = rtmp.session
         name, query = split_name(event.name)
         peer = rtmp.conn.peer
@@ -134,7 +139,7 @@ class Origin(PlayNode):
         decision = decide(request, self._publishers(), self.config, time.time())
         if isinstance(decision, Reject):
             session.reject_publish(event.stream_id, decision.code.value, decision.detail)
-            self.refuse(decision.reason)
+            self.node.refuse(decision.reason)
             return f"publish refused: {decision.detail}"
         skey = decision.key
         live = self.live.get((skey.app, skey.name))
@@ -145,7 +150,7 @@ class Origin(PlayNode):
             old.rtmp.cancel()
         elif decision.resumed:
             assert live is not None
-            self.metrics.inc("publishers_resumed_total")
+            self.node.metrics.inc("publishers_resumed_total")
             log.info("publisher of %s is back within the grace: viewers kept", skey)
         else:
             live = self._open_stream(skey.app, skey.name)
@@ -153,11 +158,10 @@ class Origin(PlayNode):
         pub = Publisher(rtmp, live.stream, event.stream_id, time.time(), request.host)
         live.publisher = pub
         live.set_state(StreamState.LIVE)
-        rtmp.publisher = pub
         session.accept_publish(event.stream_id, name)
-        self.metrics.inc("publishes_total")
+        self.node.metrics.inc("publishes_total")
         log.info("publish %s from %s", skey, peer)
-        return None
+        return pub
 
     def _publishers(self) -> Publishers:
         """What the publish decision reads of this origin."""
@@ -181,13 +185,14 @@ class Origin(PlayNode):
             return
         live.publisher = None
         wait = self.config.publisher_grace
-        if not grace or wait <= 0 or self.nursery is None:
+        nursery = self.node.nursery
+        if not grace or wait <= 0 or nursery is None:
             self._close_stream(pub.stream, end, detail)
             return
         live.grace_ends = trio.current_time() + wait
         live.set_state(StreamState.WAITING)
         log.info("%s/%s: %s%s; viewers wait %g s for it to come back", *key, end, detail, wait)
-        self.nursery.start_soon(
+        nursery.start_soon(
             partial(
                 contained,
                 f"grace timer of {key[0]}/{key[1]}",
@@ -212,7 +217,7 @@ class Origin(PlayNode):
             try:
                 hls_target(req.path)
             except StreamKeyError as exc:
-                self.refuse(Refusal.BAD_NAME)
+                self.node.refuse(Refusal.BAD_NAME)
                 return Response.text(400, f"bad stream key: {exc}")
             return await self.hls.respond(req)
         if req.path == STREAMS_API:
@@ -275,21 +280,21 @@ class Origin(PlayNode):
         return [StreamsAnnouncement(node, tuple(streams))]
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve; also announce streams to the balancer if one is configured."""
-        async with trio.open_nursery() as nursery:
-            self.address = await nursery.start(super().run)
-            if self.config.balancer:
-                self.start_supervised(
-                    f"reports to the balancer {self.config.balancer}",
-                    "reporter",
-                    partial(report, self.config.balancer, self.announcement),
-                )
-            task_status.started(self.address)
-
-    def shutdown(self) -> None:
-        """Close every stream (viewers get a clean end)."""
-        for stream in list(self.registry):
-            self._close_stream(stream, StreamEnd.SHUTDOWN)
+        """Serve; also announce streams to the balancer if one is configured. When it
+        stops, every stream is closed (viewers get a clean end)."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self.address = await nursery.start(self.node.run)
+                if self.config.balancer:
+                    self.node.start_supervised(
+                        f"reports to the balancer {self.config.balancer}",
+                        "reporter",
+                        partial(report, self.config.balancer, self.announcement),
+                    )
+                task_status.started(self.address)
+        finally:
+            for stream in list(self.registry):
+                self._close_stream(stream, StreamEnd.SHUTDOWN)
 
 
 async def serve(

@@ -1,5 +1,6 @@
 """What every node that serves viewers shares: listeners, HTTP routes for play, health and
-metrics, fan-outs per stream, and the viewer metrics. Origin and edge subclass `PlayNode`."""
+metrics, fan-outs per stream, and the viewer metrics. Origin and edge each hold a `PlayNode`
+and are its `NodeRole`."""
 
 from __future__ import annotations
 
@@ -8,21 +9,22 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Protocol
 
 import trio
 
 from common.config import ServeConfig, connection_budget, fd_limit
-from common.media.stream import Stream
 from common.net.conn import Conn, Slots, accept_loop, listen_socket
 from common.net.http import HttpLimits, Request, Response, StreamingResponse, serve_http
 from common.net.supervise import supervise
 from common.proto.paths import Media, play_key
-from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKeyError
+from common.serve.fanouts import Fanouts
 from common.serve.hlsviewers import HlsViewers
 from common.serve.metrics import CONTENT_TYPE, NodeMetrics
-from common.serve.play import Fanout, PlayStats, Subscription, flv_response
+from common.serve.play import StreamSource, flv_response
 from common.serve.refusal import Refusal
+from common.serve.rtmpserver import Ingest, RtmpConnection, RtmpLimits
 
 log = logging.getLogger("livecdn.node")
 
@@ -35,59 +37,46 @@ class NodeAddress:
     http_port: int
 
 
+class NodeRole(StreamSource, Protocol):
+    """What a play node asks of the origin or edge it serves: its viewers' streams (pull on
+    miss, or the live registry), their pacing, and the node's own HTTP routes."""
+
+    async def route_api(self, req: Request) -> Response | StreamingResponse | None:
+        """The node's own routes (HLS, API); None for 404."""
+        ...
+
+
 class PlayNode:
-    """Base of origin and edge: subclasses provide `subscribe`, `handle_rtmp` and extra routes."""
+    """Listeners, HTTP-FLV and RTMP play, health and metrics, for the node `role` (its
+    `kind`: 'origin' or 'edge'); `ingest` makes each RTMP connection's publishing side
+    (None: the node only plays)."""
 
-    kind = "node"
-
-    def __init__(self, config: ServeConfig) -> None:
+    def __init__(
+        self,
+        config: ServeConfig,
+        kind: str,
+        role: NodeRole,
+        *,
+        hls_viewers: HlsViewers,
+        ingest: Callable[[], Ingest] | None = None,
+    ) -> None:
         self.config = config
-        self.play_stats = PlayStats()
-        self.fanouts: dict[Stream, Fanout] = {}
+        self.kind = kind
+        self.role = role
+        self.ingest = ingest
+        self.fanouts = Fanouts(config)
+        self.hls_viewers = hls_viewers
         self.started = time.time()
-        self.dropped_closed = 0
         self.http_limits = HttpLimits(
             max_header_bytes=config.http_max_header_bytes,
             header_timeout=config.http_header_timeout,
             keepalive_timeout=config.http_keepalive_timeout,
             send_timeout=config.slow_timeout,
         )
-        self.hls_viewers = HlsViewers()
-        self.metrics = NodeMetrics(self.kind)
+        self.rtmp_limits = RtmpLimits.from_config(config)
+        self.metrics = NodeMetrics(kind)
         self._play_metrics(self.metrics)
         self.nursery: trio.Nursery | None = None
-
-    # ------------------------------------------------------------------ streams
-
-    def new_stream(self, app: str, name: str) -> Stream:
-        """A Stream configured from this node's settings."""
-        cfg = self.config
-        return Stream(
-            app,
-            name,
-            gop_cache=cfg.gop_cache,
-            max_frames=cfg.gop_max_frames,
-            max_bytes=cfg.gop_max_bytes,
-            max_lag_ms=cfg.max_lag_ms,
-        )
-
-    def new_fanout(self, stream: Stream) -> Fanout:
-        """A Fanout for `stream`, registered for metrics; the caller runs `fanout.run()`."""
-        cfg = self.config
-        fanout = Fanout(
-            stream, self.play_stats, batch_ms=cfg.batch_ms, slow_timeout=cfg.slow_timeout
-        )
-        self.fanouts[stream] = fanout
-        return fanout
-
-    def drop_fanout(self, stream: Stream) -> None:
-        """Forget a finished stream's fan-out (keeping its counters)."""
-        if self.fanouts.pop(stream, None) is not None:
-            self.dropped_closed += stream.stats.dropped_frames
-
-    async def subscribe(self, app: str, name: str) -> Subscription | None:
-        """StreamSource: the live stream app/name for a new viewer, or None."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ metrics
 
@@ -102,20 +91,11 @@ class PlayNode:
         mt.counter(
             "connections_refused_total", "Connections or requests refused, by reason.", ("reason",)
         )
-        mt.counter(
-            "frames_dropped_total",
-            "Frames skipped for viewers that fell behind.",
-            (),
-            lambda: {(): self.dropped_closed + sum(s.stats.dropped_frames for s in self.fanouts)},
-        )
-        self.play_stats.register_metrics(mt)
+        self.fanouts.register_metrics(mt)
 
     def viewers(self) -> dict[tuple[str, ...], float]:
         """Viewers by protocol (label tuples, for metrics)."""
-        out: dict[tuple[str, ...], float] = {("flv",): 0, ("rtmp",): 0, ("hls",): 0}
-        for fanout in self.fanouts.values():
-            for proto, n in fanout.viewers().items():
-                out[(proto,)] = out.get((proto,), 0) + n
+        out = self.fanouts.viewers()
         out[("hls",)] = self.hls_viewers.total(trio.current_time())
         return out
 
@@ -146,7 +126,15 @@ class PlayNode:
         await serve_http(conn, self.route, self.http_limits)
 
     async def route(self, req: Request) -> Response | StreamingResponse:
-        """Dispatch one HTTP request: play, health, metrics, then `route_api`."""
+        """Dispatch one HTTP request: play, health, metrics, then the role's `route_api`; a
+        stream key a part checks again (the edge's pull manager) and refuses: 400."""
+        try:
+            return await self._route(req)
+        except StreamKeyError as exc:  # callers check first: this is the parts' own check
+            self.refuse(Refusal.BAD_NAME)
+            return Response.text(400, f"bad stream key: {exc}")
+
+    async def _route(self, req: Request) -> Response | StreamingResponse:
         path = req.path
         if path == "/healthz":
             return Response.json(
@@ -161,34 +149,24 @@ class PlayNode:
         if path.endswith(Media.FLV) and req.method in ("GET", "HEAD"):
             try:
                 key = play_key(path, Media.FLV)
-                pacer = self.pace_for(key.app, key.name, req.query)
+                pacer = self.role.pace_for(key.app, key.name, req.query)
             except StreamKeyError as exc:
                 self.refuse(Refusal.BAD_NAME)
                 return Response.text(400, f"bad stream key: {exc}")
             except PermissionError as exc:
                 self.refuse(Refusal.BAD_CLASS_TOKEN)
                 return Response.text(403, str(exc))
-            return await flv_response(self, req, key, self.refuse, pacer)
-        resp = await self.route_api(req)
+            return await flv_response(self.role, req, key, self.refuse, pacer)
+        resp = await self.role.route_api(req)
         return resp if resp is not None else Response.text(404, f"not found: {path}")
-
-    def pace_for(self, app: str, name: str, query: dict[str, str]) -> Pacer | None:
-        """What paces a viewer of app/name (its class, from the token in `query`),
-        None for no limit; PermissionError for an invalid class token."""
-        return None
-
-    async def route_api(self, req: Request) -> Response | None:
-        """Node-specific routes; None for 404."""
-        return None
 
     # ------------------------------------------------------------------ serve
 
     async def handle_rtmp(self, conn: Conn) -> None:
-        """Serve one RTMP connection."""
-        raise NotImplementedError
-
-    def shutdown(self) -> None:
-        """Called once when the node stops."""
+        """Serve one RTMP connection (play, and publish if the node takes streams)."""
+        self.metrics.inc("connections_total", labels=("rtmp",))
+        ingest = self.ingest() if self.ingest is not None else None
+        await RtmpConnection(conn, self.role, self.rtmp_limits, self.refuse, ingest).run()
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on the RTMP and HTTP ports and serve until cancelled."""
@@ -211,23 +189,20 @@ class PlayNode:
                 fd_limit(),
                 slots.limit,
             )
-        try:
-            async with trio.open_nursery() as nursery:
-                self.nursery = nursery
-                for sock, handler in ((rtmp_sock, self.handle_rtmp), (http_sock, self.handle_http)):
-                    nursery.start_soon(
-                        lambda s=sock, h=handler: accept_loop(
-                            s, h, max_connections=slots, on_refused=self.refuse
-                        )
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            for sock, handler in ((rtmp_sock, self.handle_rtmp), (http_sock, self.handle_http)):
+                nursery.start_soon(
+                    lambda s=sock, h=handler: accept_loop(
+                        s, h, max_connections=slots, on_refused=self.refuse
                     )
-                log.info(
-                    "%s up: rtmp://%s:%d  http://%s:%d",
-                    self.kind,
-                    cfg.host,
-                    address.rtmp_port,
-                    cfg.host,
-                    address.http_port,
                 )
-                task_status.started(address)
-        finally:
-            self.shutdown()
+            log.info(
+                "%s up: rtmp://%s:%d  http://%s:%d",
+                self.kind,
+                cfg.host,
+                address.rtmp_port,
+                cfg.host,
+                address.http_port,
+            )
+            task_status.started(address)

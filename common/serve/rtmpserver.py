@@ -1,5 +1,6 @@
 """One RTMP connection on a node: handshake and connect with timeouts, play from a
-`StreamSource` (origin registry or edge pull), and hooks a subclass uses for publishing."""
+`StreamSource` (origin registry or edge pull), and publishing through the node's `Ingest`
+(none: the node refuses to take streams)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 from urllib.parse import parse_qsl
 
 import trio
@@ -68,9 +70,32 @@ def split_name(raw: str) -> tuple[str, dict[str, str]]:
     return name, dict(parse_qsl(query))
 
 
+class Ingest(Protocol):
+    """What a node that takes streams does with one connection's publishing (one per
+    connection: it may keep who publishes)."""
+
+    def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> str | None:
+        """A publish request on `rtmp`: queue the session's answer; None if accepted, else
+        why the connection closes."""
+        ...
+
+    def media(self, event: rs.Media | rs.Metadata) -> None:
+        """Media or metadata from the accepted publisher."""
+        ...
+
+    def delete(self, stream_id: int) -> bool:
+        """The client deleted message stream `stream_id`: True if it published on it."""
+        ...
+
+    def close(self, bytes_in: int) -> None:
+        """The connection is over (whatever the reason); it received `bytes_in` while
+        publishing."""
+        ...
+
+
 class RtmpConnection:
-    """Serves one RTMP connection until it closes. Subclasses accept publishing by
-    overriding `on_publish` and friends; this base refuses it."""
+    """Serves one RTMP connection until it closes: plays from `source`, publishes into
+    `ingest` (None: publishing is refused)."""
 
     def __init__(
         self,
@@ -78,11 +103,13 @@ class RtmpConnection:
         source: StreamSource,
         limits: RtmpLimits,
         refuse: Callable[[Refusal], None],
+        ingest: Ingest | None = None,
     ) -> None:
         self.conn = conn
         self.source = source
         self.limits = limits
         self.refuse = refuse
+        self.ingest = ingest
         self.session = rs.ServerSession(max_message_size=limits.max_message_size)
         self.players: dict[int, trio.CancelScope] = {}
         self.state = ConnState.OPEN
@@ -103,24 +130,18 @@ class RtmpConnection:
         """True while the connection publishes a stream."""
         return self.state is ConnState.PUBLISHING
 
-    # ------------------------------------------------------------------ hooks
-
-    def on_publish(self, event: rs.Publish) -> str | None:
-        """A publish request; queue an answer and return a reason to close, or None."""
-        self.session.reject_publish(
-            event.stream_id, "NetStream.Publish.Denied", "this node does not accept publishing"
-        )
-        self.refuse(Refusal.PUBLISH_NOT_ALLOWED)
-        return "publish refused: this node only plays"
-
-    def on_media(self, event: rs.Media | rs.Metadata) -> None:
-        """Media or metadata from a publisher."""
-
-    def on_delete(self, stream_id: int) -> None:
-        """The client deleted a message stream it published on."""
-
-    def on_close(self) -> None:
-        """The connection is over (whatever the reason)."""
+    def _on_publish(self, event: rs.Publish) -> str | None:
+        """A publish request: the ingest's answer, or a refusal on a node without one."""
+        if self.ingest is None:
+            self.session.reject_publish(
+                event.stream_id, "NetStream.Publish.Denied", "this node does not accept publishing"
+            )
+            self.refuse(Refusal.PUBLISH_NOT_ALLOWED)
+            return "publish refused: this node only plays"
+        reason = self.ingest.publish(self, event)
+        if reason is None:
+            self.set_state(ConnState.PUBLISHING)
+        return reason
 
     # ------------------------------------------------------------------ loop
 
@@ -138,7 +159,8 @@ class RtmpConnection:
                     log.info("closing RTMP %s: %s", self.conn.peer, reason)
                 nursery.cancel_scope.cancel()
         finally:
-            self.on_close()
+            if self.ingest is not None:
+                self.ingest.close(self.bytes_in)
 
     async def finish(self) -> None:
         """Flush and half-close; the read loop ends when the peer closes (or soon after)."""
@@ -223,8 +245,8 @@ class RtmpConnection:
     def _on_event(self, event: rs.Event, events: deque) -> str | None:
         """Act on one session event; a returned string closes the connection with that reason."""
         if isinstance(event, (rs.Media, rs.Metadata)):
-            if self.publishing:
-                self.on_media(event)
+            if self.publishing and self.ingest is not None:
+                self.ingest.media(event)
             return None
         session = self.session
         if isinstance(event, rs.Connect):
@@ -240,12 +262,13 @@ class RtmpConnection:
             if self.publishing or self.players:
                 session.reject_publish(event.stream_id, "NetStream.Publish.BadName", "already busy")
                 return "second publish/play on one connection"
-            return self.on_publish(event)
+            return self._on_publish(event)
         if isinstance(event, rs.Play):
             return self._on_play(event)
         if isinstance(event, rs.DeleteStream):
-            if self.publishing:
-                self.on_delete(event.stream_id)
+            ingest = self.ingest
+            if self.publishing and ingest is not None and ingest.delete(event.stream_id):
+                self.set_state(ConnState.OPEN)
             scope = self.players.pop(event.stream_id, None)
             if scope is not None:
                 scope.cancel()
