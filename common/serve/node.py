@@ -127,10 +127,11 @@ class PlayNode:
 
     async def route(self, req: Request) -> Response | StreamingResponse:
         """Dispatch one HTTP request: play, health, metrics, then the role's `route_api`; a
-        stream key a part checks again (the edge's pull manager) and refuses: 400."""
+        bad stream key (in the path, or one a part such as the edge's pull manager checks
+        again) is a 400."""
         try:
             return await self._route(req)
-        except StreamKeyError as exc:  # callers check first: this is the parts' own check
+        except StreamKeyError as exc:
             self.refuse(Refusal.BAD_NAME)
             return Response.text(400, f"bad stream key: {exc}")
 
@@ -147,12 +148,9 @@ class PlayNode:
         if path == "/metrics":
             return Response(200, self.metrics.render(), CONTENT_TYPE)
         if path.endswith(Media.FLV) and req.method in ("GET", "HEAD"):
+            key = play_key(path, Media.FLV)
             try:
-                key = play_key(path, Media.FLV)
                 pacer = self.role.pace_for(key.app, key.name, req.query)
-            except StreamKeyError as exc:
-                self.refuse(Refusal.BAD_NAME)
-                return Response.text(400, f"bad stream key: {exc}")
             except PermissionError as exc:
                 self.refuse(Refusal.BAD_CLASS_TOKEN)
                 return Response.text(403, str(exc))
