@@ -520,13 +520,27 @@ def reset(sock: socket.socket) -> None:
     sock.close()
 
 
-def send_and_end(port: int, data: bytes, ending: str) -> None:
-    """Connect, send `data`, read briefly, then close ("close") or reset ("reset")."""
+def send_and_end(
+    port: int,
+    data: bytes,
+    ending: str,
+    *,
+    read: float = 0.02,
+    limit: int = 1 << 20,
+    rcvbuf: int | None = None,
+) -> bytes:
+    """Connect, send `data`, shut the sending side if `ending` is "half", read for `read`
+    seconds (at most `limit` bytes), then reset ("reset") or close; what was read."""
     sock = connect(port)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     try:
         with contextlib.suppress(OSError):
             sock.sendall(data)
-        read_for(sock, 0.02)
+        if ending == "half":
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
+        return read_for(sock, read, limit=limit)
     finally:
         if ending == "reset":
             reset(sock)

@@ -8,11 +8,26 @@ import struct
 from dataclasses import dataclass
 
 import msgpack
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
 from common.proto import amf0
 from common.proto.rtmp.chunk import encode_message
 from tests.robustness.conftest import hostile_name_ok
+
+
+def fuzz_settings(max_examples: int) -> settings:
+    """Fuzzing a running cluster: the same examples every run, no deadline, and no shrinking
+    (a dead node fails every input after it)."""
+    return settings(
+        max_examples=max_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+
 
 # ---------------------------------------------------------------------------- values
 

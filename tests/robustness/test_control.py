@@ -7,20 +7,13 @@ from __future__ import annotations
 import collections
 import time
 
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.robustness.conftest import Cluster, connect, http_get, reset, send_and_end, strict_json
-from tests.robustness.strategies import ctl_message
+from tests.robustness.strategies import ctl_message, fuzz_settings
 
-FUZZ = settings(
-    max_examples=120,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=list(HealthCheck),
-)
+FUZZ = fuzz_settings(max_examples=120)
 
 KNOWN_POISON = [
     {"type": "heartbeat", "v": 1, "node": "evil-weight", "weight": "abc", "streams": [1, 2]},

@@ -6,24 +6,23 @@ in the middle of large responses."""
 from __future__ import annotations
 
 import collections
-import contextlib
 import socket
 import time
 
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests.robustness.conftest import Cluster, connect, read_for, reset, strict_json
-from tests.robustness.strategies import http_exchange
-
-FUZZ = settings(
-    max_examples=150,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=list(HealthCheck),
+from tests.robustness.conftest import (
+    Cluster,
+    connect,
+    read_for,
+    reset,
+    send_and_end,
+    strict_json,
 )
+from tests.robustness.strategies import fuzz_settings, http_exchange
+
+FUZZ = fuzz_settings(max_examples=150)
 
 
 def _status_codes(data: bytes) -> list[int]:
@@ -44,21 +43,8 @@ def test_generated_http_requests(cluster: Cluster) -> None:
     def attack(target, exchange) -> None:
         requests, ending = exchange
         history.append((target[0], ending, requests))
-        sock = connect(target[1])
-        data = b""
-        try:
-            with contextlib.suppress(OSError):
-                sock.sendall(b"".join(requests))
-            if ending == "half":
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_WR)
-            if ending != "reset":
-                data = read_for(sock, 0.1, limit=256 * 1024)
-        finally:
-            if ending == "reset":
-                reset(sock)
-            else:
-                sock.close()
+        read = 0 if ending == "reset" else 0.1
+        data = send_and_end(target[1], b"".join(requests), ending, read=read, limit=256 * 1024)
         if 500 in _status_codes(data):
             internal.append(f"{target[0]}: {requests!r}"[:400])
         time.sleep(0.01)

@@ -7,7 +7,7 @@ import collections
 import contextlib
 import time
 
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.robustness.conftest import (
@@ -17,16 +17,14 @@ from tests.robustness.conftest import (
     rtmp_handshake,
     send_and_end,
 )
-from tests.robustness.strategies import command, encode_conversation, rtmp_conversation
-
-FUZZ = settings(
-    max_examples=120,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    phases=[Phase.explicit, Phase.generate],  # no shrinking: a dead node fails every input
-    suppress_health_check=list(HealthCheck),
+from tests.robustness.strategies import (
+    command,
+    encode_conversation,
+    fuzz_settings,
+    rtmp_conversation,
 )
+
+FUZZ = fuzz_settings(max_examples=120)
 
 
 def _still_alive(cluster: Cluster, history: collections.deque) -> None:
