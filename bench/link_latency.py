@@ -13,13 +13,13 @@ fault schedule's "degrade") and prints the frames' added delay again.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
 import trio
 from edge_delay import arrivals  # bench/ is the script's directory
 
-from topology import launch, schema
 from topology.deployment import Deployment
 from topology.faults import apply_fault
 from topology.players.crowd import LoadSpec, make_crowd, run_crowd
@@ -27,37 +27,8 @@ from topology.players.player import Target
 from topology.players.report import pct, summarize
 from topology.schema import FaultSpec
 
-TOPOLOGY = """
-[[origin]]
-name = "origin"
-rtmp_port = 0
-http_port = 0
-clock_stamps = true
-
-[[edge]]
-name = "near"
-parents = ["origin"]
-rtmp_port = 0
-http_port = 0
-
-[[edge]]
-name = "far"
-parents = ["origin"]
-rtmp_port = 0
-http_port = 0
-
-[[link]]
-edge = "far"
-parent = "origin"
-delay_ms = {delay_ms}
-
-[[publisher]]
-origin = "origin"
-stream = "live/demo"
-size = "320x180"
-fps = 25
-kbps = 300
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for tests/
+from tests.topologies import near_and_far, start_topology  # noqa: E402
 
 
 async def added_delay(dep: Deployment, seconds: float) -> list[float]:
@@ -98,15 +69,9 @@ async def delivery_p50(dep: Deployment, players: int, seconds: float) -> dict[st
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="livecdn-link-") as tmp:
-        path = Path(tmp) / "topology.toml"
-        path.write_text(TOPOLOGY.format(delay_ms=args.delay_ms))
-        topo = schema.load(str(path))
         async with trio.open_nursery() as nursery:
-            dep = await nursery.start(
-                lambda task_status: launch.up(
-                    topo, run_dir=Path(tmp) / "run", task_status=task_status
-                )
-            )
+            text = near_and_far(args.delay_ms, clock_stamps=True)
+            dep = await start_topology(nursery, Path(tmp), text)
             show(f"{args.delay_ms:g} ms link", await added_delay(dep, args.seconds))
             p50 = await delivery_p50(dep, args.players, 2 * args.seconds)
             print(

@@ -111,16 +111,3 @@ async def start_killable(nursery: trio.Nursery, node) -> tuple[object, trio.Canc
 
     address = await nursery.start(run)
     return address, scope
-
-
-async def start_topology(nursery: trio.Nursery, tmp_path: Path, text: str):
-    """Write `text` as a topology file, bring it up as processes (`launch.up`) in
-    `nursery`, return the Deployment once every node is healthy; its run dir is tmp_path/run."""
-    from topology import launch, schema
-
-    path = tmp_path / "topology.toml"
-    path.write_text(text)
-    topo = schema.load(str(path))
-    return await nursery.start(
-        lambda task_status: launch.up(topo, run_dir=tmp_path / "run", task_status=task_status)
-    )

@@ -6,7 +6,7 @@ and no process's memory ran away."""
 
 from __future__ import annotations
 
-import socket
+import contextlib
 import struct
 import time
 
@@ -14,52 +14,30 @@ import msgpack
 import pytest
 import trio
 
-from tests.conftest import start_topology
 from tests.robustness.conftest import (
     MAX_GAP,
     RSS_SLACK_KB,
     Canary,
-    connect,
     flv_canary,
     healthz,
     read_for,
     reset,
     rss_kb,
     rtmp_handshake,
+    send_and_end,
 )
 from tests.robustness.strategies import command, encode_conversation
+from tests.topologies import balancer, edge, origin, publisher, start_topology, topology
 
 pytestmark = pytest.mark.slow
 
-TOPOLOGY = """
-[balancer]
-http_port = 0
-control_port = 0
-
-[[origin]]
-name = "origin"
-rtmp_port = 0
-http_port = 0
-
-[[edge]]
-name = "edge1"
-parents = ["origin"]
-rtmp_port = 0
-http_port = 0
-
-[[edge]]
-name = "edge2"
-parents = ["origin"]
-parent_protocol = "http"
-rtmp_port = 0
-http_port = 0
-
-[[publisher]]
-origin = "origin"
-stream = "live/canary"
-size = "320x180"
-fps = 25
-"""
+TOPOLOGY = topology(
+    balancer(),
+    origin(),
+    edge("edge1"),
+    edge("edge2", parent_protocol="http"),
+    publisher("live/canary"),
+)
 
 HOSTILE_HTTP = [
     b"GET //[ HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -81,33 +59,19 @@ HOSTILE_HTTP = [
 def attack_http(port: int) -> None:
     """Hostile requests, and resets in the middle of large responses."""
     for request in HOSTILE_HTTP:
-        try:
-            sock = connect(port)
-            sock.sendall(request)
-            read_for(sock, 0.5)
-            sock.close()
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            send_and_end(port, request, "close", read=0.5)
     for path in (b"/metrics", b"/api/streams", b"/live/canary.flv"):
-        try:
-            sock = connect(port)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-            read_for(sock, 0.3, limit=2048)
-            reset(sock)
-        except OSError:
-            pass
+        request = b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        with contextlib.suppress(OSError):
+            send_and_end(port, request, "reset", read=0.3, limit=2048, rcvbuf=4096)
 
 
 def attack_rtmp(port: int) -> None:
     """Garbage, a truncated handshake, hostile commands after a real handshake."""
     for data in (b"\x03" + bytes(100), b"\x06" + b"\xff" * 1537, b"GET / HTTP/1.1\r\n\r\n"):
-        try:
-            sock = connect(port)
-            sock.sendall(data)
-            reset(sock)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            send_and_end(port, data, "reset", read=0)
     steps = [
         command("connect", 1.0, {"app": "../escape", "tcUrl": "rtmp://x/../escape"}),
         command("connect", 1.0, {"app": "live", "tcUrl": "rtmp://x/live"}),
@@ -141,13 +105,8 @@ def attack_control(port: int) -> None:
         ),
     ]
     for frame in frames:
-        try:
-            sock = connect(port)
-            sock.sendall(frame)
-            read_for(sock, 0.3)
-            sock.close()
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            send_and_end(port, frame, "close", read=0.3)
 
 
 def rss_of(dep) -> dict[str, int]:

@@ -8,27 +8,11 @@ import sys
 
 import pytest
 
+from tests.topologies import edge, origin, publisher, topology
+
 PY = sys.executable
 
-SMALL = """
-[[origin]]
-name = "origin"
-rtmp_port = 0
-http_port = 0
-
-[[edge]]
-name = "edge1"
-parents = ["origin"]
-rtmp_port = 0
-http_port = 0
-
-[[publisher]]
-origin = "origin"
-stream = "live/cli"
-size = "160x90"
-fps = 10
-kbps = 100
-"""
+SMALL = topology(origin(), edge("edge1"), publisher("live/cli", size="160x90", fps=10, kbps=100))
 
 
 def run(*args: str, env: dict) -> subprocess.CompletedProcess:

@@ -10,42 +10,13 @@ import trio
 from common.net.httpclient import open_request
 from common.proto import flv
 from common.proto.flv import FlvParser
-from tests.conftest import start_topology
+from tests.topologies import near_and_far, start_topology
 from topology.faults import apply_fault
 from topology.schema import FaultSpec
 
 pytestmark = pytest.mark.slow
 
-TOPOLOGY = """
-[[origin]]
-name = "origin"
-rtmp_port = 0
-http_port = 0
-
-[[edge]]
-name = "near"
-parents = ["origin"]
-rtmp_port = 0
-http_port = 0
-
-[[edge]]
-name = "far"
-parents = ["origin"]
-rtmp_port = 0
-http_port = 0
-
-[[link]]
-edge = "far"
-parent = "origin"
-delay_ms = 100
-
-[[publisher]]
-origin = "origin"
-stream = "live/demo"
-size = "320x180"
-fps = 25
-kbps = 300
-"""
+TOPOLOGY = near_and_far(delay_ms=100)
 
 
 async def play_frames(url: str, frames: int = 25) -> None:

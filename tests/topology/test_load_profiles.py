@@ -7,61 +7,30 @@ import json
 import pytest
 import trio
 
-from tests.conftest import start_topology
+from tests.topologies import balancer, edge, origin, publisher, start_topology, table, topology
 from topology import schema
 
-TOPOLOGY = """
-[balancer]
-http_port = 0
-control_port = 0
-
-[[origin]]
-name = "origin"
-rtmp_port = 0
-http_port = 0
-
-[[edge]]
-name = "edge1"
-parents = ["origin"]
-rtmp_port = 0
-http_port = 0
-
-[[publisher]]
-origin = "origin"
-stream = "live/demo"
-size = "320x180"
-fps = 25
-kbps = 300
-
-[[load]]
-players = 20
-duration = "6s"
-ramp = "1s"
-profiles = "lan:3,4g:1"
-
-[[load]]
-players = 10
-duration = "6s"
-ramp = "1s"
-protocol = "rtmp"
-"""
+NODES = (balancer(), origin(), edge("edge1"), publisher(kbps=300))
+LAN_AND_4G = {"players": 20, "duration": "6s", "ramp": "1s", "profiles": "lan:3,4g:1"}
+TOPOLOGY = topology(
+    *NODES,
+    table("[[load]]", LAN_AND_4G),
+    table("[[load]]", {"players": 10, "duration": "6s", "ramp": "1s", "protocol": "rtmp"}),
+)
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
-    [('protocol = "dash"', "protocol must be one of"),
-     ('arrival = "burst"', "arrival must be one of"),
-     ('profiles = "5g"', "unknown client profile"),
-     ('duration = "soon"', "bad duration"),
-     ('stream = "demo"', "stream must be 'app/name'"),
-     ("players = 0", "players must be >= 1")],
+    ("bad", "message"),
+    [({"protocol": "dash"}, "protocol must be one of"),
+     ({"arrival": "burst"}, "arrival must be one of"),
+     ({"profiles": "5g"}, "unknown client profile"),
+     ({"duration": "soon"}, "bad duration"),
+     ({"stream": "demo"}, "stream must be 'app/name'"),
+     ({"players": 0}, "players must be >= 1")],
 )  # fmt: skip
-def test_bad_load_profiles_name_the_file_and_the_key(tmp_path, extra, message) -> None:
+def test_bad_load_profiles_name_the_file_and_the_key(tmp_path, bad, message) -> None:
     path = tmp_path / "t.toml"
-    key = extra.split(" ")[0]
-    one_load = TOPOLOGY.split("\n[[load]]\nplayers = 10")[0]
-    base = "\n".join(ln for ln in one_load.splitlines() if not ln.startswith(key + " "))
-    path.write_text(base + "\n" + extra + "\n")
+    path.write_text(topology(*NODES, table("[[load]]", LAN_AND_4G | bad)))
     with pytest.raises(schema.TopologyError, match=message) as info:
         schema.load(str(path))
     assert str(path) in str(info.value) and "[[load]] #1" in str(info.value)

@@ -19,7 +19,8 @@ import trio
 
 from common.net.httpclient import fetch
 from common.net.rtmpclient import RtmpClientError
-from topology import publisher
+from tests.topologies import edge, origin, publisher, table, topology
+from topology import publisher as publisher_loop
 
 PY = sys.executable
 
@@ -84,34 +85,13 @@ async def launcher(nursery, tmp_path):
             launcher.proc.kill()
 
 
-NODES = """
-[[origin]]
-name = "origin"
-rtmp_port = 0
-http_port = 0
-
-[[edge]]
-name = "edge1"
-parents = ["origin"]
-rtmp_port = 0
-http_port = 0
-
-[[edge]]
-name = "edge2"
-parents = ["origin"]
-rtmp_port = 0
-http_port = 0
-
-[[fault]]
-at = "1s"
-action = "kill"
-node = "edge2"
-
-[[fault]]
-at = "2s"
-action = "restart"
-node = "edge2"
-"""
+NODES = topology(
+    origin(),
+    edge("edge1"),
+    edge("edge2"),
+    table("[[fault]]", {"at": "1s", "action": "kill", "node": "edge2"}),
+    table("[[fault]]", {"at": "2s", "action": "restart", "node": "edge2"}),
+)
 
 
 @pytest.mark.slow
@@ -150,19 +130,7 @@ async def test_dead_nodes_are_reported_and_every_node_is_stopped(launcher, nurse
     assert not alive, f"left running: {alive}\n{up.output}"
 
 
-PUBLISHED = """
-[[origin]]
-name = "origin"
-rtmp_port = 0
-http_port = 0
-
-[[publisher]]
-origin = "origin"
-stream = "live/demo"
-size = "160x90"
-fps = 10
-kbps = 100
-"""
+PUBLISHED = topology(origin(), publisher(size="160x90", fps=10, kbps=100))
 
 
 @pytest.mark.slow
@@ -184,27 +152,13 @@ async def test_a_kicked_and_banned_publisher_publishes_again(launcher, nursery):
     assert await up.stop(signal.SIGTERM) == 0, up.output
 
 
-BUSY = """
-[[origin]]
-name = "origin"
-rtmp_port = 0
-http_port = 0
-
-[[edge]]
-name = "edge1"
-parents = ["origin"]
-rtmp_port = {port}
-http_port = 0
-"""
-
-
 @pytest.mark.slow
 async def test_a_node_on_a_busy_port_fails_up_in_one_line(launcher, nursery, tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        up = launcher(BUSY.format(port=port))
+        up = launcher(topology(origin(), edge("edge1", rtmp_port=port)))
         await up.start(nursery)
         with trio.fail_after(60):
             code = await up.proc.wait()
@@ -240,10 +194,10 @@ async def test_publisher_backs_off_and_resets_after_a_live_stretch(
             raise ValueError("anything at all")
         raise RtmpClientError("NetStream.Publish.BadName: live/demo is banned", "BadName")
 
-    monkeypatch.setattr(publisher, "publish", fake_publish)
+    monkeypatch.setattr(publisher_loop, "publish", fake_publish)
     caplog.set_level(logging.WARNING, "livecdn.publisher")
     with trio.move_on_after(200):
-        await publisher.keep_publishing("rtmp://127.0.0.1:1/live/demo")
+        await publisher_loop.keep_publishing("rtmp://127.0.0.1:1/live/demo")
     lines = [r.getMessage() for r in caplog.records if r.name == "livecdn.publisher"]
     delays = [float(re.search(r"retrying in ([\d.]+) s$", line)[1]) for line in lines]
     assert delays[:10] == [0.5, 1, 2, 4, 8, 10, 10, 0.5, 1, 2], lines

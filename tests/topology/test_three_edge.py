@@ -13,53 +13,21 @@ import trio
 from common.net.httpclient import fetch
 from common.proto import flv
 from common.proto.flv import FlvParser
-from tests.conftest import start_topology
+from tests.topologies import balancer, edge, origin, publisher, start_topology, topology
 from topology.players.crowd import LoadSpec, make_crowd, run_crowd
 from topology.players.player import Target
 from topology.procs import start_node
 
 pytestmark = pytest.mark.slow
 
-TOPOLOGY = """
-[balancer]
-http_port = 0
-control_port = 0
-policy = "least_load"
-
-[[origin]]
-name = "origin"
-rtmp_port = 0
-http_port = 0
-
-[[edge]]
-name = "edge1"
-parents = ["origin"]
-rtmp_port = 0
-http_port = 0
-capacity_viewers = 200
-
-[[edge]]
-name = "edge2"
-parents = ["origin"]
-rtmp_port = 0
-http_port = 0
-capacity_viewers = 200
-
-[[edge]]
-name = "edge3"
-parents = ["origin"]
-parent_protocol = "http"
-rtmp_port = 0
-http_port = 0
-capacity_viewers = 200
-
-[[publisher]]
-origin = "origin"
-stream = "live/demo"
-size = "320x180"
-fps = 25
-kbps = 300
-"""
+TOPOLOGY = topology(
+    balancer(policy="least_load"),
+    origin(),
+    edge("edge1", capacity_viewers=200),
+    edge("edge2", capacity_viewers=200),
+    edge("edge3", parent_protocol="http", capacity_viewers=200),
+    publisher(kbps=300),
+)
 
 
 PLAYERS = 300
