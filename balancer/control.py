@@ -10,7 +10,7 @@ import trio
 from balancer.table import NodeTable
 from common.config import BalancerConfig
 from common.net.conn import Conn
-from common.proto.control import ControlDecoder
+from common.proto.control import ControlDecoder, rejection
 from common.proto.errors import ProtocolError
 from common.serve.metrics import NodeMetrics
 
@@ -57,7 +57,7 @@ class ControlServer:
                         for msg in messages:
                             self.table.on_message(msg, conn.peer, trio.current_time())
                     except ProtocolError as exc:
-                        self.refused(getattr(exc, "code", "invalid"))
+                        self.refused(rejection(exc))
                         log.info("closing control connection %s: %s", conn.peer, exc)
                         return
                     if messages:

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from common.proto.errors import ProtocolError
 from common.proto.streamkey import StreamKeyError, check_part, shown
-from common.proto.wire import Decoder, encode
+from common.proto.wire import Decoder, WireError, encode
 
 MAX_NODE_ID = 64
 MAX_STRING = 256
@@ -50,6 +50,7 @@ class Rejection(StrEnum):
     RANGE = "range"
     MISSING = "missing"
     UNKNOWN_TYPE = "unknown_type"
+    FRAME = "frame"  # the framing: an oversized frame, bad msgpack, a wrong version
 
 
 class ControlError(ProtocolError):
@@ -59,6 +60,15 @@ class ControlError(ProtocolError):
     def __init__(self, reason: str, code: StrEnum = Rejection.INVALID) -> None:
         super().__init__(reason)
         self.code = code
+
+
+def rejection(exc: ProtocolError) -> StrEnum:
+    """The `control_rejected_total{reason}` label of an error from `ControlDecoder`."""
+    if isinstance(exc, ControlError):
+        return exc.code
+    if isinstance(exc, WireError):
+        return Rejection.FRAME
+    return Rejection.INVALID
 
 
 # ---------------------------------------------------------------------- field checks

@@ -19,8 +19,6 @@ MAX_BYTES = 64 * 1024  # of any one string, binary or extension value
 class WireError(ProtocolError):
     """A malformed or oversized control message."""
 
-    code = "frame"
-
 
 def encode(msg: dict) -> bytes:
     """One frame: 4-byte big-endian length, then the msgpack map (with `v` added)."""
