@@ -57,6 +57,17 @@ async def synthetic_publish(client, *, fps: int = 25, gop: int = 25, key_size: i
             n += 1
 
 
+async def publish_synthetic(nursery, url: str):
+    """Publish to the RTMP `url` and keep sending made-up media (`synthetic_publish`) in
+    `nursery`; returns the publishing RtmpClient."""
+    from common.net.rtmpclient import RtmpClient
+
+    pub = await RtmpClient.connect(url)
+    await pub.publish()
+    nursery.start_soon(synthetic_publish, pub)
+    return pub
+
+
 async def replay_clip(url: str, clip) -> None:
     """Publish the FLV file `clip` with our RTMP client, looped, paced by its timestamps.
 

@@ -22,10 +22,13 @@ from tests.conftest import (
     start_origin,
     wait_for_stream,
 )
-from tests.media import synthetic_publish
+from tests.media import publish_synthetic, synthetic_publish
 from tests.origin.test_play_real_clients import read_with_pyav
 
 pytestmark = [pytest.mark.slow, needs_ffmpeg]
+
+
+ONE_RTMP_VIEWER = {"flv": 0, "rtmp": 1, "hls": 0, "total": 1}  # an edge's upstream, alone
 
 
 async def api(port: int, path: str = "/api/streams") -> dict:
@@ -66,6 +69,13 @@ class FlvViewer:
         finally:
             resp.close()
 
+    async def watch_for(self, seconds: float) -> None:
+        """Play for `seconds`, then leave."""
+        async with trio.open_nursery() as watching:
+            await watching.start(self.run)
+            await trio.sleep(seconds)
+            watching.cancel_scope.cancel()
+
     def frames_after(self, t: float) -> int:
         return sum(1 for at, _, _ in self.video if at >= t)
 
@@ -92,12 +102,7 @@ async def test_two_hundred_viewers_make_one_upstream(nursery, origin, clip):
                 starting.start_soon(nursery.start, v.run)
     for v in viewers:
         await v.wait_frames(21)
-    assert await origin_viewers(addr.http_port, "crowd") == {
-        "flv": 0,
-        "rtmp": 1,
-        "hls": 0,
-        "total": 1,
-    }
+    assert await origin_viewers(addr.http_port, "crowd") == ONE_RTMP_VIEWER
     info = (await api(eaddr.http_port))["streams"][0]
     assert info["viewers"]["flv"] == 200 and info["upstream"]["state"] == "live"
     assert info["upstream"]["bytes_from_parent"] > 0
@@ -139,12 +144,7 @@ async def test_two_tier_chain_holds_one_upstream_per_hop(nursery, origin, clip):
         await nursery.start(v.run)
     for v in (a, b, c):
         await v.wait_frames(11)
-    assert await origin_viewers(addr.http_port, "chain") == {
-        "flv": 0,
-        "rtmp": 1,
-        "hls": 0,
-        "total": 1,
-    }
+    assert await origin_viewers(addr.http_port, "chain") == ONE_RTMP_VIEWER
     e1_info = (await api(e1.http_port))["streams"][0]
     assert e1_info["viewers"] == {
         "flv": 1,
@@ -211,15 +211,9 @@ async def test_real_lifecycle_linger_missing_and_publisher_stop(nursery, origin,
     assert "livecdn_not_found_cached_total 3.0" in metrics.decode()
     assert "livecdn_pulls_started_total 1.0" in metrics.decode()
 
-    pub = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/life")
-    await pub.publish()
-    nursery.start_soon(synthetic_publish, pub)
+    pub = await publish_synthetic(nursery, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/life")
     await trio.sleep(0.3)
-    first = FlvViewer(f"{http}/live/life.flv")
-    async with trio.open_nursery() as watching:
-        await watching.start(first.run)
-        await trio.sleep(0.5)
-        watching.cancel_scope.cancel()  # the only viewer leaves
+    await FlvViewer(f"{http}/live/life.flv").watch_for(0.5)  # the only viewer leaves
     await trio.sleep(0.5)
     assert (await api(eaddr.http_port))["streams"][0]["upstream"]["state"] == "lingering"
     second = FlvViewer(f"{http}/live/life.flv")  # within the linger: same upstream
@@ -243,15 +237,9 @@ async def test_real_lifecycle_linger_missing_and_publisher_stop(nursery, origin,
     assert edge.pull.stats.stopped["publisher stopped"] == 1
 
     # an idle upstream goes away after the linger
-    pub2 = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/idle")
-    await pub2.publish()
-    nursery.start_soon(synthetic_publish, pub2)
+    await publish_synthetic(nursery, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/idle")
     await trio.sleep(0.3)
-    brief = FlvViewer(f"{http}/live/idle.flv")
-    async with trio.open_nursery() as watching:
-        await watching.start(brief.run)
-        await trio.sleep(0.3)
-        watching.cancel_scope.cancel()
+    await FlvViewer(f"{http}/live/idle.flv").watch_for(0.3)
     await trio.sleep(1.6)
     assert (await api(eaddr.http_port))["streams"] == []
     assert edge.pull.stats.stopped["linger expired"] == 1
@@ -267,9 +255,7 @@ async def test_publisher_takeover_at_the_origin_is_seamless_at_the_edge(nursery,
     server, addr = origin
     _, eaddr = await start_edge(nursery, [f"http://127.0.0.1:{addr.http_port}"])
     url = f"rtmp://127.0.0.1:{addr.rtmp_port}/live/swap"
-    first = await RtmpClient.connect(url)
-    await first.publish()
-    nursery.start_soon(synthetic_publish, first)
+    await publish_synthetic(nursery, url)
     await trio.sleep(0.3)
     viewer = FlvViewer(f"http://127.0.0.1:{eaddr.http_port}/live/swap.flv")
     await nursery.start(viewer.run)

@@ -40,7 +40,7 @@ from tests.conftest import (
     wait_for_stream,
 )
 from tests.edge.test_edge_real import FlvViewer
-from tests.media import aac_frame, aac_header, avc_header, interframe, keyframe, synthetic_publish
+from tests.media import aac_frame, aac_header, avc_header, interframe, keyframe, publish_synthetic
 
 FFPROBE = FFMPEG and str(Path(FFMPEG).with_name("ffprobe"))
 
@@ -74,13 +74,6 @@ async def raw_get(port: int, target: str) -> tuple[int, bytes]:
                 data += got
         status = int(data.split(b" ", 2)[1])
         return status, data.partition(b"\r\n\r\n")[2]
-
-
-async def publish_synthetic(nursery: trio.Nursery, rtmp_port: int, name: str) -> RtmpClient:
-    pub = await RtmpClient.connect(f"rtmp://127.0.0.1:{rtmp_port}/live/{name}")
-    await pub.publish()
-    nursery.start_soon(synthetic_publish, pub)
-    return pub
 
 
 # ---------------------------------------------------------------------- bad parents
@@ -182,7 +175,7 @@ BAD_PARENTS = {
 async def test_a_bad_parent_is_failed_over_and_the_edge_stays_up(nursery, case, caplog):
     scheme, script, reason = BAD_PARENTS[case]
     origin, addr = await start_origin(nursery)
-    await publish_synthetic(nursery, addr.rtmp_port, "s")
+    await publish_synthetic(nursery, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/s")
     await trio.sleep(0.3)
     bad = await start_fake_parent(nursery, script)
     edge, eaddr = await start_edge(
@@ -304,7 +297,7 @@ def test_hls_targets():
 async def test_new_streams_beyond_max_streams_get_503(nursery):
     _, addr = await start_origin(nursery)
     for name in ("one", "two"):
-        await publish_synthetic(nursery, addr.rtmp_port, name)
+        await publish_synthetic(nursery, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/{name}")
     await trio.sleep(0.3)
     edge, eaddr = await start_edge(nursery, [f"rtmp://127.0.0.1:{addr.rtmp_port}"], max_streams=1)
     viewer = FlvViewer(f"http://127.0.0.1:{eaddr.http_port}/live/one.flv")
@@ -523,7 +516,7 @@ async def start_cutting_proxy(nursery: trio.Nursery, port: int, cut_after: int) 
 @pytest.mark.parametrize("scheme", ["rtmp", "http"])
 async def test_a_parent_reset_in_the_middle_of_a_message_fails_over(nursery, scheme):
     _, addr = await start_origin(nursery)
-    await publish_synthetic(nursery, addr.rtmp_port, "s")
+    await publish_synthetic(nursery, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/s")
     await trio.sleep(1.5)  # a GOP and more in the origin's cache
     port = addr.rtmp_port if scheme == "rtmp" else addr.http_port
     proxy = await start_cutting_proxy(nursery, port, cut_after=30_001)

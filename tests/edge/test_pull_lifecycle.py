@@ -104,17 +104,23 @@ async def manager(nursery):
     return await start_manager(nursery)
 
 
+async def subscribe_at_once(manager: PullManager, name: str, viewers: int) -> list:
+    """What `viewers` concurrent subscribe() calls for live/`name` returned."""
+    results = []
+
+    async def viewer() -> None:
+        results.append(await manager.subscribe("live", name))
+
+    async with trio.open_nursery() as n:
+        for _ in range(viewers):
+            n.start_soon(viewer)
+    return results
+
+
 async def test_first_viewer_starts_one_upstream_and_concurrent_viewers_share_it(
     manager, autojump_clock
 ):
-    subs = []
-
-    async def viewer():
-        subs.append(await manager.subscribe("live", "a"))
-
-    async with trio.open_nursery() as n:
-        for _ in range(20):
-            n.start_soon(viewer)
+    subs = await subscribe_at_once(manager, "a", 20)
     assert manager.fake.connects == {"rtmp://p1": 1}
     assert len({id(s.fanout) for s in subs}) == 1
     up = manager.upstreams[("live", "a")]
@@ -172,14 +178,7 @@ async def test_viewers_leaving_during_connect_start_the_linger(manager, autojump
 
 
 async def test_missing_stream_is_answered_promptly_and_cached_briefly(manager, autojump_clock):
-    results = []
-
-    async def viewer():
-        results.append(await manager.subscribe("live", "missing"))
-
-    async with trio.open_nursery() as n:
-        for _ in range(10):
-            n.start_soon(viewer)
+    results = await subscribe_at_once(manager, "missing", 10)
     assert results == [None] * 10
     assert manager.fake.connects == {"rtmp://p1": 1}
     start = trio.current_time()

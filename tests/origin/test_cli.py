@@ -19,24 +19,19 @@ from common.proto import auth
 PY = sys.executable
 
 
-def test_unknown_config_key_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [("rtmp_port = 1935\ngop_cahce = false\n", "unknown key(s) gop_cahce"),
+     ('on_republish = "maybe"\n', "on_republish must be 'takeover' or 'reject'")],
+)  # fmt: skip
+def test_a_bad_config_file_is_a_clear_error(tmp_path, config, message):
     cfg = tmp_path / "origin.toml"
-    cfg.write_text("rtmp_port = 1935\ngop_cahce = false\n")
+    cfg.write_text(config)
     proc = subprocess.run(
         [PY, "-m", "origin", "--config", str(cfg)], capture_output=True, text=True
     )
     assert proc.returncode == 2
-    assert "unknown key(s) gop_cahce" in proc.stderr
-
-
-def test_bad_value_is_a_clear_error(tmp_path):
-    cfg = tmp_path / "origin.toml"
-    cfg.write_text('on_republish = "maybe"\n')
-    proc = subprocess.run(
-        [PY, "-m", "origin", "--config", str(cfg)], capture_output=True, text=True
-    )
-    assert proc.returncode == 2
-    assert "on_republish must be 'takeover' or 'reject'" in proc.stderr
+    assert message in proc.stderr
 
 
 def test_environment_overrides_are_checked_and_named():
