@@ -7,27 +7,12 @@ import re
 from collections.abc import Callable
 
 from common.config.model import Check
-from common.proto import control
+from common.proto import control, streamkey
 
 
 def port(name: str, value: int) -> str | None:
     """A TCP port (0: any free port)."""
     return None if 0 <= value <= 65535 else f"{name} {value} is not a TCP port"
-
-
-def positive(name: str, value: float) -> str | None:
-    """At least 1."""
-    return None if value >= 1 else f"{name} must be positive"
-
-
-def not_negative(name: str, value: float) -> str | None:
-    """A finite number >= 0."""
-    return None if 0 <= value < math.inf else f"{name} must be >= 0"
-
-
-def above_zero(name: str, value: float) -> str | None:
-    """A finite number > 0 (NaN fails too)."""
-    return None if 0 < value < math.inf else f"{name} must be a finite number > 0"
 
 
 def number(value: float) -> str:
@@ -50,12 +35,29 @@ def in_range(low: float, high: float, unit: str = "") -> Check:
     return check
 
 
-def at_least(low: float) -> Check:
-    """A finite number >= low."""
+def above(low: float, high: float, unit: str = "") -> Check:
+    """A finite number greater than low and at most high (NaN fails too)."""
+    suffix = f" {unit}" if unit else ""
 
     def check(name: str, value: float) -> str | None:
-        ok = math.isfinite(value) and value >= low
-        return None if ok else f"{name} must be a finite number >= {number(low)}"
+        ok = low < value <= high
+        return (
+            None if ok else f"{name} must be a number > {number(low)} and <= {number(high)}{suffix}"
+        )
+
+    return check
+
+
+def stream_parts(what: str) -> Check:
+    """A list of stream-key parts (`what`: "app" or "name") in the stream-key grammar."""
+
+    def check(name: str, value: list[str]) -> str | None:
+        for part in value:
+            try:
+                streamkey.check_part(part, what)
+            except streamkey.StreamKeyError as exc:
+                return f"{name}: {exc}"
+        return None
 
     return check
 

@@ -31,7 +31,9 @@ def default_max_connections() -> int:
     return min(20000, connection_budget())
 
 
-MAX_BAN_SECONDS = 30 * 86400
+HOUR = 3600
+DAY = 24 * HOUR
+MAX_BAN_SECONDS = 30 * DAY
 """The longest ban a kick can set (30 days): a ban is always finite."""
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -101,9 +103,13 @@ class ServeConfig:
     rtmp_port: int = rtmp_port_key(1935)
     http_port: int = http_port_key(8080)
     gop_cache: bool = setting(True, help="new viewers start at the cached keyframe (GOP)")
-    gop_max_frames: int = setting(2048, help="frames in a stream's GOP ring", check=checks.positive)
+    gop_max_frames: int = setting(2048, help="frames in a stream's GOP ring",
+                                 check=checks.in_range(1, 1_000_000))  # fmt: skip
     gop_max_bytes: int = setting(
-        16 * 1024 * 1024, help="bytes in a stream's GOP ring", unit="bytes", check=checks.positive
+        16 * 1024 * 1024,
+        help="bytes in a stream's GOP ring",
+        unit="bytes",
+        check=checks.in_range(1, 1 << 34),
     )
     max_message_size: int = setting(
         8 * 1024 * 1024,
@@ -113,41 +119,47 @@ class ServeConfig:
     )
     handshake_timeout: float = setting(
         10.0, help="close a connection silent during its handshake", unit="s",
-        check=checks.above_zero,
+        check=checks.above(0, HOUR),
     )  # fmt: skip
     idle_timeout: float = setting(
-        30.0, help="close a silent connection or publisher", unit="s", check=checks.above_zero
+        30.0, help="close a silent connection or publisher", unit="s", check=checks.above(0, DAY)
     )
     slow_timeout: float = setting(
         10.0, help="disconnect a viewer that cannot take data for this long", unit="s",
-        check=checks.above_zero,
+        check=checks.above(0, HOUR),
     )  # fmt: skip
     max_lag_ms: int = setting(
-        5000, help="a viewer further behind (media time) skips to the newest keyframe", unit="ms"
+        5000,
+        help="a viewer further behind (media time) skips to the newest keyframe",
+        unit="ms",
+        check=checks.in_range(1, HOUR * 1000),
     )
     batch_ms: float = setting(
         50.0, help="viewers get new frames in batches at most this far apart", unit="ms",
-        check=checks.above_zero,
+        check=checks.above(0, 10_000),
     )  # fmt: skip
     max_connections: int = setting(
         help="connections of all listeners together; a larger value is lowered to the "
         "file-descriptor budget at start-up, with a warning",
         factory=default_max_connections,
         default_text="file-descriptor limit - 64 (- a quarter of a small limit), at most 20000",
-        check=checks.positive,
+        check=checks.in_range(1, 1 << 24),
     )
     max_streams: int = setting(
-        1000, help="live streams (origin) or upstreams (edge)", check=checks.positive
+        1000, help="live streams (origin) or upstreams (edge)", check=checks.in_range(1, 1_000_000)
     )
     http_header_timeout: float = setting(
-        10.0, help="time to send a request head", unit="s", check=checks.above_zero
+        10.0, help="time to send a request head", unit="s", check=checks.above(0, HOUR)
     )
     http_keepalive_timeout: float = setting(
         30.0, help="an idle keep-alive connection is closed after this", unit="s",
-        check=checks.above_zero,
+        check=checks.above(0, DAY),
     )  # fmt: skip
     http_max_header_bytes: int = setting(
-        16 * 1024, help="larger request heads get 431", unit="bytes"
+        16 * 1024,
+        help="larger request heads get 431",
+        unit="bytes",
+        check=checks.in_range(256, 1 << 20),
     )
     log_level: str = log_level_key()
 
@@ -180,20 +192,22 @@ class OriginConfig(ServeConfig):
         check=checks.in_range(0, 600),
     )
     max_publishers_per_ip: int = setting(
-        32, help="publishers from one address", check=checks.positive
+        32, help="publishers from one address", check=checks.in_range(1, 1_000_000)
     )
     max_ingest_mbps: float = setting(
         100.0, help="per publisher; a faster one is read more slowly", unit="Mbit/s",
-        check=checks.above_zero,
+        check=checks.above(0, 100_000),
     )  # fmt: skip
     hls: bool = setting(True, help="package live streams as HLS")
-    hls_apps: list[str] = setting([], help="package HLS for these apps only (empty: all)")
-    hls_target_duration: float = setting(
-        2.0, help="HLS segment target duration", unit="s", check=checks.at_least(0.5)
+    hls_apps: list[str] = setting(
+        [], help="package HLS for these apps only (empty: all)", check=checks.stream_parts("app")
     )
-    hls_window: int = setting(6, help="segments in an HLS playlist", check=checks.positive)
+    hls_target_duration: float = setting(
+        2.0, help="HLS segment target duration", unit="s", check=checks.in_range(0.5, 60)
+    )
+    hls_window: int = setting(6, help="segments in an HLS playlist", check=checks.in_range(1, 1000))
     hls_grace_seconds: float = setting(
-        30.0, help="keep an ended playlist this long", unit="s", check=checks.not_negative
+        30.0, help="keep an ended playlist this long", unit="s", check=checks.in_range(0, DAY)
     )
     hls_dir: str = setting("", help="also write HLS files to this directory")
     balancer: str = balancer_key("stream announcements")
@@ -219,28 +233,31 @@ class EdgeConfig(ServeConfig):
     )
     linger_seconds: float = setting(
         10.0, help="an upstream outlives its last viewer by this long", unit="s",
-        flags=["--linger"], check=checks.not_negative,
+        flags=["--linger"], check=checks.in_range(0, DAY),
     )  # fmt: skip
     not_found_ttl: float = setting(
         2.0, help="remember a parent's 'not found' this long", unit="s",
-        check=checks.not_negative,
+        check=checks.in_range(0, HOUR),
     )  # fmt: skip
     connect_timeout: float = setting(
-        5.0, help="time to connect to a parent", unit="s", check=checks.above_zero
+        5.0, help="time to connect to a parent", unit="s", check=checks.above(0, HOUR)
     )
     stall_timeout: float = setting(
-        5.0, help="time without media before failing over", unit="s", check=checks.above_zero
+        5.0, help="time without media before failing over", unit="s", check=checks.above(0, HOUR)
     )
     retry_seconds: float = setting(
         10.0, help="a stream no parent serves ends after this", unit="s",
-        check=checks.not_negative,
+        check=checks.in_range(0, DAY),
     )  # fmt: skip
     hls_parents: list[str] = setting(
         [], help="http:// URLs to fetch HLS from (default: the http:// parents)",
         check=checks.urls("http"),
     )  # fmt: skip
     hls_cache_bytes: int = setting(
-        256 * 1024 * 1024, help="bound of the HLS object cache (LRU)", unit="bytes"
+        256 * 1024 * 1024,
+        help="bound of the HLS object cache (LRU)",
+        unit="bytes",
+        check=checks.in_range(0, 1 << 40),
     )
     balancer: str = balancer_key("heartbeats")
     node_id: str = node_id_key()
@@ -293,47 +310,59 @@ class BalancerConfig:
     )
     hash_balance_factor: float = setting(
         1.25, help="bounded_hash: no edge above this times the average load",
-        check=checks.at_least(1.0),
+        check=checks.in_range(1, 100),
     )  # fmt: skip
     heartbeat_timeout: float = setting(
         2.5, help="an edge whose heartbeats stop this long is out", unit="s",
-        check=checks.above_zero,
+        check=checks.above(0, HOUR),
     )  # fmt: skip
     check_interval: float = setting(
-        1.0, help="time between health checks of each edge", unit="s", check=checks.above_zero
+        1.0,
+        help="time between health checks of each edge",
+        unit="s",
+        check=checks.above(0, HOUR),
     )
-    rise: int = setting(2, help="passed health checks that bring an edge in", check=checks.positive)
-    fall: int = setting(2, help="failed health checks that take an edge out", check=checks.positive)
+    rise: int = setting(2, help="passed health checks that bring an edge in",
+                    check=checks.in_range(1, 100))  # fmt: skip
+    fall: int = setting(2, help="failed health checks that take an edge out",
+                    check=checks.in_range(1, 100))  # fmt: skip
     overflow: str = setting(
         "reject", help="when every edge is full: answer 503, or queue the viewer",
         check=checks.one_of("reject", "queue"),
     )  # fmt: skip
     queue_max: int = setting(100, help="viewers waiting at once (overflow = queue)",
-                             check=checks.not_negative)  # fmt: skip
+                             check=checks.in_range(0, 1_000_000))  # fmt: skip
     queue_timeout: float = setting(
-        5.0, help="a queued viewer waits at most this long", unit="s", check=checks.above_zero
+        5.0,
+        help="a queued viewer waits at most this long",
+        unit="s",
+        check=checks.above(0, HOUR),
     )
-    retry_after: int = setting(5, help="Retry-After of a 503", unit="s", check=checks.not_negative)
-    max_connections: int = setting(20000, help="HTTP connections at once", check=checks.positive)
+    retry_after: int = setting(5, help="Retry-After of a 503", unit="s",
+                              check=checks.in_range(0, DAY))  # fmt: skip
+    max_connections: int = setting(20000, help="HTTP connections at once",
+                                   check=checks.in_range(1, 1 << 24))  # fmt: skip
     qos_secret: str = qos_secret_key()
     classes: dict[str, dict] = classes_key()
     token_ttl: int = setting(
-        300, help="validity of a class token", unit="s", check=checks.not_negative
+        300, help="validity of a class token", unit="s", check=checks.in_range(0, 30 * DAY)
     )
     log_level: str = log_level_key()
     control_max_connections: int = setting(
-        256, help="control connections open at once", check=checks.positive
+        256, help="control connections open at once", check=checks.in_range(1, 1_000_000)
     )
     control_idle_timeout: float = setting(
         5.0, help="a control connection without a complete message is closed after this",
-        unit="s", check=checks.above_zero,
+        unit="s", check=checks.above(0, HOUR),
     )  # fmt: skip
     forget_after: float = setting(
         60.0, help="a silent node is forgotten after this (at least heartbeat_timeout)",
-        unit="s", check=checks.above_zero,
+        unit="s", check=checks.above(0, 30 * DAY),
     )  # fmt: skip
-    max_edges: int = setting(1000, help="edges remembered at once", check=checks.positive)
-    max_origins: int = setting(64, help="origins remembered at once", check=checks.positive)
+    max_edges: int = setting(1000, help="edges remembered at once",
+                         check=checks.in_range(1, 1_000_000))  # fmt: skip
+    max_origins: int = setting(64, help="origins remembered at once",
+                           check=checks.in_range(1, 100_000))  # fmt: skip
 
     def validate(self) -> None:
         """Raise ConfigError for combinations of values that cannot work."""

@@ -211,12 +211,31 @@ def test_flag_errors_name_the_flag() -> None:
      (OriginConfig, {"balancer": "nohost"}, "balancer:"),
      (OriginConfig, {"log_level": "loud"}, "log_level must be one of"),
      (BalancerConfig, {"forget_after": 1.0}, "forget_after (1 s) must be at least heartbeat_timeout"),
-     (BalancerConfig, {"hash_balance_factor": math.nan}, "hash_balance_factor must be a finite number >= 1")],
+     (BalancerConfig, {"hash_balance_factor": math.nan}, "hash_balance_factor must be a finite number in 1..100"),
+     (EdgeConfig, {"parents": ["rtmp://h:1"], "hls_cache_bytes": -5}, "hls_cache_bytes must be a finite number in 0..1099511627776"),
+     (EdgeConfig, {"parents": ["rtmp://h:1"], "max_lag_ms": -1}, "max_lag_ms must be a finite number in 1..3600000"),
+     (EdgeConfig, {"parents": ["rtmp://h:1"], "http_max_header_bytes": 0}, "http_max_header_bytes must be a finite number in 256..1048576"),
+     (EdgeConfig, {"parents": ["rtmp://h:1"], "batch_ms": 0.0}, "batch_ms must be a number > 0 and <= 10000"),
+     (OriginConfig, {"hls_apps": ["live", "../etc"]}, "hls_apps: app '../etc' has characters outside"),
+     (OriginConfig, {"hls_apps": [""]}, "hls_apps: empty app")],
 )  # fmt: skip
 def test_invalid_values_are_refused(cls, values, message) -> None:
     with pytest.raises(ConfigError) as info:
         load(cls, cli=values, environ={})
     assert message in str(info.value)
+
+
+def test_every_numeric_key_has_a_range() -> None:
+    """No number a model accepts is unbounded: each numeric key refuses a huge value and a
+    negative one (which a bare type check would let through)."""
+    for model in MODELS.values():
+        for key in keys(model).values():
+            if key.type not in (int, float):
+                continue
+            for value in (-1, 1 << 62):
+                values = {"parents": ["rtmp://h:1"]} if model is EdgeConfig else {}
+                with pytest.raises(ConfigError, match=key.name):
+                    load(model, cli={**values, key.name: key.type(value)}, environ={})
 
 
 def test_log_level_is_case_insensitive() -> None:

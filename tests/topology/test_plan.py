@@ -82,7 +82,7 @@ def test_the_balancer_and_its_classes_reach_balanced_edges_only(tmp_path) -> Non
     ("extra", "message"),
     [("batch_msx = 20", "[[edge]] #1: unknown key 'batch_msx'"),
      ('batch_ms = "fast"', "[[edge]] #1: batch_ms must be a number, got 'fast'"),
-     ("max_streams = 0", "[[edge]] #1: max_streams must be positive"),
+     ("max_streams = 0", "[[edge]] #1: max_streams must be a finite number in 1..1000000"),
      ('host = "0.0.0.0"', "[[edge]] #1: host is set by the launcher"),
      ('classes = { a = { rate_mbps = 1 } }', "[[edge]] #1: viewer classes need a qos_secret")],
 )  # fmt: skip
