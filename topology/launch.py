@@ -29,7 +29,7 @@ from topology.output import (
     write_prometheus,
     write_state,
 )
-from topology.plan import assign_ports, plan
+from topology.plan import LOCAL, assign_ports, parent_port, plan
 from topology.procs import start_failure, start_node, stop_all, wait_healthy, wait_live, watch
 from topology.publisher import SourceSettings, keep_publishing
 from topology.schema import OriginSpec, Topology
@@ -68,8 +68,7 @@ async def up(
         proxies: dict[tuple[str, str], LinkProxy] = {}
         for link in topo.links:
             edge = next(e for e in topo.edges if e.name == link.edge)
-            rtmp, http = ports[link.parent]
-            target = ("127.0.0.1", rtmp if edge.parent_protocol == "rtmp" else http)
+            target = (LOCAL, parent_port(ports, link.parent, edge.parent_protocol))
             settings = LinkSettings(
                 link.delay_ms, link.jitter_ms, link.rate_mbps, link.loss, link.down
             )
@@ -125,6 +124,7 @@ async def _cancel_on_signals(signals, scope: trio.CancelScope) -> None:
 
 
 START_TIMEOUT = 20.0  # seconds a node may take to answer /healthz
+LIVE_TIMEOUT = 20.0  # seconds a built-in publisher may take to be live
 
 
 async def _serve(dep: Deployment, seconds: float | None, task_status, run_file_loads: bool) -> int:
@@ -147,10 +147,22 @@ async def _serve(dep: Deployment, seconds: float | None, task_status, run_file_l
         width, _, height = pub.size.partition("x")
         settings = SourceSettings(int(width), int(height), pub.fps, pub.kbps)
         url = f"{dep.url(pub.origin, 'rtmp')}/{pub.stream}"
-        dep.supervisor.start_soon(partial(keep_publishing, url, settings=settings))
-        print(f"  publisher  {pub.stream} -> {url}", flush=True)
+        secret = topo.node(pub.origin).config["publish_secret"]
+        dep.supervisor.start_soon(
+            partial(keep_publishing, url, settings=settings, publish_secret=secret)
+        )
+        signed = " (with a publish token)" if secret else ""
+        print(f"  publisher  {pub.stream} -> {url}{signed}", flush=True)
     for pub in topo.publishers:  # the table is only printed once the streams are live
-        await wait_live(f"{dep.url(pub.origin, 'http')}/api/streams/{pub.stream}", 20)
+        api = f"{dep.url(pub.origin, 'http')}/api/streams/{pub.stream}"
+        if not await wait_live(api, LIVE_TIMEOUT):
+            print(
+                f"warning: publisher {pub.stream} is not live on {pub.origin} after "
+                f"{LIVE_TIMEOUT:g} s ({api} does not answer 200); why: the "
+                f"'publisher {pub.stream}:' lines",
+                file=sys.stderr,
+                flush=True,
+            )
     print(f"\n{url_table(dep)}\n\n  Prometheus scrape config: {prom}\n  stop: Ctrl-C\n", flush=True)
     write_state(dep)
     dep.is_up = True

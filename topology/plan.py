@@ -11,7 +11,7 @@ from typing import Any
 from common.config import BalancerConfig, EdgeConfig, OriginConfig
 from common.config.sources import save
 from topology.deployment import Deployment, Node
-from topology.schema import Topology
+from topology.schema import Topology, is_external
 
 PY = sys.executable
 LOCAL = "127.0.0.1"
@@ -74,7 +74,7 @@ def node_values(
                   "node_id": e.name, "parents": parent_urls(e.name, e.parents, e.parent_protocol,
                                                             ports, links)}  # fmt: skip
         if e.parent_protocol == "rtmp":  # HLS still comes over HTTP from the parents
-            values.setdefault("hls_parents", [f"http://{LOCAL}:{ports[p][1]}" for p in e.parents])
+            values.setdefault("hls_parents", hls_parents(e.parents, ports))
         if topo.balancer is not None and topo.balancer.config["classes"]:
             values.setdefault("qos_secret", topo.balancer.config["qos_secret"])
             values.setdefault("classes", topo.balancer.config["classes"])
@@ -84,6 +84,22 @@ def node_values(
     return out
 
 
+def parent_port(ports: dict[str, tuple[int, int]], parent: str, protocol: str) -> int:
+    """The port of `parent` an edge pulls from over `protocol` ("rtmp" or "http")."""
+    rtmp, http = ports[parent]
+    return rtmp if protocol == "rtmp" else http
+
+
+def hls_parents(parents: list[str], ports: dict[str, tuple[int, int]]) -> list[str]:
+    """The http:// URLs an edge pulling over RTMP fetches HLS from: each named parent's HTTP
+    port, and the external parents given as http:// URLs."""
+    return [
+        p if p.startswith("http://") else f"http://{LOCAL}:{parent_port(ports, p, 'http')}"
+        for p in parents
+        if not p.startswith("rtmp://")
+    ]
+
+
 def parent_urls(
     edge: str,
     parents: list[str],
@@ -91,11 +107,14 @@ def parent_urls(
     ports: dict[str, tuple[int, int]],
     links: dict[tuple[str, str], int],
 ) -> list[str]:
-    """The URLs edge `edge` pulls its parents from (through a link proxy where there is one)."""
+    """The URLs edge `edge` pulls its parents from (through a link proxy where there is one);
+    external parents (URLs) are used as they are."""
     urls = []
     for parent in parents:
-        rtmp, http = ports[parent]
-        port = links.get((edge, parent)) or (rtmp if protocol == "rtmp" else http)
+        if is_external(parent):
+            urls.append(parent)
+            continue
+        port = links.get((edge, parent)) or parent_port(ports, parent, protocol)
         urls.append(f"{protocol}://{LOCAL}:{port}")
     return urls
 

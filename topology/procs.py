@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import trio
 
+from common.config.sources import ENV_PREFIX
 from common.net.httpclient import HttpClientError, fetch
 from topology.deployment import Deployment, Node
 
@@ -54,12 +56,19 @@ async def start_node(dep: Deployment, node: Node, *, supervise: bool = True) -> 
             stdout=subprocess.DEVNULL,
             stderr=log_file,
             process_group=0,  # a terminal's Ctrl-C reaches the launcher only; it stops them
+            env=node_environ(os.environ),
         )
     node.proc = proc
     dep.started.append((node.name, proc))
     if supervise and dep.supervisor is not None:
         dep.supervisor.start_soon(watch, node, proc)
     return proc
+
+
+def node_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a node starts with: the launcher's less every LIVECDN_* variable, so
+    the config file the launcher wrote is the node's whole config."""
+    return {k: v for k, v in environ.items() if not k.startswith(ENV_PREFIX)}
 
 
 async def watch(node: Node, proc: trio.Process) -> None:

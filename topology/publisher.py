@@ -8,6 +8,7 @@ No ffmpeg binary is needed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -19,7 +20,7 @@ from av.video.frame import PictureType
 
 from common.net.conn import ConnClosed
 from common.net.rtmpclient import RtmpClient, RtmpClientError
-from common.proto import flv
+from common.proto import auth, flv
 from common.proto.flv import FlvParser, FlvTag
 from common.proto.rtmp import session as rs
 
@@ -176,17 +177,33 @@ async def _listen_until(client: RtmpClient, deadline: float) -> None:
         return
 
 
+TOKEN_TTL = 86400.0
+"""Seconds a publish token signed for one attempt stays valid (a token is checked only when
+publishing starts; every attempt is signed anew)."""
+
+
+def signed_url(url: str, secret: str, now: float, ttl: float = TOKEN_TTL) -> str:
+    """`url` (rtmp://host:port/app/name) with a publish token signed with `secret`, valid
+    until `now` + `ttl` (Unix seconds); `url` itself without a secret."""
+    if not secret:
+        return url
+    app, _, name = urlsplit(url).path.lstrip("/").partition("/")
+    return f"{url}?{auth.token_query(secret, app, name, int(now + ttl))}"
+
+
 async def keep_publishing(
     url: str,
     *,
     settings: SourceSettings = SourceSettings(),
+    publish_secret: str = "",
     first_delay: float = 0.5,
     max_delay: float = 10.0,
     reset_after: float = 10.0,
 ) -> None:
     """`publish` to `url` until cancelled, whatever happens to each attempt.
 
-    A failed or ended attempt is logged with its reason and retried after a delay that
+    With a `publish_secret` each attempt's URL carries a fresh token signed with it. A
+    failed or ended attempt is logged with its reason and retried after a delay that
     doubles from `first_delay` up to `max_delay`; it starts again from `first_delay` once an
     attempt has been live for `reset_after` seconds.
     """
@@ -200,7 +217,8 @@ async def keep_publishing(
             live_since = trio.current_time()
 
         try:
-            await publish(url, settings=settings, on_live=live)
+            attempt = signed_url(url, publish_secret, time.time())
+            await publish(attempt, settings=settings, on_live=live)
             reason = "publish ended"
         except Exception as exc:
             reason = failure_reason(exc, live_since is not None)

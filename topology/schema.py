@@ -55,10 +55,20 @@ class OriginSpec:
     config: NodeKeys = field(default_factory=lambda: NodeKeys(OriginConfig))
 
 
+EXTERNAL_SCHEMES = ("rtmp://", "http://")
+
+
+def is_external(parent: str) -> bool:
+    """Whether a [[edge]] parents entry is the URL of a server outside the topology (rather
+    than the name of one of its origins or edges)."""
+    return parent.startswith(EXTERNAL_SCHEMES)
+
+
 @dataclass
 class EdgeSpec:
-    """[[edge]]: name, parents (names of origins or edges), how and whether it is reached,
-    and any key of edge.toml."""
+    """[[edge]]: name, parents (names of origins or edges, or rtmp:// or http:// URLs of
+    servers outside the topology, used as they are), how and whether it is reached, and any
+    key of edge.toml."""
 
     name: str = ""
     parents: list[str] = field(default_factory=list)
@@ -180,7 +190,7 @@ class Topology:
         while pending and progress:
             progress = False
             for e in list(pending):
-                if all(parent in done for parent in e.parents):
+                if all(parent in done or is_external(parent) for parent in e.parents):
                     order.append(e)
                     done.add(e.name)
                     pending.remove(e)
@@ -314,9 +324,10 @@ def _check(t: Topology) -> None:
         if e.parent_protocol not in ("rtmp", "http"):
             raise TopologyError(f"{p} edge {e.name!r}: parent_protocol must be 'rtmp' or 'http'")
         for parent in e.parents:
-            if parent not in names:
+            if parent not in names and not is_external(parent):
                 raise TopologyError(
-                    f"{p} edge {e.name!r}: parent {parent!r} is not an origin or edge"
+                    f"{p} edge {e.name!r}: parent {parent!r} is not an origin or edge "
+                    "(nor an rtmp:// or http:// URL)"
                 )
             if parent == e.name:
                 raise TopologyError(f"{p} edge {e.name!r}: cannot be its own parent")
@@ -324,7 +335,7 @@ def _check(t: Topology) -> None:
         raise TopologyError(f"{p}: edges' parents form a cycle")
     for i, link in enumerate(t.links):
         edge = next((e for e in t.edges if e.name == link.edge), None)
-        if edge is None or link.parent not in edge.parents:
+        if edge is None or link.parent not in edge.parents or is_external(link.parent):
             raise TopologyError(
                 f"{p} [[link]] #{i + 1}: {link.edge!r} -> {link.parent!r} is not an edge and one of its parents"
             )

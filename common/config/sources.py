@@ -27,9 +27,13 @@ def from_file(cls: type, path: str | Path) -> Layer:
     return layer(cls, values, str(path))
 
 
+ENV_PREFIX = "LIVECDN_"
+"""The prefix of every environment override."""
+
+
 def env_name(cls: type, key: str) -> str:
     """The environment variable that sets `key` of `cls`, e.g. LIVECDN_EDGE_BATCH_MS."""
-    return f"LIVECDN_{cls.kind.upper()}_{key.upper()}"
+    return f"{ENV_PREFIX}{cls.kind.upper()}_{key.upper()}"
 
 
 def from_env(cls: type, environ: Mapping[str, str]) -> Layer:

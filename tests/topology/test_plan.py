@@ -103,3 +103,24 @@ def test_examples_plan_to_config_files(tmp_path, example) -> None:
         config = load(models[node.kind], tmp_path / f"{node.name}.toml", environ={})
         assert config.http_port == node.http_port
     assert topo.balancer is not None and dep.nodes["balancer"].control_port == 8091
+
+
+def test_external_parents_are_used_as_they_are(tmp_path) -> None:
+    text = SMALL.replace(
+        'parents = ["origin"]',
+        'parents = ["origin", "rtmp://10.0.0.5:1935", "http://10.0.0.6:8080"]',
+        1,
+    )
+    dep = plan(schema.load(str(write(tmp_path, text))), tmp_path)
+    edge = load(EdgeConfig, tmp_path / "edge1.toml", environ={})
+    rtmp, http = dep.nodes["origin"].rtmp_port, dep.nodes["origin"].http_port
+    assert edge.parents == [f"rtmp://127.0.0.1:{rtmp}", "rtmp://10.0.0.5:1935",
+                            "http://10.0.0.6:8080"]  # fmt: skip
+    assert edge.hls_parents == [f"http://127.0.0.1:{http}", "http://10.0.0.6:8080"]
+
+
+@pytest.mark.parametrize("parent", ["nowhere", "ftp://10.0.0.5"])
+def test_a_parent_that_is_neither_a_node_nor_a_url_is_refused(tmp_path, parent) -> None:
+    text = SMALL.replace('parents = ["origin"]', f'parents = ["{parent}"]', 1)
+    with pytest.raises(TopologyError, match=f"parent '{parent}' is not an origin or edge"):
+        schema.load(str(write(tmp_path, text)))

@@ -13,14 +13,19 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 import trio
 
-from common.net.httpclient import fetch
+from common.net.httpclient import fetch, open_request
 from common.net.rtmpclient import RtmpClientError
+from common.proto import auth
 from tests.topologies import edge, origin, publisher, table, topology
 from topology import publisher as publisher_loop
+from topology import schema
+from topology.deployment import Deployment, Node
+from topology.procs import start_node
 
 PY = sys.executable
 
@@ -28,8 +33,9 @@ PY = sys.executable
 class Launcher:
     """`python -m topology up FILE` with TMPDIR in `tmp_path`; collects its output."""
 
-    def __init__(self, tmp_path: Path, text: str) -> None:
+    def __init__(self, tmp_path: Path, text: str, env: dict[str, str] | None = None) -> None:
         self.tmp_path = tmp_path
+        self.env = env or {}
         self.topology = tmp_path / "topo.toml"
         self.topology.write_text(text)
         self.output = ""
@@ -41,7 +47,7 @@ class Launcher:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "TMPDIR": str(self.tmp_path)},
+            env={**os.environ, "TMPDIR": str(self.tmp_path), **self.env},
         )
         nursery.start_soon(self._read)
 
@@ -75,8 +81,8 @@ def exists(pid: int) -> bool:
 async def launcher(nursery, tmp_path):
     made: list[Launcher] = []
 
-    def make(text: str) -> Launcher:
-        made.append(Launcher(tmp_path, text))
+    def make(text: str, env: dict[str, str] | None = None) -> Launcher:
+        made.append(Launcher(tmp_path, text, env))
         return made[-1]
 
     yield make
@@ -153,6 +159,47 @@ async def test_a_kicked_and_banned_publisher_publishes_again(launcher, nursery):
 
 
 @pytest.mark.slow
+async def test_an_origin_with_a_publish_secret_gets_its_publisher_and_plays(launcher, nursery):
+    """The built-in publisher signs its URL with the origin's secret; stray LIVECDN_*
+    variables of the launcher (a wrong secret, another node id) do not reach the nodes."""
+    text = topology(origin(publish_secret="s3cret"), edge("edge1"),
+                    publisher(size="160x90", fps=10, kbps=100))  # fmt: skip
+    stray = {"LIVECDN_ORIGIN_PUBLISH_SECRET": "other", "LIVECDN_EDGE_NODE_ID": "stray"}
+    up = launcher(text, stray)
+    await up.start(nursery)
+    await up.wait_for(r"^  stop: Ctrl-C")
+    assert "not live" not in up.output and "refused" not in up.output, up.output
+    nodes = up.state()["nodes"]
+    edge_url = f"http://127.0.0.1:{nodes['edge1']['http_port']}/live/demo.flv"
+    response = await open_request("GET", edge_url)
+    try:
+        assert response.status == 200
+        with trio.fail_after(10):
+            async for data in response.chunks():
+                if data:
+                    break
+    finally:
+        response.close()
+    assert await up.stop(signal.SIGTERM) == 0, up.output
+
+
+async def test_nodes_start_without_the_launchers_livecdn_variables(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("LIVECDN_EDGE_HOST", "10.9.9.9")
+    monkeypatch.setenv("LIVECDN_KEPT_OUT", "1")
+    monkeypatch.setenv("OTHER_VARIABLE", "kept")
+    show = "import os, sys; print(sorted(k for k in os.environ if 'LIVECDN' in k or k == 'OTHER_VARIABLE'), file=sys.stderr)"
+    path = tmp_path / "t.toml"
+    path.write_text(topology(origin()))
+    dep = Deployment(schema.load(str(path)), tmp_path)
+    node = Node("n", "edge", [PY, "-c", show], http_port=1)
+    proc = await start_node(dep, node, supervise=False)
+    with trio.fail_after(30):
+        assert await proc.wait() == 0
+    assert node.log_path is not None
+    assert node.log_path.read_text().strip() == "['OTHER_VARIABLE']"
+
+
+@pytest.mark.slow
 async def test_a_node_on_a_busy_port_fails_up_in_one_line(launcher, nursery, tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -207,3 +254,25 @@ async def test_publisher_backs_off_and_resets_after_a_live_stretch(
     )
     assert lines[7].startswith("publisher live/demo: connection closed by the server (kicked")
     assert lines[8].startswith("publisher live/demo: ValueError: anything at all;")
+
+
+async def test_publisher_signs_each_attempt_with_a_fresh_token(monkeypatch, autojump_clock):
+    urls: list[tuple[str, float]] = []
+    now = 1_000_000.0
+
+    async def fake_publish(url, *, settings, on_live):
+        nonlocal now
+        urls.append((url, now))
+        now += 100_000  # later than a token's validity: each attempt needs its own
+        raise RtmpClientError("connection closed by the server")
+
+    monkeypatch.setattr(publisher_loop, "publish", fake_publish)
+    monkeypatch.setattr(publisher_loop.time, "time", lambda: now)
+    with trio.move_on_after(5):
+        await publisher_loop.keep_publishing("rtmp://h:1/live/demo", publish_secret="s3cret")
+    assert len(urls) >= 3
+    for url, at in urls:
+        base, _, query = url.partition("?")
+        assert base == "rtmp://h:1/live/demo"
+        assert auth.check("s3cret", "live", "demo", dict(parse_qsl(query)), at) is None
+    assert len({url for url, _ in urls}) == len(urls)
