@@ -23,6 +23,7 @@ from common.proto.control import ControlError, Heartbeat, StreamInfo, StreamsAnn
 from common.proto.wire import encode
 from tests.balancer.test_balancer import hear
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_edge, start_origin, wait_for_stream
+from tests.metrics import metric, scrape
 
 
 def hb(node: str, port: int, **extra: object) -> dict:
@@ -70,13 +71,6 @@ async def heartbeating(control: int, *beats: dict, every: float = 0.2) -> None:
             await trio.sleep(every)
     finally:
         conn.close()
-
-
-def metric(text: str, line: str) -> float:
-    for row in text.splitlines():
-        if row.startswith(line + " "):
-            return float(row.rsplit(" ", 1)[1])
-    return 0.0
 
 
 BAD = {
@@ -127,16 +121,10 @@ async def test_bad_messages_close_their_connection_and_nothing_else(nursery) -> 
         status, headers, _ = await fetch("GET", f"{base}/live/x.flv")
         assert status == 302 and headers["location"].startswith("http://127.0.0.1:1000/"), name
     assert set(b.edges) == {"good"} and not b.table.origin_streams
-    _, _, body = await fetch("GET", f"{base}/metrics")
-    text = body.decode()
-    rejected = sum(
-        float(row.rsplit(" ", 1)[1])
-        for row in text.splitlines()
-        if row.startswith("livecdn_control_rejected_total{")
-    )
-    assert rejected == len(BAD)
+    text = await scrape(base)
+    assert metric(text, "livecdn_control_rejected_total") == len(BAD)
     for reason in ("frame", "range", "type", "size", "syntax"):
-        assert metric(text, f'livecdn_control_rejected_total{{reason="{reason}"}}') >= 1, reason
+        assert metric(text, "livecdn_control_rejected_total", reason=reason) >= 1, reason
     # and the real edge's connection was never disturbed
     _, _, body = await fetch("GET", f"{base}/api/edges")
     assert b'"in_rotation": true' in body
@@ -167,8 +155,7 @@ async def test_edge_table_is_bounded(nursery, caplog) -> None:
         while b.edges["n1"].beat.viewers != 7:
             await trio.sleep(0.05)
     conn.close()
-    _, _, body = await fetch("GET", f"{base}/metrics")
-    assert metric(body.decode(), 'livecdn_control_rejected_total{reason="edges_full"}') == 21
+    assert metric(await scrape(base), "livecdn_control_rejected_total", reason="edges_full") == 21
 
 
 async def test_idle_control_connections_are_closed(autojump_clock, nursery) -> None:
@@ -203,8 +190,7 @@ async def test_idle_control_connections_are_closed(autojump_clock, nursery) -> N
         assert "chatty" in b.edges
         assert b.control.connections == 1
         inner.cancel_scope.cancel()
-    _, _, body = await fetch("GET", f"{base}/metrics")
-    assert metric(body.decode(), "livecdn_control_idle_total") >= 2
+    assert metric(await scrape(base), "livecdn_control_idle_total") >= 2
 
 
 async def test_control_connections_are_capped(nursery) -> None:
@@ -226,8 +212,8 @@ async def test_control_connections_are_capped(nursery) -> None:
             await trio.sleep(0.05)
     second.close()
     fourth.close()
-    _, _, body = await fetch("GET", f"{base}/metrics")
-    assert metric(body.decode(), 'livecdn_control_rejected_total{reason="connection_limit"}') == 1
+    text = await scrape(base)
+    assert metric(text, "livecdn_control_rejected_total", reason="connection_limit") == 1
 
 
 async def test_silent_edges_and_origins_are_forgotten(nursery, autojump_clock) -> None:
@@ -245,8 +231,7 @@ async def test_silent_edges_and_origins_are_forgotten(nursery, autojump_clock) -
     assert set(b.edges) == {"e2"} and b.table.bitrate("live/a") == 3e5
     await trio.sleep(5)
     assert b.edges == {} and b.table.origin_streams == {} and b.table.bitrate("live/a") == 0
-    _, _, body = await fetch("GET", f"{base}/metrics")
-    text = body.decode()
+    text = await scrape(base)
     assert metric(text, "livecdn_edges_forgotten_total") == 2
     assert metric(text, "livecdn_origins_forgotten_total") == 1
     # a forgotten edge that comes back simply joins again
@@ -298,8 +283,7 @@ async def test_admission_queue_is_bounded(autojump_clock, nursery) -> None:
     assert [s for s, _, _ in results[4:]] == [302, 302]
     assert all(loc.startswith("http://127.0.0.1:1000/") for _, _, loc in results[4:])
     assert b.router.queued == 0
-    _, _, body = await fetch("GET", f"{base}/metrics")
-    assert metric(body.decode(), 'livecdn_rejects_total{reason="queue_full"}') == 5
+    assert metric(await scrape(base), "livecdn_rejects_total", reason="queue_full") == 5
 
 
 async def test_balancer_routes_refuse_bad_stream_keys(nursery) -> None:
@@ -379,7 +363,10 @@ async def test_real_edge_and_origin_report_typed_messages(nursery) -> None:
         await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/live/nope{i}.m3u8")
     (beat,) = edge.heartbeat()
     assert dict(beat.streams) == {}
-    await trio.sleep(1.5)
+    asked = trio.current_time()  # the balancer hears both nodes again after those requests
+    with trio.fail_after(10):  # a hang guard: they report about once a second
+        while b.edges["e1"].last_heartbeat <= asked or b.table.origin_seen["o1"] <= asked:
+            await trio.sleep(0.05)
     assert dict(b.edges["e1"].beat.streams) == {} and b.table.origin_streams["o1"] == {}
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import trio
 
@@ -11,14 +9,10 @@ from common.net.httpclient import fetch
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_edge, start_origin, wait_for_stream
 from tests.hls_validator import LiveValidator
 from tests.media import replay_clip
+from tests.metrics import metric, scrape
 from tests.origin.test_hls import play_hls
 
 pytestmark = [pytest.mark.slow, needs_ffmpeg]
-
-
-def metric(text: str, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
 
 
 async def test_pyav_plays_hls_through_the_edge(nursery, clip):
@@ -77,17 +71,15 @@ async def test_three_hundred_players_cost_the_origin_one_fetch_per_object(
             n.start_soon(player, i)
     elapsed = trio.current_time() - start
     assert min(got) >= 3
-    _, _, body = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/metrics")
-    origin_metrics = body.decode()
-    segment_requests = metric(origin_metrics, 'livecdn_hls_requests_total{kind="segment"}')
-    playlist_requests = metric(origin_metrics, 'livecdn_hls_requests_total{kind="playlist"}')
+    origin_metrics = await scrape(addr.http_port)
+    segment_requests = metric(origin_metrics, "livecdn_hls_requests_total", kind="segment")
+    playlist_requests = metric(origin_metrics, "livecdn_hls_requests_total", kind="playlist")
     assert segment_requests == len(fetched_segments), "each segment reached the origin once"
     # max-age=1 s in virtual time: the first fetch, then one a second (round: float error)
     assert playlist_requests <= round(elapsed / 1.0) + 1, "playlists at most once per max-age"
-    _, _, body = await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/metrics")
-    edge_metrics = body.decode()
+    edge_metrics = await scrape(eaddr.http_port)
     assert metric(edge_metrics, "livecdn_hls_cache_hits_total") > 1000
-    assert metric(edge_metrics, 'livecdn_viewers{protocol="hls"}') >= 1
+    assert metric(edge_metrics, "livecdn_viewers", protocol="hls") >= 1
     info = (await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/api/streams/live/many"))[2]
     assert b'"objects"' in info
 
@@ -118,8 +110,7 @@ async def test_a_parent_failing_mid_body_is_not_cached(nursery):
         status, _, body = await fetch("GET", url)
         assert status == 502 and b"upstream failed" in body
         assert len(connections) == expected, "a truncated object must be fetched again"
-    _, _, body = await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/metrics")
-    text = body.decode()
+    text = await scrape(eaddr.http_port)
     assert metric(text, "livecdn_hls_cache_errors_total") == 2
     assert metric(text, "livecdn_hls_cache_bytes") == 0
 
@@ -129,7 +120,5 @@ async def test_missing_playlist_is_cached_briefly(nursery, origin):
     _, eaddr = await start_edge(nursery, [f"http://127.0.0.1:{addr.http_port}"], not_found_ttl=2.0)
     for _ in range(3):
         assert (await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/live/none.m3u8"))[0] == 404
-    _, _, body = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/metrics")
-    assert metric(body.decode(), 'livecdn_hls_requests_total{kind="playlist"}') == 1
-    _, _, body = await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/metrics")
-    assert metric(body.decode(), "livecdn_hls_cache_negative_hits_total") == 2
+    assert metric(await scrape(addr.http_port), "livecdn_hls_requests_total", kind="playlist") == 1
+    assert metric(await scrape(eaddr.http_port), "livecdn_hls_cache_negative_hits_total") == 2

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import socket
 import struct
 import subprocess
@@ -41,18 +40,9 @@ from tests.conftest import (
 )
 from tests.edge.test_edge_real import FlvViewer
 from tests.media import aac_frame, aac_header, avc_header, interframe, keyframe, publish_synthetic
+from tests.metrics import metric, scrape
 
 FFPROBE = FFMPEG and str(Path(FFMPEG).with_name("ffprobe"))
-
-
-def metric(text: str, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
-
-
-async def metrics(port: int) -> str:
-    _, _, body = await fetch("GET", f"http://127.0.0.1:{port}/metrics")
-    return body.decode()
 
 
 async def healthy(port: int) -> bool:
@@ -189,8 +179,8 @@ async def test_a_bad_parent_is_failed_over_and_the_edge_stays_up(nursery, case, 
             await trio.sleep(0.1)
     assert viewer.error is None and viewer.monotonic()
     assert edge.pull.upstreams[("live", "s")].parent.endswith(str(addr.rtmp_port))
-    text = await metrics(eaddr.http_port)
-    assert metric(text, f'livecdn_pull_failures_total{{reason="{reason}"}}') == 1
+    text = await scrape(eaddr.http_port)
+    assert metric(text, "livecdn_pull_failures_total", reason=reason) == 1
     assert await healthy(eaddr.http_port)
     lines = [r.getMessage() for r in caplog.records if f"127.0.0.1:{bad}" in r.getMessage()]
     assert any("live/s" in line and f"({reason})" in line for line in lines), lines
@@ -310,8 +300,8 @@ async def test_new_streams_beyond_max_streams_get_503(nursery):
     assert err.value.code == "NetStream.Play.Failed" and "too many streams" in str(err.value)
     second = FlvViewer(f"http://127.0.0.1:{eaddr.http_port}/live/one.flv")
     await nursery.start(second.run)  # a held stream still takes viewers
-    text = await metrics(eaddr.http_port)
-    assert metric(text, 'livecdn_pulls_refused_total{reason="too_many_streams"}') == 2
+    text = await scrape(eaddr.http_port)
+    assert metric(text, "livecdn_pulls_refused_total", reason="too_many_streams") == 2
     assert edge.pull.stats.started == 1
 
 

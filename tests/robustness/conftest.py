@@ -39,10 +39,11 @@ from common.proto.rtmp.chunk import encode_message
 from common.proto.rtmp.handshake import ClientHandshake
 
 MAX_GAP = 2.0
-"""Longest a canary may go without a video frame (or the balancer poller without a route).
-A stall guard, not a latency target: the canary stream has 25 frames a second, so 2 s
-without one means a node stopped serving it (the nodes run on the real clock, next to
-attackers on real sockets, so no virtual clock can stand in)."""
+"""Longest a canary may go without a video frame (or the balancer poller without a route,
+or a node's /healthz without an answer). A stall guard, not a latency target: the canary
+stream has 25 frames a second, so 2 s without one means a node stopped serving it (the
+nodes run on the real clock, next to attackers on real sockets, so no virtual clock can
+stand in)."""
 RSS_SLACK_KB = 400 * 1024
 """How much a node's (or the test process's) resident memory may grow during one test."""
 CANARY = ("live", "canary")
@@ -184,7 +185,7 @@ async def route_poller(canary: Canary, base: str) -> None:
     while True:
         try:
             status, _, body = await fetch(
-                "GET", f"{base}/api/route?app={app}&name={name}&proto=flv", timeout=2
+                "GET", f"{base}/api/route?app={app}&name={name}&proto=flv", timeout=MAX_GAP
             )
             if status == 200 and "url" in json.loads(body):
                 canary.note()

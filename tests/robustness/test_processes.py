@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from tests.robustness.conftest import (
+    MAX_GAP,
     PRLIMIT,
     RSS_SLACK_KB,
     Canary,
@@ -154,7 +155,7 @@ def test_parent_killed_and_restarted() -> None:
                 time.sleep(0.2)
                 for edge in edges:
                     assert edge.alive(), "edge exited after its parent died:\n" + edge.tail()
-                    status = healthz(edge.http_port, timeout=2.0)
+                    status = healthz(edge.http_port, timeout=MAX_GAP)
                     assert status == 200, f"edge /healthz while the parent is down: {status}"
             origin = NodeProcess(
                 "origin", ["--rtmp", str(rtmp_port), "--http", str(http_port)]

@@ -1,7 +1,8 @@
 """Simulated players against real nodes: their numbers agree with the servers' own.
 
-With ffmpeg publishing the clock is real, so only counts are asserted, no times; the
-client-link test runs in-process on trio's MockClock."""
+With ffmpeg publishing the clock is real, so only counts are asserted, no times or stalls
+(machine load can cause those); the client-link test, which asserts stalls, runs in-process
+on trio's MockClock."""
 
 from __future__ import annotations
 
@@ -15,20 +16,13 @@ from common.net.httpclient import fetch
 from common.net.rtmpclient import RtmpClient
 from tests.conftest import ffmpeg_publish, start_edge, start_origin, wait_for_stream
 from tests.media import synthetic_publish
+from tests.metrics import metric, scrape
 from topology.players.crowd import LoadSpec, make_crowd, run_crowd
 from topology.players.player import SimPlayer, Target
 from topology.players.profiles import ClientProfile
 from topology.players.report import summarize
 
 pytestmark = pytest.mark.slow
-
-
-async def edge_metric(port: int, name: str, label: str) -> float:
-    _, _, body = await fetch("GET", f"http://127.0.0.1:{port}/metrics")
-    for line in body.decode().splitlines():
-        if line.startswith(f"livecdn_{name}{{") and label in line:
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no {name} {label} in metrics")
 
 
 @pytest.mark.parametrize("protocol", ["flv", "rtmp", "hls"])
@@ -49,7 +43,9 @@ async def test_players_agree_with_the_edge(nursery, clip, protocol):
     served: dict = {}
 
     async def count() -> None:
-        await trio.sleep(7)
+        with trio.fail_after(spec.duration):  # a hang guard: all play long before the end
+            while sum(p.result.state == "playing" for p in crowd.players) < 20:
+                await trio.sleep(0.1)
         _, _, body = await fetch("GET", f"http://127.0.0.1:{e.http_port}/api/streams")
         (stream,) = json.loads(body)["streams"]
         served["viewers"] = stream["viewers"]
@@ -61,7 +57,7 @@ async def test_players_agree_with_the_edge(nursery, clip, protocol):
     players = [{**p.result.summary(), "latency_s": p.result.latency_s} for p in crowd.players]
     s = summarize(players, crowd.seconds)
     assert s["played"] == 20 and s["players_with_failures"] == 0, s
-    assert s["players_with_stalls"] == 0, s
+    assert all(p["media_s"] > 0 for p in players), "every player got media"
     assert s["viewers_per_edge"] == {
         f"127.0.0.1:{e.http_port if protocol != 'rtmp' else e.rtmp_port}": 20
     }
@@ -70,13 +66,11 @@ async def test_players_agree_with_the_edge(nursery, clip, protocol):
         assert served["viewers"][protocol] == served["playing"] == 20, served
         assert s["latency_samples"] >= 20 * 5, "a clock stamp per keyframe (1 s GOP)"
         assert s["latency_s"][50] > 0, s["latency_s"]
-        sent = await edge_metric(e.http_port, "bytes_out_total", f'protocol="{protocol}"')
+        sent = metric(await scrape(e.http_port), "livecdn_bytes_out_total", protocol=protocol)
         # RTMP players count payload bytes, the edge counts chunk headers too
         assert s["bytes"] == pytest.approx(sent, rel=0.05), (s["bytes"], sent)
     else:
         assert abs(served["viewers"]["hls"] - 20) <= 1, served
-        media = sum(p["media_s"] for p in players) / 20
-        assert media >= 5.0, "each HLS player got segments for most of the run"
         # from EXT-X-PROGRAM-DATE-TIME
         assert s["latency_samples"] >= 20 and s["latency_s"][50] > 0, s["latency_s"]
 
