@@ -13,7 +13,6 @@ fault schedule's "degrade") and prints the frames' added delay again.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
@@ -22,13 +21,12 @@ from edge_delay import arrivals  # bench/ is the script's directory
 
 from topology.deployment import Deployment
 from topology.faults import apply_fault
+from topology.files import near_and_far
+from topology.launch import start
 from topology.players.crowd import LoadSpec, make_crowd, run_crowd
 from topology.players.player import Target
 from topology.players.report import pct, summarize
 from topology.schema import FaultSpec
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for tests/
-from tests.topologies import near_and_far, start_topology  # noqa: E402
 
 
 async def added_delay(dep: Deployment, seconds: float) -> list[float]:
@@ -71,7 +69,9 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="livecdn-link-") as tmp:
         async with trio.open_nursery() as nursery:
             text = near_and_far(args.delay_ms, clock_stamps=True)
-            dep = await start_topology(nursery, Path(tmp), text)
+            path = Path(tmp) / "topology.toml"
+            path.write_text(text)
+            dep = await start(nursery, path, Path(tmp) / "run")
             show(f"{args.delay_ms:g} ms link", await added_delay(dep, args.seconds))
             p50 = await delivery_p50(dep, args.players, 2 * args.seconds)
             print(

@@ -33,6 +33,7 @@ from topology.plan import LOCAL, assign_ports, parent_port, plan
 from topology.procs import start_failure, start_node, stop_all, wait_healthy, wait_live, watch
 from topology.publisher import SourceSettings, keep_publishing
 from topology.schema import OriginSpec, Topology
+from topology.schema import load as load_topology
 
 log = logging.getLogger("livecdn.topology")
 PY = sys.executable
@@ -84,6 +85,13 @@ async def up(
     if task_status is not trio.TASK_STATUS_IGNORED and not dep.is_up:
         raise StartFailed(f"topology {topo.name} stopped before it was up")
     return code
+
+
+async def start(nursery: trio.Nursery, path: Path, run_dir: Path) -> Deployment:
+    """Load the topology file `path` and bring it up (`up`, logs in `run_dir`) in `nursery`;
+    the Deployment once every node is healthy and the publishers are started."""
+    topo = load_topology(str(path))
+    return await nursery.start(partial(up, topo, run_dir=run_dir))
 
 
 async def _run(
