@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -109,13 +110,27 @@ async def run_load(
         summary["servers"] = servers
         summary["players_per_edge_at_count"] = at_end.get("edges", {})
     print(table(summary), flush=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{label}.json"
-    write_json(path, summary, players, timeline)
-    png = plot(out_dir / f"{label}.png", timeline, players)
+    path, png = await trio.to_thread.run_sync(
+        save_results, out_dir, label, summary, players, timeline
+    )
     print(f"  results: {path}" + (f", plot: {png}" if png else
           " (plots: pip install -e .[plot])"), flush=True)  # fmt: skip
     return summary
+
+
+def save_results(
+    out_dir: Path, label: str, summary: dict, players: list[dict], timeline: list[dict]
+) -> tuple[Path, Path | None]:
+    """Write `label`.json and draw `label`.png (None without matplotlib) in `out_dir`; blocking
+    (file writes, matplotlib): run it in a thread."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{label}.json"
+    write_json(path, summary, players, timeline)
+    with _PLOTTING:
+        return path, plot(out_dir / f"{label}.png", timeline, players)
+
+
+_PLOTTING = threading.Lock()  # pyplot's figures are global: one load run draws at a time
 
 
 def worker_argv(target: Target, spec: LoadSpec, first_id: int, players: int) -> list[str]:
