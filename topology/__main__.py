@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from functools import partial
 from pathlib import Path
 
 import trio
 
+from common.config import OriginConfig
+from common.config.model import default as config_default
 from common.net.rtmpclient import RtmpClientError
 from common.serve.cli import leaves
 from topology import launch, schema
-from topology.procs import stop_all, wait_healthy
+from topology.plan import node_command
+from topology.procs import node_environ, stop_all, wait_healthy
 from topology.publisher import SourceSettings, failure_reason, keep_publishing, publish
 
 log = logging.getLogger("livecdn.topology")
@@ -78,8 +84,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     val = sub.add_parser("validate", help="check a topology file and print what it describes")
     val.add_argument("topology")
     demo = sub.add_parser("demo", help="run an origin with the built-in publisher on live/demo")
-    demo.add_argument("--rtmp", type=int, default=1935, help="origin RTMP port (default 1935)")
-    demo.add_argument("--http", type=int, default=8080, help="origin HTTP port (default 8080)")
+    for key, flag in (("rtmp_port", "--rtmp"), ("http_port", "--http")):
+        port = config_default(OriginConfig, key)
+        demo.add_argument(flag, type=int, default=port, help=f"origin {key} (default {port})")
     demo.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     pub = sub.add_parser("publish", help="publish the synthetic test stream to an RTMP URL")
     pub.add_argument("url", help="e.g. rtmp://127.0.0.1/live/test")
@@ -98,10 +105,13 @@ def settings_from(args: argparse.Namespace) -> SourceSettings:
 
 
 async def demo(args: argparse.Namespace) -> None:
-    """Origin subprocess + built-in publisher; Ctrl-C stops both."""
-    cmd = [sys.executable, "-m", "origin", "--rtmp", str(args.rtmp), "--http", str(args.http)]
+    """Origin subprocess (started like the launcher's nodes: a config file written from its
+    model) + built-in publisher; Ctrl-C stops both."""
+    config_dir = Path(tempfile.mkdtemp(prefix="livecdn-demo-"))
+    values = {"rtmp_port": args.rtmp, "http_port": args.http}
+    cmd = node_command(OriginConfig, values, config_dir / "origin.toml")
     async with trio.open_nursery() as nursery:
-        origin = await nursery.start(trio.run_process, cmd)
+        origin = await nursery.start(partial(trio.run_process, cmd, env=node_environ(os.environ)))
         try:
             await wait_healthy(f"http://127.0.0.1:{args.http}", origin)
             nursery.start_soon(
@@ -133,6 +143,7 @@ async def demo(args: argparse.Namespace) -> None:
             log.info("stopping the demo")
             with trio.CancelScope(shield=True):
                 await stop_all([("origin", origin)])
+            shutil.rmtree(config_dir, ignore_errors=True)
             nursery.cancel_scope.cancel()
 
 

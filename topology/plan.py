@@ -119,6 +119,13 @@ def parent_urls(
     return urls
 
 
+def node_command(model: type, values: dict[str, Any], path: Path) -> list[str]:
+    """Write `values` (checked against `model`) as the node's config file `path`; the command
+    that starts the node with it: `python -m KIND --config FILE`."""
+    save(model, values, path)
+    return [PY, "-m", model.kind, "--config", str(path)]
+
+
 def plan(
     topo: Topology,
     run_dir: Path,
@@ -131,8 +138,7 @@ def plan(
     ports = ports or assign_ports(topo)
     planned = node_values(topo, ports, links or {}, balancer_ports(topo))
     for name, (model, values) in planned.items():
-        path = save(model, values, run_dir / f"{name}.toml")
-        cmd = [PY, "-m", model.kind, "--config", str(path)]
+        cmd = node_command(model, values, run_dir / f"{name}.toml")
         dep.nodes[name] = Node(name, model.kind, cmd, values["http_port"],
                                values.get("rtmp_port", 0), control_port=values.get("control_port", 0))  # fmt: skip
     return dep

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from tests.topologies import edge, origin, publisher, topology
+from topology.plan import free_port
 
 PY = sys.executable
 
@@ -60,3 +61,20 @@ def test_detach_status_down(tmp_path) -> None:
 def test_load_refuses_bad_arguments_with_a_reason(args, message) -> None:
     proc = run("load", *args, env=dict(os.environ))
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_an_origin_from_its_config_with_the_publisher(tmp_path) -> None:
+    """The demo's origin is started from a config file with the ports given; stray
+    LIVECDN_ORIGIN_* variables do not move it."""
+    rtmp, http = free_port(), free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path), "LIVECDN_ORIGIN_HTTP_PORT": "1"}
+    args = ["demo", "--rtmp", str(rtmp), "--http", str(http), "--seconds", "4",
+            "--size", "160x90", "--fps", "10", "--kbps", "100"]  # fmt: skip
+    proc = run(*args, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"ffplay http://127.0.0.1:{http}/live/demo.flv" in proc.stdout
+    assert f"publishing a 160x90 10 fps test pattern to rtmp://127.0.0.1:{rtmp}/live/demo" in (
+        proc.stderr
+    )
+    assert "refused" not in proc.stderr and "cannot reach" not in proc.stderr, proc.stderr
