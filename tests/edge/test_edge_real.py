@@ -193,10 +193,23 @@ async def test_failover_between_origins_keeps_viewers(nursery, clip):
     assert "livecdn_failovers_total 1.0" in metrics.decode()
 
 
+def transitions(caplog: pytest.LogCaptureFixture, key: str) -> list[tuple[str, str]]:
+    """The lifecycle states the edge's upstream for `key` went through, as logged."""
+    prefix = f"upstream {key}: "
+    steps = [
+        m.removeprefix(prefix) for r in caplog.records if (m := r.getMessage()).startswith(prefix)
+    ]
+    return [tuple(s.split(" (")[0].split(" -> ")) for s in steps if " -> " in s]
+
+
 async def test_real_lifecycle_linger_missing_and_publisher_stop(nursery, origin, caplog):
+    """The order and outcome of an upstream's lifecycle on the real clock; how long the linger
+    lasts is timed on the MockClock in test_pull_lifecycle.py."""
+    caplog.set_level("INFO", logger="livecdn.edge")
     server, addr = origin
+    linger = 5.0  # long enough that a viewer arriving once it started always comes within it
     edge, eaddr = await start_edge(
-        nursery, [f"rtmp://127.0.0.1:{addr.rtmp_port}"], linger_seconds=1.0, not_found_ttl=2.0
+        nursery, [f"rtmp://127.0.0.1:{addr.rtmp_port}"], linger_seconds=linger, not_found_ttl=2.0
     )
     http = f"http://127.0.0.1:{eaddr.http_port}"
     # missing stream: a prompt 404, then answered from the cache
@@ -214,8 +227,9 @@ async def test_real_lifecycle_linger_missing_and_publisher_stop(nursery, origin,
     pub = await publish_synthetic(nursery, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/life")
     await trio.sleep(0.3)
     await FlvViewer(f"{http}/live/life.flv").watch_for(0.5)  # the only viewer leaves
-    await trio.sleep(0.5)
-    assert (await api(eaddr.http_port))["streams"][0]["upstream"]["state"] == "lingering"
+    with trio.fail_after(10):  # a hang guard
+        while (await api(eaddr.http_port))["streams"][0]["upstream"]["state"] != "lingering":
+            await trio.sleep(0.05)
     second = FlvViewer(f"{http}/live/life.flv")  # within the linger: same upstream
     await nursery.start(second.run)
     await second.wait_frames(1)
@@ -232,17 +246,33 @@ async def test_real_lifecycle_linger_missing_and_publisher_stop(nursery, origin,
         events = []
         while not any(isinstance(e, rs.StreamEOF) for e in events):
             events += await rtmp_viewer.next_events()
-    await trio.sleep(0.2)
-    assert (await api(eaddr.http_port))["streams"] == []
+        while (await api(eaddr.http_port))["streams"]:
+            await trio.sleep(0.05)
     assert edge.pull.stats.stopped["publisher stopped"] == 1
+    assert transitions(caplog, "live/life") == [
+        ("connecting", "live"),
+        ("live", "lingering"),
+        ("lingering", "live"),  # the second viewer reused the upstream
+        ("live", "closed"),
+    ]
 
     # an idle upstream goes away after the linger
     await publish_synthetic(nursery, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/idle")
     await trio.sleep(0.3)
     await FlvViewer(f"{http}/live/idle.flv").watch_for(0.3)
-    await trio.sleep(1.6)
-    assert (await api(eaddr.http_port))["streams"] == []
-    assert edge.pull.stats.stopped["linger expired"] == 1
+    with trio.fail_after(linger + 10):  # a hang guard
+        while (await api(eaddr.http_port))["streams"]:
+            await trio.sleep(0.1)
+    assert edge.pull.stats.stopped == {
+        "not found at parent": 1,  # live/ghost
+        "publisher stopped": 1,
+        "linger expired": 1,
+    }
+    assert transitions(caplog, "live/idle") == [
+        ("connecting", "live"),
+        ("live", "lingering"),
+        ("lingering", "closed"),
+    ]
     assert await origin_viewers(addr.http_port, "idle") == {
         "flv": 0,
         "rtmp": 0,
