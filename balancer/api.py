@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 
 import trio
@@ -10,8 +9,7 @@ import trio
 from balancer.table import NodeTable
 from common.config import BalancerConfig
 from common.net.http import Request, Response
-
-log = logging.getLogger("livecdn.balancer")
+from common.proto.paths import EdgeAction, EdgeRequest
 
 
 def edges_info(table: NodeTable, config: BalancerConfig) -> list[dict]:
@@ -73,16 +71,10 @@ def streams_info(table: NodeTable, config: BalancerConfig) -> list[dict]:
     return [live[k] for k in sorted(live)]
 
 
-def drain(table: NodeTable, req: Request, node: str, action: str) -> Response:
+def drain(table: NodeTable, req: Request, target: EdgeRequest) -> Response:
     """POST /api/edges/{node}/drain or /undrain."""
-    edge = table.edges.get(node)
-    if edge is None or action not in ("drain", "undrain"):
+    edge = table.edges.get(target.node)
+    if edge is None or target.action is None:
         return Response.json({"error": "POST /api/edges/{id}/drain or /undrain"}, 404)
-    edge.draining = action == "drain"
-    log.info(
-        "edge %s %s on request of %s",
-        node,
-        "draining" if edge.draining else "undrained",
-        req.peer,
-    )
-    return Response.json({"edge": node, "draining": edge.draining})
+    edge.set_draining(target.action is EdgeAction.DRAIN, f"on request of {req.peer}")
+    return Response.json({"edge": target.node, "draining": edge.draining})

@@ -4,13 +4,14 @@ handed to the node table; an invalid, refused or idle connection is closed."""
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 
 import trio
 
 from balancer.table import NodeTable
 from common.config import BalancerConfig
 from common.net.conn import Conn
-from common.proto.control import ControlDecoder, rejection
+from common.proto.control import ControlDecoder, Rejection, rejection
 from common.proto.errors import ProtocolError
 from common.serve.metrics import NodeMetrics
 
@@ -35,10 +36,13 @@ class ControlServer:
             "control_connections", "Open control connections.", (), lambda: {(): self.connections}
         )
 
-    def refused(self, reason: str) -> None:
-        """Count a connection closed for `reason` (a code of the message's rule, or the
-        accept loop's connection_limit)."""
+    def refused(self, reason: StrEnum) -> None:
+        """Count a connection closed for `reason` (a Rejection, or the table's own reason)."""
         self.metrics.inc("control_rejected_total", labels=(reason,))
+
+    def refuse_connection(self) -> None:
+        """Count a connection the accept loop refused at control_max_connections."""
+        self.refused(Rejection.CONNECTION_LIMIT)
 
     async def handle(self, conn: Conn) -> None:
         """One node's control connection. An invalid or refused message closes it with one

@@ -107,6 +107,11 @@ class EdgeState:
         else:
             log.warning("edge %s out of rotation: %s", self.id, why)
 
+    def set_draining(self, draining: bool, why: str) -> None:
+        """The one place the operator's drain changes; logged (even when unchanged)."""
+        self.draining = draining
+        log.info("edge %s %s %s", self.id, "draining" if draining else "undrained", why)
+
     def out_reason(self, now: float, timeout: float) -> Excluded | None:
         """Why the edge is out of rotation, or None if it is in."""
         if self.heartbeat_stale(now, timeout):

@@ -57,9 +57,9 @@ class Balancer:
             return Response.json({"edges": api.edges_info(self.table, self.config)})
         if path == STREAMS_API:
             return Response.json({"streams": api.streams_info(self.table, self.config)})
-        action = api_edge_action(path)
-        if action is not None and req.method == "POST":
-            return api.drain(self.table, req, *action)
+        edge_request = api_edge_action(path)
+        if edge_request is not None and req.method == "POST":
+            return api.drain(self.table, req, edge_request)
         if path == "/api/route":
             return await self.viewers.route_api(req)
         media = media_of(path)
@@ -86,7 +86,7 @@ class Balancer:
                     ctl_sock,
                     self.control.handle,
                     max_connections=cfg.control_max_connections,
-                    on_refused=self.control.refused,
+                    on_refused=self.control.refuse_connection,
                 )
             )
             for what, fn in (

@@ -15,11 +15,12 @@ from common.net.conn import Conn
 from common.net.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
 from common.net.httpclient import HttpClientError, fetch
 from common.net.supervise import describe, log_failure
-from common.proto.paths import hls_path, hls_target
+from common.proto.paths import Media, hls_path, hls_target
 from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKeyError, shown
 from common.serve.hlsviewers import HlsViewers, client_key
 from common.serve.metrics import NodeMetrics
+from common.serve.refusal import Refusal
 from edge.objcache import FetchError, ObjectCache
 from edge.qos import Qos
 
@@ -91,7 +92,7 @@ class HlsProxy:
         *,
         qos: Qos,
         viewers: HlsViewers,
-        refuse: Callable[[str], None],
+        refuse: Callable[[Refusal], None],
         on_slow: Callable[[], None],
         on_failover: Callable[[], None],
         cache_bytes: int,
@@ -123,14 +124,15 @@ class HlsProxy:
         if req.method not in ("GET", "HEAD"):
             return Response.text(404, f"not found: {shown(req.path)}")
         try:
-            key, path = hls_target(req.path)
+            target = hls_target(req.path)
         except StreamKeyError as exc:
-            self.refuse("bad_name")
+            self.refuse(Refusal.BAD_NAME)
             return Response.text(400, f"bad HLS path: {exc}")
+        key, path = target.key, target.path
         try:
             klass = self.qos.class_of(key.app, key.name, req.query)
         except PermissionError as exc:
-            self.refuse("bad_class_token")
+            self.refuse(Refusal.BAD_CLASS_TOKEN)
             return Response.text(403, str(exc))
         if not self.parents:
             return Response.text(404, "this edge has no http:// parent to pull HLS from")
@@ -153,7 +155,7 @@ class HlsProxy:
         if klass is None or req.method == "HEAD":
             return Response(200, obj.body, obj.content_type, headers)
         token = urlencode({k: req.query[k] for k in ("lc", "lexp", "lsig")})
-        if path.endswith(".m3u8"):
+        if target.media is Media.PLAYLIST:
             # the segments inherit the viewer's class token
             return Response(200, with_query(obj.body, token), obj.content_type, headers)
         body = paced_body(

@@ -20,7 +20,7 @@ from common.media.stream import Stream
 from common.net.http import Request, Response
 from common.net.supervise import contained, describe, log_failure, supervise
 from common.proto.hlsplaylist import HlsPlaylist, Segment
-from common.proto.paths import hls_path
+from common.proto.paths import HlsTarget, Media
 from common.serve.hlsviewers import HlsViewers, client_key
 from common.serve.metrics import NodeMetrics
 from common.serve.tsmux import mux_ts
@@ -95,6 +95,8 @@ class HlsStore:
         self.requests: Counter[str] = Counter()
         self._packagers: Counter[tuple[str, str]] = Counter()
         self._failing: dict[tuple[Failure, tuple[str, str]], _Failing] = {}
+        self._first_segment: dict[tuple[str, str], trio.Event] = {}
+        """Set when a playlist without segments gets its first (playlist requests wait)."""
 
     def register_metrics(self, mt: NodeMetrics) -> None:
         """Export the packagers' and HLS requests' counters."""
@@ -172,6 +174,7 @@ class HlsStore:
             and trio.current_time() - playlist.ended_at >= s.grace
         ):
             del self.playlists[key]
+            self._first_segment.pop(key, None)
             for kind in (Failure.WRITE, Failure.MUX):
                 self._failing.pop((kind, key), None)
 
@@ -224,23 +227,28 @@ class HlsStore:
         """A segment was muxed."""
         self._recovered(Failure.MUX, key, "segments mux again")
 
-    async def respond(self, req: Request) -> Response | None:
-        """Serve /app/name.m3u8 and /app/name-session-seq.ts; None if not an HLS path."""
-        target = hls_path(req.path)
-        if target is None or req.method not in ("GET", "HEAD"):
+    def segment_added(self, key: tuple[str, str]) -> None:
+        """Wake the playlist requests waiting for `key`'s first segment."""
+        first = self._first_segment.pop(key, None)
+        if first is not None:
+            first.set()
+
+    async def respond(self, req: Request, target: HlsTarget) -> Response | None:
+        """Serve `target` (/app/name.m3u8 or /app/name-session-seq.ts); None for a method
+        other than GET or HEAD."""
+        if req.method not in ("GET", "HEAD"):
             return None
-        app, name, file = target
+        key = (target.key.app, target.key.name)
         client = client_key(req.peer, req.headers.get("user-agent", ""))
-        if file.endswith(".m3u8"):
-            playlist = self.playlists.get((app, name))
+        if target.media is Media.PLAYLIST:
+            playlist = self.playlists.get(key)
             if playlist is not None and not playlist.segments:
                 with trio.move_on_after(2 * self.settings.target):
-                    while not playlist.segments:
-                        await trio.sleep(0.05)
+                    await self._first_segment.setdefault(key, trio.Event()).wait()
             self.requests["playlist"] += 1
             if playlist is None or not playlist.segments:
-                return Response.text(404, f"no HLS for {app}/{name}")
-            self.viewers.seen((app, name), client, trio.current_time())
+                return Response.text(404, f"no HLS for {target.key}")
+            self.viewers.seen(key, client, trio.current_time())
             max_age = max(0, math.floor(self.settings.target / 2))
             return Response(
                 200,
@@ -248,20 +256,18 @@ class HlsStore:
                 PLAYLIST_TYPE,
                 [("cache-control", f"max-age={max_age}"), ("access-control-allow-origin", "*")],
             )
-        if file.endswith(".ts"):
-            playlist = self.playlists.get((app, name))
-            self.requests["segment"] += 1
-            seg = playlist.segment(file) if playlist is not None else None
-            if seg is None:
-                return Response.text(404, f"segment {file} is not (or no longer) available")
-            self.viewers.seen((app, name), client, trio.current_time())
-            return Response(
-                200,
-                seg.data,
-                SEGMENT_TYPE,
-                [("cache-control", SEGMENT_CACHE), ("access-control-allow-origin", "*")],
-            )
-        return None
+        playlist = self.playlists.get(key)
+        self.requests["segment"] += 1
+        seg = playlist.segment(target.file) if playlist is not None else None
+        if seg is None:
+            return Response.text(404, f"segment {target.file} is not (or no longer) available")
+        self.viewers.seen(key, client, trio.current_time())
+        return Response(
+            200,
+            seg.data,
+            SEGMENT_TYPE,
+            [("cache-control", SEGMENT_CACHE), ("access-control-allow-origin", "*")],
+        )
 
 
 class _Packager:
@@ -330,6 +336,7 @@ class _Packager:
         discontinuity = spec.discontinuity or (self.discontinuity and bool(playlist.segments))
         self.discontinuity = False
         playlist.append(data, spec.duration_ms / 1000, discontinuity=discontinuity, wall=wall)
+        store.segment_added(self.key)
         store.segments_made += 1
         store.bytes_made += len(data)
         if self.writer is not None:

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 from common.proto.clock import stamp_payload
 from common.proto.rtmp import messages as m
 from common.proto.rtmp import session as rs
-from common.serve.rtmpserver import RtmpConnection
+from common.serve.rtmpserver import PublishRefused, RtmpConnection
 from origin.live import Publisher, StreamEnd
+from origin.publish import Reject
 
 if TYPE_CHECKING:
     from origin.server import Origin
@@ -23,11 +24,11 @@ class OriginIngest:
         self.origin = origin
         self.publisher: Publisher | None = None
 
-    def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> str | None:
-        """As the origin decides: None if accepted, else why the connection closes."""
+    def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> PublishRefused | None:
+        """As the origin decides: None if accepted, else why not."""
         accepted = self.origin.publish(rtmp, event)
-        if isinstance(accepted, str):
-            return accepted
+        if isinstance(accepted, Reject):
+            return PublishRefused(accepted.reason, accepted.detail)
         self.publisher = accepted
         return None
 

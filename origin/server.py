@@ -130,8 +130,9 @@ class Origin:
         """StreamSource: origin viewers are not paced."""
         return None
 
-    def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> Publisher | str:
-        """Act on a publish request as `decide` says: the accepted publisher, else why not."""
+    def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> Publisher | Reject:
+        """Act on a publish request as `decide` says: the accepted publisher, else the
+        rejection (answered on the session; the connection counts it)."""
         session = rtmp.session
         name, query = split_name(event.name)
         peer = rtmp.conn.peer
@@ -139,8 +140,7 @@ class Origin:
         decision = decide(request, self._publishers(), self.config, time.time())
         if isinstance(decision, Reject):
             session.reject_publish(event.stream_id, decision.code.value, decision.detail)
-            self.node.refuse(decision.reason)
-            return f"publish refused: {decision.detail}"
+            return decision
         skey = decision.key
         live = self.live.get((skey.app, skey.name))
         if isinstance(decision, Takeover):
@@ -215,11 +215,11 @@ class Origin:
         """HLS, GET /api/streams, GET|DELETE /api/streams/app/name."""
         if media_of(req.path) in (Media.PLAYLIST, Media.SEGMENT):
             try:
-                hls_target(req.path)
+                target = hls_target(req.path)
             except StreamKeyError as exc:
                 self.node.refuse(Refusal.BAD_NAME)
                 return Response.text(400, f"bad stream key: {exc}")
-            return await self.hls.respond(req)
+            return await self.hls.respond(req, target)
         if req.path == STREAMS_API:
             return Response.json({"streams": [self.stream_info(s) for s in self.registry]})
         try:

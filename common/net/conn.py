@@ -225,7 +225,7 @@ async def accept_loop(
     handler: Callable[[Conn], Awaitable[None]],
     *,
     max_connections: int | Slots,
-    on_refused: Callable[[str], None] | None = None,
+    on_refused: Callable[[], None] | None = None,
 ) -> None:
     """Accept connections forever, each handled by its own task in a nursery.
 
@@ -281,7 +281,7 @@ async def accept_loop(
                             slots.limit,
                         )
                     if on_refused:
-                        on_refused("connection_limit")
+                        on_refused()
                     conn.close()
                     continue
                 slots.active += 1

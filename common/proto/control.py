@@ -51,6 +51,7 @@ class Rejection(StrEnum):
     MISSING = "missing"
     UNKNOWN_TYPE = "unknown_type"
     FRAME = "frame"  # the framing: an oversized frame, bad msgpack, a wrong version
+    CONNECTION_LIMIT = "connection_limit"  # the accept loop: too many control connections
 
 
 class ControlError(ProtocolError):

@@ -4,6 +4,7 @@ parsed into stream keys, once for every node."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import quote
 
@@ -55,10 +56,25 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.~-]{0,250}\.ts")
 """An HLS segment file name (the origin's NAME-SESSION-SEQ.ts)."""
 
 
-def hls_target(path: str) -> tuple[StreamKey, str]:
+@dataclass(frozen=True, slots=True)
+class HlsTarget:
+    """A validated HLS path: its stream key, the file asked for ('name.m3u8' or
+    'name-session-seq.ts') and the canonical, percent-quoted path (what an edge asks its
+    parent for, and its cache key)."""
+
+    key: StreamKey
+    file: str
+    path: str
+
+    @property
+    def media(self) -> Media:
+        """A playlist or a segment."""
+        return Media.PLAYLIST if self.file.endswith(Media.PLAYLIST.value) else Media.SEGMENT
+
+
+def hls_target(path: str) -> HlsTarget:
     """A viewer's HLS path ('/app/name.m3u8' or '/app/name-session-seq.ts', percent-decoded)
-    -> its stream key and the canonical, percent-quoted path (what an edge asks its parent
-    for, and its cache key); StreamKeyError with the reason for anything else."""
+    -> its HlsTarget; StreamKeyError with the reason for anything else."""
     target = hls_path(path)
     if target is None:
         raise StreamKeyError("expected /app/name.m3u8 or /app/name-session-seq.ts")
@@ -66,7 +82,7 @@ def hls_target(path: str) -> tuple[StreamKey, str]:
     key = StreamKey.parse(app, name)
     if file.endswith(".ts") and (_SEGMENT.fullmatch(file) is None or file.count("-") < 2):
         raise StreamKeyError(f"segment name {shown(file)} is not NAME-SESSION-SEQ.ts")
-    return key, f"/{quote(key.app, safe='')}/{quote(file, safe='')}"
+    return HlsTarget(key, file, f"/{quote(key.app, safe='')}/{quote(file, safe='')}")
 
 
 STREAMS_API = "/api/streams"
@@ -86,10 +102,28 @@ EDGES_API = "/api/edges"
 """The balancer's edge table; EDGES_API + '/id/drain' (or '/undrain'): POST to drain one."""
 
 
-def api_edge_action(path: str) -> tuple[str, str] | None:
-    """'/api/edges/id/action' -> (id, action); None for a path outside EDGES_API + '/'."""
+class EdgeAction(StrEnum):
+    """What an operator can do to one edge (the last part of its API path)."""
+
+    DRAIN = "drain"
+    UNDRAIN = "undrain"
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeRequest:
+    """'/api/edges/id/action': the edge's id and the action (None: not an EdgeAction)."""
+
+    node: str
+    action: EdgeAction | None
+
+
+def api_edge_action(path: str) -> EdgeRequest | None:
+    """'/api/edges/id/action' -> EdgeRequest; None for a path outside EDGES_API + '/'."""
     prefix = EDGES_API + "/"
     if not path.startswith(prefix):
         return None
     node, _, action = path[len(prefix) :].partition("/")
-    return node, action
+    try:
+        return EdgeRequest(node, EdgeAction(action))
+    except ValueError:
+        return EdgeRequest(node, None)

@@ -113,10 +113,13 @@ class PlayNode:
             )
         )
 
-    def refuse(self, reason: Refusal | str) -> None:
-        """Count a refused connection or request (a plain string must be a Refusal's value:
-        the accept loop names its own)."""
-        self.metrics.inc("connections_refused_total", labels=(Refusal(reason),))
+    def refuse(self, reason: Refusal) -> None:
+        """Count a refused connection or request."""
+        self.metrics.inc("connections_refused_total", labels=(reason,))
+
+    def refuse_connection(self) -> None:
+        """Count a connection the accept loop refused at the connection limit."""
+        self.refuse(Refusal.CONNECTION_LIMIT)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -192,7 +195,7 @@ class PlayNode:
             for sock, handler in ((rtmp_sock, self.handle_rtmp), (http_sock, self.handle_http)):
                 nursery.start_soon(
                     lambda s=sock, h=handler: accept_loop(
-                        s, h, max_connections=slots, on_refused=self.refuse
+                        s, h, max_connections=slots, on_refused=self.refuse_connection
                     )
                 )
             log.info(

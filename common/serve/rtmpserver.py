@@ -64,6 +64,15 @@ class ConnState(Enum):
     FINISHING = "finishing"  # flushed and half-closed: waiting for the peer to close
 
 
+@dataclass(frozen=True)
+class PublishRefused:
+    """A refused publish, its answer queued on the session: `reason` for the metrics,
+    `detail` for the log line."""
+
+    reason: Refusal
+    detail: str
+
+
 def split_name(raw: str) -> tuple[str, dict[str, str]]:
     """'name?k=v' -> ('name', {'k': 'v'})."""
     name, _, query = raw.partition("?")
@@ -74,9 +83,9 @@ class Ingest(Protocol):
     """What a node that takes streams does with one connection's publishing (one per
     connection: it may keep who publishes)."""
 
-    def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> str | None:
+    def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> PublishRefused | None:
         """A publish request on `rtmp`: queue the session's answer; None if accepted, else
-        why the connection closes."""
+        why it was refused (the connection closes)."""
         ...
 
     def media(self, event: rs.Media | rs.Metadata) -> None:
@@ -131,17 +140,20 @@ class RtmpConnection:
         return self.state is ConnState.PUBLISHING
 
     def _on_publish(self, event: rs.Publish) -> str | None:
-        """A publish request: the ingest's answer, or a refusal on a node without one."""
+        """A publish request: the ingest's answer, or a refusal on a node without one; None
+        if accepted, else why the connection closes."""
         if self.ingest is None:
             self.session.reject_publish(
                 event.stream_id, "NetStream.Publish.Denied", "this node does not accept publishing"
             )
-            self.refuse(Refusal.PUBLISH_NOT_ALLOWED)
-            return "publish refused: this node only plays"
-        reason = self.ingest.publish(self, event)
-        if reason is None:
+            refused = PublishRefused(Refusal.PUBLISH_NOT_ALLOWED, "this node only plays")
+        else:
+            refused = self.ingest.publish(self, event)
+        if refused is None:
             self.set_state(ConnState.PUBLISHING)
-        return reason
+            return None
+        self.refuse(refused.reason)
+        return f"publish refused: {refused.detail}"
 
     # ------------------------------------------------------------------ loop
 

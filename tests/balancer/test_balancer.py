@@ -79,7 +79,7 @@ async def test_missed_heartbeats_and_drain_take_edges_out(nursery, autojump_cloc
     views, excluded = b.router.eligible("live/a")
     assert [v.id for v in views] == ["e2"]
     assert excluded == {"e1": Excluded(Exclusion.STALE, "no heartbeat for 2.5 s")}
-    b.edges["e2"].draining = True
+    b.edges["e2"].set_draining(True, "in a test")
     none = b.router.choose("live/a")
     assert isinstance(none, NoRoom) and none.reason is RejectReason.NO_EDGE
     assert {k: e.why for k, e in none.excluded.items()} == {

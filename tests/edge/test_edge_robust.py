@@ -24,7 +24,7 @@ from common.net.conn import Conn
 from common.net.httpclient import fetch, open_request
 from common.net.rtmpclient import RtmpClient, RtmpClientError
 from common.proto import amf0, flv
-from common.proto.paths import hls_target
+from common.proto.paths import Media, hls_target
 from common.proto.streamkey import StreamKeyError
 from edge.feeds import upstream_url
 from edge.hls import paced_body
@@ -271,10 +271,19 @@ def test_upstream_urls_are_built_from_validated_quoted_parts():
 
 
 def test_hls_targets():
-    key, path = hls_target("/live/demo.m3u8")
-    assert (str(key), path) == ("live/demo", "/live/demo.m3u8")
-    key, path = hls_target("/live/my-cam-18c2f-12.ts")
-    assert (str(key), path) == ("live/my-cam", "/live/my-cam-18c2f-12.ts")
+    t = hls_target("/live/demo.m3u8")
+    assert (str(t.key), t.file, t.path, t.media) == (
+        "live/demo",
+        "demo.m3u8",
+        "/live/demo.m3u8",
+        Media.PLAYLIST,
+    )
+    t = hls_target("/live/my-cam-18c2f-12.ts")
+    assert (str(t.key), t.path, t.media) == (
+        "live/my-cam",
+        "/live/my-cam-18c2f-12.ts",
+        Media.SEGMENT,
+    )
     for bad in ["/live/a b.m3u8", "/live/demo-1.ts", "/live/.m3u8", "/a/b/c.m3u8", "/live/x.mp4",
                 "/live/" + "x" * 300 + "-1-2.ts", "/live/x-1-2%.ts", "/live/-x-1-2.ts"]:  # fmt: skip
         with pytest.raises(StreamKeyError):

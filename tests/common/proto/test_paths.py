@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from common.proto.paths import (
+    EdgeAction,
+    EdgeRequest,
     Media,
     api_edge_action,
     api_stream_key,
@@ -53,6 +55,8 @@ def test_api_paths() -> None:
     assert api_stream_key("/api/streams") is None and api_stream_key("/live/cam.flv") is None
     with pytest.raises(StreamKeyError):
         api_stream_key("/api/streams/nokey")
-    assert api_edge_action("/api/edges/e1/drain") == ("e1", "drain")
-    assert api_edge_action("/api/edges/e1") == ("e1", "")
+    assert api_edge_action("/api/edges/e1/drain") == EdgeRequest("e1", EdgeAction.DRAIN)
+    assert api_edge_action("/api/edges/e1/undrain") == EdgeRequest("e1", EdgeAction.UNDRAIN)
+    assert api_edge_action("/api/edges/e1") == EdgeRequest("e1", None)
+    assert api_edge_action("/api/edges/e1/reboot") == EdgeRequest("e1", None)
     assert api_edge_action("/api/edgesX/e1/drain") is None

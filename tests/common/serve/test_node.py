@@ -18,7 +18,7 @@ from common.serve.fanouts import Fanouts
 from common.serve.hlsviewers import HlsViewers
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
-from common.serve.rtmpserver import RtmpConnection
+from common.serve.rtmpserver import PublishRefused, RtmpConnection
 
 CONFIG = build(ServeConfig, {"host": "127.0.0.1", "rtmp_port": 0, "http_port": 0})
 
@@ -46,7 +46,7 @@ class Recorder:
     def __init__(self, log: list[object]) -> None:
         self.log = log
 
-    def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> str | None:
+    def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> PublishRefused | None:
         rtmp.session.accept_publish(event.stream_id, event.name)
         self.log.append(("publish", event.name))
         return None
