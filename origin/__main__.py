@@ -8,6 +8,7 @@ import time
 
 from common.config import OriginConfig
 from common.proto import auth
+from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.cli import node_parser, run_node
 from origin.server import serve
 
@@ -30,9 +31,12 @@ def token_main(argv: list[str]) -> int:
     p.add_argument("--secret", required=True)
     p.add_argument("--ttl", type=int, default=3600, help="seconds of validity (default 3600)")
     a = p.parse_args(argv)
-    app, _, name = a.stream.partition("/")
+    try:
+        key = StreamKey.from_text(a.stream)
+    except StreamKeyError as exc:
+        p.error(str(exc))
     expires = int(time.time()) + a.ttl
-    print(f"{a.stream}?{auth.token_query(a.secret, app, name, expires)}")
+    print(f"{key}?{auth.token_query(a.secret, key.app, key.name, expires)}")
     return 0
 
 

@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from common.proto.errors import ProtocolError
-from common.proto.streamkey import StreamKeyError, check_part, shown
+from common.proto.streamkey import StreamKey, StreamKeyError, check_part, shown
 from common.proto.wire import Decoder, WireError, encode
 
 MAX_NODE_ID = 64
@@ -167,11 +167,10 @@ def check_stream_key(value: object, what: str = "stream") -> str:
         raise ControlError(
             f"{what} key must be a string, not {type(value).__name__}", Rejection.TYPE
         )
-    app, sep, name = value.partition("/")
-    if not sep:
-        raise ControlError(f"{what} key {shown(value)} is not app/name", Rejection.SYNTAX)
-    _stream_part(app, "app")
-    _stream_part(name, "name")
+    try:
+        StreamKey.from_text(value)
+    except StreamKeyError as exc:
+        raise ControlError(f"{what} key: {exc}", Rejection.SYNTAX) from None
     return value
 
 

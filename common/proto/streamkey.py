@@ -54,10 +54,11 @@ class StreamKey:
 
     @classmethod
     def from_text(cls, text: str) -> StreamKey:
-        """'app/name' -> StreamKey."""
+        """'app/name' -> StreamKey (the one parser of that text); StreamKeyError with the
+        reason otherwise."""
         app, sep, name = text.partition("/")
         if not sep:
-            raise StreamKeyError("expected app/name")
+            raise StreamKeyError(f"{shown(text)} is not app/name")
         return cls.parse(app, name)
 
     def __str__(self) -> str:

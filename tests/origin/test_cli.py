@@ -64,6 +64,14 @@ def test_token_command_makes_a_valid_token():
     assert auth.check("k", "live", "demo", params, now=int(params["expires"]) - 30) is None
 
 
+@pytest.mark.parametrize("stream", ["live", "live/a b", "live/demo/x"])
+def test_token_command_refuses_a_bad_stream_key(stream):
+    proc = subprocess.run(
+        [PY, "-m", "origin", "token", stream, "--secret", "k"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and not proc.stdout, proc
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_starts_serves_and_stops_cleanly_on_signal(sig):
     proc = await trio.lowlevel.open_process(

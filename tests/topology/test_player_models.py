@@ -8,6 +8,7 @@ import pytest
 
 from topology.players.buffer import PlaybackBuffer
 from topology.players.crowd import arrival_times
+from topology.players.failures import Ending, SessionEnd, is_failure
 from topology.players.player import PlayerResult, PlayerState
 from topology.players.profiles import assign, parse_mix
 from topology.players.report import pct, summarize
@@ -121,3 +122,12 @@ def test_a_players_state_and_p50s_reach_the_json_as_plain_values() -> None:
     assert d["state"] == "waiting" and type(r.summary()["state"]) is str
     assert d["latency_p50_s"] == 0.2 and d["latency_samples"] == 4  # nearest rank
     assert d["delivery_p50_s"] is None
+
+
+def test_session_ends_are_typed_and_reach_the_json_as_their_old_strings() -> None:
+    ends = [SessionEnd(Ending.REFUSED, "HTTP 503"), SessionEnd(Ending.ENDED)]
+    assert [end.failed for end in ends] == [True, False]
+    r = PlayerResult(1, "flv", "lan", failures=ends)
+    d = json.loads(json.dumps(r.summary()))
+    assert d["failures"] == ["HTTP 503", "stream ended"]
+    assert [is_failure(text) for text in d["failures"]] == [True, False]

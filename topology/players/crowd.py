@@ -130,7 +130,7 @@ async def run_crowd(
             now = trio.current_time()
             counts = crowd.counts(now)
             counts["failures"] = sum(
-                sum(1 for r in p.result.failures if r != "stream ended") for p in crowd.players
+                sum(1 for end in p.result.failures if end.failed) for p in crowd.players
             )
             fresh: list[float] = []
             for i, p in enumerate(crowd.players):

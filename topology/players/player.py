@@ -23,8 +23,10 @@ from common.proto.flvscan import FlvScanner, Scan
 from common.proto.hlsplaylist import MediaPlaylist, parse_playlist
 from common.proto.rtmp import session as rs
 from common.proto.shaping import TokenBucket
+from common.proto.streamkey import StreamKey
 from topology.delayline import DelayLine
 from topology.players.buffer import PlaybackBuffer
+from topology.players.failures import Ending, SessionEnd
 from topology.players.profiles import PROFILES, ClientProfile
 from topology.players.report import pct
 
@@ -109,13 +111,14 @@ class PlayerResult:
     delivery_s: list[float] = field(default_factory=list)  # ingest -> arrived here
     edge: str = ""
     edges: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
+    failures: list[SessionEnd] = field(default_factory=list)  # every session's end
     state: PlayerState = PlayerState.WAITING
 
     def summary(self) -> dict:
         """A JSON-ready dict with the latency samples reduced to percentiles."""
         d = {k: v for k, v in self.__dict__.items() if k not in ("latency_s", "delivery_s")}
         d["state"] = self.state.value
+        d["failures"] = [str(end) for end in self.failures]
         d["latency_p50_s"] = pct(self.latency_s, 50)
         d["latency_samples"] = len(self.latency_s)
         d["delivery_p50_s"] = pct(self.delivery_s, 50)
@@ -164,12 +167,12 @@ class SimPlayer:
                     self._set_state(PlayerState.JOINING)
                     try:
                         await self._session()
-                        reason = "stream ended"
+                        end = SessionEnd(Ending.ENDED)
                     except (PlayError, HttpClientError, RtmpClientError, ProtocolError) as exc:
-                        reason = str(exc)
+                        end = SessionEnd(Ending.REFUSED, str(exc))
                     except (OSError, trio.TooSlowError) as exc:
-                        reason = f"{type(exc).__name__}: {exc}"
-                    self._note_failure(reason)
+                        end = SessionEnd(Ending.NETWORK, f"{type(exc).__name__}: {exc}")
+                    self._note_failure(end)
                     await trio.sleep(self.retry_s)
         finally:
             self._finish(trio.current_time())
@@ -180,9 +183,9 @@ class SimPlayer:
             log.debug("player %d: %s -> %s", self.result.id, self.result.state, state)
             self.result.state = state
 
-    def _note_failure(self, reason: str) -> None:
-        self.result.failures.append(reason)
-        log.debug("player %d: %s", self.result.id, reason)
+    def _note_failure(self, end: SessionEnd) -> None:
+        self.result.failures.append(end)
+        log.debug("player %d: %s", self.result.id, end)
         self._set_state(PlayerState.RETRYING)
 
     def _finish(self, now: float) -> None:
@@ -341,7 +344,8 @@ class SimPlayer:
         t = self.target
         url = t.url
         if not url:
-            query = {"app": t.stream.split("/")[0], "name": t.stream.split("/")[1], "proto": "rtmp"}
+            key = StreamKey.from_text(t.stream)
+            query = {"app": key.app, "name": key.name, "proto": "rtmp"}
             if self.klass:
                 query["class"] = self.klass
             await self._wire_delay()

@@ -7,6 +7,8 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from topology.players.failures import is_failure
+
 
 def pct(values: list[float], q: float) -> float | None:
     """The q-th percentile (nearest rank) of `values`, None when empty."""
@@ -24,7 +26,7 @@ def summarize(players: list[dict], seconds: float) -> dict:
     joins = [p["join_s"] for p in players if p["join_s"] is not None]
     latency = [x for p in players for x in p.get("latency_s", [])]
     played = [p for p in players if p["playing_s"] is not None]
-    reasons = Counter(r for p in players for r in p["failures"] if r != "stream ended")
+    reasons = Counter(r for p in players for r in p["failures"] if is_failure(r))
     return {
         "players": n,
         "seconds": round(seconds, 1),
@@ -47,7 +49,7 @@ def summarize(players: list[dict], seconds: float) -> dict:
         "failures": sum(reasons.values()),
         "failure_reasons": dict(reasons.most_common(8)),
         "players_with_failures": sum(
-            1 for p in players if any(r != "stream ended" for r in p["failures"])
+            1 for p in players if any(is_failure(r) for r in p["failures"])
         ),
         "reconnected": sum(1 for p in players if len(p["edges"]) > 1),
         "viewers_per_edge": dict(Counter(p["edge"] for p in players if p["edge"]).most_common()),
