@@ -21,6 +21,7 @@ from av.video.frame import PictureType
 from common.net.conn import ConnClosed
 from common.net.rtmpclient import RtmpClient, RtmpClientError
 from common.proto import auth, flv
+from common.proto.backoff import Backoff
 from common.proto.flv import FlvParser, FlvTag
 from common.proto.rtmp import session as rs
 
@@ -208,7 +209,7 @@ async def keep_publishing(
     attempt has been live for `reset_after` seconds.
     """
     stream = urlsplit(url).path.lstrip("/")
-    delay = first_delay
+    delays = Backoff(first_delay, max_delay, reset_after)
     while True:
         live_since: float | None = None
 
@@ -222,11 +223,9 @@ async def keep_publishing(
             reason = "publish ended"
         except Exception as exc:
             reason = failure_reason(exc, live_since is not None)
-        if live_since is not None and trio.current_time() - live_since >= reset_after:
-            delay = first_delay
+        delay = delays.failed(0.0 if live_since is None else trio.current_time() - live_since)
         log.warning("publisher %s: %s; retrying in %g s", stream, reason, delay)
         await trio.sleep(delay)
-        delay = min(delay * 2, max_delay)
 
 
 def failure_reason(exc: BaseException, was_live: bool) -> str:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import trio
 
 from common.net.conn import ConnClosed, open_connection
+from common.proto.backoff import Backoff
 from common.proto.control import parse_address
 from common.proto.wire import encode
 
@@ -66,7 +67,7 @@ async def report(
     except ValueError as exc:
         log.error("not reporting to the balancer: %s", exc)
         return
-    backoff = interval
+    delays = Backoff(interval, MAX_BACKOFF)
     connected_once = False
     failures = _Failures()
     while True:
@@ -78,28 +79,25 @@ async def report(
                 why = exc if isinstance(exc, OSError) else f"no answer in {send_timeout:g} s"
                 log.warning("balancer %s unreachable: %s; retrying", address, why)
                 connected_once = False
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            await trio.sleep(delays.failed())
             continue
         except Exception as exc:
             failures.log(f"connecting to the balancer {address}", exc)
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            await trio.sleep(delays.failed())
             continue
         log.info("reporting to balancer %s", address)
         connected_once = True
-        backoff = interval
+        delays.reset()
         try:
             while not conn.closed:
                 try:
                     data = b"".join(encode(m.to_wire()) for m in messages())
                 except Exception as exc:
                     failures.log("building the control messages", exc)
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    await trio.sleep(delays.failed())
                     continue
                 failures.ok()
-                backoff = interval
+                delays.reset()
                 if data:
                     with trio.move_on_after(send_timeout) as scope:
                         await conn.send_all(data)

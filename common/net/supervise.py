@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from common.proto.backoff import Backoff
 from common.proto.errors import ConnClosed, ProtocolError
 
 log = logging.getLogger("livecdn.supervise")
@@ -82,15 +83,14 @@ async def supervise(
 ) -> None:
     """Run `fn()` until it returns; when it fails, log it and restart it after a backoff
     that doubles up to `max_backoff` (and resets once a run lasted `stable` seconds)."""
-    delay = backoff
+    delays = Backoff(backoff, max_backoff, stable)
     while True:
         started = trio.current_time()
         try:
             await fn()
             return
         except Exception as exc:
-            if trio.current_time() - started >= stable:
-                delay = backoff
+            delay = delays.failed(trio.current_time() - started)
             if is_expected(exc):
                 logger.warning("%s failed: %s; restarting in %g s", what, describe(exc), delay)
             else:
@@ -100,4 +100,3 @@ async def supervise(
             if on_restart is not None:
                 on_restart()
         await trio.sleep(delay)
-        delay = min(delay * 2, max_backoff)
