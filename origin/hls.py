@@ -171,7 +171,7 @@ class HlsStore:
         if (
             self.playlists.get(key) is playlist
             and playlist.ended
-            and trio.current_time() - playlist.ended_at >= s.grace
+            and trio.current_time() >= playlist.ended_at + s.grace  # as the sleep sums it
         ):
             del self.playlists[key]
             self._first_segment.pop(key, None)

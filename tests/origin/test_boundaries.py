@@ -159,6 +159,24 @@ async def test_kicking_during_the_grace_ends_the_stream_at_once(nursery):
     assert server.registry.get("live", "k") is None and not server.live
 
 
+async def test_the_publisher_grace_lasts_its_length_in_virtual_time(autojump_clock, nursery):
+    """On the MockClock: a stream whose publisher left waits publisher_grace for it, not
+    less, then ends (the real-clock tests with ffmpeg assert only what happens)."""
+    server, addr = await start_origin(nursery, publisher_grace=2.0)
+    pub = await publisher(addr.rtmp_port, "live/t")
+    await pub.send(9, 0, bytes([0x17, 0x01, 0, 0, 0, 0x65]))
+    left = trio.current_time()
+    pub.close()
+    with trio.fail_after(1):
+        while not waiting(server, ("live", "t")):
+            await trio.sleep(0.001)
+    noticed = trio.current_time()  # the grace started between `left` and now
+    await trio.sleep_until(left + 1.99)
+    assert waiting(server, ("live", "t")) and server.registry.get("live", "t") is not None
+    await trio.sleep_until(noticed + 2.01)
+    assert server.registry.get("live", "t") is None and not server.live
+
+
 async def test_a_flooding_publisher_does_not_starve_other_streams(autojump_clock, nursery):
     """One publisher sends as fast as it can; another stream's viewer keeps getting frames
     and /healthz keeps answering, and the cap holds the flood to its rate. On the MockClock,
