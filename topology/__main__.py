@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -27,11 +23,8 @@ from common.config.model import default as config_default
 from common.net.rtmpclient import RtmpClientError
 from common.serve.cli import leaves
 from topology import launch, schema
-from topology.plan import node_command
-from topology.procs import node_environ, stop_all, wait_healthy
-from topology.publisher import SourceSettings, failure_reason, keep_publishing, publish
-
-log = logging.getLogger("livecdn.topology")
+from topology.demo import run_demo
+from topology.publisher import SourceSettings, failure_reason, publish_until_signalled
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -104,66 +97,11 @@ def settings_from(args: argparse.Namespace) -> SourceSettings:
     return SourceSettings(width=int(width), height=int(height), fps=args.fps, video_kbps=args.kbps)
 
 
-async def demo(args: argparse.Namespace) -> None:
-    """Origin subprocess (started like the launcher's nodes: a config file written from its
-    model) + built-in publisher; Ctrl-C stops both."""
-    config_dir = Path(tempfile.mkdtemp(prefix="livecdn-demo-"))
-    values = {"rtmp_port": args.rtmp, "http_port": args.http}
-    cmd = node_command(OriginConfig, values, config_dir / "origin.toml")
-    async with trio.open_nursery() as nursery:
-        origin = await nursery.start(partial(trio.run_process, cmd, env=node_environ(os.environ)))
-        try:
-            await wait_healthy(f"http://127.0.0.1:{args.http}", origin)
-            nursery.start_soon(
-                partial(
-                    keep_publishing,
-                    f"rtmp://127.0.0.1:{args.rtmp}/live/demo",
-                    settings=settings_from(args),
-                )
-            )
-            await trio.sleep(1)
-            print(
-                "\nlivecdn demo is up: an origin with the built-in publisher on live/demo\n"
-                f"  watch:   ffplay http://127.0.0.1:{args.http}/live/demo.flv\n"
-                f"           ffplay rtmp://127.0.0.1:{args.rtmp}/live/demo\n"
-                f"  streams: curl http://127.0.0.1:{args.http}/api/streams\n"
-                f"  metrics: curl http://127.0.0.1:{args.http}/metrics\n"
-                "  stop:    Ctrl-C\n",
-                flush=True,
-            )
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                if args.seconds is not None:
-                    with trio.move_on_after(args.seconds + 1):
-                        async for _ in signals:
-                            break
-                else:
-                    async for _ in signals:
-                        break
-        finally:
-            log.info("stopping the demo")
-            with trio.CancelScope(shield=True):
-                await stop_all([("origin", origin)])
-            shutil.rmtree(config_dir, ignore_errors=True)
-            nursery.cancel_scope.cancel()
-
-
-async def publish_only(args: argparse.Namespace) -> None:
-    """Publish until Ctrl-C or --seconds."""
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-
-            async def stop_on_signal() -> None:
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-
-            nursery.start_soon(stop_on_signal)
-            await publish(args.url, settings=settings_from(args), seconds=args.seconds)
-            nursery.cancel_scope.cancel()
-
-
 def load_main(args: argparse.Namespace) -> int:
     """`load`: a crowd against --url, or against a topology brought up for the run."""
-    from topology.loadrun import run_load, target_for, worker_main
+    from topology.loadrun import run_load
+    from topology.loadup import load_topology
+    from topology.loadworkers import worker_main
     from topology.players.crowd import LoadSpec
     from topology.players.player import Target
 
@@ -192,32 +130,15 @@ def load_main(args: argparse.Namespace) -> int:
         if not args.topology:
             raise ValueError("give a topology file (or --url URL)")
         topo = schema.load(args.topology)
-        if args.players:
-            spec = spec_from_args()
-        elif not topo.loads:
+        spec = spec_from_args() if args.players else None
+        if spec is None and not topo.loads:
             raise ValueError(f"{topo.path} has no [[load]] profiles: give --players N")
     except (ValueError, schema.TopologyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for o in topo.origins:
-        o.config["clock_stamps"] = True
-
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            dep = await nursery.start(lambda task_status: launch.up(
-                topo, task_status=task_status, run_file_loads=not args.players))  # fmt: skip
-            if args.players:
-                stream = args.stream or (topo.publishers[0].stream if topo.publishers else "")
-                out = Path(args.out) if args.out else dep.run_dir
-                await run_load(target_for(dep, spec.protocol, stream), spec, out_dir=out,
-                               dep=dep, procs=args.procs)  # fmt: skip
-            else:
-                await trio.sleep(max(schema.parse_duration(x.start_at)
-                                     + schema.parse_duration(x.duration) for x in topo.loads) + 3)  # fmt: skip
-            nursery.cancel_scope.cancel()
-
+    out = Path(args.out) if args.out else None
     try:
-        trio.run(run)
+        trio.run(partial(load_topology, topo, spec, stream=args.stream, out=out, procs=args.procs))
     except (launch.StartFailed, BaseExceptionGroup) as exc:
         if not all(isinstance(e, launch.StartFailed) for e in leaves(exc)):
             raise
@@ -250,8 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         return trio.run(lambda: launch.up(topo, seconds=args.seconds))
     if args.command == "load":
         return load_main(args)
+    if args.command == "demo":
+        job = partial(run_demo, args.rtmp, args.http, settings_from(args), args.seconds)
+    else:
+        job = partial(publish_until_signalled, args.url, settings_from(args), args.seconds)
     try:
-        trio.run(demo if args.command == "demo" else publish_only, args)
+        trio.run(job)
     except Exception as exc:  # one line for what ended the demo or the publisher
         errors = leaves(exc)
         if not all(isinstance(e, (OSError, subprocess.CalledProcessError, RtmpClientError, RuntimeError,

@@ -4,26 +4,17 @@ spread over processes, with the servers' own counts beside the players' numbers.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import threading
-from collections import Counter
-from functools import partial
 from pathlib import Path
 
 import trio
 
 from common.net.httpclient import HttpClientError, fetch
-from topology.players.crowd import (
-    COUNTED,
-    LoadSpec,
-    make_crowd,
-    progress_line,
-    run_crowd,
-    stderr_progress,
-)
+from topology.loadworkers import player_dicts, run_workers
+from topology.players.crowd import LoadSpec, make_crowd, run_crowd, stderr_progress
 from topology.players.player import Target
-from topology.players.report import pct, plot, summarize, table, write_json
+from topology.players.report import plot, summarize, table, write_json
 from topology.schema import LoadProfileSpec, load_spec, load_stream, parse_duration
 
 
@@ -70,10 +61,6 @@ def _name_edges(dep, players: list[dict], timeline: list[dict]) -> None:
         row["edges"] = {names.get(e, e): n for e, n in row["edges"].items()}
 
 
-def _player_dicts(crowd) -> list[dict]:
-    return [{**p.result.summary(), "latency_s": p.result.latency_s} for p in crowd.players]
-
-
 async def run_load(
     target: Target,
     spec: LoadSpec,
@@ -96,10 +83,10 @@ async def run_load(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(count_servers)
         if procs > 1:
-            players, timeline, seconds = await _run_procs(target, spec, procs, show)
+            players, timeline, seconds = await run_workers(target, spec, procs, show)
         else:
             crowd = await run_crowd(make_crowd(target, spec), progress=show)
-            players, timeline, seconds = _player_dicts(crowd), crowd.timeline, crowd.seconds
+            players, timeline, seconds = player_dicts(crowd), crowd.timeline, crowd.seconds
     if dep is not None:
         _name_edges(dep, players, timeline)
     if show is not None and sys.stderr.isatty():
@@ -131,105 +118,6 @@ def save_results(
 
 
 _PLOTTING = threading.Lock()  # pyplot's figures are global: one load run draws at a time
-
-
-def worker_argv(target: Target, spec: LoadSpec, first_id: int, players: int) -> list[str]:
-    """Command line of one worker process running `players` of the crowd."""
-    argv = [sys.executable, "-m", "topology", "load", "--worker", "--first-id", str(first_id),
-            "--players", str(players), "--duration", str(spec.duration),
-            "--protocol", spec.protocol, "--arrival", spec.arrival, "--ramp", str(spec.ramp_s),
-            "--profiles", spec.profiles]  # fmt: skip
-    if spec.klass:
-        argv += ["--class", spec.klass]
-    if target.url:
-        argv += ["--url", target.url]
-    else:
-        argv += ["--base", target.base, "--stream", target.stream]
-    return argv
-
-
-async def _run_procs(target: Target, spec: LoadSpec, procs: int, show) -> tuple:
-    """Split the crowd over `procs` worker processes; merge their players and timelines."""
-    sizes = [spec.players // procs + (1 if i < spec.players % procs else 0) for i in range(procs)]
-    latest: list[dict | None] = [None] * procs
-    timelines: list[list[dict]] = [[] for _ in range(procs)]
-    results: list[dict] = [{} for _ in range(procs)]
-
-    async def worker(i: int, first_id: int) -> None:
-        argv = worker_argv(target, spec, first_id, sizes[i])
-        async with trio.open_nursery() as nursery:
-            proc = await nursery.start(
-                partial(trio.run_process, argv, stdout=subprocess.PIPE, check=False)
-            )
-            buf = b""
-            async for data in proc.stdout:
-                buf += data
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    msg = json.loads(line)
-                    if "sample" in msg:
-                        latest[i] = msg["sample"]
-                        timelines[i].append(msg["sample"])
-                        if show is not None and all(latest):
-                            show(_merged_line(latest, spec))
-                    elif "result" in msg:
-                        results[i] = msg["result"]
-        if proc.returncode != 0 or not results[i]:
-            print(f"warning: load worker {i} exited with {proc.returncode}; its "
-                  f"{sizes[i]} players are missing from the results", file=sys.stderr)  # fmt: skip
-
-    async with trio.open_nursery() as nursery:
-        first = 0
-        for i in range(procs):
-            nursery.start_soon(worker, i, first)
-            first += sizes[i]
-    players = [p for r in results for p in r.get("players", [])]
-    seconds = max((r.get("seconds", 0.0) for r in results), default=0.0)
-    return players, _merge_timelines(timelines), seconds
-
-
-def _merged_line(samples: list, spec: LoadSpec) -> str:
-    counts: Counter[str] = Counter()
-    for s in samples:
-        for k in COUNTED:
-            counts[k] += s.get(k, 0)
-    return progress_line(samples[0]["t"], spec.duration, counts, spec.players)
-
-
-def _merge_timelines(timelines: list[list[dict]]) -> list[dict]:
-    out = []
-    for rows in zip(*timelines, strict=False):
-        merged = {"t": rows[0]["t"], "edges": {}}
-        for k in COUNTED:
-            merged[k] = sum(r.get(k, 0) for r in rows)
-        merged["latency_p50_s"] = pct(
-            [r["latency_p50_s"] for r in rows if r["latency_p50_s"] is not None], 50
-        )
-        for r in rows:
-            for e, n in r["edges"].items():
-                merged["edges"][e] = merged["edges"].get(e, 0) + n
-        out.append(merged)
-    return out
-
-
-async def worker_main(target: Target, spec: LoadSpec, first_id: int) -> None:
-    """A worker: samples as JSON lines on stdout while running, then all its players."""
-
-    def emit(msg: dict) -> None:
-        sys.stdout.write(json.dumps(msg) + "\n")
-        sys.stdout.flush()
-
-    crowd = make_crowd(target, spec, first_id=first_id)
-    done = len(crowd.timeline)
-
-    def progress(_line: str) -> None:
-        nonlocal done
-        for row in crowd.timeline[done:]:
-            emit({"sample": row})
-        done = len(crowd.timeline)
-
-    await run_crowd(crowd, progress=progress)
-    emit({"result": {"players": _player_dicts(crowd), "seconds": crowd.seconds}})
 
 
 async def run_file_load(dep, i: int, load: LoadProfileSpec) -> None:

@@ -8,6 +8,7 @@ No ffmpeg binary is needed.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -226,6 +227,22 @@ async def keep_publishing(
         delay = delays.failed(0.0 if live_since is None else trio.current_time() - live_since)
         log.warning("publisher %s: %s; retrying in %g s", stream, reason, delay)
         await trio.sleep(delay)
+
+
+async def publish_until_signalled(
+    url: str, settings: SourceSettings, seconds: float | None = None
+) -> None:
+    """`publish` to `url` until SIGINT or SIGTERM (or `seconds`): `python -m topology publish`."""
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop_on_signal)
+            await publish(url, settings=settings, seconds=seconds)
+            nursery.cancel_scope.cancel()
 
 
 def failure_reason(exc: BaseException, was_live: bool) -> str:

@@ -1,0 +1,38 @@
+"""`python -m topology load FILE`: a topology brought up for a load run, loaded, brought down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from topology import launch, schema
+from topology.loadrun import run_load, target_for
+from topology.players.crowd import LoadSpec
+
+
+async def load_topology(
+    topo: schema.Topology,
+    spec: LoadSpec | None,
+    *,
+    stream: str | None = None,
+    out: Path | None = None,
+    procs: int = 1,
+) -> None:
+    """Bring `topo` up (origins stamp their clock for latency), run `spec`'s crowd on `stream`
+    (default: the first publisher's), or without a spec the file's [[load]] profiles, then stop.
+
+    Raises `launch.StartFailed` (perhaps in a group) when a node does not start."""
+    for o in topo.origins:
+        o.config["clock_stamps"] = True
+    async with trio.open_nursery() as nursery:
+        dep = await nursery.start(lambda task_status: launch.up(
+            topo, task_status=task_status, run_file_loads=spec is None))  # fmt: skip
+        if spec is not None:
+            stream = stream or (topo.publishers[0].stream if topo.publishers else "")
+            await run_load(target_for(dep, spec.protocol, stream), spec,
+                           out_dir=out or dep.run_dir, dep=dep, procs=procs)  # fmt: skip
+        else:
+            await trio.sleep(max(schema.parse_duration(x.start_at)
+                                 + schema.parse_duration(x.duration) for x in topo.loads) + 3)  # fmt: skip
+        nursery.cancel_scope.cancel()
