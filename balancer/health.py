@@ -16,10 +16,8 @@ async def check_edge(edge: EdgeState, config: BalancerConfig) -> None:
     if not edge.http:
         return
     try:
-        status, _, _ = await fetch(
-            "GET", edge.http + "/healthz", timeout=config.check_interval, limit=4096
-        )
-        ok, error = status == 200, f"HTTP {status}"
+        got = await fetch("GET", edge.http + "/healthz", timeout=config.check_interval, limit=4096)
+        ok, error = got.status == 200, f"HTTP {got.status}"
     except (OSError, trio.TooSlowError, ProtocolError, Exception) as exc:
         ok, error = False, str(exc) or type(exc).__name__
     if ok:

@@ -52,6 +52,14 @@ class NoRoom:
         return edges
 
 
+@dataclass(frozen=True)
+class Routed:
+    """The edge picked for one new viewer, and the policy's reason."""
+
+    edge: EdgeState
+    reason: str
+
+
 class Router:
     """Picks edges for new viewers (counting them until the edge's next heartbeat)."""
 
@@ -96,7 +104,7 @@ class Router:
             excluded[edge.id] = why
         return views, excluded
 
-    def choose(self, stream: str, *, retry: bool = False) -> tuple[EdgeState, str] | NoRoom:
+    def choose(self, stream: str, *, retry: bool = False) -> Routed | NoRoom:
         """Pick an edge for one new viewer of `stream` (with the policy's reason), or say
         why none can take it; logged (a queued request's retries that still find no room
         only at debug level)."""
@@ -116,9 +124,9 @@ class Router:
         edge.routed_total += 1
         self.metrics.inc("routes_total", labels=(edge.id,))
         log.info("route %s -> %s: %s", stream, edge.id, choice.reason)
-        return edge, choice.reason
+        return Routed(edge, choice.reason)
 
-    async def admit(self, stream: str) -> tuple[EdgeState, str] | NoRoom:
+    async def admit(self, stream: str) -> Routed | NoRoom:
         """An edge for one new viewer, or why not (counted in rejects_total). With
         `overflow = "queue"` up to `queue_max` requests wait `queue_timeout` for room; any
         more are refused at once."""
@@ -133,7 +141,7 @@ class Router:
             self.metrics.inc("rejects_total", labels=(routed.reason,))
         return routed
 
-    async def _wait(self, stream: str, routed: NoRoom) -> tuple[EdgeState, str] | NoRoom:
+    async def _wait(self, stream: str, routed: NoRoom) -> Routed | NoRoom:
         """Look for room every QUEUE_POLL seconds, for up to `queue_timeout`."""
         timeout = self.config.queue_timeout
         self.queued += 1

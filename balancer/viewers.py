@@ -34,8 +34,7 @@ class ViewerRoutes:
         routed = await self.router.admit(str(key))
         if isinstance(routed, NoRoom):
             return self._overflow(routed)
-        edge, _ = routed
-        location = edge.http + req.target
+        location = routed.edge.http + req.target
         try:
             location += self._class_token(key, req.query, "&" if "?" in location else "?")
         except ValueError as exc:
@@ -67,7 +66,7 @@ class ViewerRoutes:
         if isinstance(routed, NoRoom):
             resp = self._overflow(routed)
             return Response.json({"error": resp.body.decode().strip()}, 503)
-        edge, why = routed
+        edge = routed.edge
         try:
             token = self._class_token(key, req.query, "?")
         except ValueError as exc:
@@ -77,4 +76,4 @@ class ViewerRoutes:
             "flv": f"{edge.http}/{app}/{name}{Media.FLV}",
             "hls": f"{edge.http}/{app}/{name}{Media.PLAYLIST}",
         }[proto] + token
-        return Response.json({"url": url, "edge": edge.id, "reason": why})
+        return Response.json({"url": url, "edge": edge.id, "reason": routed.reason})

@@ -13,7 +13,7 @@ import trio
 
 from common.net.conn import Conn
 from common.net.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
-from common.net.httpclient import HttpClientError, fetch
+from common.net.httpclient import FetchResult, HttpClientError, fetch
 from common.net.supervise import describe, log_failure
 from common.proto.paths import Media, hls_path, hls_target
 from common.proto.shaping import Pacer
@@ -52,7 +52,7 @@ class ParentFailover:
         self.on_failover = on_failover
         self._current = 0
 
-    async def fetch(self, path: str) -> tuple[int, dict[str, str], bytes]:
+    async def fetch(self, path: str) -> FetchResult:
         """GET `path` (canonical: built by `hls_target` from a validated key) from the
         parents in failover order; errors, 5xx and truncated bodies try the next parent,
         and FetchError says why when none answers."""
@@ -61,7 +61,7 @@ class ParentFailover:
         for i in range(len(parents)):
             parent = parents[(self._current + i) % len(parents)]
             try:
-                status, headers, body = await fetch(
+                got = await fetch(
                     "GET", parent.rstrip("/") + path, timeout=self.timeout, limit=HLS_OBJECT_LIMIT
                 )
             except (OSError, HttpClientError, trio.TooSlowError) as exc:
@@ -71,14 +71,14 @@ class ParentFailover:
                 log_failure(f"HLS fetch of {path} from {parent}", exc, log)
                 errors.append(f"{parent}: {describe(exc)}")
                 continue
-            if status >= 500:
-                errors.append(f"{parent}: HTTP {status}")
+            if got.status >= 500:
+                errors.append(f"{parent}: HTTP {got.status}")
                 continue
             if i:
                 self._current = (self._current + i) % len(parents)
                 self.on_failover()
                 log.warning("HLS: failover to parent %s", parent)
-            return status, headers, body
+            return got
         raise FetchError("; ".join(errors) or "no HLS parent configured")
 
 

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 
 import trio
 
+from common.net.httpclient import FetchResult
+
 log = logging.getLogger("livecdn.edge")
 
-Fetcher = Callable[[str], Awaitable[tuple[int, dict[str, str], bytes]]]
+Fetcher = Callable[[str], Awaitable[FetchResult]]
 """path -> (status, lower-case headers, complete body). Raises FetchError (or OSError /
 trio.TooSlowError, which the cache treats the same) when the upstream fails or the body is
 truncated."""
@@ -238,13 +240,13 @@ class ObjectCache:
     async def _fetch_into(self, path: str, flight: _InFlight) -> None:
         try:
             with trio.fail_after(self.fetch_timeout):
-                status, headers, body = await self._fetch(path)
-            self.stats.bytes_from_parent += len(body)
-            obj = self._make_object(path, status, headers, body)
+                got = await self._fetch(path)
+            self.stats.bytes_from_parent += len(got.body)
+            obj = self._make_object(got)
             if obj is None:
                 self.stats.errors += 1
-                flight.error = FetchError(f"parent answered {status} for {path}")
-                log.warning("object cache: parent answered %d for %s", status, path)
+                flight.error = FetchError(f"parent answered {got.status} for {path}")
+                log.warning("object cache: parent answered %d for %s", got.status, path)
                 return
             flight.result = obj
             if self._inflight.get(path) is flight:  # not purged meanwhile
@@ -264,10 +266,9 @@ class ObjectCache:
                 del self._inflight[path]
             flight.done.set()
 
-    def _make_object(
-        self, path: str, status: int, headers: dict[str, str], body: bytes
-    ) -> CachedObject | None:
-        headers = {name.lower(): value for name, value in headers.items()}
+    def _make_object(self, got: FetchResult) -> CachedObject | None:
+        status, body = got.status, got.body
+        headers = {name.lower(): value for name, value in got.headers.items()}
         content_type = _safe_header(headers.get("content-type")) or DEFAULT_CONTENT_TYPE
         cache_control = _safe_header(headers.get("cache-control"))
         now = trio.current_time()

@@ -13,7 +13,7 @@ _REQUIRED = object()
 async def scrape(node: int | str) -> str:
     """The /metrics text of a node: its HTTP port on 127.0.0.1, or its base URL."""
     base = f"http://127.0.0.1:{node}" if isinstance(node, int) else node
-    _, _, body = await fetch("GET", f"{base}/metrics")
+    body = (await fetch("GET", f"{base}/metrics")).body
     return body.decode()
 
 

@@ -227,7 +227,7 @@ async def status(name: str) -> int:
     for node, info in state["nodes"].items():
         try:
             url = f"http://127.0.0.1:{info['http_port']}/healthz"
-            code = (await fetch("GET", url, timeout=2))[0]
+            code = (await fetch("GET", url, timeout=2)).status
             health = "healthy" if code == 200 else f"HTTP {code}"
         except Exception as exc:
             health = f"down ({type(exc).__name__})"

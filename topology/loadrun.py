@@ -3,19 +3,18 @@ spread over processes, with the servers' own counts beside the players' numbers.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from pathlib import Path
 
 import trio
 
-from common.net.httpclient import HttpClientError, fetch
 from topology.loadworkers import player_dicts, run_workers
 from topology.players.crowd import LoadSpec, make_crowd, run_crowd, stderr_progress
 from topology.players.player import Target
 from topology.players.report import plot, summarize, table, write_json
 from topology.schema import LoadProfileSpec, load_spec, load_stream, parse_duration
+from topology.servercounts import server_counts
 
 
 def target_for(dep, protocol: str, stream: str) -> Target:
@@ -26,25 +25,6 @@ def target_for(dep, protocol: str, stream: str) -> Target:
     if protocol == "rtmp":
         return Target("rtmp", url=f"{dep.url(edges[0], 'rtmp')}/{stream}")
     return Target(protocol, base=dep.url(edges[0], "http"), stream=stream)
-
-
-async def server_counts(dep) -> dict:
-    """Viewers each origin and edge reports now, and the edges' upstreams (back-to-source)."""
-    out: dict[str, dict] = {}
-    for name, node in dep.nodes.items():
-        if node.kind not in ("origin", "edge"):
-            continue
-        try:
-            _, _, body = await fetch("GET", f"{dep.url(name, 'http')}/api/streams", timeout=3)
-        except (OSError, HttpClientError, trio.TooSlowError):
-            out[name] = {"down": True}
-            continue
-        streams = json.loads(body)["streams"]
-        info = {"viewers": sum(s["viewers"]["total"] for s in streams)}
-        if node.kind == "edge":
-            info["upstreams"] = sum(1 for s in streams if s.get("upstream"))
-        out[name] = info
-    return out
 
 
 def _name_edges(dep, players: list[dict], timeline: list[dict]) -> None:

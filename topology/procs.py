@@ -20,7 +20,7 @@ from topology.deployment import Deployment, Node
 async def answers_ok(url: str, timeout: float) -> bool:
     """Whether a GET of `url` answers 200 within `timeout` (no answer is False)."""
     try:
-        return (await fetch("GET", url, timeout=timeout))[0] == 200
+        return (await fetch("GET", url, timeout=timeout)).status == 200
     except (OSError, HttpClientError, trio.TooSlowError):
         return False
 

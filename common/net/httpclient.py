@@ -22,6 +22,15 @@ class MalformedResponse(HttpClientError):
     """The server's response (head or body framing) breaks HTTP/1.1."""
 
 
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """A whole response, as `fetch` returns it."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
 @dataclass
 class HttpResponse:
     """Status and headers of a response whose body is read with `body()` or `chunks()`."""
@@ -136,11 +145,11 @@ async def fetch(
     body: bytes = b"",
     timeout: float = 10.0,
     limit: int = 64 * 1024 * 1024,
-) -> tuple[int, dict[str, str], bytes]:
-    """A whole request: (status, headers, body of at most `limit` bytes)."""
+) -> FetchResult:
+    """A whole request: its status, headers and body (of at most `limit` bytes)."""
     with trio.fail_after(timeout):
         resp = await open_request(method, url, body=body, timeout=timeout)
         try:
-            return resp.status, resp.headers, await resp.body(limit)
+            return FetchResult(resp.status, resp.headers, await resp.body(limit))
         finally:
             resp.close()

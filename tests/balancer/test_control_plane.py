@@ -116,9 +116,10 @@ async def test_bad_messages_close_their_connection_and_nothing_else(nursery) -> 
         conn = await send(control, data)
         assert await closed_by_balancer(conn), f"{name}: the connection stays open"
         # after each: the balancer answers and still routes to the real edge
-        status, _, _ = await fetch("GET", f"{base}/healthz")
+        status = (await fetch("GET", f"{base}/healthz")).status
         assert status == 200, name
-        status, headers, _ = await fetch("GET", f"{base}/live/x.flv")
+        reply = await fetch("GET", f"{base}/live/x.flv")
+        status, headers = reply.status, reply.headers
         assert status == 302 and headers["location"].startswith("http://127.0.0.1:1000/"), name
     assert set(b.edges) == {"good"} and not b.table.origin_streams
     text = await scrape(base)
@@ -126,7 +127,7 @@ async def test_bad_messages_close_their_connection_and_nothing_else(nursery) -> 
     for reason in ("frame", "range", "type", "size", "syntax"):
         assert metric(text, "livecdn_control_rejected_total", reason=reason) >= 1, reason
     # and the real edge's connection was never disturbed
-    _, _, body = await fetch("GET", f"{base}/api/edges")
+    body = (await fetch("GET", f"{base}/api/edges")).body
     assert b'"in_rotation": true' in body
 
 
@@ -263,7 +264,8 @@ async def test_admission_queue_is_bounded(autojump_clock, nursery) -> None:
     t0 = trio.current_time()
 
     async def viewer() -> None:
-        status, headers, _ = await fetch("GET", f"{base}/live/x.flv", timeout=30)
+        reply = await fetch("GET", f"{base}/live/x.flv", timeout=30)
+        status, headers = reply.status, reply.headers
         results.append((status, trio.current_time() - t0, headers.get("location", "")))
 
     async with trio.open_nursery() as viewers:
@@ -275,7 +277,7 @@ async def test_admission_queue_is_bounded(autojump_clock, nursery) -> None:
         await trio.sleep(0.5)
         assert len(results) == 4 and b.router.queued == 2, "two wait, the rest are refused"
         assert all(status == 503 and elapsed == 0 for status, elapsed, _ in results)
-        _, _, body = await fetch("GET", f"{base}/live/x.flv")  # still refused at once
+        body = (await fetch("GET", f"{base}/live/x.flv")).body  # still refused at once
         assert b"admission queue full" in body
         # room appears: the two waiting get it
         conn = await send(control, encode(hb("e1", 1000, capacity_viewers=10)))
@@ -292,10 +294,11 @@ async def test_balancer_routes_refuse_bad_stream_keys(nursery) -> None:
     with trio.fail_after(3):
         while "e1" not in b.edges:
             await trio.sleep(0.05)
-    assert (await fetch("GET", f"{base}/live/ok.flv"))[0] == 302
+    assert (await fetch("GET", f"{base}/live/ok.flv")).status == 302
     for path in ("/live/.hidden.flv", "/live/a%2Fb.flv", "/li%20ve/x.m3u8", "/a/b/c.flv"):
-        assert (await fetch("GET", base + path))[0] == 404, path
-    status, _, body = await fetch("GET", f"{base}/api/route?app=live&name=a%0Ab&proto=rtmp")
+        assert (await fetch("GET", base + path)).status == 404, path
+    reply = await fetch("GET", f"{base}/api/route?app=live&name=a%0Ab&proto=rtmp")
+    status, body = reply.status, reply.body
     assert status == 400 and b"name" in body
     conn.close()
 
@@ -394,5 +397,5 @@ async def test_live_streams_are_reported(nursery, clip) -> None:
             while held().get("live/x") != 1:
                 await trio.sleep(0.1)
         viewers.cancel_scope.cancel()
-    _, _, body = await fetch("GET", f"{base}/api/streams")
+    body = (await fetch("GET", f"{base}/api/streams")).body
     assert b'"live/x"' in body and b'"origin": "o1"' in body

@@ -38,7 +38,7 @@ async def test_three_hundred_players_cost_the_origin_one_fetch_per_object(
                                    hls_parents=[f"http://127.0.0.1:{addr.http_port}"])  # fmt: skip
     url = f"http://127.0.0.1:{eaddr.http_port}/live/many.m3u8"
     with trio.fail_after(10):
-        while (await fetch("GET", url))[0] != 200:
+        while (await fetch("GET", url)).status != 200:
             await trio.sleep(0.2)
     fetched_segments: set[str] = set()
     got = [0] * 300
@@ -49,7 +49,8 @@ async def test_three_hundred_players_cost_the_origin_one_fetch_per_object(
         seen: set[str] = set()
         end = trio.current_time() + duration
         while trio.current_time() < end:
-            status, _, body = await fetch("GET", url)
+            reply = await fetch("GET", url)
+            status, body = reply.status, reply.body
             assert status == 200
             text = body.decode()
             if i == 0:
@@ -57,9 +58,8 @@ async def test_three_hundred_players_cost_the_origin_one_fetch_per_object(
             for line in text.splitlines():
                 if line.endswith(".ts") and line not in seen:
                     seen.add(line)
-                    status, _, data = await fetch(
-                        "GET", f"http://127.0.0.1:{eaddr.http_port}/live/{line}"
-                    )
+                    reply = await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/live/{line}")
+                    status, data = reply.status, reply.body
                     assert status == 200 and data[:1] == b"\x47"
                     got[i] += 1
                     fetched_segments.add(line)
@@ -80,7 +80,7 @@ async def test_three_hundred_players_cost_the_origin_one_fetch_per_object(
     edge_metrics = await scrape(eaddr.http_port)
     assert metric(edge_metrics, "livecdn_hls_cache_hits_total") > 1000
     assert metric(edge_metrics, "livecdn_viewers", protocol="hls") >= 1
-    info = (await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/api/streams/live/many"))[2]
+    info = (await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/api/streams/live/many")).body
     assert b'"objects"' in info
 
 
@@ -107,7 +107,8 @@ async def test_a_parent_failing_mid_body_is_not_cached(nursery):
     _, eaddr = await start_edge(nursery, [f"http://127.0.0.1:{port}"])
     url = f"http://127.0.0.1:{eaddr.http_port}/live/x-1-0.ts"
     for expected in (1, 2):
-        status, _, body = await fetch("GET", url)
+        reply = await fetch("GET", url)
+        status, body = reply.status, reply.body
         assert status == 502 and b"upstream failed" in body
         assert len(connections) == expected, "a truncated object must be fetched again"
     text = await scrape(eaddr.http_port)
@@ -119,6 +120,8 @@ async def test_missing_playlist_is_cached_briefly(nursery, origin):
     _, addr = origin
     _, eaddr = await start_edge(nursery, [f"http://127.0.0.1:{addr.http_port}"], not_found_ttl=2.0)
     for _ in range(3):
-        assert (await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/live/none.m3u8"))[0] == 404
+        assert (
+            await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/live/none.m3u8")
+        ).status == 404
     assert metric(await scrape(addr.http_port), "livecdn_hls_requests_total", kind="playlist") == 1
     assert metric(await scrape(eaddr.http_port), "livecdn_hls_cache_negative_hits_total") == 2

@@ -32,7 +32,8 @@ ONE_RTMP_VIEWER = {"flv": 0, "rtmp": 1, "hls": 0, "total": 1}  # an edge's upstr
 
 
 async def api(port: int, path: str = "/api/streams") -> dict:
-    status, _, body = await fetch("GET", f"http://127.0.0.1:{port}{path}")
+    reply = await fetch("GET", f"http://127.0.0.1:{port}{path}")
+    status, body = reply.status, reply.body
     assert status == 200
     return json.loads(body)
 
@@ -116,7 +117,7 @@ async def test_two_hundred_viewers_make_one_upstream(nursery, origin, clip):
     ):
         result = await trio.to_thread.run_sync(read_with_pyav, url, 25)
         assert result["first_video_key"] and result["decoded"] >= 25 and result["audio_packets"]
-    _, _, metrics = await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/metrics")
+    metrics = (await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/metrics")).body
     text = metrics.decode()
     assert "livecdn_upstreams 1.0" in text and "livecdn_pulls_started_total 1.0" in text
 
@@ -189,7 +190,7 @@ async def test_failover_between_origins_keeps_viewers(nursery, clip):
     info = (await api(eaddr.http_port))["streams"][0]
     assert info["upstream"]["parent"].endswith(str(a2.rtmp_port))
     assert info["upstream"]["failovers"] == 1
-    _, _, metrics = await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/metrics")
+    metrics = (await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/metrics")).body
     assert "livecdn_failovers_total 1.0" in metrics.decode()
 
 
@@ -214,13 +215,13 @@ async def test_real_lifecycle_linger_missing_and_publisher_stop(nursery, origin,
     http = f"http://127.0.0.1:{eaddr.http_port}"
     # missing stream: a prompt 404, then answered from the cache
     for _ in range(3):
-        status, _, _ = await fetch("GET", f"{http}/live/ghost.flv")
+        status = (await fetch("GET", f"{http}/live/ghost.flv")).status
         assert status == 404
     player = await RtmpClient.connect(f"rtmp://127.0.0.1:{eaddr.rtmp_port}/live/ghost")
     with pytest.raises(RtmpClientError) as err:
         await player.play()
     assert err.value.code == "NetStream.Play.StreamNotFound"
-    _, _, metrics = await fetch("GET", f"{http}/metrics")
+    metrics = (await fetch("GET", f"{http}/metrics")).body
     assert "livecdn_not_found_cached_total 3.0" in metrics.decode()
     assert "livecdn_pulls_started_total 1.0" in metrics.decode()
 

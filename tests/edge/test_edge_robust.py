@@ -46,7 +46,7 @@ FFPROBE = FFMPEG and str(Path(FFMPEG).with_name("ffprobe"))
 
 
 async def healthy(port: int) -> bool:
-    status, _, _ = await fetch("GET", f"http://127.0.0.1:{port}/healthz")
+    status = (await fetch("GET", f"http://127.0.0.1:{port}/healthz")).status
     return status == 200
 
 

@@ -10,6 +10,7 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common.net.httpclient import FetchResult
 from edge.objcache import (
     NEGATIVE_ENTRY_BYTES,
     CachedObject,
@@ -31,7 +32,7 @@ class FakeParent:
     def __init__(self, delay: float = 0.5) -> None:
         self.delay = delay
         self.calls: Counter[str] = Counter()
-        self.responses: dict[str, tuple[int, dict[str, str], bytes]] = {}
+        self.responses: dict[str, FetchResult] = {}
         self.fail: dict[str, BaseException] = {}
         self.hang = False
 
@@ -41,12 +42,14 @@ class FakeParent:
         headers = {"content-type": "video/mp2t"}
         if cache_control is not None:
             headers["cache-control"] = cache_control
-        self.responses[path] = (status, headers, body)
+        self.responses[path] = FetchResult(status, headers, body)
 
-    async def __call__(self, path: str) -> tuple[int, dict[str, str], bytes]:
+    async def __call__(self, path: str) -> FetchResult:
         self.calls[path] += 1
         error = self.fail.get(path)
-        response = self.responses.get(path, (404, {"content-type": "text/plain"}, b"not found"))
+        response = self.responses.get(
+            path, FetchResult(404, {"content-type": "text/plain"}, b"not found")
+        )
         await trio.sleep(self.delay)
         if self.hang:
             await trio.sleep_forever()
@@ -198,7 +201,7 @@ async def test_default_ttl_zero_keeps_nothing(autojump_clock, nursery):
 
 async def test_content_type_default(autojump_clock, nursery):
     parent = FakeParent(delay=0)
-    parent.responses[SEG] = (200, {"cache-control": "max-age=5"}, b"seg")
+    parent.responses[SEG] = FetchResult(200, {"cache-control": "max-age=5"}, b"seg")
     cache = await start(nursery, parent)
     assert (await cache.get(SEG)).content_type == "application/octet-stream"
 
@@ -532,8 +535,8 @@ async def test_fetches_in_flight_are_bounded(autojump_clock, nursery):
 async def test_a_broken_fetcher_result_fails_only_that_fetch(autojump_clock, nursery):
     async def odd(path: str):
         if path == "/bad.ts":
-            return 200, {"content-type": None}, None  # a fetcher bug: not a body
-        return 200, {"cache-control": "max-age=10"}, b"ok"
+            return FetchResult(200, {"content-type": None}, None)  # a fetcher bug: not a body
+        return FetchResult(200, {"cache-control": "max-age=10"}, b"ok")
 
     cache = await start(nursery, odd)
     results = await get_many(cache, "/bad.ts", 2)
@@ -617,8 +620,10 @@ async def test_a_parents_headers_reach_viewers_only_when_safe(autojump_clock, nu
     normalised; control characters, non-ASCII or overlong values are dropped."""
     parent = FakeParent(delay=0)
     parent.put(SEG, b"v", cache_control="max-age=30,\tpublic")
-    parent.responses["/live/a.m3u8"] = (200, {"content-type": "x\x01y"}, b"#EXTM3U")
-    parent.responses["/live/b.m3u8"] = (200, {"cache-control": "max-age=1\u00e9"}, b"#EXTM3U")
+    parent.responses["/live/a.m3u8"] = FetchResult(200, {"content-type": "x\x01y"}, b"#EXTM3U")
+    parent.responses["/live/b.m3u8"] = FetchResult(
+        200, {"cache-control": "max-age=1\u00e9"}, b"#EXTM3U"
+    )
     cache = await start(nursery, parent)
     assert (await cache.get(SEG)).cache_control == "max-age=30, public"
     assert (await cache.get("/live/a.m3u8")).content_type == "application/octet-stream"

@@ -57,15 +57,18 @@ async def test_class_rates_at_the_player(autojump_clock, nursery):
         while not b.edges:
             await trio.sleep(0.1)
     base = f"http://127.0.0.1:{bhttp}"
-    status, headers, _ = await fetch("GET", f"{base}/live/q.flv?class=basic")
+    reply = await fetch("GET", f"{base}/live/q.flv?class=basic")
+    status, headers = reply.status, reply.headers
     assert status == 302 and "lc=basic" in headers["location"] and "lsig=" in headers["location"]
     basic_url = headers["location"]
-    status, _, body = await fetch("GET", f"{base}/live/q.flv?class=gold")
+    reply = await fetch("GET", f"{base}/live/q.flv?class=gold")
+    status, body = reply.status, reply.body
     assert status == 400 and b"unknown viewer class" in body
     forged = basic_url.replace("lc=basic", "lc=premium")
-    assert (await fetch("GET", forged))[0] == 403
+    assert (await fetch("GET", forged)).status == 403
 
-    status, _, body = await fetch("GET", f"{base}/api/route?app=live&name=q&proto=rtmp&class=basic")
+    reply = await fetch("GET", f"{base}/api/route?app=live&name=q&proto=rtmp&class=basic")
+    status, body = reply.status, reply.body
     rtmp_url = json.loads(body)["url"]
     assert status == 200 and rtmp_url.startswith(f"rtmp://127.0.0.1:{e.rtmp_port}/live/q?lc=basic")
     rates = {}
@@ -97,7 +100,7 @@ async def test_class_rates_at_the_player(autojump_clock, nursery):
     assert abs(basic - ceil) <= 0.03 * ceil, f"basic got {basic * 8 / 1e6:.3f} Mbit/s"
     assert min(rates["basic"], rates["rtmp"]) > 0.3 * ceil, f"both get a share: {rates}"
     assert rates["open"] > 3 * ceil, "an unclassed viewer is not held back"
-    _, _, metrics = await fetch("GET", f"http://127.0.0.1:{e.http_port}/metrics")
+    metrics = (await fetch("GET", f"http://127.0.0.1:{e.http_port}/metrics")).body
     assert 'livecdn_class_viewers_total{class="basic"} 2.0' in metrics.decode()  # FLV + RTMP
     assert 'livecdn_class_bytes_total{class="basic"}' in metrics.decode()
 
@@ -152,19 +155,22 @@ async def test_hls_viewers_of_a_class_are_shaped_too(autojump_clock, nursery, cl
     token = auth.class_query("k", "live/h", "basic", int(time.time()) + 60)
     with trio.fail_after(15):
         while True:
-            status, _, body = await fetch("GET", f"{base}?{token}")
+            reply = await fetch("GET", f"{base}?{token}")
+            status, body = reply.status, reply.body
             uris = [ln for ln in body.decode().splitlines() if ln and not ln.startswith("#")]
             if status == 200 and uris:
                 break
             await trio.sleep(0.5)
     assert all(token in uri for uri in uris), uris
-    assert (await fetch("GET", f"{base}?{token.replace('basic', 'gold')}"))[0] == 403
+    assert (await fetch("GET", f"{base}?{token.replace('basic', 'gold')}")).status == 403
     segment = f"http://127.0.0.1:{e.http_port}/live/{uris[0]}"
     t0 = trio.current_time()
-    status, _, plain = await fetch("GET", segment.split("?")[0])
+    reply = await fetch("GET", segment.split("?")[0])
+    status, plain = reply.status, reply.body
     fast = trio.current_time() - t0
     t0 = trio.current_time()
-    status, _, shaped = await fetch("GET", segment, timeout=60)
+    reply = await fetch("GET", segment, timeout=60)
+    status, shaped = reply.status, reply.body
     took = trio.current_time() - t0
     assert status == 200 and shaped == plain, "the same bytes, only slower"
     ceil = slow["basic"]["ceil_mbps"] * 125_000

@@ -53,11 +53,12 @@ async def test_bad_keys_in_http_paths_get_400(nursery):
         "/live/a%3Fb.m3u8",
         "/%2E%2E/x.m3u8",
     ):
-        status, _, body = await fetch("GET", base + path)
+        reply = await fetch("GET", base + path)
+        status, body = reply.status, reply.body
         assert status == 400, path
         assert b"bad stream key" in body
     for path in ("/api/streams/live/%2E%2E", "/api/streams/live/a%0Ab"):
-        status, _, _ = await fetch("GET", base + path)
+        status = (await fetch("GET", base + path)).status
         assert status == 400, path
 
 
@@ -67,12 +68,13 @@ async def test_ban_accepts_only_plain_whole_seconds(nursery):
     nursery.start_soon(synthetic_publish, pub)
     api = f"http://127.0.0.1:{addr.http_port}/api/streams/live/k"
     with trio.fail_after(5):
-        while (await fetch("GET", api))[0] != 200:
+        while (await fetch("GET", api)).status != 200:
             await trio.sleep(0.05)
     for ban in ("1e9", "-1", "nan", "inf", "\u0661\u0662", "1_0", " 5", "99999999999"):
-        status, _, _ = await fetch("DELETE", f"{api}?ban={quote(ban)}")
+        status = (await fetch("DELETE", f"{api}?ban={quote(ban)}")).status
         assert status == 400, ban
-    status, _, body = await fetch("DELETE", f"{api}?ban=60")
+    reply = await fetch("DELETE", f"{api}?ban=60")
+    status, body = reply.status, reply.body
     assert status == 200 and b'"ban_s": 60' in body
     again = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/k")
     with pytest.raises(RtmpClientError, match="banned"):
@@ -90,7 +92,7 @@ async def test_stream_and_per_address_publisher_limits(nursery):
     with pytest.raises(RtmpClientError, match="max_streams"):
         await publisher(addr2.rtmp_port, "live/c")
     assert server.publisher_count() == 2 and len(held) == 4
-    _, _, body = await fetch("GET", f"http://127.0.0.1:{addr2.http_port}/metrics")
+    body = (await fetch("GET", f"http://127.0.0.1:{addr2.http_port}/metrics")).body
     assert 'livecdn_connections_refused_total{reason="stream_limit"} 1.0' in body.decode()
 
 
@@ -152,9 +154,9 @@ async def test_kicking_during_the_grace_ends_the_stream_at_once(nursery):
     with trio.fail_after(5):
         while not waiting(server, ("live", "k")):
             await trio.sleep(0.02)
-    status, _, _ = await fetch(
-        "DELETE", f"http://127.0.0.1:{addr.http_port}/api/streams/live/k?ban=0"
-    )
+    status = (
+        await fetch("DELETE", f"http://127.0.0.1:{addr.http_port}/api/streams/live/k?ban=0")
+    ).status
     assert status == 200
     assert server.registry.get("live", "k") is None and not server.live
 
@@ -211,7 +213,7 @@ async def test_a_flooding_publisher_does_not_starve_other_streams(autojump_clock
         flooding.start_soon(send_flood)
         for _ in range(6):
             with trio.fail_after(2):  # a liveness bound, not a speed target
-                status, _, _ = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/healthz")
+                status = (await fetch("GET", f"http://127.0.0.1:{addr.http_port}/healthz")).status
             assert status == 200
             await trio.sleep(0.5)
         flooding.cancel_scope.cancel()

@@ -54,7 +54,8 @@ async def test_hls_plays_validates_and_every_segment_decodes_alone(nursery, clip
 
     async def reload_playlists() -> None:
         for _ in range(30):
-            status, headers, body = await fetch("GET", f"{base}/h.m3u8")
+            reply = await fetch("GET", f"{base}/h.m3u8")
+            status, headers, body = reply.status, reply.headers, reply.body
             assert status == 200
             assert headers["content-type"] == "application/vnd.apple.mpegurl"
             assert headers["cache-control"] == "max-age=0"  # <= half of the 1 s target
@@ -68,12 +69,13 @@ async def test_hls_plays_validates_and_every_segment_decodes_alone(nursery, clip
     first_seq, _, first_uri, _ = validator.history[0].segments[0]
     with trio.fail_after(30):  # a hang guard: the window slides once a segment
         while validator.history[-1].media_sequence <= first_seq + HlsPlaylist.keep:
-            validator.add((await fetch("GET", f"{base}/h.m3u8"))[2].decode())
+            validator.add((await fetch("GET", f"{base}/h.m3u8")).body.decode())
             await trio.sleep(0.25)
     last = validator.history[-1]
     assert last.target == 1 and 2 <= len(last.segments) <= 4
     for seq, _duration, uri, _ in last.segments:
-        status, headers, data = await fetch("GET", f"{base}/{uri}")
+        reply = await fetch("GET", f"{base}/{uri}")
+        status, headers, data = reply.status, reply.headers, reply.body
         assert status == 200 and headers["content-type"] == "video/mp2t"
         assert "immutable" in headers["cache-control"]
         decoded = decode_segment(data)
@@ -81,7 +83,7 @@ async def test_hls_plays_validates_and_every_segment_decodes_alone(nursery, clip
         assert decoded["first_key"] is True, f"segment {seq} does not start with a keyframe"
         assert decoded["frames"] >= 20
     # the first segment seen slid out of the window and of those kept for slow clients
-    assert (await fetch("GET", f"{base}/{first_uri}"))[0] == 404
+    assert (await fetch("GET", f"{base}/{first_uri}")).status == 404
     probe = await trio.run_process(
         [
             shutil.which("ffprobe"),
@@ -111,7 +113,8 @@ async def test_publisher_reconnect_continues_with_a_discontinuity_then_ends(nurs
         proc = await ffmpeg_publish(nursery, clip, url, loop=False)
         await proc.wait()
         await trio.sleep(0.3)
-        status, _, body = await fetch("GET", f"{base}/re.m3u8")
+        reply = await fetch("GET", f"{base}/re.m3u8")
+        status, body = reply.status, reply.body
         assert status == 200
         validator.add(body.decode())
     last = validator.history[-1]
@@ -122,7 +125,7 @@ async def test_publisher_reconnect_continues_with_a_discontinuity_then_ends(nurs
     assert len(discs) == 1, "the second publisher starts with EXT-X-DISCONTINUITY"
     assert validator.history[0].ended
     with trio.fail_after(20):  # a hang guard; the grace's length: test_hls_robust.py, MockClock
-        while (await fetch("GET", f"{base}/re.m3u8"))[0] != 404:  # removed after the grace
+        while (await fetch("GET", f"{base}/re.m3u8")).status != 404:  # removed after the grace
             await trio.sleep(0.1)
 
 
@@ -133,7 +136,7 @@ async def test_hls_can_be_switched_off_and_written_to_a_directory(nursery, clip,
     await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{on.rtmp_port}/live/x")
     await wait_for_stream(server, "live", "x", keyframes=3)
     await trio.sleep(1.5)
-    assert (await fetch("GET", f"http://127.0.0.1:{off.http_port}/live/x.m3u8"))[0] == 404
+    assert (await fetch("GET", f"http://127.0.0.1:{off.http_port}/live/x.m3u8")).status == 404
     text = (tmp_path / "live" / "x.m3u8").read_text()
     for _, _, uri, _ in parse(text).segments:
         assert (tmp_path / "live" / uri).stat().st_size > 1000

@@ -99,7 +99,8 @@ async def publish(
 
 
 async def playlist_text(port: int, app: str, name: str) -> tuple[int, str]:
-    status, _, body = await fetch("GET", f"http://127.0.0.1:{port}/{app}/{name}.m3u8")
+    reply = await fetch("GET", f"http://127.0.0.1:{port}/{app}/{name}.m3u8")
+    status, body = reply.status, reply.body
     return status, body.decode(errors="replace")
 
 
@@ -171,9 +172,10 @@ async def test_a_broken_hls_dir_leaves_the_origin_and_playlists_up(
     for name, validator in validators.items():
         text = await wait_segments(addr.http_port, name, 4)
         uri = validator.add(text).segments[-1][2]
-        status, _, data = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/live/{uri}")
+        reply = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/live/{uri}")
+        status, data = reply.status, reply.body
         assert status == 200 and decode(data)["first_key"], "served from memory"
-    assert (await fetch("GET", f"http://127.0.0.1:{addr.http_port}/api/streams"))[0] == 200
+    assert (await fetch("GET", f"http://127.0.0.1:{addr.http_port}/api/streams")).status == 200
     hls = server.hls
     assert hls.write_errors >= 8 and hls.packager_restarts == 0
     lines = hls_warnings(caplog, "cannot write to hls_dir")
@@ -285,9 +287,8 @@ async def test_headers_right_behind_publish_from_five_publishers_at_once(nursery
         for i in range(5):
             text = await wait_segments(addr.http_port, f"h{i}", 2)
             for _, _, uri, _ in parse(text).segments:
-                status, _, data = await fetch(
-                    "GET", f"http://127.0.0.1:{addr.http_port}/live/{uri}"
-                )
+                reply = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/live/{uri}")
+                status, data = reply.status, reply.body
                 assert status == 200
                 decoded = decode(data)
                 assert decoded["kinds"] == ["audio", "video"], f"h{i}: {decoded}"
@@ -356,7 +357,7 @@ async def test_a_crashing_packager_restarts_alone(nursery, clip, monkeypatch, ca
     discs = {name: sum(s[3] for s in v.history[-1].segments) for name, v in validators.items()}
     assert sorted(discs.values()) == [0, 1], "the restarted stream has one discontinuity"
     assert [r for r in caplog.records if "a bug in the packager" in r.getMessage()]
-    assert (await fetch("GET", f"http://127.0.0.1:{addr.http_port}/api/streams"))[0] == 200
+    assert (await fetch("GET", f"http://127.0.0.1:{addr.http_port}/api/streams")).status == 200
 
 
 # --------------------------------------------------------------------------- publisher grace

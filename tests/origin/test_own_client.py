@@ -169,14 +169,15 @@ async def test_publish_tokens(nursery, caplog):
     )
     await ok.publish()
     assert server.registry.get("live", "secure") is not None
-    _, _, body = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/metrics")
+    body = (await fetch("GET", f"http://127.0.0.1:{addr.http_port}/metrics")).body
     assert 'livecdn_connections_refused_total{reason="auth"} 4.0' in body.decode()
 
 
 async def test_unknown_streams_fail_at_once(autojump_clock, origin):
     server, addr = origin
     start = trio.current_time()
-    status, _, body = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/live/nope.flv")
+    reply = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/live/nope.flv")
+    status, body = reply.status, reply.body
     assert status == 404 and b"live/nope" in body
     client = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/nope")
     with pytest.raises(RtmpClientError) as err:
@@ -202,7 +203,8 @@ async def test_api_metrics_and_kick(nursery, origin, clip):
     await player.play()
     await trio.sleep(0.2)
 
-    status, headers, body = await fetch("GET", f"{http}/api/streams")
+    reply = await fetch("GET", f"{http}/api/streams")
+    status, headers, body = reply.status, reply.headers, reply.body
     assert status == 200 and headers["content-type"] == "application/json"
     (info,) = json.loads(body)["streams"]
     assert info["name"] == "api" and info["app"] == "live"
@@ -217,13 +219,15 @@ async def test_api_metrics_and_kick(nursery, origin, clip):
     assert info["publisher"]["address"].startswith("127.0.0.1:")
     # seconds since it published (0.1 s steps): within the time it has existed
     assert 0 < info["publisher"]["uptime_s"] <= time.time() - before + 0.05
-    status, _, body = await fetch("GET", f"{http}/api/streams/live/api")
+    reply = await fetch("GET", f"{http}/api/streams/live/api")
+    status, body = reply.status, reply.body
     assert status == 200 and json.loads(body)["name"] == "api"
-    assert (await fetch("GET", f"{http}/api/streams/live/none"))[0] == 404
-    status, _, body = await fetch("GET", f"{http}/healthz")
+    assert (await fetch("GET", f"{http}/api/streams/live/none")).status == 404
+    reply = await fetch("GET", f"{http}/healthz")
+    status, body = reply.status, reply.body
     assert status == 200 and json.loads(body)["status"] == "ok"
 
-    _, _, metrics = await fetch("GET", f"{http}/metrics")
+    metrics = (await fetch("GET", f"{http}/metrics")).body
     text = metrics.decode()
     assert "livecdn_streams 1.0" in text
     assert "livecdn_publishers 1.0" in text
@@ -233,7 +237,8 @@ async def test_api_metrics_and_kick(nursery, origin, clip):
     assert "livecdn_frames_dropped_total 0.0" in text
 
     # Kick with a ban: viewers get a clean end, the name cannot be published for a while.
-    status, _, body = await fetch("DELETE", f"{http}/api/streams/live/api?ban=30")
+    reply = await fetch("DELETE", f"{http}/api/streams/live/api?ban=30")
+    status, body = reply.status, reply.body
     assert status == 200
     with trio.fail_after(5):
         data = await viewer.body()

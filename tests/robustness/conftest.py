@@ -184,9 +184,10 @@ async def route_poller(canary: Canary, base: str) -> None:
     app, name = CANARY
     while True:
         try:
-            status, _, body = await fetch(
+            reply = await fetch(
                 "GET", f"{base}/api/route?app={app}&name={name}&proto=flv", timeout=MAX_GAP
             )
+            status, body = reply.status, reply.body
             if status == 200 and "url" in json.loads(body):
                 canary.note()
             else:

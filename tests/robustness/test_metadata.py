@@ -75,7 +75,8 @@ async def _publish_and_watch(
                 paths.append(f"/api/streams/live/{name}")
             for path in paths:
                 try:
-                    status, _, data = await fetch("GET", f"http://127.0.0.1:{node.http_port}{path}")
+                    reply = await fetch("GET", f"http://127.0.0.1:{node.http_port}{path}")
+                    status, data = reply.status, reply.body
                     if status != 200:
                         problems.append(f"{node.name} {path}: HTTP {status} {data[:200]!r}")
                     else:

@@ -46,7 +46,7 @@ async def test_players_agree_with_the_edge(nursery, clip, protocol):
         with trio.fail_after(spec.duration):  # a hang guard: all play long before the end
             while sum(p.result.state == "playing" for p in crowd.players) < 20:
                 await trio.sleep(0.1)
-        _, _, body = await fetch("GET", f"http://127.0.0.1:{e.http_port}/api/streams")
+        body = (await fetch("GET", f"http://127.0.0.1:{e.http_port}/api/streams")).body
         (stream,) = json.loads(body)["streams"]
         served["viewers"] = stream["viewers"]
         served["playing"] = sum(1 for p in crowd.players if p.result.state == "playing")

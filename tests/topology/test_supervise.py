@@ -127,7 +127,7 @@ async def test_dead_nodes_are_reported_and_every_node_is_stopped(launcher, nurse
     assert not exists(pids["origin"]), "reaped, not a zombie"
     assert up.proc.poll() is None, "the launcher keeps running"
     edge_http = up.state()["nodes"]["edge1"]["http_port"]
-    assert (await fetch("GET", f"http://127.0.0.1:{edge_http}/healthz"))[0] == 200
+    assert (await fetch("GET", f"http://127.0.0.1:{edge_http}/healthz")).status == 200
 
     # Ctrl-C: every node it started, the restarted one included, is stopped and reaped
     assert await up.stop(signal.SIGINT) == 0, up.output
@@ -145,14 +145,15 @@ async def test_a_kicked_and_banned_publisher_publishes_again(launcher, nursery):
     await up.start(nursery)
     await up.wait_for(r"^  stop: Ctrl-C")
     api = f"http://127.0.0.1:{up.state()['nodes']['origin']['http_port']}/api/streams"
-    status, _, body = await fetch("DELETE", f"{api}/live/demo?ban=2")
+    reply = await fetch("DELETE", f"{api}/live/demo?ban=2")
+    status, body = reply.status, reply.body
     assert status == 200, body
     await up.wait_for(r"publisher live/demo: connection closed by the server.*; retrying in")
     await up.wait_for(r"publisher live/demo: refused: NetStream\.Publish\.BadName.*banned")
-    assert not json.loads((await fetch("GET", api))[2])["streams"]
+    assert not json.loads((await fetch("GET", api)).body)["streams"]
     await up.wait_for(r"publishing a 160x90 10 fps test pattern(.|\n)*publishing a 160x90")
     with trio.fail_after(10):
-        while not json.loads((await fetch("GET", api))[2])["streams"]:
+        while not json.loads((await fetch("GET", api)).body)["streams"]:
             await trio.sleep(0.2)
     assert up.proc.poll() is None
     assert await up.stop(signal.SIGTERM) == 0, up.output

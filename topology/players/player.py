@@ -349,10 +349,10 @@ class SimPlayer:
             if self.klass:
                 query["class"] = self.klass
             await self._wire_delay()
-            status, headers, body = await fetch("GET", f"{t.base}/api/route?{urlencode(query)}")
-            if status != 200:
-                raise PlayError.refused("route HTTP", status, headers)
-            url = json.loads(body)["url"]
+            got = await fetch("GET", f"{t.base}/api/route?{urlencode(query)}")
+            if got.status != 200:
+                raise PlayError.refused("route HTTP", got.status, got.headers)
+            url = json.loads(got.body)["url"]
         await self._wire_delay()
         client = await RtmpClient.connect(url)
         try:

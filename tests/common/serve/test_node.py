@@ -73,14 +73,16 @@ async def test_routes_go_to_the_role(nursery):
     node = PlayNode(CONFIG, "test", Role(), hls_viewers=HlsViewers())
     addr = await start(nursery, node)
     base = f"http://127.0.0.1:{addr.http_port}"
-    status, _, body = await fetch("GET", base + "/healthz")
+    reply = await fetch("GET", base + "/healthz")
+    status, body = reply.status, reply.body
     assert status == 200 and b'"node": "test"' in body
-    assert (await fetch("GET", base + "/own"))[::2] == (200, b"the role's own\n")
-    assert (await fetch("GET", base + "/elsewhere"))[0] == 404
-    assert (await fetch("GET", base + "/live/none.flv"))[0] == 404
-    assert (await fetch("GET", base + "/live/bad.flv"))[0] == 400
-    assert (await fetch("GET", base + "/live/a.flv?class=forged"))[0] == 403
-    _, _, metrics = await fetch("GET", base + "/metrics")
+    own = await fetch("GET", base + "/own")
+    assert (own.status, own.body) == (200, b"the role's own\n")
+    assert (await fetch("GET", base + "/elsewhere")).status == 404
+    assert (await fetch("GET", base + "/live/none.flv")).status == 404
+    assert (await fetch("GET", base + "/live/bad.flv")).status == 400
+    assert (await fetch("GET", base + "/live/a.flv?class=forged")).status == 403
+    metrics = (await fetch("GET", base + "/metrics")).body
     for reason in ("not_found", "bad_name", "bad_class_token"):
         assert refused(metrics, reason), reason
 
@@ -92,7 +94,7 @@ async def test_without_an_ingest_publishing_is_refused(nursery):
     with pytest.raises(RtmpClientError) as err:
         await client.publish()
     assert err.value.code == "NetStream.Publish.Denied"
-    _, _, metrics = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/metrics")
+    metrics = (await fetch("GET", f"http://127.0.0.1:{addr.http_port}/metrics")).body
     assert refused(metrics, "publish_not_allowed")
 
 
