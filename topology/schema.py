@@ -11,6 +11,7 @@ from typing import Any
 from common.config import BalancerConfig, ConfigError, EdgeConfig, OriginConfig, build
 from common.config.model import check_value, keys, layer
 from common.config.model import default as config_default
+from common.proto.streamkey import StreamKey, StreamKeyError
 
 EXAMPLES = Path(__file__).parent / "examples"
 
@@ -292,6 +293,14 @@ def load(name: str) -> Topology:
     return topo
 
 
+def _check_stream(text: str, where: str) -> None:
+    """A table's `stream` must be a valid 'app/name' stream key."""
+    try:
+        StreamKey.from_text(text)
+    except StreamKeyError as exc:
+        raise TopologyError(f"{where}: stream must be 'app/name': {exc}") from exc
+
+
 def _check(t: Topology) -> None:
     p = t.path
     if not t.origins:
@@ -359,14 +368,13 @@ def _check(t: Topology) -> None:
             raise TopologyError(
                 f"{p} [[publisher]] #{i + 1}: origin {pub.origin!r} is not an origin"
             )
-        if pub.stream.count("/") != 1:
-            raise TopologyError(f"{p} [[publisher]] #{i + 1}: stream must be 'app/name'")
+        _check_stream(pub.stream, f"{p} [[publisher]] #{i + 1}")
     for i, load in enumerate(t.loads):
         where = f"{p} [[load]] #{i + 1}"
         if not load.stream and not t.publishers:
             raise TopologyError(f"{where}: stream is needed when there is no [[publisher]]")
-        if load.stream and load.stream.count("/") != 1:
-            raise TopologyError(f"{where}: stream must be 'app/name'")
+        if load.stream:
+            _check_stream(load.stream, where)
         try:
             load_spec(load).check()
             parse_duration(load.start_at)

@@ -26,6 +26,7 @@ TOPOLOGY = topology(
      ({"profiles": "5g"}, "unknown client profile"),
      ({"duration": "soon"}, "bad duration"),
      ({"stream": "demo"}, "stream must be 'app/name'"),
+     ({"stream": "live/bad name"}, "stream must be 'app/name'"),
      ({"players": 0}, "players must be >= 1")],
 )  # fmt: skip
 def test_bad_load_profiles_name_the_file_and_the_key(tmp_path, bad, message) -> None:
