@@ -1,12 +1,11 @@
-"""The origin's HLS: one packager task per live stream, playlists kept in memory (bounded),
-optionally written to a directory, served at /app/name.m3u8 and relative segment URIs."""
+"""The origin's HLS store: every stream's playlist (its packager started and supervised,
+kept for a grace time after it ends), served at /app/name.m3u8 and relative segment URIs,
+with its packaging failures counted and logged rate-limited."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -15,15 +14,16 @@ from functools import partial
 
 import trio
 
-from common.media.segmenter import Segmenter, SegmentSpec
+from common.media.segmenter import SegmentSpec
 from common.media.stream import Stream
 from common.net.http import Request, Response
 from common.net.supervise import contained, describe, log_failure, supervise
-from common.proto.hlsplaylist import HlsPlaylist, Segment
+from common.proto.hlsplaylist import HlsPlaylist
 from common.proto.paths import HlsTarget, Media
 from common.serve.hlsviewers import HlsViewers, client_key
 from common.serve.metrics import NodeMetrics
-from common.serve.tsmux import mux_ts
+from origin.hlsdir import DirWriter
+from origin.packager import Packager
 
 log = logging.getLogger("livecdn.hls")
 
@@ -57,10 +57,6 @@ class Failure(StrEnum):
     MUX = "mux"  # a segment left out
     WRITE = "write"  # hls_dir
     RESTART = "restart"  # a packager restarted
-
-
-class UnsafePath(OSError):
-    """A file under `hls_dir` that would resolve outside it (a symlink, `..` in a key)."""
 
 
 @dataclass
@@ -143,12 +139,18 @@ class HlsStore:
             log.info("HLS %s/%s: publisher back, playlist continues with a discontinuity", *key)
         self._packagers[key] += 1
         playlist.ended = False
-        packager = _Packager(self, stream, key, playlist, discontinuity=resumed)
+        packager = Packager(self, stream, key, playlist, discontinuity=resumed)
         what = f"HLS packager {key[0]}/{key[1]}"
         try:
             async with trio.open_nursery() as nursery:
                 if s.directory:
-                    packager.writer = _DirWriter(self, key, playlist)
+                    packager.writer = DirWriter(
+                        s.directory,
+                        key,
+                        playlist,
+                        failed=partial(self.write_failed, key),
+                        ok=partial(self.write_ok, key),
+                    )
                     nursery.start_soon(
                         partial(contained, f"HLS writer {key[0]}/{key[1]}", packager.writer.run),
                     )
@@ -268,160 +270,3 @@ class HlsStore:
             SEGMENT_TYPE,
             [("cache-control", SEGMENT_CACHE), ("access-control-allow-origin", "*")],
         )
-
-
-class _Packager:
-    """One stream's packaging loop (`run`, restarted by `supervise` if it fails)."""
-
-    def __init__(
-        self,
-        store: HlsStore,
-        stream: Stream,
-        key: tuple[str, str],
-        playlist: HlsPlaylist,
-        *,
-        discontinuity: bool,
-    ) -> None:
-        self.store = store
-        self.stream = stream
-        self.key = key
-        self.playlist = playlist
-        self.discontinuity = discontinuity  # the next segment added starts one
-        self.writer: _DirWriter | None = None
-        self.runs = 0
-
-    async def run(self) -> None:
-        """Read the stream from (about) now, cut, mux and add segments until it ends."""
-        stream = self.stream
-        if self.runs:
-            if stream.closed:
-                return  # failed as the stream ended: nothing left to package
-            self.discontinuity = True  # frames were lost while this restarted
-        self.runs += 1
-        segmenter = Segmenter(int(self.store.settings.target * 1000))
-        reader = stream.add_reader("hls")
-        try:
-            # The reader starts at the newest keyframe (or the head): sequence headers the
-            # publisher sent before it are not among its frames.
-            segmenter.seed(stream.header_frames(stream.start_timestamp(reader)))
-            while True:
-                await stream.wait_beyond(reader.cursor)
-                for frame in stream.pending(reader):
-                    spec = segmenter.push(frame, frame.source)
-                    if spec is not None:
-                        await self.emit(spec)
-                if stream.closed and reader.cursor >= stream.head:
-                    break
-            spec = segmenter.flush()
-            if spec is not None:
-                await self.emit(spec)
-        finally:
-            stream.remove_reader(reader)
-
-    async def emit(self, spec: SegmentSpec) -> None:
-        """Mux `spec` (in a thread) and add it to the playlist; a failure skips it."""
-        store, playlist = self.store, self.playlist
-        store.timestamp_jumps += spec.jumps
-        # cut on the arrival of the next keyframe, live: the segment began `duration` ago
-        wall = time.time() - spec.duration_ms / 1000
-        try:
-            data = await trio.to_thread.run_sync(mux_ts, spec)
-            if not data:
-                raise ValueError("no audio or video packet could be muxed")
-        except Exception as exc:  # whatever the media does to the muxer
-            store.mux_failed(self.key, spec, exc)
-            self.discontinuity = True
-            return
-        store.mux_ok(self.key)
-        discontinuity = spec.discontinuity or (self.discontinuity and bool(playlist.segments))
-        self.discontinuity = False
-        playlist.append(data, spec.duration_ms / 1000, discontinuity=discontinuity, wall=wall)
-        store.segment_added(self.key)
-        store.segments_made += 1
-        store.bytes_made += len(data)
-        if self.writer is not None:
-            self.writer.poke()
-
-
-class _DirWriter:
-    """Mirrors one playlist into `hls_dir/app/`: each sync writes the segments of the window
-    not yet written, then the playlist (atomically), then removes expired segments. A failed
-    sync is retried by the next one, so the directory catches up once it is writable."""
-
-    def __init__(self, store: HlsStore, key: tuple[str, str], playlist: HlsPlaylist) -> None:
-        self.store = store
-        self.key = key
-        self.playlist = playlist
-        self._send, self._receive = trio.open_memory_channel[None](1)
-        self._written: set[str] = set()
-
-    def poke(self) -> None:
-        """The playlist changed: sync soon (one pending sync covers any number of pokes)."""
-        with contextlib.suppress(
-            trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
-        ):
-            self._send.send_nowait(None)
-
-    def close(self) -> None:
-        """A last sync (the playlist ended), then `run` returns."""
-        self.poke()
-        self._send.close()
-
-    async def run(self) -> None:
-        """Sync on every poke until closed."""
-        async with self._receive:
-            async for _ in self._receive:
-                playlist = self.playlist
-                if not playlist.segments:
-                    continue
-                segments = list(playlist.segments)
-                text = playlist.playlist()
-                try:
-                    await trio.to_thread.run_sync(
-                        self._sync, segments, text, abandon_on_cancel=True
-                    )
-                except OSError as exc:
-                    self.store.write_failed(self.key, exc)
-                else:
-                    self.store.write_ok(self.key)
-
-    def _sync(self, segments: list[Segment], text: str) -> None:
-        app, name = self.key
-        root = os.path.realpath(self.store.settings.directory)
-        folder = _inside(root, os.path.join(root, app))
-        os.makedirs(folder, exist_ok=True)
-        written = self._written
-        for seg in segments:
-            if seg.uri not in written:
-                _write_file(_inside(root, os.path.join(folder, seg.uri)), seg.data)
-                written.add(seg.uri)
-        tmp = _inside(root, os.path.join(folder, f".{name}.m3u8.tmp"))
-        _write_file(tmp, text.encode())
-        os.replace(tmp, _inside(root, os.path.join(folder, f"{name}.m3u8")))
-        keep = {s.uri for s in segments}
-        written &= keep
-        prefix = f"{name}-{self.playlist.session}-"
-        for entry in os.listdir(folder):
-            if (
-                entry.startswith(prefix)
-                and entry.endswith(".ts")
-                and entry[len(prefix) : -3].isdigit()
-                and entry not in keep
-            ):
-                os.unlink(os.path.join(folder, entry))  # a symlink goes, never its target
-
-
-def _inside(root: str, path: str) -> str:
-    """`path` resolved (symlinks followed); UnsafePath if that is not inside `root`."""
-    real = os.path.realpath(path)
-    if real != root and os.path.commonpath([root, real]) != root:
-        raise UnsafePath(f"{path!r} resolves outside hls_dir (to {real!r}); refused")
-    return real
-
-
-def _write_file(path: str, data: bytes) -> None:
-    """Write `path` (not following a symlink there)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)

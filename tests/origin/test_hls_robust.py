@@ -340,7 +340,7 @@ async def test_a_crashing_packager_restarts_alone(nursery, clip, monkeypatch, ca
                 raise RuntimeError("a bug in the packager")
             return super().push(frame, epoch)
 
-    monkeypatch.setattr("origin.hls.Segmenter", Exploding)
+    monkeypatch.setattr("origin.packager.Segmenter", Exploding)
     server, addr = await start_origin(nursery, hls_target_duration=1.0, hls_window=10)
     for name in ("c", "d"):
         await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/{name}")

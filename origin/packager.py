@@ -1,0 +1,91 @@
+"""One live stream's HLS packaging loop: read its frames, cut segments, mux them (in a
+thread) and append them to its playlist."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from common.media.segmenter import Segmenter, SegmentSpec
+from common.media.stream import Stream
+from common.proto.hlsplaylist import HlsPlaylist
+from common.serve.tsmux import mux_ts
+from origin.hlsdir import DirWriter
+
+if TYPE_CHECKING:
+    from origin.hls import HlsStore
+
+
+class Packager:
+    """One stream's packaging loop (`run`, restarted by `supervise` if it fails)."""
+
+    def __init__(
+        self,
+        store: HlsStore,
+        stream: Stream,
+        key: tuple[str, str],
+        playlist: HlsPlaylist,
+        *,
+        discontinuity: bool,
+    ) -> None:
+        self.store = store
+        self.stream = stream
+        self.key = key
+        self.playlist = playlist
+        self.discontinuity = discontinuity  # the next segment added starts one
+        self.writer: DirWriter | None = None
+        self.runs = 0
+
+    async def run(self) -> None:
+        """Read the stream from (about) now, cut, mux and add segments until it ends."""
+        stream = self.stream
+        if self.runs:
+            if stream.closed:
+                return  # failed as the stream ended: nothing left to package
+            self.discontinuity = True  # frames were lost while this restarted
+        self.runs += 1
+        segmenter = Segmenter(int(self.store.settings.target * 1000))
+        reader = stream.add_reader("hls")
+        try:
+            # The reader starts at the newest keyframe (or the head): sequence headers the
+            # publisher sent before it are not among its frames.
+            segmenter.seed(stream.header_frames(stream.start_timestamp(reader)))
+            while True:
+                await stream.wait_beyond(reader.cursor)
+                for frame in stream.pending(reader):
+                    spec = segmenter.push(frame, frame.source)
+                    if spec is not None:
+                        await self.emit(spec)
+                if stream.closed and reader.cursor >= stream.head:
+                    break
+            spec = segmenter.flush()
+            if spec is not None:
+                await self.emit(spec)
+        finally:
+            stream.remove_reader(reader)
+
+    async def emit(self, spec: SegmentSpec) -> None:
+        """Mux `spec` (in a thread) and add it to the playlist; a failure skips it."""
+        store, playlist = self.store, self.playlist
+        store.timestamp_jumps += spec.jumps
+        # cut on the arrival of the next keyframe, live: the segment began `duration` ago
+        wall = time.time() - spec.duration_ms / 1000
+        try:
+            data = await trio.to_thread.run_sync(mux_ts, spec)
+            if not data:
+                raise ValueError("no audio or video packet could be muxed")
+        except Exception as exc:  # whatever the media does to the muxer
+            store.mux_failed(self.key, spec, exc)
+            self.discontinuity = True
+            return
+        store.mux_ok(self.key)
+        discontinuity = spec.discontinuity or (self.discontinuity and bool(playlist.segments))
+        self.discontinuity = False
+        playlist.append(data, spec.duration_ms / 1000, discontinuity=discontinuity, wall=wall)
+        store.segment_added(self.key)
+        store.segments_made += 1
+        store.bytes_made += len(data)
+        if self.writer is not None:
+            self.writer.poke()
