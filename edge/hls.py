@@ -1,36 +1,30 @@
-"""The edge's HLS proxy: playlists and segments fetched from HTTP parents with failover,
-kept in the object cache, class-paced to viewers with a token, playlists rewritten so their
-segments carry it."""
+"""The edge's HLS proxy: answers playlist and segment requests from the object cache (misses
+pulled from the HTTP parents), class-paced to viewers with a token."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TypedDict
 from urllib.parse import urlencode
 
 import trio
 
 from common.net.conn import Conn
-from common.net.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
-from common.net.httpclient import FetchResult, HttpClientError, fetch
+from common.net.http import Request, Response, StreamingResponse
 from common.net.supervise import describe, log_failure
+from common.proto.hlsplaylist import with_query
 from common.proto.paths import Media, hls_path, hls_target
-from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKeyError, shown
 from common.serve.hlsviewers import HlsViewers, client_key
 from common.serve.metrics import NodeMetrics
 from common.serve.refusal import Refusal
+from edge.failover import ParentFailover
 from edge.objcache import FetchError, ObjectCache
+from edge.pacedbody import paced_body
 from edge.qos import Qos
 
 log = logging.getLogger("livecdn.edge")
-
-HLS_OBJECT_LIMIT = 32 * 1024 * 1024
-"""The largest playlist or segment an edge takes from a parent."""
-
-HLS_PACED_SLICE = 16384
-"""Bytes of a class-shaped HLS segment written per pacing step."""
 
 
 class HlsObjects(TypedDict):
@@ -39,47 +33,6 @@ class HlsObjects(TypedDict):
     objects: int
     bytes: int
     paths: list[str]
-
-
-class ParentFailover:
-    """GETs from a list of HTTP parents, the last one that answered first."""
-
-    def __init__(
-        self, parents: list[str], *, timeout: float, on_failover: Callable[[], None]
-    ) -> None:
-        self.parents = parents
-        self.timeout = timeout
-        self.on_failover = on_failover
-        self._current = 0
-
-    async def fetch(self, path: str) -> FetchResult:
-        """GET `path` (canonical: built by `hls_target` from a validated key) from the
-        parents in failover order; errors, 5xx and truncated bodies try the next parent,
-        and FetchError says why when none answers."""
-        errors = []
-        parents = self.parents
-        for i in range(len(parents)):
-            parent = parents[(self._current + i) % len(parents)]
-            try:
-                got = await fetch(
-                    "GET", parent.rstrip("/") + path, timeout=self.timeout, limit=HLS_OBJECT_LIMIT
-                )
-            except (OSError, HttpClientError, trio.TooSlowError) as exc:
-                errors.append(f"{parent}: {exc or 'timed out'}")
-                continue
-            except Exception as exc:  # whatever else a parent provokes: try the next one
-                log_failure(f"HLS fetch of {path} from {parent}", exc, log)
-                errors.append(f"{parent}: {describe(exc)}")
-                continue
-            if got.status >= 500:
-                errors.append(f"{parent}: HTTP {got.status}")
-                continue
-            if i:
-                self._current = (self._current + i) % len(parents)
-                self.on_failover()
-                log.warning("HLS: failover to parent %s", parent)
-            return got
-        raise FetchError("; ".join(errors) or "no HLS parent configured")
 
 
 class HlsProxy:
@@ -218,46 +171,3 @@ class HlsProxy:
             (),
             lambda: {(): self.cache.negative_entries},
         )
-
-
-def with_query(playlist: bytes, query: str) -> bytes:
-    """A media playlist whose segment URIs carry `query`."""
-    lines = playlist.split(b"\n")
-    extra = query.encode()
-    for i, line in enumerate(lines):
-        if line and not line.startswith(b"#"):
-            lines[i] = line + (b"&" if b"?" in line else b"?") + extra
-    return b"\n".join(lines)
-
-
-def paced_body(
-    body: bytes,
-    pacer: Pacer,
-    *,
-    timeout: float = 10.0,
-    on_slow: Callable[[Conn], None] | None = None,
-) -> Callable[[Conn], Awaitable[None]]:
-    """A chunked response body that writes `body` as `pacer` allows (an HLS segment of a
-    viewer with a class). A viewer that does not take a piece within `timeout` seconds is
-    disconnected (`on_slow` is told)."""
-
-    async def send(conn: Conn, data: bytes) -> bool:
-        with trio.move_on_after(timeout) as scope:
-            await conn.send_all(data)
-        if not scope.cancelled_caught:
-            return True
-        if on_slow is not None:
-            on_slow(conn)
-        conn.close()
-        return False
-
-    async def write(conn: Conn) -> None:
-        view = memoryview(body)
-        for pos in range(0, len(body), HLS_PACED_SLICE):
-            piece = view[pos : pos + HLS_PACED_SLICE]
-            await trio.sleep(pacer.delay_for(len(piece), trio.current_time()))
-            if not await send(conn, chunk(bytes(piece))):
-                return
-        await send(conn, LAST_CHUNK)
-
-    return write

@@ -1,5 +1,5 @@
-"""RFC 8216 live media playlists: the segments of a sliding window, their rendering, and
-the parser a player reads them back with (sans-IO)."""
+"""RFC 8216 live media playlists: the segments of a sliding window, their rendering, the
+rewriting of their segment URIs, and the parser a player reads them back with (sans-IO)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,16 @@ def render_playlist(
     if ended:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
+
+
+def with_query(playlist: bytes, query: str) -> bytes:
+    """A media playlist whose segment URIs carry `query`."""
+    lines = playlist.split(b"\n")
+    extra = query.encode()
+    for i, line in enumerate(lines):
+        if line and not line.startswith(b"#"):
+            lines[i] = line + (b"&" if b"?" in line else b"?") + extra
+    return b"\n".join(lines)
 
 
 @dataclass

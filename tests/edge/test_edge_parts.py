@@ -1,5 +1,5 @@
-"""The edge's parts on their own: class admission (edge/qos.py), the heartbeat's contents
-(edge/heartbeat.py) and playlist rewriting (edge/hls.py)."""
+"""The edge's parts on their own: class admission (edge/qos.py) and the heartbeat's contents
+(edge/heartbeat.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from common.net.httpclient import fetch
 from common.proto import auth
 from common.proto.control import MAX_STREAMS
 from edge.heartbeat import advertised_host, busiest
-from edge.hls import with_query
 from edge.qos import Qos
 from tests.conftest import start_edge, start_origin
 
@@ -85,10 +84,3 @@ def test_the_heartbeat_holds_the_busiest_routable_streams() -> None:
 )
 def test_the_heartbeat_advertises_a_host_for_urls(host: str, public_host: str, want: str) -> None:
     assert advertised_host(edge_config(host=host, public_host=public_host)) == want
-
-
-def test_segment_uris_carry_the_class_token() -> None:
-    playlist = b"#EXTM3U\n#EXTINF:2.0,\ns-1.ts\n#EXTINF:2.0,\ns-2.ts?x=1\n"
-    assert with_query(playlist, "lc=basic") == (
-        b"#EXTM3U\n#EXTINF:2.0,\ns-1.ts?lc=basic\n#EXTINF:2.0,\ns-2.ts?x=1&lc=basic\n"
-    )

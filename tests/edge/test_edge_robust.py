@@ -27,7 +27,7 @@ from common.proto import amf0, flv
 from common.proto.paths import Media, hls_target
 from common.proto.streamkey import StreamKeyError
 from edge.feeds import upstream_url
-from edge.hls import paced_body
+from edge.pacedbody import paced_body
 from origin.server import Origin
 from tests.conftest import (
     FFMPEG,

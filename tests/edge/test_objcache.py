@@ -7,8 +7,6 @@ from collections import Counter
 import pytest
 import trio
 import trio.testing
-from hypothesis import given
-from hypothesis import strategies as st
 
 from common.net.httpclient import FetchResult
 from edge.objcache import (
@@ -17,8 +15,6 @@ from edge.objcache import (
     CacheStats,
     FetchError,
     ObjectCache,
-    freshness_lifetime,
-    parse_cache_control,
 )
 
 SEG = "/live/a/seg1.ts"
@@ -204,49 +200,6 @@ async def test_content_type_default(autojump_clock, nursery):
     parent.responses[SEG] = FetchResult(200, {"cache-control": "max-age=5"}, b"seg")
     cache = await start(nursery, parent)
     assert (await cache.get(SEG)).content_type == "application/octet-stream"
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (None, 7.0),
-        ("", 7.0),
-        ("max-age=5", 5.0),
-        ("MAX-AGE=5", 5.0),
-        ("  public ,  max-age = 12 ", 12.0),
-        ('max-age="3"', 3.0),
-        ("max-age=abc", 7.0),
-        ("max-age=-1", 7.0),
-        ("max-age=1.5", 7.0),
-        ("max-age=", 7.0),
-        ("max-age", 7.0),
-        ("max-age=abc, max-age=4", 4.0),
-        ("max-age=0", 0.0),
-        ("max-age=10, no-cache", 0.0),
-        ("No-Store", 0.0),
-        ("private", 0.0),
-        ("s-maxage=20, max-age=1", 20.0),
-        ("max-age=1, s-maxage=x", 1.0),
-        (",,,public,,", 7.0),
-        ("max-age=\u0661", 7.0),  # a non-ASCII digit
-    ],
-)
-def test_freshness_lifetime(value, expected):
-    assert freshness_lifetime(value, 7.0) == expected
-
-
-def test_parse_cache_control():
-    assert parse_cache_control(' Max-Age = "5" , no-store,, x=') == [
-        ("max-age", "5"),
-        ("no-store", None),
-        ("x", ""),
-    ]
-
-
-@given(st.text())
-def test_freshness_lifetime_never_fails(value):
-    ttl = freshness_lifetime(value, 7.0)
-    assert ttl == 7.0 or ttl == 0.0 or (ttl >= 0 and ttl == int(ttl))
 
 
 # ---------------------------------------------------------------------- 404 and errors

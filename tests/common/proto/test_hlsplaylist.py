@@ -1,5 +1,6 @@
 """The HLS media playlist parser: what render_playlist writes reads back the same; what is
-not a media playlist is a PlaylistError, never another exception."""
+not a media playlist is a PlaylistError, never another exception. Segment URIs rewritten
+by with_query carry the query."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from common.proto.hlsplaylist import (
     Segment,
     parse_playlist,
     render_playlist,
+    with_query,
 )
 
 PLAYLIST = """#EXTM3U
@@ -103,3 +105,10 @@ def test_a_live_window_reads_back_as_the_origin_serves_it() -> None:
     assert [s.uri for s in pl.segments] == [hls.uri(n) for n in (3, 4, 5)]
     assert pl.discontinuity_sequence == 1  # segment 1's discontinuity left the window
     assert pl.last_sequence() == 5 and pl.start_sequence() == 3
+
+
+def test_segment_uris_carry_the_class_token() -> None:
+    playlist = b"#EXTM3U\n#EXTINF:2.0,\ns-1.ts\n#EXTINF:2.0,\ns-2.ts?x=1\n"
+    assert with_query(playlist, "lc=basic") == (
+        b"#EXTM3U\n#EXTINF:2.0,\ns-1.ts?lc=basic\n#EXTINF:2.0,\ns-2.ts?x=1&lc=basic\n"
+    )

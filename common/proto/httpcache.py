@@ -1,0 +1,37 @@
+"""HTTP caching rules (RFC 9111) for a shared cache: Cache-Control directives and how long a
+response may be kept."""
+
+from __future__ import annotations
+
+
+def parse_cache_control(value: str) -> list[tuple[str, str | None]]:
+    """Cache-Control directives in order, as (lower-case name, value or None); quotes around
+    values are removed and empty items skipped."""
+    directives: list[tuple[str, str | None]] = []
+    for item in value.split(","):
+        name, sep, arg = item.partition("=")
+        name = name.strip().lower()
+        if name:
+            directives.append((name, arg.strip().strip('"').strip() if sep else None))
+    return directives
+
+
+def freshness_lifetime(cache_control: str | None, default_ttl: float) -> float:
+    """Seconds a 200 response may be kept, from its Cache-Control (<= 0: do not keep).
+
+    `no-store`, `no-cache` and `private` -> 0; else `s-maxage` (we are a shared cache), then
+    `max-age` (the first well-formed one of each; malformed values are ignored); no usable
+    directive -> `default_ttl`.
+    """
+    if cache_control is None:
+        return default_ttl
+    ages: dict[str, int] = {}
+    for name, value in parse_cache_control(cache_control):
+        if name in ("no-store", "no-cache", "private"):
+            return 0.0
+        if name in ("s-maxage", "max-age") and value and value.isascii() and value.isdigit():
+            ages.setdefault(name, int(value))
+    for name in ("s-maxage", "max-age"):
+        if name in ages:
+            return float(ages[name])
+    return default_ttl
