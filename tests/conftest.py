@@ -54,6 +54,18 @@ async def start_origin(nursery: trio.Nursery, **overrides: object) -> tuple[Orig
 
 
 @pytest.fixture
+def inline_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run `trio.to_thread.run_sync` work inline. For tests on the autojumping MockClock:
+    while a thread works every task looks blocked, so the clock would leap to the next
+    deadline (a hang guard, a replay's next frame) in no real time."""
+
+    async def inline(fn, *args, **_):
+        return fn(*args)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", inline)
+
+
+@pytest.fixture
 async def origin(nursery: trio.Nursery) -> tuple[Origin, OriginAddress]:
     """An origin with the default configuration."""
     return await start_origin(nursery)

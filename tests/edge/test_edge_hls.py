@@ -27,7 +27,7 @@ async def test_pyav_plays_hls_through_the_edge(nursery, clip):
 
 
 async def test_three_hundred_players_cost_the_origin_one_fetch_per_object(
-    autojump_clock, nursery, clip
+    autojump_clock, inline_threads, nursery, clip
 ):
     """In-process (the clip replayed by our RTMP client) on the MockClock: the playlist's
     max-age is counted in virtual time."""

@@ -386,17 +386,10 @@ async def test_a_new_source_in_the_same_stream_is_one_discontinuity(nursery, tag
 
 
 async def test_an_ended_playlist_is_kept_for_the_grace_in_virtual_time(
-    autojump_clock, nursery, tags, monkeypatch
+    autojump_clock, inline_threads, nursery, tags
 ):
     """On the MockClock: a stream's playlist, with EXT-X-ENDLIST once the stream ends, is
     served for `grace` seconds after that, not less, then removed."""
-
-    async def inline(fn, *args, **_):
-        return fn(*args)
-
-    # Muxing runs inline here: while a thread works, every task looks blocked, and the
-    # autojumping clock would leap to the next deadline (a hang guard) in no real time.
-    monkeypatch.setattr(trio.to_thread, "run_sync", inline)
     store = HlsStore(HlsSettings(target=1.0, grace=2.0))
     stream = Stream("live", "end")
     nursery.start_soon(store.package, stream)
