@@ -25,6 +25,7 @@ class Publisher:
     stream_id: int
     since: float
     host: str = ""
+    last_media: float = 0.0  # trio clock: its publish, then its last media message
 
 
 class StreamState(Enum):

@@ -4,7 +4,7 @@ accept / take over / reject (with the RTMP status code and the refusal reason) o
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from common.config import OriginConfig
@@ -34,13 +34,15 @@ class PublishRequest:
 @dataclass(frozen=True)
 class Publishers:
     """What the decision reads of the origin: live publishers' hosts by stream, streams
-    waiting for their publisher (within `publisher_grace`), bans (wall-clock ends) and the
-    number of live streams."""
+    waiting for their publisher (within `publisher_grace`), bans (wall-clock ends), the
+    number of live streams, and how long each live publisher has sent no media (seconds;
+    a stream missing from `idle` counts as just active)."""
 
     hosts: Mapping[tuple[str, str], str]
     waiting: Collection[tuple[str, str]]
     bans: Mapping[tuple[str, str], float]
     streams: int
+    idle: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,10 @@ class Accept:
 
 @dataclass(frozen=True)
 class Takeover:
-    """Publish `key` in place of its current publisher (`on_republish = "takeover"`)."""
+    """Publish `key` in place of its current publisher (`why`, for the log)."""
 
     key: StreamKey
+    why: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -97,11 +100,7 @@ def decide(
             f"{request.host} already publishes {mine} streams (max_publishers_per_ip)",
         )
     if pair in publishers.hosts:
-        if config.on_republish == "reject":
-            return Reject(
-                PublishCode.BAD_NAME, Refusal.ALREADY_PUBLISHING, f"{key} is already published"
-            )
-        return Takeover(key)
+        return _republish(key, publishers.idle.get(pair, 0.0), config)
     if pair in publishers.waiting:
         return Accept(key, resumed=True)
     if publishers.streams >= config.max_streams:
@@ -111,3 +110,26 @@ def decide(
             f"this origin already has {config.max_streams} streams (max_streams)",
         )
     return Accept(key)
+
+
+def _republish(key: StreamKey, idle: float, config: OriginConfig) -> Decision:
+    """A publish of a live name, as `on_republish` says: "owner" lets it take over if it
+    proves it owns the name (a valid publish token, checked before this, when a secret is
+    set; else its current publisher has sent no media for `takeover_idle_seconds`)."""
+    policy = config.on_republish
+    if policy == "reject":
+        return Reject(
+            PublishCode.BAD_NAME, Refusal.ALREADY_PUBLISHING, f"{key} is already published"
+        )
+    if policy == "takeover":
+        return Takeover(key, 'on_republish = "takeover"')
+    if config.publish_secret:
+        return Takeover(key, "it holds a valid publish token")
+    if idle >= config.takeover_idle_seconds:
+        return Takeover(key, f"the current publisher sent no media for {idle:.1f} s")
+    return Reject(
+        PublishCode.BAD_NAME,
+        Refusal.NOT_OWNER,
+        f"{key} is live from another publisher (media {idle:.1f} s ago, takeover after "
+        f"{config.takeover_idle_seconds:g} s of silence or with a publish token)",
+    )

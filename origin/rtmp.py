@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import trio
+
 from common.proto.clock import stamp_payload
 from common.proto.rtmp import messages as m
 from common.proto.rtmp import session as rs
@@ -37,6 +39,7 @@ class OriginIngest:
         pub = self.publisher
         if pub is None or event.stream_id != pub.stream_id:
             return
+        pub.last_media = trio.current_time()
         if isinstance(event, rs.Media):
             frame = pub.stream.push(event.type_id, event.timestamp, event.payload)
             if frame is not None and frame.keyframe and self.origin.config.clock_stamps:

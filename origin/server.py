@@ -146,7 +146,13 @@ class Origin:
         if isinstance(decision, Takeover):
             assert live is not None and live.publisher is not None
             old = live.publisher
-            log.info("takeover: %s replaces %s as publisher of %s", peer, old.rtmp.conn.peer, skey)
+            log.info(
+                "takeover: %s replaces %s as publisher of %s (%s)",
+                peer,
+                old.rtmp.conn.peer,
+                skey,
+                decision.why,
+            )
             old.rtmp.cancel()
         elif decision.resumed:
             assert live is not None
@@ -155,7 +161,9 @@ class Origin:
         else:
             live = self._open_stream(skey.app, skey.name)
         live.stream.new_source()
-        pub = Publisher(rtmp, live.stream, event.stream_id, time.time(), request.host)
+        pub = Publisher(
+            rtmp, live.stream, event.stream_id, time.time(), request.host, trio.current_time()
+        )
         live.publisher = pub
         live.set_state(StreamState.LIVE)
         session.accept_publish(event.stream_id, name)
@@ -165,13 +173,15 @@ class Origin:
 
     def _publishers(self) -> Publishers:
         """What the publish decision reads of this origin."""
-        hosts, waiting = {}, set()
+        hosts, waiting, idle = {}, set(), {}
+        now = trio.current_time()
         for key, live in self.live.items():
             if live.publisher is not None:
                 hosts[key] = live.publisher.host
+                idle[key] = now - live.publisher.last_media
             elif live.state is StreamState.WAITING:
                 waiting.add(key)
-        return Publishers(hosts, waiting, self.bans.until, len(self.registry))
+        return Publishers(hosts, waiting, self.bans.until, len(self.registry), idle)
 
     def unpublish(
         self, pub: Publisher, end: StreamEnd, detail: str = "", *, grace: bool = False

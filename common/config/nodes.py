@@ -171,10 +171,17 @@ class OriginConfig(ServeConfig):
     kind: ClassVar[str] = "origin"
 
     on_republish: str = setting(
-        "takeover",
-        help="a second publisher of a live name replaces the first, or is refused",
-        check=checks.one_of("takeover", "reject"),
+        "owner",
+        help="a second publisher of a live name: replaces the first only if it owns the name "
+        "(a valid publish token, or the first sent no media for takeover_idle_seconds), "
+        "replaces it always, or is refused",
+        check=checks.one_of("owner", "takeover", "reject"),
     )
+    takeover_idle_seconds: float = setting(
+        3.0, unit="s", check=checks.in_range(0, 600),
+        help='with on_republish = "owner": a publisher silent this long may be replaced '
+        "(a reconnect after a network blip)",
+    )  # fmt: skip
     publish_secret: str = setting(
         "", help="require publish tokens signed with this", flags=["--secret"]
     )

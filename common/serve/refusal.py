@@ -20,4 +20,5 @@ class Refusal(StrEnum):
     BANNED = "banned"
     PUBLISHER_LIMIT = "publisher_limit"
     ALREADY_PUBLISHING = "already_publishing"
+    NOT_OWNER = "not_owner"
     STREAM_LIMIT = "stream_limit"

@@ -282,8 +282,8 @@ async def test_real_lifecycle_linger_missing_and_publisher_stop(nursery, origin,
     }
 
 
-async def test_publisher_takeover_at_the_origin_is_seamless_at_the_edge(nursery, origin):
-    server, addr = origin
+async def test_publisher_takeover_at_the_origin_is_seamless_at_the_edge(nursery):
+    server, addr = await start_origin(nursery, on_republish="takeover")
     _, eaddr = await start_edge(nursery, [f"http://127.0.0.1:{addr.http_port}"])
     url = f"rtmp://127.0.0.1:{addr.rtmp_port}/live/swap"
     await publish_synthetic(nursery, url)

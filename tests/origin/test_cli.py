@@ -22,7 +22,7 @@ PY = sys.executable
 @pytest.mark.parametrize(
     ("config", "message"),
     [("rtmp_port = 1935\ngop_cahce = false\n", "unknown key(s) gop_cahce"),
-     ('on_republish = "maybe"\n', "on_republish must be 'takeover' or 'reject'")],
+     ('on_republish = "maybe"\n', "on_republish must be one of 'owner', 'takeover', 'reject'")],
 )  # fmt: skip
 def test_a_bad_config_file_is_a_clear_error(tmp_path, config, message):
     cfg = tmp_path / "origin.toml"

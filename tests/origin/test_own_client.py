@@ -97,8 +97,8 @@ async def test_own_publisher_and_player_round_trip(nursery, origin, clip):
     pub.close()
 
 
-async def test_takeover_keeps_players_and_timestamps(nursery, origin, clip):
-    server, addr = origin
+async def test_takeover_keeps_players_and_timestamps(nursery, clip):
+    server, addr = await start_origin(nursery, on_republish="takeover")
     tags = clip_tags(clip)
     url = f"rtmp://127.0.0.1:{addr.rtmp_port}/live/take"
     first = await RtmpClient.connect(url)

@@ -35,8 +35,8 @@ def request(name: str = "cam", query: dict[str, str] | None = None, host: str = 
     return PublishRequest("live", name, query or {}, host)
 
 
-def publishers(hosts=None, waiting=(), bans=None, streams=0) -> Publishers:
-    return Publishers(hosts or {}, set(waiting), bans or {}, streams)
+def publishers(hosts=None, waiting=(), bans=None, streams=0, idle=None) -> Publishers:
+    return Publishers(hosts or {}, set(waiting), bans or {}, streams, idle or {})
 
 
 def config(**values) -> OriginConfig:
@@ -61,8 +61,64 @@ CASES = [
         "republish takes over",
         request(),
         publishers(hosts={KEY: "10.0.0.9"}, streams=1),
+        config(on_republish="takeover"),
+        Takeover(StreamKey(*KEY)),
+    ),
+    (
+        "a stranger cannot take a live name by default",
+        request(),
+        publishers(hosts={KEY: "10.0.0.9"}, streams=1, idle={KEY: 0.5}),
+        config(),
+        rejected(PublishCode.BAD_NAME, Refusal.NOT_OWNER),
+    ),
+    (
+        "a stranger from the publisher's own address is no owner either",
+        request(host="10.0.0.9"),
+        publishers(hosts={KEY: "10.0.0.9"}, streams=1, idle={KEY: 2.9}),
+        config(),
+        rejected(PublishCode.BAD_NAME, Refusal.NOT_OWNER),
+    ),
+    (
+        "a publisher silent for takeover_idle_seconds is replaced",
+        request(),
+        publishers(hosts={KEY: "10.0.0.9"}, streams=1, idle={KEY: 3.0}),
         config(),
         Takeover(StreamKey(*KEY)),
+    ),
+    (
+        "takeover_idle_seconds is configurable",
+        request(),
+        publishers(hosts={KEY: "10.0.0.9"}, streams=1, idle={KEY: 3.0}),
+        config(takeover_idle_seconds=10),
+        rejected(PublishCode.BAD_NAME, Refusal.NOT_OWNER),
+    ),
+    (
+        "the owner's token takes over a live publisher",
+        request(query=token(NOW + 60)),
+        publishers(hosts={KEY: "10.0.0.9"}, streams=1, idle={KEY: 0.0}),
+        config(publish_secret=SECRET),
+        Takeover(StreamKey(*KEY)),
+    ),
+    (
+        "a stranger without the token is refused before the policy",
+        request(),
+        publishers(hosts={KEY: "10.0.0.9"}, streams=1, idle={KEY: 60.0}),
+        config(publish_secret=SECRET),
+        rejected(PublishCode.UNAUTHORIZED, Refusal.AUTH),
+    ),
+    (
+        "takeover needs no proof",
+        request(),
+        publishers(hosts={KEY: "10.0.0.9"}, streams=1, idle={KEY: 0.0}),
+        config(on_republish="takeover"),
+        Takeover(StreamKey(*KEY)),
+    ),
+    (
+        "reject refuses even a silent publisher's owner",
+        request(query=token(NOW + 60)),
+        publishers(hosts={KEY: "10.0.0.9"}, streams=1, idle={KEY: 60.0}),
+        config(on_republish="reject", publish_secret=SECRET),
+        rejected(PublishCode.BAD_NAME, Refusal.ALREADY_PUBLISHING),
     ),
     (
         "republish refused",
@@ -138,7 +194,7 @@ CASES = [
     (
         "a takeover needs no room",
         request(),
-        publishers(hosts={KEY: "10.0.0.9"}, streams=2),
+        publishers(hosts={KEY: "10.0.0.9"}, streams=2, idle={KEY: 5.0}),
         config(max_streams=2),
         Takeover(StreamKey(*KEY)),
     ),
@@ -146,7 +202,7 @@ CASES = [
         "a ban beats a takeover",
         request(),
         publishers(hosts={KEY: "10.0.0.9"}, bans={KEY: NOW + 10}, streams=1),
-        config(),
+        config(on_republish="takeover"),
         rejected(PublishCode.BAD_NAME, Refusal.BANNED),
     ),
 ]
@@ -168,3 +224,23 @@ def test_a_refusal_says_why() -> None:
     assert isinstance(decision, Reject) and decision.detail == "live/cam is banned (42 s)"
     decision = decide(request(name="a b"), publishers(), config(), NOW)
     assert isinstance(decision, Reject) and decision.detail.startswith("bad stream key: ")
+
+
+def test_a_refused_republish_and_a_takeover_say_why() -> None:
+    live = publishers(hosts={KEY: "10.0.0.9"}, streams=1, idle={KEY: 1.25})
+    decision = decide(request(), live, config(), NOW)
+    assert isinstance(decision, Reject)
+    assert decision.detail == (
+        "live/cam is live from another publisher (media 1.2 s ago, takeover after 3 s of "
+        "silence or with a publish token)"
+    )
+    decision = decide(request(), live, config(takeover_idle_seconds=1), NOW)
+    assert isinstance(decision, Takeover)
+    assert decision.why == "the current publisher sent no media for 1.2 s"
+    decision = decide(request(query=token(NOW + 60)), live, config(publish_secret=SECRET), NOW)
+    assert isinstance(decision, Takeover) and decision.why == "it holds a valid publish token"
+
+
+def test_the_default_policy_is_owner() -> None:
+    assert OriginConfig().on_republish == "owner"
+    assert OriginConfig().takeover_idle_seconds == 3.0
