@@ -16,10 +16,12 @@ from balancer.routing import Router
 from balancer.table import NodeTable
 from balancer.viewers import ViewerRoutes
 from common.config import BalancerConfig
+from common.config.exposure import warn_open_surfaces
 from common.net.conn import Conn, accept_loop, listen_socket
 from common.net.http import HttpLimits, Request, Response, serve_http
 from common.net.supervise import supervise
 from common.proto.paths import EDGES_API, STREAMS_API, Media, api_edge_action, media_of
+from common.serve.admin import admin_refusal
 from common.serve.metrics import CONTENT_TYPE, NodeMetrics
 
 log = logging.getLogger("livecdn.balancer")
@@ -59,6 +61,8 @@ class Balancer:
             return Response.json({"streams": api.streams_info(self.table, self.config)})
         edge_request = api_edge_action(path)
         if edge_request is not None and req.method == "POST":
+            if refused := admin_refusal(req, self.config.admin_token):
+                return refused
             return api.drain(self.table, req, edge_request)
         if path == "/api/route":
             return await self.viewers.route_api(req)
@@ -102,6 +106,7 @@ class Balancer:
                 cfg.host,
                 self.address[1],
             )
+            warn_open_surfaces(self.config, log)
             task_status.started(self.address)
 
 

@@ -9,6 +9,7 @@ from functools import partial
 import trio
 
 from common.config import EdgeConfig
+from common.config.exposure import warn_open_surfaces
 from common.net.http import Request, Response, StreamingResponse
 from common.net.reporter import report
 from common.proto.paths import STREAMS_API, Media, api_stream_key, media_of
@@ -146,6 +147,7 @@ class Edge:
                 self.node.start_supervised(
                     "link accounting", "link", partial(self.qos.charge_link, self.bytes_sent)
                 )
+            warn_open_surfaces(self.config, log)
             task_status.started(address)
 
 

@@ -10,6 +10,7 @@ from functools import partial
 import trio
 
 from common.config import MAX_BAN_SECONDS, OriginConfig
+from common.config.exposure import warn_open_surfaces
 from common.media.stream import Registry, Stream
 from common.net.http import Request, Response
 from common.net.reporter import report
@@ -20,6 +21,7 @@ from common.proto.paths import STREAMS_API, Media, api_stream_key, hls_target, m
 from common.proto.rtmp import session as rs
 from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKey, StreamKeyError
+from common.serve.admin import admin_refusal, is_admin
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
 from common.serve.refusal import Refusal
@@ -231,7 +233,10 @@ class Origin:
                 return Response.text(400, f"bad stream key: {exc}")
             return await self.hls.respond(req, target)
         if req.path == STREAMS_API:
-            return Response.json({"streams": [self.stream_info(s) for s in self.registry]})
+            admin = is_admin(req, self.config.admin_token)
+            return Response.json(
+                {"streams": [self._shown(self.stream_info(s), admin) for s in self.registry]}
+            )
         try:
             skey = api_stream_key(req.path)
         except StreamKeyError as exc:
@@ -244,8 +249,11 @@ class Origin:
         if stream is None:
             return Response.json({"error": f"no live stream {skey}"}, 404)
         if req.method == "GET":
-            return Response.json(self.stream_info(stream))
+            admin = is_admin(req, self.config.admin_token)
+            return Response.json(self._shown(self.stream_info(stream), admin))
         if req.method == "DELETE":
+            if refused := admin_refusal(req, self.config.admin_token):
+                return refused
             if "ban" in req.query:
                 ban = parse_uint(req.query["ban"], MAX_BAN_SECONDS)
                 if ban is None:
@@ -266,6 +274,14 @@ class Origin:
             log.info("kicked %s (ban %d s) on request of %s", skey, ban, req.peer)
             return Response.json({"kicked": str(skey), "ban_s": ban})
         return Response.json({"error": f"method {req.method} not allowed"}, 405)
+
+    @staticmethod
+    def _shown(info: dict, admin: bool) -> dict:
+        """A stream's description as a request may see it: the publisher's address only
+        for admin requests (common.proto.admin)."""
+        if not admin and info.get("publisher"):
+            info["publisher"] = {k: v for k, v in info["publisher"].items() if k != "address"}
+        return info
 
     def announcement(self) -> list[StreamsAnnouncement]:
         """The origin's live streams, for the balancer (sent every second)."""
@@ -301,6 +317,7 @@ class Origin:
                         "reporter",
                         partial(report, self.config.balancer, self.announcement),
                     )
+                warn_open_surfaces(self.config, log)
                 task_status.started(self.address)
         finally:
             for stream in list(self.registry):

@@ -36,7 +36,13 @@ async def apply_fault(dep: Deployment, fault: FaultSpec) -> None:
             write_state(dep)
     elif fault.action in ("drain", "undrain"):
         balancer = dep.url("balancer", "http")
-        await fetch("POST", f"{balancer}/api/edges/{fault.node}/{fault.action}")
+        token = dep.topo.balancer.config["admin_token"] if dep.topo.balancer else ""
+        auth = [("authorization", f"Bearer {token}")] if token else []
+        resp = await fetch(
+            "POST", f"{balancer}/api/edges/{fault.node}/{fault.action}", headers=auth
+        )
+        if resp.status != 200:
+            print(f"  {fault.action} {fault.node}: the balancer answered {resp.status}", flush=True)
     else:
         proxy = dep.proxies[(fault.edge, fault.parent)]
         if fault.action in ("degrade", "restore"):  # to the fault's numbers or the file's

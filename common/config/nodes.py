@@ -88,6 +88,15 @@ def classes_key() -> Any:
     )
 
 
+def admin_token_key() -> Any:
+    """The bearer token of the admin routes."""
+    return setting(
+        "",
+        help="bearer token of the admin API (kick/ban, drain, publisher addresses); "
+        "empty: admin routes answer only on loopback",
+    )
+
+
 def qos_secret_key() -> Any:
     """The secret that signs class tokens."""
     return setting("", help="secret shared by the balancer and edges to sign class tokens")
@@ -161,6 +170,7 @@ class ServeConfig:
         unit="bytes",
         check=checks.in_range(256, 1 << 20),
     )
+    admin_token: str = admin_token_key()
     log_level: str = log_level_key()
 
 
@@ -349,6 +359,7 @@ class BalancerConfig:
                               check=checks.in_range(0, DAY))  # fmt: skip
     max_connections: int = setting(20000, help="HTTP connections at once",
                                    check=checks.in_range(1, 1 << 24))  # fmt: skip
+    admin_token: str = admin_token_key()
     qos_secret: str = qos_secret_key()
     classes: dict[str, dict] = classes_key()
     token_ttl: int = setting(

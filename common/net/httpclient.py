@@ -98,6 +98,7 @@ async def open_request(
     timeout: float = 10.0,
     rcvbuf: int | None = None,
     user_agent: str = "livecdn",
+    headers: list[tuple[str, str]] | None = None,
 ) -> HttpResponse:
     """Send a request and read the response head; the caller reads the body and closes."""
     parts = urlsplit(url)
@@ -112,10 +113,10 @@ async def open_request(
         conn = await open_connection(host, port, rcvbuf=rcvbuf)
         try:
             h = h11.Connection(h11.CLIENT)
-            headers = [("host", f"{host}:{port}"), ("user-agent", user_agent)]
+            head = [("host", f"{host}:{port}"), ("user-agent", user_agent), *(headers or ())]
             if body or method in ("POST", "PUT"):
-                headers.append(("content-length", str(len(body))))
-            data = h.send(h11.Request(method=method, target=target, headers=headers))
+                head.append(("content-length", str(len(body))))
+            data = h.send(h11.Request(method=method, target=target, headers=head))
             if body:
                 data += h.send(h11.Data(data=body))
             data += h.send(h11.EndOfMessage())
@@ -145,10 +146,12 @@ async def fetch(
     body: bytes = b"",
     timeout: float = 10.0,
     limit: int = 64 * 1024 * 1024,
+    headers: list[tuple[str, str]] | None = None,
 ) -> FetchResult:
-    """A whole request: its status, headers and body (of at most `limit` bytes)."""
+    """A whole request: its status, headers and body (of at most `limit` bytes); `headers`
+    are sent besides Host, User-Agent and Content-Length."""
     with trio.fail_after(timeout):
-        resp = await open_request(method, url, body=body, timeout=timeout)
+        resp = await open_request(method, url, body=body, timeout=timeout, headers=headers)
         try:
             return FetchResult(resp.status, resp.headers, await resp.body(limit))
         finally:

@@ -1,0 +1,66 @@
+"""What a node leaves open with its config: one line per open surface, logged as a warning
+at start-up (pure: a config in, sentences out)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+NO_ADMIN_TOKEN = "no admin_token: admin routes ({what}) answer only on loopback"
+
+
+def origin_open_surfaces(config: Any) -> list[str]:
+    """The open surfaces of an origin (an OriginConfig)."""
+    out = []
+    if not config.publish_secret:
+        out.append(
+            f"no publish_secret: anyone who reaches :{config.rtmp_port} can publish any name"
+        )
+        if config.on_republish == "takeover":
+            out.append(
+                "no publish_secret and on_republish = takeover: anyone who can publish can "
+                "replace a live stream"
+            )
+    elif config.on_republish == "takeover":
+        out.append(
+            "on_republish = takeover: any holder of a name's publish token replaces its "
+            "live publisher unconditionally"
+        )
+    if not config.admin_token:
+        out.append(NO_ADMIN_TOKEN.format(what="kick/ban, publisher addresses"))
+    return out
+
+
+def edge_open_surfaces(config: Any) -> list[str]:
+    """The open surfaces of an edge (an EdgeConfig)."""
+    unshaped = "viewer classes: a viewer that drops its class token is paced by no class"
+    return [unshaped] if config.classes else []
+
+
+def balancer_open_surfaces(config: Any) -> list[str]:
+    """The open surfaces of a balancer (a BalancerConfig)."""
+    out = [
+        f"control plane has no authentication: anyone who reaches :{config.control_port} "
+        "can register an edge (and get viewers) or announce streams"
+    ]
+    if not config.admin_token:
+        out.append(NO_ADMIN_TOKEN.format(what="drain/undrain"))
+    if config.classes:
+        out.append("viewer classes are granted on request: ?class=NAME gets any viewer NAME")
+    return out
+
+
+def open_surfaces(config: Any) -> list[str]:
+    """The open surfaces of any node's config, by its kind."""
+    by_kind = {
+        "origin": origin_open_surfaces,
+        "edge": edge_open_surfaces,
+        "balancer": balancer_open_surfaces,
+    }
+    return by_kind[config.kind](config)
+
+
+def warn_open_surfaces(config: Any, log: logging.Logger) -> None:
+    """Log one warning per open surface of `config` (each node's serve() does, at start-up)."""
+    for line in open_surfaces(config):
+        log.warning("%s", line)

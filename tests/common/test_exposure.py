@@ -1,0 +1,92 @@
+"""Each node kind's open surfaces, from its config alone (logged as warnings at start-up)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+
+from balancer.server import serve as serve_balancer
+from common.config import BalancerConfig, EdgeConfig, OriginConfig, build
+from common.config.exposure import (
+    balancer_open_surfaces,
+    edge_open_surfaces,
+    open_surfaces,
+    origin_open_surfaces,
+)
+from edge.server import serve as serve_edge
+from origin.server import serve as serve_origin
+
+CLASSES = {"gold": {"rate_mbps": 4, "ceil_mbps": 8}}
+
+
+def test_a_default_origin_names_publishing_and_admin():
+    lines = origin_open_surfaces(build(OriginConfig, {"rtmp_port": 1935}))
+    assert any(line.startswith("no publish_secret: anyone who reaches :1935") for line in lines)
+    assert any(line.startswith("no admin_token:") for line in lines)
+
+
+def test_an_origin_with_every_option_set_is_closed():
+    config = build(
+        OriginConfig,
+        {"publish_secret": "p", "admin_token": "a", "on_republish": "reject"},
+    )
+    assert origin_open_surfaces(config) == []
+
+
+def test_takeover_is_named_as_an_open_surface():
+    lines = origin_open_surfaces(build(OriginConfig, {"on_republish": "takeover"}))
+    assert any("replace a live stream" in line for line in lines)
+    secured = build(
+        OriginConfig, {"on_republish": "takeover", "publish_secret": "p", "admin_token": "a"}
+    )
+    assert [line.split(":")[0] for line in origin_open_surfaces(secured)] == [
+        "on_republish = takeover"
+    ]
+
+
+def test_an_edge_without_classes_has_nothing_open_of_its_own():
+    assert edge_open_surfaces(build(EdgeConfig, {"parents": ["rtmp://127.0.0.1:1/"]})) == []
+    with_classes = build(
+        EdgeConfig,
+        {"parents": ["rtmp://127.0.0.1:1/"], "classes": CLASSES, "qos_secret": "q"},
+    )
+    assert any("class token" in line for line in edge_open_surfaces(with_classes))
+
+
+def test_the_balancer_names_its_control_plane_admin_and_classes():
+    lines = balancer_open_surfaces(build(BalancerConfig, {"control_port": 8091}))
+    assert any(
+        line.startswith("control plane has no authentication: anyone who reaches :8091")
+        for line in lines
+    )
+    assert any(line.startswith("no admin_token:") for line in lines)
+    closed = build(BalancerConfig, {"admin_token": "a"})
+    assert not any("admin_token" in line for line in balancer_open_surfaces(closed))
+    classes = build(BalancerConfig, {"admin_token": "a", "classes": CLASSES, "qos_secret": "q"})
+    assert any("?class=" in line for line in open_surfaces(classes))
+
+
+@pytest.mark.parametrize(
+    ("serve", "model", "values"),
+    [(serve_origin, OriginConfig, {"rtmp_port": 0}),
+     (serve_edge, EdgeConfig, {"rtmp_port": 0, "parents": ["rtmp://127.0.0.1:1/"],
+                               "classes": CLASSES, "qos_secret": "q"}),
+     (serve_balancer, BalancerConfig, {"control_port": 0})],
+)  # fmt: skip
+def test_serve_logs_one_warning_per_open_surface(caplog, serve, model, values):
+    config = build(model, {"host": "127.0.0.1", "http_port": 0, **values})
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, config)
+            nursery.cancel_scope.cancel()
+
+    with caplog.at_level(logging.WARNING, logger="livecdn"):
+        trio.run(main)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    lines = open_surfaces(config)
+    assert lines
+    for line in lines:
+        assert warned.count(line) == 1
