@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from balancer.routing import NoRoom, Router
-from common.config import BalancerConfig
+from common.config import BalancerConfig, default_class
 from common.net.http import Request, Response
 from common.proto import auth
 from common.proto.paths import Media, play_key
@@ -36,21 +36,29 @@ class ViewerRoutes:
             return self._overflow(routed)
         location = routed.edge.http + req.target
         try:
-            location += self._class_token(key, req.query, "&" if "?" in location else "?")
-        except ValueError as exc:
-            return Response.text(400, str(exc))
+            params = self._class_params(key, req.query)
+        except PermissionError as exc:
+            return Response.text(403, str(exc))
+        if params and "lc" not in req.query:  # a presented token is in the target already
+            location += ("&" if "?" in location else "?") + params
         return Response(302, b"", headers=[("location", location), ("cache-control", "no-store")])
 
-    def _class_token(self, key: StreamKey, query: dict[str, str], sep: str) -> str:
-        """The signed class parameters to append for `?class=`, or ""."""
-        klass = query.get("class")
-        if not klass:
+    def _class_params(self, key: StreamKey, query: dict[str, str]) -> str:
+        """The class token the edge gets: a class is an entitlement, not a request
+        (`?class=` grants nothing). A valid class token the viewer presents is carried as
+        it is; without one, a fresh token of the default class (the lowest-rate one);
+        PermissionError for a bad token; "" without classes."""
+        if not self.config.classes:
             return ""
-        if klass not in self.config.classes:
-            known = ", ".join(self.config.classes) or "none configured"
-            raise ValueError(f"unknown viewer class {klass!r} (classes: {known})")
+        secret = self.config.qos_secret
+        if "lc" in query:
+            klass = auth.check_class(secret, str(key), query, time.time())
+            if klass is None or klass not in self.config.classes:
+                raise PermissionError("invalid or expired viewer class token")
+            return auth.class_params(query)
+        klass = default_class(self.config.classes)
         expires = int(time.time()) + self.config.token_ttl
-        return sep + auth.class_query(self.config.qos_secret, str(key), klass, expires)
+        return auth.class_query(secret, str(key), str(klass), expires)
 
     async def route_api(self, req: Request) -> Response:
         """GET /api/route?app=&name=&proto=rtmp|flv|hls: the URL of an edge to play from."""
@@ -68,12 +76,12 @@ class ViewerRoutes:
             return Response.json({"error": resp.body.decode().strip()}, 503)
         edge = routed.edge
         try:
-            token = self._class_token(key, req.query, "?")
-        except ValueError as exc:
-            return Response.json({"error": str(exc)}, 400)
+            params = self._class_params(key, req.query)
+        except PermissionError as exc:
+            return Response.json({"error": str(exc)}, 403)
         url = {
             "rtmp": f"{edge.rtmp}/{app}/{name}",
             "flv": f"{edge.http}/{app}/{name}{Media.FLV}",
             "hls": f"{edge.http}/{app}/{name}{Media.PLAYLIST}",
-        }[proto] + token
+        }[proto] + (f"?{params}" if params else "")
         return Response.json({"url": url, "edge": edge.id, "reason": routed.reason})

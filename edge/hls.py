@@ -6,13 +6,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import TypedDict
-from urllib.parse import urlencode
 
 import trio
 
 from common.net.conn import Conn
 from common.net.http import Request, Response, StreamingResponse
 from common.net.supervise import describe, log_failure
+from common.proto import auth
 from common.proto.hlsplaylist import with_query
 from common.proto.paths import Media, hls_path, hls_target
 from common.proto.streamkey import StreamKeyError, shown
@@ -107,14 +107,15 @@ class HlsProxy:
             headers.append(("cache-control", obj.cache_control))
         if klass is None or req.method == "HEAD":
             return Response(200, obj.body, obj.content_type, headers)
-        token = urlencode({k: req.query[k] for k in ("lc", "lexp", "lsig")})
+        token = auth.class_params(req.query)
         if target.media is Media.PLAYLIST:
-            # the segments inherit the viewer's class token
-            return Response(200, with_query(obj.body, token), obj.content_type, headers)
-        body = paced_body(
+            # the segments inherit the viewer's class token (without one: the default class)
+            body = with_query(obj.body, token) if token else obj.body
+            return Response(200, body, obj.content_type, headers)
+        paced = paced_body(
             obj.body, self.qos.pacer(klass), timeout=self.slow_timeout, on_slow=self._slow
         )
-        return StreamingResponse(200, obj.content_type, body, headers)
+        return StreamingResponse(200, obj.content_type, paced, headers)
 
     def _slow(self, conn: Conn) -> None:
         self.on_slow()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import trio
 
-from common.config import EdgeConfig, class_rates
+from common.config import EdgeConfig, class_rates, default_class
 from common.proto import auth
 from common.proto.shaping import Htb, HtbClass, Pacer
 from common.serve.metrics import NodeMetrics
@@ -41,6 +41,8 @@ class Qos:
     def __init__(self, config: EdgeConfig) -> None:
         self.secret = config.qos_secret
         self.classes = config.classes
+        self.default = default_class(config.classes)
+        """The class of viewers without a class token (the lowest-rate one)."""
         self.htb = Htb(class_rates(config.classes), config.capacity_mbps * 125_000)
         self.viewers: Counter[str] = Counter()
         """Classed play viewers admitted, by class."""
@@ -49,10 +51,11 @@ class Qos:
         }
 
     def class_of(self, app: str, name: str, query: dict[str, str]) -> str | None:
-        """The viewer class in `query`'s token (None without one); PermissionError if the
-        token is bad."""
+        """The viewer class in `query`'s token; without one, the default class (None
+        only without classes), so dropping a token never gains bandwidth; PermissionError
+        if the token is bad."""
         if not self.classes or "lc" not in query:
-            return None
+            return self.default
         klass = auth.check_class(self.secret, f"{app}/{name}", query, time.time())
         if klass is None or klass not in self.classes:
             raise PermissionError("invalid or expired viewer class token")
@@ -63,8 +66,8 @@ class Qos:
         return self.htb.classes[klass]
 
     def play_pacer(self, app: str, name: str, query: dict[str, str]) -> Pacer | None:
-        """An HTTP-FLV or RTMP viewer's pacer (None: unshaped; PermissionError: a bad
-        token). The viewer counts for its class once the fan-out admits it: not when
+        """An HTTP-FLV or RTMP viewer's pacer (None: unshaped, only without classes;
+        PermissionError: a bad token). The viewer counts for its class once the fan-out admits it: not when
         the stream is missing, refused, or the request a HEAD."""
         klass = self.class_of(app, name, query)
         return None if klass is None else self._admitted[klass]
@@ -85,7 +88,7 @@ class Qos:
         classes = self.htb.classes
         mt.counter(
             "class_viewers_total",
-            "Viewers admitted with a viewer-class token, by class.",
+            "Viewers admitted by class (the default class: those without a class token).",
             ("class",),
             lambda: {(k,): v for k, v in self.viewers.items()},
         )

@@ -88,7 +88,7 @@ class Edge:
     # ------------------------------------------------------------------ play
 
     def pace_for(self, app: str, name: str, query: dict[str, str]) -> Pacer | None:
-        """A viewer with a valid class token is paced by its class (shared on this edge)."""
+        """With classes, a viewer is paced by its token's class, or the default class."""
         return self.qos.play_pacer(app, name, query)
 
     async def subscribe(self, app: str, name: str) -> Subscription | None:

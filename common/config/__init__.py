@@ -14,6 +14,7 @@ from common.config.nodes import (
     check_classes,
     class_rates,
     connection_budget,
+    default_class,
     default_max_connections,
     fd_limit,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "build",
     "check_classes",
     "class_rates",
+    "default_class",
     "connection_budget",
     "default_max_connections",
     "env_name",

@@ -32,9 +32,9 @@ def origin_open_surfaces(config: Any) -> list[str]:
 
 
 def edge_open_surfaces(config: Any) -> list[str]:
-    """The open surfaces of an edge (an EdgeConfig)."""
-    unshaped = "viewer classes: a viewer that drops its class token is paced by no class"
-    return [unshaped] if config.classes else []
+    """The open surfaces of an edge (an EdgeConfig). Viewer classes are none: a viewer
+    without a valid class token is shaped as the default (lowest-rate) class."""
+    return []
 
 
 def balancer_open_surfaces(config: Any) -> list[str]:
@@ -45,8 +45,6 @@ def balancer_open_surfaces(config: Any) -> list[str]:
     ]
     if not config.admin_token:
         out.append(NO_ADMIN_TOKEN.format(what="drain/undrain"))
-    if config.classes:
-        out.append("viewer classes are granted on request: ?class=NAME gets any viewer NAME")
     return out
 
 

@@ -404,6 +404,13 @@ def class_rates(classes: dict[str, dict]) -> dict[str, tuple[float, float]]:
     }
 
 
+def default_class(classes: dict[str, dict]) -> str | None:
+    """The class of a viewer without a class token: the lowest-rate one (then the lowest
+    ceil, then the first name); None without classes."""
+    rates = class_rates(classes)
+    return min(rates, key=lambda name: (*rates[name], name), default=None)
+
+
 def check_classes(classes: dict[str, dict], secret: str) -> None:
     """Viewer classes: {name: {rate_mbps, ceil_mbps}}, which need a qos_secret."""
     if classes and not secret:

@@ -1,4 +1,6 @@
-"""Publish tokens: HMAC-SHA256 over "app/name:expires", carried as ?expires=..&token=.."""
+"""Publish tokens: HMAC-SHA256 over "app/name:expires", carried as ?expires=..&token=..;
+viewer class tokens: HMAC-SHA256 over "app/name|class|expires", carried as
+?lc=CLASS&lexp=..&lsig=.. (the balancer issues them, or whoever holds qos_secret)."""
 
 from __future__ import annotations
 
@@ -44,6 +46,11 @@ def class_query(secret: str, path: str, klass: str, expires: int) -> str:
     msg = f"{path}|{klass}|{expires}".encode()
     sig = hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()[:32]
     return urlencode({"lc": klass, "lexp": expires, "lsig": sig})
+
+
+def class_params(query: dict[str, str]) -> str:
+    """The class token parameters of a request's query, to pass on as they are."""
+    return urlencode({k: query[k] for k in ("lc", "lexp", "lsig") if k in query})
 
 
 def check_class(secret: str, path: str, query: dict[str, str], now: float) -> str | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from urllib.parse import parse_qsl, urlsplit
 
 import trio
 
@@ -13,6 +15,7 @@ from balancer.server import Balancer
 from common.config import BALANCER_POLICIES, BalancerConfig, build
 from common.net.conn import open_connection
 from common.net.httpclient import fetch
+from common.proto import auth
 from common.proto.control import ControlMessage, Heartbeat
 from common.proto.wire import encode
 
@@ -70,6 +73,36 @@ async def test_capacity_is_never_exceeded_and_overflow_is_503(nursery) -> None:
     assert status == 200 and json.loads(body)["url"] == "rtmp://127.0.0.1:1001/live/x"
     metrics = (await fetch("GET", f"{base}/metrics")).body
     assert 'livecdn_routes_total{edge="e1"} 3.0' in metrics.decode()
+
+
+async def test_a_class_comes_only_from_a_signed_token(nursery) -> None:
+    classes = {"premium": {"rate_mbps": 4.0}, "basic": {"rate_mbps": 1.0}}
+    b, base, control = await start(nursery, check_interval=60.0, qos_secret="k", classes=classes)
+    ctl = await open_connection("127.0.0.1", control)
+    await ctl.send_all(beat("e1", 1000))
+    await trio.sleep(0.2)
+
+    async def redirected(query: str) -> dict[str, str]:
+        reply = await fetch("GET", f"{base}/live/x.flv?{query}")
+        assert reply.status == 302, (query, reply.status)
+        return dict(parse_qsl(urlsplit(reply.headers["location"]).query))
+
+    for ask in ("class=premium", "class=gold", "a=1"):  # asking: the default, lowest-rate class
+        given = await redirected(ask)
+        assert auth.check_class("k", "live/x", given, time.time()) == "basic", ask
+    premium = auth.class_query("k", "live/x", "premium", int(time.time()) + 60)
+    assert auth.check_class("k", "live/x", await redirected(premium), time.time()) == "premium"
+    for bad in (premium.replace("lc=premium", "lc=basic"), auth.class_query("k", "live/x",
+                "premium", int(time.time()) - 1), auth.class_query("k", "live/y", "premium",
+                int(time.time()) + 60), auth.class_query("wrong", "live/x", "premium",
+                int(time.time()) + 60)):  # fmt: skip
+        assert (await fetch("GET", f"{base}/live/x.flv?{bad}")).status == 403, bad
+    route = f"{base}/api/route?app=live&name=x&proto=flv"
+    reply = await fetch("GET", f"{route}&class=premium")
+    given = dict(parse_qsl(urlsplit(json.loads(reply.body)["url"]).query))
+    assert auth.check_class("k", "live/x", given, time.time()) == "basic"
+    reply = await fetch("GET", f"{route}&{premium}")
+    assert json.loads(reply.body)["url"] == f"http://127.0.0.1:1000/live/x.flv?{premium}"
 
 
 async def test_missed_heartbeats_and_drain_take_edges_out(nursery, autojump_clock) -> None:

@@ -46,16 +46,16 @@ def test_takeover_is_named_as_an_open_surface():
     ]
 
 
-def test_an_edge_without_classes_has_nothing_open_of_its_own():
+def test_an_edge_has_nothing_open_of_its_own_with_or_without_classes():
     assert edge_open_surfaces(build(EdgeConfig, {"parents": ["rtmp://127.0.0.1:1/"]})) == []
     with_classes = build(
         EdgeConfig,
         {"parents": ["rtmp://127.0.0.1:1/"], "classes": CLASSES, "qos_secret": "q"},
     )
-    assert any("class token" in line for line in edge_open_surfaces(with_classes))
+    assert edge_open_surfaces(with_classes) == []  # no token: the default class
 
 
-def test_the_balancer_names_its_control_plane_admin_and_classes():
+def test_the_balancer_names_its_control_plane_and_admin():
     lines = balancer_open_surfaces(build(BalancerConfig, {"control_port": 8091}))
     assert any(
         line.startswith("control plane has no authentication: anyone who reaches :8091")
@@ -65,7 +65,7 @@ def test_the_balancer_names_its_control_plane_admin_and_classes():
     closed = build(BalancerConfig, {"admin_token": "a"})
     assert not any("admin_token" in line for line in balancer_open_surfaces(closed))
     classes = build(BalancerConfig, {"admin_token": "a", "classes": CLASSES, "qos_secret": "q"})
-    assert any("?class=" in line for line in open_surfaces(classes))
+    assert not any("class" in line for line in open_surfaces(classes))  # signed tokens only
 
 
 @pytest.mark.parametrize(
@@ -87,6 +87,6 @@ def test_serve_logs_one_warning_per_open_surface(caplog, serve, model, values):
         trio.run(main)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     lines = open_surfaces(config)
-    assert lines
+    assert lines or serve is serve_edge  # an edge has no open surface of its own
     for line in lines:
         assert warned.count(line) == 1

@@ -28,8 +28,8 @@ def token(klass: str = "basic", path: str = "live/a", secret: str = "k") -> dict
 
 
 def test_a_classed_viewer_counts_once_the_fan_out_admits_it() -> None:
+    assert Qos(edge_config()).play_pacer("live", "a", {}) is None, "no classes: unshaped"
     qos = Qos(edge_config(qos_secret="k", classes=CLASSES))
-    assert qos.play_pacer("live", "a", {}) is None, "no token: unshaped"
     pacer = qos.play_pacer("live", "a", token())
     assert pacer is not None and qos.viewers == {}, "not counted before it is served"
     pacer.start(0.0)
@@ -37,6 +37,24 @@ def test_a_classed_viewer_counts_once_the_fan_out_admits_it() -> None:
     assert qos.viewers == {"basic": 2}
     qos.pacer("basic").start(0.0)  # an HLS segment's pacing
     assert qos.viewers == {"basic": 2}
+
+
+def test_a_viewer_without_a_class_token_is_shaped_as_the_default_class() -> None:
+    classes = {
+        "premium": {"rate_mbps": 2.0, "ceil_mbps": 4.0},
+        "basic": {"rate_mbps": 0.2, "ceil_mbps": 0.25},
+        "cheap": {"rate_mbps": 0.2, "ceil_mbps": 1.0},
+    }
+    qos = Qos(edge_config(qos_secret="k", classes=classes))
+    assert qos.default == "basic", "the lowest rate, then the lowest ceil"
+    for query in ({}, {"class": "premium"}, {"lexp": "99999999999", "lsig": "x"}):
+        pacer = qos.play_pacer("live", "a", query)
+        assert pacer is not None and pacer.shaper is qos.pacer("basic"), query
+    pacer = qos.play_pacer("live", "a", token("premium"))
+    assert pacer is not None and pacer.shaper is qos.pacer("premium")
+    pacer.start(0.0)
+    qos.play_pacer("live", "a", {}).start(0.0)
+    assert qos.viewers == {"premium": 1, "basic": 1}
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""Viewer classes: the balancer signs the class into the redirect, the edge shapes each
-class's viewers together (HTB-like rate/ceil per class per edge).
+"""Viewer classes: the balancer carries a viewer's signed class token into the redirect (or
+signs the default class), the edge shapes each class's viewers together (HTB-like rate/ceil
+per class per edge) and a viewer without a token as the default class.
 
 Publishers, nodes and players all run in-process on trio's MockClock (autojump), so the
 rates measured are the shaper's decisions in virtual time, not this machine's speed."""
@@ -57,20 +58,28 @@ async def test_class_rates_at_the_player(autojump_clock, nursery):
         while not b.edges:
             await trio.sleep(0.1)
     base = f"http://127.0.0.1:{bhttp}"
-    reply = await fetch("GET", f"{base}/live/q.flv?class=basic")
-    status, headers = reply.status, reply.headers
-    assert status == 302 and "lc=basic" in headers["location"] and "lsig=" in headers["location"]
-    basic_url = headers["location"]
-    reply = await fetch("GET", f"{base}/live/q.flv?class=gold")
-    status, body = reply.status, reply.body
-    assert status == 400 and b"unknown viewer class" in body
+    # asking is not enough: ?class= without a token gets the default (lowest-rate) class
+    for ask in ("premium", "basic", "gold"):
+        reply = await fetch("GET", f"{base}/live/q.flv?class={ask}")
+        location = reply.headers["location"]
+        assert reply.status == 302 and "lc=basic" in location and "lsig=" in location, ask
+    basic_url = location
     forged = basic_url.replace("lc=basic", "lc=premium")
     assert (await fetch("GET", forged)).status == 403
+    assert (await fetch("GET", base + forged[forged.index("/live/") :])).status == 403
+    # a class is an entitlement: a token signed with qos_secret (by whoever sells it)
+    premium = auth.class_query("k", "live/q", "premium", int(time.time()) + 60)
+    reply = await fetch("GET", f"{base}/live/q.flv?{premium}")
+    assert reply.status == 302 and reply.headers["location"].endswith(f"/live/q.flv?{premium}")
+    premium_url = reply.headers["location"]
+    stripped = premium_url.split("?")[0]
 
-    reply = await fetch("GET", f"{base}/api/route?app=live&name=q&proto=rtmp&class=basic")
+    reply = await fetch("GET", f"{base}/api/route?app=live&name=q&proto=rtmp&class=premium")
     status, body = reply.status, reply.body
     rtmp_url = json.loads(body)["url"]
     assert status == 200 and rtmp_url.startswith(f"rtmp://127.0.0.1:{e.rtmp_port}/live/q?lc=basic")
+    reply = await fetch("GET", f"{base}/api/route?app=live&name=q&proto=flv&{premium}")
+    assert json.loads(reply.body)["url"] == premium_url
     rates = {}
 
     async def measure(name: str, url: str) -> None:
@@ -91,18 +100,22 @@ async def test_class_rates_at_the_player(autojump_clock, nursery):
 
     async with trio.open_nursery() as n:
         n.start_soon(measure, "basic", basic_url)
-        n.start_soon(measure, "open", f"http://127.0.0.1:{e.http_port}/live/q.flv")
+        n.start_soon(measure, "premium", premium_url)
+        n.start_soon(measure, "stripped", stripped)
         n.start_soon(measure_rtmp)
-    # the two basic viewers (HTTP-FLV and RTMP) share the class's ceil on this edge;
-    # RTMP payload bytes exclude chunk headers (~1 %)
+    # the three default-class viewers (HTTP-FLV, RTMP, and the one that dropped its premium
+    # token) share basic's ceil on this edge; RTMP payload bytes exclude chunk headers (~1 %)
     ceil = CLASSES["basic"]["ceil_mbps"] * 125_000
-    basic = rates["basic"] + rates["rtmp"]
+    basic = rates["basic"] + rates["rtmp"] + rates["stripped"]
     assert abs(basic - ceil) <= 0.03 * ceil, f"basic got {basic * 8 / 1e6:.3f} Mbit/s"
-    assert min(rates["basic"], rates["rtmp"]) > 0.3 * ceil, f"both get a share: {rates}"
-    assert rates["open"] > 3 * ceil, "an unclassed viewer is not held back"
-    metrics = (await fetch("GET", f"http://127.0.0.1:{e.http_port}/metrics")).body
-    assert 'livecdn_class_viewers_total{class="basic"} 2.0' in metrics.decode()  # FLV + RTMP
-    assert 'livecdn_class_bytes_total{class="basic"}' in metrics.decode()
+    shares = (rates["basic"], rates["rtmp"], rates["stripped"])
+    assert min(shares) > 0.2 * ceil, f"all get a share: {rates}"
+    assert rates["premium"] > 3 * ceil, "a premium viewer is not held to basic"
+    assert rates["stripped"] < rates["premium"] / 3, f"stripping gains nothing: {rates}"
+    metrics = (await fetch("GET", f"http://127.0.0.1:{e.http_port}/metrics")).body.decode()
+    assert 'livecdn_class_viewers_total{class="basic"} 3.0' in metrics  # FLV, RTMP, stripped
+    assert 'livecdn_class_viewers_total{class="premium"} 1.0' in metrics
+    assert 'livecdn_class_bytes_total{class="basic"}' in metrics
 
 
 LINK_CLASSES = {
@@ -163,10 +176,12 @@ async def test_hls_viewers_of_a_class_are_shaped_too(autojump_clock, nursery, cl
             await trio.sleep(0.5)
     assert all(token in uri for uri in uris), uris
     assert (await fetch("GET", f"{base}?{token.replace('basic', 'gold')}")).status == 403
+    reply = await fetch("GET", base)
+    assert reply.status == 200 and b"lc=" not in reply.body, "no token to pass on"
     segment = f"http://127.0.0.1:{e.http_port}/live/{uris[0]}"
     t0 = trio.current_time()
-    reply = await fetch("GET", segment.split("?")[0])
-    status, plain = reply.status, reply.body
+    reply = await fetch("GET", f"http://127.0.0.1:{o.http_port}/live/{uris[0]}".split("?")[0])
+    status, plain = reply.status, reply.body  # from the origin, which has no classes
     fast = trio.current_time() - t0
     t0 = trio.current_time()
     reply = await fetch("GET", segment, timeout=60)
@@ -182,3 +197,7 @@ async def test_hls_viewers_of_a_class_are_shaped_too(autojump_clock, nursery, cl
     )
     assert abs(rate - ceil) <= 0.03 * ceil, (len(shaped), took, rate * 8 / 1e6)
     assert fast < took / 5
+    t0 = trio.current_time()
+    reply = await fetch("GET", segment.split("?")[0], timeout=60)
+    stripped = len(reply.body) / (trio.current_time() - t0)
+    assert reply.status == 200 and stripped <= 1.03 * ceil, "no token: the default class"

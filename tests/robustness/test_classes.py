@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from common.proto import auth
 from tests.robustness.conftest import Cluster, connect, http_get, read_for, reset
 from tests.robustness.test_names import _get, _rtmp
 
@@ -60,17 +61,19 @@ def test_forged_class_tokens(qos_cluster: Cluster) -> None:
 
 
 def test_paced_hls_viewer_resets_mid_segment(qos_cluster: Cluster) -> None:
-    """A gold viewer, sent by the balancer with a real class token, takes a few bytes of a
-    class-paced segment and resets; again and again."""
+    """A gold viewer, sent by the balancer with its signed class token, takes a few bytes of
+    a class-paced segment and resets; again and again."""
     cluster = qos_cluster
     since = time.monotonic()
     balancer = cluster.node("balancer").http_port
     deadline = time.monotonic() + 10
     segments: list[tuple[int, str]] = []
     while not segments and time.monotonic() < deadline:
-        status, headers, _ = http_get(balancer, "/live/canary.m3u8?class=gold")
+        gold = auth.class_query(SECRET, "live/canary", "gold", int(time.time()) + 60)
+        status, headers, _ = http_get(balancer, f"/live/canary.m3u8?{gold}")
         assert status == 302, status
         location = headers["location"]
+        assert location.endswith(gold), location
         host_port, _, path = location[len("http://") :].partition("/")
         port = int(host_port.rpartition(":")[2])
         status, _, body = http_get(port, "/" + path)
