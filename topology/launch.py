@@ -32,6 +32,7 @@ from topology.output import (
 from topology.plan import LOCAL, assign_ports, parent_port, plan
 from topology.procs import start_failure, start_node, stop_all, wait_healthy, wait_live, watch
 from topology.publisher import SourceSettings, keep_publishing
+from topology.runsecrets import ensure_secrets
 from topology.schema import OriginSpec, Topology
 from topology.schema import load as load_topology
 
@@ -64,6 +65,8 @@ async def up(
         / f"livecdn-{topo.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o700)  # the nodes' config files and secrets.toml hold secrets
+    ensure_secrets(topo, run_dir)
     async with trio.open_nursery() as links_nursery:
         ports = assign_ports(topo)
         proxies: dict[tuple[str, str], LinkProxy] = {}

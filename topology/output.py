@@ -7,9 +7,12 @@ import contextlib
 import json
 import os
 import shlex
+import time
 from pathlib import Path
 
 from topology.deployment import Deployment
+from topology.publisher import signed_url
+from topology.runsecrets import FILE as SECRETS_FILE
 
 STATE_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "livecdn-state"
 
@@ -18,9 +21,16 @@ def url_table(dep: Deployment) -> str:
     """The URLs a user needs, as a table."""
     topo = dep.topo
     rows = [("what", "url")]
-    for pub in topo.publishers:
-        rows.append((f"publish {pub.stream}", f"{dep.url(pub.origin, 'rtmp')}/{pub.stream}"))
     streams = [p.stream for p in topo.publishers] or ["live/demo"]
+    now = time.time()
+    for stream in streams:  # the operator's own terminal: a signed URL, valid for a day
+        for o in [o for o in topo.origins if o.name == _origin_of(topo, stream)]:
+            url = signed_url(f"{dep.url(o.name, 'rtmp')}/{stream}", o.config["publish_secret"],
+                             now, PUBLISH_URL_TTL)  # fmt: skip
+            signed = " (signed, 24 h)" if o.config["publish_secret"] else ""
+            rows.append((f"publish {stream}{signed}", url))
+    if (secrets := dep.run_dir / SECRETS_FILE).exists():
+        rows.append(("secrets (mode 0600)", str(secrets)))
     for stream in streams:
         if "balancer" in dep.nodes:
             b = dep.url("balancer", "http")
@@ -45,6 +55,15 @@ def url_table(dep: Deployment) -> str:
         rows.append((f"{name} ({node.kind}) API / metrics", f"{base}{api}  {base}/metrics"))
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"  {a.ljust(width)}  {b}" for a, b in rows)
+
+
+PUBLISH_URL_TTL = 24 * 3600.0  # seconds the table's signed publish URLs stay valid
+
+
+def _origin_of(topo, stream: str) -> str:
+    """The origin `stream` is published to: its publisher's, else the first origin."""
+    pubs = [p.origin for p in topo.publishers if p.stream == stream]
+    return pubs[0] if pubs else (topo.origins[0].name if topo.origins else "")
 
 
 def state_path(name: str) -> Path:

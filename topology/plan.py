@@ -121,7 +121,10 @@ def parent_urls(
 
 def node_command(model: type, values: dict[str, Any], path: Path) -> list[str]:
     """Write `values` (checked against `model`) as the node's config file `path`; the command
-    that starts the node with it: `python -m KIND --config FILE`."""
+    that starts the node with it: `python -m KIND --config FILE`. The file holds the node's
+    secrets: it is readable by the owner only."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
     save(model, values, path)
     return [PY, "-m", model.kind, "--config", str(path)]
 

@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import tomllib
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -145,7 +147,10 @@ async def test_a_kicked_and_banned_publisher_publishes_again(launcher, nursery):
     await up.start(nursery)
     await up.wait_for(r"^  stop: Ctrl-C")
     api = f"http://127.0.0.1:{up.state()['nodes']['origin']['http_port']}/api/streams"
-    reply = await fetch("DELETE", f"{api}/live/demo?ban=2")
+    token = run_secrets(up)["origin"]["admin_token"]
+    assert (await fetch("DELETE", f"{api}/live/demo?ban=2")).status == 401
+    auth_header = [("authorization", f"Bearer {token}")]
+    reply = await fetch("DELETE", f"{api}/live/demo?ban=2", headers=auth_header)
     status, body = reply.status, reply.body
     assert status == 200, body
     await up.wait_for(r"publisher live/demo: connection closed by the server.*; retrying in")
@@ -171,8 +176,19 @@ async def test_an_origin_with_a_publish_secret_gets_its_publisher_and_plays(laun
     await up.wait_for(r"^  stop: Ctrl-C")
     assert "not live" not in up.output and "refused" not in up.output, up.output
     nodes = up.state()["nodes"]
-    edge_url = f"http://127.0.0.1:{nodes['edge1']['http_port']}/live/demo.flv"
-    response = await open_request("GET", edge_url)
+    await play_a_chunk(f"http://127.0.0.1:{nodes['edge1']['http_port']}/live/demo.flv")
+    assert run_secrets(up)["origin"]["publish_secret"] == "s3cret"  # the file's, as it is
+    assert await up.stop(signal.SIGTERM) == 0, up.output
+
+
+def run_secrets(up: Launcher) -> dict:
+    """The secrets.toml of the run `up` started."""
+    return tomllib.loads((Path(up.state()["run_dir"]) / "secrets.toml").read_text())
+
+
+async def play_a_chunk(url: str) -> None:
+    """GET `url` (HTTP-FLV) answers 200 and delivers data."""
+    response = await open_request("GET", url)
     try:
         assert response.status == 200
         with trio.fail_after(10):
@@ -181,6 +197,41 @@ async def test_an_origin_with_a_publish_secret_gets_its_publisher_and_plays(laun
                     break
     finally:
         response.close()
+
+
+@pytest.mark.slow
+async def test_a_topology_without_secrets_generates_and_uses_its_own(launcher, nursery):
+    """Generated per run, kept in the run directory readable by the owner only (as the node
+    config files that carry them), never printed; the built-in publisher signs with the
+    origin's, a publish without a token is refused, and the table's publish URL is signed."""
+    up = launcher(topology(origin(), edge("edge1"), publisher(size="160x90", fps=10, kbps=100)))
+    await up.start(nursery)
+    await up.wait_for(r"^  stop: Ctrl-C")
+    assert "not live" not in up.output and "refused" not in up.output, up.output
+    run_dir = Path(up.state()["run_dir"])
+    found = run_secrets(up)
+    secret = found["origin"]["publish_secret"]
+    assert found["origin"]["admin_token"] and found["edge1"]["admin_token"]
+    assert len({secret, found["origin"]["admin_token"], found["edge1"]["admin_token"]}) == 3
+    for name in ("secrets.toml", "origin.toml", "edge1.toml"):
+        assert (run_dir / name).stat().st_mode & 0o777 == 0o600, name
+    origin_config = tomllib.loads((run_dir / "origin.toml").read_text())
+    assert origin_config["publish_secret"] == secret
+    edge_config = tomllib.loads((run_dir / "edge1.toml").read_text())
+    assert edge_config["admin_token"] == found["edge1"]["admin_token"]
+    assert f"{run_dir / 'secrets.toml'}" in up.output
+    for value in (secret, found["origin"]["admin_token"], found["edge1"]["admin_token"]):
+        assert value not in up.output
+
+    nodes = up.state()["nodes"]
+    await play_a_chunk(f"http://127.0.0.1:{nodes['edge1']['http_port']}/live/demo.flv")
+    rtmp = f"rtmp://127.0.0.1:{nodes['origin']['rtmp_port']}"
+    with pytest.raises(RtmpClientError, match="Unauthorized.*no token"):
+        await publisher_loop.publish(f"{rtmp}/live/stranger", seconds=1)
+    shown = re.search(r"publish live/demo \(signed, 24 h\)\s+(\S+)", up.output)
+    assert shown and shown[1].startswith(f"{rtmp}/live/demo?"), up.output
+    query = dict(parse_qsl(shown[1].partition("?")[2]))
+    assert auth.check(secret, "live", "demo", query, time.time() + 23 * 3600) is None
     assert await up.stop(signal.SIGTERM) == 0, up.output
 
 

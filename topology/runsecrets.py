@@ -1,0 +1,42 @@
+"""A topology's own secrets: each run generates what its file does not set (a publish_secret
+per origin, an admin_token per node) and keeps them in the run directory's secrets.toml
+(mode 0600), so `topology up` is secure with no extra steps."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from topology.files import table
+from topology.schema import OriginSpec, Topology
+
+FILE = "secrets.toml"
+PRIVATE = 0o600
+
+
+def ensure_secrets(topo: Topology, run_dir: Path) -> Path:
+    """Give every origin a publish_secret and every node an admin_token where the topology
+    file sets none (in `topo`'s node configs, which the plan writes and the publisher and
+    faults read); write each node's secrets to `run_dir`/secrets.toml, readable only by
+    the owner; its path."""
+    nodes = [*([topo.balancer] if topo.balancer else []), *topo.origins, *topo.edges]
+    tables = ["# this run's secrets (generated where the topology file sets none)\n"]
+    for spec in nodes:
+        keys = ["admin_token"] + (["publish_secret"] if isinstance(spec, OriginSpec) else [])
+        for key in keys:
+            if not spec.config[key]:
+                spec.config[key] = secrets.token_urlsafe(24)
+        name = getattr(spec, "name", "balancer")
+        tables.append(table(f"[{name}]", {k: spec.config[k] for k in keys}))
+    path = run_dir / FILE
+    write_private(path, "\n".join(tables))
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path`, created (or left) readable and writable by the owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE)
+    os.fchmod(fd, PRIVATE)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
