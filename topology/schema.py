@@ -396,7 +396,16 @@ def _check_node_configs(t: Topology) -> None:
         # a port of 0 is given a free one at launch; any port stands for it here
         balancer = (t.balancer.config["http_port"], t.balancer.config["control_port"] or 1)
     ports = {n.name: (n.config["rtmp_port"], n.config["http_port"]) for n in nodes}
-    for name, (model, values) in node_values(t, ports, {}, balancer).items():
+    planned = node_values(t, ports, {}, balancer)
+    if (
+        t.balancer is not None
+        and t.balancer.config["classes"]
+        and not t.balancer.config["qos_secret"]
+    ):
+        for _, values in planned.values():  # each run generates one (topology.runsecrets)
+            if values.get("classes") and not values.get("qos_secret"):
+                values["qos_secret"] = "generated at launch"
+    for name, (model, values) in planned.items():
         where = specs[name].config.source
         try:
             build(model, values, source=where)

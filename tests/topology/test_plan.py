@@ -4,6 +4,7 @@ per node and starts it with --config; errors name the table and the key."""
 from __future__ import annotations
 
 import sys
+import tomllib
 from dataclasses import asdict
 
 import pytest
@@ -14,6 +15,7 @@ from tests.common.test_config import samples
 from tests.topology.test_cli import SMALL
 from topology import schema
 from topology.plan import plan
+from topology.runsecrets import ensure_secrets
 from topology.schema import LAUNCHER_KEYS, TopologyError
 
 
@@ -76,6 +78,21 @@ def test_the_balancer_and_its_classes_reach_balanced_edges_only(tmp_path) -> Non
     assert edge1.balancer == control and shield.balancer == ""
     assert edge1.classes == shield.classes == {"gold": {"rate_mbps": 1, "ceil_mbps": 2}}
     assert load(OriginConfig, tmp_path / "origin.toml", environ={}).balancer == control
+
+
+def test_viewer_classes_without_a_qos_secret_get_one_generated_per_run(tmp_path) -> None:
+    text = ("[balancer]\ncontrol_port = 0\nhttp_port = 0\n"
+            "classes = { gold = { rate_mbps = 1, ceil_mbps = 2 } }\n" + SMALL)  # fmt: skip
+    topo = schema.load(str(write(tmp_path, text)))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    found = tomllib.loads(ensure_secrets(topo, run_dir).read_text())
+    secret = found["balancer"]["qos_secret"]
+    assert len(secret) >= 32 and found["origin"]["publish_secret"] != secret
+    plan(topo, run_dir)
+    assert load(BalancerConfig, run_dir / "balancer.toml", environ={}).qos_secret == secret
+    assert load(EdgeConfig, run_dir / "edge1.toml", environ={}).qos_secret == secret
+    assert (run_dir / "edge1.toml").stat().st_mode & 0o777 == 0o600
 
 
 @pytest.mark.parametrize(
