@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import trio
@@ -54,6 +55,9 @@ async def run_load(
     """Run the crowd, print the summary table, write `label`.json (+ .png); the summary."""
     show = None if quiet else stderr_progress()
     servers: dict = {}
+    if dep is not None and dep.topo.balancer is not None and not spec.qos_secret:
+        # the players sign their class tokens with the balancer's secret
+        spec = replace(spec, qos_secret=dep.topo.balancer.config["qos_secret"])
 
     async def count_servers() -> None:
         if dep is not None:

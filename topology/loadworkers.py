@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -10,7 +11,15 @@ from functools import partial
 
 import trio
 
-from topology.players.crowd import COUNTED, Crowd, LoadSpec, make_crowd, progress_line, run_crowd
+from topology.players.crowd import (
+    COUNTED,
+    QOS_SECRET_ENV,
+    Crowd,
+    LoadSpec,
+    make_crowd,
+    progress_line,
+    run_crowd,
+)
 from topology.players.player import Target
 from topology.players.report import pct
 
@@ -42,11 +51,13 @@ async def run_workers(target: Target, spec: LoadSpec, procs: int, show) -> tuple
     timelines: list[list[dict]] = [[] for _ in range(procs)]
     results: list[dict] = [{} for _ in range(procs)]
 
+    env = {**os.environ, QOS_SECRET_ENV: spec.qos_secret}  # not on the command line
+
     async def worker(i: int, first_id: int) -> None:
         argv = worker_argv(target, spec, first_id, sizes[i])
         async with trio.open_nursery() as nursery:
             proc = await nursery.start(
-                partial(trio.run_process, argv, stdout=subprocess.PIPE, check=False)
+                partial(trio.run_process, argv, stdout=subprocess.PIPE, check=False, env=env)
             )
             buf = b""
             async for data in proc.stdout:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from common.proto import auth
 from topology.players.buffer import PlaybackBuffer
 from topology.players.crowd import arrival_times
 from topology.players.failures import Ending, SessionEnd, is_failure
-from topology.players.player import PlayerResult, PlayerState
+from topology.players.player import PlayerResult, PlayerState, SimPlayer, Target
 from topology.players.profiles import assign, parse_mix
 from topology.players.report import pct, summarize
 
@@ -131,3 +134,16 @@ def test_session_ends_are_typed_and_reach_the_json_as_their_old_strings() -> Non
     d = json.loads(json.dumps(r.summary()))
     assert d["failures"] == ["HTTP 503", "stream ended"]
     assert [is_failure(text) for text in d["failures"]] == [True, False]
+
+
+def test_a_player_asks_for_its_class_with_a_signed_token() -> None:
+    via_balancer = Target("flv", base="http://127.0.0.1:1", stream="live/a")
+    url = SimPlayer(0, via_balancer, klass="gold", qos_secret="k")._http_url(".flv")
+    query = dict(parse_qsl(urlsplit(url).query))
+    assert auth.check_class("k", "live/a", query, time.time()) == "gold"
+    direct = Target.direct("http://127.0.0.1:1/live/b.m3u8")
+    query = SimPlayer(0, direct, klass="gold", qos_secret="k")._class_params()
+    assert auth.check_class("k", "live/b", query, time.time()) == "gold"
+    unsigned = SimPlayer(0, via_balancer, klass="gold")._http_url(".flv")
+    assert unsigned.endswith("/live/a.flv?class=gold"), "no secret: ?class= (the default class)"
+    assert "class" not in SimPlayer(0, via_balancer)._http_url(".flv")

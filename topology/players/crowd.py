@@ -19,6 +19,11 @@ COUNTED = (*(s.value for s in LIVE_STATES), "failures")
 """What each timeline sample counts: players in each live state, and failures so far."""
 
 
+QOS_SECRET_ENV = "LIVECDN_QOS_SECRET"
+"""Where `topology load` reads the secret its players sign class tokens with (not an
+argument: a command line is visible to every user of the machine)."""
+
+
 @dataclass(frozen=True)
 class LoadSpec:
     """How many players, for how long, arriving how, over which client links."""
@@ -32,6 +37,8 @@ class LoadSpec:
     klass: str = ""
     start_s: float = 0.5
     resume_s: float = 1.0
+    qos_secret: str = field(default="", repr=False)
+    """Signs the players' class tokens (without it they ask ?class=, the default class)."""
 
     def check(self) -> None:
         """ValueError naming what is wrong."""
@@ -90,6 +97,7 @@ def make_crowd(target: Target, spec: LoadSpec, *, first_id: int = 0) -> Crowd:
             start_s=spec.start_s,
             resume_s=spec.resume_s,
             klass=spec.klass,
+            qos_secret=spec.qos_secret,
         )  # fmt: skip
         for i in range(spec.players)
     ]

@@ -11,12 +11,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 import trio
 
 from common.net.httpclient import HttpClientError, fetch, open_request
 from common.net.rtmpclient import RtmpClient, RtmpClientError, ends_play
+from common.proto import auth
 from common.proto.clock import read_stamp
 from common.proto.errors import ProtocolError
 from common.proto.flvscan import FlvScanner, Scan
@@ -67,6 +68,10 @@ class PlayError(Exception):
         """A refusal by status, e.g. 'HTTP 503 (retry after 5 s)'."""
         retry = headers.get("retry-after")
         return cls(f"{what} {status}" + (f" (retry after {retry} s)" if retry else ""))
+
+
+CLASS_TOKEN_TTL = 86_400
+"""Seconds a player's class token stays valid (HLS players present it on every request)."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,7 @@ class SimPlayer:
         resume_s: float = 1.0,
         retry_s: float = 1.0,
         klass: str = "",
+        qos_secret: str = "",
         capture: int = 0,
     ) -> None:
         self.target = target
@@ -147,6 +153,7 @@ class SimPlayer:
         self.buffer = PlaybackBuffer(start_s, resume_s)
         self.retry_s = retry_s
         self.klass = klass
+        self.qos_secret = qos_secret
         self.capture = bytearray()  # the first `capture` bytes of FLV, for decoding checks
         self.capture_limit = capture
         self.user_agent = f"livecdn-player/{pid}"  # HLS servers tell viewers apart by it
@@ -242,12 +249,25 @@ class SimPlayer:
         self.result.delivery_s.append(round(delivery, 4))
         self.result.latency_s.append(round(delivery + (shown - now), 4))
 
+    def _class_params(self) -> dict[str, str]:
+        """How the player asks for its class: a token signed with `qos_secret` (a class is
+        an entitlement; `?class=` alone gets the default class); {} without a class."""
+        if not self.klass:
+            return {}
+        if not self.qos_secret:
+            return {"class": self.klass}
+        t = self.target
+        path = t.stream or urlsplit(t.url).path.lstrip("/")
+        path = path.removesuffix(".flv").removesuffix(".m3u8")
+        expires = int(time.time()) + CLASS_TOKEN_TTL
+        return dict(parse_qsl(auth.class_query(self.qos_secret, path, self.klass, expires)))
+
     def _http_url(self, suffix: str) -> str:
         """The first URL to ask (the balancer's, whose 302 `_open` follows), with the class."""
         t = self.target
         url = t.url or f"{t.base}/{t.stream}{suffix}"
         if self.klass:
-            url += ("&" if "?" in url else "?") + urlencode({"class": self.klass})
+            url += ("&" if "?" in url else "?") + urlencode(self._class_params())
         return url
 
     async def _open(self, url: str):
@@ -346,8 +366,7 @@ class SimPlayer:
         if not url:
             key = StreamKey.from_text(t.stream)
             query = {"app": key.app, "name": key.name, "proto": "rtmp"}
-            if self.klass:
-                query["class"] = self.klass
+            query.update(self._class_params())
             await self._wire_delay()
             got = await fetch("GET", f"{t.base}/api/route?{urlencode(query)}")
             if got.status != 200:
