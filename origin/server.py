@@ -18,6 +18,7 @@ from common.net.supervise import contained
 from common.proto.control import MAX_STREAMS, ControlError, StreamInfo, StreamsAnnouncement
 from common.proto.numparse import parse_uint
 from common.proto.paths import STREAMS_API, Media, api_stream_key, hls_target, media_of
+from common.proto.peers import peer_host
 from common.proto.rtmp import session as rs
 from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKey, StreamKeyError
@@ -138,7 +139,7 @@ class Origin:
         session = rtmp.session
         name, query = split_name(event.name)
         peer = rtmp.conn.peer
-        request = PublishRequest(session.app or "", name, query, peer.rsplit(":", 1)[0])
+        request = PublishRequest(session.app or "", name, query, peer_host(peer))
         decision = decide(request, self._publishers(), self.config, time.time())
         if isinstance(decision, Reject):
             session.reject_publish(event.stream_id, decision.code.value, decision.detail)

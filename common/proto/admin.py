@@ -10,6 +10,8 @@ import hmac
 import ipaddress
 from dataclasses import dataclass
 
+from common.proto.peers import peer_host
+
 
 @dataclass(frozen=True)
 class AdminVerdict:
@@ -21,12 +23,6 @@ class AdminVerdict:
 
 
 ALLOWED = AdminVerdict(True)
-
-
-def peer_host(peer: str) -> str:
-    """The address of a "host:port" peer (IPv6 hosts may be bracketed)."""
-    host = peer.rsplit(":", 1)[0] if ":" in peer else peer
-    return host.strip("[]")
 
 
 def is_loopback(host: str) -> bool:

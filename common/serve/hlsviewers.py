@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 
+from common.proto.peers import peer_host
+
 
 def client_key(peer: str, user_agent: str) -> str:
     """How an HLS viewer is told apart from others: its address (without port) and a short
     digest of its agent (so a key is small whatever the agent string)."""
     digest = hashlib.blake2b(user_agent.encode("utf-8", "replace"), digest_size=8).hexdigest()
-    return f"{peer.rsplit(':', 1)[0]}|{digest}"
+    return f"{peer_host(peer)}|{digest}"
 
 
 class HlsViewers:

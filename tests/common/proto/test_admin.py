@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.proto.admin import check_admin, is_loopback, peer_host
+from common.proto.admin import check_admin, is_loopback
+from common.proto.peers import peer_host
 
 
 @pytest.mark.parametrize("peer", ["127.0.0.1:5000", "127.9.8.7:1", "::1:5000", "[::1]:80",
