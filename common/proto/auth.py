@@ -41,10 +41,15 @@ def check(secret: str, app: str, name: str, query: dict[str, str], now: float) -
     return None
 
 
+def _class_sig(secret: str, path: str, klass: str, expires: int | str) -> str:
+    """The signature of a class token: HMAC-SHA256 over "app/name|class|expires"."""
+    msg = f"{path}|{klass}|{expires}".encode()
+    return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()[:32]
+
+
 def class_query(secret: str, path: str, klass: str, expires: int) -> str:
     """Query parameters that carry a viewer class, signed, on a redirect to an edge."""
-    msg = f"{path}|{klass}|{expires}".encode()
-    sig = hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()[:32]
+    sig = _class_sig(secret, path, klass, expires)
     return urlencode({"lc": klass, "lexp": expires, "lsig": sig})
 
 
@@ -59,6 +64,5 @@ def check_class(secret: str, path: str, query: dict[str, str], now: float) -> st
     expiry = parse_uint(expires, MAX_EXPIRES)
     if not klass or not sig or expiry is None or expiry < now:
         return None
-    msg = f"{path}|{klass}|{expires}".encode()
-    good = hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()[:32]
+    good = _class_sig(secret, path, klass, expires)
     return klass if hmac.compare_digest(sig.encode(), good.encode()) else None
