@@ -51,10 +51,7 @@ class ViewerRoutes:
         if not self.config.classes:
             return ""
         secret = self.config.qos_secret
-        if "lc" in query:
-            klass = auth.check_class(secret, str(key), query, time.time())
-            if klass is None or klass not in self.config.classes:
-                raise PermissionError("invalid or expired viewer class token")
+        if auth.presented_class(secret, self.config.classes, str(key), query, time.time()):
             return auth.class_params(query)
         klass = default_class(self.config.classes)
         expires = int(time.time()) + self.config.token_ttl

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Collection
 from urllib.parse import urlencode
 
 from common.proto.numparse import parse_uint
@@ -66,3 +67,16 @@ def check_class(secret: str, path: str, query: dict[str, str], now: float) -> st
         return None
     good = _class_sig(secret, path, klass, expires)
     return klass if hmac.compare_digest(sig.encode(), good.encode()) else None
+
+
+def presented_class(
+    secret: str, classes: Collection[str], path: str, query: dict[str, str], now: float
+) -> str | None:
+    """The class a request's class token grants: None if it presents none; PermissionError
+    if the token is bad or expired or its class is not one of `classes`."""
+    if "lc" not in query:
+        return None
+    klass = check_class(secret, path, query, now)
+    if klass is None or klass not in classes:
+        raise PermissionError("invalid or expired viewer class token")
+    return klass
