@@ -4,7 +4,7 @@ pulled from the HTTP parents), class-paced to viewers with a token."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypedDict
 
 import trio
@@ -18,6 +18,7 @@ from common.proto.paths import Media, hls_path, hls_target
 from common.proto.streamkey import StreamKeyError, shown
 from common.serve.hlsviewers import HlsViewers, client_key
 from common.serve.metrics import NodeMetrics
+from common.serve.playgate import PlayProtocol, PlayRequest
 from common.serve.refusal import Refusal
 from edge.failover import ParentFailover
 from edge.objcache import FetchError, ObjectCache
@@ -46,6 +47,7 @@ class HlsProxy:
         qos: Qos,
         viewers: HlsViewers,
         refuse: Callable[[Refusal], None],
+        admit: Callable[[PlayRequest], Awaitable[Response | None]],
         on_slow: Callable[[], None],
         on_failover: Callable[[], None],
         cache_bytes: int,
@@ -57,6 +59,8 @@ class HlsProxy:
         self.qos = qos
         self.viewers = viewers
         self.refuse = refuse
+        self.admit = admit
+        """The node's play gate: None to go on, else the refusal to answer."""
         self.on_slow = on_slow
         self.slow_timeout = slow_timeout
         self.bytes_out = 0
@@ -87,6 +91,9 @@ class HlsProxy:
         except PermissionError as exc:
             self.refuse(Refusal.BAD_CLASS_TOKEN)
             return Response.text(403, str(exc))
+        denied = await self.admit(PlayRequest(PlayProtocol.HLS, key, req.query, req.peer))
+        if denied is not None:
+            return denied
         if not self.parents:
             return Response.text(404, "this edge has no http:// parent to pull HLS from")
         try:

@@ -60,6 +60,7 @@ class Edge:
             qos=self.qos,
             viewers=hls_viewers,
             refuse=self.node.refuse,
+            admit=self.node.admit,
             on_slow=self._slow_viewer,
             on_failover=self._hls_failover,
             cache_bytes=config.hls_cache_bytes,

@@ -25,6 +25,7 @@ from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.admin import admin_refusal, is_admin
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
+from common.serve.playgate import PlayProtocol, PlayRequest
 from common.serve.refusal import Refusal
 from common.serve.rtmpserver import RtmpConnection, split_name
 from origin.bans import Bans
@@ -232,6 +233,11 @@ class Origin:
             except StreamKeyError as exc:
                 self.node.refuse(Refusal.BAD_NAME)
                 return Response.text(400, f"bad stream key: {exc}")
+            if req.method in ("GET", "HEAD"):
+                play = PlayRequest(PlayProtocol.HLS, target.key, req.query, req.peer)
+                denied = await self.node.admit(play)
+                if denied is not None:
+                    return denied
             return await self.hls.respond(req, target)
         if req.path == STREAMS_API:
             admin = is_admin(req, self.config.admin_token)

@@ -7,22 +7,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from functools import partial
 from typing import Protocol
 
 import trio
 
 from common.config import ServeConfig, connection_budget, fd_limit
-from common.net.conn import Conn, Slots, accept_loop, listen_socket
+from common.net.conn import Conn, Slots, accept_loop, listen_sockets
 from common.net.http import HttpLimits, Request, Response, StreamingResponse, serve_http
 from common.net.supervise import supervise
+from common.net.tls import server_context, tls_handler
 from common.proto.paths import Media, play_key
 from common.proto.streamkey import StreamKeyError
 from common.serve.fanouts import Fanouts
 from common.serve.hlsviewers import HlsViewers
 from common.serve.metrics import CONTENT_TYPE, NodeMetrics
 from common.serve.play import StreamSource, flv_response
+from common.serve.playgate import PlayDenied, PlayGate, PlayProtocol, PlayRequest
 from common.serve.refusal import Refusal
 from common.serve.rtmpserver import Ingest, RtmpConnection, RtmpLimits
 
@@ -35,6 +37,9 @@ class NodeAddress:
 
     rtmp_port: int
     http_port: int
+    rtmps_port: int | None = None
+    """None: no TLS listeners (no tls_cert)."""
+    https_port: int | None = None
 
 
 class NodeRole(StreamSource, Protocol):
@@ -49,7 +54,7 @@ class NodeRole(StreamSource, Protocol):
 class PlayNode:
     """Listeners, HTTP-FLV and RTMP play, health and metrics, for the node `role` (its
     `kind`: 'origin' or 'edge'); `ingest` makes each RTMP connection's publishing side
-    (None: the node only plays)."""
+    (None: the node only plays); `gate` holds the checks a play must pass."""
 
     def __init__(
         self,
@@ -59,8 +64,11 @@ class PlayNode:
         *,
         hls_viewers: HlsViewers,
         ingest: Callable[[], Ingest] | None = None,
+        gate: PlayGate | None = None,
     ) -> None:
         self.config = config
+        self.gate = gate if gate is not None else PlayGate()
+        """Who may play (every protocol asks it before a viewer gets media)."""
         self.kind = kind
         self.role = role
         self.ingest = ingest
@@ -157,9 +165,25 @@ class PlayNode:
             except PermissionError as exc:
                 self.refuse(Refusal.BAD_CLASS_TOKEN)
                 return Response.text(403, str(exc))
-            return await flv_response(self.role, req, key, self.refuse, pacer)
+            play = PlayRequest(PlayProtocol.FLV, key, req.query, req.peer)
+            denied = await self.admit(play)
+            if denied is not None:
+                return denied
+            return await flv_response(
+                self.role, req, key, self.refuse, pacer, ended=partial(self.gate.ended, play)
+            )
         resp = await self.role.route_api(req)
         return resp if resp is not None else Response.text(404, f"not found: {path}")
+
+    async def admit(self, play: PlayRequest) -> Response | None:
+        """None if the gate admits `play`; else the 403 to answer (counted and logged)."""
+        try:
+            await self.gate.admit(play)
+        except PlayDenied as exc:
+            self.refuse(exc.reason)
+            log.info("%s play of %s by %s refused: %s", play.protocol, play.key, play.peer, exc)
+            return Response.text(403, str(exc))
+        return None
 
     # ------------------------------------------------------------------ serve
 
@@ -167,18 +191,26 @@ class PlayNode:
         """Serve one RTMP connection (play, and publish if the node takes streams)."""
         self.metrics.inc("connections_total", labels=("rtmp",))
         ingest = self.ingest() if self.ingest is not None else None
-        await RtmpConnection(conn, self.role, self.rtmp_limits, self.refuse, ingest).run()
+        await RtmpConnection(
+            conn, self.role, self.rtmp_limits, self.refuse, ingest, gate=self.gate
+        ).run()
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen on the RTMP and HTTP ports and serve until cancelled."""
+        """Listen on the RTMP and HTTP ports (and with tls_cert, RTMPS and HTTPS) and serve
+        until cancelled."""
         cfg = self.config
-        rtmp_sock = listen_socket(cfg.host, cfg.rtmp_port)
-        try:
-            http_sock = listen_socket(cfg.host, cfg.http_port)
-        except OSError:
-            rtmp_sock.close()
-            raise
-        address = NodeAddress(rtmp_sock.getsockname()[1], http_sock.getsockname()[1])
+        listeners = [(cfg.rtmp_port, self.handle_rtmp), (cfg.http_port, self.handle_http)]
+        if cfg.tls_cert:
+            context = server_context(cfg.tls_cert, cfg.tls_key)
+            listeners += [
+                (port, tls_handler(handler, context, timeout=cfg.handshake_timeout))
+                for port, handler in (
+                    (cfg.rtmps_port, self.handle_rtmp),
+                    (cfg.https_port, self.handle_http),
+                )
+            ]
+        socks = listen_sockets(cfg.host, [port for port, _ in listeners])
+        address = NodeAddress(*(sock.getsockname()[1] for sock in socks))
         slots = Slots(cfg.max_connections)
         budget = connection_budget()
         if slots.limit > budget:
@@ -192,18 +224,16 @@ class PlayNode:
             )
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
-            for sock, handler in ((rtmp_sock, self.handle_rtmp), (http_sock, self.handle_http)):
+            for sock, (_, handler) in zip(socks, listeners, strict=True):
                 nursery.start_soon(
                     lambda s=sock, h=handler: accept_loop(
                         s, h, max_connections=slots, on_refused=self.refuse_connection
                     )
                 )
-            log.info(
-                "%s up: rtmp://%s:%d  http://%s:%d",
-                self.kind,
-                cfg.host,
-                address.rtmp_port,
-                cfg.host,
-                address.http_port,
-            )
+            urls = [
+                f"{scheme}://{cfg.host}:{port}"
+                for scheme, port in zip(("rtmp", "http", "rtmps", "https"), astuple(address))
+                if port is not None
+            ]
+            log.info("%s up: %s", self.kind, "  ".join(urls))
             task_status.started(address)

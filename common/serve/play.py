@@ -331,22 +331,30 @@ async def flv_response(
     key: StreamKey,
     refuse: Callable[[Refusal], None],
     pacer: Pacer | None = None,
+    *,
+    ended: Callable[[], None] = lambda: None,
 ) -> Response | StreamingResponse:
     """Answer GET /app/name.flv (`key`, parsed from the path): a chunked FLV body while
-    the stream lives, 404 if it does not."""
+    the stream lives, 404 if it does not; `ended` is called once the answer is over."""
     app, name = key.app, key.name
     try:
         sub = await source.subscribe(app, name)
     except Unavailable as exc:
+        ended()
         refuse(Refusal.UNAVAILABLE)
         log.info("HTTP-FLV %s from %s refused: %s", key, req.peer, exc)
         return Response.text(503, str(exc))
+    except BaseException:
+        ended()
+        raise
     if sub is None:
+        ended()
         refuse(Refusal.NOT_FOUND)
         log.info("HTTP-FLV %s from %s: no such stream", key, req.peer)
         return Response.text(404, f"no live stream {key}")
     if req.method == "HEAD":
         sub.release()
+        ended()
         return Response(200, b"", "video/x-flv")
 
     async def body(conn: Conn) -> None:
@@ -355,6 +363,7 @@ async def flv_response(
             await serve_flv(sub.fanout, conn, pacer)
         finally:
             sub.release()
+            ended()
         log.info("HTTP-FLV play %s/%s by %s ended", app, name, conn.peer)
 
     return StreamingResponse(

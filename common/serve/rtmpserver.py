@@ -22,6 +22,7 @@ from common.proto.rtmp import session as rs
 from common.proto.shaping import TokenBucket
 from common.proto.streamkey import StreamKey, StreamKeyError, check_part, shown
 from common.serve.play import Player, StreamSource
+from common.serve.playgate import PlayDenied, PlayGate, PlayProtocol, PlayRequest
 from common.serve.refusal import Refusal
 
 log = logging.getLogger("livecdn.rtmp")
@@ -104,7 +105,7 @@ class Ingest(Protocol):
 
 class RtmpConnection:
     """Serves one RTMP connection until it closes: plays from `source`, publishes into
-    `ingest` (None: publishing is refused)."""
+    `ingest` (None: publishing is refused); plays pass `gate` first."""
 
     def __init__(
         self,
@@ -113,8 +114,11 @@ class RtmpConnection:
         limits: RtmpLimits,
         refuse: Callable[[Refusal], None],
         ingest: Ingest | None = None,
+        *,
+        gate: PlayGate | None = None,
     ) -> None:
         self.conn = conn
+        self.gate = gate if gate is not None else PlayGate()
         self.source = source
         self.limits = limits
         self.refuse = refuse
@@ -328,19 +332,31 @@ class RtmpConnection:
             try:
                 key = StreamKey.parse(app, name)
                 pacer = self.source.pace_for(key.app, key.name, query)
-                sub = await self.source.subscribe(key.app, key.name)
-            except (PermissionError, StreamKeyError, Unavailable) as exc:
+                play = PlayRequest(PlayProtocol.RTMP, key, query, conn.peer)
+                await self.gate.admit(play)
+            except (PermissionError, StreamKeyError, PlayDenied) as exc:
                 session.send_status(sid, "error", "NetStream.Play.Failed", str(exc))
                 reason = (
                     Refusal.BAD_NAME
                     if isinstance(exc, StreamKeyError)
-                    else Refusal.UNAVAILABLE
-                    if isinstance(exc, Unavailable)
+                    else exc.reason
+                    if isinstance(exc, PlayDenied)
                     else Refusal.BAD_CLASS_TOKEN
                 )
                 await self._refuse_play(sid, reason, f"play refused: {exc}")
                 return
+            try:
+                sub = await self.source.subscribe(key.app, key.name)
+            except Unavailable as exc:
+                self.gate.ended(play)
+                session.send_status(sid, "error", "NetStream.Play.Failed", str(exc))
+                await self._refuse_play(sid, Refusal.UNAVAILABLE, f"play refused: {exc}")
+                return
+            except BaseException:
+                self.gate.ended(play)
+                raise
             if sub is None:
+                self.gate.ended(play)
                 session.play_not_found(sid, str(key))
                 await self._refuse_play(sid, Refusal.NOT_FOUND, f"play of unknown stream {key}")
                 return
@@ -363,4 +379,5 @@ class RtmpConnection:
                 await self.finish()
             finally:
                 sub.release()
+                self.gate.ended(play)
         self.players.pop(sid, None)
