@@ -252,6 +252,8 @@ class Origin:
 
     def _api_stream(self, req: Request, skey: StreamKey) -> Response:
         app, name = skey.app, skey.name
+        if req.method == "DELETE" and (refused := admin_refusal(req, self.config.admin_token)):
+            return refused  # before the lookup: a stranger learns nothing about which names live
         stream = self.registry.get(app, name)
         if stream is None:
             return Response.json({"error": f"no live stream {skey}"}, 404)
@@ -259,8 +261,6 @@ class Origin:
             admin = is_admin(req, self.config.admin_token)
             return Response.json(self._shown(self.stream_info(stream), admin))
         if req.method == "DELETE":
-            if refused := admin_refusal(req, self.config.admin_token):
-                return refused
             if "ban" in req.query:
                 ban = parse_uint(req.query["ban"], MAX_BAN_SECONDS)
                 if ban is None:

@@ -55,6 +55,15 @@ async def test_with_a_token_kicking_needs_the_right_bearer(nursery):
     assert json.loads(reply.body)["kicked"] == "live/k"
 
 
+async def test_a_stranger_learns_nothing_of_which_names_live(nursery):
+    _, base = await live_stream(nursery, admin_token=TOKEN)
+    live = await fetch("DELETE", f"{base}/live/k?ban=5")
+    absent = await fetch("DELETE", f"{base}/live/nobody?ban=5")
+    assert live.status == absent.status == 401
+    found = await fetch("DELETE", f"{base}/live/nobody?ban=5", headers=bearer(TOKEN))
+    assert found.status == 404  # the admin is told
+
+
 async def test_listings_show_publisher_addresses_only_to_admin_requests(nursery):
     _, base = await live_stream(nursery, admin_token=TOKEN)
     for url in (base, f"{base}/live/k"):
