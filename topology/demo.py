@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import tempfile
+import time
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import trio
 from common.config import OriginConfig
 from topology.plan import node_command
 from topology.procs import node_environ, stop_all, wait_healthy
-from topology.publisher import SourceSettings, keep_publishing
+from topology.publisher import SourceSettings, keep_publishing, signed_url
 
 log = logging.getLogger("livecdn.topology")
 
@@ -24,9 +26,12 @@ async def run_demo(
     rtmp_port: int, http_port: int, settings: SourceSettings, seconds: float | None
 ) -> None:
     """Origin subprocess (started like the launcher's nodes: a config file written from its
-    model) + built-in publisher, until Ctrl-C (or `seconds`); stops both."""
+    model) + built-in publisher, until Ctrl-C (or `seconds`); stops both. The origin gets a
+    fresh publish_secret (written only to its config file, mode 0600), so only the built-in
+    publisher and whoever is shown the signed URL can publish."""
     config_dir = Path(tempfile.mkdtemp(prefix="livecdn-demo-"))
-    values = {"rtmp_port": rtmp_port, "http_port": http_port}
+    secret = secrets.token_urlsafe(24)
+    values = {"rtmp_port": rtmp_port, "http_port": http_port, "publish_secret": secret}
     cmd = node_command(OriginConfig, values, config_dir / "origin.toml")
     async with trio.open_nursery() as nursery:
         origin = await nursery.start(partial(trio.run_process, cmd, env=node_environ(os.environ)))
@@ -37,6 +42,7 @@ async def run_demo(
                     keep_publishing,
                     f"rtmp://127.0.0.1:{rtmp_port}/live/demo",
                     settings=settings,
+                    publish_secret=secret,
                 )
             )
             await trio.sleep(1)
@@ -46,6 +52,8 @@ async def run_demo(
                 f"           ffplay rtmp://127.0.0.1:{rtmp_port}/live/demo\n"
                 f"  streams: curl http://127.0.0.1:{http_port}/api/streams\n"
                 f"  metrics: curl http://127.0.0.1:{http_port}/metrics\n"
+                "  publish (signed, 24 h): "
+                f"{signed_url(f'rtmp://127.0.0.1:{rtmp_port}/live/yours', secret, time.time())}\n"
                 "  stop:    Ctrl-C\n",
                 flush=True,
             )

@@ -78,3 +78,7 @@ def test_demo_runs_an_origin_from_its_config_with_the_publisher(tmp_path) -> Non
         proc.stderr
     )
     assert "refused" not in proc.stderr and "cannot reach" not in proc.stderr, proc.stderr
+    # the origin has its own publish_secret: the built-in publisher signs, and so does the
+    # URL shown for the user's own stream
+    assert "no publish_secret" not in proc.stderr, proc.stderr
+    assert f"publish (signed, 24 h): rtmp://127.0.0.1:{rtmp}/live/yours?expires=" in proc.stdout
