@@ -17,9 +17,10 @@ from balancer.table import NodeTable
 from balancer.viewers import ViewerRoutes
 from common.config import BalancerConfig
 from common.config.exposure import warn_open_surfaces
-from common.net.conn import Conn, accept_loop, listen_socket
+from common.net.conn import Conn, Slots, accept_loop, listen_sockets
 from common.net.http import HttpLimits, Request, Response, serve_http
 from common.net.supervise import supervise
+from common.net.tls import server_context, tls_handler
 from common.proto.paths import EDGES_API, STREAMS_API, Media, api_edge_action, media_of
 from common.serve.admin import admin_refusal
 from common.serve.metrics import CONTENT_TYPE, NodeMetrics
@@ -41,6 +42,8 @@ class Balancer:
         self.control = ControlServer(config, self.table, self.metrics)
         self.viewers = ViewerRoutes(config, self.router)
         self.address: tuple[int, int] | None = None
+        self.https_port: int | None = None
+        """Where the HTTPS listener is (None: no tls_cert)."""
 
     # ------------------------------------------------------------------ HTTP
 
@@ -74,17 +77,22 @@ class Balancer:
     # ------------------------------------------------------------------ serve
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen (HTTP and control) and serve until cancelled."""
+        """Listen (HTTP, control, and HTTPS with a tls_cert) and serve until cancelled."""
         cfg = self.config
-        http_sock = listen_socket(cfg.host, cfg.http_port)
-        ctl_sock = listen_socket(cfg.host, cfg.control_port)
+        context = server_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert else None
+        ports = [cfg.http_port, cfg.control_port] + ([cfg.https_port] if context else [])
+        http_sock, ctl_sock, *tls_socks = listen_sockets(cfg.host, ports)
         self.address = (http_sock.getsockname()[1], ctl_sock.getsockname()[1])
+        web = [(http_sock, self.handle_http)]
+        if context is not None:
+            self.https_port = tls_socks[0].getsockname()[1]
+            web.append((tls_socks[0], tls_handler(self.handle_http, context)))
+        slots = Slots(cfg.max_connections)  # HTTP and HTTPS together
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                lambda: accept_loop(
-                    http_sock, self.handle_http, max_connections=cfg.max_connections
+            for sock, handler in web:
+                nursery.start_soon(
+                    lambda s=sock, h=handler: accept_loop(s, h, max_connections=slots)
                 )
-            )
             nursery.start_soon(
                 lambda: accept_loop(
                     ctl_sock,
@@ -98,10 +106,12 @@ class Balancer:
                 ("forgetting", self.control.forget_loop),
             ):
                 nursery.start_soon(partial(supervise, what, fn, logger=log))
+            tls = f" https://{cfg.host}:{self.https_port}" if self.https_port else ""
             log.info(
-                "balancer up: http://%s:%d (policy %s), control %s:%d",
+                "balancer up: http://%s:%d%s (policy %s), control %s:%d",
                 cfg.host,
                 self.address[0],
+                tls,
                 cfg.policy,
                 cfg.host,
                 self.address[1],

@@ -1,8 +1,9 @@
-"""GETs of HLS objects from a list of HTTP parents, failing over to the next when one fails."""
+"""GETs of HLS objects from a list of HTTP(S) parents, failing over to the next when one fails."""
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 
 import trio
@@ -18,13 +19,20 @@ HLS_OBJECT_LIMIT = 32 * 1024 * 1024
 
 
 class ParentFailover:
-    """GETs from a list of HTTP parents, the last one that answered first."""
+    """GETs from a list of HTTP(S) parents, the last one that answered first; https://
+    parents are verified with `tls` (default: the system's trust)."""
 
     def __init__(
-        self, parents: list[str], *, timeout: float, on_failover: Callable[[], None]
+        self,
+        parents: list[str],
+        *,
+        timeout: float,
+        on_failover: Callable[[], None],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.parents = parents
         self.timeout = timeout
+        self.tls = tls
         self.on_failover = on_failover
         self._current = 0
 
@@ -38,7 +46,11 @@ class ParentFailover:
             parent = parents[(self._current + i) % len(parents)]
             try:
                 got = await fetch(
-                    "GET", parent.rstrip("/") + path, timeout=self.timeout, limit=HLS_OBJECT_LIMIT
+                    "GET",
+                    parent.rstrip("/") + path,
+                    timeout=self.timeout,
+                    limit=HLS_OBJECT_LIMIT,
+                    tls=self.tls,
                 )
             except (OSError, HttpClientError, trio.TooSlowError) as exc:
                 errors.append(f"{parent}: {exc or 'timed out'}")

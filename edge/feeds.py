@@ -13,6 +13,7 @@ validated, percent-quoted stream keys.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -106,11 +107,13 @@ class RtmpFeed:
         return self.client.conn.bytes_in
 
     @classmethod
-    async def open(cls, parent: str, app: str, name: str) -> RtmpFeed:
+    async def open(
+        cls, parent: str, app: str, name: str, tls: ssl.SSLContext | None = None
+    ) -> RtmpFeed:
         """Connect and play; NotFound or ParentError on failure."""
         url = upstream_url(parent, app, name)
         try:
-            client = await RtmpClient.connect(url)
+            client = await RtmpClient.connect(url, tls=tls)
         except OSError as exc:
             raise ParentError(f"cannot connect to {url}: {exc}", Failure.CONNECT) from exc
         except RtmpClientError as exc:
@@ -158,7 +161,7 @@ class RtmpFeed:
 
 
 class FlvFeed:
-    """HTTP-FLV from a parent (`http://host:port` -> GET /app/name.flv)."""
+    """HTTP-FLV from a parent (`http(s)://host:port` -> GET /app/name.flv)."""
 
     def __init__(self, resp: HttpResponse) -> None:
         self.resp = resp
@@ -171,11 +174,13 @@ class FlvFeed:
         return self.resp.conn.bytes_in
 
     @classmethod
-    async def open(cls, parent: str, app: str, name: str) -> FlvFeed:
+    async def open(
+        cls, parent: str, app: str, name: str, tls: ssl.SSLContext | None = None
+    ) -> FlvFeed:
         """GET the stream; NotFound on 404, ParentError on anything else but 200."""
         url = upstream_url(parent, app, name, ".flv")
         try:
-            resp = await open_request("GET", url)
+            resp = await open_request("GET", url, tls=tls)
         except OSError as exc:
             raise ParentError(f"cannot GET {url}: {exc}", Failure.CONNECT) from exc
         except HttpClientError as exc:
@@ -218,8 +223,9 @@ class FlvFeed:
         self.resp.close()
 
 
-async def open_feed(parent: str, app: str, name: str) -> Feed:
-    """Open app/name at `parent` (rtmp:// or http://)."""
-    if parent.startswith("rtmp://"):
-        return await RtmpFeed.open(parent, app, name)
-    return await FlvFeed.open(parent, app, name)
+async def open_feed(parent: str, app: str, name: str, *, tls: ssl.SSLContext | None = None) -> Feed:
+    """Open app/name at `parent` (rtmp://, rtmps://, http:// or https://; a TLS parent is
+    verified with `tls`, default the system's trust)."""
+    if parent.startswith(("rtmp://", "rtmps://")):
+        return await RtmpFeed.open(parent, app, name, tls)
+    return await FlvFeed.open(parent, app, name, tls)

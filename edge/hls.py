@@ -4,6 +4,7 @@ pulled from the HTTP parents), class-paced to viewers with a token."""
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypedDict
 
@@ -54,6 +55,7 @@ class HlsProxy:
         not_found_ttl: float,
         connect_timeout: float,
         slow_timeout: float,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.parents = parents
         self.qos = qos
@@ -66,7 +68,7 @@ class HlsProxy:
         self.bytes_out = 0
         """Bytes of playlists and segments sent to viewers."""
         self.failover = ParentFailover(
-            parents, timeout=connect_timeout + 10, on_failover=on_failover
+            parents, timeout=connect_timeout + 10, on_failover=on_failover, tls=tls
         )
         self.cache = ObjectCache(
             self.failover.fetch, max_bytes=cache_bytes, negative_ttl=not_found_ttl

@@ -12,6 +12,7 @@ from common.config import EdgeConfig
 from common.config.exposure import warn_open_surfaces
 from common.net.http import Request, Response, StreamingResponse
 from common.net.reporter import report
+from common.net.tls import client_context
 from common.proto.paths import STREAMS_API, Media, api_stream_key, media_of
 from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKeyError
@@ -28,13 +29,18 @@ from edge.streams import EdgeStreams
 
 log = logging.getLogger("livecdn.edge")
 
+HTTP_SCHEMES = ("http://", "https://")
+"""Parents that also serve HLS."""
+
 
 class Edge:
     """One edge node: the pull manager, the HLS proxy and the viewer classes behind a
     PlayNode's listeners (the edge is its NodeRole); `run()` serves it."""
 
-    def __init__(self, config: EdgeConfig, *, connector: Connector = open_feed) -> None:
+    def __init__(self, config: EdgeConfig, *, connector: Connector | None = None) -> None:
         self.config = config
+        # rtmps:// and https:// parents are verified against tls_ca (None: the system's trust)
+        tls = client_context(config.tls_ca) if config.tls_ca else None
         hls_viewers = HlsViewers()
         self.node = PlayNode(config, "edge", self, hls_viewers=hls_viewers)
         fanouts = self.node.fanouts
@@ -51,12 +57,12 @@ class Edge:
             make_stream=fanouts.new_stream,
             make_fanout=fanouts.open,
             drop_fanout=fanouts.drop,
-            connector=connector,
+            connector=connector or partial(open_feed, tls=tls),
             max_streams=config.max_streams,
         )
         self.qos = Qos(config)
         self.hls = HlsProxy(
-            config.hls_parents or [p for p in config.parents if p.startswith("http://")],
+            config.hls_parents or [p for p in config.parents if p.startswith(HTTP_SCHEMES)],
             qos=self.qos,
             viewers=hls_viewers,
             refuse=self.node.refuse,
@@ -67,6 +73,7 @@ class Edge:
             not_found_ttl=config.not_found_ttl,
             connect_timeout=config.connect_timeout,
             slow_timeout=config.slow_timeout,
+            tls=tls,
         )
         self.streams = EdgeStreams(self.pull, self.hls, hls_viewers)
         self.address: NodeAddress | None = None

@@ -76,7 +76,7 @@ def one_of(*choices: str, fold: Callable[[str], str] = str) -> Check:
 def urls(*schemes: str) -> Check:
     """A list of URLs with one of `schemes` (e.g. "rtmp", "http")."""
     prefixes = tuple(f"{s}://" for s in schemes)
-    words = " or ".join(prefixes)
+    words = " or ".join(filter(None, (", ".join(prefixes[:-1]), prefixes[-1])))
 
     def check(name: str, value: list[str]) -> str | None:
         bad = next((u for u in value if not u.startswith(prefixes)), None)

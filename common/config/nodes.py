@@ -59,6 +59,43 @@ def http_port_key(default: int) -> Any:
     )
 
 
+def rtmps_port_key(default: int) -> Any:
+    """The RTMPS port key of an origin or edge."""
+    return setting(
+        default,
+        help="RTMPS port, open when tls_cert and tls_key are set (0: any free port)",
+        flags=["--rtmps"],
+        check=checks.port,
+    )
+
+
+def https_port_key(default: int) -> Any:
+    """The HTTPS port key of a node."""
+    return setting(
+        default,
+        help="HTTPS port (the HTTP routes over TLS), open when tls_cert and tls_key are set "
+        "(0: any free port)",
+        flags=["--https"],
+        check=checks.port,
+    )
+
+
+def tls_cert_key() -> Any:
+    """The certificate of a node's TLS listeners."""
+    return setting("", help="PEM certificate chain of the TLS listeners (empty: no TLS)")
+
+
+def tls_key_key() -> Any:
+    """The private key of a node's TLS listeners."""
+    return setting("", help="PEM private key of tls_cert")
+
+
+def check_tls(config: Any) -> None:
+    """tls_cert and tls_key come together."""
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise ConfigError("tls_cert and tls_key must be set together (PEM file paths)")
+
+
 def log_level_key() -> Any:
     """The log level key."""
     return setting(
@@ -111,6 +148,10 @@ class ServeConfig:
     host: str = host_key()
     rtmp_port: int = rtmp_port_key(1935)
     http_port: int = http_port_key(8080)
+    rtmps_port: int = rtmps_port_key(4935)
+    https_port: int = https_port_key(8443)
+    tls_cert: str = tls_cert_key()
+    tls_key: str = tls_key_key()
     gop_cache: bool = setting(True, help="new viewers start at the cached keyframe (GOP)")
     gop_max_frames: int = setting(2048, help="frames in a stream's GOP ring",
                                  check=checks.in_range(1, 1_000_000))  # fmt: skip
@@ -172,6 +213,10 @@ class ServeConfig:
     )
     admin_token: str = admin_token_key()
     log_level: str = log_level_key()
+
+    def validate(self) -> None:
+        """Raise ConfigError for combinations of values that cannot work."""
+        check_tls(self)
 
 
 @dataclass(frozen=True)
@@ -242,11 +287,19 @@ class EdgeConfig(ServeConfig):
 
     rtmp_port: int = rtmp_port_key(1936)
     http_port: int = http_port_key(8081)
+    rtmps_port: int = rtmps_port_key(4936)
+    https_port: int = https_port_key(8444)
     parents: list[str] = setting(
         [],
-        help="rtmp:// or http:// URLs of the parents (origins or edges), in failover order",
+        help="rtmp://, rtmps://, http:// or https:// URLs of the parents (origins or edges), "
+        "in failover order",
         item_flag="--parent",
-        check=checks.urls("rtmp", "http"),
+        check=checks.urls("rtmp", "rtmps", "http", "https"),
+    )
+    tls_ca: str = setting(
+        "",
+        help="PEM CA bundle that rtmps:// and https:// parents' certificates are verified "
+        "against, with their host names (empty: the system's trust store)",
     )
     linger_seconds: float = setting(
         10.0, help="an upstream outlives its last viewer by this long", unit="s",
@@ -267,8 +320,8 @@ class EdgeConfig(ServeConfig):
         check=checks.in_range(0, DAY),
     )  # fmt: skip
     hls_parents: list[str] = setting(
-        [], help="http:// URLs to fetch HLS from (default: the http:// parents)",
-        check=checks.urls("http"),
+        [], help="http:// or https:// URLs to fetch HLS from (default: those parents)",
+        check=checks.urls("http", "https"),
     )  # fmt: skip
     hls_cache_bytes: int = setting(
         256 * 1024 * 1024,
@@ -299,6 +352,7 @@ class EdgeConfig(ServeConfig):
         """Raise ConfigError for combinations of values that cannot work."""
         if not self.parents:
             raise ConfigError("an edge needs at least one parent (--parent rtmp://host:port)")
+        check_tls(self)
         check_classes(self.classes, self.qos_secret)
         assured = sum(rate for rate, _ in class_rates(self.classes).values()) / 125_000
         if self.capacity_mbps and assured > self.capacity_mbps + 1e-9:
@@ -316,6 +370,9 @@ class BalancerConfig:
 
     host: str = host_key()
     http_port: int = http_port_key(8090)
+    https_port: int = https_port_key(8453)
+    tls_cert: str = tls_cert_key()
+    tls_key: str = tls_key_key()
     control_port: int = setting(
         8091, help="port edges and origins send heartbeats to", flags=["--control"],
         check=checks.port,
@@ -389,6 +446,7 @@ class BalancerConfig:
                 f"forget_after ({self.forget_after:g} s) must be at least heartbeat_timeout "
                 f"({self.heartbeat_timeout:g} s): an edge is forgotten only after it is out"
             )
+        check_tls(self)
         check_classes(self.classes, self.qos_secret)
 
 

@@ -28,7 +28,15 @@ SEND_BUFFER = 256 * 1024
 """SO_SNDBUF of accepted sockets: a viewer that stops reading fills this (not megabytes of
 kernel autotuning) and so meets `slow_timeout` soon after."""
 
-__all__ = ["Conn", "ConnClosed", "Slots", "accept_loop", "listen_socket", "open_connection"]
+__all__ = [
+    "Conn",
+    "ConnClosed",
+    "Slots",
+    "accept_loop",
+    "listen_socket",
+    "listen_sockets",
+    "open_connection",
+]
 
 
 class Conn:
@@ -169,12 +177,16 @@ class Conn:
         with trio.move_on_after(timeout):
             try:
                 await self.drain()
-                self.sock.shutdown(socket.SHUT_WR)
+                self.shutdown_write()
                 while await self.recv():
                     pass
             except (ConnClosed, OSError):
                 pass
         self.close()
+
+    def shutdown_write(self) -> None:
+        """Send a FIN (drain first: a backlog is not sent after it); reading goes on."""
+        self.sock.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
         """Close the socket (idempotent); tasks waiting on it are woken."""
@@ -208,6 +220,19 @@ def listen_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
         raise ListenError(exc.errno, exc.strerror, f"{host}:{port}") from exc
     sock.setblocking(False)
     return sock
+
+
+def listen_sockets(host: str, ports: list[int]) -> list[socket.socket]:
+    """`listen_socket` for each port, all or none (a failure closes those already open)."""
+    socks: list[socket.socket] = []
+    try:
+        for port in ports:
+            socks.append(listen_socket(host, port))
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 class Slots:

@@ -1,7 +1,9 @@
-"""A small trio + h11 HTTP/1.1 client: whole responses or streamed bodies (HTTP-FLV pulls)."""
+"""A small trio + h11 HTTP/1.1 client over http:// or https:// (verified): whole responses
+or streamed bodies (HTTP-FLV pulls)."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -9,7 +11,8 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
-from common.net.conn import Conn, open_connection
+from common.net.conn import Conn
+from common.net.tls import TlsConn, connect, context_for
 from common.proto.errors import ProtocolError
 from common.proto.http1 import ChunkedDecoder
 
@@ -37,7 +40,7 @@ class HttpResponse:
 
     status: int
     headers: dict[str, str]
-    conn: Conn
+    conn: Conn | TlsConn
     _h: h11.Connection
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -99,18 +102,21 @@ async def open_request(
     rcvbuf: int | None = None,
     user_agent: str = "livecdn",
     headers: list[tuple[str, str]] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> HttpResponse:
-    """Send a request and read the response head; the caller reads the body and closes."""
+    """Send a request and read the response head; the caller reads the body and closes.
+    An https:// server's certificate is verified with `tls` (default: the system's trust)."""
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"not an http:// URL: {url!r}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http:// or https:// URL: {url!r}")
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
     host = parts.hostname
-    port = parts.port or 80
+    secure = parts.scheme == "https"
+    port = parts.port or (443 if secure else 80)
     with trio.fail_after(timeout):
-        conn = await open_connection(host, port, rcvbuf=rcvbuf)
+        conn = await connect(host, port, context_for(parts.scheme, tls), rcvbuf=rcvbuf)
         try:
             h = h11.Connection(h11.CLIENT)
             head = [("host", f"{host}:{port}"), ("user-agent", user_agent), *(headers or ())]
@@ -147,11 +153,12 @@ async def fetch(
     timeout: float = 10.0,
     limit: int = 64 * 1024 * 1024,
     headers: list[tuple[str, str]] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> FetchResult:
     """A whole request: its status, headers and body (of at most `limit` bytes); `headers`
-    are sent besides Host, User-Agent and Content-Length."""
+    are sent besides Host, User-Agent and Content-Length; `tls` as for `open_request`."""
     with trio.fail_after(timeout):
-        resp = await open_request(method, url, body=body, timeout=timeout, headers=headers)
+        resp = await open_request(method, url, body=body, timeout=timeout, headers=headers, tls=tls)
         try:
             return FetchResult(resp.status, resp.headers, await resp.body(limit))
         finally:

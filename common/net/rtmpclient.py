@@ -1,16 +1,19 @@
-"""A trio RTMP client (publish or play) driving the sans-IO `ClientSession`.
+"""A trio RTMP client (publish or play, rtmp:// or verified rtmps://) driving the sans-IO
+`ClientSession`.
 
 Used by edges (pulling from a parent), the synthetic publisher and tests.
 """
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import trio
 
-from common.net.conn import Conn, open_connection
+from common.net.conn import Conn
+from common.net.tls import TlsConn, connect, context_for
 from common.proto.rtmp import session as rs
 
 MAX_QUEUED_EVENTS = 4096
@@ -41,36 +44,38 @@ class RtmpClientError(Exception):
 
 @dataclass(frozen=True)
 class RtmpUrl:
-    """rtmp://host[:port]/app/name[?query]"""
+    """rtmp://host[:port]/app/name[?query] (or rtmps://, port 443 by default as ffmpeg's)"""
 
     host: str
     port: int
     app: str
     name: str
+    scheme: str = "rtmp"
 
     @classmethod
     def parse(cls, url: str) -> RtmpUrl:
         """Parse an RTMP URL; app and name are percent-decoded, the name keeps its query."""
         parts = urlsplit(url)
-        if parts.scheme != "rtmp" or not parts.hostname:
-            raise ValueError(f"not an rtmp:// URL: {url!r}")
+        if parts.scheme not in ("rtmp", "rtmps") or not parts.hostname:
+            raise ValueError(f"not an rtmp:// or rtmps:// URL: {url!r}")
         path = parts.path.lstrip("/")
         app, _, name = path.partition("/")
         app, name = unquote(app), unquote(name)
         if parts.query:
             name = f"{name}?{parts.query}"
-        return cls(parts.hostname, parts.port or 1935, app, name)
+        default_port = 443 if parts.scheme == "rtmps" else 1935
+        return cls(parts.hostname, parts.port or default_port, app, name, parts.scheme)
 
     @property
     def tc_url(self) -> str:
         """The tcUrl sent in connect."""
-        return f"rtmp://{self.host}:{self.port}/{self.app}"
+        return f"{self.scheme}://{self.host}:{self.port}/{self.app}"
 
 
 class RtmpClient:
     """One client connection; use `connect()`, then `publish()` or `play()`."""
 
-    def __init__(self, conn: Conn, session: rs.ClientSession, url: RtmpUrl) -> None:
+    def __init__(self, conn: Conn | TlsConn, session: rs.ClientSession, url: RtmpUrl) -> None:
         self.conn = conn
         self.session = session
         self.url = url
@@ -78,11 +83,14 @@ class RtmpClient:
         self._queued: list[rs.Event] = []
 
     @classmethod
-    async def connect(cls, url: str, *, timeout: float = 10.0) -> RtmpClient:
-        """Open the TCP connection, handshake and connect to the app."""
+    async def connect(
+        cls, url: str, *, timeout: float = 10.0, tls: ssl.SSLContext | None = None
+    ) -> RtmpClient:
+        """Open the TCP connection (TLS for rtmps://, the server verified with `tls`, default
+        the system's trust), handshake and connect to the app."""
         u = RtmpUrl.parse(url)
         with trio.fail_after(timeout):
-            conn = await open_connection(u.host, u.port)
+            conn = await connect(u.host, u.port, context_for(u.scheme, tls))
             client = cls(conn, rs.ClientSession(u.app, u.tc_url), u)
             try:
                 await client._flush()

@@ -75,6 +75,8 @@ def run_node(
 
 
 PORT_FIELDS = ("rtmp_port", "http_port", "control_port")
+TLS_PORT_FIELDS = ("rtmps_port", "https_port")
+"""Listened on only with a tls_cert."""
 
 
 def cannot_listen(config: Any) -> str | None:
@@ -83,7 +85,8 @@ def cannot_listen(config: Any) -> str | None:
     Opens each port with `common.net.conn.listen_socket` and closes it at once, so a busy port
     or a bad address is reported before anything starts.
     """
-    for name in PORT_FIELDS:
+    tls = TLS_PORT_FIELDS if getattr(config, "tls_cert", "") else ()
+    for name in PORT_FIELDS + tls:
         port = getattr(config, name, 0)
         if port:
             try:

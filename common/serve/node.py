@@ -232,7 +232,9 @@ class PlayNode:
                 )
             urls = [
                 f"{scheme}://{cfg.host}:{port}"
-                for scheme, port in zip(("rtmp", "http", "rtmps", "https"), astuple(address))
+                for scheme, port in zip(
+                    ("rtmp", "http", "rtmps", "https"), astuple(address), strict=True
+                )
                 if port is not None
             ]
             log.info("%s up: %s", self.kind, "  ".join(urls))

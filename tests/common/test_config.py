@@ -203,7 +203,7 @@ def test_flag_errors_name_the_flag() -> None:
 @pytest.mark.parametrize(
     ("cls", "values", "message"),
     [(EdgeConfig, {}, "an edge needs at least one parent"),
-     (EdgeConfig, {"parents": ["ftp://x"]}, "must be an rtmp:// or http:// URL"),
+     (EdgeConfig, {"parents": ["ftp://x"]}, "must be an rtmp://, rtmps://, http:// or https:// URL"),
      (EdgeConfig, {"parents": ["rtmp://h:1"], "classes": {"a": {"rate_mbps": 1}}}, "need a qos_secret"),
      (EdgeConfig, {"parents": ["rtmp://h:1"], "qos_secret": "k", "capacity_mbps": 1.0,
                    "classes": {"a": {"rate_mbps": 2}}}, "more than capacity_mbps"),
