@@ -47,12 +47,13 @@ async def wait_live(api: str, timeout: float) -> bool:
 
 async def start_node(dep: Deployment, node: Node, *, supervise: bool = True) -> trio.Process:
     """Start `node`'s process (stdout discarded, stderr appended to its log file) and, with
-    `supervise`, watch it; it is stopped with the deployment."""
+    `supervise`, watch it; it is stopped with the deployment, and stops by itself if the
+    launcher dies (its standard input is a pipe from the launcher)."""
     node.log_path = node.log_path or dep.run_dir / f"{node.name}.log"
     with open(node.log_path, "ab") as log_file:  # the child keeps its own descriptor
         proc = await trio.lowlevel.open_process(
-            node.cmd,
-            stdin=subprocess.DEVNULL,
+            [*node.cmd, "--exit-with-stdin"],
+            stdin=subprocess.PIPE,  # never written: it closes when the launcher ends, however
             stdout=subprocess.DEVNULL,
             stderr=log_file,
             process_group=0,  # a terminal's Ctrl-C reaches the launcher only; it stops them

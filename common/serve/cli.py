@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -30,6 +31,12 @@ def node_parser(config_cls: type, description: str, epilog: str = "") -> argpars
         "a flag wins over the environment, which wins over the --config file.",
     )
     add_config_arguments(p, config_cls)
+    p.add_argument(
+        "--exit-with-stdin",
+        action="store_true",
+        help="stop when standard input closes (a launcher passes a pipe it never writes to, "
+        "so its nodes stop even if it is killed)",
+    )
     return p
 
 
@@ -57,6 +64,8 @@ def run_node(
         async with trio.open_nursery() as nursery:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 await nursery.start(serve, config)
+                if getattr(args, "exit_with_stdin", False):
+                    nursery.start_soon(stop_when_stdin_closes, nursery.cancel_scope)
                 async for signum in signals:
                     log.info("%s received: shutting down", signal.Signals(signum).name)
                     nursery.cancel_scope.cancel()
@@ -72,6 +81,16 @@ def run_node(
         return 1
     log.info("%s stopped", name)
     return 0
+
+
+async def stop_when_stdin_closes(scope: trio.CancelScope) -> None:
+    """Cancel `scope` once standard input reaches its end: whoever held the pipe's other end
+    (the launcher) is gone."""
+    async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
+        while await stdin.receive_some(4096):
+            pass
+    log.warning("standard input closed (the launcher is gone): shutting down")
+    scope.cancel()
 
 
 PORT_FIELDS = ("rtmp_port", "http_port", "control_port")
