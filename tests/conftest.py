@@ -14,6 +14,7 @@ from hypothesis import settings
 
 from common.config import OriginConfig, build
 from origin.server import Origin, OriginAddress
+from tests.tlscerts import Certs, make_certs
 
 # CI replays the same examples every run (a red CI then means a change broke something, not a
 # new draw); local runs keep exploring and remember failures in .hypothesis/.
@@ -23,6 +24,14 @@ if os.environ.get("CI"):
 
 FFMPEG = shutil.which("ffmpeg")
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed")
+
+
+@pytest.fixture(scope="session")
+def tls_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A test CA and server certificates it signs (tests/tlscerts.py), made with openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    return make_certs(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="session")

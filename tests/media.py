@@ -57,12 +57,12 @@ async def synthetic_publish(client, *, fps: int = 25, gop: int = 25, key_size: i
             n += 1
 
 
-async def publish_synthetic(nursery, url: str):
-    """Publish to the RTMP `url` and keep sending made-up media (`synthetic_publish`) in
-    `nursery`; returns the publishing RtmpClient."""
+async def publish_synthetic(nursery, url: str, tls=None):
+    """Publish to the RTMP `url` (rtmps:// verified with the SSLContext `tls`) and keep sending
+    made-up media (`synthetic_publish`) in `nursery`; returns the publishing RtmpClient."""
     from common.net.rtmpclient import RtmpClient
 
-    pub = await RtmpClient.connect(url)
+    pub = await RtmpClient.connect(url, tls=tls)
     await pub.publish()
     nursery.start_soon(synthetic_publish, pub)
     return pub

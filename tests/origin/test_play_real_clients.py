@@ -20,9 +20,12 @@ from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_origin, wait_for_
 pytestmark = [pytest.mark.slow, needs_ffmpeg]
 
 
-def read_with_pyav(url: str, video_frames: int = 40) -> dict:
-    """Demux and decode `url` until `video_frames` video frames decoded."""
+def read_with_pyav(url: str, video_frames: int = 40, ca_file: str = "") -> dict:
+    """Demux and decode `url` until `video_frames` video frames decoded (an https:// server
+    verified against `ca_file`)."""
     options = {"rw_timeout": "8000000"} if url.startswith("rtmp") else {"timeout": "8000000"}
+    if ca_file:
+        options |= {"ca_file": ca_file, "tls_verify": "1"}
     container = av.open(url, options=options)
     try:
         first_video_key = None
