@@ -84,8 +84,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         port = config_default(OriginConfig, key)
         demo.add_argument(flag, type=int, default=port, help=f"origin {key} (default {port})")
     demo.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
-    pub = sub.add_parser("publish", help="publish the synthetic test stream to an RTMP URL")
+    pub = sub.add_parser(
+        "publish", help="publish the synthetic test stream to an rtmp:// or rtmps:// URL"
+    )
     pub.add_argument("url", help="e.g. rtmp://127.0.0.1/live/test")
+    pub.add_argument(
+        "--tls-ca",
+        default="",
+        help="PEM CA bundle an rtmps:// server is verified against (default: system trust)",
+    )
     pub.add_argument("--seconds", type=float, help="stop after this long (default: until Ctrl-C)")
     for sp in (demo, pub):
         sp.add_argument("--size", default="640x360", help="video size (default 640x360)")
@@ -178,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         job = partial(run_demo, args.rtmp, args.http, settings_from(args), args.seconds)
     else:
-        job = partial(publish_until_signalled, args.url, settings_from(args), args.seconds)
+        job = partial(
+            publish_until_signalled, args.url, settings_from(args), args.seconds, args.tls_ca
+        )
     try:
         trio.run(job)
     except Exception as exc:  # one line for what ended the demo or the publisher

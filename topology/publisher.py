@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from av.video.frame import PictureType
 
 from common.net.conn import ConnClosed
 from common.net.rtmpclient import RtmpClient, RtmpClientError
+from common.net.tls import client_context
 from common.proto import auth, flv
 from common.proto.backoff import Backoff
 from common.proto.flv import FlvParser, FlvTag
@@ -118,8 +120,10 @@ async def publish(
     settings: SourceSettings = SourceSettings(),
     seconds: float | None = None,
     on_live: Callable[[], None] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
-    """Publish the synthetic stream to `url` in real time until cancelled (or `seconds`).
+    """Publish the synthetic stream to `url` in real time until cancelled (or `seconds`);
+    an rtmps:// server is verified with `tls` (default: the system's trust).
 
     Raises `RtmpClientError` when the server refuses the publish, ends it with an error
     status or closes the connection (kicked, banned, taken over). `on_live` is called once
@@ -128,7 +132,7 @@ async def publish(
     source = await trio.to_thread.run_sync(SyntheticSource, settings)
     client = None
     try:
-        client = await RtmpClient.connect(url)
+        client = await RtmpClient.connect(url, tls=tls)
         await client.publish()
         if on_live is not None:
             on_live()
@@ -230,9 +234,11 @@ async def keep_publishing(
 
 
 async def publish_until_signalled(
-    url: str, settings: SourceSettings, seconds: float | None = None
+    url: str, settings: SourceSettings, seconds: float | None = None, tls_ca: str = ""
 ) -> None:
-    """`publish` to `url` until SIGINT or SIGTERM (or `seconds`): `python -m topology publish`."""
+    """`publish` to `url` until SIGINT or SIGTERM (or `seconds`): `python -m topology publish`;
+    an rtmps:// server is verified against the PEM bundle `tls_ca` (default: system trust)."""
+    tls = client_context(tls_ca) if tls_ca else None
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
 
@@ -241,7 +247,7 @@ async def publish_until_signalled(
                     nursery.cancel_scope.cancel()
 
             nursery.start_soon(stop_on_signal)
-            await publish(url, settings=settings, seconds=seconds)
+            await publish(url, settings=settings, seconds=seconds, tls=tls)
             nursery.cancel_scope.cancel()
 
 
