@@ -73,12 +73,16 @@ def render_playlist(
 
 
 def with_query(playlist: bytes, query: str) -> bytes:
-    """A media playlist whose segment URIs carry `query`."""
+    """A media playlist whose segment URIs carry `query` (urlencoded); a parameter of the
+    same name a URI already had is replaced (a parent's token by the viewer's own)."""
     lines = playlist.split(b"\n")
     extra = query.encode()
+    names = {param.partition(b"=")[0] for param in extra.split(b"&")}
     for i, line in enumerate(lines):
         if line and not line.startswith(b"#"):
-            lines[i] = line + (b"&" if b"?" in line else b"?") + extra
+            uri, _, old = line.partition(b"?")
+            kept = [p for p in old.split(b"&") if p and p.partition(b"=")[0] not in names]
+            lines[i] = uri + b"?" + b"&".join([*kept, extra])
     return b"\n".join(lines)
 
 

@@ -21,4 +21,8 @@ class Refusal(StrEnum):
     PUBLISHER_LIMIT = "publisher_limit"
     ALREADY_PUBLISHING = "already_publishing"
     NOT_OWNER = "not_owner"
+    PLAY_TOKEN = "play_token"
+    """A play without a valid signed play URL (play_secret)."""
     STREAM_LIMIT = "stream_limit"
+    HOOK = "hook"
+    """An on_publish or on_play hook refused, failed or did not answer in time."""
