@@ -21,6 +21,7 @@ from common.net.conn import Conn, Slots, accept_loop, listen_sockets
 from common.net.http import HttpLimits, Request, Response, serve_http
 from common.net.supervise import supervise
 from common.net.tls import server_context, tls_handler
+from common.proto.cors import CorsPolicy
 from common.proto.paths import EDGES_API, STREAMS_API, Media, api_edge_action, media_of
 from common.serve.admin import admin_refusal
 from common.serve.metrics import CONTENT_TYPE, NodeMetrics
@@ -49,7 +50,9 @@ class Balancer:
 
     async def handle_http(self, conn: Conn) -> None:
         """Serve one HTTP connection."""
-        await serve_http(conn, self.route, HttpLimits())
+        await serve_http(
+            conn, self.route, HttpLimits(), CorsPolicy(tuple(self.config.cors_origins))
+        )
 
     async def route(self, req: Request) -> Response:
         """Routing, API, health and metrics."""

@@ -12,8 +12,9 @@ import trio
 
 from common.net.conn import Conn
 from common.net.http import Request, Response, StreamingResponse
+from common.net.httpclient import FetchResult
 from common.net.supervise import describe, log_failure
-from common.proto import auth
+from common.proto import auth, playtoken
 from common.proto.hlsplaylist import with_query
 from common.proto.paths import Media, hls_path, hls_target
 from common.proto.streamkey import StreamKeyError, shown
@@ -56,8 +57,11 @@ class HlsProxy:
         connect_timeout: float,
         slow_timeout: float,
         tls: ssl.SSLContext | None = None,
+        sign: Callable[[str, str], str] | None = None,
     ) -> None:
         self.parents = parents
+        self.sign = sign
+        """The edge's own play token query for app, name (fetches from the parents)."""
         self.qos = qos
         self.viewers = viewers
         self.refuse = refuse
@@ -70,9 +74,14 @@ class HlsProxy:
         self.failover = ParentFailover(
             parents, timeout=connect_timeout + 10, on_failover=on_failover, tls=tls
         )
-        self.cache = ObjectCache(
-            self.failover.fetch, max_bytes=cache_bytes, negative_ttl=not_found_ttl
-        )
+        self.cache = ObjectCache(self._fetch, max_bytes=cache_bytes, negative_ttl=not_found_ttl)
+
+    async def _fetch(self, path: str) -> FetchResult:
+        """A parent's copy of `path` (cached under `path`), asked for with the edge's own
+        play token when it has a play_secret."""
+        target = hls_path(path) if self.sign is not None else None
+        query = self.sign(target[0], target[1]) if self.sign and target else ""
+        return await self.failover.fetch(f"{path}?{query}" if query else path)
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Run the cache's fetches until cancelled."""
@@ -111,16 +120,18 @@ class HlsProxy:
         client = client_key(req.peer, req.headers.get("user-agent", ""))
         self.viewers.seen((key.app, key.name), client, trio.current_time())
         self.bytes_out += len(obj.body)
-        headers = [("access-control-allow-origin", "*")]
+        headers: list[tuple[str, str]] = []
         if obj.cache_control:
             headers.append(("cache-control", obj.cache_control))
-        if klass is None or req.method == "HEAD":
-            return Response(200, obj.body, obj.content_type, headers)
-        token = auth.class_params(req.query)
         if target.media is Media.PLAYLIST:
             # the segments inherit the viewer's class token (without one: the default class)
-            body = with_query(obj.body, token) if token else obj.body
+            # and play token (in place of the edge's own, from its parent)
+            tokens = (auth.class_params(req.query) if klass else "", playtoken.carried(req.query))
+            query = "&".join(t for t in tokens if t)
+            body = with_query(obj.body, query) if query else obj.body
             return Response(200, body, obj.content_type, headers)
+        if klass is None or req.method == "HEAD":
+            return Response(200, obj.body, obj.content_type, headers)
         paced = paced_body(
             obj.body, self.qos.pacer(klass), timeout=self.slow_timeout, on_slow=self._slow
         )

@@ -256,7 +256,7 @@ class HlsStore:
                 200,
                 playlist.playlist().encode(),
                 PLAYLIST_TYPE,
-                [("cache-control", f"max-age={max_age}"), ("access-control-allow-origin", "*")],
+                [("cache-control", f"max-age={max_age}")],
             )
         playlist = self.playlists.get(key)
         self.requests["segment"] += 1
@@ -268,5 +268,5 @@ class HlsStore:
             200,
             seg.data,
             SEGMENT_TYPE,
-            [("cache-control", SEGMENT_CACHE), ("access-control-allow-origin", "*")],
+            [("cache-control", SEGMENT_CACHE)],
         )

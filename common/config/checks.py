@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 
 from common.config.model import Check
-from common.proto import control, streamkey
+from common.proto import control, cors, hooks, streamkey
 
 
 def port(name: str, value: int) -> str | None:
@@ -85,6 +85,14 @@ def urls(*schemes: str) -> Check:
     return check
 
 
+def origins(name: str, value: list[str]) -> str | None:
+    """Page origins allowed to read responses (CORS): "*", "null" or scheme://host[:port]."""
+    if not value:
+        return f'{name} must list at least one origin ("*" for any page)'
+    problems = [p for p in map(cors.check_origin, value) if p is not None]
+    return f"{name}: {problems[0]}" if problems else None
+
+
 def accepted_by(parse: Callable[[str], object]) -> Check:
     """A string `parse` (a control-plane check) accepts, or empty."""
 
@@ -98,6 +106,9 @@ def accepted_by(parse: Callable[[str], object]) -> Check:
 
     return check
 
+
+hook_url = accepted_by(hooks.check_hook_url)
+"""An http:// or https:// hook URL (empty: none)."""
 
 address = accepted_by(control.parse_address)
 """host:port of a balancer's control port (empty: none)."""

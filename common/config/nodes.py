@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from common.config import checks
 from common.config.model import ConfigError, setting
+from common.proto.controlauth import MIN_SECRET, check_secret
 
 FD_RESERVE = 64
 """File descriptors kept back from connections (listeners, upstreams, files, the runtime)."""
@@ -80,6 +81,16 @@ def https_port_key(default: int) -> Any:
     )
 
 
+def cors_origins_key() -> Any:
+    """The page origins that may read a node's HTTP responses."""
+    return setting(
+        ["*"],
+        help='page origins (CORS) allowed to read responses: ["*"] any; or e.g. '
+        '["https://my.site", "null"] ("null": pages redirected by a balancer)',
+        check=checks.origins,
+    )
+
+
 def tls_cert_key() -> Any:
     """The certificate of a node's TLS listeners."""
     return setting("", help="PEM certificate chain of the TLS listeners (empty: no TLS)")
@@ -134,9 +145,35 @@ def admin_token_key() -> Any:
     )
 
 
+def cluster_secret_key() -> Any:
+    """The secret every control-plane connection authenticates with."""
+    return setting(
+        "",
+        help="secret shared by the balancer, its edges and origins: each control connection "
+        f"authenticates with it (at least {MIN_SECRET} characters; empty: unauthenticated)",
+        check=checks.accepted_by(check_secret),
+    )
+
+
+def hook_key(what: str) -> Any:
+    """The URL of one HTTP hook (README, Security, Hooks)."""
+    return setting("", help=f"http(s):// URL POSTed {what} (empty: none)", check=checks.hook_url)
+
+
 def qos_secret_key() -> Any:
     """The secret that signs class tokens."""
     return setting("", help="secret shared by the balancer and edges to sign class tokens")
+
+
+def play_secret_key() -> Any:
+    """The secret of signed play URLs."""
+    return setting(
+        "",
+        help="secret of signed play URLs (?pexp=&psig=), shared by the origins, edges and "
+        f"balancer: with it, every play needs one (at least {MIN_SECRET} characters; empty: "
+        "anyone may play)",
+        check=checks.accepted_by(check_secret),
+    )
 
 
 @dataclass(frozen=True)
@@ -212,6 +249,18 @@ class ServeConfig:
         check=checks.in_range(256, 1 << 20),
     )
     admin_token: str = admin_token_key()
+    cors_origins: list[str] = cors_origins_key()
+    play_secret: str = play_secret_key()
+    on_play: str = hook_key("before each play; a 2xx allows it")
+    on_play_done: str = hook_key("when a play ends (HLS: when its viewer stops asking)")
+    hook_timeout: float = setting(
+        3.0, help="a hook that does not answer within this refuses", unit="s",
+        check=checks.above(0, 60),
+    )  # fmt: skip
+    hook_cache_seconds: float = setting(
+        0.0, help="reuse a hook's answer to the same request for this long", unit="s",
+        check=checks.in_range(0, HOUR),
+    )  # fmt: skip
     log_level: str = log_level_key()
 
     def validate(self) -> None:
@@ -240,6 +289,8 @@ class OriginConfig(ServeConfig):
     publish_secret: str = setting(
         "", help="require publish tokens signed with this", flags=["--secret"]
     )
+    on_publish: str = hook_key("before a publish is accepted; a 2xx allows it")
+    on_unpublish: str = hook_key("when a publisher leaves")
     kick_ban_seconds: float = setting(
         0.0,
         help="default ban for DELETE /api/streams/... (at most 30 days)",
@@ -274,6 +325,7 @@ class OriginConfig(ServeConfig):
     hls_dir: str = setting("", help="also write HLS files to this directory")
     balancer: str = balancer_key("stream announcements")
     node_id: str = node_id_key()
+    cluster_secret: str = cluster_secret_key()
     clock_stamps: bool = setting(
         False, help="put the ingest wall clock after every video keyframe (load-run latency)"
     )
@@ -331,6 +383,7 @@ class EdgeConfig(ServeConfig):
     )
     balancer: str = balancer_key("heartbeats")
     node_id: str = node_id_key()
+    cluster_secret: str = cluster_secret_key()
     public_host: str = setting(
         "", help="host name viewers are redirected to", check=checks.host_name
     )
@@ -417,7 +470,9 @@ class BalancerConfig:
     max_connections: int = setting(20000, help="HTTP connections at once",
                                    check=checks.in_range(1, 1 << 24))  # fmt: skip
     admin_token: str = admin_token_key()
+    cors_origins: list[str] = cors_origins_key()
     qos_secret: str = qos_secret_key()
+    play_secret: str = play_secret_key()
     classes: dict[str, dict] = classes_key()
     token_ttl: int = setting(
         300, help="validity of a class token", unit="s", check=checks.in_range(0, 30 * DAY)
@@ -426,6 +481,7 @@ class BalancerConfig:
     control_max_connections: int = setting(
         256, help="control connections open at once", check=checks.in_range(1, 1_000_000)
     )
+    cluster_secret: str = cluster_secret_key()
     control_idle_timeout: float = setting(
         5.0, help="a control connection without a complete message is closed after this",
         unit="s", check=checks.above(0, HOUR),

@@ -14,12 +14,15 @@ import trio
 
 from common.net.conn import Conn, ConnClosed
 from common.net.supervise import log_failure
+from common.proto.cors import CorsPolicy
 from common.proto.http1 import HttpError, RequestHead, RequestParser, response_head
 from common.proto.streamkey import shown
 
 log = logging.getLogger("livecdn.http")
 
 SERVER_NAME = "livecdn"
+ANY_PAGE = CorsPolicy()
+"""Any page may read the responses."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,9 @@ class Response:
         return cls(status, json.dumps(obj, indent=1).encode() + b"\n", "application/json")
 
     @classmethod
-    def text(cls, status: int, text: str) -> Response:
+    def text(cls, status: int, text: str, headers: list[tuple[str, str]] | None = None) -> Response:
         """A plain-text response (errors carry their reason here)."""
-        return cls(status, (text + "\n").encode())
+        return cls(status, (text + "\n").encode(), headers=headers or [])
 
 
 @dataclass
@@ -90,12 +93,20 @@ def chunk(data: bytes) -> bytes:
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
 
 
-def _headers(extra: list[tuple[str, str]], content_type: str) -> list[tuple[str, str]]:
-    return [("server", SERVER_NAME), ("content-type", content_type), *extra]
+def _headers(
+    extra: list[tuple[str, str]], content_type: str, cors: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    return [("server", SERVER_NAME), ("content-type", content_type), *cors, *extra]
 
 
-async def serve_http(conn: Conn, handler: Handler, limits: HttpLimits = HttpLimits()) -> None:
-    """Serve requests on one connection until it closes or a streaming body ends."""
+async def serve_http(
+    conn: Conn,
+    handler: Handler,
+    limits: HttpLimits = HttpLimits(),
+    cors: CorsPolicy = ANY_PAGE,
+) -> None:
+    """Serve requests on one connection until it closes or a streaming body ends. Every
+    response carries `cors`'s headers; OPTIONS (a CORS preflight) is answered here."""
     parser = RequestParser(
         max_header_bytes=limits.max_header_bytes, max_body_bytes=limits.max_body_bytes
     )
@@ -106,9 +117,8 @@ async def serve_http(conn: Conn, handler: Handler, limits: HttpLimits = HttpLimi
             got = await _read_request(conn, parser, timeout)
         except HttpError as exc:
             log.info("HTTP %s from %s: %s", exc.status, conn.peer, exc.reason)
-            await _send_response(
-                conn, Response.text(exc.status, exc.reason), close=True, send_timeout=1.0
-            )
+            resp = Response.text(exc.status, exc.reason, cors.headers(None))
+            await _send_response(conn, resp, close=True, send_timeout=1.0)
             return
         if got is None:
             return
@@ -119,9 +129,17 @@ async def serve_http(conn: Conn, handler: Handler, limits: HttpLimits = HttpLimi
             url = urlsplit(head.target)
         except ValueError as exc:  # e.g. "//[": an unclosed IPv6 bracket
             log.info("HTTP 400 from %s: bad target %s: %s", conn.peer, shown(head.target), exc)
-            resp = Response.text(400, "malformed request target")
+            resp = Response.text(400, "malformed request target", cors.headers(None))
             await _send_response(conn, resp, close=True, send_timeout=1.0)
             return
+        origin = head.headers.get("origin")
+        if head.method == "OPTIONS":
+            resp = Response(204, headers=cors.preflight(origin))
+            await _send_response(conn, resp, close=not head.keep_alive)
+            if not head.keep_alive or conn.closed:
+                return
+            continue
+        allowed = cors.headers(origin)
         request = Request(
             method=head.method,
             target=head.target,
@@ -134,17 +152,17 @@ async def serve_http(conn: Conn, handler: Handler, limits: HttpLimits = HttpLimi
         try:
             resp = await handler(request)
             if isinstance(resp, StreamingResponse):
-                head_bytes = _streaming_head(resp)
+                head_bytes = _streaming_head(resp, allowed)
             else:
                 close = not head.keep_alive
-                parts = _response_parts(resp, close=close, head=head.method == "HEAD")
+                parts = _response_parts(resp, allowed, close=close, head=head.method == "HEAD")
         except Exception:
             log.exception(
                 "handler failed for %s %s from %s", request.method, shown(request.target), conn.peer
             )
             resp = Response.text(500, "internal error")
             close = not head.keep_alive
-            parts = _response_parts(resp, close=close)
+            parts = _response_parts(resp, allowed, close=close)
         if isinstance(resp, StreamingResponse):
             conn.write(head_bytes)
             try:
@@ -177,14 +195,16 @@ async def _read_request(
         parser.feed(data)
 
 
-def _streaming_head(resp: StreamingResponse) -> bytes:
-    headers = _headers(resp.headers, resp.content_type)
+def _streaming_head(resp: StreamingResponse, cors: list[tuple[str, str]]) -> bytes:
+    headers = _headers(resp.headers, resp.content_type, cors)
     headers.append(("cache-control", "no-cache"))
     return response_head(resp.status, headers, content_length=None, close=True)
 
 
-def _response_parts(resp: Response, *, close: bool, head: bool = False) -> list[bytes]:
-    headers = _headers(resp.headers, resp.content_type)
+def _response_parts(
+    resp: Response, cors: list[tuple[str, str]], *, close: bool, head: bool = False
+) -> list[bytes]:
+    headers = _headers(resp.headers, resp.content_type, cors)
     parts = [response_head(resp.status, headers, content_length=len(resp.body), close=close)]
     if resp.body and not head:
         parts.append(resp.body)  # the (possibly cached, shared) body is written without a copy
@@ -208,4 +228,4 @@ async def _send_response(
     head: bool = False,
     send_timeout: float = 30.0,
 ) -> None:
-    await _send_parts(conn, _response_parts(resp, close=close, head=head), send_timeout)
+    await _send_parts(conn, _response_parts(resp, [], close=close, head=head), send_timeout)

@@ -18,6 +18,7 @@ from common.net.conn import Conn, Slots, accept_loop, listen_sockets
 from common.net.http import HttpLimits, Request, Response, StreamingResponse, serve_http
 from common.net.supervise import supervise
 from common.net.tls import server_context, tls_handler
+from common.proto.cors import CorsPolicy
 from common.proto.paths import Media, play_key
 from common.proto.streamkey import StreamKeyError
 from common.serve.fanouts import Fanouts
@@ -82,6 +83,7 @@ class PlayNode:
             send_timeout=config.slow_timeout,
         )
         self.rtmp_limits = RtmpLimits.from_config(config)
+        self.cors = CorsPolicy(tuple(config.cors_origins))
         self.metrics = NodeMetrics(kind)
         self._play_metrics(self.metrics)
         self.nursery: trio.Nursery | None = None
@@ -134,7 +136,7 @@ class PlayNode:
     async def handle_http(self, conn: Conn) -> None:
         """Serve one HTTP connection."""
         self.metrics.inc("connections_total", labels=("http",))
-        await serve_http(conn, self.route, self.http_limits)
+        await serve_http(conn, self.route, self.http_limits, self.cors)
 
     async def route(self, req: Request) -> Response | StreamingResponse:
         """Dispatch one HTTP request: play, health, metrics, then the role's `route_api`; a

@@ -366,9 +366,7 @@ async def flv_response(
             ended()
         log.info("HTTP-FLV play %s/%s by %s ended", app, name, conn.peer)
 
-    return StreamingResponse(
-        200, "video/x-flv", body, headers=[("access-control-allow-origin", "*")]
-    )
+    return StreamingResponse(200, "video/x-flv", body)
 
 
 async def serve_flv(fanout: Fanout, conn: Conn, pacer: Pacer | None = None) -> None:

@@ -24,6 +24,7 @@ from common.config import (
 from common.config.flags import add_config_arguments, config_values
 from common.config.toml import dumps, value_text
 
+HOOKS = ("on_publish", "on_unpublish", "on_play", "on_play_done")
 SPECIAL = {
     "on_republish": "reject",
     "policy": "p2c",
@@ -35,6 +36,9 @@ SPECIAL = {
     "parents": ["rtmp://127.0.0.1:1", "http://127.0.0.1:2"],
     "hls_parents": ["http://127.0.0.1:3"],
     "hls_apps": ["live", "tv"],
+    **{hook: f"https://auth.example/{hook}" for hook in HOOKS},
+    "cors_origins": ["https://a.example", "null"],
+    "play_secret": "x-play-secret-0123456789",
     "classes": {"gold": {"rate_mbps": 0.25, "ceil_mbps": 1.0}, "basic": {"rate_mbps": 0.1}},
 }
 
