@@ -28,21 +28,33 @@ def origin_open_surfaces(config: Any) -> list[str]:
         )
     if not config.admin_token:
         out.append(NO_ADMIN_TOKEN.format(what="kick/ban, publisher addresses"))
-    return out
+    return out + unauthenticated_reports(config, "stream announcements")
+
+
+def unauthenticated_reports(config: Any, what: str) -> list[str]:
+    """The line of a node that reports to a balancer without a cluster_secret."""
+    if not config.balancer or config.cluster_secret:
+        return []
+    return [
+        f"no cluster_secret: the {what} to the balancer {config.balancer} are unauthenticated "
+        "(its control plane must be open, so anyone who reaches it can report too)"
+    ]
 
 
 def edge_open_surfaces(config: Any) -> list[str]:
-    """The open surfaces of an edge (an EdgeConfig). Viewer classes are none: a viewer
-    without a valid class token is shaped as the default (lowest-rate) class."""
-    return []
+    """The open surfaces of an edge (an EdgeConfig): unauthenticated heartbeats. Viewer
+    classes are none: a viewer without a valid class token is shaped as the default class."""
+    return unauthenticated_reports(config, "heartbeats")
 
 
 def balancer_open_surfaces(config: Any) -> list[str]:
     """The open surfaces of a balancer (a BalancerConfig)."""
-    out = [
-        f"control plane has no authentication: anyone who reaches :{config.control_port} "
-        "can register an edge (and get viewers) or announce streams"
-    ]
+    out = []
+    if not config.cluster_secret:
+        out.append(
+            f"control plane has no authentication: anyone who reaches :{config.control_port} "
+            "can register an edge (and get viewers) or announce streams (set cluster_secret)"
+        )
     if not config.admin_token:
         out.append(NO_ADMIN_TOKEN.format(what="drain/undrain"))
     return out

@@ -13,6 +13,7 @@ messages of an unknown `type`.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -52,6 +53,8 @@ class Rejection(StrEnum):
     UNKNOWN_TYPE = "unknown_type"
     FRAME = "frame"  # the framing: an oversized frame, bad msgpack, a wrong version
     CONNECTION_LIMIT = "connection_limit"  # the accept loop: too many control connections
+    AUTH = "auth"  # no, wrong or replayed credentials; a record whose MAC fails
+    IMPERSONATION = "impersonation"  # a message naming another node than the one authenticated
 
 
 class ControlError(ProtocolError):
@@ -138,7 +141,7 @@ def _flag(value: object, what: str) -> bool:
 
 def check_url(value: object, scheme: str, what: str) -> str:
     """`value` if it is a base URL `scheme://host:port` (ASCII, explicit port, no userinfo,
-    path, query or fragment), else ControlError."""
+    path, query or fragment, a host that is not 0.0.0.0 or ::), else ControlError."""
     url = _text(value, what)
     prefix = scheme + "://"
     if not url.isascii():
@@ -158,7 +161,18 @@ def check_url(value: object, scheme: str, what: str) -> str:
         raise ControlError(f"{what} {shown(url)} has no port in 1..65535", Rejection.SYNTAX)
     if _HOSTNAME.fullmatch(host) is None and _IPV6.fullmatch(host) is None:
         raise ControlError(f"{what} {shown(url)} has no valid host", Rejection.SYNTAX)
+    if _unspecified(host):
+        raise ControlError(
+            f"{what} {shown(url)} names no host (an unspecified address)", Rejection.SYNTAX
+        )
     return url
+
+
+def _unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_unspecified
+    except ValueError:
+        return False
 
 
 def check_stream_key(value: object, what: str = "stream") -> str:
