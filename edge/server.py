@@ -19,6 +19,7 @@ from common.proto.streamkey import StreamKeyError
 from common.serve.hlsviewers import HlsViewers
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
+from common.serve.playhooks import node_hooks
 from common.serve.refusal import Refusal
 from edge.feeds import open_feed
 from edge.heartbeat import EdgeHeartbeat
@@ -43,6 +44,7 @@ class Edge:
         tls = client_context(config.tls_ca) if config.tls_ca else None
         hls_viewers = HlsViewers()
         self.node = PlayNode(config, "edge", self, hls_viewers=hls_viewers)
+        self.hooks = node_hooks(self.node)
         fanouts = self.node.fanouts
         settings = PullSettings(
             linger=config.linger_seconds,
@@ -135,6 +137,8 @@ class Edge:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.pull.run)
             await nursery.start(self.hls.run)
+            if self.hooks.active:
+                await nursery.start(self.hooks.run)
             address: NodeAddress = await nursery.start(self.node.run)
             self.address = address
             log.info("edge parents: %s", ", ".join(self.pull.parents))

@@ -4,7 +4,7 @@ waiting for its publisher, ended), changed in one place."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ class Publisher:
     since: float
     host: str = ""
     last_media: float = 0.0  # trio clock: its publish, then its last media message
+    query: dict[str, str] = field(default_factory=dict)  # its publish URL's (for hooks)
 
 
 class StreamState(Enum):

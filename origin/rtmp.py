@@ -26,9 +26,9 @@ class OriginIngest:
         self.origin = origin
         self.publisher: Publisher | None = None
 
-    def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> PublishRefused | None:
-        """As the origin decides: None if accepted, else why not."""
-        accepted = self.origin.publish(rtmp, event)
+    async def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> PublishRefused | None:
+        """As the origin decides (and its on_publish hook): None if accepted, else why not."""
+        accepted = await self.origin.publish(rtmp, event)
         if isinstance(accepted, Reject):
             return PublishRefused(accepted.reason, accepted.detail)
         self.publisher = accepted

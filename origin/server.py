@@ -16,6 +16,7 @@ from common.net.http import Request, Response
 from common.net.reporter import report
 from common.net.supervise import contained
 from common.proto.control import MAX_STREAMS, ControlError, StreamInfo, StreamsAnnouncement
+from common.proto.hooks import HookCall, HookEvent
 from common.proto.numparse import parse_uint
 from common.proto.paths import STREAMS_API, Media, api_stream_key, hls_target, media_of
 from common.proto.peers import peer_host
@@ -26,13 +27,14 @@ from common.serve.admin import admin_refusal, is_admin
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
 from common.serve.playgate import PlayProtocol, PlayRequest
+from common.serve.playhooks import node_hooks
 from common.serve.refusal import Refusal
 from common.serve.rtmpserver import RtmpConnection, split_name
 from origin.bans import Bans
 from origin.hls import HlsSettings, HlsStore
 from origin.info import describe
 from origin.live import Live, Publisher, StreamEnd, StreamState
-from origin.publish import Publishers, PublishRequest, Reject, Takeover, decide
+from origin.publish import PublishCode, Publishers, PublishRequest, Reject, Takeover, decide
 from origin.rtmp import OriginIngest
 
 log = logging.getLogger("livecdn.origin")
@@ -67,6 +69,7 @@ class Origin:
             ingest=partial(OriginIngest, self),
         )
         self.fanouts = self.node.fanouts
+        self.hooks = node_hooks(self.node)
         mt = self.node.metrics
         self.hls.register_metrics(mt)
         mt.gauge("streams", "Live streams.", (), lambda: {(): len(self.registry)})
@@ -134,14 +137,24 @@ class Origin:
         """StreamSource: origin viewers are not paced."""
         return None
 
-    def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> Publisher | Reject:
-        """Act on a publish request as `decide` says: the accepted publisher, else the
+    async def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> Publisher | Reject:
+        """Act on a publish request as `decide` says, and then the on_publish hook (asked
+        only about publishes the origin would accept): the accepted publisher, else the
         rejection (answered on the session; the connection counts it)."""
         session = rtmp.session
         name, query = split_name(event.name)
         peer = rtmp.conn.peer
         request = PublishRequest(session.app or "", name, query, peer_host(peer))
         decision = decide(request, self._publishers(), self.config, time.time())
+        hooks = self.hooks.client
+        if not isinstance(decision, Reject) and hooks.has(HookEvent.PUBLISH):
+            key = decision.key
+            call = HookCall.of(HookEvent.PUBLISH, key.app, key.name, peer, "rtmp", query)
+            why = await hooks.allows(call)
+            if why:
+                decision = Reject(PublishCode.DENIED, Refusal.HOOK, f"{key}: on_publish: {why}")
+            else:  # the origin changed while the hook answered: decide on it as it is now
+                decision = decide(request, self._publishers(), self.config, time.time())
         if isinstance(decision, Reject):
             session.reject_publish(event.stream_id, decision.code.value, decision.detail)
             return decision
@@ -158,6 +171,7 @@ class Origin:
                 decision.why,
             )
             old.rtmp.cancel()
+            self._unpublished(old)
         elif decision.resumed:
             assert live is not None
             self.node.metrics.inc("publishers_resumed_total")
@@ -166,8 +180,9 @@ class Origin:
             live = self._open_stream(skey.app, skey.name)
         live.stream.new_source()
         pub = Publisher(
-            rtmp, live.stream, event.stream_id, time.time(), request.host, trio.current_time()
-        )
+            rtmp, live.stream, event.stream_id, time.time(), request.host, trio.current_time(),
+            query,
+        )  # fmt: skip
         live.publisher = pub
         live.set_state(StreamState.LIVE)
         session.accept_publish(event.stream_id, name)
@@ -198,6 +213,7 @@ class Origin:
         if live is None or live.publisher is not pub:
             return
         live.publisher = None
+        self._unpublished(pub)
         wait = self.config.publisher_grace
         nursery = self.node.nursery
         if not grace or wait <= 0 or nursery is None:
@@ -214,6 +230,14 @@ class Origin:
                 logger=log,
             )
         )
+
+    def _unpublished(self, pub: Publisher) -> None:
+        """on_unpublish: `pub` no longer feeds its stream."""
+        stream = pub.stream
+        call = HookCall.of(
+            HookEvent.UNPUBLISH, stream.app, stream.name, pub.rtmp.conn.peer, "rtmp", pub.query
+        )
+        self.hooks.client.notify(call)
 
     async def _end_waiting(self, live: Live, end: StreamEnd, detail: str) -> None:
         while live.state is StreamState.WAITING:
@@ -317,6 +341,8 @@ class Origin:
         stops, every stream is closed (viewers get a clean end)."""
         try:
             async with trio.open_nursery() as nursery:
+                if self.hooks.active:
+                    await nursery.start(self.hooks.run)
                 self.address = await nursery.start(self.node.run)
                 if self.config.balancer:
                     self.node.start_supervised(

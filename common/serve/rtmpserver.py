@@ -84,9 +84,10 @@ class Ingest(Protocol):
     """What a node that takes streams does with one connection's publishing (one per
     connection: it may keep who publishes)."""
 
-    def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> PublishRefused | None:
+    async def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> PublishRefused | None:
         """A publish request on `rtmp`: queue the session's answer; None if accepted, else
-        why it was refused (the connection closes)."""
+        why it was refused (the connection closes). The connection reads nothing more (no
+        media) until it returns (it may wait for an on_publish hook)."""
         ...
 
     def media(self, event: rs.Media | rs.Metadata) -> None:
@@ -143,16 +144,21 @@ class RtmpConnection:
         """True while the connection publishes a stream."""
         return self.state is ConnState.PUBLISHING
 
-    def _on_publish(self, event: rs.Publish) -> str | None:
+    async def _on_publish(self, event: rs.Publish) -> str | None:
         """A publish request: the ingest's answer, or a refusal on a node without one; None
         if accepted, else why the connection closes."""
+        if self.publishing or self.players:
+            self.session.reject_publish(
+                event.stream_id, "NetStream.Publish.BadName", "already busy"
+            )
+            return "second publish/play on one connection"
         if self.ingest is None:
             self.session.reject_publish(
                 event.stream_id, "NetStream.Publish.Denied", "this node does not accept publishing"
             )
             refused = PublishRefused(Refusal.PUBLISH_NOT_ALLOWED, "this node only plays")
         else:
-            refused = self.ingest.publish(self, event)
+            refused = await self.ingest.publish(self, event)
         if refused is None:
             self.set_state(ConnState.PUBLISHING)
             return None
@@ -235,7 +241,11 @@ class RtmpConnection:
                     await trio.sleep(self._ingest.delay_for(len(data), trio.current_time()))
             events = deque(session.receive_data(data))
             while events:
-                reason = self._on_event(events.popleft(), events)
+                event = events.popleft()
+                if isinstance(event, rs.Publish):  # media waits in `events` for the answer
+                    reason = await self._on_publish(event)
+                else:
+                    reason = self._on_event(event, events)
                 if reason:
                     log.info("closing RTMP %s: %s", conn.peer, reason)
                     conn.write(session.data_to_send())
@@ -274,11 +284,6 @@ class RtmpConnection:
                 return f"connect refused: {exc}"
             events.extendleft(reversed(session.accept_connect(event.app)))
             return None
-        if isinstance(event, rs.Publish):
-            if self.publishing or self.players:
-                session.reject_publish(event.stream_id, "NetStream.Publish.BadName", "already busy")
-                return "second publish/play on one connection"
-            return self._on_publish(event)
         if isinstance(event, rs.Play):
             return self._on_play(event)
         if isinstance(event, rs.DeleteStream):

@@ -46,7 +46,7 @@ class Recorder:
     def __init__(self, log: list[object]) -> None:
         self.log = log
 
-    def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> PublishRefused | None:
+    async def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> PublishRefused | None:
         rtmp.session.accept_publish(event.stream_id, event.name)
         self.log.append(("publish", event.name))
         return None
