@@ -96,6 +96,8 @@ BAD = {
     "node too long": encode(hb("n" * 65, 3000)),
     "http with a path": encode(hb("p", 3000) | {"http": "http://127.0.0.1:3000/evil"}),
     "http with userinfo": encode(hb("u", 3000) | {"http": "http://a:b@127.0.0.1:3000"}),
+    "http to no host": encode(hb("z", 3000) | {"http": "http://0.0.0.0:3000"}),
+    "rtmp to no host": encode(hb("z6", 3000) | {"rtmp": "rtmp://[::]:3001"}),
     "region with escapes": encode(hb("r", 3000, region="\x1b[2J")),
     "announcement with NaN bitrate": encode(
         {
