@@ -82,6 +82,15 @@ class StreamingResponse:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass
+class Upgrade:
+    """101 Switching Protocols with `headers`, then `body(conn)` speaks the new protocol;
+    the connection closes after."""
+
+    headers: list[tuple[str, str]]
+    body: Callable[[Conn], Awaitable[None]]
+
+
 LAST_CHUNK = b"0\r\n\r\n"
 
 
@@ -90,7 +99,7 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
+Handler = Callable[[Request], Awaitable[Response | StreamingResponse | Upgrade]]
 
 
 def _headers(
@@ -153,6 +162,10 @@ async def serve_http(
             resp = await handler(request)
             if isinstance(resp, StreamingResponse):
                 head_bytes = _streaming_head(resp, allowed)
+            elif isinstance(resp, Upgrade):
+                head_bytes = response_head(
+                    101, [("server", SERVER_NAME), *resp.headers], content_length=None, close=False
+                )
             else:
                 close = not head.keep_alive
                 parts = _response_parts(resp, allowed, close=close, head=head.method == "HEAD")
@@ -163,7 +176,7 @@ async def serve_http(
             resp = Response.text(500, "internal error")
             close = not head.keep_alive
             parts = _response_parts(resp, allowed, close=close)
-        if isinstance(resp, StreamingResponse):
+        if isinstance(resp, StreamingResponse | Upgrade):
             conn.write(head_bytes)
             try:
                 await resp.body(conn)

@@ -154,15 +154,15 @@ def response_head(
     content_length: int | None,
     close: bool,
 ) -> bytes:
-    """Status line and header fields; `content_length=None` means a chunked body (a 204 or
-    304 has no body and no length)."""
+    """Status line and header fields; `content_length=None` means a chunked body (a 1xx,
+    204 or 304 has no body and no length)."""
     lines = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b""))]
     for name, value in headers:
         field = f"{name}: {value}"
         if not field.isascii() or not field.isprintable():
             raise ValueError(f"refusing to send an unsafe header field {field[:60]!r}")
         lines.append(field.encode("ascii"))
-    if status in (204, 304):
+    if status < 200 or status in (204, 304):
         pass
     elif content_length is None:
         lines.append(b"transfer-encoding: chunked")

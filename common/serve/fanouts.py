@@ -50,8 +50,8 @@ class Fanouts:
         return self._by_stream[stream]
 
     def viewers(self) -> dict[tuple[str, ...], float]:
-        """Players by protocol (label tuples, for metrics): 'flv' and 'rtmp' always."""
-        out: dict[tuple[str, ...], float] = {("flv",): 0, ("rtmp",): 0}
+        """Players by protocol (label tuples, for metrics): 'flv', 'ws' and 'rtmp' always."""
+        out: dict[tuple[str, ...], float] = {("flv",): 0, ("ws",): 0, ("rtmp",): 0}
         for fanout in self._by_stream.values():
             for proto, n in fanout.viewers().items():
                 out[(proto,)] = out.get((proto,), 0) + n

@@ -15,10 +15,12 @@ import trio
 
 from common.config import ServeConfig, connection_budget, fd_limit
 from common.net.conn import Conn, Slots, accept_loop, listen_sockets
-from common.net.http import HttpLimits, Request, Response, StreamingResponse, serve_http
+from common.net.http import HttpLimits, Request, Response, StreamingResponse, Upgrade, serve_http
 from common.net.supervise import supervise
 from common.net.tls import server_context, tls_handler
+from common.net.websocket import handshake, wants_websocket
 from common.proto.cors import CorsPolicy
+from common.proto.errors import ProtocolError
 from common.proto.paths import Media, play_key
 from common.proto.streamkey import StreamKeyError
 from common.serve.fanouts import Fanouts
@@ -138,7 +140,7 @@ class PlayNode:
         self.metrics.inc("connections_total", labels=("http",))
         await serve_http(conn, self.route, self.http_limits, self.cors)
 
-    async def route(self, req: Request) -> Response | StreamingResponse:
+    async def route(self, req: Request) -> Response | StreamingResponse | Upgrade:
         """Dispatch one HTTP request: play, health, metrics, then the role's `route_api`; a
         bad stream key (in the path, or one a part such as the edge's pull manager checks
         again) is a 400."""
@@ -148,7 +150,7 @@ class PlayNode:
             self.refuse(Refusal.BAD_NAME)
             return Response.text(400, f"bad stream key: {exc}")
 
-    async def _route(self, req: Request) -> Response | StreamingResponse:
+    async def _route(self, req: Request) -> Response | StreamingResponse | Upgrade:
         path = req.path
         if path == "/healthz":
             return Response.json(
@@ -167,12 +169,21 @@ class PlayNode:
             except PermissionError as exc:
                 self.refuse(Refusal.BAD_CLASS_TOKEN)
                 return Response.text(403, str(exc))
-            play = PlayRequest(PlayProtocol.FLV, key, req.query, req.peer)
+            websocket = None
+            if wants_websocket(req):
+                try:
+                    websocket = handshake(req)
+                except ProtocolError as exc:
+                    self.refuse(Refusal.PROTOCOL_ERROR)
+                    return Response.text(400, str(exc))
+            protocol = PlayProtocol.FLV if websocket is None else PlayProtocol.WS
+            play = PlayRequest(protocol, key, req.query, req.peer)
             denied = await self.admit(play)
             if denied is not None:
                 return denied
+            ended = partial(self.gate.ended, play)
             return await flv_response(
-                self.role, req, key, self.refuse, pacer, ended=partial(self.gate.ended, play)
+                self.role, req, key, self.refuse, pacer, ended=ended, websocket=websocket
             )
         resp = await self.role.route_api(req)
         return resp if resp is not None else Response.text(404, f"not found: {path}")

@@ -1,4 +1,5 @@
-"""Serving a Stream to viewers over HTTP-FLV and RTMP (shared by origin and edge).
+"""Serving a Stream to viewers over HTTP-FLV, WebSocket-FLV and RTMP (shared by origin and
+edge).
 
 A `Fanout` per stream wakes every `batch_ms`, and sends each idle player everything new
 with one non-blocking write of bytes shared by all players at the same position. A player
@@ -20,11 +21,13 @@ import trio
 
 from common.media.stream import PLAY_STREAM_ID, Frame, Reader, Stream
 from common.net.conn import Conn, ConnClosed
-from common.net.http import LAST_CHUNK, Request, Response, StreamingResponse, chunk
+from common.net.http import LAST_CHUNK, Request, Response, StreamingResponse, Upgrade, chunk
+from common.net.websocket import Inbound
 from common.proto import flv
-from common.proto.errors import Unavailable
+from common.proto.errors import ProtocolError, Unavailable
 from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKey
+from common.proto.wsframe import binary_frame, binary_header
 from common.serve.metrics import NodeMetrics
 from common.serve.refusal import Refusal
 
@@ -133,6 +136,9 @@ class Player:
             parts = [f.flv for f in frames]
             size = sum(len(p) for p in parts)
             return [b"%x\r\n" % size, *parts, b"\r\n"]
+        if self.protocol == "ws":
+            parts = [f.flv for f in frames]
+            return [binary_header(sum(len(p) for p in parts)), *parts]
         if self.stream_id == PLAY_STREAM_ID:
             return [f.rtmp for f in frames]
         return [f.rtmp_for(self.stream_id) for f in frames]
@@ -167,7 +173,7 @@ class Fanout:
 
     def viewers(self) -> Counter[str]:
         """Players by protocol."""
-        counts: Counter[str] = Counter({"flv": 0, "rtmp": 0})
+        counts: Counter[str] = Counter({"flv": 0, "ws": 0, "rtmp": 0})
         counts.update(p.protocol for p in self.players)
         return counts
 
@@ -313,8 +319,8 @@ class Fanout:
                 raise ConnClosed
 
 
-def flv_prelude(stream: Stream) -> bytes:
-    """The first HTTP chunk of an HTTP-FLV response: the FLV file header."""
+def flv_header(stream: Stream) -> bytes:
+    """The FLV file header of `stream`, its audio and video flags those of its tracks."""
     if stream.tracks is not None:
         has_audio, has_video = stream.tracks
     else:
@@ -322,7 +328,7 @@ def flv_prelude(stream: Stream) -> bytes:
         has_audio = stream.audio_header is not None or "audiocodecid" in stream.metadata_values
     if not has_video and not has_audio:
         has_video = has_audio = True
-    return chunk(flv.file_header(audio=has_audio, video=has_video))
+    return flv.file_header(audio=has_audio, video=has_video)
 
 
 async def flv_response(
@@ -333,9 +339,11 @@ async def flv_response(
     pacer: Pacer | None = None,
     *,
     ended: Callable[[], None] = lambda: None,
-) -> Response | StreamingResponse:
+    websocket: list[tuple[str, str]] | None = None,
+) -> Response | StreamingResponse | Upgrade:
     """Answer GET /app/name.flv (`key`, parsed from the path): a chunked FLV body while
-    the stream lives, 404 if it does not; `ended` is called once the answer is over."""
+    the stream lives (with `websocket`, the 101 headers of an upgrade: binary WebSocket
+    messages), 404 if it does not; `ended` is called once the answer is over."""
     app, name = key.app, key.name
     try:
         sub = await source.subscribe(app, name)
@@ -357,31 +365,53 @@ async def flv_response(
         ended()
         return Response(200, b"", "video/x-flv")
 
+    what = "HTTP-FLV" if websocket is None else "WebSocket-FLV"
+
     async def body(conn: Conn) -> None:
-        log.info("HTTP-FLV play %s/%s by %s", app, name, conn.peer)
+        log.info("%s play %s/%s by %s", what, app, name, conn.peer)
         try:
-            await serve_flv(sub.fanout, conn, pacer)
+            await serve_flv(sub.fanout, conn, pacer, websocket=websocket is not None)
         finally:
             sub.release()
             ended()
-        log.info("HTTP-FLV play %s/%s by %s ended", app, name, conn.peer)
+        log.info("%s play %s/%s by %s ended", what, app, name, conn.peer)
 
+    if websocket is not None:
+        return Upgrade(websocket, body)
     return StreamingResponse(200, "video/x-flv", body)
 
 
-async def serve_flv(fanout: Fanout, conn: Conn, pacer: Pacer | None = None) -> None:
-    """Body of an HTTP-FLV response: play until the stream ends or the viewer leaves;
-    `pacer` paces this viewer (its class's share)."""
+async def serve_flv(
+    fanout: Fanout, conn: Conn, pacer: Pacer | None = None, *, websocket: bool = False
+) -> None:
+    """Body of an HTTP-FLV response (`websocket`: of a WebSocket): play until the stream
+    ends or the viewer leaves; `pacer` paces this viewer (its class's share)."""
     stream = fanout.stream
-    player = Player(conn, stream.add_reader("flv"), "flv", end=lambda: LAST_CHUNK, bucket=pacer)
+    inbound = Inbound() if websocket else None
+    if inbound is not None:
+        prelude, end = binary_frame(flv_header(stream)), inbound.close
+        protocol = "ws"
+    else:
+        prelude, end = chunk(flv_header(stream)), lambda: LAST_CHUNK
+        protocol = "flv"
+    player = Player(conn, stream.add_reader(protocol), protocol, end=end, bucket=pacer)
 
     async with trio.open_nursery() as nursery:
 
         async def watch_close() -> None:
-            while await conn.recv(4096):
+            while data := await conn.recv(4096):
+                if inbound is not None:
+                    try:
+                        if reply := inbound.feed(data):
+                            conn.write(reply)
+                    except ProtocolError as exc:
+                        log.info("closing WebSocket %s: %s", conn.peer, exc)
+                        break
+                    if inbound.closed:
+                        break
                 await trio.lowlevel.checkpoint()  # a viewer has nothing to say; ignore it
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(watch_close)
-        await fanout.serve(player, flv_prelude(stream))
+        await fanout.serve(player, prelude)
         nursery.cancel_scope.cancel()

@@ -16,6 +16,7 @@ class PlayProtocol(StrEnum):
     """How a viewer plays."""
 
     FLV = "flv"
+    WS = "ws"  # FLV over WebSocket
     HLS = "hls"
     RTMP = "rtmp"
 

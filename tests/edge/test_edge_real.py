@@ -28,7 +28,7 @@ from tests.origin.test_play_real_clients import read_with_pyav
 pytestmark = [pytest.mark.slow, needs_ffmpeg]
 
 
-ONE_RTMP_VIEWER = {"flv": 0, "rtmp": 1, "hls": 0, "total": 1}  # an edge's upstream, alone
+ONE_RTMP_VIEWER = {"flv": 0, "ws": 0, "rtmp": 1, "hls": 0, "total": 1}  # an edge's upstream, alone
 
 
 async def api(port: int, path: str = "/api/streams") -> dict:
@@ -149,6 +149,7 @@ async def test_two_tier_chain_holds_one_upstream_per_hop(nursery, origin, clip):
     e1_info = (await api(e1.http_port))["streams"][0]
     assert e1_info["viewers"] == {
         "flv": 1,
+        "ws": 0,
         "rtmp": 1,
         "hls": 0,
         "total": 2,
@@ -276,6 +277,7 @@ async def test_real_lifecycle_linger_missing_and_publisher_stop(nursery, origin,
     ]
     assert await origin_viewers(addr.http_port, "idle") == {
         "flv": 0,
+        "ws": 0,
         "rtmp": 0,
         "hls": 0,
         "total": 0,

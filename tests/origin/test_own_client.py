@@ -214,7 +214,7 @@ async def test_api_metrics_and_kick(nursery, origin, clip):
     ) == (320, 240)
     assert 20 <= info["video"]["fps"] <= 30
     assert info["audio"]["codec"] == "aac" and info["audio"]["sample_rate"] == 44100
-    assert info["viewers"] == {"flv": 1, "rtmp": 1, "hls": 0, "total": 2}
+    assert info["viewers"] == {"flv": 1, "ws": 0, "rtmp": 1, "hls": 0, "total": 2}
     assert 50_000 < info["bitrate_in"] < 2_000_000
     assert info["publisher"]["address"].startswith("127.0.0.1:")
     # seconds since it published (0.1 s steps): within the time it has existed
