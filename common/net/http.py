@@ -178,6 +178,9 @@ async def serve_http(
             parts = _response_parts(resp, allowed, close=close)
         if isinstance(resp, StreamingResponse | Upgrade):
             conn.write(head_bytes)
+            if request.method == "HEAD":
+                await _send_parts(conn, [], limits.send_timeout)
+                return
             try:
                 await resp.body(conn)
             except Exception as exc:

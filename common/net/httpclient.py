@@ -160,6 +160,7 @@ async def fetch(
     with trio.fail_after(timeout):
         resp = await open_request(method, url, body=body, timeout=timeout, headers=headers, tls=tls)
         try:
-            return FetchResult(resp.status, resp.headers, await resp.body(limit))
+            data = b"" if method == "HEAD" else await resp.body(limit)  # HEAD has no body
+            return FetchResult(resp.status, resp.headers, data)
         finally:
             resp.close()

@@ -363,7 +363,7 @@ async def flv_response(
     if req.method == "HEAD":
         sub.release()
         ended()
-        return Response(200, b"", "video/x-flv")
+        return StreamingResponse(200, "video/x-flv", no_body)  # the head of a live body
 
     what = "HTTP-FLV" if websocket is None else "WebSocket-FLV"
 
@@ -379,6 +379,10 @@ async def flv_response(
     if websocket is not None:
         return Upgrade(websocket, body)
     return StreamingResponse(200, "video/x-flv", body)
+
+
+async def no_body(conn: Conn) -> None:
+    """The body of a HEAD answer: none (the server writes only the head)."""
 
 
 async def serve_flv(

@@ -93,6 +93,10 @@ async def test_own_publisher_and_player_round_trip(nursery, origin, clip):
         await trio.to_thread.run_sync(decode, f"http://127.0.0.1:{addr.http_port}/live/own.flv")
         == 10
     )
+    # HEAD answers the head of the live body: its type, chunked, no length
+    head = await fetch("HEAD", f"http://127.0.0.1:{addr.http_port}/live/own.flv", timeout=5)
+    assert head.status == 200 and head.headers["content-type"] == "video/x-flv"
+    assert "content-length" not in head.headers and head.body == b""
     player.close()
     pub.close()
 
