@@ -3,14 +3,17 @@ route API's URL (GET /api/route, for RTMP); 503 with Retry-After when no edge ha
 
 from __future__ import annotations
 
+import logging
 import time
 
 from balancer.routing import NoRoom, Router
 from common.config import BalancerConfig, default_class
 from common.net.http import Request, Response
-from common.proto import auth
+from common.proto import auth, playtoken
 from common.proto.paths import Media, play_key
 from common.proto.streamkey import StreamKey, StreamKeyError, shown
+
+log = logging.getLogger("livecdn.balancer")
 
 
 class ViewerRoutes:
@@ -31,6 +34,8 @@ class ViewerRoutes:
             key = play_key(req.path, media)
         except StreamKeyError as exc:
             return Response.text(404, f"not found: {shown(req.path)} ({exc})")
+        if refused := self._play_refusal(key, req):
+            return Response.text(403, refused)
         routed = await self.router.admit(str(key))
         if isinstance(routed, NoRoom):
             return self._overflow(routed)
@@ -43,17 +48,33 @@ class ViewerRoutes:
             location += ("&" if "?" in location else "?") + params
         return Response(302, b"", headers=[("location", location), ("cache-control", "no-store")])
 
+    def _play_refusal(self, key: StreamKey, req: Request) -> str | None:
+        """With a play_secret, why `req` may not be routed (no valid play token for `key`,
+        checked before it takes an edge's room); None to route it."""
+        if not self.config.play_secret:
+            return None
+        refused = playtoken.check(self.config.play_secret, str(key), req.query, time.time())
+        if refused:
+            log.info("route %s for %s refused: %s", key, req.peer, refused)
+        return refused
+
     def _class_params(self, key: StreamKey, query: dict[str, str]) -> str:
         """The class token the edge gets: a class is an entitlement, not a request
         (`?class=` grants nothing). A valid class token the viewer presents is carried as
-        it is; without one, a fresh token of the default class (the lowest-rate one);
-        PermissionError for a bad token; "" without classes."""
+        it is; else the class its play token grants (`pcls`, signed with play_secret and
+        checked before this), as a fresh class token; else one of the default class (the
+        lowest-rate one); PermissionError for a bad token or an unknown class; "" without
+        classes."""
         if not self.config.classes:
             return ""
         secret = self.config.qos_secret
         if auth.presented_class(secret, self.config.classes, str(key), query, time.time()):
             return auth.class_params(query)
         klass = default_class(self.config.classes)
+        if self.config.play_secret and query.get("pcls"):
+            klass = query["pcls"]
+            if klass not in self.config.classes:
+                raise PermissionError(f"the play token's class is not offered here: {shown(klass)}")
         expires = int(time.time()) + self.config.token_ttl
         return auth.class_query(secret, str(key), str(klass), expires)
 
@@ -67,6 +88,8 @@ class ViewerRoutes:
             key = StreamKey.parse(app, name)
         except StreamKeyError as exc:
             return Response.json({"error": str(exc)}, 400)
+        if refused := self._play_refusal(key, req):
+            return Response.json({"error": refused}, 403)
         routed = await self.router.admit(str(key))
         if isinstance(routed, NoRoom):
             resp = self._overflow(routed)
@@ -80,5 +103,7 @@ class ViewerRoutes:
             "rtmp": f"{edge.rtmp}/{app}/{name}",
             "flv": f"{edge.http}/{app}/{name}{Media.FLV}",
             "hls": f"{edge.http}/{app}/{name}{Media.PLAYLIST}",
-        }[proto] + (f"?{params}" if params else "")
+        }[proto]
+        query = "&".join(q for q in (params, playtoken.carried(req.query)) if q)
+        url += f"?{query}" if query else ""
         return Response.json({"url": url, "edge": edge.id, "reason": routed.reason})

@@ -90,10 +90,12 @@ class Feed(Protocol):
         ...
 
 
-def upstream_url(parent: str, app: str, name: str, suffix: str = "") -> str:
-    """`parent`/app/name`suffix`, from a validated key with each part percent-quoted."""
+def upstream_url(parent: str, app: str, name: str, suffix: str = "", query: str = "") -> str:
+    """`parent`/app/name`suffix`[?`query`], from a validated key with each part
+    percent-quoted (`query`: the node's own, urlencoded)."""
     key = StreamKey.parse(app, name)
-    return f"{parent.rstrip('/')}/{quote(key.app, safe='')}/{quote(key.name, safe='')}{suffix}"
+    url = f"{parent.rstrip('/')}/{quote(key.app, safe='')}/{quote(key.name, safe='')}{suffix}"
+    return f"{url}?{query}" if query else url
 
 
 class RtmpFeed:
@@ -108,10 +110,10 @@ class RtmpFeed:
 
     @classmethod
     async def open(
-        cls, parent: str, app: str, name: str, tls: ssl.SSLContext | None = None
+        cls, parent: str, app: str, name: str, tls: ssl.SSLContext | None = None, query: str = ""
     ) -> RtmpFeed:
-        """Connect and play; NotFound or ParentError on failure."""
-        url = upstream_url(parent, app, name)
+        """Connect and play (`query` after the name); NotFound or ParentError on failure."""
+        url = upstream_url(parent, app, name, query=query)
         try:
             client = await RtmpClient.connect(url, tls=tls)
         except OSError as exc:
@@ -175,10 +177,11 @@ class FlvFeed:
 
     @classmethod
     async def open(
-        cls, parent: str, app: str, name: str, tls: ssl.SSLContext | None = None
+        cls, parent: str, app: str, name: str, tls: ssl.SSLContext | None = None, query: str = ""
     ) -> FlvFeed:
-        """GET the stream; NotFound on 404, ParentError on anything else but 200."""
-        url = upstream_url(parent, app, name, ".flv")
+        """GET the stream (with `query`); NotFound on 404, ParentError on anything else but
+        200."""
+        url = upstream_url(parent, app, name, ".flv", query)
         try:
             resp = await open_request("GET", url, tls=tls)
         except OSError as exc:
@@ -223,9 +226,12 @@ class FlvFeed:
         self.resp.close()
 
 
-async def open_feed(parent: str, app: str, name: str, *, tls: ssl.SSLContext | None = None) -> Feed:
+async def open_feed(
+    parent: str, app: str, name: str, *, tls: ssl.SSLContext | None = None, query: str = ""
+) -> Feed:
     """Open app/name at `parent` (rtmp://, rtmps://, http:// or https://; a TLS parent is
-    verified with `tls`, default the system's trust)."""
+    verified with `tls`, default the system's trust), `query` added to the URL (the edge's
+    signed play token)."""
     if parent.startswith(("rtmp://", "rtmps://")):
-        return await RtmpFeed.open(parent, app, name, tls)
-    return await FlvFeed.open(parent, app, name, tls)
+        return await RtmpFeed.open(parent, app, name, tls, query)
+    return await FlvFeed.open(parent, app, name, tls, query)

@@ -19,9 +19,11 @@ from common.proto.streamkey import StreamKeyError
 from common.serve.hlsviewers import HlsViewers
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
+from common.serve.playauth import PullSigner, signed_urls
+from common.serve.playgate import PlayGate
 from common.serve.playhooks import node_hooks
 from common.serve.refusal import Refusal
-from edge.feeds import open_feed
+from edge.feeds import Feed, open_feed
 from edge.heartbeat import EdgeHeartbeat
 from edge.hls import HlsProxy
 from edge.pull import Connector, PullManager, PullSettings
@@ -41,9 +43,17 @@ class Edge:
     def __init__(self, config: EdgeConfig, *, connector: Connector | None = None) -> None:
         self.config = config
         # rtmps:// and https:// parents are verified against tls_ca (None: the system's trust)
-        tls = client_context(config.tls_ca) if config.tls_ca else None
+        self.tls = client_context(config.tls_ca) if config.tls_ca else None
+        self.signer = PullSigner(config.play_secret)
+        """Signs the edge's own pulls and HLS fetches (the parents may require play tokens)."""
         hls_viewers = HlsViewers()
-        self.node = PlayNode(config, "edge", self, hls_viewers=hls_viewers)
+        self.node = PlayNode(
+            config,
+            "edge",
+            self,
+            hls_viewers=hls_viewers,
+            gate=PlayGate(signed_urls(config.play_secret)),
+        )
         self.hooks = node_hooks(self.node)
         fanouts = self.node.fanouts
         settings = PullSettings(
@@ -59,7 +69,7 @@ class Edge:
             make_stream=fanouts.new_stream,
             make_fanout=fanouts.open,
             drop_fanout=fanouts.drop,
-            connector=connector or partial(open_feed, tls=tls),
+            connector=connector or self._open_feed,
             max_streams=config.max_streams,
         )
         self.qos = Qos(config)
@@ -75,7 +85,8 @@ class Edge:
             not_found_ttl=config.not_found_ttl,
             connect_timeout=config.connect_timeout,
             slow_timeout=config.slow_timeout,
-            tls=tls,
+            tls=self.tls,
+            sign=self.signer.query if config.play_secret else None,
         )
         self.streams = EdgeStreams(self.pull, self.hls, hls_viewers)
         self.address: NodeAddress | None = None
@@ -94,6 +105,11 @@ class Edge:
     def bytes_sent(self) -> int:
         """Bytes sent to viewers so far, every protocol."""
         return sum(self.node.fanouts.stats.bytes_out.values()) + self.hls.bytes_out
+
+    async def _open_feed(self, parent: str, app: str, name: str) -> Feed:
+        """Pull app/name from `parent`, signed with the edge's own play token."""
+        query = self.signer.query(app, name)
+        return await open_feed(parent, app, name, tls=self.tls, query=query)
 
     # ------------------------------------------------------------------ play
 
@@ -153,7 +169,12 @@ class Edge:
                 self.node.start_supervised(
                     f"reports to the balancer {self.config.balancer}",
                     "reporter",
-                    partial(report, self.config.balancer, self.heartbeat),
+                    partial(
+                        report,
+                        self.config.balancer,
+                        self.heartbeat,
+                        secret=self.config.cluster_secret,
+                    ),
                 )
             if self.qos.htb.link is not None:
                 self.node.start_supervised(

@@ -1,4 +1,4 @@
-"""`python -m origin`: run an origin node, or make a publish token."""
+"""`python -m origin`: run an origin node, or make a publish or play token."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import time
 
 from common.config import OriginConfig
-from common.proto import auth
+from common.proto import auth, playtoken
 from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.cli import node_parser, run_node
 from origin.server import serve
@@ -20,22 +20,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "livecdn origin: ingest RTMP (publish rtmp://HOST/APP/NAME), keep a GOP "
         "cache, play as HTTP-FLV (http://HOST:HTTP/APP/NAME.flv) and RTMP, "
         "with a JSON API (/api/streams), /healthz and /metrics.",
-        "Make a publish token: python -m origin token live/demo --secret S [--ttl 3600].",
+        "Make a publish token: python -m origin token live/demo --secret S [--ttl 3600]; "
+        "a play token: ... token live/demo --play --secret PLAY_SECRET [--class C].",
     ).parse_args(argv)
 
 
 def token_main(argv: list[str]) -> int:
-    """`python -m origin token app/name --secret S [--ttl N]`: print a publish query string."""
+    """`python -m origin token app/name --secret S [--ttl N] [--play [--class C]]`: print
+    the stream with a publish (or play) query string."""
     p = argparse.ArgumentParser(prog="python -m origin token")
     p.add_argument("stream", help="app/name")
-    p.add_argument("--secret", required=True)
+    p.add_argument("--secret", required=True, help="publish_secret (with --play: play_secret)")
     p.add_argument("--ttl", type=int, default=3600, help="seconds of validity (default 3600)")
+    p.add_argument("--play", action="store_true", help="a signed play URL's query instead")
+    p.add_argument("--class", dest="klass", default="",
+                   help="with --play: the viewer class the token grants at the balancer")  # fmt: skip
     a = p.parse_args(argv)
     try:
         key = StreamKey.from_text(a.stream)
     except StreamKeyError as exc:
         p.error(str(exc))
     expires = int(time.time()) + a.ttl
+    if a.play:
+        print(f"{key}?{playtoken.play_query(a.secret, str(key), expires, a.klass)}")
+        return 0
     print(f"{key}?{auth.token_query(a.secret, key.app, key.name, expires)}")
     return 0
 

@@ -26,7 +26,8 @@ from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.admin import admin_refusal, is_admin
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
-from common.serve.playgate import PlayProtocol, PlayRequest
+from common.serve.playauth import carry_token, signed_urls
+from common.serve.playgate import PlayGate, PlayProtocol, PlayRequest
 from common.serve.playhooks import node_hooks
 from common.serve.refusal import Refusal
 from common.serve.rtmpserver import RtmpConnection, split_name
@@ -67,6 +68,7 @@ class Origin:
             self,
             hls_viewers=self.hls.viewers,
             ingest=partial(OriginIngest, self),
+            gate=PlayGate(signed_urls(config.play_secret)),
         )
         self.fanouts = self.node.fanouts
         self.hooks = node_hooks(self.node)
@@ -262,7 +264,10 @@ class Origin:
                 denied = await self.node.admit(play)
                 if denied is not None:
                     return denied
-            return await self.hls.respond(req, target)
+            resp = await self.hls.respond(req, target)
+            if target.media is Media.PLAYLIST and resp is not None and resp.status == 200:
+                resp.body = carry_token(resp.body, req.query)
+            return resp
         if req.path == STREAMS_API:
             admin = is_admin(req, self.config.admin_token)
             return Response.json(
@@ -348,7 +353,12 @@ class Origin:
                     self.node.start_supervised(
                         f"reports to the balancer {self.config.balancer}",
                         "reporter",
-                        partial(report, self.config.balancer, self.announcement),
+                        partial(
+                            report,
+                            self.config.balancer,
+                            self.announcement,
+                            secret=self.config.cluster_secret,
+                        ),
                     )
                 warn_open_surfaces(self.config, log)
                 task_status.started(self.address)

@@ -44,19 +44,27 @@ async def received_rate(url: str, warmup: float, seconds: float) -> float:
     return total / seconds
 
 
-async def test_class_rates_at_the_player(autojump_clock, nursery):
-    _, o = await start_origin(nursery)
+async def classed_cdn(nursery, **common: object):
+    """An origin, a balancer and an edge with CLASSES (qos_secret "k"; `common` keys on all
+    three) and live/q published at ~1 Mbit/s; the balancer's HTTP port and the edge's
+    address, once the balancer knows the edge."""
+    _, o = await start_origin(nursery, **common)
     b = Balancer(build(BalancerConfig, {"host": "127.0.0.1", "http_port": 0, "control_port": 0,
-                                        "qos_secret": "k", "classes": CLASSES}))  # fmt: skip
+                                        "qos_secret": "k", "classes": CLASSES, **common}))  # fmt: skip
     bhttp, bctl = await nursery.start(b.run)
     _, e = await start_edge(nursery, [f"rtmp://127.0.0.1:{o.rtmp_port}"], qos_secret="k",
-                            classes=CLASSES, balancer=f"127.0.0.1:{bctl}")  # fmt: skip
+                            classes=CLASSES, balancer=f"127.0.0.1:{bctl}", **common)  # fmt: skip
     pub = await RtmpClient.connect(f"rtmp://127.0.0.1:{o.rtmp_port}/live/q")
     await pub.publish()
     nursery.start_soon(lambda: synthetic_publish(pub, key_size=30000, inter_size=5000))  # ~1 Mbit/s
     with trio.fail_after(10):
         while not b.edges:
             await trio.sleep(0.1)
+    return bhttp, e
+
+
+async def test_class_rates_at_the_player(autojump_clock, nursery):
+    bhttp, e = await classed_cdn(nursery)
     base = f"http://127.0.0.1:{bhttp}"
     # asking is not enough: ?class= without a token gets the default (lowest-rate) class
     for ask in ("premium", "basic", "gold"):

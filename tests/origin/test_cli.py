@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from common.net.httpclient import fetch
-from common.proto import auth
+from common.proto import auth, playtoken
 
 PY = sys.executable
 
@@ -62,6 +62,19 @@ def test_token_command_makes_a_valid_token():
     params = dict(p.split("=") for p in query.split("&"))
     assert stream == "live/demo"
     assert auth.check("k", "live", "demo", params, now=int(params["expires"]) - 30) is None
+
+
+def test_token_command_makes_a_signed_play_url():
+    proc = subprocess.run(
+        [PY, "-m", "origin", "token", "live/demo", "--play", "--secret", "k", "--class", "gold"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stream, _, query = proc.stdout.strip().partition("?")
+    params = dict(p.split("=") for p in query.split("&"))
+    assert stream == "live/demo" and params["pcls"] == "gold"
+    assert playtoken.check("k", "live/demo", params, now=int(params["pexp"]) - 30) is None
 
 
 @pytest.mark.parametrize("stream", ["live", "live/a b", "live/demo/x"])
