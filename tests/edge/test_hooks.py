@@ -46,7 +46,7 @@ async def test_on_play_at_the_edge(autojump_clock, inline_threads, nursery, clip
     assert refused(edge, Refusal.HOOK) == 3
     assert [c["protocol"] for c in hooks.of("on_play")] == ["flv", "hls", "rtmp"]
     assert edge.streams.describe() == {}
-    assert server.fanouts.viewers() == {("flv",): 0, ("rtmp",): 0}
+    assert not any(server.fanouts.viewers().values())  # the origin has no upstream of it
 
     # allowed: media, and on_play_done when the play ends
     await rtmp_frames(f"{rtmp}?t=ok", 5)
