@@ -174,6 +174,8 @@ class TlsConn:
                 self.close()
                 return b""
             else:
+                if data and self._in.pending:
+                    data = self._more(data, size)
                 self._flush()
                 return data  # b"": the peer's close_notify
             self._flush()  # e.g. a key update's answer
@@ -182,6 +184,22 @@ class TlsConn:
                 return b""
             self._in.write(wire)
         return b""
+
+    def _more(self, data: bytes, size: int) -> bytes:
+        """`data` and the plaintext of the records already received, up to `size` bytes in
+        all (one read returns one record: this saves the caller a read per record)."""
+        parts = [data]
+        room = size - len(data)
+        while room > 0 and self._in.pending:
+            try:
+                more = self._ssl.read(room)
+            except ssl.SSLError:  # a partial record (SSLWantReadError), or a bad one: later
+                break
+            if not more:
+                break
+            parts.append(more)
+            room -= len(more)
+        return b"".join(parts) if len(parts) > 1 else data
 
     def write(self, data: bytes | memoryview) -> bool:
         """Encrypt and send without waiting, as Conn.write. True if all went out."""
