@@ -30,8 +30,8 @@ def hook_client(config: ServeConfig, metrics: NodeMetrics) -> HookClient:
 
 
 class HookPlayCheck:
-    """PlayCheck: on_play decides (HTTP-FLV, RTMP, and each new HLS viewer); on_play_done
-    when an FLV or RTMP play ends, or an HLS viewer stopped asking for `hls_window` s."""
+    """PlayCheck: on_play decides (HTTP-FLV, WebSocket-FLV, RTMP, and each new HLS viewer);
+    on_play_done when such a play ends, or an HLS viewer stopped asking for `hls_window` s."""
 
     def __init__(self, client: HookClient, hls_window: float) -> None:
         self.client = client
@@ -61,7 +61,7 @@ class HookPlayCheck:
         return bool(self.client.urls)
 
     def ended(self, req: PlayRequest) -> None:
-        """An FLV or RTMP play is over: on_play_done."""
+        """An FLV, WebSocket-FLV or RTMP play is over: on_play_done."""
         self._done(self._call(req))
 
     def _done(self, call: HookCall) -> None:

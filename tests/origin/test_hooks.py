@@ -8,6 +8,7 @@ import socket
 
 import pytest
 import trio
+from wsproto.events import AcceptConnection, BytesMessage, RejectConnection
 
 from common.net.hooks import HookClient
 from common.net.httpclient import fetch, open_request
@@ -16,6 +17,7 @@ from common.proto import flv
 from common.proto.hooks import HookCall, HookEvent
 from common.proto.rtmp import session as rs
 from common.serve.refusal import Refusal
+from tests.common.serve.test_wsflv import Client as WsClient
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_origin, wait_for_stream
 from tests.hookserver import start_hooks
 from tests.media import publish_synthetic, replay_clip
@@ -190,6 +192,23 @@ async def test_on_play_decides_for_flv_rtmp_and_hls_and_hears_the_end(autojump_c
         assert call["app"] == "live" and call["name"] == "s" and call["query"] == {"t": "ok"}
         play = next(c for c in hooks.of("on_play") if c["client_id"] == call["client_id"])
         assert play == {**call, "action": "on_play"}
+
+
+async def test_on_play_decides_for_websocket_flv(autojump_clock, nursery):
+    hooks = await start_hooks(nursery, lambda body: 200 if body["query"].get("t") == "ok" else 403)
+    server, addr = await start_origin(nursery, on_play=hooks.url(), on_play_done=hooks.url())
+    await publish_synthetic(nursery, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/w")
+    await wait_for_stream(server, "live", "w")
+    refused_ws = await WsClient.open(addr.http_port, "/live/w.flv?t=no")
+    answer = await refused_ws.next_event()
+    assert isinstance(answer, RejectConnection) and answer.status_code == 403
+    viewer = await WsClient.open(addr.http_port, "/live/w.flv?t=ok")
+    assert isinstance(await viewer.next_event(), AcceptConnection)
+    assert isinstance(await viewer.next_event(), BytesMessage)
+    await viewer.stream.aclose()
+    [done] = await hooks.wait_for("on_play_done")
+    assert [c["protocol"] for c in hooks.of("on_play")] == ["ws", "ws"]
+    assert done["protocol"] == "ws" and done["query"] == {"t": "ok"}
 
 
 async def test_on_play_answers_are_cached_per_request(autojump_clock, nursery):
