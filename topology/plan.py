@@ -50,14 +50,17 @@ def node_values(
     balancer: tuple[int, int] | None,
 ) -> dict[str, tuple[type, dict[str, Any]]]:
     """Each node's config model and values: the keys its table sets, and what the launcher
-    sets (address, ports, node id, parents' URLs, the balancer). The balancer comes first,
-    then the origins, then the edges after their parents. An edge reaches a parent through
-    the link proxy listening on `links[(edge, parent)]` when there is one."""
+    sets (address, ports, node id, parents' URLs, the balancer and its cluster_secret). The
+    balancer comes first, then the origins, then the edges after their parents. An edge
+    reaches a parent through the link proxy listening on `links[(edge, parent)]` when there
+    is one."""
     out: dict[str, tuple[type, dict[str, Any]]] = {}
     reporting: dict[str, Any] = {}
     if topo.balancer is not None and balancer is not None:
         http, control = balancer
         reporting = {"balancer": f"{LOCAL}:{control}"}
+        if topo.balancer.config["cluster_secret"]:
+            reporting["cluster_secret"] = topo.balancer.config["cluster_secret"]
         values = {**topo.balancer.config.given, "host": LOCAL, "http_port": http,
                   "control_port": control}  # fmt: skip
         out["balancer"] = (BalancerConfig, values)

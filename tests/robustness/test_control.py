@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import time
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -14,6 +15,22 @@ from tests.robustness.conftest import Cluster, connect, http_get, reset, send_an
 from tests.robustness.strategies import ctl_message, fuzz_settings
 
 FUZZ = fuzz_settings(max_examples=120)
+SECRET = "robustness cluster secret"
+
+
+@pytest.fixture
+def secured_cluster():
+    """The cluster with a cluster_secret on every node: its edges and origin authenticate."""
+    c = Cluster(
+        balancer_overrides={"cluster_secret": SECRET},
+        edge_overrides={"cluster_secret": SECRET},
+        cluster_secret=SECRET,
+    ).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
 
 KNOWN_POISON = [
     {"type": "heartbeat", "v": 1, "node": "evil-weight", "weight": "abc", "streams": [1, 2]},
@@ -126,3 +143,32 @@ def test_oversized_and_endless_frames(cluster: Cluster) -> None:
         reset(sock)
     cluster.check(since)
     assert not _api_problems(cluster)
+
+
+def test_strangers_frames_on_an_authenticated_control_plane(secured_cluster: Cluster) -> None:
+    """With a cluster_secret: the poison and generated frames of a stranger (plain, or after
+    a guessed auth) are refused, the authenticated edges keep getting the viewers."""
+    import msgpack
+
+    cluster = secured_cluster
+    since = time.monotonic()
+    ctl = cluster.node("balancer").control_port
+    guess = msgpack.packb({"type": "auth", "v": 1, "node": "x", "nonce": b"n" * 32,
+                           "mac": b"m" * 32}, use_bin_type=True)  # fmt: skip
+    guessed = len(guess).to_bytes(4, "big") + guess
+
+    def attack(frames, ending, auth) -> None:
+        send_and_end(ctl, (guessed if auth else b"") + b"".join(frames), ending)
+        assert not cluster.alive()
+
+    for msg in KNOWN_POISON:
+        body = msgpack.packb(msg, use_bin_type=True)
+        attack([len(body).to_bytes(4, "big") + body], "close", False)
+    FUZZ(given(frames=st.lists(ctl_message(), min_size=1, max_size=4),
+               ending=st.sampled_from(["close", "reset"]), auth=st.booleans())(attack))()  # fmt: skip
+    problems = _api_problems(cluster)
+    cluster.wait_frames(3.0)  # longer than the heartbeat timeout: the real edges still heartbeat
+    problems += [f"later: {p}" for p in _api_problems(cluster)]
+    assert set(cluster.node("balancer").obj.edges) == {"edge-http", "edge-rtmp"}
+    cluster.check(since)
+    assert not problems, "\n".join(problems[:20])
