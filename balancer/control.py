@@ -31,7 +31,8 @@ class ControlServer:
         self.connections = 0
         metrics.counter(
             "control_rejected_total",
-            "Control connections closed for an invalid or refused message, by reason.",
+            "Control connections closed for a failed authentication or an invalid or refused "
+            "message, by reason.",
             ("reason",),
         )
         metrics.counter("control_idle_total", "Control connections closed for sending nothing.")
