@@ -62,8 +62,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="client links, e.g. '4g:0.8,3g:0.2' (lan, wifi, 4g, 3g; default lan)")  # fmt: skip
     ld.add_argument("--class", dest="klass", default="", metavar="CLASS",
                     help="viewer class of the players: a token signed with $LIVECDN_QOS_SECRET "
-                         "(a topology's [balancer] qos_secret); without it ?class=, which "
-                         "gets the default class")  # fmt: skip
+                         "(a topology's [balancer] qos_secret), else the class in their play "
+                         "token; without either ?class=, which gets the default class. With "
+                         "$LIVECDN_PLAY_SECRET the players sign their play URLs")  # fmt: skip
     ld.add_argument("--stream", help="app/name (default: the topology's first publisher)")
     ld.add_argument("--procs", type=int, default=1, metavar="N",
                     help="spread players over N processes (~1500 players of 1.5 Mbit/s each)")  # fmt: skip
@@ -112,13 +113,14 @@ def load_main(args: argparse.Namespace) -> int:
     from topology.loadrun import run_load
     from topology.loadup import load_topology
     from topology.loadworkers import worker_main
-    from topology.players.crowd import QOS_SECRET_ENV, LoadSpec
+    from topology.players.crowd import PLAY_SECRET_ENV, QOS_SECRET_ENV, LoadSpec
     from topology.players.player import Target
 
     def spec_from_args() -> LoadSpec:
         spec = LoadSpec(args.players or 0, args.duration, args.protocol, args.arrival,
                         args.ramp, args.profiles, args.klass,
-                        qos_secret=os.environ.get(QOS_SECRET_ENV, ""))  # fmt: skip
+                        qos_secret=os.environ.get(QOS_SECRET_ENV, ""),
+                        play_secret=os.environ.get(PLAY_SECRET_ENV, ""))  # fmt: skip
         spec.check()
         return spec
 

@@ -55,9 +55,11 @@ async def run_load(
     """Run the crowd, print the summary table, write `label`.json (+ .png); the summary."""
     show = None if quiet else stderr_progress()
     servers: dict = {}
-    if dep is not None and dep.topo.balancer is not None and not spec.qos_secret:
-        # the players sign their class tokens with the balancer's secret
-        spec = replace(spec, qos_secret=dep.topo.balancer.config["qos_secret"])
+    if dep is not None and dep.topo.balancer is not None:
+        # the players sign their class tokens and play URLs with the balancer's secrets
+        b = dep.topo.balancer.config
+        spec = replace(spec, qos_secret=spec.qos_secret or b["qos_secret"],
+                       play_secret=spec.play_secret or b["play_secret"])  # fmt: skip
 
     async def count_servers() -> None:
         if dep is not None:

@@ -13,6 +13,7 @@ import trio
 
 from topology.players.crowd import (
     COUNTED,
+    PLAY_SECRET_ENV,
     QOS_SECRET_ENV,
     Crowd,
     LoadSpec,
@@ -51,7 +52,8 @@ async def run_workers(target: Target, spec: LoadSpec, procs: int, show) -> tuple
     timelines: list[list[dict]] = [[] for _ in range(procs)]
     results: list[dict] = [{} for _ in range(procs)]
 
-    env = {**os.environ, QOS_SECRET_ENV: spec.qos_secret}  # not on the command line
+    # not on the command line
+    env = {**os.environ, QOS_SECRET_ENV: spec.qos_secret, PLAY_SECRET_ENV: spec.play_secret}
 
     async def worker(i: int, first_id: int) -> None:
         argv = worker_argv(target, spec, first_id, sizes[i])

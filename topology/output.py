@@ -10,6 +10,7 @@ import shlex
 import time
 from pathlib import Path
 
+from common.proto.playtoken import play_query
 from topology.deployment import Deployment
 from topology.publisher import signed_url
 from topology.runsecrets import FILE as SECRETS_FILE
@@ -31,24 +32,28 @@ def url_table(dep: Deployment) -> str:
             rows.append((f"publish {stream}{signed}", url))
     if (secrets := dep.run_dir / SECRETS_FILE).exists():
         rows.append(("secrets (mode 0600)", str(secrets)))
+    play_secret = topo.balancer.config["play_secret"] if topo.balancer else ""
     for stream in streams:
+        # with a play_secret, the play URLs shown are signed for a day
+        signed = " (signed, 24 h)" if play_secret else ""
+        token = play_query(play_secret, stream, int(now + PUBLISH_URL_TTL)) if signed else ""
+
+        def play(url: str, token: str = token) -> str:
+            return url + ("&" if "?" in url else "?") + token if token else url
+
         if "balancer" in dep.nodes:
             b = dep.url("balancer", "http")
-            rows.append((f"play {stream} (balancer, HTTP-FLV)", f"{b}/{stream}.flv"))
-            rows.append((f"play {stream} (balancer, HLS)", f"{b}/{stream}.m3u8"))
-            rows.append(
-                (
-                    f"RTMP route for {stream}",
-                    f"{b}/api/route?app={stream.split('/')[0]}&name={stream.split('/')[1]}&proto=rtmp",
-                )
-            )
+            rows.append((f"play {stream} (balancer, HTTP-FLV){signed}", play(f"{b}/{stream}.flv")))
+            rows.append((f"play {stream} (balancer, HLS){signed}", play(f"{b}/{stream}.m3u8")))
+            app, name = stream.split("/")
+            route = f"{b}/api/route?app={app}&name={name}&proto=rtmp"
+            rows.append((f"RTMP route for {stream}{signed}", play(route)))
         for e in topo.edges:
-            rows.append(
-                (
-                    f"play {stream} at {e.name}",
-                    f"{dep.url(e.name, 'http')}/{stream}.flv  {dep.url(e.name, 'rtmp')}/{stream}",
-                )
+            flv, rtmp = (
+                f"{dep.url(e.name, 'http')}/{stream}.flv",
+                f"{dep.url(e.name, 'rtmp')}/{stream}",
             )
+            rows.append((f"play {stream} at {e.name}{signed}", f"{play(flv)}  {play(rtmp)}"))
     for name, node in dep.nodes.items():
         base = f"http://127.0.0.1:{node.http_port}"
         api = "/api/edges" if node.kind == "balancer" else "/api/streams"

@@ -50,12 +50,14 @@ def node_values(
     balancer: tuple[int, int] | None,
 ) -> dict[str, tuple[type, dict[str, Any]]]:
     """Each node's config model and values: the keys its table sets, and what the launcher
-    sets (address, ports, node id, parents' URLs, the balancer and its cluster_secret). The
+    sets (address, ports, node id, parents' URLs, the balancer and its cluster_secret and
+    play_secret). The
     balancer comes first, then the origins, then the edges after their parents. An edge
     reaches a parent through the link proxy listening on `links[(edge, parent)]` when there
     is one."""
     out: dict[str, tuple[type, dict[str, Any]]] = {}
     reporting: dict[str, Any] = {}
+    playing: dict[str, Any] = {}
     if topo.balancer is not None and balancer is not None:
         http, control = balancer
         reporting = {"balancer": f"{LOCAL}:{control}"}
@@ -64,10 +66,13 @@ def node_values(
         values = {**topo.balancer.config.given, "host": LOCAL, "http_port": http,
                   "control_port": control}  # fmt: skip
         out["balancer"] = (BalancerConfig, values)
+        if topo.balancer.config["play_secret"]:  # signed play URLs: checked by every node
+            playing = {"play_secret": topo.balancer.config["play_secret"]}
     for o in topo.origins:
         rtmp, http = ports[o.name]
         values = {**o.config.given, "host": LOCAL, "rtmp_port": rtmp, "http_port": http,
                   "node_id": o.name, **reporting}  # fmt: skip
+        values = {**playing, **values}
         if topo.loads:  # load runs measure latency from the origin's clock stamps
             values["clock_stamps"] = True
         out[o.name] = (OriginConfig, values)
@@ -83,6 +88,7 @@ def node_values(
             values.setdefault("classes", topo.balancer.config["classes"])
         if e.balanced:
             values.update(reporting)
+        values = {**playing, **values}
         out[e.name] = (EdgeConfig, values)
     return out
 

@@ -1,6 +1,7 @@
 """A topology's own secrets: each run generates what its file does not set (a publish_secret
 per origin, an admin_token per node, a qos_secret for the balancer's viewer classes, a
-cluster_secret for its control plane) and keeps them in the run directory's secrets.toml
+cluster_secret for its control plane, a play_secret with [balancer] require_play_token) and
+keeps them in the run directory's secrets.toml
 (mode 0600), so `topology up` is secure with no extra steps."""
 
 from __future__ import annotations
@@ -21,16 +22,21 @@ def ensure_secrets(topo: Topology, run_dir: Path) -> Path:
     file sets none (in `topo`'s node configs, which the plan writes and the publisher and
     faults read); write each node's secrets to `run_dir`/secrets.toml, readable only by
     the owner; its path. Viewer classes of the balancer without a qos_secret get one, and
-    the balancer a cluster_secret, which the plan passes on to the edges (and origins)."""
+    the balancer a cluster_secret, which the plan passes on to the edges (and origins);
+    with `require_play_token`, the balancer a play_secret, passed on to every origin and
+    edge."""
     b = topo.balancer
     if b is not None and b.config["classes"] and not b.config["qos_secret"]:
         b.config["qos_secret"] = secrets.token_urlsafe(24)
+    if b is not None and b.require_play_token and not b.config["play_secret"]:
+        b.config["play_secret"] = secrets.token_urlsafe(24)
     nodes = [*([topo.balancer] if topo.balancer else []), *topo.origins, *topo.edges]
     tables = ["# this run's secrets (generated where the topology file sets none)\n"]
     for spec in nodes:
         keys = ["admin_token"] + (["publish_secret"] if isinstance(spec, OriginSpec) else [])
         if spec is topo.balancer:
             keys += ["cluster_secret"] + (["qos_secret"] if spec.config["qos_secret"] else [])
+            keys += ["play_secret"] if spec.config["play_secret"] else []
         for key in keys:
             if not spec.config[key]:
                 spec.config[key] = secrets.token_urlsafe(24)

@@ -43,8 +43,11 @@ report to the topology's balancer); a table cannot set them."""
 
 @dataclass
 class BalancerSpec:
-    """[balancer]: any key of balancer.toml."""
+    """[balancer]: any key of balancer.toml, and `require_play_token`: every play needs a
+    signed play URL (the run generates a play_secret unless the table sets one; the
+    balancer's play_secret goes to every origin and edge)."""
 
+    require_play_token: bool = False
     config: NodeKeys = field(default_factory=lambda: NodeKeys(BalancerConfig))
 
 

@@ -14,6 +14,7 @@ from common.config.toml import value_text
 from tests.common.test_config import samples
 from tests.topology.test_cli import SMALL
 from topology import schema
+from topology.output import url_table
 from topology.plan import plan
 from topology.runsecrets import ensure_secrets
 from topology.schema import LAUNCHER_KEYS, TopologyError
@@ -93,6 +94,29 @@ def test_viewer_classes_without_a_qos_secret_get_one_generated_per_run(tmp_path)
     assert load(BalancerConfig, run_dir / "balancer.toml", environ={}).qos_secret == secret
     assert load(EdgeConfig, run_dir / "edge1.toml", environ={}).qos_secret == secret
     assert (run_dir / "edge1.toml").stat().st_mode & 0o777 == 0o600
+
+
+def test_require_play_token_generates_a_play_secret_every_node_checks(tmp_path) -> None:
+    text = ("[balancer]\ncontrol_port = 0\nhttp_port = 0\nrequire_play_token = true\n" + SMALL
+            + '[[edge]]\nname = "shield"\nparents = ["origin"]\nbalanced = false\n'
+            "rtmp_port = 0\nhttp_port = 0\n")  # fmt: skip
+    topo = schema.load(str(write(tmp_path, text)))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    found = tomllib.loads(ensure_secrets(topo, run_dir).read_text())
+    secret = found["balancer"]["play_secret"]
+    assert len(secret) >= 32 and secret not in found["origin"].values()
+    dep = plan(topo, run_dir)
+    for name, cls in (("balancer", BalancerConfig), ("origin", OriginConfig),
+                      ("edge1", EdgeConfig), ("shield", EdgeConfig)):  # fmt: skip
+        assert load(cls, run_dir / f"{name}.toml", environ={}).play_secret == secret, name
+    table = url_table(dep)
+    signed = [line for line in table.splitlines() if "(signed, 24 h)" in line and "play" in line]
+    assert len(signed) == 4 and all("psig=" in line for line in signed), table
+    # without it, play stays public: no play_secret anywhere
+    topo = schema.load(str(write(tmp_path, SMALL)))
+    plan(topo, tmp_path)
+    assert load(OriginConfig, tmp_path / "origin.toml", environ={}).play_secret == ""
 
 
 @pytest.mark.parametrize(

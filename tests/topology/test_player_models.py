@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from common.proto import auth
+from common.proto import auth, playtoken
 from topology.players.buffer import PlaybackBuffer
 from topology.players.crowd import arrival_times
 from topology.players.failures import Ending, SessionEnd, is_failure
@@ -142,8 +142,28 @@ def test_a_player_asks_for_its_class_with_a_signed_token() -> None:
     query = dict(parse_qsl(urlsplit(url).query))
     assert auth.check_class("k", "live/a", query, time.time()) == "gold"
     direct = Target.direct("http://127.0.0.1:1/live/b.m3u8")
-    query = SimPlayer(0, direct, klass="gold", qos_secret="k")._class_params()
+    query = SimPlayer(0, direct, klass="gold", qos_secret="k")._token_params()
     assert auth.check_class("k", "live/b", query, time.time()) == "gold"
     unsigned = SimPlayer(0, via_balancer, klass="gold")._http_url(".flv")
     assert unsigned.endswith("/live/a.flv?class=gold"), "no secret: ?class= (the default class)"
     assert "class" not in SimPlayer(0, via_balancer)._http_url(".flv")
+
+
+def test_a_player_signs_its_play_url_when_the_deployment_requires_it() -> None:
+    secret = "p" * 24
+    via_balancer = Target("rtmp", base="http://127.0.0.1:1", stream="live/a")
+    query = SimPlayer(0, via_balancer, play_secret=secret)._token_params()
+    assert playtoken.check(secret, "live/a", query, time.time()) is None and "pcls" not in query
+    # a class through the play token (the balancer grants it), or through a class token
+    query = SimPlayer(0, via_balancer, klass="gold", play_secret=secret)._token_params()
+    assert playtoken.check(secret, "live/a", query, time.time()) is None
+    assert query["pcls"] == "gold" and "class" not in query
+    both = SimPlayer(0, via_balancer, klass="gold", qos_secret="k", play_secret=secret)
+    query = both._token_params()
+    assert auth.check_class("k", "live/a", query, time.time()) == "gold" and "pcls" not in query
+    assert playtoken.check(secret, "live/a", query, time.time()) is None
+    direct = SimPlayer(0, Target.direct("rtmp://127.0.0.1:1/live/b"), play_secret=secret)
+    url = direct._with_tokens(direct.target.url)
+    assert (
+        playtoken.check(secret, "live/b", dict(parse_qsl(urlsplit(url).query)), time.time()) is None
+    )

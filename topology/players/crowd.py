@@ -23,6 +23,10 @@ QOS_SECRET_ENV = "LIVECDN_QOS_SECRET"
 """Where `topology load` reads the secret its players sign class tokens with (not an
 argument: a command line is visible to every user of the machine)."""
 
+PLAY_SECRET_ENV = "LIVECDN_PLAY_SECRET"
+"""Where `topology load` reads the secret its players sign play URLs with (a deployment
+with a play_secret; not an argument, as QOS_SECRET_ENV)."""
+
 
 @dataclass(frozen=True)
 class LoadSpec:
@@ -39,6 +43,8 @@ class LoadSpec:
     resume_s: float = 1.0
     qos_secret: str = field(default="", repr=False)
     """Signs the players' class tokens (without it they ask ?class=, the default class)."""
+    play_secret: str = field(default="", repr=False)
+    """Signs the players' play URLs (a deployment that requires them)."""
 
     def check(self) -> None:
         """ValueError naming what is wrong."""
@@ -98,6 +104,7 @@ def make_crowd(target: Target, spec: LoadSpec, *, first_id: int = 0) -> Crowd:
             resume_s=spec.resume_s,
             klass=spec.klass,
             qos_secret=spec.qos_secret,
+            play_secret=spec.play_secret,
         )  # fmt: skip
         for i in range(spec.players)
     ]

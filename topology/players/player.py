@@ -17,7 +17,7 @@ import trio
 
 from common.net.httpclient import HttpClientError, fetch, open_request
 from common.net.rtmpclient import RtmpClient, RtmpClientError, ends_play
-from common.proto import auth
+from common.proto import auth, playtoken
 from common.proto.clock import read_stamp
 from common.proto.errors import ProtocolError
 from common.proto.flvscan import FlvScanner, Scan
@@ -145,6 +145,7 @@ class SimPlayer:
         retry_s: float = 1.0,
         klass: str = "",
         qos_secret: str = "",
+        play_secret: str = "",
         capture: int = 0,
     ) -> None:
         self.target = target
@@ -154,6 +155,7 @@ class SimPlayer:
         self.retry_s = retry_s
         self.klass = klass
         self.qos_secret = qos_secret
+        self.play_secret = play_secret
         self.capture = bytearray()  # the first `capture` bytes of FLV, for decoding checks
         self.capture_limit = capture
         self.user_agent = f"livecdn-player/{pid}"  # HLS servers tell viewers apart by it
@@ -249,26 +251,36 @@ class SimPlayer:
         self.result.delivery_s.append(round(delivery, 4))
         self.result.latency_s.append(round(delivery + (shown - now), 4))
 
-    def _class_params(self) -> dict[str, str]:
-        """How the player asks for its class: a token signed with `qos_secret` (a class is
-        an entitlement; `?class=` alone gets the default class); {} without a class."""
-        if not self.klass:
-            return {}
-        if not self.qos_secret:
-            return {"class": self.klass}
+    def _token_params(self) -> dict[str, str]:
+        """What the player presents: a play token signed with `play_secret` (a deployment
+        that requires signed play URLs) and its class: a class token signed with
+        `qos_secret`, else the class in its play token (the balancer grants it), else
+        `?class=` alone (which gets the default class); {} with neither."""
         t = self.target
         path = t.stream or urlsplit(t.url).path.lstrip("/")
         path = path.removesuffix(".flv").removesuffix(".m3u8")
         expires = int(time.time()) + CLASS_TOKEN_TTL
-        return dict(parse_qsl(auth.class_query(self.qos_secret, path, self.klass, expires)))
+        params, klass = {}, self.klass
+        if klass and self.qos_secret:
+            params.update(parse_qsl(auth.class_query(self.qos_secret, path, klass, expires)))
+            klass = ""
+        if self.play_secret:
+            query = playtoken.play_query(self.play_secret, path, expires, klass)
+            params.update(parse_qsl(query))
+        elif klass:
+            params["class"] = klass
+        return params
+
+    def _with_tokens(self, url: str) -> str:
+        """`url` with the player's tokens (`_token_params`)."""
+        params = self._token_params()
+        return url + ("&" if "?" in url else "?") + urlencode(params) if params else url
 
     def _http_url(self, suffix: str) -> str:
-        """The first URL to ask (the balancer's, whose 302 `_open` follows), with the class."""
+        """The first URL to ask (the balancer's, whose 302 `_open` follows), with the class
+        and play tokens."""
         t = self.target
-        url = t.url or f"{t.base}/{t.stream}{suffix}"
-        if self.klass:
-            url += ("&" if "?" in url else "?") + urlencode(self._class_params())
-        return url
+        return self._with_tokens(t.url or f"{t.base}/{t.stream}{suffix}")
 
     async def _open(self, url: str):
         """GET `url`, following up to 5 redirects; the open response and its final URL."""
@@ -362,11 +374,11 @@ class SimPlayer:
 
     async def _play_rtmp(self) -> None:
         t = self.target
-        url = t.url
+        url = self._with_tokens(t.url) if t.url else ""
         if not url:
             key = StreamKey.from_text(t.stream)
             query = {"app": key.app, "name": key.name, "proto": "rtmp"}
-            query.update(self._class_params())
+            query.update(self._token_params())
             await self._wire_delay()
             got = await fetch("GET", f"{t.base}/api/route?{urlencode(query)}")
             if got.status != 200:
