@@ -9,11 +9,13 @@ import time
 import av
 import pytest
 import trio
+from wsproto.events import AcceptConnection, BytesMessage, RejectConnection
 
 from common.net.httpclient import fetch, open_request
 from common.net.rtmpclient import RtmpClient, RtmpClientError
 from common.proto import flv, playtoken
 from common.proto.flv import FlvParser
+from tests.common.serve.test_wsflv import Client
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_origin, wait_for_stream
 from tests.metrics import metric, scrape
 from tests.origin.test_hls import play_hls
@@ -97,9 +99,16 @@ async def test_every_protocol_needs_a_signed_url_at_the_origin(nursery, clip):
     assert result["span"] >= 2.0 and result["decoded"] >= 40
     frames = await trio.to_thread.run_sync(decode_frames, f"{rtmp}?{token}", 10)
     assert frames >= 10
+    # WebSocket-FLV: the same check before the upgrade
+    with trio.fail_after(10):
+        client = await Client.open(addr.http_port, "/live/p.flv")
+        assert isinstance(await client.next_event(), RejectConnection)
+        client = await Client.open(addr.http_port, f"/live/p.flv?{token}")
+        assert isinstance(await client.next_event(), AcceptConnection)
+        assert isinstance(await client.next_event(), BytesMessage)
     metrics = await scrape(f"http://127.0.0.1:{addr.http_port}")
     refused = metric(metrics, "livecdn_connections_refused_total", reason="play_token")
-    assert refused == 5 * 2 + 5 + 5  # FLV and playlist, RTMP, segments
+    assert refused == 5 * 2 + 5 + 5 + 1  # FLV and playlist, RTMP, segments, WebSocket
 
 
 def decode_frames(url: str, count: int) -> int:
