@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from functools import partial
 
 import trio
 
 from common.net.httpclient import HttpClientError, fetch
+from common.net.supervise import contained
 from common.proto.errors import ConnClosed
 from common.proto.hooks import DecisionCache, HookCall, HookEvent
 
@@ -87,8 +89,9 @@ class HookClient:
         self.nursery.start_soon(self._notify, call)
 
     async def _notify(self, call: HookCall) -> None:
+        what = f"hook {call.event} for {call.peer} {call.app}/{call.name}"
         try:
-            await self._post(call)
+            await contained(what, partial(self._post, call), logger=log)  # never ends the node
         finally:
             self.in_flight -= 1
 

@@ -5,6 +5,7 @@ on_unpublish and on_play_done notifications and their fields."""
 from __future__ import annotations
 
 import socket
+from functools import partial
 
 import pytest
 import trio
@@ -152,6 +153,28 @@ async def test_notifications_to_a_silent_hook_are_bounded(autojump_clock, nurser
     await trio.sleep(2.5)
     assert client.in_flight == 0 and len(hooks.calls) == 2
     assert results[3:] == ["on_play_done timeout"] * 2
+
+
+async def test_a_hook_answering_garbage_refuses_and_notifications_survive_it(nursery, caplog):
+    async def garbage(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.receive_some(65536)
+            await stream.send_all(b"\x00\xffnot http at all\r\n\r\n")
+
+    listeners = await nursery.start(partial(trio.serve_tcp, garbage, 0, host="127.0.0.1"))
+    url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/hook"
+    server, addr = await start_origin(nursery, on_publish=url, on_play_done=url)
+    client = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/any")
+    with pytest.raises(RtmpClientError) as err:
+        await client.publish()
+    assert err.value.code == "NetStream.Publish.Denied"
+    assert hook_calls(server, "on_publish", "error") == 1
+    done = HookCall.of(HookEvent.PLAY_DONE, "live", "any", "127.0.0.1:1", "flv", {})
+    server.hooks.client.notify(done)
+    with trio.fail_after(5):
+        while hook_calls(server, "on_play_done", "error") < 1:
+            await trio.sleep(0.01)
+    assert (await fetch("GET", f"http://127.0.0.1:{addr.http_port}/healthz")).status == 200
 
 
 async def flv_status(url: str) -> int:
