@@ -117,7 +117,7 @@ def test_fanouts_keep_the_drops_of_forgotten_streams():
     stream = fanouts.new_stream("live", "a")
     fanout = fanouts.open(stream)
     assert fanouts.get(stream) is fanout and fanouts[stream] is fanout
-    assert fanouts.viewers() == {("flv",): 0, ("rtmp",): 0}
+    assert fanouts.viewers() == {("flv",): 0, ("ws",): 0, ("rtmp",): 0}
     stream.stats.dropped_frames = 3
     fanouts.drop(stream)
     assert fanouts.get(stream) is None and fanouts.dropped_frames() == 3
