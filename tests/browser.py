@@ -7,6 +7,7 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -192,6 +193,14 @@ class Page:
                 await trio.sleep(poll)
         raise TimeoutError(f"{expression!r} not true within {timeout} s; errors: {self.errors}")
 
+    async def playback(self, video: str = "video", *, seconds: float = 3, timeout: float = 30):
+        """Wait until the `<video>` (a CSS selector) shows a picture, then until its
+        currentTime has advanced `seconds` past the first one shown; its videoWidth."""
+        v = f"document.querySelector({json.dumps(video)})"
+        start = await self.wait_for(f"{v}.videoWidth > 0 && {v}.currentTime", timeout=timeout)
+        await self.wait_for(f"{v}.currentTime > {start + seconds}", timeout=timeout)
+        return await self.evaluate(f"{v}.videoWidth")
+
     async def screenshot(self, path: Path) -> None:
         """Save the page as PNG to `path`."""
         result = await self.call("Page.captureScreenshot", format="png")
@@ -216,6 +225,14 @@ class Browser:
         for domain in ("Page", "Runtime", "Log"):
             await page.call(f"{domain}.enable")
         return page
+
+
+def keep_screenshot(shot: Path) -> None:
+    """Copy `shot` into the folder named by LIVECDN_SCREENSHOTS, if set (e.g. `docs`, to
+    refresh the README's pictures)."""
+    folder = os.environ.get("LIVECDN_SCREENSHOTS")
+    if folder:
+        shutil.copyfile(shot, Path(folder) / shot.name)
 
 
 @contextlib.asynccontextmanager

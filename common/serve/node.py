@@ -21,8 +21,9 @@ from common.net.tls import server_context, tls_handler
 from common.net.websocket import handshake, wants_websocket
 from common.proto.cors import CorsPolicy
 from common.proto.errors import ProtocolError
-from common.proto.paths import Media, play_key
+from common.proto.paths import STREAMS_API, Media, play_key
 from common.proto.streamkey import StreamKeyError
+from common.serve.console import EVENTS_API, EventFeed, api_json, page_response
 from common.serve.fanouts import Fanouts
 from common.serve.hlsviewers import HlsViewers
 from common.serve.metrics import CONTENT_TYPE, NodeMetrics
@@ -88,6 +89,7 @@ class PlayNode:
         self.cors = CorsPolicy(tuple(config.cors_origins))
         self.metrics = NodeMetrics(kind)
         self._play_metrics(self.metrics)
+        self.events = EventFeed(self.snapshot, send_timeout=config.slow_timeout)
         self.nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ metrics
@@ -185,8 +187,22 @@ class PlayNode:
             return await flv_response(
                 self.role, req, key, self.refuse, pacer, ended=ended, websocket=websocket
             )
+        if path == EVENTS_API and req.method == "GET":
+            return self.events.respond(req)
+        if (page := page_response(req, "node.html")) is not None:
+            return page
         resp = await self.role.route_api(req)
         return resp if resp is not None else Response.text(404, f"not found: {path}")
+
+    async def snapshot(self, req: Request) -> dict:
+        """What the node's page shows, as the client of `req` may see it: the node, its
+        viewers by protocol and its streams API."""
+        return {
+            "node": self.kind,
+            "uptime_s": round(time.time() - self.started, 1),
+            "viewers": {labels[0]: n for labels, n in self.viewers().items()},
+            **await api_json(self.role.route_api, req, STREAMS_API),
+        }
 
     async def admit(self, play: PlayRequest) -> Response | None:
         """None if the gate admits `play`; else the 403 to answer (counted and logged)."""

@@ -1,0 +1,122 @@
+// One <video> playing a live stream: HTTP-FLV and WebSocket-FLV through mpegts.js, HLS through
+// hls.js (both vendored, loaded as classic scripts: window.mpegts, window.Hls).
+
+const PROTOCOLS = { flv: "HTTP-FLV", ws: "WebSocket-FLV", hls: "HLS" };
+
+if (window.mpegts) {
+  const logs = window.mpegts.LoggingControl;
+  logs.enableVerbose = logs.enableDebug = logs.enableInfo = false;
+}
+
+/** The URL of `key` ("app/name") on the node at `base` (an http(s) origin) for `proto`. */
+export function playUrl(base, key, proto, query) {
+  const ext = proto === "hls" ? ".m3u8" : ".flv";
+  let url = `${base}/${key}${ext}`;
+  if (proto === "ws") url = url.replace(/^http/, "ws");
+  return query ? `${url}?${query}` : url;
+}
+
+/** Seconds of media the player holds ahead of what it shows (what a viewer lags by, at
+ * least), or null before anything plays. */
+export function bufferLatency(video) {
+  const b = video.buffered;
+  return b.length ? Math.max(0, b.end(b.length - 1) - video.currentTime) : null;
+}
+
+export class Player {
+  constructor(video, status) {
+    this.video = video;
+    this.status = status;
+    this.engine = null;
+    this.label = "";
+    this.error = "";
+    setInterval(() => this.show(), 500);
+  }
+
+  /** Play `url` with the engine for `proto` (flv, ws or hls). */
+  play(url, proto) {
+    this.stop();
+    this.label = `${PROTOCOLS[proto]} ${url}`;
+    this.error = "";
+    const video = this.video;
+    if (proto === "hls") {
+      if (video.canPlayType("application/vnd.apple.mpegurl") && !window.Hls?.isSupported()) {
+        video.src = url; // Safari plays HLS itself
+      } else {
+        const hls = new window.Hls({ liveSyncDurationCount: 2 });
+        hls.on(window.Hls.Events.ERROR, (_, data) => {
+          if (data.fatal) this.error = `${data.type}: ${data.details}`;
+        });
+        hls.loadSource(url);
+        hls.attachMedia(video);
+        this.engine = { destroy: () => hls.destroy() };
+      }
+    } else {
+      const p = window.mpegts.createPlayer(
+        { type: "flv", isLive: true, url },
+        { enableStashBuffer: false, liveBufferLatencyChasing: true },
+      );
+      p.on(window.mpegts.Events.ERROR, (type, detail) => {
+        this.error = `${type}: ${detail}`;
+      });
+      p.attachMediaElement(video);
+      p.load();
+      this.engine = {
+        destroy: () => {
+          p.pause();
+          p.unload();
+          p.detachMediaElement();
+          p.destroy();
+        },
+      };
+    }
+    video.muted = true;
+    video.play().catch(() => {}); // starts once media arrives
+    this.show();
+  }
+
+  stop() {
+    if (this.engine) this.engine.destroy();
+    this.engine = null;
+    this.video.removeAttribute("src");
+    this.label = "";
+  }
+
+  show() {
+    const v = this.video;
+    if (!this.label) {
+      this.status.textContent = "choose a stream to play";
+      return;
+    }
+    const latency = bufferLatency(v);
+    const parts = [this.label];
+    if (v.videoWidth) parts.push(`${v.videoWidth}x${v.videoHeight}`);
+    parts.push(`t=${v.currentTime.toFixed(1)} s`);
+    if (latency !== null) parts.push(`buffer latency ${latency.toFixed(2)} s`);
+    if (this.error) parts.push(`error: ${this.error}`);
+    this.status.textContent = parts.join(" · ");
+  }
+}
+
+/** Follow the node's live feed (Server-Sent Events at /api/events); `render` gets each
+ * snapshot, `offline` is called while the node does not answer. */
+export function follow(render, offline) {
+  const events = new EventSource("/api/events");
+  events.onmessage = (e) => render(JSON.parse(e.data));
+  events.onerror = () => offline();
+  return events;
+}
+
+/** An element with text (never HTML: names come from publishers). */
+export function el(tag, text, cls) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (cls) node.className = cls;
+  return node;
+}
+
+export function rate(bps) {
+  if (bps === null || bps === undefined) return "–";
+  if (bps >= 1e6) return `${(bps / 1e6).toFixed(2)} Mb/s`;
+  return `${(bps / 1e3).toFixed(0)} kb/s`;
+}
