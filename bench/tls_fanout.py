@@ -25,7 +25,7 @@ from pathlib import Path
 
 import trio
 
-from common.net.httpclient import open_request
+from common.net.httpclient import fetch, open_request
 from common.net.tls import client_context
 from topology.procs import stop_all, wait_healthy, wait_live
 
@@ -90,8 +90,23 @@ async def worker(url: str, n: int, ca: str, ramp: float, seconds: float) -> None
     print(json.dumps({"bytes": out[0], "kept": out[1], "cpu_s": cpu}))
 
 
+def counter(metrics: str, name: str) -> float:
+    """The value of an unlabelled counter in a /metrics text."""
+    line = next(x for x in metrics.splitlines() if x.startswith(f"livecdn_{name} "))
+    return float(line.split()[1])
+
+
+async def edge_drops(edge_http: str) -> tuple[float, float]:
+    """The edge's dropped frames and slow-viewer disconnects so far."""
+    text = (await fetch("GET", f"{edge_http}/metrics")).body.decode()
+    return counter(text, "frames_dropped_total"), counter(text, "slow_viewer_disconnects_total")
+
+
 async def phase(label: str, url: str, edge: trio.Process, args: argparse.Namespace, ca: str):
-    """Run N players on `url`; print the edge's CPU and the received rate."""
+    """Run N players on `url`; print the edge's CPU, the received rate, and the frames the
+    edge dropped and the viewers it cut off as too slow during the phase."""
+    edge_http = args.edge_http
+    drops_before = await edge_drops(edge_http)
     per = [args.n // args.procs + (i < args.n % args.procs) for i in range(args.procs)]
     results: list[dict] = []
 
@@ -111,12 +126,14 @@ async def phase(label: str, url: str, edge: trio.Process, args: argparse.Namespa
         nursery.start_soon(measure)
         for count in per:
             nursery.start_soon(run, count)
+    dropped, cut = (a - b for a, b in zip(await edge_drops(edge_http), drops_before, strict=True))
     rate = sum(r["bytes"] for r in results) / args.seconds
     kept = sum(r["kept"] for r in results)
     print("player processes CPU s:", [round(r["cpu_s"], 1) for r in results])
     print(
         f"{label:<14} N {args.n:5d}  kept {kept:5d}  edge CPU {cpu[0]:5.1f} %  "
         f"received {rate * 8 / 1e6:7.1f} Mbit/s  CPU % per Gbit/s {cpu[0] / (rate * 8 / 1e9):6.1f}"
+        f"  edge dropped {dropped:g} frames, cut off {cut:g} slow viewers"
     )
 
 
@@ -134,6 +151,7 @@ async def main(args: argparse.Namespace) -> None:
         check=True,
     )  # fmt: skip
     o_rtmp, o_http, e_rtmp, e_http, e_rtmps, e_https = free_ports(6)
+    args.edge_http = f"http://127.0.0.1:{e_http}"
     cmds = {
         "origin": [PY, "-m", "origin", "--host", "127.0.0.1", "--rtmp", str(o_rtmp),
                    "--http", str(o_http)],
