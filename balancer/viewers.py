@@ -34,29 +34,28 @@ class ViewerRoutes:
             key = play_key(req.path, media)
         except StreamKeyError as exc:
             return Response.text(404, f"not found: {shown(req.path)} ({exc})")
-        if refused := self._play_refusal(key, req):
-            return Response.text(403, refused)
+        try:
+            params = self._tokens(key, req)
+        except PermissionError as exc:
+            return Response.text(403, str(exc))
         routed = await self.router.admit(str(key))
         if isinstance(routed, NoRoom):
             return self._overflow(routed)
         location = routed.edge.http + req.target
-        try:
-            params = self._class_params(key, req.query)
-        except PermissionError as exc:
-            return Response.text(403, str(exc))
         if params and "lc" not in req.query:  # a presented token is in the target already
             location += ("&" if "?" in location else "?") + params
         return Response(302, b"", headers=[("location", location), ("cache-control", "no-store")])
 
-    def _play_refusal(self, key: StreamKey, req: Request) -> str | None:
-        """With a play_secret, why `req` may not be routed (no valid play token for `key`,
-        checked before it takes an edge's room); None to route it."""
-        if not self.config.play_secret:
-            return None
-        refused = playtoken.check(self.config.play_secret, str(key), req.query, time.time())
-        if refused:
-            log.info("route %s for %s refused: %s", key, req.peer, refused)
-        return refused
+    def _tokens(self, key: StreamKey, req: Request) -> str:
+        """The class token the edge gets (`_class_params`), checked before the viewer takes
+        an edge's room: PermissionError for a bad class token or, with a play_secret, without
+        a valid play token for `key` (logged)."""
+        if self.config.play_secret:
+            refused = playtoken.check(self.config.play_secret, str(key), req.query, time.time())
+            if refused:
+                log.info("route %s for %s refused: %s", key, req.peer, refused)
+                raise PermissionError(refused)
+        return self._class_params(key, req.query)
 
     def _class_params(self, key: StreamKey, query: dict[str, str]) -> str:
         """The class token the edge gets: a class is an entitlement, not a request
@@ -88,17 +87,15 @@ class ViewerRoutes:
             key = StreamKey.parse(app, name)
         except StreamKeyError as exc:
             return Response.json({"error": str(exc)}, 400)
-        if refused := self._play_refusal(key, req):
-            return Response.json({"error": refused}, 403)
+        try:
+            params = self._tokens(key, req)
+        except PermissionError as exc:
+            return Response.json({"error": str(exc)}, 403)
         routed = await self.router.admit(str(key))
         if isinstance(routed, NoRoom):
             resp = self._overflow(routed)
             return Response.json({"error": resp.body.decode().strip()}, 503)
         edge = routed.edge
-        try:
-            params = self._class_params(key, req.query)
-        except PermissionError as exc:
-            return Response.json({"error": str(exc)}, 403)
         url = {
             "rtmp": f"{edge.rtmp}/{app}/{name}",
             "flv": f"{edge.http}/{app}/{name}{Media.FLV}",

@@ -55,12 +55,15 @@ async def test_only_signed_requests_are_routed_and_the_token_rides_the_302(nurse
     given = await redirected(premium)
     assert auth.check_class("k", "live/x", given, time.time()) == "premium"
     assert playtoken.check(SECRET, "live/x", given, time.time()) is None
+    routed = metric(await scrape(base), "livecdn_routes_total")
     for bad in (
         premium.replace("pcls=premium", "pcls=basic"),  # tampered
         granted("another-secret-0123456789", "live/x", "premium"),
-        granted(SECRET, "live/x", "gold"),
-    ):  # signed, but not a class offered here
-        assert (await fetch("GET", f"{base}/live/x.flv?{bad}")).status == 403, bad  # fmt: skip
+        granted(SECRET, "live/x", "gold"),  # signed, but not a class offered here
+        f"{token}&{auth.class_query('k', 'live/x', 'premium', int(time.time()) - 1)}",
+    ):
+        assert (await fetch("GET", f"{base}/live/x.flv?{bad}")).status == 403, bad
+    assert metric(await scrape(base), "livecdn_routes_total") == routed, "no room taken"
     # /api/route: the edge URL carries the play token and the class token
     reply = await fetch("GET", f"{base}/api/route?app=live&name=x&proto=rtmp&{premium}")
     url = json.loads(reply.body)["url"]
