@@ -10,6 +10,7 @@ from functools import partial
 import trio
 
 from balancer import api
+from balancer.console import console
 from balancer.control import ControlServer
 from balancer.health import check_health
 from balancer.routing import Router
@@ -18,7 +19,7 @@ from balancer.viewers import ViewerRoutes
 from common.config import BalancerConfig
 from common.config.exposure import warn_open_surfaces
 from common.net.conn import Conn, Slots, accept_loop, listen_sockets
-from common.net.http import HttpLimits, Request, Response, serve_http
+from common.net.http import HttpLimits, Request, Response, StreamingResponse, serve_http
 from common.net.supervise import supervise
 from common.net.tls import server_context, tls_handler
 from common.proto.cors import CorsPolicy
@@ -42,6 +43,7 @@ class Balancer:
         self.table.on_forget = self.router.forget_edge
         self.control = ControlServer(config, self.table, self.metrics)
         self.viewers = ViewerRoutes(config, self.router)
+        self.console = console(self.table, config)
         self.address: tuple[int, int] | None = None
         self.https_port: int | None = None
         """Where the HTTPS listener is (None: no tls_cert)."""
@@ -54,8 +56,8 @@ class Balancer:
             conn, self.route, HttpLimits(), CorsPolicy(tuple(self.config.cors_origins))
         )
 
-    async def route(self, req: Request) -> Response:
-        """Routing, API, health and metrics."""
+    async def route(self, req: Request) -> Response | StreamingResponse:
+        """Routing, API, health, metrics and the console."""
         path = req.path
         if path == "/healthz":
             return Response.json({"status": "ok", "node": "balancer"})
@@ -75,6 +77,8 @@ class Balancer:
         media = media_of(path)
         if media in (Media.FLV, Media.PLAYLIST) and req.method in ("GET", "HEAD"):
             return await self.viewers.redirect(req, media)
+        if (page := self.console.route(req)) is not None:
+            return page
         return Response.text(404, f"not found: {path}")
 
     # ------------------------------------------------------------------ serve

@@ -201,10 +201,18 @@ class Page:
         await self.wait_for(f"{v}.currentTime > {start + seconds}", timeout=timeout)
         return await self.evaluate(f"{v}.videoWidth")
 
+    async def play(self, base: str, stream: str, via: str) -> tuple[int, str]:
+        """Open the console at `base` playing `stream` ("app/name") over `via` (flv, ws or
+        hls) and watch it play (`playback`); its videoWidth and the player's status line."""
+        await self.navigate(f"{base}/?play={stream}&via={via}")
+        width = await self.playback()
+        return width, await self.evaluate("document.getElementById('playing').textContent")
+
     async def screenshot(self, path: Path) -> None:
-        """Save the page as PNG to `path`."""
+        """Save the page as PNG to `path` (and keep a copy: `keep_screenshot`)."""
         result = await self.call("Page.captureScreenshot", format="png")
         path.write_bytes(base64.b64decode(result["data"]))
+        keep_screenshot(path)
 
 
 class Browser:
@@ -264,3 +272,12 @@ async def open_browser(profile: Path) -> AsyncIterator[Browser]:
             yield Browser(cdp, nursery)
         finally:
             nursery.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
+async def open_page(tmp_path: Path) -> AsyncIterator[Page]:
+    """A tab of a fresh chromium whose profile lives under `tmp_path`."""
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    async with open_browser(profile) as browser:
+        yield await browser.new_page()

@@ -64,12 +64,13 @@ def static_files() -> dict[str, tuple[bytes, str, str]]:
     return _FILES
 
 
-def page_response(req: Request, page: str) -> Response | None:
-    """GET|HEAD `/` (the file `page` under static/) and `/static/...`; None for other paths
-    (and 404 for a static name that does not exist, 405 for other methods)."""
+def page_response(req: Request) -> Response | None:
+    """GET|HEAD `/` (the console, whose script shows the view of the node that serves it)
+    and `/static/...`; None for other paths (and 404 for a static name that does not exist,
+    405 for other methods)."""
     path = req.path
     if path == "/":
-        path = STATIC + page
+        path = STATIC + "index.html"
     elif not path.startswith(STATIC):
         return None
     if req.method not in ("GET", "HEAD"):
@@ -85,10 +86,11 @@ Snapshot = Callable[[Request], Awaitable[object]]
 """What the feed sends each period, as the requesting client may see it."""
 
 
-class EventFeed:
-    """GET /api/events: a Server-Sent Events stream of `snapshot(req)` as JSON every
-    `period` seconds, to at most MAX_EVENT_CLIENTS browsers at once; a client that does not
-    take an event within `send_timeout` is closed."""
+class Console:
+    """A node's console: the page and its static files, and GET /api/events, a Server-Sent
+    Events stream of `snapshot(req)` as JSON every `period` seconds, to at most
+    MAX_EVENT_CLIENTS browsers at once; a client that does not take an event within
+    `send_timeout` is closed."""
 
     def __init__(self, snapshot: Snapshot, *, period: float = 1.0, send_timeout: float = 10.0):
         self.snapshot = snapshot
@@ -96,8 +98,14 @@ class EventFeed:
         self.send_timeout = send_timeout
         self.clients = 0
 
-    def respond(self, req: Request) -> Response | StreamingResponse:
-        """The stream, or a 503 when MAX_EVENT_CLIENTS already follow it."""
+    def route(self, req: Request) -> Response | StreamingResponse | None:
+        """The console's routes (`page_response`, /api/events); None for other paths."""
+        if req.path == EVENTS_API and req.method == "GET":
+            return self.events(req)
+        return page_response(req)
+
+    def events(self, req: Request) -> Response | StreamingResponse:
+        """The event stream, or a 503 when MAX_EVENT_CLIENTS already follow it."""
         if self.clients >= MAX_EVENT_CLIENTS:
             return Response.text(503, f"{MAX_EVENT_CLIENTS} clients already follow the events")
         return StreamingResponse(200, "text/event-stream", lambda conn: self._send(conn, req))

@@ -23,7 +23,7 @@ from common.proto.cors import CorsPolicy
 from common.proto.errors import ProtocolError
 from common.proto.paths import STREAMS_API, Media, play_key
 from common.proto.streamkey import StreamKeyError
-from common.serve.console import EVENTS_API, EventFeed, api_json, page_response
+from common.serve.console import Console, api_json
 from common.serve.fanouts import Fanouts
 from common.serve.hlsviewers import HlsViewers
 from common.serve.metrics import CONTENT_TYPE, NodeMetrics
@@ -89,7 +89,7 @@ class PlayNode:
         self.cors = CorsPolicy(tuple(config.cors_origins))
         self.metrics = NodeMetrics(kind)
         self._play_metrics(self.metrics)
-        self.events = EventFeed(self.snapshot, send_timeout=config.slow_timeout)
+        self.console = Console(self.snapshot, send_timeout=config.slow_timeout)
         self.nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ metrics
@@ -187,9 +187,7 @@ class PlayNode:
             return await flv_response(
                 self.role, req, key, self.refuse, pacer, ended=ended, websocket=websocket
             )
-        if path == EVENTS_API and req.method == "GET":
-            return self.events.respond(req)
-        if (page := page_response(req, "node.html")) is not None:
+        if (page := self.console.route(req)) is not None:
             return page
         resp = await self.role.route_api(req)
         return resp if resp is not None else Response.text(404, f"not found: {path}")

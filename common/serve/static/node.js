@@ -1,17 +1,29 @@
-// A node's own page: its streams from /api/events, and a player for each (?play=app/name&via=flv|ws|hls).
-import { Player, el, follow, playUrl, rate } from "./player.js";
+// An origin's or edge's view: its streams and the play buttons.
+import { el, playUrl, rate, streamRows } from "./player.js";
 
-const $ = (id) => document.getElementById(id);
-const params = new URLSearchParams(location.search);
-const player = new Player($("video"), $("playing"));
-$("query").value = params.get("query") ?? "";
+export const PLAYER_TITLE = "Player";
+export const SKELETON = `
+<h2>Streams</h2>
+<table>
+  <thead><tr><th>stream</th><th>media</th><th>source</th><th>viewers</th><th>play</th></tr></thead>
+  <tbody id="streams"></tbody>
+</table>
+<p id="empty">no live stream on this node</p>`;
 
-function play(key, proto) {
-  player.play(playUrl(location.origin, key, proto, $("query").value.trim()), proto);
+export const title = (snap) => `livecdn ${snap.node}`;
+
+export function summary(snap) {
+  const by = Object.entries(snap.viewers).map(([k, n]) => `${k} ${n}`).join(", ");
+  return `up ${Math.round(snap.uptime_s)} s · viewers ${by}`;
+}
+
+/** Streams play from this node itself. */
+export async function locate(key, proto, query) {
+  return { url: playUrl(location.origin, key, proto, query) };
 }
 
 function media(s) {
-  if (!s.video && !s.audio) return s.upstream ? "" : "–";
+  if (!s.video && !s.audio) return "";
   const v = s.video ? `${s.video.codec} ${s.video.width ?? "?"}x${s.video.height ?? "?"}` : "";
   const a = s.audio ? `${s.audio.codec}` : "";
   return [v, a, rate(s.bitrate_in)].filter(Boolean).join(" · ");
@@ -20,41 +32,20 @@ function media(s) {
 function source(s) {
   if (s.publisher) return `publisher ${s.publisher.address ?? ""} ${s.publisher.uptime_s} s`;
   if (s.upstream) return `${s.upstream.state} from ${s.upstream.parent ?? "–"}`;
-  return "hls cache";
+  return "HLS cache";
 }
 
 function viewers(v) {
   const parts = Object.entries(v).filter(([k, n]) => k !== "total" && n);
-  return `${v.total ?? 0}${parts.length ? " (" + parts.map(([k, n]) => `${k} ${n}`).join(", ") + ")" : ""}`;
+  const by = parts.map(([k, n]) => `${k} ${n}`).join(", ");
+  return `${v.total ?? 0}${by ? ` (${by})` : ""}`;
 }
 
-function render(snap) {
-  $("title").textContent = `livecdn ${snap.node}`;
-  document.title = `livecdn ${snap.node}`;
-  const by = Object.entries(snap.viewers).map(([k, n]) => `${k} ${n}`).join(", ");
-  $("summary").textContent = `up ${Math.round(snap.uptime_s)} s · viewers ${by}`;
-  $("summary").classList.remove("offline");
-  const rows = $("streams");
-  rows.replaceChildren();
-  for (const s of snap.streams) {
+export function render(snap, play) {
+  const rows = snap.streams.map((s) => {
     const key = `${s.app}/${s.name}`;
-    const tr = el("tr");
-    tr.append(el("td", key), el("td", media(s)), el("td", source(s)), el("td", viewers(s.viewers)));
-    const td = el("td");
-    for (const proto of ["flv", "ws", "hls"]) {
-      const b = el("button", proto);
-      b.dataset.stream = key;
-      b.onclick = () => play(key, proto);
-      td.append(b);
-    }
-    tr.append(td);
-    rows.append(tr);
-  }
-  $("empty").hidden = snap.streams.length > 0;
+    return [key, [key, media(s), source(s), viewers(s.viewers)]];
+  });
+  streamRows(document.getElementById("streams"), rows, play);
+  document.getElementById("empty").hidden = rows.length > 0;
 }
-
-follow(render, () => {
-  $("summary").textContent = "node not answering (retrying)";
-  $("summary").classList.add("offline");
-});
-if (params.get("play")) play(params.get("play"), params.get("via") ?? "flv");

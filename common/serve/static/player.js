@@ -8,6 +8,10 @@ if (window.mpegts) {
   logs.enableVerbose = logs.enableDebug = logs.enableInfo = false;
 }
 
+window.addEventListener("pageshow", (e) => {
+  if (e.persisted) location.reload(); // back from the back/forward cache: players were stopped
+});
+
 /** The URL of `key` ("app/name") on the node at `base` (an http(s) origin) for `proto`. */
 export function playUrl(base, key, proto, query) {
   const ext = proto === "hls" ? ".m3u8" : ".flv";
@@ -31,6 +35,8 @@ export class Player {
     this.label = "";
     this.error = "";
     setInterval(() => this.show(), 500);
+    // a page leaving (perhaps into the back/forward cache, frozen) must not hold its stream
+    window.addEventListener("pagehide", () => this.stop());
   }
 
   /** Play `url` with the engine for `proto` (flv, ws or hls). */
@@ -98,12 +104,31 @@ export class Player {
   }
 }
 
+/** Fill `tbody` with one row per [key, cells] of `rows`, each ending in play buttons. */
+export function streamRows(tbody, rows, play) {
+  tbody.replaceChildren();
+  for (const [key, cells] of rows) {
+    const tr = el("tr");
+    tr.append(...cells.map((text) => el("td", text)));
+    const td = el("td");
+    for (const proto of Object.keys(PROTOCOLS)) {
+      const b = el("button", proto);
+      b.dataset.stream = key;
+      b.onclick = () => play(key, proto);
+      td.append(b);
+    }
+    tr.append(td);
+    tbody.append(tr);
+  }
+}
+
 /** Follow the node's live feed (Server-Sent Events at /api/events); `render` gets each
  * snapshot, `offline` is called while the node does not answer. */
 export function follow(render, offline) {
   const events = new EventSource("/api/events");
   events.onmessage = (e) => render(JSON.parse(e.data));
   events.onerror = () => offline();
+  window.addEventListener("pagehide", () => events.close());
   return events;
 }
 

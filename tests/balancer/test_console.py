@@ -1,0 +1,98 @@
+"""The balancer's console at `/`: its feed (/api/events) shows the edges with their health,
+the origins and the streams; in a real browser (chromium) the page draws the deployment and
+plays a stream through the balancer over HTTP-FLV and HLS (its 302) and WebSocket-FLV (the
+edge /api/route names), with no console errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+from balancer.server import Balancer
+from common.config import BalancerConfig, build
+from common.net.httpclient import fetch, open_request
+from tests.browser import needs_chromium, open_page
+from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_edge, start_origin, wait_for_stream
+
+EDGES = ("edge-a", "edge-b")
+
+
+async def deployment(nursery, clip) -> str:
+    """A balancer, an origin publishing live/console and two edges: the balancer's URL once
+    both edges are in rotation and the stream is announced."""
+    balancer = Balancer(
+        build(
+            BalancerConfig,
+            {"host": "127.0.0.1", "http_port": 0, "control_port": 0, "check_interval": 0.5},
+        )
+    )
+    http, control = await nursery.start(balancer.run)
+    ctl = f"127.0.0.1:{control}"
+    origin, o_addr = await start_origin(nursery, balancer=ctl, node_id="origin")
+    await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{o_addr.rtmp_port}/live/console")
+    await wait_for_stream(origin, "live", "console")
+    for name in EDGES:
+        await start_edge(
+            nursery, [f"http://127.0.0.1:{o_addr.http_port}"], balancer=ctl, node_id=name
+        )
+    base = f"http://127.0.0.1:{http}"
+    with trio.fail_after(15):
+        while True:
+            edges = json.loads((await fetch("GET", f"{base}/api/edges")).body)["edges"]
+            streams = json.loads((await fetch("GET", f"{base}/api/streams")).body)["streams"]
+            if len(edges) == 2 and all(e["in_rotation"] for e in edges) and streams:
+                return base
+            await trio.sleep(0.2)
+
+
+@needs_ffmpeg
+async def test_the_feed_shows_the_deployment(nursery, clip) -> None:
+    base = await deployment(nursery, clip)
+    page = await fetch("GET", f"{base}/")
+    assert page.status == 200 and b"/static/console.js" in page.body
+    assert (await fetch("GET", f"{base}/static/balancer.js")).status == 200
+    resp = await open_request("GET", f"{base}/api/events")
+    assert resp.headers["content-type"] == "text/event-stream"
+    buffer = b""
+    with trio.fail_after(5):
+        async for data in resp.chunks():
+            buffer += data
+            if b"\ndata: " in buffer and buffer.endswith(b"\n\n"):
+                break
+    resp.close()
+    snap = json.loads(buffer.split(b"data: ", 1)[1])
+    assert [e["id"] for e in snap["edges"]] == list(EDGES)
+    assert all(e["in_rotation"] and e["http"].startswith("http://") for e in snap["edges"])
+    assert [o["id"] for o in snap["origins"]] == ["origin"]
+    assert [s["stream"] for s in snap["streams"]] == ["live/console"]
+
+
+@pytest.mark.slow
+@needs_ffmpeg
+@needs_chromium
+async def test_the_console_draws_the_deployment_and_plays_through_the_balancer(
+    nursery, clip, tmp_path
+) -> None:
+    base = await deployment(nursery, clip)
+    async with open_page(tmp_path) as page:
+        for via in ("ws", "hls", "flv"):
+            width, status = await page.play(base, "live/console", via)
+            assert width == 320, via
+            if via == "ws":  # browsers do not follow a 302 on a WebSocket: the edge it names
+                assert status.startswith("WebSocket-FLV ws://") and base[7:] not in status
+            else:
+                assert f"{base}/live/console" in status
+        for edge in EDGES:
+            assert await page.wait_for(
+                f"document.querySelector('#graph g[data-node=\"{edge}\"]') !== null"
+            )
+            state = f"document.querySelector('#edges tr[data-edge=\"{edge}\"] td:nth-child(2)')"
+            assert await page.evaluate(f"{state}.textContent") == "up"
+        assert await page.wait_for(  # the heartbeats carry the page's own viewer
+            "document.querySelector('#streams td:nth-child(4)').textContent.startsWith('1 (')"
+        )
+        assert await page.evaluate("document.title") == "livecdn console"
+        await page.screenshot(tmp_path / "console.png")
+        assert page.errors == []
