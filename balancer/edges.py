@@ -71,6 +71,12 @@ class EdgeState:
         """The edge's base RTMP URL (rtmp://host:port), or ""."""
         return self.beat.rtmp
 
+    def base(self, scheme: str, secure: bool) -> str:
+        """The edge's base URL for `scheme` ("http" or "rtmp") for a viewer: its TLS
+        listener's (https://, rtmps://) if the viewer came over TLS and the edge has one."""
+        tls = getattr(self.beat, scheme + "s") if secure else ""
+        return tls or getattr(self.beat, scheme)
+
     def heard(self, beat: Heartbeat, now: float) -> None:
         """A new heartbeat: it replaces what the edge said before."""
         self.beat = beat

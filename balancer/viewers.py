@@ -41,7 +41,7 @@ class ViewerRoutes:
         routed = await self.router.admit(str(key))
         if isinstance(routed, NoRoom):
             return self._overflow(routed)
-        location = routed.edge.http + req.target
+        location = routed.edge.base("http", req.secure) + req.target
         if params and "lc" not in req.query:  # a presented token is in the target already
             location += ("&" if "?" in location else "?") + params
         return Response(302, b"", headers=[("location", location), ("cache-control", "no-store")])
@@ -96,10 +96,11 @@ class ViewerRoutes:
             resp = self._overflow(routed)
             return Response.json({"error": resp.body.decode().strip()}, 503)
         edge = routed.edge
+        rtmp, http = edge.base("rtmp", req.secure), edge.base("http", req.secure)
         url = {
-            "rtmp": f"{edge.rtmp}/{app}/{name}",
-            "flv": f"{edge.http}/{app}/{name}{Media.FLV}",
-            "hls": f"{edge.http}/{app}/{name}{Media.PLAYLIST}",
+            "rtmp": f"{rtmp}/{app}/{name}",
+            "flv": f"{http}/{app}/{name}{Media.FLV}",
+            "hls": f"{http}/{app}/{name}{Media.PLAYLIST}",
         }[proto]
         query = "&".join(q for q in (params, playtoken.carried(req.query)) if q)
         url += f"?{query}" if query else ""

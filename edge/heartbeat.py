@@ -80,5 +80,7 @@ class EdgeHeartbeat:
                 weight=cfg.weight,
                 region=cfg.region,
                 draining=False,
+                https=f"https://{host}:{port.https_port}" if port.https_port else "",
+                rtmps=f"rtmps://{host}:{port.rtmps_port}" if port.rtmps_port else "",
             )
         ]

@@ -14,6 +14,7 @@ import trio
 
 from common.net.conn import Conn, ConnClosed
 from common.net.supervise import log_failure
+from common.net.tls import TlsConn
 from common.proto.cors import CorsPolicy
 from common.proto.http1 import HttpError, RequestHead, RequestParser, response_head
 from common.proto.streamkey import shown
@@ -47,6 +48,8 @@ class Request:
     headers: dict[str, str]
     body: bytes
     peer: str
+    secure: bool = False
+    """It came over TLS (an HTTPS listener)."""
 
 
 @dataclass
@@ -157,6 +160,7 @@ async def serve_http(
             headers=head.headers,
             body=body,
             peer=conn.peer,
+            secure=isinstance(conn, TlsConn),
         )
         try:
             resp = await handler(request)

@@ -222,12 +222,16 @@ class Heartbeat:
     weight: float = 1.0
     region: str = ""
     draining: bool = False
+    https: str = ""
+    """The edge's TLS listeners ("": none); viewers who came over TLS are sent there."""
+    rtmps: str = ""
 
     def __post_init__(self) -> None:
         check_node_id(self.node)
         check_url(self.http, "http", "http URL")
-        if self.rtmp != "":
-            check_url(self.rtmp, "rtmp", "rtmp URL")
+        for scheme in ("rtmp", "https", "rtmps"):
+            if getattr(self, scheme) != "":
+                check_url(getattr(self, scheme), scheme, f"{scheme} URL")
         _count(self.viewers, "viewers")
         _count(self.capacity_viewers, "capacity_viewers")
         for name in ("egress_bps", "capacity_bps"):
@@ -256,6 +260,7 @@ class Heartbeat:
             "weight": self.weight,
             "region": self.region,
             "draining": self.draining,
+            **{k: getattr(self, k) for k in ("https", "rtmps") if getattr(self, k)},
         }
 
     @classmethod
@@ -286,6 +291,8 @@ _HEARTBEAT_KEYS = (
     "weight",
     "region",
     "draining",
+    "https",
+    "rtmps",
 )
 
 
