@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -194,7 +193,7 @@ class RtmpConnection:
         try:
             with trio.fail_after(self.limits.slow_timeout):
                 await self.conn.drain()
-            self.conn.sock.shutdown(socket.SHUT_WR)
+            self.conn.shutdown_write()
         except (ConnClosed, OSError, trio.TooSlowError):
             self.conn.close()
 

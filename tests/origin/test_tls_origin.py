@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import trio
+from wsproto.events import AcceptConnection, BytesMessage, Request
 
 from common.net.httpclient import fetch, open_request
 from common.net.rtmpclient import RtmpClient, RtmpClientError
@@ -14,6 +15,7 @@ from common.net.tls import TlsError, client_context
 from common.proto import flv
 from common.proto.flv import FlvParser
 from common.proto.rtmp import session as rs
+from tests.common.serve.test_wsflv import Client
 from tests.conftest import start_origin, wait_for_stream
 from tests.media import publish_synthetic
 from tests.tlscerts import Certs
@@ -91,3 +93,31 @@ async def test_a_plain_publisher_on_the_rtmps_port_does_not_hurt_the_origin(
         await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmps_port}/live/x", timeout=5)
     await publish_synthetic(nursery, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/plain")
     await wait_for_stream(origin, "live", "plain")
+
+
+async def test_wss_viewer_and_a_clean_rtmps_end(nursery: trio.Nursery, tls_certs: Certs):
+    origin, addr = await start_tls_origin(nursery, tls_certs, publisher_grace=0)
+    trust = client_context(tls_certs.ca)
+    pub = await publish_synthetic(nursery, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/w", None)
+    await wait_for_stream(origin, "live", "w")
+
+    tcp = await trio.open_tcp_stream("127.0.0.1", addr.https_port)
+    ws = Client(trio.SSLStream(tcp, trust, server_hostname="localhost"))
+    await ws.send(Request(host=f"localhost:{addr.https_port}", target="/live/w.flv"))
+    player = await RtmpClient.connect(f"rtmps://localhost:{addr.rtmps_port}/live/w", tls=trust)
+    await player.play()
+    with trio.fail_after(10):
+        assert isinstance(await ws.next_event(), AcceptConnection)
+        data = bytearray()
+        while len(data) < 20_000:
+            event = await ws.next_event()
+            assert isinstance(event, BytesMessage)
+            data += event.data
+    assert data[:3] == b"FLV"
+
+    pub.close()  # the publisher leaves: the RTMPS player gets the end, then the close
+    events: list[rs.Event] = []
+    with trio.fail_after(10), pytest.raises(RtmpClientError, match="closed by the server"):
+        while True:
+            events += await player.next_events()
+    assert any(isinstance(e, rs.StreamEOF) for e in events)
