@@ -46,16 +46,21 @@ async def test_edges_pull_over_tls_and_serve_over_tls(
         read_with_pyav, f"https://localhost:{e1.https_port}/live/sec.flv", 25, tls_certs.ca
     )
     assert result["first_video_key"] and result["decoded"] >= 25 and result["audio_packets"]
-    # HLS comes from the https:// parent too, and is served over plain HTTP as well
-    playlist = await fetch("GET", f"http://127.0.0.1:{e1.http_port}/live/sec.m3u8", timeout=20)
+    # HLS comes from the https:// parent too: playlist and segments over HTTPS (and HTTP)
+    trust = client_context(tls_certs.ca)
+    hls = f"https://localhost:{e1.https_port}/live"
+    playlist = await fetch("GET", f"{hls}/sec.m3u8", timeout=20, tls=trust)
     assert playlist.status == 200 and b"#EXTM3U" in playlist.body
+    uri = next(x for x in playlist.body.decode().splitlines() if x and not x.startswith("#"))
+    segment = await fetch("GET", f"{hls}/{uri}", timeout=20, tls=trust)
+    assert segment.status == 200 and segment.body[:1] == b"\x47"  # MPEG-TS sync byte
+    plain = await fetch("GET", f"http://127.0.0.1:{e1.http_port}/live/sec.m3u8", timeout=20)
+    assert plain.status == 200
 
     _, e2 = await start_edge(
         nursery, [f"rtmps://localhost:{oaddr.rtmps_port}"], **tls_keys(tls_certs)
     )
-    player = await RtmpClient.connect(
-        f"rtmps://127.0.0.1:{e2.rtmps_port}/live/sec", tls=client_context(tls_certs.ca)
-    )
+    player = await RtmpClient.connect(f"rtmps://127.0.0.1:{e2.rtmps_port}/live/sec", tls=trust)
     await player.play()
     with trio.fail_after(15):
         media = 0
