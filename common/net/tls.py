@@ -50,9 +50,10 @@ def _reason(exc: ssl.SSLError) -> str:
 
 def server_context(cert: str, key: str) -> ssl.SSLContext:
     """A server context with the PEM certificate chain `cert` and its private key `key`
-    (TLS 1.2 or later); TlsError names the file that cannot be used."""
+    (TLS 1.2 or later, no renegotiation); TlsError names the file that cannot be used."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_RENEGOTIATION  # a TLS 1.2 client cannot make us redo handshakes
     try:
         context.load_cert_chain(cert, key)
     except ssl.SSLError as exc:
