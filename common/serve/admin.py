@@ -13,12 +13,12 @@ log = logging.getLogger("livecdn.admin")
 
 def is_admin(req: Request, token: str) -> bool:
     """Would this request be allowed on admin routes (for what listings show)?"""
-    return check_admin(token, req.headers.get("authorization"), req.peer).allowed
+    return check_admin(token, req.headers, req.peer).allowed
 
 
 def admin_refusal(req: Request, token: str) -> Response | None:
     """None if the request may use an admin route; else the 401/403 to answer with."""
-    verdict = check_admin(token, req.headers.get("authorization"), req.peer)
+    verdict = check_admin(token, req.headers, req.peer)
     if verdict.allowed:
         return None
     log.info("refused %s %s from %s: %s", req.method, req.path, req.peer, verdict.reason)

@@ -38,3 +38,12 @@ async def test_with_a_token_draining_needs_the_right_bearer(nursery):
         reply = await fetch("POST", url, headers=[("authorization", f"Bearer {TOKEN}")])
         assert reply.status == 200
         assert b.edges["e1"].draining is (action == "drain")
+
+
+async def test_without_a_token_a_web_page_on_the_host_cannot_drain(nursery):
+    b, base, _ = await start(nursery)
+    hear(b, Heartbeat("e1", "http://127.0.0.1:1"), "x")
+    page = [("origin", "https://evil.example")]  # a form post needs no preflight
+    reply = await fetch("POST", f"{base}/api/edges/e1/drain", headers=page)
+    assert reply.status == 403
+    assert not b.edges["e1"].draining

@@ -74,3 +74,23 @@ async def test_listings_show_publisher_addresses_only_to_admin_requests(nursery)
         info = json.loads((await fetch("GET", url, headers=bearer(TOKEN))).body)
         pub = info["streams"][0]["publisher"] if "streams" in info else info["publisher"]
         assert pub["address"].startswith("127.0.0.1:")
+
+
+async def test_without_a_token_a_web_page_on_the_host_can_neither_kick_nor_read_addresses(
+    nursery,
+):
+    server, base = await live_stream(nursery)
+    page = [("origin", "https://evil.example")]
+    reply = await fetch("DELETE", f"{base}/live/k?ban=60", headers=page)
+    assert reply.status == 403 and b"evil.example" in reply.body
+    assert server.registry.get("live", "k") is not None and server.bans.until == {}
+    listing = json.loads((await fetch("GET", base, headers=page)).body)
+    assert "address" not in listing["streams"][0]["publisher"]
+    # DNS rebinding: a same-origin request (no Origin header) naming the page's own host
+    port = int(base.split(":")[2].split("/")[0])
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send_all(
+            b"DELETE /api/streams/live/k?ban=60 HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+        )
+        assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 403 ")
+    assert server.registry.get("live", "k") is not None
