@@ -45,7 +45,8 @@ def carry_token(playlist: bytes, query: dict[str, str]) -> bytes:
 
 class PullSigner:
     """Signs a node's own requests to its parents with the shared play_secret (a short
-    expiry: the parent checks it once, when it admits the pull or fetch)."""
+    expiry, between `ttl` and 1.5 `ttl` ahead: the parent checks it once, when it admits the
+    pull or fetch)."""
 
     def __init__(self, secret: str, ttl: int = PULL_TOKEN_TTL) -> None:
         self.secret = secret
@@ -55,5 +56,8 @@ class PullSigner:
         """The query of a pull of app/name ("" without a secret)."""
         if not self.secret:
             return ""
-        expires = int(time.time()) + self.ttl
+        # rounded up to a step of half the ttl, so that a stream's fetches carry the same
+        # query for a while: the parent's on_play hook and its cache see one HLS viewer
+        step = max(1, self.ttl // 2)
+        expires = -(-(int(time.time()) + self.ttl) // step) * step
         return playtoken.play_query(self.secret, f"{app}/{name}", expires)

@@ -43,3 +43,21 @@ async def test_a_refusal_stops_the_rest_and_ends_the_admitted() -> None:
 
 async def test_no_checks_admit_everyone() -> None:
     await PlayGate().admit(REQ)
+
+
+def test_a_pull_signer_repeats_its_query_for_a_while_and_never_expires_early(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from urllib.parse import parse_qs
+
+    from common.serve import playauth
+
+    signer = playauth.PullSigner("s" * 24, ttl=60)
+    queries = []
+    for now in (1000.0, 1001.0, 1019.0):
+        monkeypatch.setattr(playauth.time, "time", lambda now=now: now)
+        queries.append(signer.query("live", "s"))
+        expires = int(parse_qs(queries[-1])["pexp"][0])
+        assert now + 60 <= expires <= now + 90
+    assert len(set(queries)) == 1  # one HLS viewer at the parent, not one per fetch
+    assert playauth.PullSigner("").query("live", "s") == ""
