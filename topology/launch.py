@@ -21,8 +21,9 @@ from topology.faults import run_faults
 from topology.linkproxy import LinkProxy, LinkSettings
 from topology.loadrun import run_file_load
 from topology.output import (
-    STATE_DIR,
+    private_file,
     remove_state,
+    state_dir,
     state_path,
     url_table,
     write_commands,
@@ -193,10 +194,9 @@ async def detach(topology: str, name: str, seconds: float | None) -> int:
     if state_path(name).exists():
         print(f"error: {name} is already running (python -m topology down {name})", file=sys.stderr)
         return 1
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = STATE_DIR / f"{name}.log"
+    log_path = state_dir() / f"{name}.log"  # it holds signed URLs: the owner's only
     cmd = [PY, "-m", "topology", "up", topology] + (["--seconds", str(seconds)] if seconds else [])
-    with open(log_path, "wb") as log_file:
+    with open(private_file(log_path), "wb") as log_file:
         proc = await trio.lowlevel.open_process(
             cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )

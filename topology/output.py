@@ -9,6 +9,7 @@ import os
 import shlex
 import time
 from pathlib import Path
+from urllib.parse import urlencode
 
 from common.proto.playtoken import play_query
 from topology.deployment import Deployment
@@ -33,6 +34,12 @@ def url_table(dep: Deployment) -> str:
     if (secrets := dep.run_dir / SECRETS_FILE).exists():
         rows.append(("secrets (mode 0600)", str(secrets)))
     play_secret = topo.balancer.config["play_secret"] if topo.balancer else ""
+    if "balancer" in dep.nodes:  # the page to watch the deployment from (and play its first stream)
+        console = f"{dep.url('balancer', 'http')}/?play={streams[0]}"
+        if play_secret:
+            token = play_query(play_secret, streams[0], int(now + PUBLISH_URL_TTL))
+            console += "&" + urlencode({"query": token})
+        rows.insert(1, ("console (open in a browser)", console))
     for stream in streams:
         # with a play_secret, the play URLs shown are signed for a day
         signed = " (signed, 24 h)" if play_secret else ""
@@ -57,7 +64,8 @@ def url_table(dep: Deployment) -> str:
     for name, node in dep.nodes.items():
         base = f"http://127.0.0.1:{node.http_port}"
         api = "/api/edges" if node.kind == "balancer" else "/api/streams"
-        rows.append((f"{name} ({node.kind}) API / metrics", f"{base}{api}  {base}/metrics"))
+        rows.append((f"{name} ({node.kind}) page / API / metrics",
+                     f"{base}/  {base}{api}  {base}/metrics"))  # fmt: skip
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"  {a.ljust(width)}  {b}" for a, b in rows)
 
@@ -71,6 +79,26 @@ def _origin_of(topo, stream: str) -> str:
     return pubs[0] if pubs else (topo.origins[0].name if topo.origins else "")
 
 
+def state_dir() -> Path:
+    """STATE_DIR, made private: created 0700, refused if another user owns it (it holds
+    the detached launchers' logs, whose URL tables carry signed URLs)."""
+    STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = STATE_DIR.lstat()
+    if STATE_DIR.is_symlink() or info.st_uid != os.getuid():
+        raise PermissionError(f"{STATE_DIR} is not a directory of this user's")
+    if info.st_mode & 0o077:
+        STATE_DIR.chmod(0o700)
+    return STATE_DIR
+
+
+def private_file(path: Path) -> int:
+    """A new file descriptor writing `path` from scratch, readable by its owner only (an
+    existing symlink there is refused, not followed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 def state_path(name: str) -> Path:
     """Where a running topology named `name` records itself (for status and down)."""
     return STATE_DIR / f"{name}.json"
@@ -78,7 +106,7 @@ def state_path(name: str) -> Path:
 
 def write_state(dep: Deployment) -> Path:
     """Record the running deployment (launcher pid, nodes, ports)."""
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    state_dir()
     path = state_path(dep.topo.name)
     nodes = {
         n.name: {

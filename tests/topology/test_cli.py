@@ -40,6 +40,9 @@ def test_detach_status_down(tmp_path) -> None:
     up = run("up", str(topo), "--detach", env=env)
     assert up.returncode == 0, up.stderr + up.stdout
     assert "runs in the background" in up.stdout and "live/cli" in up.stdout
+    state = tmp_path / "livecdn-state"  # the log's URL table holds signed URLs
+    assert state.stat().st_mode & 0o777 == 0o700
+    assert (state / "small.log").stat().st_mode & 0o777 == 0o600
     status = run("status", "small", env=env)
     assert status.returncode == 0
     assert status.stdout.count("healthy") == 2, status.stdout
