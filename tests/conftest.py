@@ -24,6 +24,8 @@ if os.environ.get("CI"):
 
 FFMPEG = shutil.which("ffmpeg")
 needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not installed")
+QOS_SECRET = "qos-secret-for-tests-0123"
+"""The qos_secret of tests with viewer classes (a config secret needs 16 characters)."""
 
 
 @pytest.fixture(scope="session")

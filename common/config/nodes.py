@@ -141,7 +141,8 @@ def admin_token_key() -> Any:
     return setting(
         "",
         help="bearer token of the admin API (kick/ban, drain, publisher addresses); "
-        "empty: admin routes answer only on loopback",
+        f"at least {MIN_SECRET} characters; empty: admin routes answer only on loopback",
+        check=checks.accepted_by(check_secret),
     )
 
 
@@ -162,7 +163,12 @@ def hook_key(what: str) -> Any:
 
 def qos_secret_key() -> Any:
     """The secret that signs class tokens."""
-    return setting("", help="secret shared by the balancer and edges to sign class tokens")
+    return setting(
+        "",
+        help="secret shared by the balancer and edges to sign class tokens "
+        f"(at least {MIN_SECRET} characters)",
+        check=checks.accepted_by(check_secret),
+    )
 
 
 def play_secret_key() -> Any:
@@ -287,7 +293,10 @@ class OriginConfig(ServeConfig):
         "(a reconnect after a network blip)",
     )  # fmt: skip
     publish_secret: str = setting(
-        "", help="require publish tokens signed with this", flags=["--secret"]
+        "",
+        help=f"require publish tokens signed with this (at least {MIN_SECRET} characters)",
+        flags=["--secret"],
+        check=checks.accepted_by(check_secret),
     )
     on_publish: str = hook_key("before a publish is accepted; a 2xx allows it")
     on_unpublish: str = hook_key("when a publisher leaves")

@@ -18,6 +18,7 @@ from common.net.httpclient import fetch
 from common.proto import auth
 from common.proto.control import ControlMessage, Heartbeat
 from common.proto.wire import encode
+from tests.conftest import QOS_SECRET
 
 
 def beat(node: str, port: int, **extra) -> bytes:
@@ -77,7 +78,9 @@ async def test_capacity_is_never_exceeded_and_overflow_is_503(nursery) -> None:
 
 async def test_a_class_comes_only_from_a_signed_token(nursery) -> None:
     classes = {"premium": {"rate_mbps": 4.0}, "basic": {"rate_mbps": 1.0}}
-    b, base, control = await start(nursery, check_interval=60.0, qos_secret="k", classes=classes)
+    b, base, control = await start(
+        nursery, check_interval=60.0, qos_secret=QOS_SECRET, classes=classes
+    )
     ctl = await open_connection("127.0.0.1", control)
     await ctl.send_all(beat("e1", 1000))
     await trio.sleep(0.2)
@@ -89,18 +92,20 @@ async def test_a_class_comes_only_from_a_signed_token(nursery) -> None:
 
     for ask in ("class=premium", "class=gold", "a=1"):  # asking: the default, lowest-rate class
         given = await redirected(ask)
-        assert auth.check_class("k", "live/x", given, time.time()) == "basic", ask
-    premium = auth.class_query("k", "live/x", "premium", int(time.time()) + 60)
-    assert auth.check_class("k", "live/x", await redirected(premium), time.time()) == "premium"
-    for bad in (premium.replace("lc=premium", "lc=basic"), auth.class_query("k", "live/x",
-                "premium", int(time.time()) - 1), auth.class_query("k", "live/y", "premium",
+        assert auth.check_class(QOS_SECRET, "live/x", given, time.time()) == "basic", ask
+    premium = auth.class_query(QOS_SECRET, "live/x", "premium", int(time.time()) + 60)
+    assert (
+        auth.check_class(QOS_SECRET, "live/x", await redirected(premium), time.time()) == "premium"
+    )
+    for bad in (premium.replace("lc=premium", "lc=basic"), auth.class_query(QOS_SECRET, "live/x",
+                "premium", int(time.time()) - 1), auth.class_query(QOS_SECRET, "live/y", "premium",
                 int(time.time()) + 60), auth.class_query("wrong", "live/x", "premium",
                 int(time.time()) + 60)):  # fmt: skip
         assert (await fetch("GET", f"{base}/live/x.flv?{bad}")).status == 403, bad
     route = f"{base}/api/route?app=live&name=x&proto=flv"
     reply = await fetch("GET", f"{route}&class=premium")
     given = dict(parse_qsl(urlsplit(json.loads(reply.body)["url"]).query))
-    assert auth.check_class("k", "live/x", given, time.time()) == "basic"
+    assert auth.check_class(QOS_SECRET, "live/x", given, time.time()) == "basic"
     reply = await fetch("GET", f"{route}&{premium}")
     assert json.loads(reply.body)["url"] == f"http://127.0.0.1:1000/live/x.flv?{premium}"
 

@@ -15,6 +15,7 @@ from common.net.conn import open_connection
 from common.net.httpclient import fetch
 from common.proto import auth, playtoken
 from tests.balancer.test_balancer import beat, start
+from tests.conftest import QOS_SECRET
 from tests.edge.test_qos import CLASSES, classed_cdn, received_rate
 from tests.metrics import metric, scrape
 from tests.origin.test_play_tokens import SECRET, refused_tokens, signed
@@ -26,7 +27,7 @@ def granted(secret: str, path: str, klass: str, ttl: int = 60) -> str:
 
 async def test_only_signed_requests_are_routed_and_the_token_rides_the_302(nursery) -> None:
     b, base, control = await start(nursery, check_interval=60.0, play_secret=SECRET,
-                                   qos_secret="k", classes=CLASSES)  # fmt: skip
+                                   qos_secret=QOS_SECRET, classes=CLASSES)  # fmt: skip
     ctl = await open_connection("127.0.0.1", control)
     await ctl.send_all(beat("e1", 1000))
     with trio.fail_after(5):
@@ -49,11 +50,13 @@ async def test_only_signed_requests_are_routed_and_the_token_rides_the_302(nurse
     token = signed("live/x")
     given = await redirected(token)
     assert playtoken.check(SECRET, "live/x", given, time.time()) is None, "the token is carried"
-    assert auth.check_class("k", "live/x", given, time.time()) == "basic"  # no class: default
+    assert (
+        auth.check_class(QOS_SECRET, "live/x", given, time.time()) == "basic"
+    )  # no class: default
     # a class granted by the play token becomes the class token the edge checks
     premium = granted(SECRET, "live/x", "premium")
     given = await redirected(premium)
-    assert auth.check_class("k", "live/x", given, time.time()) == "premium"
+    assert auth.check_class(QOS_SECRET, "live/x", given, time.time()) == "premium"
     assert playtoken.check(SECRET, "live/x", given, time.time()) is None
     routed = metric(await scrape(base), "livecdn_routes_total")
     for bad in (
@@ -69,7 +72,7 @@ async def test_only_signed_requests_are_routed_and_the_token_rides_the_302(nurse
     url = json.loads(reply.body)["url"]
     assert reply.status == 200 and url.startswith("rtmp://127.0.0.1:1001/live/x?")
     given = dict(parse_qsl(urlsplit(url).query))
-    assert auth.check_class("k", "live/x", given, time.time()) == "premium"
+    assert auth.check_class(QOS_SECRET, "live/x", given, time.time()) == "premium"
     assert playtoken.check(SECRET, "live/x", given, time.time()) is None
 
 

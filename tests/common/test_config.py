@@ -25,6 +25,8 @@ from common.config.flags import add_config_arguments, config_values
 from common.config.toml import dumps, value_text
 
 HOOKS = ("on_publish", "on_unpublish", "on_play", "on_play_done")
+PUBLISH_SECRET = "publish-secret-0123456789"
+QOS_SECRET = "qos-secret-0123456789"
 SPECIAL = {
     "on_republish": "reject",
     "policy": "p2c",
@@ -39,6 +41,9 @@ SPECIAL = {
     **{hook: f"https://auth.example/{hook}" for hook in HOOKS},
     "cors_origins": ["https://a.example", "null"],
     "play_secret": "x-play-secret-0123456789",
+    "admin_token": "x-admin-token-0123456789",
+    "qos_secret": "x-qos-secret-0123456789",
+    "publish_secret": "x-publish-secret-0123456789",
     "classes": {"gold": {"rate_mbps": 0.25, "ceil_mbps": 1.0}, "basic": {"rate_mbps": 0.1}},
 }
 
@@ -127,10 +132,10 @@ def test_old_flag_names_still_work() -> None:
         "linger_seconds": 3.0, "gop_cache": False, "stall_timeout": 4.0, "log_level": "debug",
         "node_id": "e", "capacity_viewers": 5, "public_host": "h", "weight": 2.0,
     }  # fmt: skip
-    origin = parser(OriginConfig).parse_args(["--secret", "s", "--clock-stamps",
+    origin = parser(OriginConfig).parse_args(["--secret", PUBLISH_SECRET, "--clock-stamps",
                                               "--on-republish", "reject"])  # fmt: skip
     assert config_values(origin, OriginConfig) == {
-        "publish_secret": "s", "clock_stamps": True, "on_republish": "reject"
+        "publish_secret": PUBLISH_SECRET, "clock_stamps": True, "on_republish": "reject"
     }  # fmt: skip
     balancer = parser(BalancerConfig).parse_args(["--control", "7", "--policy", "p2c"])
     assert config_values(balancer, BalancerConfig) == {"control_port": 7, "policy": "p2c"}
@@ -157,7 +162,7 @@ def test_precedence_defaults_file_environment_flags(tmp_path) -> None:
 
 
 def test_lists_and_tables_in_toml_inline_syntax_too() -> None:
-    env = {"LIVECDN_EDGE_PARENTS": '["rtmp://h:1"]', "LIVECDN_EDGE_QOS_SECRET": "k",
+    env = {"LIVECDN_EDGE_PARENTS": '["rtmp://h:1"]', "LIVECDN_EDGE_QOS_SECRET": QOS_SECRET,
            "LIVECDN_EDGE_CLASSES": "{ gold = { rate_mbps = 1, ceil_mbps = 2 } }"}  # fmt: skip
     assert load(EdgeConfig, environ=env).classes == {"gold": {"rate_mbps": 1, "ceil_mbps": 2}}
 
@@ -209,7 +214,7 @@ def test_flag_errors_name_the_flag() -> None:
     [(EdgeConfig, {}, "an edge needs at least one parent"),
      (EdgeConfig, {"parents": ["ftp://x"]}, "must be an rtmp://, rtmps://, http:// or https:// URL"),
      (EdgeConfig, {"parents": ["rtmp://h:1"], "classes": {"a": {"rate_mbps": 1}}}, "need a qos_secret"),
-     (EdgeConfig, {"parents": ["rtmp://h:1"], "qos_secret": "k", "capacity_mbps": 1.0,
+     (EdgeConfig, {"parents": ["rtmp://h:1"], "qos_secret": QOS_SECRET, "capacity_mbps": 1.0,
                    "classes": {"a": {"rate_mbps": 2}}}, "more than capacity_mbps"),
      (OriginConfig, {"max_message_size": 1 << 24}, "max_message_size must be a finite number in 1..16777215"),
      (OriginConfig, {"balancer": "nohost"}, "balancer:"),
@@ -221,7 +226,12 @@ def test_flag_errors_name_the_flag() -> None:
      (EdgeConfig, {"parents": ["rtmp://h:1"], "http_max_header_bytes": 0}, "http_max_header_bytes must be a finite number in 256..1048576"),
      (EdgeConfig, {"parents": ["rtmp://h:1"], "batch_ms": 0.0}, "batch_ms must be a number > 0 and <= 10000"),
      (OriginConfig, {"hls_apps": ["live", "../etc"]}, "hls_apps: app '../etc' has characters outside"),
-     (OriginConfig, {"hls_apps": [""]}, "hls_apps: empty app")],
+     (OriginConfig, {"hls_apps": [""]}, "hls_apps: empty app"),
+     (OriginConfig, {"publish_secret": "s3cret"}, "publish_secret: must be at least 16 characters"),
+     (OriginConfig, {"admin_token": "a"}, "admin_token: must be at least 16 characters"),
+     (BalancerConfig, {"admin_token": "x" * 15}, "admin_token: must be at least 16 characters"),
+     (BalancerConfig, {"qos_secret": "q"}, "qos_secret: must be at least 16 characters"),
+     (EdgeConfig, {"parents": ["rtmp://h:1"], "qos_secret": "k"}, "qos_secret: must be at least 16 characters")],
 )  # fmt: skip
 def test_invalid_values_are_refused(cls, values, message) -> None:
     with pytest.raises(ConfigError) as info:

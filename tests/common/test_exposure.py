@@ -17,8 +17,11 @@ from common.config.exposure import (
 )
 from edge.server import serve as serve_edge
 from origin.server import serve as serve_origin
+from tests.conftest import QOS_SECRET
 
 CLASSES = {"gold": {"rate_mbps": 4, "ceil_mbps": 8}}
+SECRET = "publish-secret-0123456789"
+TOKEN = "admin-token-0123456789"
 
 
 def test_a_default_origin_names_publishing_and_admin():
@@ -30,7 +33,7 @@ def test_a_default_origin_names_publishing_and_admin():
 def test_an_origin_with_every_option_set_is_closed():
     config = build(
         OriginConfig,
-        {"publish_secret": "p", "admin_token": "a", "on_republish": "reject"},
+        {"publish_secret": SECRET, "admin_token": TOKEN, "on_republish": "reject"},
     )
     assert origin_open_surfaces(config) == []
 
@@ -39,7 +42,7 @@ def test_takeover_is_named_as_an_open_surface():
     lines = origin_open_surfaces(build(OriginConfig, {"on_republish": "takeover"}))
     assert any("replace a live stream" in line for line in lines)
     secured = build(
-        OriginConfig, {"on_republish": "takeover", "publish_secret": "p", "admin_token": "a"}
+        OriginConfig, {"on_republish": "takeover", "publish_secret": SECRET, "admin_token": TOKEN}
     )
     assert [line.split(":")[0] for line in origin_open_surfaces(secured)] == [
         "on_republish = takeover"
@@ -50,7 +53,7 @@ def test_an_edge_has_nothing_open_of_its_own_with_or_without_classes():
     assert edge_open_surfaces(build(EdgeConfig, {"parents": ["rtmp://127.0.0.1:1/"]})) == []
     with_classes = build(
         EdgeConfig,
-        {"parents": ["rtmp://127.0.0.1:1/"], "classes": CLASSES, "qos_secret": "q"},
+        {"parents": ["rtmp://127.0.0.1:1/"], "classes": CLASSES, "qos_secret": QOS_SECRET},
     )
     assert edge_open_surfaces(with_classes) == []  # no token: the default class
 
@@ -62,9 +65,11 @@ def test_the_balancer_names_its_control_plane_and_admin():
         for line in lines
     )
     assert any(line.startswith("no admin_token:") for line in lines)
-    closed = build(BalancerConfig, {"admin_token": "a"})
+    closed = build(BalancerConfig, {"admin_token": TOKEN})
     assert not any("admin_token" in line for line in balancer_open_surfaces(closed))
-    classes = build(BalancerConfig, {"admin_token": "a", "classes": CLASSES, "qos_secret": "q"})
+    classes = build(
+        BalancerConfig, {"admin_token": TOKEN, "classes": CLASSES, "qos_secret": QOS_SECRET}
+    )
     assert not any("class" in line for line in open_surfaces(classes))  # signed tokens only
 
 
@@ -72,7 +77,7 @@ def test_the_balancer_names_its_control_plane_and_admin():
     ("serve", "model", "values"),
     [(serve_origin, OriginConfig, {"rtmp_port": 0}),
      (serve_edge, EdgeConfig, {"rtmp_port": 0, "parents": ["rtmp://127.0.0.1:1/"],
-                               "classes": CLASSES, "qos_secret": "q"}),
+                               "classes": CLASSES, "qos_secret": QOS_SECRET}),
      (serve_balancer, BalancerConfig, {"control_port": 0})],
 )  # fmt: skip
 def test_serve_logs_one_warning_per_open_surface(caplog, serve, model, values):

@@ -14,7 +14,7 @@ from common.proto import auth
 from common.proto.control import MAX_STREAMS
 from edge.heartbeat import advertised_host, busiest
 from edge.qos import Qos
-from tests.conftest import start_edge, start_origin
+from tests.conftest import QOS_SECRET, start_edge, start_origin
 
 CLASSES = {"basic": {"rate_mbps": 0.2, "ceil_mbps": 0.25}}
 
@@ -23,13 +23,13 @@ def edge_config(**values: object) -> EdgeConfig:
     return build(EdgeConfig, {"parents": ["rtmp://127.0.0.1:1"], **values})
 
 
-def token(klass: str = "basic", path: str = "live/a", secret: str = "k") -> dict[str, str]:
+def token(klass: str = "basic", path: str = "live/a", secret: str = QOS_SECRET) -> dict[str, str]:
     return dict(parse_qsl(auth.class_query(secret, path, klass, int(time.time()) + 60)))
 
 
 def test_a_classed_viewer_counts_once_the_fan_out_admits_it() -> None:
     assert Qos(edge_config()).play_pacer("live", "a", {}) is None, "no classes: unshaped"
-    qos = Qos(edge_config(qos_secret="k", classes=CLASSES))
+    qos = Qos(edge_config(qos_secret=QOS_SECRET, classes=CLASSES))
     pacer = qos.play_pacer("live", "a", token())
     assert pacer is not None and qos.viewers == {}, "not counted before it is served"
     pacer.start(0.0)
@@ -45,7 +45,7 @@ def test_a_viewer_without_a_class_token_is_shaped_as_the_default_class() -> None
         "basic": {"rate_mbps": 0.2, "ceil_mbps": 0.25},
         "cheap": {"rate_mbps": 0.2, "ceil_mbps": 1.0},
     }
-    qos = Qos(edge_config(qos_secret="k", classes=classes))
+    qos = Qos(edge_config(qos_secret=QOS_SECRET, classes=classes))
     assert qos.default == "basic", "the lowest rate, then the lowest ceil"
     for query in ({}, {"class": "premium"}, {"lexp": "99999999999", "lsig": "x"}):
         pacer = qos.play_pacer("live", "a", query)
@@ -62,7 +62,7 @@ def test_a_viewer_without_a_class_token_is_shaped_as_the_default_class() -> None
     [token(secret="wrong"), token(path="live/b"), {**token(), "lc": "premium"}, {"lc": "basic"}],
 )
 def test_a_bad_class_token_is_refused_and_not_counted(query: dict[str, str]) -> None:
-    qos = Qos(edge_config(qos_secret="k", classes=CLASSES))
+    qos = Qos(edge_config(qos_secret=QOS_SECRET, classes=CLASSES))
     with pytest.raises(PermissionError):
         qos.play_pacer("live", "a", query)
     assert qos.viewers == {}
@@ -70,9 +70,9 @@ def test_a_bad_class_token_is_refused_and_not_counted(query: dict[str, str]) -> 
 
 async def test_classed_requests_for_a_missing_stream_are_not_admitted(nursery) -> None:
     _, o = await start_origin(nursery)
-    _, e = await start_edge(nursery, [f"rtmp://127.0.0.1:{o.rtmp_port}"], qos_secret="k",
+    _, e = await start_edge(nursery, [f"rtmp://127.0.0.1:{o.rtmp_port}"], qos_secret=QOS_SECRET,
                             classes=CLASSES)  # fmt: skip
-    query = auth.class_query("k", "live/nope", "basic", int(time.time()) + 60)
+    query = auth.class_query(QOS_SECRET, "live/nope", "basic", int(time.time()) + 60)
     for method in ("GET", "HEAD"):
         status = (
             await fetch(method, f"http://127.0.0.1:{e.http_port}/live/nope.flv?{query}")

@@ -19,7 +19,7 @@ from common.net.httpclient import fetch, open_request
 from common.net.rtmpclient import RtmpClient
 from common.proto import auth
 from common.proto.rtmp import session as rs
-from tests.conftest import start_edge, start_origin, wait_for_stream
+from tests.conftest import QOS_SECRET, start_edge, start_origin, wait_for_stream
 from tests.media import replay_clip, synthetic_publish
 
 pytestmark = pytest.mark.slow
@@ -45,14 +45,14 @@ async def received_rate(url: str, warmup: float, seconds: float) -> float:
 
 
 async def classed_cdn(nursery, **common: object):
-    """An origin, a balancer and an edge with CLASSES (qos_secret "k"; `common` keys on all
+    """An origin, a balancer and an edge with CLASSES (qos_secret QOS_SECRET; `common` keys on all
     three) and live/q published at ~1 Mbit/s; the balancer's HTTP port and the edge's
     address, once the balancer knows the edge."""
     _, o = await start_origin(nursery, **common)
     b = Balancer(build(BalancerConfig, {"host": "127.0.0.1", "http_port": 0, "control_port": 0,
-                                        "qos_secret": "k", "classes": CLASSES, **common}))  # fmt: skip
+                                        "qos_secret": QOS_SECRET, "classes": CLASSES, **common}))  # fmt: skip
     bhttp, bctl = await nursery.start(b.run)
-    _, e = await start_edge(nursery, [f"rtmp://127.0.0.1:{o.rtmp_port}"], qos_secret="k",
+    _, e = await start_edge(nursery, [f"rtmp://127.0.0.1:{o.rtmp_port}"], qos_secret=QOS_SECRET,
                             classes=CLASSES, balancer=f"127.0.0.1:{bctl}", **common)  # fmt: skip
     pub = await RtmpClient.connect(f"rtmp://127.0.0.1:{o.rtmp_port}/live/q")
     await pub.publish()
@@ -76,7 +76,7 @@ async def test_class_rates_at_the_player(autojump_clock, nursery):
     assert (await fetch("GET", forged)).status == 403
     assert (await fetch("GET", base + forged[forged.index("/live/") :])).status == 403
     # a class is an entitlement: a token signed with qos_secret (by whoever sells it)
-    premium = auth.class_query("k", "live/q", "premium", int(time.time()) + 60)
+    premium = auth.class_query(QOS_SECRET, "live/q", "premium", int(time.time()) + 60)
     reply = await fetch("GET", f"{base}/live/q.flv?{premium}")
     assert reply.status == 302 and reply.headers["location"].endswith(f"/live/q.flv?{premium}")
     premium_url = reply.headers["location"]
@@ -135,7 +135,7 @@ LINK_CLASSES = {
 async def test_a_congested_edge_keeps_each_class_its_rate(autojump_clock, nursery):
     """Edge link 1 Mbit/s, four viewers of a ~1.2 Mbit/s stream: gold keeps 0.6, silver 0.3."""
     _, o = await start_origin(nursery)
-    _, e = await start_edge(nursery, [f"rtmp://127.0.0.1:{o.rtmp_port}"], qos_secret="k",
+    _, e = await start_edge(nursery, [f"rtmp://127.0.0.1:{o.rtmp_port}"], qos_secret=QOS_SECRET,
                             classes=LINK_CLASSES, capacity_mbps=1.0)  # fmt: skip
     pub = await RtmpClient.connect(f"rtmp://127.0.0.1:{o.rtmp_port}/live/c")
     await pub.publish()
@@ -146,7 +146,7 @@ async def test_a_congested_edge_keeps_each_class_its_rate(autojump_clock, nurser
     rates: dict[str, float] = {}
 
     async def measure(name: str, klass: str) -> None:
-        query = auth.class_query("k", "live/c", klass, int(now) + 60)
+        query = auth.class_query(QOS_SECRET, "live/c", klass, int(now) + 60)
         rates[name] = await received_rate(f"{url}?{query}", 1.5, 10.0)
 
     async with trio.open_nursery() as n:
@@ -168,12 +168,12 @@ async def test_hls_viewers_of_a_class_are_shaped_too(autojump_clock, nursery, cl
     """The class token on the playlist is passed to its segments; segments are paced."""
     origin, o = await start_origin(nursery, hls_target_duration=2.0)
     slow = {"basic": {"rate_mbps": 0.1, "ceil_mbps": 0.2}}
-    _, e = await start_edge(nursery, [f"http://127.0.0.1:{o.http_port}"], qos_secret="k",
+    _, e = await start_edge(nursery, [f"http://127.0.0.1:{o.http_port}"], qos_secret=QOS_SECRET,
                             classes=slow)  # fmt: skip
     nursery.start_soon(replay_clip, f"rtmp://127.0.0.1:{o.rtmp_port}/live/h", clip)
     await wait_for_stream(origin, "live", "h")
     base = f"http://127.0.0.1:{e.http_port}/live/h.m3u8"
-    token = auth.class_query("k", "live/h", "basic", int(time.time()) + 60)
+    token = auth.class_query(QOS_SECRET, "live/h", "basic", int(time.time()) + 60)
     with trio.fail_after(15):
         while True:
             reply = await fetch("GET", f"{base}?{token}")

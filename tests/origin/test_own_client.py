@@ -153,7 +153,7 @@ async def test_reject_mode_refuses_a_second_publisher(nursery, clip):
 
 
 async def test_publish_tokens(nursery, caplog):
-    secret = "s3cret"
+    secret = "publish-secret-0123456789"
     server, addr = await start_origin(nursery, publish_secret=secret)
     base = f"rtmp://127.0.0.1:{addr.rtmp_port}/live/secure"
     for query, why in (

@@ -22,7 +22,7 @@ from origin.publish import (
 )
 
 NOW = 1_700_000_000.0
-SECRET = "s3cret"
+SECRET = "publish-secret-0123456789"
 KEY = ("live", "cam")
 
 

@@ -68,7 +68,7 @@ def test_edge_gop_cache_and_batch_ms_reach_its_config(tmp_path) -> None:
 
 
 def test_the_balancer_and_its_classes_reach_balanced_edges_only(tmp_path) -> None:
-    text = ('[balancer]\ncontrol_port = 0\nhttp_port = 0\nqos_secret = "k"\n'
+    text = ('[balancer]\ncontrol_port = 0\nhttp_port = 0\nqos_secret = "qos-secret-for-tests-0123"\n'
             "classes = { gold = { rate_mbps = 1, ceil_mbps = 2 } }\n" + SMALL
             + '[[edge]]\nname = "shield"\nparents = ["origin"]\nbalanced = false\n'
             "rtmp_port = 0\nhttp_port = 0\n")  # fmt: skip

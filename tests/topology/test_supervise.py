@@ -168,7 +168,7 @@ async def test_a_kicked_and_banned_publisher_publishes_again(launcher, nursery):
 async def test_an_origin_with_a_publish_secret_gets_its_publisher_and_plays(launcher, nursery):
     """The built-in publisher signs its URL with the origin's secret; stray LIVECDN_*
     variables of the launcher (a wrong secret, another node id) do not reach the nodes."""
-    text = topology(origin(publish_secret="s3cret"), edge("edge1"),
+    text = topology(origin(publish_secret="publish-secret-0123456789"), edge("edge1"),
                     publisher(size="160x90", fps=10, kbps=100))  # fmt: skip
     stray = {"LIVECDN_ORIGIN_PUBLISH_SECRET": "other", "LIVECDN_EDGE_NODE_ID": "stray"}
     up = launcher(text, stray)
@@ -177,7 +177,7 @@ async def test_an_origin_with_a_publish_secret_gets_its_publisher_and_plays(laun
     assert "not live" not in up.output and "refused" not in up.output, up.output
     nodes = up.state()["nodes"]
     await play_a_chunk(f"http://127.0.0.1:{nodes['edge1']['http_port']}/live/demo.flv")
-    assert run_secrets(up)["origin"]["publish_secret"] == "s3cret"  # the file's, as it is
+    assert run_secrets(up)["origin"]["publish_secret"] == "publish-secret-0123456789"  # as set
     assert await up.stop(signal.SIGTERM) == 0, up.output
 
 
