@@ -49,13 +49,16 @@ class ViewerRoutes:
     def _tokens(self, key: StreamKey, req: Request) -> str:
         """The class token the edge gets (`_class_params`), checked before the viewer takes
         an edge's room: PermissionError for a bad class token or, with a play_secret, without
-        a valid play token for `key` (logged)."""
-        if self.config.play_secret:
-            refused = playtoken.check(self.config.play_secret, str(key), req.query, time.time())
-            if refused:
-                log.info("route %s for %s refused: %s", key, req.peer, refused)
-                raise PermissionError(refused)
-        return self._class_params(key, req.query)
+        a valid play token for `key` (each refusal logged)."""
+        try:
+            if self.config.play_secret:
+                now = time.time()
+                if refused := playtoken.check(self.config.play_secret, str(key), req.query, now):
+                    raise PermissionError(refused)
+            return self._class_params(key, req.query)
+        except PermissionError as exc:
+            log.info("route %s for %s refused: %s", key, req.peer, exc)
+            raise
 
     def _class_params(self, key: StreamKey, query: dict[str, str]) -> str:
         """The class token the edge gets: a class is an entitlement, not a request

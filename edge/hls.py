@@ -50,6 +50,7 @@ class HlsProxy:
         viewers: HlsViewers,
         refuse: Callable[[Refusal], None],
         admit: Callable[[PlayRequest], Awaitable[Response | None]],
+        refuse_play: Callable[[PlayRequest, Refusal, Exception], Response],
         on_slow: Callable[[], None],
         on_failover: Callable[[], None],
         cache_bytes: int,
@@ -67,6 +68,8 @@ class HlsProxy:
         self.refuse = refuse
         self.admit = admit
         """The node's play gate: None to go on, else the refusal to answer."""
+        self.refuse_play = refuse_play
+        """The node's 403 for a refused play (counted and logged)."""
         self.on_slow = on_slow
         self.slow_timeout = slow_timeout
         self.bytes_out = 0
@@ -97,12 +100,12 @@ class HlsProxy:
             self.refuse(Refusal.BAD_NAME)
             return Response.text(400, f"bad HLS path: {exc}")
         key, path = target.key, target.path
+        play = PlayRequest(PlayProtocol.HLS, key, req.query, req.peer)
         try:
             klass = self.qos.class_of(key.app, key.name, req.query)
         except PermissionError as exc:
-            self.refuse(Refusal.BAD_CLASS_TOKEN)
-            return Response.text(403, str(exc))
-        denied = await self.admit(PlayRequest(PlayProtocol.HLS, key, req.query, req.peer))
+            return self.refuse_play(play, Refusal.BAD_CLASS_TOKEN, exc)
+        denied = await self.admit(play)
         if denied is not None:
             return denied
         if not self.parents:

@@ -79,6 +79,7 @@ class Edge:
             viewers=hls_viewers,
             refuse=self.node.refuse,
             admit=self.node.admit,
+            refuse_play=self.node.refuse_play,
             on_slow=self._slow_viewer,
             on_failover=self._hls_failover,
             cache_bytes=config.hls_cache_bytes,

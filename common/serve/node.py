@@ -166,20 +166,19 @@ class PlayNode:
             return Response(200, self.metrics.render(), CONTENT_TYPE)
         if path.endswith(Media.FLV) and req.method in ("GET", "HEAD"):
             key = play_key(path, Media.FLV)
+            protocol = PlayProtocol.WS if wants_websocket(req) else PlayProtocol.FLV
+            play = PlayRequest(protocol, key, req.query, req.peer)
             try:
                 pacer = self.role.pace_for(key.app, key.name, req.query)
             except PermissionError as exc:
-                self.refuse(Refusal.BAD_CLASS_TOKEN)
-                return Response.text(403, str(exc))
+                return self.refuse_play(play, Refusal.BAD_CLASS_TOKEN, exc)
             websocket = None
-            if wants_websocket(req):
+            if protocol is PlayProtocol.WS:
                 try:
                     websocket = handshake(req)
                 except ProtocolError as exc:
                     self.refuse(Refusal.PROTOCOL_ERROR)
                     return Response.text(400, str(exc))
-            protocol = PlayProtocol.FLV if websocket is None else PlayProtocol.WS
-            play = PlayRequest(protocol, key, req.query, req.peer)
             denied = await self.admit(play)
             if denied is not None:
                 return denied
@@ -207,10 +206,14 @@ class PlayNode:
         try:
             await self.gate.admit(play)
         except PlayDenied as exc:
-            self.refuse(exc.reason)
-            log.info("%s play of %s by %s refused: %s", play.protocol, play.key, play.peer, exc)
-            return Response.text(403, str(exc))
+            return self.refuse_play(play, exc.reason, exc)
         return None
+
+    def refuse_play(self, play: PlayRequest, reason: Refusal, why: Exception) -> Response:
+        """The 403 that refuses `play` for `reason`, counted and logged."""
+        self.refuse(reason)
+        log.info("%s play of %s by %s refused: %s", play.protocol, play.key, play.peer, why)
+        return Response.text(403, str(why))
 
     # ------------------------------------------------------------------ serve
 

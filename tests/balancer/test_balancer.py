@@ -76,7 +76,7 @@ async def test_capacity_is_never_exceeded_and_overflow_is_503(nursery) -> None:
     assert 'livecdn_routes_total{edge="e1"} 3.0' in metrics.decode()
 
 
-async def test_a_class_comes_only_from_a_signed_token(nursery) -> None:
+async def test_a_class_comes_only_from_a_signed_token(nursery, caplog) -> None:
     classes = {"premium": {"rate_mbps": 4.0}, "basic": {"rate_mbps": 1.0}}
     b, base, control = await start(
         nursery, check_interval=60.0, qos_secret=QOS_SECRET, classes=classes
@@ -103,6 +103,13 @@ async def test_a_class_comes_only_from_a_signed_token(nursery) -> None:
                 int(time.time()) + 60)):  # fmt: skip
         assert (await fetch("GET", f"{base}/live/x.flv?{bad}")).status == 403, bad
     route = f"{base}/api/route?app=live&name=x&proto=flv"
+    assert (await fetch("GET", f"{route}&{bad}")).status == 403
+    refusals = [r.getMessage() for r in caplog.records if " refused: " in r.getMessage()]
+    assert len(refusals) == 5 and all(
+        m.startswith("route live/x for 127.0.0.1:")
+        and m.endswith("refused: invalid or expired viewer class token")
+        for m in refusals
+    ), refusals
     reply = await fetch("GET", f"{route}&class=premium")
     given = dict(parse_qsl(urlsplit(json.loads(reply.body)["url"]).query))
     assert auth.check_class(QOS_SECRET, "live/x", given, time.time()) == "basic"

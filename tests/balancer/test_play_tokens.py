@@ -25,7 +25,7 @@ def granted(secret: str, path: str, klass: str, ttl: int = 60) -> str:
     return playtoken.play_query(secret, path, int(time.time()) + ttl, klass)
 
 
-async def test_only_signed_requests_are_routed_and_the_token_rides_the_302(nursery) -> None:
+async def test_only_signed_requests_are_routed_and_the_token_rides_the_302(nursery, caplog) -> None:
     b, base, control = await start(nursery, check_interval=60.0, play_secret=SECRET,
                                    qos_secret=QOS_SECRET, classes=CLASSES)  # fmt: skip
     ctl = await open_connection("127.0.0.1", control)
@@ -67,6 +67,11 @@ async def test_only_signed_requests_are_routed_and_the_token_rides_the_302(nurse
     ):
         assert (await fetch("GET", f"{base}/live/x.flv?{bad}")).status == 403, bad
     assert metric(await scrape(base), "livecdn_routes_total") == routed, "no room taken"
+    assert any(
+        r.getMessage().startswith("route live/x for 127.0.0.1:")
+        and r.getMessage().endswith("refused: the play token's class is not offered here: 'gold'")
+        for r in caplog.records
+    )
     # /api/route: the edge URL carries the play token and the class token
     reply = await fetch("GET", f"{base}/api/route?app=live&name=x&proto=rtmp&{premium}")
     url = json.loads(reply.body)["url"]

@@ -164,7 +164,7 @@ async def test_a_congested_edge_keeps_each_class_its_rate(autojump_clock, nurser
     assert silver >= 0.9 * 0.3 * 125_000, f"silver keeps its rate: {mbit}"
 
 
-async def test_hls_viewers_of_a_class_are_shaped_too(autojump_clock, nursery, clip):
+async def test_hls_viewers_of_a_class_are_shaped_too(autojump_clock, nursery, clip, caplog):
     """The class token on the playlist is passed to its segments; segments are paced."""
     origin, o = await start_origin(nursery, hls_target_duration=2.0)
     slow = {"basic": {"rate_mbps": 0.1, "ceil_mbps": 0.2}}
@@ -184,6 +184,11 @@ async def test_hls_viewers_of_a_class_are_shaped_too(autojump_clock, nursery, cl
             await trio.sleep(0.5)
     assert all(token in uri for uri in uris), uris
     assert (await fetch("GET", f"{base}?{token.replace('basic', 'gold')}")).status == 403
+    assert any(
+        r.getMessage().startswith("hls play of live/h by 127.0.0.1:")
+        and r.getMessage().endswith("refused: invalid or expired viewer class token")
+        for r in caplog.records
+    )
     reply = await fetch("GET", base)
     assert reply.status == 200 and b"lc=" not in reply.body, "no token to pass on"
     segment = f"http://127.0.0.1:{e.http_port}/live/{uris[0]}"

@@ -69,7 +69,7 @@ def refused(body: bytes, reason: str) -> str:
     return f'livecdn_connections_refused_total{{reason="{reason}"}} 1.0' in body.decode()
 
 
-async def test_routes_go_to_the_role(nursery):
+async def test_routes_go_to_the_role(nursery, caplog):
     node = PlayNode(CONFIG, "test", Role(), hls_viewers=HlsViewers())
     addr = await start(nursery, node)
     base = f"http://127.0.0.1:{addr.http_port}"
@@ -85,6 +85,11 @@ async def test_routes_go_to_the_role(nursery):
     metrics = (await fetch("GET", base + "/metrics")).body
     for reason in ("not_found", "bad_name", "bad_class_token"):
         assert refused(metrics, reason), reason
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith("flv play of live/a by 127.0.0.1:") and m.endswith("refused: bad class token")
+        for m in logged
+    ), logged
 
 
 async def test_without_an_ingest_publishing_is_refused(nursery):
