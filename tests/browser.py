@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import trio
@@ -201,11 +202,15 @@ class Page:
         await self.wait_for(f"{v}.currentTime > {start + seconds}", timeout=timeout)
         return await self.evaluate(f"{v}.videoWidth")
 
-    async def play(self, base: str, stream: str, via: str) -> tuple[int, str]:
+    async def play(
+        self, base: str, stream: str, via: str, query: str = "", *, timeout: float = 30
+    ) -> tuple[int, str]:
         """Open the console at `base` playing `stream` ("app/name") over `via` (flv, ws or
-        hls) and watch it play (`playback`); its videoWidth and the player's status line."""
-        await self.navigate(f"{base}/?play={stream}&via={via}")
-        width = await self.playback()
+        hls), `query` added to the play URL, and watch it play (`playback`); its videoWidth
+        and the player's status line."""
+        ask = {"play": stream, "via": via} | ({"query": query} if query else {})
+        await self.navigate(f"{base}/?{urlencode(ask)}")
+        width = await self.playback(timeout=timeout)
         return width, await self.evaluate("document.getElementById('playing').textContent")
 
     async def screenshot(self, path: Path) -> None:

@@ -33,6 +33,10 @@ TYPES = {
 IMMUTABLE = "public, max-age=31536000, immutable"
 """Vendored files carry their version in their name, so a name never changes content."""
 REVALIDATE = "no-cache"
+PAGE = "index.html"
+NO_STORE = "no-store"
+"""The page itself: a browser keeps no copy, so it also keeps no page that was left frozen in
+its back/forward cache with its players' connections open."""
 
 
 def _load_static() -> dict[str, tuple[bytes, str, str]]:
@@ -49,6 +53,8 @@ def _load_static() -> dict[str, tuple[bytes, str, str]]:
             ext = "." + entry.name.rsplit(".", 1)[-1]
             if ext in TYPES:
                 cache = IMMUTABLE if prefix.endswith("/vendor/") else REVALIDATE
+                if entry.name == PAGE:
+                    cache = NO_STORE
                 files[prefix + entry.name] = (entry.read_bytes(), TYPES[ext], cache)
     return files
 
@@ -70,7 +76,7 @@ def page_response(req: Request) -> Response | None:
     405 for other methods)."""
     path = req.path
     if path == "/":
-        path = STATIC + "index.html"
+        path = STATIC + PAGE
     elif not path.startswith(STATIC):
         return None
     if req.method not in ("GET", "HEAD"):

@@ -113,6 +113,8 @@ def test_require_play_token_generates_a_play_secret_every_node_checks(tmp_path) 
     table = url_table(dep)
     signed = [line for line in table.splitlines() if "(signed, 24 h)" in line and "play" in line]
     assert len(signed) == 4 and all("psig=" in line for line in signed), table
+    (console,) = [line for line in table.splitlines() if "console (open in a browser)" in line]
+    assert "/?play=live/cli&query=pexp%3D" in console and "psig%3D" in console, table
     # without it, play stays public: no play_secret anywhere
     topo = schema.load(str(write(tmp_path, SMALL)))
     plan(topo, tmp_path)

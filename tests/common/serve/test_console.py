@@ -6,15 +6,19 @@ HTTP-FLV, WebSocket-FLV and HLS with no console errors."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import trio
 
 from common.net.httpclient import fetch, open_request
+from common.proto.playtoken import play_query
 from common.serve import console
 from tests.browser import needs_chromium, open_page
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_edge, start_origin, wait_for_stream
 from tests.metrics import metric, scrape
+
+SECRET = "s3cret-for-signed-play-urls-0123456789"
 
 
 async def test_the_page_and_its_files(nursery) -> None:
@@ -23,7 +27,7 @@ async def test_the_page_and_its_files(nursery) -> None:
     page = await fetch("GET", f"{base}/", headers=[("origin", "http://example.com")])
     assert page.status == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
     assert page.headers["access-control-allow-origin"] == "*"
-    assert b"/static/console.js" in page.body and page.headers["cache-control"] == "no-cache"
+    assert b"/static/console.js" in page.body and page.headers["cache-control"] == "no-store"
     for src in (b"/static/vendor/mpegts-1.8.2.js", b"/static/vendor/hls.light-1.6.15.min.js"):
         assert src in page.body
         got = await fetch("GET", base + src.decode())
@@ -31,6 +35,7 @@ async def test_the_page_and_its_files(nursery) -> None:
         assert got.headers["cache-control"] == console.IMMUTABLE and len(got.body) > 100_000
     module = await fetch("GET", f"{base}/static/player.js")
     assert module.status == 200 and b"export class Player" in module.body
+    assert module.headers["cache-control"] == "no-cache"
     head = await fetch("HEAD", f"{base}/static/console.css")
     assert head.status == 200 and head.body == b"" and int(head.headers["content-length"]) > 100
 
@@ -118,26 +123,26 @@ async def test_the_live_feed_sends_the_node_every_second(nursery, clip, monkeypa
 @needs_ffmpeg
 @needs_chromium
 async def test_an_edge_page_lists_and_plays_its_stream(nursery, clip, tmp_path) -> None:
-    origin, o_addr = await start_origin(nursery)
+    """With signed play URLs required: the page takes the token in its query field."""
+    origin, o_addr = await start_origin(nursery, play_secret=SECRET)
     await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{o_addr.rtmp_port}/live/page")
     await wait_for_stream(origin, "live", "page")
-    _, e_addr = await start_edge(nursery, [f"http://127.0.0.1:{o_addr.http_port}"])
+    parents = [f"http://127.0.0.1:{o_addr.http_port}"]
+    _, e_addr = await start_edge(nursery, parents, play_secret=SECRET)
     base = f"http://127.0.0.1:{e_addr.http_port}"
+    token = play_query(SECRET, "live/page", int(time.time()) + 600)
     async with open_page(tmp_path) as page:
+        with pytest.raises(TimeoutError):  # no token, no play
+            await page.play(base, "live/page", "flv", timeout=3)
+        assert any("403" in error for error in page.errors), page.errors
+        page.errors.clear()
         for via in ("flv", "ws", "hls"):
-            width, status = await page.play(base, "live/page", via)
+            width, status = await page.play(base, "live/page", via, token)
             assert width == 320, via
             assert status.startswith({"flv": "HTTP-FLV", "ws": "WebSocket-FLV", "hls": "HLS"}[via])
             assert "buffer latency" in status
-        with trio.fail_after(3):  # pages left (into the back/forward cache) end their plays
-            while True:
-                text = await scrape(base)
-                if (
-                    metric(text, "livecdn_viewers", protocol="flv")
-                    == 0
-                    == metric(text, "livecdn_viewers", protocol="ws")
-                ):
-                    break
+        with trio.fail_after(3):  # a page left closes its WebSocket (pagehide)
+            while metric(await scrape(base), "livecdn_viewers", protocol="ws") != 0:
                 await trio.sleep(0.1)
         await page.wait_for(
             "document.querySelector('#streams button[data-stream=\"live/page\"]') !== null"
