@@ -1,11 +1,12 @@
 """The control plane's connections: msgpack frames from edges and origins, authenticated
 (with a cluster_secret), validated and handed to the node table; an unauthenticated,
-invalid, refused or idle connection is closed."""
+invalid, refused or idle connection is closed, and strangers get only a small budget."""
 
 from __future__ import annotations
 
 import logging
 import secrets
+from collections import Counter
 from enum import StrEnum
 
 import trio
@@ -16,9 +17,59 @@ from common.net.conn import Conn
 from common.proto.control import Rejection, rejection
 from common.proto.controlauth import NONCE_BYTES, ServerSession, refusal
 from common.proto.errors import ProtocolError
+from common.proto.peers import peer_host
 from common.serve.metrics import NodeMetrics
 
 log = logging.getLogger("livecdn.balancer")
+
+MAX_STRANGERS = 32
+"""Control connections not yet authenticated, at most (and at most control_max_connections)."""
+MAX_STRANGERS_PER_HOST = 8
+"""Of those, from one address."""
+
+
+class Crowded(StrEnum):
+    """Why a connection was closed to make room (a control_rejected_total reason)."""
+
+    STRANGERS = "unauthenticated_limit"
+
+
+class Strangers:
+    """Control connections that have not authenticated yet (without a cluster_secret: that
+    have sent no message yet), oldest first: at most `per_host` from one address and
+    `total` in all. A newcomer over either bound cancels the oldest such connection's scope
+    (from its own address, else any), so silent strangers neither keep a node out nor hold
+    more than `total` of control_max_connections."""
+
+    def __init__(self, total: int, per_host: int) -> None:
+        self.total = total
+        self.per_host = min(per_host, total)
+        self._waiting: dict[trio.CancelScope, str] = {}  # insertion order: oldest first
+        self._by_host: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def arrive(self, host: str, scope: trio.CancelScope) -> None:
+        """A new connection from `host`, cancelled through `scope` if it must make room."""
+        if self._by_host[host] >= self.per_host:
+            self._evict(next(s for s, h in self._waiting.items() if h == host))
+        elif len(self._waiting) >= self.total:
+            self._evict(next(iter(self._waiting)))
+        self._waiting[scope] = host
+        self._by_host[host] += 1
+
+    def leave(self, scope: trio.CancelScope) -> None:
+        """The connection of `scope` authenticated or ended (again: a no-op)."""
+        host = self._waiting.pop(scope, None)
+        if host is not None:
+            self._by_host[host] -= 1
+            if not self._by_host[host]:
+                del self._by_host[host]
+
+    def _evict(self, scope: trio.CancelScope) -> None:
+        self.leave(scope)
+        scope.cancel()
 
 
 class ControlServer:
@@ -29,6 +80,8 @@ class ControlServer:
         self.table = table
         self.metrics = metrics
         self.connections = 0
+        total = min(MAX_STRANGERS, config.control_max_connections)
+        self.strangers = Strangers(total, MAX_STRANGERS_PER_HOST)
         metrics.counter(
             "control_rejected_total",
             "Control connections closed for a failed authentication or an invalid or refused "
@@ -52,13 +105,16 @@ class ControlServer:
         """One node's control connection: the hello, then (with a cluster_secret) the node's
         auth, then its messages. A failed auth, an invalid or refused message closes it with
         one log line (and a `refused` frame saying why); so does `control_idle_timeout`
-        without a message (the auth is one)."""
+        without a message (the auth is one), and, before it authenticated, a newer stranger
+        that needs its place (`Strangers`)."""
         session = ServerSession(self.config.cluster_secret, secrets.token_bytes(NONCE_BYTES))
         idle = self.config.control_idle_timeout
         self.connections += 1
+        stranger = trio.CancelScope()
+        self.strangers.arrive(peer_host(conn.peer), stranger)
         try:
             conn.write(session.hello())
-            with trio.move_on_after(idle) as scope:
+            with stranger, trio.move_on_after(idle) as scope:
                 while True:
                     data = await conn.recv()
                     if not data:
@@ -77,16 +133,29 @@ class ControlServer:
                         for msg in messages:
                             self.table.on_message(msg, conn.peer, trio.current_time())
                     except ProtocolError as exc:
+                        self.strangers.leave(stranger)  # closing now, for its own reason
                         self.refused(rejection(exc))
                         log.info("closing control connection %s: %s", conn.peer, exc)
                         conn.write(refusal(str(exc)))
                         await conn.close_gracefully()
                         return
                     if messages or reply:
+                        self.strangers.leave(stranger)
                         scope.deadline = trio.current_time() + idle
+            if stranger.cancelled_caught:
+                self.refused(Crowded.STRANGERS)
+                log.info(
+                    "closing control connection %s: not authenticated, and a newer one needs "
+                    "its place (at most %d such from one address, %d in all)",
+                    conn.peer,
+                    self.strangers.per_host,
+                    self.strangers.total,
+                )
+                return
             self.metrics.inc("control_idle_total")
             log.info("closing control connection %s: no message for %g s", conn.peer, idle)
         finally:
+            self.strangers.leave(stranger)
             self.connections -= 1
 
     async def forget_loop(self) -> None:

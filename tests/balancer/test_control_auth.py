@@ -202,6 +202,32 @@ async def test_a_fake_edge_gets_no_viewer_and_the_real_one_gets_them_all(nursery
         await listener.aclose()
 
 
+async def test_silent_strangers_do_not_keep_a_real_edge_out(nursery, caplog) -> None:
+    """More silent connections than control_max_connections, from the edge's own address:
+    they hold only the unauthenticated budget (8 per address), so the edge still connects,
+    authenticates and gets viewers."""
+    b, base, control = await start(nursery, cluster_secret=SECRET, control_max_connections=40,
+                                   control_idle_timeout=60.0, check_interval=0.2)  # fmt: skip
+    strangers = [await open_connection("127.0.0.1", control) for _ in range(60)]
+    with trio.fail_after(5):
+        while metric(await scrape(base), "livecdn_control_rejected_total",
+                     reason="unauthenticated_limit", default=0.0) < 52:  # fmt: skip
+            await trio.sleep(0.05)
+    assert b.control.connections == 8
+    _, oaddr = await start_origin(nursery)
+    _, eaddr = await start_edge(nursery, [f"rtmp://127.0.0.1:{oaddr.rtmp_port}"],
+                                balancer=f"127.0.0.1:{control}", node_id="e1",
+                                cluster_secret=SECRET)  # fmt: skip
+    with trio.fail_after(10):
+        while (reply := await fetch("GET", f"{base}/live/x.flv")).status != 302:
+            await trio.sleep(0.1)
+    assert reply.headers["location"].startswith(f"http://127.0.0.1:{eaddr.http_port}/live/x.flv")
+    assert set(b.edges) == {"e1"} and b.control.connections == 8  # e1, and 7 strangers
+    assert any("a newer one needs its place" in r.getMessage() for r in caplog.records)
+    for conn in strangers:
+        conn.close()
+
+
 async def test_a_node_and_balancer_that_disagree_fail_clearly(nursery, caplog) -> None:
     caplog.set_level(logging.INFO, "livecdn")
     beats = lambda: [Heartbeat("e1", "http://127.0.0.1:1000")]  # noqa: E731
