@@ -11,17 +11,25 @@ import pytest
 import trio
 
 from balancer.server import Balancer
-from common.config import BalancerConfig, build
+from common.config import BalancerConfig, EdgeConfig, build
 from common.net.httpclient import fetch, open_request
+from edge.server import Edge
 from tests.browser import needs_chromium, open_page
-from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_edge, start_origin, wait_for_stream
+from tests.conftest import (
+    ffmpeg_publish,
+    needs_ffmpeg,
+    start_killable,
+    start_origin,
+    wait_for_stream,
+)
 
 EDGES = ("edge-a", "edge-b")
 
 
-async def deployment(nursery, clip) -> str:
+async def deployment(nursery, clip) -> tuple[str, dict[str, trio.CancelScope]]:
     """A balancer, an origin publishing live/console and two edges: the balancer's URL once
-    both edges are in rotation and the stream is announced."""
+    both edges are in rotation and the stream is announced, and the scope that kills each
+    edge."""
     balancer = Balancer(
         build(
             BalancerConfig,
@@ -33,23 +41,24 @@ async def deployment(nursery, clip) -> str:
     origin, o_addr = await start_origin(nursery, balancer=ctl, node_id="origin")
     await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{o_addr.rtmp_port}/live/console")
     await wait_for_stream(origin, "live", "console")
+    kills = {}
     for name in EDGES:
-        await start_edge(
-            nursery, [f"http://127.0.0.1:{o_addr.http_port}"], balancer=ctl, node_id=name
-        )
+        values = {"host": "127.0.0.1", "rtmp_port": 0, "http_port": 0, "balancer": ctl,
+                  "node_id": name, "parents": [f"http://127.0.0.1:{o_addr.http_port}"]}  # fmt: skip
+        _, kills[name] = await start_killable(nursery, Edge(build(EdgeConfig, values)))
     base = f"http://127.0.0.1:{http}"
     with trio.fail_after(15):
         while True:
             edges = json.loads((await fetch("GET", f"{base}/api/edges")).body)["edges"]
             streams = json.loads((await fetch("GET", f"{base}/api/streams")).body)["streams"]
             if len(edges) == 2 and all(e["in_rotation"] for e in edges) and streams:
-                return base
+                return base, kills
             await trio.sleep(0.2)
 
 
 @needs_ffmpeg
 async def test_the_feed_shows_the_deployment(nursery, clip) -> None:
-    base = await deployment(nursery, clip)
+    base, _ = await deployment(nursery, clip)
     page = await fetch("GET", f"{base}/")
     assert page.status == 200 and b"/static/console.js" in page.body
     assert (await fetch("GET", f"{base}/static/balancer.js")).status == 200
@@ -75,7 +84,7 @@ async def test_the_feed_shows_the_deployment(nursery, clip) -> None:
 async def test_the_console_draws_the_deployment_and_plays_through_the_balancer(
     nursery, clip, tmp_path
 ) -> None:
-    base = await deployment(nursery, clip)
+    base, kills = await deployment(nursery, clip)
     async with open_page(tmp_path) as page:
         for via in ("ws", "hls", "flv"):
             width, status = await page.play(base, "live/console", via)
@@ -96,3 +105,16 @@ async def test_the_console_draws_the_deployment_and_plays_through_the_balancer(
         assert await page.evaluate("document.title") == "livecdn console"
         await page.screenshot(tmp_path / "console.png")
         assert page.errors == []
+
+        # the class exercise: kill the edge that has the viewer; it leaves the rotation on
+        # the page, and the player, routed anew, plays on from the other edge
+        viewers = "document.querySelector('#edges tr[data-edge=\"{}\"] td:nth-child(3)')"
+        (watched,) = [
+            e for e in EDGES if await page.evaluate(f"{viewers.format(e)}.textContent") == "1"
+        ]
+        (other,) = set(EDGES) - {watched}
+        kills[watched].cancel()
+        state = f"document.querySelector('#edges tr[data-edge=\"{watched}\"] td:nth-child(2)')"
+        await page.wait_for(f"{state}.textContent.startsWith('out of rotation')", timeout=5)
+        await page.wait_for(f"{viewers.format(other)}.textContent === '1'", timeout=20)
+        assert await page.playback(timeout=20) == 320

@@ -17,7 +17,7 @@ async function play(key, proto) {
     player.stop();
     $("playing").textContent = `cannot play ${key}: ${got.error}`;
   } else {
-    player.play(got.url, proto);
+    player.play(got.url, proto, () => play(key, proto)); // a failed play is routed anew
   }
 }
 

@@ -34,16 +34,25 @@ export class Player {
     this.engine = null;
     this.label = "";
     this.error = "";
+    this.again = null;
+    this.retry = null;
+    this.failures = 0;
+    video.addEventListener("playing", () => {
+      this.failures = 0;
+    });
     setInterval(() => this.show(), 500);
     // a page leaving (perhaps into the back/forward cache, frozen) must not hold its stream
     window.addEventListener("pagehide", () => this.stop());
   }
 
-  /** Play `url` with the engine for `proto` (flv, ws or hls). */
-  play(url, proto) {
+  /** Play `url` with the engine for `proto` (flv, ws or hls); when it fails or ends, call
+   * `again` (if given: e.g. route anew through the balancer) after a delay that doubles with
+   * each failure in a row, from 1 s up to 16 s. */
+  play(url, proto, again = null) {
     this.stop();
     this.label = `${PROTOCOLS[proto]} ${url}`;
     this.error = "";
+    this.again = again;
     const video = this.video;
     if (proto === "hls") {
       if (video.canPlayType("application/vnd.apple.mpegurl") && !window.Hls?.isSupported()) {
@@ -51,7 +60,7 @@ export class Player {
       } else {
         const hls = new window.Hls({ liveSyncDurationCount: 2 });
         hls.on(window.Hls.Events.ERROR, (_, data) => {
-          if (data.fatal) this.error = `${data.type}: ${data.details}`;
+          if (data.fatal) this.failed(`${data.type}: ${data.details}`);
         });
         hls.loadSource(url);
         hls.attachMedia(video);
@@ -62,9 +71,8 @@ export class Player {
         { type: "flv", isLive: true, url },
         { enableStashBuffer: false, liveBufferLatencyChasing: true },
       );
-      p.on(window.mpegts.Events.ERROR, (type, detail) => {
-        this.error = `${type}: ${detail}`;
-      });
+      p.on(window.mpegts.Events.ERROR, (type, detail) => this.failed(`${type}: ${detail}`));
+      p.on(window.mpegts.Events.LOADING_COMPLETE, () => this.failed("the stream ended"));
       p.attachMediaElement(video);
       p.load();
       this.engine = {
@@ -81,7 +89,22 @@ export class Player {
     this.show();
   }
 
+  /** The engine failed (or the stream ended): say why, and play again later if we can. */
+  failed(why) {
+    this.error = why;
+    if (!this.again || this.retry !== null) return;
+    const delay = 1000 * 2 ** Math.min(this.failures, 4);
+    this.failures += 1;
+    const again = this.again;
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      again();
+    }, delay);
+  }
+
   stop() {
+    clearTimeout(this.retry);
+    this.retry = null;
     if (this.engine) this.engine.destroy();
     this.engine = null;
     this.video.removeAttribute("src");
