@@ -123,7 +123,7 @@ class Balancer:
                 cfg.host,
                 self.address[1],
             )
-            warn_open_surfaces(self.config, log)
+            warn_open_surfaces(self.config, log, control_port=self.address[1])
             task_status.started(self.address)
 
 

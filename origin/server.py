@@ -360,7 +360,7 @@ class Origin:
                             secret=self.config.cluster_secret,
                         ),
                     )
-                warn_open_surfaces(self.config, log)
+                warn_open_surfaces(self.config, log, rtmp_port=self.address.rtmp_port)
                 task_status.started(self.address)
         finally:
             for stream in list(self.registry):

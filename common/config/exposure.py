@@ -3,6 +3,7 @@ at start-up (pure: a config in, sentences out)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -70,7 +71,9 @@ def open_surfaces(config: Any) -> list[str]:
     return by_kind[config.kind](config)
 
 
-def warn_open_surfaces(config: Any, log: logging.Logger) -> None:
-    """Log one warning per open surface of `config` (each node's serve() does, at start-up)."""
-    for line in open_surfaces(config):
+def warn_open_surfaces(config: Any, log: logging.Logger, **bound: int) -> None:
+    """Log one warning per open surface of `config` (each node's serve() does, at start-up);
+    `bound`: the ports the node listens on (e.g. rtmp_port=1935), named in place of the
+    configured ones (0: any free port)."""
+    for line in open_surfaces(dataclasses.replace(config, **bound)):
         log.warning("%s", line)

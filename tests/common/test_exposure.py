@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -74,24 +75,28 @@ def test_the_balancer_names_its_control_plane_and_admin():
 
 
 @pytest.mark.parametrize(
-    ("serve", "model", "values"),
-    [(serve_origin, OriginConfig, {"rtmp_port": 0}),
+    ("serve", "model", "values", "bound"),
+    [(serve_origin, OriginConfig, {"rtmp_port": 0}, lambda a: {"rtmp_port": a.rtmp_port}),
      (serve_edge, EdgeConfig, {"rtmp_port": 0, "parents": ["rtmp://127.0.0.1:1/"],
-                               "classes": CLASSES, "qos_secret": QOS_SECRET}),
-     (serve_balancer, BalancerConfig, {"control_port": 0})],
+                               "classes": CLASSES, "qos_secret": QOS_SECRET,
+                               "balancer": "127.0.0.1:1"}, lambda a: {}),
+     (serve_balancer, BalancerConfig, {"control_port": 0}, lambda a: {"control_port": a[1]})],
 )  # fmt: skip
-def test_serve_logs_one_warning_per_open_surface(caplog, serve, model, values):
+def test_serve_logs_one_warning_per_open_surface(caplog, serve, model, values, bound):
+    """Each open surface once, naming the port the node listens on (not the configured 0)."""
     config = build(model, {"host": "127.0.0.1", "http_port": 0, **values})
+    started = []
 
     async def main():
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve, config)
+            started.append(await nursery.start(serve, config))
             nursery.cancel_scope.cancel()
 
     with caplog.at_level(logging.WARNING, logger="livecdn"):
         trio.run(main)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    lines = open_surfaces(config)
-    assert lines or serve is serve_edge  # an edge has no open surface of its own
+    lines = open_surfaces(dataclasses.replace(config, **bound(started[0])))
+    assert lines
     for line in lines:
-        assert warned.count(line) == 1
+        assert warned.count(line) == 1, (line, warned)
+    assert not any(" :0 " in line for line in warned), warned
