@@ -37,6 +37,13 @@ PAGE = "index.html"
 NO_STORE = "no-store"
 """The page itself: a browser keeps no copy, so it also keeps no page that was left frozen in
 its back/forward cache with its players' connections open."""
+PAGE_POLICY = (
+    "default-src 'self'; connect-src 'self' http: https: ws: wss:; media-src 'self' blob:; "
+    "worker-src 'self' blob:; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+"""The page runs only its own scripts; the players may fetch media from any node (the
+balancer sends them to its edges) and play it from blob: URLs (MSE, the players' workers)."""
 
 
 def _load_static() -> dict[str, tuple[bytes, str, str]]:
@@ -85,7 +92,10 @@ def page_response(req: Request) -> Response | None:
     if found is None:
         return Response.text(404, f"not found: {path}")
     body, content_type, cache = found
-    return Response(200, body, content_type, [("cache-control", cache)])
+    headers = [("cache-control", cache), ("x-content-type-options", "nosniff")]
+    if cache == NO_STORE:
+        headers.append(("content-security-policy", PAGE_POLICY))
+    return Response(200, body, content_type, headers)
 
 
 Snapshot = Callable[[Request], Awaitable[object]]

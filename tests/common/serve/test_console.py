@@ -27,6 +27,7 @@ async def test_the_page_and_its_files(nursery) -> None:
     page = await fetch("GET", f"{base}/", headers=[("origin", "http://example.com")])
     assert page.status == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
     assert page.headers["access-control-allow-origin"] == "*"
+    assert "default-src 'self'" in page.headers["content-security-policy"]
     assert b"/static/console.js" in page.body and page.headers["cache-control"] == "no-store"
     for src in (b"/static/vendor/mpegts-1.8.2.js", b"/static/vendor/hls.light-1.6.15.min.js"):
         assert src in page.body
