@@ -19,7 +19,7 @@ from balancer.viewers import ViewerRoutes
 from common.config import BalancerConfig
 from common.config.exposure import warn_open_surfaces
 from common.net.conn import Conn, Slots, accept_loop, listen_sockets
-from common.net.http import HttpLimits, Request, Response, StreamingResponse, serve_http
+from common.net.http import HttpLimits, Request, Response, StreamingResponse, not_a_read, serve_http
 from common.net.supervise import supervise
 from common.net.tls import server_context, tls_handler
 from common.proto.cors import CorsPolicy
@@ -59,6 +59,9 @@ class Balancer:
     async def route(self, req: Request) -> Response | StreamingResponse:
         """Routing, API, health, metrics and the console."""
         path = req.path
+        read_only = ("/healthz", "/metrics", EDGES_API, STREAMS_API, "/api/route")
+        if path in read_only and (refused := not_a_read(req)):
+            return refused
         if path == "/healthz":
             return Response.json({"status": "ok", "node": "balancer"})
         if path == "/metrics":

@@ -10,7 +10,7 @@ import trio
 
 from common.config import EdgeConfig
 from common.config.exposure import warn_open_surfaces
-from common.net.http import Request, Response, StreamingResponse
+from common.net.http import Request, Response, StreamingResponse, not_a_read
 from common.net.reporter import report
 from common.net.tls import client_context
 from common.proto.paths import STREAMS_API, Media, api_stream_key, media_of
@@ -126,6 +126,8 @@ class Edge:
         """HLS, GET /api/streams and /api/streams/app/name."""
         if media_of(req.path) in (Media.PLAYLIST, Media.SEGMENT):
             return await self.hls.handle(req)
+        if req.path.startswith("/api/") and (refused := not_a_read(req)):
+            return refused  # an edge's API only reads
         if req.path == STREAMS_API:
             streams = self.streams.describe()
             return Response.json(

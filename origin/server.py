@@ -12,7 +12,7 @@ import trio
 from common.config import MAX_BAN_SECONDS, OriginConfig
 from common.config.exposure import warn_open_surfaces
 from common.media.stream import Registry, Stream
-from common.net.http import Request, Response
+from common.net.http import Request, Response, not_a_read
 from common.net.reporter import report
 from common.net.supervise import contained
 from common.proto.control import MAX_STREAMS, ControlError, StreamInfo, StreamsAnnouncement
@@ -269,6 +269,8 @@ class Origin:
                 resp.body = carry_token(resp.body, req.query)
             return resp
         if req.path == STREAMS_API:
+            if refused := not_a_read(req):
+                return refused
             admin = is_admin(req, self.config.admin_token)
             return Response.json(
                 {"streams": [self._shown(self.stream_info(s), admin) for s in self.registry]}

@@ -72,6 +72,17 @@ class Response:
         return cls(status, (text + "\n").encode(), headers=headers or [])
 
 
+READS = ("GET", "HEAD")
+
+
+def not_a_read(req: Request) -> Response | None:
+    """None for GET or HEAD; else the 405 a read-only route answers (it changes nothing, so
+    it must not answer another method as if it had)."""
+    if req.method in READS:
+        return None
+    return Response.text(405, f"{req.path} is read-only: GET or HEAD", [("allow", "GET, HEAD")])
+
+
 @dataclass
 class StreamingResponse:
     """Headers now, then `body(conn)` writes a chunked body itself; the connection closes after.

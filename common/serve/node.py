@@ -15,7 +15,15 @@ import trio
 
 from common.config import ServeConfig, connection_budget, fd_limit
 from common.net.conn import Conn, Slots, accept_loop, listen_sockets
-from common.net.http import HttpLimits, Request, Response, StreamingResponse, Upgrade, serve_http
+from common.net.http import (
+    HttpLimits,
+    Request,
+    Response,
+    StreamingResponse,
+    Upgrade,
+    not_a_read,
+    serve_http,
+)
 from common.net.supervise import supervise
 from common.net.tls import server_context, tls_handler
 from common.net.websocket import handshake, wants_websocket
@@ -154,6 +162,8 @@ class PlayNode:
 
     async def _route(self, req: Request) -> Response | StreamingResponse | Upgrade:
         path = req.path
+        if path in ("/healthz", "/metrics") and (refused := not_a_read(req)):
+            return refused
         if path == "/healthz":
             return Response.json(
                 {

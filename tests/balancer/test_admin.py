@@ -47,3 +47,11 @@ async def test_without_a_token_a_web_page_on_the_host_cannot_drain(nursery):
     reply = await fetch("POST", f"{base}/api/edges/e1/drain", headers=page)
     assert reply.status == 403
     assert not b.edges["e1"].draining
+
+
+async def test_read_only_routes_refuse_other_methods(nursery):
+    _, base, _ = await start(nursery)
+    for method, path in (("DELETE", "/api/edges"), ("POST", "/api/streams"),
+                         ("POST", "/healthz"), ("PUT", "/metrics"), ("DELETE", "/api/route")):  # fmt: skip
+        reply = await fetch(method, base + path)
+        assert reply.status == 405 and reply.headers["allow"] == "GET, HEAD", (method, path)

@@ -94,3 +94,9 @@ async def test_without_a_token_a_web_page_on_the_host_can_neither_kick_nor_read_
         )
         assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 403 ")
     assert server.registry.get("live", "k") is not None
+
+
+async def test_the_stream_listing_refuses_other_methods(nursery):
+    _, base = await live_stream(nursery)
+    for method in ("POST", "DELETE", "PUT"):
+        assert (await fetch(method, base)).status == 405
