@@ -14,6 +14,7 @@ import trio
 from balancer.table import NodeTable
 from common.config import BalancerConfig
 from common.net.conn import Conn
+from common.net.logbudget import LogBudget
 from common.proto.control import Rejection, rejection
 from common.proto.controlauth import NONCE_BYTES, ServerSession, refusal
 from common.proto.errors import ProtocolError
@@ -82,6 +83,8 @@ class ControlServer:
         self.connections = 0
         total = min(MAX_STRANGERS, config.control_max_connections)
         self.strangers = Strangers(total, MAX_STRANGERS_PER_HOST)
+        self.stranger_log = LogBudget(log, "control connections of strangers closed")
+        """Lines about connections that never authenticated: a flood logs a summary."""
         metrics.counter(
             "control_rejected_total",
             "Control connections closed for a failed authentication or an invalid or refused "
@@ -120,8 +123,10 @@ class ControlServer:
                     if not data:
                         if session.required and session.node is None:
                             self.refused(Rejection.AUTH)
-                            log.info(
-                                "control connection %s closed before authenticating", conn.peer
+                            self.stranger_log.info(
+                                trio.current_time(),
+                                "control connection %s closed before authenticating",
+                                conn.peer,
                             )
                         return
                     try:
@@ -135,7 +140,11 @@ class ControlServer:
                     except ProtocolError as exc:
                         self.strangers.leave(stranger)  # closing now, for its own reason
                         self.refused(rejection(exc))
-                        log.info("closing control connection %s: %s", conn.peer, exc)
+                        why = "closing control connection %s: %s"
+                        if session.node is None:  # a stranger's: within the log budget
+                            self.stranger_log.info(trio.current_time(), why, conn.peer, exc)
+                        else:
+                            log.info(why, conn.peer, exc)
                         conn.write(refusal(str(exc)))
                         await conn.close_gracefully()
                         return
@@ -144,7 +153,8 @@ class ControlServer:
                         scope.deadline = trio.current_time() + idle
             if stranger.cancelled_caught:
                 self.refused(Crowded.STRANGERS)
-                log.info(
+                self.stranger_log.info(
+                    trio.current_time(),
                     "closing control connection %s: not authenticated, and a newer one needs "
                     "its place (at most %d such from one address, %d in all)",
                     conn.peer,
@@ -153,7 +163,11 @@ class ControlServer:
                 )
                 return
             self.metrics.inc("control_idle_total")
-            log.info("closing control connection %s: no message for %g s", conn.peer, idle)
+            why = "closing control connection %s: no message for %g s"
+            if session.node is None:
+                self.stranger_log.info(trio.current_time(), why, conn.peer, idle)
+            else:
+                log.info(why, conn.peer, idle)
         finally:
             self.strangers.leave(stranger)
             self.connections -= 1
@@ -163,3 +177,4 @@ class ControlServer:
         while True:
             await trio.sleep(min(self.config.forget_after / 4, 5.0))
             self.table.forget(trio.current_time())
+            self.stranger_log.flush(trio.current_time())
