@@ -44,8 +44,9 @@ class Edge:
         self.config = config
         # rtmps:// and https:// parents are verified against tls_ca (None: the system's trust)
         self.tls = client_context(config.tls_ca) if config.tls_ca else None
-        self.signer = PullSigner(config.play_secret)
-        """Signs the edge's own pulls and HLS fetches (the parents may require play tokens)."""
+        self.signer = PullSigner(config.play_secret, config.cluster_secret)
+        """Signs the edge's own pulls and HLS fetches (the parents may require play tokens,
+        and an origin with edges_only pull tokens)."""
         hls_viewers = HlsViewers()
         self.node = PlayNode(
             config,
@@ -87,7 +88,7 @@ class Edge:
             connect_timeout=config.connect_timeout,
             slow_timeout=config.slow_timeout,
             tls=self.tls,
-            sign=self.signer.query if config.play_secret else None,
+            sign=self.signer.query if self.signer.signs else None,
         )
         self.streams = EdgeStreams(self.pull, self.hls, hls_viewers)
         self.address: NodeAddress | None = None

@@ -68,7 +68,9 @@ class Origin:
             self,
             hls_viewers=self.hls.viewers,
             ingest=partial(OriginIngest, self),
-            gate=PlayGate(signed_urls(config.play_secret)),
+            gate=PlayGate(
+                signed_urls(config.play_secret, config.cluster_secret if config.edges_only else "")
+            ),
         )
         self.fanouts = self.node.fanouts
         self.hooks = node_hooks(self.node)

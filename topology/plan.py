@@ -51,10 +51,11 @@ def node_values(
 ) -> dict[str, tuple[type, dict[str, Any]]]:
     """Each node's config model and values: the keys its table sets, and what the launcher
     sets (address, ports, node id, parents' URLs, the balancer and its cluster_secret and
-    play_secret). The
-    balancer comes first, then the origins, then the edges after their parents. An edge
-    reaches a parent through the link proxy listening on `links[(edge, parent)]` when there
-    is one."""
+    play_secret). With the balancer's viewer classes, the origins serve only edges
+    (edges_only), so that no viewer plays unshaped from them, and every edge signs its pulls
+    with the cluster_secret. The balancer comes first, then the origins, then the edges after
+    their parents. An edge reaches a parent through the link proxy listening on
+    `links[(edge, parent)]` when there is one."""
     out: dict[str, tuple[type, dict[str, Any]]] = {}
     reporting: dict[str, Any] = {}
     playing: dict[str, Any] = {}
@@ -68,11 +69,16 @@ def node_values(
         out["balancer"] = (BalancerConfig, values)
         if topo.balancer.config["play_secret"]:  # signed play URLs: checked by every node
             playing = {"play_secret": topo.balancer.config["play_secret"]}
+    classes = topo.balancer.config["classes"] if topo.balancer is not None else {}
+    secret = reporting.get("cluster_secret")
+    pulling = {"cluster_secret": secret} if classes and secret else {}
     for o in topo.origins:
         rtmp, http = ports[o.name]
         values = {**o.config.given, "host": LOCAL, "rtmp_port": rtmp, "http_port": http,
                   "node_id": o.name, **reporting}  # fmt: skip
         values = {**playing, **values}
+        if pulling and values.get("cluster_secret"):  # viewers are shaped at the edges only
+            values.setdefault("edges_only", True)
         if topo.loads:  # load runs measure latency from the origin's clock stamps
             values["clock_stamps"] = True
         out[o.name] = (OriginConfig, values)
@@ -83,12 +89,12 @@ def node_values(
                                                             ports, links)}  # fmt: skip
         if e.parent_protocol == "rtmp":  # HLS still comes over HTTP from the parents
             values.setdefault("hls_parents", hls_parents(e.parents, ports))
-        if topo.balancer is not None and topo.balancer.config["classes"]:
+        if classes:
             values.setdefault("qos_secret", topo.balancer.config["qos_secret"])
-            values.setdefault("classes", topo.balancer.config["classes"])
+            values.setdefault("classes", classes)
         if e.balanced:
             values.update(reporting)
-        values = {**playing, **values}
+        values = {**playing, **pulling, **values}
         out[e.name] = (EdgeConfig, values)
     return out
 

@@ -151,7 +151,8 @@ def cluster_secret_key() -> Any:
     return setting(
         "",
         help="secret shared by the balancer, its edges and origins: each control connection "
-        f"authenticates with it (at least {MIN_SECRET} characters; empty: unauthenticated)",
+        "authenticates with it, and edges sign their pulls with it for edges_only origins "
+        f"(at least {MIN_SECRET} characters; empty: unauthenticated)",
         check=checks.accepted_by(check_secret),
     )
 
@@ -335,9 +336,22 @@ class OriginConfig(ServeConfig):
     balancer: str = balancer_key("stream announcements")
     node_id: str = node_id_key()
     cluster_secret: str = cluster_secret_key()
+    edges_only: bool = setting(
+        False,
+        help="serve plays only to edges that prove they hold cluster_secret (signed pulls); "
+        "viewers must go through edges, which shape their classes",
+    )
     clock_stamps: bool = setting(
         False, help="put the ingest wall clock after every video keyframe (load-run latency)"
     )
+
+    def validate(self) -> None:
+        """Raise ConfigError for combinations of values that cannot work."""
+        super().validate()
+        if self.edges_only and not self.cluster_secret:
+            raise ConfigError(
+                "edges_only needs a cluster_secret (the edges sign their pulls with it)"
+            )
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ class Refusal(StrEnum):
     NOT_OWNER = "not_owner"
     PLAY_TOKEN = "play_token"
     """A play without a valid signed play URL (play_secret)."""
+    NOT_AN_EDGE = "not_an_edge"
+    """A play at an origin with edges_only without a valid pull token (cluster_secret)."""
     STREAM_LIMIT = "stream_limit"
     HOOK = "hook"
     """An on_publish or on_play hook refused, failed or did not answer in time."""

@@ -42,10 +42,12 @@ def refused_tokens(path: str) -> dict[str, str]:
     }
 
 
-async def assert_refused(path: str, http: list[str], rtmp: str) -> None:
-    """Every refused token of `path` gets 403 at each `http` URL and NetStream.Play.Failed
-    at the `rtmp` URL."""
-    for why, bad in refused_tokens(path).items():
+async def assert_refused(
+    path: str, http: list[str], rtmp: str, refused: dict[str, str] | None = None
+) -> None:
+    """Every refused token of `path` (`refused`, default `refused_tokens`) gets 403 at each
+    `http` URL and NetStream.Play.Failed at the `rtmp` URL."""
+    for why, bad in (refused if refused is not None else refused_tokens(path)).items():
         for url in http:
             reply = await fetch("GET", f"{url}?{bad}")
             assert reply.status == 403, (why, url, reply.status)
