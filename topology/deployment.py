@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,19 @@ class Node:
         return ", ".join(f"{what} :{port}" for what, port in named if port)
 
 
+MAX_LOAD_SAMPLES = 600
+"""Live samples kept per load run (one a second: its last ten minutes)."""
+
+
+@dataclass
+class LoadRun:
+    """A [[load]] profile's run as the console sees it: "idle", "running" or "done", and
+    the players' numbers sampled once a second while it runs."""
+
+    state: str = "idle"
+    samples: deque[dict] = field(default_factory=lambda: deque(maxlen=MAX_LOAD_SAMPLES))
+
+
 @dataclass
 class Deployment:
     """A running topology."""
@@ -41,6 +55,12 @@ class Deployment:
     started: list[tuple[str, trio.Process]] = field(default_factory=list)  # restarted ones too
     supervisor: trio.Nursery | None = field(default=None, repr=False)
     is_up: bool = False  # every node started, the URL table printed
+    loads: list[LoadRun] = field(default_factory=list)  # one per [[load]] profile
+    control_port: int = 0  # the launcher's control API (topology/controlapi.py), 0 for none
+    console_token: str = field(default="", repr=False)  # its bearer token
+
+    def __post_init__(self) -> None:
+        self.loads = self.loads or [LoadRun() for _ in self.topo.loads]
 
     def url(self, name: str, scheme: str) -> str:
         """`scheme`://host:port of node `name` (scheme "http" or "rtmp")."""

@@ -11,6 +11,10 @@ from topology.procs import start_node
 from topology.schema import FaultSpec
 
 
+class FaultFailed(RuntimeError):
+    """A node asked to carry out a fault refused it (the reason names its answer)."""
+
+
 async def run_faults(dep: Deployment) -> None:
     """Follow the topology's fault schedule (times count from now)."""
     start = trio.current_time()
@@ -25,7 +29,7 @@ async def run_faults(dep: Deployment) -> None:
 
 
 async def apply_fault(dep: Deployment, fault: FaultSpec) -> None:
-    """Carry out one fault."""
+    """Carry out one fault; FaultFailed when the balancer refuses a drain or undrain."""
     if fault.action == "kill":
         dep.nodes[fault.node].proc.kill()
     elif fault.action == "restart":
@@ -42,7 +46,7 @@ async def apply_fault(dep: Deployment, fault: FaultSpec) -> None:
             "POST", f"{balancer}/api/edges/{fault.node}/{fault.action}", headers=auth
         )
         if resp.status != 200:
-            print(f"  {fault.action} {fault.node}: the balancer answered {resp.status}", flush=True)
+            raise FaultFailed(f"the balancer answered {resp.status}")
     else:
         proxy = dep.proxies[(fault.edge, fault.parent)]
         if fault.action in ("degrade", "restore"):  # to the fault's numbers or the file's

@@ -16,6 +16,7 @@ from pathlib import Path
 import trio
 
 from common.net.httpclient import fetch
+from topology.controlapi import ControlApi
 from topology.deployment import Deployment, Node
 from topology.faults import run_faults
 from topology.linkproxy import LinkProxy, LinkSettings
@@ -33,7 +34,7 @@ from topology.output import (
 from topology.plan import LOCAL, assign_ports, parent_port, plan
 from topology.procs import start_failure, start_node, stop_all, wait_healthy, wait_live, watch
 from topology.publisher import SourceSettings, keep_publishing
-from topology.runsecrets import ensure_secrets
+from topology.runsecrets import ensure_secrets, generate
 from topology.schema import OriginSpec, Topology
 from topology.schema import load as load_topology
 
@@ -67,7 +68,8 @@ async def up(
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     run_dir.chmod(0o700)  # the nodes' config files and secrets.toml hold secrets
-    ensure_secrets(topo, run_dir)
+    console_token = generate()  # the control API's, for the console page
+    ensure_secrets(topo, run_dir, console_token=console_token)
     async with trio.open_nursery() as links_nursery:
         ports = assign_ports(topo)
         proxies: dict[tuple[str, str], LinkProxy] = {}
@@ -82,6 +84,8 @@ async def up(
             proxies[(link.edge, link.parent)] = proxy
         dep = plan(topo, run_dir, ports, {k: p.port for k, p in proxies.items()})
         dep.proxies = proxies
+        dep.console_token = console_token
+        dep.control_port = await links_nursery.start(ControlApi(dep, console_token).serve)
         try:
             code = await _run(dep, run_dir, seconds, task_status, run_file_loads)
         finally:

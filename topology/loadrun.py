@@ -10,10 +10,11 @@ from pathlib import Path
 
 import trio
 
+from topology.deployment import LoadRun
 from topology.loadworkers import player_dicts, run_workers
-from topology.players.crowd import LoadSpec, make_crowd, run_crowd, stderr_progress
-from topology.players.player import Target
-from topology.players.report import plot, summarize, table, write_json
+from topology.players.crowd import Crowd, LoadSpec, make_crowd, run_crowd, stderr_progress
+from topology.players.player import SimPlayer, Target
+from topology.players.report import pct, plot, summarize, table, write_json
 from topology.schema import LoadProfileSpec, load_spec, load_stream, parse_duration
 from topology.servercounts import server_counts
 
@@ -51,8 +52,10 @@ async def run_load(
     procs: int = 1,
     label: str = "load",
     quiet: bool = False,
+    live: LoadRun | None = None,
 ) -> dict:
-    """Run the crowd, print the summary table, write `label`.json (+ .png); the summary."""
+    """Run the crowd, print the summary table, write `label`.json (+ .png); the summary.
+    With `live` (and one process), the players' numbers go into `live`.samples each second."""
     show = None if quiet else stderr_progress()
     servers: dict = {}
     if dep is not None and dep.topo.balancer is not None:
@@ -71,7 +74,12 @@ async def run_load(
         if procs > 1:
             players, timeline, seconds = await run_workers(target, spec, procs, show)
         else:
-            crowd = await run_crowd(make_crowd(target, spec), progress=show)
+            crowd = make_crowd(target, spec)
+            async with trio.open_nursery() as sampling:
+                if live is not None:
+                    sampling.start_soon(sample_live, crowd, live)
+                await run_crowd(crowd, progress=show)
+                sampling.cancel_scope.cancel()
             players, timeline, seconds = player_dicts(crowd), crowd.timeline, crowd.seconds
     if dep is not None:
         _name_edges(dep, players, timeline)
@@ -91,6 +99,33 @@ async def run_load(
     return summary
 
 
+async def sample_live(crowd: Crowd, run: LoadRun, every: float = 1.0) -> None:
+    """Each new row of the crowd's timeline (it samples once a second), as a live sample
+    in `run`.samples, until cancelled."""
+    seen = 0
+    while True:
+        await trio.sleep(every)
+        if len(crowd.timeline) > seen:
+            seen = len(crowd.timeline)
+            run.samples.append(live_sample(crowd.timeline[-1], crowd.players))
+
+
+def live_sample(row: dict, players: list[SimPlayer]) -> dict:
+    """What the console charts of a running load: seconds since its start, players arrived
+    and playing, the median join time and latency (ms; None before any), stalls so far."""
+    joins = [p.result.join_s for p in players if p.result.join_s is not None]
+    join = pct(joins, 50)
+    latency = row["latency_p50_s"]
+    return {
+        "t": row["t"],
+        "players": len(players) - row["waiting"],
+        "playing": row["playing"],
+        "join_ms_p50": None if join is None else round(join * 1000, 1),
+        "stalls": sum(len(p.buffer.stalls) for p in players),
+        "latency_ms_p50": None if latency is None else round(latency * 1000, 1),
+    }
+
+
 def save_results(
     out_dir: Path, label: str, summary: dict, players: list[dict], timeline: list[dict]
 ) -> tuple[Path, Path | None]:
@@ -106,15 +141,31 @@ def save_results(
 _PLOTTING = threading.Lock()  # pyplot's figures are global: one load run draws at a time
 
 
-async def run_file_load(dep, i: int, load: LoadProfileSpec) -> None:
-    """One [[load]] profile of the file: wait for its start, run it, print its summary."""
-    await trio.sleep(parse_duration(load.start_at))
+async def run_file_load(dep, i: int, load: LoadProfileSpec, *, now: bool = False) -> None:
+    """One [[load]] profile of the file: wait for its start (unless `now`), run it, print its
+    summary; its state and live samples in dep.loads[i] (when its time comes, a profile
+    already running is left alone)."""
+    run = dep.loads[i]
+    if not now:
+        await trio.sleep(parse_duration(load.start_at))
+        if run.state == "running":  # started from the console meanwhile
+            return
+    run.state = "running"
+    run.samples.clear()
+    try:
+        await _run_file_load(dep, i, load, run)
+    finally:
+        run.state = "done"
+
+
+async def _run_file_load(dep, i: int, load: LoadProfileSpec, run: LoadRun) -> None:
     spec = load_spec(load)
     stream = load_stream(dep.topo, load)
     print(f"  load #{i + 1}: {spec.players} {spec.protocol} players on {stream} for "
           f"{spec.duration:g} s ({spec.arrival}, profiles {spec.profiles})", flush=True)  # fmt: skip
     try:
         await run_load(target_for(dep, spec.protocol, stream), spec, out_dir=dep.run_dir,
-                       dep=dep, label=f"load{i + 1}", quiet=len(dep.topo.loads) > 1)  # fmt: skip
+                       dep=dep, label=f"load{i + 1}", quiet=len(dep.topo.loads) > 1,
+                       live=run)  # fmt: skip
     except Exception as exc:  # a load run's failure is not the deployment's
         print(f"  load #{i + 1} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)

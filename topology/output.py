@@ -39,7 +39,11 @@ def url_table(dep: Deployment) -> str:
         if play_secret:
             token = play_query(play_secret, streams[0], int(now + PUBLISH_URL_TTL))
             console += "&" + urlencode({"query": token})
+        if dep.control_port:  # where the page finds the control API (a fragment reaches no server)
+            console += f"#launcher={control_url(dep)}&token={dep.console_token}"
         rows.insert(1, ("console (open in a browser)", console))
+    if dep.control_port:
+        rows.append(("control API (console_token)", control_url(dep) + "/api/topology"))
     for stream in streams:
         # with a play_secret, the play URLs shown are signed for a day
         signed = " (signed, 24 h)" if play_secret else ""
@@ -68,6 +72,11 @@ def url_table(dep: Deployment) -> str:
                      f"{base}/  {base}{api}  {base}/metrics"))  # fmt: skip
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"  {a.ljust(width)}  {b}" for a, b in rows)
+
+
+def control_url(dep: Deployment) -> str:
+    """The launcher's control API (topology/controlapi.py)."""
+    return f"http://127.0.0.1:{dep.control_port}"
 
 
 PUBLISH_URL_TTL = 24 * 3600.0  # seconds the table's signed publish URLs stay valid
