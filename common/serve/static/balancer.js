@@ -1,31 +1,65 @@
-// The balancer's view: the deployment as a graph and tables, and plays routed by the balancer.
+// The balancer's view: the deployment as a graph, tables and charts, and plays routed by the
+// balancer. With a launcher in the URL fragment (a topology started by `topology up`), also
+// its nodes, links and loads, merged with the balancer's view, and its actions.
+import { Chart } from "./charts.js";
+import { draw, linkText } from "./graph.js";
+import { Launcher, NodeFeeds, fromFragment } from "./launcher.js";
+import { media } from "./node.js";
 import { el, playUrl, rate, streamRows } from "./player.js";
 
 const $ = (id) => document.getElementById(id);
-const SVG = "http://www.w3.org/2000/svg";
 
 export const PLAYER_TITLE = "Player (through the balancer)";
 export const SKELETON = `
 <h2>Topology</h2>
 <svg id="graph" role="img" aria-label="balancer, origins and edges"></svg>
+<p id="action-status" role="status"></p>
 <h2>Edges</h2>
 <table>
-  <thead><tr><th>edge</th><th>state</th><th>viewers</th><th>egress</th><th>load</th><th>streams</th><th>heartbeat</th></tr></thead>
+  <thead><tr><th>edge</th><th>state</th><th>viewers</th><th>egress</th><th>load</th><th>streams</th><th>heartbeat</th><th>viewers by protocol</th><th>upstreams</th><th class="act"></th></tr></thead>
   <tbody id="edges"></tbody>
 </table>
+<div id="links-part" hidden>
+<h2>Links</h2>
+<table>
+  <thead><tr><th>link</th><th>state</th><th>emulated</th><th>set delay ms, loss %, rate kb/s</th></tr></thead>
+  <tbody id="links"></tbody>
+</table>
+</div>
 <h2>Streams</h2>
 <table>
-  <thead><tr><th>stream</th><th>origin</th><th>bitrate</th><th>viewers by edge</th><th>play</th></tr></thead>
+  <thead><tr><th>stream</th><th>origin</th><th>bitrate</th><th>viewers by edge</th><th>media</th><th>play</th></tr></thead>
   <tbody id="streams"></tbody>
-</table>`;
+</table>
+<h2>Last minutes</h2>
+<div id="charts" class="charts"></div>
+<div id="loads-part" hidden>
+<h2>Load runs</h2>
+<table>
+  <thead><tr><th>load</th><th>profile</th><th>players</th><th>state</th><th></th></tr></thead>
+  <tbody id="loads"></tbody>
+</table>
+<div id="load-charts" class="charts"></div>
+</div>`;
+
+const LOAD_POLL_MS = 2000;
+
+let launcher = null; // the launcher named in the fragment, if any
+let topo = null; // its last /api/topology
+let last = null; // the balancer's last snapshot
+const feeds = new NodeFeeds();
+let charts = null;
+let loadCharts = null;
+const loadSamples = new Map(); // load index -> samples (the launcher bounds them)
 
 export const title = () => "livecdn console";
 
 export function summary(snap) {
   const viewers = snap.edges.reduce((sum, e) => sum + e.viewers, 0);
   const inRotation = snap.edges.filter((e) => e.in_rotation).length;
+  const name = topo ? `topology ${topo.name} · ` : "";
   return (
-    `policy ${snap.policy} · ${snap.edges.length} edges (${inRotation} in rotation) · ` +
+    `${name}policy ${snap.policy} · ${snap.edges.length} edges (${inRotation} in rotation) · ` +
     `${snap.origins.length} origins · ${viewers} viewers`
   );
 }
@@ -44,87 +78,291 @@ export async function locate(key, proto, query) {
   return resp.ok ? { url: answer.url.replace(/^http/, "ws") } : { error: answer.error };
 }
 
-function state(e) {
-  if (e.in_rotation) return ["up", "up"];
-  if (e.draining) return ["draining", "draining"];
-  return ["out", `out of rotation: ${e.out_reason}`];
+/** An edge's health: [css class, words] from the balancer's entry `b` and the launcher's
+ * node `n` (either may be missing). */
+function state(b, n) {
+  if (n?.state === "stopped") {
+    if (b?.in_rotation) return ["out", "stopped (the balancer has not noticed yet)"];
+    return ["out", b ? `out of rotation: ${b.out_reason} (stopped)` : "stopped"];
+  }
+  if (!b) return n?.balanced ? ["out", "not heard by the balancer"] : ["up", "running, not balanced"];
+  if (b.in_rotation) return ["up", "up"];
+  if (b.draining) return ["draining", "draining"];
+  return ["out", `out of rotation: ${b.out_reason}`];
 }
 
-function box(svg, x, y, title, lines, cls) {
-  const g = document.createElementNS(SVG, "g");
-  for (const fill of ["#fff", null]) {
-    const r = document.createElementNS(SVG, "rect");
-    const size = { x: x - 60, y, width: 120, height: 22 + 14 * lines.length, rx: 6 };
-    Object.entries(size).forEach(([k, v]) => r.setAttribute(k, v));
-    if (fill) {
-      r.setAttribute("fill", fill); // hides the lines behind the box
-    } else {
-      r.setAttribute("class", cls);
-      r.setAttribute("fill-opacity", "0.15");
-      r.setAttribute("stroke", "currentColor");
+/** Show what an action answered (never an alert). */
+function said(text, failed) {
+  const p = $("action-status");
+  p.textContent = text;
+  p.classList.toggle("offline", failed);
+}
+
+/** A button that POSTs `path` (with `body()` if given) to the launcher. */
+function action(text, what, path, body = null) {
+  const b = el("button", text);
+  b.dataset.action = text;
+  b.onclick = async () => {
+    const payload = body ? body() : undefined;
+    if (payload === null) return; // the form said what is wrong
+    said(`${what}: …`, false);
+    const got = await launcher.post(path, payload);
+    said(got.ok ? `${what}: done` : `${what}: ${got.error}`, !got.ok);
+  };
+  return b;
+}
+
+/** Keep one row per key in `tbody` (made once by `make(key)`, so buttons and forms in it
+ * survive updates), in the order of `keys`; the rows. */
+function keyedRows(tbody, keys, make) {
+  const have = new Map([...tbody.rows].map((tr) => [tr.dataset.key, tr]));
+  const rows = keys.map((k) => have.get(k) ?? make(k));
+  if (rows.length !== tbody.rows.length || rows.some((tr, i) => tbody.rows[i] !== tr)) {
+    tbody.replaceChildren(...rows);
+  }
+  return rows;
+}
+
+function row(key, cells) {
+  const tr = el("tr");
+  tr.dataset.key = key;
+  for (let i = 0; i < cells; i++) tr.append(el("td"));
+  return tr;
+}
+
+function fill(tr, values) {
+  values.forEach((v, i) => {
+    tr.cells[i].textContent = v === null || v === undefined ? "–" : String(v);
+  });
+}
+
+function edgeRow(name) {
+  const tr = row(name, 10);
+  tr.dataset.edge = name;
+  if (launcher?.token) {
+    const enc = encodeURIComponent(name);
+    tr.cells[9].append(
+      action("kill", `kill ${name}`, `/api/nodes/${enc}/kill`),
+      action("restart", `restart ${name}`, `/api/nodes/${enc}/restart`),
+      action("drain", `drain ${name}`, `/api/edges/${enc}/drain`),
+      action("undrain", `undrain ${name}`, `/api/edges/${enc}/undrain`),
+    );
+  }
+  return tr;
+}
+
+/** The node feed's viewers by protocol and the parents its streams come from. */
+function fromFeed(snap) {
+  if (!snap) return [null, null];
+  const by = Object.entries(snap.viewers ?? {}).filter(([, n]) => n);
+  const parents = (snap.streams ?? []).map((s) => s.upstream?.parent).filter(Boolean);
+  const ups = new Set(parents.map((p) => p.replace(/^\w+:\/\//, "")));
+  return [by.map(([k, n]) => `${k} ${n}`).join(", ") || "0", [...ups].join(", ") || "–"];
+}
+
+function edges(snap, nodes) {
+  const merged = new Map(snap.edges.map((b) => [b.id, { b, n: null }]));
+  for (const n of nodes.filter((n) => n.kind === "edge")) {
+    merged.set(n.name, { b: merged.get(n.name)?.b ?? null, n });
+  }
+  const names = [...merged.keys()].sort();
+  keyedRows($("edges"), names, edgeRow).forEach((tr, i) => {
+    const { b, n } = merged.get(names[i]);
+    const [cls, why] = state(b, n);
+    const [byProto, ups] = fromFeed(feeds.snap(n?.http ?? b?.http));
+    const beat = b?.last_heartbeat_s_ago;
+    const heard = beat === null || beat === undefined ? "never" : `${beat} s ago`;
+    const streams = b ? Object.keys(b.streams).length : null;
+    fill(tr, [names[i], why, b?.viewers, rate(b?.egress_bps), b?.load, streams, heard, byProto, ups]);
+    tr.cells[1].className = cls;
+  });
+  return merged;
+}
+
+function linkRow(key) {
+  const tr = row(key, 4);
+  const [edge, parent] = JSON.parse(key);
+  const path = `/api/links/${encodeURIComponent(edge)}/${encodeURIComponent(parent)}`;
+  if (!launcher?.token) return tr;
+  const inputs = ["delay_ms", "loss", "rate_kbps"].map((k) => {
+    const input = el("input");
+    Object.assign(input, { type: "number", min: 0, step: "any", name: k, title: k });
+    return input;
+  });
+  const body = () => {
+    const out = {};
+    for (const input of inputs) {
+      if (input.value === "") continue;
+      const v = Number(input.value);
+      if (!Number.isFinite(v) || v < 0 || (input.name === "loss" && v > 100)) {
+        said(`${edge} ← ${parent}: ${input.name} must be a number ≥ 0`, true);
+        return null;
+      }
+      out[input.name] = input.name === "loss" ? v / 100 : v;
     }
-    g.append(r);
-  }
-  [title, ...lines].forEach((t, i) => {
-    const text = document.createElementNS(SVG, "text");
-    text.setAttribute("x", x);
-    text.setAttribute("y", y + 15 + 14 * i);
-    text.setAttribute("text-anchor", "middle");
-    text.textContent = t;
-    g.append(text);
-  });
-  g.dataset.node = title;
-  svg.append(g);
+    return out;
+  };
+  tr.cells[3].append(
+    ...inputs,
+    action("set", `link ${edge} ← ${parent}`, path, body),
+    action("cut", `cut ${edge} ← ${parent}`, `${path}/cut`),
+    action("restore", `restore ${edge} ← ${parent}`, `${path}/restore`),
+  );
+  return tr;
 }
 
-function line(svg, x1, y1, x2, y2, dashed) {
-  const l = document.createElementNS(SVG, "line");
-  Object.entries({ x1, y1, x2, y2 }).forEach(([k, v]) => l.setAttribute(k, v));
-  if (dashed) l.setAttribute("stroke-dasharray", "4 3");
-  svg.append(l);
-}
-
-/** Balancer on top, origins below, edges at the bottom; the balancer's lines are its
- * control plane (heartbeats), the origins' lines the edges' pulls. */
-function graph(snap) {
-  const svg = $("graph");
-  svg.replaceChildren();
-  const n = Math.max(snap.edges.length, snap.origins.length, 1);
-  const width = Math.max(480, 140 * n);
-  svg.setAttribute("viewBox", `0 0 ${width} 250`);
-  svg.setAttribute("width", "100%");
-  const xs = (count) => Array.from({ length: count }, (_, i) => ((i + 0.5) * width) / count);
-  const edgeX = xs(snap.edges.length);
-  const originX = xs(snap.origins.length);
-  for (const ex of edgeX) {
-    line(svg, width / 2, 40, ex, 170, false);
-    for (const ox of originX) line(svg, ox, 120, ex, 170, true);
-  }
-  box(svg, width / 2, 10, "balancer", [snap.policy], "up");
-  snap.origins.forEach((o, i) => box(svg, originX[i], 90, o.id, [`streams: ${o.streams}`], "up"));
-  snap.edges.forEach((e, i) => {
-    const [cls, why] = state(e);
-    box(svg, edgeX[i], 170, e.id, [`viewers: ${e.viewers}`, rate(e.egress_bps), why.slice(0, 18)], cls);
+function links() {
+  $("links-part").hidden = !topo;
+  if (!topo) return;
+  const keys = topo.links.map((l) => JSON.stringify([l.edge, l.parent]));
+  keyedRows($("links"), keys, linkRow).forEach((tr, i) => {
+    const l = topo.links[i];
+    fill(tr, [`${l.edge} ← ${l.parent}`, l.state, linkText({ ...l, state: "up" })]);
+    tr.cells[1].className = l.state === "cut" ? "out" : "up";
   });
 }
 
-export function render(snap, play) {
-  graph(snap);
-  const edges = $("edges");
-  edges.replaceChildren();
-  for (const e of snap.edges) {
-    const [cls, why] = state(e);
-    const tr = el("tr");
-    tr.dataset.edge = e.id;
-    tr.append(el("td", e.id), el("td", why, cls), el("td", e.viewers), el("td", rate(e.egress_bps)));
-    tr.append(el("td", e.load), el("td", Object.keys(e.streams).length));
-    tr.append(el("td", e.last_heartbeat_s_ago === null ? "never" : `${e.last_heartbeat_s_ago} s ago`));
-    edges.append(tr);
+function loadRow(key) {
+  const tr = row(key, 5);
+  if (launcher?.token) tr.cells[4].append(action("start", `load ${key}`, `/api/loads/${key}/start`));
+  return tr;
+}
+
+async function pollLoads() {
+  for (const l of topo?.loads ?? []) {
+    if (l.state === "idle" || (l.state === "done" && loadSamples.has(l.index))) continue;
+    const got = await launcher.load(l.index);
+    if (got) loadSamples.set(l.index, got.samples ?? []);
   }
+  for (const [index, samples] of loadSamples) {
+    const name = `load ${index}`;
+    for (const [chart, field] of loadCharts) {
+      chart.set(name, samples.map((s) => [s.t, s[field]]));
+      chart.draw();
+    }
+  }
+}
+
+function loads() {
+  const any = (topo?.loads ?? []).length > 0;
+  $("loads-part").hidden = !any;
+  if (!any) return;
+  const keys = topo.loads.map((l) => String(l.index));
+  keyedRows($("loads"), keys, loadRow).forEach((tr, i) => {
+    const l = topo.loads[i];
+    fill(tr, [`#${l.index}`, l.profile, l.players, l.state]);
+  });
+}
+
+/** The graph: the launcher's nodes by tier and their links when there is a launcher, else
+ * the balancer's edges under the origins it hears from (which edge pulls from which origin
+ * is not known to the balancer: dashed). */
+function graph(snap, merged) {
+  const origins = new Map(snap.origins.map((o) => [o.id, o]));
+  const top = { title: "balancer", lines: [snap.policy], cls: "up" };
+  const edgeBox = (name) => {
+    const { b, n } = merged.get(name);
+    const [cls, why] = state(b, n);
+    return { name, lines: [`viewers: ${b?.viewers ?? "–"}`, rate(b?.egress_bps), why.slice(0, 18)], cls };
+  };
+  if (!topo) {
+    const nodes = [
+      ...snap.origins.map((o) => ({ name: o.id, tier: 0, lines: [`streams: ${o.streams}`], cls: "up" })),
+      ...snap.edges.map((e) => ({ ...edgeBox(e.id), tier: 1, balanced: true })),
+    ];
+    const guesses = snap.edges.flatMap((e) =>
+      snap.origins.map((o) => ({ child: e.id, parent: o.id, text: "", cls: "guess" })),
+    );
+    draw($("graph"), top, nodes, guesses);
+    return;
+  }
+  const nodes = topo.nodes.map((n) => {
+    if (n.kind === "edge") return { ...edgeBox(n.name), tier: n.tier, balanced: n.balanced };
+    const streams = origins.get(n.name)?.streams;
+    const lines = [n.state, streams === undefined ? "" : `streams: ${streams}`];
+    return { name: n.name, tier: n.tier, lines, cls: n.state === "stopped" ? "out" : "up" };
+  });
+  const known = new Set(topo.links.map((l) => `${l.edge}\n${l.parent}`));
+  const linked = topo.links.map((l) => {
+    const cls = l.state === "cut" ? "cut" : "";
+    return { child: l.edge, parent: l.parent, text: linkText(l), cls };
+  });
+  for (const n of topo.nodes) {
+    for (const p of n.parents.filter((p) => !known.has(`${n.name}\n${p}`))) {
+      linked.push({ child: n.name, parent: p, text: "direct", cls: "" });
+    }
+  }
+  draw($("graph"), topo.balancer ? top : null, nodes, linked);
+}
+
+function setUp() {
+  const box = $("charts");
+  charts = {
+    viewers: new Chart(box, "viewers per edge", (v) => Math.round(v)),
+    egress: new Chart(box, "egress per edge", rate),
+  };
+  const loadBox = $("load-charts");
+  loadCharts = [
+    [new Chart(loadBox, "players playing", (v) => Math.round(v)), "playing"],
+    [new Chart(loadBox, "join time p50", (v) => `${Math.round(v)} ms`), "join_ms_p50"],
+    [new Chart(loadBox, "stalls", (v) => Math.round(v)), "stalls"],
+    [new Chart(loadBox, "latency p50", (v) => `${Math.round(v)} ms`), "latency_ms_p50"],
+  ];
+  const named = fromFragment();
+  if (named) {
+    launcher = new Launcher(
+      named,
+      (t) => {
+        topo = t;
+        if (last) show(last);
+      },
+      () => said("the launcher does not answer (retrying)", true),
+    );
+    setInterval(pollLoads, LOAD_POLL_MS);
+  }
+}
+
+let playFn = null;
+
+function show(snap) {
+  const nodes = topo?.nodes ?? [];
+  const running = nodes.filter((n) => n.state === "running").map((n) => n.http);
+  feeds.keep(topo ? running : snap.edges.filter((e) => e.in_rotation).map((e) => e.http));
+  const merged = edges(snap, nodes);
+  graph(snap, merged);
+  links();
+  loads();
   const rows = snap.streams.map((s) => {
     const by = Object.entries(s.edges).map(([id, n]) => `${id} ${n}`).join(", ");
     const viewers = `${s.viewers}${by ? ` (${by})` : ""}`;
-    return [s.stream, [s.stream, s.origin ?? "–", rate(s.bitrate), viewers]];
+    return [s.stream, [s.stream, s.origin ?? "–", rate(s.bitrate), viewers, streamMedia(s.stream)]];
   });
-  streamRows($("streams"), rows, play);
+  const kickPath = (key) => `/api/streams/${key.split("/").map(encodeURIComponent).join("/")}/kick`;
+  const kick = launcher?.token
+    ? (key, td) => td.append(action("kick", `kick ${key}`, kickPath(key)))
+    : null;
+  streamRows($("streams"), rows, playFn, kick);
+}
+
+/** The stream's media as the first followed node that has it shows it. */
+function streamMedia(key) {
+  for (const feed of feeds.feeds.values()) {
+    const s = (feed.snap?.streams ?? []).find((s) => `${s.app}/${s.name}` === key && s.video);
+    if (s) return media(s);
+  }
+  return "–";
+}
+
+export function render(snap, play) {
+  if (charts === null) setUp();
+  last = snap;
+  playFn = play;
+  show(snap);
+  const t = performance.now() / 1000;
+  for (const e of snap.edges) {
+    charts.viewers.add(e.id, t, e.viewers);
+    charts.egress.add(e.id, t, e.egress_bps);
+  }
+  charts.viewers.draw();
+  charts.egress.draw();
 }

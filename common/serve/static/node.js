@@ -22,7 +22,8 @@ export async function locate(key, proto, query) {
   return { url: playUrl(location.origin, key, proto, query) };
 }
 
-function media(s) {
+/** A stream's codecs, picture size and bitrate as its node's streams API shows them. */
+export function media(s) {
   if (!s.video && !s.audio) return "";
   const v = s.video ? `${s.video.codec} ${s.video.width ?? "?"}x${s.video.height ?? "?"}` : "";
   const a = s.audio ? `${s.audio.codec}` : "";

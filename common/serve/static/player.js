@@ -127,8 +127,9 @@ export class Player {
   }
 }
 
-/** Fill `tbody` with one row per [key, cells] of `rows`, each ending in play buttons. */
-export function streamRows(tbody, rows, play) {
+/** Fill `tbody` with one row per [key, cells] of `rows`, each ending in play buttons (and
+ * what `extra(key, td)` adds to their cell). */
+export function streamRows(tbody, rows, play, extra = null) {
   tbody.replaceChildren();
   for (const [key, cells] of rows) {
     const tr = el("tr");
@@ -140,6 +141,7 @@ export function streamRows(tbody, rows, play) {
       b.onclick = () => play(key, proto);
       td.append(b);
     }
+    if (extra) extra(key, td);
     tr.append(td);
     tbody.append(tr);
   }

@@ -1,0 +1,98 @@
+// The launcher of a topology started by `topology up`, named in the page's URL fragment
+// (#launcher=URL&token=TOKEN: a fragment never reaches a server or its log): its live view of
+// the deployment (nodes, links, loads) and its actions, each a POST with the bearer token.
+
+const RETRY_MS = 10000; // a node feed that failed is tried again after this
+
+/** The launcher the fragment names ({url, token}), or null. */
+export function fromFragment() {
+  const f = new URLSearchParams(location.hash.slice(1));
+  const url = f.get("launcher") ?? "";
+  if (!/^https?:\/\/[^/?#]+$/.test(url)) return null;
+  return { url, token: f.get("token") ?? "" };
+}
+
+export class Launcher {
+  /** Follow the launcher at `url`: `render(topology)` for each snapshot of its /api/events. */
+  constructor({ url, token }, render, offline) {
+    this.url = url;
+    this.token = token;
+    this.events = new EventSource(`${url}/api/events`);
+    this.events.onmessage = (e) => render(JSON.parse(e.data));
+    this.events.onerror = () => offline();
+    window.addEventListener("pagehide", () => this.events.close());
+  }
+
+  /** POST `path` (JSON `body` if given) with the token: {ok, answer} or {ok: false, error}. */
+  async post(path, body) {
+    const init = { method: "POST", headers: { authorization: `Bearer ${this.token}` } };
+    if (body !== undefined) {
+      init.headers["content-type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    try {
+      const resp = await fetch(`${this.url}${path}`, init);
+      const answer = await resp.json().catch(() => ({}));
+      if (resp.ok) return { ok: true, answer };
+      return { ok: false, error: `${resp.status}: ${answer.error ?? resp.statusText}` };
+    } catch (exc) {
+      return { ok: false, error: `the launcher does not answer (${exc.message})` };
+    }
+  }
+
+  /** GET /api/loads/INDEX: the load run's state and live samples (null if it failed). */
+  async load(index) {
+    try {
+      const resp = await fetch(`${this.url}/api/loads/${index}`);
+      return resp.ok ? await resp.json() : null;
+    } catch {
+      return null;
+    }
+  }
+}
+
+/** Follow the live feed (/api/events) of each node by its base URL, at most `limit` at once;
+ * a feed that fails is closed and tried again after a pause (never a reconnect storm). */
+export class NodeFeeds {
+  constructor(limit = 16) {
+    this.limit = limit;
+    this.feeds = new Map(); // base URL -> {source, snap, retryAt}
+    window.addEventListener("pagehide", () => this.keep([]));
+  }
+
+  /** Follow exactly `bases` (http(s) base URLs); stop following any other. */
+  keep(bases) {
+    const wanted = new Set(bases.filter((b) => /^https?:\/\//.test(b)).slice(0, this.limit));
+    for (const [base, feed] of this.feeds) {
+      if (!wanted.has(base)) {
+        feed.source?.close();
+        this.feeds.delete(base);
+      }
+    }
+    const now = Date.now();
+    for (const base of wanted) {
+      const feed = this.feeds.get(base) ?? { source: null, snap: null, retryAt: 0 };
+      this.feeds.set(base, feed);
+      if (feed.source === null && now >= feed.retryAt) this.open(base, feed);
+    }
+  }
+
+  open(base, feed) {
+    const source = new EventSource(`${base}/api/events`);
+    source.onmessage = (e) => {
+      feed.snap = JSON.parse(e.data);
+    };
+    source.onerror = () => {
+      source.close(); // EventSource would retry by itself every 2 s, forever
+      feed.source = null;
+      feed.snap = null;
+      feed.retryAt = Date.now() + RETRY_MS;
+    };
+    feed.source = source;
+  }
+
+  /** The last snapshot of the node at `base`, or null. */
+  snap(base) {
+    return this.feeds.get(base)?.snap ?? null;
+  }
+}
