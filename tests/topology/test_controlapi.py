@@ -188,6 +188,11 @@ async def test_the_control_api_shows_and_changes_a_running_topology(nursery, tmp
         assert resp.status == status and "error" in json.loads(resp.body)
     assert dep.nodes["e1"].proc.poll() is None, "a refused kill kills nothing"
     await api.post("/api/nodes/nobody/kill", status=404)
+    await api.post("/api/nodes/balancer/kill", status=404)  # the console's own page: not offered
+    big = await fetch("POST", api.base + "/api/links/e2/origin", body=b" " * 5000, headers=api.auth)
+    assert big.status == 413, "bodies are small"
+    assert (await fetch("DELETE", api.base + "/api/topology", headers=api.auth)).status == 405
+    assert (await fetch("GET", api.base + "/api/nodes")).status == 404
     await api.post("/api/nodes/e1/restart", status=409)
 
     # kill an edge, restart it
@@ -195,6 +200,7 @@ async def test_the_control_api_shows_and_changes_a_running_topology(nursery, tmp
     assert await api.post("/api/nodes/e1/kill") == {"node": "e1", "state": "stopped"}
     assert proc.poll() is not None
     assert (await api.node("e1"))["state"] == "stopped" and (await api.node("e1"))["pid"] is None
+    await api.post("/api/nodes/e1/kill", status=409)
     assert await api.post("/api/nodes/e1/restart") == {"node": "e1", "state": "running"}
     await healthy(dep.url("e1", "http"))
     assert (await api.node("e1"))["pid"] == dep.nodes["e1"].proc.pid != proc.pid
