@@ -203,19 +203,32 @@ class Page:
         return await self.evaluate(f"{v}.videoWidth")
 
     async def play(
-        self, base: str, stream: str, via: str, query: str = "", *, timeout: float = 30
+        self,
+        base: str,
+        stream: str,
+        via: str,
+        query: str = "",
+        *,
+        fragment: str = "",
+        timeout: float = 30,
     ) -> tuple[int, str]:
         """Open the console at `base` playing `stream` ("app/name") over `via` (flv, ws or
-        hls), `query` added to the play URL, and watch it play (`playback`); its videoWidth
-        and the player's status line."""
+        hls), `query` added to the play URL, `fragment` (e.g. the launcher's) to the page's,
+        and watch it play (`playback`); its videoWidth and the player's status line."""
         ask = {"play": stream, "via": via} | ({"query": query} if query else {})
-        await self.navigate(f"{base}/?{urlencode(ask)}")
+        await self.navigate(f"{base}/?{urlencode(ask)}" + (f"#{fragment}" if fragment else ""))
         width = await self.playback(timeout=timeout)
         return width, await self.evaluate("document.getElementById('playing').textContent")
 
-    async def screenshot(self, path: Path) -> None:
-        """Save the page as PNG to `path` (and keep a copy: `keep_screenshot`)."""
-        result = await self.call("Page.captureScreenshot", format="png")
+    async def screenshot(self, path: Path, *, full: bool = False) -> None:
+        """Save the page (the window, or all of it if `full`) as PNG to `path` (and keep a
+        copy: `keep_screenshot`)."""
+        shape: dict[str, Any] = {}
+        if full:
+            size = (await self.call("Page.getLayoutMetrics"))["cssContentSize"]
+            clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+            shape = {"captureBeyondViewport": True, "clip": clip}
+        result = await self.call("Page.captureScreenshot", format="png", **shape)
         path.write_bytes(base64.b64decode(result["data"]))
         keep_screenshot(path)
 

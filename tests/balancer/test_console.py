@@ -103,7 +103,6 @@ async def test_the_console_draws_the_deployment_and_plays_through_the_balancer(
             "document.querySelector('#streams td:nth-child(4)').textContent.startsWith('1 (')"
         )
         assert await page.evaluate("document.title") == "livecdn console"
-        await page.screenshot(tmp_path / "console.png")
         assert page.errors == []
 
         # the class exercise: kill the edge that has the viewer; it leaves the rotation on

@@ -31,8 +31,10 @@ export const SKELETON = `
   <thead><tr><th>stream</th><th>origin</th><th>bitrate</th><th>viewers by edge</th><th>media</th><th>play</th></tr></thead>
   <tbody id="streams"></tbody>
 </table>
+<div id="charts-part">
 <h2>Last minutes</h2>
 <div id="charts" class="charts"></div>
+</div>
 <div id="loads-part" hidden>
 <h2>Load runs</h2>
 <table>
@@ -55,7 +57,8 @@ const loadSamples = new Map(); // load index -> samples (the launcher bounds the
 export const title = () => "livecdn console";
 
 export function summary(snap) {
-  const viewers = snap.edges.reduce((sum, e) => sum + e.viewers, 0);
+  const procs = processes();
+  const viewers = snap.edges.reduce((sum, e) => sum + (heard(e, procs.get(e.id))?.viewers ?? 0), 0);
   const inRotation = snap.edges.filter((e) => e.in_rotation).length;
   const name = topo ? `topology ${topo.name} · ` : "";
   return (
@@ -90,6 +93,12 @@ function state(b, n) {
   if (b.draining) return ["draining", "draining"];
   return ["out", `out of rotation: ${b.out_reason}`];
 }
+
+/** The launcher's nodes by name (none without a launcher). */
+const processes = () => new Map((topo?.nodes ?? []).map((n) => [n.name, n]));
+
+/** The balancer's entry of an edge whose process runs (a stopped one's is its last words). */
+const heard = (b, n) => (n?.state === "stopped" ? null : b);
 
 /** Show what an action answered (never an alert). */
 function said(text, failed) {
@@ -171,9 +180,10 @@ function edges(snap, nodes) {
     const [cls, why] = state(b, n);
     const [byProto, ups] = fromFeed(feeds.snap(n?.http ?? b?.http));
     const beat = b?.last_heartbeat_s_ago;
-    const heard = beat === null || beat === undefined ? "never" : `${beat} s ago`;
-    const streams = b ? Object.keys(b.streams).length : null;
-    fill(tr, [names[i], why, b?.viewers, rate(b?.egress_bps), b?.load, streams, heard, byProto, ups]);
+    const last = beat === null || beat === undefined ? "never" : `${beat} s ago`;
+    const v = heard(b, n);
+    const streams = v ? Object.keys(v.streams).length : null;
+    fill(tr, [names[i], why, v?.viewers, rate(v?.egress_bps), v?.load, streams, last, byProto, ups]);
     tr.cells[1].className = cls;
   });
   return merged;
@@ -200,7 +210,9 @@ function linkRow(key) {
       }
       out[input.name] = input.name === "loss" ? v / 100 : v;
     }
-    return out;
+    if (Object.keys(out).length) return out;
+    said(`${edge} ← ${parent}: fill in a delay, loss or rate to set`, true);
+    return null;
   };
   tr.cells[3].append(
     ...inputs,
@@ -263,7 +275,9 @@ function graph(snap, merged) {
   const edgeBox = (name) => {
     const { b, n } = merged.get(name);
     const [cls, why] = state(b, n);
-    return { name, lines: [`viewers: ${b?.viewers ?? "–"}`, rate(b?.egress_bps), why.slice(0, 18)], cls };
+    const word = n?.state === "stopped" ? "stopped" : why.replace("out of rotation", "out");
+    const v = heard(b, n);
+    return { name, lines: [`viewers: ${v?.viewers ?? "–"}`, rate(v?.egress_bps), word.slice(0, 20)], cls };
   };
   if (!topo) {
     const nodes = [
@@ -296,6 +310,7 @@ function graph(snap, merged) {
 }
 
 function setUp() {
+  $("side").append($("charts-part"), $("loads-part")); // beside the player: it has room
   const box = $("charts");
   charts = {
     viewers: new Chart(box, "viewers per edge", (v) => Math.round(v)),
@@ -359,9 +374,11 @@ export function render(snap, play) {
   playFn = play;
   show(snap);
   const t = performance.now() / 1000;
+  const procs = processes();
   for (const e of snap.edges) {
-    charts.viewers.add(e.id, t, e.viewers);
-    charts.egress.add(e.id, t, e.egress_bps);
+    const v = heard(e, procs.get(e.id)); // a gap while the edge is stopped
+    charts.viewers.add(e.id, t, v ? v.viewers : null);
+    charts.egress.add(e.id, t, v ? v.egress_bps : null);
   }
   charts.viewers.draw();
   charts.egress.draw();

@@ -71,9 +71,16 @@ export class Chart {
       path.setAttribute("fill", "none");
       this.svg.append(path);
       const last = points.findLast(([, v]) => v !== null);
+      if (last) {
+        const dot = { cx: x(last[0]), cy: y(last[1]), r: 2, fill: color };
+        const circle = document.createElementNS(SVG, "circle");
+        Object.entries(dot).forEach(([k, v]) => circle.setAttribute(k, v));
+        this.svg.append(circle);
+      }
       const key = document.createElement("span");
       key.style.color = color;
-      key.textContent = `${name} ${last ? this.format(last[1]) : "–"}`;
+      const now = points.at(-1)?.[1] ?? null;
+      key.textContent = `${name} ${now === null ? "–" : this.format(now)}`;
       this.legend.append(key);
     });
     const scale = document.createElementNS(SVG, "text");

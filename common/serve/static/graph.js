@@ -54,7 +54,7 @@ export function draw(svg, top, nodes, links) {
   const rows = tiers.filter(Boolean);
   const width = Math.max(480, 150 * Math.max(1, ...rows.map((r) => r.length)));
   const first = top ? 1 : 0;
-  svg.setAttribute("viewBox", `0 0 ${width} ${10 + ROW * (rows.length + first)}`);
+  svg.setAttribute("viewBox", `0 0 ${width} ${90 + ROW * (rows.length + first - 1)}`);
   svg.setAttribute("width", "100%");
   const at = {};
   rows.forEach((row, r) =>

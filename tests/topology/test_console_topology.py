@@ -1,0 +1,108 @@
+"""The console of a topology started as `topology up` starts it (topology/examples/three-edge.toml
+as processes, with the launcher's control API): in a real browser (chromium) the balancer's
+page, opened at the URL the table prints, draws the nodes by tier with their links, plays the
+built-in publisher's 640x360 stream through the balancer over HTTP-FLV, WebSocket-FLV and HLS,
+and is where the class exercise is run: killing the edge with the page's viewer from its button
+takes it out of rotation in the view within 3 s, and the viewer moves to another edge; a load
+profile started from the page shows its players in the load charts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.browser import needs_chromium, open_page
+from tests.conftest import needs_ffmpeg
+from tests.topologies import start_topology
+from topology.output import url_table
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = Path(__file__).parents[2] / "topology" / "examples" / "three-edge.toml"
+EDGES = ("edge1", "edge2", "edge3")
+EXTRA = """
+[[link]]
+edge = "edge3"
+parent = "origin"
+delay_ms = 80
+
+[[load]]
+players = 4
+duration = "8s"
+ramp = "1s"
+start_at = "1h"
+"""
+
+
+def three_edge() -> str:
+    """The example on free ports, with an emulated 80 ms link from the origin to edge3 and a
+    small load profile (started from the page)."""
+    return re.sub(r"(?m)^(\w+_port) = \d+", r"\1 = 0", EXAMPLE.read_text()) + EXTRA
+
+
+def cell(edge: str, column: int) -> str:
+    """JavaScript: the text of `edge`'s cell in the edges table (2: state, 3: viewers the balancer
+    heard of, 8: viewers by protocol from the edge's own feed)."""
+    return f"document.querySelector('#edges tr[data-edge=\"{edge}\"] td:nth-child({column})')"
+
+
+@needs_ffmpeg
+@needs_chromium
+async def test_the_console_shows_the_topology_plays_and_kills_an_edge(nursery, tmp_path) -> None:
+    dep = await start_topology(nursery, tmp_path, three_edge())
+    (row,) = [r for r in url_table(dep).splitlines() if r.lstrip().startswith("console")]
+    url = row.split()[-1]
+    assert "#launcher=http://127.0.0.1:" in url and "&token=" in url, row
+    base, fragment = url.split("/?")[0], url.split("#", 1)[1]
+    async with open_page(tmp_path) as page:
+        for via in ("ws", "hls", "flv"):
+            width, status = await page.play(base, "live/demo", via, fragment=fragment)
+            assert width == 640, (via, status)
+        for node in ("balancer", "origin", *EDGES):
+            await page.wait_for(
+                f"document.querySelector('#graph g[data-node=\"{node}\"]') !== null"
+            )
+        assert await page.wait_for(  # the launcher's links, with their emulation
+            "[...document.querySelectorAll('#graph text.link-label')]"
+            ".map((t) => t.textContent).includes('80 ms')"
+        )
+        for edge in EDGES:
+            await page.wait_for(f"{cell(edge, 2)}.textContent === 'up'")
+        # the origin's feed gives the stream's media
+        await page.wait_for(
+            "document.querySelector('#streams td:nth-child(5)').textContent.includes('640x360')"
+        )
+        # the page's own HTTP-FLV viewer, on the one edge whose feed counts it
+        by_protocol = f"[{', '.join(cell(e, 8) for e in EDGES)}].map((td) => td.textContent)"
+        await page.wait_for(f"{by_protocol}.filter((t) => t.includes('flv 1')).length === 1")
+        texts = await page.evaluate(by_protocol)
+        (watched,) = [e for e, text in zip(EDGES, texts, strict=True) if "flv 1" in text]
+        others = [e for e in EDGES if e != watched]
+        await page.wait_for(f"{cell(watched, 3)}.textContent !== '0'")  # and its heartbeats
+        assert page.errors == []
+
+        # the class exercise, from the page: kill the edge that has the viewer
+        await page.evaluate(
+            f'document.querySelector(\'#edges tr[data-edge="{watched}"] '
+            'button[data-action="kill"]\').click()'
+        )
+        await page.wait_for(f"{cell(watched, 2)}.className === 'out'", timeout=3)
+        status = "document.getElementById('action-status').textContent"
+        assert await page.wait_for(f"{status} === 'kill {watched}: done'", timeout=5)
+        await page.wait_for(f"{cell(watched, 2)}.textContent.startsWith('out of rotation')")
+        await page.wait_for(  # the player, routed anew, is counted on another edge
+            f"[{', '.join(cell(e, 8) for e in others)}].some((td) => td.textContent.includes('flv 1'))"
+        )
+        assert await page.playback(timeout=20) == 640
+
+        # a load run started from the page: its players' samples in the load charts
+        await page.evaluate(
+            'document.querySelector(\'#loads tr[data-key="0"] button[data-action="start"]\')'
+            ".click()"
+        )
+        await page.wait_for(f"{status} === 'load 0: done'", timeout=5)
+        playing = "document.querySelector('#load-charts .legend span')?.textContent"
+        await page.wait_for(f"/^load 0 [1-9]/.test({playing})", timeout=20)
+        await page.screenshot(tmp_path / "console.png", full=True)
