@@ -3,8 +3,9 @@ as processes, with the launcher's control API): in a real browser (chromium) the
 page, opened at the URL the table prints, draws the nodes by tier with their links, plays the
 built-in publisher's 640x360 stream through the balancer over HTTP-FLV, WebSocket-FLV and HLS,
 and is where the class exercise is run: killing the edge with the page's viewer from its button
-takes it out of rotation in the view within 3 s, and the viewer moves to another edge; a load
-profile started from the page shows its players in the load charts."""
+shows it stopped within 3 s and then out of rotation, and the viewer moves to another edge;
+its other buttons drain and undrain an edge, set, cut and restore a link (the graph follows),
+and start a load profile whose players show in the load charts."""
 
 from __future__ import annotations
 
@@ -48,6 +49,13 @@ def cell(edge: str, column: int) -> str:
     return f"document.querySelector('#edges tr[data-edge=\"{edge}\"] td:nth-child({column})')"
 
 
+def button(edge: str, action: str) -> str:
+    """JavaScript: `edge`'s button for `action` (kill, restart, drain, undrain)."""
+    return (
+        f'document.querySelector(\'#edges tr[data-edge="{edge}"] button[data-action="{action}"]\')'
+    )
+
+
 @needs_ffmpeg
 @needs_chromium
 async def test_the_console_shows_the_topology_plays_and_kills_an_edge(nursery, tmp_path) -> None:
@@ -84,10 +92,7 @@ async def test_the_console_shows_the_topology_plays_and_kills_an_edge(nursery, t
         assert page.errors == []
 
         # the class exercise, from the page: kill the edge that has the viewer
-        await page.evaluate(
-            f'document.querySelector(\'#edges tr[data-edge="{watched}"] '
-            'button[data-action="kill"]\').click()'
-        )
+        await page.evaluate(f"{button(watched, 'kill')}.click()")
         await page.wait_for(f"{cell(watched, 2)}.className === 'out'", timeout=3)
         status = "document.getElementById('action-status').textContent"
         assert await page.wait_for(f"{status} === 'kill {watched}: done'", timeout=5)
@@ -96,6 +101,31 @@ async def test_the_console_shows_the_topology_plays_and_kills_an_edge(nursery, t
             f"[{', '.join(cell(e, 8) for e in others)}].some((td) => td.textContent.includes('flv 1'))"
         )
         assert await page.playback(timeout=20) == 640
+        assert await page.evaluate(f"{button(watched, 'kill')}.disabled")  # it is stopped
+
+        # drain and undrain another edge, from its buttons
+        await page.evaluate(f"{button(others[0], 'drain')}.click()")
+        await page.wait_for(f"{cell(others[0], 2)}.textContent === 'draining'", timeout=5)
+        await page.evaluate(f"{button(others[0], 'undrain')}.click()")
+        await page.wait_for(f"{cell(others[0], 2)}.textContent === 'up'", timeout=5)
+
+        # the link's form: nothing filled in is said in the page; a delay, a cut, a restore
+        link = "document.querySelector('#links tr')"
+        labels = (
+            "[...document.querySelectorAll('#graph text.link-label')].map((t) => t.textContent)"
+        )
+        await page.evaluate(f"{link}.querySelector('button[data-action=\"set\"]').click()")
+        assert "fill in a delay" in await page.evaluate(status)
+        await page.evaluate(
+            f"{link}.querySelector('input[name=\"delay_ms\"]').value = '120';"
+            f"{link}.querySelector('button[data-action=\"set\"]').click()"
+        )
+        await page.wait_for(f"{labels}.includes('120 ms')", timeout=5)
+        await page.evaluate(f"{link}.querySelector('button[data-action=\"cut\"]').click()")
+        await page.wait_for(f"{labels}.includes('cut (120 ms)')", timeout=5)
+        assert await page.evaluate("document.querySelector('#graph line.cut') !== null")
+        await page.evaluate(f"{link}.querySelector('button[data-action=\"restore\"]').click()")
+        await page.wait_for(f"{labels}.includes('80 ms')", timeout=5)  # the file's settings
 
         # a load run started from the page: its players' samples in the load charts
         await page.evaluate(
@@ -105,4 +135,6 @@ async def test_the_console_shows_the_topology_plays_and_kills_an_edge(nursery, t
         await page.wait_for(f"{status} === 'load 0: done'", timeout=5)
         playing = "document.querySelector('#load-charts .legend span')?.textContent"
         await page.wait_for(f"/^load 0 [1-9]/.test({playing})", timeout=20)
+        line = "document.querySelector('#load-charts path').getAttribute('d')"
+        await page.wait_for(f"{line}.split('L').length > 4", timeout=20)  # a few seconds of it
         await page.screenshot(tmp_path / "console.png", full=True)

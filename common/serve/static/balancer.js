@@ -53,6 +53,8 @@ const feeds = new NodeFeeds();
 let charts = null;
 let loadCharts = null;
 const loadSamples = new Map(); // load index -> samples (the launcher bounds them)
+const loadFetched = new Map(); // load index -> its state when its samples were fetched
+let polling = false;
 
 export const title = () => "livecdn console";
 
@@ -185,6 +187,13 @@ function edges(snap, nodes) {
     const streams = v ? Object.keys(v.streams).length : null;
     fill(tr, [names[i], why, v?.viewers, rate(v?.egress_bps), v?.load, streams, last, byProto, ups]);
     tr.cells[1].className = cls;
+    const can = {
+      kill: n?.state === "running",
+      restart: n?.state === "stopped",
+      drain: Boolean(b) && !b.draining,
+      undrain: Boolean(b?.draining),
+    };
+    for (const button of tr.cells[9].children) button.disabled = !can[button.dataset.action];
   });
   return merged;
 }
@@ -231,6 +240,8 @@ function links() {
     const l = topo.links[i];
     fill(tr, [`${l.edge} ← ${l.parent}`, l.state, linkText({ ...l, state: "up" })]);
     tr.cells[1].className = l.state === "cut" ? "out" : "up";
+    const cut = tr.querySelector('button[data-action="cut"]');
+    if (cut) cut.disabled = l.state === "cut";
   });
 }
 
@@ -240,11 +251,21 @@ function loadRow(key) {
   return tr;
 }
 
+/** Fetch the samples of each running load run (and once more when it is done). */
 async function pollLoads() {
-  for (const l of topo?.loads ?? []) {
-    if (l.state === "idle" || (l.state === "done" && loadSamples.has(l.index))) continue;
-    const got = await launcher.load(l.index);
-    if (got) loadSamples.set(l.index, got.samples ?? []);
+  if (polling) return;
+  polling = true;
+  try {
+    for (const l of topo?.loads ?? []) {
+      if (l.state === "idle" || (l.state === "done" && loadFetched.get(l.index) === "done")) continue;
+      const got = await launcher.load(l.index);
+      if (got) {
+        loadSamples.set(l.index, got.samples ?? []);
+        loadFetched.set(l.index, got.state);
+      }
+    }
+  } finally {
+    polling = false;
   }
   for (const [index, samples] of loadSamples) {
     const name = `load ${index}`;
@@ -263,6 +284,8 @@ function loads() {
   keyedRows($("loads"), keys, loadRow).forEach((tr, i) => {
     const l = topo.loads[i];
     fill(tr, [`#${l.index}`, l.profile, l.players, l.state]);
+    const start = tr.querySelector("button");
+    if (start) start.disabled = l.state === "running";
   });
 }
 
