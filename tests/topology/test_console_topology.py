@@ -5,7 +5,7 @@ built-in publisher's 640x360 stream through the balancer over HTTP-FLV, WebSocke
 and is where the class exercise is run: killing the edge with the page's viewer from its button
 shows it stopped within 3 s and then out of rotation, and the viewer moves to another edge;
 its other buttons drain and undrain an edge, set, cut and restore a link (the graph follows),
-and start a load profile whose players show in the load charts."""
+start a load profile whose players show in the load charts, and restart the killed edge."""
 
 from __future__ import annotations
 
@@ -138,3 +138,7 @@ async def test_the_console_shows_the_topology_plays_and_kills_an_edge(nursery, t
         line = "document.querySelector('#load-charts path').getAttribute('d')"
         await page.wait_for(f"{line}.split('L').length > 4", timeout=20)  # a few seconds of it
         await page.screenshot(tmp_path / "console.png", full=True)
+
+        await page.evaluate(f"{button(watched, 'restart')}.click()")  # and back it comes
+        await page.wait_for(f"{cell(watched, 2)}.textContent === 'up'", timeout=20)
+        assert await page.evaluate(f"{button(watched, 'restart')}.disabled")

@@ -45,6 +45,7 @@ export const SKELETON = `
 </div>`;
 
 const LOAD_POLL_MS = 2000;
+const LAUNCHER_DOWN = "the launcher does not answer (retrying)";
 
 let launcher = null; // the launcher named in the fragment, if any
 let topo = null; // its last /api/topology
@@ -352,9 +353,10 @@ function setUp() {
       named,
       (t) => {
         topo = t;
+        if ($("action-status").textContent === LAUNCHER_DOWN) said("", false);
         if (last) show(last);
       },
-      () => said("the launcher does not answer (retrying)", true),
+      () => said(LAUNCHER_DOWN, true),
     );
     setInterval(pollLoads, LOAD_POLL_MS);
   }
