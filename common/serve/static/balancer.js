@@ -91,7 +91,8 @@ function state(b, n) {
     if (b?.in_rotation) return ["out", "stopped (the balancer has not noticed yet)"];
     return ["out", b ? `out of rotation: ${b.out_reason} (stopped)` : "stopped"];
   }
-  if (!b) return n?.balanced ? ["out", "not heard by the balancer"] : ["up", "running, not balanced"];
+  if (!b && n?.balanced) return ["out", "not heard by the balancer"];
+  if (!b) return ["up", "running, not balanced"];
   if (b.in_rotation) return ["up", "up"];
   if (b.draining) return ["draining", "draining"];
   return ["out", `out of rotation: ${b.out_reason}`];
@@ -118,7 +119,9 @@ function action(text, what, path, body = null) {
     const payload = body ? body() : undefined;
     if (payload === null) return; // the form said what is wrong
     said(`${what}: …`, false);
+    b.disabled = true; // one request at a time (the next update says if it applies again)
     const got = await launcher.post(path, payload);
+    b.disabled = false;
     said(got.ok ? `${what}: done` : `${what}: ${got.error}`, !got.ok);
   };
   return b;
@@ -186,7 +189,8 @@ function edges(snap, nodes) {
     const last = beat === null || beat === undefined ? "never" : `${beat} s ago`;
     const v = heard(b, n);
     const streams = v ? Object.keys(v.streams).length : null;
-    fill(tr, [names[i], why, v?.viewers, rate(v?.egress_bps), v?.load, streams, last, byProto, ups]);
+    const load = [v?.viewers, rate(v?.egress_bps), v?.load, streams];
+    fill(tr, [names[i], why, ...load, last, byProto, ups]);
     tr.cells[1].className = cls;
     const can = {
       kill: n?.state === "running",
@@ -248,7 +252,9 @@ function links() {
 
 function loadRow(key) {
   const tr = row(key, 5);
-  if (launcher?.token) tr.cells[4].append(action("start", `load ${key}`, `/api/loads/${key}/start`));
+  if (launcher?.token) {
+    tr.cells[4].append(action("start", `load ${key}`, `/api/loads/${key}/start`));
+  }
   return tr;
 }
 
@@ -258,7 +264,8 @@ async function pollLoads() {
   polling = true;
   try {
     for (const l of topo?.loads ?? []) {
-      if (l.state === "idle" || (l.state === "done" && loadFetched.get(l.index) === "done")) continue;
+      const fetchedDone = loadFetched.get(l.index) === "done";
+      if (l.state === "idle" || (l.state === "done" && fetchedDone)) continue;
       const got = await launcher.load(l.index);
       if (got) {
         loadSamples.set(l.index, got.samples ?? []);
@@ -301,11 +308,13 @@ function graph(snap, merged) {
     const [cls, why] = state(b, n);
     const word = n?.state === "stopped" ? "stopped" : why.replace("out of rotation", "out");
     const v = heard(b, n);
-    return { name, lines: [`viewers: ${v?.viewers ?? "–"}`, rate(v?.egress_bps), word.slice(0, 20)], cls };
+    const lines = [`viewers: ${v?.viewers ?? "–"}`, rate(v?.egress_bps), word.slice(0, 20)];
+    return { name, lines, cls };
   };
   if (!topo) {
+    const originBox = (o) => ({ name: o.id, tier: 0, lines: [`streams: ${o.streams}`], cls: "up" });
     const nodes = [
-      ...snap.origins.map((o) => ({ name: o.id, tier: 0, lines: [`streams: ${o.streams}`], cls: "up" })),
+      ...snap.origins.map(originBox),
       ...snap.edges.map((e) => ({ ...edgeBox(e.id), tier: 1, balanced: true })),
     ];
     const guesses = snap.edges.flatMap((e) =>
@@ -375,7 +384,8 @@ function show(snap) {
   const rows = snap.streams.map((s) => {
     const by = Object.entries(s.edges).map(([id, n]) => `${id} ${n}`).join(", ");
     const viewers = `${s.viewers}${by ? ` (${by})` : ""}`;
-    return [s.stream, [s.stream, s.origin ?? "–", rate(s.bitrate), viewers, streamMedia(s.stream)]];
+    const cells = [s.stream, s.origin ?? "–", rate(s.bitrate), viewers, streamMedia(s.stream)];
+    return [s.stream, cells];
   });
   const kickPath = (key) => `/api/streams/${key.split("/").map(encodeURIComponent).join("/")}/kick`;
   const kick = launcher?.token
