@@ -14,6 +14,7 @@ import trio
 
 from common.net.conn import Conn, ConnClosed
 from common.net.http import Request, Response, StreamingResponse, chunk
+from common.serve.metrics import NodeMetrics
 
 log = logging.getLogger("livecdn.console")
 
@@ -156,3 +157,18 @@ async def api_json(
     if not isinstance(resp, Response) or resp.status != 200:
         return {}
     return json.loads(resp.body)
+
+
+HLS_CACHE = {"livecdn_hls_cache_hits": "hits", "livecdn_hls_cache_misses": "misses"}
+"""The metric families (their names without _total) of an edge's HLS cache, by field."""
+
+
+def hls_cache(metrics: NodeMetrics) -> dict[str, float]:
+    """The HLS objects a node served from its cache and fetched from a parent, from its own
+    metrics ({} on a node without an HLS cache: an origin)."""
+    out = {}
+    for family in metrics.collect():
+        field = HLS_CACHE.get(family.name)
+        if field is not None:
+            out[field] = sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return out

@@ -31,7 +31,7 @@ from common.proto.cors import CorsPolicy
 from common.proto.errors import ProtocolError
 from common.proto.paths import STREAMS_API, Media, play_key
 from common.proto.streamkey import StreamKeyError
-from common.serve.console import Console, api_json
+from common.serve.console import Console, api_json, hls_cache
 from common.serve.fanouts import Fanouts
 from common.serve.hlsviewers import HlsViewers
 from common.serve.metrics import CONTENT_TYPE, NodeMetrics
@@ -203,11 +203,12 @@ class PlayNode:
 
     async def snapshot(self, req: Request) -> dict:
         """What the node's page shows, as the client of `req` may see it: the node, its
-        viewers by protocol and its streams API."""
+        viewers by protocol, its HLS cache's hits and misses (an edge's) and its streams API."""
         return {
             "node": self.kind,
             "uptime_s": round(time.time() - self.started, 1),
             "viewers": {labels[0]: n for labels, n in self.viewers().items()},
+            "hls_cache": hls_cache(self.metrics),
             **await api_json(self.role.route_api, req, STREAMS_API),
         }
 

@@ -16,7 +16,7 @@ export const SKELETON = `
 <p id="action-status" role="status"></p>
 <h2>Edges</h2>
 <table>
-  <thead><tr><th>edge</th><th>state</th><th>viewers</th><th>egress</th><th>load</th><th>streams</th><th>heartbeat</th><th>viewers by protocol</th><th>upstreams</th><th class="act"></th></tr></thead>
+  <thead><tr><th>edge</th><th>state</th><th>viewers</th><th>egress</th><th>load</th><th>streams</th><th>heartbeat</th><th>viewers by protocol</th><th>upstreams</th><th>HLS cache hits</th><th class="act"></th></tr></thead>
   <tbody id="edges"></tbody>
 </table>
 <div id="links-part" hidden>
@@ -152,11 +152,11 @@ function fill(tr, values) {
 }
 
 function edgeRow(name) {
-  const tr = row(name, 10);
+  const tr = row(name, 11);
   tr.dataset.edge = name;
   if (launcher?.token) {
     const enc = encodeURIComponent(name);
-    tr.cells[9].append(
+    tr.cells[10].append(
       action("kill", `kill ${name}`, `/api/nodes/${enc}/kill`),
       action("restart", `restart ${name}`, `/api/nodes/${enc}/restart`),
       action("drain", `drain ${name}`, `/api/edges/${enc}/drain`),
@@ -166,13 +166,17 @@ function edgeRow(name) {
   return tr;
 }
 
-/** The node feed's viewers by protocol and the parents its streams come from. */
+/** The node feed's viewers by protocol, the parents its streams come from and the share of
+ * HLS objects its cache served. */
 function fromFeed(snap) {
-  if (!snap) return [null, null];
+  if (!snap) return [null, null, null];
   const by = Object.entries(snap.viewers ?? {}).filter(([, n]) => n);
   const parents = (snap.streams ?? []).map((s) => s.upstream?.parent).filter(Boolean);
   const ups = new Set(parents.map((p) => p.replace(/^\w+:\/\//, "")));
-  return [by.map(([k, n]) => `${k} ${n}`).join(", ") || "0", [...ups].join(", ") || "–"];
+  const { hits = 0, misses = 0 } = snap.hls_cache ?? {};
+  const asked = hits + misses;
+  const cache = asked ? `${Math.round((100 * hits) / asked)}% of ${asked}` : "–";
+  return [by.map(([k, n]) => `${k} ${n}`).join(", ") || "0", [...ups].join(", ") || "–", cache];
 }
 
 function edges(snap, nodes) {
@@ -184,13 +188,13 @@ function edges(snap, nodes) {
   keyedRows($("edges"), names, edgeRow).forEach((tr, i) => {
     const { b, n } = merged.get(names[i]);
     const [cls, why] = state(b, n);
-    const [byProto, ups] = fromFeed(feeds.snap(n?.http ?? b?.http));
+    const [byProto, ups, cache] = fromFeed(feeds.snap(n?.http ?? b?.http));
     const beat = b?.last_heartbeat_s_ago;
     const last = beat === null || beat === undefined ? "never" : `${beat} s ago`;
     const v = heard(b, n);
     const streams = v ? Object.keys(v.streams).length : null;
     const load = [v?.viewers, rate(v?.egress_bps), v?.load, streams];
-    fill(tr, [names[i], why, ...load, last, byProto, ups]);
+    fill(tr, [names[i], why, ...load, last, byProto, ups, cache]);
     tr.cells[1].className = cls;
     const can = {
       kill: n?.state === "running",
@@ -198,7 +202,7 @@ function edges(snap, nodes) {
       drain: Boolean(b) && !b.draining,
       undrain: Boolean(b?.draining),
     };
-    for (const button of tr.cells[9].children) button.disabled = !can[button.dataset.action];
+    for (const button of tr.cells[10].children) button.disabled = !can[button.dataset.action];
   });
   return merged;
 }

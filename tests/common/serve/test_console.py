@@ -14,6 +14,7 @@ import trio
 from common.net.httpclient import fetch, open_request
 from common.proto.playtoken import play_query
 from common.serve import console
+from common.serve.metrics import NodeMetrics
 from tests.browser import needs_chromium, open_page
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_edge, start_origin, wait_for_stream
 from tests.metrics import metric, scrape
@@ -83,6 +84,15 @@ async def events(url: str):
     return resp, parsed()
 
 
+def test_hls_cache_reads_the_edges_cache_counters() -> None:
+    metrics = NodeMetrics("edge")
+    metrics.counter("hls_cache_hits_total", "hits", (), lambda: {(): 7})
+    metrics.counter("hls_cache_misses_total", "misses", ())
+    metrics.inc("hls_cache_misses_total", 3)
+    metrics.counter("hls_cache_coalesced_total", "not a hit or a miss", (), lambda: {(): 5})
+    assert console.hls_cache(metrics) == {"hits": 7, "misses": 3}
+
+
 @needs_ffmpeg
 async def test_the_live_feed_sends_the_node_every_second(nursery, clip, monkeypatch) -> None:
     origin, address = await start_origin(nursery)
@@ -92,6 +102,7 @@ async def test_the_live_feed_sends_the_node_every_second(nursery, clip, monkeypa
         first = await anext(feed)
     assert first["node"] == "origin" and first["streams"] == []
     assert first["viewers"] == {"flv": 0, "ws": 0, "rtmp": 0, "hls": 0}
+    assert first["hls_cache"] == {}  # an origin has no HLS cache
     await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{address.rtmp_port}/live/feed")
     await wait_for_stream(origin, "live", "feed")
     with trio.fail_after(5):
