@@ -45,7 +45,7 @@ def three_edge() -> str:
 
 def cell(edge: str, column: int) -> str:
     """JavaScript: the text of `edge`'s cell in the edges table (2: state, 3: viewers the balancer
-    heard of, 8: viewers by protocol and 10: HLS cache hits, from the edge's own feed)."""
+    heard of, 7: viewers by protocol and 9: HLS cache hits, from the edge's own feed)."""
     return f"document.querySelector('#edges tr[data-edge=\"{edge}\"] td:nth-child({column})')"
 
 
@@ -83,10 +83,10 @@ async def test_the_console_shows_the_topology_plays_and_kills_an_edge(nursery, t
             "document.querySelector('#streams td:nth-child(5)').textContent.includes('640x360')"
         )
         # the page's own HTTP-FLV viewer, on the one edge whose feed counts it
-        by_protocol = f"[{', '.join(cell(e, 8) for e in EDGES)}].map((td) => td.textContent)"
+        by_protocol = f"[{', '.join(cell(e, 7) for e in EDGES)}].map((td) => td.textContent)"
         await page.wait_for(f"{by_protocol}.filter((t) => t.includes('flv 1')).length === 1")
         # the HLS play left its objects in an edge's cache: its hits shown, from its feed
-        caches = f"[{', '.join(cell(e, 10) for e in EDGES)}].map((td) => td.textContent)"
+        caches = f"[{', '.join(cell(e, 9) for e in EDGES)}].map((td) => td.textContent)"
         await page.wait_for(f"{caches}.some((t) => /^\\d+% of [1-9]/.test(t))")
         texts = await page.evaluate(by_protocol)
         (watched,) = [e for e, text in zip(EDGES, texts, strict=True) if "flv 1" in text]
@@ -101,7 +101,7 @@ async def test_the_console_shows_the_topology_plays_and_kills_an_edge(nursery, t
         assert await page.wait_for(f"{status} === 'kill {watched}: done'", timeout=5)
         await page.wait_for(f"{cell(watched, 2)}.textContent.startsWith('out of rotation')")
         await page.wait_for(  # the player, routed anew, is counted on another edge
-            f"[{', '.join(cell(e, 8) for e in others)}].some((td) => td.textContent.includes('flv 1'))"
+            f"[{', '.join(cell(e, 7) for e in others)}].some((td) => td.textContent.includes('flv 1'))"
         )
         assert await page.playback(timeout=20) == 640
         assert await page.evaluate(f"{button(watched, 'kill')}.disabled")  # it is stopped

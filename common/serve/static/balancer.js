@@ -16,7 +16,7 @@ export const SKELETON = `
 <p id="action-status" role="status"></p>
 <h2>Edges</h2>
 <table>
-  <thead><tr><th>edge</th><th>state</th><th>viewers</th><th>egress</th><th>load</th><th>streams</th><th>heartbeat</th><th>viewers by protocol</th><th>upstreams</th><th>HLS cache hits</th><th class="act"></th></tr></thead>
+  <thead><tr><th>edge</th><th>state</th><th>viewers</th><th>egress</th><th>load</th><th>heartbeat</th><th>viewers by protocol</th><th>upstreams</th><th>HLS cache hits</th><th class="act"></th></tr></thead>
   <tbody id="edges"></tbody>
 </table>
 <div id="links-part" hidden>
@@ -152,11 +152,11 @@ function fill(tr, values) {
 }
 
 function edgeRow(name) {
-  const tr = row(name, 11);
+  const tr = row(name, 10);
   tr.dataset.edge = name;
   if (launcher?.token) {
     const enc = encodeURIComponent(name);
-    tr.cells[10].append(
+    tr.cells[9].append(
       action("kill", `kill ${name}`, `/api/nodes/${enc}/kill`),
       action("restart", `restart ${name}`, `/api/nodes/${enc}/restart`),
       action("drain", `drain ${name}`, `/api/edges/${enc}/drain`),
@@ -190,10 +190,9 @@ function edges(snap, nodes) {
     const [cls, why] = state(b, n);
     const [byProto, ups, cache] = fromFeed(feeds.snap(n?.http ?? b?.http));
     const beat = b?.last_heartbeat_s_ago;
-    const last = beat === null || beat === undefined ? "never" : `${beat} s ago`;
+    const last = beat === null || beat === undefined ? "never" : `${beat.toFixed(1)} s ago`;
     const v = heard(b, n);
-    const streams = v ? Object.keys(v.streams).length : null;
-    const load = [v?.viewers, rate(v?.egress_bps), v?.load, streams];
+    const load = [v?.viewers, rate(v?.egress_bps), v?.load];
     fill(tr, [names[i], why, ...load, last, byProto, ups, cache]);
     tr.cells[1].className = cls;
     const can = {
@@ -202,7 +201,7 @@ function edges(snap, nodes) {
       drain: Boolean(b) && !b.draining,
       undrain: Boolean(b?.draining),
     };
-    for (const button of tr.cells[10].children) button.disabled = !can[button.dataset.action];
+    for (const button of tr.cells[9].children) button.disabled = !can[button.dataset.action];
   });
   return merged;
 }
