@@ -171,4 +171,6 @@ def hls_cache(metrics: NodeMetrics) -> dict[str, float]:
         field = HLS_CACHE.get(family.name)
         if field is not None:
             out[field] = sum(s.value for s in family.samples if s.name.endswith("_total"))
+            if len(out) == len(HLS_CACHE):
+                break  # the rest (gauges computed by callbacks) is not needed
     return out
