@@ -171,6 +171,7 @@ class ControlServer:
         finally:
             self.strangers.leave(stranger)
             self.connections -= 1
+            self.table.connection_closed(conn.peer)
 
     async def forget_loop(self) -> None:
         """Forget silent nodes, a few times per `forget_after`."""

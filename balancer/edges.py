@@ -24,6 +24,7 @@ class Health(Enum):
 class Exclusion(StrEnum):
     """Why an edge cannot take a new viewer."""
 
+    GONE = "gone"  # the control connection that carried its heartbeats closed
     STALE = "stale"  # its heartbeats stopped
     FAILING = "failing"  # its health checks fail
     DRAINING = "draining"
@@ -57,6 +58,8 @@ class EdgeState:
     draining: bool = False
     assigned: int = 0  # viewers sent since the last heartbeat (not yet in its count)
     routed_total: int = 0
+    peer: str = ""  # the control connection its last heartbeat came on
+    connected: bool = True  # that connection is open
 
     def __post_init__(self) -> None:
         self.streams = frozenset(self.beat.streams)
@@ -77,12 +80,22 @@ class EdgeState:
         tls = getattr(self.beat, scheme + "s") if secure else ""
         return tls or getattr(self.beat, scheme)
 
-    def heard(self, beat: Heartbeat, now: float) -> None:
-        """A new heartbeat: it replaces what the edge said before."""
+    def heard(self, beat: Heartbeat, now: float, peer: str = "") -> None:
+        """A new heartbeat (on the control connection `peer`): it replaces what the edge
+        said before."""
+        if not self.connected:
+            log.info("edge %s reconnected from %s", self.id, peer)
+        self.peer, self.connected = peer, True
         self.beat = beat
         self.streams = frozenset(beat.streams)
         self.last_heartbeat = now
         self.assigned = 0
+
+    def disconnected(self) -> None:
+        """Its control connection closed (a killed or stopping edge's does at once): out of
+        rotation until a heartbeat comes again, without waiting for heartbeat_timeout."""
+        self.connected = False
+        log.warning("edge %s out of rotation: its control connection %s closed", self.id, self.peer)
 
     def heartbeat_stale(self, now: float, timeout: float) -> bool:
         """True if the edge's heartbeats stopped more than `timeout` ago."""
@@ -120,6 +133,8 @@ class EdgeState:
 
     def out_reason(self, now: float, timeout: float) -> Excluded | None:
         """Why the edge is out of rotation, or None if it is in."""
+        if not self.connected:
+            return Excluded(Exclusion.GONE, "control connection closed")
         if self.heartbeat_stale(now, timeout):
             return Excluded(Exclusion.STALE, f"no heartbeat for {timeout:g} s")
         if self.health is Health.DOWN:

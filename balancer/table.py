@@ -64,7 +64,7 @@ class NodeTable:
                 log.info("edge %s joined (%s) from %s", msg.node, msg.http, peer)
             elif edge.heartbeat_stale(now, cfg.heartbeat_timeout):
                 log.info("edge %s is back (heartbeats resumed)", msg.node)
-            edge.heard(msg, now)
+            edge.heard(msg, now, peer)
         else:
             if msg.node not in self.origin_seen:
                 if len(self.origin_seen) >= cfg.max_origins:
@@ -78,6 +78,13 @@ class NodeTable:
                 log.info("origin %s announced from %s", msg.node, peer)
             self.origin_streams[msg.node] = {s.key: s for s in msg.streams}
             self.origin_seen[msg.node] = now
+
+    def connection_closed(self, peer: str) -> None:
+        """The control connection `peer` closed: the edges whose heartbeats it carried (and
+        no newer connection since) are out of rotation at once."""
+        for edge in self.edges.values():
+            if edge.peer == peer and edge.connected:
+                edge.disconnected()
 
     def forget(self, now: float) -> None:
         """Drop edges and origins silent for more than `forget_after` seconds."""

@@ -5,6 +5,7 @@ forgotten, the admission queue is bounded, and the senders never die."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 
@@ -406,3 +407,36 @@ async def test_live_streams_are_reported(nursery, clip) -> None:
         viewers.cancel_scope.cancel()
     body = (await fetch("GET", f"{base}/api/streams")).body
     assert b'"live/x"' in body and b'"origin": "o1"' in body
+
+
+async def test_an_edge_whose_control_connection_closes_is_out_of_rotation_at_once(
+    nursery, caplog
+) -> None:
+    """A killed edge's kernel closes its control connection: the balancer takes it out of
+    rotation then, not heartbeat_timeout later, and back in with its next heartbeat."""
+    caplog.set_level(logging.INFO, "livecdn.balancer")
+    b, base, control = await start(nursery, heartbeat_timeout=60.0)
+
+    async def out_reason() -> str | None:
+        edges = (await fetch("GET", f"{base}/api/edges")).body
+        return json.loads(edges)["edges"][0]["out_reason"]
+
+    conn = await send(control, encode(hb("e1", 1000)))
+    with trio.fail_after(3):
+        while "e1" not in b.edges:
+            await trio.sleep(0.02)
+    assert await out_reason() is None
+    other = await send(control, b"")  # another connection (a stranger's) closing changes nothing
+    other.close()
+    await trio.sleep(0.2)
+    assert await out_reason() is None
+    conn.close()
+    with trio.fail_after(1):
+        while await out_reason() != "control connection closed":
+            await trio.sleep(0.02)
+    assert any("its control connection" in r.getMessage() for r in caplog.records)
+    again = await send(control, encode(hb("e1", 1000)))
+    with trio.fail_after(3):
+        while await out_reason() is not None:
+            await trio.sleep(0.02)
+    again.close()

@@ -82,8 +82,9 @@ async def test_three_edges_kill_one_and_viewers_move(nursery, tmp_path):
         (stream,) = json.loads(body)["streams"]
         assert abs(stream["viewers"]["total"] - n) <= 0.05 * n, (name, stream["viewers"], n)
 
-    # kill edge1: out of rotation (after the heartbeat timeout, counted in virtual time in
-    # tests/balancer/test_balancer.py), its viewers come back through the balancer
+    # kill edge1: out of rotation (its control connection closes; a silent edge's heartbeat
+    # timeout is counted in virtual time in tests/balancer/test_balancer.py), its viewers
+    # come back through the balancer
     victim = dep.nodes["edge1"]
     on_victim = [p for p in crowd.players if port_of[p.result.edge] == "edge1"]
     victim.proc.kill()
