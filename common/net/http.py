@@ -152,7 +152,8 @@ async def serve_http(
             url = urlsplit(head.target)
         except ValueError as exc:  # e.g. "//[": an unclosed IPv6 bracket
             log.info("HTTP 400 from %s: bad target %s: %s", conn.peer, shown(head.target), exc)
-            resp = Response.text(400, "malformed request target", cors.headers(None))
+            origin = head.headers.get("origin")
+            resp = Response.text(400, "malformed request target", cors.headers(origin))
             await _send_response(conn, resp, close=True, send_timeout=1.0)
             return
         origin = head.headers.get("origin")

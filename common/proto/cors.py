@@ -44,6 +44,10 @@ class CorsPolicy:
             return [("access-control-allow-origin", origin), ("vary", "origin")]
         return [("vary", "origin")]
 
+    def allows(self, origin: str | None) -> bool:
+        """Whether a page of `origin` may use the node (None: no page sent the request)."""
+        return origin is None or ANY in self.origins or origin in self.origins
+
     def preflight(self, origin: str | None) -> list[tuple[str, str]]:
         """The headers of the answer to an OPTIONS preflight."""
         return [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from importlib import resources
@@ -14,6 +15,7 @@ import trio
 
 from common.net.conn import Conn, ConnClosed
 from common.net.http import Request, Response, StreamingResponse, chunk
+from common.proto.peers import peer_host
 from common.serve.metrics import NodeMetrics
 
 log = logging.getLogger("livecdn.console")
@@ -21,6 +23,7 @@ log = logging.getLogger("livecdn.console")
 EVENTS_API = "/api/events"
 STATIC = "/static/"
 MAX_EVENT_CLIENTS = 32
+MAX_EVENT_CLIENTS_PER_HOST = 8
 """Browsers following a node's live feed at once (each is an open connection)."""
 
 TYPES = {
@@ -114,21 +117,30 @@ class Console:
         self.period = period
         self.send_timeout = send_timeout
         self.clients = 0
+        self.per_host: Counter[str] = Counter()
 
     def route(self, req: Request) -> Response | StreamingResponse | None:
         """The console's routes (`page_response`, /api/events); None for other paths."""
-        if req.path == EVENTS_API and req.method == "GET":
+        if req.path == EVENTS_API and req.method in ("GET", "HEAD"):
             return self.events(req)
         return page_response(req)
 
     def events(self, req: Request) -> Response | StreamingResponse:
-        """The event stream, or a 503 when MAX_EVENT_CLIENTS already follow it."""
+        """The event stream, or a 503 when MAX_EVENT_CLIENTS already follow it, or
+        MAX_EVENT_CLIENTS_PER_HOST from the request's address (so one stranger cannot hold
+        every place)."""
         if self.clients >= MAX_EVENT_CLIENTS:
             return Response.text(503, f"{MAX_EVENT_CLIENTS} clients already follow the events")
+        if self.per_host[peer_host(req.peer)] >= MAX_EVENT_CLIENTS_PER_HOST:
+            return Response.text(
+                503, f"{MAX_EVENT_CLIENTS_PER_HOST} clients of this address already follow"
+            )
         return StreamingResponse(200, "text/event-stream", lambda conn: self._send(conn, req))
 
     async def _send(self, conn: Conn, req: Request) -> None:
         self.clients += 1  # here, not in respond(): a HEAD gets the head and no body
+        host = peer_host(req.peer)
+        self.per_host[host] += 1
         try:
             conn.write(chunk(b"retry: 2000\n\n"))
             while not conn.closed:
@@ -146,6 +158,9 @@ class Console:
             pass
         finally:
             self.clients -= 1
+            self.per_host[host] -= 1
+            if not self.per_host[host]:
+                del self.per_host[host]
 
 
 async def api_json(

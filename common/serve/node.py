@@ -184,6 +184,10 @@ class PlayNode:
                 return self.refuse_play(play, Refusal.BAD_CLASS_TOKEN, exc)
             websocket = None
             if protocol is PlayProtocol.WS:
+                if not self.cors.allows(origin := req.headers.get("origin")):
+                    # CORS does not cover WebSockets: the server checks the page's origin
+                    why = PermissionError(f"a page of {origin[:60]!r} is not in cors_origins")
+                    return self.refuse_play(play, Refusal.ORIGIN, why)
                 try:
                     websocket = handshake(req)
                 except ProtocolError as exc:

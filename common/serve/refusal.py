@@ -10,6 +10,7 @@ class Refusal(StrEnum):
 
     BAD_NAME = "bad_name"
     BAD_CLASS_TOKEN = "bad_class_token"
+    ORIGIN = "origin"  # a WebSocket from a page whose origin cors_origins does not list
     NOT_FOUND = "not_found"
     UNAVAILABLE = "unavailable"
     TIMEOUT = "timeout"

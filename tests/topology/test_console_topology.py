@@ -149,3 +149,8 @@ async def test_the_console_shows_the_topology_plays_and_kills_an_edge(nursery, t
         await page.evaluate(f"{button(watched, 'restart')}.click()")  # and back it comes
         await page.wait_for(f"{cell(watched, 2)}.textContent === 'up'", timeout=20)
         assert await page.evaluate(f"{button(watched, 'restart')}.disabled")
+        # every action went through with nothing in the console but what the killed edge's
+        # cut connections say (the player's stream and the page's feed of that edge)
+        killed = f"127.0.0.1:{dep.nodes[watched].http_port}/"
+        unexpected = [e for e in page.errors if killed not in e and "Early-EOF" not in e]
+        assert unexpected == [], unexpected

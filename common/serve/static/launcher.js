@@ -2,13 +2,16 @@
 // (#launcher=URL&token=TOKEN: a fragment never reaches a server or its log): its live view of
 // the deployment (nodes, links, loads) and its actions, each a POST with the bearer token.
 
+import { followEvents } from "./player.js";
+
 const RETRY_MS = 10000; // a node feed that failed is tried again after this
 
 /** The launcher the fragment names ({url, token}), or null. */
 export function fromFragment() {
   const f = new URLSearchParams(location.hash.slice(1));
   const url = f.get("launcher") ?? "";
-  if (!/^https?:\/\/[^/?#]+$/.test(url)) return null;
+  // the launcher listens on loopback only: a link naming any other host is not followed
+  if (!/^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?$/.test(url)) return null;
   return { url, token: f.get("token") ?? "" };
 }
 
@@ -17,10 +20,7 @@ export class Launcher {
   constructor({ url, token }, render, offline) {
     this.url = url;
     this.token = token;
-    this.events = new EventSource(`${url}/api/events`);
-    this.events.onmessage = (e) => render(JSON.parse(e.data));
-    this.events.onerror = () => offline();
-    window.addEventListener("pagehide", () => this.events.close());
+    followEvents(`${url}/api/events`, render, offline);
   }
 
   /** POST `path` (JSON `body` if given) with the token: {ok, answer} or {ok: false, error}. */

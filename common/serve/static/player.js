@@ -150,11 +150,30 @@ export function streamRows(tbody, rows, play, extra = null) {
 /** Follow the node's live feed (Server-Sent Events at /api/events); `render` gets each
  * snapshot, `offline` is called while the node does not answer. */
 export function follow(render, offline) {
-  const events = new EventSource("/api/events");
-  events.onmessage = (e) => render(JSON.parse(e.data));
-  events.onerror = () => offline();
-  window.addEventListener("pagehide", () => events.close());
-  return events;
+  return followEvents("/api/events", render, offline);
+}
+
+/** Follow the Server-Sent Events at `url` for as long as the page lives: `render` gets each
+ * snapshot, `offline` is called while it does not answer. EventSource retries a dropped
+ * stream by itself, but gives up for good on an answer other than 200 (e.g. a 503 when the
+ * node has enough followers): then it is opened again after `retryMs`. */
+export function followEvents(url, render, offline, retryMs = 5000) {
+  let events = null;
+  let left = false;
+  const open = () => {
+    if (left) return;
+    events = new EventSource(url);
+    events.onmessage = (e) => render(JSON.parse(e.data));
+    events.onerror = () => {
+      offline();
+      if (events.readyState === EventSource.CLOSED) setTimeout(open, retryMs);
+    };
+  };
+  window.addEventListener("pagehide", () => {
+    left = true;
+    events?.close();
+  });
+  open();
 }
 
 /** An element with text (never HTML: names come from publishers). */

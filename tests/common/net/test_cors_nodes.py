@@ -59,3 +59,16 @@ async def test_a_configured_list_allows_its_pages_and_redirected_ones(nursery) -
         got = await fetch("GET", url, headers=[("origin", origin)])
         assert got.headers.get("access-control-allow-origin") == want, origin
         assert got.headers["vary"] == "origin"
+
+
+async def test_an_allowed_page_is_told_why_its_bad_request_failed(nursery) -> None:
+    _, address = await start_origin(nursery, cors_origins=["https://page.example"])
+    stream = await trio.open_tcp_stream("127.0.0.1", address.http_port)
+    async with stream:
+        await stream.send_all(
+            b"GET //[ HTTP/1.1\r\nHost: x\r\nOrigin: https://page.example\r\n\r\n"
+        )
+        with trio.fail_after(5):
+            head = await stream.receive_some(4096)
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"access-control-allow-origin: https://page.example" in head.lower()

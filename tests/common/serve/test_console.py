@@ -129,6 +129,19 @@ async def test_the_live_feed_sends_the_node_every_second(nursery, clip, monkeypa
                 break
             assert again.status == 503
             await trio.sleep(0.2)
+    head = await fetch("HEAD", url)
+    assert head.status == 200 and head.headers["content-type"] == "text/event-stream"
+
+    # one address cannot hold every place
+    monkeypatch.setattr(console, "MAX_EVENT_CLIENTS", 32)
+    monkeypatch.setattr(console, "MAX_EVENT_CLIENTS_PER_HOST", 1)
+    with trio.fail_after(10):
+        while (held := await open_request("GET", url)).status != 200:
+            held.close()
+            await trio.sleep(0.2)
+    crowded = await fetch("GET", url)
+    assert crowded.status == 503 and b"this address" in crowded.body
+    held.close()
 
 
 @pytest.mark.slow

@@ -117,3 +117,19 @@ async def test_a_client_breaking_the_protocol_ends_only_its_play(nursery, clip) 
             event = await good.next_event()
             assert isinstance(event, BytesMessage)
             got += len(event.data)
+
+
+async def test_a_page_of_an_origin_not_in_cors_origins_gets_no_websocket(nursery, clip) -> None:
+    origin, address = await start_origin(nursery, cors_origins=["https://page.example"])
+    await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{address.rtmp_port}/live/w")
+    await wait_for_stream(origin, "live", "w")
+    for page, accepted in (("https://evil.example", False), ("https://page.example", True)):
+        client = Client(await trio.open_tcp_stream("127.0.0.1", address.http_port))
+        await client.send(Request(host="x", target="/live/w.flv",
+                                  extra_headers=[(b"origin", page.encode())]))  # fmt: skip
+        with trio.fail_after(5):
+            event = await client.next_event()
+        assert isinstance(event, AcceptConnection if accepted else RejectConnection), page
+        if not accepted:
+            assert event.status_code == 403
+        await client.stream.aclose()
