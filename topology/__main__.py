@@ -1,6 +1,8 @@
 """`python -m topology`: whole deployments from a TOML file, and the built-in publisher.
 
-python -m topology up three-edge.toml    every node as a process, publishers, URL table
+python -m topology up three-edge.toml    every node as a process, publishers, URL table (first
+                                         the console: a browser page of the whole deployment,
+                                         with its actions on the launcher's control API)
 python -m topology load FILE --players N  simulated players against a topology (or --url)
 python -m topology validate FILE         check a topology file
 python -m topology demo                  just an origin plus the built-in publisher
@@ -32,7 +34,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     """Command line."""
     p = argparse.ArgumentParser(prog="python -m topology", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    upp = sub.add_parser("up", help="start every node of a topology, its publishers; Ctrl-C stops")
+    upp = sub.add_parser(
+        "up",
+        help="start every node of a topology, its publishers; Ctrl-C stops",
+        description="Start every node of a topology as a process, its publishers and links, "
+        "and print a table of URLs: first the console (the balancer's page; its URL's "
+        "fragment names the launcher's control API on 127.0.0.1 and its console_token, so "
+        "the page can kill and restart nodes, degrade or cut links, drain edges, kick "
+        "publishers and start load profiles). Secrets go to the run directory's "
+        "secrets.toml (mode 0600).",
+    )
     upp.add_argument(
         "topology", help="a .toml file or a shipped example: one-edge, three-edge, two-tier"
     )
