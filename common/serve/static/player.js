@@ -20,6 +20,14 @@ export function playUrl(base, key, proto, query) {
   return query ? `${url}?${query}` : url;
 }
 
+/** Seconds from the origin's ingest to what `hls` shows now: the playlist's
+ * EXT-X-PROGRAM-DATE-TIME (the ingest wall clock of each segment) against this machine's
+ * clock; null without it. */
+export function ingestLatency(hls) {
+  const shown = hls?.playingDate;
+  return shown ? Math.max(0, (Date.now() - shown.getTime()) / 1000) : null;
+}
+
 /** Seconds of media the player holds ahead of what it shows (what a viewer lags by, at
  * least), or null before anything plays. */
 export function bufferLatency(video) {
@@ -32,6 +40,7 @@ export class Player {
     this.video = video;
     this.status = status;
     this.engine = null;
+    this.hls = null;
     this.label = "";
     this.error = "";
     this.again = null;
@@ -64,6 +73,7 @@ export class Player {
         });
         hls.loadSource(url);
         hls.attachMedia(video);
+        this.hls = hls;
         this.engine = { destroy: () => hls.destroy() };
       }
     } else {
@@ -107,6 +117,7 @@ export class Player {
     this.retry = null;
     if (this.engine) this.engine.destroy();
     this.engine = null;
+    this.hls = null;
     this.video.removeAttribute("src");
     this.label = "";
   }
@@ -121,6 +132,8 @@ export class Player {
     const parts = [this.label];
     if (v.videoWidth) parts.push(`${v.videoWidth}x${v.videoHeight}`);
     parts.push(`t=${v.currentTime.toFixed(1)} s`);
+    const ingest = ingestLatency(this.hls);
+    if (ingest !== null) parts.push(`latency ${ingest.toFixed(1)} s from ingest`);
     if (latency !== null) parts.push(`buffer latency ${latency.toFixed(2)} s`);
     if (this.error) parts.push(`error: ${this.error}`);
     this.status.textContent = parts.join(" · ");

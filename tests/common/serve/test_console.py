@@ -6,6 +6,7 @@ HTTP-FLV, WebSocket-FLV and HLS with no console errors."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -166,6 +167,8 @@ async def test_an_edge_page_lists_and_plays_its_stream(nursery, clip, tmp_path) 
             assert width == 320, via
             assert status.startswith({"flv": "HTTP-FLV", "ws": "WebSocket-FLV", "hls": "HLS"}[via])
             assert "buffer latency" in status
+            if via == "hls":  # the playlist's program date-times: latency from the ingest
+                assert re.search(r"latency \d+\.\d s from ingest", status), status
         with trio.fail_after(3):  # a page left closes its WebSocket (pagehide)
             while metric(await scrape(base), "livecdn_viewers", protocol="ws") != 0:
                 await trio.sleep(0.1)
