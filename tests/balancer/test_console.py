@@ -1,7 +1,8 @@
 """The balancer's console at `/`: its feed (/api/events) shows the edges with their health,
 the origins and the streams; in a real browser (chromium) the page draws the deployment and
 plays a stream through the balancer over HTTP-FLV and HLS (its 302) and WebSocket-FLV (the
-edge /api/route names), with no console errors."""
+edge /api/route names), with no console errors; opened with the admin token in its fragment
+(#admin=TOKEN) it drains and undrains an edge through the balancer's admin API."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.conftest import (
 )
 
 EDGES = ("edge-a", "edge-b")
+ADMIN_TOKEN = "admin-token-for-the-console-0123"
 
 
 async def deployment(nursery, clip) -> tuple[str, dict[str, trio.CancelScope]]:
@@ -33,7 +35,13 @@ async def deployment(nursery, clip) -> tuple[str, dict[str, trio.CancelScope]]:
     balancer = Balancer(
         build(
             BalancerConfig,
-            {"host": "127.0.0.1", "http_port": 0, "control_port": 0, "check_interval": 0.5},
+            {
+                "host": "127.0.0.1",
+                "http_port": 0,
+                "control_port": 0,
+                "check_interval": 0.5,
+                "admin_token": ADMIN_TOKEN,
+            },
         )
     )
     http, control = await nursery.start(balancer.run)
@@ -103,6 +111,7 @@ async def test_the_console_draws_the_deployment_and_plays_through_the_balancer(
             "document.querySelector('#streams td:nth-child(4)').textContent.startsWith('1 (')"
         )
         assert await page.evaluate("document.title") == "livecdn console"
+        assert await page.evaluate("document.querySelectorAll('#edges button').length") == 0
         assert page.errors == []
 
         # the class exercise: kill the edge that has the viewer; it leaves the rotation on
@@ -117,3 +126,41 @@ async def test_the_console_draws_the_deployment_and_plays_through_the_balancer(
         await page.wait_for(f"{state}.textContent.startsWith('out of rotation')", timeout=5)
         await page.wait_for(f"{viewers.format(other)}.textContent === '1'", timeout=20)
         assert await page.playback(timeout=20) == 320
+
+        await drain_and_undrain(page, base, other)
+
+
+async def drain_and_undrain(page, base: str, edge: str) -> None:
+    """The page opened with a wrong admin token shows the balancer's 403; with the right one it
+    drains `edge` (the balancer's API then says so) and undrains it."""
+    row = f'#edges tr[data-edge="{edge}"]'
+    button = f"document.querySelector('{row} button[data-action=\"{{}}\"]')"
+    status = "document.getElementById('action-status').textContent"
+
+    async def click(action: str) -> None:
+        await page.wait_for(f"{button.format(action)}?.disabled === false")
+        await page.evaluate(f"{button.format(action)}.click()")
+
+    async def draining() -> bool:
+        edges = json.loads((await fetch("GET", f"{base}/api/edges")).body)["edges"]
+        (entry,) = [e for e in edges if e["id"] == edge]
+        return entry["draining"]
+
+    await page.navigate(f"{base}/#admin=wrong-token-of-a-stranger-0123")
+    page.errors.clear()
+    await click("drain")
+    await page.wait_for(f"{status} === 'drain {edge}: 403: wrong admin token'")
+    refused = f"/api/edges/{edge}/drain"
+    assert len(page.errors) == 1 and "403" in page.errors[0] and refused in page.errors[0]
+    page.errors.clear()  # Chrome logs a fetch answered 4xx as a console error: that one only
+    assert not await draining()
+
+    await page.navigate("about:blank")  # a fragment alone would not load the page anew
+    await page.navigate(f"{base}/#admin={ADMIN_TOKEN}")
+    await click("drain")
+    await page.wait_for(f"{status} === 'drain {edge}: done'")
+    assert await draining()
+    await click("undrain")  # enabled once the feed shows the edge draining
+    await page.wait_for(f"{status} === 'undrain {edge}: done'")
+    assert not await draining()
+    assert page.errors == []

@@ -1,6 +1,8 @@
 // The balancer's view: the deployment as a graph, tables and charts, and plays routed by the
 // balancer. With a launcher in the URL fragment (a topology started by `topology up`), also
-// its nodes, links and loads, merged with the balancer's view, and its actions.
+// its nodes, links and loads, merged with the balancer's view, and its actions; with only an
+// admin token there (#admin=TOKEN), drain and undrain through the balancer's admin API.
+import { actionButton, adminToken, authorized, said, streamPath } from "./actions.js";
 import { Chart } from "./charts.js";
 import { draw, linkText } from "./graph.js";
 import { Launcher, NodeFeeds, fromFragment } from "./launcher.js";
@@ -48,6 +50,7 @@ const LOAD_POLL_MS = 2000;
 const LAUNCHER_DOWN = "the launcher does not answer (retrying)";
 
 let launcher = null; // the launcher named in the fragment, if any
+const admin = adminToken(); // the balancer's admin token the fragment names, if any
 let topo = null; // its last /api/topology
 let last = null; // the balancer's last snapshot
 const feeds = new NodeFeeds();
@@ -104,28 +107,13 @@ const processes = () => new Map((topo?.nodes ?? []).map((n) => [n.name, n]));
 /** The balancer's entry of an edge whose process runs (a stopped one's is its last words). */
 const heard = (b, n) => (n?.state === "stopped" ? null : b);
 
-/** Show what an action answered (never an alert). */
-function said(text, failed) {
-  const p = $("action-status");
-  p.textContent = text;
-  p.classList.toggle("offline", failed);
-}
-
 /** A button that POSTs `path` (with `body()` if given) to the launcher. */
-function action(text, what, path, body = null) {
-  const b = el("button", text);
-  b.dataset.action = text;
-  b.onclick = async () => {
-    const payload = body ? body() : undefined;
-    if (payload === null) return; // the form said what is wrong
-    said(`${what}: …`, false);
-    b.disabled = true; // one request at a time (the next update says if it applies again)
-    const got = await launcher.post(path, payload);
-    b.disabled = false;
-    said(got.ok ? `${what}: done` : `${what}: ${got.error}`, !got.ok);
-  };
-  return b;
-}
+const action = (text, what, path, body = null) =>
+  actionButton(text, what, (payload) => launcher.post(path, payload), body);
+
+/** A button that POSTs `path` to the balancer's own admin API with the fragment's token. */
+const adminAction = (text, what, path) =>
+  actionButton(text, what, () => authorized("POST", path, admin, undefined, "the balancer"));
 
 /** Keep one row per key in `tbody` (made once by `make(key)`, so buttons and forms in it
  * survive updates), in the order of `keys`; the rows. */
@@ -154,13 +142,18 @@ function fill(tr, values) {
 function edgeRow(name) {
   const tr = row(name, 10);
   tr.dataset.edge = name;
+  const enc = encodeURIComponent(name);
   if (launcher?.token) {
-    const enc = encodeURIComponent(name);
     tr.cells[9].append(
       action("kill", `kill ${name}`, `/api/nodes/${enc}/kill`),
       action("restart", `restart ${name}`, `/api/nodes/${enc}/restart`),
-      action("drain", `drain ${name}`, `/api/edges/${enc}/drain`),
-      action("undrain", `undrain ${name}`, `/api/edges/${enc}/undrain`),
+    );
+  }
+  const post = launcher?.token ? action : admin ? adminAction : null;
+  if (post) {
+    tr.cells[9].append(
+      post("drain", `drain ${name}`, `/api/edges/${enc}/drain`),
+      post("undrain", `undrain ${name}`, `/api/edges/${enc}/undrain`),
     );
   }
   return tr;
@@ -390,9 +383,8 @@ function show(snap) {
     const cells = [s.stream, s.origin ?? "–", rate(s.bitrate), viewers, streamMedia(s.stream)];
     return [s.stream, cells];
   });
-  const kickPath = (key) => `/api/streams/${key.split("/").map(encodeURIComponent).join("/")}/kick`;
   const kick = launcher?.token
-    ? (key, td) => td.append(action("kick", `kick ${key}`, kickPath(key)))
+    ? (key, td) => td.append(action("kick", `kick ${key}`, `${streamPath(key)}/kick`))
     : null;
   streamRows($("streams"), rows, playFn, kick);
 }

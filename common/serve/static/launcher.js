@@ -2,6 +2,7 @@
 // (#launcher=URL&token=TOKEN: a fragment never reaches a server or its log): its live view of
 // the deployment (nodes, links, loads) and its actions, each a POST with the bearer token.
 
+import { authorized } from "./actions.js";
 import { followEvents } from "./player.js";
 
 const RETRY_MS = 10000; // a node feed that failed is tried again after this
@@ -24,20 +25,8 @@ export class Launcher {
   }
 
   /** POST `path` (JSON `body` if given) with the token: {ok, answer} or {ok: false, error}. */
-  async post(path, body) {
-    const init = { method: "POST", headers: { authorization: `Bearer ${this.token}` } };
-    if (body !== undefined) {
-      init.headers["content-type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
-    try {
-      const resp = await fetch(`${this.url}${path}`, init);
-      const answer = await resp.json().catch(() => ({}));
-      if (resp.ok) return { ok: true, answer };
-      return { ok: false, error: `${resp.status}: ${answer.error ?? resp.statusText}` };
-    } catch (exc) {
-      return { ok: false, error: `the launcher does not answer (${exc.message})` };
-    }
+  post(path, body) {
+    return authorized("POST", `${this.url}${path}`, this.token, body, "the launcher");
   }
 
   /** GET /api/loads/INDEX: the load run's state and live samples (null if it failed). */

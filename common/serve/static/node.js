@@ -1,9 +1,14 @@
-// An origin's or edge's view: its streams and the play buttons.
-import { el, playUrl, rate, streamRows } from "./player.js";
+// An origin's or edge's view: its streams and the play buttons; on an origin with an admin
+// token in the URL fragment (#admin=TOKEN), a kick button per stream (its admin API).
+import { actionButton, adminToken, authorized, streamPath } from "./actions.js";
+import { playUrl, rate, streamRows } from "./player.js";
+
+const admin = adminToken();
 
 export const PLAYER_TITLE = "Player";
 export const SKELETON = `
 <h2>Streams</h2>
+<p id="action-status" role="status"></p>
 <table>
   <thead><tr><th>stream</th><th>media</th><th>source</th><th>viewers</th><th>play</th></tr></thead>
   <tbody id="streams"></tbody>
@@ -42,11 +47,19 @@ function viewers(v) {
   return `${v.total ?? 0}${by ? ` (${by})` : ""}`;
 }
 
+/** A button that kicks the publisher of `key` ("app/name") without a ban. */
+function kick(key, td) {
+  const path = `${streamPath(key)}?ban=0`;
+  const send = () => authorized("DELETE", path, admin, undefined, "the origin");
+  td.append(actionButton("kick", `kick ${key}`, send));
+}
+
 export function render(snap, play) {
   const rows = snap.streams.map((s) => {
     const key = `${s.app}/${s.name}`;
     return [key, [key, media(s), source(s), viewers(s.viewers)]];
   });
-  streamRows(document.getElementById("streams"), rows, play);
+  const extra = snap.node === "origin" && admin ? kick : null;
+  streamRows(document.getElementById("streams"), rows, play, extra);
   document.getElementById("empty").hidden = rows.length > 0;
 }

@@ -178,3 +178,36 @@ async def test_an_edge_page_lists_and_plays_its_stream(nursery, clip, tmp_path) 
         assert await page.evaluate("document.title") == "livecdn edge"
         await page.screenshot(tmp_path / "console-node.png")
         assert page.errors == []
+
+
+@pytest.mark.slow
+@needs_ffmpeg
+@needs_chromium
+async def test_an_origin_page_with_the_admin_token_kicks_a_publisher(
+    nursery, clip, tmp_path
+) -> None:
+    """Without a token in the page's fragment no kick button; with #admin=TOKEN, a kick (no
+    ban: the publisher may come back)."""
+    token = "admin-token-of-the-origin-0123456"
+    origin, address = await start_origin(nursery, admin_token=token)
+    url = f"rtmp://127.0.0.1:{address.rtmp_port}/live/kick"
+    await ffmpeg_publish(nursery, clip, url)
+    await wait_for_stream(origin, "live", "kick")
+    base = f"http://127.0.0.1:{address.http_port}"
+    play = "document.querySelector('#streams button[data-stream=\"live/kick\"]') !== null"
+    kick = "document.querySelector('#streams button[data-action=\"kick\"]')"
+    async with open_page(tmp_path) as page:
+        await page.navigate(f"{base}/")
+        await page.wait_for(play)
+        assert await page.evaluate(f"{kick} === null")
+        await page.navigate(f"{base}/?x#admin={token}")
+        await page.wait_for(f"{kick} !== null")
+        await page.evaluate(f"{kick}.click()")
+        status = "document.getElementById('action-status').textContent"
+        await page.wait_for(f"{status} === 'kick live/kick: done'")
+        assert origin.registry.get("live", "kick") is None
+        await page.wait_for("!document.getElementById('empty').hidden")
+        await ffmpeg_publish(nursery, clip, url)  # not banned
+        await wait_for_stream(origin, "live", "kick")
+        await page.wait_for(f"{kick} !== null")
+        assert page.errors == []
