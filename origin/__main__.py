@@ -8,6 +8,7 @@ import time
 
 from common.config import OriginConfig
 from common.proto import auth, playtoken
+from common.proto.controlauth import check_secret
 from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.cli import node_parser, run_node
 from origin.server import serve
@@ -38,8 +39,11 @@ def token_main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     try:
         key = StreamKey.from_text(a.stream)
+        check_secret(a.secret)  # a node refuses a shorter one: its tokens would fit nowhere
     except StreamKeyError as exc:
         p.error(str(exc))
+    except ValueError as exc:
+        p.error(f"--secret {exc}")
     expires = int(time.time()) + a.ttl
     if a.play:
         print(f"{key}?{playtoken.play_query(a.secret, str(key), expires, a.klass)}")

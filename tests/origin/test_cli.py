@@ -17,6 +17,7 @@ from common.net.httpclient import fetch
 from common.proto import auth, playtoken
 
 PY = sys.executable
+SECRET = "k" * 16
 
 
 @pytest.mark.parametrize(
@@ -53,7 +54,7 @@ def test_help_has_a_flag_for_every_config_key(node):
 
 def test_token_command_makes_a_valid_token():
     proc = subprocess.run(
-        [PY, "-m", "origin", "token", "live/demo", "--secret", "k", "--ttl", "60"],
+        [PY, "-m", "origin", "token", "live/demo", "--secret", SECRET, "--ttl", "60"],
         capture_output=True,
         text=True,
         check=True,
@@ -61,12 +62,12 @@ def test_token_command_makes_a_valid_token():
     stream, _, query = proc.stdout.strip().partition("?")
     params = dict(p.split("=") for p in query.split("&"))
     assert stream == "live/demo"
-    assert auth.check("k", "live", "demo", params, now=int(params["expires"]) - 30) is None
+    assert auth.check(SECRET, "live", "demo", params, now=int(params["expires"]) - 30) is None
 
 
 def test_token_command_makes_a_signed_play_url():
     proc = subprocess.run(
-        [PY, "-m", "origin", "token", "live/demo", "--play", "--secret", "k", "--class", "gold"],
+        [PY, "-m", "origin", "token", "live/demo", "--play", "--secret", SECRET, "--class", "gold"],
         capture_output=True,
         text=True,
         check=True,
@@ -74,13 +75,20 @@ def test_token_command_makes_a_signed_play_url():
     stream, _, query = proc.stdout.strip().partition("?")
     params = dict(p.split("=") for p in query.split("&"))
     assert stream == "live/demo" and params["pcls"] == "gold"
-    assert playtoken.check("k", "live/demo", params, now=int(params["pexp"]) - 30) is None
+    assert playtoken.check(SECRET, "live/demo", params, now=int(params["pexp"]) - 30) is None
+
+
+def test_token_command_refuses_a_secret_no_node_would_take():
+    proc = subprocess.run(
+        [PY, "-m", "origin", "token", "live/demo", "--secret", "k"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "at least 16 characters" in proc.stderr, proc
 
 
 @pytest.mark.parametrize("stream", ["live", "live/a b", "live/demo/x"])
 def test_token_command_refuses_a_bad_stream_key(stream):
     proc = subprocess.run(
-        [PY, "-m", "origin", "token", stream, "--secret", "k"], capture_output=True, text=True
+        [PY, "-m", "origin", "token", stream, "--secret", SECRET], capture_output=True, text=True
     )
     assert proc.returncode == 2 and not proc.stdout, proc
 
