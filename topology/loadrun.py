@@ -101,13 +101,13 @@ async def run_load(
 
 async def sample_live(crowd: Crowd, run: LoadRun, every: float = 1.0) -> None:
     """Each new row of the crowd's timeline (it samples once a second), as a live sample
-    in `run`.samples, until cancelled."""
+    in `run`.samples, until cancelled (none skipped: a busy loop may see two rows at once)."""
     seen = 0
     while True:
         await trio.sleep(every)
-        if len(crowd.timeline) > seen:
-            seen = len(crowd.timeline)
-            run.samples.append(live_sample(crowd.timeline[-1], crowd.players))
+        for row in crowd.timeline[seen:]:
+            run.samples.append(live_sample(row, crowd.players))
+        seen = len(crowd.timeline)
 
 
 def live_sample(row: dict, players: list[SimPlayer]) -> dict:

@@ -32,7 +32,7 @@ delay_ms = 80
 
 [[load]]
 players = 4
-duration = "8s"
+duration = "20s"
 ramp = "1s"
 start_at = "1h"
 """
