@@ -136,24 +136,25 @@ def classes_key() -> Any:
     )
 
 
+def secret_setting(help: str, **extra: Any) -> Any:
+    """A secret key: empty by default (off), else at least MIN_SECRET characters."""
+    return setting("", help=help, check=checks.accepted_by(check_secret), **extra)
+
+
 def admin_token_key() -> Any:
     """The bearer token of the admin routes."""
-    return setting(
-        "",
-        help="bearer token of the admin API (kick/ban, drain, publisher addresses); "
-        f"at least {MIN_SECRET} characters; empty: admin routes answer only on loopback",
-        check=checks.accepted_by(check_secret),
+    return secret_setting(
+        "bearer token of the admin API (kick/ban, drain, publisher addresses); "
+        f"at least {MIN_SECRET} characters; empty: admin routes answer only on loopback"
     )
 
 
 def cluster_secret_key() -> Any:
     """The secret every control-plane connection authenticates with."""
-    return setting(
-        "",
-        help="secret shared by the balancer, its edges and origins: each control connection "
+    return secret_setting(
+        "secret shared by the balancer, its edges and origins: each control connection "
         "authenticates with it, and edges sign their pulls with it for edges_only origins "
-        f"(at least {MIN_SECRET} characters; empty: unauthenticated)",
-        check=checks.accepted_by(check_secret),
+        f"(at least {MIN_SECRET} characters; empty: unauthenticated)"
     )
 
 
@@ -164,22 +165,18 @@ def hook_key(what: str) -> Any:
 
 def qos_secret_key() -> Any:
     """The secret that signs class tokens."""
-    return setting(
-        "",
-        help="secret shared by the balancer and edges to sign class tokens "
-        f"(at least {MIN_SECRET} characters)",
-        check=checks.accepted_by(check_secret),
+    return secret_setting(
+        "secret shared by the balancer and edges to sign class tokens "
+        f"(at least {MIN_SECRET} characters)"
     )
 
 
 def play_secret_key() -> Any:
     """The secret of signed play URLs."""
-    return setting(
-        "",
-        help="secret of signed play URLs (?pexp=&psig=), shared by the origins, edges and "
+    return secret_setting(
+        "secret of signed play URLs (?pexp=&psig=), shared by the origins, edges and "
         f"balancer: with it, every play needs one (at least {MIN_SECRET} characters; empty: "
-        "anyone may play)",
-        check=checks.accepted_by(check_secret),
+        "anyone may play)"
     )
 
 
@@ -293,11 +290,9 @@ class OriginConfig(ServeConfig):
         help='with on_republish = "owner": a publisher silent this long may be replaced '
         "(a reconnect after a network blip)",
     )  # fmt: skip
-    publish_secret: str = setting(
-        "",
-        help=f"require publish tokens signed with this (at least {MIN_SECRET} characters)",
+    publish_secret: str = secret_setting(
+        f"require publish tokens signed with this (at least {MIN_SECRET} characters)",
         flags=["--secret"],
-        check=checks.accepted_by(check_secret),
     )
     on_publish: str = hook_key("before a publish is accepted; a 2xx allows it")
     on_unpublish: str = hook_key("when a publisher leaves")
