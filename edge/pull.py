@@ -32,9 +32,9 @@ from common.proto.errors import ProtocolError, Unavailable
 from common.proto.rtmp import messages as m
 from common.proto.rtmp import session as rs
 from common.proto.streamkey import StreamKey, shown
+from common.serve.feeds import End, Failure, Feed, NotFound, ParentError, Tracks, open_feed
 from common.serve.metrics import NodeMetrics
 from common.serve.play import Fanout, Subscription
-from edge.feeds import End, Failure, Feed, NotFound, ParentError, Tracks, open_feed
 
 log = logging.getLogger("livecdn.edge")
 

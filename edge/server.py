@@ -16,6 +16,7 @@ from common.net.tls import client_context
 from common.proto.paths import STREAMS_API, Media, api_stream_key, media_of
 from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKeyError
+from common.serve.feeds import Feed, open_feed
 from common.serve.hlsviewers import HlsViewers
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
@@ -23,7 +24,6 @@ from common.serve.playauth import PullSigner, signed_urls
 from common.serve.playgate import PlayGate
 from common.serve.playhooks import node_hooks
 from common.serve.refusal import Refusal
-from edge.feeds import Feed, open_feed
 from edge.heartbeat import EdgeHeartbeat
 from edge.hls import HlsProxy
 from edge.pull import Connector, PullManager, PullSettings

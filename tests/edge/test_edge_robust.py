@@ -26,7 +26,7 @@ from common.net.rtmpclient import RtmpClient, RtmpClientError
 from common.proto import amf0, flv
 from common.proto.paths import Media, hls_target
 from common.proto.streamkey import StreamKeyError
-from edge.feeds import upstream_url
+from common.serve.feeds import upstream_url
 from edge.pacedbody import paced_body
 from origin.server import Origin
 from tests.conftest import (

@@ -16,8 +16,8 @@ from common.media.stream import Stream
 from common.proto import amf0
 from common.proto.rtmp import session as rs
 from common.proto.streamkey import StreamKeyError
+from common.serve.feeds import END, NotFound, ParentError, Tracks
 from common.serve.play import Fanout, PlayStats
-from edge.feeds import END, NotFound, ParentError, Tracks
 from edge.pull import PullManager, PullSettings, StopReason, TooManyStreams, Upstream
 from tests.media import aac_frame, aac_header, avc_header, interframe, keyframe
 
