@@ -24,6 +24,7 @@ from common.proto.rtmp import session as rs
 from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.admin import admin_refusal, is_admin
+from common.serve.hlsstore import HlsSettings, HlsStore
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
 from common.serve.playauth import carry_token, signed_urls
@@ -32,7 +33,6 @@ from common.serve.playhooks import node_hooks
 from common.serve.refusal import Refusal
 from common.serve.rtmpserver import RtmpConnection, split_name
 from origin.bans import Bans
-from origin.hls import HlsSettings, HlsStore
 from origin.info import describe
 from origin.live import Live, Publisher, StreamEnd, StreamState
 from origin.publish import PublishCode, Publishers, PublishRequest, Reject, Takeover, decide

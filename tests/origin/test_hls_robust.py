@@ -21,7 +21,7 @@ from common.net.rtmpclient import RtmpClient
 from common.proto import flv
 from common.proto.flv import FlvParser
 from common.proto.rtmp import session as rs
-from origin.hls import HlsSettings, HlsStore
+from common.serve.hlsstore import HlsSettings, HlsStore
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_origin
 from tests.hls_validator import LiveValidator, parse
 
@@ -340,7 +340,7 @@ async def test_a_crashing_packager_restarts_alone(nursery, clip, monkeypatch, ca
                 raise RuntimeError("a bug in the packager")
             return super().push(frame, epoch)
 
-    monkeypatch.setattr("origin.packager.Segmenter", Exploding)
+    monkeypatch.setattr("common.serve.packager.Segmenter", Exploding)
     server, addr = await start_origin(nursery, hls_target_duration=1.0, hls_window=10)
     for name in ("c", "d"):
         await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/{name}")

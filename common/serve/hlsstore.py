@@ -1,4 +1,4 @@
-"""The origin's HLS store: every stream's playlist (its packager started and supervised,
+"""A node's HLS store: every stream's playlist (its packager started and supervised,
 kept for a grace time after it ends), served at /app/name.m3u8 and relative segment URIs,
 with its packaging failures counted and logged rate-limited."""
 
@@ -20,10 +20,10 @@ from common.net.http import Request, Response
 from common.net.supervise import contained, describe, log_failure, supervise
 from common.proto.hlsplaylist import HlsPlaylist
 from common.proto.paths import HlsTarget, Media
+from common.serve.hlsdir import DirWriter
 from common.serve.hlsviewers import HlsViewers, client_key
 from common.serve.metrics import NodeMetrics
-from origin.hlsdir import DirWriter
-from origin.packager import Packager
+from common.serve.packager import Packager
 
 log = logging.getLogger("livecdn.hls")
 

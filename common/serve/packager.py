@@ -11,11 +11,11 @@ import trio
 from common.media.segmenter import Segmenter, SegmentSpec
 from common.media.stream import Stream
 from common.proto.hlsplaylist import HlsPlaylist
+from common.serve.hlsdir import DirWriter
 from common.serve.tsmux import mux_ts
-from origin.hlsdir import DirWriter
 
 if TYPE_CHECKING:
-    from origin.hls import HlsStore
+    from common.serve.hlsstore import HlsStore
 
 
 class Packager:
