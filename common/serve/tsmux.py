@@ -9,6 +9,7 @@ import io
 import av
 
 from common.media.segmenter import SegmentSpec
+from common.media.tscc import align_continuity
 from common.proto import flv
 from common.proto.rtmp import messages as m
 
@@ -16,7 +17,9 @@ from common.proto.rtmp import messages as m
 def mux_ts(spec: SegmentSpec) -> bytes:
     """The segment as MPEG-TS: its FLV tags remuxed by PyAV's mpegts muxer (which converts
     AVC to Annex B with SPS/PPS at the keyframe and writes ADTS for AAC). Frames are stamped
-    with their output times (`spec.times`); an empty result means nothing could be muxed."""
+    with their output times (`spec.times`); an empty result means nothing could be muxed.
+    Continuity counters are aligned (`align_continuity`) so segments played one after
+    another never show a counter gap, whichever node muxed them."""
     has_audio = any(h.type_id == m.AUDIO for h in spec.headers)
     has_video = any(h.type_id == m.VIDEO for h in spec.headers)
     parts = [flv.file_header(audio=has_audio, video=has_video)]
@@ -49,4 +52,4 @@ def mux_ts(spec: SegmentSpec) -> bytes:
             out.close()
     finally:
         src.close()
-    return out_buf.getvalue() if muxed else b""
+    return align_continuity(out_buf.getvalue()) if muxed else b""

@@ -1,0 +1,225 @@
+"""MPEG-TS continuity counters that continue across independently muxed HLS segments (pure).
+
+Each segment is muxed by a fresh muxer, so every PID's continuity_counter restarts at 0 and
+a player reading segment after segment sees a gap at each boundary. `align_continuity`
+makes every PID's count of counted packets (those with payload) a multiple of 16, numbered
+from 0: a segment then ends every PID at 15 and the next one, whoever muxed it and whenever,
+continues it. Packets are added without changing the media (ISO/IEC 13818-1):
+
+- PSI PIDs (PAT, PMT, SDT): the PID's last table packet is repeated (repeated tables are
+  legal), the copies right after it.
+- PES PIDs: the PID's last PES packet (and earlier ones if it is too small) is spread over
+  more TS packets, each carrying at least one payload byte, with adaptation-field stuffing;
+  the PES bytes and every packet's adaptation field contents (PCR, random access, ...) are
+  kept, the added packets follow the PES's last packet.
+
+The output depends on the input bytes only, so every node aligning the same segment writes
+the same bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PACKET_SIZE = 188
+SYNC_BYTE = 0x47
+NULL_PID = 0x1FFF
+CC_MODULUS = 16
+_BODY = PACKET_SIZE - 4  # bytes after the 4-byte header
+_PES_START = b"\x00\x00\x01"
+
+
+@dataclass
+class _Packet:
+    """One TS packet, split into the parts alignment touches."""
+
+    head: bytes  # bytes 1..2 of the header: flags and PID (the sync byte is implied)
+    scrambling: int  # transport_scrambling_control (2 bits)
+    af_core: bytes  # adaptation field flags + optional fields, stuffing dropped (b"" if none)
+    payload: bytes
+    has_payload: bool
+    adaptation_only: bool
+    cc: int  # the input's continuity_counter (kept on null packets only)
+
+    @property
+    def pid(self) -> int:
+        return ((self.head[0] & 0x1F) << 8) | self.head[1]
+
+    @property
+    def unit_start(self) -> bool:
+        return bool(self.head[0] & 0x40)
+
+
+def align_continuity(ts: bytes) -> bytes:
+    """`ts` with every PID's payload-carrying packets counted 0, 1, ... 15, 0, ... and a
+    multiple of 16 of them (see the module docstring); packets without payload repeat the
+    PID's last counter. A PID that cannot be padded (its PES bytes are too few to spread,
+    or its last table spans packets) keeps its own count. Null packets are untouched.
+
+    Raises ValueError if `ts` is not whole 188-byte packets each starting with 0x47, or a
+    packet is malformed (reserved adaptation_field_control, adaptation field too long)."""
+    packets = [_parse(ts, offset) for offset in range(0, _checked_length(ts), PACKET_SIZE)]
+    by_pid: dict[int, list[int]] = {}
+    for i, p in enumerate(packets):
+        if p.has_payload and p.pid != NULL_PID:
+            by_pid.setdefault(p.pid, []).append(i)
+    slots: list[list[_Packet]] = [[p] for p in packets]
+    for indices in by_pid.values():
+        extra = -len(indices) % CC_MODULUS
+        if extra:
+            _pad(packets, indices, extra, slots)
+    return _renumber([p for slot in slots for p in slot])
+
+
+def _checked_length(ts: bytes) -> int:
+    if len(ts) % PACKET_SIZE:
+        raise ValueError(f"MPEG-TS length {len(ts)} is not a multiple of {PACKET_SIZE}")
+    for offset in range(0, len(ts), PACKET_SIZE):
+        if ts[offset] != SYNC_BYTE:
+            raise ValueError(f"MPEG-TS packet at byte {offset} has no sync byte")
+    return len(ts)
+
+
+def _parse(ts: bytes, offset: int) -> _Packet:
+    raw = ts[offset : offset + PACKET_SIZE]
+    control = (raw[3] >> 4) & 3
+    if control == 0:
+        raise ValueError(f"MPEG-TS packet at byte {offset}: reserved adaptation_field_control")
+    af_core, body = b"", 4
+    if control & 2:
+        length = raw[4]
+        if length > (_BODY - 2 if control == 3 else _BODY - 1):
+            raise ValueError(f"MPEG-TS packet at byte {offset}: adaptation field too long")
+        af_core, body = _af_core(raw[5 : 5 + length]), 5 + length
+    return _Packet(
+        head=raw[1:3],
+        scrambling=raw[3] >> 6,
+        af_core=af_core,
+        payload=raw[body:] if control & 1 else b"",
+        has_payload=bool(control & 1),
+        adaptation_only=control == 2,
+        cc=raw[3] & 0x0F,
+    )
+
+
+def _af_core(field: bytes) -> bytes:
+    """An adaptation field's flags and optional fields without its stuffing; b"" when it
+    holds nothing but stuffing (no flag set)."""
+    if not field or field[0] == 0:
+        return b""
+    flags, end = field[0], 1
+    end += 6 * bool(flags & 0x10) + 6 * bool(flags & 0x08) + bool(flags & 0x04)  # PCR, OPCR, splice
+    if flags & 0x02 and end < len(field):  # transport_private_data
+        end += 1 + field[end]
+    if flags & 0x01 and end < len(field):  # adaptation_field_extension
+        end += 1 + field[end]
+    return field[: min(end, len(field))]
+
+
+def _pad(
+    packets: list[_Packet], indices: list[int], extra: int, slots: list[list[_Packet]]
+) -> None:
+    """Add `extra` payload packets to the PID whose payload packets are `packets[indices]`,
+    writing the new packets into `slots` (left unchanged when the PID cannot be padded)."""
+    starts = [n for n, i in enumerate(indices) if packets[i].unit_start]
+    if not starts:
+        return
+    if not packets[indices[starts[0]]].payload.startswith(_PES_START):
+        _repeat_table(packets, indices, extra, slots)
+        return
+    if any(packets[i].scrambling for i in indices):
+        return
+    units = [indices[a:b] for a, b in zip(starts, starts[1:] + [len(indices)], strict=True)]
+    plan: list[tuple[list[int], int]] = []
+    for unit in reversed(units):
+        room = sum(len(packets[i].payload) for i in unit) - len(unit)
+        take = min(room, extra)
+        if take > 0:
+            plan.append((unit, take))
+            extra -= take
+        if not extra:
+            break
+    if extra:
+        return
+    for unit, take in plan:
+        spread = _spread([packets[i] for i in unit], take)
+        for i, new in zip(unit, spread, strict=False):
+            slots[i] = [new]
+        slots[unit[-1]] += spread[len(unit) :]
+
+
+def _repeat_table(
+    packets: list[_Packet], indices: list[int], extra: int, slots: list[list[_Packet]]
+) -> None:
+    """Repeat a PSI PID's last packet `extra` times if it holds whole sections."""
+    last = packets[indices[-1]]
+    data = last.payload
+    if not last.unit_start or len(data) < 4 or data[0] != 0:
+        return  # not a packet whose sections start at its payload (pointer_field 0)
+    section_end = 1 + 3 + (((data[2] & 0x0F) << 8) | data[3])
+    if section_end > len(data):
+        return  # the section continues in the next packet
+    slots[indices[-1]] += [last] * extra
+
+
+def _spread(unit: list[_Packet], extra: int) -> list[_Packet]:
+    """The PES carried by `unit` (its payload packets) over `len(unit) + extra` packets:
+    packet k keeps unit[k]'s header and adaptation field contents, the added ones have none;
+    each carries as many PES bytes as fit, leaving one for every packet after it."""
+    data = b"".join(p.payload for p in unit)
+    count = len(unit) + extra
+    continuation = _Packet(
+        head=bytes([unit[0].head[0] & ~0x40 & 0xFF, unit[0].head[1]]),
+        scrambling=0,
+        af_core=b"",
+        payload=b"",
+        has_payload=True,
+        adaptation_only=False,
+        cc=0,
+    )
+    out: list[_Packet] = []
+    pos = 0
+    for k in range(count):
+        model = unit[k] if k < len(unit) else continuation
+        room = _BODY - (1 + len(model.af_core) if model.af_core else 0)
+        size = min(room, len(data) - pos - (count - k - 1))
+        out.append(_Packet(model.head, 0, model.af_core, data[pos : pos + size], True, False, 0))
+        pos += size
+    return out
+
+
+def _renumber(packets: list[_Packet]) -> bytes:
+    """Serialise `packets`, counting each PID's payload packets from 0 (packets without
+    payload repeat the last counter, 15 before the first)."""
+    counters: dict[int, int] = {}
+    out = bytearray()
+    for p in packets:
+        pid = p.pid
+        if pid == NULL_PID:
+            cc = p.cc
+        elif p.has_payload:
+            cc = counters[pid] = (counters.get(pid, -1) + 1) % CC_MODULUS
+        else:
+            cc = counters.get(pid, -1) % CC_MODULUS
+        out += _serialise(p, cc)
+    return bytes(out)
+
+
+def _serialise(p: _Packet, cc: int) -> bytes:
+    """One 188-byte packet: header, adaptation field (its contents then 0xFF stuffing, sized
+    so the payload fills the packet), payload."""
+    space = _BODY - len(p.payload)
+    if p.adaptation_only:
+        field = p.af_core or b"\x00"
+        af = bytes([space - 1]) + field + b"\xff" * (space - 1 - len(field))
+        control = 2
+    elif space == 0:
+        af, control = b"", 1
+    elif space == 1 and not p.af_core:
+        af, control = b"\x00", 3  # adaptation_field_length 0: one stuffing byte
+    else:
+        field = p.af_core or b"\x00"
+        af = bytes([space - 1]) + field + b"\xff" * (space - 1 - len(field))
+        control = 3
+    header = bytes([SYNC_BYTE, *p.head, (p.scrambling << 6) | (control << 4) | cc])
+    return header + af + p.payload
