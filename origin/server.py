@@ -18,7 +18,15 @@ from common.net.supervise import contained
 from common.proto.control import MAX_STREAMS, ControlError, StreamInfo, StreamsAnnouncement
 from common.proto.hooks import HookCall, HookEvent
 from common.proto.numparse import parse_uint
-from common.proto.paths import STREAMS_API, Media, api_stream_key, hls_target, media_of
+from common.proto.paths import (
+    STREAMS_API,
+    Media,
+    api_recording,
+    api_stream_key,
+    hls_target,
+    media_of,
+    recording_path,
+)
 from common.proto.peers import peer_host
 from common.proto.rtmp import session as rs
 from common.proto.shaping import Pacer
@@ -36,6 +44,8 @@ from origin.bans import Bans
 from origin.info import describe
 from origin.live import Live, Publisher, StreamEnd, StreamState
 from origin.publish import PublishCode, Publishers, PublishRequest, Reject, Takeover, decide
+from origin.recorder import Recorder
+from origin.recordvod import Playback
 from origin.rtmp import OriginIngest
 
 log = logging.getLogger("livecdn.origin")
@@ -74,6 +84,8 @@ class Origin:
         )
         self.fanouts = self.node.fanouts
         self.hooks = node_hooks(self.node)
+        self.recorder = Recorder(config, self.hooks.client, self.node.metrics)
+        self.playback = Playback(config.record_dir)
         mt = self.node.metrics
         self.hls.register_metrics(mt)
         mt.gauge("streams", "Live streams.", (), lambda: {(): len(self.registry)})
@@ -106,6 +118,7 @@ class Origin:
             self.node.start_supervised(
                 f"HLS packager of {key}", "packager", partial(self.hls.package, stream)
             )
+        self.recorder.stream_opened(stream)
         return live
 
     def _close_stream(self, stream: Stream, end: StreamEnd, detail: str = "") -> None:
@@ -254,6 +267,8 @@ class Origin:
     # ------------------------------------------------------------------ HTTP
 
     async def route_api(self, req: Request) -> Response | None:
+        if (recording := await self._recordings(req)) is not None:
+            return recording
         """HLS, GET /api/streams, GET|DELETE /api/streams/app/name."""
         if media_of(req.path) in (Media.PLAYLIST, Media.SEGMENT):
             try:
@@ -315,6 +330,46 @@ class Origin:
             return Response.json({"kicked": str(skey), "ban_s": ban})
         return Response.json({"error": f"method {req.method} not allowed"}, 405)
 
+    async def _recordings(self, req: Request) -> Response | None:
+        """Playback (/app/name/recordings/...) and /api/recordings[/app/name[/start|/stop]];
+        None for other paths. StreamKeyError for a malformed key."""
+        if (target := recording_path(req.path)) is not None:
+            if refused := not_a_read(req):
+                return refused
+            play = PlayRequest(PlayProtocol.HLS, target.key, req.query, req.peer)
+            if (denied := await self.node.admit(play)) is not None:
+                return denied
+            resp = await self.playback.respond(req, target)
+            if not target.file and resp.status == 200:
+                resp.body = carry_token(resp.body, req.query)
+            return resp
+        if (api := api_recording(req.path)) is None:
+            return None
+        skey, action = api
+        if not action:
+            if refused := not_a_read(req):
+                return refused
+            app, name = (skey.app, skey.name) if skey is not None else ("", "")
+            return Response.json(await self.recorder.listing(app, name))
+        assert skey is not None
+        if req.method != "POST":
+            return Response.json({"error": f"method {req.method} not allowed"}, 405)
+        if refused := admin_refusal(req, self.config.admin_token):
+            return refused
+        if action == "stop":
+            stopped = self.recorder.stop(skey.app, skey.name)
+            if stopped is None:
+                return Response.json({"error": f"{skey} is not being recorded"}, 404)
+            log.info("recording of %s stopped on request of %s", skey, req.peer)
+            return Response.json({"stopped": stopped.as_json()})
+        stream = self.registry.get(skey.app, skey.name)
+        if stream is None or stream.closed:
+            return Response.json({"error": f"no live stream {skey}"}, 404)
+        started = self.recorder.start(stream, "api")
+        if isinstance(started, str):
+            return Response.json({"error": started}, 409)
+        return Response.json({"started": started.as_json()})
+
     @staticmethod
     def _shown(info: dict, admin: bool) -> dict:
         """A stream's description as a request may see it: the publisher's address only
@@ -352,6 +407,8 @@ class Origin:
             async with trio.open_nursery() as nursery:
                 if self.hooks.active:
                     await nursery.start(self.hooks.run)
+                if self.recorder.enabled:
+                    await nursery.start(self.recorder.run)
                 self.address = await nursery.start(self.node.run)
                 if self.config.balancer:
                     self.node.start_supervised(

@@ -328,6 +328,30 @@ class OriginConfig(ServeConfig):
         30.0, help="keep an ended playlist this long", unit="s", check=checks.in_range(0, DAY)
     )
     hls_dir: str = setting("", help="also write HLS files to this directory")
+    record_dir: str = setting(
+        "", help="directory of recordings (empty: no recording, no playback of recordings)"
+    )
+    record_apps: list[str] = setting(
+        [], help="record every stream of these apps, from publish to end (needs record_dir)",
+        check=checks.stream_parts("app"),
+    )  # fmt: skip
+    record_format: str = setting(
+        "flv", help="recording files: flv, or mp4 (each FLV file remuxed when it is done)",
+        check=checks.one_of("flv", "mp4"),
+    )  # fmt: skip
+    record_segment_seconds: float = setting(
+        60.0, help="a recording goes on in a new file at the first keyframe after this",
+        unit="s", check=checks.in_range(1, 24 * 3600),
+    )  # fmt: skip
+    record_max_bytes: int = setting(
+        0, help="remove the oldest recording files beyond this total (0: no bound)",
+        unit="bytes", check=checks.in_range(0, 2**62),
+    )  # fmt: skip
+    record_max_age_seconds: float = setting(
+        0.0, help="remove recording files older than this (0: keep)", unit="s",
+        check=checks.in_range(0, 100 * 365 * DAY),
+    )  # fmt: skip
+    on_record_done: str = hook_key("when a recording file is done (its path, start, duration)")
     balancer: str = balancer_key("stream announcements")
     node_id: str = node_id_key()
     cluster_secret: str = cluster_secret_key()
@@ -347,6 +371,8 @@ class OriginConfig(ServeConfig):
             raise ConfigError(
                 "edges_only needs a cluster_secret (the edges sign their pulls with it)"
             )
+        if self.record_apps and not self.record_dir:
+            raise ConfigError("record_apps needs a record_dir")
 
 
 @dataclass(frozen=True)

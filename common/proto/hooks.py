@@ -21,6 +21,7 @@ class HookEvent(StrEnum):
     UNPUBLISH = "on_unpublish"
     PLAY = "on_play"
     PLAY_DONE = "on_play_done"
+    RECORD_DONE = "on_record_done"
 
 
 DECISIONS = frozenset({HookEvent.PUBLISH, HookEvent.PLAY})
@@ -40,6 +41,8 @@ class HookCall:
     peer: str
     protocol: str
     query: Query = ()
+    details: tuple[tuple[str, str | int | float], ...] = ()
+    """More fields of the body (on_record_done: the file's path, start, duration, bytes)."""
 
     @classmethod
     def of(
@@ -69,6 +72,7 @@ class HookCall:
                 "client_id": self.peer,
                 "protocol": self.protocol,
                 "query": dict(self.query),
+                **dict(self.details),
             },
             separators=(",", ":"),
         ).encode()

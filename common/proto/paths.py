@@ -127,3 +127,51 @@ def api_edge_action(path: str) -> EdgeRequest | None:
         return EdgeRequest(node, EdgeAction(action))
     except ValueError:
         return EdgeRequest(node, None)
+
+
+RECORDINGS = "recordings"
+"""The path part of a stream's recordings: '/app/name/recordings/index.m3u8' (a VOD playlist
+of a time range) and '/app/name/recordings/FILE/SEGMENT.ts' (its segments)."""
+RECORDINGS_API = "/api/recordings"
+"""GET: every recording; + '/app/name': one stream's (GET), + '/start' or '/stop' (POST)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingPath:
+    """'/app/name/recordings/index.m3u8' (file and segment empty) or
+    '/app/name/recordings/FILE/SEGMENT.ts' (not yet checked: see origin.recordfiles)."""
+
+    key: StreamKey
+    file: str = ""
+    segment: str = ""
+
+
+def recording_path(path: str) -> RecordingPath | None:
+    """A stream's recordings path -> RecordingPath (StreamKeyError if malformed); None for
+    a path that is not under '/app/name/recordings/'."""
+    parts = path.strip("/").split("/")
+    if len(parts) < 4 or parts[2] != RECORDINGS:
+        return None
+    key = StreamKey.parse(parts[0], parts[1])
+    if parts[3:] == ["index.m3u8"]:
+        return RecordingPath(key)
+    if len(parts) == 5 and parts[4].endswith(".ts"):
+        return RecordingPath(key, parts[3], parts[4].removesuffix(".ts"))
+    raise StreamKeyError("expected /app/name/recordings/index.m3u8 or .../FILE/SEGMENT.ts")
+
+
+def api_recording(path: str) -> tuple[StreamKey | None, str] | None:
+    """'/api/recordings' -> (None, ''); '/api/recordings/app/name' -> (key, ''); with
+    '/start' or '/stop' -> (key, 'start' | 'stop'); StreamKeyError if malformed; None for a
+    path outside RECORDINGS_API."""
+    if path == RECORDINGS_API:
+        return None, ""
+    prefix = RECORDINGS_API + "/"
+    if not path.startswith(prefix):
+        return None
+    parts = path[len(prefix) :].split("/")
+    if len(parts) == 3 and parts[2] in ("start", "stop"):
+        return StreamKey.parse(parts[0], parts[1]), parts[2]
+    if len(parts) == 2:
+        return StreamKey.parse(parts[0], parts[1]), ""
+    raise StreamKeyError("expected /api/recordings/app/name[/start|/stop]")
