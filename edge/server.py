@@ -13,9 +13,9 @@ from common.config.exposure import warn_open_surfaces
 from common.net.http import Request, Response, StreamingResponse, not_a_read
 from common.net.reporter import report
 from common.net.tls import client_context
-from common.proto.paths import STREAMS_API, Media, api_stream_key, media_of
+from common.proto.paths import STREAMS_API, Media, api_stream_key, media_of, play_key
 from common.proto.shaping import Pacer
-from common.proto.streamkey import StreamKeyError
+from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.feeds import Feed, open_feed
 from common.serve.hlsviewers import HlsViewers
 from common.serve.node import NodeAddress, PlayNode
@@ -24,6 +24,7 @@ from common.serve.playauth import PullSigner, signed_urls
 from common.serve.playgate import PlayGate
 from common.serve.playhooks import node_hooks
 from common.serve.refusal import Refusal
+from common.serve.snapshot import IMAGE_TYPES, Snapshots
 from edge.heartbeat import EdgeHeartbeat
 from edge.hls import HlsProxy
 from edge.pull import Connector, PullManager, PullSettings
@@ -56,6 +57,7 @@ class Edge:
             gate=PlayGate(signed_urls(config.play_secret)),
         )
         self.hooks = node_hooks(self.node)
+        self.snapshots = Snapshots(self.node, enabled=config.snapshots, wait=config.snapshot_wait)
         fanouts = self.node.fanouts
         settings = PullSettings(
             linger=config.linger_seconds,
@@ -123,9 +125,27 @@ class Edge:
         """StreamSource: pull on miss (Unavailable beyond `max_streams`)."""
         return await self.pull.subscribe(app, name)
 
+    async def _snapshot_source(self, key: StreamKey, query: dict[str, str]) -> Subscription | None:
+        """A held stream as it is (a snapshot adds no hold: a page polling thumbnails keeps
+        no stream pulled); else, unless the query says pull=0, a pull held while it waits."""
+        if (key.app, key.name) in self.pull.held():
+            return Subscription(self.pull.upstreams[(key.app, key.name)].fanout)
+        return None if query.get("pull") == "0" else await self.subscribe(key.app, key.name)
+
+    def _thumbnail(self, info: dict) -> dict:
+        """A stream's description with the URL of its thumbnail (None without an upstream)."""
+        held = info.get("upstream") is not None
+        info["thumbnail"] = (
+            self.snapshots.thumbnail(info["app"], info["name"], "pull=0") if held else None
+        )
+        return info
+
     async def route_api(self, req: Request) -> Response | StreamingResponse | None:
-        """HLS, GET /api/streams and /api/streams/app/name."""
-        if media_of(req.path) in (Media.PLAYLIST, Media.SEGMENT):
+        """HLS, snapshots, GET /api/streams and /api/streams/app/name."""
+        if (media := media_of(req.path)) in IMAGE_TYPES:
+            key = play_key(req.path, media)
+            return await self.snapshots.respond(req, key, media, self._snapshot_source)
+        if media in (Media.PLAYLIST, Media.SEGMENT):
             return await self.hls.handle(req)
         if req.path.startswith("/api/") and (refused := not_a_read(req)):
             return refused  # an edge's API only reads
@@ -135,7 +155,7 @@ class Edge:
                 {
                     "parents": self.pull.parents,
                     "hls_parents": self.hls.parents,
-                    "streams": [streams[k] for k in sorted(streams)],
+                    "streams": [self._thumbnail(streams[k]) for k in sorted(streams)],
                 }
             )
         try:
@@ -148,7 +168,7 @@ class Edge:
         info = self.streams.describe().get((key.app, key.name))
         if info is None:
             return Response.json({"error": f"nothing for {key} on this edge"}, 404)
-        return Response.json(info)
+        return Response.json(self._thumbnail(info))
 
     # ------------------------------------------------------------------ serve
 

@@ -25,6 +25,7 @@ from common.proto.paths import (
     api_stream_key,
     hls_target,
     media_of,
+    play_key,
     recording_path,
 )
 from common.proto.peers import peer_host
@@ -40,6 +41,7 @@ from common.serve.playgate import PlayGate, PlayProtocol, PlayRequest
 from common.serve.playhooks import node_hooks
 from common.serve.refusal import Refusal
 from common.serve.rtmpserver import RtmpConnection, split_name
+from common.serve.snapshot import IMAGE_TYPES, Snapshots
 from origin.bans import Bans
 from origin.info import describe
 from origin.live import Live, Publisher, StreamEnd, StreamState
@@ -84,6 +86,7 @@ class Origin:
         )
         self.fanouts = self.node.fanouts
         self.hooks = node_hooks(self.node)
+        self.snapshots = Snapshots(self.node, enabled=config.snapshots, wait=config.snapshot_wait)
         self.recorder = Recorder(config, self.hooks.client, self.node.metrics)
         self.playback = Playback(config.record_dir)
         mt = self.node.metrics
@@ -139,7 +142,9 @@ class Origin:
         fanout = self.fanouts.get(stream)
         viewers = dict(fanout.viewers()) if fanout else {}
         viewers["hls"] = self.hls.viewers.count((stream.app, stream.name), trio.current_time())
-        return describe(stream, live.publisher if live is not None else None, viewers)
+        info = describe(stream, live.publisher if live is not None else None, viewers)
+        info["thumbnail"] = self.snapshots.thumbnail(stream.app, stream.name)
+        return info
 
     # ------------------------------------------------------------------ play and publish
 
@@ -269,8 +274,13 @@ class Origin:
     async def route_api(self, req: Request) -> Response | None:
         if (recording := await self._recordings(req)) is not None:
             return recording
-        """HLS, GET /api/streams, GET|DELETE /api/streams/app/name."""
-        if media_of(req.path) in (Media.PLAYLIST, Media.SEGMENT):
+        """HLS, snapshots, GET /api/streams, GET|DELETE /api/streams/app/name."""
+        if (media := media_of(req.path)) in IMAGE_TYPES:
+            key = play_key(req.path, media)
+            return await self.snapshots.respond(
+                req, key, media, lambda k, _: self.subscribe(k.app, k.name)
+            )
+        if media in (Media.PLAYLIST, Media.SEGMENT):
             try:
                 target = hls_target(req.path)
             except StreamKeyError as exc:

@@ -265,6 +265,13 @@ class ServeConfig:
         0.0, help="reuse a hook's answer to the same request for this long", unit="s",
         check=checks.in_range(0, HOUR),
     )  # fmt: skip
+    snapshots: bool = setting(
+        True, help="serve /app/name.jpg and .png: a live stream's newest keyframe as an image"
+    )
+    snapshot_wait: float = setting(
+        5.0, help="a snapshot of a stream without a keyframe yet waits this long for one",
+        unit="s", check=checks.above(0, 60),
+    )  # fmt: skip
     log_level: str = log_level_key()
 
     def validate(self) -> None:

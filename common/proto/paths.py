@@ -17,6 +17,8 @@ class Media(StrEnum):
     FLV = ".flv"
     PLAYLIST = ".m3u8"
     SEGMENT = ".ts"
+    JPEG = ".jpg"
+    PNG = ".png"
 
 
 def media_of(path: str) -> Media | None:
@@ -83,6 +85,11 @@ def hls_target(path: str) -> HlsTarget:
     if file.endswith(".ts") and (_SEGMENT.fullmatch(file) is None or file.count("-") < 2):
         raise StreamKeyError(f"segment name {shown(file)} is not NAME-SESSION-SEQ.ts")
     return HlsTarget(key, file, f"/{quote(key.app, safe='')}/{quote(file, safe='')}")
+
+
+def snapshot_path(key: StreamKey, media: Media = Media.JPEG) -> str:
+    """The percent-quoted path of a stream's snapshot ('/app/name.jpg' or '.png')."""
+    return f"/{quote(key.app, safe='')}/{quote(key.name, safe='')}{media.value}"
 
 
 STREAMS_API = "/api/streams"

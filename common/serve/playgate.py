@@ -19,6 +19,7 @@ class PlayProtocol(StrEnum):
     WS = "ws"  # FLV over WebSocket
     HLS = "hls"
     RTMP = "rtmp"
+    SNAPSHOT = "snapshot"  # one image of the newest keyframe (.jpg, .png)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,235 @@
+"""Recordings' pure parts and file handling, fast: names, retention, the playback query and
+paths, file cuts, the FLV index of a written file and the VOD playlist; parsers fuzzed."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from common.media.stream import Frame
+from common.proto import flv
+from common.proto.paths import RecordingPath, api_recording, recording_path
+from common.proto.rtmp import messages as m
+from common.proto.streamkey import StreamKey, StreamKeyError
+from origin import recorddisk
+from origin.recordcut import FileCutter
+from origin.recordfiles import (
+    BadQuery,
+    FileIndex,
+    RecordedFile,
+    cuts,
+    file_name,
+    find_cut,
+    iso,
+    parse_file,
+    parse_start,
+    playback_range,
+    to_remove,
+    vod_playlist,
+    vod_segments,
+)
+from origin.recordvod import frames_of
+from tests.media import aac_frame, aac_header, avc_header, interframe, keyframe
+
+T0 = 1_796_050_879_123  # 2026-11-30T15:01:19.123Z
+
+
+def test_file_names_round_trip_and_sort_by_time():
+    name = file_name(T0, 60_040, "flv")
+    assert name == "20261130T150119123Z_60040.flv"
+    assert parse_file("live", "a", name) == RecordedFile("live", "a", T0, 60_040, "flv")
+    assert iso(T0) == "2026-11-30T15:01:19.123Z"
+    later = file_name(T0 + 1, 5, "mp4")
+    assert sorted([later, name]) == [name, later]
+    for bad in ("x.flv", name + ".part", name.replace("flv", "avi"), "../" + name,
+                "20261330T150119123Z_1.flv", ""):  # fmt: skip
+        assert parse_file("live", "a", bad) is None, bad
+
+
+def rec(start: int, duration: int, size: int, name: str = "a") -> RecordedFile:
+    return RecordedFile("live", name, start, duration, "flv", size)
+
+
+def test_retention_removes_the_oldest_first_by_size_and_age():
+    files = [rec(T0 + 60_000 * i, 60_000, 100, f"s{i % 2}") for i in range(5)]
+    now = T0 + 5 * 60_000
+    assert to_remove(files, now, 0, 0) == []
+    assert to_remove(files, now, 250, 0) == files[:3]
+    assert to_remove(list(reversed(files)), now, 500, 0) == []
+    # ended more than 150 s ago: the first two (they ended 240 s and 180 s ago)
+    assert to_remove(files, now, 0, 150) == files[:2]
+    assert to_remove(files, now, 150, 150) == files[:4]
+
+
+def test_the_playback_query_is_validated():
+    assert parse_start("2026-11-30T15:01:19.123Z") == T0
+    assert parse_start("2026-11-30T16:01:19.123+01:00") == T0
+    assert parse_start("2026-11-30T15:01:19.123") == T0  # UTC unless it says otherwise
+    assert parse_start(str(T0 / 1000)) == T0
+    assert playback_range({"start": "100", "duration": "60"}) == (100_000, 160_000)
+    for query in ({}, {"start": "100"}, {"duration": "1"}, {"start": "now", "duration": "1"},
+                  {"start": "100", "duration": "0"}, {"start": "100", "duration": "nan"},
+                  {"start": "inf", "duration": "1"}, {"start": "-5", "duration": "1"},
+                  {"start": "100", "duration": "86401"}, {"start": "1" * 50, "duration": "1"}):  # fmt: skip
+        with pytest.raises(BadQuery):
+            playback_range(query)
+
+
+@given(st.text(max_size=60), st.text(max_size=20))
+def test_any_playback_query_is_a_range_or_bad_query(start, duration):
+    try:
+        a, b = playback_range({"start": start, "duration": duration})
+    except BadQuery:
+        return
+    assert 0 <= a < b <= a + 86_400_000
+
+
+def test_recording_paths():
+    key = StreamKey("live", "cam")
+    assert recording_path("/live/cam/recordings/index.m3u8") == RecordingPath(key)
+    assert recording_path("/live/cam/recordings/F/1-2.ts") == RecordingPath(key, "F", "1-2")
+    assert recording_path("/live/cam.m3u8") is None
+    assert recording_path("/live/cam/other/index.m3u8") is None
+    for bad in ("/live/cam/recordings/x.m3u8", "/live/cam/recordings/a/b/c.ts",
+                "/../cam/recordings/index.m3u8"):  # fmt: skip
+        with pytest.raises(StreamKeyError):
+            recording_path(bad)
+    assert api_recording("/api/recordings") == (None, "")
+    assert api_recording("/api/recordings/live/cam") == (key, "")
+    assert api_recording("/api/recordings/live/cam/stop") == (key, "stop")
+    assert api_recording("/api/streams") is None
+    with pytest.raises(StreamKeyError):
+        api_recording("/api/recordings/live/cam/delete")
+
+
+@given(st.text(max_size=80))
+def test_any_path_parses_or_is_refused(path):
+    try:
+        recording_path(path)
+        api_recording(path)
+    except StreamKeyError:
+        pass
+
+
+def stream_frames(seconds: int, *, fps: int = 25, gop: int = 25) -> list[Frame]:
+    """Headers, then `seconds` of video (a keyframe every `gop` frames) and audio."""
+    frames = [Frame(-1, m.VIDEO, 0, avc_header(), header=True),
+              Frame(-1, m.AUDIO, 0, aac_header(), header=True)]  # fmt: skip
+    for i in range(seconds * fps):
+        ts = i * 1000 // fps
+        key = i % gop == 0
+        frames.append(Frame(i, m.VIDEO, ts, keyframe() if key else interframe(), keyframe=key))
+        frames.append(Frame(i, m.AUDIO, ts, aac_frame()))
+    return frames
+
+
+def cut_files(frames: list[Frame], segment_ms: int) -> list[bytes]:
+    cutter = FileCutter(segment_ms)
+    files: list[bytearray] = []
+    for frame in frames:
+        start, data = cutter.push(frame)
+        if start is not None:
+            files.append(bytearray(start.data))
+        elif data:
+            files[-1] += data
+    return [bytes(f) for f in files]
+
+
+def test_files_are_cut_at_keyframes_and_each_is_a_whole_flv_file():
+    files = cut_files(stream_frames(10), 3000)
+    assert len(files) == 4  # 0-3, 3-6, 6-9, 9-10 s (at keyframes every second)
+    for data in files:
+        tags = flv.FlvParser().feed(data)
+        assert [t.tag_type for t in tags[:3]] == [flv.TAG_VIDEO, flv.TAG_AUDIO, flv.TAG_VIDEO]
+        assert flv.is_sequence_header(flv.TAG_VIDEO, tags[0].body)
+        assert flv.video_info(tags[2].body).keyframe
+        assert tags[2].timestamp % 3000 == 0
+
+
+def test_a_new_sequence_header_cuts_at_the_next_keyframe():
+    frames = stream_frames(4)
+    changed = bytearray(avc_header())
+    changed[-1] ^= 1
+    frames.insert(60, Frame(-1, m.VIDEO, 1100, bytes(changed), header=True))
+    files = cut_files(frames, 60_000)
+    assert len(files) == 2
+    assert flv.FlvParser().feed(files[1])[0].body == bytes(changed)
+
+
+def test_index_cuts_playlist_and_segments_of_a_written_file(tmp_path):
+    writer = recorddisk.FileWriter(str(tmp_path), "live", "a", T0)
+    data = cut_files(stream_frames(10), 60_000)[0]
+    writer.write(data)
+    path = writer.finish(10_000)
+    assert os.path.basename(path) == "20261130T150119123Z_10000.flv"
+    [rec_] = recorddisk.list_files(str(tmp_path))
+    assert rec_.size == len(data)
+    index = recorddisk.index_flv(str(tmp_path), rec_)
+    assert len(index.keyframes) == 10 and index.first_ts == 0 and index.last_ts == 9960
+    segs = cuts(index, 4000)
+    assert [(c.start, c.end) for c in segs] == [(0, 4000), (4000, 8000), (8000, 9960)]
+    assert find_cut(index, "4000-8000", 4000) == segs[1]
+    assert find_cut(index, "4000-7999", 4000) is None
+    # the tags of a cut: the head plus whole GOPs
+    part = recorddisk.read_range(
+        str(tmp_path), rec_, [(0, index.head_end), (segs[1].offset, segs[1].stop)]
+    )
+    frames = frames_of(part)
+    media = [f for f in frames if not f.header]
+    assert media[0].keyframe and media[0].timestamp == 4000 and media[-1].timestamp < 8000
+    # VOD: 5 s from 3 s in: the segments 0-4 and 4-8 (whole GOP groups)
+    lines = vod_segments([(rec_, index)], T0 + 3000, T0 + 8000, 4000)
+    assert [s.uri for s in lines] == [f"{rec_.stem}/0-4000.ts", f"{rec_.stem}/4000-8000.ts"]
+    text = vod_playlist(lines)
+    assert "#EXT-X-PLAYLIST-TYPE:VOD" in text and text.endswith("#EXT-X-ENDLIST\n")
+    assert "#EXT-X-DISCONTINUITY" not in text and "#EXTINF:4.000," in text
+
+
+def test_a_file_removed_while_written_fails_its_next_write(tmp_path):
+    writer = recorddisk.FileWriter(str(tmp_path), "live", "a", T0)
+    writer.write(b"FLV")
+    os.unlink(writer.path)
+    with pytest.raises(FileNotFoundError):
+        writer.write(b"more")
+    writer.close()
+
+
+def test_nothing_outside_record_dir(tmp_path):
+    root = tmp_path / "rec"
+    (root / "live").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", root / "live" / "x")
+    with pytest.raises(recorddisk.UnsafePath):
+        recorddisk.FileWriter(str(root), "live", "x", T0)
+    target = tmp_path / "elsewhere" / file_name(T0, 1, "flv")
+    target.write_bytes(b"secret")
+    assert recorddisk.list_files(str(root)) == []  # a symlinked folder is not listed
+    os.symlink(target, root / "live" / "y")
+    assert recorddisk.list_files(str(root), "live", "y") == []
+    (root / "live" / "z").mkdir()
+    os.symlink(target, root / "live" / "z" / file_name(T0, 1, "flv"))
+    assert recorddisk.list_files(str(root)) == []  # a symlinked file is not a recording
+
+
+def test_vod_marks_a_discontinuity_between_files_that_do_not_follow():
+    index = FileIndex(13, ((0, 13), (2000, 100)), 0, 3960, 200)
+    a, b, c = rec(T0, 4000, 200), rec(T0 + 4000, 4000, 200), rec(T0 + 60_000, 4000, 200)
+    lines = vod_segments([(c, index), (a, index), (b, index)], T0, T0 + 100_000, 1000)
+    assert [s.discontinuity for s in lines] == [False, False, False, False, True, False]
+
+
+@given(st.binary(max_size=400))
+def test_indexing_any_file_gives_an_index_or_flv_error(tmp_path_factory, data):
+    root = tmp_path_factory.mktemp("fuzz")
+    folder = root / "live" / "f"
+    folder.mkdir(parents=True)
+    name = file_name(T0, 1, "flv")
+    (folder / name).write_bytes(flv.file_header() + data)
+    try:
+        index = recorddisk.index_flv(str(root), parse_file("live", "f", name))
+    except flv.FlvError:
+        return
+    assert 13 <= index.head_end <= index.size and cuts(index)
