@@ -48,6 +48,7 @@ from origin.live import Live, Publisher, StreamEnd, StreamState
 from origin.publish import PublishCode, Publishers, PublishRequest, Reject, Takeover, decide
 from origin.recorder import Recorder
 from origin.recordvod import Playback
+from origin.relays import RELAYS_API, Relays
 from origin.rtmp import OriginIngest
 
 log = logging.getLogger("livecdn.origin")
@@ -102,6 +103,7 @@ class Origin:
             "Publishers back within publisher_grace (viewers kept).",
             (),
         )
+        self.relays = Relays(self)
 
     # ------------------------------------------------------------------ streams
 
@@ -122,6 +124,7 @@ class Origin:
                 f"HLS packager of {key}", "packager", partial(self.hls.package, stream)
             )
         self.recorder.stream_opened(stream)
+        self.relays.stream_opened(stream)
         return live
 
     def _close_stream(self, stream: Stream, end: StreamEnd, detail: str = "") -> None:
@@ -151,6 +154,9 @@ class Origin:
     async def subscribe(self, app: str, name: str) -> Subscription | None:
         """StreamSource: the live stream for a new viewer."""
         stream = self.registry.get(app, name)
+        if stream is None:
+            await self.relays.demand(app, name)
+            stream = self.registry.get(app, name)
         if stream is None or stream.closed:
             return None
         return Subscription(self.fanouts[stream])
@@ -196,8 +202,9 @@ class Origin:
             self._unpublished(old)
         elif decision.resumed:
             assert live is not None
-            self.node.metrics.inc("publishers_resumed_total")
-            log.info("publisher of %s is back within the grace: viewers kept", skey)
+            if not self.relays.hand_over(skey.app, skey.name):
+                self.node.metrics.inc("publishers_resumed_total")
+                log.info("publisher of %s is back within the grace: viewers kept", skey)
         else:
             live = self._open_stream(skey.app, skey.name)
         live.stream.new_source()
@@ -220,8 +227,8 @@ class Origin:
             if live.publisher is not None:
                 hosts[key] = live.publisher.host
                 idle[key] = now - live.publisher.last_media
-            elif live.state is StreamState.WAITING:
-                waiting.add(key)
+            elif live.state is StreamState.WAITING or self.relays.pulled(*key):
+                waiting.add(key)  # a local publisher takes a pulled stream over
         return Publishers(hosts, waiting, self.bans.until, len(self.registry), idle)
 
     def unpublish(
@@ -295,6 +302,8 @@ class Origin:
             if target.media is Media.PLAYLIST and resp is not None and resp.status == 200:
                 resp.body = carry_token(resp.body, req.query)
             return resp
+        if req.path == RELAYS_API:
+            return self.relays.respond(req)
         if req.path == STREAMS_API:
             if refused := not_a_read(req):
                 return refused
@@ -420,6 +429,8 @@ class Origin:
                 if self.recorder.enabled:
                     await nursery.start(self.recorder.run)
                 self.address = await nursery.start(self.node.run)
+                if self.relays.configured:
+                    await nursery.start(self.relays.run)
                 if self.config.balancer:
                     self.node.start_supervised(
                         f"reports to the balancer {self.config.balancer}",

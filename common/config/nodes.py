@@ -6,7 +6,7 @@ import resource
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from common.config import checks
+from common.config import checks, relayspec
 from common.config.model import ConfigError, setting
 from common.proto.controlauth import MIN_SECRET, check_secret
 
@@ -369,6 +369,35 @@ class OriginConfig(ServeConfig):
     )
     clock_stamps: bool = setting(
         False, help="put the ingest wall clock after every video keyframe (load-run latency)"
+    )
+    push: list[str] = setting(
+        [],
+        help='republish each live stream of an app to another RTMP server: "app=rtmp://host/app" '
+        "(each stream goes to that URL/NAME; rtmps:// too)",
+        item_flag="--push",
+        check=relayspec.items(relayspec.push_target),
+    )
+    pull_static: list[str] = setting(
+        [],
+        help='pull an external stream in while the origin runs: "app/name=rtmp://host/app/name" '
+        "(or http(s)://host/app/name.flv)",
+        item_flag="--pull",
+        check=relayspec.items(relayspec.static_pull),
+    )
+    pull_on_demand: list[str] = setting(
+        [],
+        help="pull an app's streams when a viewer asks for one that is not live: "
+        '"app=rtmp://host/app/{name}" (or an http(s):// .flv URL)',
+        check=relayspec.items(relayspec.pull_template),
+    )
+    pull_linger_seconds: float = setting(
+        10.0, help="an on-demand pull outlives its last viewer by this long", unit="s",
+        check=checks.in_range(0, DAY),
+    )  # fmt: skip
+    relay_tls_ca: str = setting(
+        "",
+        help="PEM CA bundle that rtmps:// and https:// push targets and pull sources are "
+        "verified against (empty: the system's trust store)",
     )
 
     def validate(self) -> None:
