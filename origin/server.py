@@ -279,9 +279,9 @@ class Origin:
     # ------------------------------------------------------------------ HTTP
 
     async def route_api(self, req: Request) -> Response | None:
+        """Recordings, HLS, snapshots, GET /api/streams, GET|DELETE /api/streams/app/name."""
         if (recording := await self._recordings(req)) is not None:
             return recording
-        """HLS, snapshots, GET /api/streams, GET|DELETE /api/streams/app/name."""
         if (media := media_of(req.path)) in IMAGE_TYPES:
             key = play_key(req.path, media)
             return await self.snapshots.respond(
