@@ -1,5 +1,6 @@
-"""The edge's HLS proxy: answers playlist and segment requests from the object cache (misses
-pulled from the HTTP parents), class-paced to viewers with a token."""
+"""The edge's HLS: answers playlist and segment requests from the object cache (misses
+pulled from the HTTP parents) or, in hls_mode "package", from the edge's own packagers;
+class-paced to viewers with a token."""
 
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ from common.net.http import Request, Response, StreamingResponse
 from common.net.httpclient import FetchResult
 from common.net.supervise import describe, log_failure
 from common.proto import auth, playtoken
+from common.proto.errors import Unavailable
 from common.proto.hlsplaylist import with_query
-from common.proto.paths import Media, hls_path, hls_target
+from common.proto.paths import HlsTarget, Media, hls_path, hls_target
 from common.proto.streamkey import StreamKeyError, shown
 from common.serve.hlsviewers import HlsViewers, client_key
 from common.serve.metrics import NodeMetrics
 from common.serve.playgate import PlayProtocol, PlayRequest
 from common.serve.refusal import Refusal
 from edge.failover import ParentFailover
+from edge.hlspackage import EdgePackagers
 from edge.objcache import FetchError, ObjectCache
 from edge.pacedbody import paced_body
 from edge.qos import Qos
@@ -31,8 +34,9 @@ log = logging.getLogger("livecdn.edge")
 
 
 class HlsObjects(TypedDict):
-    """What the HLS cache holds of one stream (the streams API's `hls`)."""
+    """What the HLS cache holds of one stream (the streams API's `hls` in cache mode)."""
 
+    mode: str
     objects: int
     bytes: int
     paths: list[str]
@@ -40,7 +44,7 @@ class HlsObjects(TypedDict):
 
 class HlsProxy:
     """Answers GET/HEAD of /app/name.m3u8 and .ts from the cache, pulling misses from the
-    HLS parents; counts HLS viewers and the bytes sent to them."""
+    HLS parents, or from `packagers`; counts HLS viewers and the bytes sent to them."""
 
     def __init__(
         self,
@@ -59,8 +63,11 @@ class HlsProxy:
         slow_timeout: float,
         tls: ssl.SSLContext | None = None,
         sign: Callable[[str, str], str] | None = None,
+        packagers: EdgePackagers | None = None,
     ) -> None:
         self.parents = parents
+        self.packagers = packagers
+        """hls_mode "package": HLS cut here (None: "cache", from the parents)."""
         self.sign = sign
         """The edge's own play token query for app, name (fetches from the parents)."""
         self.qos = qos
@@ -108,6 +115,8 @@ class HlsProxy:
         denied = await self.admit(play)
         if denied is not None:
             return denied
+        if self.packagers is not None:
+            return await self._packaged(req, target, klass)
         if not self.parents:
             return Response.text(404, "this edge has no http:// parent to pull HLS from")
         try:
@@ -122,23 +131,56 @@ class HlsProxy:
             return Response.text(404, f"not found at the parent: {path}")
         client = client_key(req.peer, req.headers.get("user-agent", ""))
         self.viewers.seen((key.app, key.name), client, trio.current_time())
-        self.bytes_out += len(obj.body)
         headers: list[tuple[str, str]] = []
         if obj.cache_control:
             headers.append(("cache-control", obj.cache_control))
+        return self._deliver(req, target, klass, Response(200, obj.body, obj.content_type, headers))
+
+    async def _packaged(
+        self, req: Request, target: HlsTarget, klass: str | None
+    ) -> Response | StreamingResponse:
+        """hls_mode "package": the playlist (which starts packaging) or a segment, from
+        this edge's own store."""
+        packagers = self.packagers
+        assert packagers is not None
+        key = target.key
+        if target.media is Media.PLAYLIST:
+            try:
+                found = await packagers.ensure(key.app, key.name)
+            except Unavailable as exc:
+                return Response.text(503, str(exc))
+            except Exception as exc:  # never a crash: this request fails, the edge goes on
+                log_failure(f"HLS {target.path} for {req.peer}", exc, log)
+                return Response.text(502, f"upstream failed: {describe(exc)}")
+            if not found:
+                return Response.text(404, f"no such stream at the parents: {key}")
+        else:
+            packagers.asked((key.app, key.name))
+        resp = await packagers.store.respond(req, target)  # counts the viewer
+        if resp is None or resp.status != 200:
+            return resp or Response.text(404, f"not found: {target.path}")
+        return self._deliver(req, target, klass, resp)
+
+    def _deliver(
+        self, req: Request, target: HlsTarget, klass: str | None, resp: Response
+    ) -> Response | StreamingResponse:
+        """A playlist or segment to a viewer: a playlist carries the viewer's tokens into
+        its segment URIs, a segment is paced by the viewer's class."""
+        self.bytes_out += len(resp.body)
         if target.media is Media.PLAYLIST:
             # the segments inherit the viewer's class token (without one: the default class)
             # and play token (in place of the edge's own, from its parent)
             tokens = (auth.class_params(req.query) if klass else "", playtoken.carried(req.query))
             query = "&".join(t for t in tokens if t)
-            body = with_query(obj.body, query) if query else obj.body
-            return Response(200, body, obj.content_type, headers)
+            if query:
+                resp.body = with_query(resp.body, query)
+            return resp
         if klass is None or req.method == "HEAD":
-            return Response(200, obj.body, obj.content_type, headers)
+            return resp
         paced = paced_body(
-            obj.body, self.qos.pacer(klass), timeout=self.slow_timeout, on_slow=self._slow
+            resp.body, self.qos.pacer(klass), timeout=self.slow_timeout, on_slow=self._slow
         )
-        return StreamingResponse(200, obj.content_type, paced, headers)
+        return StreamingResponse(200, resp.content_type, paced, resp.headers)
 
     def _slow(self, conn: Conn) -> None:
         self.on_slow()
@@ -156,7 +198,9 @@ class HlsProxy:
             if target is None or obj.status != 200:
                 continue
             app, name, _ = target
-            entry = out.setdefault((app, name), {"objects": 0, "bytes": 0, "paths": []})
+            entry = out.setdefault(
+                (app, name), {"mode": "cache", "objects": 0, "bytes": 0, "paths": []}
+            )
             entry["objects"] += 1
             entry["bytes"] += len(obj.body)
             entry["paths"].append(path)

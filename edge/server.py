@@ -17,7 +17,7 @@ from common.proto.paths import STREAMS_API, Media, api_stream_key, media_of, pla
 from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.feeds import Feed, open_feed
-from common.serve.hlsviewers import HlsViewers
+from common.serve.hlsstore import HlsSettings, HlsStore
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
 from common.serve.playauth import PullSigner, signed_urls
@@ -27,6 +27,7 @@ from common.serve.refusal import Refusal
 from common.serve.snapshot import IMAGE_TYPES, Snapshots
 from edge.heartbeat import EdgeHeartbeat
 from edge.hls import HlsProxy
+from edge.hlspackage import EdgePackagers
 from edge.pull import Connector, PullManager, PullSettings
 from edge.qos import Qos
 from edge.streams import EdgeStreams
@@ -48,7 +49,15 @@ class Edge:
         self.signer = PullSigner(config.play_secret, config.cluster_secret)
         """Signs the edge's own pulls and HLS fetches (the parents may require play tokens,
         and an origin with edges_only pull tokens)."""
-        hls_viewers = HlsViewers()
+        self.hls_store = HlsStore(
+            HlsSettings(
+                target=config.hls_target_duration,
+                window=config.hls_window,
+                grace=config.hls_grace_seconds,
+            )
+        )
+        """HLS packaged here (hls_mode "package"); its viewers are the edge's HLS viewers."""
+        hls_viewers = self.hls_store.viewers
         self.node = PlayNode(
             config,
             "edge",
@@ -75,6 +84,12 @@ class Edge:
             connector=connector or self._open_feed,
             max_streams=config.max_streams,
         )
+        self.packagers = EdgePackagers(
+            self.hls_store,
+            self.pull.subscribe,
+            idle=self.hls_store.viewers.window + config.linger_seconds,
+            max_streams=config.max_streams,
+        )
         self.qos = Qos(config)
         self.hls = HlsProxy(
             config.hls_parents or [p for p in config.parents if p.startswith(HTTP_SCHEMES)],
@@ -91,12 +106,14 @@ class Edge:
             slow_timeout=config.slow_timeout,
             tls=self.tls,
             sign=self.signer.query if self.signer.signs else None,
+            packagers=self.packagers if config.packages_hls() else None,
         )
         self.streams = EdgeStreams(self.pull, self.hls, hls_viewers)
         self.address: NodeAddress | None = None
         self.heartbeat: EdgeHeartbeat | None = None
         """What the edge reports to the balancer (once it listens)."""
         self.hls.register_metrics(self.node.metrics)
+        self.packagers.register_metrics(self.node.metrics)
         self.qos.register_metrics(self.node.metrics)
         self.pull.register_metrics(self.node.metrics)
 
@@ -155,6 +172,7 @@ class Edge:
                 {
                     "parents": self.pull.parents,
                     "hls_parents": self.hls.parents,
+                    "hls_mode": "package" if self.hls.packagers else "cache",
                     "streams": [self._thumbnail(streams[k]) for k in sorted(streams)],
                 }
             )
@@ -177,11 +195,13 @@ class Edge:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.pull.run)
             await nursery.start(self.hls.run)
+            await nursery.start(self.packagers.run)
             if self.hooks.active:
                 await nursery.start(self.hooks.run)
             address: NodeAddress = await nursery.start(self.node.run)
             self.address = address
             log.info("edge parents: %s", ", ".join(self.pull.parents))
+            log.info("HLS: %s", "packaged here" if self.hls.packagers else "cached from parents")
             self.heartbeat = EdgeHeartbeat(
                 self.config,
                 address,

@@ -1,12 +1,13 @@
-"""What the edge holds of each stream (its upstream, HLS objects and viewers), for the
-streams API and the heartbeat."""
+"""What the edge holds of each stream (its upstream, HLS packaged or cached, and viewers),
+for the streams API and the heartbeat."""
 
 from __future__ import annotations
 
 import trio
 
 from common.serve.hlsviewers import HlsViewers
-from edge.hls import HlsProxy
+from edge.hls import HlsObjects, HlsProxy
+from edge.hlspackage import HlsPackaged
 from edge.pull import PullManager
 
 
@@ -19,16 +20,19 @@ class EdgeStreams:
         self.hls_viewers = hls_viewers
 
     def describe(self) -> dict[tuple[str, str], dict]:
-        """JSON descriptions by (app, name): the upstream, the HLS objects, the viewers."""
+        """JSON descriptions by (app, name): the upstream, the HLS packaged (`hls.mode`
+        "package") or cached ("cache"), the viewers."""
         now = trio.current_time()
         out: dict[tuple[str, str], dict] = {}
         for key, up in self.pull.upstreams.items():
             out[key] = up.info()
-        for key, hls in self.hls.objects().items():
+        hls: dict[tuple[str, str], HlsObjects] | dict[tuple[str, str], HlsPackaged]
+        hls = self.hls.packagers.describe() if self.hls.packagers else self.hls.objects()
+        for key, what in hls.items():
             info = out.setdefault(
                 key, {"app": key[0], "name": key[1], "viewers": {"total": 0}, "upstream": None}
             )
-            info["hls"] = hls
+            info["hls"] = what
         for key, info in out.items():
             n = self.hls_viewers.count(key, now)
             info["viewers"]["hls"] = n

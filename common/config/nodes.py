@@ -461,6 +461,24 @@ class EdgeConfig(ServeConfig):
         unit="bytes",
         check=checks.in_range(0, 1 << 40),
     )
+    hls_mode: str = setting(
+        "auto",
+        help='"package": cut HLS here from the upstream FLV/RTMP viewers share; "cache": '
+        'fetch it from the HTTP parents; "auto": cache when hls_parents is set or the first '
+        "parent is http(s)://, else package",
+        check=checks.one_of("auto", "package", "cache"),
+    )
+    hls_target_duration: float = setting(
+        2.0, help='HLS segment target duration (hls_mode "package")', unit="s",
+        check=checks.in_range(0.5, 60),
+    )  # fmt: skip
+    hls_window: int = setting(
+        6, help='segments in an HLS playlist (hls_mode "package")', check=checks.in_range(1, 1000)
+    )
+    hls_grace_seconds: float = setting(
+        30.0, help='keep an ended playlist this long (hls_mode "package")', unit="s",
+        check=checks.in_range(0, DAY),
+    )  # fmt: skip
     balancer: str = balancer_key("heartbeats")
     node_id: str = node_id_key()
     cluster_secret: str = cluster_secret_key()
@@ -481,12 +499,24 @@ class EdgeConfig(ServeConfig):
     qos_secret: str = qos_secret_key()
     classes: dict[str, dict] = classes_key()
 
+    def http_parents(self) -> list[str]:
+        """The parents that also serve HLS (http:// and https://)."""
+        return [p for p in self.parents if p.startswith(("http://", "https://"))]
+
+    def packages_hls(self) -> bool:
+        """Whether this edge cuts HLS itself (hls_mode, "auto" resolved)."""
+        if self.hls_mode != "auto":
+            return self.hls_mode == "package"
+        return not self.hls_parents and not self.parents[0].startswith(("http://", "https://"))
+
     def validate(self) -> None:
         """Raise ConfigError for combinations of values that cannot work."""
         if not self.parents:
             raise ConfigError("an edge needs at least one parent (--parent rtmp://host:port)")
         check_tls(self)
         check_classes(self.classes, self.qos_secret)
+        if self.hls_mode == "cache" and not self.hls_parents and not self.http_parents():
+            raise ConfigError('hls_mode "cache" needs an http(s):// parent or hls_parents')
         assured = sum(rate for rate, _ in class_rates(self.classes).values()) / 125_000
         if self.capacity_mbps and assured > self.capacity_mbps + 1e-9:
             raise ConfigError(

@@ -123,8 +123,12 @@ class HlsStore:
             lambda: {(): self.timestamp_jumps},
         )
 
-    async def package(self, stream: Stream) -> None:
+    async def package(
+        self, stream: Stream, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Package `stream` until it ends; then keep its playlist (ENDLIST) for the grace time.
+        `task_status.started()` once the playlist exists (requests for it wait for its first
+        segment).
 
         Never raises (but for cancellation): the stream and the node go on whatever happens
         here."""
@@ -139,6 +143,7 @@ class HlsStore:
             log.info("HLS %s/%s: publisher back, playlist continues with a discontinuity", *key)
         self._packagers[key] += 1
         playlist.ended = False
+        task_status.started()
         packager = Packager(self, stream, key, playlist, discontinuity=resumed)
         what = f"HLS packager {key[0]}/{key[1]}"
         try:
@@ -179,6 +184,17 @@ class HlsStore:
             self._first_segment.pop(key, None)
             for kind in (Failure.WRITE, Failure.MUX):
                 self._failing.pop((kind, key), None)
+
+    def drop(self, key: tuple[str, str]) -> None:
+        """Forget `key`'s playlist now (its packagers stopped: a new one starts afresh)."""
+        if key in self._packagers:
+            return
+        self.playlists.pop(key, None)
+        first = self._first_segment.pop(key, None)
+        if first is not None:
+            first.set()
+        for kind in Failure:
+            self._failing.pop((kind, key), None)
 
     def _restarted(self) -> None:
         self.packager_restarts += 1
