@@ -44,7 +44,7 @@ class StreamEnd(StrEnum):
     DISCONNECTED = "publisher disconnected"
     KICKED = "kicked through the API"
     SHUTDOWN = "origin shutting down"
-    UNPULLED = "its pull stopped"
+    UNPULLED = "pull stopped"
 
 
 @dataclass

@@ -83,6 +83,7 @@ class Puller:
         self._scope = trio.CancelScope()
         self._connection_scope: trio.CancelScope | None = None
         self._unwatched_since = trio.current_time()
+        self._end_reason = "the origin stops"
 
     @property
     def on_demand(self) -> bool:
@@ -124,7 +125,7 @@ class Puller:
             self.ready.set()
             self.status.set(RelayState.ENDED)
             if self.stream is not None:
-                self.host.close_pulled(self.stream, "its pull ended")
+                self.host.close_pulled(self.stream, self._end_reason)
                 self.stream = None
 
     async def _watch_viewers(self) -> None:
@@ -136,7 +137,8 @@ class Puller:
             if self.stream is not None and self.host.viewers(self.stream) > 0:
                 self._unwatched_since = now
             elif self.ready.is_set() and now - self._unwatched_since >= self.linger:
-                self.status.set(RelayState.ENDED, f"no viewer for {self.linger:g} s")
+                self._end_reason = f"no viewer for {self.linger:g} s"
+                self.status.set(RelayState.ENDED, self._end_reason)
                 self._scope.cancel()
                 return
 

@@ -1,0 +1,90 @@
+"""Relays between two of our origins (no nginx needed): a push over verified rtmps://, a push
+whose target's certificate is not trusted, pulls over HTTP-FLV, a source that is missing at
+first, and who may read the relays' URLs in the API."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+
+from common.net.httpclient import fetch
+from tests.conftest import start_origin, wait_for_stream
+from tests.media import publish_synthetic
+from tests.origin.test_relay_nginx import relays, wait_relay
+from tests.origin.test_tls_origin import start_tls_origin
+from tests.tlscerts import Certs
+
+ADMIN = "admin-token-for-relay-tests"
+
+
+async def test_push_over_rtmps(nursery: trio.Nursery, tls_certs: Certs) -> None:
+    target, taddr = await start_tls_origin(nursery, tls_certs)
+    url = f"rtmps://127.0.0.1:{taddr.rtmps_port}/live"
+    origin, addr = await start_origin(nursery, push=[f"live={url}"], relay_tls_ca=tls_certs.ca)
+    await publish_synthetic(nursery, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/cam")
+    await wait_for_stream(target, "live", "cam")
+    push = await wait_relay(addr.http_port, "pushes", lambda p: p["bytes"] > 1000)
+    assert push["state"] == "active" and push["last_error"] is None
+
+
+async def test_push_to_an_untrusted_target_fails_alone(
+    nursery: trio.Nursery, tls_certs: Certs
+) -> None:
+    target, taddr = await start_tls_origin(nursery, tls_certs)
+    url = f"rtmps://127.0.0.1:{taddr.rtmps_port}/live"
+    origin, addr = await start_origin(
+        nursery, push=[f"live={url}"], relay_tls_ca=tls_certs.other_ca
+    )
+    await publish_synthetic(nursery, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/cam")
+    push = await wait_relay(addr.http_port, "pushes", lambda p: p["state"] == "retrying")
+    assert "certificate" in push["last_error"]
+    assert target.registry.get("live", "cam") is None
+    # the stream itself is untouched
+    assert await wait_for_stream(origin, "live", "cam", keyframes=2)
+
+
+async def test_pull_http_flv_and_a_source_missing_at_first(nursery: trio.Nursery) -> None:
+    source, saddr = await start_origin(nursery)
+    flv = f"http://127.0.0.1:{saddr.http_port}/live/src.flv"
+    origin, addr = await start_origin(nursery, pull_static=[f"live/copy={flv}"], admin_token=ADMIN)
+    pull = await wait_relay(addr.http_port, "pulls", lambda p: p["state"] == "retrying")
+    assert "no such stream" in pull["last_error"]
+    assert origin.registry.get("live", "copy") is None
+    await publish_synthetic(nursery, f"rtmp://127.0.0.1:{saddr.rtmp_port}/live/src")
+    await wait_for_stream(origin, "live", "copy", timeout=20)
+    pull = await wait_relay(addr.http_port, "pulls", lambda p: p["state"] == "active")
+    assert pull["reconnects"] >= 1 and pull["bytes"] > 0
+    # full URLs for admin requests only
+    assert pull["source"] == f"http://127.0.0.1:{saddr.http_port}/live/..."
+    resp = await fetch(
+        "GET",
+        f"http://127.0.0.1:{addr.http_port}/api/relays",
+        headers=[("authorization", f"Bearer {ADMIN}")],
+    )
+    assert json.loads(resp.body)["pulls"][0]["source"] == flv
+
+
+async def test_on_demand_pull_over_http_flv(nursery: trio.Nursery) -> None:
+    source, saddr = await start_origin(nursery)
+    await publish_synthetic(nursery, f"rtmp://127.0.0.1:{saddr.rtmp_port}/live/a")
+    template = f"http://127.0.0.1:{saddr.http_port}/live/{{name}}.flv"
+    origin, addr = await start_origin(
+        nursery, pull_on_demand=[f"ext={template}"], pull_linger_seconds=0.5
+    )
+    assert (await relays(addr.http_port))["pulls"] == []
+    resp = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/api/streams/ext/a")
+    assert resp.status == 404  # the API is no viewer: it starts no pull
+    async with trio.open_nursery() as watching:
+        from tests.edge.test_edge_real import FlvViewer
+
+        viewer = FlvViewer(f"http://127.0.0.1:{addr.http_port}/ext/a.flv")
+        await watching.start(viewer.run)
+        await viewer.wait_frames(10)
+        pull = (await relays(addr.http_port))["pulls"][0]
+        assert pull["mode"] == "on_demand" and pull["state"] == "active"
+        watching.cancel_scope.cancel()
+    with trio.fail_after(15):
+        while (await relays(addr.http_port))["pulls"]:
+            await trio.sleep(0.1)
+    assert origin.registry.get("ext", "a") is None
