@@ -12,6 +12,7 @@ from typing import TypedDict
 import trio
 
 from common.media.stream import Stream
+from common.net.supervise import log_failure
 from common.serve.hlsstore import HlsStore
 from common.serve.metrics import NodeMetrics
 from common.serve.play import Subscription
@@ -157,17 +158,23 @@ class EdgePackagers:
         app, name = entry.key
         self.started += 1
         log.info("HLS %s/%s: packaging here from the upstream", app, name)
-        async with trio.open_nursery() as nursery:
-            entry.nursery = nursery
-            task_status.started()
-            while (idle_at := entry.asked + self.idle) > trio.current_time():
-                await trio.sleep_until(idle_at)
+        try:
+            async with trio.open_nursery() as nursery:
+                entry.nursery = nursery
+                task_status.started()
+                while (idle_at := entry.asked + self.idle) > trio.current_time():
+                    await trio.sleep_until(idle_at)
+                if self.active.get(entry.key) is entry:
+                    del self.active[entry.key]
+                nursery.cancel_scope.cancel()
+            log.info("HLS %s/%s: no HLS viewer for %g s, packaging stopped", app, name, self.idle)
+        except Exception as exc:  # a bug here ends this stream's packaging, never the edge
+            log_failure(f"HLS packaging of {app}/{name}", exc, log)
+        finally:
             if self.active.get(entry.key) is entry:
                 del self.active[entry.key]
-            nursery.cancel_scope.cancel()
-        self.store.drop(entry.key)
-        self.stopped += 1
-        log.info("HLS %s/%s: no HLS viewer for %g s, packaging stopped", app, name, self.idle)
+            self.store.drop(entry.key)
+            self.stopped += 1
 
     def describe(self) -> dict[tuple[str, str], HlsPackaged]:
         """What is packaged, by stream."""

@@ -46,6 +46,15 @@ async def test_an_edge_with_an_rtmp_parent_packages_hls_pyav_plays(nursery, clip
     edge, eaddr = await packaging_edge(nursery, addr)
     assert edge.hls.packagers is not None, 'hls_mode "auto" with an rtmp:// parent packages'
     base = f"http://127.0.0.1:{eaddr.http_port}/live"
+    statuses: list[int] = []
+
+    async def first_request() -> None:
+        statuses.append((await fetch("GET", f"{base}/p.m3u8")).status)
+
+    async with trio.open_nursery() as n:  # a crowd at once: one start, all wait for it
+        for _ in range(20):
+            n.start_soon(first_request)
+    assert statuses.count(200) == 20, statuses
     validator = LiveValidator()
 
     async def reload_playlists() -> None:
@@ -65,6 +74,8 @@ async def test_an_edge_with_an_rtmp_parent_packages_hls_pyav_plays(nursery, clip
     assert metric(edge_metrics, "livecdn_hls_segments_total") >= 3
     assert metric(edge_metrics, "livecdn_hls_failures_total") == 0
     assert metric(edge_metrics, "livecdn_hls_packaged_streams") == 1
+    assert metric(edge_metrics, "livecdn_hls_packaging_started_total") == 1
+    assert metric(edge_metrics, "livecdn_pulls_started_total") == 1
     assert metric(edge_metrics, "livecdn_hls_cache_misses_total") == 0
     origin_metrics = await scrape(addr.http_port)
     assert metric(origin_metrics, "livecdn_hls_requests_total") == 0, "nothing asked the origin"
