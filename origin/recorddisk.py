@@ -147,6 +147,17 @@ def _entries(root: str, *parts: str) -> list[str]:
     return out
 
 
+def stat_file(root: str, rec: RecordedFile) -> RecordedFile | None:
+    """`rec` with its size, None if it is not (or not a regular file) in record_dir."""
+    try:
+        st = os.lstat(inside(root, rec.app, rec.name, rec.file))
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return RecordedFile(rec.app, rec.name, rec.start_ms, rec.duration_ms, rec.format, st.st_size)
+
+
 def remove(root: str, rec: RecordedFile) -> int:
     """Remove a recording file (a symlink there goes, never its target): its size."""
     os.unlink(os.path.join(inside(root, rec.app, rec.name), rec.file))

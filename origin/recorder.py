@@ -35,6 +35,8 @@ REANCHOR_MS = 5000
 the clock (the publisher paused)."""
 MAX_RECORDINGS = 1000
 """Recordings at once."""
+MAX_LISTED = 1000
+"""Files a listing shows (the newest)."""
 
 
 class Stop(Exception):
@@ -307,14 +309,20 @@ class Recorder:
             log.info("recording retention removed %s/%s/%s", rec.app, rec.name, rec.file)
 
     async def listing(self, app: str = "", name: str = "") -> dict:
-        """The finished files (all, or app/name's) and the recordings in progress."""
+        """The finished files (all, or app/name's; the newest MAX_LISTED), their number and
+        the recordings in progress."""
         files = await trio.to_thread.run_sync(
             partial(recorddisk.list_files, self.directory, app, name), limiter=self.limiter
         )
         active = [
             r.as_json() for (a, n), r in self.active.items() if (not app or (a, n) == (app, name))
         ]
-        return {"recordings": [f.as_json() for f in files], "active": active}
+        shown = files[-MAX_LISTED:]
+        return {
+            "recordings": [f.as_json() for f in shown],
+            "total": len(files),
+            "active": active,
+        }
 
 
 def _anchor(anchor: tuple[int, int] | None, start: FileStart) -> tuple[int, int]:

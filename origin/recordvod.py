@@ -117,10 +117,9 @@ class Playback:
         key = (app, name, target.file, target.segment)
         data = self._segments.get(key)
         if data is None:
-            files = await trio.to_thread.run_sync(
-                recorddisk.list_files, self.directory, app, name, limiter=self.limiter
+            rec = await trio.to_thread.run_sync(
+                recorddisk.stat_file, self.directory, rec, limiter=self.limiter
             )
-            rec = next((f for f in files if f.file == rec.file), None)
             index = await self._index(rec) if rec is not None else None
             cut = find_cut(index, target.segment) if index is not None else None
             if rec is None or index is None or cut is None:

@@ -84,10 +84,10 @@ def file_span(path: str) -> float:
 
 
 async def test_a_minute_recorded_listed_hooked_and_played_back(nursery, clip, tmp_path):
-    hooks = await start_hooks(nursery)
+    hooks = await start_hooks(nursery, lambda body: 403 if "deny" in body["query"] else 200)
     server, addr = await start_origin(
         nursery, record_dir=str(tmp_path), record_apps=["live"], record_segment_seconds=20,
-        on_record_done=hooks.url("/done"), publisher_grace=0,
+        on_record_done=hooks.url("/done"), on_play=hooks.url("/play"), publisher_grace=0,
     )  # fmt: skip
     base = f"http://127.0.0.1:{addr.http_port}"
     proc = await publish_fast(nursery, clip, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/cam", 10)
@@ -96,7 +96,7 @@ async def test_a_minute_recorded_listed_hooked_and_played_back(nursery, clip, tm
     assert [a["name"] for a in listing["active"]] == ["cam"]
     await proc.wait()
     files = await wait_files(base, 3)
-    assert [f["format"] for f in files] == ["flv"] * 3
+    assert [f["format"] for f in files] == ["flv"] * 3 and listing["total"] == 0
     assert sum(f["duration"] for f in files) == pytest.approx(60, abs=1)
     assert files[0]["duration"] == pytest.approx(20, abs=0.1)
 
@@ -131,6 +131,10 @@ async def test_a_minute_recorded_listed_hooked_and_played_back(nursery, clip, tm
     span, frames, kinds = await trio.to_thread.run_sync(media_span, url)
     assert span == pytest.approx(60, abs=1)
     assert frames >= 25 * 59 and kinds == {"video", "audio"}
+
+    # playback is a play: on_play decides (protocol hls)
+    assert (await fetch("GET", f"{url}&deny=1")).status == 403
+    assert hooks.of("on_play")[-1]["protocol"] == "hls"
 
     # a part of it, by epoch seconds: about 10 s (whole GOPs)
     epoch = datetime.fromisoformat(start).timestamp() + 25
