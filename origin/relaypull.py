@@ -18,11 +18,20 @@ import trio
 
 from common.config.relayspec import Source
 from common.media.stream import Stream
+from common.net.supervise import describe
+from common.proto.errors import ConnClosed, ProtocolError
 from common.proto.rtmp import session as rs
 from common.proto.streamkey import StreamKey
 from common.serve.feeds import End, Failure, Feed, NotFound, ParentError, Tracks, open_feed
 from common.serve.metrics import NodeMetrics
-from origin.relaystate import CONNECT_TIMEOUT, STALL_TIMEOUT, RelayState, RelayStatus, shown_url
+from origin.relaystate import (
+    CONNECT_TIMEOUT,
+    STALL_TIMEOUT,
+    RelayState,
+    RelayStatus,
+    log,
+    shown_url,
+)
 
 READY_AFTER = 1.0
 """Viewers waiting for an on-demand pull get the stream at its first video keyframe, or
@@ -161,6 +170,12 @@ class Puller:
                     error, reason = "the source has no such stream", Failure.NOT_FOUND.value
                 except ParentError as exc:
                     error, reason = str(exc), exc.kind.value
+                except (OSError, ConnClosed, ProtocolError) as exc:
+                    error, reason = f"broke: {describe(exc)}", Failure.BROKEN.value
+                except Exception as exc:  # a bug: logged with its traceback, and retried
+                    error, reason = describe(exc), Failure.UNEXPECTED.value
+                    if error != status.last_error:
+                        log.exception("%s failed", status.what)
             self._connection_scope = None
             if status.state is RelayState.WAITING or self.host.pull_blocked(self.key):
                 continue  # a local publisher has the stream

@@ -15,13 +15,13 @@ import trio
 from common.media.stream import Frame, Stream
 from common.net.rtmpclient import RtmpClient, RtmpClientError
 from common.net.supervise import leaves
-from common.proto.errors import ProtocolError
+from common.proto.errors import ConnClosed, ProtocolError
 from common.proto.rtmp import messages as m
 from common.proto.rtmp import session as rs
 from common.serve.metrics import NodeMetrics
 from origin.relaystate import CONNECT_TIMEOUT, STALL_TIMEOUT, RelayState, RelayStatus, shown_url
 
-BATCH = 64
+BATCH = 16
 """Frames sent between looks at the stream (a lagging pusher skips ahead between batches)."""
 
 
@@ -94,8 +94,8 @@ class Pusher:
         try:
             with trio.fail_after(CONNECT_TIMEOUT):
                 client = await RtmpClient.connect(self.url, tls=self.tls, timeout=CONNECT_TIMEOUT)
-        except OSError as exc:
-            raise PushFailed(f"cannot connect: {exc}", "connect") from exc
+        except (OSError, ConnClosed) as exc:
+            raise PushFailed(f"cannot connect: {exc or 'closed'}", "connect") from exc
         except trio.TooSlowError as exc:
             raise PushFailed("no answer to connect", "timeout") from exc
         except RtmpClientError as exc:
@@ -109,6 +109,10 @@ class Pusher:
                 raise PushFailed("no answer to publish", "timeout") from exc
             except RtmpClientError as exc:
                 raise PushFailed(f"refused publish: {exc}", "refused") from exc
+            except (OSError, ConnClosed) as exc:
+                raise PushFailed(f"broke during publish: {exc or 'closed'}", "broken") from exc
+            except ProtocolError as exc:
+                raise PushFailed(f"sent garbage during publish: {exc}", "bad_data") from exc
             self.status.set(RelayState.ACTIVE)
             lock = trio.Lock()
             try:
@@ -158,15 +162,12 @@ class Pusher:
             while True:
                 dropped = reader.dropped
                 for i in range(0, len(frames), BATCH):
+                    for frame in frames[i : i + BATCH]:
+                        if base is None and not frame.header:
+                            base = frame.timestamp
+                        self._queue(client, frame, base)
                     async with lock:
-                        with trio.move_on_after(STALL_TIMEOUT) as stalled:
-                            for frame in frames[i : i + BATCH]:
-                                if base is None and not frame.header:
-                                    base = frame.timestamp
-                                self._queue(client, frame, base)
-                            await client.conn.send_all(client.session.data_to_send())
-                    if stalled.cancelled_caught:
-                        raise PushFailed(f"took nothing for {STALL_TIMEOUT:g} s", "stalled")
+                        await self._drain(client)
                     self._count(client)
                 if stream.closed and reader.cursor >= stream.head:
                     return
@@ -175,6 +176,20 @@ class Pusher:
                 self.status.dropped_frames += reader.dropped - dropped
         finally:
             stream.remove_reader(reader)
+
+    async def _drain(self, client: RtmpClient) -> None:
+        """Send what the session holds; PushFailed if the target takes nothing for
+        STALL_TIMEOUT (a slow target that takes some is waited for)."""
+        conn = client.conn
+        data = client.session.data_to_send()
+        if data:
+            conn.write(data)
+        while conn.backlog_bytes:
+            sent = conn.bytes_out
+            with trio.move_on_after(STALL_TIMEOUT):
+                await conn.drain()
+            if conn.backlog_bytes and conn.bytes_out == sent:
+                raise PushFailed(f"took nothing for {STALL_TIMEOUT:g} s", "stalled")
 
     def _queue(self, client: RtmpClient, frame: Frame, base: int | None) -> None:
         session, sid = client.session, client.stream_id
@@ -190,7 +205,7 @@ def _failure(group: BaseExceptionGroup) -> PushFailed | None:
     for exc in leaves(group):
         if isinstance(exc, PushFailed):
             return exc
-        if isinstance(exc, (OSError, RtmpClientError)):
+        if isinstance(exc, (OSError, RtmpClientError, ConnClosed)):
             return PushFailed(f"connection broke: {exc}", "broken")
         if isinstance(exc, ProtocolError):
             return PushFailed(f"sent garbage: {exc}", "bad_data")

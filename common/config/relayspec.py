@@ -80,7 +80,10 @@ def _app(app: str) -> str:
 
 
 def _parts(url: str, schemes: tuple[str, ...]):
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise RelaySpecError(f"{url!r}: {exc}") from None
     if parts.scheme not in schemes or not parts.hostname:
         raise RelaySpecError(f"{url!r} is not a {' or '.join(s + '://' for s in schemes)} URL")
     try:

@@ -5,12 +5,15 @@ first, and who may read the relays' URLs in the API."""
 from __future__ import annotations
 
 import json
+from functools import partial
 
+import pytest
 import trio
 
 from common.net.httpclient import fetch
+from common.net.rtmpclient import RtmpClient
 from tests.conftest import start_origin, wait_for_stream
-from tests.media import publish_synthetic
+from tests.media import publish_synthetic, synthetic_publish
 from tests.origin.test_relay_nginx import relays, wait_relay
 from tests.origin.test_tls_origin import start_tls_origin
 from tests.tlscerts import Certs
@@ -88,3 +91,24 @@ async def test_on_demand_pull_over_http_flv(nursery: trio.Nursery) -> None:
         while (await relays(addr.http_port))["pulls"]:
             await trio.sleep(0.1)
     assert origin.registry.get("ext", "a") is None
+
+
+@pytest.mark.slow
+async def test_a_slow_target_skips_ahead_and_never_holds_the_stream(
+    nursery: trio.Nursery,
+) -> None:
+    # the target reads its publisher at 1 Mbit/s; we push about 8 Mbit/s
+    target, taddr = await start_origin(nursery, max_ingest_mbps=1.0)
+    origin, addr = await start_origin(
+        nursery, push=[f"live=rtmp://127.0.0.1:{taddr.rtmp_port}/live"]
+    )
+    pub = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/big")
+    await pub.publish()
+    nursery.start_soon(partial(synthetic_publish, pub, key_size=120_000, inter_size=30_000))
+    stream = await wait_for_stream(origin, "live", "big")
+    push = await wait_relay(addr.http_port, "pushes", lambda p: p["dropped_frames"] > 0, seconds=90)
+    assert push["state"] in ("active", "retrying")
+    # the stream went on at full speed meanwhile: its ring is bounded and recent
+    frames = [f for f in stream.iter_frames() if not f.header]
+    assert frames[-1].timestamp - frames[0].timestamp < 8000
+    assert stream.stats.frames_in > 25 * 2 * 5
