@@ -4,10 +4,12 @@ Each segment is muxed by a fresh muxer, so every PID's continuity_counter restar
 a player reading segment after segment sees a gap at each boundary. `align_continuity`
 makes every PID's count of counted packets (those with payload) a multiple of 16, numbered
 from 0: a segment then ends every PID at 15 and the next one, whoever muxed it and whenever,
-continues it. Packets are added without changing the media (ISO/IEC 13818-1):
+continues it. Packets are added (or repeated tables dropped) without changing the media
+(ISO/IEC 13818-1):
 
 - PSI PIDs (PAT, PMT, SDT): the PID's last table packet is repeated (repeated tables are
-  legal), the copies right after it.
+  legal), the copies right after it; or, when fewer, the PID's last repeats of an unchanged
+  table are dropped (never its first packet).
 - PES PIDs: the PID's last PES packet (and earlier ones if it is too small) is spread over
   more TS packets, each carrying at least one payload byte, with adaptation-field stuffing;
   the PES bytes and every packet's adaptation field contents (PCR, random access, ...) are
@@ -53,7 +55,7 @@ class _Packet:
 def align_continuity(ts: bytes) -> bytes:
     """`ts` with every PID's payload-carrying packets counted 0, 1, ... 15, 0, ... and a
     multiple of 16 of them (see the module docstring); packets without payload repeat the
-    PID's last counter. A PID that cannot be padded (its PES bytes are too few to spread,
+    PID's last counter. A PID that cannot be aligned (its PES bytes are too few to spread,
     or its last table spans packets) keeps its own count. Null packets are untouched.
 
     Raises ValueError if `ts` is not whole 188-byte packets each starting with 0x47, or a
@@ -125,7 +127,7 @@ def _pad(
     if not starts:
         return
     if not packets[indices[starts[0]]].payload.startswith(_PES_START):
-        _repeat_table(packets, indices, extra, slots)
+        _pad_table(packets, indices, extra, slots)
         return
     if any(packets[i].scrambling for i in indices):
         return
@@ -148,18 +150,30 @@ def _pad(
         slots[unit[-1]] += spread[len(unit) :]
 
 
-def _repeat_table(
+def _pad_table(
     packets: list[_Packet], indices: list[int], extra: int, slots: list[list[_Packet]]
 ) -> None:
-    """Repeat a PSI PID's last packet `extra` times if it holds whole sections."""
+    """Align a PSI PID: drop its last repeats of the table when that takes fewer packets
+    than adding, else repeat its last packet `extra` times (if it holds whole sections)."""
+    surplus = CC_MODULUS - extra
     last = packets[indices[-1]]
-    data = last.payload
-    if not last.unit_start or len(data) < 4 or data[0] != 0:
-        return  # not a packet whose sections start at its payload (pointer_field 0)
-    section_end = 1 + 3 + (((data[2] & 0x0F) << 8) | data[3])
-    if section_end > len(data):
-        return  # the section continues in the next packet
+    if not _whole_sections(last):
+        return
+    if surplus < extra and len(indices) > surplus:
+        kept = packets[indices[-surplus - 1]]
+        if all(packets[i].payload == kept.payload for i in indices[-surplus:]):
+            for i in indices[-surplus:]:
+                slots[i] = []
+            return
     slots[indices[-1]] += [last] * extra
+
+
+def _whole_sections(p: _Packet) -> bool:
+    """Whether `p`'s payload starts a section (pointer_field 0) that ends in it."""
+    data = p.payload
+    if not p.unit_start or len(data) < 4 or data[0] != 0:
+        return False
+    return 1 + 3 + (((data[2] & 0x0F) << 8) | data[3]) <= len(data)
 
 
 def _spread(unit: list[_Packet], extra: int) -> list[_Packet]:

@@ -177,6 +177,18 @@ def test_tables_are_repeated_and_the_last_pes_spread():
     assert [p.start for p in counted(out, 0x100)] == [True] + [False] * 15
 
 
+def test_a_few_surplus_table_repeats_are_dropped_instead():
+    """17 PATs lose their last repeat rather than gain 15; a changed table is never dropped,
+    nor a PID's only table."""
+    out = read(align_continuity(with_counters([psi(0, PAT)] * 17)))
+    assert_aligned(out)
+    assert len(out) == 16
+    changed = PAT[:6] + b"\xc3" + PAT[7:]  # version 1
+    out = read(align_continuity(with_counters([psi(0, PAT)] * 16 + [psi(0, changed)])))
+    assert_aligned(out)
+    assert len(out) == 32 and out[-1].payload.startswith(changed)
+
+
 def test_one_stuffing_byte_is_an_empty_adaptation_field():
     """A packet one byte short of full gets adaptation_field_length 0 (ISO 13818-1)."""
     data = pes(183, 1)  # 198 bytes in 2 packets: over 16, the first takes 183, the others 1
@@ -233,7 +245,7 @@ def streams(draw: st.DrawFn) -> tuple[list[bytes], dict[int, list[bytes]]]:
     """Interleaved PES of a few PIDs (random sizes, some with PCR/random access), tables
     and null packets; returns the packets and each PES PID's PES."""
     pids = draw(st.lists(st.integers(0x20, 0xFFF), min_size=1, max_size=3, unique=True))
-    queues: list[list[bytes]] = [[psi(0, PAT), psi(0x1000, PMT)] * draw(st.integers(0, 2))]
+    queues: list[list[bytes]] = [[psi(0, PAT), psi(0x1000, PMT)] * draw(st.integers(0, 20))]
     units: dict[int, list[bytes]] = {}
     for pid in pids:
         queue: list[bytes] = []
