@@ -64,11 +64,6 @@ class RecordedFile:
         return file_name(self.start_ms, self.duration_ms, self.format)
 
     @property
-    def stem(self) -> str:
-        """Its file name without the extension (its part of playback URIs)."""
-        return self.file.rsplit(".", 1)[0]
-
-    @property
     def end_ms(self) -> int:
         """Wall clock of its end."""
         return self.start_ms + self.duration_ms
@@ -97,11 +92,6 @@ def parse_file(app: str, name: str, entry: str, size: int = 0) -> RecordedFile |
         return None
     start = int(when.timestamp()) * 1000 + int(match[2])
     return RecordedFile(app, name, start, int(match[3]), match[4], size)
-
-
-def parse_stem(app: str, name: str, stem: str) -> RecordedFile | None:
-    """The FLV file a playback URI's file part names (None if it names none)."""
-    return parse_file(app, name, f"{stem}.flv")
 
 
 def to_remove(
@@ -264,7 +254,7 @@ def vod_segments(
             jump = prev_end is None or abs(wall - prev_end) > 1000
             out.append(
                 VodSegment(
-                    f"{rec.stem}/{cut.uri}.ts",
+                    f"{rec.file}/{cut.uri}.ts",
                     cut.end - cut.start,
                     wall,
                     bool(out) and gap and jump,

@@ -1,13 +1,15 @@
 """Playback of recordings as VOD HLS (as MediaMTX's playback server does):
 /app/name/recordings/index.m3u8?start=...&duration=... lists the segments of the recorded
 files covering that time range; each segment is MPEG-TS muxed on demand from its FLV file's
-byte range (in a thread, a few at once), the last few kept in memory."""
+byte range (MP4 files: remuxed by PyAV from the cut's keyframe), in a thread, a few at once;
+the last few are kept in memory."""
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
 
+import av
 import trio
 
 from common.media.segmenter import Segmenter
@@ -25,11 +27,12 @@ from origin.recordfiles import (
     FileIndex,
     RecordedFile,
     find_cut,
-    parse_stem,
+    parse_file,
     playback_range,
     vod_playlist,
     vod_segments,
 )
+from origin.recordmp4 import index_mp4, mux_mp4_cut
 
 log = logging.getLogger("livecdn.playback")
 
@@ -75,7 +78,7 @@ class Playback:
         files = await trio.to_thread.run_sync(
             recorddisk.list_files, self.directory, app, name, limiter=self.limiter
         )
-        files = [f for f in files if f.format == "flv" and f.end_ms > start and f.start_ms < end]
+        files = [f for f in files if f.end_ms > start and f.start_ms < end]
         if len(files) > MAX_PLAYLIST_FILES:
             raise BadQuery(f"more than {MAX_PLAYLIST_FILES} files in that range: ask for less")
         indexed = []
@@ -97,11 +100,12 @@ class Playback:
         if index is not None:
             self._indexes.move_to_end(key)
             return index
+        indexer = recorddisk.index_flv if rec.format == "flv" else index_mp4
         try:
             index = await trio.to_thread.run_sync(
-                recorddisk.index_flv, self.directory, rec, limiter=self.limiter
+                indexer, self.directory, rec, limiter=self.limiter
             )
-        except (OSError, flv.FlvError) as exc:
+        except (OSError, ValueError, flv.FlvError, av.FFmpegError) as exc:
             log.info("playback: %s/%s/%s left out (%s)", rec.app, rec.name, rec.file, describe(exc))
             return None
         self._indexes[key] = index
@@ -111,7 +115,7 @@ class Playback:
 
     async def _segment(self, target: RecordingPath) -> Response:
         app, name = target.key.app, target.key.name
-        rec = parse_stem(app, name, target.file)
+        rec = parse_file(app, name, target.file)
         if rec is None:
             return Response.text(404, "no such recording file")
         key = (app, name, target.file, target.segment)
@@ -124,11 +128,12 @@ class Playback:
             cut = find_cut(index, target.segment) if index is not None else None
             if rec is None or index is None or cut is None:
                 return Response.text(404, "no such recording segment")
+            muxer = mux_cut if rec.format == "flv" else mux_mp4_cut
             try:
                 data = await trio.to_thread.run_sync(
-                    mux_cut, self.directory, rec, index, cut, limiter=self.limiter
+                    muxer, self.directory, rec, index, cut, limiter=self.limiter
                 )
-            except (OSError, flv.FlvError, ValueError) as exc:
+            except (OSError, ValueError, flv.FlvError, av.FFmpegError) as exc:
                 log.info("playback: %s/%s/%s %s not muxed (%s)", app, name, rec.file,
                          target.segment, describe(exc))  # fmt: skip
                 return Response.text(404, "recording segment unreadable")

@@ -187,6 +187,10 @@ async def test_mp4_and_start_stop_by_the_admin_api(nursery, clip, tmp_path):
     assert abs(span - call["duration"]) <= 0.5 and kinds == {"video", "audio"}
     files = await wait_files(base, 1)
     assert files[0]["format"] == "mp4"
+    # an MP4 recording plays back too
+    url = f"{base}/live/a/recordings/index.m3u8?start={files[0]['start']}&duration=10"
+    vod, _, kinds = await trio.to_thread.run_sync(media_span, url)
+    assert vod == pytest.approx(call["duration"], abs=0.5) and kinds == {"video", "audio"}
     assert (await get_json(stop, "POST", TOKEN))[0] == 404
 
 

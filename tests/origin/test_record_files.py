@@ -182,7 +182,7 @@ def test_index_cuts_playlist_and_segments_of_a_written_file(tmp_path):
     assert media[0].keyframe and media[0].timestamp == 4000 and media[-1].timestamp < 8000
     # VOD: 5 s from 3 s in: the segments 0-4 and 4-8 (whole GOP groups)
     lines = vod_segments([(rec_, index)], T0 + 3000, T0 + 8000, 4000)
-    assert [s.uri for s in lines] == [f"{rec_.stem}/0-4000.ts", f"{rec_.stem}/4000-8000.ts"]
+    assert [s.uri for s in lines] == [f"{rec_.file}/0-4000.ts", f"{rec_.file}/4000-8000.ts"]
     text = vod_playlist(lines)
     assert "#EXT-X-PLAYLIST-TYPE:VOD" in text and text.endswith("#EXT-X-ENDLIST\n")
     assert "#EXT-X-DISCONTINUITY" not in text and "#EXTINF:4.000," in text
