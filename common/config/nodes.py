@@ -374,7 +374,7 @@ class OriginConfig(ServeConfig):
         [],
         help='republish each live stream of an app to another RTMP server: "app=rtmp://host/app" '
         "(each stream goes to that URL/NAME; rtmps:// too)",
-        item_flag="--push",
+        item_flag="--push-to",
         check=relayspec.items(relayspec.push_target),
     )
     pull_static: list[str] = setting(
