@@ -13,7 +13,6 @@ import struct
 from common.proto import flv
 from common.proto.streamkey import StreamKeyError, check_part
 from origin.recordfiles import (
-    PART,
     FileIndex,
     RecordedFile,
     file_name,
@@ -241,37 +240,3 @@ def _is_keyframe(prefix: bytes) -> bool:
     except flv.FlvError:
         return False
     return info.keyframe and not info.sequence_header
-
-
-def remux_mp4(flv_path: str) -> str:
-    """Remux a finished FLV file to MP4 next to it (faststart; no decoding) and remove the
-    FLV: the MP4's path. The FLV stays if anything fails."""
-    import av  # PyAV only where MP4 is asked for
-
-    base = flv_path.removesuffix(".flv")
-    tmp, final = f"{base}.mp4{PART}", f"{base}.mp4"
-    src = av.open(flv_path, format="flv")
-    try:
-        out = av.open(tmp, "w", format="mp4", options={"movflags": "+faststart"})
-        try:
-            mapping = {}
-            for stream in src.streams:
-                if stream.type in ("video", "audio"):
-                    mapping[stream.index] = out.add_stream_from_template(stream)
-            for packet in src.demux():
-                target = mapping.get(packet.stream.index)
-                if target is None or packet.dts is None:
-                    continue
-                packet.stream = target
-                out.mux(packet)
-        finally:
-            out.close()
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    finally:
-        src.close()
-    os.rename(tmp, final)
-    os.unlink(flv_path)
-    return final

@@ -20,6 +20,7 @@ from common.serve.metrics import NodeMetrics
 from origin import recorddisk
 from origin.recordcut import FileCutter, FileStart
 from origin.recordfiles import RecordedFile, iso, to_remove
+from origin.recordmp4 import remux_mp4
 
 log = logging.getLogger("livecdn.record")
 
@@ -269,9 +270,7 @@ class Recorder:
         """A file is finished: remuxed to MP4 if asked, on_record_done, retention."""
         if self.config.record_format == "mp4":
             try:
-                path = await trio.to_thread.run_sync(
-                    recorddisk.remux_mp4, path, limiter=self.remux_limiter
-                )
+                path = await trio.to_thread.run_sync(remux_mp4, path, limiter=self.remux_limiter)
             except Exception as exc:  # whatever PyAV or the disk says: the FLV stays
                 self.failures["remux"] += 1
                 log.warning("recording %s/%s: %s not remuxed to MP4 (%s); the FLV is kept",
