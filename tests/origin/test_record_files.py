@@ -233,3 +233,45 @@ def test_indexing_any_file_gives_an_index_or_flv_error(tmp_path_factory, data):
     except flv.FlvError:
         return
     assert 13 <= index.head_end <= index.size and cuts(index)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["key", "inter", "audio", "vhead", "data"]), st.integers(0, 900)),
+        max_size=120,
+    ),
+    st.integers(1, 3000),
+)
+def test_any_frames_make_whole_files_that_lose_no_frame_after_the_first_keyframe(events, seg):
+    cutter = FileCutter(seg, max_ms=5000)
+    cutter.seed([Frame(-1, m.VIDEO, 0, avc_header(), header=True)])
+    files: list[bytearray] = []
+    ts, started, expected = 0, False, 0
+    for kind, step in events:
+        ts += step
+        if kind == "vhead":
+            payload = bytearray(avc_header())
+            payload[-1] = step % 256
+            frame = Frame(-1, m.VIDEO, ts, bytes(payload), header=True)
+        elif kind == "data":
+            frame = Frame(0, m.DATA_AMF0, ts, b"\x02\x00\x01x")
+        elif kind == "audio":
+            frame = Frame(0, m.AUDIO, ts, aac_frame())
+        else:
+            key = kind == "key"
+            frame = Frame(0, m.VIDEO, ts, keyframe() if key else interframe(), keyframe=key)
+        started = started or kind == "key"
+        expected += started and kind in ("key", "inter", "audio", "data")
+        start, data = cutter.push(frame)
+        if start is not None:
+            files.append(bytearray(start.data))
+        elif data:
+            files[-1] += data
+    got = 0
+    for data in files:
+        tags = flv.FlvParser().feed(bytes(data))
+        media = [t for t in tags if not flv.is_sequence_header(t.tag_type, t.body)]
+        assert flv.is_sequence_header(flv.TAG_VIDEO, tags[0].body)
+        assert media[0].tag_type == flv.TAG_VIDEO
+        got += len(media)
+    assert got == expected
