@@ -55,6 +55,7 @@ class Recording:
     files: int = 0
     bytes: int = 0
     current: str = ""  # the file being written
+    failure: str = ""  # why its last file could not be finished
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
     def as_json(self) -> dict:
@@ -162,6 +163,8 @@ class Recorder:
         try:
             with rec.scope:
                 await self._loop(stream, rec)
+            if rec.failure:
+                raise Stop(rec.failure)
             log.info("recording %s/%s ended: %d files, %d bytes", *key, rec.files, rec.bytes)
         except Stop as exc:
             self.failures["disk"] += 1
@@ -222,8 +225,7 @@ class Recorder:
                         await self._write(writer, batch, rec)
                         await self._finish(writer, cutter.duration(), rec)
                     except Stop as exc:
-                        self.failures["disk"] += 1
-                        log.warning("recording %s/%s: last file lost: %s", rec.app, rec.name, exc)
+                        rec.failure = f"{exc}; its last file is lost"
 
     async def _open(self, stream: Stream, wall_ms: int, rec: Recording) -> recorddisk.FileWriter:
         try:
