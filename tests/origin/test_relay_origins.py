@@ -112,3 +112,24 @@ async def test_a_slow_target_skips_ahead_and_never_holds_the_stream(
     frames = [f for f in stream.iter_frames() if not f.header]
     assert frames[-1].timestamp - frames[0].timestamp < 8000
     assert stream.stats.frames_in > 25 * 2 * 5
+
+
+async def test_a_static_pull_outlives_its_source(nursery: trio.Nursery) -> None:
+    source, saddr = await start_origin(nursery, publisher_grace=0.0)
+    url = f"rtmp://127.0.0.1:{saddr.rtmp_port}/live/src"
+    origin, addr = await start_origin(
+        nursery, pull_static=[f"live/copy={url}"], publisher_grace=0.5
+    )
+    pub = await publish_synthetic(nursery, url)
+    first = await wait_for_stream(origin, "live", "copy", timeout=20)
+    pub.close()  # the source's publisher dies: the pulled stream ends after the grace
+    with trio.fail_after(20):
+        while not first.closed:
+            await trio.sleep(0.05)
+    pull = await wait_relay(addr.http_port, "pulls", lambda p: p["state"] == "retrying")
+    assert pull["last_error"]
+    await publish_synthetic(nursery, url)  # back: pulled again, as a new stream
+    again = await wait_for_stream(origin, "live", "copy", timeout=40)
+    assert again is not first
+    pull = await wait_relay(addr.http_port, "pulls", lambda p: p["state"] == "active")
+    assert pull["reconnects"] >= 1
