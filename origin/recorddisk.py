@@ -17,6 +17,7 @@ from origin.recordfiles import (
     RecordedFile,
     file_name,
     parse_file,
+    parse_part,
     part_name,
 )
 
@@ -144,6 +145,57 @@ def _entries(root: str, *parts: str) -> list[str]:
         if os.path.isdir(path) and not os.path.islink(path):
             out.append(entry)
     return out
+
+
+MAX_RECOVERED = 1000
+"""Most left-over files finished by one `recover_parts`."""
+
+
+def recover_parts(root: str) -> list[str]:
+    """Finish the files left being written (.part) by a node that stopped while recording:
+    each is cut after its last whole tag and given its final name (its duration from its
+    tags), or removed if it holds no media. What was done, for the log."""
+    done: list[str] = []
+    if not root or not os.path.isdir(root):
+        return done
+    for app in _entries(root):
+        for name in _entries(root, app):
+            try:
+                entries = sorted(os.listdir(inside(root, app, name)))
+            except OSError:
+                continue
+            for entry in entries:
+                start = parse_part(entry)
+                if start is None:
+                    continue
+                if len(done) >= MAX_RECOVERED:
+                    return done
+                try:
+                    done.append(_recover(root, app, name, entry, start))
+                except OSError as exc:
+                    done.append(f"{app}/{name}/{entry}: left alone ({exc})")
+    return done
+
+
+def _recover(root: str, app: str, name: str, entry: str, start: int) -> str:
+    path = inside(root, app, name, entry)
+    fd = os.open(path, os.O_RDWR | _NOFOLLOW)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return f"{path}: not a file, left alone"
+        try:
+            with os.fdopen(fd, "rb", buffering=256 * 1024, closefd=False) as f:
+                index = _index(f, os.fstat(fd).st_size)
+        except flv.FlvError as exc:
+            os.unlink(path)
+            return f"{path}: removed ({exc})"
+        os.ftruncate(fd, index.size)
+    finally:
+        os.close(fd)
+    duration = max(1, index.last_ts - index.first_ts)
+    final = inside(root, app, name, file_name(start, duration, "flv"))
+    os.rename(path, final)
+    return f"{final}: finished ({duration} ms)"
 
 
 def stat_file(root: str, rec: RecordedFile) -> RecordedFile | None:

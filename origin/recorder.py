@@ -119,7 +119,9 @@ class Recorder:
         return bool(self.directory)
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        """Host the recordings and run retention until cancelled."""
+        """Finish files a previous run left, then host the recordings and run retention
+        until cancelled."""
+        await contained("recovery of left-over recording files", self._recover, logger=log)
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             task_status.started()
@@ -131,6 +133,11 @@ class Recorder:
                     await contained("recording retention", self.retain, logger=log)
             finally:
                 self.nursery = None
+
+    async def _recover(self) -> None:
+        """Finish the files a previous run left being written (before any recording)."""
+        for line in await trio.to_thread.run_sync(recorddisk.recover_parts, self.directory):
+            log.info("recording left over: %s", line)
 
     def stream_opened(self, stream: Stream) -> None:
         """A new live stream: recorded if its app is in record_apps."""

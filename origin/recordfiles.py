@@ -23,6 +23,7 @@ CUT_SLACK_MS = 100
 _STAMP = "%Y%m%dT%H%M%S"
 _FILE = re.compile(r"(\d{8}T\d{6})(\d{3})Z_(\d{1,12})\.(flv|mp4)")
 _SEGMENT = re.compile(r"(\d{1,12})-(\d{1,12})")
+_PART = re.compile(r"(\d{8}T\d{6})(\d{3})Z\.flv\.part")
 
 
 def stamp(epoch_ms: int) -> str:
@@ -81,17 +82,27 @@ class RecordedFile:
         }
 
 
-def parse_file(app: str, name: str, entry: str, size: int = 0) -> RecordedFile | None:
-    """The RecordedFile a directory entry names, None for any other name."""
-    match = _FILE.fullmatch(entry)
-    if match is None:
-        return None
+def _start(match: re.Match[str]) -> int | None:
     try:
         when = datetime.strptime(match[1], _STAMP).replace(tzinfo=UTC)
     except ValueError:
         return None
-    start = int(when.timestamp()) * 1000 + int(match[2])
+    return int(when.timestamp()) * 1000 + int(match[2])
+
+
+def parse_file(app: str, name: str, entry: str, size: int = 0) -> RecordedFile | None:
+    """The RecordedFile a directory entry names, None for any other name."""
+    match = _FILE.fullmatch(entry)
+    start = _start(match) if match is not None else None
+    if match is None or start is None:
+        return None
     return RecordedFile(app, name, start, int(match[3]), match[4], size)
+
+
+def parse_part(entry: str) -> int | None:
+    """The start (epoch ms) of a file being recorded, by its name; None for other names."""
+    match = _PART.fullmatch(entry)
+    return _start(match) if match is not None else None
 
 
 def to_remove(

@@ -3,6 +3,7 @@ paths, file cuts, the FLV index of a written file and the VOD playlist; parsers 
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.media.stream import Frame
+from common.net.httpclient import fetch
 from common.proto import flv
 from common.proto.paths import RecordingPath, api_recording, recording_path
 from common.proto.rtmp import messages as m
@@ -32,6 +34,7 @@ from origin.recordfiles import (
     vod_segments,
 )
 from origin.recordvod import frames_of
+from tests.conftest import start_origin
 from tests.media import aac_frame, aac_header, avc_header, interframe, keyframe
 
 T0 = 1_796_050_879_123  # 2026-11-30T15:01:19.123Z
@@ -275,3 +278,19 @@ def test_any_frames_make_whole_files_that_lose_no_frame_after_the_first_keyframe
         assert media[0].tag_type == flv.TAG_VIDEO
         got += len(media)
     assert got == expected
+
+
+async def test_files_left_being_written_are_finished_when_the_origin_starts(nursery, tmp_path):
+    whole = recorddisk.FileWriter(str(tmp_path), "live", "a", T0)
+    data = cut_files(stream_frames(3), 60_000)[0]
+    whole.write(data + data[13:40])  # a last tag cut short, as by a crash
+    whole.close()
+    empty = recorddisk.FileWriter(str(tmp_path), "live", "b", T0)
+    empty.write(flv.file_header())
+    empty.close()
+    server, addr = await start_origin(nursery, record_dir=str(tmp_path))
+    [rec_] = recorddisk.list_files(str(tmp_path))
+    assert (rec_.name, rec_.start_ms, rec_.duration_ms, rec_.size) == ("a", T0, 2960, len(data))
+    assert sorted(os.listdir(tmp_path / "live" / "b")) == []
+    reply = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/api/recordings/live/a")
+    assert json.loads(reply.body)["recordings"][0]["duration"] == 2.96
