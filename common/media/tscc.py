@@ -39,68 +39,100 @@ class _Packet:
     scrambling: int  # transport_scrambling_control (2 bits)
     af_core: bytes  # adaptation field flags + optional fields, stuffing dropped (b"" if none)
     payload: bytes
-    has_payload: bool
-    adaptation_only: bool
-    cc: int  # the input's continuity_counter (kept on null packets only)
-
-    @property
-    def pid(self) -> int:
-        return ((self.head[0] & 0x1F) << 8) | self.head[1]
+    adaptation_only: bool = False
+    raw: bytes = b""  # the input packet, written back as it was (but its counter) if set
 
     @property
     def unit_start(self) -> bool:
         return bool(self.head[0] & 0x40)
 
 
+class _Input:
+    """The input's packets, parsed when alignment needs to look inside one."""
+
+    def __init__(self, ts: bytes) -> None:
+        self.ts = ts
+        self._parsed: dict[int, _Packet] = {}
+
+    def __getitem__(self, index: int) -> _Packet:
+        packet = self._parsed.get(index)
+        if packet is None:
+            packet = self._parsed[index] = _parse(self.ts, index * PACKET_SIZE)
+        return packet
+
+
+Slots = dict[int, list[_Packet]]
+"""What replaces an input packet (by index): its new version, followed by added packets."""
+
+
 def align_continuity(ts: bytes) -> bytes:
     """`ts` with every PID's payload-carrying packets counted 0, 1, ... 15, 0, ... and a
     multiple of 16 of them (see the module docstring); packets without payload repeat the
     PID's last counter. A PID that cannot be aligned (its PES bytes are too few to spread,
-    or its last table spans packets) keeps its own count. Null packets are untouched.
+    or its last table spans packets) keeps its own count. Null packets are untouched, other
+    packets too but for their counter unless alignment rewrites them.
 
     Raises ValueError if `ts` is not whole 188-byte packets each starting with 0x47, or a
     packet is malformed (reserved adaptation_field_control, adaptation field too long)."""
-    packets = [_parse(ts, offset) for offset in range(0, _checked_length(ts), PACKET_SIZE)]
-    by_pid: dict[int, list[int]] = {}
-    for i, p in enumerate(packets):
-        if p.has_payload and p.pid != NULL_PID:
-            by_pid.setdefault(p.pid, []).append(i)
-    slots: list[list[_Packet]] = [[p] for p in packets]
-    for indices in by_pid.values():
+    _check_framing(ts)
+    by_pid: dict[int, list[int]] = {}  # a PID's payload packets
+    starts: dict[int, list[int]] = {}  # which of them start a PES or section (positions)
+    scrambled: set[int] = set()  # PIDs whose payload cannot be split differently
+    heads = zip(ts[1::PACKET_SIZE], ts[2::PACKET_SIZE], ts[3::PACKET_SIZE], strict=True)
+    for index, (flags_pid, pid_low, control_cc) in enumerate(heads):
+        if control_cc & 0x30 != 0x10:
+            _control(ts, index * PACKET_SIZE)  # checks the adaptation field (or raises)
+        pid = ((flags_pid & 0x1F) << 8) | pid_low
+        if control_cc & 0x10 and pid != NULL_PID:
+            indices = by_pid.setdefault(pid, [])
+            if flags_pid & 0x40:
+                starts.setdefault(pid, []).append(len(indices))
+            if control_cc & 0xC0:
+                scrambled.add(pid)
+            indices.append(index)
+    packets, slots = _Input(ts), Slots()
+    for pid, indices in by_pid.items():
         extra = -len(indices) % CC_MODULUS
-        if extra:
-            _pad(packets, indices, extra, slots)
-    return _renumber([p for slot in slots for p in slot])
+        if extra and pid in starts and pid not in scrambled:
+            _pad(packets, indices, starts[pid], extra, slots)
+    return _renumber(ts, slots)
 
 
-def _checked_length(ts: bytes) -> int:
+def _check_framing(ts: bytes) -> None:
     if len(ts) % PACKET_SIZE:
         raise ValueError(f"MPEG-TS length {len(ts)} is not a multiple of {PACKET_SIZE}")
-    for offset in range(0, len(ts), PACKET_SIZE):
-        if ts[offset] != SYNC_BYTE:
-            raise ValueError(f"MPEG-TS packet at byte {offset} has no sync byte")
-    return len(ts)
+    syncs = ts[::PACKET_SIZE]
+    if unsynced := len(syncs.lstrip(bytes([SYNC_BYTE]))):
+        offset = (len(syncs) - unsynced) * PACKET_SIZE
+        raise ValueError(f"MPEG-TS packet at byte {offset} has no sync byte")
+
+
+def _control(ts: bytes, offset: int) -> int:
+    """The adaptation_field_control of the packet at `offset`, after checking its sync
+    byte and adaptation field length."""
+    if ts[offset] != SYNC_BYTE:
+        raise ValueError(f"MPEG-TS packet at byte {offset} has no sync byte")
+    control = (ts[offset + 3] >> 4) & 3
+    if control == 0:
+        raise ValueError(f"MPEG-TS packet at byte {offset}: reserved adaptation_field_control")
+    if control & 2 and ts[offset + 4] > (_BODY - 2 if control == 3 else _BODY - 1):
+        raise ValueError(f"MPEG-TS packet at byte {offset}: adaptation field too long")
+    return control
 
 
 def _parse(ts: bytes, offset: int) -> _Packet:
     raw = ts[offset : offset + PACKET_SIZE]
-    control = (raw[3] >> 4) & 3
-    if control == 0:
-        raise ValueError(f"MPEG-TS packet at byte {offset}: reserved adaptation_field_control")
+    control = _control(ts, offset)
     af_core, body = b"", 4
     if control & 2:
-        length = raw[4]
-        if length > (_BODY - 2 if control == 3 else _BODY - 1):
-            raise ValueError(f"MPEG-TS packet at byte {offset}: adaptation field too long")
-        af_core, body = _af_core(raw[5 : 5 + length]), 5 + length
+        af_core, body = _af_core(raw[5 : 5 + raw[4]]), 5 + raw[4]
     return _Packet(
         head=raw[1:3],
         scrambling=raw[3] >> 6,
         af_core=af_core,
         payload=raw[body:] if control & 1 else b"",
-        has_payload=bool(control & 1),
         adaptation_only=control == 2,
-        cc=raw[3] & 0x0F,
+        raw=raw,
     )
 
 
@@ -118,18 +150,12 @@ def _af_core(field: bytes) -> bytes:
     return field[: min(end, len(field))]
 
 
-def _pad(
-    packets: list[_Packet], indices: list[int], extra: int, slots: list[list[_Packet]]
-) -> None:
-    """Add `extra` payload packets to the PID whose payload packets are `packets[indices]`,
-    writing the new packets into `slots` (left unchanged when the PID cannot be padded)."""
-    starts = [n for n, i in enumerate(indices) if packets[i].unit_start]
-    if not starts:
-        return
+def _pad(packets: _Input, indices: list[int], starts: list[int], extra: int, slots: Slots) -> None:
+    """Add `extra` payload packets to the PID whose payload packets are `packets[indices]`
+    (`indices[n]` for n in `starts` begin a PES or section), writing the new packets into
+    `slots` (left unchanged when the PID cannot be padded)."""
     if not packets[indices[starts[0]]].payload.startswith(_PES_START):
         _pad_table(packets, indices, extra, slots)
-        return
-    if any(packets[i].scrambling for i in indices):
         return
     units = [indices[a:b] for a, b in zip(starts, starts[1:] + [len(indices)], strict=True)]
     plan: list[tuple[list[int], int]] = []
@@ -150,9 +176,7 @@ def _pad(
         slots[unit[-1]] += spread[len(unit) :]
 
 
-def _pad_table(
-    packets: list[_Packet], indices: list[int], extra: int, slots: list[list[_Packet]]
-) -> None:
+def _pad_table(packets: _Input, indices: list[int], extra: int, slots: Slots) -> None:
     """Align a PSI PID: drop its last repeats of the table when that takes fewer packets
     than adding, else repeat its last packet `extra` times (if it holds whole sections)."""
     surplus = CC_MODULUS - extra
@@ -162,10 +186,9 @@ def _pad_table(
     if surplus < extra and len(indices) > surplus:
         kept = packets[indices[-surplus - 1]]
         if all(packets[i].payload == kept.payload for i in indices[-surplus:]):
-            for i in indices[-surplus:]:
-                slots[i] = []
+            slots.update((i, []) for i in indices[-surplus:])
             return
-    slots[indices[-1]] += [last] * extra
+    slots[indices[-1]] = [last] * (1 + extra)
 
 
 def _whole_sections(p: _Packet) -> bool:
@@ -182,46 +205,46 @@ def _spread(unit: list[_Packet], extra: int) -> list[_Packet]:
     each carries as many PES bytes as fit, leaving one for every packet after it."""
     data = b"".join(p.payload for p in unit)
     count = len(unit) + extra
-    continuation = _Packet(
-        head=bytes([unit[0].head[0] & ~0x40 & 0xFF, unit[0].head[1]]),
-        scrambling=0,
-        af_core=b"",
-        payload=b"",
-        has_payload=True,
-        adaptation_only=False,
-        cc=0,
-    )
+    continuation = _Packet(bytes([unit[0].head[0] & ~0x40 & 0xFF, unit[0].head[1]]), 0, b"", b"")
     out: list[_Packet] = []
     pos = 0
     for k in range(count):
         model = unit[k] if k < len(unit) else continuation
         room = _BODY - (1 + len(model.af_core) if model.af_core else 0)
         size = min(room, len(data) - pos - (count - k - 1))
-        out.append(_Packet(model.head, 0, model.af_core, data[pos : pos + size], True, False, 0))
+        out.append(_Packet(model.head, 0, model.af_core, data[pos : pos + size]))
         pos += size
     return out
 
 
-def _renumber(packets: list[_Packet]) -> bytes:
-    """Serialise `packets`, counting each PID's payload packets from 0 (packets without
-    payload repeat the last counter, 15 before the first)."""
+def _renumber(ts: bytes, slots: Slots) -> bytes:
+    """The output: the input's packets, each replaced by its slot if it has one, with each
+    PID's payload packets counted from 0 (packets without payload repeat the last counter,
+    15 before the first)."""
+    out, view, start = bytearray(), memoryview(ts), 0
+    for index in sorted(slots):
+        out += view[start : index * PACKET_SIZE]
+        out += b"".join(map(_bytes, slots[index]))
+        start = (index + 1) * PACKET_SIZE
+    out += view[start:]
     counters: dict[int, int] = {}
-    out = bytearray()
-    for p in packets:
-        pid = p.pid
-        if pid == NULL_PID:
-            cc = p.cc
-        elif p.has_payload:
-            cc = counters[pid] = (counters.get(pid, -1) + 1) % CC_MODULUS
-        else:
-            cc = counters.get(pid, -1) % CC_MODULUS
-        out += _serialise(p, cc)
+    for offset in range(0, len(out), PACKET_SIZE):
+        pid = ((out[offset + 1] & 0x1F) << 8) | out[offset + 2]
+        if pid != NULL_PID:
+            cc = counters.get(pid, -1)
+            if out[offset + 3] & 0x10:
+                cc = counters[pid] = (cc + 1) % CC_MODULUS
+            out[offset + 3] = out[offset + 3] & 0xF0 | cc % CC_MODULUS
     return bytes(out)
 
 
-def _serialise(p: _Packet, cc: int) -> bytes:
-    """One 188-byte packet: header, adaptation field (its contents then 0xFF stuffing, sized
-    so the payload fills the packet), payload."""
+def _bytes(p: _Packet) -> bytes:
+    return p.raw or _serialise(p)
+
+
+def _serialise(p: _Packet) -> bytes:
+    """One 188-byte packet (counter 0): header, adaptation field (its contents then 0xFF
+    stuffing, sized so the payload fills the packet), payload."""
     space = _BODY - len(p.payload)
     if p.adaptation_only:
         field = p.af_core or b"\x00"
@@ -235,5 +258,5 @@ def _serialise(p: _Packet, cc: int) -> bytes:
         field = p.af_core or b"\x00"
         af = bytes([space - 1]) + field + b"\xff" * (space - 1 - len(field))
         control = 3
-    header = bytes([SYNC_BYTE, *p.head, (p.scrambling << 6) | (control << 4) | cc])
+    header = bytes([SYNC_BYTE, *p.head, (p.scrambling << 6) | (control << 4)])
     return header + af + p.payload
