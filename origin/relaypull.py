@@ -93,6 +93,7 @@ class Puller:
         self._connection_scope: trio.CancelScope | None = None
         self._unwatched_since = trio.current_time()
         self._end_reason = "the origin stops"
+        self._away_since: float | None = None  # trio clock: the source's first failure
 
     @property
     def on_demand(self) -> bool:
@@ -184,16 +185,20 @@ class Puller:
                 status.set(RelayState.ENDED, error)
                 return  # the viewers that asked get a 404
             self.ready.set()
-            delay = status.backoff.failed(trio.current_time() - started)
+            now = trio.current_time()
+            if self._away_since is None:
+                self._away_since = now
+            delay = status.backoff.failed(now - started)
             status.set(RelayState.RETRYING, error, f" (next try in {delay:g} s)")
-            await self._retry_wait(trio.current_time(), delay)
+            await self._retry_wait(now + delay)
             status.reconnects += 1
             self.metrics.inc("relay_pull_reconnects_total", labels=(self.label,))
 
-    async def _retry_wait(self, lost: float, delay: float) -> None:
-        """Wait `delay`; the stream ends if its source stays away longer than the grace."""
-        grace_ends = lost + self.host.grace
-        retry_at = lost + delay
+    async def _retry_wait(self, retry_at: float) -> None:
+        """Wait until `retry_at`; the stream ends once its source has been away (since the
+        first failure after its last media) for the grace."""
+        assert self._away_since is not None
+        grace_ends = self._away_since + self.host.grace
         if self.stream is not None and grace_ends < retry_at:
             await trio.sleep_until(grace_ends)
             if self.stream is not None:
@@ -244,6 +249,7 @@ class Puller:
                     last_media = trio.current_time()
                     if first_media is None:
                         first_media = last_media
+                        self._away_since = None
                         self.status.set(RelayState.ACTIVE)
                     if not self.ready.is_set() and (
                         (frame is not None and frame.keyframe)
