@@ -251,6 +251,7 @@ class Recorder:
         if writer is None or not batch:
             return
         data = b"".join(batch)
+        batch.clear()  # written once, whatever happens next
         try:
             await trio.to_thread.run_sync(writer.write, data, limiter=self.limiter)
         except OSError as exc:
