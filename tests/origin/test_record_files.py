@@ -10,9 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common.config import ConfigError, OriginConfig, build
 from common.media.stream import Frame
 from common.net.httpclient import fetch
 from common.proto import flv
+from common.proto.hooks import HookCall, HookEvent
 from common.proto.paths import RecordingPath, api_recording, recording_path
 from common.proto.rtmp import messages as m
 from common.proto.streamkey import StreamKey, StreamKeyError
@@ -294,3 +296,15 @@ async def test_files_left_being_written_are_finished_when_the_origin_starts(nurs
     assert sorted(os.listdir(tmp_path / "live" / "b")) == []
     reply = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/api/recordings/live/a")
     assert json.loads(reply.body)["recordings"][0]["duration"] == 2.96
+
+
+def test_config_and_the_hook_body():
+    with pytest.raises(ConfigError, match="record_dir"):
+        build(OriginConfig, {"record_apps": ["live"]})
+    with pytest.raises(ConfigError):
+        build(OriginConfig, {"record_format": "avi"})
+    call = HookCall(HookEvent.RECORD_DONE, "live", "a", "", "record",
+                    details=(("path", "/r/x.flv"), ("duration", 1.5)))  # fmt: skip
+    body = json.loads(call.body())
+    assert body["action"] == "on_record_done" and body["path"] == "/r/x.flv"
+    assert body["duration"] == 1.5 and body["app"] == "live"
