@@ -36,10 +36,8 @@ class _Packet:
     """One TS packet, split into the parts alignment touches."""
 
     head: bytes  # bytes 1..2 of the header: flags and PID (the sync byte is implied)
-    scrambling: int  # transport_scrambling_control (2 bits)
     af_core: bytes  # adaptation field flags + optional fields, stuffing dropped (b"" if none)
     payload: bytes
-    adaptation_only: bool = False
     raw: bytes = b""  # the input packet, written back as it was (but its counter) if set
 
     @property
@@ -126,14 +124,7 @@ def _parse(ts: bytes, offset: int) -> _Packet:
     af_core, body = b"", 4
     if control & 2:
         af_core, body = _af_core(raw[5 : 5 + raw[4]]), 5 + raw[4]
-    return _Packet(
-        head=raw[1:3],
-        scrambling=raw[3] >> 6,
-        af_core=af_core,
-        payload=raw[body:] if control & 1 else b"",
-        adaptation_only=control == 2,
-        raw=raw,
-    )
+    return _Packet(raw[1:3], af_core, raw[body:] if control & 1 else b"", raw)
 
 
 def _af_core(field: bytes) -> bytes:
@@ -205,14 +196,14 @@ def _spread(unit: list[_Packet], extra: int) -> list[_Packet]:
     each carries as many PES bytes as fit, leaving one for every packet after it."""
     data = b"".join(p.payload for p in unit)
     count = len(unit) + extra
-    continuation = _Packet(bytes([unit[0].head[0] & ~0x40 & 0xFF, unit[0].head[1]]), 0, b"", b"")
+    continuation = _Packet(bytes([unit[0].head[0] & ~0x40 & 0xFF, unit[0].head[1]]), b"", b"")
     out: list[_Packet] = []
     pos = 0
     for k in range(count):
         model = unit[k] if k < len(unit) else continuation
         room = _BODY - (1 + len(model.af_core) if model.af_core else 0)
         size = min(room, len(data) - pos - (count - k - 1))
-        out.append(_Packet(model.head, 0, model.af_core, data[pos : pos + size]))
+        out.append(_Packet(model.head, model.af_core, data[pos : pos + size]))
         pos += size
     return out
 
@@ -243,14 +234,10 @@ def _bytes(p: _Packet) -> bytes:
 
 
 def _serialise(p: _Packet) -> bytes:
-    """One 188-byte packet (counter 0): header, adaptation field (its contents then 0xFF
-    stuffing, sized so the payload fills the packet), payload."""
+    """A new packet with payload (unscrambled, counter 0): header, adaptation field (its
+    contents then 0xFF stuffing, sized so the payload fills the packet), payload."""
     space = _BODY - len(p.payload)
-    if p.adaptation_only:
-        field = p.af_core or b"\x00"
-        af = bytes([space - 1]) + field + b"\xff" * (space - 1 - len(field))
-        control = 2
-    elif space == 0:
+    if space == 0:
         af, control = b"", 1
     elif space == 1 and not p.af_core:
         af, control = b"\x00", 3  # adaptation_field_length 0: one stuffing byte
@@ -258,5 +245,5 @@ def _serialise(p: _Packet) -> bytes:
         field = p.af_core or b"\x00"
         af = bytes([space - 1]) + field + b"\xff" * (space - 1 - len(field))
         control = 3
-    header = bytes([SYNC_BYTE, *p.head, (p.scrambling << 6) | (control << 4)])
+    header = bytes([SYNC_BYTE, *p.head, control << 4])
     return header + af + p.payload

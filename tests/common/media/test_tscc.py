@@ -109,13 +109,18 @@ def packet(pid: int, payload: bytes, *, start: bool = False, af: bytes | None = 
     return header + (b"\x30" if payload else b"\x20") + bytes([space - 1]) + field + payload
 
 
-def pes_packets(pid: int, data: bytes, af: bytes | None) -> list[bytes]:
+def pes_packets(
+    pid: int, data: bytes, af: bytes | None, later_af: bytes | None = None
+) -> list[bytes]:
     """`data` (a PES) over as few packets as fit, as a muxer writes it: the first with the
-    adaptation field `af`, the last padded with stuffing."""
-    first = 184 - (1 + len(af) if af else 0)
-    out = [packet(pid, data[:first], start=True, af=af)]
-    for i in range(first, len(data), 184):
-        out.append(packet(pid, data[i : i + 184]))
+    adaptation field `af`, the second (if any) with `later_af`, the last padded with
+    stuffing."""
+    out, pos = [], 0
+    while pos < len(data) or not out:
+        field = af if not out else later_af if len(out) == 1 else None
+        size = 184 - (1 + len(field) if field else 0)
+        out.append(packet(pid, data[pos : pos + size], start=not out, af=field))
+        pos += size
     return out
 
 
@@ -212,13 +217,19 @@ def test_small_pes_borrow_room_from_earlier_ones():
 
 
 def test_what_cannot_be_padded_keeps_its_own_count():
-    """A lone 1-byte PES cannot fill 16 packets, a table continued in the next packet
-    cannot be repeated alone: those PIDs keep their packets (counted from 0)."""
+    """A lone 4-byte PES cannot fill 16 packets, a table continued in the next packet
+    cannot be repeated alone, a scrambled PES cannot be split: those PIDs keep their
+    packets (counted from 0)."""
     tiny = packet(0x102, b"\x00\x00\x01\xc0", start=True)
     long_table = b"\x00\x02\xb1\x00" + bytes(180)
     table = [packet(0x1000, long_table, start=True), packet(0x1000, bytes(184))]
-    out = read(align_continuity(with_counters([tiny, *table, psi(0, PAT)])))
-    assert [len(counted(out, pid)) for pid in (0x102, 0x1000, 0)] == [1, 2, 16]
+    scrambled = [
+        p[:3] + bytes([p[3] | 0x80]) + p[4:] for p in pes_packets(0x103, pes(900, 1), None)
+    ]
+    packets = [tiny, *table, psi(0, PAT), *scrambled]
+    out = read(align_continuity(with_counters(packets)))
+    assert [len(counted(out, pid)) for pid in (0x102, 0x1000, 0, 0x103)] == [1, 2, 16, 5]
+    assert [p.raw[4:] for p in out if p.pid == 0x103] == [p[4:] for p in scrambled]
     assert [p.cc for p in out if p.pid == 0x1000] == [0, 1]
 
 
@@ -240,6 +251,9 @@ def test_aligned_input_is_unchanged():
     assert align_continuity(align_continuity(data[188:])) == align_continuity(data[188:])
 
 
+pcrs = st.builds(pcr_field, st.integers(0, 2**33 - 1), st.booleans())
+
+
 @st.composite
 def streams(draw: st.DrawFn) -> tuple[list[bytes], dict[int, list[bytes]]]:
     """Interleaved PES of a few PIDs (random sizes, some with PCR/random access), tables
@@ -251,11 +265,9 @@ def streams(draw: st.DrawFn) -> tuple[list[bytes], dict[int, list[bytes]]]:
         queue: list[bytes] = []
         for size in draw(st.lists(st.integers(0, 700), min_size=1, max_size=6)):
             data = pes(size, draw(st.integers(0, 255)))
-            af = draw(
-                st.one_of(st.none(), st.builds(pcr_field, st.integers(0, 2**33 - 1), st.booleans()))
-            )
+            af, later_af = (draw(st.one_of(st.none(), pcrs)) for _ in range(2))
             units.setdefault(pid, []).append(data)
-            queue += pes_packets(pid, data, af)
+            queue += pes_packets(pid, data, af, later_af)
         queues.append(queue)
     queues.append([bytes([0x47, 0x1F, 0xFF, 0x10]) + b"\xff" * 184] * draw(st.integers(0, 2)))
     packets = []
