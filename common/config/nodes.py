@@ -352,7 +352,7 @@ class OriginConfig(ServeConfig):
     )  # fmt: skip
     record_max_bytes: int = setting(
         0, help="remove the oldest recording files beyond this total (0: no bound)",
-        unit="bytes", check=checks.in_range(0, 2**62),
+        unit="bytes", check=checks.in_range(0, 2**50),
     )  # fmt: skip
     record_max_age_seconds: float = setting(
         0.0, help="remove recording files older than this (0: keep)", unit="s",

@@ -24,7 +24,7 @@ from common.config import (
 from common.config.flags import add_config_arguments, config_values
 from common.config.toml import dumps, value_text
 
-HOOKS = ("on_publish", "on_unpublish", "on_play", "on_play_done")
+HOOKS = ("on_publish", "on_unpublish", "on_play", "on_play_done", "on_record_done")
 PUBLISH_SECRET = "publish-secret-0123456789"
 QOS_SECRET = "qos-secret-0123456789"
 SPECIAL = {
@@ -38,6 +38,9 @@ SPECIAL = {
     "parents": ["rtmp://127.0.0.1:1", "http://127.0.0.1:2"],
     "hls_parents": ["http://127.0.0.1:3"],
     "hls_apps": ["live", "tv"],
+    "record_dir": "/var/lib/livecdn/rec",
+    "record_apps": ["live"],
+    "record_format": "mp4",
     "push": ["live=rtmp://127.0.0.1:4/live", "live=rtmps://relay.example/live"],
     "pull_static": ["live/cam=rtmp://127.0.0.1:5/app/cam"],
     "pull_on_demand": ["ext=http://127.0.0.1:6/live/{name}.flv"],
