@@ -3,14 +3,25 @@ share, against a real origin fed by ffmpeg; and hls_mode "cache" beside it."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import trio
 
 from common.config import ConfigError, EdgeConfig, build
 from common.net.httpclient import fetch
-from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_edge, start_origin, wait_for_stream
+from common.proto import auth
+from tests.conftest import (
+    QOS_SECRET,
+    ffmpeg_publish,
+    needs_ffmpeg,
+    start_edge,
+    start_origin,
+    wait_for_stream,
+)
 from tests.edge.test_edge_real import FlvViewer, api, origin_viewers
 from tests.hls_validator import LiveValidator
+from tests.media import replay_clip
 from tests.metrics import metric, scrape
 from tests.origin.test_hls import play_hls
 
@@ -180,3 +191,25 @@ def test_hls_mode_auto_follows_the_parents():
     assert edge(parents=["http://o:8080"], hls_mode="package").packages_hls()
     with pytest.raises(ConfigError, match="cache"):
         edge(parents=["rtmp://o:1935"], hls_mode="cache")
+
+
+async def test_packaged_segments_are_class_paced(autojump_clock, nursery, clip):
+    """Virtual time: the class token on the playlist is passed to its segments, which the
+    edge paces at the class's ceiling, as in cache mode."""
+    origin, o = await start_origin(nursery)
+    slow = {"basic": {"rate_mbps": 0.1, "ceil_mbps": 0.2}}
+    edge, e = await packaging_edge(nursery, o, qos_secret=QOS_SECRET, classes=slow)
+    nursery.start_soon(replay_clip, f"rtmp://127.0.0.1:{o.rtmp_port}/live/q", clip)
+    await wait_for_stream(origin, "live", "q")
+    token = auth.class_query(QOS_SECRET, "live/q", "basic", int(time.time()) + 60)
+    playlist = await fetch_playlist(f"http://127.0.0.1:{e.http_port}/live/q.m3u8?{token}")
+    uris = [line for line in playlist.splitlines() if line and not line.startswith("#")]
+    assert uris and all(uri.endswith(token) for uri in uris), uris
+    plain = edge.hls_store.playlists[("live", "q")].segment(uris[0].split("?")[0]).data
+    t0 = trio.current_time()
+    reply = await fetch("GET", f"http://127.0.0.1:{e.http_port}/live/{uris[0]}", timeout=60)
+    took = trio.current_time() - t0
+    assert reply.status == 200 and reply.body == plain, "the packaged bytes, paced"
+    ceil = slow["basic"]["ceil_mbps"] * 125_000
+    burst = max(ceil * 0.05, 16384.0)  # the class's ceiling bucket starts full
+    assert abs((len(plain) - burst) / took - ceil) <= 0.03 * ceil, (len(plain), took)
