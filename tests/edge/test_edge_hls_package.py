@@ -162,6 +162,19 @@ async def test_a_stream_missing_upstream_is_a_quick_404(nursery, origin):
     assert reply.status == 404
 
 
+async def test_an_edge_packages_from_an_http_parent_when_told(nursery, clip):
+    addr = await published(nursery, clip, "h")
+    edge, eaddr = await start_edge(
+        nursery, [f"http://127.0.0.1:{addr.http_port}"], hls_mode="package"
+    )
+    playlist = await fetch_playlist(f"http://127.0.0.1:{eaddr.http_port}/live/h.m3u8")
+    assert "#EXTINF" in playlist
+    assert edge.pull.upstreams[("live", "h")].parent.startswith("http://"), "over HTTP-FLV"
+    edge_metrics = await scrape(eaddr.http_port)
+    assert metric(edge_metrics, "livecdn_hls_segments_total") >= 1
+    assert metric(edge_metrics, "livecdn_hls_cache_misses_total") == 0
+
+
 async def test_cache_mode_fetches_hls_from_the_http_parent(nursery, clip):
     addr = await published(nursery, clip, "c")
     edge, eaddr = await start_edge(
