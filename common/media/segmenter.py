@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.media.segclock import Cut
 from common.media.stream import Frame
 from common.proto.rtmp import messages as m
 
@@ -39,6 +40,7 @@ class SegmentSpec:
     times: list[int] = field(default_factory=list)
     cause: str = "target"  # target, forced (too long without a keyframe), source, end
     jumps: int = 0  # timestamp jumps smoothed over inside this segment
+    cut: Cut | None = None  # the stream's segment clock's cut (`marked` segmenters)
 
 
 class _Track:
@@ -71,6 +73,10 @@ class Segmenter:
     of at least the target (less `CUT_SLACK_MS`) of output time, and the muxer never sees
     time go backwards. A segment with no keyframe for `max_ms` of media (or `max_bytes`)
     is cut anyway (bounded memory): the next one starts without a keyframe.
+
+    A `marked` segmenter cuts only where the stream's segment clock did (`Frame.cut`, see
+    `common.media.segclock`) and takes its numbers and discontinuities from there, so that
+    every node cuts a live stream alike; timestamps are still retimed as above.
     """
 
     def __init__(
@@ -81,8 +87,11 @@ class Segmenter:
         jump_ms: int = 10_000,
         max_ms: int | None = None,
         max_bytes: int = 64 * 1024 * 1024,
+        marked: bool = False,
     ) -> None:
         self.target_ms = target_ms
+        self.marked = marked
+        self._cut: Cut | None = None
         self.jump_ms = jump_ms
         self.max_ms = max_ms if max_ms is not None else max(30_000, 10 * target_ms)
         self.max_bytes = max_bytes
@@ -129,6 +138,8 @@ class Segmenter:
             return None
         media = frame.type_id in MEDIA
         out = self._retime(frame) if media else frame.timestamp
+        if self.marked:
+            return self._push_marked(frame, out)
         closed = None
         if self._epoch is not None and epoch != self._epoch:
             end = out if media or self._last_out is None else self._last_out
@@ -159,6 +170,23 @@ class Segmenter:
             self._frames.append(frame)
             self._times.append(out)
             self._bytes += len(frame.payload)
+        return closed
+
+    def _push_marked(self, frame: Frame, out: int) -> SegmentSpec | None:
+        if frame.type_id in MEDIA:
+            self._last_out = out
+        cut = frame.cut
+        if cut is None:
+            if self._start is not None:
+                self._frames.append(frame)
+                self._times.append(out)
+            return None
+        closed = self._close(out, "forced" if cut.forced else "target")
+        if cut.forced:
+            self.forced_cuts += 1
+        self._discontinuity = cut.discontinuity
+        self._open(frame, out)
+        self._cut = cut
         return closed
 
     def flush(self, frame_ms: int = 33) -> SegmentSpec | None:
@@ -215,8 +243,9 @@ class Segmenter:
         if self._start is None or not self._frames:
             self._start = None
             return None
+        cut, self._cut = self._cut, None
         spec = SegmentSpec(
-            seq=self.next_seq,
+            seq=cut.seq if cut is not None else self.next_seq,
             frames=self._frames,
             start_ms=self._start,
             duration_ms=max(1, end_ms - self._start),
@@ -225,8 +254,9 @@ class Segmenter:
             times=self._times,
             cause=cause,
             jumps=self._seg_jumps,
+            cut=cut,
         )
-        self.next_seq += 1
+        self.next_seq = spec.seq + 1
         self._start = None
         self._frames = []
         self._times = []

@@ -7,11 +7,13 @@ never get a private copy. Each frame's wire bytes are built once and shared.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import trio
 
+from common.media.segclock import CLOCK_PREFIX, ClockState, Cut, SegmentClock
 from common.proto import amf0, flv, metadata
 from common.proto.rtmp import messages as m
 from common.proto.rtmp.chunk import encode_message
@@ -28,6 +30,16 @@ log = logging.getLogger("livecdn.stream")
 _RTMP_CSID = {m.AUDIO: m.CSID_AUDIO, m.VIDEO: m.CSID_VIDEO, m.DATA_AMF0: m.CSID_DATA}
 
 
+def new_session() -> str:
+    """A short id that makes segment URIs unique across restarts of a stream."""
+    return format(int(time.time() * 1000) & 0xFFFFFFFFFF, "x")
+
+
+def wall_ms() -> int:
+    """The wall clock in milliseconds (segment dates)."""
+    return int(time.time() * 1000)
+
+
 class Frame:
     """One media message in the ring, with wire bytes shared by all readers."""
 
@@ -40,6 +52,8 @@ class Frame:
         "header",
         "flv",
         "source",
+        "cut",
+        "clock",
         "_rtmp",
     )
 
@@ -61,6 +75,8 @@ class Frame:
         self.header = header
         self.flv = flv.build_tag(type_id, timestamp, payload)
         self.source = 0  # which source (publisher/upstream) of the stream pushed it
+        self.cut: Cut | None = None  # the HLS segment it starts
+        self.clock: ClockState | None = None  # keyframes: the segment clock after it
         self._rtmp: bytes | None = None
 
     @property
@@ -121,6 +137,7 @@ class Stream:
         max_frames: int = 2048,
         max_bytes: int = 16 * 1024 * 1024,
         max_lag_ms: int = 5000,
+        segment_ms: int = 2000,
     ) -> None:
         self.app = app
         self.name = name
@@ -152,6 +169,8 @@ class Stream:
         self._floor = 0
         self._last_ts: int | None = None
         self._rebase = False
+        self.clock = SegmentClock(segment_ms, new_session(), now_ms=wall_ms)
+        """Where HLS segments begin, the same on every node (see `common.media.segclock`)."""
 
     # ------------------------------------------------------------------ source side
 
@@ -175,8 +194,8 @@ class Stream:
         """
         self.stats.frames_in += 1
         self.stats.bytes_in += len(payload)
-        if not payload:
-            return None
+        if not payload or (type_id == m.DATA_AMF0 and payload.startswith(CLOCK_PREFIX)):
+            return None  # a segment clock comes only from a parent, never through a stream
         ts = self._rebased(timestamp)
         keyframe = False
         if type_id == m.VIDEO:
@@ -237,6 +256,19 @@ class Stream:
     ) -> Frame:
         frame = Frame(self._head, type_id, ts, payload, keyframe=keyframe, header=header)
         frame.source = self.stats.sources
+        if not header:
+            cut = self.clock.feed(
+                type_id,
+                ts,
+                len(payload),
+                keyframe=keyframe,
+                video=self.has_video,
+            )
+            frame.cut = cut
+            if keyframe:
+                frame.clock = self.clock.state(at=ts, starts=cut is not None)
+        elif type_id != m.DATA_AMF0:
+            self.clock.header_changed()
         self._frames.append(frame)
         self._head += 1
         self._bytes += len(frame.flv)
@@ -325,6 +357,16 @@ class Stream:
                 ts = 0 if type_id == m.DATA_AMF0 else timestamp
                 out.append(Frame(-1, type_id, ts, payload, header=True))
         return out
+
+    def clock_state(self, reader: Reader) -> ClockState:
+        """The segment clock as of the first frame `reader` will get (call before its first
+        `pending`): a pulling node continues the stream's segments from there."""
+        k = reader.cursor - self._base
+        if 0 <= k < len(self._frames):
+            state = self._frames[k].clock
+            if state is not None:
+                return state
+        return self.clock.state()
 
     def start_timestamp(self, reader: Reader) -> int:
         """Timestamp of the first frame `reader` will get (for its header frames)."""

@@ -20,6 +20,7 @@ class Segment:
     data: bytes = b""
     discontinuity: bool = False
     wall: float | None = None  # ingest wall clock of its first frame (EXT-X-PROGRAM-DATE-TIME)
+    disc_before: int | None = None  # discontinuous segments numbered below it, when known
 
 
 def program_date_time(wall: float) -> str:
@@ -101,6 +102,7 @@ class HlsPlaylist:
     target_duration: int = 0
     ended: bool = False
     ended_at: float = 0.0
+    extra_discontinuities: int = 0  # marked here, not by the stream's segment clock
 
     @property
     def next_seq(self) -> int:
@@ -108,14 +110,41 @@ class HlsPlaylist:
         return self.segments[-1].seq + 1 if self.segments else self.first_seq
 
     def append(
-        self, data: bytes, duration: float, *, discontinuity: bool, wall: float | None = None
+        self,
+        data: bytes,
+        duration: float,
+        *,
+        discontinuity: bool,
+        wall: float | None = None,
+        disc_before: int | None = None,
     ) -> Segment:
-        """Add a muxed segment numbered `next_seq` (so numbers never skip: a segment that
-        could not be muxed takes no number) and return it."""
+        """Add a muxed segment numbered `next_seq` (see `place`) and return it."""
         seq = self.next_seq
-        seg = Segment(seq, duration, self.uri(seq), data, discontinuity, wall)
+        seg = Segment(seq, duration, self.uri(seq), data, discontinuity, wall, disc_before)
         self.add(seg)
         return seg
+
+    def discontinuities(self) -> int:
+        """Discontinuous segments numbered below `next_seq`."""
+        held = sum(1 for s in self.segments if s.discontinuity)
+        if self.segments and self.segments[0].disc_before is not None:
+            return self.segments[0].disc_before + held
+        return self.expired_discontinuities + held
+
+    def place(self, seq: int, session: str) -> bool:
+        """Make the next segment number `seq` of `session` (numbers a stream's segment clock
+        gave): the playlist continues if that is what comes next, else it starts over
+        there, without the segments it held. True if it started over."""
+        if session == self.session and seq == self.next_seq:
+            return False
+        had = bool(self.segments)
+        if session != self.session or had:
+            self.segments.clear()
+            self.expired_discontinuities = 0
+            self.target_duration = 0
+        self.session = session
+        self.first_seq = seq
+        return had
 
     def add(self, seg: Segment) -> None:
         """Append a segment numbered `next_seq`; segments past the window (plus `keep` for
@@ -138,6 +167,8 @@ class HlsPlaylist:
         shown = self.segments[-self.window :]
         hidden = self.segments[: -self.window] if len(self.segments) > self.window else []
         disc = self.expired_discontinuities + sum(1 for s in hidden if s.discontinuity)
+        if shown and shown[0].disc_before is not None:
+            disc = shown[0].disc_before  # counted by the stream's segment clock
         return render_playlist(
             shown,
             target_duration=self.target_duration or math.ceil(self.target),

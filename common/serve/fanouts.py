@@ -28,6 +28,8 @@ class Fanouts:
             max_frames=cfg.gop_max_frames,
             max_bytes=cfg.gop_max_bytes,
             max_lag_ms=cfg.max_lag_ms,
+            # an edge's pulls take their parent's segment clock, target included
+            segment_ms=round(1000 * getattr(cfg, "hls_target_duration", 2.0)),
         )
 
     def open(self, stream: Stream) -> Fanout:

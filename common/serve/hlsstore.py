@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
@@ -30,11 +29,6 @@ log = logging.getLogger("livecdn.hls")
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"
 SEGMENT_CACHE = "public, max-age=86400, immutable"
-
-
-def new_session() -> str:
-    """A short id that makes segment URIs unique across restarts of a stream."""
-    return format(int(time.time() * 1000) & 0xFFFFFFFFFF, "x")
 
 
 @dataclass(frozen=True)
@@ -136,11 +130,18 @@ class HlsStore:
         s = self.settings
         playlist = self.playlists.get(key)
         resumed = playlist is not None
+        stream.clock.prefer_target(round(s.target * 1000))
         if playlist is None:
-            playlist = HlsPlaylist(stream.name, new_session(), s.target, window=s.window)
+            playlist = HlsPlaylist(stream.name, stream.clock.session, s.target, window=s.window)
             self.playlists[key] = playlist
         else:
-            log.info("HLS %s/%s: publisher back, playlist continues with a discontinuity", *key)
+            log.info("HLS %s/%s: a new stream continues the playlist", *key)
+            stream.clock.resume(
+                playlist.session,
+                playlist.next_seq,
+                playlist.discontinuities(),
+                playlist.target_duration * 1000,
+            )
         self._packagers[key] += 1
         playlist.ended = False
         task_status.started()

@@ -46,7 +46,8 @@ class Packager:
                 return  # failed as the stream ended: nothing left to package
             self.discontinuity = True  # frames were lost while this restarted
         self.runs += 1
-        segmenter = Segmenter(int(self.store.settings.target * 1000))
+        # cut where the stream's segment clock cut, as every node does
+        segmenter = Segmenter(int(self.store.settings.target * 1000), marked=True)
         reader = stream.add_reader("hls")
         try:
             # The reader starts at the newest keyframe (or the head): sequence headers the
@@ -70,8 +71,9 @@ class Packager:
         """Mux `spec` (in a thread) and add it to the playlist; a failure skips it."""
         store, playlist = self.store, self.playlist
         store.timestamp_jumps += spec.jumps
+        cut = spec.cut
         # cut on the arrival of the next keyframe, live: the segment began `duration` ago
-        wall = time.time() - spec.duration_ms / 1000
+        wall = cut.wall_ms / 1000 if cut else time.time() - spec.duration_ms / 1000
         try:
             data = await trio.to_thread.run_sync(mux_ts, spec)
             if not data:
@@ -81,9 +83,26 @@ class Packager:
             self.discontinuity = True
             return
         store.mux_ok(self.key)
-        discontinuity = spec.discontinuity or (self.discontinuity and bool(playlist.segments))
+        disc_before = None
+        restarted = False
+        if cut is not None:
+            # a number skipped (a segment not muxed) or another session: start over
+            restarted = playlist.place(cut.seq, cut.session)
+            playlist.target_duration = max(playlist.target_duration, round(cut.longest_ms / 1000))
+            disc_before = cut.discontinuities_before + playlist.extra_discontinuities
+        discontinuity = (
+            spec.discontinuity or restarted or (self.discontinuity and bool(playlist.segments))
+        )
+        if discontinuity and not spec.discontinuity:
+            playlist.extra_discontinuities += 1  # counted from the next segment on
         self.discontinuity = False
-        playlist.append(data, spec.duration_ms / 1000, discontinuity=discontinuity, wall=wall)
+        playlist.append(
+            data,
+            spec.duration_ms / 1000,
+            discontinuity=discontinuity,
+            wall=wall,
+            disc_before=disc_before,
+        )
         store.segment_added(self.key)
         store.segments_made += 1
         store.bytes_made += len(data)

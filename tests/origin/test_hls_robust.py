@@ -252,7 +252,7 @@ async def test_headers_before_the_packager_starts(nursery, tags):
     """The stream already has its headers and a GOP when the packager adds its reader
     (which starts at the newest keyframe): the segments still carry video."""
     store = HlsStore(HlsSettings(target=1.0))
-    stream = Stream("live", "early")
+    stream = Stream("live", "early", segment_ms=1000)
     media = looped(tags, 1)
     for t in [t for t in tags if t.header and t.type_id != 18] + media[:60]:
         stream.push(t.type_id, t.timestamp, t.body)
@@ -321,10 +321,11 @@ async def test_a_segment_that_cannot_be_muxed_keeps_the_numbering(nursery, tags,
     assert server.hls.mux_errors == 1
     assert len(hls_warnings(caplog, "not muxed")) == 1
     seen = {seq: disc for p in validator.history for seq, _, _, disc in p.segments}
-    assert sorted(seen) == list(range(max(seen) + 1)), "no number skipped"
-    assert sum(seen.values()) == 1, "one discontinuity, on the segment after the failed one"
-    disc = next(seq for seq, d in seen.items() if d)
-    assert 3 <= disc <= 6
+    # numbers are the stream's (every node's): the failed one is missing, the playlist
+    # starts over after it with a discontinuity
+    missing = sorted(set(range(max(seen) + 1)) - set(seen))
+    assert len(missing) == 1 and 2 <= missing[0] <= 5, missing
+    assert [seq for seq, d in seen.items() if d] == [missing[0] + 1]
 
 
 # --------------------------------------------------------------------------- crash and restart
@@ -364,8 +365,10 @@ async def test_a_crashing_packager_restarts_alone(nursery, clip, monkeypatch, ca
 
 
 async def test_a_new_source_in_the_same_stream_is_one_discontinuity(nursery, tags):
-    """publisher_grace: the publisher comes back into the SAME Stream (new_source): the
-    playlist continues, numbered on, with one EXT-X-DISCONTINUITY and no ENDLIST."""
+    """publisher_grace: the publisher comes back into the SAME Stream (new_source) with the
+    same sequence headers: the playlist continues, numbered on, with no ENDLIST; the stream's
+    timestamps continue, so no EXT-X-DISCONTINUITY is needed (it takes changed headers, as
+    every node can see: tests/common/media/test_segclock.py)."""
     store = HlsStore(HlsSettings(target=1.0, window=20))
     stream = Stream("live", "g")
     nursery.start_soon(store.package, stream)
@@ -376,12 +379,11 @@ async def test_a_new_source_in_the_same_stream_is_one_discontinuity(nursery, tag
     text = store.playlists[("live", "g")].playlist()
     p = LiveValidator().add(text)
     assert "#EXT-X-ENDLIST" not in text and not p.ended
-    assert text.count("#EXT-X-DISCONTINUITY\n") == 1
+    assert "#EXT-X-DISCONTINUITY" not in text
     assert [s[0] for s in p.segments] == list(range(len(p.segments)))
     assert len(p.segments) >= 10
-    for _, _, uri, disc in p.segments:
-        if disc:
-            assert decode(store.playlists[("live", "g")].segment(uri).data)["first_key"]
+    for _, _, uri, _ in p.segments:
+        assert decode(store.playlists[("live", "g")].segment(uri).data)["first_key"]
     stream.close()
 
 
@@ -425,7 +427,8 @@ async def test_publisher_back_within_publisher_grace(nursery, clip):
         validator.add(text)
     last = validator.history[-1]
     assert not last.ended, "the stream is waiting for its publisher"
-    assert sum(s[3] for s in last.segments) == 1
+    # the same encoder settings (sequence headers) and continued timestamps: no discontinuity
+    assert sum(s[3] for s in last.segments) == 0
     assert [s[0] for s in last.segments] == list(range(len(last.segments)))
     with trio.fail_after(grace + 10):  # a hang guard
         while not last.ended:  # ENDLIST once the grace is over

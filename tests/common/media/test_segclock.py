@@ -1,0 +1,191 @@
+"""The segment clock: cuts and numbers are a function of the stream, so a node that joins
+late (anchored by its parent's state) cuts and numbers exactly as the origin does."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from common.media.segclock import ClockState, Cut, SegmentClock
+from common.media.stream import Stream
+from common.proto import amf0
+from common.proto.rtmp import messages as m
+
+V, A = m.VIDEO, m.AUDIO
+AVC_HEADER = b"\x17\x00\x00\x00\x00\x01\x64\x00\x1f\xff\xe1\x00\x04abcd\x01\x00\x02ef"
+AAC_HEADER = b"\xaf\x00\x12\x10"
+
+
+def clock(target_ms: int = 2000, wall: int = 1_000_000) -> SegmentClock:
+    return SegmentClock(target_ms, "s1", now_ms=lambda: wall)
+
+
+def frames(n: int, fps: int = 25, gop: int = 50, t0: int = 0, audio: bool = True):
+    """(type, ts, size, keyframe) of a stream: video at `fps`, keyframes every `gop`."""
+    out = []
+    for i in range(n):
+        ts = t0 + i * 1000 // fps
+        out.append((V, ts, 1000 + i % 7, i % gop == 0))
+        if audio:
+            out.append((A, ts + 3, 200, False))
+    return out
+
+
+def cuts(c: SegmentClock, stream, video: bool = True) -> list[tuple[int, Cut]]:
+    out = []
+    for type_id, ts, size, key in stream:
+        cut = c.feed(type_id, ts, size, keyframe=key, video=video)
+        if cut is not None:
+            out.append((ts, cut))
+    return out
+
+
+def test_a_regular_stream_is_cut_on_bucket_changes_and_numbered_from_its_time():
+    got = cuts(clock(), frames(250, gop=25))  # 10 s, keyframe every second
+    assert [ts for ts, _ in got] == [0, 2000, 4000, 6000, 8000]
+    assert [c.seq for _, c in got] == [0, 1, 2, 3, 4]
+    assert [c.wall_ms for _, c in got] == [1_000_000 + t for t, _ in got]
+    assert not any(c.discontinuity for _, c in got)
+    assert got[-1][1].longest_ms == 2000
+
+
+def test_keyframes_a_little_early_still_cut_their_bucket():
+    stream = [(V, ts, 100, True) for ts in (0, 1999, 3950, 6001, 7960)]
+    got = cuts(clock(), stream)
+    assert [ts for ts, _ in got] == [0, 1999, 3950, 6001, 7960]
+
+
+def test_long_gops_make_long_segments_numbered_without_holes():
+    got = cuts(clock(), frames(500, gop=125))  # keyframes every 5 s, target 2 s
+    assert [ts for ts, _ in got] == [0, 5000, 10000, 15000]
+    assert [c.seq for _, c in got] == [0, 1, 2, 3]
+
+
+def test_changed_headers_cut_at_the_next_keyframe_with_a_discontinuity():
+    c = clock()
+    got = cuts(c, frames(60, gop=25))
+    c.header_changed()
+    got += cuts(c, frames(60, gop=25, t0=2420))
+    assert [(ts, cut.discontinuity, cut.discontinuities_before) for ts, cut in got] == [
+        (0, False, 0),
+        (2000, False, 0),
+        (2420, True, 0),
+        (4420, False, 1),
+    ]
+
+
+def test_no_keyframe_for_too_long_is_cut_anyway():
+    c = SegmentClock(2000, "s", now_ms=lambda: 0, max_ms=30_000)
+    got = cuts(c, frames(2000, gop=10_000))
+    assert [(ts, cut.forced) for ts, cut in got] == [(0, False), (30_000, True), (60_000, True)]
+
+
+def test_a_resumed_playlist_continues_its_numbers():
+    c = clock()
+    c.resume("old", 17, 3, 4000)
+    (_, first), *_ = cuts(c, frames(60))
+    assert (first.seq, first.session, first.discontinuity) == (17, "old", True)
+    assert (first.discontinuities_before, first.longest_ms) == (3, 4000)
+
+
+@st.composite
+def streams(draw):
+    """Video with irregular GOPs and jittered timestamps, sometimes jumps and header
+    changes (given as None entries)."""
+    out = []
+    ts = draw(st.integers(0, 10**6))
+    for _ in range(draw(st.integers(1, 300))):
+        if draw(st.integers(0, 40)) == 0:
+            out.append(None)  # new sequence headers
+        if draw(st.integers(0, 60)) == 0:
+            ts += draw(st.sampled_from([-5000, 20_000, 100]))
+        ts = max(0, ts + draw(st.integers(10, 60)))
+        out.append((V, ts, draw(st.integers(1, 5000)), draw(st.integers(0, 30)) == 0))
+        out.append((A, ts + draw(st.integers(-30, 30)), 100, False))
+    return out
+
+
+def run_stream(c: SegmentClock, stream) -> list[tuple[int, tuple]]:
+    """(position, cut) for every cut; header changes by None entries. States taken at
+    keyframes, as the Stream does, by position."""
+    got, states = [], {}
+    for i, item in enumerate(stream):
+        if item is None:
+            c.header_changed()
+            continue
+        type_id, ts, size, key = item
+        cut = c.feed(type_id, ts, size, keyframe=key, video=True)
+        if key:
+            states[i] = c.state(at=ts, starts=cut is not None)
+        if cut is not None:
+            got.append((i, cut))
+    return got, states
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams(), st.data())
+def test_a_node_anchored_anywhere_cuts_and_numbers_as_the_origin(stream, data):
+    origin = clock(2000, wall=5)
+    want, states = run_stream(origin, stream)
+    if not states:
+        return
+    join = data.draw(st.sampled_from(sorted(states)))
+    state = ClockState.decode(states[join].encode())  # as it travels
+    edge = SegmentClock(4000, "other", now_ms=lambda: 99)
+    edge.anchor(state)
+    got, _ = run_stream(edge, stream[join:])
+    assert [(i + join, cut) for i, cut in got] == [(i, cut) for i, cut in want if i >= join]
+
+
+def test_the_stream_marks_cuts_and_gives_the_state_for_a_new_reader():
+    stream = Stream("live", "x", segment_ms=1000)
+    stream.push(V, 0, AVC_HEADER)
+    stream.push(A, 0, AAC_HEADER)
+    for ts in range(0, 3000, 40):
+        stream.push(V, ts, (b"\x17\x01" if ts % 1000 == 0 else b"\x27\x01") + b"x" * 50)
+        stream.push(A, ts + 5, b"\xaf\x01" + b"y" * 20)
+    marked = [f for f in stream.iter_frames() if f.cut is not None]
+    assert [(f.timestamp, f.cut.seq) for f in marked] == [(0, 0), (1000, 1), (2000, 2)]
+    reader = stream.add_reader("edge")
+    state = stream.clock_state(reader)
+    assert (state.at, state.seq, state.starts, state.target_ms) == (2000, 2, True, 1000)
+
+
+def test_a_publisher_cannot_send_a_segment_clock_through_the_stream():
+    stream = Stream("live", "x")
+    forged = clock().state().encode()
+    assert stream.push(m.DATA_AMF0, 0, forged) is None
+    assert stream.push(m.DATA_AMF0, 0, amf0.encode("onTextData", {"t": "hi"})) is not None
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"session": "x" * 40},
+        {"session": "../x"},
+        {"seq": -5},
+        {"seq": 1.5},
+        {"seq": float("nan")},
+        {"target_ms": 0},
+        {"starts": 1},
+        {"seg_start": "0"},
+        {"epoch_ts": 2**60},
+    ],
+)
+def test_a_bad_state_from_a_parent_is_refused(values):
+    good = {f: getattr(clock().state(), f) for f in ClockState.__slots__}
+    body = {k: v for k, v in {**good, **values}.items() if v is not None} if values else {}
+    payload = amf0.encode("livecdnSegmentClock", amf0.ECMAArray(body))
+    with pytest.raises(ValueError):
+        ClockState.decode(payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_garbage_is_a_value_error(data):
+    with contextlib.suppress(ValueError):
+        ClockState.decode(data)
