@@ -258,10 +258,13 @@ async def test_a_disk_error_ends_the_recording_not_the_viewers(
     assert server.registry.get("live", "d") is not None
 
 
-async def test_retention_removes_the_oldest_files(nursery, clip, tmp_path):
+@pytest.mark.parametrize(
+    ("bound", "kept"), [({"record_max_bytes": 1}, 0), ({"record_max_age_seconds": 3600}, 4)]
+)
+async def test_retention_removes_the_oldest_files(nursery, clip, tmp_path, bound, kept):
     server, addr = await start_origin(
         nursery, record_dir=str(tmp_path), record_apps=["live"], record_segment_seconds=5,
-        record_max_bytes=1, publisher_grace=0,
+        publisher_grace=0, **bound,
     )  # fmt: skip
     base = f"http://127.0.0.1:{addr.http_port}"
     # an old file of another stream, and a file that is not a recording
@@ -271,11 +274,14 @@ async def test_retention_removes_the_oldest_files(nursery, clip, tmp_path):
     (old / "notes.txt").write_text("mine")
     proc = await publish_fast(nursery, clip, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/r", 3)
     await proc.wait()
+    # 18 s in files of 5 s: 4 files, each followed by a retention pass
     with trio.fail_after(30):
-        while server.recorder.active or server.recorder.removed < 4:
+        while server.recorder.active or server.recorder.files < 4:
+            await trio.sleep(0.1)
+        while server.recorder.removed < 5 - kept:
             await trio.sleep(0.1)
     assert not (old / "20200101T000000000Z_5000.flv").exists()
     assert (old / "notes.txt").exists()
-    # record_max_bytes = 1: each new file leaves only the newest one or none
     _, listing = await get_json(f"{base}/api/recordings")
-    assert len(listing["recordings"]) <= 1
+    assert [f["name"] for f in listing["recordings"]] == ["r"] * kept
+    assert server.recorder.removed == 5 - kept
