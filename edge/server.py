@@ -1,5 +1,6 @@
 """The edge node: pull-on-miss from parents, serving the same HTTP-FLV and RTMP play as the
-origin, plus HLS from its HTTP parents. This module wires the parts together."""
+origin, plus HLS (packaged here from the same upstream, or cached from its HTTP parents). This
+module wires the parts together."""
 
 from __future__ import annotations
 
@@ -33,10 +34,6 @@ from edge.qos import Qos
 from edge.streams import EdgeStreams
 
 log = logging.getLogger("livecdn.edge")
-
-HTTP_SCHEMES = ("http://", "https://")
-"""Parents that also serve HLS."""
-
 
 class Edge:
     """One edge node: the pull manager, the HLS proxy and the viewer classes behind a
@@ -92,7 +89,7 @@ class Edge:
         )
         self.qos = Qos(config)
         self.hls = HlsProxy(
-            config.hls_parents or [p for p in config.parents if p.startswith(HTTP_SCHEMES)],
+            config.hls_parents or config.http_parents(),
             qos=self.qos,
             viewers=hls_viewers,
             refuse=self.node.refuse,
