@@ -262,6 +262,7 @@ class Puller:
                     stream.tracks = (event.audio, event.video)
                 elif isinstance(event, End):
                     return
+            self.status.settle()
             sent = feed.bytes_in
             self.status.bytes += sent - self._counted
             self.metrics.inc("relay_pull_bytes_total", sent - self._counted, (self.label,))

@@ -169,6 +169,7 @@ class Pusher:
                     async with lock:
                         await self._drain(client)
                     self._count(client)
+                self.status.settle()
                 if stream.closed and reader.cursor >= stream.head:
                     return
                 await stream.wait_beyond(reader.cursor)

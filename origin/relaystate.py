@@ -24,6 +24,8 @@ CONNECT_TIMEOUT = 10.0
 """Connect, handshake and publish/play must be done within this."""
 STALL_TIMEOUT = 10.0
 """A push target that takes nothing (a pull source that sends nothing) this long has failed."""
+SETTLE = 1.0
+"""A relay counts as active in the logs once it has stayed up this long."""
 
 budget = LogBudget(log, "relay state changes", burst=20, window=10.0)
 
@@ -63,17 +65,35 @@ class RelayStatus:
     dropped_frames: int = 0
     backoff: Backoff = field(default_factory=lambda: Backoff(RETRY_FIRST, RETRY_MOST, STABLE))
     _logged: RelayState | None = None
+    _active_at: float = 0.0  # trio clock
 
     def set(self, state: RelayState, error: str = "", note: str = "") -> None:
-        """Change state, logged once per change (not CONNECTING, so a relay that retries
-        and fails again logs nothing more: its last_error says why); `note` goes only into
-        the log line."""
+        """Change state, logged once per change: not CONNECTING, and ACTIVE only once it has
+        lasted SETTLE seconds (`settle`), so a relay that fails again and again, or whose
+        target accepts and drops it at once, logs nothing more (its last_error says why);
+        `note` goes only into the log line."""
         if error:
             self.last_error = error
         if state is not self.state:
             self.since = time.time()
         self.state = state
-        if state is RelayState.CONNECTING or state is self._logged:
+        if state is RelayState.ACTIVE:
+            self._active_at = trio.current_time()
+            return
+        if state is not RelayState.CONNECTING:
+            self._log(state, error, note)
+
+    def settle(self) -> None:
+        """Log ACTIVE once the relay has been active for SETTLE seconds."""
+        if (
+            self.state is RelayState.ACTIVE
+            and self._logged is not RelayState.ACTIVE
+            and trio.current_time() - self._active_at >= SETTLE
+        ):
+            self._log(RelayState.ACTIVE, "", "")
+
+    def _log(self, state: RelayState, error: str, note: str) -> None:
+        if state is self._logged:
             return
         self._logged = state
         detail = f": {error}" if error else ""

@@ -52,6 +52,10 @@ rtmp {{
             live on;
             record off;
         }}
+        application closed {{
+            live on;
+            deny publish all;
+        }}
     }}
 }}
 """
@@ -186,7 +190,7 @@ async def test_push_survives_nginx_restart(nursery, clip, nginx, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "livecdn.relay"]
     retrying = [line for line in lines if ": retrying" in line]
     assert len(retrying) == 1, lines  # one line for the failure, not one per attempt
-    assert sum(": active" in line for line in lines) == 2, lines
+    assert ": active" in lines[-1], lines  # logged once it has lasted a second
     text = await scrape(addr.http_port)
     assert metric(text, "livecdn_relay_push_reconnects_total", target=nginx.url) >= 1
     assert metric(text, "livecdn_relay_push_failures_total", reason="connect") >= 1
@@ -247,3 +251,34 @@ async def test_local_publisher_wins_over_static_pull(nursery, clip, nginx):
     handed = trio.current_time()
     await trio.sleep(2)
     assert viewer.frames_after(handed) >= 25 and viewer.error is None
+
+
+async def test_a_refusing_target_fails_alone(nursery, clip, nginx, caplog):
+    caplog.set_level(logging.INFO, logger="livecdn.relay")
+    closed = f"rtmp://127.0.0.1:{nginx.port}/closed"
+    origin, addr = await start_origin(nursery, push=[f"live={closed}", f"live={nginx.url}"])
+    await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/cam")
+    await wait_for_stream(origin, "live", "cam")
+    with trio.fail_after(20):
+        while True:
+            pushes = {p["target"][:-4]: p for p in (await relays(addr.http_port))["pushes"]}
+            if (
+                pushes.get(closed, {}).get("state") == "retrying"
+                and pushes.get(nginx.url, {}).get("state") == "active"
+            ):
+                break
+            await trio.sleep(0.1)
+    # nginx-rtmp accepts the publish, then drops the connection
+    assert "the target closed the connection" in pushes[closed]["last_error"]
+    got = await play(f"{nginx.url}/cam", 10)  # the other target has the stream
+    assert got["decoded"] >= 10
+    text = await scrape(addr.http_port)
+    assert metric(text, "livecdn_relay_push_failures_total", reason="broken") >= 1
+    with trio.fail_after(20):  # several attempts, each accepted and dropped
+        while not any(
+            p["reconnects"] >= 2 and "/closed/" in p["target"]
+            for p in (await relays(addr.http_port))["pushes"]
+        ):
+            await trio.sleep(0.1)
+    lines = [m for r in caplog.records if "push of" in (m := r.getMessage()) and "/closed/" in m]
+    assert len(lines) == 1 and ": retrying: " in lines[0], lines  # not one per attempt
