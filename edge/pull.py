@@ -26,6 +26,7 @@ from typing import TypeVar
 
 import trio
 
+from common.media.segclock import CLOCK_PREFIX, ClockState
 from common.media.stream import Stream
 from common.net.supervise import describe, log_failure
 from common.proto.errors import ProtocolError, Unavailable
@@ -378,6 +379,10 @@ class Upstream:
                 raise ParentError(f"stalled: no media for {stall:g} s", Failure.STALLED)
             for event in events:
                 if isinstance(event, rs.Media):
+                    if event.type_id == m.DATA_AMF0 and event.payload.startswith(CLOCK_PREFIX):
+                        if not flowing:  # only before media: the state of the first frame
+                            self._anchor(event.payload)
+                        continue
                     stream.push(event.type_id, event.timestamp, event.payload)
                     self.seen.add(event.type_id)
                     last_media = trio.current_time()
@@ -393,6 +398,17 @@ class Upstream:
                     return True
             if waiting and self._tracks_known():
                 self._go_ready()
+
+    def _anchor(self, payload: bytes) -> None:
+        """Continue the parent's segment clock (a bad one is ignored: this edge then
+        numbers its HLS segments itself)."""
+        try:
+            state = ClockState.decode(payload)
+        except ValueError as exc:
+            log.warning("upstream %s: bad segment clock from %s: %s", self.key, self.parent, exc)
+            return
+        self.stream.clock.anchor(state)
+        log.debug("upstream %s: segment clock at %d from %s", self.key, state.seq, self.parent)
 
     def _declare_from_metadata(self, values: object) -> None:
         """onMetaData naming codecs says which tracks there are (it wins over FLV flags,

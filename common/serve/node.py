@@ -35,7 +35,7 @@ from common.serve.console import Console, api_json, hls_cache
 from common.serve.fanouts import Fanouts
 from common.serve.hlsviewers import HlsViewers
 from common.serve.metrics import CONTENT_TYPE, NodeMetrics
-from common.serve.play import StreamSource, flv_response
+from common.serve.play import CLOCK_QUERY, StreamSource, flv_response
 from common.serve.playgate import PlayDenied, PlayGate, PlayProtocol, PlayRequest
 from common.serve.refusal import Refusal
 from common.serve.rtmpserver import Ingest, RtmpConnection, RtmpLimits
@@ -198,7 +198,14 @@ class PlayNode:
                 return denied
             ended = partial(self.gate.ended, play)
             return await flv_response(
-                self.role, req, key, self.refuse, pacer, ended=ended, websocket=websocket
+                self.role,
+                req,
+                key,
+                self.refuse,
+                pacer,
+                ended=ended,
+                websocket=websocket,
+                clock=req.query.get(CLOCK_QUERY) == "1",
             )
         if (page := self.console.route(req)) is not None:
             return page

@@ -25,6 +25,7 @@ from common.net.http import LAST_CHUNK, Request, Response, StreamingResponse, Up
 from common.net.websocket import Inbound
 from common.proto import flv
 from common.proto.errors import ProtocolError, Unavailable
+from common.proto.rtmp import messages as m
 from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKey
 from common.proto.wsframe import binary_frame, binary_header
@@ -34,6 +35,9 @@ from common.serve.refusal import Refusal
 log = logging.getLogger("livecdn.play")
 
 
+CLOCK_QUERY = "segclock"
+"""A play asking (`?segclock=1`) for the stream's segment clock before its first frame: a
+pulling node that packages HLS continues the stream's segments (`common.media.segclock`)."""
 PACED_FRAMES = 4
 """Frames a paced viewer's task takes at a time (small, so the pacing is smooth)."""
 FLUSH_SLICE = 128
@@ -95,7 +99,17 @@ class PlayerState(Enum):
 class Player:
     """One viewer connection reading one stream."""
 
-    __slots__ = ("conn", "reader", "protocol", "stream_id", "state", "wake", "end", "bucket")
+    __slots__ = (
+        "conn",
+        "reader",
+        "protocol",
+        "stream_id",
+        "state",
+        "wake",
+        "end",
+        "bucket",
+        "clock",
+    )
 
     def __init__(
         self,
@@ -106,9 +120,12 @@ class Player:
         stream_id: int = PLAY_STREAM_ID,
         end: Callable[[], bytes] | None = None,
         bucket: Pacer | None = None,
+        clock: bool = False,
     ) -> None:
         self.conn = conn
         self.bucket = bucket
+        self.clock = clock
+        """Send the stream's segment clock before the first frame."""
         self.reader = reader
         self.protocol = protocol
         self.stream_id = stream_id
@@ -229,7 +246,11 @@ class Fanout:
         (the player gets its end bytes) or the connection breaks. Cancel to stop it."""
         stream = self.stream
         reader = player.reader
-        start = stream.header_frames(stream.start_timestamp(reader))
+        at = stream.start_timestamp(reader)
+        start = stream.header_frames(at)
+        if player.clock:
+            payload = stream.clock_state(reader).encode()
+            start.append(Frame(-1, m.DATA_AMF0, at, payload, header=True))
         first = stream.pending(reader)
         parts = player.parts(start + first)
         if prelude:
@@ -340,10 +361,12 @@ async def flv_response(
     *,
     ended: Callable[[], None] = lambda: None,
     websocket: list[tuple[str, str]] | None = None,
+    clock: bool = False,
 ) -> Response | StreamingResponse | Upgrade:
     """Answer GET /app/name.flv (`key`, parsed from the path): a chunked FLV body while
     the stream lives (with `websocket`, the 101 headers of an upgrade: binary WebSocket
-    messages), 404 if it does not; `ended` is called once the answer is over."""
+    messages), 404 if it does not; `ended` is called once the answer is over; `clock`:
+    the stream's segment clock first (a pulling node's `CLOCK_QUERY`)."""
     app, name = key.app, key.name
     try:
         sub = await source.subscribe(app, name)
@@ -370,7 +393,7 @@ async def flv_response(
     async def body(conn: Conn) -> None:
         log.info("%s play %s/%s by %s", what, app, name, conn.peer)
         try:
-            await serve_flv(sub.fanout, conn, pacer, websocket=websocket is not None)
+            await serve_flv(sub.fanout, conn, pacer, websocket=websocket is not None, clock=clock)
         finally:
             sub.release()
             ended()
@@ -386,7 +409,12 @@ async def no_body(conn: Conn) -> None:
 
 
 async def serve_flv(
-    fanout: Fanout, conn: Conn, pacer: Pacer | None = None, *, websocket: bool = False
+    fanout: Fanout,
+    conn: Conn,
+    pacer: Pacer | None = None,
+    *,
+    websocket: bool = False,
+    clock: bool = False,
 ) -> None:
     """Body of an HTTP-FLV response (`websocket`: of a WebSocket): play until the stream
     ends or the viewer leaves; `pacer` paces this viewer (its class's share)."""
@@ -398,7 +426,8 @@ async def serve_flv(
     else:
         prelude, end = chunk(flv_header(stream)), lambda: LAST_CHUNK
         protocol = "flv"
-    player = Player(conn, stream.add_reader(protocol), protocol, end=end, bucket=pacer)
+    reader = stream.add_reader(protocol)
+    player = Player(conn, reader, protocol, end=end, bucket=pacer, clock=clock)
 
     async with trio.open_nursery() as nursery:
 

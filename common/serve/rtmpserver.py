@@ -20,7 +20,7 @@ from common.proto.errors import ProtocolError, Unavailable
 from common.proto.rtmp import session as rs
 from common.proto.shaping import TokenBucket
 from common.proto.streamkey import StreamKey, StreamKeyError, check_part, shown
-from common.serve.play import Player, StreamSource
+from common.serve.play import CLOCK_QUERY, Player, StreamSource
 from common.serve.playgate import PlayDenied, PlayGate, PlayProtocol, PlayRequest
 from common.serve.refusal import Refusal
 
@@ -375,7 +375,7 @@ class RtmpConnection:
                 stream = sub.fanout.stream
                 player = Player(
                     conn, stream.add_reader("rtmp"), "rtmp", stream_id=sid, end=end,
-                    bucket=pacer,
+                    bucket=pacer, clock=query.get(CLOCK_QUERY) == "1",
                 )  # fmt: skip
                 log.info("RTMP play %s/%s by %s", app, name, conn.peer)
                 await sub.fanout.serve(player)
