@@ -159,7 +159,8 @@ class Relays:
             if failed is not None and now - failed < NOT_FOUND_TTL:
                 return
             self.failed.pop(key, None)
-            if len(self.origin.registry) >= self.origin.config.max_streams:
+            most = self.origin.config.max_streams  # pulls still connecting count too
+            if len(self.origin.registry) >= most or len(self.pulls) >= most:
                 return
             try:
                 source = template.source(name)
