@@ -7,8 +7,7 @@ never get a private copy. Each frame's wire bytes are built once and shared.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import trio
@@ -28,16 +27,6 @@ SOURCE_GAP_MS = 20
 log = logging.getLogger("livecdn.stream")
 
 _RTMP_CSID = {m.AUDIO: m.CSID_AUDIO, m.VIDEO: m.CSID_VIDEO, m.DATA_AMF0: m.CSID_DATA}
-
-
-def new_session() -> str:
-    """A short id that makes segment URIs unique across restarts of a stream."""
-    return format(int(time.time() * 1000) & 0xFFFFFFFFFF, "x")
-
-
-def wall_ms() -> int:
-    """The wall clock in milliseconds (segment dates)."""
-    return int(time.time() * 1000)
 
 
 class Frame:
@@ -138,6 +127,8 @@ class Stream:
         max_bytes: int = 16 * 1024 * 1024,
         max_lag_ms: int = 5000,
         segment_ms: int = 2000,
+        session: str = "0",
+        wall_ms: Callable[[], int] = lambda: 0,
     ) -> None:
         self.app = app
         self.name = name
@@ -169,8 +160,9 @@ class Stream:
         self._floor = 0
         self._last_ts: int | None = None
         self._rebase = False
-        self.clock = SegmentClock(segment_ms, new_session(), now_ms=wall_ms)
-        """Where HLS segments begin, the same on every node (see `common.media.segclock`)."""
+        self.clock = SegmentClock(segment_ms, session, now_ms=wall_ms)
+        """Where HLS segments begin, the same on every node (see `common.media.segclock`):
+        `session` names its segments, `wall_ms` dates them."""
 
     # ------------------------------------------------------------------ source side
 

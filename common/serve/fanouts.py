@@ -3,10 +3,22 @@ frames dropped, bytes sent) for its metrics."""
 
 from __future__ import annotations
 
+import time
+
 from common.config import ServeConfig
 from common.media.stream import Stream
 from common.serve.metrics import NodeMetrics
 from common.serve.play import Fanout, PlayStats
+
+
+def new_session() -> str:
+    """A short id that makes segment URIs unique across restarts of a stream."""
+    return format(int(time.time() * 1000) & 0xFFFFFFFFFF, "x")
+
+
+def wall_ms() -> int:
+    """The wall clock in milliseconds (segment dates)."""
+    return int(time.time() * 1000)
 
 
 class Fanouts:
@@ -30,6 +42,8 @@ class Fanouts:
             max_lag_ms=cfg.max_lag_ms,
             # an edge's pulls take their parent's segment clock, target included
             segment_ms=round(1000 * getattr(cfg, "hls_target_duration", 2.0)),
+            session=new_session(),
+            wall_ms=wall_ms,
         )
 
     def open(self, stream: Stream) -> Fanout:
