@@ -20,7 +20,7 @@ from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.feeds import Feed, open_feed
 from common.serve.hlsstore import HlsSettings, HlsStore
 from common.serve.node import NodeAddress, PlayNode
-from common.serve.play import Subscription
+from common.serve.play import CLOCK_QUERY, Subscription
 from common.serve.playauth import PullSigner, signed_urls
 from common.serve.playgate import PlayGate
 from common.serve.playhooks import node_hooks
@@ -127,7 +127,9 @@ class Edge:
 
     async def _open_feed(self, parent: str, app: str, name: str) -> Feed:
         """Pull app/name from `parent`, signed with the edge's own play token."""
-        query = self.signer.query(app, name)
+        # the parent's segment clock comes first, so that this edge's HLS (and its own
+        # children's) continues the stream's segments
+        query = "&".join(q for q in (self.signer.query(app, name), f"{CLOCK_QUERY}=1") if q)
         return await open_feed(parent, app, name, tls=self.tls, query=query)
 
     # ------------------------------------------------------------------ play
