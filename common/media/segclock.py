@@ -170,6 +170,7 @@ class SegmentClock:
         self._skip_at: int | None = None  # an anchored frame not to count twice
         self._skip_starts = False
         self._resume: tuple[str, int, int, int] | None = None
+        self._fresh = False  # anchored, no media since: the headers that follow are not news
         self.anchors = 0
         """States taken from parents."""
 
@@ -187,7 +188,7 @@ class SegmentClock:
 
     def header_changed(self) -> None:
         """New sequence headers: the next keyframe starts a discontinuous segment."""
-        if self.seq >= 0:
+        if self.seq >= 0 and not self._fresh:
             self.pending_cut = self.pending_disc = True
 
     def anchor(self, state: ClockState) -> None:
@@ -211,6 +212,7 @@ class SegmentClock:
         self.max_ms = state.max_ms
         self._skip_at = state.at
         self._skip_starts = state.starts
+        self._fresh = True
 
     def state(self, *, at: int | None = None, starts: bool = False) -> ClockState:
         """This clock's state, taken after the frame at `at` (None: between frames)."""
@@ -238,6 +240,7 @@ class SegmentClock:
         """One media frame (`video`: the stream has video); the cut it makes, if any."""
         if type_id not in (m.AUDIO, m.VIDEO):
             return None
+        self._fresh = False
         track = m.VIDEO if video else m.AUDIO
         candidate = keyframe if video else type_id == m.AUDIO
         if self._skip_at is not None:

@@ -196,6 +196,8 @@ class Stream:
                 self.video_codec = info.codec
                 if payload == self.video_header:
                     return None
+                if self.video_header is not None:
+                    self.clock.header_changed()  # new settings: HLS starts a discontinuity
                 self.video_header = payload
                 self.dimensions = flv.avc_config_dimensions(payload) or self.dimensions
                 return self._append(type_id, ts, payload, header=True)
@@ -208,6 +210,8 @@ class Stream:
                 self.audio_channels = info.channels
                 if payload == self.audio_header:
                     return None
+                if self.audio_header is not None:
+                    self.clock.header_changed()
                 self.audio_header = payload
                 return self._append(type_id, ts, payload, header=True)
         return self._append(type_id, ts, payload, keyframe=keyframe)
@@ -259,8 +263,6 @@ class Stream:
             frame.cut = cut
             if keyframe:
                 frame.clock = self.clock.state(at=ts, starts=cut is not None)
-        elif type_id != m.DATA_AMF0:
-            self.clock.header_changed()
         self._frames.append(frame)
         self._head += 1
         self._bytes += len(frame.flv)

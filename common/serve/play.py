@@ -250,7 +250,7 @@ class Fanout:
         start = stream.header_frames(at)
         if player.clock:
             payload = stream.clock_state(reader).encode()
-            start.append(Frame(-1, m.DATA_AMF0, at, payload, header=True))
+            start.insert(0, Frame(-1, m.DATA_AMF0, at, payload, header=True))
         first = stream.pending(reader)
         parts = player.parts(start + first)
         if prelude:
