@@ -14,6 +14,8 @@ import pytest
 import trio
 
 from common.net.httpclient import fetch
+from common.proto.rtmp import session as rs
+from common.serve.feeds import NotFound, ParentError, open_feed
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_origin, wait_for_stream
 from tests.edge.test_edge_real import FlvViewer
 from tests.metrics import metric, scrape
@@ -135,6 +137,26 @@ async def wait_relay(http_port: int, kind: str, check, seconds: float = 20.0) ->
             await trio.sleep(0.1)
 
 
+async def wait_published(nginx: Nginx, name: str) -> None:
+    """Until nginx has media of live/`name` (ffmpeg takes a moment to start publishing)."""
+    with trio.fail_after(30):
+        while True:
+            try:
+                feed = await open_feed(f"rtmp://127.0.0.1:{nginx.port}", "live", name)
+            except (ParentError, NotFound):
+                await trio.sleep(0.2)
+                continue
+            try:
+                with trio.move_on_after(5):
+                    while not any(isinstance(e, rs.Media) for e in await feed.receive()):
+                        pass
+                    return
+            except ParentError:
+                await trio.sleep(0.2)
+            finally:
+                feed.close()
+
+
 async def play(url: str, frames: int = 25) -> dict:
     return await trio.to_thread.run_sync(read_with_pyav, url, frames)
 
@@ -217,7 +239,7 @@ async def test_on_demand_pull_from_nginx(nursery, clip, nginx):
     origin, addr = await start_origin(
         nursery, pull_on_demand=[f"ext={nginx.url}/{{name}}"], pull_linger_seconds=1.0
     )
-    await trio.sleep(1)  # ffmpeg is publishing to nginx
+    await wait_published(nginx, "src")
     assert origin.registry.get("ext", "src") is None  # nothing pulled before a viewer asks
     got = await play(f"http://127.0.0.1:{addr.http_port}/ext/src.flv")
     assert got["decoded"] >= 25
