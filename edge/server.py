@@ -29,7 +29,7 @@ from common.serve.snapshot import IMAGE_TYPES, Snapshots
 from edge.heartbeat import EdgeHeartbeat
 from edge.hls import HlsProxy
 from edge.hlspackage import EdgePackagers
-from edge.pull import Connector, PullManager, PullSettings
+from edge.pull import Connector, PullManager, PullSettings, Upstream
 from edge.qos import Qos
 from edge.streams import EdgeStreams
 
@@ -142,19 +142,22 @@ class Edge:
         """StreamSource: pull on miss (Unavailable beyond `max_streams`)."""
         return await self.pull.subscribe(app, name)
 
+    def _held(self, app: str, name: str) -> Upstream | None:
+        """The upstream of app/name if the edge holds the stream (found, not ended)."""
+        up = self.pull.upstreams.get((app, name))
+        return up if up is not None and up.found and not up.stream.closed else None
+
     async def _snapshot_source(self, key: StreamKey, query: dict[str, str]) -> Subscription | None:
         """A held stream as it is (a snapshot adds no hold: a page polling thumbnails keeps
         no stream pulled); else, unless the query says pull=0, a pull held while it waits."""
-        if (key.app, key.name) in self.pull.held():
-            return Subscription(self.pull.upstreams[(key.app, key.name)].fanout)
+        if (up := self._held(key.app, key.name)) is not None:
+            return Subscription(up.fanout)
         return None if query.get("pull") == "0" else await self.subscribe(key.app, key.name)
 
     def _thumbnail(self, info: dict) -> dict:
-        """A stream's description with the URL of its thumbnail (None without an upstream)."""
-        held = info.get("upstream") is not None
-        info["thumbnail"] = (
-            self.snapshots.thumbnail(info["app"], info["name"], "pull=0") if held else None
-        )
+        """A stream's description with the URL of its thumbnail (None unless held)."""
+        up = self._held(info["app"], info["name"])
+        info["thumbnail"] = self.snapshots.thumbnail(up.stream, "pull=0") if up else None
         return info
 
     async def route_api(self, req: Request) -> Response | StreamingResponse | None:

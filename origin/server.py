@@ -146,7 +146,7 @@ class Origin:
         viewers = dict(fanout.viewers()) if fanout else {}
         viewers["hls"] = self.hls.viewers.count((stream.app, stream.name), trio.current_time())
         info = describe(stream, live.publisher if live is not None else None, viewers)
-        info["thumbnail"] = self.snapshots.thumbnail(stream.app, stream.name)
+        info["thumbnail"] = self.snapshots.thumbnail(stream)
         return info
 
     # ------------------------------------------------------------------ play and publish

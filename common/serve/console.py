@@ -43,11 +43,12 @@ NO_STORE = "no-store"
 its back/forward cache with its players' connections open."""
 PAGE_POLICY = (
     "default-src 'self'; connect-src 'self' http: https: ws: wss:; media-src 'self' blob:; "
-    "worker-src 'self' blob:; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
-    "frame-ancestors 'none'"
+    "worker-src 'self' blob:; img-src 'self' data: http: https:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
 )
 """The page runs only its own scripts; the players may fetch media from any node (the
-balancer sends them to its edges) and play it from blob: URLs (MSE, the players' workers)."""
+balancer sends them to its edges) and play it from blob: URLs (MSE, the players' workers);
+the balancer's page shows stream thumbnails from the nodes that hold the streams."""
 
 
 def _load_static() -> dict[str, tuple[bytes, str, str]]:

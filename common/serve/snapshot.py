@@ -41,8 +41,8 @@ THREADS = 2
 """Decodes and encodes at once (each a few ms to tens of ms of CPU)."""
 MAX_FRAMES = 8
 """Decoded keyframes kept: the newest of as many streams (a 1080p picture is 3 MB)."""
-MAX_IMAGES = 64
-"""Encoded images kept (the newest per stream, format and size)..."""
+MAX_IMAGES = 256
+"""Encoded images kept (the newest per stream, format and width asked for)..."""
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
 """... and their bytes at most."""
 MAX_AGE = 1
@@ -242,12 +242,13 @@ class Snapshots:
         self.stats = SnapshotStats()
         self._register_metrics()
 
-    def thumbnail(self, app: str, name: str, query: str = "") -> str | None:
-        """The path of a stream's thumbnail (a small JPEG snapshot), None if snapshots are
-        off; `query` is added to it."""
-        if not self.enabled:
+    def thumbnail(self, stream: Stream, query: str = "") -> str | None:
+        """The path of `stream`'s thumbnail (a small JPEG snapshot, `query` added), for pages
+        that list streams: None without video, with snapshots off, or when plays need more
+        than the URL (a play token, a hook's consent), so a page never asks in vain."""
+        if not self.enabled or self.node.gate.checks or not stream.has_video:
             return None
-        path = f"{snapshot_path(StreamKey(app, name))}?w={THUMBNAIL_WIDTH}"
+        path = f"{snapshot_path(StreamKey(stream.app, stream.name))}?w={THUMBNAIL_WIDTH}"
         return f"{path}&{query}" if query else path
 
     async def respond(self, req: Request, key: StreamKey, media: Media, source: Source) -> Response:
@@ -293,14 +294,10 @@ class Snapshots:
             return Response.text(404, f"no keyframe of {key} within {self.wait:g} s")
         tag = (weakref.ref(stream), found.seq)
         try:
-            picture = await self.pictures.get(
-                (key.app, key.name), tag, partial(self._decode, key, found)
-            )
-            size = scaled_size((picture.width, picture.height), width)
             image = await self.images.get(
-                (key.app, key.name, media, size),
+                (key.app, key.name, media, width),
                 tag,
-                partial(self._encode, key, picture, media, size),
+                partial(self._image, key, found, tag, media, width),
             )
         except SnapshotError as exc:
             return Response.text(500, f"no snapshot of {key}: {exc}")
@@ -317,6 +314,17 @@ class Snapshots:
                     return found
                 await stream.wait_beyond(stream.head)
         return None
+
+    async def _image(
+        self, key: StreamKey, found: Keyframe, tag: Hashable, media: Media, width: int | None
+    ) -> bytes:
+        """The image of `found` in `media` at `width`, from its picture (decoded once for
+        every format and width)."""
+        picture = await self.pictures.get(
+            (key.app, key.name), tag, partial(self._decode, key, found)
+        )
+        size = scaled_size((picture.width, picture.height), width)
+        return await self._encode(key, picture, media, size)
 
     async def _decode(self, key: StreamKey, found: Keyframe) -> av.VideoFrame:
         try:

@@ -158,6 +158,8 @@ async def test_play_tokens_guard_snapshots(nursery, clip):
     assert status == 200 and picture(body)[1:3] == (64, 48)
     text = await scrape(addr.http_port)
     assert metric(text, "livecdn_connections_refused_total", reason="play_token") == 3
+    api = json.loads((await get(addr.http_port, "/api/streams"))[2])
+    assert api["streams"][0]["thumbnail"] is None, "no thumbnail a page could not load"
 
 
 async def test_audio_only_and_not_yet_keyed_streams_get_404(nursery, tmp_path):
@@ -174,6 +176,8 @@ async def test_audio_only_and_not_yet_keyed_streams_get_404(nursery, tmp_path):
             await trio.sleep(0.05)
     status, _, body = await get(addr.http_port, "/live/a.jpg")
     assert status == 404 and b"has no video" in body
+    api = json.loads((await get(addr.http_port, "/api/streams/live/a"))[2])
+    assert api["thumbnail"] is None
     # a stream with a video header but no keyframe yet: a bounded wait, then 404
     client = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/k")
     await client.publish()

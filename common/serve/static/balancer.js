@@ -7,7 +7,7 @@ import { Chart } from "./charts.js";
 import { draw, linkText } from "./graph.js";
 import { Launcher, NodeFeeds, fromFragment } from "./launcher.js";
 import { media } from "./node.js";
-import { el, playUrl, rate, streamRows } from "./player.js";
+import { el, named, playUrl, rate, streamRows } from "./player.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -377,16 +377,26 @@ function show(snap) {
   graph(snap, merged);
   links();
   loads();
+  const keys = new Set(snap.streams.map((s) => s.stream));
   const rows = snap.streams.map((s) => {
     const by = Object.entries(s.edges).map(([id, n]) => `${id} ${n}`).join(", ");
     const viewers = `${s.viewers}${by ? ` (${by})` : ""}`;
-    const cells = [s.stream, s.origin ?? "–", rate(s.bitrate), viewers, streamMedia(s.stream)];
-    return [s.stream, cells];
+    const name = named(s.stream, streamThumb(s.stream), keys);
+    return [s.stream, [name, s.origin ?? "–", rate(s.bitrate), viewers, streamMedia(s.stream)]];
   });
   const kick = launcher?.token
     ? (key, td) => td.append(action("kick", `kick ${key}`, `${streamPath(key)}/kick`))
     : null;
   streamRows($("streams"), rows, playFn, kick);
+}
+
+/** The URL of the stream's thumbnail at the first followed node that offers one, or null. */
+function streamThumb(key) {
+  for (const [base, feed] of feeds.feeds) {
+    const s = (feed.snap?.streams ?? []).find((s) => `${s.app}/${s.name}` === key && s.thumbnail);
+    if (s) return base + s.thumbnail;
+  }
+  return null;
 }
 
 /** The stream's media as the first followed node that has it shows it. */

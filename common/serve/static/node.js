@@ -1,7 +1,7 @@
 // An origin's or edge's view: its streams and the play buttons; on an origin with an admin
 // token in the URL fragment (#admin=TOKEN), a kick button per stream (its admin API).
 import { actionButton, adminToken, authorized, streamPath } from "./actions.js";
-import { playUrl, rate, streamRows } from "./player.js";
+import { named, playUrl, rate, streamRows } from "./player.js";
 
 const admin = adminToken();
 
@@ -55,9 +55,10 @@ function kick(key, td) {
 }
 
 export function render(snap, play) {
+  const keys = new Set(snap.streams.map((s) => `${s.app}/${s.name}`));
   const rows = snap.streams.map((s) => {
     const key = `${s.app}/${s.name}`;
-    return [key, [key, media(s), source(s), viewers(s.viewers)]];
+    return [key, [named(key, s.thumbnail, keys), media(s), source(s), viewers(s.viewers)]];
   });
   const extra = snap.node === "origin" && admin ? kick : null;
   streamRows(document.getElementById("streams"), rows, play, extra);

@@ -140,13 +140,13 @@ export class Player {
   }
 }
 
-/** Fill `tbody` with one row per [key, cells] of `rows`, each ending in play buttons (and
- * what `extra(key, td)` adds to their cell). */
+/** Fill `tbody` with one row per [key, cells] of `rows` (a cell is text, or an element put
+ * in it), each ending in play buttons (and what `extra(key, td)` adds to their cell). */
 export function streamRows(tbody, rows, play, extra = null) {
   tbody.replaceChildren();
   for (const [key, cells] of rows) {
     const tr = el("tr");
-    tr.append(...cells.map((text) => el("td", text)));
+    tr.append(...cells.map((c) => (c instanceof Node ? cell(c) : el("td", c))));
     const td = el("td");
     for (const proto of Object.keys(PROTOCOLS)) {
       const b = el("button", proto);
@@ -158,6 +158,40 @@ export function streamRows(tbody, rows, play, extra = null) {
     tr.append(td);
     tbody.append(tr);
   }
+}
+
+function cell(child) {
+  const td = el("td");
+  td.append(child);
+  return td;
+}
+
+const THUMB_MS = 5000;
+const thumbs = new Map(); // stream key -> its <img>, kept across renders (no flicker)
+
+/** Stream `key`'s name, after its thumbnail when it has one at `url` (a node's snapshot,
+ * asked for anew every few seconds; hidden while it does not load: no video yet, or a play
+ * token needed). Thumbnails of streams not in `keys` (those shown now) are forgotten. */
+export function named(key, url, keys) {
+  if (thumbs.size > keys.size) for (const k of thumbs.keys()) if (!keys.has(k)) thumbs.delete(k);
+  if (!url) return key;
+  const span = el("span");
+  span.append(thumbnail(key, url), key); // the name as text, never markup
+  return span;
+}
+
+function thumbnail(key, url) {
+  let img = thumbs.get(key);
+  if (!img) {
+    img = el("img", null, "thumb");
+    img.alt = `${key} now`;
+    img.onload = () => (img.hidden = false);
+    img.onerror = () => (img.hidden = true);
+    thumbs.set(key, img);
+  }
+  const src = `${url}${url.includes("?") ? "&" : "?"}t=${Math.floor(Date.now() / THUMB_MS)}`;
+  if (img.dataset.src !== src) img.src = img.dataset.src = src;
+  return img;
 }
 
 /** Follow the node's live feed (Server-Sent Events at /api/events); `render` gets each
