@@ -41,6 +41,7 @@ SPECIAL = {
     "record_dir": "/var/lib/livecdn/rec",
     "record_apps": ["live"],
     "record_format": "mp4",
+    "hls_mode": "package",
     "push": ["live=rtmp://127.0.0.1:4/live", "live=rtmps://relay.example/live"],
     "pull_static": ["live/cam=rtmp://127.0.0.1:5/app/cam"],
     "pull_on_demand": ["ext=http://127.0.0.1:6/live/{name}.flv"],
