@@ -190,3 +190,32 @@ async def test_audio_only_and_not_yet_keyed_streams_get_404(nursery, tmp_path):
     failures = origin.snapshots.stats.failures
     assert failures["no_video"] == 1 and failures["no_keyframe"] == 1
     client.close()
+
+
+def hevc_flv(clip: Path, out: Path, frames: int = 50) -> None:
+    """The clip's first `frames` pictures encoded as HEVC by PyAV (libx265) in enhanced-RTMP
+    FLV (fourcc hvc1), a keyframe every 25."""
+    with av.open(str(clip)) as src, av.open(str(out), "w", format="flv") as dst:
+        stream = dst.add_stream("libx265", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.options = {"x265-params": "keyint=25:min-keyint=25:log-level=none"}
+        for i, picture in enumerate(src.decode(video=0)):
+            if i == frames:
+                break
+            picture.pts = i
+            dst.mux(stream.encode(picture))
+        dst.mux(stream.encode(None))
+
+
+@pytest.mark.skipif("libx265" not in av.codecs_available, reason="PyAV has no libx265")
+async def test_an_hevc_stream_over_enhanced_rtmp_snapshots(nursery, clip, tmp_path):
+    origin, addr = await start_origin(nursery)
+    hevc = tmp_path / "hevc.flv"
+    await trio.to_thread.run_sync(hevc_flv, clip, hevc)
+    await publish_one_gop(nursery, hevc, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/hevc")
+    stream = await wait_for_stream(origin, "live", "hevc")
+    assert stream.video_codec == "hevc"
+    status, _, body = await get(addr.http_port, "/live/hevc.png?w=200")
+    assert status == 200, body
+    name, width, height, levels = picture(body)
+    assert (name, width, height) == ("png_pipe", 200, 150) and levels > 8
