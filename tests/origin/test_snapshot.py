@@ -18,6 +18,7 @@ from common.net.rtmpclient import RtmpClient
 from common.proto import flv, playtoken
 from common.proto.flv import FlvParser
 from tests.conftest import FFMPEG, ffmpeg_publish, needs_ffmpeg, start_origin, wait_for_stream
+from tests.hookserver import HookServer
 from tests.metrics import metric, scrape
 
 pytestmark = [pytest.mark.slow, needs_ffmpeg]
@@ -219,3 +220,22 @@ async def test_an_hevc_stream_over_enhanced_rtmp_snapshots(nursery, clip, tmp_pa
     assert status == 200, body
     name, width, height, levels = picture(body)
     assert (name, width, height) == ("png_pipe", 200, 150) and levels > 8
+
+
+async def test_on_play_decides_snapshots_and_hears_them_end(nursery, clip):
+    hooks = await nursery.start(
+        HookServer(lambda body: 403 if "deny" in body["query"] else 200).run
+    )
+    origin, addr = await start_origin(nursery, on_play=hooks.url(), on_play_done=hooks.url())
+    await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/h")
+    await wait_for_stream(origin, "live", "h")
+    status, _, _ = await get(addr.http_port, "/live/h.jpg?w=64")
+    assert status == 200
+    play = (await hooks.wait_for("on_play"))[0]
+    assert play["protocol"] == "snapshot" and play["name"] == "h"
+    done = (await hooks.wait_for("on_play_done"))[0]
+    assert done["protocol"] == "snapshot"
+    status, _, _ = await get(addr.http_port, "/live/h.jpg?deny=1")
+    assert status == 403
+    api = json.loads((await get(addr.http_port, "/api/streams"))[2])
+    assert api["streams"][0]["thumbnail"] is None, "a hook decides: no thumbnail for pages"
