@@ -33,7 +33,7 @@ Query = tuple[tuple[str, str], ...]
 @dataclass(frozen=True)
 class HookCall:
     """One hook request: `event` for stream app/name by the client `peer` ("host:port")
-    over `protocol` (rtmp, flv, ws or hls), with its URL's query parameters (sorted)."""
+    over `protocol` (rtmp, flv, ws, hls or snapshot), with its URL's query parameters (sorted)."""
 
     event: HookEvent
     app: str
