@@ -14,7 +14,7 @@ from common.net.httpclient import fetch
 from common.proto import playtoken
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_edge, start_origin, wait_for_stream
 from tests.metrics import metric, scrape
-from tests.origin.test_snapshot import get, picture
+from tests.origin.test_snapshot import get, picture, publish_one_gop
 
 pytestmark = [pytest.mark.slow, needs_ffmpeg]
 
@@ -64,3 +64,25 @@ async def test_an_edge_with_a_play_secret_refuses_snapshots_without_a_token(nurs
     with trio.fail_after(20):
         reply = await fetch("GET", f"http://127.0.0.1:{eaddr.http_port}/live/p.jpg?{token}")
     assert reply.status == 200 and picture(reply.body)[1:3] == (320, 240)
+
+
+async def test_a_crowd_of_snapshots_at_an_edge_is_one_pull_and_one_decode(nursery, clip):
+    origin, addr = await start_origin(nursery)
+    await publish_one_gop(nursery, clip, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/one")
+    await wait_for_stream(origin, "live", "one")
+    edge, eaddr = await start_edge(nursery, [f"rtmp://127.0.0.1:{addr.rtmp_port}"])
+    bodies: list[bytes] = []
+
+    async def ask() -> None:
+        status, _, body = await get(eaddr.http_port, "/live/one.jpg?w=120")
+        assert status == 200
+        bodies.append(body)
+
+    async with trio.open_nursery() as n:
+        for _ in range(20):
+            n.start_soon(ask)
+    assert len(set(bodies)) == 1 and picture(bodies[0])[1:3] == (120, 90)
+    assert edge.pull.stats.started == 1, "one upstream for the crowd"
+    stats = edge.snapshots.stats
+    assert stats.decoded == 1 and stats.made["jpeg"] == 1 and stats.served["jpeg"] == 20
+    assert origin.snapshots.stats.decoded == 0, "the edge decodes its own"
