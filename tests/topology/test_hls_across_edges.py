@@ -110,7 +110,9 @@ async def deployment(
 
 async def packaging_alike(urls: list[str], segments: int = 3) -> None:
     """Start every edge packaging, and wait until they all list the same `segments` or more
-    (a viewer's reloads then find each edge warm, as they would with other viewers on it)."""
+    (a viewer's reloads then find each edge warm, as they would with other viewers on it; an
+    edge packaging since a moment ago lists only the segments from its join on, so a reload
+    landing there may skip one, and hls.js stalls)."""
     with trio.fail_after(20):
         while True:
             texts = {(await fetch("GET", url)).body for url in urls}
