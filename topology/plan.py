@@ -87,8 +87,6 @@ def node_values(
         values = {**e.config.given, "host": LOCAL, "rtmp_port": rtmp, "http_port": http,
                   "node_id": e.name, "parents": parent_urls(e.name, e.parents, e.parent_protocol,
                                                             ports, links)}  # fmt: skip
-        if e.parent_protocol == "rtmp":  # HLS still comes over HTTP from the parents
-            values.setdefault("hls_parents", hls_parents(e.parents, ports))
         if classes:
             values.setdefault("qos_secret", topo.balancer.config["qos_secret"])
             values.setdefault("classes", classes)
@@ -103,16 +101,6 @@ def parent_port(ports: dict[str, tuple[int, int]], parent: str, protocol: str) -
     """The port of `parent` an edge pulls from over `protocol` ("rtmp" or "http")."""
     rtmp, http = ports[parent]
     return rtmp if protocol == "rtmp" else http
-
-
-def hls_parents(parents: list[str], ports: dict[str, tuple[int, int]]) -> list[str]:
-    """The http:// URLs an edge pulling over RTMP fetches HLS from: each named parent's HTTP
-    port, and the external parents given as http:// URLs."""
-    return [
-        p if p.startswith("http://") else f"http://{LOCAL}:{parent_port(ports, p, 'http')}"
-        for p in parents
-        if not p.startswith("rtmp://")
-    ]
 
 
 def parent_urls(

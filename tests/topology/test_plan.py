@@ -156,10 +156,11 @@ def test_external_parents_are_used_as_they_are(tmp_path) -> None:
     )
     dep = plan(schema.load(str(write(tmp_path, text))), tmp_path)
     edge = load(EdgeConfig, tmp_path / "edge1.toml", environ={})
-    rtmp, http = dep.nodes["origin"].rtmp_port, dep.nodes["origin"].http_port
+    rtmp = dep.nodes["origin"].rtmp_port
     assert edge.parents == [f"rtmp://127.0.0.1:{rtmp}", "rtmp://10.0.0.5:1935",
                             "http://10.0.0.6:8080"]  # fmt: skip
-    assert edge.hls_parents == [f"http://127.0.0.1:{http}", "http://10.0.0.6:8080"]
+    # HLS is packaged at the edge from the upstream its other viewers share
+    assert edge.hls_parents == [] and edge.packages_hls()
 
 
 @pytest.mark.parametrize("parent", ["nowhere", "ftp://10.0.0.5"])

@@ -18,7 +18,7 @@ export const SKELETON = `
 <p id="action-status" role="status"></p>
 <h2>Edges</h2>
 <table>
-  <thead><tr><th>edge</th><th>state</th><th>viewers</th><th>egress</th><th>load</th><th>heartbeat</th><th>viewers by protocol</th><th>upstreams</th><th>HLS cache hits</th><th class="act"></th></tr></thead>
+  <thead><tr><th>edge</th><th>state</th><th>viewers</th><th>egress</th><th>load</th><th>heartbeat</th><th>viewers by protocol</th><th>upstreams</th><th>HLS (cache hits)</th><th class="act"></th></tr></thead>
   <tbody id="edges"></tbody>
 </table>
 <div id="links-part" hidden>
@@ -160,7 +160,7 @@ function edgeRow(name) {
 }
 
 /** The node feed's viewers by protocol, the parents its streams come from and the share of
- * HLS objects its cache served. */
+ * HLS objects its cache served (or how many streams it packages HLS for itself). */
 function fromFeed(snap) {
   if (!snap) return [null, null, null];
   const by = Object.entries(snap.viewers ?? {}).filter(([, n]) => n);
@@ -168,7 +168,10 @@ function fromFeed(snap) {
   const ups = new Set(parents.map((p) => p.replace(/^\w+:\/\//, "")));
   const { hits = 0, misses = 0 } = snap.hls_cache ?? {};
   const asked = hits + misses;
-  const cache = asked ? `${Math.round((100 * hits) / asked)}% of ${asked}` : "–";
+  const packaged = (snap.streams ?? []).filter((s) => s.hls?.mode === "package").length;
+  const cache = asked
+    ? `${Math.round((100 * hits) / asked)}% of ${asked}`
+    : packaged ? `packaged (${packaged})` : "–";
   return [by.map(([k, n]) => `${k} ${n}`).join(", ") || "0", [...ups].join(", ") || "–", cache];
 }
 
