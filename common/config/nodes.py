@@ -41,6 +41,21 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 BALANCER_POLICIES = ("round_robin", "least_load", "p2c", "consistent_hash", "bounded_hash")
 
 
+def hls_target_key(text: str) -> Any:
+    """The HLS target duration key of a node that packages HLS."""
+    return setting(2.0, help=text, unit="s", check=checks.in_range(0.5, 60))
+
+
+def hls_window_key(text: str) -> Any:
+    """The HLS playlist window key of a node that packages HLS."""
+    return setting(6, help=text, check=checks.in_range(1, 1000))
+
+
+def hls_grace_key(text: str) -> Any:
+    """How long a node keeps an ended HLS playlist."""
+    return setting(30.0, help=text, unit="s", check=checks.in_range(0, DAY))
+
+
 def host_key() -> Any:
     """The listen address key."""
     return setting("0.0.0.0", help="address to listen on")
@@ -327,13 +342,9 @@ class OriginConfig(ServeConfig):
     hls_apps: list[str] = setting(
         [], help="package HLS for these apps only (empty: all)", check=checks.stream_parts("app")
     )
-    hls_target_duration: float = setting(
-        2.0, help="HLS segment target duration", unit="s", check=checks.in_range(0.5, 60)
-    )
-    hls_window: int = setting(6, help="segments in an HLS playlist", check=checks.in_range(1, 1000))
-    hls_grace_seconds: float = setting(
-        30.0, help="keep an ended playlist this long", unit="s", check=checks.in_range(0, DAY)
-    )
+    hls_target_duration: float = hls_target_key("HLS segment target duration")
+    hls_window: int = hls_window_key("segments in an HLS playlist")
+    hls_grace_seconds: float = hls_grace_key("keep an ended playlist this long")
     hls_dir: str = setting("", help="also write HLS files to this directory")
     record_dir: str = setting(
         "", help="directory of recordings (empty: no recording, no playback of recordings)"
@@ -468,17 +479,14 @@ class EdgeConfig(ServeConfig):
         "parent is http(s)://, else package",
         check=checks.one_of("auto", "package", "cache"),
     )
-    hls_target_duration: float = setting(
-        2.0, help='HLS segment target duration (hls_mode "package")', unit="s",
-        check=checks.in_range(0.5, 60),
-    )  # fmt: skip
-    hls_window: int = setting(
-        6, help='segments in an HLS playlist (hls_mode "package")', check=checks.in_range(1, 1000)
+    hls_target_duration: float = hls_target_key(
+        'HLS segment target duration (hls_mode "package", for a parent that does not give its '
+        "segment clock: a livecdn parent's wins)"
     )
-    hls_grace_seconds: float = setting(
-        30.0, help='keep an ended playlist this long (hls_mode "package")', unit="s",
-        check=checks.in_range(0, DAY),
-    )  # fmt: skip
+    hls_window: int = hls_window_key('segments in an HLS playlist (hls_mode "package")')
+    hls_grace_seconds: float = hls_grace_key(
+        'keep an ended playlist this long (hls_mode "package")'
+    )
     balancer: str = balancer_key("heartbeats")
     node_id: str = node_id_key()
     cluster_secret: str = cluster_secret_key()
