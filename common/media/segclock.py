@@ -167,8 +167,12 @@ class SegmentClock:
         self.epoch_ts = 0
         self.epoch_wall_ms: int | None = None
         self.longest_ms = 0
-        self._skip_at: int | None = None  # an anchored frame not to count twice
+        self._skip = False  # the next keyframe is the anchored one: not counted twice
+        self._skip_at: int | None = None
         self._skip_starts = False
+        self.delta = 0
+        """This stream's timestamps less the clock's (a node that rebased its stream's
+        timestamps, e.g. after a new pull, keeps its parent's clock all the same)."""
         self._resume: tuple[str, int, int, int] | None = None
         self._fresh = False  # anchored, no media since: the headers that follow are not news
         self.anchors = 0
@@ -210,17 +214,20 @@ class SegmentClock:
         self.longest_ms = state.longest_ms
         self.target_ms = state.target_ms
         self.max_ms = state.max_ms
+        self._skip = state.at is not None
         self._skip_at = state.at
         self._skip_starts = state.starts
+        self.delta = 0
         self._fresh = True
 
     def state(self, *, at: int | None = None, starts: bool = False) -> ClockState:
-        """This clock's state, taken after the frame at `at` (None: between frames)."""
+        """This clock's state, taken after the frame at `at` (the stream's time; None:
+        between frames)."""
         return ClockState(
             session=self.session,
             seq=self.seq,
             starts=starts,
-            at=at,
+            at=None if at is None else at - self.delta,
             seg_start=self.seg_start,
             seg_bytes=self.seg_bytes,
             seg_disc=self.seg_disc,
@@ -243,13 +250,15 @@ class SegmentClock:
         self._fresh = False
         track = m.VIDEO if video else m.AUDIO
         candidate = keyframe if video else type_id == m.AUDIO
-        if self._skip_at is not None:
-            if not (candidate and ts == self._skip_at):
+        if self._skip:
+            if not candidate:
                 return None  # before the anchored frame: the parent counted it already
-            self._skip_at = None
+            self._skip = False
+            self.delta = ts - (self._skip_at or 0)
             if self._skip_starts and self.seq >= 0:
                 return self._cut_info(forced=False)
             return None
+        ts -= self.delta
         prev = self.last_ts
         if type_id == track:
             last = self.last_ts

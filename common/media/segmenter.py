@@ -103,6 +103,8 @@ class Segmenter:
         """Frames whose output timestamp differs from their own."""
         self.forced_cuts = 0
         """Segments cut without a keyframe (`max_ms` or `max_bytes` reached)."""
+        self.abandoned = 0
+        """Open segments given up because no cut came (a `marked` segmenter; bounded)."""
         self._tracks: dict[int, _Track] = {}
         self._high: int | None = None  # newest output timestamp, all tracks
         self._last_out: int | None = None  # output timestamp of the last media frame
@@ -180,6 +182,11 @@ class Segmenter:
             if self._start is not None:
                 self._frames.append(frame)
                 self._times.append(out)
+                self._bytes += len(frame.payload)
+                if out - self._start > 2 * self.max_ms or self._bytes > self.max_bytes:
+                    # the clock stopped cutting (it cuts by then): bounded, the frames go
+                    self.abandoned += 1
+                    self._start, self._frames, self._times, self._bytes = None, [], [], 0
             return None
         closed = self._close(out, "forced" if cut.forced else "target")
         if cut.forced:

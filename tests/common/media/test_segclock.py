@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.media.segclock import ClockState, Cut, SegmentClock
+from common.media.segmenter import Segmenter
 from common.media.stream import Stream
 from common.proto import amf0
 from common.proto.rtmp import messages as m
@@ -126,8 +127,11 @@ def run_stream(c: SegmentClock, stream) -> list[tuple[int, tuple]]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(streams(), st.data())
-def test_a_node_anchored_anywhere_cuts_and_numbers_as_the_origin(stream, data):
+@given(streams(), st.data(), st.sampled_from([0, 0, 12_345, -700]))
+def test_a_node_anchored_anywhere_cuts_and_numbers_as_the_origin(stream, data, shift):
+    """Whatever keyframe a node starts at, and though its stream's timestamps are shifted
+    (rebased after a new pull), its cuts and their numbers, dates and counts are the
+    origin's; and a node anchored to it in turn (a second tier) agrees too."""
     origin = clock(2000, wall=5)
     want, states = run_stream(origin, stream)
     if not states:
@@ -136,8 +140,17 @@ def test_a_node_anchored_anywhere_cuts_and_numbers_as_the_origin(stream, data):
     state = ClockState.decode(states[join].encode())  # as it travels
     edge = SegmentClock(4000, "other", now_ms=lambda: 99)
     edge.anchor(state)
-    got, _ = run_stream(edge, stream[join:])
+    moved = [None if f is None else (f[0], f[1] + shift, *f[2:]) for f in stream[join:]]
+    got, edge_states = run_stream(edge, moved)
     assert [(i + join, cut) for i, cut in got] == [(i, cut) for i, cut in want if i >= join]
+    if len(edge_states) > 1:
+        second = data.draw(st.sampled_from(sorted(edge_states)[1:]))
+        tier2 = SegmentClock(2000, "third", now_ms=lambda: 7)
+        tier2.anchor(ClockState.decode(edge_states[second].encode()))
+        got2, _ = run_stream(tier2, stream[join + second :])
+        assert [(i + join + second, c) for i, c in got2] == [
+            (i, c) for i, c in want if i >= join + second
+        ]
 
 
 def test_the_stream_marks_cuts_and_gives_the_state_for_a_new_reader():
@@ -189,3 +202,74 @@ def test_a_bad_state_from_a_parent_is_refused(values):
 def test_garbage_is_a_value_error(data):
     with contextlib.suppress(ValueError):
         ClockState.decode(data)
+
+
+def av_frames(t0: int, seconds: float, gop_ms: int = 1000) -> list[tuple[int, int, bytes]]:
+    """(type, ts, payload) of a 25 fps stream with audio, a keyframe every `gop_ms`."""
+    out = []
+    for ts in range(t0, t0 + int(seconds * 1000), 40):
+        key = ts % gop_ms == 0
+        out.append((V, ts, (b"\x17\x01" if key else b"\x27\x01") + b"x" * 50))
+        out.append((A, ts + 5, b"\xaf\x01" + b"y" * 20))
+    return out
+
+
+def push(stream: Stream, cuts: dict[int, int], type_id: int, ts: int, payload: bytes) -> None:
+    """Push a frame; note the seq of a cut by the frame's timestamp."""
+    frame = stream.push(type_id, ts, payload)
+    if frame is not None and frame.cut is not None:
+        cuts[frame.timestamp] = frame.cut.seq
+
+
+def test_an_edge_that_pulls_again_keeps_the_origins_numbers_though_it_rebased():
+    origin = Stream("live", "x", segment_ms=1000, max_frames=100_000, max_bytes=1 << 30)
+    edge = Stream("live", "x", max_frames=100_000, max_bytes=1 << 30)
+    for s in (origin, edge):
+        s.push(V, 0, AVC_HEADER)
+        s.push(A, 0, AAC_HEADER)
+    first, outage, second = av_frames(0, 6), av_frames(6000, 4), av_frames(10_000, 6)
+    want: dict[int, int] = {}
+    got: dict[int, int] = {}
+    for f in first[:30]:
+        push(origin, want, *f)
+
+    def pull(frames):  # a new pull: the state for its first frame, then frames
+        reader = origin.add_reader("edge")
+        edge.new_source()
+        edge.clock.anchor(ClockState.decode(origin.clock_state(reader).encode()))
+        for frame in [None, *frames]:
+            if frame is not None:
+                push(origin, want, *frame)
+            for f in origin.pending(reader):
+                if not f.header:
+                    push(edge, got, f.type_id, f.timestamp, f.payload)
+        origin.remove_reader(reader)
+
+    pull(first[30:])
+    for f in outage:  # the edge is away: the origin goes on
+        push(origin, want, *f)
+    pull(second)
+    assert sorted(got.values()) == [0, 1, 2, 3, 4, 5, 9, 10, 11, 12, 13, 14, 15]
+    # the edge's own timestamps were rebased to run on after the outage: its cuts are at the
+    # origin's frames all the same, shifted by a constant per pull
+    by_seq = {seq: t for t, seq in want.items()}
+    shifts = [
+        {t - by_seq[seq] for t, seq in got.items() if (seq >= 9) == later} for later in (0, 1)
+    ]
+    assert [len(s) for s in shifts] == [1, 1]
+    assert min(shifts[1]) < min(shifts[0]) - 2000
+
+
+def test_a_marked_segmenter_gives_up_an_open_segment_that_never_ends():
+    stream = Stream("live", "x", segment_ms=1000, max_frames=100_000, max_bytes=1 << 30)
+    stream.push(V, 0, AVC_HEADER)
+    seg = Segmenter(1000, marked=True, max_ms=2000)
+    for f in stream.pending(stream.add_reader("hls")):
+        seg.push(f)
+    frame = stream.push(V, 0, b"\x17\x01" + b"x" * 50)
+    seg.push(frame)
+    frame.cut = None  # as if the clock stopped cutting: only delta frames from here
+    for ts in range(40, 10_000, 40):
+        f = stream.push(V, ts, b"\x27\x01" + b"x" * 50)
+        assert seg.push(f) is None
+    assert seg.abandoned == 1 and len(seg._frames) < 100
