@@ -9,6 +9,7 @@ import contextlib
 import os
 import stat
 import struct
+import zlib
 
 from common.proto import flv
 from common.proto.streamkey import StreamKeyError, check_part
@@ -19,12 +20,15 @@ from origin.recordfiles import (
     parse_file,
     parse_part,
     part_name,
+    stamp,
 )
 
 MAX_FILES = 100_000
 """Most recording files looked at in one listing (the oldest names first)."""
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _TAG = struct.Struct(">II")
+MAX_HEADER_BYTES = 64 * 1024
+"""Bytes of a sequence header that its file's `FileIndex.headers` checksum covers."""
 
 
 class UnsafePath(OSError):
@@ -51,19 +55,34 @@ def stream_dir(root: str, app: str, name: str, *, create: bool = False) -> str:
     return folder
 
 
+MAX_COLLISIONS = 1000
+"""Start times tried (a millisecond apart) when a file of that start exists already."""
+
+
 class FileWriter:
     """One recording file being written: record_dir/app/name/START.flv.part, renamed to
-    START_DURATION.flv when finished."""
+    START_DURATION.flv when finished. A start taken by another file (finished or being
+    written) moves on by a millisecond: no file is ever overwritten."""
 
     def __init__(self, root: str, app: str, name: str, start_ms: int) -> None:
         self.root = root
         self.app = app
         self.name = name
-        self.start_ms = start_ms
         self.folder = stream_dir(root, app, name, create=True)
-        self.path = os.path.join(self.folder, part_name(start_ms))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW
-        self.fd = os.open(inside(root, app, name, part_name(start_ms)), flags, 0o644)
+        taken = {e.split("_")[0].split(".")[0] for e in os.listdir(self.folder)}
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+        for start in range(start_ms, start_ms + MAX_COLLISIONS):
+            if stamp(start) in taken:
+                continue
+            try:
+                self.fd = os.open(inside(root, app, name, part_name(start)), flags, 0o644)
+            except FileExistsError:
+                continue
+            break
+        else:
+            raise FileExistsError(f"{MAX_COLLISIONS} files start at {stamp(start_ms)} already")
+        self.start_ms = start
+        self.path = os.path.join(self.folder, part_name(start))
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -250,6 +269,7 @@ def _index(f, size: int) -> FileIndex:  # noqa: ANN001 - a binary file
     first: int | None = None
     last = 0
     has_video = bool(head[4] & 0x01)
+    headers = 0
     while pos + 11 <= size:
         f.seek(pos)
         hdr = f.read(27)
@@ -265,6 +285,9 @@ def _index(f, size: int) -> FileIndex:  # noqa: ANN001 - a binary file
             break  # a file cut short: its last tag is left out
         prefix = hdr[11 : 11 + body_size]
         media = tag_type != flv.TAG_SCRIPT and not _is_header(tag_type, prefix)
+        if tag_type != flv.TAG_SCRIPT and not media and head_end is None:
+            f.seek(pos + 11)
+            headers = zlib.crc32(f.read(min(body_size, MAX_HEADER_BYTES)), headers)
         if media:
             if head_end is None:
                 head_end = pos
@@ -276,7 +299,7 @@ def _index(f, size: int) -> FileIndex:  # noqa: ANN001 - a binary file
         pos = stop
     if head_end is None or first is None:
         raise flv.FlvError("no media in the file")
-    return FileIndex(head_end, tuple(keyframes), first, last, pos, has_video)
+    return FileIndex(head_end, tuple(keyframes), first, last, pos, has_video, headers)
 
 
 def _is_header(tag_type: int, prefix: bytes) -> bool:

@@ -181,7 +181,9 @@ def playback_range(query: dict[str, str]) -> tuple[int, int]:
 @dataclass(frozen=True, slots=True)
 class FileIndex:
     """Where a recorded FLV file's media is: the end of its head (header, metadata, sequence
-    headers), its keyframes (timestamp, byte offset) and its first and last timestamps."""
+    headers), its keyframes (timestamp, byte offset), its first and last timestamps and a
+    checksum of its sequence headers (files of one format whose checksums differ do not
+    decode alike: a discontinuity)."""
 
     head_end: int
     keyframes: tuple[tuple[int, int], ...]
@@ -189,6 +191,7 @@ class FileIndex:
     last_ts: int
     size: int
     has_video: bool = True
+    headers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,9 +254,11 @@ def vod_segments(
     target_ms: int = VOD_TARGET_MS,
 ) -> list[VodSegment]:  # fmt: skip
     """The segments of `files` (by start time) overlapping [start_ms, end_ms); a file that
-    does not continue the previous one starts a discontinuity."""
+    does not continue the previous one starts a discontinuity: a gap in wall-clock time,
+    other sequence headers (same format), or FLV timestamps that do not go on (a publisher
+    back with timestamps from 0)."""
     out: list[VodSegment] = []
-    prev_end: int | None = None
+    prev: tuple[int, str, int, int] | None = None  # wall end, format, headers, media end
     for rec, index in sorted(files, key=lambda fi: fi[0].start_ms):
         gap = True
         for cut in cuts(index, target_ms):
@@ -262,18 +267,33 @@ def vod_segments(
                 continue
             if len(out) >= MAX_VOD_SEGMENTS:
                 raise BadQuery(f"more than {MAX_VOD_SEGMENTS} segments: ask for less time")
-            jump = prev_end is None or abs(wall - prev_end) > 1000
             out.append(
                 VodSegment(
                     f"{rec.file}/{cut.uri}.ts",
                     cut.end - cut.start,
                     wall,
-                    bool(out) and gap and jump,
+                    bool(out) and gap and _breaks(prev, rec, index, cut),
                 )
             )
             gap = False
-            prev_end = wall + cut.end - cut.start
+            prev = (wall + cut.end - cut.start, rec.format, index.headers, index.first_ts + cut.end)
     return out
+
+
+def _breaks(
+    prev: tuple[int, str, int, int] | None, rec: RecordedFile, index: FileIndex, cut: Cut
+) -> bool:
+    """Whether `cut`, the first of its file in a playlist, does not continue `prev`."""
+    if prev is None:
+        return True
+    wall_end, fmt, headers, media_end = prev
+    if abs(rec.start_ms + cut.start - wall_end) > 1000:
+        return True
+    if fmt != rec.format:
+        return False
+    if headers != index.headers:
+        return True
+    return fmt == "flv" and abs(index.first_ts + cut.start - media_end) > 1000
 
 
 def vod_playlist(segments: list[VodSegment]) -> str:

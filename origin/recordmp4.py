@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import zlib
 
 import av
 
@@ -54,6 +55,9 @@ def index_mp4(root: str, rec: RecordedFile) -> FileIndex:
     try:
         media = [s for s in src.streams if s.type in ("video", "audio")]
         has_video = any(s.type == "video" for s in media)
+        headers = 0
+        for s in media:
+            headers = zlib.crc32(s.codec_context.extradata or b"", headers)
         for packet in src.demux(media):
             if packet.dts is None:
                 continue
@@ -68,7 +72,7 @@ def index_mp4(root: str, rec: RecordedFile) -> FileIndex:
         f.close()
     if first is None:
         raise ValueError("no media in the file")
-    return FileIndex(0, tuple(keys), first, last, size, has_video)
+    return FileIndex(0, tuple(keys), first, last, size, has_video, headers)
 
 
 def mux_mp4_cut(root: str, rec: RecordedFile, index: FileIndex, cut: Cut) -> bytes:

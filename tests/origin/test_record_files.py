@@ -202,6 +202,21 @@ def test_a_file_removed_while_written_fails_its_next_write(tmp_path):
     writer.close()
 
 
+def test_a_start_taken_by_another_file_moves_on_and_overwrites_nothing(tmp_path):
+    first = recorddisk.FileWriter(str(tmp_path), "live", "a", T0)
+    first.write(b"first")
+    second = recorddisk.FileWriter(str(tmp_path), "live", "a", T0)  # same start, still open
+    second.write(b"second")
+    assert second.start_ms == T0 + 1 and second.path != first.path
+    first.finish(1000)
+    third = recorddisk.FileWriter(str(tmp_path), "live", "a", T0)  # a finished file has it
+    assert third.start_ms == T0 + 2
+    second.finish(1000)
+    third.abort()
+    files = recorddisk.list_files(str(tmp_path))
+    assert [(f.start_ms, f.size) for f in files] == [(T0, 5), (T0 + 1, 6)]
+
+
 def test_nothing_outside_record_dir(tmp_path):
     root = tmp_path / "rec"
     (root / "live").mkdir(parents=True)
@@ -221,9 +236,38 @@ def test_nothing_outside_record_dir(tmp_path):
 
 def test_vod_marks_a_discontinuity_between_files_that_do_not_follow():
     index = FileIndex(13, ((0, 13), (2000, 100)), 0, 3960, 200)
+    follows = FileIndex(13, ((4000, 13), (6000, 100)), 4000, 7960, 200)  # its timestamps go on
     a, b, c = rec(T0, 4000, 200), rec(T0 + 4000, 4000, 200), rec(T0 + 60_000, 4000, 200)
-    lines = vod_segments([(c, index), (a, index), (b, index)], T0, T0 + 100_000, 1000)
+    lines = vod_segments([(c, index), (a, index), (b, follows)], T0, T0 + 100_000, 1000)
     assert [s.discontinuity for s in lines] == [False, False, False, False, True, False]
+
+
+def written(root: str, files: list[bytes], starts: list[int]) -> list[tuple]:
+    """`files` written as recordings starting at `starts` (ms after T0), with their indexes."""
+    out = []
+    for data, start in zip(files, starts, strict=True):
+        writer = recorddisk.FileWriter(root, "live", "d", T0 + start)
+        writer.write(data)
+        writer.finish(2000)
+    for f in recorddisk.list_files(root):
+        out.append((f, recorddisk.index_flv(root, f)))
+    return out
+
+
+def test_vod_marks_a_discontinuity_where_headers_change_or_timestamps_restart(tmp_path):
+    def marks(files: list[bytes], folder: str) -> list[bool]:
+        (tmp_path / folder).mkdir()
+        indexed = written(str(tmp_path / folder), files, [0, 2000])
+        return [s.discontinuity for s in vod_segments(indexed, T0, T0 + 10_000, 1000)]
+
+    assert marks(cut_files(stream_frames(4), 2000), "same") == [False] * 4
+    frames = stream_frames(4)
+    changed = bytearray(avc_header())
+    changed[-1] ^= 1
+    frames.insert(60, Frame(-1, m.VIDEO, 1100, bytes(changed), header=True))
+    assert marks(cut_files(frames, 60_000), "headers") == [False, False, True, False]
+    again = cut_files(stream_frames(2), 60_000) * 2  # a publisher back with timestamps from 0
+    assert marks(again, "restart") == [False, False, True, False]
 
 
 @given(st.binary(max_size=400))
