@@ -5,7 +5,9 @@ or the API, ended by the stream's end, the API or a disk error (never the stream
 from __future__ import annotations
 
 import logging
+import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -38,6 +40,10 @@ MAX_RECORDINGS = 1000
 """Recordings at once."""
 MAX_LISTED = 1000
 """Files a listing shows (the newest)."""
+LISTING_TTL = 2.0
+"""A listing (anyone may ask) is read from disk at most this often per app/name, by one
+thread of its own: recordings' writes never wait behind listings."""
+MAX_LISTINGS_KEPT = 64
 
 
 class Stop(Exception):
@@ -58,8 +64,12 @@ class Recording:
     failure: str = ""  # why its last file could not be finished
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
-    def as_json(self) -> dict:
-        """What the API shows of it."""
+    def as_json(self, admin: bool) -> dict:
+        """What the API shows of it: the file being written by its path for admin requests,
+        else by its name under record_dir."""
+        shown = self.current
+        if shown and not admin:
+            shown = f"{self.app}/{self.name}/{os.path.basename(shown)}"
         return {
             "app": self.app,
             "name": self.name,
@@ -67,7 +77,7 @@ class Recording:
             "since": iso(int(self.started * 1000)),
             "files": self.files,
             "bytes": self.bytes,
-            "file": self.current,
+            "file": shown,
         }
 
 
@@ -81,6 +91,11 @@ class Recorder:
         self.active: dict[tuple[str, str], Recording] = {}
         self.limiter = trio.CapacityLimiter(4)
         self.remux_limiter = trio.CapacityLimiter(1)
+        self.list_limiter = trio.CapacityLimiter(1)
+        self._listing_lock = trio.Lock()
+        self._listed: OrderedDict[tuple[str, str], tuple[float, list[RecordedFile], int]] = (
+            OrderedDict()
+        )
         self.nursery: trio.Nursery | None = None
         self.files = 0
         self.bytes = 0
@@ -270,6 +285,7 @@ class Recorder:
         rec.files += 1
         rec.current = ""
         self.files += 1
+        self._listed.clear()
         done = RecordedFile(
             writer.app, writer.name, writer.start_ms, duration_ms, "flv", writer.size
         )
@@ -292,6 +308,7 @@ class Recorder:
                 ("duration", round(rec.duration_ms / 1000, 3)), ("bytes", rec.size),
             ),
         )  # fmt: skip
+        self._listed.clear()
         self.hooks.notify(call)
         self._retention.set()
 
@@ -315,23 +332,40 @@ class Recorder:
                             rec.app, rec.name, rec.file, describe(exc))  # fmt: skip
                 return
             self.removed += 1
+            self._listed.clear()
             log.info("recording retention removed %s/%s/%s", rec.app, rec.name, rec.file)
 
-    async def listing(self, app: str = "", name: str = "") -> dict:
+    async def listing(self, app: str = "", name: str = "", *, admin: bool = False) -> dict:
         """The finished files (all, or app/name's; the newest MAX_LISTED), their number and
         the recordings in progress."""
-        files = await trio.to_thread.run_sync(
-            partial(recorddisk.list_files, self.directory, app, name), limiter=self.limiter
-        )
+        shown, total = await self._files(app, name)
         active = [
-            r.as_json() for (a, n), r in self.active.items() if (not app or (a, n) == (app, name))
+            r.as_json(admin)
+            for (a, n), r in self.active.items()
+            if (not app or (a, n) == (app, name))
         ]
-        shown = files[-MAX_LISTED:]
         return {
             "recordings": [f.as_json() for f in shown],
-            "total": len(files),
+            "total": total,
             "active": active,
         }
+
+    async def _files(self, app: str, name: str) -> tuple[list[RecordedFile], int]:
+        """The newest MAX_LISTED files of a listing and their number: read again once
+        LISTING_TTL old or after record_dir changed, one listing at a time."""
+        key = (app, name)
+        async with self._listing_lock:
+            kept = self._listed.get(key)
+            if kept is None or trio.current_time() - kept[0] >= LISTING_TTL:
+                files = await trio.to_thread.run_sync(
+                    partial(recorddisk.list_files, self.directory, app, name),
+                    limiter=self.list_limiter,
+                )
+                kept = (trio.current_time(), files[-MAX_LISTED:], len(files))
+                self._listed[key] = kept
+                while len(self._listed) > MAX_LISTINGS_KEPT:
+                    self._listed.popitem(last=False)
+            return kept[1], kept[2]
 
 
 def _anchor(anchor: tuple[int, int] | None, start: FileStart) -> tuple[int, int]:

@@ -369,7 +369,8 @@ class Origin:
             if refused := not_a_read(req):
                 return refused
             app, name = (skey.app, skey.name) if skey is not None else ("", "")
-            return Response.json(await self.recorder.listing(app, name))
+            admin = is_admin(req, self.config.admin_token)
+            return Response.json(await self.recorder.listing(app, name, admin=admin))
         assert skey is not None
         if req.method != "POST":
             return Response.json({"error": f"method {req.method} not allowed"}, 405)
@@ -380,14 +381,14 @@ class Origin:
             if stopped is None:
                 return Response.json({"error": f"{skey} is not being recorded"}, 404)
             log.info("recording of %s stopped on request of %s", skey, req.peer)
-            return Response.json({"stopped": stopped.as_json()})
+            return Response.json({"stopped": stopped.as_json(True)})
         stream = self.registry.get(skey.app, skey.name)
         if stream is None or stream.closed:
             return Response.json({"error": f"no live stream {skey}"}, 404)
         started = self.recorder.start(stream, "api")
         if isinstance(started, str):
             return Response.json({"error": started}, 409)
-        return Response.json({"started": started.as_json()})
+        return Response.json({"started": started.as_json(True)})
 
     @staticmethod
     def _shown(info: dict, admin: bool) -> dict:

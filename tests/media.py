@@ -1,5 +1,5 @@
 """FLV media for tests: hand-made audio/video payloads for tests that need no real codec
-data, and in-process publishers (made-up frames, or the test clip replayed)."""
+data, in-process publishers (made-up frames, or the test clip replayed) and a PyAV player."""
 
 from __future__ import annotations
 
@@ -94,3 +94,26 @@ async def replay_clip(url: str, clip) -> None:
             ts = t.timestamp + loop * period
             await trio.sleep_until(start + ts / 1000)
             await client.send(t.tag_type, ts, t.body)
+
+
+def play_video(url: str, seconds: float | None = None) -> dict:
+    """Play `url` (a file, HLS, HTTP-FLV) with PyAV, decoding its video to its end or until
+    `seconds` of video media time: {"span": seconds of video, "decoded": video frames,
+    "kinds": its stream types}. Blocking: run in a thread."""
+    import av
+
+    with av.open(url, options={"timeout": "10000000"}) as c:
+        kinds = {s.type for s in c.streams}
+        first = last = None
+        decoded = 0
+        for packet in c.demux(video=0):
+            if packet.pts is None:
+                continue
+            decoded += len(packet.decode())
+            t = float(packet.pts * packet.time_base)
+            end = t + float((packet.duration or 0) * packet.time_base)
+            first = t if first is None else min(first, t)
+            last = end if last is None else max(last, end)
+            if seconds is not None and last - first >= seconds:
+                break
+    return {"span": (last or 0) - (first or 0), "decoded": decoded, "kinds": kinds}

@@ -13,6 +13,7 @@ from common.net.httpclient import fetch
 from common.proto.hlsplaylist import HlsPlaylist
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_origin, wait_for_stream
 from tests.hls_validator import LiveValidator, parse
+from tests.media import play_video as play_hls  # others import it from here too
 
 pytestmark = [pytest.mark.slow, needs_ffmpeg]
 
@@ -26,23 +27,6 @@ def decode_segment(data: bytes) -> dict:
         "frames": len(frames),
         "first_key": frames[0].key_frame if frames else None,
     }
-
-
-def play_hls(url: str, seconds: float) -> dict:
-    """Demux and decode a live HLS stream until `seconds` of video media time."""
-    with av.open(url, options={"timeout": "10000000"}) as c:
-        first = last = None
-        decoded = 0
-        for packet in c.demux(video=0):
-            if packet.pts is None:
-                continue
-            decoded += len(packet.decode())
-            t = float(packet.pts * packet.time_base)
-            first = t if first is None else first
-            last = t
-            if last - first >= seconds:
-                break
-        return {"span": (last or 0) - (first or 0), "decoded": decoded}
 
 
 async def test_hls_plays_validates_and_every_segment_decodes_alone(nursery, clip):

@@ -7,19 +7,24 @@ import json
 import os
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
 from common.config import ConfigError, OriginConfig, build
 from common.media.stream import Frame
+from common.net.hooks import HookClient
 from common.net.httpclient import fetch
 from common.proto import flv
 from common.proto.hooks import HookCall, HookEvent
 from common.proto.paths import RecordingPath, api_recording, recording_path
 from common.proto.rtmp import messages as m
 from common.proto.streamkey import StreamKey, StreamKeyError
+from common.serve.metrics import NodeMetrics
 from origin import recorddisk
+from origin import recorder as recorder_module
 from origin.recordcut import FileCutter
+from origin.recorder import Recorder, Recording
 from origin.recordfiles import (
     BadQuery,
     FileIndex,
@@ -340,6 +345,32 @@ async def test_files_left_being_written_are_finished_when_the_origin_starts(nurs
     assert sorted(os.listdir(tmp_path / "live" / "b")) == []
     reply = await fetch("GET", f"http://127.0.0.1:{addr.http_port}/api/recordings/live/a")
     assert json.loads(reply.body)["recordings"][0]["duration"] == 2.96
+
+
+def test_the_api_shows_the_path_being_written_to_admins_only():
+    recording = Recording(
+        "live", "a", "api", current="/srv/rec/live/a/20261130T150119123Z.flv.part"
+    )
+    assert recording.as_json(True)["file"] == "/srv/rec/live/a/20261130T150119123Z.flv.part"
+    assert recording.as_json(False)["file"] == "live/a/20261130T150119123Z.flv.part"
+
+
+async def test_listings_do_not_wait_for_writes_and_are_kept_briefly(tmp_path, monkeypatch):
+    config = build(OriginConfig, {"record_dir": str(tmp_path)})
+    recorder = Recorder(config, HookClient({}, timeout=1.0), NodeMetrics("origin"))
+    for start in (T0, T0 + 60_000):
+        writer = recorddisk.FileWriter(str(tmp_path), "live", "a", start)
+        writer.write(b"FLV")
+        writer.finish(60_000)
+    for holder in range(int(recorder.limiter.total_tokens)):  # every writer thread busy
+        recorder.limiter.acquire_on_behalf_of_nowait(holder)
+    with trio.fail_after(10):  # a hang guard: a listing behind the writes never ends
+        listing = await recorder.listing()
+    assert listing["total"] == 2 and listing["active"] == []
+    os.unlink(tmp_path / "live" / "a" / file_name(T0, 60_000, "flv"))
+    assert (await recorder.listing())["total"] == 2  # the listing kept, not the disk again
+    monkeypatch.setattr(recorder_module, "LISTING_TTL", 0.0)
+    assert (await recorder.listing())["total"] == 1
 
 
 def test_config_and_the_hook_body():
