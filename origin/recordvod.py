@@ -7,6 +7,7 @@ the last few are kept in memory."""
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 
 import av
@@ -22,6 +23,7 @@ from common.proto.rtmp import messages as m
 from common.serve.tsmux import mux_ts
 from origin import recorddisk
 from origin.recordfiles import (
+    MAX_VOD_SECONDS,
     BadQuery,
     Cut,
     FileIndex,
@@ -38,8 +40,14 @@ log = logging.getLogger("livecdn.playback")
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 SEGMENT_TYPE = "video/mp2t"
-MAX_INDEXES = 1024
-"""File indexes kept (keyframe offsets of a file: small)."""
+MIN_INDEXES = 1024
+MAX_INDEX_BYTES = 64 * 1024 * 1024
+"""File indexes kept: enough for two of the longest playlists (MAX_VOD_SECONDS of files of
+record_segment_seconds), at least MIN_INDEXES, within about MAX_INDEX_BYTES."""
+PLAYLIST_BUILDS = 2
+"""Playlists built at once (each may index many files)."""
+MAX_PLAYLIST_WAITING = 8
+"""Playlist requests waiting for a build; more are answered 503."""
 MAX_CACHED_BYTES = 32 * 1024 * 1024
 """Muxed segments kept (the most recently used)."""
 MAX_PLAYLIST_FILES = 5000
@@ -51,11 +59,15 @@ _IndexKey = tuple[str, str, str, int]
 class Playback:
     """Serves recordings under `directory` as VOD HLS."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, segment_seconds: float = 60.0) -> None:
         self.directory = directory
         self.limiter = trio.CapacityLimiter(2)
-        self.requests = {"playlist": 0, "segment": 0}
+        self.builds = trio.CapacityLimiter(PLAYLIST_BUILDS)
+        self.waiting = 0
+        self.requests = {"playlist": 0, "segment": 0, "busy": 0}
+        self.max_indexes = max(MIN_INDEXES, 2 * math.ceil(MAX_VOD_SECONDS / segment_seconds))
         self._indexes: OrderedDict[_IndexKey, FileIndex] = OrderedDict()
+        self._index_bytes = 0
         self._segments: OrderedDict[tuple[str, ...], bytes] = OrderedDict()
         self._cached = 0
 
@@ -65,10 +77,22 @@ class Playback:
             return Response.text(404, "no recordings here (no record_dir)")
         if not target.file:
             self.requests["playlist"] += 1
+            if self.waiting >= MAX_PLAYLIST_WAITING:
+                self.requests["busy"] += 1
+                return Response.text(503, "too many playback playlists asked for at once",
+                                     [("retry-after", "2")])  # fmt: skip
+            self.waiting += 1
+            waiting = True
             try:
-                return await self._playlist(target, req.query)
+                async with self.builds:
+                    self.waiting -= 1
+                    waiting = False
+                    return await self._playlist(target, req.query)
             except BadQuery as exc:
                 return Response.text(400, str(exc))
+            finally:
+                if waiting:  # cancelled while waiting
+                    self.waiting -= 1
         self.requests["segment"] += 1
         return await self._segment(target)
 
@@ -109,8 +133,10 @@ class Playback:
             log.info("playback: %s/%s/%s left out (%s)", rec.app, rec.name, rec.file, describe(exc))
             return None
         self._indexes[key] = index
-        while len(self._indexes) > MAX_INDEXES:
-            self._indexes.popitem(last=False)
+        self._index_bytes += _index_bytes(index)
+        while len(self._indexes) > self.max_indexes or self._index_bytes > MAX_INDEX_BYTES:
+            _, old = self._indexes.popitem(last=False)
+            self._index_bytes -= _index_bytes(old)
         return index
 
     async def _segment(self, target: RecordingPath) -> Response:
@@ -148,6 +174,11 @@ class Playback:
         while self._cached > MAX_CACHED_BYTES:
             _, old = self._segments.popitem(last=False)
             self._cached -= len(old)
+
+
+def _index_bytes(index: FileIndex) -> int:
+    """About what `index` takes in memory."""
+    return 200 + 120 * len(index.keyframes)
 
 
 def frames_of(data: bytes) -> list[Frame]:

@@ -89,7 +89,7 @@ class Origin:
         self.hooks = node_hooks(self.node)
         self.snapshots = Snapshots(self.node, enabled=config.snapshots, wait=config.snapshot_wait)
         self.recorder = Recorder(config, self.hooks.client, self.node.metrics)
-        self.playback = Playback(config.record_dir)
+        self.playback = Playback(config.record_dir, config.record_segment_seconds)
         mt = self.node.metrics
         self.hls.register_metrics(mt)
         mt.gauge("streams", "Live streams.", (), lambda: {(): len(self.registry)})

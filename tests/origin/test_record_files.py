@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from common.config import ConfigError, OriginConfig, build
 from common.media.stream import Frame
 from common.net.hooks import HookClient
+from common.net.http import Request
 from common.net.httpclient import fetch
 from common.proto import flv
 from common.proto.hooks import HookCall, HookEvent
@@ -40,7 +41,7 @@ from origin.recordfiles import (
     vod_playlist,
     vod_segments,
 )
-from origin.recordvod import frames_of
+from origin.recordvod import MAX_PLAYLIST_WAITING, PLAYLIST_BUILDS, Playback, frames_of
 from tests.conftest import start_origin
 from tests.media import aac_frame, aac_header, avc_header, interframe, keyframe
 
@@ -371,6 +372,32 @@ async def test_listings_do_not_wait_for_writes_and_are_kept_briefly(tmp_path, mo
     assert (await recorder.listing())["total"] == 2  # the listing kept, not the disk again
     monkeypatch.setattr(recorder_module, "LISTING_TTL", 0.0)
     assert (await recorder.listing())["total"] == 1
+
+
+async def test_playback_builds_few_playlists_at_once_and_turns_the_rest_away(tmp_path):
+    playback = Playback(str(tmp_path), 60)
+    assert playback.max_indexes >= 2 * 24 * 60  # a day of 60 s files, twice
+    path = "/live/a/recordings/index.m3u8"
+    target = recording_path(path)
+    query = {"start": str(T0 // 1000), "duration": "60"}
+    req = Request("GET", path, path, query, {}, b"", "127.0.0.1:1")
+    for holder in range(PLAYLIST_BUILDS):  # builds going on
+        playback.builds.acquire_on_behalf_of_nowait(holder)
+    answers: list[int] = []
+
+    async def ask() -> None:
+        answers.append((await playback.respond(req, target)).status)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(MAX_PLAYLIST_WAITING):
+            nursery.start_soon(ask)
+        await trio.testing.wait_all_tasks_blocked()
+        busy = await playback.respond(req, target)
+        assert busy.status == 503 and ("retry-after", "2") in busy.headers
+        for holder in range(PLAYLIST_BUILDS):
+            playback.builds.release_on_behalf_of(holder)
+    assert answers == [404] * MAX_PLAYLIST_WAITING  # served once a build was free: none here
+    assert playback.waiting == 0
 
 
 def test_config_and_the_hook_body():
