@@ -106,7 +106,7 @@ class Puller:
             "name": self.key.name,
             "source": shown_url(self.source.url, admin),
             "mode": "on_demand" if self.on_demand else "static",
-            **self.status.as_json(),
+            **self.status.as_json(admin),
         }
 
     def hand_over(self) -> None:
@@ -182,14 +182,14 @@ class Puller:
                 continue  # a local publisher has the stream
             self.metrics.inc("relay_pull_failures_total", labels=(reason,))
             if self.on_demand and not self.ready.is_set():
-                status.set(RelayState.ENDED, error)
+                status.set(RelayState.ENDED, error, kind=reason)
                 return  # the viewers that asked get a 404
             self.ready.set()
             now = trio.current_time()
             if self._away_since is None:
                 self._away_since = now
             delay = status.backoff.failed(now - started)
-            status.set(RelayState.RETRYING, error, f" (next try in {delay:g} s)")
+            status.set(RelayState.RETRYING, error, f" (next try in {delay:g} s)", reason)
             await self._retry_wait(now + delay)
             status.reconnects += 1
             self.metrics.inc("relay_pull_reconnects_total", labels=(self.label,))

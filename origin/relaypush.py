@@ -57,7 +57,7 @@ class Pusher:
             "app": self.stream.app,
             "name": self.stream.name,
             "target": shown_url(self.url, admin),
-            **self.status.as_json(),
+            **self.status.as_json(admin),
         }
 
     async def run(self) -> None:
@@ -74,7 +74,7 @@ class Pusher:
                     error, reason = str(exc), exc.reason
                 self.metrics.inc("relay_push_failures_total", labels=(reason,))
                 delay = status.backoff.failed(trio.current_time() - started)
-                status.set(RelayState.RETRYING, error, f" (next try in {delay:g} s)")
+                status.set(RelayState.RETRYING, error, f" (next try in {delay:g} s)", reason)
                 await self._sleep(delay)
                 if not stream.closed:
                     status.reconnects += 1

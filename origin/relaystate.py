@@ -62,18 +62,20 @@ class RelayStatus:
     bytes: int = 0
     reconnects: int = 0
     last_error: str = ""
+    error_kind: str = ""  # what non-admins see of last_error (its text may echo a key)
     dropped_frames: int = 0
     backoff: Backoff = field(default_factory=lambda: Backoff(RETRY_FIRST, RETRY_MOST, STABLE))
     _logged: RelayState | None = None
     _active_at: float = 0.0  # trio clock
 
-    def set(self, state: RelayState, error: str = "", note: str = "") -> None:
+    def set(self, state: RelayState, error: str = "", note: str = "", kind: str = "") -> None:
         """Change state, logged once per change: not CONNECTING, and ACTIVE only once it has
         lasted SETTLE seconds (`settle`), so a relay that fails again and again, or whose
         target accepts and drops it at once, logs nothing more (its last_error says why);
-        `note` goes only into the log line."""
+        `note` goes only into the log line, `kind` names the error for non-admins."""
         if error:
             self.last_error = error
+            self.error_kind = kind or state.value
         if state is not self.state:
             self.since = time.time()
         self.state = state
@@ -99,13 +101,14 @@ class RelayStatus:
         detail = f": {error}" if error else ""
         budget.info(trio.current_time(), "%s: %s%s%s", self.what, state.value, detail, note)
 
-    def as_json(self) -> dict:
-        """The API's fields (besides the relay's own)."""
+    def as_json(self, admin: bool) -> dict:
+        """The API's fields (besides the relay's own): the last error's text for admin
+        requests, its kind for others."""
         return {
             "state": self.state.value,
             "since": round(self.since, 3),
             "bytes": self.bytes,
             "reconnects": self.reconnects,
             "dropped_frames": self.dropped_frames,
-            "last_error": self.last_error or None,
+            "last_error": (self.last_error if admin else self.error_kind) or None,
         }

@@ -121,8 +121,9 @@ async def nginx(tmp_path: Path):
         server.kill()
 
 
-async def relays(http_port: int) -> dict:
-    resp = await fetch("GET", f"http://127.0.0.1:{http_port}/api/relays")
+async def relays(http_port: int, token: str = "") -> dict:
+    headers = [("authorization", f"Bearer {token}")] if token else []
+    resp = await fetch("GET", f"http://127.0.0.1:{http_port}/api/relays", headers=headers)
     assert resp.status == 200
     return json.loads(resp.body)
 
