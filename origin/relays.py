@@ -23,6 +23,7 @@ from common.net.supervise import contained
 from common.net.tls import client_context
 from common.proto.streamkey import StreamKey
 from common.serve.admin import is_admin
+from common.serve.feeds import Failure
 from origin.live import StreamEnd, StreamState
 from origin.relaypull import Puller
 from origin.relaypush import Pusher
@@ -32,10 +33,16 @@ if TYPE_CHECKING:
     from origin.server import Origin
 
 RELAYS_API = "/api/relays"
-NOT_FOUND_TTL = 2.0
-"""An on-demand source that failed is not asked again for the same name this long."""
+FAILED_TTL = 2.0
+"""An on-demand source that failed is not asked again for the same name this long..."""
+NOT_FOUND_TTL = 10.0
+"""... or this long if it said it has no such stream (viewers cannot make a node ask a
+source again and again for names it does not have)."""
 MAX_REMEMBERED = 1024
 """Bound of that memory of failures."""
+MAX_STARTING = 4
+"""On-demand pulls of one app connecting at once (each one outbound connection a viewer
+caused); a viewer of yet another name gets a 404 meanwhile."""
 READY_WAIT = CONNECT_TIMEOUT + 5.0
 """A viewer of an on-demand stream waits at most this long for its first media."""
 
@@ -54,7 +61,7 @@ class Relays:
         self.tls = client_context(cfg.relay_tls_ca) if cfg.relay_tls_ca else None
         self.pushers: dict[tuple[str, str, str], Pusher] = {}
         self.pulls: dict[StreamKey, Puller] = {}
-        self.failed: OrderedDict[StreamKey, float] = OrderedDict()
+        self.failed: OrderedDict[StreamKey, float] = OrderedDict()  # until when (trio clock)
         self.nursery: trio.Nursery | None = None
         mt = origin.node.metrics
         self.metrics = mt
@@ -141,7 +148,10 @@ class Relays:
             if self.pulls.get(puller.key) is puller:
                 del self.pulls[puller.key]
             if puller.on_demand and puller.status.bytes == 0:
-                self.failed[puller.key] = trio.current_time()
+                not_found = puller.status.error_kind == Failure.NOT_FOUND.value
+                ttl = NOT_FOUND_TTL if not_found else FAILED_TTL
+                self.failed.pop(puller.key, None)
+                self.failed[puller.key] = trio.current_time() + ttl
                 while len(self.failed) > MAX_REMEMBERED:
                     self.failed.popitem(last=False)
 
@@ -154,13 +164,16 @@ class Relays:
         key = StreamKey(app, name)  # validated by the play path
         puller = self.pulls.get(key)
         if puller is None:
-            now = trio.current_time()
-            failed = self.failed.get(key)
-            if failed is not None and now - failed < NOT_FOUND_TTL:
+            until = self.failed.get(key)
+            if until is not None and trio.current_time() < until:
                 return
             self.failed.pop(key, None)
             most = self.origin.config.max_streams  # pulls still connecting count too
             if len(self.origin.registry) >= most or len(self.pulls) >= most:
+                return
+            if self.starting(app) >= MAX_STARTING:
+                log.debug("no on-demand pull of %s yet: %d of app %s connecting", key,
+                          MAX_STARTING, app)  # fmt: skip
                 return
             try:
                 source = template.source(name)
@@ -173,6 +186,14 @@ class Relays:
             self._start_pull(puller)
         with trio.move_on_after(READY_WAIT):
             await puller.ready.wait()
+
+    def starting(self, app: str) -> int:
+        """On-demand pulls of `app` that have not had media yet."""
+        return sum(
+            1
+            for p in self.pulls.values()
+            if p.on_demand and p.key.app == app and not p.ready.is_set()
+        )
 
     def pulled(self, app: str, name: str) -> bool:
         """Whether a pull feeds stream app/name now."""

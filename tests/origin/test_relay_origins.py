@@ -11,6 +11,8 @@ import trio
 
 from common.net.httpclient import fetch
 from common.net.rtmpclient import RtmpClient
+from common.proto.streamkey import StreamKey
+from origin.relays import FAILED_TTL, MAX_STARTING
 from tests.conftest import start_origin, wait_for_stream
 from tests.media import publish_synthetic, synthetic_publish
 from tests.origin.test_relay_nginx import relays, wait_relay
@@ -86,6 +88,42 @@ async def test_on_demand_pull_over_http_flv(nursery: trio.Nursery) -> None:
         while (await relays(addr.http_port))["pulls"]:
             await trio.sleep(0.1)
     assert origin.registry.get("ext", "a") is None
+
+
+async def test_on_demand_pulls_connecting_are_bounded_and_not_found_is_remembered(
+    nursery: trio.Nursery,
+) -> None:
+    async def hold(conn: trio.SocketStream) -> None:  # accepts, never answers
+        await trio.sleep_forever()
+
+    [silent] = await nursery.start(partial(trio.serve_tcp, hold, 0, host="127.0.0.1"))
+    silent_port = silent.socket.getsockname()[1]
+    source, saddr = await start_origin(nursery)  # has no stream at all
+    origin, _ = await start_origin(
+        nursery,
+        pull_on_demand=[
+            f"slow=http://127.0.0.1:{silent_port}/live/{{name}}.flv",
+            f"ext=http://127.0.0.1:{saddr.http_port}/live/{{name}}.flv",
+        ],
+    )
+    relays_ = origin.relays
+    async with trio.open_nursery() as asking:
+        for i in range(MAX_STARTING):
+            asking.start_soon(relays_.demand, "slow", f"n{i}")
+        with trio.fail_after(10):  # a hang guard only
+            while relays_.starting("slow") < MAX_STARTING:
+                await trio.sleep(0.05)
+        await relays_.demand("slow", "one-more")  # turned away: no connection started
+        key = StreamKey("slow", "one-more")
+        assert key not in relays_.pulls and key not in relays_.failed
+        assert relays_.starting("slow") == MAX_STARTING
+        # another app's pulls are not held up; its source's "not found" is remembered
+        await relays_.demand("ext", "missing")
+        missing = StreamKey("ext", "missing")
+        assert relays_.failed[missing] - trio.current_time() > FAILED_TTL
+        await relays_.demand("ext", "missing")
+        assert missing not in relays_.pulls
+        asking.cancel_scope.cancel()
 
 
 @pytest.mark.slow
