@@ -380,8 +380,7 @@ class Upstream:
             for event in events:
                 if isinstance(event, rs.Media):
                     if event.type_id == m.DATA_AMF0 and event.payload.startswith(CLOCK_PREFIX):
-                        if not flowing:  # only before media: the state of the first frame
-                            self._anchor(event.payload)
+                        self._anchor(event.payload)  # for the keyframe that comes next
                         continue
                     stream.push(event.type_id, event.timestamp, event.payload)
                     self.seen.add(event.type_id)
@@ -407,8 +406,8 @@ class Upstream:
         except ValueError as exc:
             log.warning("upstream %s: bad segment clock from %s: %s", self.key, self.parent, exc)
             return
-        self.stream.clock.anchor(state)
-        log.debug("upstream %s: segment clock at %d from %s", self.key, state.seq, self.parent)
+        if self.stream.take_clock(state):
+            log.debug("upstream %s: clock at %d from %s", self.key, state.seq, self.parent)
 
     def _declare_from_metadata(self, values: object) -> None:
         """onMetaData naming codecs says which tracks there are (it wins over FLV flags,

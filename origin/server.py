@@ -120,6 +120,7 @@ class Origin:
         self.node.start_supervised(f"fan-out of {key}", "fanout", fanout.run)
         cfg = self.config
         if cfg.hls and (not cfg.hls_apps or app in cfg.hls_apps):
+            self.hls.prepare(stream)  # before any frame: the packager's task starts later
             self.node.start_supervised(
                 f"HLS packager of {key}", "packager", partial(self.hls.package, stream)
             )

@@ -32,6 +32,17 @@ BACK_JUMP_MS = 1000
 """A frame this far behind its track's previous one is a jump (a discontinuity)."""
 MAX_SESSION = 32
 """Longest session id accepted from a parent."""
+BOUNDS = {
+    "seq": (-1, 2**40),
+    "seg_bytes": (0, 2**40),
+    "disc_before": (0, 2**31),
+    "epoch_wall_ms": (0, 253_402_300_799_000),  # up to 9999-12-31 (a printable date)
+    "longest_ms": (0, 3_600_000),
+    "jumped_ms": (-(2**40), 2**40),
+    "target_ms": (100, 60_000),
+    "max_ms": (1000, 600_000),
+}
+"""What a parent's clock state may hold (timestamps: any whole number within ±2**53)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,7 @@ class ClockState:
     last_ts: int | None
     pending_disc: bool
     pending_cut: bool
+    jumped_ms: int
     epoch_ts: int
     epoch_wall_ms: int | None
     longest_ms: int
@@ -94,7 +106,7 @@ class ClockState:
             if f.name == "session":
                 if not isinstance(value, str) or not 0 < len(value) <= MAX_SESSION:
                     raise ValueError("bad session")
-                if not all(c.isalnum() for c in value):
+                if not (value.isascii() and value.isalnum()):
                     raise ValueError("bad session")
                 out[f.name] = value
             elif f.name in ("starts", "seg_disc", "pending_disc", "pending_cut"):
@@ -105,12 +117,10 @@ class ClockState:
                 out[f.name] = None
             else:
                 out[f.name] = _integer(f.name, value)
-        if out["seq"] < -1:  # type: ignore[operator]
-            raise ValueError("bad seq")
-        if not 100 <= out["target_ms"] <= 60_000:  # type: ignore[operator]
-            raise ValueError("bad target_ms")
-        if not 1000 <= out["max_ms"] <= 600_000:  # type: ignore[operator]
-            raise ValueError("bad max_ms")
+        for name, (low, high) in BOUNDS.items():
+            value = out[name]
+            if value is not None and not low <= value <= high:  # type: ignore[operator]
+                raise ValueError(f"{name} {value} out of range")
         return cls(**out)  # type: ignore[arg-type]
 
 
@@ -164,6 +174,7 @@ class SegmentClock:
         self.last_ts: int | None = None  # timestamp of the last frame of the cutting track
         self.pending_disc = False
         self.pending_cut = False  # the headers changed: the next keyframe cuts
+        self.jumped_ms = 0  # timestamp jumps within the open segment
         self.epoch_ts = 0
         self.epoch_wall_ms: int | None = None
         self.longest_ms = 0
@@ -195,6 +206,15 @@ class SegmentClock:
         if self.seq >= 0 and not self._fresh:
             self.pending_cut = self.pending_disc = True
 
+    def covers(self, state: ClockState) -> bool:
+        """Whether this clock has already passed the frame `state` was taken at (the same
+        stream: `state` would tell it nothing new)."""
+        if state.session != self.session or self.seq < 0 or self._skip:
+            return False
+        if state.at is None or self.last_key is None:
+            return state.seq <= self.seq
+        return state.at <= self.last_key
+
     def anchor(self, state: ClockState) -> None:
         """Continue from a parent's state for the frame at `state.at` (the next one fed)."""
         self.anchors += 1
@@ -209,6 +229,7 @@ class SegmentClock:
         self.last_ts = state.last_ts
         self.pending_disc = state.pending_disc
         self.pending_cut = state.pending_cut
+        self.jumped_ms = state.jumped_ms
         self.epoch_ts = state.epoch_ts
         self.epoch_wall_ms = state.epoch_wall_ms
         self.longest_ms = state.longest_ms
@@ -236,6 +257,7 @@ class SegmentClock:
             last_ts=self.last_ts,
             pending_disc=self.pending_disc,
             pending_cut=self.pending_cut,
+            jumped_ms=self.jumped_ms,
             epoch_ts=self.epoch_ts,
             epoch_wall_ms=self.epoch_wall_ms,
             longest_ms=self.longest_ms,
@@ -259,11 +281,11 @@ class SegmentClock:
                 return self._cut_info(forced=False)
             return None
         ts -= self.delta
-        prev = self.last_ts
         if type_id == track:
             last = self.last_ts
             if last is not None and (ts > last + self.jump_ms or ts < last - BACK_JUMP_MS):
                 self.pending_disc = True
+                self.jumped_ms += ts - last  # not media time: a segment's length leaves it out
             self.last_ts = ts
         width = self.target_ms if video else min(self.target_ms, AUDIO_ONLY_CUT_MS)
         cut: Cut | None = None
@@ -273,20 +295,23 @@ class SegmentClock:
             or self.last_key is None
             or bucket(ts, width) != bucket(self.last_key, width)
         ):
-            cut = self._cut(ts, width, prev, forced=False)
+            cut = self._cut(ts, width, forced=False)
         elif (
             type_id == track
             and self.seq >= 0
-            and (ts - self.seg_start >= self.max_ms or self.seg_bytes >= self.max_bytes)
+            and (
+                ts - self.seg_start - self.jumped_ms >= self.max_ms
+                or self.seg_bytes >= self.max_bytes
+            )
         ):
-            cut = self._cut(ts, width, prev, forced=True)
+            cut = self._cut(ts, width, forced=True)
         if candidate:
             self.last_key = ts
         if self.seq >= 0:
             self.seg_bytes += size
         return cut
 
-    def _cut(self, ts: int, width: int, prev: int | None, *, forced: bool) -> Cut:
+    def _cut(self, ts: int, width: int, *, forced: bool) -> Cut:
         if self.seq < 0:
             discontinuity = False
             if self._resume is not None:
@@ -299,16 +324,18 @@ class SegmentClock:
             if self.epoch_wall_ms is None:
                 self.epoch_wall_ms = self.now_ms()
         else:
-            self.longest_ms = max(self.longest_ms, ts - self.seg_start)
+            length = max(0, ts - self.seg_start - self.jumped_ms)
+            self.longest_ms = max(self.longest_ms, min(length, BOUNDS["longest_ms"][1]))
             if self.seg_disc:
                 self.disc_before += 1
             self.seq += 1
             discontinuity = self.pending_disc
-            if discontinuity and prev is not None:
-                # the wall clock runs on from where the media stopped, whatever the jump
+            if self.jumped_ms:
+                # the wall clock runs on by the media's length, whatever the jump
                 wall = (self.epoch_wall_ms or 0) + self.seg_start - self.epoch_ts
-                self.epoch_wall_ms = wall + max(0, prev - self.seg_start)
+                self.epoch_wall_ms = wall + length
                 self.epoch_ts = ts
+        self.jumped_ms = 0
         self.pending_disc = self.pending_cut = False
         self.seg_start = ts
         self.seg_bytes = 0

@@ -76,7 +76,8 @@ class Segmenter:
 
     A `marked` segmenter cuts only where the stream's segment clock did (`Frame.cut`, see
     `common.media.segclock`) and takes its numbers and discontinuities from there, so that
-    every node cuts a live stream alike; timestamps are still retimed as above.
+    every node cuts a live stream alike; timestamps are still retimed as above, each segment
+    on its own (from its first frame's timestamp).
     """
 
     def __init__(
@@ -139,6 +140,11 @@ class Segmenter:
                 self.has_video = True
             return None
         media = frame.type_id in MEDIA
+        if self.marked and frame.cut is not None:
+            # each segment retimed on its own: its output depends on its frames only, so
+            # every node that cut it writes the same (a jump's discontinuity: the clock's)
+            self._tracks.clear()
+            self._high = self._burst = None
         out = self._retime(frame) if media else frame.timestamp
         if self.marked:
             return self._push_marked(frame, out)

@@ -107,6 +107,7 @@ class Reader:
     need_keyframe: bool = False
     dropped: int = 0
     closed: bool = False
+    clock: bool = False  # gets the segment clock's state wherever its frames (re)start
     extra: dict = field(default_factory=dict)
 
 
@@ -160,6 +161,8 @@ class Stream:
         self._floor = 0
         self._last_ts: int | None = None
         self._rebase = False
+        self._track_ts: dict[int, int] = {}  # the last timestamp of each media track
+        self._dedup: dict[int, int] | None = None  # see continue_timeline
         self.clock = SegmentClock(segment_ms, session, now_ms=wall_ms)
         """Where HLS segments begin, the same on every node (see `common.media.segclock`):
         `session` names its segments, `wall_ms` dates them."""
@@ -177,6 +180,25 @@ class Stream:
         self.stats.sources += 1
         if self._last_ts is not None:
             self._rebase = True
+        self._dedup = None
+
+    def take_clock(self, state: ClockState) -> bool:
+        """A parent's segment clock for the keyframe that comes next. The same stream pulled
+        again (or skipped ahead) keeps its timeline (`continue_timeline`) and ignores a state
+        it is already past; True if the clock took the state."""
+        if state.session == self.clock.session:
+            self.continue_timeline()
+            if self.clock.covers(state):
+                return False
+        self.clock.anchor(state)
+        return True
+
+    def continue_timeline(self) -> None:
+        """The new source continues this stream's own timeline (the same stream from the same
+        origin, pulled again): its timestamps are taken as they are, after the offset so far,
+        and the frames it repeats (up to each track's last timestamp) are dropped."""
+        self._rebase = False
+        self._dedup = dict(self._track_ts) or None
 
     def push(self, type_id: int, timestamp: int, payload: bytes) -> Frame | None:
         """Add one audio/video/data message; sequence headers update the stream's headers.
@@ -189,6 +211,10 @@ class Stream:
         if not payload or (type_id == m.DATA_AMF0 and payload.startswith(CLOCK_PREFIX)):
             return None  # a segment clock comes only from a parent, never through a stream
         ts = self._rebased(timestamp)
+        if self._dedup is not None and type_id in self._dedup:
+            if ts <= self._dedup[type_id]:
+                return None  # a source pulled again repeats what this stream has
+            del self._dedup[type_id]
         keyframe = False
         if type_id == m.VIDEO:
             info = flv.video_info(payload)
@@ -253,6 +279,7 @@ class Stream:
         frame = Frame(self._head, type_id, ts, payload, keyframe=keyframe, header=header)
         frame.source = self.stats.sources
         if not header:
+            self._track_ts[type_id] = ts
             cut = self.clock.feed(
                 type_id,
                 ts,
@@ -318,9 +345,11 @@ class Stream:
 
     # ------------------------------------------------------------------ reader side
 
-    def add_reader(self, protocol: str) -> Reader:
-        """A new reader, positioned for a fast start (latest keyframe) or the next one."""
-        reader = Reader(protocol)
+    def add_reader(self, protocol: str, *, clock: bool = False) -> Reader:
+        """A new reader, positioned for a fast start (latest keyframe) or the next one;
+        `clock`: a pulling node, which gets the segment clock's state (see `clock_state`)
+        ahead of the keyframe it skips to when it falls behind."""
+        reader = Reader(protocol, clock=clock)
         if self.gop_cache and self._last_keyframe is not None:
             reader.cursor = self._last_keyframe
         else:
@@ -397,6 +426,12 @@ class Stream:
             else:
                 headers = [f for f in frames[k : target - self._base] if f.header]
             dropped = target - cursor - (len(headers) if k >= 0 else 0)
+            if reader.clock and target < self._head:
+                # a pulling node misses the cuts it skips: the clock's state comes along
+                key = frames[target - self._base]
+                if key.clock is not None:
+                    state = Frame(-1, m.DATA_AMF0, key.timestamp, key.clock.encode(), header=True)
+                    headers = [state, *headers]
             reader.dropped += dropped
             self.stats.dropped_frames += dropped
             reader.need_keyframe = self._last_keyframe is None and self.has_video

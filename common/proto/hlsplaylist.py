@@ -23,6 +23,12 @@ class Segment:
     disc_before: int | None = None  # discontinuous segments numbered below it, when known
 
 
+def nearest_second(seconds: float) -> int:
+    """`seconds` rounded to the nearest integer, halves up (RFC 8216 4.3.3.1: a segment's
+    EXTINF so rounded is at most EXT-X-TARGETDURATION; Python's round(2.5) is 2)."""
+    return math.floor(seconds + 0.5)
+
+
 def program_date_time(wall: float) -> str:
     """RFC 8216 4.3.2.6: an ISO 8601 date-time with milliseconds."""
     stamp = datetime.fromtimestamp(wall, tz=UTC).isoformat(timespec="milliseconds")
@@ -154,7 +160,7 @@ class HlsPlaylist:
         self.ended = False
         self.segments.append(seg)
         self.target_duration = max(
-            self.target_duration, math.ceil(self.target), round(seg.duration)
+            self.target_duration, math.ceil(self.target), nearest_second(seg.duration)
         )
         while len(self.segments) > self.window + self.keep:
             old = self.segments.pop(0)

@@ -117,6 +117,20 @@ class HlsStore:
             lambda: {(): self.timestamp_jumps},
         )
 
+    def prepare(self, stream: Stream) -> None:
+        """Set `stream`'s segment clock for this store before its first frame (call it as
+        the stream opens): the store's target duration, and the numbers of a playlist kept
+        from the stream's previous life, which it continues."""
+        stream.clock.prefer_target(round(self.settings.target * 1000))
+        playlist = self.playlists.get((stream.app, stream.name))
+        if playlist is not None:
+            stream.clock.resume(
+                playlist.session,
+                playlist.next_seq,
+                playlist.discontinuities(),
+                playlist.target_duration * 1000,
+            )
+
     async def package(
         self, stream: Stream, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -130,18 +144,12 @@ class HlsStore:
         s = self.settings
         playlist = self.playlists.get(key)
         resumed = playlist is not None
-        stream.clock.prefer_target(round(s.target * 1000))
+        self.prepare(stream)
         if playlist is None:
             playlist = HlsPlaylist(stream.name, stream.clock.session, s.target, window=s.window)
             self.playlists[key] = playlist
         else:
             log.info("HLS %s/%s: a new stream continues the playlist", *key)
-            stream.clock.resume(
-                playlist.session,
-                playlist.next_seq,
-                playlist.discontinuities(),
-                playlist.target_duration * 1000,
-            )
         self._packagers[key] += 1
         playlist.ended = False
         task_status.started()
@@ -262,7 +270,9 @@ class HlsStore:
         if target.media is Media.PLAYLIST:
             playlist = self.playlists.get(key)
             if playlist is not None and not playlist.segments:
-                with trio.move_on_after(2 * self.settings.target):
+                # a node that joined mid-segment waits for the next one whole: up to a
+                # segment (its target, or the stream's) and one more, and a little
+                with trio.move_on_after(3 * max(self.settings.target, playlist.target)):
                     await self._first_segment.setdefault(key, trio.Event()).wait()
             self.requests["playlist"] += 1
             if playlist is None or not playlist.segments:

@@ -10,7 +10,7 @@ import trio
 
 from common.media.segmenter import Segmenter, SegmentSpec
 from common.media.stream import Stream
-from common.proto.hlsplaylist import HlsPlaylist
+from common.proto.hlsplaylist import HlsPlaylist, nearest_second
 from common.serve.hlsdir import DirWriter
 from common.serve.tsmux import mux_ts
 
@@ -85,10 +85,15 @@ class Packager:
         store.mux_ok(self.key)
         disc_before = None
         restarted = False
+        if cut is not None and cut.session == playlist.session and cut.seq < playlist.next_seq:
+            return  # a number the playlist has passed (never lowered): left out
         if cut is not None:
             # a number skipped (a segment not muxed) or another session: start over
             restarted = playlist.place(cut.seq, cut.session)
-            playlist.target_duration = max(playlist.target_duration, round(cut.longest_ms / 1000))
+            playlist.target = self.stream.clock.target_ms / 1000  # the origin's
+            playlist.target_duration = max(
+                playlist.target_duration, nearest_second(cut.longest_ms / 1000)
+            )
             disc_before = cut.discontinuities_before + playlist.extra_discontinuities
         discontinuity = (
             spec.discontinuity or restarted or (self.discontinuity and bool(playlist.segments))

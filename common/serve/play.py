@@ -99,17 +99,7 @@ class PlayerState(Enum):
 class Player:
     """One viewer connection reading one stream."""
 
-    __slots__ = (
-        "conn",
-        "reader",
-        "protocol",
-        "stream_id",
-        "state",
-        "wake",
-        "end",
-        "bucket",
-        "clock",
-    )
+    __slots__ = ("conn", "reader", "protocol", "stream_id", "state", "wake", "end", "bucket")
 
     def __init__(
         self,
@@ -120,12 +110,9 @@ class Player:
         stream_id: int = PLAY_STREAM_ID,
         end: Callable[[], bytes] | None = None,
         bucket: Pacer | None = None,
-        clock: bool = False,
     ) -> None:
         self.conn = conn
         self.bucket = bucket
-        self.clock = clock
-        """Send the stream's segment clock before the first frame."""
         self.reader = reader
         self.protocol = protocol
         self.stream_id = stream_id
@@ -248,7 +235,7 @@ class Fanout:
         reader = player.reader
         at = stream.start_timestamp(reader)
         start = stream.header_frames(at)
-        if player.clock:
+        if reader.clock:
             payload = stream.clock_state(reader).encode()
             start.insert(0, Frame(-1, m.DATA_AMF0, at, payload, header=True))
         first = stream.pending(reader)
@@ -426,8 +413,8 @@ async def serve_flv(
     else:
         prelude, end = chunk(flv_header(stream)), lambda: LAST_CHUNK
         protocol = "flv"
-    reader = stream.add_reader(protocol)
-    player = Player(conn, reader, protocol, end=end, bucket=pacer, clock=clock)
+    reader = stream.add_reader(protocol, clock=clock)
+    player = Player(conn, reader, protocol, end=end, bucket=pacer)
 
     async with trio.open_nursery() as nursery:
 

@@ -373,10 +373,8 @@ class RtmpConnection:
                     return session.data_to_send()
 
                 stream = sub.fanout.stream
-                player = Player(
-                    conn, stream.add_reader("rtmp"), "rtmp", stream_id=sid, end=end,
-                    bucket=pacer, clock=query.get(CLOCK_QUERY) == "1",
-                )  # fmt: skip
+                reader = stream.add_reader("rtmp", clock=query.get(CLOCK_QUERY) == "1")
+                player = Player(conn, reader, "rtmp", stream_id=sid, end=end, bucket=pacer)
                 log.info("RTMP play %s/%s by %s", app, name, conn.peer)
                 await sub.fanout.serve(player)
                 log.info("RTMP play %s/%s by %s ended", app, name, conn.peer)

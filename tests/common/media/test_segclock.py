@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.media.segclock import ClockState, Cut, SegmentClock
+from common.media.segclock import CLOCK_PREFIX, ClockState, Cut, SegmentClock
 from common.media.segmenter import Segmenter
 from common.media.stream import Stream
 from common.proto import amf0
@@ -221,43 +221,98 @@ def push(stream: Stream, cuts: dict[int, int], type_id: int, ts: int, payload: b
         cuts[frame.timestamp] = frame.cut.seq
 
 
-def test_an_edge_that_pulls_again_keeps_the_origins_numbers_though_it_rebased():
-    origin = Stream("live", "x", segment_ms=1000, max_frames=100_000, max_bytes=1 << 30)
-    edge = Stream("live", "x", max_frames=100_000, max_bytes=1 << 30)
-    for s in (origin, edge):
-        s.push(V, 0, AVC_HEADER)
-        s.push(A, 0, AAC_HEADER)
-    first, outage, second = av_frames(0, 6), av_frames(6000, 4), av_frames(10_000, 6)
-    want: dict[int, int] = {}
-    got: dict[int, int] = {}
-    for f in first[:30]:
-        push(origin, want, *f)
+class Pulled:
+    """An origin stream and an edge stream pulling it, frame by frame, as edge/pull.py does:
+    a new pull is a new source that gets the clock's state before its first frame."""
 
-    def pull(frames):  # a new pull: the state for its first frame, then frames
-        reader = origin.add_reader("edge")
-        edge.new_source()
-        edge.clock.anchor(ClockState.decode(origin.clock_state(reader).encode()))
-        for frame in [None, *frames]:
-            if frame is not None:
-                push(origin, want, *frame)
-            for f in origin.pending(reader):
-                if not f.header:
-                    push(edge, got, f.type_id, f.timestamp, f.payload)
-        origin.remove_reader(reader)
+    def __init__(self) -> None:
+        big = {"max_frames": 100_000, "max_bytes": 1 << 30}
+        self.origin = Stream("live", "x", segment_ms=1000, session="orig", **big)
+        self.edge = Stream("live", "x", session="own", **big)
+        self.want: dict[int, int] = {}  # origin: cut seq by timestamp
+        self.got: dict[int, int] = {}  # edge: the same
+        self.pushed: list[int] = []  # timestamps of the video frames the edge took
+        for s in (self.origin, self.edge):
+            s.push(V, 0, AVC_HEADER)
+            s.push(A, 0, AAC_HEADER)
+        self.reader = None
 
-    pull(first[30:])
-    for f in outage:  # the edge is away: the origin goes on
-        push(origin, want, *f)
-    pull(second)
-    assert sorted(got.values()) == [0, 1, 2, 3, 4, 5, 9, 10, 11, 12, 13, 14, 15]
-    # the edge's own timestamps were rebased to run on after the outage: its cuts are at the
-    # origin's frames all the same, shifted by a constant per pull
-    by_seq = {seq: t for t, seq in want.items()}
-    shifts = [
-        {t - by_seq[seq] for t, seq in got.items() if (seq >= 9) == later} for later in (0, 1)
-    ]
-    assert [len(s) for s in shifts] == [1, 1]
-    assert min(shifts[1]) < min(shifts[0]) - 2000
+    def publish(self, frames) -> None:
+        for f in frames:
+            push(self.origin, self.want, *f)
+            self.relay()
+
+    def pull(self) -> None:
+        """A (new) pull: from the origin's newest keyframe, the clock's state first."""
+        self.reader = self.origin.add_reader("edge", clock=True)
+        self.edge.new_source()
+        self.edge.take_clock(ClockState.decode(self.origin.clock_state(self.reader).encode()))
+        self.relay()
+
+    def drop(self) -> None:
+        self.origin.remove_reader(self.reader)
+        self.reader = None
+
+    def relay(self) -> None:
+        if self.reader is None:
+            return
+        for f in self.origin.pending(self.reader):
+            if f.type_id == m.DATA_AMF0 and f.payload.startswith(CLOCK_PREFIX):
+                self.edge.take_clock(ClockState.decode(f.payload))
+            elif not f.header:
+                frame = self.edge.push(f.type_id, f.timestamp, f.payload)
+                if frame is not None and frame.type_id == V:
+                    self.pushed.append(frame.timestamp)
+                if frame is not None and frame.cut is not None:
+                    self.got[frame.timestamp] = frame.cut.seq
+
+
+def shifts(p: Pulled) -> set[int]:
+    """How far the edge's cuts are from the origin's same-numbered ones."""
+    by_seq = {seq: t for t, seq in p.want.items()}
+    return {t - by_seq[seq] for t, seq in p.got.items()}
+
+
+def test_an_edge_that_pulls_again_after_an_outage_keeps_the_origins_numbers():
+    p = Pulled()
+    p.publish(av_frames(0, 1.2))
+    p.pull()
+    p.publish(av_frames(1200, 4.8))
+    p.drop()
+    p.publish(av_frames(6000, 4))  # the edge is away: the origin goes on
+    p.pull()
+    p.publish(av_frames(10_000, 6))
+    assert sorted(p.got.values()) == [1, 2, 3, 4, 5, 9, 10, 11, 12, 13, 14, 15]
+    # one constant shift (the first pull's rebase onto the edge's headers), kept by the
+    # second pull of the same stream: its timeline runs on
+    assert len(shifts(p)) == 1
+
+
+def test_an_edge_that_fails_over_mid_gop_takes_no_frame_or_cut_twice():
+    p = Pulled()
+    p.publish(av_frames(0, 0.4))
+    p.pull()
+    p.publish(av_frames(400, 3.3))  # up to 3660: a second into the GOP of 3000
+    p.drop()
+    p.pull()  # again at once: the new pull starts at keyframe 3000, which the edge has
+    p.publish(av_frames(3680, 3))
+    assert len(p.pushed) == len(set(p.pushed)) and p.pushed == sorted(p.pushed)
+    assert sorted(p.got.values()) == [0, 1, 2, 3, 4, 5, 6]
+    assert len(shifts(p)) == 1
+
+
+def test_a_slow_edge_skipped_ahead_by_its_parent_gets_the_clock_with_the_keyframe():
+    p = Pulled()
+    p.publish(av_frames(0, 0.4))
+    p.pull()
+    p.publish(av_frames(400, 1.6))
+    reader, p.reader = p.reader, None  # the edge stops reading (a stalled link)
+    p.publish(av_frames(2000, 7))  # past max_lag_ms: its reader will skip ahead
+    p.reader = reader
+    p.publish(av_frames(9000, 3))
+    assert reader.dropped > 0
+    assert len(shifts(p)) == 1
+    assert sorted(p.got.values()) == [0, 1, 9, 10, 11]
 
 
 def test_a_marked_segmenter_gives_up_an_open_segment_that_never_ends():
@@ -273,3 +328,15 @@ def test_a_marked_segmenter_gives_up_an_open_segment_that_never_ends():
         f = stream.push(V, ts, b"\x27\x01" + b"x" * 50)
         assert seg.push(f) is None
     assert seg.abandoned == 1 and len(seg._frames) < 100
+
+
+def test_a_timestamp_jump_is_a_discontinuity_not_a_long_segment():
+    """60 s forward mid-GOP: no forced cut on a non-keyframe, the longest segment stays
+    the GOP's length (EXT-X-TARGETDURATION), and the dates run on by media time."""
+    stream = frames(50, gop=25) + frames(100, gop=25, t0=62_000)[12:]
+    got = cuts(clock(), stream)
+    assert not any(c.forced for _, c in got)
+    assert [(ts, c.discontinuity) for ts, c in got] == [(0, False), (63000, True), (64000, False)]
+    # the first segment holds 2 s before the jump and 0.76 s after it
+    assert max(c.longest_ms for _, c in got) == 2720
+    assert [c.wall_ms - 1_000_000 for _, c in got] == [0, 2720, 3720]
