@@ -41,6 +41,8 @@ class HlsSettings:
     directory: str = ""
 
 
+MUX_THREADS = 2
+"""Threads muxing segments at once, per node (the machine's cores, not the streams')."""
 LOG_EVERY = 60.0
 """While a stream's segment writes (or muxes) keep failing, one log line per this many seconds."""
 
@@ -83,6 +85,8 @@ class HlsStore:
         self.packager_restarts = 0
         self.timestamp_jumps = 0
         self.requests: Counter[str] = Counter()
+        self.mux_limiter = trio.CapacityLimiter(MUX_THREADS)
+        """Segments muxed at once (each stream waits its turn, none holds up another's)."""
         self._packagers: Counter[tuple[str, str]] = Counter()
         self._failing: dict[tuple[Failure, tuple[str, str]], _Failing] = {}
         self._first_segment: dict[tuple[str, str], trio.Event] = {}

@@ -75,7 +75,7 @@ class Packager:
         # cut on the arrival of the next keyframe, live: the segment began `duration` ago
         wall = cut.wall_ms / 1000 if cut else time.time() - spec.duration_ms / 1000
         try:
-            data = await trio.to_thread.run_sync(mux_ts, spec)
+            data = await trio.to_thread.run_sync(mux_ts, spec, limiter=store.mux_limiter)
             if not data:
                 raise ValueError("no audio or video packet could be muxed")
         except Exception as exc:  # whatever the media does to the muxer
