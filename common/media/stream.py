@@ -352,6 +352,9 @@ class Stream:
         reader = Reader(protocol, clock=clock)
         if self.gop_cache and self._last_keyframe is not None:
             reader.cursor = self._last_keyframe
+            if clock:  # a node that packages HLS: the whole segment, from where it began
+                cuts = (k for k in reversed(self._keyframes) if self._frames[k - self._base].cut)
+                reader.cursor = next(cuts, self._last_keyframe)
         else:
             reader.cursor = self._head
             reader.need_keyframe = self.has_video

@@ -340,3 +340,17 @@ def test_a_timestamp_jump_is_a_discontinuity_not_a_long_segment():
     # the first segment holds 2 s before the jump and 0.76 s after it
     assert max(c.longest_ms for _, c in got) == 2720
     assert [c.wall_ms - 1_000_000 for _, c in got] == [0, 2720, 3720]
+
+
+def test_a_pulling_node_starts_at_the_segment_a_viewer_is_in_the_middle_of():
+    """Keyframes every second, segments every two: a viewer starts at the newest keyframe,
+    a node that packages HLS at the keyframe that began the segment, so it has it whole."""
+    stream = Stream("live", "x", segment_ms=2000, session="s")
+    stream.push(V, 0, AVC_HEADER)
+    for typ, ts, payload in av_frames(0, 3.5):
+        stream.push(typ, ts, payload)
+    viewer, node = stream.add_reader("flv"), stream.add_reader("edge", clock=True)
+    assert stream.start_timestamp(viewer) == 3000
+    assert stream.start_timestamp(node) == 2000
+    state = stream.clock_state(node)
+    assert (state.at, state.seq, state.starts) == (2000, 1, True)
