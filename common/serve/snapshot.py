@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 
 import av
 import trio
+from av.video.reformatter import VideoReformatter
 
 from common.media.stream import Stream
 from common.net.http import Request, Response, not_a_read
@@ -132,7 +133,11 @@ def encode_image(picture: av.VideoFrame, media: Media, size: tuple[int, int]) ->
         ctx.time_base = Fraction(1, 25)
         if media is Media.JPEG:
             ctx.options = {"qmin": str(JPEG_QUALITY), "qmax": str(JPEG_QUALITY)}
-        scaled = picture.reformat(width=size[0], height=size[1], format=pix_fmt)
+        # a reformatter of its own: the picture's cached one is not safe across threads,
+        # and images of one picture are encoded in parallel
+        scaled = VideoReformatter().reformat(
+            picture, width=size[0], height=size[1], format=pix_fmt, interpolation="AREA", threads=1
+        )
         packets = ctx.encode(scaled) + ctx.encode(None)
     except Exception as exc:
         raise SnapshotError(describe(exc)) from exc

@@ -4,6 +4,9 @@ tag, a cancelled one taken over, errors shared, bounds kept)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import trio
 import trio.testing
@@ -13,11 +16,13 @@ from hypothesis import strategies as st
 from common.media.stream import Stream
 from common.proto import flv
 from common.proto.flv import FlvParser
+from common.proto.paths import Media
 from common.serve.snapshot import (
     Coalesced,
     Keyframe,
     SnapshotError,
     decode_keyframe,
+    encode_image,
     lacks_video,
     newest_keyframe,
 )
@@ -155,3 +160,26 @@ async def test_the_cache_is_bounded_in_entries_and_bytes() -> None:
     await cache.get("big", 1, value(b"y" * 8))
     await cache.get("big2", 1, value(b"z" * 8))
     assert list(cache.entries) == ["big2"], "bytes bound: the oldest go first"
+
+
+def test_images_of_one_picture_encode_in_parallel(real_keyframe: Keyframe) -> None:
+    """Threads encoding one picture at once (as the node does, two at a time) each get their
+    image (they once shared the picture's scaler, and could hang)."""
+    picture = decode_keyframe(real_keyframe)
+    jobs = [(Media.JPEG, (160, 120)), (Media.PNG, (320, 240)), (Media.JPEG, (64, 48))] * 8
+    out: dict[int, bytes] = {}
+
+    def encode(i: int, media: Media, size: tuple[int, int]) -> None:
+        out[i] = encode_image(picture, media, size)
+
+    threads = [
+        threading.Thread(target=encode, args=(i, *job), daemon=True) for i, job in enumerate(jobs)
+    ]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60  # a hang guard: a hung thread fails the test
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert len(out) == len(jobs), "an encode hung"
+    for i, (media, size) in enumerate(jobs):
+        assert out[i] == encode_image(picture, media, size)
