@@ -33,9 +33,11 @@ def parse(text: str) -> Parsed:
         elif ln.startswith("#EXT-X-MEDIA-SEQUENCE:"):
             assert not seen_segment, "EXT-X-MEDIA-SEQUENCE must come before the first segment"
             media_seq = int(ln.split(":", 1)[1])
+            assert media_seq >= 0, "EXT-X-MEDIA-SEQUENCE is a decimal-integer (>= 0)"
         elif ln.startswith("#EXT-X-DISCONTINUITY-SEQUENCE:"):
             assert not seen_segment, "EXT-X-DISCONTINUITY-SEQUENCE before the first segment"
             disc_seq = int(ln.split(":", 1)[1])
+            assert disc_seq >= 0, "EXT-X-DISCONTINUITY-SEQUENCE is a decimal-integer (>= 0)"
         elif ln.startswith("#EXTINF:"):
             pending_duration = float(ln.split(":", 1)[1].split(",")[0])
         elif ln == "#EXT-X-DISCONTINUITY":

@@ -161,6 +161,7 @@ class Stream:
         self._floor = 0
         self._last_ts: int | None = None
         self._rebase = False
+        self._dropped_keys: list[str] = []  # onMetaData keys last dropped (logged once)
         self._track_ts: dict[int, int] = {}  # the last timestamp of each media track
         self._dedup: dict[int, int] | None = None  # see continue_timeline
         self.clock = SegmentClock(segment_ms, session, now_ms=wall_ms)
@@ -246,7 +247,8 @@ class Stream:
         """Replace onMetaData (the AMF0 body starting with "onMetaData"); only its clean
         part (finite numbers, short strings) is kept and sent on, see `common.proto.metadata`."""
         values, dropped = metadata.clean(values)
-        if dropped:
+        if dropped and dropped != self._dropped_keys:  # once per set of keys, not per message
+            self._dropped_keys = dropped
             log.info(
                 "metadata of %s/%s: dropped unusable keys %s",
                 self.app,

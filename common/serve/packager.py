@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from common.media.segclock import BOUNDS
 from common.media.segmenter import Segmenter, SegmentSpec
 from common.media.stream import Stream
 from common.proto.hlsplaylist import HlsPlaylist, nearest_second
@@ -16,6 +17,10 @@ from common.serve.tsmux import mux_ts
 
 if TYPE_CHECKING:
     from common.serve.hlsstore import HlsStore
+
+
+MAX_WALL_MS = BOUNDS["epoch_wall_ms"][1]
+"""The latest date a playlist can print."""
 
 
 class Packager:
@@ -73,7 +78,9 @@ class Packager:
         store.timestamp_jumps += spec.jumps
         cut = spec.cut
         # cut on the arrival of the next keyframe, live: the segment began `duration` ago
-        wall = cut.wall_ms / 1000 if cut else time.time() - spec.duration_ms / 1000
+        wall: float | None = time.time() - spec.duration_ms / 1000
+        if cut is not None:  # a parent's clock: a date only if it is one (year 1970..9999)
+            wall = cut.wall_ms / 1000 if 0 <= cut.wall_ms <= MAX_WALL_MS else None
         try:
             data = await trio.to_thread.run_sync(mux_ts, spec, limiter=store.mux_limiter)
             if not data:

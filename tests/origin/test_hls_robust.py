@@ -7,13 +7,14 @@ from __future__ import annotations
 import io
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
 import pytest
 import trio
 
+from common.media.segclock import ClockState
 from common.media.segmenter import Segmenter
 from common.media.stream import Stream
 from common.net.httpclient import fetch
@@ -478,3 +479,22 @@ async def test_repeated_failures_log_one_line_a_minute(mock_clock, caplog):
     assert lines()[4].endswith("(29 more since the last report)")
     assert lines()[5] == "HLS live/full: writing to hls_dir again"
     assert len(lines()) == 6 and store.write_errors == 31 + 29 + 2
+
+
+async def test_a_parent_clock_with_an_absurd_date_gives_a_playlist_without_dates(nursery, tags):
+    """A clock state within every bound whose dates still come out past the year 9999 (a
+    hostile or broken parent): the segments are listed without EXT-X-PROGRAM-DATE-TIME
+    instead of every playlist request failing."""
+    store = HlsStore(HlsSettings(target=1.0))
+    stream = Stream("live", "far", segment_ms=1000)
+    state = replace(stream.clock.state(), session="far", seq=5, epoch_ts=-(2**50))
+    stream.clock.anchor(ClockState.decode(state.encode()))
+    nursery.start_soon(store.package, stream)
+    await feed(stream, [t for t in tags if t.header] + looped(tags, 1))
+    stream.close()
+    playlist = store.playlists[("live", "far")]
+    with trio.fail_after(20):  # a hang guard
+        while not playlist.ended:
+            await trio.sleep(0.01)
+    text = playlist.playlist()
+    assert "#EXT-X-PROGRAM-DATE-TIME" not in text and parse(text).segments[0][0] == 6
