@@ -63,7 +63,8 @@ def _local_request(headers: Mapping[str, str]) -> str | None:
             origin_host = urlsplit(origin).netloc
         except ValueError:
             origin_host = ""
-        if not is_loopback_name(origin_host):
+        if not is_loopback_name(origin_host) or (host is not None and origin_host != host):
+            # a page of another origin, a loopback one on another port included
             return f"sent by a page of {origin[:60]!r}"
     if headers.get("sec-fetch-site", "").lower() == "cross-site":
         return "a cross-site request"

@@ -43,6 +43,8 @@ def test_a_token_is_needed_from_any_peer_once_configured(peer):
     "headers",
     [{"origin": "https://evil.example"},  # a page's fetch() in the node host's browser
      {"origin": "null"},  # a sandboxed or redirected page
+     {"host": "127.0.0.1:8080", "origin": "http://127.0.0.1:8000"},  # another local port's page
+     {"host": "localhost:8080", "origin": "http://127.0.0.1:8080"},  # another origin's name
      {"host": "evil.example:8080"},  # DNS rebinding: a same-origin request, no Origin
      {"host": "127.0.0.1:8080", "sec-fetch-site": "cross-site"},
      {"host": "10.1.2.3:8080"}],
