@@ -11,6 +11,8 @@ MIN_WIDTH = 16
 """Narrower requests are widened to this."""
 MAX_WIDTH = 3840
 """Wider requests are narrowed to this (and to the source's width)."""
+WIDTH_STEP = 16
+"""Widths are rounded to a multiple of this: at most 240 images of a keyframe per format."""
 
 
 class SizeError(ValueError):
@@ -18,8 +20,9 @@ class SizeError(ValueError):
 
 
 def requested_width(query: Mapping[str, str]) -> int | None:
-    """The width `query` asks for ('w', decimal digits), clamped to MIN_WIDTH..MAX_WIDTH;
-    None without 'w' (the source's size); SizeError for anything but digits."""
+    """The width `query` asks for ('w', decimal digits), to the nearest WIDTH_STEP, clamped
+    to MIN_WIDTH..MAX_WIDTH; None without 'w' (the source's size); SizeError for anything
+    but digits."""
     text = query.get("w")
     if text is None:
         return None
@@ -28,6 +31,7 @@ def requested_width(query: Mapping[str, str]) -> int | None:
         raise SizeError(
             f"w must be a width in pixels ({MIN_WIDTH}..{MAX_WIDTH}), not {text[:20]!r}"
         )
+    value = (min(value, MAX_WIDTH) + WIDTH_STEP // 2) // WIDTH_STEP * WIDTH_STEP
     return min(max(value, MIN_WIDTH), MAX_WIDTH)
 
 

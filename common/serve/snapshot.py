@@ -41,7 +41,13 @@ IMAGE_TYPES = {Media.JPEG: "image/jpeg", Media.PNG: "image/png"}
 THREADS = 2
 """Decodes and encodes at once (each a few ms to tens of ms of CPU)."""
 MAX_FRAMES = 8
-"""Decoded keyframes kept: the newest of as many streams (a 1080p picture is 3 MB)."""
+"""Decoded keyframes kept: the newest of as many streams (a 1080p picture is 3 MB)..."""
+MAX_FRAME_BYTES = 48 * 1024 * 1024
+"""... and their bytes at most (YUV 4:2:0 as decoded)."""
+MAX_PIXELS = 4096 * 2304
+"""The largest picture a snapshot is taken of (an 8K keyframe decodes to 50 MB)."""
+MAX_WAITING = 16
+"""Snapshot requests that may wait for the decode/encode threads; more get a 503."""
 MAX_IMAGES = 256
 """Encoded images kept (the newest per stream, format and width asked for)..."""
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
@@ -115,6 +121,8 @@ def decode_keyframe(key: Keyframe) -> av.VideoFrame:
             video = container.streams.video[0]
             video.codec_context.thread_count = 1  # one picture: no decoder threads to start
             for picture in container.decode(video):
+                if picture.width * picture.height > MAX_PIXELS:
+                    raise SnapshotError(f"{picture.width}x{picture.height} is too large")
                 return picture
     except SnapshotError:
         raise
@@ -242,7 +250,9 @@ class Snapshots:
         self.enabled = enabled
         self.wait = wait
         self.limiter = trio.CapacityLimiter(THREADS)
-        self.pictures: Coalesced[av.VideoFrame] = Coalesced(MAX_FRAMES)
+        self.pictures: Coalesced[av.VideoFrame] = Coalesced(
+            MAX_FRAMES, lambda p: p.width * p.height * 3 // 2, MAX_FRAME_BYTES
+        )
         self.images: Coalesced[bytes] = Coalesced(MAX_IMAGES, len, MAX_IMAGE_BYTES)
         self.stats = SnapshotStats()
         self._register_metrics()
@@ -266,6 +276,10 @@ class Snapshots:
             width = requested_width(req.query)
         except SizeError as exc:
             return Response.text(400, str(exc))
+        if self.limiter.statistics().tasks_waiting >= MAX_WAITING:
+            self.stats.failures["busy"] += 1
+            return Response(503, b"snapshots are busy: try again", "text/plain",
+                            [("retry-after", "1")])  # fmt: skip
         play = PlayRequest(PlayProtocol.SNAPSHOT, key, req.query, req.peer)
         denied = await self.node.admit(play)
         if denied is not None:
@@ -297,6 +311,10 @@ class Snapshots:
             if reason == "no_video":
                 return Response.text(404, f"{key} has no video to take a snapshot of")
             return Response.text(404, f"no keyframe of {key} within {self.wait:g} s")
+        dims = stream.dimensions
+        if dims is not None and dims[0] * dims[1] > MAX_PIXELS:
+            self.stats.failures["too_large"] += 1
+            return Response.text(404, f"{key} is {dims[0]}x{dims[1]}: too large for a snapshot")
         tag = (weakref.ref(stream), found.seq)
         try:
             image = await self.images.get(

@@ -74,14 +74,14 @@ async def test_a_crowd_of_snapshots_at_an_edge_is_one_pull_and_one_decode(nurser
     bodies: list[bytes] = []
 
     async def ask() -> None:
-        status, _, body = await get(eaddr.http_port, "/live/one.jpg?w=120")
+        status, _, body = await get(eaddr.http_port, "/live/one.jpg?w=128")
         assert status == 200
         bodies.append(body)
 
     async with trio.open_nursery() as n:
         for _ in range(20):
             n.start_soon(ask)
-    assert len(set(bodies)) == 1 and picture(bodies[0])[1:3] == (120, 90)
+    assert len(set(bodies)) == 1 and picture(bodies[0])[1:3] == (128, 96)
     assert edge.pull.stats.started == 1, "one upstream for the crowd"
     stats = edge.snapshots.stats
     assert stats.decoded == 1 and stats.made["jpeg"] == 1 and stats.served["jpeg"] == 20

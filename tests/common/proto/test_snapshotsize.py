@@ -18,6 +18,7 @@ from common.proto.snapshotsize import (
 def test_widths_are_clamped_and_garbage_refused() -> None:
     assert requested_width({}) is None
     assert requested_width({"w": "320"}) == 320
+    assert requested_width({"w": "100"}) == 96 and requested_width({"w": "105"}) == 112
     assert requested_width({"w": "0"}) == MIN_WIDTH
     assert requested_width({"w": "99999999"}) == MAX_WIDTH
     for bad in ("", "abc", "-5", "3.5", "1e3", " 320", "٣٢٠", "9" * 20):
