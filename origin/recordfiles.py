@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from common.proto.numparse import parse_uint
+
 FORMATS = ("flv", "mp4")
 PART = ".part"
 """Suffix of the file being written (renamed to its final name once done)."""
@@ -135,16 +137,27 @@ class BadQuery(ValueError):
     """A playback query that cannot be served (the message says why: a 400)."""
 
 
+def _seconds(text: str) -> float | None:
+    """`text` as seconds if it is plain ASCII digits with an optional fraction ('12.5'),
+    else None (no sign, exponent, underscore, non-ASCII digit, nan or inf)."""
+    whole, dot, frac = text.partition(".")
+    number = parse_uint(whole, 10**18)
+    if number is None or (dot and parse_uint(frac, 10**19 - 1) is None):
+        return None
+    return float(text)
+
+
 def parse_start(text: str) -> int:
     """Epoch ms of a playback `start`: epoch seconds (with decimals) or ISO 8601 (UTC
     unless it says otherwise)."""
     text = text.strip()
     if not text or len(text) > 40:
         raise BadQuery("start must be ISO 8601 or epoch seconds")
-    try:
-        seconds = float(text)
-    except ValueError:
+    seconds = _seconds(text)
+    if seconds is None:
         try:
+            if not text.isascii():
+                raise ValueError(text)
             when = datetime.fromisoformat(text)
         except ValueError:
             raise BadQuery(f"start {text!r} is neither ISO 8601 nor epoch seconds") from None
@@ -158,10 +171,9 @@ def parse_start(text: str) -> int:
 
 def parse_duration(text: str) -> int:
     """Milliseconds of a playback `duration` (seconds, at most MAX_VOD_SECONDS)."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        raise BadQuery("duration must be seconds") from None
+    seconds = _seconds(text)
+    if seconds is None:
+        raise BadQuery("duration must be seconds (plain ASCII digits)")
     if not math.isfinite(seconds) or not 0 < seconds <= MAX_VOD_SECONDS:
         raise BadQuery(f"duration must be in (0, {MAX_VOD_SECONDS}] seconds")
     return round(seconds * 1000)

@@ -84,9 +84,15 @@ def test_the_playback_query_is_validated():
     for query in ({}, {"start": "100"}, {"duration": "1"}, {"start": "now", "duration": "1"},
                   {"start": "100", "duration": "0"}, {"start": "100", "duration": "nan"},
                   {"start": "inf", "duration": "1"}, {"start": "-5", "duration": "1"},
-                  {"start": "100", "duration": "86401"}, {"start": "1" * 50, "duration": "1"}):  # fmt: skip
+                  {"start": "100", "duration": "86401"}, {"start": "1" * 50, "duration": "1"},
+                  {"start": "1_796_053_000", "duration": "60"}, {"start": "100", "duration": "3_600"},
+                  {"start": "\uff11\uff10\uff10", "duration": "1"}, {"start": "100", "duration": "\u0661"},
+                  {"start": "1e3", "duration": "1"}, {"start": "100", "duration": "+5"},
+                  {"start": "100.", "duration": "1"}, {"start": "100", "duration": ".5"},
+                  {"start": "2026-11-30T15:01:1\u0669Z", "duration": "1"}):  # fmt: skip
         with pytest.raises(BadQuery):
             playback_range(query)
+    assert playback_range({"start": "100.25", "duration": "0.5"}) == (100_250, 100_750)
 
 
 @given(st.text(max_size=60), st.text(max_size=20))
