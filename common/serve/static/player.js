@@ -67,7 +67,15 @@ export class Player {
       if (video.canPlayType("application/vnd.apple.mpegurl") && !window.Hls?.isSupported()) {
         video.src = url; // Safari plays HLS itself
       } else {
-        const hls = new window.Hls({ liveSyncDurationCount: 2 });
+        const hls = new window.Hls({
+          liveSyncDurationCount: 2,
+          // every playlist reload asks `url` again: through the balancer, its 302 may send it
+          // to another edge (hls.js would keep the first one's), and since every node cuts
+          // and numbers the same segments, playing goes on there, an edge killed included
+          xhrSetup: (xhr, asked) => {
+            if (new URL(asked).pathname.endsWith(".m3u8")) xhr.open("GET", url, true);
+          },
+        });
         hls.on(window.Hls.Events.ERROR, (_, data) => {
           if (data.fatal) this.failed(`${data.type}: ${data.details}`);
         });
