@@ -20,7 +20,7 @@ from common.net.supervise import contained, describe
 from common.proto.hooks import HookCall, HookEvent
 from common.serve.metrics import NodeMetrics
 from origin import recorddisk
-from origin.recordcut import FileCutter, FileStart
+from origin.recordcut import FileCutter, FileStart, file_bytes
 from origin.recordfiles import RecordedFile, iso, to_remove
 from origin.recordmp4 import remux_mp4
 
@@ -61,6 +61,7 @@ class Recording:
     files: int = 0
     bytes: int = 0
     current: str = ""  # the file being written
+    current_bytes: int = 0  # its size so far
     failure: str = ""  # why its last file could not be finished
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
 
@@ -199,7 +200,10 @@ class Recorder:
                 del self.active[key]
 
     async def _loop(self, stream: Stream, rec: Recording) -> None:
-        cutter = FileCutter(int(self.config.record_segment_seconds * 1000))
+        cutter = FileCutter(
+            int(self.config.record_segment_seconds * 1000),
+            max_bytes=file_bytes(self.config.record_max_bytes),
+        )
         reader = stream.add_reader("record")
         writer: recorddisk.FileWriter | None = None
         batch: list[bytes] = []
@@ -273,7 +277,12 @@ class Recorder:
             await trio.to_thread.run_sync(writer.close)
             raise Stop(f"cannot write {writer.path} ({describe(exc)})") from None
         rec.bytes += len(data)
+        rec.current_bytes = writer.size
         self.bytes += len(data)
+        limit = self.config.record_max_bytes
+        if limit and writer.size > limit and not rec.failure:
+            rec.failure = f"its file {writer.path} alone is beyond record_max_bytes ({limit})"
+            rec.scope.cancel()  # the file is finished; retention removes it
 
     async def _finish(
         self, writer: recorddisk.FileWriter, duration_ms: int, rec: Recording
@@ -284,6 +293,7 @@ class Recorder:
             raise Stop(f"cannot finish {writer.path} ({describe(exc)})") from None
         rec.files += 1
         rec.current = ""
+        rec.current_bytes = 0
         self.files += 1
         self._listed.clear()
         done = RecordedFile(
@@ -313,7 +323,8 @@ class Recorder:
         self._retention.set()
 
     async def retain(self) -> None:
-        """Remove the files beyond record_max_bytes or older than record_max_age_seconds."""
+        """Remove the files beyond record_max_bytes (the files being written count, but are
+        never removed) or older than record_max_age_seconds."""
         cfg = self.config
         if not self.enabled or not (cfg.record_max_bytes or cfg.record_max_age_seconds):
             return
@@ -321,7 +332,9 @@ class Recorder:
             recorddisk.list_files, self.directory, limiter=self.limiter
         )
         now = int(time.time() * 1000)
-        for rec in to_remove(files, now, cfg.record_max_bytes, cfg.record_max_age_seconds):
+        writing = sum(r.current_bytes for r in self.active.values())
+        max_bytes = cfg.record_max_bytes and max(1, cfg.record_max_bytes - writing)
+        for rec in to_remove(files, now, max_bytes, cfg.record_max_age_seconds):
             try:
                 await trio.to_thread.run_sync(
                     recorddisk.remove, self.directory, rec, limiter=self.limiter

@@ -21,6 +21,9 @@ MAX_VOD_SEGMENTS = 50_000
 VOD_TARGET_MS = 4000
 """Playback segments are cut at the first keyframe after this much media."""
 CUT_SLACK_MS = 100
+MAX_CUT_BYTES = 16 * 1024 * 1024
+"""Most bytes of a playback segment of an FLV file (muxed on demand): a bigger cut (no
+keyframes, or timestamps that do not go on) is left out of playlists and refused."""
 
 _STAMP = "%Y%m%dT%H%M%S"
 _FILE = re.compile(r"(\d{8}T\d{6})(\d{3})Z_(\d{1,12})\.(flv|mp4)")
@@ -221,6 +224,11 @@ class Cut:
         """Its segment name ('START-END')."""
         return f"{self.start}-{self.end}"
 
+    @property
+    def size(self) -> int:
+        """Bytes of its tags."""
+        return self.stop - self.offset
+
 
 def cuts(index: FileIndex, target_ms: int = VOD_TARGET_MS) -> list[Cut]:
     """The file cut at the first keyframe `target_ms` or more after the previous cut (a file
@@ -276,6 +284,12 @@ def vod_segments(
         for cut in cuts(index, target_ms):
             wall = rec.start_ms + cut.start
             if wall + (cut.end - cut.start) <= start_ms or wall >= end_ms:
+                continue
+            if (
+                rec.format == "flv" and cut.size > MAX_CUT_BYTES
+            ):  # not muxed: what follows is a discontinuity
+                gap = True
+                prev = None
                 continue
             if len(out) >= MAX_VOD_SEGMENTS:
                 raise BadQuery(f"more than {MAX_VOD_SEGMENTS} segments: ask for less time")

@@ -23,6 +23,7 @@ from common.proto.rtmp import messages as m
 from common.serve.tsmux import mux_ts
 from origin import recorddisk
 from origin.recordfiles import (
+    MAX_CUT_BYTES,
     MAX_VOD_SECONDS,
     BadQuery,
     Cut,
@@ -154,6 +155,11 @@ class Playback:
             cut = find_cut(index, target.segment) if index is not None else None
             if rec is None or index is None or cut is None:
                 return Response.text(404, "no such recording segment")
+            if rec.format == "flv" and cut.size > MAX_CUT_BYTES:
+                return Response.text(
+                    404,
+                    f"recording segment of {cut.size} bytes: beyond {MAX_CUT_BYTES}, not served",
+                )
             muxer = mux_cut if rec.format == "flv" else mux_mp4_cut
             try:
                 data = await trio.to_thread.run_sync(

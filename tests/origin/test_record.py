@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -17,11 +18,13 @@ import pytest
 import trio
 
 from common.net.httpclient import fetch
+from common.net.rtmpclient import RtmpClient
 from common.proto import flv
+from common.proto.rtmp import messages as m
 from tests.conftest import FFMPEG, needs_ffmpeg, start_origin, wait_for_stream
 from tests.edge.test_edge_real import FlvViewer
 from tests.hookserver import start_hooks
-from tests.media import play_video
+from tests.media import aac_frame, aac_header, avc_header, interframe, keyframe, play_video
 from tests.metrics import metric
 
 pytestmark = [pytest.mark.slow, needs_ffmpeg]
@@ -271,3 +274,55 @@ async def test_retention_removes_the_oldest_files(nursery, clip, tmp_path, bound
     _, listing = await get_json(f"{base}/api/recordings")
     assert [f["name"] for f in listing["recordings"]] == ["r"] * kept
     assert server.recorder.removed == 5 - kept
+
+
+async def publish_constant_timestamps(url: str, megabytes: float) -> RtmpClient:
+    """Publish made-up AVC+AAC whose every timestamp is 0, `megabytes` of it, as fast as the
+    origin takes it (a hostile publisher); the client, still connected."""
+    client = await RtmpClient.connect(url)
+    await client.publish()
+    await client.send(m.VIDEO, 0, avc_header())
+    await client.send(m.AUDIO, 0, aac_header())
+    for i in range(int(megabytes * 100)):
+        await client.send(m.VIDEO, 0, keyframe(9000) if i % 25 == 0 else interframe(9000))
+        await client.send(m.AUDIO, 0, aac_frame(1000))
+    return client
+
+
+async def test_a_file_whose_timestamps_stay_at_zero_is_cut_by_bytes(nursery, tmp_path):
+    server, addr = await start_origin(
+        nursery, record_dir=str(tmp_path), record_apps=["live"], record_max_bytes=6 * 2**20
+    )
+    client = await publish_constant_timestamps(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/z", 5)
+    with trio.fail_after(30):  # a hang guard only
+        while server.recorder.files < 3:
+            await trio.sleep(0.1)
+    assert server.recorder.active  # the recording goes on
+    client.close()
+    with trio.fail_after(30):
+        while server.recorder.active:
+            await trio.sleep(0.1)
+    sizes = [p.stat().st_size for p in (tmp_path / "live" / "z").iterdir()]
+    assert len(sizes) == 4 and all(s <= 1.5 * 2**20 + 10_100 for s in sizes), sizes
+    # playback lists them: each a segment of one instant
+    base = f"http://127.0.0.1:{addr.http_port}/live/z/recordings"
+    reply = await fetch("GET", f"{base}/index.m3u8?start={int(time.time()) - 60}&duration=120")
+    assert reply.status == 200 and reply.body.decode().count("#EXTINF:0.001,") == 4
+
+
+async def test_a_file_beyond_record_max_bytes_alone_ends_its_recording(nursery, tmp_path, caplog):
+    server, addr = await start_origin(
+        nursery, record_dir=str(tmp_path), record_apps=["live"], record_max_bytes=500_000
+    )
+    (tmp_path / "live" / "old").mkdir(parents=True)  # another stream's file goes first
+    (tmp_path / "live" / "old" / "20200101T000000000Z_5000.flv").write_bytes(b"x" * 100)
+    client = await publish_constant_timestamps(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/y", 1)
+    with trio.fail_after(30):  # a hang guard only
+        while server.recorder.active or server.recorder.removed < 2:
+            await trio.sleep(0.1)
+    assert server.registry.get("live", "y") is not None  # the stream goes on
+    client.close()
+    assert list((tmp_path / "live" / "y").iterdir()) == []
+    lines = [r.getMessage() for r in caplog.records if r.name == "livecdn.record"]
+    ended = [line for line in lines if "ended" in line]
+    assert len(ended) == 1 and "beyond record_max_bytes" in ended[0], lines

@@ -24,9 +24,10 @@ from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.metrics import NodeMetrics
 from origin import recorddisk
 from origin import recorder as recorder_module
-from origin.recordcut import FileCutter
+from origin.recordcut import MAX_FILE_BYTES, MIN_FILE_BYTES, FileCutter, file_bytes
 from origin.recorder import Recorder, Recording
 from origin.recordfiles import (
+    MAX_CUT_BYTES,
     BadQuery,
     FileIndex,
     RecordedFile,
@@ -143,8 +144,8 @@ def stream_frames(seconds: int, *, fps: int = 25, gop: int = 25) -> list[Frame]:
     return frames
 
 
-def cut_files(frames: list[Frame], segment_ms: int) -> list[bytes]:
-    cutter = FileCutter(segment_ms)
+def cut_files(frames: list[Frame], segment_ms: int, **bounds: int) -> list[bytes]:
+    cutter = FileCutter(segment_ms, **bounds)
     files: list[bytearray] = []
     for frame in frames:
         start, data = cutter.push(frame)
@@ -174,6 +175,34 @@ def test_a_new_sequence_header_cuts_at_the_next_keyframe():
     files = cut_files(frames, 60_000)
     assert len(files) == 2
     assert flv.FlvParser().feed(files[1])[0].body == bytes(changed)
+
+
+def test_files_are_cut_by_frames_and_bytes_when_timestamps_stay_at_zero():
+    frames = [Frame(0, m.VIDEO, 0, avc_header(), header=True)]
+    for i in range(1000):
+        frames.append(
+            Frame(i, m.VIDEO, 0, keyframe() if i % 50 == 0 else interframe(), keyframe=i % 50 == 0)
+        )
+        frames.append(Frame(i, m.AUDIO, 0, aac_frame()))
+    by_frames = cut_files(frames, 60_000, max_frames=300)
+    assert len(by_frames) == 7
+    assert all(len(flv.FlvParser().feed(f)) <= 301 for f in by_frames)
+    by_bytes = cut_files(frames, 60_000, max_bytes=100_000)
+    assert len(by_bytes) == 8  # about 760 kB
+    assert all(len(f) < 100_000 + 2100 for f in by_bytes)
+    assert sum(len(flv.FlvParser().feed(f)) - 1 for f in by_bytes) == 2000  # no frame lost
+    assert file_bytes(0) == MAX_FILE_BYTES and file_bytes(3_000_000) == MIN_FILE_BYTES
+    assert file_bytes(400 * 2**20) == 100 * 2**20 and file_bytes(2**40) == MAX_FILE_BYTES
+
+
+def test_a_file_is_cut_when_the_video_stops_and_the_audio_goes_on():
+    frames = [Frame(0, m.VIDEO, 0, avc_header(), header=True), Frame(0, m.AUDIO, 0, aac_header(), header=True),
+              Frame(0, m.VIDEO, 0, keyframe(), keyframe=True)]  # fmt: skip
+    frames += [Frame(i, m.AUDIO, i * 23, aac_frame()) for i in range(1000)]  # 23 s of audio
+    cutter = FileCutter(2000, max_ms=5000)
+    starts = [start.start_ts for f in frames if (start := cutter.push(f)[0]) is not None]
+    assert starts == [0, 6003, 12006, 18009]
+    assert cutter.duration() == 22977 - 18009
 
 
 def test_index_cuts_playlist_and_segments_of_a_written_file(tmp_path):
@@ -254,6 +283,15 @@ def test_vod_marks_a_discontinuity_between_files_that_do_not_follow():
     assert [s.discontinuity for s in lines] == [False, False, False, False, True, False]
 
 
+def test_vod_leaves_out_and_refuses_a_cut_too_big_to_mux_on_demand():
+    big = FileIndex(13, ((0, 13),), 0, 0, MAX_CUT_BYTES + 14)  # timestamps never went on
+    index = FileIndex(13, ((0, 13), (2000, 100)), 0, 3960, 200)
+    a, b, c = rec(T0, 1, MAX_CUT_BYTES + 14), rec(T0 + 1, 4000, 200), rec(T0 + 4001, 4000, 200)
+    lines = vod_segments([(a, index), (b, big), (c, index)], T0, T0 + 100_000, 1000)
+    assert [s.uri.split("/")[0] for s in lines] == [a.file, a.file, c.file, c.file]
+    assert [s.discontinuity for s in lines] == [False, False, True, False]
+
+
 def written(root: str, files: list[bytes], starts: list[int]) -> list[tuple]:
     """`files` written as recordings starting at `starts` (ms after T0), with their indexes."""
     out = []
@@ -329,11 +367,14 @@ def test_any_frames_make_whole_files_that_lose_no_frame_after_the_first_keyframe
         elif data:
             files[-1] += data
     got = 0
+    previous = 0
     for data in files:
         tags = flv.FlvParser().feed(bytes(data))
         media = [t for t in tags if not flv.is_sequence_header(t.tag_type, t.body)]
         assert flv.is_sequence_header(flv.TAG_VIDEO, tags[0].body)
-        assert media[0].tag_type == flv.TAG_VIDEO
+        # a file starts with video, or with audio once the video stopped for max_ms + 1 s
+        assert media[0].tag_type == flv.TAG_VIDEO or media[0].timestamp - previous >= 6000
+        previous = media[0].timestamp
         got += len(media)
     assert got == expected
 
@@ -404,6 +445,41 @@ async def test_playback_builds_few_playlists_at_once_and_turns_the_rest_away(tmp
             playback.builds.release_on_behalf_of(holder)
     assert answers == [404] * MAX_PLAYLIST_WAITING  # served once a build was free: none here
     assert playback.waiting == 0
+
+
+async def test_playback_refuses_a_segment_too_big_to_mux_without_reading_it(tmp_path):
+    frames = [Frame(0, m.VIDEO, 0, avc_header(), header=True),
+              Frame(0, m.VIDEO, 0, keyframe(), keyframe=True)]  # fmt: skip
+    frames += [Frame(i, m.VIDEO, 0, interframe(2**20)) for i in range(17)]
+    [data] = cut_files(frames, 60_000)
+    writer = recorddisk.FileWriter(str(tmp_path), "live", "a", T0)
+    writer.write(data)
+    writer.finish(1)
+    playback = Playback(str(tmp_path), 60)
+    path = f"/live/a/recordings/{file_name(T0, 1, 'flv')}/0-1.ts"
+    req = Request("GET", path, path, {}, {}, b"", "127.0.0.1:1")
+    reply = await playback.respond(req, recording_path(path))
+    assert reply.status == 404 and b"not served" in reply.body
+    path = "/live/a/recordings/index.m3u8"
+    query = {"start": str(T0 // 1000), "duration": "60"}
+    req = Request("GET", path, path, query, {}, b"", "127.0.0.1:1")
+    assert (await playback.respond(req, recording_path(path))).status == 404  # nothing listed
+
+
+async def test_retention_counts_the_files_being_written_and_never_removes_them(tmp_path):
+    config = build(OriginConfig, {"record_dir": str(tmp_path), "record_max_bytes": 1000})
+    recorder = Recorder(config, HookClient({}, timeout=1.0), NodeMetrics("origin"))
+    for start in (T0, T0 + 60_000):
+        writer = recorddisk.FileWriter(str(tmp_path), "live", "a", start)
+        writer.write(b"x" * 300)
+        writer.finish(60_000)
+    writing = recorddisk.FileWriter(str(tmp_path), "live", "b", T0 + 120_000)
+    writing.write(b"x" * 600)
+    recorder.active[("live", "b")] = Recording("live", "b", "api", current_bytes=600)
+    await recorder.retain()  # 1200 bytes: the oldest goes, never the file being written
+    assert [f.start_ms for f in recorddisk.list_files(str(tmp_path))] == [T0 + 60_000]
+    assert os.path.exists(writing.path) and recorder.removed == 1
+    writing.close()
 
 
 def test_config_and_the_hook_body():
