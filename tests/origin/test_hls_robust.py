@@ -217,6 +217,18 @@ async def feed(stream: Stream, tags: list[Tag], *, source: bool = False) -> None
                 await trio.sleep(0.001)
 
 
+async def package_once(nursery, store: HlsStore, stream: Stream, tags: list[Tag]):
+    """`store` packages `stream` fed the clip once, to its end; its playlist (ended)."""
+    nursery.start_soon(store.package, stream)
+    await feed(stream, [t for t in tags if t.header] + looped(tags, 1))
+    stream.close()
+    playlist = store.playlists[(stream.app, stream.name)]
+    with trio.fail_after(20):  # a hang guard
+        while not playlist.ended:
+            await trio.sleep(0.001)
+    return playlist
+
+
 async def test_files_never_leave_hls_dir(nursery, tags, tmp_path, caplog):
     """Neither a symlinked app folder nor a name with '..' (keys are validated before
     they get here: this is the second line of defence) writes outside hls_dir."""
@@ -395,13 +407,7 @@ async def test_an_ended_playlist_is_kept_for_the_grace_in_virtual_time(
     served for `grace` seconds after that, not less, then removed."""
     store = HlsStore(HlsSettings(target=1.0, grace=2.0))
     stream = Stream("live", "end")
-    nursery.start_soon(store.package, stream)
-    await feed(stream, [t for t in tags if t.header] + looped(tags, 1))
-    stream.close()
-    playlist = store.playlists[("live", "end")]
-    with trio.fail_after(20):  # a hang guard
-        while not playlist.ended:
-            await trio.sleep(0.001)
+    playlist = await package_once(nursery, store, stream, tags)
     ended = trio.current_time()  # the grace started between playlist.ended_at and now
     assert LiveValidator().add(playlist.playlist()).ended
     await trio.sleep_until(playlist.ended_at + 1.99)
@@ -489,12 +495,6 @@ async def test_a_parent_clock_with_an_absurd_date_gives_a_playlist_without_dates
     stream = Stream("live", "far", segment_ms=1000)
     state = replace(stream.clock.state(), session="far", seq=5, epoch_ts=-(2**50))
     stream.clock.anchor(ClockState.decode(state.encode()))
-    nursery.start_soon(store.package, stream)
-    await feed(stream, [t for t in tags if t.header] + looped(tags, 1))
-    stream.close()
-    playlist = store.playlists[("live", "far")]
-    with trio.fail_after(20):  # a hang guard
-        while not playlist.ended:
-            await trio.sleep(0.01)
+    playlist = await package_once(nursery, store, stream, tags)
     text = playlist.playlist()
     assert "#EXT-X-PROGRAM-DATE-TIME" not in text and parse(text).segments[0][0] == 6
