@@ -248,9 +248,11 @@ async def test_a_disk_error_ends_the_recording_not_the_viewers(
 
 
 @pytest.mark.parametrize(
-    ("bound", "kept"), [({"record_max_bytes": 1}, 0), ({"record_max_age_seconds": 3600}, 4)]
+    ("bound", "files", "kept"),
+    # a file alone beyond record_max_bytes ends its recording: one file, removed
+    [({"record_max_bytes": 1}, 1, 0), ({"record_max_age_seconds": 3600}, 4, 4)],
 )
-async def test_retention_removes_the_oldest_files(nursery, clip, tmp_path, bound, kept):
+async def test_retention_removes_the_oldest_files(nursery, clip, tmp_path, bound, files, kept):
     server, addr = await start_origin(
         nursery, record_dir=str(tmp_path), record_apps=["live"], record_segment_seconds=5,
         publisher_grace=0, **bound,
@@ -263,17 +265,17 @@ async def test_retention_removes_the_oldest_files(nursery, clip, tmp_path, bound
     (old / "notes.txt").write_text("mine")
     proc = await publish_fast(nursery, clip, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/r", 3)
     await proc.wait()
-    # 18 s in files of 5 s: 4 files, each followed by a retention pass
+    # 18 s in files of 5 s: 4 files (1 if it alone is too big), each followed by retention
     with trio.fail_after(30):
-        while server.recorder.active or server.recorder.files < 4:
+        while server.recorder.active or server.recorder.files < files:
             await trio.sleep(0.1)
-        while server.recorder.removed < 5 - kept:
+        while server.recorder.removed < files + 1 - kept:
             await trio.sleep(0.1)
     assert not (old / "20200101T000000000Z_5000.flv").exists()
     assert (old / "notes.txt").exists()
     _, listing = await get_json(f"{base}/api/recordings")
     assert [f["name"] for f in listing["recordings"]] == ["r"] * kept
-    assert server.recorder.removed == 5 - kept
+    assert server.recorder.removed == files + 1 - kept
 
 
 async def publish_constant_timestamps(url: str, megabytes: float) -> RtmpClient:
