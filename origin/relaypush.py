@@ -73,7 +73,10 @@ class Pusher:
                 except PushFailed as exc:
                     error, reason = str(exc), exc.reason
                 self.metrics.inc("relay_push_failures_total", labels=(reason,))
-                delay = status.backoff.failed(trio.current_time() - started)
+                # a target that took nothing in the end failed, however long it seemed to
+                # take (the first megabytes fill socket buffers, read or not)
+                ran = 0.0 if reason == "stalled" else trio.current_time() - started
+                delay = status.backoff.failed(ran)
                 status.set(RelayState.RETRYING, error, f" (next try in {delay:g} s)", reason)
                 await self._sleep(delay)
                 if not stream.closed:

@@ -25,7 +25,8 @@ CONNECT_TIMEOUT = 10.0
 STALL_TIMEOUT = 10.0
 """A push target that takes nothing (a pull source that sends nothing) this long has failed."""
 SETTLE = 1.0
-"""A relay counts as active in the logs once it has stayed up this long."""
+"""A relay counts as active in the logs once it has stayed up this long (STABLE after a
+failure was logged: a target that takes a few seconds and stalls logs no more lines)."""
 
 budget = LogBudget(log, "relay state changes", burst=20, window=10.0)
 
@@ -86,11 +87,13 @@ class RelayStatus:
             self._log(state, error, note)
 
     def settle(self) -> None:
-        """Log ACTIVE once the relay has been active for SETTLE seconds."""
+        """Log ACTIVE once the relay has been active for SETTLE seconds (STABLE after a
+        logged failure)."""
+        needed = STABLE if self._logged is RelayState.RETRYING else SETTLE
         if (
             self.state is RelayState.ACTIVE
             and self._logged is not RelayState.ACTIVE
-            and trio.current_time() - self._active_at >= SETTLE
+            and trio.current_time() - self._active_at >= needed
         ):
             self._log(RelayState.ACTIVE, "", "")
 

@@ -4,6 +4,9 @@ first, and who may read the relays' URLs in the API."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import socket
 from functools import partial
 
 import pytest
@@ -12,6 +15,7 @@ import trio
 from common.net.httpclient import fetch
 from common.net.rtmpclient import RtmpClient
 from common.proto.streamkey import StreamKey
+from origin import relaypush, relaystate
 from origin.relays import FAILED_TTL, MAX_STARTING
 from tests.conftest import start_origin, wait_for_stream
 from tests.media import publish_synthetic, synthetic_publish
@@ -166,3 +170,61 @@ async def test_a_static_pull_outlives_its_source(nursery: trio.Nursery) -> None:
     assert again is not first
     pull = await wait_relay(addr.http_port, "pulls", lambda p: p["state"] == "active")
     assert pull["reconnects"] >= 1
+
+
+async def stalling_proxy(nursery: trio.Nursery, target_port: int, limit: int) -> int:
+    """A TCP proxy to `target_port` that passes each client's first `limit` bytes, then never
+    reads from it again (a push target that accepts a publisher and then takes nothing)."""
+
+    async def pump(src: trio.SocketStream, dst: trio.SocketStream, most: int | None) -> None:
+        got = 0
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while most is None or got < most:
+                data = await src.receive_some(4096 if most is None else min(4096, most - got))
+                if not data:
+                    return
+                got += len(data)
+                await dst.send_all(data)
+            await trio.sleep_forever()
+
+    async def serve(client: trio.SocketStream) -> None:
+        target = await trio.open_tcp_stream("127.0.0.1", target_port)
+        async with client, target, trio.open_nursery() as inner:
+            inner.start_soon(pump, client, target, limit)
+            await pump(target, client, None)
+            inner.cancel_scope.cancel()
+
+    [listener] = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    listener.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await nursery.start(trio.serve_listeners, serve, [listener])
+    return listener.socket.getsockname()[1]
+
+
+@pytest.mark.slow
+async def test_a_target_that_takes_nothing_backs_off_and_logs_once(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="livecdn.relay")
+    # shorter times, the same rules: a target that takes nothing for 6 s has failed, a
+    # connection is stable after 6 s, and active is logged at once (the first time); the
+    # socket buffers take a few seconds of the stream (about 2 MB/s) before the stall shows
+    monkeypatch.setattr(relaypush, "STALL_TIMEOUT", 6.0)
+    for name, value in (
+        ("STABLE", 6.0),
+        ("SETTLE", 0.0),
+        ("RETRY_FIRST", 0.1),
+        ("RETRY_MOST", 0.8),
+    ):
+        monkeypatch.setattr(relaystate, name, value)
+    target, taddr = await start_origin(nursery)
+    port = await stalling_proxy(nursery, taddr.rtmp_port, 50_000)
+    origin, addr = await start_origin(nursery, push=[f"live=rtmp://127.0.0.1:{port}/live"])
+    pub = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/cam")
+    await pub.publish()
+    nursery.start_soon(partial(synthetic_publish, pub, key_size=240_000, inter_size=60_000))
+    push = await wait_relay(addr.http_port, "pushes", lambda p: p["reconnects"] >= 4, seconds=90)
+    assert "took nothing" in push["last_error"]
+    [pusher] = origin.relays.pushers.values()
+    assert pusher.status.backoff.failed() == 0.8  # it grew to its most: 0.1, 0.2, 0.4, 0.8
+    lines = [r.getMessage() for r in caplog.records if "push of live/cam" in r.getMessage()]
+    assert [line.split(": ")[1].split(" ")[0] for line in lines] == ["active", "retrying"], lines
