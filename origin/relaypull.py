@@ -216,11 +216,6 @@ class Puller:
         try:
             if self.host.pull_blocked(self.key):
                 return  # a local publisher came first
-            if self.stream is None or self.stream.closed:
-                self.stream = self.host.open_pulled(self.key)
-                if self.stream is None:
-                    raise ParentError("the origin is full (max_streams)", Failure.REFUSED)
-            self.stream.new_source()
             await self._relay(feed)
         finally:
             self.status.bytes += feed.bytes_in - self._counted
@@ -230,21 +225,48 @@ class Puller:
 
     _counted = 0  # bytes of this connection already counted
 
+    def _open(self, held: list[rs.Metadata | Tracks]) -> Stream:
+        """The origin stream for this connection's first media (opened if there is none:
+        a source that never sends media opens none), with the metadata and tracks `held`
+        until then."""
+        if self.stream is None or self.stream.closed:
+            self.stream = self.host.open_pulled(self.key)
+            if self.stream is None:
+                raise ParentError("the origin is full (max_streams)", Failure.REFUSED)
+        stream = self.stream
+        stream.new_source()
+        for event in held:
+            self._apply(stream, event)
+        held.clear()
+        return stream
+
+    @staticmethod
+    def _apply(stream: Stream, event: rs.Metadata | Tracks) -> None:
+        if isinstance(event, rs.Metadata):
+            stream.set_metadata(event.payload, event.values)
+        elif isinstance(event, Tracks):
+            stream.tracks = (event.audio, event.video)
+
     async def _relay(self, feed: Feed) -> None:
         """Copy the feed into the stream until it ends (returns) or breaks (ParentError)."""
         first_media: float | None = None
         last_media = trio.current_time()
+        held: list[
+            rs.Metadata | Tracks
+        ] = []  # the newest metadata and tracks before the first media
+        stream: Stream | None = None
         while True:
             events = None
             with trio.move_on_at(last_media + STALL_TIMEOUT):
                 events = await feed.receive()
             if events is None:
                 raise ParentError(f"no media for {STALL_TIMEOUT:g} s", Failure.STALLED)
-            stream = self.stream
-            if stream is None:
+            if self.status.state is RelayState.WAITING:
                 return  # handed over meanwhile
             for event in events:
                 if isinstance(event, rs.Media):
+                    if stream is None:
+                        stream = self._open(held)
                     frame = stream.push(event.type_id, event.timestamp, event.payload)
                     last_media = trio.current_time()
                     if first_media is None:
@@ -256,10 +278,11 @@ class Puller:
                         or last_media - first_media >= READY_AFTER
                     ):
                         self.ready.set()
-                elif isinstance(event, rs.Metadata):
-                    stream.set_metadata(event.payload, event.values)
-                elif isinstance(event, Tracks):
-                    stream.tracks = (event.audio, event.video)
+                elif isinstance(event, (rs.Metadata, Tracks)):
+                    if stream is not None:
+                        self._apply(stream, event)
+                    else:
+                        held[:] = [e for e in held if type(e) is not type(event)] + [event]
                 elif isinstance(event, End):
                     return
             self.status.settle()

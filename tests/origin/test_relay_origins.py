@@ -14,6 +14,7 @@ import trio
 
 from common.net.httpclient import fetch
 from common.net.rtmpclient import RtmpClient
+from common.proto import flv
 from common.proto.streamkey import StreamKey
 from origin import relaypush, relaystate
 from origin.relays import FAILED_TTL, MAX_STARTING
@@ -228,3 +229,40 @@ async def test_a_target_that_takes_nothing_backs_off_and_logs_once(
     assert pusher.status.backoff.failed() == 0.8  # it grew to its most: 0.1, 0.2, 0.4, 0.8
     lines = [r.getMessage() for r in caplog.records if "push of live/cam" in r.getMessage()]
     assert [line.split(": ")[1].split(" ")[0] for line in lines] == ["active", "retrying"], lines
+
+
+async def garbage_flv_source(nursery: trio.Nursery) -> int:
+    """An HTTP-FLV server that answers every request with an FLV header and then garbage."""
+
+    async def serve(client: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            async with client:
+                await client.receive_some(4096)
+                await client.send_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nConnection: close\r\n\r\n"
+                    + flv.file_header()
+                    + bytes([0x7F]) * 4096  # an unknown tag type
+                )
+
+    [listener] = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    await nursery.start(trio.serve_listeners, serve, [listener])
+    return listener.socket.getsockname()[1]
+
+
+async def test_a_source_that_sends_garbage_opens_no_stream_on_each_retry(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    for name, value in (("RETRY_FIRST", 0.05), ("RETRY_MOST", 0.1)):
+        monkeypatch.setattr(relaystate, name, value)
+    port = await garbage_flv_source(nursery)
+    url = f"http://127.0.0.1:{port}/live/src.flv"
+    origin, addr = await start_origin(
+        nursery, pull_static=[f"live/copy={url}"], publisher_grace=0.05
+    )
+    await wait_relay(addr.http_port, "pulls", lambda p: p["reconnects"] >= 5)
+    assert origin.registry.get("live", "copy") is None
+    lines = [r.getMessage() for r in caplog.records]
+    streams = [r.getMessage() for r in caplog.records if r.name == "livecdn.origin"]
+    assert not [line for line in streams if "live/copy" in line], lines  # no opened/ended
+    assert len([line for line in lines if "pull of live/copy" in line]) == 1, lines
