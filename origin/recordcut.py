@@ -121,7 +121,9 @@ class FileCutter:
         """Media time of the open file so far (its last frame counted)."""
         if self.start_ts is None or self.last_ts is None:
             return 0
-        end = max(self.last_ts + self.step, self.media_end or 0)
+        end = self.last_ts + self.step
+        if self.media_end is not None and self.media_end > end + MAIN_SILENT_MS:
+            end = self.media_end  # the main track stopped, another went on
         return max(1, end - self.start_ts)
 
     def close(self) -> None:
