@@ -317,11 +317,11 @@ def test_garbage_packets_raise_value_error_or_come_out_whole(bodies):
 # --------------------------------------------------------------------------- real media
 
 
-def make_flv(path: Path, seconds: int) -> Path:
+def make_flv(path: Path, seconds: int, size: str = "320x180") -> Path:
     subprocess.run(
         [
             FFMPEG, "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25",
+            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25",
             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
             "-c:v", "libx264", "-preset", "ultrafast", "-g", "50", "-pix_fmt", "yuv420p",
             "-c:a", "aac", "-b:a", "64k", "-t", str(seconds), "-f", "flv", str(path),
@@ -370,13 +370,17 @@ def play(directory: Path, specs: list[SegmentSpec], segments: list[bytes]) -> li
     return complaints
 
 
-def check_played(tmp_path: Path, specs: list[SegmentSpec], monkeypatch: pytest.MonkeyPatch) -> None:
+def check_played(
+    tmp_path: Path, specs: list[SegmentSpec], monkeypatch: pytest.MonkeyPatch, *, both=True
+) -> None:
     """Aligned segments play with no complaint; the same segments unaligned do complain
-    (so this check can fail)."""
+    (so this check can fail; `both=False`: only the first half)."""
     segments = [mux_ts(spec) for spec in specs]
     aligned = tmp_path / "aligned"
     aligned.mkdir()
     assert play(aligned, specs, segments) == []
+    if not both:
+        return
     with monkeypatch.context() as patch:
         patch.setattr(tsmux, "align_continuity", lambda ts: ts)
         raw = [mux_ts(spec) for spec in specs]
@@ -437,6 +441,7 @@ def test_each_real_segment_stands_alone(specs, tmp_path):
 @needs_ffmpeg
 def test_ten_minutes_of_hls_play_without_a_corrupt_packet(tmp_path, monkeypatch):
     """The issue's check (ffmpeg plays long HLS with no corrupt warning), offline."""
-    specs = cut(make_flv(tmp_path / "ten-minutes.flv", 600))
+    specs = cut(make_flv(tmp_path / "ten-minutes.flv", 600, size="160x90"))
     assert len(specs) >= 290
-    check_played(tmp_path, specs, monkeypatch)
+    # that unaligned segments do complain is shown on two minutes above
+    check_played(tmp_path, specs, monkeypatch, both=False)
