@@ -134,3 +134,15 @@ async def start_killable(nursery: trio.Nursery, node) -> tuple[object, trio.Canc
 
     address = await nursery.start(run)
     return address, scope
+
+
+@pytest.fixture(autouse=True)
+def fresh_relay_log_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's origins start with the relays' log budget full: the budget is per process
+    (one origin in production), and a test's trio clock is not the previous test's."""
+    from common.net.logbudget import LogBudget
+    from origin import relaystate
+
+    old = relaystate.budget
+    fresh = LogBudget(old.log, old.what, burst=old.burst, window=old.window)
+    monkeypatch.setattr(relaystate, "budget", fresh)
