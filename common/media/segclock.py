@@ -25,11 +25,11 @@ CLOCK_MESSAGE = "livecdnSegmentClock"
 CLOCK_PREFIX = amf0.encode(CLOCK_MESSAGE)
 """How such a message's payload begins."""
 CUT_SLACK_MS = 100
-"""A keyframe this early for the next bucket already belongs to it (timestamp rounding)."""
+"""A keyframe this early for the next bucket (or this short of the target) already cuts."""
 AUDIO_ONLY_CUT_MS = 1000
 """Without video, audio frames cut, at most this far apart."""
 BACK_JUMP_MS = 1000
-"""A frame this far behind its track's previous one is a jump (a discontinuity)."""
+"""A frame this far behind its track's previous one (or the newest output time) is a jump."""
 MAX_SESSION = 32
 """Longest session id accepted from a parent."""
 BOUNDS = {
@@ -137,6 +137,11 @@ def _integer(name: str, value: object) -> int:
     return int(value)
 
 
+def longest_uncut_ms(target_ms: int) -> int:
+    """How long a segment goes without a keyframe before it is cut anyway."""
+    return max(30_000, 10 * target_ms)
+
+
 def bucket(ts: int, width_ms: int) -> int:
     """The time bucket a keyframe at `ts` belongs to."""
     return (ts + CUT_SLACK_MS) // width_ms
@@ -163,7 +168,7 @@ class SegmentClock:
         self.session = session
         self.now_ms = now_ms
         self.jump_ms = jump_ms
-        self.max_ms = max_ms if max_ms is not None else max(30_000, 10 * self.target_ms)
+        self.max_ms = max_ms if max_ms is not None else longest_uncut_ms(self.target_ms)
         self.max_bytes = max_bytes
         self.seq = -1  # the open segment's number; -1 before the first cut
         self.seg_start = 0

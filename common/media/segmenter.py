@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from common.media.segclock import Cut
+from common.media.segclock import (
+    AUDIO_ONLY_CUT_MS,
+    BACK_JUMP_MS,
+    CUT_SLACK_MS,
+    Cut,
+    longest_uncut_ms,
+)
 from common.media.stream import Frame
 from common.proto.rtmp import messages as m
 
-AUDIO_ONLY_CUT_MS = 1000
-"""Without video, segments are cut on audio frames."""
-CUT_SLACK_MS = 100
-"""A keyframe this close to the target duration already cuts."""
-BACK_JUMP_MS = 1000
-"""A frame this far behind the newest output time is a timestamp jump (backwards)."""
 MAX_STEP_MS = 200
 """Longest frame duration learned from a track's timestamps (used to retime broken ones)."""
 FRAME_MS = {m.VIDEO: 40, m.AUDIO: 23}
@@ -94,7 +94,7 @@ class Segmenter:
         self.marked = marked
         self._cut: Cut | None = None
         self.jump_ms = jump_ms
-        self.max_ms = max_ms if max_ms is not None else max(30_000, 10 * target_ms)
+        self.max_ms = max_ms if max_ms is not None else longest_uncut_ms(target_ms)
         self.max_bytes = max_bytes
         self.next_seq = first_seq
         self.has_video = False
