@@ -12,6 +12,11 @@ from topology.linkproxy import LinkProxy
 from topology.schema import Topology
 
 
+def url_host(host: str) -> str:
+    """`host` as it goes in a URL or host:port (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 @dataclass
 class Node:
     """One node's process (`proc` is the latest one started)."""
@@ -24,6 +29,7 @@ class Node:
     proc: trio.Process | None = None
     log_path: Path | None = None
     control_port: int = 0
+    host: str = "127.0.0.1"  # the address the launcher, other nodes and viewers reach it at
 
     def ports(self) -> str:
         """Its listening ports, e.g. 'rtmp :1935, http :8080'."""
@@ -66,7 +72,7 @@ class Deployment:
         """`scheme`://host:port of node `name` (scheme "http" or "rtmp")."""
         node = self.nodes[name]
         port = node.http_port if scheme == "http" else node.rtmp_port
-        return f"{scheme}://127.0.0.1:{port}"
+        return f"{scheme}://{url_host(node.host)}:{port}"
 
     def processes(self) -> list[tuple[str, trio.Process]]:
         """Every process it started, each once, the latest first (edges before origins)."""
