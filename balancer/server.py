@@ -25,6 +25,7 @@ from common.net.tls import server_context, tls_handler
 from common.proto.cors import CorsPolicy
 from common.proto.paths import EDGES_API, STREAMS_API, Media, api_edge_action, media_of
 from common.serve.admin import admin_refusal
+from common.serve.lifecycle import NodeControls, serve_node
 from common.serve.metrics import CONTENT_TYPE, NodeMetrics
 
 log = logging.getLogger("livecdn.balancer")
@@ -35,6 +36,8 @@ class Balancer:
 
     def __init__(self, config: BalancerConfig) -> None:
         self.config = config
+        self.controls = NodeControls()
+        """Drain and reload, handed out by `serve()` (common.serve.lifecycle)."""
         self.started = time.time()
         self.metrics = NodeMetrics("balancer")
         self.table = NodeTable(config, self.metrics)
@@ -133,5 +136,6 @@ class Balancer:
 async def serve(
     config: BalancerConfig, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Run a balancer until cancelled; `task_status.started` gets (http_port, control_port)."""
-    await Balancer(config).run(task_status=task_status)
+    """Run a balancer until cancelled; `task_status.started` gets a Serving: its
+    (http_port, control_port) and its controls (common.serve.lifecycle)."""
+    await serve_node(Balancer(config), task_status=task_status)

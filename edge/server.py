@@ -19,6 +19,7 @@ from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.feeds import Feed, open_feed
 from common.serve.hlsstore import HlsSettings, HlsStore
+from common.serve.lifecycle import NodeControls, serve_node
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import CLOCK_QUERY, Subscription
 from common.serve.playauth import PullSigner, signed_urls
@@ -42,6 +43,8 @@ class Edge:
 
     def __init__(self, config: EdgeConfig, *, connector: Connector | None = None) -> None:
         self.config = config
+        self.controls = NodeControls()
+        """Drain and reload, handed out by `serve()` (common.serve.lifecycle)."""
         # rtmps:// and https:// parents are verified against tls_ca (None: the system's trust)
         self.tls = client_context(config.tls_ca) if config.tls_ca else None
         self.signer = PullSigner(config.play_secret, config.cluster_secret)
@@ -234,5 +237,6 @@ class Edge:
 async def serve(
     config: EdgeConfig, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Run an edge node until cancelled; `task_status.started` gets its NodeAddress."""
-    await Edge(config).run(task_status=task_status)
+    """Run an edge node until cancelled; `task_status.started` gets a Serving: its
+    NodeAddress and its controls (common.serve.lifecycle)."""
+    await serve_node(Edge(config), task_status=task_status)

@@ -34,6 +34,7 @@ from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.admin import admin_refusal, is_admin
 from common.serve.hlsstore import HlsSettings, HlsStore
+from common.serve.lifecycle import NodeControls, serve_node
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
 from common.serve.playauth import carry_token, signed_urls
@@ -62,6 +63,8 @@ class Origin:
 
     def __init__(self, config: OriginConfig) -> None:
         self.config = config
+        self.controls = NodeControls()
+        """Drain and reload, handed out by `serve()` (common.serve.lifecycle)."""
         self.registry = Registry()
         self.live: dict[tuple[str, str], Live] = {}
         self.bans = Bans()
@@ -454,5 +457,6 @@ class Origin:
 async def serve(
     config: OriginConfig, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Run an origin node until cancelled; `task_status.started` gets its OriginAddress."""
-    await Origin(config).run(task_status=task_status)
+    """Run an origin node until cancelled; `task_status.started` gets a Serving: its
+    OriginAddress and its controls (common.serve.lifecycle)."""
+    await serve_node(Origin(config), task_status=task_status)

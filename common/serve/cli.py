@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import trio
@@ -17,6 +17,7 @@ from common.config import ConfigError, load
 from common.config.flags import add_config_arguments, config_values
 from common.net.conn import listen_socket
 from common.net.supervise import leaves
+from common.serve.lifecycle import NodeControls
 
 log = logging.getLogger("livecdn")
 
@@ -46,7 +47,8 @@ def run_node(
     serve: Callable[..., Any],
     args: argparse.Namespace,
 ) -> int:
-    """Load the config (file < environment < flags), set up logging, serve until SIGINT/SIGTERM."""
+    """Load the config (file < environment < flags), set up logging, and serve: SIGTERM drains
+    and stops (`handle_signals`), SIGINT stops at once, SIGHUP reloads the config."""
     try:
         config = load(config_cls, args.config, config_values(args, config_cls))
     except ConfigError as exc:
@@ -62,14 +64,17 @@ def run_node(
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                await nursery.start(serve, config)
+            with trio.open_signal_receiver(*SIGNALS) as signals:
+                serving = await nursery.start(serve, config)
+                controls = getattr(serving, "controls", None) or NodeControls()
                 if getattr(args, "exit_with_stdin", False):
                     nursery.start_soon(stop_when_stdin_closes, nursery.cancel_scope)
-                async for signum in signals:
-                    log.info("%s received: shutting down", signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
-                    break
+                await handle_signals(
+                    signals,
+                    controls,
+                    nursery,
+                    lambda: load(config_cls, args.config, config_values(args, config_cls)),
+                )
 
     try:
         trio.run(main)
@@ -81,6 +86,64 @@ def run_node(
         return 1
     log.info("%s stopped", name)
     return 0
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+async def handle_signals(
+    signals: AsyncIterator[int],
+    controls: NodeControls,
+    nursery: trio.Nursery,
+    reload_config: Callable[[], Any],
+) -> None:
+    """Act on the node's signals until it is to stop, then cancel `nursery`.
+
+    SIGTERM: drain (`controls.drain`), then stop; a second SIGTERM, or SIGINT, stops at once.
+    SIGHUP: load the config again (`reload_config`, the same file, environment and flags)
+    and hand it to `controls.reload`; one log line says which keys it applied or why not,
+    and the node keeps running either way.
+    """
+    draining = False
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            await reload_node(controls, reload_config)
+        elif signum == signal.SIGTERM and not draining and controls.drain is not None:
+            draining = True
+            log.info("SIGTERM received: draining (SIGINT or a second SIGTERM stops at once)")
+            nursery.start_soon(drain_then_stop, controls.drain, nursery.cancel_scope)
+        else:
+            log.info("%s received: shutting down", name)
+            nursery.cancel_scope.cancel()
+            return
+
+
+async def drain_then_stop(drain: Callable[[], Awaitable[None]], scope: trio.CancelScope) -> None:
+    """Drain the node, then cancel `scope` (stop it), also when the drain failed."""
+    try:
+        await drain()
+        log.info("drained: shutting down")
+    except Exception as exc:  # the node must stop anyway: say why the drain did not finish
+        log.warning("drain failed (%s: %s): shutting down", type(exc).__name__, exc)
+    scope.cancel()
+
+
+async def reload_node(controls: NodeControls, reload_config: Callable[[], Any]) -> None:
+    """Load the config again and apply it through `controls.reload`; log one line."""
+    if controls.reload is None:
+        log.warning("SIGHUP received: this node cannot reload its config (restart it instead)")
+        return
+    try:
+        config = await trio.to_thread.run_sync(reload_config)
+        applied = controls.reload(config)
+    except ConfigError as exc:
+        log.error("SIGHUP received: config not reloaded, the node keeps its config: %s", exc)
+        return
+    log.info(
+        "SIGHUP received: config reloaded: %s",
+        "applied " + ", ".join(applied) if applied else "no key changed",
+    )
 
 
 async def stop_when_stdin_closes(scope: trio.CancelScope) -> None:

@@ -76,11 +76,11 @@ def test_the_balancer_names_its_control_plane_and_admin():
 
 @pytest.mark.parametrize(
     ("serve", "model", "values", "bound"),
-    [(serve_origin, OriginConfig, {"rtmp_port": 0}, lambda a: {"rtmp_port": a.rtmp_port}),
+    [(serve_origin, OriginConfig, {"rtmp_port": 0}, lambda s: {"rtmp_port": s.address.rtmp_port}),
      (serve_edge, EdgeConfig, {"rtmp_port": 0, "parents": ["rtmp://127.0.0.1:1/"],
                                "classes": CLASSES, "qos_secret": QOS_SECRET,
                                "balancer": "127.0.0.1:1"}, lambda a: {}),
-     (serve_balancer, BalancerConfig, {"control_port": 0}, lambda a: {"control_port": a[1]})],
+     (serve_balancer, BalancerConfig, {"control_port": 0}, lambda s: {"control_port": s.address[1]})],
 )  # fmt: skip
 def test_serve_logs_one_warning_per_open_surface(caplog, serve, model, values, bound):
     """Each open surface once, naming the port the node listens on (not the configured 0)."""
