@@ -4,6 +4,7 @@ python -m topology up three-edge.toml    every node as a process, publishers, UR
                                          the console: a browser page of the whole deployment,
                                          with its actions on the launcher's control API)
 python -m topology load FILE --players N  simulated players against a topology (or --url)
+python -m topology load merge FILE.json.. one run's results from its shards (load --shard I/N)
 python -m topology validate FILE         check a topology file
 python -m topology demo                  just an origin plus the built-in publisher
 python -m topology publish URL           publish the synthetic test stream anywhere
@@ -27,6 +28,7 @@ from common.net.rtmpclient import RtmpClientError
 from common.serve.cli import leaves
 from topology import launch, schema
 from topology.demo import run_demo
+from topology.players.shard import Shard
 from topology.publisher import SourceSettings, failure_reason, publish_until_signalled
 
 
@@ -56,7 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="simulated players against a topology it brings up, or any server (--url)",
         description="Simulated players with a playback buffer: time to first frame, stalls, "
         "latency (origin clock stamps), which edge served each. Without --players the "
-        "file's [[load]] profiles run.",
+        "file's [[load]] profiles run. `load merge FILE.json...` merges the results of "
+        "--shard runs.",
     )
     ld.add_argument("topology", nargs="?", help="a .toml file or shipped example to bring up")
     ld.add_argument("--url", help="play this URL instead (rtmp://..., http://...flv, .m3u8)")
@@ -79,9 +82,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ld.add_argument("--stream", help="app/name (default: the topology's first publisher)")
     ld.add_argument("--procs", type=int, default=1, metavar="N",
                     help="spread players over N processes (~1500 players of 1.5 Mbit/s each)")  # fmt: skip
-    ld.add_argument("--out", help="directory for the JSON and plot (default: the run dir)")
+    ld.add_argument("--shard", type=shard_arg, default=Shard(), metavar="I/N",
+                    help="play share I of N (0 <= I < N) of the run: the players whose id is I "
+                         "modulo N, with the arrival times and profiles they have in the whole "
+                         "run; results in LABEL-shard-I-of-N.json (LABEL: load, or loadK for "
+                         "the file's Kth [[load]] profile), for `load merge`")  # fmt: skip
+    ld.add_argument("--out", help="directory for the JSON and plot (default: the run dir; "
+                                  "with --url the current directory)")  # fmt: skip
     ld.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    ld.add_argument("--first-id", type=int, default=0, help=argparse.SUPPRESS)
+    ld.add_argument("--label", default="load", help=argparse.SUPPRESS)
     ld.add_argument("--base", help=argparse.SUPPRESS)
     for cmd, text in (
         ("status", "show a detached topology's nodes"),
@@ -113,6 +122,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def shard_arg(text: str) -> Shard:
+    """--shard I/N."""
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def settings_from(args: argparse.Namespace) -> SourceSettings:
     """Source settings from the command line."""
     width, _, height = args.size.partition("x")
@@ -122,6 +139,7 @@ def settings_from(args: argparse.Namespace) -> SourceSettings:
 def load_main(args: argparse.Namespace) -> int:
     """`load`: a crowd against --url, or against a topology brought up for the run."""
     from topology.loadrun import run_load
+    from topology.loadshard import run_identity
     from topology.loadup import load_topology
     from topology.loadworkers import worker_main
     from topology.players.crowd import PLAY_SECRET_ENV, QOS_SECRET_ENV, LoadSpec
@@ -139,7 +157,8 @@ def load_main(args: argparse.Namespace) -> int:
         if args.worker:
             target = Target.direct(args.url) if args.url else Target(
                 args.protocol, base=args.base, stream=args.stream)  # fmt: skip
-            trio.run(worker_main, target, spec_from_args(), args.first_id)
+            spec = spec_from_args()
+            trio.run(worker_main, target, spec, args.shard, run_identity(target, spec, args.label))
             return 0
         if args.url:
             if not args.players:
@@ -149,7 +168,9 @@ def load_main(args: argparse.Namespace) -> int:
             if spec.protocol != target.protocol:
                 spec = LoadSpec(**{**spec.__dict__, "protocol": target.protocol})
             out = Path(args.out or ".")
-            trio.run(lambda: run_load(target, spec, out_dir=out, procs=args.procs))
+            trio.run(
+                lambda: run_load(target, spec, out_dir=out, procs=args.procs, shard=args.shard)
+            )
             return 0
         if not args.topology:
             raise ValueError("give a topology file (or --url URL)")
@@ -162,7 +183,8 @@ def load_main(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out) if args.out else None
     try:
-        trio.run(partial(load_topology, topo, spec, stream=args.stream, out=out, procs=args.procs))
+        trio.run(partial(load_topology, topo, spec, stream=args.stream, out=out, procs=args.procs,
+                         shard=args.shard))  # fmt: skip
     except (launch.StartFailed, BaseExceptionGroup) as exc:
         if not all(isinstance(e, launch.StartFailed) for e in leaves(exc)):
             raise
@@ -172,7 +194,12 @@ def load_main(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["load", "merge"]:
+        from topology.loadmerge import merge_main
+
+        return merge_main(argv[2:])
+    args = parse_args(argv)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in ("status", "down"):
         name = Path(args.topology).stem

@@ -3,6 +3,7 @@ spread over processes, with the servers' own counts beside the players' numbers.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from dataclasses import replace
@@ -11,10 +12,12 @@ from pathlib import Path
 import trio
 
 from topology.deployment import LoadRun
+from topology.loadshard import combine, run_identity, shard_doc
 from topology.loadworkers import player_dicts, run_workers
 from topology.players.crowd import Crowd, LoadSpec, make_crowd, run_crowd, stderr_progress
 from topology.players.player import SimPlayer, Target
-from topology.players.report import pct, plot, summarize, table, write_json
+from topology.players.report import pct, plot, table
+from topology.players.shard import WHOLE, Shard
 from topology.schema import LoadProfileSpec, load_spec, load_stream, parse_duration
 from topology.servercounts import server_counts
 
@@ -50,12 +53,14 @@ async def run_load(
     out_dir: Path,
     dep=None,
     procs: int = 1,
+    shard: Shard = WHOLE,
     label: str = "load",
     quiet: bool = False,
     live: LoadRun | None = None,
 ) -> dict:
-    """Run the crowd, print the summary table, write `label`.json (+ .png); the summary.
-    With `live` (and one process), the players' numbers go into `live`.samples each second."""
+    """Run the crowd (or its share `shard`), print the summary table, write `label`.json
+    (+ .png; a share: `label`-shard-I-of-N.json); the summary. With `live` (and one
+    process), the players' numbers go into `live`.samples each second."""
     show = None if quiet else stderr_progress()
     servers: dict = {}
     if dep is not None and dep.topo.balancer is not None:
@@ -72,9 +77,10 @@ async def run_load(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(count_servers)
         if procs > 1:
-            players, timeline, seconds = await run_workers(target, spec, procs, show)
+            docs = await run_workers(target, spec, shard, procs, show, label)
+            players, timeline, seconds, _ = combine(docs)
         else:
-            crowd = make_crowd(target, spec)
+            crowd = make_crowd(target, spec, shard=shard)
             async with trio.open_nursery() as sampling:
                 if live is not None:
                     sampling.start_soon(sample_live, crowd, live)
@@ -85,18 +91,19 @@ async def run_load(
         _name_edges(dep, players, timeline)
     if show is not None and sys.stderr.isatty():
         print(file=sys.stderr)
-    summary = summarize(players, seconds)
-    if servers:
-        at_end = timeline[-3] if len(timeline) >= 3 else (timeline[-1] if timeline else {})
-        summary["servers"] = servers
-        summary["players_per_edge_at_count"] = at_end.get("edges", {})
-    print(table(summary), flush=True)
-    path, png = await trio.to_thread.run_sync(
-        save_results, out_dir, label, summary, players, timeline
-    )
+    doc = shard_doc(run_identity(target, spec, label), shard, players, timeline, seconds, servers)
+    if not shard.whole:
+        print(f"shard {shard}:", end=" ")
+    print(table(doc["summary"]), flush=True)
+    saved = await trio.to_thread.run_sync(save_results, out_dir, shard.name(label), doc)
+    print_saved(*saved)
+    return doc["summary"]
+
+
+def print_saved(path: Path, png: Path | None) -> None:
+    """Where the results went."""
     print(f"  results: {path}" + (f", plot: {png}" if png else
           " (plots: pip install -e .[plot])"), flush=True)  # fmt: skip
-    return summary
 
 
 async def sample_live(crowd: Crowd, run: LoadRun, every: float = 1.0) -> None:
@@ -126,25 +133,25 @@ def live_sample(row: dict, players: list[SimPlayer]) -> dict:
     }
 
 
-def save_results(
-    out_dir: Path, label: str, summary: dict, players: list[dict], timeline: list[dict]
-) -> tuple[Path, Path | None]:
-    """Write `label`.json and draw `label`.png (None without matplotlib) in `out_dir`; blocking
+def save_results(out_dir: Path, name: str, doc: dict) -> tuple[Path, Path | None]:
+    """Write `name`.json and draw `name`.png (None without matplotlib) in `out_dir`; blocking
     (file writes, matplotlib): run it in a thread."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{label}.json"
-    write_json(path, summary, players, timeline)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=1))
     with _PLOTTING:
-        return path, plot(out_dir / f"{label}.png", timeline, players)
+        return path, plot(out_dir / f"{name}.png", doc["timeline"], doc["players"])
 
 
 _PLOTTING = threading.Lock()  # pyplot's figures are global: one load run draws at a time
 
 
-async def run_file_load(dep, i: int, load: LoadProfileSpec, *, now: bool = False) -> None:
-    """One [[load]] profile of the file: wait for its start (unless `now`), run it, print its
-    summary; its state and live samples in dep.loads[i] (when its time comes, a profile
-    already running is left alone)."""
+async def run_file_load(
+    dep, i: int, load: LoadProfileSpec, *, now: bool = False, shard: Shard = WHOLE
+) -> None:
+    """One [[load]] profile of the file (or its share `shard`): wait for its start (unless
+    `now`), run it, print its summary; its state and live samples in dep.loads[i] (when its
+    time comes, a profile already running is left alone)."""
     run = dep.loads[i]
     if not now:
         await trio.sleep(parse_duration(load.start_at))
@@ -153,19 +160,20 @@ async def run_file_load(dep, i: int, load: LoadProfileSpec, *, now: bool = False
     run.state = "running"
     run.samples.clear()
     try:
-        await _run_file_load(dep, i, load, run)
+        await _run_file_load(dep, i, load, run, shard)
     finally:
         run.state = "done"
 
 
-async def _run_file_load(dep, i: int, load: LoadProfileSpec, run: LoadRun) -> None:
+async def _run_file_load(dep, i: int, load: LoadProfileSpec, run: LoadRun, shard: Shard) -> None:
     spec = load_spec(load)
     stream = load_stream(dep.topo, load)
-    print(f"  load #{i + 1}: {spec.players} {spec.protocol} players on {stream} for "
+    share = "" if shard.whole else f" (shard {shard})"
+    print(f"  load #{i + 1}: {spec.players} {spec.protocol} players{share} on {stream} for "
           f"{spec.duration:g} s ({spec.arrival}, profiles {spec.profiles})", flush=True)  # fmt: skip
     try:
         await run_load(target_for(dep, spec.protocol, stream), spec, out_dir=dep.run_dir,
-                       dep=dep, label=f"load{i + 1}", quiet=len(dep.topo.loads) > 1,
-                       live=run)  # fmt: skip
+                       dep=dep, shard=shard, label=f"load{i + 1}",
+                       quiet=len(dep.topo.loads) > 1, live=run)  # fmt: skip
     except Exception as exc:  # a load run's failure is not the deployment's
         print(f"  load #{i + 1} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)

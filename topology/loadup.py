@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from topology import launch, schema
-from topology.loadrun import run_load, target_for
+from topology.loadrun import run_file_load, run_load, target_for
 from topology.players.crowd import LoadSpec
+from topology.players.shard import WHOLE, Shard
 
 
 async def load_topology(
@@ -18,21 +20,25 @@ async def load_topology(
     stream: str | None = None,
     out: Path | None = None,
     procs: int = 1,
+    shard: Shard = WHOLE,
 ) -> None:
     """Bring `topo` up (origins stamp their clock for latency), run `spec`'s crowd on `stream`
-    (default: the first publisher's), or without a spec the file's [[load]] profiles, then stop.
+    (default: the first publisher's), or without a spec the file's [[load]] profiles, then stop;
+    with `shard`, only that share of each.
 
     Raises `launch.StartFailed` (perhaps in a group) when a node does not start."""
     for o in topo.origins:
         o.config["clock_stamps"] = True
     async with trio.open_nursery() as nursery:
         dep = await nursery.start(lambda task_status: launch.up(
-            topo, task_status=task_status, run_file_loads=spec is None))  # fmt: skip
+            topo, task_status=task_status, run_file_loads=spec is None and shard.whole))  # fmt: skip
         if spec is not None:
             stream = stream or (topo.publishers[0].stream if topo.publishers else "")
             await run_load(target_for(dep, spec.protocol, stream), spec,
-                           out_dir=out or dep.run_dir, dep=dep, procs=procs)  # fmt: skip
+                           out_dir=out or dep.run_dir, dep=dep, procs=procs, shard=shard)  # fmt: skip
         else:
+            for i, load in enumerate(topo.loads if not shard.whole else []):
+                nursery.start_soon(partial(run_file_load, dep, i, load, shard=shard))
             await trio.sleep(max(schema.parse_duration(x.start_at)
                                  + schema.parse_duration(x.duration) for x in topo.loads) + 3)  # fmt: skip
         nursery.cancel_scope.cancel()

@@ -1,4 +1,6 @@
-"""The load run's worker processes: their command line, their JSON lines, merging their results."""
+"""The load run's worker processes: each plays one share of the run (`--shard`), streams its
+samples as JSON lines and ends with the same document a share writes; the parent combines
+them as `load merge` does."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from functools import partial
 
 import trio
 
+from topology.loadshard import shard_doc
 from topology.players.crowd import (
     COUNTED,
     PLAY_SECRET_ENV,
@@ -22,7 +25,7 @@ from topology.players.crowd import (
     run_crowd,
 )
 from topology.players.player import Target
-from topology.players.report import pct
+from topology.players.shard import Shard
 
 
 def player_dicts(crowd: Crowd) -> list[dict]:
@@ -30,10 +33,10 @@ def player_dicts(crowd: Crowd) -> list[dict]:
     return [{**p.result.summary(), "latency_s": p.result.latency_s} for p in crowd.players]
 
 
-def worker_argv(target: Target, spec: LoadSpec, first_id: int, players: int) -> list[str]:
-    """Command line of one worker process running `players` of the crowd."""
-    argv = [sys.executable, "-m", "topology", "load", "--worker", "--first-id", str(first_id),
-            "--players", str(players), "--duration", str(spec.duration),
+def worker_argv(target: Target, spec: LoadSpec, shard: Shard, label: str) -> list[str]:
+    """Command line of one worker process playing share `shard` of the run."""
+    argv = [sys.executable, "-m", "topology", "load", "--worker", "--shard", str(shard),
+            "--label", label, "--players", str(spec.players), "--duration", str(spec.duration),
             "--protocol", spec.protocol, "--arrival", spec.arrival, "--ramp", str(spec.ramp_s),
             "--profiles", spec.profiles]  # fmt: skip
     if spec.klass:
@@ -45,18 +48,26 @@ def worker_argv(target: Target, spec: LoadSpec, first_id: int, players: int) -> 
     return argv
 
 
-async def run_workers(target: Target, spec: LoadSpec, procs: int, show) -> tuple:
-    """Split the crowd over `procs` worker processes; merge their players and timelines."""
-    sizes = [spec.players // procs + (1 if i < spec.players % procs else 0) for i in range(procs)]
-    latest: list[dict | None] = [None] * procs
-    timelines: list[list[dict]] = [[] for _ in range(procs)]
-    results: list[dict] = [{} for _ in range(procs)]
+def worker_shards(shard: Shard, procs: int, players: int) -> list[Shard]:
+    """`shard` split over `procs` workers (fewer when it has fewer players)."""
+    return shard.split(max(1, min(procs, len(shard.ids(players)))))
+
+
+async def run_workers(
+    target: Target, spec: LoadSpec, shard: Shard, procs: int, show, label: str
+) -> list[dict]:
+    """Play `shard` of the run in `procs` worker processes, each a share of it; their
+    documents (a failed worker's missing, with a warning)."""
+    shards = worker_shards(shard, procs, spec.players)
+    latest: list[dict | None] = [None] * len(shards)
+    results: list[dict | None] = [None] * len(shards)
+    total = len(shard.ids(spec.players))
 
     # not on the command line
     env = {**os.environ, QOS_SECRET_ENV: spec.qos_secret, PLAY_SECRET_ENV: spec.play_secret}
 
-    async def worker(i: int, first_id: int) -> None:
-        argv = worker_argv(target, spec, first_id, sizes[i])
+    async def worker(i: int) -> None:
+        argv = worker_argv(target, spec, shards[i], label)
         async with trio.open_nursery() as nursery:
             proc = await nursery.start(
                 partial(trio.run_process, argv, stdout=subprocess.PIPE, check=False, env=env)
@@ -69,57 +80,37 @@ async def run_workers(target: Target, spec: LoadSpec, procs: int, show) -> tuple
                     msg = json.loads(line)
                     if "sample" in msg:
                         latest[i] = msg["sample"]
-                        timelines[i].append(msg["sample"])
                         if show is not None and all(latest):
-                            show(_merged_line(latest, spec))
+                            show(_merged_line(latest, spec, total))
                     elif "result" in msg:
                         results[i] = msg["result"]
-        if proc.returncode != 0 or not results[i]:
-            print(f"warning: load worker {i} exited with {proc.returncode}; its "
-                  f"{sizes[i]} players are missing from the results", file=sys.stderr)  # fmt: skip
+        if proc.returncode != 0 or results[i] is None:
+            print(f"warning: load worker {shards[i]} exited with {proc.returncode}; its "
+                  f"{len(shards[i].ids(spec.players))} players are missing from the results",
+                  file=sys.stderr)  # fmt: skip
 
     async with trio.open_nursery() as nursery:
-        first = 0
-        for i in range(procs):
-            nursery.start_soon(worker, i, first)
-            first += sizes[i]
-    players = [p for r in results for p in r.get("players", [])]
-    seconds = max((r.get("seconds", 0.0) for r in results), default=0.0)
-    return players, _merge_timelines(timelines), seconds
+        for i in range(len(shards)):
+            nursery.start_soon(worker, i)
+    return [r for r in results if r is not None]
 
 
-def _merged_line(samples: list, spec: LoadSpec) -> str:
+def _merged_line(samples: list, spec: LoadSpec, total: int) -> str:
     counts: Counter[str] = Counter()
     for s in samples:
         for k in COUNTED:
             counts[k] += s.get(k, 0)
-    return progress_line(samples[0]["t"], spec.duration, counts, spec.players)
+    return progress_line(samples[0]["t"], spec.duration, counts, total)
 
 
-def _merge_timelines(timelines: list[list[dict]]) -> list[dict]:
-    out = []
-    for rows in zip(*timelines, strict=False):
-        merged = {"t": rows[0]["t"], "edges": {}}
-        for k in COUNTED:
-            merged[k] = sum(r.get(k, 0) for r in rows)
-        merged["latency_p50_s"] = pct(
-            [r["latency_p50_s"] for r in rows if r["latency_p50_s"] is not None], 50
-        )
-        for r in rows:
-            for e, n in r["edges"].items():
-                merged["edges"][e] = merged["edges"].get(e, 0) + n
-        out.append(merged)
-    return out
-
-
-async def worker_main(target: Target, spec: LoadSpec, first_id: int) -> None:
-    """A worker: samples as JSON lines on stdout while running, then all its players."""
+async def worker_main(target: Target, spec: LoadSpec, shard: Shard, run: dict) -> None:
+    """A worker: samples as JSON lines on stdout while running, then its share's document."""
 
     def emit(msg: dict) -> None:
         sys.stdout.write(json.dumps(msg) + "\n")
         sys.stdout.flush()
 
-    crowd = make_crowd(target, spec, first_id=first_id)
+    crowd = make_crowd(target, spec, shard=shard)
     done = len(crowd.timeline)
 
     def progress(_line: str) -> None:
@@ -129,4 +120,4 @@ async def worker_main(target: Target, spec: LoadSpec, first_id: int) -> None:
         done = len(crowd.timeline)
 
     await run_crowd(crowd, progress=progress)
-    emit({"result": {"players": player_dicts(crowd), "seconds": crowd.seconds}})
+    emit({"result": shard_doc(run, shard, player_dicts(crowd), crowd.timeline, crowd.seconds)})

@@ -13,6 +13,7 @@ import trio
 from topology.players.player import LIVE_STATES, PROTOCOLS, PlayerState, SimPlayer, Target
 from topology.players.profiles import assign, parse_mix
 from topology.players.report import pct
+from topology.players.shard import WHOLE, Shard
 
 ARRIVALS = ("ramp", "poisson", "flash")
 COUNTED = (*(s.value for s in LIVE_STATES), "failures")
@@ -81,10 +82,13 @@ def arrival_times(n: int, arrival: str, ramp_s: float, seed: int = 1) -> list[fl
 
 @dataclass
 class Crowd:
-    """Players of one load run and what was sampled while they played."""
+    """Players of one load run (or of one share of it) and what was sampled while they
+    played; `arrivals`: when each player arrives, seconds after the start."""
 
     spec: LoadSpec
     players: list[SimPlayer]
+    arrivals: list[float]
+    shard: Shard = WHOLE
     timeline: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -92,12 +96,15 @@ class Crowd:
         return Counter(p.live_state(now) for p in self.players)
 
 
-def make_crowd(target: Target, spec: LoadSpec, *, first_id: int = 0) -> Crowd:
-    """The players for `spec` (ids from `first_id`), profiles interleaved by their shares."""
+def make_crowd(target: Target, spec: LoadSpec, *, shard: Shard = WHOLE) -> Crowd:
+    """The players of `spec`, or of its share `shard`: each with the id, profile
+    (interleaved by their shares) and arrival time it has in the whole run."""
+    ids = shard.ids(spec.players)
     profiles = assign(parse_mix(spec.profiles), spec.players)
+    arrivals = arrival_times(spec.players, spec.arrival, spec.ramp_s)
     players = [
         SimPlayer(
-            first_id + i,
+            i,
             target,
             profiles[i],
             start_s=spec.start_s,
@@ -106,9 +113,9 @@ def make_crowd(target: Target, spec: LoadSpec, *, first_id: int = 0) -> Crowd:
             qos_secret=spec.qos_secret,
             play_secret=spec.play_secret,
         )  # fmt: skip
-        for i in range(spec.players)
+        for i in ids
     ]
-    return Crowd(spec, players)
+    return Crowd(spec, players, [arrivals[i] for i in ids], shard)
 
 
 def progress_line(elapsed: float, duration: float, counts: Counter[str], total: int) -> str:
@@ -132,7 +139,6 @@ async def run_crowd(
     spec = crowd.spec
     t0 = trio.current_time()
     until = t0 + spec.duration
-    arrivals = arrival_times(len(crowd.players), spec.arrival, spec.ramp_s)
 
     async def one(player: SimPlayer, at: float) -> None:
         await trio.sleep_until(t0 + at)
@@ -166,7 +172,7 @@ async def run_crowd(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sample)
         async with trio.open_nursery() as players:
-            for player, at in zip(crowd.players, arrivals, strict=True):
+            for player, at in zip(crowd.players, crowd.arrivals, strict=True):
                 players.start_soon(one, player, at)
         nursery.cancel_scope.cancel()
     crowd.seconds = trio.current_time() - t0

@@ -1,8 +1,7 @@
-"""Load-run results: the summary numbers, the printed table, the JSON file and the plots."""
+"""Load-run results: the summary numbers, the printed table and the plots."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -108,12 +107,6 @@ def table(summary: dict) -> str:
         upstreams = sum(i.get("upstreams", 0) for i in servers.values())
         lines.append(f"  back-to-source   {upstreams} edge upstream connection(s)")
     return "\n".join(lines)
-
-
-def write_json(path: Path, summary: dict, players: list[dict], timeline: list[dict]) -> None:
-    """Everything of a run in one file."""
-    doc = {"summary": summary, "timeline": timeline, "players": players}
-    path.write_text(json.dumps(doc, indent=1))
 
 
 def plot(path: Path, timeline: list[dict], players: list[dict]) -> Path | None:
