@@ -53,6 +53,10 @@ class EdgeHeartbeat:
         self.sent = sent
         self._beat_at = 0.0
         self._beat_sent = 0
+        self.draining = False
+        """Set when the edge drains: the balancer sends it no new viewers."""
+        self.draining_told = trio.Event()
+        """Set once a heartbeat saying so has been handed to the reporter."""
 
     def egress_bps(self) -> float:
         """Bits/s sent to viewers since the last call."""
@@ -67,6 +71,8 @@ class EdgeHeartbeat:
         """This second's heartbeat."""
         cfg, port = self.config, self.address
         host = advertised_host(cfg)
+        if self.draining:
+            self.draining_told.set()
         return [
             Heartbeat(
                 node=cfg.node_id or f"edge-{port.http_port}",
@@ -79,7 +85,7 @@ class EdgeHeartbeat:
                 capacity_bps=cfg.capacity_mbps * 1e6,
                 weight=cfg.weight,
                 region=cfg.region,
-                draining=False,
+                draining=self.draining,
                 https=f"https://{host}:{port.https_port}" if port.https_port else "",
                 rtmps=f"rtmps://{host}:{port.rtmps_port}" if port.rtmps_port else "",
             )

@@ -72,6 +72,8 @@ class StopReason(StrEnum):
     FAILED = "failed"
     """A bug inside the pull (logged with its traceback)."""
     CANCELLED = "cancelled"
+    DRAINED = "edge drained"
+    """The edge stops (SIGTERM): its viewers were closed after drain_timeout."""
 
 
 class Refusal(StrEnum):

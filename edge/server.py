@@ -27,6 +27,7 @@ from common.serve.playgate import PlayGate
 from common.serve.playhooks import node_hooks
 from common.serve.refusal import Refusal
 from common.serve.snapshot import IMAGE_TYPES, Snapshots
+from edge.drain import EdgeDrain
 from edge.heartbeat import EdgeHeartbeat
 from edge.hls import HlsProxy
 from edge.hlspackage import EdgePackagers
@@ -43,7 +44,7 @@ class Edge:
 
     def __init__(self, config: EdgeConfig, *, connector: Connector | None = None) -> None:
         self.config = config
-        self.controls = NodeControls()
+        self.controls = NodeControls(drain=self.drain)
         """Drain and reload, handed out by `serve()` (common.serve.lifecycle)."""
         # rtmps:// and https:// parents are verified against tls_ca (None: the system's trust)
         self.tls = client_context(config.tls_ca) if config.tls_ca else None
@@ -117,12 +118,30 @@ class Edge:
         self.packagers.register_metrics(self.node.metrics)
         self.qos.register_metrics(self.node.metrics)
         self.pull.register_metrics(self.node.metrics)
+        self.node.metrics.gauge(
+            "draining",
+            "1 while the node drains before it stops (SIGTERM).",
+            (),
+            lambda: {(): float(self.node.gate.draining)},
+        )
 
     def _slow_viewer(self) -> None:
         self.node.fanouts.stats.slow_disconnects += 1
 
     def _hls_failover(self) -> None:
         self.pull.stats.failovers += 1  # one count of parent switches, FLV/RTMP or HLS
+
+    async def drain(self) -> None:
+        """Drain before stopping (edge.drain): tell the balancer, refuse new plays, give the
+        viewers drain_timeout seconds, then close those left cleanly."""
+        await EdgeDrain(
+            self.config.drain_timeout,
+            self.node.gate,
+            viewers=lambda: int(sum(self.node.viewers().values())),
+            connected=lambda: int(sum(self.node.fanouts.viewers().values())),
+            pull=self.pull,
+            heartbeat=self.heartbeat if self.config.balancer else None,
+        ).run()
 
     def bytes_sent(self) -> int:
         """Bytes sent to viewers so far, every protocol."""

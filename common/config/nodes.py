@@ -504,6 +504,11 @@ class EdgeConfig(ServeConfig):
         1.0, help="relative weight for the balancer", check=checks.in_range(0, 1e6)
     )
     region: str = setting("", help="region reported to the balancer", check=checks.short_text)
+    drain_timeout: float = setting(
+        30.0, help="on SIGTERM, wait this long for the viewers to leave before closing them "
+        "and stopping (the balancer is told first; 0: close them at once)", unit="s",
+        check=checks.in_range(0, DAY),
+    )  # fmt: skip
     qos_secret: str = qos_secret_key()
     classes: dict[str, dict] = classes_key()
 

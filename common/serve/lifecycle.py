@@ -54,3 +54,18 @@ async def serve_node(
     async with trio.open_nursery() as nursery:
         address = await nursery.start(node.run)
         task_status.started(Serving(address, node.controls))
+
+
+RETRY_AFTER_S = 1
+"""What a draining node's refusals tell a viewer to wait before asking again (through the
+balancer, which sends it elsewhere)."""
+
+
+async def wait_for(done: Callable[[], bool], timeout: float, poll: float = 0.25) -> bool:
+    """Wait until `done()` (asked every `poll` seconds), at most `timeout` seconds; whether
+    it came true."""
+    with trio.move_on_after(timeout):
+        while not done():
+            await trio.sleep(poll)
+        return True
+    return done()

@@ -34,6 +34,7 @@ from common.proto.streamkey import StreamKeyError
 from common.serve.console import Console, api_json, hls_cache
 from common.serve.fanouts import Fanouts
 from common.serve.hlsviewers import HlsViewers
+from common.serve.lifecycle import RETRY_AFTER_S
 from common.serve.metrics import CONTENT_TYPE, NodeMetrics
 from common.serve.play import CLOCK_QUERY, StreamSource, flv_response
 from common.serve.playgate import PlayDenied, PlayGate, PlayProtocol, PlayRequest
@@ -232,9 +233,12 @@ class PlayNode:
         return None
 
     def refuse_play(self, play: PlayRequest, reason: Refusal, why: Exception) -> Response:
-        """The 403 that refuses `play` for `reason`, counted and logged."""
+        """The 403 that refuses `play` for `reason` (503 with Retry-After while the node
+        drains: the play may go elsewhere), counted and logged."""
         self.refuse(reason)
         log.info("%s play of %s by %s refused: %s", play.protocol, play.key, play.peer, why)
+        if reason is Refusal.DRAINING:
+            return Response.text(503, str(why), [("retry-after", str(RETRY_AFTER_S))])
         return Response.text(403, str(why))
 
     # ------------------------------------------------------------------ serve

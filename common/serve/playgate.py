@@ -61,10 +61,16 @@ class PlayGate:
 
     def __init__(self, checks: Sequence[PlayCheck] = ()) -> None:
         self.checks: list[PlayCheck] = list(checks)
+        self.draining = False
+        """Set while the node drains before it stops: new plays are refused, HLS requests
+        excepted (a viewer's next playlist request cannot be told from a new viewer's, and
+        the balancer sends no new ones to a draining node)."""
 
     async def admit(self, req: PlayRequest) -> None:
         """Pass `req` through every check; PlayDenied from the first that refuses (the
         checks that had admitted it are told it ended)."""
+        if self.draining and req.protocol is not PlayProtocol.HLS:
+            raise PlayDenied(Refusal.DRAINING, "this node is draining before it stops: retry")
         for i, check in enumerate(self.checks):
             try:
                 await check.admit(req)

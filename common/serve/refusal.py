@@ -29,3 +29,5 @@ class Refusal(StrEnum):
     STREAM_LIMIT = "stream_limit"
     HOOK = "hook"
     """An on_publish or on_play hook refused, failed or did not answer in time."""
+    DRAINING = "draining"
+    """A new play or publish while the node drains before it stops (SIGTERM)."""
