@@ -1,0 +1,277 @@
+"""`python -m topology render compose|k8s`: for every shipped example (and a topology with
+recordings, viewer classes and signed play URLs) the files parse, every reference resolves
+(services, ports, configs, secrets, environment variables) and every node's config loads
+with the node's own loader from its config file plus the environment its secret gives."""
+
+from __future__ import annotations
+
+import stat
+import tomllib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from common.config import MODELS, keys, load
+from common.config.sources import env_name
+from tests.topologies import balancer, edge, origin, table, topology
+from topology import schema
+from topology.__main__ import main
+from topology.render import Options, RenderError, render
+from topology.render.nodes import SECRET_KEYS
+from topology.runsecrets import FILE as SECRETS_FILE
+
+REPO = Path(__file__).parents[2]
+EXAMPLES = sorted(p.stem for p in schema.EXAMPLES.glob("*.toml"))
+
+RICH = topology(
+    balancer(http_port=8090, control_port=8091, require_play_token=True,
+             classes={"gold": {"rate_mbps": 5.0}}),
+    origin(rtmp_port=1935, http_port=8080, record_dir="/var/lib/livecdn/records"),
+    edge("edge-a", rtmp_port=1936, http_port=8081, hls_mode="cache", parent_protocol="http"),
+    edge("edge-b", rtmp_port=0, http_port=0),
+    table("[[load]]", {"players": 10, "duration": "20s", "stream": "live/demo"}),
+)  # fmt: skip
+"""Recordings (a StatefulSet), classes (qos_secret), a play_secret, ports of 0, an HTTP
+parent, a name with a dash."""
+
+
+def topo_of(name: str, tmp_path: Path) -> schema.Topology:
+    """A shipped example, or RICH."""
+    if name != "rich":
+        return schema.load(name)
+    path = tmp_path / "rich.toml"
+    path.write_text(RICH)
+    return schema.load(str(path))
+
+
+def secret_values(out: Path) -> set[str]:
+    """Every secret in the render's secrets.toml."""
+    kept = tomllib.loads((out / SECRETS_FILE).read_text())
+    return {v for t in kept.values() for v in t.values()}
+
+
+def private(path: Path) -> bool:
+    """Readable by its owner only."""
+    return stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
+
+
+def loaded_config(kind: str, text: str, env: dict[str, str], tmp_path: Path, name: str):
+    """A node's config as the node loads it: its file and the environment from its secret;
+    every variable names a real key of its kind."""
+    model = MODELS[kind]
+    assert set(env) <= {env_name(model, k) for k in keys(model)}, env
+    path = tmp_path / f"loaded-{name}.toml"
+    path.write_text(text)
+    return load(model, path, environ=env)
+
+
+def check_references(
+    configs: dict[str, tuple[str, object]], listening: dict[str, set[int]]
+) -> None:
+    """Every node's parents and balancer are a service and one of its ports, the config's
+    own ports among its service's. `configs`: service -> (kind, loaded config);
+    `listening`: service -> the ports it serves on."""
+    for service, (kind, config) in configs.items():
+        own = {config.http_port} | ({config.rtmp_port} if kind != "balancer" else set())
+        assert own <= listening[service], (service, own, listening[service])
+        if kind == "balancer":
+            assert config.control_port in listening[service]
+            continue
+        if config.balancer:
+            host, _, port = config.balancer.rpartition(":")
+            assert configs[host][0] == "balancer" and int(port) == configs[host][1].control_port
+        for url in getattr(config, "parents", []):
+            parts = urlsplit(url)
+            parent_kind, parent = configs[parts.hostname]
+            want = parent.rtmp_port if parts.scheme == "rtmp" else parent.http_port
+            assert parts.port == want and parts.port in listening[parts.hostname], url
+        if kind == "edge" and config.balancer:
+            assert config.public_host, service  # the balancer needs somewhere to send viewers
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """VAR=value lines (values possibly in single quotes)."""
+    env = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            var, _, value = line.partition("=")
+            env[var] = value[1:-1] if value.startswith("'") else value
+    return env
+
+
+@pytest.mark.parametrize("name", [*EXAMPLES, "rich"])
+def test_compose(name: str, tmp_path: Path) -> None:
+    topo = topo_of(name, tmp_path)
+    out = tmp_path / "out"
+    render("compose", topo, out, Options())
+    doc = yaml.safe_load((out / "compose.yaml").read_text())
+    services = doc["services"]
+    nodes = {s: v for s, v in services.items() if s != "prometheus"}
+    assert len(nodes) == len(topo.origins) + len(topo.edges) + (1 if topo.balancer else 0)
+    configs = {}
+    listening = {}
+    secrets = secret_values(out)
+    for service, svc in nodes.items():
+        kind, flag, path = svc["command"]
+        assert flag == "--config" and svc["image"] == Options.image
+        (ref,) = svc["configs"]
+        assert ref["target"] == path == f"/etc/livecdn/{kind}.toml"
+        text = (out / doc["configs"][ref["source"]]["file"]).read_text()
+        assert not any(s in text for s in secrets)  # secrets only in the env files
+        (env_path,) = [out / p for p in svc["env_file"]]
+        assert private(env_path)
+        env = read_env_file(env_path)
+        config = loaded_config(kind, text, env, tmp_path, service)
+        assert config.host == "0.0.0.0" and config.admin_token and config.admin_token in secrets
+        for dep in svc.get("depends_on", {}):
+            assert dep in nodes
+        published = {int(p.split(":")[0]) for p in svc["ports"]}
+        assert {int(p.split(":")[1]) for p in svc["ports"]} == published  # same port inside
+        listening[service] = published | ({config.control_port} if kind == "balancer" else set())
+        assert str(config.http_port) in svc["healthcheck"]["test"][-1]
+        configs[service] = (kind, config)
+    check_references(configs, listening)
+    assert not any(s in (out / "compose.yaml").read_text() for s in secrets)
+    assert private(out / SECRETS_FILE) and private(out / "secrets")
+    targets = yaml.safe_load((out / "prometheus.yml").read_text())["scrape_configs"][0]
+    scraped = {t["targets"][0] for t in targets["static_configs"]}
+    assert scraped == {f"{s}:{c.http_port}" for s, (_, c) in configs.items()}
+    prom = services["prometheus"]["volumes"][0].split(":")[0]
+    assert (out / prom).exists()
+    assert (out / "Dockerfile").read_text() == (REPO / "Dockerfile").read_text()
+
+
+def k8s_docs(out: Path) -> dict[tuple[str, str], dict]:
+    """The rendered objects by (kind, name); names are unique per kind."""
+    docs = [*yaml.safe_load_all((out / "livecdn.yaml").read_text())]
+    docs += yaml.safe_load_all((out / "secrets.yaml").read_text())
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    assert len(by) == len(docs)
+    return by
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    """Whether a label selector matches `labels`."""
+    return selector.items() <= labels.items()
+
+
+@pytest.mark.parametrize("name", [*EXAMPLES, "rich"])
+def test_k8s(name: str, tmp_path: Path) -> None:
+    topo = topo_of(name, tmp_path)
+    out = tmp_path / "out"
+    render("k8s", topo, out, Options(public_pattern="{name}.cdn.example.com"))
+    by = k8s_docs(out)
+    secrets = secret_values(out)
+    assert not any(s in (out / "livecdn.yaml").read_text() for s in secrets)
+    assert private(out / "secrets.yaml") and private(out / SECRETS_FILE)
+    workloads = [d for (k, _), d in by.items() if k in ("Deployment", "StatefulSet")]
+    assert len(workloads) == len(topo.origins) + len(topo.edges) + (1 if topo.balancer else 0)
+    services = [d for (k, _), d in by.items() if k == "Service"]
+    configs, listening, pods = {}, {}, {}
+    for w in workloads:
+        spec = w["spec"]["template"]["spec"]
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        assert selects(w["spec"]["selector"]["matchLabels"], labels)
+        (c,) = spec["containers"]
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        for probe in (c["readinessProbe"], c["livenessProbe"]):
+            assert probe["httpGet"]["path"] == "/healthz" and probe["httpGet"]["port"] in ports
+        assert c["resources"]["requests"]["cpu"] and spec["securityContext"]["runAsNonRoot"]
+        kind, flag, path = c["args"]
+        (mount,) = [m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        text = by[("ConfigMap", volume["configMap"]["name"])]["data"][path.rsplit("/", 1)[1]]
+        (ref,) = c["envFrom"]
+        env = by[("Secret", ref["secretRef"]["name"])]["stringData"]
+        config = loaded_config(kind, text, env, tmp_path, w["metadata"]["name"])
+        annotations = w["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(config.http_port) == str(ports["http"])
+        assert (w["kind"] == "StatefulSet") == bool(getattr(config, "record_dir", ""))
+        if w["kind"] == "StatefulSet":
+            claim = w["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+            assert any(m["name"] == claim and m["mountPath"] == config.record_dir
+                       for m in c["volumeMounts"])  # fmt: skip
+        pods[w["metadata"]["name"]] = (labels, ports)
+        configs[w["metadata"]["name"]] = (kind, config)
+    for s in services:  # each Service selects one node's pod, on ports it has
+        (node,) = [n for n, (labels, _) in pods.items() if selects(s["spec"]["selector"], labels)]
+        for p in s["spec"]["ports"]:
+            assert pods[node][1][p["targetPort"]] == p["port"]
+            assert p.get("nodePort", p["port"]) == p["port"]
+        if s["metadata"]["name"] in configs:
+            listening[s["metadata"]["name"]] = {p["port"] for p in s["spec"]["ports"]}
+            assert s["metadata"]["name"] == node
+    check_references(configs, listening)
+    for service, (kind, config) in configs.items():
+        if kind == "edge" and config.balancer:
+            assert config.public_host == f"{service}.cdn.example.com"
+    monitor = yaml.safe_load((out / "monitoring" / "servicemonitor.yaml").read_text())
+    scraped = [s for s in services if selects(monitor["spec"]["selector"]["matchLabels"],
+                                              s["metadata"]["labels"])]  # fmt: skip
+    assert sorted(s["metadata"]["name"] for s in scraped) == sorted(configs)
+    assert all(any(p["name"] == "http" for p in s["spec"]["ports"]) for s in scraped)
+
+
+def test_render_again_keeps_secrets_and_public_hosts(tmp_path: Path) -> None:
+    """A second render reuses the secrets; NodePort edges listen on (and advertise) their
+    node ports; --public-host names one edge or sets a pattern for the others."""
+    out = tmp_path / "k8s"
+    argv = ["render", "k8s", "three-edge", "--out", str(out), "--service-type", "NodePort",
+            "--public-host", "edge1=cdn1.example.com", "--public-host", "10.0.0.7"]  # fmt: skip
+    assert main(argv) == 0
+    first = (out / "secrets.yaml").read_text()
+    assert main(argv) == 0
+    assert (out / "secrets.yaml").read_text() == first
+    by = k8s_docs(out)
+    hosts = {}
+    for name in ("edge1", "edge2", "edge3"):
+        text = by[("ConfigMap", f"{name}-config")]["data"]["edge.toml"]
+        config = tomllib.loads(text)
+        hosts[name] = config["public_host"]
+        assert 30000 <= config["http_port"] <= 32767
+        ports = {p["name"]: p for p in by[("Service", name)]["spec"]["ports"]}
+        assert ports["http"]["nodePort"] == ports["http"]["port"] == config["http_port"]
+        assert by[("Service", name)]["spec"]["type"] == "NodePort"
+    assert hosts == {"edge1": "cdn1.example.com", "edge2": "10.0.0.7", "edge3": "10.0.0.7"}
+    assert by[("Service", "origin")]["spec"]["type"] == "ClusterIP"
+
+
+def test_compose_aliases_public_host_names(tmp_path: Path) -> None:
+    """The balancer health-checks edges at their public host: a public host name is an alias
+    of the edge on the compose network; an address is not."""
+    out = tmp_path / "c"
+    options = Options(public_hosts={"edge1": "192.0.2.1"}, public_pattern="{name}.example.com")
+    render("compose", schema.load("three-edge"), out, options)
+    services = yaml.safe_load((out / "compose.yaml").read_text())["services"]
+    assert services["edge2"]["networks"]["default"]["aliases"] == ["edge2.example.com"]
+    assert "networks" not in services["edge1"]
+
+
+def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(RenderError, match="names no edge"):
+        render(
+            "compose", schema.load("one-edge"), tmp_path / "a", Options(public_hosts={"nope": "x"})
+        )
+    assert main(["render", "compose", "one-edge", "--out", str(tmp_path / "b"),
+                 "--public-host", "edge1=not a host"]) == 2  # fmt: skip
+    assert "public_host" in capsys.readouterr().err
+
+
+def test_dockerfile() -> None:
+    """The image: Debian, PyAV as a wheel, not root, `python -m KIND --config FILE`, and it
+    copies every package the nodes import."""
+    text = (REPO / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim-bookworm" in text and "--only-binary=av" in text
+    assert "USER 10001" in text and 'ENTRYPOINT ["python", "-m"]' in text
+    for package in ("common", "origin", "edge", "balancer", "topology"):
+        assert f"COPY {package} ./{package}" in text
+
+
+def test_no_secret_key_in_config_files() -> None:
+    """Every secret key of every model is one SECRET_KEYS keeps out of config files."""
+    for model in MODELS.values():
+        assert {k for k in keys(model) if "secret" in k or "token" in k} - {"token_ttl"} <= set(
+            SECRET_KEYS
+        )

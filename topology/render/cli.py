@@ -1,0 +1,67 @@
+"""The `render` subcommand of `python -m topology`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from common.config import ConfigError
+from topology import schema
+from topology.render import TARGETS, render, summary
+from topology.render.nodes import Options, RenderError, parse_public_hosts
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add `render` to the subcommands."""
+    p = sub.add_parser(
+        "render",
+        help="write a topology as Docker Compose or Kubernetes files (plus Dockerfile, "
+        "Prometheus config, Grafana dashboard)",
+        description="Write a topology as a Docker Compose project (compose) or Kubernetes "
+        "manifests (k8s), with the Dockerfile, a Prometheus scrape config (k8s: a "
+        "ServiceMonitor and prometheus.io annotations) and a Grafana dashboard. Nodes reach "
+        "each other by service name on fixed ports (the file's, 0: the kind's default). "
+        "Secrets are generated once into DIR/secrets.toml (mode 0600) and reused; they go to "
+        "the nodes as LIVECDN_<KIND>_<KEY> variables (compose: secrets/NODE.env, mode 0600; "
+        "k8s: secrets.yaml), never into config files. [[link]], [[fault]] and [[publisher]] "
+        "tables are for local runs and are not rendered.",
+    )
+    p.add_argument("target", choices=TARGETS)
+    p.add_argument("topology", help="a .toml file or a shipped example")
+    p.add_argument("--out", metavar="DIR", help="output directory (default ./livecdn-NAME-TARGET)")
+    p.add_argument("--image", default=Options.image,
+                   help=f"the container image of the nodes (default {Options.image})")  # fmt: skip
+    p.add_argument(
+        "--public-host",
+        action="append",
+        default=[],
+        metavar="EDGE=HOST|PATTERN",
+        help="the host viewers reach an edge at (its public_host; the balancer redirects "
+        "there and health-checks it): EDGE=HOST for one edge, or a pattern for all, "
+        "'{name}' standing for the edge's name (e.g. '{name}.cdn.example.com'); repeatable. "
+        "Default: the edge's service name. An edge table's own public_host wins",
+    )
+    p.add_argument(
+        "--service-type",
+        choices=["LoadBalancer", "NodePort"],
+        default=Options.service_type,
+        help="k8s: the Service type of edges in rotation, the balancer's public Service and "
+        "origins' ingest Service (default LoadBalancer). NodePort: edges listen on node ports "
+        f"from {Options.node_port_base} up, which they advertise",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """`render`: write the files; errors in one line."""
+    try:
+        topo = schema.load(args.topology)
+        named, pattern = parse_public_hosts(args.public_host)
+        options = Options(args.image, named, pattern, args.service_type)
+        out = Path(args.out or f"livecdn-{topo.name}-{args.target}")
+        files = render(args.target, topo, out, options)
+    except (schema.TopologyError, RenderError, ConfigError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary(args.target, out, files))
+    return 0

@@ -1,0 +1,189 @@
+"""Planning a topology for containers: each node's service name, fixed ports, config (without
+its secrets) and the secrets passed as LIVECDN_<KIND>_<KEY> environment variables."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.config import build, keys
+from common.config.model import default as config_default
+from common.config.sources import env_name
+from common.config.toml import dumps
+from topology.plan import Hosts, node_values
+from topology.runsecrets import FILE as SECRETS_FILE
+from topology.runsecrets import ensure_secrets
+from topology.schema import Topology
+
+SECRET_KEYS = ("admin_token", "publish_secret", "cluster_secret", "qos_secret", "play_secret")
+"""Keys that never go into a config file or ConfigMap: they travel as environment variables."""
+
+ANY = "0.0.0.0"  # nodes listen on every address of their container
+CONFIG_DIR = "/etc/livecdn"  # where a container finds its config file
+_DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+class RenderError(ValueError):
+    """The topology cannot be rendered as asked."""
+
+
+@dataclass
+class Options:
+    """How to render: the image, and the host viewers reach each edge at."""
+
+    image: str = "livecdn:latest"
+    public_hosts: dict[str, str] = field(default_factory=dict)  # edge name -> host
+    public_pattern: str = ""  # e.g. "{name}.example.com" for edges not in public_hosts
+    service_type: str = "LoadBalancer"  # Kubernetes: how viewers reach the balancer and edges
+    node_port_base: int = 30000  # service_type NodePort: the first port given out
+
+
+@dataclass
+class RenderNode:
+    """One node as a container: its service, ports, config and secret environment."""
+
+    name: str
+    kind: str
+    service: str
+    ports: dict[str, int]  # "rtmp", "http", "control" -> port (inside and outside alike)
+    config: dict[str, Any]  # the config file's values (no secrets)
+    secrets: dict[str, str]  # LIVECDN_<KIND>_<KEY> -> value
+    viewed: bool  # an edge in the balancer's rotation: viewers reach it from outside
+    public_host: str = ""
+
+    @property
+    def config_path(self) -> str:
+        """The config file's path inside the container."""
+        return f"{CONFIG_DIR}/{self.kind}.toml"
+
+    @property
+    def config_text(self) -> str:
+        """The config file (TOML, as the config model writes it)."""
+        return f"# {self.kind} {self.name}: its secrets come from the environment\n" + dumps(
+            self.config
+        )
+
+    @property
+    def command(self) -> list[str]:
+        """The arguments after the image's `python -m`."""
+        return [self.kind, "--config", self.config_path]
+
+    @property
+    def state_dir(self) -> str:
+        """An origin's record_dir ("": it keeps no state), as an absolute container path."""
+        path = str(self.config.get("record_dir", ""))
+        return path if not path or path.startswith("/") else f"/app/{path}"
+
+
+def service_name(name: str) -> str:
+    """The DNS label a node's service is named by (its name, lower case)."""
+    label = name.lower().replace("_", "-")
+    if not _DNS_LABEL.fullmatch(label):
+        raise RenderError(
+            f"node name {name!r} cannot name a service (letters, digits and '-', starting with "
+            "a letter, at most 63)"
+        )
+    return label
+
+
+def parse_public_hosts(specs: list[str]) -> tuple[dict[str, str], str]:
+    """`--public-host` values: EDGE=HOST for one edge, else a pattern for all the others
+    ("{name}" is replaced by the edge's name, e.g. "{name}.cdn.example.com", or one host)."""
+    named: dict[str, str] = {}
+    pattern = ""
+    for spec in specs:
+        edge, sep, host = spec.partition("=")
+        if sep:
+            named[edge] = host
+        else:
+            pattern = spec
+    return named, pattern
+
+
+def read_secrets(topo: Topology, out: Path) -> None:
+    """Give `topo`'s nodes the secrets an earlier render left in `out` (where the topology
+    file sets none), then generate the missing ones into `out`/secrets.toml (mode 0600): a
+    render run again keeps its secrets."""
+    path = out / SECRETS_FILE
+    kept = tomllib.loads(path.read_text()) if path.exists() else {}
+    specs = {"balancer": topo.balancer} if topo.balancer else {}
+    specs |= {n.name: n for n in [*topo.origins, *topo.edges]}
+    for name, values in kept.items():
+        spec = specs.get(name)
+        if spec is None or not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if key in SECRET_KEYS and key in keys(spec.config.model) and not spec.config[key]:
+                spec.config[key] = value
+    ensure_secrets(topo, out)
+
+
+def assign_ports(topo: Topology, options: Options, kube: bool) -> dict[str, dict[str, int]]:
+    """Each node's ports: the topology file's (0: the kind's default, moved past ports taken),
+    the same inside the container and outside, because an edge advertises the port it listens
+    on. Kubernetes NodePort services: balanced edges get ports from node_port_base (the node
+    port is the port they listen on and advertise)."""
+    node_port = kube and options.service_type == "NodePort"
+    taken: set[int] = set()
+    nodes = [("balancer", topo.balancer)] if topo.balancer else []
+    nodes += [(n.name, n) for n in [*topo.origins, *topo.edges]]
+    out: dict[str, dict[str, int]] = {}
+    for name, spec in nodes:
+        names = (
+            ("http", "control")
+            if name == "balancer" and spec is topo.balancer
+            else ("rtmp", "http")
+        )
+        out[name] = {}
+        for what in names:
+            key = f"{what}_port"
+            port = spec.config[key] or config_default(spec.config.model, key)
+            if node_port and is_edge(topo, name):
+                port = options.node_port_base
+            while port in taken:
+                port += 1
+            taken.add(port)
+            out[name][what] = port
+    return out
+
+
+def is_edge(topo: Topology, name: str) -> bool:
+    """Whether node `name` is an edge in the balancer's rotation (viewers reach it)."""
+    return any(e.name == name and e.balanced for e in topo.edges)
+
+
+def plan_nodes(topo: Topology, options: Options, *, kube: bool) -> list[RenderNode]:
+    """Every node of `topo` planned for containers (the secrets already set in `topo`, see
+    read_secrets): listening on all addresses on fixed ports, reaching each other by service
+    name, edges advertising their public host (default: their service name)."""
+    ports = assign_ports(topo, options, kube)
+    names = list(ports)
+    services = {name: service_name(name) for name in names}
+    if len(set(services.values())) != len(services):
+        raise RenderError(f"two nodes would share a service name: {sorted(services.values())}")
+    public = {}
+    for e in topo.edges:  # edges out of rotation advertise nothing, unless named
+        host = options.public_hosts.get(e.name)
+        if e.balanced and not host:
+            host = options.public_pattern.replace("{name}", e.name) or services[e.name]
+        if host:
+            public[e.name] = host
+    unknown = set(options.public_hosts) - {e.name for e in topo.edges}
+    if unknown:
+        raise RenderError(f"--public-host names no edge: {', '.join(sorted(unknown))}")
+    hosts = Hosts(listen=dict.fromkeys(names, ANY), address=services, public=public, default=ANY)
+    pairs = {n: (p["rtmp"], p["http"]) for n, p in ports.items() if "rtmp" in p}
+    balancer = (ports["balancer"]["http"], ports["balancer"]["control"]) if topo.balancer else None
+    planned = node_values(topo, pairs, {}, balancer, hosts)
+    out = []
+    for name, (model, values) in planned.items():
+        build(model, values, source=f"{topo.path} {name}")  # the whole config must be valid
+        config = {k: v for k, v in values.items() if k not in SECRET_KEYS}
+        secrets = {env_name(model, k): v for k, v in values.items() if k in SECRET_KEYS and v}
+        host = values.get("public_host", "")
+        out.append(RenderNode(name, model.kind, services[name], ports[name], config, secrets,
+                              is_edge(topo, name), host))  # fmt: skip
+    return out
