@@ -6,6 +6,7 @@ python -m topology up three-edge.toml    every node as a process, publishers, UR
 python -m topology load FILE --players N  simulated players against a topology (or --url)
 python -m topology load merge FILE.json.. one run's results from its shards (load --shard I/N)
 python -m topology validate FILE         check a topology file
+python -m topology render compose FILE   the topology as Docker Compose (or k8s) files
 python -m topology demo                  just an origin plus the built-in publisher
 python -m topology publish URL           publish the synthetic test stream anywhere
 """
@@ -30,6 +31,7 @@ from topology import launch, schema
 from topology.demo import run_demo
 from topology.players.shard import Shard
 from topology.publisher import SourceSettings, failure_reason, publish_until_signalled
+from topology.render import cli as render_cli
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -100,6 +102,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         sp.add_argument("topology", help="its file or example name")
     val = sub.add_parser("validate", help="check a topology file and print what it describes")
     val.add_argument("topology")
+    render_cli.add_parser(sub)
     demo = sub.add_parser("demo", help="run an origin with the built-in publisher on live/demo")
     for key, flag in (("rtmp_port", "--rtmp"), ("http_port", "--http")):
         port = config_default(OriginConfig, key)
@@ -222,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         return trio.run(lambda: launch.up(topo, seconds=args.seconds))
     if args.command == "load":
         return load_main(args)
+    if args.command == "render":
+        return render_cli.run(args)
     if args.command == "demo":
         job = partial(run_demo, args.rtmp, args.http, settings_from(args), args.seconds)
     else:
