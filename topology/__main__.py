@@ -55,6 +55,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     upp.add_argument(
         "--detach", action="store_true", help="run in the background (see status, down)"
     )
+    upp.add_argument(
+        "--netns", action="store_true",
+        help='each node in its own network namespace at its own address (as the file\'s '
+        'hosts = "netns"; needs root and ip)',
+    )  # fmt: skip
     ld = sub.add_parser(
         "load",
         help="simulated players against a topology it brings up, or any server (--url)",
@@ -214,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         if args.command == "up" and args.detach:
-            return trio.run(launch.detach, str(topo.path), topo.name, args.seconds)
+            return trio.run(launch.detach, str(topo.path), topo.name, args.seconds, args.netns)
         if args.command == "validate":
             print(
                 f"{topo.path}: valid: {len(topo.origins)} origin(s), {len(topo.edges)} edge(s), "
@@ -222,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(topo.publishers)} publisher(s)"
             )
             return 0
-        return trio.run(lambda: launch.up(topo, seconds=args.seconds))
+        return trio.run(lambda: launch.up(topo, seconds=args.seconds, netns=args.netns))
     if args.command == "load":
         return load_main(args)
     if args.command == "render":

@@ -17,10 +17,11 @@ import trio
 
 from common.net.httpclient import fetch
 from topology.controlapi import ControlApi
-from topology.deployment import Deployment, Node
+from topology.deployment import Deployment, Node, url_host
 from topology.faults import run_faults
 from topology.linkproxy import LinkProxy, LinkSettings
 from topology.loadrun import run_file_load
+from topology.netns import NetnsError, Network, unavailable
 from topology.output import (
     private_file,
     remove_state,
@@ -31,7 +32,7 @@ from topology.output import (
     write_prometheus,
     write_state,
 )
-from topology.plan import LOCAL, assign_ports, parent_port, plan
+from topology.plan import ONE_MACHINE, Hosts, assign_ports, parent_port, plan
 from topology.procs import start_failure, start_node, stop_all, wait_healthy, wait_live, watch
 from topology.publisher import SourceSettings, keep_publishing
 from topology.runsecrets import ensure_secrets, generate
@@ -52,6 +53,7 @@ async def up(
     seconds: float | None = None,
     run_dir: Path | None = None,
     run_file_loads: bool = True,
+    netns: bool = False,
     task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED,
 ) -> int:
     """Start everything, print the URLs, run until Ctrl-C/SIGTERM (or `seconds`), stop all.
@@ -59,8 +61,18 @@ async def up(
     `task_status.started(deployment)` once every node is healthy and publishers started.
     A node that cannot start is reported in one line on stderr; `up` then stops the others
     and returns 1 (or, started with a `task_status`, raises `StartFailed`, as it does when
-    stopped by a signal before it was up).
+    stopped by a signal before it was up). With `netns` (or the file's `hosts = "netns"`)
+    each node runs in its own network namespace, at its own address (topology/netns.py);
+    they are removed however the run ends.
     """
+    network = None
+    if netns or topo.hosts == "netns":
+        if why := unavailable():
+            print(f"error: {why}", file=sys.stderr, flush=True)
+            if task_status is not trio.TASK_STATUS_IGNORED:
+                raise StartFailed(why)
+            return 1
+        network = Network(node_names(topo))
     run_dir = (
         run_dir
         or Path(os.environ.get("TMPDIR", "/tmp"))
@@ -70,19 +82,76 @@ async def up(
     run_dir.chmod(0o700)  # the nodes' config files and secrets.toml hold secrets
     console_token = generate()  # the control API's, for the console page
     ensure_secrets(topo, run_dir, console_token=console_token)
+    try:
+        hosts = ONE_MACHINE
+        if network is not None:
+            try:
+                await open_network(topo, network)
+            except NetnsError as exc:
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+                if task_status is not trio.TASK_STATUS_IGNORED:
+                    raise StartFailed(str(exc)) from None
+                return 1
+            hosts = network.hosts([e.name for e in topo.edges])
+        return await _up(topo, run_dir, console_token, hosts, network, seconds, run_file_loads,
+                         task_status)  # fmt: skip
+    finally:
+        if network is not None:  # made in a thread: it may exist though the await was cancelled
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(network.remove)
+
+
+def node_names(topo: Topology) -> list[str]:
+    """The balancer's ("balancer"), the origins' and the edges' names."""
+    return [
+        *(["balancer"] if topo.balancer else []),
+        *(n.name for n in [*topo.origins, *topo.edges]),
+    ]
+
+
+async def open_network(topo: Topology, network: Network) -> None:
+    """Make `network`'s namespaces; one line says where the nodes are, one how the links are
+    emulated; NetnsError (one line) when they cannot be made."""
+    await trio.to_thread.run_sync(network.create)
+    first, last = network.address(network.names[0]), network.address(network.names[-1])
+    print(f"network namespaces {network.namespace('NODE')}: the nodes at {first}..{last}, the "
+          f"root namespace at {network.gateway} (bridge {network.bridge})", flush=True)  # fmt: skip
+    if topo.links:
+        netem = await trio.to_thread.run_sync(network.has_netem)
+        print("  links: delay, jitter, loss and rate are emulated by the link proxies, in the "
+              f"root namespace at {network.gateway}"
+              + ("" if netem else " (this kernel has no netem)"), flush=True)  # fmt: skip
+
+
+async def _up(
+    topo: Topology,
+    run_dir: Path,
+    console_token: str,
+    hosts: Hosts,
+    network: Network | None,
+    seconds: float | None,
+    run_file_loads: bool,
+    task_status,
+) -> int:
+    """`up` once the run directory and, with --netns, the namespaces are there."""
     async with trio.open_nursery() as links_nursery:
         ports = assign_ports(topo)
         proxies: dict[tuple[str, str], LinkProxy] = {}
         for link in topo.links:
             edge = next(e for e in topo.edges if e.name == link.edge)
-            target = (LOCAL, parent_port(ports, link.parent, edge.parent_protocol))
+            target = (
+                hosts.reach(link.parent),
+                parent_port(ports, link.parent, edge.parent_protocol),
+            )
             settings = LinkSettings(
                 link.delay_ms, link.jitter_ms, link.rate_mbps, link.loss, link.down
             )
-            proxy = LinkProxy(f"{link.edge}->{link.parent}", target, settings)
+            proxy = LinkProxy(f"{link.edge}->{link.parent}", target, settings, hosts.links)
             await links_nursery.start(proxy.run)
             proxies[(link.edge, link.parent)] = proxy
-        dep = plan(topo, run_dir, ports, {k: p.port for k, p in proxies.items()})
+        dep = plan(topo, run_dir, ports, {k: p.port for k, p in proxies.items()}, hosts)
+        for node in dep.nodes.values() if network is not None else ():
+            node.cmd = [*network.exec_prefix(node.name), *node.cmd]
         dep.proxies = proxies
         dep.console_token = console_token
         dep.control_port = await links_nursery.start(ControlApi(dep, console_token).serve)
@@ -150,7 +219,7 @@ async def _serve(dep: Deployment, seconds: float | None, task_status, run_file_l
     for node in dep.nodes.values():
         proc = await start_node(dep, node, supervise=False)
         try:
-            await wait_healthy(f"http://127.0.0.1:{node.http_port}", proc, START_TIMEOUT)
+            await wait_healthy(dep.url(node.name, "http"), proc, START_TIMEOUT)
         except (RuntimeError, trio.TooSlowError) as exc:
             why = str(exc) or f"not healthy after {START_TIMEOUT:g} s"
             print(f"error: {start_failure(node, why)}", file=sys.stderr, flush=True)
@@ -193,13 +262,14 @@ async def _serve(dep: Deployment, seconds: float | None, task_status, run_file_l
 __all__ = ["Deployment", "Node", "OriginSpec", "StartFailed", "plan", "up", "url_table"]
 
 
-async def detach(topology: str, name: str, seconds: float | None) -> int:
-    """Start `python -m topology up` in the background; return once it is up."""
+async def detach(topology: str, name: str, seconds: float | None, netns: bool = False) -> int:
+    """Start `python -m topology up` (with `--netns`) in the background; return once it is up."""
     if state_path(name).exists():
         print(f"error: {name} is already running (python -m topology down {name})", file=sys.stderr)
         return 1
     log_path = state_dir() / f"{name}.log"  # it holds signed URLs: the owner's only
     cmd = [PY, "-m", "topology", "up", topology] + (["--seconds", str(seconds)] if seconds else [])
+    cmd += ["--netns"] if netns else []
     with open(private_file(log_path), "wb") as log_file:
         proc = await trio.lowlevel.open_process(
             cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
@@ -233,7 +303,7 @@ async def status(name: str) -> int:
     print(f"{name}: launcher pid {state['launcher_pid']}, logs in {state['run_dir']}")
     for node, info in state["nodes"].items():
         try:
-            url = f"http://127.0.0.1:{info['http_port']}/healthz"
+            url = f"http://{url_host(info.get('host', '127.0.0.1'))}:{info['http_port']}/healthz"
             code = (await fetch("GET", url, timeout=2)).status
             health = "healthy" if code == 200 else f"HTTP {code}"
         except Exception as exc:

@@ -28,12 +28,18 @@ class LinkSettings:
 
 
 class LinkProxy:
-    """Listens on a local port and forwards every connection to `target` through the link."""
+    """Listens on a free port of `host` and forwards every connection to `target` through
+    the link."""
 
     def __init__(
-        self, name: str, target: tuple[str, int], settings: LinkSettings | None = None
+        self,
+        name: str,
+        target: tuple[str, int],
+        settings: LinkSettings | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.name = name
+        self.host = host
         self.target = target
         self.settings = settings or LinkSettings()
         self.port = 0
@@ -54,7 +60,7 @@ class LinkProxy:
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; `task_status.started(port)`."""
-        sock = listen_socket("127.0.0.1", 0)
+        sock = listen_socket(self.host, 0)
         self.port = sock.getsockname()[1]
         task_status.started(self.port)
         await accept_loop(sock, self._handle, max_connections=10000)

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from common.proto.playtoken import play_query
-from topology.deployment import Deployment
+from topology.deployment import Deployment, url_host
 from topology.publisher import signed_url
 from topology.runsecrets import FILE as SECRETS_FILE
 
@@ -66,7 +66,7 @@ def url_table(dep: Deployment) -> str:
             )
             rows.append((f"play {stream} at {e.name}{signed}", f"{play(flv)}  {play(rtmp)}"))
     for name, node in dep.nodes.items():
-        base = f"http://127.0.0.1:{node.http_port}"
+        base = dep.url(name, "http")
         api = "/api/edges" if node.kind == "balancer" else "/api/streams"
         rows.append((f"{name} ({node.kind}) page / API / metrics",
                      f"{base}/  {base}{api}  {base}/metrics"))  # fmt: skip
@@ -121,6 +121,7 @@ def write_state(dep: Deployment) -> Path:
         n.name: {
             "kind": n.kind,
             "pid": n.proc.pid if n.proc else None,
+            "host": n.host,
             "http_port": n.http_port,
             "rtmp_port": n.rtmp_port,
         }  # fmt: skip
@@ -155,7 +156,7 @@ def write_commands(dep: Deployment) -> Path:
 
 def write_prometheus(dep: Deployment) -> Path:
     """A Prometheus scrape config for every node, next to the run."""
-    targets = ", ".join(f"'127.0.0.1:{n.http_port}'" for n in dep.nodes.values())
+    targets = ", ".join(f"'{url_host(n.host)}:{n.http_port}'" for n in dep.nodes.values())
     path = dep.run_dir / "prometheus.yml"
     path.write_text(
         "scrape_configs:\n"

@@ -173,6 +173,7 @@ class Topology:
     links: list[LinkSpec] = field(default_factory=list)
     faults: list[FaultSpec] = field(default_factory=list)
     loads: list[LoadProfileSpec] = field(default_factory=list)
+    hosts: str = "local"  # "netns": each node in its own network namespace (topology/netns.py)
 
     def link(self, edge: str, parent: str) -> LinkSpec | None:
         """The emulated link between `edge` and `parent`, if the file has one."""
@@ -253,6 +254,11 @@ def _build(cls: type, raw: object, where: str):
     return obj
 
 
+HOSTS = ("local", "netns")
+"""A topology's top-level `hosts`: every node on 127.0.0.1 ("local"), or each in its own
+network namespace at its own address ("netns", as `up --netns`)."""
+
+
 def load(name: str) -> Topology:
     """Load and validate a topology file (or shipped example)."""
     path = resolve(name)
@@ -261,6 +267,11 @@ def load(name: str) -> Topology:
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError(f"{path}: not valid TOML: {exc}") from exc
     allowed = {"balancer", "origin", "edge", "publisher", "link", "fault", "load"}
+    hosts = raw.pop("hosts", "local")
+    if hosts not in HOSTS:
+        raise TopologyError(
+            f"{path}: hosts must be one of {', '.join(map(repr, HOSTS))}, got {hosts!r}"
+        )
     for key in raw:
         if key not in allowed:
             raise TopologyError(
@@ -291,7 +302,7 @@ def load(name: str) -> Topology:
         _build(LoadProfileSpec, x, f"{path} [[load]] #{i + 1}")
         for i, x in enumerate(raw.get("load", []))
     ]
-    topo = Topology(path, path.stem, balancer, origins, edges, pubs, links, faults, loads)
+    topo = Topology(path, path.stem, balancer, origins, edges, pubs, links, faults, loads, hosts)
     _check(topo)
     return topo
 

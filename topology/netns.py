@@ -1,0 +1,238 @@
+"""Each node of a topology in its own Linux network namespace, with its own address: a veth
+pair per node joins its namespace to a bridge in the root namespace, which has an address of
+the same private /24 (10.77.X.0/24), so the launcher, its link proxies and publishers, viewers
+and tests reach every node by address. Needs root and `ip` (iproute2).
+
+Everything a run creates is named after it (its launcher's pid and a sequence number) and
+removed when it ends; a run removes what runs whose launcher is gone left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import ipaddress
+import itertools
+import os
+import re
+import shutil
+import subprocess
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from topology.plan import Hosts
+
+PREFIX = "lcdn"  # namespaces: lcdn-<pid>-<seq>-<node>; bridge lcb<pid><seq>; veths lcv<pid><seq><i>
+NET = "10.77"  # the /24s a run takes its subnet from: 10.77.X.0/24
+LOCK = Path("/run/lock/livecdn-netns.lock")  # one run at a time picks a subnet and cleans up
+PEER = "eth0"  # a node's end of its veth pair, inside its namespace
+_SEQ = itertools.count()
+
+
+class NetnsError(RuntimeError):
+    """The namespaces cannot be made (not root, no `ip`, or `ip` failed)."""
+
+
+def ip(*args: str, check: bool = True, program: str = "ip") -> str:
+    """Run `ip ARGS`; its output (a failure with `check` raises NetnsError naming it)."""
+    done = subprocess.run([program, *args], capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        why = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        raise NetnsError(f"{program} {' '.join(args)}: {why[0]}")
+    return done.stdout
+
+
+def tc(*args: str) -> str:
+    """Run `tc ARGS` (failing as `ip` does)."""
+    return ip(*args, program="tc")
+
+
+def unavailable() -> str | None:
+    """Why this process cannot make network namespaces; None if it can."""
+    if os.geteuid() != 0:
+        return "--netns needs root (network namespaces, veth pairs and a bridge)"
+    if shutil.which("ip") is None:
+        return "--netns needs the ip command (iproute2)"
+    return None
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:32]
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    return digits[n // 36 % 36] + digits[n % 36]
+
+
+@dataclass
+class Network:
+    """One run's namespaces (one per node, in `names`' order), veths and bridge."""
+
+    names: list[str]
+    tag: str = ""  # <launcher pid in hex>s<sequence number in hex>: at most 8 characters
+    subnet: int = -1  # X of 10.77.X.0/24
+    made: list[str] = field(default_factory=list)  # the namespaces made so far
+
+    def __post_init__(self) -> None:
+        self.tag = self.tag or f"{os.getpid():x}s{next(_SEQ) % 16:x}"
+
+    @property
+    def bridge(self) -> str:
+        """The bridge in the root namespace (at most 15 characters, as every link name)."""
+        return f"lcb{self.tag}"
+
+    def namespace(self, node: str) -> str:
+        """The network namespace of node `node`."""
+        return f"{PREFIX}-{self.tag}-{_safe(node)}"
+
+    def veth(self, node: str) -> str:
+        """The root namespace's end of node `node`'s veth pair."""
+        return f"lcv{self.tag}{_base36(self.names.index(node))}"
+
+    @property
+    def gateway(self) -> str:
+        """The bridge's address: the root namespace as the nodes reach it."""
+        return f"{NET}.{self.subnet}.1"
+
+    def address(self, node: str) -> str:
+        """Node `node`'s address in its namespace."""
+        return f"{NET}.{self.subnet}.{self.names.index(node) + 2}"
+
+    def hosts(self, edges: list[str]) -> Hosts:
+        """Every node listening on and reached at its own address; `edges` advertise theirs
+        to viewers; the link proxies listen on the bridge's address."""
+        where = {n: self.address(n) for n in self.names}
+        return Hosts(listen=where, address=where, public={e: where[e] for e in edges},
+                     links=self.gateway)  # fmt: skip
+
+    def exec_prefix(self, node: str) -> list[str]:
+        """The command prefix that runs a program in node `node`'s namespace."""
+        return ["ip", "netns", "exec", self.namespace(node)]
+
+    def create(self) -> None:
+        """Make the bridge (with a free /24), then each node's namespace and veth pair; what
+        was made is removed if a step fails."""
+        if len(self.names) > 250:
+            raise NetnsError(f"--netns: at most 250 nodes on a /24, not {len(self.names)}")
+        try:
+            with _locked():
+                remove_leftovers()
+                self.subnet = free_subnet(self.tag)
+                ip("link", "add", self.bridge, "type", "bridge")
+                ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+                ip("link", "set", self.bridge, "up")
+            for node in self.names:
+                ns, veth = self.namespace(node), self.veth(node)
+                ip("netns", "add", ns)
+                self.made.append(ns)
+                ip("link", "add", veth, "type", "veth", "peer", "name", PEER, "netns", ns)
+                ip("link", "set", veth, "master", self.bridge, "up")
+                ip("-n", ns, "addr", "add", f"{self.address(node)}/24", "dev", PEER)
+                ip("-n", ns, "link", "set", PEER, "up")
+                ip("-n", ns, "link", "set", "lo", "up")
+                ip("-n", ns, "route", "add", "default", "via", self.gateway)
+        except BaseException:
+            self.remove()
+            raise
+
+    def has_netem(self) -> bool:
+        """Whether this kernel has netem (tried on the bridge, then taken off)."""
+        try:
+            tc("qdisc", "add", "dev", self.bridge, "root", "netem", "delay", "1ms")
+        except NetnsError:
+            return False
+        ip("qdisc", "del", "dev", self.bridge, "root", check=False, program="tc")
+        return True
+
+    def remove(self) -> None:
+        """Remove the namespaces, veths and bridge (those that are there; never fails)."""
+        remove_run(self.tag)
+        self.made.clear()
+
+
+@contextlib.contextmanager
+def _locked():
+    """Hold the lock under which runs pick subnets and remove leftovers."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def free_subnet(tag: str) -> int:
+    """An X whose 10.77.X.0/24 no root-namespace address is in (tried from one that
+    depends on `tag`, so parallel runs rarely try the same)."""
+    taken = set()
+    for line in ip("-o", "-4", "addr", "show").splitlines():
+        for word in line.split():
+            with contextlib.suppress(ValueError):
+                addr = ipaddress.ip_interface(word)
+                if str(addr.ip).startswith(f"{NET}."):
+                    taken.add(int(str(addr.ip).split(".")[2]))
+    start = zlib.crc32(tag.encode()) % 254
+    for i in range(254):
+        x = (start + i) % 254 + 1
+        if x not in taken:
+            return x
+    raise NetnsError(f"--netns: no free /24 in {NET}.0.0/16")
+
+
+def tag_of(name: str) -> str | None:
+    """The run tag in one of our namespace or link names; None for other names."""
+    if m := re.fullmatch(rf"{PREFIX}-([0-9a-f]+s[0-9a-f])-.*", name):
+        return m.group(1)
+    if m := re.fullmatch(r"lcb([0-9a-f]+s[0-9a-f])|lcv([0-9a-f]+s[0-9a-f])[0-9a-z]{2}", name):
+        return m.group(1) or m.group(2)
+    return None
+
+
+def _alive(tag: str) -> bool:
+    pid = int(tag.split("s")[0], 16)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _ours() -> tuple[list[str], list[str]]:
+    """Our namespaces and root-namespace links (bridges and veths) that exist now."""
+    spaces = [line.split()[0] for line in ip("netns", "list", check=False).splitlines() if line]
+    links = []
+    for line in ip("-o", "link", "show", check=False).splitlines():
+        parts = line.split(":")
+        if len(parts) > 1:
+            links.append(parts[1].strip().split("@")[0])
+    return ([s for s in spaces if tag_of(s)], [x for x in links if tag_of(x)])
+
+
+def remove_run(tag: str) -> None:
+    """Remove run `tag`'s namespaces, veths and bridge."""
+    spaces, links = _ours()
+    for ns in spaces:
+        if tag_of(ns) == tag:
+            ip("netns", "del", ns, check=False)
+    for link in sorted(links, key=lambda x: x.startswith("lcb")):  # veths, then the bridge
+        if tag_of(link) == tag:
+            ip("link", "del", link, check=False)
+
+
+def remove_leftovers() -> list[str]:
+    """Remove what runs whose launcher is gone left behind; their tags."""
+    spaces, links = _ours()
+    dead = sorted({t for n in [*spaces, *links] if (t := tag_of(n)) and not _alive(t)})
+    for tag in dead:
+        remove_run(tag)
+    return dead
+
+
+def leftovers(tag: str) -> list[str]:
+    """Run `tag`'s namespaces and links that still exist (for tests: none after a run)."""
+    spaces, links = _ours()
+    return [n for n in [*spaces, *links] if tag_of(n) == tag]
