@@ -29,7 +29,8 @@ RICH = topology(
     balancer(http_port=8090, control_port=8091, require_play_token=True,
              classes={"gold": {"rate_mbps": 5.0}}),
     origin(rtmp_port=1935, http_port=8080, record_dir="/var/lib/livecdn/records"),
-    edge("edge-a", rtmp_port=1936, http_port=8081, hls_mode="cache", parent_protocol="http"),
+    edge("edge-a", rtmp_port=1936, http_port=8081, hls_mode="cache", parent_protocol="http",
+         drain_timeout=45.5),
     edge("edge-b", rtmp_port=0, http_port=0),
     table("[[load]]", {"players": 10, "duration": "20s", "stream": "live/demo"}),
 )  # fmt: skip
@@ -131,6 +132,7 @@ def test_compose(name: str, tmp_path: Path) -> None:
         assert {int(p.split(":")[1]) for p in svc["ports"]} == published  # same port inside
         listening[service] = published | ({config.control_port} if kind == "balancer" else set())
         assert str(config.http_port) in svc["healthcheck"]["test"][-1]
+        assert int(svc["stop_grace_period"][:-1]) > getattr(config, "drain_timeout", 0)
         configs[service] = (kind, config)
     check_references(configs, listening)
     assert not any(s in (out / "compose.yaml").read_text() for s in secrets)
@@ -186,6 +188,7 @@ def test_k8s(name: str, tmp_path: Path) -> None:
         (ref,) = c["envFrom"]
         env = by[("Secret", ref["secretRef"]["name"])]["stringData"]
         config = loaded_config(kind, text, env, tmp_path, w["metadata"]["name"])
+        assert spec["terminationGracePeriodSeconds"] > getattr(config, "drain_timeout", 0)
         annotations = w["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/port"] == str(config.http_port) == str(ports["http"])
         assert (w["kind"] == "StatefulSet") == bool(getattr(config, "record_dir", ""))

@@ -50,7 +50,7 @@ def service(node: RenderNode, image: str, nodes: dict[str, RenderNode]) -> dict[
         "ports": published(node),
         "healthcheck": healthcheck(node.ports["http"]),
         "restart": "unless-stopped",
-        "stop_grace_period": "30s",
+        "stop_grace_period": f"{node.grace_seconds}s",
         "deploy": {"resources": {"reservations": {"cpus": cpus, "memory": memory}}},
     }
     waits = parents_of(node, nodes)

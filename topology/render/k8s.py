@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.config import keys
-from common.config.nodes import MODELS
 from topology.render.monitoring import KIND_LABEL, NODE_LABEL, SCRAPE_LABEL
 from topology.render.nodes import CONFIG_DIR, Options, RenderNode
 
@@ -19,7 +17,6 @@ REQUESTS = {
 }
 RECORD_STORAGE = "10Gi"  # each recording origin's volume
 UID = 10001  # the image's user
-GRACE = 30  # seconds a pod has to stop (more with a drain_timeout)
 
 
 def instance_labels(name: str) -> dict[str, str]:
@@ -88,15 +85,6 @@ def probe(period: int, failures: int, delay: int = 0) -> dict[str, Any]:
             "periodSeconds": period, "timeoutSeconds": 3, "failureThreshold": failures}  # fmt: skip
 
 
-def grace_seconds(node: RenderNode) -> int:
-    """How long the pod may take to stop: a draining node's drain_timeout and then some."""
-    model = MODELS[node.kind]
-    if "drain_timeout" not in keys(model):
-        return GRACE
-    drain = node.config.get("drain_timeout", keys(model)["drain_timeout"].default)
-    return max(GRACE, int(drain) + 10)
-
-
 def pod_template(topo: str, node: RenderNode, image: str) -> dict[str, Any]:
     """The pod of a node: one container running `python -m KIND --config FILE`."""
     mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
@@ -127,7 +115,7 @@ def pod_template(topo: str, node: RenderNode, image: str) -> dict[str, Any]:
                 "runAsGroup": UID,
                 "fsGroup": UID,
             },  # fmt: skip
-            "terminationGracePeriodSeconds": grace_seconds(node),
+            "terminationGracePeriodSeconds": node.grace_seconds,
             "containers": [container],
             "volumes": [{"name": "config", "configMap": {"name": f"{node.service}-config"}}],
         },

@@ -3,13 +3,14 @@ its secrets) and the secrets passed as LIVECDN_<KIND>_<KEY> environment variable
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.config import build, keys
+from common.config import MODELS, build, keys
 from common.config.model import default as config_default
 from common.config.sources import env_name
 from common.config.toml import dumps
@@ -23,6 +24,7 @@ SECRET_KEYS = ("admin_token", "publish_secret", "cluster_secret", "qos_secret", 
 
 ANY = "0.0.0.0"  # nodes listen on every address of their container
 CONFIG_DIR = "/etc/livecdn"  # where a container finds its config file
+GRACE = 30  # seconds a node has to stop (more for a draining edge)
 _DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
@@ -70,6 +72,16 @@ class RenderNode:
     def command(self) -> list[str]:
         """The arguments after the image's `python -m`."""
         return [self.kind, "--config", self.config_path]
+
+    @property
+    def grace_seconds(self) -> int:
+        """How long the node may take to stop after SIGTERM: an edge drains its viewers for
+        up to its drain_timeout, and then some."""
+        model = MODELS[self.kind]
+        if "drain_timeout" not in keys(model):
+            return GRACE
+        drain = self.config.get("drain_timeout", keys(model)["drain_timeout"].default)
+        return max(GRACE, math.ceil(drain) + 10)
 
     @property
     def state_dir(self) -> str:
