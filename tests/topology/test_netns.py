@@ -1,0 +1,143 @@
+"""`topology up --netns` / hosts = "netns": each node in its own network namespace at its own
+address. The address plan is checked without root; the rest needs root and `ip` (CI runs as
+root) and checks real namespaces: a three-edge topology played through the balancer from the
+root namespace, and that nothing of a run is left behind."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+import av
+import pytest
+import trio
+
+from common.config import BalancerConfig, EdgeConfig, OriginConfig, load
+from common.net.httpclient import fetch
+from tests.topologies import balancer, edge, origin, publisher, start_topology, table, topology
+from topology import launch, netns, schema
+from topology.launch import node_names
+from topology.plan import plan
+
+NEEDS_ROOT = pytest.mark.skipif(
+    netns.unavailable() is not None, reason=netns.unavailable() or "network namespaces usable"
+)
+TOPOLOGY = topology(
+    balancer(),
+    origin(),
+    edge("edge1"),
+    edge("edge2"),
+    edge("edge3", parent_protocol="http"),
+    publisher(size="160x90", fps=10, kbps=100),
+)
+
+
+def test_the_address_plan_puts_each_node_at_its_own_address(tmp_path) -> None:
+    link = table("[[link]]", {"edge": "edge3", "parent": "origin", "delay_ms": 20})
+    path = tmp_path / "t.toml"
+    path.write_text('hosts = "netns"\n' + TOPOLOGY + link)
+    topo = schema.load(str(path))
+    assert topo.hosts == "netns"
+    network = netns.Network(node_names(topo), tag="3fffffsf", subnet=9)
+    hosts = network.hosts([e.name for e in topo.edges])
+    dep = plan(topo, tmp_path, links={("edge3", "origin"): 4000}, hosts=hosts)
+    at = {name: f"10.77.9.{i + 2}" for i, name in enumerate(node_names(topo))}
+    assert network.gateway == "10.77.9.1" and len(set(at.values())) == 5
+    b = load(BalancerConfig, tmp_path / "balancer.toml", environ={})
+    o = load(OriginConfig, tmp_path / "origin.toml", environ={})
+    assert (b.host, o.host) == (at["balancer"], at["origin"])
+    assert o.balancer == f"{at['balancer']}:{b.control_port}"
+    for name in ("edge1", "edge2", "edge3"):
+        e = load(EdgeConfig, tmp_path / f"{name}.toml", environ={})
+        assert (e.host, e.public_host) == (at[name], at[name])
+        assert e.balancer == o.balancer
+        assert dep.url(name, "http") == f"http://{at[name]}:{e.http_port}"
+    edge1 = load(EdgeConfig, tmp_path / "edge1.toml", environ={})
+    edge3 = load(EdgeConfig, tmp_path / "edge3.toml", environ={})
+    assert edge1.parents == [f"rtmp://{at['origin']}:{o.rtmp_port}"]
+    assert edge3.parents == ["http://10.77.9.1:4000"]  # through its link proxy, on the bridge
+    names = [network.bridge, *(network.veth(n) for n in network.names)]
+    assert all(len(n) <= 15 and netns.tag_of(n) == "3fffffsf" for n in names), names
+    assert netns.tag_of(network.namespace("edge1")) == "3fffffsf"
+
+
+def test_hosts_must_be_local_or_netns(tmp_path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text('hosts = "cloud"\n' + TOPOLOGY)
+    with pytest.raises(schema.TopologyError, match="hosts must be one of 'local', 'netns'"):
+        schema.load(str(path))
+    path.write_text(TOPOLOGY)
+    assert schema.load(str(path)).hosts == "local"
+
+
+async def test_without_root_netns_fails_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(TOPOLOGY)
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    assert await launch.up(schema.load(str(path)), netns=True, run_dir=tmp_path / "run") == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --netns needs root (network namespaces, veth pairs and a bridge)"
+    ]
+    assert not (tmp_path / "run").exists()  # nothing started
+
+
+@NEEDS_ROOT
+def test_a_run_removes_what_a_dead_launcher_left() -> None:
+    code = "from topology.netns import Network; n = Network(['a', 'b']); n.create(); print(n.tag)"
+    left = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60).stdout.strip()  # fmt: skip
+    assert len(netns.leftovers(left)) == 5  # the launcher died without removing them
+    network = netns.Network(["c"])
+    try:
+        network.create()
+        assert netns.leftovers(left) == []
+        assert len(netns.leftovers(network.tag)) == 3  # its namespace, veth and bridge
+    finally:
+        network.remove()
+    assert netns.leftovers(network.tag) == []
+
+
+def decode_video(url: str, frames: int) -> int:
+    """Pictures PyAV (ffmpeg's HTTP client, FLV demuxer and H.264 decoder) makes of the
+    first `frames` video frames of `url`."""
+    with av.open(url, options={"rw_timeout": "15000000"}) as container:
+        decoded = 0
+        for frame in container.decode(video=0):
+            decoded += frame.width > 0
+            if decoded == frames:
+                break
+        return decoded
+
+
+HANG_GUARD = 60  # seconds: a step taking longer has hung
+
+
+@pytest.mark.slow
+@NEEDS_ROOT
+@pytest.mark.skipif(shutil.which("ip") is None, reason="needs ip (iproute2)")
+async def test_three_edges_in_namespaces_play_through_the_balancer(tmp_path) -> None:
+    async with trio.open_nursery() as nursery:
+        dep = await start_topology(nursery, tmp_path, 'hosts = "netns"\n' + TOPOLOGY)
+        tag = netns.tag_of(dep.nodes["origin"].cmd[3])  # ip netns exec NAMESPACE ...
+        assert tag and len(netns.leftovers(tag)) == 2 * 5 + 1  # namespaces, veths, bridge
+        address = {name: node.host for name, node in dep.nodes.items()}
+        assert all(a.startswith("10.77.") for a in address.values()), address
+        balancer_url = dep.url("balancer", "http")
+        with trio.fail_after(HANG_GUARD):  # until every edge is in the rotation
+            while True:
+                resp = await fetch("GET", f"{balancer_url}/live/demo.flv")
+                if resp.status == 302:
+                    break
+                await trio.sleep(0.2)
+        location = resp.headers["location"]
+        host = urlsplit(location).hostname
+        edge_name = next(n for n, a in address.items() if a == host and n.startswith("edge"))
+        with trio.fail_after(HANG_GUARD):
+            assert await trio.to_thread.run_sync(decode_video, location, 10) == 10
+        origin_log = dep.run_dir / "origin.log"
+        pull = f"play live/demo by {address[edge_name]}:"
+        assert pull in origin_log.read_text()  # the edge pulled from its own address
+        nursery.cancel_scope.cancel()
+    assert netns.leftovers(tag) == []
