@@ -37,8 +37,9 @@ class NodeKeys:
 
 
 LAUNCHER_KEYS = ("host", "node_id", "balancer")
-"""Node keys the launcher sets (nodes listen on 127.0.0.1, are named after their table and
-report to the topology's balancer); a table cannot set them."""
+"""Node keys the launcher sets (nodes listen on 127.0.0.1, or with hosts = "netns" on their
+namespace's address, are named after their table and report to the topology's balancer); a
+table cannot set them."""
 
 
 @dataclass
