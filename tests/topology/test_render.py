@@ -17,7 +17,8 @@ from common.config import MODELS, keys, load
 from common.config.sources import env_name
 from tests.topologies import balancer, edge, origin, table, topology
 from topology import schema
-from topology.__main__ import main
+from topology.__main__ import main, parse_args
+from topology.players.crowd import PLAY_SECRET_ENV, QOS_SECRET_ENV
 from topology.render import Options, RenderError, render
 from topology.render.nodes import SECRET_KEYS
 from topology.runsecrets import FILE as SECRETS_FILE
@@ -278,3 +279,39 @@ def test_no_secret_key_in_config_files() -> None:
         assert {k for k in keys(model) if "secret" in k or "token" in k} - {"token_ttl"} <= set(
             SECRET_KEYS
         )
+
+
+def test_k8s_load_jobs(tmp_path: Path) -> None:
+    """The file's [[load]] profile as an Indexed Job of shards whose command the load CLI
+    takes, playing through the balancer's Service with the secrets of the balancer's Secret;
+    the merge Job reads the files the shards write."""
+    out = tmp_path / "out"
+    render("k8s", topo_of("rich", tmp_path), out, Options(load_players=2500, load_shards=4))
+    by = k8s_docs(out)
+    jobs = {
+        d["metadata"]["name"]: d for d in yaml.safe_load_all((out / "load/jobs.yaml").read_text())
+    }
+    (claim,) = [d for d in jobs.values() if d["kind"] == "PersistentVolumeClaim"]
+    shard, merge = jobs["rich-load-1"], jobs["rich-load-1-merge"]
+    assert shard["spec"]["completionMode"] == "Indexed" and shard["spec"]["completions"] == 4
+    pod = shard["spec"]["template"]["spec"]
+    (volume,) = pod["volumes"]
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e["valueFrom"] for e in c["env"]}
+    assert "job-completion-index" in env.pop("JOB_COMPLETION_INDEX")["fieldRef"]["fieldPath"]
+    assert set(env) == {PLAY_SECRET_ENV, QOS_SECRET_ENV}
+    for ref in env.values():
+        assert (
+            ref["secretKeyRef"]["key"] in by[("Secret", ref["secretKeyRef"]["name"])]["stringData"]
+        )
+    args = [a.replace("$(JOB_COMPLETION_INDEX)", "3") for a in c["args"]]
+    assert args[:2] == ["topology", "load"]
+    parsed = parse_args(args[1:])
+    assert (parsed.shard.index, parsed.shard.count, parsed.players) == (3, 4, 2500)
+    url = urlsplit(parsed.url)
+    balancer = by[("Service", url.hostname)]
+    assert url.port in {p["port"] for p in balancer["spec"]["ports"] if p["name"] == "http"}
+    assert url.path == "/live/demo.flv" and parsed.duration == 20
+    script = merge["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    assert f"load merge {parsed.out}/load-shard-*-of-4.json" in script

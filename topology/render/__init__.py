@@ -13,7 +13,13 @@ import yaml
 
 from topology.render import compose, k8s
 from topology.render.dockerfile import dockerfile
-from topology.render.monitoring import dashboard_json, prometheus_config, service_monitor
+from topology.render.loadjob import load_jobs
+from topology.render.monitoring import (
+    KIND_LABEL,
+    dashboard_json,
+    prometheus_config,
+    service_monitor,
+)
 from topology.render.nodes import Options, RenderError, RenderNode, plan_nodes, read_secrets
 from topology.runsecrets import write_private
 from topology.schema import Topology
@@ -51,6 +57,10 @@ def write(path: Path, text: str, private: bool = False) -> Path:
 class _Dumper(yaml.SafeDumper):
     """Safe YAML; text of several lines (config files) as literal blocks."""
 
+    def ignore_aliases(self, data: Any) -> bool:
+        """Repeated values are written out, not as anchors and aliases."""
+        return True
+
 
 def _text(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
     style = "|" if "\n" in text else None
@@ -81,15 +91,21 @@ def write_compose(
 
 
 def write_k8s(topo: Topology, out: Path, nodes: list[RenderNode], options: Options) -> list[Path]:
-    """livecdn.yaml (everything but Secrets), secrets.yaml (0600) and, for the Prometheus
-    Operator, monitoring/servicemonitor.yaml."""
+    """livecdn.yaml (everything but Secrets), secrets.yaml (0600), for the Prometheus
+    Operator monitoring/servicemonitor.yaml, and the load profiles' Jobs in load/jobs.yaml."""
     name = topo.name
     monitor = service_monitor(name, k8s.instance_labels(name))
-    return [
+    files = [
         write(out / "livecdn.yaml", dump(k8s.manifests(name, nodes, options))),
         write(out / "secrets.yaml", dump(k8s.secrets(name, nodes)), private=True),
         write(out / "monitoring" / "servicemonitor.yaml", dump([monitor])),
     ]
+    labels = {**k8s.instance_labels(name), KIND_LABEL: "load"}
+    jobs = load_jobs(topo, nodes, options.image, labels, players=options.load_players,
+                     shards=options.load_shards)  # fmt: skip
+    if jobs:
+        files.append(write(out / "load" / "jobs.yaml", dump(jobs)))
+    return files
 
 
 def summary(target: str, out: Path, files: list[Path]) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from common.config import ConfigError
 from topology import schema
 from topology.render import TARGETS, render, summary
+from topology.render.loadjob import PLAYERS_PER_SHARD
 from topology.render.nodes import Options, RenderError, parse_public_hosts
 
 
@@ -51,13 +52,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         f"from {Options.node_port_base} up, which they advertise",
     )
 
+    p.add_argument("--load-players", type=int, metavar="N",
+                   help="k8s: players of each [[load]] profile (or of one on the first "
+                        "publisher's stream, if the file has none), run as an Indexed Job of "
+                        "shards in load/jobs.yaml")  # fmt: skip
+    p.add_argument("--load-shards", type=int, metavar="K",
+                   help=f"k8s: shards of each load Job (default: one per {PLAYERS_PER_SHARD} "
+                        "players)")  # fmt: skip
+
 
 def run(args: argparse.Namespace) -> int:
     """`render`: write the files; errors in one line."""
     try:
         topo = schema.load(args.topology)
         named, pattern = parse_public_hosts(args.public_host)
-        options = Options(args.image, named, pattern, args.service_type)
+        options = Options(args.image, named, pattern, args.service_type,
+                          load_players=args.load_players, load_shards=args.load_shards)  # fmt: skip
         out = Path(args.out or f"livecdn-{topo.name}-{args.target}")
         files = render(args.target, topo, out, options)
     except (schema.TopologyError, RenderError, ConfigError, OSError) as exc:

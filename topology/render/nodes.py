@@ -41,6 +41,8 @@ class Options:
     public_pattern: str = ""  # e.g. "{name}.example.com" for edges not in public_hosts
     service_type: str = "LoadBalancer"  # Kubernetes: how viewers reach the balancer and edges
     node_port_base: int = 30000  # service_type NodePort: the first port given out
+    load_players: int | None = None  # k8s load Jobs: players of each [[load]] profile
+    load_shards: int | None = None  # k8s load Jobs: shards of each (default: by players)
 
 
 @dataclass
