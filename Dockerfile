@@ -19,10 +19,10 @@ COPY balancer ./balancer
 COPY topology ./topology
 RUN pip install --only-binary=av . \
     && useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin livecdn \
-    && mkdir -p /etc/livecdn /var/lib/livecdn \
-    && chown livecdn:livecdn /var/lib/livecdn
+    && mkdir -p /etc/livecdn /var/lib/livecdn/records \
+    && chown -R livecdn:livecdn /var/lib/livecdn
 
-# not root; recordings (record_dir) belong on a volume, e.g. under /var/lib/livecdn
+# not root; recordings belong on a volume: record_dir = "/var/lib/livecdn/records"
 USER 10001:10001
 # the nodes' default ports: origin RTMP/HTTP, edge RTMP/HTTP, balancer HTTP/control
 EXPOSE 1935 8080 1936 8081 8090 8091
