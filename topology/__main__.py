@@ -95,10 +95,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                          "run; results in LABEL-shard-I-of-N.json (LABEL: load, or loadK for "
                          "the file's Kth [[load]] profile), for `load merge`")  # fmt: skip
     ld.add_argument("--out", help="directory for the JSON and plot (default: the run dir; "
-                                  "with --url the current directory)")  # fmt: skip
+                                  "with --url or --base the current directory)")  # fmt: skip
     ld.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ld.add_argument("--label", default="load", help=argparse.SUPPRESS)
-    ld.add_argument("--base", help=argparse.SUPPRESS)
+    ld.add_argument("--base", metavar="URL",
+                    help="play through this running balancer (or edge), http://HOST:PORT, as a "
+                         "topology's players do (RTMP players ask its /api/route): --stream "
+                         "with --players, or a topology file's [[load]] profiles without "
+                         "bringing the topology up")  # fmt: skip
     for cmd, text in (
         ("status", "show a detached topology's nodes"),
         ("down", "stop a detached topology"),
@@ -146,7 +150,7 @@ def settings_from(args: argparse.Namespace) -> SourceSettings:
 
 def load_main(args: argparse.Namespace) -> int:
     """`load`: a crowd against --url, or against a topology brought up for the run."""
-    from topology.loadrun import run_load
+    from topology.loadrun import base_target, run_load, run_profiles_at
     from topology.loadshard import run_identity
     from topology.loadup import load_topology
     from topology.loadworkers import worker_main
@@ -167,6 +171,23 @@ def load_main(args: argparse.Namespace) -> int:
                 args.protocol, base=args.base, stream=args.stream)  # fmt: skip
             spec = spec_from_args()
             trio.run(worker_main, target, spec, args.shard, run_identity(target, spec, args.label))
+            return 0
+        if args.base:
+            if args.url:
+                raise ValueError("give --url or --base, not both")
+            out = Path(args.out or ".")
+            topo = schema.load(args.topology) if args.topology else None
+            if args.players:
+                spec = spec_from_args()
+                first = topo.publishers[0].stream if topo and topo.publishers else ""
+                target = base_target(args.base, spec.protocol, args.stream or first)
+                trio.run(lambda: run_load(target, spec, out_dir=out, procs=args.procs,
+                                          shard=args.shard))  # fmt: skip
+            elif topo is not None and topo.loads:
+                trio.run(partial(run_profiles_at, topo, args.base, out_dir=out,
+                                 procs=args.procs, shard=args.shard))  # fmt: skip
+            else:
+                raise ValueError("--base needs --players N or a file with [[load]] profiles")
             return 0
         if args.url:
             if not args.players:

@@ -4,17 +4,28 @@ spread over processes, with the servers' own counts beside the players' numbers.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import trio
 
+from common.proto.streamkey import StreamKey
 from topology.deployment import LoadRun
 from topology.loadshard import combine, run_identity, shard_doc
 from topology.loadworkers import player_dicts, run_workers
-from topology.players.crowd import Crowd, LoadSpec, make_crowd, run_crowd, stderr_progress
+from topology.players.crowd import (
+    PLAY_SECRET_ENV,
+    QOS_SECRET_ENV,
+    Crowd,
+    LoadSpec,
+    make_crowd,
+    run_crowd,
+    stderr_progress,
+)
 from topology.players.player import SimPlayer, Target
 from topology.players.report import pct, plot, table
 from topology.players.shard import WHOLE, Shard
@@ -104,6 +115,39 @@ def print_saved(path: Path, png: Path | None) -> None:
     """Where the results went."""
     print(f"  results: {path}" + (f", plot: {png}" if png else
           " (plots: pip install -e .[plot])"), flush=True)  # fmt: skip
+
+
+def base_target(base: str, protocol: str, stream: str) -> Target:
+    """Players that ask the balancer (or an edge) at `base` (http://HOST:PORT) for `stream`,
+    as in a topology; ValueError naming what is wrong."""
+    if not base.startswith("http://") or urlsplit(base).path not in ("", "/"):
+        raise ValueError(f"--base {base!r}: expected http://HOST:PORT")
+    if not stream:
+        raise ValueError("--base needs --stream app/name (or a topology file's publisher)")
+    return Target(protocol, base=base.rstrip("/"), stream=str(StreamKey.from_text(stream)))
+
+
+async def run_profiles_at(
+    topo, base: str, *, out_dir: Path, procs: int = 1, shard: Shard = WHOLE
+) -> None:
+    """The file's [[load]] profiles (or their share `shard`), each at its start_at, through a
+    deployment already running at `base` instead of one brought up; secrets from the
+    environment (QOS_SECRET_ENV, PLAY_SECRET_ENV)."""
+
+    runs = []
+    for i, load in enumerate(topo.loads):
+        spec = replace(load_spec(load), qos_secret=os.environ.get(QOS_SECRET_ENV, ""),
+                       play_secret=os.environ.get(PLAY_SECRET_ENV, ""))  # fmt: skip
+        runs.append((i, load, spec, base_target(base, spec.protocol, load_stream(topo, load))))
+
+    async def one(i: int, load: LoadProfileSpec, spec: LoadSpec, target: Target) -> None:
+        await trio.sleep(parse_duration(load.start_at))
+        await run_load(target, spec, out_dir=out_dir, procs=procs, shard=shard,
+                       label=f"load{i + 1}", quiet=len(runs) > 1)  # fmt: skip
+
+    async with trio.open_nursery() as nursery:
+        for run in runs:
+            nursery.start_soon(one, *run)
 
 
 async def sample_live(crowd: Crowd, run: LoadRun, every: float = 1.0) -> None:

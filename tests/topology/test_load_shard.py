@@ -11,6 +11,8 @@ import pytest
 import trio
 
 from tests.conftest import ffmpeg_publish, start_origin, wait_for_stream
+from tests.topologies import origin as origin_table
+from tests.topologies import publisher, table, topology
 from topology.__main__ import main, parse_args
 from topology.loadshard import MergeError, merged_doc, run_identity, shard_doc
 from topology.loadworkers import player_dicts
@@ -124,18 +126,23 @@ def test_load_merge_writes_the_runs_results(tmp_path, capsys):
 
 @pytest.mark.slow
 async def test_two_shards_merged_are_one_run(nursery, clip, tmp_path):
-    """One run, and the same run in two shares (the first in two worker processes) at the
-    same time against a real origin: merged, the same players and summary."""
+    """One run (a topology file's [[load]] profile against a running server, --base), and
+    the same run in two shares (the first in two worker processes) at the same time against
+    a real origin: merged, the same players and summary."""
     origin, o = await start_origin(nursery, clock_stamps=True)
     await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{o.rtmp_port}/live/s")
     await wait_for_stream(origin, "live", "s")
-    load = [sys.executable, "-m", "topology", "load", "--url",
-            f"http://127.0.0.1:{o.http_port}/live/s.flv", "--players", "12", "--duration",
-            "5", "--ramp", "1", "--profiles", "lan:3,wifi:1"]  # fmt: skip
+    profile = {"players": 12, "duration": "5s", "ramp": "1s", "profiles": "lan:3,wifi:1"}
+    (tmp_path / "t.toml").write_text(topology(origin_table(), publisher(stream="live/s"),
+                                              table("[[load]]", profile)))  # fmt: skip
+    load = [sys.executable, "-m", "topology", "load"]
+    base = f"http://127.0.0.1:{o.http_port}"
+    shard = [*load, "--url", f"{base}/live/s.flv", "--players", "12",
+             "--duration", "5", "--ramp", "1", "--profiles", "lan:3,wifi:1"]  # fmt: skip
     runs = {
-        "whole": [*load, "--out", str(tmp_path / "whole")],
-        "0": [*load, "--shard", "0/2", "--procs", "2", "--out", str(tmp_path)],
-        "1": [*load, "--shard", "1/2", "--out", str(tmp_path)],
+        "whole": [*load, str(tmp_path / "t.toml"), "--base", base, "--out", str(tmp_path / "w")],
+        "0": [*shard, "--shard", "0/2", "--procs", "2", "--out", str(tmp_path)],
+        "1": [*shard, "--shard", "1/2", "--out", str(tmp_path)],
     }
     done = {}
 
@@ -150,7 +157,7 @@ async def test_two_shards_merged_are_one_run(nursery, clip, tmp_path):
     shards = [tmp_path / f"load-shard-{i}-of-2.json" for i in range(2)]
     assert main(["load", "merge", *map(str, shards)]) == 0
     merged = json.loads((tmp_path / "load.json").read_text())
-    whole = json.loads((tmp_path / "whole" / "load.json").read_text())
+    whole = json.loads((tmp_path / "w" / "load1.json").read_text())
     ms, ws = merged["summary"], whole["summary"]
     assert ms.keys() == ws.keys()
     assert ms["players"] == ws["players"] == ms["played"] == 12, ms
