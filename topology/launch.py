@@ -21,7 +21,7 @@ from topology.deployment import Deployment, Node, url_host
 from topology.faults import run_faults
 from topology.linkproxy import LinkProxy, LinkSettings
 from topology.loadrun import run_file_load
-from topology.netns import NetnsError, Network, unavailable
+from topology.netns import NETEM, TBF, NetnsError, Network, VethShapedLink, unavailable
 from topology.output import (
     private_file,
     remove_state,
@@ -117,10 +117,13 @@ async def open_network(topo: Topology, network: Network) -> None:
     print(f"network namespaces {network.namespace('NODE')}: the nodes at {first}..{last}, the "
           f"root namespace at {network.gateway} (bridge {network.bridge})", flush=True)  # fmt: skip
     if topo.links:
-        netem = await trio.to_thread.run_sync(network.has_netem)
-        print("  links: delay, jitter, loss and rate are emulated by the link proxies, in the "
-              f"root namespace at {network.gateway}"
-              + ("" if netem else " (this kernel has no netem)"), flush=True)  # fmt: skip
+        network.tbf = await trio.to_thread.run_sync(network.has_qdisc, *TBF)
+        netem = await trio.to_thread.run_sync(network.has_qdisc, *NETEM)
+        rate = ("tbf on an edge's veth limits the rate of the link to its only parent, the "
+                "proxies that of other links" if network.tbf else
+                "the proxies limit their rate too (this kernel has no tbf)")  # fmt: skip
+        print(f"  links: the link proxies at {network.gateway} add delay, jitter and loss"
+              f"{'' if netem else ' (this kernel has no netem)'}; {rate}", flush=True)  # fmt: skip
 
 
 async def _up(
@@ -146,7 +149,11 @@ async def _up(
             settings = LinkSettings(
                 link.delay_ms, link.jitter_ms, link.rate_mbps, link.loss, link.down
             )
-            proxy = LinkProxy(f"{link.edge}->{link.parent}", target, settings, hosts.links)
+            name = f"{link.edge}->{link.parent}"
+            if network is not None and network.tbf and edge.parents == [link.parent]:
+                proxy: LinkProxy = VethShapedLink(network, link.edge, target, settings, name)
+            else:
+                proxy = LinkProxy(name, target, settings, hosts.links)
             await links_nursery.start(proxy.run)
             proxies[(link.edge, link.parent)] = proxy
         dep = plan(topo, run_dir, ports, {k: p.port for k, p in proxies.items()}, hosts)

@@ -58,6 +58,10 @@ class LinkProxy:
             for conn in list(self._conns):
                 conn.close()
 
+    def rate(self) -> float:
+        """Bytes a second each direction of a connection may carry (0: no limit)."""
+        return self.settings.rate_mbps * 125_000
+
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; `task_status.started(port)`."""
         sock = listen_socket(self.host, 0)
@@ -83,7 +87,7 @@ class LinkProxy:
 
     async def _direction(self, src: Conn, dst: Conn, scope: trio.CancelScope) -> None:
         send, recv = trio.open_memory_channel[tuple[float, bytes]](1024)
-        bucket = TokenBucket(self.settings.rate_mbps * 125_000, now=trio.current_time())
+        bucket = TokenBucket(self.rate(), now=trio.current_time())
         line = DelayLine(self._rng)
 
         async def reader() -> None:
@@ -97,7 +101,7 @@ class LinkProxy:
             async with recv:
                 async for due, data in recv:
                     await trio.sleep_until(due)
-                    rate = self.settings.rate_mbps * 125_000
+                    rate = self.rate()
                     if rate != bucket.rate:
                         bucket.set_rate(rate, trio.current_time())
                     await trio.sleep(bucket.delay_for(len(data), trio.current_time()))

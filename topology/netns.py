@@ -12,16 +12,19 @@ import contextlib
 import fcntl
 import ipaddress
 import itertools
+import logging
 import os
 import re
 import shutil
 import subprocess
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from topology.linkproxy import LinkProxy, LinkSettings
 from topology.plan import Hosts
 
+log = logging.getLogger("livecdn.netns")
 PREFIX = "lcdn"  # namespaces: lcdn-<pid>-<seq>-<node>; bridge lcb<pid><seq>; veths lcv<pid><seq><i>
 NET = "10.77"  # the /24s a run takes its subnet from: 10.77.X.0/24
 LOCK = Path("/run/lock/livecdn-netns.lock")  # one run at a time picks a subnet and cleans up
@@ -72,7 +75,7 @@ class Network:
     names: list[str]
     tag: str = ""  # <launcher pid in hex>s<sequence number in hex>: at most 8 characters
     subnet: int = -1  # X of 10.77.X.0/24
-    made: list[str] = field(default_factory=list)  # the namespaces made so far
+    tbf: bool = False  # the kernel has tbf: links to an edge's only parent are rate-limited by it
 
     def __post_init__(self) -> None:
         self.tag = self.tag or f"{os.getpid():x}s{next(_SEQ) % 16:x}"
@@ -125,7 +128,6 @@ class Network:
             for node in self.names:
                 ns, veth = self.namespace(node), self.veth(node)
                 ip("netns", "add", ns)
-                self.made.append(ns)
                 ip("link", "add", veth, "type", "veth", "peer", "name", PEER, "netns", ns)
                 ip("link", "set", veth, "master", self.bridge, "up")
                 ip("-n", ns, "addr", "add", f"{self.address(node)}/24", "dev", PEER)
@@ -136,19 +138,57 @@ class Network:
             self.remove()
             raise
 
-    def has_netem(self) -> bool:
-        """Whether this kernel has netem (tried on the bridge, then taken off)."""
+    def has_qdisc(self, *qdisc: str) -> bool:
+        """Whether this kernel has queueing discipline `qdisc` (e.g. "netem", "delay", "1ms"):
+        tried on the bridge, then taken off."""
         try:
-            tc("qdisc", "add", "dev", self.bridge, "root", "netem", "delay", "1ms")
+            tc("qdisc", "add", "dev", self.bridge, "root", *qdisc)
         except NetnsError:
             return False
         ip("qdisc", "del", "dev", self.bridge, "root", check=False, program="tc")
         return True
 
+    def shape(self, node: str, rate_mbps: float) -> None:
+        """Limit what reaches node `node` to `rate_mbps` (tbf on its veth's root-namespace
+        end); 0 takes the limit off."""
+        if rate_mbps <= 0:
+            ip("qdisc", "del", "dev", self.veth(node), "root", check=False, program="tc")
+            return
+        kbit = max(8, round(rate_mbps * 1000))
+        burst = max(16_000, kbit * 1000 // 8 // 50)  # bytes: 20 ms at the rate, at least 16 kB
+        tc("qdisc", "replace", "dev", self.veth(node), "root", "tbf", "rate", f"{kbit}kbit",
+           "burst", str(burst), "latency", "200ms")  # fmt: skip
+
     def remove(self) -> None:
         """Remove the namespaces, veths and bridge (those that are there; never fails)."""
         remove_run(self.tag)
-        self.made.clear()
+
+
+TBF = ("tbf", "rate", "1mbit", "burst", "16000", "latency", "200ms")
+NETEM = ("netem", "delay", "1ms")
+
+
+class VethShapedLink(LinkProxy):
+    """The link proxy of an edge's only parent, under --netns with tbf: its rate is the
+    kernel's (tbf on the edge's veth, changed with the link's settings at run time; a `tc`
+    call of a few ms); delay, jitter, loss and down stay the proxy's."""
+
+    def __init__(self, network: Network, edge: str, target: tuple[str, int],
+                 settings: LinkSettings, name: str) -> None:  # fmt: skip
+        super().__init__(name, target, settings, network.gateway)
+        self.network, self.edge = network, edge
+        network.shape(edge, settings.rate_mbps)
+
+    def rate(self) -> float:
+        return 0.0
+
+    def update(self, **changes: object) -> None:
+        super().update(**changes)
+        if "rate_mbps" in changes:
+            try:
+                self.network.shape(self.edge, self.settings.rate_mbps)
+            except NetnsError as exc:
+                log.warning("link %s: rate not changed: %s", self.name, exc)
 
 
 @contextlib.contextmanager

@@ -118,8 +118,9 @@ HANG_GUARD = 60  # seconds: a step taking longer has hung
 @NEEDS_ROOT
 @pytest.mark.skipif(shutil.which("ip") is None, reason="needs ip (iproute2)")
 async def test_three_edges_in_namespaces_play_through_the_balancer(tmp_path) -> None:
+    link = table("[[link]]", {"edge": "edge3", "parent": "origin", "rate_mbps": 20})
     async with trio.open_nursery() as nursery:
-        dep = await start_topology(nursery, tmp_path, 'hosts = "netns"\n' + TOPOLOGY)
+        dep = await start_topology(nursery, tmp_path, 'hosts = "netns"\n' + TOPOLOGY + link)
         tag = netns.tag_of(dep.nodes["origin"].cmd[3])  # ip netns exec NAMESPACE ...
         assert tag and len(netns.leftovers(tag)) == 2 * 5 + 1  # namespaces, veths, bridge
         address = {name: node.host for name, node in dep.nodes.items()}
@@ -136,8 +137,25 @@ async def test_three_edges_in_namespaces_play_through_the_balancer(tmp_path) -> 
         edge_name = next(n for n, a in address.items() if a == host and n.startswith("edge"))
         with trio.fail_after(HANG_GUARD):
             assert await trio.to_thread.run_sync(decode_video, location, 10) == 10
+        if edge_name == "edge3":  # it pulls through its link proxy, from the bridge's address
+            edge_name, url = "edge1", f"{dep.url('edge1', 'http')}/live/demo.flv"
+            with trio.fail_after(HANG_GUARD):
+                assert await trio.to_thread.run_sync(decode_video, url, 1) == 1
         origin_log = dep.run_dir / "origin.log"
         pull = f"play live/demo by {address[edge_name]}:"
         assert pull in origin_log.read_text()  # the edge pulled from its own address
+        link = dep.proxies[("edge3", "origin")]  # edge3's only parent: the kernel limits its rate
+        if isinstance(link, netns.VethShapedLink):
+            veth = link.network.veth("edge3")
+            assert link.rate() == 0 and "tbf" in qdisc(veth) and "rate 20Mbit" in qdisc(veth)
+            link.update(rate_mbps=5)  # as the console or a degrade fault does
+            assert "rate 5Mbit" in qdisc(veth)
+        else:  # a kernel without tbf: the proxy limits it
+            assert link.rate() == 20 * 125_000
         nursery.cancel_scope.cancel()
     assert netns.leftovers(tag) == []
+
+
+def qdisc(dev: str) -> str:
+    return subprocess.run(["tc", "qdisc", "show", "dev", dev], capture_output=True, text=True,
+                          check=True).stdout  # fmt: skip
