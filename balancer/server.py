@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from functools import partial
 
 import trio
@@ -13,6 +14,7 @@ from balancer import api
 from balancer.console import console
 from balancer.control import ControlServer
 from balancer.health import check_health
+from balancer.reload import reload_balancer
 from balancer.routing import Router
 from balancer.table import NodeTable
 from balancer.viewers import ViewerRoutes
@@ -27,6 +29,7 @@ from common.proto.paths import EDGES_API, STREAMS_API, Media, api_edge_action, m
 from common.serve.admin import admin_refusal
 from common.serve.lifecycle import NodeControls, serve_node
 from common.serve.metrics import CONTENT_TYPE, NodeMetrics
+from common.serve.reload import Rerun
 
 log = logging.getLogger("livecdn.balancer")
 
@@ -50,6 +53,11 @@ class Balancer:
         self.address: tuple[int, int] | None = None
         self.https_port: int | None = None
         """Where the HTTPS listener is (None: no tls_cert)."""
+        self.slots: Slots | None = None
+        """The HTTP and HTTPS connection slots (once listening)."""
+        self.health = Rerun(lambda: check_health(self.table, self.config))
+        """The health checks (started again when a reload changes their timing)."""
+        self.controls = replace(self.controls, reload=partial(reload_balancer, self))
 
     # ------------------------------------------------------------------ HTTP
 
@@ -100,7 +108,7 @@ class Balancer:
         if context is not None:
             self.https_port = tls_socks[0].getsockname()[1]
             web.append((tls_socks[0], tls_handler(self.handle_http, context)))
-        slots = Slots(cfg.max_connections)  # HTTP and HTTPS together
+        slots = self.slots = Slots(cfg.max_connections)  # HTTP and HTTPS together
         async with trio.open_nursery() as nursery:
             for sock, handler in web:
                 nursery.start_soon(
@@ -115,7 +123,7 @@ class Balancer:
                 )
             )
             for what, fn in (
-                ("health checks", partial(check_health, self.table, cfg)),
+                ("health checks", self.health),
                 ("forgetting", self.control.forget_loop),
             ):
                 nursery.start_soon(partial(supervise, what, fn, logger=log))

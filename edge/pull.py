@@ -143,6 +143,8 @@ class Upstream:
         self.seen: set[int] = set()  # message types received (8 audio, 9 video)
         self._ready_by = float("inf")
         self._feed: Feed | None = None
+        self._relaying: trio.CancelScope | None = None
+        """The relay from the current parent (cancelled by `move`)."""
         self._changed = trio.Event()
         self._idle_since = trio.current_time()
         self._scope = trio.CancelScope()
@@ -251,6 +253,15 @@ class Upstream:
                 continue
             await self._changed.wait()
 
+    def move(self) -> bool:
+        """Leave the parent being relayed (a reload removed it) for the manager's parents, as
+        a failover does: viewers stay. False if no relay runs (the next connection uses the
+        new parents anyway)."""
+        if self._relaying is None:
+            return False
+        self._relaying.cancel()
+        return True
+
     def _failed(self, parent: str, kind: Failure, why: str) -> None:
         """One failed upstream connection: counted by kind, one log line."""
         self.manager.stats.failures[kind] += 1
@@ -267,12 +278,12 @@ class Upstream:
         the break; only a clean end from the parent (the publisher stopped) ends viewers.
         """
         settings = self.manager.settings
-        parents = self.manager.parents
         index = 0
         tries = 0  # connections tried since the stream last flowed
         down_since: float | None = None
         was_live = False
         while True:
+            parents = self.manager.parents  # a reload may have changed them
             if tries and tries % len(parents) == 0:
                 if not was_live:
                     return StopReason.NO_PARENT
@@ -326,8 +337,14 @@ class Upstream:
                 self._set_state(state, f"playing from {parent}")
             connected = trio.current_time()
             flowing: list[float] = []  # when media first came on this connection
+            ended = moved = False
             try:
-                ended = await self._relay(feed, flowing)
+                with trio.CancelScope() as relaying:
+                    self._relaying = relaying
+                    ended = await self._relay(feed, flowing)
+                if moved := relaying.cancelled_caught:
+                    log.info("upstream %s: %s is no parent any more: moving to %s",
+                             self.key, parent, self.manager.parents[0])  # fmt: skip
             except ParentError as exc:
                 self._failed(parent, exc.kind, str(exc))
                 ended = False
@@ -342,7 +359,7 @@ class Upstream:
             finally:
                 self.bytes_from_parent += feed.bytes_in
                 self.manager.stats.bytes_from_parents += feed.bytes_in
-                self._feed = None
+                self._feed = self._relaying = None
                 feed.close()
             if ended:
                 log.info("upstream %s: publisher stopped at %s", self.key, parent)
@@ -350,12 +367,12 @@ class Upstream:
             # a break: viewers waiting for the tracks go ahead with what is known
             self._go_ready()
             now = trio.current_time()
-            if flowing and now - flowing[0] >= settings.recovered_after:
+            if moved or (flowing and now - flowing[0] >= settings.recovered_after):
                 tries = 0  # this connection worked: a fresh outage starts now
                 down_since = now
             elif down_since is None:
                 down_since = connected
-            index += 1
+            index = 0 if moved else index + 1  # moved: from the first of the new parents
 
     async def _relay(self, feed: Feed, flowing: list[float]) -> bool:
         """Copy events into the stream; True on a clean end; ParentError on break or stall.
@@ -472,6 +489,17 @@ class PullManager:
         self.stats = PullStats()
         self.nursery: trio.Nursery | None = None
         self._refusal_logged = -float("inf")
+
+    def set_parents(self, parents: list[str]) -> int:
+        """Pull from `parents` from now on (a reload): each connection an upstream makes next
+        takes them, and upstreams relaying from a parent no longer among them move to them at
+        once (viewers stay). Returns how many moved."""
+        self.parents = list(parents)
+        moved = 0
+        for up in self.upstreams.values():
+            if up.parent is not None and up.parent not in self.parents and up.move():
+                moved += 1
+        return moved
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Own the upstream tasks until cancelled."""

@@ -50,6 +50,21 @@ class Qos:
             name: AdmittedClass(shaper, self.viewers) for name, shaper in self.htb.classes.items()
         }
 
+    def reload(self, config: EdgeConfig) -> bool:
+        """Take `config`'s classes, qos_secret and capacity_mbps (Htb.set_classes: playing
+        viewers keep their class's shaper, whose rates change in place). True if the edge
+        has a link only now (start `charge_link`)."""
+        had_link = self.htb.link is not None
+        self.htb.set_classes(
+            class_rates(config.classes), config.capacity_mbps * 125_000, trio.current_time()
+        )
+        for name, shaper in self.htb.classes.items():
+            if name not in self._admitted:
+                self._admitted[name] = AdmittedClass(shaper, self.viewers)
+        self.secret, self.classes = config.qos_secret, config.classes
+        self.default = default_class(config.classes)
+        return not had_link and self.htb.link is not None
+
     def class_of(self, app: str, name: str, query: dict[str, str]) -> str | None:
         """The viewer class in `query`'s token; without one, the default class (None
         only without classes), so dropping a token never gains bandwidth; PermissionError

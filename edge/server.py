@@ -5,6 +5,7 @@ module wires the parts together."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from functools import partial
 
 import trio
@@ -26,6 +27,7 @@ from common.serve.playauth import PullSigner, signed_urls
 from common.serve.playgate import PlayGate
 from common.serve.playhooks import node_hooks
 from common.serve.refusal import Refusal
+from common.serve.reload import Rerun
 from common.serve.snapshot import IMAGE_TYPES, Snapshots
 from edge.drain import EdgeDrain
 from edge.heartbeat import EdgeHeartbeat
@@ -33,6 +35,7 @@ from edge.hls import HlsProxy
 from edge.hlspackage import EdgePackagers
 from edge.pull import Connector, PullManager, PullSettings, Upstream
 from edge.qos import Qos
+from edge.reload import reload_edge
 from edge.streams import EdgeStreams
 
 log = logging.getLogger("livecdn.edge")
@@ -114,6 +117,9 @@ class Edge:
         self.address: NodeAddress | None = None
         self.heartbeat: EdgeHeartbeat | None = None
         """What the edge reports to the balancer (once it listens)."""
+        self.reporter: Rerun | None = None
+        """The reports to the balancer (started again when a reload changes its address or
+        the cluster_secret)."""
         self.hls.register_metrics(self.node.metrics)
         self.packagers.register_metrics(self.node.metrics)
         self.qos.register_metrics(self.node.metrics)
@@ -124,6 +130,7 @@ class Edge:
             (),
             lambda: {(): float(self.node.gate.draining)},
         )
+        self.controls = replace(self.controls, reload=partial(reload_edge, self))
 
     def _slow_viewer(self) -> None:
         self.node.fanouts.stats.slow_disconnects += 1
@@ -215,6 +222,18 @@ class Edge:
 
     # ------------------------------------------------------------------ serve
 
+    async def _report(self) -> None:
+        """Report to the balancer, with the config as it is now."""
+        assert self.heartbeat is not None
+        cfg = self.config
+        await report(cfg.balancer, self.heartbeat, secret=cfg.cluster_secret)
+
+    def start_link_accounting(self) -> None:
+        """Charge the classes' link with what goes out unshaped (with capacity_mbps)."""
+        self.node.start_supervised(
+            "link accounting", "link", partial(self.qos.charge_link, self.bytes_sent)
+        )
+
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Run the pull manager and the HLS cache, and serve until cancelled."""
         async with trio.open_nursery() as nursery:
@@ -235,20 +254,12 @@ class Edge:
                 sent=self.bytes_sent,
             )
             if self.config.balancer:
+                self.reporter = Rerun(self._report)
                 self.node.start_supervised(
-                    f"reports to the balancer {self.config.balancer}",
-                    "reporter",
-                    partial(
-                        report,
-                        self.config.balancer,
-                        self.heartbeat,
-                        secret=self.config.cluster_secret,
-                    ),
+                    f"reports to the balancer {self.config.balancer}", "reporter", self.reporter
                 )
             if self.qos.htb.link is not None:
-                self.node.start_supervised(
-                    "link accounting", "link", partial(self.qos.charge_link, self.bytes_sent)
-                )
+                self.start_link_accounting()
             warn_open_surfaces(self.config, log)
             task_status.started(address)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from functools import partial
 
 import trio
@@ -41,6 +42,7 @@ from common.serve.playauth import carry_token, signed_urls
 from common.serve.playgate import PlayGate, PlayProtocol, PlayRequest
 from common.serve.playhooks import node_hooks
 from common.serve.refusal import Refusal
+from common.serve.reload import Rerun
 from common.serve.rtmpserver import RtmpConnection, split_name
 from common.serve.snapshot import IMAGE_TYPES, Snapshots
 from origin.bans import Bans
@@ -50,6 +52,7 @@ from origin.publish import PublishCode, Publishers, PublishRequest, Reject, Take
 from origin.recorder import Recorder
 from origin.recordvod import Playback
 from origin.relays import RELAYS_API, Relays
+from origin.reload import reload_origin
 from origin.rtmp import OriginIngest
 
 log = logging.getLogger("livecdn.origin")
@@ -107,6 +110,10 @@ class Origin:
             (),
         )
         self.relays = Relays(self)
+        self.reporter: Rerun | None = None
+        """The announcements to the balancer (started again when a reload changes its
+        address or the cluster_secret)."""
+        self.controls = replace(self.controls, reload=partial(reload_origin, self))
 
     # ------------------------------------------------------------------ streams
 
@@ -424,6 +431,11 @@ class Origin:
         node = self.config.node_id or f"origin-{self.address.http_port if self.address else 0}"
         return [StreamsAnnouncement(node, tuple(streams))]
 
+    async def _report(self) -> None:
+        """Announce streams to the balancer, with the config as it is now."""
+        cfg = self.config
+        await report(cfg.balancer, self.announcement, secret=cfg.cluster_secret)
+
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Serve; also announce streams to the balancer if one is configured. When it
         stops, every stream is closed (viewers get a clean end)."""
@@ -437,15 +449,9 @@ class Origin:
                 if self.relays.configured:
                     await nursery.start(self.relays.run)
                 if self.config.balancer:
+                    self.reporter = Rerun(self._report)
                     self.node.start_supervised(
-                        f"reports to the balancer {self.config.balancer}",
-                        "reporter",
-                        partial(
-                            report,
-                            self.config.balancer,
-                            self.announcement,
-                            secret=self.config.cluster_secret,
-                        ),
+                        f"reports to the balancer {self.config.balancer}", "reporter", self.reporter
                     )
                 warn_open_surfaces(self.config, log, rtmp_port=self.address.rtmp_port)
                 task_status.started(self.address)

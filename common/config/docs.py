@@ -21,15 +21,17 @@ REGENERATE = "python -m common.config --write README.md"
 
 
 def table(cls: type, own_only: bool) -> str:
-    """A Markdown table of `cls`'s keys: key, default (with unit), meaning."""
-    rows = ["| key | default | meaning |", "|---|---|---|"]
+    """A Markdown table of `cls`'s keys: key, default (with unit), whether a running node
+    reloads it (SIGHUP), meaning."""
+    rows = ["| key | default | SIGHUP | meaning |", "|---|---|---|---|"]
     for key in (own_keys(cls) if own_only else keys(cls)).values():
         unit = f" {key.setting.unit}" if key.setting.unit else ""
         shown = key.setting.default_text or f"`{default_text(key)}`"
         default = f"{shown}{unit}".replace("|", "\\|")
         also = ", ".join(f"`{f}`" for f in (*key.setting.flags, key.setting.item_flag) if f)
         meaning = (key.setting.help + (f" (flag also {also})" if also else "")).replace("|", "\\|")
-        rows.append(f"| `{key.name}` | {default} | {meaning} |")
+        reload = "reloads" if key.setting.reloadable else "restart"
+        rows.append(f"| `{key.name}` | {default} | {reload} | {meaning} |")
     return "\n".join(rows)
 
 

@@ -31,6 +31,7 @@ class Setting:
     flags: tuple[str, ...] = ()  # more command-line names, e.g. "--rtmp" for rtmp_port
     item_flag: str = ""  # list keys: a repeatable flag adding one item, e.g. "--parent"
     default_text: str = ""  # for a default computed at start-up
+    reloadable: bool = False  # a running node applies a new value on SIGHUP (no restart)
 
 
 def setting(
@@ -43,9 +44,13 @@ def setting(
     item_flag: str = "",
     factory: Callable[[], Any] | None = None,
     default_text: str = "",
+    reloadable: bool = False,
 ) -> Any:
-    """A config field: its default (or `factory`), help text, unit and check."""
-    meta = {"setting": Setting(help, unit, check, tuple(flags), item_flag, default_text)}
+    """A config field: its default (or `factory`), help text, unit and check; `reloadable`:
+    a running node takes a new value on SIGHUP (common.serve.reload), else only at start."""
+    meta = {
+        "setting": Setting(help, unit, check, tuple(flags), item_flag, default_text, reloadable)
+    }
     if factory is None and isinstance(default, (list, dict)):
         factory = default.copy
     if factory is not None:
@@ -82,6 +87,11 @@ def keys(cls: type) -> dict[str, Key]:
         f.name: Key(f.name, hints[f.name], f.metadata["setting"], f)
         for f in dataclasses.fields(cls)
     }
+
+
+def reloadable_keys(cls: type) -> set[str]:
+    """The keys of `cls` a running node takes a new value of (SIGHUP) without a restart."""
+    return {name for name, key in keys(cls).items() if key.setting.reloadable}
 
 
 def own_keys(cls: type) -> dict[str, Key]:

@@ -103,6 +103,7 @@ def cors_origins_key() -> Any:
         help='page origins (CORS) allowed to read responses: ["*"] any; or e.g. '
         '["https://my.site", "null"] ("null": pages redirected by a balancer)',
         check=checks.origins,
+        reloadable=True,
     )
 
 
@@ -128,13 +129,17 @@ def log_level_key() -> Any:
         "info",
         help="debug, info, warning or error",
         check=checks.one_of(*LOG_LEVELS, fold=str.lower),
+        reloadable=True,
     )
 
 
 def balancer_key(what: str) -> Any:
     """The balancer address key of a node that reports to it."""
     return setting(
-        "", help=f"host:port of the balancer's control port ({what})", check=checks.address
+        "",
+        help=f"host:port of the balancer's control port ({what})",
+        check=checks.address,
+        reloadable=True,
     )
 
 
@@ -148,12 +153,13 @@ def classes_key() -> Any:
     return setting(
         {},
         help="viewer classes: {name = {rate_mbps = R, ceil_mbps = C}} (needs qos_secret)",
+        reloadable=True,
     )
 
 
 def secret_setting(help: str, **extra: Any) -> Any:
     """A secret key: empty by default (off), else at least MIN_SECRET characters."""
-    return setting("", help=help, check=checks.accepted_by(check_secret), **extra)
+    return setting("", help=help, check=checks.accepted_by(check_secret), **extra, reloadable=True)
 
 
 def admin_token_key() -> Any:
@@ -175,7 +181,12 @@ def cluster_secret_key() -> Any:
 
 def hook_key(what: str) -> Any:
     """The URL of one HTTP hook (README, Security, Hooks)."""
-    return setting("", help=f"http(s):// URL POSTed {what} (empty: none)", check=checks.hook_url)
+    return setting(
+        "",
+        help=f"http(s):// URL POSTed {what} (empty: none)",
+        check=checks.hook_url,
+        reloadable=True,
+    )
 
 
 def qos_secret_key() -> Any:
@@ -208,41 +219,50 @@ class ServeConfig:
     https_port: int = https_port_key(8443)
     tls_cert: str = tls_cert_key()
     tls_key: str = tls_key_key()
-    gop_cache: bool = setting(True, help="new viewers start at the cached keyframe (GOP)")
+    gop_cache: bool = setting(
+        True, help="new viewers start at the cached keyframe (GOP)", reloadable=True
+    )
     gop_max_frames: int = setting(2048, help="frames in a stream's GOP ring",
-                                 check=checks.in_range(1, 1_000_000))  # fmt: skip
+                                 check=checks.in_range(1, 1_000_000), reloadable=True)  # fmt: skip
     gop_max_bytes: int = setting(
         16 * 1024 * 1024,
         help="bytes in a stream's GOP ring",
         unit="bytes",
         check=checks.in_range(1, 1 << 34),
+        reloadable=True,
     )
     max_message_size: int = setting(
         8 * 1024 * 1024,
         help="largest RTMP message accepted (at most 16777215, RTMP's 24-bit length)",
         unit="bytes",
         check=checks.in_range(1, 0xFFFFFF),
+        reloadable=True,
     )
     handshake_timeout: float = setting(
         10.0, help="close a connection silent during its handshake", unit="s",
         check=checks.above(0, HOUR),
     )  # fmt: skip
     idle_timeout: float = setting(
-        30.0, help="close a silent connection or publisher", unit="s", check=checks.above(0, DAY)
+        30.0,
+        help="close a silent connection or publisher",
+        unit="s",
+        check=checks.above(0, DAY),
+        reloadable=True,
     )
     slow_timeout: float = setting(
         10.0, help="disconnect a viewer that cannot take data for this long", unit="s",
-        check=checks.above(0, HOUR),
+        check=checks.above(0, HOUR), reloadable=True,
     )  # fmt: skip
     max_lag_ms: int = setting(
         5000,
         help="a viewer further behind (media time) skips to the newest keyframe",
         unit="ms",
         check=checks.in_range(1, HOUR * 1000),
+        reloadable=True,
     )
     batch_ms: float = setting(
         50.0, help="viewers get new frames in batches at most this far apart", unit="ms",
-        check=checks.above(0, 10_000),
+        check=checks.above(0, 10_000), reloadable=True,
     )  # fmt: skip
     max_connections: int = setting(
         help="connections of all listeners together; a larger value is lowered to the "
@@ -250,22 +270,31 @@ class ServeConfig:
         factory=default_max_connections,
         default_text="file-descriptor limit - 64 (- a quarter of a small limit), at most 20000",
         check=checks.in_range(1, 1 << 24),
+        reloadable=True,
     )
     max_streams: int = setting(
-        1000, help="live streams (origin) or upstreams (edge)", check=checks.in_range(1, 1_000_000)
+        1000,
+        help="live streams (origin) or upstreams (edge)",
+        check=checks.in_range(1, 1_000_000),
+        reloadable=True,
     )
     http_header_timeout: float = setting(
-        10.0, help="time to send a request head", unit="s", check=checks.above(0, HOUR)
+        10.0,
+        help="time to send a request head",
+        unit="s",
+        check=checks.above(0, HOUR),
+        reloadable=True,
     )
     http_keepalive_timeout: float = setting(
         30.0, help="an idle keep-alive connection is closed after this", unit="s",
-        check=checks.above(0, DAY),
+        check=checks.above(0, DAY), reloadable=True,
     )  # fmt: skip
     http_max_header_bytes: int = setting(
         16 * 1024,
         help="larger request heads get 431",
         unit="bytes",
         check=checks.in_range(256, 1 << 20),
+        reloadable=True,
     )
     admin_token: str = admin_token_key()
     cors_origins: list[str] = cors_origins_key()
@@ -274,18 +303,20 @@ class ServeConfig:
     on_play_done: str = hook_key("when a play ends (HLS: when its viewer stops asking)")
     hook_timeout: float = setting(
         3.0, help="a hook that does not answer within this refuses", unit="s",
-        check=checks.above(0, 60),
+        check=checks.above(0, 60), reloadable=True,
     )  # fmt: skip
     hook_cache_seconds: float = setting(
         0.0, help="reuse a hook's answer to the same request for this long", unit="s",
-        check=checks.in_range(0, HOUR),
+        check=checks.in_range(0, HOUR), reloadable=True,
     )  # fmt: skip
     snapshots: bool = setting(
-        True, help="serve /app/name.jpg and .png: a live stream's newest keyframe as an image"
+        True,
+        help="serve /app/name.jpg and .png: a live stream's newest keyframe as an image",
+        reloadable=True,
     )
     snapshot_wait: float = setting(
         5.0, help="a snapshot of a stream without a keyframe yet waits this long for one",
-        unit="s", check=checks.above(0, 60),
+        unit="s", check=checks.above(0, 60), reloadable=True,
     )  # fmt: skip
     log_level: str = log_level_key()
 
@@ -306,11 +337,12 @@ class OriginConfig(ServeConfig):
         "(a valid publish token, or the first sent no media for takeover_idle_seconds), "
         "replaces it always, or is refused",
         check=checks.one_of("owner", "takeover", "reject"),
+        reloadable=True,
     )
     takeover_idle_seconds: float = setting(
         3.0, unit="s", check=checks.in_range(0, 600),
         help='with on_republish = "owner": a publisher silent this long may be replaced '
-        "(a reconnect after a network blip)",
+        "(a reconnect after a network blip)", reloadable=True,
     )  # fmt: skip
     publish_secret: str = secret_setting(
         f"require publish tokens signed with this (at least {MIN_SECRET} characters)",
@@ -323,6 +355,7 @@ class OriginConfig(ServeConfig):
         help="default ban for DELETE /api/streams/... (at most 30 days)",
         unit="s",
         check=checks.in_range(0, MAX_BAN_SECONDS),
+        reloadable=True,
     )
     publisher_grace: float = setting(
         3.0,
@@ -330,17 +363,21 @@ class OriginConfig(ServeConfig):
         "edges' stall_timeout (5 s), so an edge still connected gets the clean end",
         unit="s",
         check=checks.in_range(0, 600),
+        reloadable=True,
     )
     max_publishers_per_ip: int = setting(
-        32, help="publishers from one address", check=checks.in_range(1, 1_000_000)
+        32, help="publishers from one address", check=checks.in_range(1, 1_000_000), reloadable=True
     )
     max_ingest_mbps: float = setting(
         100.0, help="per publisher; a faster one is read more slowly", unit="Mbit/s",
-        check=checks.above(0, 100_000),
+        check=checks.above(0, 100_000), reloadable=True,
     )  # fmt: skip
-    hls: bool = setting(True, help="package live streams as HLS")
+    hls: bool = setting(True, help="package live streams as HLS", reloadable=True)
     hls_apps: list[str] = setting(
-        [], help="package HLS for these apps only (empty: all)", check=checks.stream_parts("app")
+        [],
+        help="package HLS for these apps only (empty: all)",
+        check=checks.stream_parts("app"),
+        reloadable=True,
     )
     hls_target_duration: float = hls_target_key("HLS segment target duration")
     hls_window: int = hls_window_key("segments in an HLS playlist")
@@ -351,7 +388,7 @@ class OriginConfig(ServeConfig):
     )
     record_apps: list[str] = setting(
         [], help="record every stream of these apps, from publish to end (needs record_dir)",
-        check=checks.stream_parts("app"),
+        check=checks.stream_parts("app"), reloadable=True,
     )  # fmt: skip
     record_format: str = setting(
         "flv", help="recording files: flv, or mp4 (each FLV file remuxed when it is done)",
@@ -363,11 +400,11 @@ class OriginConfig(ServeConfig):
     )  # fmt: skip
     record_max_bytes: int = setting(
         0, help="remove the oldest recording files beyond this total (0: no bound)",
-        unit="bytes", check=checks.in_range(0, 2**50),
+        unit="bytes", check=checks.in_range(0, 2**50), reloadable=True,
     )  # fmt: skip
     record_max_age_seconds: float = setting(
         0.0, help="remove recording files older than this (0: keep)", unit="s",
-        check=checks.in_range(0, 100 * 365 * DAY),
+        check=checks.in_range(0, 100 * 365 * DAY), reloadable=True,
     )  # fmt: skip
     on_record_done: str = hook_key("when a recording file is done (its path, start, duration)")
     balancer: str = balancer_key("stream announcements")
@@ -377,9 +414,12 @@ class OriginConfig(ServeConfig):
         False,
         help="serve plays only to edges that prove they hold cluster_secret (signed pulls); "
         "viewers must go through edges, which shape their classes",
+        reloadable=True,
     )
     clock_stamps: bool = setting(
-        False, help="put the ingest wall clock after every video keyframe (load-run latency)"
+        False,
+        help="put the ingest wall clock after every video keyframe (load-run latency)",
+        reloadable=True,
     )
     push: list[str] = setting(
         [],
@@ -403,7 +443,7 @@ class OriginConfig(ServeConfig):
     )
     pull_linger_seconds: float = setting(
         10.0, help="an on-demand pull outlives its last viewer by this long", unit="s",
-        check=checks.in_range(0, DAY),
+        check=checks.in_range(0, DAY), reloadable=True,
     )  # fmt: skip
     relay_tls_ca: str = setting(
         "",
@@ -438,6 +478,7 @@ class EdgeConfig(ServeConfig):
         "in failover order",
         item_flag="--parent",
         check=checks.urls("rtmp", "rtmps", "http", "https"),
+        reloadable=True,
     )
     tls_ca: str = setting(
         "",
@@ -464,7 +505,7 @@ class EdgeConfig(ServeConfig):
     )  # fmt: skip
     hls_parents: list[str] = setting(
         [], help="http:// or https:// URLs to fetch HLS from (default: those parents)",
-        check=checks.urls("http", "https"),
+        check=checks.urls("http", "https"), reloadable=True,
     )  # fmt: skip
     hls_cache_bytes: int = setting(
         256 * 1024 * 1024,
@@ -491,19 +532,24 @@ class EdgeConfig(ServeConfig):
     node_id: str = node_id_key()
     cluster_secret: str = cluster_secret_key()
     public_host: str = setting(
-        "", help="host name viewers are redirected to", check=checks.host_name
+        "", help="host name viewers are redirected to", check=checks.host_name, reloadable=True
     )
     capacity_viewers: int = setting(
-        0, help="viewers the balancer may send (0: no limit)", check=checks.in_range(0, 1e9)
+        0,
+        help="viewers the balancer may send (0: no limit)",
+        check=checks.in_range(0, 1e9),
+        reloadable=True,
     )
     capacity_mbps: float = setting(
         0.0, help="egress the balancer may fill, and the link classes share (0: no limit)",
-        unit="Mbit/s", check=checks.in_range(0, 1e9),
+        unit="Mbit/s", check=checks.in_range(0, 1e9), reloadable=True,
     )  # fmt: skip
     weight: float = setting(
-        1.0, help="relative weight for the balancer", check=checks.in_range(0, 1e6)
+        1.0, help="relative weight for the balancer", check=checks.in_range(0, 1e6), reloadable=True
     )
-    region: str = setting("", help="region reported to the balancer", check=checks.short_text)
+    region: str = setting(
+        "", help="region reported to the balancer", check=checks.short_text, reloadable=True
+    )
     drain_timeout: float = setting(
         30.0, help="on SIGTERM, wait this long for the viewers to leave before closing them "
         "and stopping (the balancer is told first; 0: close them at once)", unit="s",
@@ -557,48 +603,55 @@ class BalancerConfig:
         "least_load",
         help=f"how an edge is chosen: {', '.join(BALANCER_POLICIES)}",
         check=checks.one_of(*BALANCER_POLICIES),
+        reloadable=True,
     )
     hash_balance_factor: float = setting(
         1.25, help="bounded_hash: no edge above this times the average load",
-        check=checks.in_range(1, 100),
+        check=checks.in_range(1, 100), reloadable=True,
     )  # fmt: skip
     heartbeat_timeout: float = setting(
         2.5, help="an edge whose heartbeats stop this long is out", unit="s",
-        check=checks.above(0, HOUR),
+        check=checks.above(0, HOUR), reloadable=True,
     )  # fmt: skip
     check_interval: float = setting(
         1.0,
         help="time between health checks of each edge",
         unit="s",
         check=checks.above(0, HOUR),
+        reloadable=True,
     )
     rise: int = setting(2, help="passed health checks that bring an edge in",
-                    check=checks.in_range(1, 100))  # fmt: skip
+                    check=checks.in_range(1, 100), reloadable=True)  # fmt: skip
     fall: int = setting(2, help="failed health checks that take an edge out",
-                    check=checks.in_range(1, 100))  # fmt: skip
+                    check=checks.in_range(1, 100), reloadable=True)  # fmt: skip
     overflow: str = setting(
         "reject", help="when every edge is full: answer 503, or queue the viewer",
-        check=checks.one_of("reject", "queue"),
+        check=checks.one_of("reject", "queue"), reloadable=True,
     )  # fmt: skip
     queue_max: int = setting(100, help="viewers waiting at once (overflow = queue)",
-                             check=checks.in_range(0, 1_000_000))  # fmt: skip
+                             check=checks.in_range(0, 1_000_000), reloadable=True)  # fmt: skip
     queue_timeout: float = setting(
         5.0,
         help="a queued viewer waits at most this long",
         unit="s",
         check=checks.above(0, HOUR),
+        reloadable=True,
     )
     retry_after: int = setting(5, help="Retry-After of a 503", unit="s",
-                              check=checks.in_range(0, DAY))  # fmt: skip
+                              check=checks.in_range(0, DAY), reloadable=True)  # fmt: skip
     max_connections: int = setting(20000, help="HTTP connections at once",
-                                   check=checks.in_range(1, 1 << 24))  # fmt: skip
+                                   check=checks.in_range(1, 1 << 24), reloadable=True)  # fmt: skip
     admin_token: str = admin_token_key()
     cors_origins: list[str] = cors_origins_key()
     qos_secret: str = qos_secret_key()
     play_secret: str = play_secret_key()
     classes: dict[str, dict] = classes_key()
     token_ttl: int = setting(
-        300, help="validity of a class token", unit="s", check=checks.in_range(0, 30 * DAY)
+        300,
+        help="validity of a class token",
+        unit="s",
+        check=checks.in_range(0, 30 * DAY),
+        reloadable=True,
     )
     log_level: str = log_level_key()
     control_max_connections: int = setting(
@@ -607,16 +660,16 @@ class BalancerConfig:
     cluster_secret: str = cluster_secret_key()
     control_idle_timeout: float = setting(
         5.0, help="a control connection without a complete message is closed after this",
-        unit="s", check=checks.above(0, HOUR),
+        unit="s", check=checks.above(0, HOUR), reloadable=True,
     )  # fmt: skip
     forget_after: float = setting(
         60.0, help="a silent node is forgotten after this (at least heartbeat_timeout)",
-        unit="s", check=checks.above(0, 30 * DAY),
+        unit="s", check=checks.above(0, 30 * DAY), reloadable=True,
     )  # fmt: skip
     max_edges: int = setting(1000, help="edges remembered at once",
-                         check=checks.in_range(1, 1_000_000))  # fmt: skip
+                         check=checks.in_range(1, 1_000_000), reloadable=True)  # fmt: skip
     max_origins: int = setting(64, help="origins remembered at once",
-                           check=checks.in_range(1, 100_000))  # fmt: skip
+                           check=checks.in_range(1, 100_000), reloadable=True)  # fmt: skip
 
     def validate(self) -> None:
         """Raise ConfigError for combinations of values that cannot work."""

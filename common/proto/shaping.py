@@ -77,6 +77,13 @@ class HtbClass:
     def start(self, now: float) -> None:
         """A joining viewer's burst (its first GOP) is not charged to the class."""
 
+    def set_rates(self, rate: float, ceil: float, now: float) -> None:
+        """New assured rate and ceiling (a reload); its viewers keep being paced by it."""
+        burst = max(ceil * 0.05, 16384.0)
+        for bucket, new in ((self.assured, rate), (self.ceiling, ceil)):
+            bucket.set_rate(new, now)
+            bucket.burst = burst
+
     def delay_for(self, size: int, now: float) -> float:
         """Reserve `size` bytes for one viewer of the class; seconds to wait before sending."""
         assured = self.assured.wait_for(size, now)
@@ -105,6 +112,25 @@ class Htb:
         self.classes = {
             name: HtbClass(name, rate, ceil, self.link) for name, (rate, ceil) in classes.items()
         }
+
+    def set_classes(
+        self, classes: dict[str, tuple[float, float]], link_rate: float, now: float
+    ) -> None:
+        """New rates (a reload): kept classes change theirs in place, new ones are added,
+        and a class no longer listed stays for the viewers it paces. The link takes
+        `link_rate` (0: unlimited), a link added now shapes every class."""
+        if self.link is None and link_rate:
+            self.link = TokenBucket(link_rate, max(link_rate * 0.05, 65536.0), now=now)
+            for shaper in self.classes.values():
+                shaper.link = self.link
+        elif self.link is not None:
+            self.link.set_rate(link_rate, now)
+            self.link.burst = max(link_rate * 0.05, 65536.0)
+        for name, (rate, ceil) in classes.items():
+            if name in self.classes:
+                self.classes[name].set_rates(rate, ceil, now)
+            else:
+                self.classes[name] = HtbClass(name, rate, ceil, self.link)
 
     def charge_unshaped(self, size: int, now: float) -> None:
         """Bytes the node sent outside the classes (unclassed viewers, join bursts): they

@@ -28,8 +28,11 @@ def node_parser(config_cls: type, description: str, epilog: str = "") -> argpars
         prog=f"python -m {config_cls.kind}",
         description=description,
         epilog=(epilog + " " if epilog else "")
-        + f"Every key can also be set by LIVECDN_{config_cls.kind.upper()}_KEY (environment); "
-        "a flag wins over the environment, which wins over the --config file.",
+        + f"Every key can also be set by LIVECDN_{config_cls.kind.upper()}_KEY (environment; "
+        "lists and tables as JSON or TOML inline, as for flags); a flag wins over the "
+        "environment, which wins over the --config file. SIGHUP reloads the config from the "
+        "same file, environment and flags without dropping connections; a changed key that "
+        "needs a restart (ports, TLS files, ...: the README's key tables) refuses the reload.",
     )
     add_config_arguments(p, config_cls)
     p.add_argument(

@@ -88,6 +88,16 @@ class PlayNode:
         self.fanouts = Fanouts(config)
         self.hls_viewers = hls_viewers
         self.started = time.time()
+        self.take_limits(config)
+        self.metrics = NodeMetrics(kind)
+        self._play_metrics(self.metrics)
+        self.console = Console(self.snapshot, send_timeout=config.slow_timeout)
+        self.nursery: trio.Nursery | None = None
+        self.slots: Slots | None = None
+        """The connection slots of every listener together (once listening)."""
+
+    def take_limits(self, config: ServeConfig) -> None:
+        """The HTTP and RTMP limits and the CORS policy of connections accepted from now on."""
         self.http_limits = HttpLimits(
             max_header_bytes=config.http_max_header_bytes,
             header_timeout=config.http_header_timeout,
@@ -96,10 +106,6 @@ class PlayNode:
         )
         self.rtmp_limits = RtmpLimits.from_config(config)
         self.cors = CorsPolicy(tuple(config.cors_origins))
-        self.metrics = NodeMetrics(kind)
-        self._play_metrics(self.metrics)
-        self.console = Console(self.snapshot, send_timeout=config.slow_timeout)
-        self.nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ metrics
 
@@ -267,7 +273,7 @@ class PlayNode:
             ]
         socks = listen_sockets(cfg.host, [port for port, _ in listeners])
         address = NodeAddress(*(sock.getsockname()[1] for sock in socks))
-        slots = Slots(cfg.max_connections)
+        slots = self.slots = Slots(cfg.max_connections)
         budget = connection_budget()
         if slots.limit > budget:
             slots.limit = budget

@@ -1,0 +1,62 @@
+"""An edge's config reload (SIGHUP): parents, viewer classes, secrets, limits and what it
+reports to the balancer change while its viewers keep playing."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from common.config import EdgeConfig
+from common.serve.playauth import signed_urls
+from common.serve.reload import reload_plan, reload_play_node
+
+if TYPE_CHECKING:
+    from edge.server import Edge
+
+log = logging.getLogger("livecdn.edge")
+
+
+def refusals(old: EdgeConfig, new: EdgeConfig) -> list[str]:
+    """Why reloadable keys cannot change from `old` to `new` as they stand."""
+    why = []
+    if old.packages_hls() != new.packages_hls():
+        why.append(
+            "the new parents would change where HLS comes from (hls_mode "
+            f'"{"package" if new.packages_hls() else "cache"}")'
+        )
+    if bool(old.balancer) != bool(new.balancer):
+        why.append("balancer can change, but not be set or unset without a restart")
+    return why
+
+
+def reload_edge(edge: Edge, config: EdgeConfig) -> list[str]:
+    """Apply `config` to the running `edge` and return the keys that changed; ConfigError
+    (nothing applied) if one of them cannot change without a restart.
+
+    New parents are used by every next connection to a parent; an upstream relaying from a
+    parent that is no longer listed moves to the new ones at once, as a failover (its
+    viewers stay). Classes change their rates in place (viewers keep playing, paced by the
+    new rates); a removed class takes no new viewers.
+    """
+    changed = reload_plan(edge.config, config, refusals(edge.config, config))
+    if not changed:
+        return []
+    node = edge.node
+    edge.config = config
+    if edge.heartbeat is not None:
+        edge.heartbeat.config = config
+    edge.signer.secret, edge.signer.cluster_secret = config.play_secret, config.cluster_secret
+    edge.hls.sign = edge.signer.query if edge.signer.signs else None
+    reload_play_node(
+        node, config, changed, edge.hooks, signed_urls(config.play_secret), edge.snapshots
+    )
+    edge.pull.max_streams = edge.packagers.max_streams = config.max_streams
+    edge.hls.slow_timeout = config.slow_timeout
+    if "parents" in changed and (moved := edge.pull.set_parents(config.parents)):
+        log.info("reload: %d upstream(s) move off removed parents", moved)
+    edge.hls.parents = edge.hls.failover.parents = config.hls_parents or config.http_parents()
+    if edge.qos.reload(config):
+        edge.start_link_accounting()
+    if {"balancer", "cluster_secret"} & set(changed) and edge.reporter is not None:
+        edge.reporter.again()
+    return changed
