@@ -315,3 +315,24 @@ def test_k8s_load_jobs(tmp_path: Path) -> None:
     assert url.path == "/live/demo.flv" and parsed.duration == 20
     script = merge["spec"]["template"]["spec"]["containers"][0]["command"][-1]
     assert f"load merge {parsed.out}/load-shard-*-of-4.json" in script
+
+
+def test_render_again_drops_secrets_the_file_no_longer_asks_for(tmp_path: Path) -> None:
+    """A play_secret and qos_secret kept from an earlier render come back only while the file
+    still has require_play_token and classes; the others are kept."""
+    out = tmp_path / "out"
+    render("compose", topo_of("rich", tmp_path), out, Options())
+    first = tomllib.loads((out / SECRETS_FILE).read_text())
+    assert first["balancer"]["play_secret"] and first["balancer"]["qos_secret"]
+    plain = tmp_path / "plain.toml"
+    text = RICH.replace("require_play_token = true", "")
+    plain.write_text(text.replace("classes = { gold = { rate_mbps = 5.0 } }", ""))
+    topo = schema.load(str(plain))
+    assert not topo.balancer.require_play_token and not topo.balancer.config["classes"]
+    render("compose", topo, out, Options())
+    again = tomllib.loads((out / SECRETS_FILE).read_text())
+    assert set(again["balancer"]) == {"admin_token", "cluster_secret"}
+    assert again["balancer"]["cluster_secret"] == first["balancer"]["cluster_secret"]
+    assert again["origin"] == first["origin"]
+    env = read_env_file(out / "secrets" / "edge-a.env")
+    assert not any("PLAY_SECRET" in var or "QOS_SECRET" in var for var in env)

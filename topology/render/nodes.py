@@ -17,7 +17,7 @@ from common.config.toml import dumps
 from topology.plan import Hosts, node_values
 from topology.runsecrets import FILE as SECRETS_FILE
 from topology.runsecrets import ensure_secrets
-from topology.schema import Topology
+from topology.schema import NodeSpec, OriginSpec, Topology
 
 SECRET_KEYS = ("admin_token", "publish_secret", "cluster_secret", "qos_secret", "play_secret")
 """Keys that never go into a config file or ConfigMap: they travel as environment variables."""
@@ -130,9 +130,25 @@ def read_secrets(topo: Topology, out: Path) -> None:
         if spec is None or not isinstance(values, dict):
             continue
         for key, value in values.items():
-            if key in SECRET_KEYS and key in keys(spec.config.model) and not spec.config[key]:
+            if key in wanted(topo, spec) and not spec.config[key]:
                 spec.config[key] = value
     ensure_secrets(topo, out)
+
+
+def wanted(topo: Topology, spec: NodeSpec) -> set[str]:
+    """The secrets a render generates for node `spec` unless its table sets them (as `up`
+    does): a qos_secret only with viewer classes, a play_secret only with
+    require_play_token, so that a file that drops them does not get them back."""
+    if isinstance(spec, OriginSpec):
+        return {"admin_token", "publish_secret"}
+    if spec is not topo.balancer:
+        return {"admin_token"}
+    classes, signed = spec.config["classes"], spec.require_play_token
+    return (
+        {"admin_token", "cluster_secret"}
+        | ({"qos_secret"} if classes else set())
+        | ({"play_secret"} if signed else set())
+    )
 
 
 def assign_ports(topo: Topology, options: Options, kube: bool) -> dict[str, dict[str, int]]:
