@@ -108,13 +108,18 @@ def write_k8s(topo: Topology, out: Path, nodes: list[RenderNode], options: Optio
     return files
 
 
-def summary(target: str, out: Path, files: list[Path]) -> str:
+def summary(target: str, out: Path, files: list[Path], image: str) -> str:
     """What was written and how to deploy it (printed by the command)."""
     listed = "\n".join(f"  {p.relative_to(out)}" for p in files)
-    how = {
-        "compose": f"docker build -t IMAGE .  (at the repository root)\n"
-        f"  cd {out} && docker compose up -d   (--profile monitoring: also Prometheus)",
-        "k8s": f"docker build -t IMAGE . && docker push IMAGE\n  kubectl apply -f {out}",
-    }[target]
+    if target == "compose":
+        how = [f"docker build -t {image} .      (at the repository root)",
+               f"cd {out} && docker compose up -d   (--profile monitoring: also Prometheus)"]  # fmt: skip
+    else:
+        how = [f"docker build -t {image} . && docker push {image}", f"kubectl apply -f {out}"]
+        how.append(f"kubectl apply -f {out / 'monitoring'}   (with the Prometheus Operator)")
+        if (out / "load").is_dir():
+            how.append(f"kubectl apply -f {out / 'load'}   (the load Jobs, when the nodes run)")
     secrets = out / "secrets.toml"
-    return f"wrote {out}:\n{listed}\nsecrets (mode 0600, kept when rendering again): {secrets}\nthen:\n  {how}"
+    steps = "\n".join(f"  {line}" for line in how)
+    return (f"wrote {out}:\n{listed}\nsecrets (mode 0600, kept when rendering again): "
+            f"{secrets}\nthen:\n{steps}")  # fmt: skip

@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "k8s: secrets.yaml), never into config files. [[link]], [[fault]] and [[publisher]] "
         "tables are for local runs and are not rendered.",
     )
-    p.add_argument("target", choices=TARGETS)
+    p.add_argument("target", choices=TARGETS, help="compose: Docker Compose; k8s: Kubernetes")
     p.add_argument("topology", help="a .toml file or a shipped example")
     p.add_argument("--out", metavar="DIR", help="output directory (default ./livecdn-NAME-TARGET)")
     p.add_argument("--image", default=Options.image,
@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="EDGE=HOST|PATTERN",
         help="the host viewers reach an edge at (its public_host; the balancer redirects "
-        "there and health-checks it): EDGE=HOST for one edge, or a pattern for all, "
+        "there and health-checks it): EDGE=HOST for one edge, or a pattern for the others, "
         "'{name}' standing for the edge's name (e.g. '{name}.cdn.example.com'); repeatable. "
         "Default: the edge's service name. An edge table's own public_host wins",
     )
@@ -52,13 +52,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         f"from {Options.node_port_base} up, which they advertise",
     )
 
-    p.add_argument("--load-players", type=int, metavar="N",
+    p.add_argument("--load-players", type=positive, metavar="N",
                    help="k8s: players of each [[load]] profile (or of one on the first "
                         "publisher's stream, if the file has none), run as an Indexed Job of "
                         "shards in load/jobs.yaml")  # fmt: skip
-    p.add_argument("--load-shards", type=int, metavar="K",
+    p.add_argument("--load-shards", type=positive, metavar="K",
                    help=f"k8s: shards of each load Job (default: one per {PLAYERS_PER_SHARD} "
                         "players)")  # fmt: skip
+
+
+def positive(text: str) -> int:
+    """A whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,5 +80,5 @@ def run(args: argparse.Namespace) -> int:
     except (schema.TopologyError, RenderError, ConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(summary(args.target, out, files))
+    print(summary(args.target, out, files, options.image))
     return 0
