@@ -309,15 +309,13 @@ async def status(name: str) -> int:
         return 1
     print(f"{name}: launcher pid {state['launcher_pid']}, logs in {state['run_dir']}")
     for node, info in state["nodes"].items():
+        where = f"{url_host(info.get('host', '127.0.0.1'))}:{info['http_port']}"
         try:
-            url = f"http://{url_host(info.get('host', '127.0.0.1'))}:{info['http_port']}/healthz"
-            code = (await fetch("GET", url, timeout=2)).status
+            code = (await fetch("GET", f"http://{where}/healthz", timeout=2)).status
             health = "healthy" if code == 200 else f"HTTP {code}"
         except Exception as exc:
             health = f"down ({type(exc).__name__})"
-        print(
-            f"  {info['kind']:8} {node:10} pid {info['pid']:<7} http :{info['http_port']:<6} {health}"
-        )
+        print(f"  {info['kind']:8} {node:10} pid {info['pid']:<7} http {where:<21} {health}")
     return 0
 
 
