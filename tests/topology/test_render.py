@@ -261,6 +261,11 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert main(["render", "compose", "one-edge", "--out", str(tmp_path / "b"),
                  "--public-host", "edge1=not a host"]) == 2  # fmt: skip
     assert "public_host" in capsys.readouterr().err
+    for name in ("balancer", "Balancer"):  # one service name for two nodes
+        clash = tmp_path / "clash.toml"
+        clash.write_text(topology(balancer(), origin(), edge(name)))
+        assert main(["render", "k8s", str(clash), "--out", str(tmp_path / "c")]) == 2
+        assert "service name" in capsys.readouterr().err
 
 
 def test_dockerfile() -> None:

@@ -20,7 +20,14 @@ from topology.render.monitoring import (
     prometheus_config,
     service_monitor,
 )
-from topology.render.nodes import Options, RenderError, RenderNode, plan_nodes, read_secrets
+from topology.render.nodes import (
+    Options,
+    RenderError,
+    RenderNode,
+    plan_nodes,
+    read_secrets,
+    service_names,
+)
 from topology.runsecrets import write_private
 from topology.schema import Topology
 
@@ -34,6 +41,7 @@ def render(target: str, topo: Topology, out: Path, options: Options) -> list[Pat
     """Write `topo` as `target` ("compose" or "k8s") into directory `out`; the files written."""
     if target not in TARGETS:
         raise RenderError(f"unknown target {target!r} (one of {', '.join(TARGETS)})")
+    service_names(topo)  # checked before anything is written
     out.mkdir(parents=True, exist_ok=True)
     out.chmod(0o700)  # secrets.toml and the secret files are inside
     read_secrets(topo, out)
@@ -105,6 +113,8 @@ def write_k8s(topo: Topology, out: Path, nodes: list[RenderNode], options: Optio
                      shards=options.load_shards)  # fmt: skip
     if jobs:
         files.append(write(out / "load" / "jobs.yaml", dump(jobs)))
+    else:  # an earlier render's Jobs are not this topology's
+        (out / "load" / "jobs.yaml").unlink(missing_ok=True)
     return files
 
 

@@ -25,6 +25,7 @@ SECRET_KEYS = ("admin_token", "publish_secret", "cluster_secret", "qos_secret", 
 ANY = "0.0.0.0"  # nodes listen on every address of their container
 CONFIG_DIR = "/etc/livecdn"  # where a container finds its config file
 GRACE = 30  # seconds a node has to stop (more for a draining edge)
+NODE_PORT_MAX = 32767  # the end of Kubernetes' default node port range
 _DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
@@ -103,6 +104,17 @@ def service_name(name: str) -> str:
     return label
 
 
+def service_names(topo: Topology) -> dict[str, str]:
+    """Each node's service name ("balancer" for the balancer); two nodes sharing one are an
+    error."""
+    names = (["balancer"] if topo.balancer else []) + [n.name for n in [*topo.origins, *topo.edges]]
+    services = [service_name(name) for name in names]
+    shared = sorted({s for s in services if services.count(s) > 1})
+    if shared:
+        raise RenderError(f"two nodes would share the service name {', '.join(shared)}")
+    return dict(zip(names, services, strict=True))
+
+
 def parse_public_hosts(specs: list[str]) -> tuple[dict[str, str], str]:
     """`--public-host` values: EDGE=HOST for one edge, else a pattern for all the others
     ("{name}" is replaced by the edge's name, e.g. "{name}.cdn.example.com", or one host)."""
@@ -122,7 +134,10 @@ def read_secrets(topo: Topology, out: Path) -> None:
     file sets none), then generate the missing ones into `out`/secrets.toml (mode 0600): a
     render run again keeps its secrets."""
     path = out / SECRETS_FILE
-    kept = tomllib.loads(path.read_text()) if path.exists() else {}
+    try:
+        kept = tomllib.loads(path.read_text()) if path.exists() else {}
+    except tomllib.TOMLDecodeError as exc:
+        raise RenderError(f"{path}: not valid TOML ({exc}): fix or remove it") from exc
     specs = {"balancer": topo.balancer} if topo.balancer else {}
     specs |= {n.name: n for n in [*topo.origins, *topo.edges]}
     for name, values in kept.items():
@@ -157,26 +172,29 @@ def assign_ports(topo: Topology, options: Options, kube: bool) -> dict[str, dict
     on. Kubernetes NodePort services: balanced edges get ports from node_port_base (the node
     port is the port they listen on and advertise)."""
     node_port = kube and options.service_type == "NodePort"
-    taken: set[int] = set()
     nodes = [("balancer", topo.balancer)] if topo.balancer else []
     nodes += [(n.name, n) for n in [*topo.origins, *topo.edges]]
-    out: dict[str, dict[str, int]] = {}
+    wanted_ports = {}
     for name, spec in nodes:
-        names = (
-            ("http", "control")
-            if name == "balancer" and spec is topo.balancer
-            else ("rtmp", "http")
-        )
-        out[name] = {}
-        for what in names:
-            key = f"{what}_port"
-            port = spec.config[key] or config_default(spec.config.model, key)
+        whats = ("http", "control") if spec is topo.balancer else ("rtmp", "http")
+        for what in whats:
+            given = spec.config[f"{what}_port"]
             if node_port and is_edge(topo, name):
-                port = options.node_port_base
+                given = 0  # given out from node_port_base below
+            wanted_ports[(name, what)] = given
+    taken = {port for port in wanted_ports.values() if port}
+    out: dict[str, dict[str, int]] = {name: {} for name, _ in nodes}
+    specs = dict(nodes)
+    for (name, what), port in wanted_ports.items():
+        if not port:
+            default = config_default(specs[name].config.model, f"{what}_port")
+            port = options.node_port_base if node_port and is_edge(topo, name) else default
             while port in taken:
                 port += 1
             taken.add(port)
-            out[name][what] = port
+        if node_port and is_edge(topo, name) and port > NODE_PORT_MAX:
+            raise RenderError(f"{name}: no node port left (the range ends at {NODE_PORT_MAX})")
+        out[name][what] = port
     return out
 
 
@@ -189,11 +207,9 @@ def plan_nodes(topo: Topology, options: Options, *, kube: bool) -> list[RenderNo
     """Every node of `topo` planned for containers (the secrets already set in `topo`, see
     read_secrets): listening on all addresses on fixed ports, reaching each other by service
     name, edges advertising their public host (default: their service name)."""
+    services = service_names(topo)
     ports = assign_ports(topo, options, kube)
     names = list(ports)
-    services = {name: service_name(name) for name in names}
-    if len(set(services.values())) != len(services):
-        raise RenderError(f"two nodes would share a service name: {sorted(services.values())}")
     public = {}
     for e in topo.edges:  # edges out of rotation advertise nothing, unless named
         host = options.public_hosts.get(e.name)
