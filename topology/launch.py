@@ -68,10 +68,7 @@ async def up(
     network = None
     if netns or topo.hosts == "netns":
         if why := unavailable():
-            print(f"error: {why}", file=sys.stderr, flush=True)
-            if task_status is not trio.TASK_STATUS_IGNORED:
-                raise StartFailed(why)
-            return 1
+            return _cannot_start(why, task_status)
         network = Network(node_names(topo))
     run_dir = (
         run_dir
@@ -88,10 +85,7 @@ async def up(
             try:
                 await open_network(topo, network)
             except NetnsError as exc:
-                print(f"error: {exc}", file=sys.stderr, flush=True)
-                if task_status is not trio.TASK_STATUS_IGNORED:
-                    raise StartFailed(str(exc)) from None
-                return 1
+                return _cannot_start(str(exc), task_status)
             hosts = network.hosts([e.name for e in topo.edges])
         return await _up(topo, run_dir, console_token, hosts, network, seconds, run_file_loads,
                          task_status)  # fmt: skip
@@ -99,6 +93,14 @@ async def up(
         if network is not None:  # made in a thread: it may exist though the await was cancelled
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(network.remove)
+
+
+def _cannot_start(why: str, task_status) -> int:
+    """Say `why` in one line on stderr; 1, or StartFailed for a caller waiting to be started."""
+    print(f"error: {why}", file=sys.stderr, flush=True)
+    if task_status is not trio.TASK_STATUS_IGNORED:
+        raise StartFailed(why)
+    return 1
 
 
 def node_names(topo: Topology) -> list[str]:

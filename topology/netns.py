@@ -171,24 +171,30 @@ NETEM = ("netem", "delay", "1ms")
 class VethShapedLink(LinkProxy):
     """The link proxy of an edge's only parent, under --netns with tbf: its rate is the
     kernel's (tbf on the edge's veth, changed with the link's settings at run time; a `tc`
-    call of a few ms); delay, jitter, loss and down stay the proxy's."""
+    call of a few ms); delay, jitter, loss and down stay the proxy's. Should `tc` fail, the
+    proxy limits the rate (one log line)."""
 
     def __init__(self, network: Network, edge: str, target: tuple[str, int],
                  settings: LinkSettings, name: str) -> None:  # fmt: skip
         super().__init__(name, target, settings, network.gateway)
         self.network, self.edge = network, edge
-        network.shape(edge, settings.rate_mbps)
+        self.kernel = self._shape()
+
+    def _shape(self) -> bool:
+        try:
+            self.network.shape(self.edge, self.settings.rate_mbps)
+        except NetnsError as exc:
+            log.warning("link %s: the proxy limits the rate, tc failed: %s", self.name, exc)
+            return False
+        return True
 
     def rate(self) -> float:
-        return 0.0
+        return 0.0 if self.kernel else super().rate()
 
     def update(self, **changes: object) -> None:
         super().update(**changes)
-        if "rate_mbps" in changes:
-            try:
-                self.network.shape(self.edge, self.settings.rate_mbps)
-            except NetnsError as exc:
-                log.warning("link %s: rate not changed: %s", self.name, exc)
+        if "rate_mbps" in changes and self.kernel:
+            self.kernel = self._shape()
 
 
 @contextlib.contextmanager
@@ -236,8 +242,8 @@ def _alive(tag: str) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # another user's process
+        pass
     return True
 
 
