@@ -46,6 +46,7 @@ from common.serve.reload import Rerun
 from common.serve.rtmpserver import RtmpConnection, split_name
 from common.serve.snapshot import IMAGE_TYPES, Snapshots
 from origin.bans import Bans
+from origin.drain import drain_origin
 from origin.info import describe
 from origin.live import Live, Publisher, StreamEnd, StreamState
 from origin.publish import PublishCode, Publishers, PublishRequest, Reject, Takeover, decide
@@ -66,7 +67,7 @@ class Origin:
 
     def __init__(self, config: OriginConfig) -> None:
         self.config = config
-        self.controls = NodeControls()
+        self.controls = NodeControls(drain=self.drain)
         """Drain and reload, handed out by `serve()` (common.serve.lifecycle)."""
         self.registry = Registry()
         self.live: dict[tuple[str, str], Live] = {}
@@ -185,6 +186,8 @@ class Origin:
         peer = rtmp.conn.peer
         request = PublishRequest(session.app or "", name, query, peer_host(peer))
         decision = decide(request, self._publishers(), self.config, time.time())
+        if self.node.gate.draining:
+            decision = Reject(PublishCode.DENIED, Refusal.DRAINING, "the origin is stopping")
         hooks = self.hooks.client
         if not isinstance(decision, Reject) and hooks.has(HookEvent.PUBLISH):
             key = decision.key
@@ -456,8 +459,21 @@ class Origin:
                 warn_open_surfaces(self.config, log, rtmp_port=self.address.rtmp_port)
                 task_status.started(self.address)
         finally:
-            for stream in list(self.registry):
+            self.end_streams()
+
+    def end_streams(self) -> None:
+        """End every stream (the origin stops): publishers are closed, viewers get the end."""
+        for stream in list(self.registry):
+            live = self.live.get((stream.app, stream.name))
+            if live is not None and (pub := live.publisher) is not None:
+                pub.rtmp.cancel()
+                self.unpublish(pub, StreamEnd.SHUTDOWN)
+            if self.registry.get(stream.app, stream.name) is stream:  # no publisher ended it
                 self._close_stream(stream, StreamEnd.SHUTDOWN)
+
+    async def drain(self) -> None:
+        """Drain before stopping (origin.drain): end every stream cleanly."""
+        await drain_origin(self)
 
 
 async def serve(
