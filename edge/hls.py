@@ -42,6 +42,10 @@ class HlsObjects(TypedDict):
     paths: list[str]
 
 
+HLS_FETCH_SLACK = 10.0
+"""Seconds an HLS fetch from a parent may take beyond connect_timeout."""
+
+
 class HlsProxy:
     """Answers GET/HEAD of /app/name.m3u8 and .ts from the cache, pulling misses from the
     HLS parents, or from `packagers`; counts HLS viewers and the bytes sent to them."""
@@ -82,7 +86,7 @@ class HlsProxy:
         self.bytes_out = 0
         """Bytes of playlists and segments sent to viewers."""
         self.failover = ParentFailover(
-            parents, timeout=connect_timeout + 10, on_failover=on_failover, tls=tls
+            parents, timeout=connect_timeout + HLS_FETCH_SLACK, on_failover=on_failover, tls=tls
         )
         self.cache = ObjectCache(self._fetch, max_bytes=cache_bytes, negative_ttl=not_found_ttl)
 

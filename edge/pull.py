@@ -26,6 +26,7 @@ from typing import TypeVar
 
 import trio
 
+from common.config import EdgeConfig
 from common.media.segclock import CLOCK_PREFIX, ClockState
 from common.media.stream import Stream
 from common.net.supervise import describe, log_failure
@@ -99,6 +100,17 @@ class PullSettings:
     recovered_after: float = 5.0
     """A new upstream connection that has delivered media this long ends the outage: the
     next break gets a fresh `retry_seconds` (a parent that breaks sooner does not)."""
+
+    @classmethod
+    def from_config(cls, config: EdgeConfig) -> PullSettings:
+        """The timings an edge's config sets."""
+        return cls(
+            linger=config.linger_seconds,
+            not_found_ttl=config.not_found_ttl,
+            connect_timeout=config.connect_timeout,
+            stall_timeout=config.stall_timeout,
+            retry_seconds=config.retry_seconds,
+        )
 
 
 class PullStats:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from common.config import EdgeConfig
 from common.serve.playauth import signed_urls
 from common.serve.reload import reload_plan, reload_play_node
+from edge.hls import HLS_FETCH_SLACK
+from edge.pull import PullSettings
 
 if TYPE_CHECKING:
     from edge.server import Edge
@@ -35,7 +37,7 @@ def reload_edge(edge: Edge, config: EdgeConfig) -> list[str]:
 
     New parents are used by every next connection to a parent; an upstream relaying from a
     parent that is no longer listed moves to the new ones at once, as a failover (its
-    viewers stay). Classes change their rates in place (viewers keep playing, paced by the
+    viewers stay); pull timings hold for pulls started from then on. Classes change their rates in place (viewers keep playing, paced by the
     new rates); a removed class takes no new viewers.
     """
     changed = reload_plan(edge.config, config, refusals(edge.config, config))
@@ -51,7 +53,12 @@ def reload_edge(edge: Edge, config: EdgeConfig) -> list[str]:
         node, config, changed, edge.hooks, signed_urls(config.play_secret), edge.snapshots
     )
     edge.pull.max_streams = edge.packagers.max_streams = config.max_streams
+    edge.pull.settings = PullSettings.from_config(config)
+    edge.packagers.idle = edge.hls_store.viewers.window + config.linger_seconds
     edge.hls.slow_timeout = config.slow_timeout
+    edge.hls.failover.timeout = config.connect_timeout + HLS_FETCH_SLACK
+    edge.hls.cache.negative_ttl = config.not_found_ttl
+    edge.hls.cache.max_bytes = config.hls_cache_bytes
     if "parents" in changed and (moved := edge.pull.set_parents(config.parents)):
         log.info("reload: %d upstream(s) move off removed parents", moved)
     edge.hls.parents = edge.hls.failover.parents = config.hls_parents or config.http_parents()

@@ -73,16 +73,9 @@ class Edge:
         self.hooks = node_hooks(self.node)
         self.snapshots = Snapshots(self.node, enabled=config.snapshots, wait=config.snapshot_wait)
         fanouts = self.node.fanouts
-        settings = PullSettings(
-            linger=config.linger_seconds,
-            not_found_ttl=config.not_found_ttl,
-            connect_timeout=config.connect_timeout,
-            stall_timeout=config.stall_timeout,
-            retry_seconds=config.retry_seconds,
-        )
         self.pull = PullManager(
             config.parents,
-            settings,
+            PullSettings.from_config(config),
             make_stream=fanouts.new_stream,
             make_fanout=fanouts.open,
             drop_fanout=fanouts.drop,

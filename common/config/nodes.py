@@ -487,21 +487,29 @@ class EdgeConfig(ServeConfig):
     )
     linger_seconds: float = setting(
         10.0, help="an upstream outlives its last viewer by this long", unit="s",
-        flags=["--linger"], check=checks.in_range(0, DAY),
+        flags=["--linger"], check=checks.in_range(0, DAY), reloadable=True,
     )  # fmt: skip
     not_found_ttl: float = setting(
         2.0, help="remember a parent's 'not found' this long", unit="s",
-        check=checks.in_range(0, HOUR),
+        check=checks.in_range(0, HOUR), reloadable=True,
     )  # fmt: skip
     connect_timeout: float = setting(
-        5.0, help="time to connect to a parent", unit="s", check=checks.above(0, HOUR)
+        5.0,
+        help="time to connect to a parent",
+        unit="s",
+        check=checks.above(0, HOUR),
+        reloadable=True,
     )
     stall_timeout: float = setting(
-        5.0, help="time without media before failing over", unit="s", check=checks.above(0, HOUR)
+        5.0,
+        help="time without media before failing over",
+        unit="s",
+        check=checks.above(0, HOUR),
+        reloadable=True,
     )
     retry_seconds: float = setting(
         10.0, help="a stream no parent serves ends after this", unit="s",
-        check=checks.in_range(0, DAY),
+        check=checks.in_range(0, DAY), reloadable=True,
     )  # fmt: skip
     hls_parents: list[str] = setting(
         [], help="http:// or https:// URLs to fetch HLS from (default: those parents)",
@@ -512,6 +520,7 @@ class EdgeConfig(ServeConfig):
         help="bound of the HLS object cache (LRU)",
         unit="bytes",
         check=checks.in_range(0, 1 << 40),
+        reloadable=True,
     )
     hls_mode: str = setting(
         "auto",
@@ -553,7 +562,7 @@ class EdgeConfig(ServeConfig):
     drain_timeout: float = setting(
         30.0, help="on SIGTERM, wait this long for the viewers to leave before closing them "
         "and stopping (the balancer is told first; 0: close them at once)", unit="s",
-        check=checks.in_range(0, DAY),
+        check=checks.in_range(0, DAY), reloadable=True,
     )  # fmt: skip
     qos_secret: str = qos_secret_key()
     classes: dict[str, dict] = classes_key()
