@@ -1,5 +1,6 @@
-"""An edge's config reload (what SIGHUP does): new parents, secrets, classes and connection
-limit apply while an HTTP-FLV viewer keeps playing; a reload that changes a key needing a
+"""An edge's config reload (what SIGHUP does): new parents, secrets, classes (new rates for
+the viewers of a class too) and connection limit apply while HTTP-FLV viewers keep playing; a
+new cluster_secret restarts the reports to the balancer; a reload that changes a key needing a
 restart applies nothing."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from common.config import ConfigError, EdgeConfig, build
 from common.net.httpclient import HttpClientError, fetch, open_request
 from common.proto import auth, flv, playtoken
 from common.proto.flv import FlvParser
+from tests.balancer.test_balancer import start
 from tests.conftest import QOS_SECRET, start_edge, start_origin
 from tests.media import publish_synthetic
 from tests.metrics import metric, scrape
@@ -103,6 +105,13 @@ async def test_reload_applies_parents_secrets_classes_and_limits_while_a_viewer_
     second_viewer = await Viewer.open(f"{http}/{path}.flv?{token}&{gold}")
     assert await second_viewer.video(5)
     assert edge.qos.viewers["gold"] == 1
+    # a class's new rates pace the viewers it has already
+    gold_shaper = edge.qos.htb.classes["gold"]
+    faster = {**CLASSES, "gold": {"rate_mbps": 6.0, "ceil_mbps": 12.0}}
+    assert edge.controls.reload(replace(new, classes=faster)) == ["classes"]
+    assert edge.qos.htb.classes["gold"] is gold_shaper
+    assert (gold_shaper.assured.rate, gold_shaper.ceiling.rate) == (750_000, 1_500_000)
+    assert len(await second_viewer.video(5)) == 5
 
     # two connections now: a third is refused at the connection limit, the viewers play on
     with pytest.raises((OSError, HttpClientError)):  # closed at once
@@ -127,3 +136,29 @@ async def test_a_reload_changing_a_key_that_needs_a_restart_applies_nothing(nurs
     assert "nothing applied" in str(info.value)
     assert edge.config is old and edge.heartbeat.config is old
     assert edge.controls.reload(build(EdgeConfig, asdict(old))) == []
+
+
+async def test_a_new_cluster_secret_restarts_the_reports_to_the_balancer(nursery, caplog):
+    old_secret, new_secret = "cluster-secret-old-0123", "cluster-secret-new-0123"
+    balancer, _, control = await start(nursery, cluster_secret=old_secret, check_interval=60.0)
+    edge, addr = await start_edge(
+        nursery, ["rtmp://127.0.0.1:1"], balancer=f"127.0.0.1:{control}", cluster_secret=old_secret
+    )
+    node = f"edge-{addr.http_port}"
+    await reports(caplog, 1)
+    # the balancer's session with the edge stays; the edge's next one takes the new secret
+    assert balancer.controls.reload(replace(balancer.config, cluster_secret=new_secret))
+    assert edge.controls.reload(replace(edge.config, cluster_secret=new_secret))
+    await reports(caplog, 2)
+    assert "authenticating to the balancer" not in caplog.text
+    heard = balancer.edges[node].last_heartbeat
+    with trio.fail_after(5):
+        while balancer.edges[node].last_heartbeat == heard:
+            await trio.sleep(0.05)
+
+
+async def reports(caplog, count: int) -> None:
+    """Wait until the edge has authenticated to the balancer `count` times."""
+    with trio.fail_after(5):
+        while caplog.text.count("(authenticated)") < count:
+            await trio.sleep(0.05)
