@@ -4,9 +4,11 @@ reports to the balancer change while its viewers keep playing."""
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import TYPE_CHECKING
 
-from common.config import EdgeConfig
+from common.config import ConfigError, EdgeConfig
+from common.net.tls import TlsError, client_context
 from common.serve.playauth import signed_urls
 from common.serve.reload import reload_plan, reload_play_node
 from edge.hls import HLS_FETCH_SLACK
@@ -31,6 +33,15 @@ def refusals(old: EdgeConfig, new: EdgeConfig) -> list[str]:
     return why
 
 
+def parent_tls(config: EdgeConfig) -> ssl.SSLContext | None:
+    """The context rtmps:// and https:// parents are verified with (tls_ca; None: the
+    system's trust); ConfigError if tls_ca cannot be read."""
+    try:
+        return client_context(config.tls_ca) if config.tls_ca else None
+    except TlsError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def reload_edge(edge: Edge, config: EdgeConfig) -> list[str]:
     """Apply `config` to the running `edge` and return the keys that changed; ConfigError
     (nothing applied) if one of them cannot change without a restart.
@@ -43,6 +54,7 @@ def reload_edge(edge: Edge, config: EdgeConfig) -> list[str]:
     changed = reload_plan(edge.config, config, refusals(edge.config, config))
     if not changed:
         return []
+    tls = parent_tls(config) if "tls_ca" in changed else edge.tls
     node = edge.node
     edge.config = config
     if edge.heartbeat is not None:
@@ -62,6 +74,7 @@ def reload_edge(edge: Edge, config: EdgeConfig) -> list[str]:
     if "parents" in changed and (moved := edge.pull.set_parents(config.parents)):
         log.info("reload: %d upstream(s) move off removed parents", moved)
     edge.hls.parents = edge.hls.failover.parents = config.hls_parents or config.http_parents()
+    edge.tls = edge.hls.failover.tls = tls
     if edge.qos.reload(config):
         edge.start_link_accounting()
     if {"balancer", "cluster_secret"} & set(changed) and edge.reporter is not None:

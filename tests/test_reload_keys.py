@@ -31,14 +31,16 @@ BASES = {
 
 
 @pytest.mark.parametrize("kind", list(BASES))
-async def test_every_reloadable_key_is_taken_by_a_running_node(kind, nursery, tmp_path) -> None:
+async def test_every_reloadable_key_is_taken_by_a_running_node(
+    kind, nursery, tmp_path, tls_certs
+) -> None:
     node_cls, base = BASES[kind]
     cls = MODELS[kind]
     values = {k: str(tmp_path) if v == "REC" else v for k, v in base.items()}
     node = node_cls(build(cls, values))
     await nursery.start(node.run)
     level = logging.getLogger().level
-    sampled = samples(cls)
+    sampled = {**samples(cls), "tls_ca": tls_certs.ca}
     try:
         for name in sorted(reloadable_keys(cls)):
             old = node.config

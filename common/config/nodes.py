@@ -484,6 +484,7 @@ class EdgeConfig(ServeConfig):
         "",
         help="PEM CA bundle that rtmps:// and https:// parents' certificates are verified "
         "against, with their host names (empty: the system's trust store)",
+        reloadable=True,
     )
     linger_seconds: float = setting(
         10.0, help="an upstream outlives its last viewer by this long", unit="s",

@@ -129,13 +129,17 @@ async def test_reload_applies_parents_secrets_classes_and_limits_while_a_viewer_
 async def test_a_reload_changing_a_key_that_needs_a_restart_applies_nothing(nursery):
     edge, _ = await start_edge(nursery, ["rtmp://127.0.0.1:1"])
     old = edge.config
-    new = build(EdgeConfig, {**asdict(old), "http_port": 1, "tls_ca": "/x.pem", "weight": 2.0})
+    new = build(EdgeConfig, {**asdict(old), "http_port": 1, "hls_window": 3, "weight": 2.0})
     with pytest.raises(ConfigError) as info:
         edge.controls.reload(new)
-    assert "http_port, tls_ca cannot change without a restart" in str(info.value)
+    assert "http_port, hls_window cannot change without a restart" in str(info.value)
     assert "nothing applied" in str(info.value)
     assert edge.config is old and edge.heartbeat.config is old
     assert edge.controls.reload(build(EdgeConfig, asdict(old))) == []
+    # a tls_ca that cannot be read refuses the reload too
+    with pytest.raises(ConfigError, match="cannot read tls_ca /nonexistent.pem"):
+        edge.controls.reload(replace(old, tls_ca="/nonexistent.pem", weight=2.0))
+    assert edge.config is old and edge.tls is None
 
 
 async def test_a_new_cluster_secret_restarts_the_reports_to_the_balancer(nursery, caplog):
