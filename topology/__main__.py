@@ -96,6 +96,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                          "the file's Kth [[load]] profile), for `load merge`")  # fmt: skip
     ld.add_argument("--out", help="directory for the JSON and plot (default: the run dir; "
                                   "with --url or --base the current directory)")  # fmt: skip
+    ld.add_argument("--metrics-port", type=port_arg, metavar="PORT",
+                    help="serve the players' QoE as Prometheus /metrics (livecdn_load_*) on "
+                         "this port while they play (0: a free port, printed); default off")  # fmt: skip
+    ld.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                    help="address --metrics-port listens on (default 127.0.0.1; 0.0.0.0 for "
+                         "a Prometheus on another machine)")  # fmt: skip
     ld.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ld.add_argument("--label", default="load", help=argparse.SUPPRESS)
     ld.add_argument("--base", metavar="URL",
@@ -142,6 +148,13 @@ def shard_arg(text: str) -> Shard:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def port_arg(text: str) -> int:
+    """A TCP port, 0 to 65535."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port, 0 to 65535")
+    return int(text)
+
+
 def settings_from(args: argparse.Namespace) -> SourceSettings:
     """Source settings from the command line."""
     width, _, height = args.size.partition("x")
@@ -172,6 +185,8 @@ def load_main(args: argparse.Namespace) -> int:
             spec = spec_from_args()
             trio.run(worker_main, target, spec, args.shard, run_identity(target, spec, args.label))
             return 0
+        if args.metrics_port is not None:
+            serve_load_metrics(args.metrics_host, args.metrics_port)
         if args.base:
             if args.url:
                 raise ValueError("give --url or --base, not both")
@@ -219,6 +234,22 @@ def load_main(args: argparse.Namespace) -> int:
             raise
         return 1  # the launcher has said why
     return 0
+
+
+def serve_load_metrics(host: str, port: int) -> None:
+    """`load --metrics-port`: serve the players' QoE from here on (every load run of this
+    process reports to it); ValueError if the port cannot be bound."""
+    from topology.deployment import url_host
+    from topology.loadmetrics import CURRENT, serve_metrics
+
+    try:
+        metrics, server = serve_metrics(host, port)
+    except OSError as exc:
+        raise ValueError(f"--metrics-port: cannot listen on {host}:{port}: {exc}") from None
+    CURRENT.set(metrics)
+    bound = server.server_address[1]
+    print(f"load metrics (read-only): http://{url_host(host)}:{bound}/metrics",
+          file=sys.stderr, flush=True)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

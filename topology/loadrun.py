@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 import trio
 
 from common.proto.streamkey import StreamKey
-from topology.deployment import LoadRun
+from topology.deployment import LoadRun, url_host
+from topology.loadmetrics import CURRENT, LoadMetrics
 from topology.loadshard import combine, run_identity, shard_doc
 from topology.loadworkers import player_dicts, run_workers
 from topology.players.crowd import (
@@ -27,6 +28,7 @@ from topology.players.crowd import (
     stderr_progress,
 )
 from topology.players.player import SimPlayer, Target
+from topology.players.qoe import merge_snapshots
 from topology.players.report import pct, plot, table
 from topology.players.shard import WHOLE, Shard
 from topology.schema import LoadProfileSpec, load_spec, load_stream, parse_duration
@@ -47,9 +49,10 @@ def _name_edges(dep, players: list[dict], timeline: list[dict]) -> None:
     """host:port -> node name in results, where the deployment knows the address."""
     names = {}
     for name, node in dep.nodes.items():
-        names[f"127.0.0.1:{node.http_port}"] = name
+        host = url_host(node.host)
+        names[f"{host}:{node.http_port}"] = name
         if node.rtmp_port:
-            names[f"127.0.0.1:{node.rtmp_port}"] = name
+            names[f"{host}:{node.rtmp_port}"] = name
     for p in players:
         p["edge"] = names.get(p["edge"], p["edge"])
         p["edges"] = [names.get(e, e) for e in p["edges"]]
@@ -68,11 +71,14 @@ async def run_load(
     label: str = "load",
     quiet: bool = False,
     live: LoadRun | None = None,
+    metrics: LoadMetrics | None = None,
 ) -> dict:
     """Run the crowd (or its share `shard`), print the summary table, write `label`.json
     (+ .png; a share: `label`-shard-I-of-N.json); the summary. With `live` (and one
-    process), the players' numbers go into `live`.samples each second."""
+    process), the players' numbers go into `live`.samples each second. The players' QoE
+    goes to `metrics` (default: loadmetrics.CURRENT's), as run `label`."""
     show = None if quiet else stderr_progress()
+    metrics = metrics or CURRENT.get()
     servers: dict = {}
     if dep is not None and dep.topo.balancer is not None:
         # the players sign their class tokens and play URLs with the balancer's secrets
@@ -88,10 +94,20 @@ async def run_load(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(count_servers)
         if procs > 1:
-            docs = await run_workers(target, spec, shard, procs, show, label)
+            latest: dict[int, dict] = {}
+
+            def note(i: int, snapshot: dict) -> None:
+                nonlocal latest
+                latest = {**latest, i: snapshot}  # replaced whole: scrapes read it
+
+            if metrics is not None:
+                metrics.add(label, shard, lambda: merge_snapshots(latest.values()))
+            docs = await run_workers(target, spec, shard, procs, show, label, note)
             players, timeline, seconds, _ = combine(docs)
         else:
             crowd = make_crowd(target, spec, shard=shard)
+            if metrics is not None:
+                metrics.add(label, shard, lambda: crowd.qoe.snapshot)
             async with trio.open_nursery() as sampling:
                 if live is not None:
                     sampling.start_soon(sample_live, crowd, live)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from functools import partial
 
 import trio
@@ -54,10 +55,12 @@ def worker_shards(shard: Shard, procs: int, players: int) -> list[Shard]:
 
 
 async def run_workers(
-    target: Target, spec: LoadSpec, shard: Shard, procs: int, show, label: str
-) -> list[dict]:
+    target: Target, spec: LoadSpec, shard: Shard, procs: int, show, label: str,
+    on_qoe: Callable[[int, dict], None] | None = None,
+) -> list[dict]:  # fmt: skip
     """Play `shard` of the run in `procs` worker processes, each a share of it; their
-    documents (a failed worker's missing, with a warning)."""
+    documents (a failed worker's missing, with a warning). Each worker's QoE snapshots
+    (topology.players.qoe) go to `on_qoe(worker, snapshot)` as they come."""
     shards = worker_shards(shard, procs, spec.players)
     latest: list[dict | None] = [None] * len(shards)
     results: list[dict | None] = [None] * len(shards)
@@ -78,6 +81,8 @@ async def run_workers(
                 *lines, buf = buf.split(b"\n")
                 for line in lines:
                     msg = json.loads(line)
+                    if "qoe" in msg and on_qoe is not None:
+                        on_qoe(i, msg["qoe"])
                     if "sample" in msg:
                         latest[i] = msg["sample"]
                         if show is not None and all(latest):
@@ -104,7 +109,8 @@ def _merged_line(samples: list, spec: LoadSpec, total: int) -> str:
 
 
 async def worker_main(target: Target, spec: LoadSpec, shard: Shard, run: dict) -> None:
-    """A worker: samples as JSON lines on stdout while running, then its share's document."""
+    """A worker: samples and QoE snapshots as JSON lines on stdout while running, then
+    its last QoE snapshot and its share's document."""
 
     def emit(msg: dict) -> None:
         sys.stdout.write(json.dumps(msg) + "\n")
@@ -118,6 +124,8 @@ async def worker_main(target: Target, spec: LoadSpec, shard: Shard, run: dict) -
         for row in crowd.timeline[done:]:
             emit({"sample": row})
         done = len(crowd.timeline)
+        emit({"qoe": crowd.qoe.snapshot})
 
     await run_crowd(crowd, progress=progress)
+    emit({"qoe": crowd.qoe.snapshot})
     emit({"result": shard_doc(run, shard, player_dicts(crowd), crowd.timeline, crowd.seconds)})

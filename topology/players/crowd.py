@@ -12,6 +12,7 @@ import trio
 
 from topology.players.player import LIVE_STATES, PROTOCOLS, PlayerState, SimPlayer, Target
 from topology.players.profiles import assign, parse_mix
+from topology.players.qoe import QoeTally
 from topology.players.report import pct
 from topology.players.shard import WHOLE, Shard
 
@@ -91,6 +92,11 @@ class Crowd:
     shard: Shard = WHOLE
     timeline: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    qoe: QoeTally = field(init=False)
+    """The players' QoE totals, updated with each timeline sample and at the end."""
+
+    def __post_init__(self) -> None:
+        self.qoe = QoeTally(self.players)
 
     def counts(self, now: float) -> Counter[str]:
         return Counter(p.live_state(now) for p in self.players)
@@ -166,6 +172,7 @@ async def run_crowd(
                 "latency_p50_s": pct(fresh, 50),
                 "edges": dict(edges),
             })  # fmt: skip
+            crowd.qoe.update(now)
             if progress is not None:
                 progress(progress_line(now - t0, spec.duration, counts, len(crowd.players)))
 
@@ -176,6 +183,7 @@ async def run_crowd(
                 players.start_soon(one, player, at)
         nursery.cancel_scope.cancel()
     crowd.seconds = trio.current_time() - t0
+    crowd.qoe.update(trio.current_time())
     return crowd
 
 

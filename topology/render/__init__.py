@@ -13,10 +13,11 @@ import yaml
 
 from topology.render import compose, k8s
 from topology.render.dockerfile import dockerfile
-from topology.render.loadjob import load_jobs
+from topology.render.loadjob import METRICS_PORT_NAME, load_jobs
 from topology.render.monitoring import (
     KIND_LABEL,
     dashboard_json,
+    load_pod_monitor,
     prometheus_config,
     service_monitor,
 )
@@ -100,13 +101,16 @@ def write_compose(
 
 def write_k8s(topo: Topology, out: Path, nodes: list[RenderNode], options: Options) -> list[Path]:
     """livecdn.yaml (everything but Secrets), secrets.yaml (0600), for the Prometheus
-    Operator monitoring/servicemonitor.yaml, and the load profiles' Jobs in load/jobs.yaml."""
+    Operator monitoring/servicemonitor.yaml (the nodes) and load-podmonitor.yaml (the load
+    Jobs' players), and the load profiles' Jobs in load/jobs.yaml."""
     name = topo.name
     monitor = service_monitor(name, k8s.instance_labels(name))
+    load_monitor = load_pod_monitor(name, k8s.instance_labels(name), METRICS_PORT_NAME)
     files = [
         write(out / "livecdn.yaml", dump(k8s.manifests(name, nodes, options))),
         write(out / "secrets.yaml", dump(k8s.secrets(name, nodes)), private=True),
         write(out / "monitoring" / "servicemonitor.yaml", dump([monitor])),
+        write(out / "monitoring" / "load-podmonitor.yaml", dump([load_monitor])),
     ]
     labels = {**k8s.instance_labels(name), KIND_LABEL: "load"}
     jobs = load_jobs(topo, nodes, options.image, labels, players=options.load_players,

@@ -20,6 +20,8 @@ RESULTS_STORAGE = "1Gi"
 INDEX_ANNOTATION = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 SUFFIX = {"flv": ".flv", "hls": ".m3u8"}
 WAIT_MORE = 900  # seconds a Job may run beyond its load's ramp and duration
+METRICS_PORT = 9400  # each shard's /metrics: its players' QoE (load --metrics-port)
+METRICS_PORT_NAME = "metrics"  # the container port the PodMonitor scrapes
 
 
 def profiles(topo: Topology, players: int | None) -> list[LoadProfileSpec]:
@@ -45,6 +47,7 @@ def load_args(load: LoadProfileSpec, url: str, shards: int, out: str) -> list[st
             "--profiles", load.profiles]  # fmt: skip
     if load.viewer_class:
         args += ["--class", load.viewer_class]
+    args += ["--metrics-port", str(METRICS_PORT), "--metrics-host", "0.0.0.0"]
     return [*args, "--shard", f"$(JOB_COMPLETION_INDEX)/{shards}", "--out", out]
 
 
@@ -95,8 +98,11 @@ def load_jobs(
         index = {"name": "JOB_COMPLETION_INDEX",
                  "valueFrom": {"fieldRef": {"fieldPath": INDEX_ANNOTATION}}}  # fmt: skip
         shard = container(image, load_args(load, url, n, out), [index, *secret_env(balancer)])
+        shard["ports"] = [{"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT,
+                           "protocol": "TCP"}]  # fmt: skip
         deadline = int(parse_duration(load.ramp) + parse_duration(load.duration)) + WAIT_MORE
-        docs.append(job(name, labels, volume_name, shard, completions=n, deadline=deadline))
+        docs.append(job(name, labels, volume_name, shard, completions=n, deadline=deadline,
+                        annotations=SCRAPE))  # fmt: skip
         files = f"{out}/load-shard-*-of-{n}.json"
         wait = f"until [ $$(ls {files} 2>/dev/null | wc -l) -ge {n} ]; do sleep 5; done"
         merge = f"{wait}; exec python -m topology load merge {files}"
@@ -119,6 +125,11 @@ def container(
     return out
 
 
+SCRAPE = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
+          "prometheus.io/path": "/metrics"}  # fmt: skip
+"""A shard pod's annotations, for a Prometheus that discovers pods by them."""
+
+
 def job(
     name: str,
     labels: dict[str, str],
@@ -126,9 +137,10 @@ def job(
     box: dict[str, Any],
     completions: int = 0,
     deadline: int = 0,
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A Job of `box`: Indexed with `completions` shards, all at once; ended after
-    `deadline` seconds if given."""
+    `deadline` seconds if given; its pods with `annotations`."""
     spec: dict[str, Any] = {"backoffLimit": 0}
     if completions:
         spec |= {"completionMode": "Indexed", "completions": completions,
@@ -136,7 +148,7 @@ def job(
     if deadline:
         spec["activeDeadlineSeconds"] = deadline
     spec["template"] = {
-        "metadata": {"labels": labels},
+        "metadata": {"labels": labels, **({"annotations": annotations} if annotations else {})},
         "spec": {"restartPolicy": "Never", "containers": [box],
                  "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
                  "volumes": [{"name": "results",

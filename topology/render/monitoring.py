@@ -50,6 +50,24 @@ def service_monitor(name: str, instance_labels: dict[str, str]) -> dict[str, Any
     }
 
 
+def load_pod_monitor(name: str, instance_labels: dict[str, str], port: str) -> dict[str, Any]:
+    """A PodMonitor (Prometheus Operator) for the load Jobs' shard pods (labelled KIND_LABEL
+    load): the players' QoE on their container port named `port`, with the Job's name as
+    label `load_job`."""
+    job_name = {"sourceLabels": ["__meta_kubernetes_pod_label_job_name"],
+                "targetLabel": "load_job"}  # fmt: skip
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": f"livecdn-{name}-load", "labels": instance_labels},
+        "spec": {
+            "selector": {"matchLabels": {**instance_labels, KIND_LABEL: "load"}},
+            "podMetricsEndpoints": [{"port": port, "path": "/metrics",
+                                     "interval": SCRAPE_INTERVAL, "relabelings": [job_name]}],
+        },
+    }  # fmt: skip
+
+
 RATE = "[1m]"
 PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
     # (title, unit, [(PromQL, legend)])
@@ -92,23 +110,47 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
 ]  # fmt: skip
 
 
+LOAD_ROW = "Load run (simulated players)"
+PLAYING = 'state=~"playing|stalled"'
+LOAD_PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
+    # the players' QoE, from `topology load --metrics-port` (topology/loadmetrics.py)
+    ("Players by state", "short",
+     [("sum by (run, state) (livecdn_load_players)", "{{run}} {{state}}")]),
+    ("Players playing per shard and profile", "short",
+     [(f"sum by (run, shard, profile) (livecdn_load_players{{{PLAYING}}})",
+       "{{run}} {{shard}} {{profile}}")]),
+    ("Time to first frame (players so far)", "s", [
+        (f"histogram_quantile({q}, sum by (run, le) (livecdn_load_ttff_seconds_bucket))",
+         f"{{{{run}}}} p{round(q * 100)}") for q in (0.5, 0.95)]),
+    ("Latency, ingest to screen", "s", [
+        (f"histogram_quantile({q}, sum by (run, le) "
+         f"(rate(livecdn_load_latency_seconds_bucket{RATE})))", f"{{{{run}}}} p{round(q * 100)}")
+        for q in (0.5, 0.95)]),
+    ("Rebuffering (stalled seconds per second played) by profile", "percentunit",
+     [(f"sum by (run, profile) (rate(livecdn_load_stall_seconds_total{RATE})) / clamp_min(sum "
+       f"by (run, profile) (livecdn_load_players{{{PLAYING}}}), 1)", "{{run}} {{profile}}")]),
+    ("Stalls by profile", "short",
+     [(f"sum by (run, profile) (increase(livecdn_load_stalls_total{RATE}))",
+       "{{run}} {{profile}} stalls/min")]),
+    ("Reconnects and failed sessions", "short", [
+        (f"sum by (run) (increase(livecdn_load_reconnects_total{RATE}))", "{{run}} reconnects/min"),
+        (f"sum by (run, kind) (increase(livecdn_load_session_failures_total{RATE}))",
+         "{{run}} {{kind}} failures/min")]),
+    ("Received per player by profile", "bps",
+     [(f"sum by (run, profile) (rate(livecdn_load_received_bytes_total{RATE})) * 8 / clamp_min("
+       f"sum by (run, profile) (livecdn_load_players{{{PLAYING}}}), 1)", "{{run}} {{profile}}")]),
+]  # fmt: skip
+
+
 def dashboard(name: str) -> dict[str, Any]:
     """The Grafana dashboard (JSON model, importable; its Prometheus data source is chosen
-    with the `datasource` variable)."""
+    with the `datasource` variable): the nodes' panels, then a row of the load runs'."""
     source = {"type": "prometheus", "uid": "${datasource}"}
-    panels = []
-    for i, (title, unit, queries) in enumerate(PANELS):
-        targets = [
-            {"datasource": source, "expr": expr, "legendFormat": legend, "refId": chr(65 + j)}
-            for j, (expr, legend) in enumerate(queries)
-        ]
-        panels.append({
-            "id": i + 1, "type": "timeseries", "title": title, "datasource": source,
-            "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": 8 * (i // 2)},
-            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-            "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
-            "targets": targets,
-        })  # fmt: skip
+    panels = _panels(PANELS, source, first_id=1, top=0)
+    top = 8 * ((len(PANELS) + 1) // 2)
+    panels.append({"id": len(panels) + 1, "type": "row", "title": LOAD_ROW, "collapsed": False,
+                   "gridPos": {"h": 1, "w": 24, "x": 0, "y": top}, "panels": []})  # fmt: skip
+    panels += _panels(LOAD_PANELS, source, first_id=len(panels) + 1, top=top + 1)
     variable = {"name": "datasource", "type": "datasource", "query": "prometheus",
                 "label": "Prometheus", "current": {}, "hide": 0}  # fmt: skip
     return {
@@ -123,6 +165,26 @@ def dashboard(name: str) -> dict[str, Any]:
     }
 
 
+def _panels(
+    specs: list[tuple[str, str, list[tuple[str, str]]]], source: dict, first_id: int, top: int
+) -> list[dict[str, Any]]:
+    """Time series panels, two a row, from grid row `top` down."""
+    panels = []
+    for i, (title, unit, queries) in enumerate(specs):
+        targets = [
+            {"datasource": source, "expr": expr, "legendFormat": legend, "refId": chr(65 + j)}
+            for j, (expr, legend) in enumerate(queries)
+        ]
+        panels.append({
+            "id": first_id + i, "type": "timeseries", "title": title, "datasource": source,
+            "gridPos": {"h": 8, "w": 12, "x": 12 * (i % 2), "y": top + 8 * (i // 2)},
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
+            "targets": targets,
+        })  # fmt: skip
+    return panels
+
+
 def dashboard_json(name: str) -> str:
     """The dashboard as JSON text."""
     return json.dumps(dashboard(name), indent=1) + "\n"
@@ -130,4 +192,4 @@ def dashboard_json(name: str) -> str:
 
 def queries(board: dict[str, Any]) -> list[str]:
     """Every PromQL expression of a dashboard."""
-    return [t["expr"] for p in board["panels"] for t in p["targets"]]
+    return [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
