@@ -46,10 +46,11 @@ def reload_edge(edge: Edge, config: EdgeConfig) -> list[str]:
     """Apply `config` to the running `edge` and return the keys that changed; ConfigError
     (nothing applied) if one of them cannot change without a restart.
 
-    New parents are used by every next connection to a parent; an upstream relaying from a
-    parent that is no longer listed moves to the new ones at once, as a failover (its
-    viewers stay); pull timings hold for pulls started from then on. Classes change their rates in place (viewers keep playing, paced by the
-    new rates); a removed class takes no new viewers.
+    New parents (and tls_ca) are used by every next connection to a parent; an upstream
+    relaying from a parent that is no longer listed moves to the new ones at once, as a
+    failover (its viewers stay); pull timings hold for pulls started from then on. Classes
+    change their rates in place (viewers keep playing, paced by the new rates); a removed
+    class takes no new viewers.
     """
     changed = reload_plan(edge.config, config, refusals(edge.config, config))
     if not changed:
