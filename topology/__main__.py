@@ -115,6 +115,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ):
         sp = sub.add_parser(cmd, help=text)
         sp.add_argument("topology", help="its file or example name")
+    rs = sub.add_parser(
+        "restart",
+        help="restart a detached topology's edges one at a time (--rolling): each drains "
+        "(SIGTERM), starts again and is back in the balancer's rotation before the next",
+    )
+    rs.add_argument("topology", help="its file or example name")
+    rs.add_argument("--rolling", action="store_true", required=True,
+                    help="one edge at a time (the only kind of restart)")  # fmt: skip
     val = sub.add_parser("validate", help="check a topology file and print what it describes")
     val.add_argument("topology")
     render_cli.add_parser(sub)
@@ -264,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("status", "down"):
         name = Path(args.topology).stem
         return trio.run(launch.status if args.command == "status" else launch.down, name)
+    if args.command == "restart":
+        from topology.rolling import restart_detached
+
+        return trio.run(restart_detached, Path(args.topology).stem)
     if args.command in ("up", "validate"):
         try:
             topo = schema.load(args.topology)

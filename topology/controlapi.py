@@ -1,6 +1,7 @@
 """The launcher's control API: what `topology up` shows the console of its deployment (tiers,
 links, loads, processes) and lets it do (kill, restart, drain, kick, degrade or cut a link,
-start a load profile), on 127.0.0.1; every POST needs the run's console_token."""
+start a load profile, restart the edges one by one), on 127.0.0.1; every POST needs the run's
+console_token."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from topology.deployment import Deployment, LoadRun
 from topology.faults import FaultFailed, apply_fault
 from topology.linkproxy import LinkSettings
 from topology.loadrun import run_file_load
+from topology.rolling import RollingRestart, plan_restart, run_restart
 from topology.schema import FaultSpec, Topology, is_external
 
 T = TypeVar("T")
@@ -46,7 +48,7 @@ class ApiError(Exception):
 @dataclass(frozen=True)
 class Action:
     """A POST's action ("kill", "restart", "drain", "undrain", "kick", "link", "cut",
-    "restore", "start") and what it names (node, edge, app and name, edge and parent, index)."""
+    "restore", "start", "rolling-restart") and what it names (node, edge, app and name, edge and parent, index)."""
 
     what: str
     args: tuple[str, ...]
@@ -67,6 +69,8 @@ def parse_action(path: str) -> Action | None:
             return Action(what, (edge, parent))
         case ["api", "loads", index, "start"]:
             return Action("start", (index,))
+        case ["api", "rolling-restart"]:
+            return Action("rolling-restart", ())
     return None
 
 
@@ -176,6 +180,8 @@ class ControlApi:
         self.token = token
         self.events = Console(self._snapshot)
         self._acting = trio.Lock()  # one action at a time: no two restarts of one node
+        self.rolling: RollingRestart | None = None
+        """The latest rolling restart of the edges (GET /api/rolling-restart)."""
 
     async def serve(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on 127.0.0.1 (a free port) until cancelled; `task_status.started(port)`."""
@@ -218,6 +224,8 @@ class ControlApi:
             return Response.json(topology_json(self.dep))
         if req.path == "/api/events":
             return self.events.events(req)
+        if req.path == "/api/rolling-restart":
+            return Response.json(self.rolling.as_json() if self.rolling else {"state": "none"})
         match req.path.strip("/").split("/"):
             case ["api", "loads", index]:
                 return Response.json(load_json(self.dep.loads[self._load_index(index)]))
@@ -267,6 +275,8 @@ class ControlApi:
             return await self._kick(*args, req.query.get("ban"))
         if what == "start":
             return self._start_load(self._load_index(args[0]))
+        if what == "rolling-restart":
+            return self._start_rolling_restart()
         proxy = self._proxy(*args)
         if what == "link":
             proxy.update(**link_changes(req.body))
@@ -300,6 +310,19 @@ class ControlApi:
                 raise ApiError(502, f"{o.name} answered {answer.status}: {answer.body[:200]!r}")
             return {"origin": o.name, **json.loads(answer.body)}
         raise ApiError(404, f"no origin has {app[:40]}/{name[:40]} live")
+
+    def _start_rolling_restart(self) -> dict:
+        """Start restarting the edges one by one (topology/rolling.py); its progress."""
+        if self.rolling is not None and self.rolling.state == "running":
+            raise ApiError(409, "a rolling restart is running")
+        if self.dep.supervisor is None:
+            raise ApiError(503, "the deployment is not up")
+        run = plan_restart(self.dep)
+        if not run.steps:
+            raise ApiError(404, "this topology has no edges")
+        self.rolling = run
+        self.dep.supervisor.start_soon(run_restart, self.dep, run)
+        return run.as_json()
 
     def _start_load(self, index: int) -> dict:
         run, sup = self.dep.loads[index], self.dep.supervisor

@@ -131,6 +131,7 @@ def write_state(dep: Deployment) -> Path:
         "topology": str(dep.topo.path),
         "launcher_pid": os.getpid(),
         "run_dir": str(dep.run_dir),
+        "control_port": dep.control_port,  # the launcher's control API (console_token)
         "nodes": nodes,
     }
     path.write_text(json.dumps(state, indent=1))

@@ -73,8 +73,12 @@ def node_environ(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 async def watch(node: Node, proc: trio.Process) -> None:
-    """Reap `proc` when it exits and report it: node, exit status, the end of its log."""
+    """Reap `proc` when it exits and report it: node, exit status, the end of its log (one
+    line for a node that stopped cleanly)."""
     code = await proc.wait()
+    if code == 0:  # it stopped by itself, cleanly (a drain, for a rolling restart)
+        print(f"node {node.name} ({node.kind}, pid {proc.pid}) stopped", flush=True)
+        return
     tail = await trio.to_thread.run_sync(log_tail, node.log_path, 10)
     lines = [
         f"node {node.name} ({node.kind}, pid {proc.pid}) died: {exit_text(code)}; "

@@ -1,0 +1,76 @@
+"""End to end: a rolling restart of a three-edge topology's edges (the launcher's control API)
+while 60 simulated HTTP-FLV players play through the balancer. Each edge drains in turn: its
+players get a clean end of the stream and come back through the balancer to an edge in
+rotation; none fails, none is lost.
+
+On the real clock, so the test waits for each outcome (with hang guards that are not the
+assertion) and asserts counts, not how long they took."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+
+from common.net.httpclient import fetch
+from tests.topologies import balancer, edge, origin, publisher, start_topology, topology
+from topology.players.crowd import LoadSpec, make_crowd, run_crowd
+from topology.players.failures import Ending
+from topology.players.player import PlayerState, Target
+
+pytestmark = pytest.mark.slow
+
+EDGES = ("edge1", "edge2", "edge3")
+TOPOLOGY = topology(
+    balancer(policy="least_load"),
+    origin(),
+    *(edge(name, drain_timeout=0) for name in EDGES),  # close the viewers once the balancer knows
+    publisher(kbps=200),
+)
+PLAYERS = 60
+HANG_GUARD = 60  # seconds: a step taking longer has hung
+
+
+async def in_rotation(balancer_url: str) -> int:
+    body = (await fetch("GET", f"{balancer_url}/api/edges")).body
+    return sum(1 for e in json.loads(body)["edges"] if e["in_rotation"])
+
+
+async def test_a_rolling_restart_moves_every_viewer_and_loses_none(nursery, tmp_path):
+    dep = await start_topology(nursery, tmp_path, TOPOLOGY)
+    balancer_url = dep.url("balancer", "http")
+    with trio.fail_after(HANG_GUARD):
+        while await in_rotation(balancer_url) < len(EDGES):
+            await trio.sleep(0.2)
+    spec = LoadSpec(players=PLAYERS, duration=10 * HANG_GUARD, ramp_s=2)  # cancelled at the end
+    crowd = make_crowd(Target("flv", base=balancer_url, stream="live/demo"), spec)
+    nursery.start_soon(run_crowd, crowd)
+    with trio.fail_after(HANG_GUARD):
+        while any(p.result.state is not PlayerState.PLAYING for p in crowd.players):
+            await trio.sleep(0.2)
+    pids = {name: dep.nodes[name].proc.pid for name in EDGES}
+
+    api = f"http://127.0.0.1:{dep.control_port}/api/rolling-restart"
+    auth = [("authorization", f"Bearer {dep.console_token}")]
+    started = await fetch("POST", api, headers=auth)
+    assert started.status == 200, started
+    assert [e["edge"] for e in json.loads(started.body)["edges"]] == list(EDGES)
+    again = await fetch("POST", api, headers=auth)
+    assert again.status == 409  # one rolling restart at a time
+    with trio.fail_after(4 * HANG_GUARD):
+        while (run := json.loads((await fetch("GET", api)).body))["state"] == "running":
+            await trio.sleep(0.5)
+    assert run["state"] == "done", run
+    assert all(dep.nodes[name].proc.pid != pids[name] for name in EDGES)  # each restarted
+    with trio.fail_after(HANG_GUARD):  # every player back, playing
+        while any(p.result.state is not PlayerState.PLAYING for p in crowd.players):
+            await trio.sleep(0.2)
+
+    for p in crowd.players:
+        r = p.result
+        assert r.failures, f"player {r.id} was never cut"  # its first edge restarted
+        assert all(end.kind is Ending.ENDED for end in r.failures), (r.id, r.failures)
+        assert len(r.edges) == len(r.failures) + 1, (r.id, r.edges, r.failures)  # each came back
+        for before, after in zip(r.edges, r.edges[1:], strict=False):
+            assert after != before, (r.id, r.edges)  # the balancer moved it off the drained edge
