@@ -48,27 +48,35 @@ async def start_cluster(nursery, drain_timeout: float):
     return serving, b
 
 
-async def test_a_draining_edge_tells_the_balancer_refuses_new_plays_and_ends_its_viewers(
-    nursery, caplog
-):
-    serving, b = await start_cluster(nursery, drain_timeout=2.0)
+async def play_both(nursery, serving: Serving) -> tuple[FlvViewer, RtmpClient]:
+    """An HTTP-FLV and an RTMP viewer of live/d at the edge, both playing."""
     port = serving.address
-    flv_url = f"http://127.0.0.1:{port.http_port}/live/d.flv"
-    rtmp_url = f"rtmp://127.0.0.1:{port.rtmp_port}/live/d"
-    viewer = FlvViewer(flv_url)
+    viewer = FlvViewer(f"http://127.0.0.1:{port.http_port}/live/d.flv")
     await nursery.start(viewer.run)
-    rtmp = await RtmpClient.connect(rtmp_url)
+    rtmp = await RtmpClient.connect(f"rtmp://127.0.0.1:{port.rtmp_port}/live/d")
     await rtmp.play()
     await viewer.wait_frames(5)
+    return viewer, rtmp
 
+
+def start_drain(nursery, serving: Serving) -> trio.Event:
+    """Start the edge's drain; the event is set when it is over."""
     drained = trio.Event()
 
     async def drain() -> None:
         await serving.controls.drain()
         drained.set()
 
-    caplog.set_level(logging.INFO, logger="livecdn")
     nursery.start_soon(drain)
+    return drained
+
+
+async def test_a_draining_edge_tells_the_balancer_and_refuses_new_plays(nursery, caplog):
+    serving, b = await start_cluster(nursery, drain_timeout=3600)
+    port = serving.address
+    viewer, _ = await play_both(nursery, serving)
+    caplog.set_level(logging.INFO, logger="livecdn")
+    drained = start_drain(nursery, serving)
     with trio.fail_after(HANG):
         while not b.edges["e1"].beat.draining:
             await trio.sleep(0.05)
@@ -76,31 +84,37 @@ async def test_a_draining_edge_tells_the_balancer_refuses_new_plays_and_ends_its
         "GET", f"http://127.0.0.1:{b.address[0]}/api/route?app=live&name=d&proto=flv"
     )
     assert route.status == 503, route  # the only edge is out of rotation
-    refused = await fetch("GET", flv_url)
+    refused = await fetch("GET", f"http://127.0.0.1:{port.http_port}/live/d.flv")
     assert refused.status == 503 and refused.headers["retry-after"] == "1"
-    late = await RtmpClient.connect(rtmp_url)
+    late = await RtmpClient.connect(f"rtmp://127.0.0.1:{port.rtmp_port}/live/d")
     with pytest.raises(RtmpClientError) as err:
         await late.play()
     assert err.value.code == "NetStream.Play.Failed"
     late.close()
-    frames = len(viewer.video)
-    await viewer.wait_frames(frames + 5)  # those already here keep playing
-    assert not drained.is_set()
+    await viewer.wait_frames(len(viewer.video) + 5)  # those already here keep playing
+    assert not drained.is_set() and viewer.error is None and not viewer.ended_cleanly
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("draining")]
+    assert lines[0] == (
+        "draining: 2 viewers, new plays refused; closing those left in 3600 s (drain_timeout)"
+    )
+    metrics = (await fetch("GET", f"http://127.0.0.1:{port.http_port}/metrics")).body.decode()
+    assert "livecdn_draining 1.0" in metrics
 
+
+async def test_after_drain_timeout_the_viewers_left_get_a_clean_end(nursery, caplog):
+    serving, _ = await start_cluster(nursery, drain_timeout=0)
+    viewer, rtmp = await play_both(nursery, serving)
+    caplog.set_level(logging.INFO, logger="livecdn")
     events = []
     with trio.fail_after(HANG):
-        await drained.wait()
+        await start_drain(nursery, serving).wait()
         while not viewer.ended_cleanly:  # the end of the chunked body
             await trio.sleep(0.05)
         while not any(ends_play(e) for e in events):
             events += await rtmp.next_events()
     codes = [getattr(e, "code", "") for e in events]
     assert "NetStream.Play.UnpublishNotify" in codes and viewer.error is None
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("draining")]
-    assert lines[0].startswith("draining: 2 viewers, new plays refused")
-    assert any("closing 1 streams' 2 viewers" in line for line in lines)
-    metrics = (await fetch("GET", f"http://127.0.0.1:{port.http_port}/metrics")).body.decode()
-    assert "livecdn_draining 1.0" in metrics
+    assert "draining: closing 1 streams' 2 viewers (HTTP-FLV and RTMP)" in caplog.messages
 
 
 async def test_a_drain_ends_when_the_last_viewer_leaves(nursery):
@@ -109,13 +123,7 @@ async def test_a_drain_ends_when_the_last_viewer_leaves(nursery):
     async with trio.open_nursery() as watching:
         await watching.start(viewer.run)
         await viewer.wait_frames(3)
-        drained = trio.Event()
-
-        async def drain() -> None:
-            await serving.controls.drain()
-            drained.set()
-
-        nursery.start_soon(drain)
+        drained = start_drain(nursery, serving)
         await viewer.wait_frames(len(viewer.video) + 3)
         assert not drained.is_set()
         watching.cancel_scope.cancel()  # the viewer leaves
