@@ -32,7 +32,10 @@ def node_parser(config_cls: type, description: str, epilog: str = "") -> argpars
         "lists and tables as JSON or TOML inline, as for flags); a flag wins over the "
         "environment, which wins over the --config file. SIGHUP reloads the config from the "
         "same file, environment and flags without dropping connections; a changed key that "
-        "needs a restart (ports, TLS files, ...: the README's key tables) refuses the reload.",
+        "needs a restart (ports, TLS files, ...: the README's key tables) refuses the reload. "
+        "SIGTERM drains the node before it stops (an edge gives its viewers drain_timeout "
+        "seconds, an origin ends its streams cleanly); SIGINT, or a second SIGTERM, stops it "
+        "at once.",
     )
     add_config_arguments(p, config_cls)
     p.add_argument(
