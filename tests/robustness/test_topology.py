@@ -125,12 +125,17 @@ async def test_a_topology_survives_hostile_clients_and_a_killed_edge(nursery, tm
     rss_before = rss_of(dep)
     since = time.monotonic()
 
-    for name, node in dep.nodes.items():
+    async def attack(node) -> None:
         await trio.to_thread.run_sync(attack_http, node.http_port)
         if node.kind == "balancer":
             await trio.to_thread.run_sync(attack_control, node.control_port)
         else:
             await trio.to_thread.run_sync(attack_rtmp, node.rtmp_port)
+
+    async with trio.open_nursery() as attacks:  # every node at once: each waits on its reads
+        for node in dep.nodes.values():
+            attacks.start_soon(attack, node)
+    for name, node in dep.nodes.items():
         assert node.proc.returncode is None, f"{name} died of hostile input"
 
     # kill -9 an edge: the launcher reports it and goes on; nobody else notices
