@@ -131,7 +131,7 @@ async def drain_then_stop(drain: Callable[[], Awaitable[None]], scope: trio.Canc
         await drain()
         log.info("drained: shutting down")
     except Exception as exc:  # the node must stop anyway: say why the drain did not finish
-        log.warning("drain failed (%s: %s): shutting down", type(exc).__name__, exc)
+        log.error("drain failed (%s: %s): shutting down", type(exc).__name__, exc, exc_info=exc)
     scope.cancel()
 
 
@@ -145,6 +145,11 @@ async def reload_node(controls: NodeControls, reload_config: Callable[[], Any]) 
         applied = controls.reload(config)
     except ConfigError as exc:
         log.error("SIGHUP received: config not reloaded, the node keeps its config: %s", exc)
+        return
+    except Exception as exc:  # a bug in a reload must not stop the node
+        log.error(
+            "SIGHUP received: config not reloaded (%s: %s)", type(exc).__name__, exc, exc_info=exc
+        )
         return
     log.info(
         "SIGHUP received: config reloaded: %s",

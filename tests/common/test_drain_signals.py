@@ -96,3 +96,11 @@ async def test_sighup_with_a_bad_config_file_keeps_the_node_running(autojump_clo
     stopped = await run_node(NodeControls(reload=lambda c: ["x"]), [signal.SIGHUP], load)
     assert not stopped
     assert "config not reloaded, the node keeps its config: node.toml" in caplog.text
+
+
+async def test_a_reload_that_fails_unexpectedly_keeps_the_node_running(autojump_clock, caplog):
+    def reload(config):
+        raise KeyError("a bug")
+
+    assert not await run_node(NodeControls(reload=reload), [signal.SIGHUP])
+    assert "SIGHUP received: config not reloaded (KeyError: 'a bug')" in caplog.messages
