@@ -17,6 +17,7 @@ export const SKELETON = `
 <svg id="graph" role="img" aria-label="balancer, origins and edges"></svg>
 <p id="action-status" role="status"></p>
 <h2>Edges</h2>
+<p id="edges-actions"></p>
 <table>
   <thead><tr><th>edge</th><th>state</th><th>viewers</th><th>egress</th><th>load</th><th>heartbeat</th><th>viewers by protocol</th><th>upstreams</th><th>HLS (cache hits)</th><th class="act"></th></tr></thead>
   <tbody id="edges"></tbody>
@@ -367,6 +368,13 @@ function setUp() {
       () => said(LAUNCHER_DOWN, true),
     );
     setInterval(pollLoads, LOAD_POLL_MS);
+    if (launcher.token) {
+      const what = "rolling restart of the edges";
+      const progress = (text) => said(`${what}: ${text}`, false);
+      $("edges-actions").append(
+        actionButton("rolling restart", what, () => launcher.rollingRestart(progress)),
+      );
+    }
   }
 }
 

@@ -31,8 +31,29 @@ export class Launcher {
 
   /** GET /api/loads/INDEX: the load run's state and live samples (null if it failed). */
   async load(index) {
+    return this.read(`/api/loads/${index}`);
+  }
+
+  /** Start a rolling restart of the edges and follow it, `progress(text)` as each edge's
+   * state changes, until it is over: {ok} or {ok: false, error}. */
+  async rollingRestart(progress) {
+    const started = await this.post("/api/rolling-restart");
+    if (!started.ok) return started;
+    for (;;) {
+      await new Promise((done) => setTimeout(done, 1000));
+      const run = await this.read("/api/rolling-restart");
+      if (!run) continue; // the launcher is busy or away: ask again
+      const now = run.edges.find((e) => !["waiting", "done"].includes(e.state));
+      if (run.state === "done") return { ok: true };
+      if (run.state !== "running") return { ok: false, error: `${now?.edge}: ${now?.error}` };
+      if (now) progress(`${now.edge} ${now.state}`);
+    }
+  }
+
+  /** GET `path` of the launcher as JSON (null if it failed). */
+  async read(path) {
     try {
-      const resp = await fetch(`${this.url}/api/loads/${index}`);
+      const resp = await fetch(`${this.url}${path}`);
       return resp.ok ? await resp.json() : null;
     } catch {
       return null;
