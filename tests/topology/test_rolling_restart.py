@@ -18,6 +18,7 @@ from tests.topologies import balancer, edge, origin, publisher, start_topology, 
 from topology.players.crowd import LoadSpec, make_crowd, run_crowd
 from topology.players.failures import Ending
 from topology.players.player import PlayerState, Target
+from topology.rolling import follow_restart
 
 pytestmark = pytest.mark.slow
 
@@ -51,17 +52,26 @@ async def test_a_rolling_restart_moves_every_viewer_and_loses_none(nursery, tmp_
             await trio.sleep(0.2)
     pids = {name: dep.nodes[name].proc.pid for name in EDGES}
 
+    # as `python -m topology restart FILE --rolling` does, through the launcher's control API
     api = f"http://127.0.0.1:{dep.control_port}/api/rolling-restart"
+    codes = []
+
+    async def restart() -> None:
+        codes.append(await follow_restart(api, dep.console_token))
+
+    nursery.start_soon(restart)
+    with trio.fail_after(HANG_GUARD):
+        while json.loads((await fetch("GET", api)).body)["state"] != "running":
+            await trio.sleep(0.1)
     auth = [("authorization", f"Bearer {dep.console_token}")]
-    started = await fetch("POST", api, headers=auth)
-    assert started.status == 200, started
-    assert [e["edge"] for e in json.loads(started.body)["edges"]] == list(EDGES)
     again = await fetch("POST", api, headers=auth)
     assert again.status == 409  # one rolling restart at a time
     with trio.fail_after(4 * HANG_GUARD):
-        while (run := json.loads((await fetch("GET", api)).body))["state"] == "running":
+        while not codes:
             await trio.sleep(0.5)
-    assert run["state"] == "done", run
+    run = json.loads((await fetch("GET", api)).body)
+    assert codes == [0] and run["state"] == "done", run
+    assert [e["edge"] for e in run["edges"]] == list(EDGES)
     assert all(dep.nodes[name].proc.pid != pids[name] for name in EDGES)  # each restarted
     with trio.fail_after(HANG_GUARD):  # every player back, playing
         while any(p.result.state is not PlayerState.PLAYING for p in crowd.players):
