@@ -29,9 +29,8 @@ CLOSE_WAIT = 5.0
 @dataclass
 class EdgeDrain:
     """What a drain needs of the edge: its timeout, its play gate (which refuses new plays
-    while `draining`), its viewers (`viewers`: all;
-    `connected`: those on a connection, not HLS), its pulls and its heartbeat (None without
-    a balancer)."""
+    while `draining`), its viewers (`viewers`: all; `connected`: those on a connection, not
+    HLS), its pulls and its heartbeat (None without a balancer)."""
 
     timeout: float
     gate: PlayGate
