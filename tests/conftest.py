@@ -83,12 +83,15 @@ async def origin(nursery: trio.Nursery) -> tuple[Origin, OriginAddress]:
 
 
 async def ffmpeg_publish(
-    nursery: trio.Nursery, clip: Path, url: str, *, loop: bool = True
+    nursery: trio.Nursery, clip: Path, url: str, *, loop: bool = True, seconds: float = 0
 ) -> trio.Process:
-    """Publish `clip` in real time with ffmpeg (`-re`), looping; killed with the nursery."""
+    """Publish `clip` in real time with ffmpeg (`-re`), looping (or its first `seconds`);
+    killed with the nursery."""
     cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-re"]
     if loop:
         cmd += ["-stream_loop", "-1"]
+    if seconds:
+        cmd += ["-t", f"{seconds:g}"]
     cmd += ["-i", str(clip), "-c", "copy", "-f", "flv", url]
     return await nursery.start(
         partial(
