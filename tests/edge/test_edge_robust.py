@@ -364,7 +364,9 @@ async def flv_flags(url: str) -> int:
 
 
 async def ffprobe_kinds(url: str) -> list[str]:
-    cmd = [FFPROBE, "-v", "error", "-show_entries", "stream=codec_type", "-of", "json", url]
+    # a second of analysis: ffprobe would wait five for a track the stream does not have
+    cmd = [FFPROBE, "-v", "error", "-analyzeduration", "1000000",
+           "-show_entries", "stream=codec_type", "-of", "json", url]  # fmt: skip
     with trio.fail_after(30):
         done = await trio.run_process(cmd, capture_stdout=True, stdin=subprocess.DEVNULL)
     return sorted(s["codec_type"] for s in json.loads(done.stdout)["streams"])
