@@ -61,14 +61,34 @@ async def test_the_load_command_plays_nginx_rtmp_and_its_hls(nursery, clip, tmp_
     nginx = subprocess.Popen(["nginx", "-c", str(nginx_conf(tmp_path, hls, rtmp, http)),
                               "-p", str(tmp_path)], stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        await trio.sleep(0.5)
+        with trio.fail_after(10):  # a hang guard: nginx listens
+            while True:
+                try:
+                    await (await trio.open_tcp_stream("127.0.0.1", rtmp)).aclose()
+                    break
+                except OSError:
+                    await trio.sleep(0.1)
         await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{rtmp}/live/n")
-        await trio.sleep(4)  # a few HLS fragments
-        s = await load(f"rtmp://127.0.0.1:{rtmp}/live/n", tmp_path / "rtmp")
+        summaries: dict[str, dict] = {}
+
+        async def hls_load() -> None:
+            playlist = hls / "n.m3u8"
+            with trio.fail_after(20):  # a few HLS fragments
+                while not playlist.exists() or playlist.read_text().count("#EXTINF") < 3:
+                    await trio.sleep(0.2)
+            summaries["hls"] = await load(f"http://127.0.0.1:{http}/hls/n.m3u8", tmp_path / "hls")
+
+        async with trio.open_nursery() as loads:  # both at once: each mostly waits
+            loads.start_soon(hls_load)
+            with trio.fail_after(20):  # the stream is live at nginx: its first fragment
+                while not (hls / "n.m3u8").exists():
+                    await trio.sleep(0.1)
+            summaries["rtmp"] = await load(f"rtmp://127.0.0.1:{rtmp}/live/n", tmp_path / "rtmp")
+        s = summaries["rtmp"]
         assert s["players_with_failures"] == 0 and s["players_with_stalls"] == 0, s
         # measured (JSON keys); how it compares with ours: bench/load_vs_nginx.sh
         assert s["ttff_s"]["95"] > 0, s["ttff_s"]
-        s = await load(f"http://127.0.0.1:{http}/hls/n.m3u8", tmp_path / "hls")
+        s = summaries["hls"]
         assert s["players_with_failures"] == 0 and s["kbps_mean"] > 0, s
     finally:
         nginx.terminate()
