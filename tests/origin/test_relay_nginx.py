@@ -16,6 +16,7 @@ import trio
 from common.net.httpclient import fetch
 from common.proto.rtmp import session as rs
 from common.serve.feeds import NotFound, ParentError, open_feed
+from origin import relaystate
 from tests.conftest import ffmpeg_publish, needs_ffmpeg, start_origin, wait_for_stream
 from tests.edge.test_edge_real import FlvViewer
 from tests.metrics import metric, scrape
@@ -183,8 +184,12 @@ async def test_push_to_nginx(nursery, clip, nginx):
     assert metric(text, "livecdn_relay_pushes", state="active") == 1
 
 
-async def test_push_survives_nginx_restart(nursery, clip, nginx, caplog):
+async def test_push_survives_nginx_restart(nursery, clip, nginx, caplog, monkeypatch):
     caplog.set_level(logging.INFO, logger="livecdn.relay")
+    # shorter times, the same rules: active is logged again after 3 s up (not 10), and the
+    # reconnects back off up to 2 s (not 30), so the push is back soon after nginx is
+    monkeypatch.setattr(relaystate, "STABLE", 3.0)
+    monkeypatch.setattr(relaystate, "RETRY_MOST", 2.0)
     origin, addr = await start_origin(nursery, push=[f"live={nginx.url}"])
     await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{addr.rtmp_port}/live/cam")
     await wait_for_stream(origin, "live", "cam")
