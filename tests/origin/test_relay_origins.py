@@ -135,14 +135,14 @@ async def test_on_demand_pulls_connecting_are_bounded_and_not_found_is_remembere
 async def test_a_slow_target_skips_ahead_and_never_holds_the_stream(
     nursery: trio.Nursery,
 ) -> None:
-    # the target reads its publisher at 1 Mbit/s; we push about 8 Mbit/s
+    # the target reads its publisher at 1 Mbit/s; we push about 13 Mbit/s
     target, taddr = await start_origin(nursery, max_ingest_mbps=1.0)
     origin, addr = await start_origin(
         nursery, push=[f"live=rtmp://127.0.0.1:{taddr.rtmp_port}/live"]
     )
     pub = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/big")
     await pub.publish()
-    nursery.start_soon(partial(synthetic_publish, pub, key_size=120_000, inter_size=30_000))
+    nursery.start_soon(partial(synthetic_publish, pub, key_size=240_000, inter_size=60_000))
     stream = await wait_for_stream(origin, "live", "big")
     push = await wait_relay(addr.http_port, "pushes", lambda p: p["dropped_frames"] > 0, seconds=90)
     assert push["state"] in ("active", "retrying")
