@@ -93,8 +93,8 @@ async def test_publisher_reconnect_continues_with_a_discontinuity_then_ends(nurs
     url = f"rtmp://127.0.0.1:{addr.rtmp_port}/live/re"
     base = f"http://127.0.0.1:{addr.http_port}/live"
     validator = LiveValidator()
-    for _ in range(2):  # two publishers one after the other, each sending the 6 s clip once
-        proc = await ffmpeg_publish(nursery, clip, url, loop=False)
+    for _ in range(2):  # two publishers one after the other, each sending 3 s of the clip
+        proc = await ffmpeg_publish(nursery, clip, url, loop=False, seconds=3)
         await proc.wait()
         await trio.sleep(0.3)
         reply = await fetch("GET", f"{base}/re.m3u8")
