@@ -134,9 +134,10 @@ class Page:
     """A browser tab: navigate, evaluate, screenshots; console errors and uncaught
     exceptions collected in `errors`, console messages in `logs`."""
 
-    def __init__(self, cdp: Cdp, session: str) -> None:
+    def __init__(self, cdp: Cdp, session: str, target: str = "") -> None:
         self.cdp = cdp
         self.session = session
+        self.target = target
         self.errors: list[str] = []
         self.logs: list[str] = []
         self.loaded = trio.Event()
@@ -220,6 +221,26 @@ class Page:
         width = await self.playback(timeout=timeout)
         return width, await self.evaluate("document.getElementById('playing').textContent")
 
+    async def play_each(
+        self, base: str, stream: str, vias: list[str], query: str = "", *, fragment: str = ""
+    ) -> dict[str, tuple[int, str]]:
+        """`play` over each of `vias` at the same time: the last in this tab, the others in
+        windows of their own, closed once all played (their errors added to this one's); each
+        via's videoWidth and status line."""
+        tabs = [await new_page(self.cdp, window=True) for _ in vias[:-1]] + [self]
+        played: dict[str, tuple[int, str]] = {}
+
+        async def play(tab: Page, via: str) -> None:
+            played[via] = await tab.play(base, stream, via, query, fragment=fragment)
+
+        async with trio.open_nursery() as nursery:
+            for tab, via in zip(tabs, vias, strict=True):
+                nursery.start_soon(play, tab, via)
+        for tab in tabs[:-1]:
+            self.errors += tab.errors
+            await self.cdp.call("Target.closeTarget", targetId=tab.target)
+        return {via: played[via] for via in vias}
+
     async def screenshot(self, path: Path, *, full: bool = False) -> None:
         """Save the page (the window, or all of it if `full`) as PNG to `path` (and keep a
         copy: `keep_screenshot`)."""
@@ -242,15 +263,19 @@ class Browser:
 
     async def new_page(self) -> Page:
         """A new tab with Page, Runtime and Log events on."""
-        target = await self.cdp.call("Target.createTarget", url="about:blank")
-        attached = await self.cdp.call(
-            "Target.attachToTarget", targetId=target["targetId"], flatten=True
-        )
-        page = Page(self.cdp, attached["sessionId"])
-        self.cdp.pages[page.session] = page
-        for domain in ("Page", "Runtime", "Log"):
-            await page.call(f"{domain}.enable")
-        return page
+        return await new_page(self.cdp)
+
+
+async def new_page(cdp: Cdp, *, window: bool = False) -> Page:
+    """A new tab of the browser behind `cdp` (in a window of its own: a tab in the foreground,
+    whose videos play), with Page, Runtime and Log events on."""
+    target = await cdp.call("Target.createTarget", url="about:blank", newWindow=window)
+    attached = await cdp.call("Target.attachToTarget", targetId=target["targetId"], flatten=True)
+    page = Page(cdp, attached["sessionId"], target["targetId"])
+    cdp.pages[page.session] = page
+    for domain in ("Page", "Runtime", "Log"):
+        await page.call(f"{domain}.enable")
+    return page
 
 
 def keep_screenshot(shot: Path) -> None:
