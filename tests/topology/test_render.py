@@ -20,7 +20,7 @@ from topology import schema
 from topology.__main__ import main, parse_args
 from topology.players.crowd import PLAY_SECRET_ENV, QOS_SECRET_ENV
 from topology.render import Options, RenderError, render
-from topology.render.nodes import SECRET_KEYS
+from topology.render.nodes import SECRET_KEYS, named_services
 from topology.runsecrets import FILE as SECRETS_FILE
 
 REPO = Path(__file__).parents[2]
@@ -193,7 +193,9 @@ def test_k8s(name: str, tmp_path: Path) -> None:
         annotations = w["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/port"] == str(config.http_port) == str(ports["http"])
         assert (w["kind"] == "StatefulSet") == bool(getattr(config, "record_dir", ""))
-        if w["kind"] == "StatefulSet":
+        if w["kind"] == "StatefulSet":  # governed by a headless Service selecting its pod
+            governing = by[("Service", w["spec"]["serviceName"])]["spec"]
+            assert governing["clusterIP"] == "None" and selects(governing["selector"], labels)
             claim = w["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
             assert any(m["name"] == claim and m["mountPath"] == config.record_dir
                        for m in c["volumeMounts"])  # fmt: skip
@@ -208,6 +210,8 @@ def test_k8s(name: str, tmp_path: Path) -> None:
             listening[s["metadata"]["name"]] = {p["port"] for p in s["spec"]["ports"]}
             assert s["metadata"]["name"] == node
     check_references(configs, listening)
+    # every Service is one the name check knows, so no node can take its name
+    assert {s["metadata"]["name"] for s in services} <= named_services(topo, "k8s").keys()
     for service, (kind, config) in configs.items():
         if kind == "edge" and config.balancer:
             assert config.public_host == f"{service}.cdn.example.com"
@@ -266,6 +270,29 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) ->
         clash.write_text(topology(balancer(), origin(), edge(name)))
         assert main(["render", "k8s", str(clash), "--out", str(tmp_path / "c")]) == 2
         assert "service name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("target", "name", "clash"),
+    [("k8s", "origin-ingest", "origin's ingest Service"),
+     ("k8s", "balancer-public", "balancer's public Service"),
+     ("k8s", "origin-headless", "origin's headless Service"),
+     ("compose", "prometheus", "the prometheus service")],
+)  # fmt: skip
+def test_a_node_cannot_take_another_objects_service_name(
+    target: str, name: str, clash: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """An edge named after the balancer's or an origin's extra Service (or Compose's
+    Prometheus) is refused, naming both, and nothing is written."""
+    path = tmp_path / "clash.toml"
+    path.write_text(topology(balancer(), origin(), edge(name)))
+    out = tmp_path / "out"
+    assert main(["render", target, str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"service name '{name}'" in err and clash in err and f"node {name}" in err
+    assert not out.exists()
+    other = "compose" if target == "k8s" else "k8s"  # the name is free there
+    assert main(["render", other, str(path), "--out", str(tmp_path / other)]) == 0
 
 
 def test_dockerfile() -> None:

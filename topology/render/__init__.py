@@ -42,7 +42,7 @@ def render(target: str, topo: Topology, out: Path, options: Options) -> list[Pat
     """Write `topo` as `target` ("compose" or "k8s") into directory `out`; the files written."""
     if target not in TARGETS:
         raise RenderError(f"unknown target {target!r} (one of {', '.join(TARGETS)})")
-    service_names(topo)  # checked before anything is written
+    service_names(topo, target)  # checked before anything is written
     out.mkdir(parents=True, exist_ok=True)
     out.chmod(0o700)  # secrets.toml and the secret files are inside
     read_secrets(topo, out)

@@ -76,7 +76,16 @@ def services(topo: str, node: RenderNode, options: Options) -> list[dict[str, An
                     "metadata": meta(f"{node.service}-{suffix}", labels),
                     "spec": {"type": options.service_type, "selector": selector,
                              "ports": [port]}})  # fmt: skip
+    if node.state_dir:  # the StatefulSet's governing Service: headless, its pod's own DNS name
+        out.append({"apiVersion": "v1", "kind": "Service",
+                    "metadata": meta(headless_name(node), labels),
+                    "spec": {"clusterIP": "None", "selector": selector, "ports": ports}})  # fmt: skip
     return out
+
+
+def headless_name(node: RenderNode) -> str:
+    """The headless Service of a recording origin's StatefulSet."""
+    return f"{node.service}-headless"
 
 
 def probe(period: int, failures: int, delay: int = 0) -> dict[str, Any]:
@@ -135,7 +144,7 @@ def workload(topo: str, node: RenderNode, image: str) -> dict[str, Any]:
         spec["strategy"] = {"type": "Recreate"}
         return {"apiVersion": "apps/v1", "kind": "Deployment",
                 "metadata": meta(node.service, labels), "spec": spec}  # fmt: skip
-    spec["serviceName"] = node.service
+    spec["serviceName"] = headless_name(node)
     spec["volumeClaimTemplates"] = [{
         "metadata": {"name": "records"},
         "spec": {"accessModes": ["ReadWriteOnce"],

@@ -104,15 +104,46 @@ def service_name(name: str) -> str:
     return label
 
 
-def service_names(topo: Topology) -> dict[str, str]:
-    """Each node's service name ("balancer" for the balancer); two nodes sharing one are an
-    error."""
-    names = (["balancer"] if topo.balancer else []) + [n.name for n in [*topo.origins, *topo.edges]]
-    services = [service_name(name) for name in names]
-    shared = sorted({s for s in services if services.count(s) > 1})
+EXTRA_SERVICES = {"balancer": ("public",), "origin": ("ingest", "headless")}
+"""Kubernetes: the Services a node of a kind has besides the one named after it
+(NODE-SUFFIX): the balancer's for viewers, an origin's for publishers and the headless one
+its StatefulSet needs."""
+COMPOSE_SERVICES = ("prometheus",)  # Compose: services beside the nodes'
+
+
+def service_names(topo: Topology, target: str = "k8s") -> dict[str, str]:
+    """Each node's service name ("balancer" for the balancer); an error when two of the
+    services `target` names after nodes would share a name (a node named `origin-ingest`
+    and origin's ingest Service) or a name is too long for one."""
+    users = named_services(topo, target)
+    shared = [f"{s!r} ({' and '.join(who)})" for s, who in users.items() if len(who) > 1]
     if shared:
-        raise RenderError(f"two nodes would share the service name {', '.join(shared)}")
-    return dict(zip(names, services, strict=True))
+        raise RenderError(f"two objects would share the service name {', '.join(shared)}: "
+                          "rename a node")  # fmt: skip
+    long = [s for s in users if len(s) > 63]
+    if long:
+        raise RenderError(f"service name {long[0]!r} is longer than 63 characters: "
+                          "shorten the node's name")  # fmt: skip
+    names = (["balancer"] if topo.balancer else []) + [n.name for n in [*topo.origins, *topo.edges]]
+    return {name: service_name(name) for name in names}
+
+
+def named_services(topo: Topology, target: str) -> dict[str, list[str]]:
+    """Every service name a render for `target` may use -> what uses it ("node edge1",
+    "origin's ingest Service"); Kubernetes objects of other kinds are named after these."""
+    specs = [("balancer", "balancer")] if topo.balancer else []
+    specs += [(n.name, "origin") for n in topo.origins] + [(n.name, "edge") for n in topo.edges]
+    users: dict[str, list[str]] = {}
+    for name, kind in specs:
+        service = service_name(name)
+        users.setdefault(service, []).append(
+            "the balancer" if kind == "balancer" else f"node {name}"
+        )
+        for suffix in EXTRA_SERVICES.get(kind, ()) if target == "k8s" else ():
+            users.setdefault(f"{service}-{suffix}", []).append(f"{name}'s {suffix} Service")
+    for extra in COMPOSE_SERVICES if target == "compose" else ():
+        users.setdefault(extra, []).append(f"the {extra} service")
+    return users
 
 
 def parse_public_hosts(specs: list[str]) -> tuple[dict[str, str], str]:
@@ -207,7 +238,7 @@ def plan_nodes(topo: Topology, options: Options, *, kube: bool) -> list[RenderNo
     """Every node of `topo` planned for containers (the secrets already set in `topo`, see
     read_secrets): listening on all addresses on fixed ports, reaching each other by service
     name, edges advertising their public host (default: their service name)."""
-    services = service_names(topo)
+    services = service_names(topo, "k8s" if kube else "compose")
     ports = assign_ports(topo, options, kube)
     names = list(ports)
     public = {}
