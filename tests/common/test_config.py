@@ -96,8 +96,8 @@ def test_every_node_kind_has_a_model() -> None:
 
 @pytest.mark.parametrize("cls", MODEL_LIST, ids=lambda c: c.kind)
 def test_samples_differ_from_defaults(cls) -> None:
-    defaults = asdict(cls())
-    assert all(samples(cls)[k] != defaults[k] for k in defaults)
+    defaults, sampled = asdict(cls()), samples(cls)
+    assert all(sampled[k] != defaults[k] for k in defaults)
 
 
 @pytest.mark.parametrize("cls", MODEL_LIST, ids=lambda c: c.kind)
