@@ -5,6 +5,10 @@ with the node's own loader from its config file plus the environment its secret 
 
 from __future__ import annotations
 
+import importlib
+import json
+import os
+import re
 import stat
 import tomllib
 from pathlib import Path
@@ -19,7 +23,7 @@ from tests.topologies import balancer, edge, origin, table, topology
 from topology import schema
 from topology.__main__ import main, parse_args
 from topology.players.crowd import PLAY_SECRET_ENV, QOS_SECRET_ENV
-from topology.render import Options, RenderError, render
+from topology.render import DASHBOARD, Options, RenderError, render
 from topology.render.nodes import SECRET_KEYS, named_services
 from topology.runsecrets import FILE as SECRETS_FILE
 
@@ -265,6 +269,7 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert main(["render", "compose", "one-edge", "--out", str(tmp_path / "b"),
                  "--public-host", "edge1=not a host"]) == 2  # fmt: skip
     assert "public_host" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()  # checked before anything was written
     for name in ("balancer", "Balancer"):  # one service name for two nodes
         clash = tmp_path / "clash.toml"
         clash.write_text(topology(balancer(), origin(), edge(name)))
@@ -293,6 +298,73 @@ def test_a_node_cannot_take_another_objects_service_name(
     assert not out.exists()
     other = "compose" if target == "k8s" else "k8s"  # the name is free there
     assert main(["render", other, str(path), "--out", str(tmp_path / other)]) == 0
+
+
+def applied_dirs(text: str, out: Path) -> set[Path]:
+    """The directories `kubectl apply -f DIR` lines in `text` name (deploy/k8s: `out`)."""
+    found = re.findall(r"kubectl apply -f (\S+)", text)
+    return {Path(d.replace("deploy/k8s", str(out)).rstrip("/")) for d in found}
+
+
+def test_kubectl_applies_only_kubernetes_objects(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Every file kubectl reads in each directory the printed next steps and the README tell
+    it to apply (.yaml, .yml and .json: it reads all three) holds only objects with an
+    apiVersion and a kind; the dashboard is apart, and also a ConfigMap for Grafana."""
+    out = tmp_path / "k8s"
+    (out).mkdir()
+    (out / "grafana-dashboard.json").write_text("{}")  # where earlier renders put it
+    argv = ["render", "k8s", "three-edge", "--out", str(out), "--load-players", "10"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    readme = (REPO / "README.md").read_text()
+    readme = readme[readme.index("## Deploying past one machine") :]
+    dirs = applied_dirs(printed, out) | applied_dirs(readme[: readme.index("\n## ")], out)
+    assert {out, out / "monitoring", out / "load"} <= dirs
+    for d in dirs:
+        files = [p for p in d.iterdir() if p.suffix in (".yaml", ".yml", ".json")]
+        assert files, d
+        for path in files:
+            for doc in yaml.safe_load_all(path.read_text()):
+                assert doc["apiVersion"] and doc["kind"], path
+    board = json.loads((out / DASHBOARD).read_text())
+    (config_map,) = yaml.safe_load_all((out / "monitoring/grafana-dashboard.yaml").read_text())
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert [json.loads(v) for v in config_map["data"].values()] == [board]
+    assert str(out / DASHBOARD) in printed
+
+
+def test_files_have_their_modes_whatever_the_umask(tmp_path: Path) -> None:
+    """Config files and prometheus.yml are readable by the containers' user (0644), secrets
+    by the owner only (0600), under a strict umask and a loose one."""
+    for umask in (0o077, 0o000):
+        out = tmp_path / f"umask-{umask:o}"
+        old = os.umask(umask)
+        try:
+            render("compose", topo_of("rich", tmp_path), out, Options())
+        finally:
+            os.umask(old)
+        public = [out / "compose.yaml", out / "prometheus.yml", out / DASHBOARD,
+                  *(out / "config").iterdir()]  # fmt: skip
+        for path in public:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+        for path in [out / SECRETS_FILE, *(out / "secrets").iterdir()]:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert stat.S_IMODE((out / "secrets").stat().st_mode) == 0o700
+
+
+def test_render_outside_a_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """An installed package has no repository Dockerfile: the render writes everything else
+    and says so."""
+    module = importlib.import_module("topology.render.dockerfile")  # the name is the function's
+    monkeypatch.setattr(module, "DOCKERFILE", tmp_path / "no" / "Dockerfile")
+    out = tmp_path / "out"
+    assert main(["render", "compose", "three-edge", "--out", str(out)]) == 0
+    assert "no Dockerfile" in capsys.readouterr().out
+    assert (out / "compose.yaml").exists() and not (out / "Dockerfile").exists()
 
 
 def test_dockerfile() -> None:

@@ -8,11 +8,10 @@ from pathlib import Path
 DOCKERFILE = Path(__file__).resolve().parents[2] / "Dockerfile"
 
 
-def dockerfile() -> str:
-    """The repository's Dockerfile (render runs from a checkout: the image is built from it)."""
+def dockerfile() -> str | None:
+    """The repository's Dockerfile; None outside a checkout (an installed package has none:
+    the image is built from the repository)."""
     try:
         return DOCKERFILE.read_text()
-    except OSError as exc:
-        raise OSError(
-            f"no Dockerfile at the repository root ({DOCKERFILE}): {exc.strerror}"
-        ) from exc
+    except FileNotFoundError:
+        return None

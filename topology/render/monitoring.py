@@ -50,6 +50,23 @@ def service_monitor(name: str, instance_labels: dict[str, str]) -> dict[str, Any
     }
 
 
+DASHBOARD_LABEL = "grafana_dashboard"  # Grafana's dashboard sidecar loads ConfigMaps labelled so
+
+
+def dashboard_config_map(name: str, instance_labels: dict[str, str]) -> dict[str, Any]:
+    """The dashboard as a ConfigMap, for a Grafana whose sidecar loads labelled ConfigMaps
+    (e.g. kube-prometheus-stack's)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"livecdn-{name}-dashboard".lower().replace("_", "-"),
+            "labels": {**instance_labels, DASHBOARD_LABEL: "1"},
+        },
+        "data": {f"livecdn-{name}.json": dashboard_json(name)},
+    }
+
+
 def load_pod_monitor(name: str, instance_labels: dict[str, str], port: str) -> dict[str, Any]:
     """A PodMonitor (Prometheus Operator) for the load Jobs' shard pods (labelled KIND_LABEL
     load): the players' QoE on their container port named `port`, with the Job's name as

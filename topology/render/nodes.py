@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,8 +163,7 @@ def parse_public_hosts(specs: list[str]) -> tuple[dict[str, str], str]:
 
 def read_secrets(topo: Topology, out: Path) -> None:
     """Give `topo`'s nodes the secrets an earlier render left in `out` (where the topology
-    file sets none), then generate the missing ones into `out`/secrets.toml (mode 0600): a
-    render run again keeps its secrets."""
+    file sets none): a render run again keeps its secrets (new_secrets adds the missing)."""
     path = out / SECRETS_FILE
     try:
         kept = tomllib.loads(path.read_text()) if path.exists() else {}
@@ -178,7 +178,13 @@ def read_secrets(topo: Topology, out: Path) -> None:
         for key, value in values.items():
             if key in wanted(topo, spec) and not spec.config[key]:
                 spec.config[key] = value
-    ensure_secrets(topo, out)
+
+
+def new_secrets(topo: Topology) -> str:
+    """Generate the secrets `topo`'s nodes still lack; the text of its secrets.toml (written
+    with the other files, once everything is checked)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        return ensure_secrets(topo, Path(scratch)).read_text()
 
 
 def wanted(topo: Topology, spec: NodeSpec) -> set[str]:
