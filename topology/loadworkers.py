@@ -80,7 +80,9 @@ async def run_workers(
                 buf += data
                 *lines, buf = buf.split(b"\n")
                 for line in lines:
-                    msg = json.loads(line)
+                    msg = worker_message(shards[i], line)
+                    if msg is None:
+                        continue
                     if "qoe" in msg and on_qoe is not None:
                         on_qoe(i, msg["qoe"])
                     if "sample" in msg:
@@ -98,6 +100,22 @@ async def run_workers(
         for i in range(len(shards)):
             nursery.start_soon(worker, i)
     return [r for r in results if r is not None]
+
+
+def worker_message(shard: Shard, line: bytes) -> dict | None:
+    """A worker's stdout line as its message; None, with one line on stderr naming the
+    worker, for a line that is not one (something in the worker printed): it is skipped."""
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        msg = None
+    if isinstance(msg, dict):
+        return msg
+    if line.strip():
+        text = line[:120].decode(errors="replace")
+        print(f"warning: load worker {shard} printed a line that is not its JSON, skipped: "
+              f"{text!r}", file=sys.stderr)  # fmt: skip
+    return None
 
 
 def _merged_line(samples: list, spec: LoadSpec, total: int) -> str:

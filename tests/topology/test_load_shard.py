@@ -4,6 +4,7 @@ are its players, and merged they give the summary one process would have written
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
 
@@ -15,7 +16,7 @@ from tests.topologies import origin as origin_table
 from tests.topologies import publisher, table, topology
 from topology.__main__ import main, parse_args
 from topology.loadshard import MergeError, merged_doc, run_identity, shard_doc
-from topology.loadworkers import player_dicts
+from topology.loadworkers import player_dicts, run_workers
 from topology.players.crowd import COUNTED, Crowd, LoadSpec, make_crowd
 from topology.players.failures import Ending, SessionEnd
 from topology.players.player import Target
@@ -122,6 +123,20 @@ def test_load_merge_writes_the_runs_results(tmp_path, capsys):
     assert "2 shards merged:\nplayers 50 for 20.0 s" in capsys.readouterr().out
     merged = json.loads((tmp_path / "m" / "load2.json").read_text())
     assert merged["summary"]["players"] == 50 and merged["run"]["label"] == "load2"
+
+
+async def test_a_workers_stray_output_is_skipped(tmp_path, monkeypatch, capsys):
+    """Something in a worker printing to its stdout (here a sitecustomize) costs one warning
+    line naming the worker, not the run: the workers' results still come back."""
+    (tmp_path / "sitecustomize.py").write_text("print('hello'); print('[1]')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), *sys.path]))
+    spec = LoadSpec(players=2, duration=1, ramp_s=0.1)
+    target = Target.direct("http://127.0.0.1:1/live/x.flv")  # refused: failures are results
+    results = await run_workers(target, spec, Shard(), 2, None, "load")
+    assert sorted(p["id"] for d in results for p in d["players"]) == [0, 1]
+    err = capsys.readouterr().err
+    assert "load worker 0/2 printed a line that is not its JSON, skipped: 'hello'" in err
+    assert "load worker 1/2 printed a line that is not its JSON, skipped: '[1]'" in err
 
 
 @pytest.mark.slow
