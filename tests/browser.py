@@ -134,10 +134,9 @@ class Page:
     """A browser tab: navigate, evaluate, screenshots; console errors and uncaught
     exceptions collected in `errors`, console messages in `logs`."""
 
-    def __init__(self, cdp: Cdp, session: str, target: str = "") -> None:
+    def __init__(self, cdp: Cdp, session: str) -> None:
         self.cdp = cdp
         self.session = session
-        self.target = target
         self.errors: list[str] = []
         self.logs: list[str] = []
         self.loaded = trio.Event()
@@ -225,8 +224,8 @@ class Page:
         self, base: str, stream: str, vias: list[str], query: str = "", *, fragment: str = ""
     ) -> dict[str, tuple[int, str]]:
         """`play` over each of `vias` at the same time: the last in this tab, the others in
-        windows of their own, closed once all played (their errors added to this one's); each
-        via's videoWidth and status line."""
+        windows of their own, left for about:blank once all played (their errors added to
+        this one's); each via's videoWidth and status line."""
         tabs = [await new_page(self.cdp, window=True) for _ in vias[:-1]] + [self]
         played: dict[str, tuple[int, str]] = {}
 
@@ -237,8 +236,8 @@ class Page:
             for tab, via in zip(tabs, vias, strict=True):
                 nursery.start_soon(play, tab, via)
         for tab in tabs[:-1]:
+            await tab.navigate("about:blank")
             self.errors += tab.errors
-            await self.cdp.call("Target.closeTarget", targetId=tab.target)
         return {via: played[via] for via in vias}
 
     async def screenshot(self, path: Path, *, full: bool = False) -> None:
@@ -271,7 +270,7 @@ async def new_page(cdp: Cdp, *, window: bool = False) -> Page:
     whose videos play), with Page, Runtime and Log events on."""
     target = await cdp.call("Target.createTarget", url="about:blank", newWindow=window)
     attached = await cdp.call("Target.attachToTarget", targetId=target["targetId"], flatten=True)
-    page = Page(cdp, attached["sessionId"], target["targetId"])
+    page = Page(cdp, attached["sessionId"])
     cdp.pages[page.session] = page
     for domain in ("Page", "Runtime", "Log"):
         await page.call(f"{domain}.enable")

@@ -67,7 +67,7 @@ async def test_the_console_shows_the_topology_plays_and_kills_an_edge(nursery, t
     assert "#launcher=http://127.0.0.1:" in url and "&token=" in url, row
     base, fragment = url.split("/?")[0], url.split("#", 1)[1]
     async with open_page(tmp_path) as page:
-        # the three at once (the page's HTTP-FLV viewer stays; the others' tabs are closed)
+        # the three at once (the page's HTTP-FLV viewer stays; the others' windows are left)
         played = await page.play_each(base, "live/demo", ["ws", "hls", "flv"], fragment=fragment)
         for via, (width, status) in played.items():
             assert width == 640, (via, status)
