@@ -105,6 +105,22 @@ def default(cls: type, name: str) -> Any:
     return keys(cls)[name].default
 
 
+SECRET_SUFFIXES = ("_secret", "_token")
+"""Keys whose name ends so hold secrets: their values are never shown in a message."""
+
+
+def is_secret(name: str) -> bool:
+    """Whether key `name` holds a secret (its value is never shown)."""
+    return name.endswith(SECRET_SUFFIXES)
+
+
+def shown(key: str, value: Any) -> str:
+    """`value` of key `key` as an error message may show it: a secret's is hidden."""
+    if is_secret(key):
+        return f"a value of type {type(value).__name__} (hidden: {key} is a secret)"
+    return repr(value)
+
+
 def type_name(hint: Any) -> str:
     """A key's type in words (for errors and help)."""
     origin = typing.get_origin(hint)
@@ -132,7 +148,7 @@ def coerce(key: str, value: Any, hint: Any, source: str) -> Any:
     else:
         ok = isinstance(value, hint)
     if not ok:
-        raise ConfigError(f"{source}: {key} must be {type_name(hint)}, got {value!r}")
+        raise ConfigError(f"{source}: {key} must be {type_name(hint)}, got {shown(key, value)}")
     return value
 
 
@@ -161,7 +177,9 @@ def parse_text(key: str, text: str, hint: Any, source: str) -> Any:
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"{source}: {key} must be {type_name(hint)}, got {text!r}") from None
+        raise ConfigError(
+            f"{source}: {key} must be {type_name(hint)}, got {shown(key, text)}"
+        ) from None
 
 
 Layer = dict[str, tuple[Any, str]]
