@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import subprocess
 import sys
 from functools import partial
@@ -104,6 +105,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                          "a Prometheus on another machine)")  # fmt: skip
     ld.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ld.add_argument("--label", default="load", help=argparse.SUPPRESS)
+    ld.add_argument("--run-id", default="", type=run_id_arg, metavar="ID",
+                    help="an id of this run, kept in its results: `load merge` refuses shards "
+                         "of different ids (a rendered Kubernetes load Job sets one)")  # fmt: skip
     ld.add_argument("--base", metavar="URL",
                     help="play through this running balancer (or edge), http://HOST:PORT, as a "
                          "topology's players do (RTMP players ask its /api/route): --stream "
@@ -156,6 +160,13 @@ def shard_arg(text: str) -> Shard:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def run_id_arg(text: str) -> str:
+    """--run-id: letters, digits, '.', '_' and '-' (it may name a folder); "": none."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]{0,64}", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: letters, digits, '.', '_', '-' (at most 64)")
+    return text
+
+
 def port_arg(text: str) -> int:
     """A TCP port, 0 to 65535."""
     if not text.isdigit() or int(text) > 65535:
@@ -191,7 +202,8 @@ def load_main(args: argparse.Namespace) -> int:
             target = Target.direct(args.url) if args.url else Target(
                 args.protocol, base=args.base, stream=args.stream)  # fmt: skip
             spec = spec_from_args()
-            trio.run(worker_main, target, spec, args.shard, run_identity(target, spec, args.label))
+            run = run_identity(target, spec, args.label, args.run_id)
+            trio.run(worker_main, target, spec, args.shard, run)
             return 0
         if args.metrics_port is not None:
             serve_load_metrics(args.metrics_host, args.metrics_port)
@@ -205,10 +217,10 @@ def load_main(args: argparse.Namespace) -> int:
                 first = topo.publishers[0].stream if topo and topo.publishers else ""
                 target = base_target(args.base, spec.protocol, args.stream or first)
                 trio.run(lambda: run_load(target, spec, out_dir=out, procs=args.procs,
-                                          shard=args.shard))  # fmt: skip
+                                          shard=args.shard, run_id=args.run_id))  # fmt: skip
             elif topo is not None and topo.loads:
                 trio.run(partial(run_profiles_at, topo, args.base, out_dir=out,
-                                 procs=args.procs, shard=args.shard))  # fmt: skip
+                                 procs=args.procs, shard=args.shard, run_id=args.run_id))  # fmt: skip
             else:
                 raise ValueError("--base needs --players N or a file with [[load]] profiles")
             return 0
@@ -220,9 +232,8 @@ def load_main(args: argparse.Namespace) -> int:
             if spec.protocol != target.protocol:
                 spec = LoadSpec(**{**spec.__dict__, "protocol": target.protocol})
             out = Path(args.out or ".")
-            trio.run(
-                lambda: run_load(target, spec, out_dir=out, procs=args.procs, shard=args.shard)
-            )
+            trio.run(lambda: run_load(target, spec, out_dir=out, procs=args.procs,
+                                      shard=args.shard, run_id=args.run_id))  # fmt: skip
             return 0
         if not args.topology:
             raise ValueError("give a topology file (or --url URL)")

@@ -13,14 +13,15 @@ from topology.players.report import table
 
 
 def merge_files(
-    paths: list[Path], out_dir: Path | None = None
+    paths: list[Path], out_dir: Path | None = None, run_id: str | None = None
 ) -> tuple[dict, tuple[Path, Path | None]]:
     """Merge the shard files `paths` into LABEL.json (+ .png) in `out_dir` (default: the
     first file's directory); the merged document and the paths written (the plot's None
-    without matplotlib). MergeError when they are not all the shares of one run, each once."""
+    without matplotlib). MergeError when they are not all the shares of one run (of id
+    `run_id`, if given), each once."""
     docs = read_docs(paths)
     try:
-        doc = merged_doc(docs, [str(p) for p in paths])
+        doc = merged_doc(docs, [str(p) for p in paths], run_id)
     except (KeyError, TypeError) as exc:
         raise MergeError(f"malformed shard file: {exc!r}") from None
     out_dir = out_dir or paths[0].parent
@@ -38,9 +39,11 @@ def merge_main(argv: list[str]) -> int:
                    help="every shard's results, e.g. load-shard-*-of-4.json")  # fmt: skip
     p.add_argument("--out", type=Path, help="directory for LABEL.json and LABEL.png "
                                             "(default: the first file's directory)")  # fmt: skip
+    p.add_argument("--run-id", metavar="ID",
+                   help="refuse files of another run than load --run-id ID's")  # fmt: skip
     args = p.parse_args(argv)
     try:
-        doc, saved = merge_files(args.files, args.out)
+        doc, saved = merge_files(args.files, args.out, args.run_id)
     except MergeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -72,11 +72,13 @@ async def run_load(
     quiet: bool = False,
     live: LoadRun | None = None,
     metrics: LoadMetrics | None = None,
+    run_id: str = "",
 ) -> dict:
     """Run the crowd (or its share `shard`), print the summary table, write `label`.json
     (+ .png; a share: `label`-shard-I-of-N.json); the summary. With `live` (and one
     process), the players' numbers go into `live`.samples each second. The players' QoE
-    goes to `metrics` (default: loadmetrics.CURRENT's), as run `label`."""
+    goes to `metrics` (default: loadmetrics.CURRENT's), as run `label`; `run_id` goes into
+    the results (load merge refuses shares of different ids)."""
     show = None if quiet else stderr_progress()
     metrics = metrics or CURRENT.get()
     servers: dict = {}
@@ -102,7 +104,7 @@ async def run_load(
 
             if metrics is not None:
                 metrics.add(label, shard, lambda: merge_snapshots(latest.values()))
-            docs = await run_workers(target, spec, shard, procs, show, label, note)
+            docs = await run_workers(target, spec, shard, procs, show, label, note, run_id)
             players, timeline, seconds, _ = combine(docs)
         else:
             crowd = make_crowd(target, spec, shard=shard)
@@ -118,7 +120,8 @@ async def run_load(
         _name_edges(dep, players, timeline)
     if show is not None and sys.stderr.isatty():
         print(file=sys.stderr)
-    doc = shard_doc(run_identity(target, spec, label), shard, players, timeline, seconds, servers)
+    run = run_identity(target, spec, label, run_id)
+    doc = shard_doc(run, shard, players, timeline, seconds, servers)
     if not shard.whole:
         print(f"shard {shard}:", end=" ")
     print(table(doc["summary"]), flush=True)
@@ -144,7 +147,7 @@ def base_target(base: str, protocol: str, stream: str) -> Target:
 
 
 async def run_profiles_at(
-    topo, base: str, *, out_dir: Path, procs: int = 1, shard: Shard = WHOLE
+    topo, base: str, *, out_dir: Path, procs: int = 1, shard: Shard = WHOLE, run_id: str = ""
 ) -> None:
     """The file's [[load]] profiles (or their share `shard`), each at its start_at, through a
     deployment already running at `base` instead of one brought up; secrets from the
@@ -159,7 +162,7 @@ async def run_profiles_at(
     async def one(i: int, load: LoadProfileSpec, spec: LoadSpec, target: Target) -> None:
         await trio.sleep(parse_duration(load.start_at))
         await run_load(target, spec, out_dir=out_dir, procs=procs, shard=shard,
-                       label=f"load{i + 1}", quiet=len(runs) > 1)  # fmt: skip
+                       label=f"load{i + 1}", quiet=len(runs) > 1, run_id=run_id)  # fmt: skip
 
     async with trio.open_nursery() as nursery:
         for run in runs:
@@ -198,7 +201,9 @@ def save_results(out_dir: Path, name: str, doc: dict) -> tuple[Path, Path | None
     (file writes, matplotlib): run it in a thread."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.json"
-    path.write_text(json.dumps(doc, indent=1))
+    part = out_dir / f".{name}.json.{os.getpid()}.part"  # never matches NAME*.json
+    part.write_text(json.dumps(doc, indent=1))
+    os.replace(part, path)  # whole or not there: a merge waiting for it never reads half
     with _PLOTTING:
         return path, plot(out_dir / f"{name}.png", doc["timeline"], doc["players"])
 

@@ -16,10 +16,11 @@ class MergeError(ValueError):
     """Shares that do not make one run; the message says which and why."""
 
 
-def run_identity(target: Target, spec: LoadSpec, label: str) -> dict:
+def run_identity(target: Target, spec: LoadSpec, label: str, run_id: str = "") -> dict:
     """What every share of one run agrees on (no secrets): shares whose identities differ
-    are of different runs."""
+    are of different runs. `run_id` (load --run-id) tells apart runs with the same options."""
     return {
+        "run_id": run_id,
         "label": label,
         "target": target.url or f"{target.base}/{target.stream}",
         "protocol": spec.protocol,
@@ -95,14 +96,17 @@ def merge_timelines(timelines: list[list[dict]]) -> list[dict]:
     return out
 
 
-def check_shares(docs: list[dict], names: list[str]) -> Shard:
-    """That `docs` (read from `names`) are all the shares of one run, each once, each with
-    its own players; the share count. MergeError saying what is wrong otherwise."""
+def check_shares(docs: list[dict], names: list[str], run_id: str | None = None) -> Shard:
+    """That `docs` (read from `names`) are all the shares of one run (of id `run_id`, if
+    given), each once, each with its own players; the share count. MergeError saying what is
+    wrong otherwise."""
     if not docs:
         raise MergeError("no shard files given")
     for doc, name in zip(docs, names, strict=True):
         if not isinstance(doc, dict) or not {"run", "shard", "players"} <= doc.keys():
             raise MergeError(f"{name} is not a load shard (written by load --shard I/N)")
+        if run_id is not None and doc["run"].get("run_id", "") != run_id:
+            raise MergeError(f"{name} is of run {doc['run'].get('run_id', '')!r}, not {run_id!r}")
     first, name0 = docs[0], names[0]
     for doc, name in zip(docs, names, strict=True):
         diff = [k for k in first["run"].keys() | doc["run"].keys()
@@ -133,10 +137,10 @@ def check_shares(docs: list[dict], names: list[str]) -> Shard:
     return Shard(0, count)
 
 
-def merged_doc(docs: list[dict], names: list[str]) -> dict:
-    """All the shares of one run (checked) as that run's results: the same summary as
-    one process running it would write."""
-    check_shares(docs, names)
+def merged_doc(docs: list[dict], names: list[str], run_id: str | None = None) -> dict:
+    """All the shares of one run (checked; of id `run_id` if given) as that run's results:
+    the same summary as one process running it would write."""
+    check_shares(docs, names, run_id)
     players, timeline, seconds, servers = combine(docs)
     return {
         "summary": finish_summary(players, timeline, seconds, servers),

@@ -34,7 +34,9 @@ def player_dicts(crowd: Crowd) -> list[dict]:
     return [{**p.result.summary(), "latency_s": p.result.latency_s} for p in crowd.players]
 
 
-def worker_argv(target: Target, spec: LoadSpec, shard: Shard, label: str) -> list[str]:
+def worker_argv(
+    target: Target, spec: LoadSpec, shard: Shard, label: str, run_id: str = ""
+) -> list[str]:
     """Command line of one worker process playing share `shard` of the run."""
     argv = [sys.executable, "-m", "topology", "load", "--worker", "--shard", str(shard),
             "--label", label, "--players", str(spec.players), "--duration", str(spec.duration),
@@ -42,6 +44,8 @@ def worker_argv(target: Target, spec: LoadSpec, shard: Shard, label: str) -> lis
             "--profiles", spec.profiles]  # fmt: skip
     if spec.klass:
         argv += ["--class", spec.klass]
+    if run_id:
+        argv += ["--run-id", run_id]
     if target.url:
         argv += ["--url", target.url]
     else:
@@ -56,7 +60,7 @@ def worker_shards(shard: Shard, procs: int, players: int) -> list[Shard]:
 
 async def run_workers(
     target: Target, spec: LoadSpec, shard: Shard, procs: int, show, label: str,
-    on_qoe: Callable[[int, dict], None] | None = None,
+    on_qoe: Callable[[int, dict], None] | None = None, run_id: str = "",
 ) -> list[dict]:  # fmt: skip
     """Play `shard` of the run in `procs` worker processes, each a share of it; their
     documents (a failed worker's missing, with a warning). Each worker's QoE snapshots
@@ -70,7 +74,7 @@ async def run_workers(
     env = {**os.environ, QOS_SECRET_ENV: spec.qos_secret, PLAY_SECRET_ENV: spec.play_secret}
 
     async def worker(i: int) -> None:
-        argv = worker_argv(target, spec, shards[i], label)
+        argv = worker_argv(target, spec, shards[i], label, run_id)
         async with trio.open_nursery() as nursery:
             proc = await nursery.start(
                 partial(trio.run_process, argv, stdout=subprocess.PIPE, check=False, env=env)

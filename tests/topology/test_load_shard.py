@@ -74,8 +74,8 @@ def timeline(crowd: Crowd) -> list[dict]:
              "edges": {"e0": 1}} for t in range(5)]  # fmt: skip
 
 
-def docs(spec: LoadSpec, n: int, label: str = "load") -> list[dict]:
-    run = run_identity(TARGET, spec, label)
+def docs(spec: LoadSpec, n: int, label: str = "load", run_id: str = "") -> list[dict]:
+    run = run_identity(TARGET, spec, label, run_id)
     out = []
     for i in range(n):
         crowd = played(make_crowd(TARGET, spec, shard=Shard(i, n)))
@@ -103,6 +103,10 @@ def test_merge_refuses_shares_that_are_not_one_run():
     with pytest.raises(MergeError, match="shards of different runs: s0.json and x.json "
                                          "differ in players 50 vs 40"):  # fmt: skip
         merged_doc([*four[:3], other[3]], [*names[:3], "x.json"])
+    with pytest.raises(MergeError, match="s0.json and r.json differ in run_id '' vs 'b'"):
+        merged_doc([*four[:3], docs(SPEC, 4, run_id="b")[3]], [*names[:3], "r.json"])
+    with pytest.raises(MergeError, match="s0.json is of run '', not 'b'"):
+        merged_doc(four, names, run_id="b")
     with pytest.raises(MergeError, match="different splits: s0.json is 0/4, y.json is 1/3"):
         merged_doc([four[0], docs(SPEC, 3)[1]], ["s0.json", "y.json"])
     with pytest.raises(MergeError, match="z.json is not a load shard"):
@@ -114,11 +118,13 @@ def test_merge_refuses_shares_that_are_not_one_run():
 
 def test_load_merge_writes_the_runs_results(tmp_path, capsys):
     files = []
-    for doc in docs(SPEC, 2, label="load2"):
+    for doc in docs(SPEC, 2, label="load2", run_id="r1"):
         files.append(tmp_path / f"load2-shard-{doc['shard']['index']}-of-2.json")
         files[-1].write_text(json.dumps(doc))
     assert main(["load", "merge", str(files[1])]) == 2
     assert "error: missing shard 0/2 (have 1 of 2)" in capsys.readouterr().err
+    assert main(["load", "merge", "--run-id", "other", *map(str, files)]) == 2
+    assert "is of run 'r1', not 'other'" in capsys.readouterr().err
     assert main(["load", "merge", *map(str, files), "--out", str(tmp_path / "m")]) == 0
     assert "2 shards merged:\nplayers 50 for 20.0 s" in capsys.readouterr().out
     merged = json.loads((tmp_path / "m" / "load2.json").read_text())

@@ -417,8 +417,15 @@ def test_k8s_load_jobs(tmp_path: Path) -> None:
     balancer = by[("Service", url.hostname)]
     assert url.port in {p["port"] for p in balancer["spec"]["ports"] if p["name"] == "http"}
     assert url.path == "/live/demo.flv" and parsed.duration == 20
+    # the results volume outlives the Jobs: this render's run has an id and a folder of its own
+    assert parsed.run_id and parsed.out.endswith(f"/{parsed.run_id}")
     script = merge["spec"]["template"]["spec"]["containers"][0]["command"][-1]
-    assert f"load merge {parsed.out}/load-shard-*-of-4.json" in script
+    assert f"load merge --run-id {parsed.run_id} {parsed.out}/load-shard-*-of-4.json" in script
+    render("k8s", topo_of("rich", tmp_path), out, Options(load_players=2500, load_shards=4))
+    again = yaml.safe_load_all((out / "load/jobs.yaml").read_text())
+    (job,) = [d for d in again if d["metadata"]["name"] == "rich-load-1"]
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--run-id") + 1] != parsed.run_id
 
 
 def test_render_again_drops_secrets_the_file_no_longer_asks_for(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ mode 0600) and kept when rendering again."""
 from __future__ import annotations
 
 import os
+import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ __all__ = ["Options", "RenderError", "render"]
 TARGETS = ("compose", "k8s")
 DASHBOARD = "grafana/dashboard.json"  # apart from what kubectl applies: it is no k8s object
 OLD_FILES = ("grafana-dashboard.json",)  # earlier renders' names for files now elsewhere
-PUBLIC, PRIVATE = 0o644, 0o600  # config files hold no secrets; the containers' user reads them
+PUBLIC = 0o644  # config files hold no secrets, the containers' user reads them (secrets: 0600)
 
 
 @dataclass
@@ -62,10 +64,11 @@ def render(target: str, topo: Topology, out: Path, options: Options) -> list[Pat
     if out.exists() and not out.is_dir():
         raise RenderError(f"{out} is not a directory")
     read_secrets(topo, out)
-    secrets = new_secrets(topo)
+    secrets_text = new_secrets(topo)
     nodes = plan_nodes(topo, options, kube=target == "k8s")
     files = (compose_files if target == "compose" else k8s_files)(topo, nodes, options)
-    files += [File(SECRETS_FILE, secrets, private=True), File(DASHBOARD, dashboard_json(topo.name))]
+    files += [File(SECRETS_FILE, secrets_text, private=True),
+              File(DASHBOARD, dashboard_json(topo.name))]  # fmt: skip
     docker = dockerfile()
     if docker is not None:
         files.append(File("Dockerfile", docker))
@@ -143,11 +146,17 @@ def k8s_files(topo: Topology, nodes: list[RenderNode], options: Options) -> list
         File("monitoring/grafana-dashboard.yaml", dump([dashboard_config_map(name, instance)])),
     ]
     labels = {**instance, KIND_LABEL: "load"}
+    run_id = options.run_id or new_run_id()
     jobs = load_jobs(topo, nodes, options.image, labels, players=options.load_players,
-                     shards=options.load_shards)  # fmt: skip
+                     shards=options.load_shards, run_id=run_id)  # fmt: skip
     if jobs:
         files.append(File(JOBS, dump(jobs)))
     return files
+
+
+def new_run_id() -> str:
+    """A fresh load run id: when it was rendered, and four random hex digits."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
 
 def summary(target: str, out: Path, files: list[Path], image: str) -> str:

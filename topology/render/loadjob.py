@@ -38,9 +38,11 @@ def profiles(topo: Topology, players: int | None) -> list[LoadProfileSpec]:
                             players=players)]  # fmt: skip
 
 
-def load_args(load: LoadProfileSpec, url: str, shards: int, out: str) -> list[str]:
-    """The command of a shard (after the image's `python -m`), writing into `out`;
-    $(JOB_COMPLETION_INDEX) is expanded by Kubernetes."""
+def load_args(
+    load: LoadProfileSpec, url: str, shards: int, out: str, run_id: str = ""
+) -> list[str]:
+    """The command of a shard (after the image's `python -m`) of run `run_id`, writing into
+    `out`; $(JOB_COMPLETION_INDEX) is expanded by Kubernetes."""
     duration, ramp = parse_duration(load.duration), parse_duration(load.ramp)
     args = ["topology", "load", "--url", url, "--players", str(load.players),
             "--duration", f"{duration:g}", "--arrival", load.arrival, "--ramp", f"{ramp:g}",
@@ -48,6 +50,8 @@ def load_args(load: LoadProfileSpec, url: str, shards: int, out: str) -> list[st
     if load.viewer_class:
         args += ["--class", load.viewer_class]
     args += ["--metrics-port", str(METRICS_PORT), "--metrics-host", "0.0.0.0"]
+    if run_id:
+        args += ["--run-id", run_id]
     return [*args, "--shard", f"$(JOB_COMPLETION_INDEX)/{shards}", "--out", out]
 
 
@@ -71,8 +75,11 @@ def load_jobs(
     *,
     players: int | None = None,
     shards: int | None = None,
+    run_id: str = "",
 ) -> list[dict[str, Any]]:
-    """A results volume, then per profile an Indexed Job of its shards and a merge Job."""
+    """A results volume, then per profile an Indexed Job of its shards and a merge Job. The
+    volume outlives the Jobs: the shards of run `run_id` write into a folder of their own,
+    and the merge takes only that run's files."""
     balancer = next((n for n in nodes if n.kind == "balancer"), None)
     chosen = profiles(topo, players)
     if not chosen:
@@ -94,10 +101,11 @@ def load_jobs(
         url = (f"http://{balancer.service}:{balancer.ports['http']}/"
                f"{load_stream(topo, load)}{SUFFIX[load.protocol]}")  # fmt: skip
         name = f"{service_name(topo.name)}-load-{i + 1}"
-        out = f"{RESULTS}/{name}"
+        out = f"{RESULTS}/{name}/{run_id}" if run_id else f"{RESULTS}/{name}"
         index = {"name": "JOB_COMPLETION_INDEX",
                  "valueFrom": {"fieldRef": {"fieldPath": INDEX_ANNOTATION}}}  # fmt: skip
-        shard = container(image, load_args(load, url, n, out), [index, *secret_env(balancer)])
+        args = load_args(load, url, n, out, run_id)
+        shard = container(image, args, [index, *secret_env(balancer)])
         shard["ports"] = [{"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT,
                            "protocol": "TCP"}]  # fmt: skip
         deadline = int(parse_duration(load.ramp) + parse_duration(load.duration)) + WAIT_MORE
@@ -105,7 +113,8 @@ def load_jobs(
                         annotations=SCRAPE))  # fmt: skip
         files = f"{out}/load-shard-*-of-{n}.json"
         wait = f"until [ $$(ls {files} 2>/dev/null | wc -l) -ge {n} ]; do sleep 5; done"
-        merge = f"{wait}; exec python -m topology load merge {files}"
+        check = f" --run-id {run_id}" if run_id else ""
+        merge = f"{wait}; exec python -m topology load merge{check} {files}"
         docs.append(job(f"{name}-merge", labels, volume_name,
                         container(image, ["sh", "-c", merge], [], entrypoint=True),
                         deadline=deadline))  # fmt: skip

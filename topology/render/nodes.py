@@ -45,6 +45,7 @@ class Options:
     node_port_base: int = 30000  # service_type NodePort: the first port given out
     load_players: int | None = None  # k8s load Jobs: players of each [[load]] profile
     load_shards: int | None = None  # k8s load Jobs: shards of each (default: by players)
+    run_id: str = ""  # k8s load Jobs: their run's id (default: a new one each render)
 
 
 @dataclass
