@@ -5,6 +5,7 @@ with the node's own loader from its config file plus the environment its secret 
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import json
 import os
@@ -375,6 +376,43 @@ def test_dockerfile() -> None:
     assert "USER 10001" in text and 'ENTRYPOINT ["python", "-m"]' in text
     for package in ("common", "origin", "edge", "balancer", "topology"):
         assert f"COPY {package} ./{package}" in text
+
+
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    """Whether Docker leaves `path` out of the build context: a pattern (`**` any folders)
+    matches it or a folder it is in."""
+
+    def match(pp: list[str], parts: list[str]) -> bool:
+        if not pp:
+            return not parts
+        if pp[0] == "**":
+            return any(match(pp[1:], parts[i:]) for i in range(len(parts) + 1))
+        return bool(parts) and fnmatch.fnmatchcase(parts[0], pp[0]) and match(pp[1:], parts[1:])
+
+    parts = path.split("/")
+    return any(match(p.split("/"), parts[:end]) for p in patterns
+               for end in range(1, len(parts) + 1))  # fmt: skip
+
+
+def test_dockerignore_keeps_secrets_out_of_the_build_context(tmp_path: Path) -> None:
+    """`docker build .` sends every file the Dockerfile copies, and no environment, history
+    or render output (secrets.toml, secrets/NODE.env) from the default or README folders."""
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    assert not any(p.startswith("!") for p in patterns)  # dockerignored() knows no exceptions
+    copied = [w for line in (REPO / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ") for w in line.split()[1:-1]]  # fmt: skip
+    assert {"pyproject.toml", "README.md", "topology"} <= set(copied)
+    for source in copied:
+        files = [REPO / source] if (REPO / source).is_file() else (REPO / source).rglob("*.py")
+        for f in files:
+            assert not dockerignored(str(f.relative_to(REPO)), patterns), f
+    out = tmp_path / "livecdn-three-edge-k8s"
+    assert main(["render", "k8s", "three-edge", "--out", str(out)]) == 0
+    rendered = [f"{out.name}/{p.relative_to(out)}" for p in out.rglob("*") if p.is_file()]
+    for path in [".venv/bin/python", ".git/config", "deploy/k8s/livecdn.yaml",
+                 "deploy/compose/secrets/edge1.env", "anywhere/secrets.toml", *rendered]:  # fmt: skip
+        assert dockerignored(path, patterns), path
 
 
 def test_no_secret_key_in_config_files() -> None:
