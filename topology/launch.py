@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -23,7 +22,9 @@ from topology.linkproxy import LinkProxy, LinkSettings
 from topology.loadrun import run_file_load
 from topology.netns import NETEM, TBF, NetnsError, Network, VethShapedLink, unavailable
 from topology.output import (
+    StateError,
     private_file,
+    read_state,
     remove_state,
     state_dir,
     state_path,
@@ -273,10 +274,15 @@ __all__ = ["Deployment", "Node", "OriginSpec", "StartFailed", "plan", "up", "url
 
 async def detach(topology: str, name: str, seconds: float | None, netns: bool = False) -> int:
     """Start `python -m topology up` (with `--netns`) in the background; return once it is up."""
-    if state_path(name).exists():
+    try:
+        running = read_state(name)
+        log_path = state_dir() / f"{name}.log"  # it holds signed URLs: the owner's only
+    except StateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if running is not None:
         print(f"error: {name} is already running (python -m topology down {name})", file=sys.stderr)
         return 1
-    log_path = state_dir() / f"{name}.log"  # it holds signed URLs: the owner's only
     cmd = [PY, "-m", "topology", "up", topology] + (["--seconds", str(seconds)] if seconds else [])
     cmd += ["--netns"] if netns else []
     with open(private_file(log_path), "wb") as log_file:
@@ -298,11 +304,14 @@ async def detach(topology: str, name: str, seconds: float | None, netns: bool = 
 
 def _running(name: str) -> dict | None:
     """A detached topology's recorded state; None (and a line on stderr) if it is not running."""
-    path = state_path(name)
-    if not path.exists():
-        print(f"{name} is not running", file=sys.stderr)
+    try:
+        state = read_state(name)
+    except StateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return None
-    return json.loads(path.read_text())
+    if state is None:
+        print(f"{name} is not running", file=sys.stderr)
+    return state
 
 
 async def status(name: str) -> int:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shlex
+import stat
 import time
 from pathlib import Path
 from urllib.parse import urlencode
@@ -88,13 +89,20 @@ def _origin_of(topo, stream: str) -> str:
     return pubs[0] if pubs else (topo.origins[0].name if topo.origins else "")
 
 
+class StateError(PermissionError):
+    """The state directory or a state file is not this user's own: it is not trusted."""
+
+
 def state_dir() -> Path:
-    """STATE_DIR, made private: created 0700, refused if another user owns it (it holds
-    the detached launchers' logs, whose URL tables carry signed URLs)."""
+    """STATE_DIR, made private: created 0700; StateError if it is a symlink, another user's,
+    or writable by others (it holds the detached launchers' logs, whose URL tables carry
+    signed URLs, and state files that say where the console token goes)."""
     STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = STATE_DIR.lstat()
-    if STATE_DIR.is_symlink() or info.st_uid != os.getuid():
-        raise PermissionError(f"{STATE_DIR} is not a directory of this user's")
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise StateError(f"{STATE_DIR} is not a directory of this user's: not used")
+    if info.st_mode & 0o022:
+        raise StateError(f"{STATE_DIR} is writable by others: not used (chmod 700 it)")
     if info.st_mode & 0o077:
         STATE_DIR.chmod(0o700)
     return STATE_DIR
@@ -109,12 +117,40 @@ def private_file(path: Path) -> int:
 
 
 def state_path(name: str) -> Path:
-    """Where a running topology named `name` records itself (for status and down)."""
+    """Where a running topology named `name` records itself (for status and down); read it
+    with read_state, which checks who wrote it."""
     return STATE_DIR / f"{name}.json"
 
 
+def read_state(name: str) -> dict | None:
+    """The state a detached topology `name` recorded (write_state); None if there is none.
+    StateError (one line) if the state directory or file is not this user's own or is
+    writable by others: a planted file must not say where to send the console token or
+    whom to signal."""
+    path = state_dir() / f"{name}.json"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # ELOOP: a symlink
+        raise StateError(f"{path}: not trusted ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+            raise StateError(f"{path} is not a file of this user's: not trusted")
+        if info.st_mode & 0o022:
+            raise StateError(f"{path} is writable by others: not trusted")
+        try:
+            state = json.loads(f.read(1 << 20))
+        except ValueError as exc:
+            raise StateError(f"{path} is not a state file: {exc}") from None
+    if not isinstance(state, dict):
+        raise StateError(f"{path} is not a state file")
+    return state
+
+
 def write_state(dep: Deployment) -> Path:
-    """Record the running deployment (launcher pid, nodes, ports)."""
+    """Record the running deployment (launcher pid, nodes, ports), readable by this user only."""
     state_dir()
     path = state_path(dep.topo.name)
     nodes = {
@@ -134,16 +170,16 @@ def write_state(dep: Deployment) -> Path:
         "control_port": dep.control_port,  # the launcher's control API (console_token)
         "nodes": nodes,
     }
-    path.write_text(json.dumps(state, indent=1))
+    with open(private_file(path), "w") as f:
+        f.write(json.dumps(state, indent=1))
     return path
 
 
 def remove_state(dep: Deployment) -> None:
     """Remove the state file, if this process wrote it."""
-    path = state_path(dep.topo.name)
-    with contextlib.suppress(OSError, ValueError):
-        if json.loads(path.read_text()).get("launcher_pid") == os.getpid():
-            path.unlink()
+    with contextlib.suppress(OSError):  # StateError too: a file not ours is left alone
+        if (read_state(dep.topo.name) or {}).get("launcher_pid") == os.getpid():
+            state_path(dep.topo.name).unlink()
 
 
 def write_commands(dep: Deployment) -> Path:
