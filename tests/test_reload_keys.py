@@ -45,9 +45,9 @@ async def test_every_reloadable_key_is_taken_by_a_running_node(
         for name in sorted(reloadable_keys(cls)):
             old = node.config
             new = build(cls, {**asdict(old), name: sampled[name]})
-            assert node.controls.reload(new) == [name]
+            assert await node.controls.reload(new) == [name]
             assert node.config is new
-            assert node.controls.reload(old) == [name]
+            assert await node.controls.reload(old) == [name]
     finally:
         logging.getLogger().setLevel(level)
     assert reloadable_keys(cls) < set(keys(cls)), "the listen ports need a restart"

@@ -18,6 +18,7 @@ from common.config.flags import add_config_arguments, config_values
 from common.net.conn import listen_socket
 from common.net.supervise import leaves
 from common.serve.lifecycle import NodeControls
+from common.serve.reload import PartlyApplied, read_off_loop
 
 log = logging.getLogger("livecdn")
 
@@ -111,10 +112,11 @@ async def handle_signals(
     and the node keeps running either way.
     """
     draining = False
+    reloads = Reloads(controls, reload_config, nursery)
     async for signum in signals:
         name = signal.Signals(signum).name
         if signum == signal.SIGHUP:
-            await reload_node(controls, reload_config)
+            reloads.request()
         elif signum == signal.SIGTERM and not draining and controls.drain is not None:
             draining = True
             log.info("SIGTERM received: draining (SIGINT or a second SIGTERM stops at once)")
@@ -135,16 +137,50 @@ async def drain_then_stop(drain: Callable[[], Awaitable[None]], scope: trio.Canc
     scope.cancel()
 
 
+class Reloads:
+    """The node's SIGHUP reloads, each in a task of its own in `nursery` (so the signal loop
+    always answers SIGTERM and SIGINT at once): one at a time, the SIGHUPs that come during
+    one merged into one more reload after it."""
+
+    def __init__(
+        self, controls: NodeControls, reload_config: Callable[[], Any], nursery: trio.Nursery
+    ) -> None:
+        self.controls, self.reload_config, self.nursery = controls, reload_config, nursery
+        self.running = self.again = False
+
+    def request(self) -> None:
+        """A SIGHUP came: reload now, or once more after the running reload."""
+        if self.running:
+            self.again = True
+            return
+        self.running = True
+        self.nursery.start_soon(self._run)
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                self.again = False
+                await reload_node(self.controls, self.reload_config)
+                if not self.again:
+                    return
+        finally:
+            self.running = False
+
+
 async def reload_node(controls: NodeControls, reload_config: Callable[[], Any]) -> None:
-    """Load the config again and apply it through `controls.reload`; log one line."""
+    """Load the config again (in a thread, at most READ_TIMEOUT seconds: the files may be a
+    FIFO or on a hung mount) and apply it through `controls.reload`; log one line."""
     if controls.reload is None:
         log.warning("SIGHUP received: this node cannot reload its config (restart it instead)")
         return
     try:
-        config = await trio.to_thread.run_sync(reload_config)
-        applied = controls.reload(config)
+        config = await read_off_loop("the config file", reload_config)
+        applied = await controls.reload(config)
     except ConfigError as exc:
         log.error("SIGHUP received: config not reloaded, the node keeps its config: %s", exc)
+        return
+    except PartlyApplied as exc:  # a bug part-way: say what of the new config now holds
+        log.error("SIGHUP received: config %s", exc, exc_info=exc.error)
         return
     except Exception as exc:  # a bug in a reload must not stop the node
         log.error(

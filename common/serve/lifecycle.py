@@ -15,14 +15,16 @@ class NodeControls:
     """What a running node can be asked to do besides stop.
 
     `drain()`: stop taking new work, let (or make) the current work end cleanly, and return
-    when the node may exit. `reload(new_config)`: apply a freshly loaded config of the node's
-    kind and return the keys it applied (changed values only); it raises
-    `common.config.ConfigError` naming the keys that cannot change without a restart, and
-    then applies nothing. None: the node cannot do it (a drain is then an immediate stop).
+    when the node may exit. `await reload(new_config)`: apply a freshly loaded config of the
+    node's kind and return the keys it applied (changed values only); it raises
+    `common.config.ConfigError` naming the keys that cannot change without a restart (or a
+    file it cannot read), and then applies nothing; `common.serve.reload.PartlyApplied` if a
+    step failed unexpectedly after others were applied. What it reads from files it reads in
+    a thread, bounded (`common.serve.reload.read_off_loop`). None: the node cannot do it (a drain is then an immediate stop).
     """
 
     drain: Callable[[], Awaitable[None]] | None = None
-    reload: Callable[[Any], list[str]] | None = None
+    reload: Callable[[Any], Awaitable[list[str]]] | None = None
 
 
 @dataclass(frozen=True)

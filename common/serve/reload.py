@@ -4,13 +4,16 @@ change), and applying what every node that serves viewers shares (`reload_play_n
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import trio
 
 from common.config import ConfigError, ServeConfig, connection_budget, keys
+from common.config.exposure import open_surfaces
 from common.config.model import reloadable_keys
 from common.proto.hooks import HookEvent
 from common.serve.node import PlayNode
@@ -21,6 +24,66 @@ from common.serve.snapshot import Snapshots
 log = logging.getLogger("livecdn.reload")
 
 HOOK_KEYS = ("hook_timeout", "hook_cache_seconds", *(event.value for event in HookEvent))
+
+READ_TIMEOUT = 10.0
+"""Longest wait for what a reload reads (the config files, a CA bundle): a FIFO or a hung
+mount fails the reload instead of holding it."""
+
+T = TypeVar("T")
+
+
+async def read_off_loop(what: str, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` (which reads files) in a thread, at most READ_TIMEOUT seconds; ConfigError
+    naming `what` when it takes longer (the thread is abandoned, so a cancel is at once)."""
+    try:
+        with trio.fail_after(READ_TIMEOUT):
+            return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+    except trio.TooSlowError:
+        raise ConfigError(
+            f"{what} not read in {READ_TIMEOUT:g} s (a FIFO or a hung mount?)"
+        ) from None
+
+
+class PartlyApplied(Exception):
+    """A reload failed unexpectedly after applying part of the new config (a bug): `done`
+    names the steps applied, `failed` the one that failed; the rest was not applied."""
+
+    def __init__(self, done: list[str], failed: str, error: Exception) -> None:
+        self.done, self.failed, self.error = [*done], failed, error
+        super().__init__(
+            f"partly applied: {', '.join(done) if done else 'nothing'} applied, then "
+            f"{failed} failed ({type(error).__name__}: {error}); the rest not applied"
+        )
+
+
+class Steps:
+    """A reload's apply steps, each named (`with steps("limits"): ...`): what can fail is
+    computed before the first; one that fails all the same raises PartlyApplied naming
+    those already applied."""
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            raise PartlyApplied(self.done, name, exc) from exc
+        self.done.append(name)
+
+
+def warn_newly_open(old: Any, new: Any, log: logging.Logger, **bound: int) -> list[str]:
+    """Log a warning for each surface `new` leaves open that `old` did not (the lines of
+    start-up, `common.config.exposure`), e.g. a reload that removed admin_token; `bound`:
+    the ports the node listens on, as for `warn_open_surfaces`. The lines logged."""
+    before = set(open_surfaces(dataclasses.replace(old, **bound)))
+    lines = [
+        line for line in open_surfaces(dataclasses.replace(new, **bound)) if line not in before
+    ]
+    for line in lines:
+        log.warning("%s", line)
+    return lines
 
 
 def changed_keys(old: Any, new: Any) -> list[str]:
@@ -98,19 +161,25 @@ def reload_play_node(
     hooks: HookPlayCheck,
     signed: list[PlayCheck],
     snapshots: Snapshots,
+    steps: Steps,
 ) -> None:
     """Apply the reloadable keys every serving node has: limits and timeouts of new
     connections and new streams, the connection limit, CORS, the play gate (`signed`: the
-    signed-URL checks `config` asks for), hooks and snapshots. Connections already open keep
-    theirs."""
-    node.config = node.fanouts.config = config
-    node.take_limits(config)
-    node.console.send_timeout = config.slow_timeout
-    if node.slots is not None:
-        node.slots.limit = connection_limit(config)
+    signed-URL checks `config` asks for), hooks and snapshots, as `steps`. Connections
+    already open keep theirs."""
+    limit = connection_limit(config)
+    with steps("limits"):
+        node.config = node.fanouts.config = config
+        node.take_limits(config)
+        node.console.send_timeout = config.slow_timeout
+        if node.slots is not None:
+            node.slots.limit = limit
     if any(name in HOOK_KEYS for name in changed):
-        reload_hooks(hooks, config, node)
-    node.gate.checks = play_checks(signed, hooks)
-    snapshots.enabled, snapshots.wait = config.snapshots, config.snapshot_wait
+        with steps("hooks"):
+            reload_hooks(hooks, config, node)
+    with steps("play checks and snapshots"):
+        node.gate.checks = play_checks(signed, hooks)
+        snapshots.enabled, snapshots.wait = config.snapshots, config.snapshot_wait
     if "log_level" in changed:
-        apply_log_level(config)
+        with steps("log_level"):
+            apply_log_level(config)

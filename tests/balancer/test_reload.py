@@ -30,11 +30,11 @@ async def test_reload_changes_secrets_admission_and_policy_keeping_the_edges(nur
 
     old = b.config
     with pytest.raises(ConfigError, match="control_port cannot change without a restart"):
-        b.controls.reload(replace(old, control_port=1, retry_after=9))
+        await b.controls.reload(replace(old, control_port=1, retry_after=9))
     assert b.config is old and b.router.config is old
 
     new = replace(old, play_secret=PLAY_SECRET, retry_after=9, policy="least_load")
-    assert b.controls.reload(new) == ["policy", "retry_after", "play_secret"]
+    assert await b.controls.reload(new) == ["policy", "retry_after", "play_secret"]
     assert isinstance(b.router.policy, LeastLoad)
     # a redirect needs a signed URL now; the edge, full, makes the next one a 503 after 9 s
     assert (await fetch("GET", f"{base}/live/x.flv")).status == 403

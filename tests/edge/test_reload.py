@@ -6,6 +6,7 @@ restart applies nothing."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, replace
 
@@ -16,6 +17,8 @@ from common.config import ConfigError, EdgeConfig, build
 from common.net.httpclient import HttpClientError, fetch, open_request
 from common.proto import auth, flv, playtoken
 from common.proto.flv import FlvParser
+from common.serve import reload as reloading
+from common.serve.reload import PartlyApplied
 from tests.balancer.test_balancer import start
 from tests.conftest import QOS_SECRET, start_edge, start_origin
 from tests.media import publish_synthetic
@@ -84,7 +87,7 @@ async def test_reload_applies_parents_secrets_classes_and_limits_while_a_viewer_
         classes=CLASSES,
         max_connections=2,
     )
-    applied = edge.controls.reload(new)
+    applied = await edge.controls.reload(new)
     assert set(applied) == {"parents", "play_secret", "qos_secret", "classes", "max_connections"}
     assert edge.config is new
 
@@ -108,7 +111,7 @@ async def test_reload_applies_parents_secrets_classes_and_limits_while_a_viewer_
     # a class's new rates pace the viewers it has already
     gold_shaper = edge.qos.htb.classes["gold"]
     faster = {**CLASSES, "gold": {"rate_mbps": 6.0, "ceil_mbps": 12.0}}
-    assert edge.controls.reload(replace(new, classes=faster)) == ["classes"]
+    assert await edge.controls.reload(replace(new, classes=faster)) == ["classes"]
     assert edge.qos.htb.classes["gold"] is gold_shaper
     assert (gold_shaper.assured.rate, gold_shaper.ceiling.rate) == (750_000, 1_500_000)
     assert len(await second_viewer.video(5)) == 5
@@ -131,14 +134,14 @@ async def test_a_reload_changing_a_key_that_needs_a_restart_applies_nothing(nurs
     old = edge.config
     new = build(EdgeConfig, {**asdict(old), "http_port": 1, "hls_window": 3, "weight": 2.0})
     with pytest.raises(ConfigError) as info:
-        edge.controls.reload(new)
+        await edge.controls.reload(new)
     assert "http_port, hls_window cannot change without a restart" in str(info.value)
     assert "nothing applied" in str(info.value)
     assert edge.config is old and edge.heartbeat.config is old
-    assert edge.controls.reload(build(EdgeConfig, asdict(old))) == []
+    assert await edge.controls.reload(build(EdgeConfig, asdict(old))) == []
     # a tls_ca that cannot be read refuses the reload too
     with pytest.raises(ConfigError, match="cannot read tls_ca /nonexistent.pem"):
-        edge.controls.reload(replace(old, tls_ca="/nonexistent.pem", weight=2.0))
+        await edge.controls.reload(replace(old, tls_ca="/nonexistent.pem", weight=2.0))
     assert edge.config is old and edge.tls is None
 
 
@@ -151,8 +154,8 @@ async def test_a_new_cluster_secret_restarts_the_reports_to_the_balancer(nursery
     node = f"edge-{addr.http_port}"
     await reports(caplog, 1)
     # the balancer's session with the edge stays; the edge's next one takes the new secret
-    assert balancer.controls.reload(replace(balancer.config, cluster_secret=new_secret))
-    assert edge.controls.reload(replace(edge.config, cluster_secret=new_secret))
+    assert await balancer.controls.reload(replace(balancer.config, cluster_secret=new_secret))
+    assert await edge.controls.reload(replace(edge.config, cluster_secret=new_secret))
     await reports(caplog, 2)
     assert "authenticating to the balancer" not in caplog.text
     heard = balancer.edges[node].last_heartbeat
@@ -166,3 +169,58 @@ async def reports(caplog, count: int) -> None:
     with trio.fail_after(5):
         while caplog.text.count("(authenticated)") < count:
             await trio.sleep(0.05)
+
+
+async def test_a_tls_ca_that_hangs_is_read_off_the_event_loop_and_given_up(
+    nursery, tmp_path, monkeypatch
+):
+    edge, addr = await start_edge(nursery, ["rtmp://127.0.0.1:1"])
+    monkeypatch.setattr(reloading, "READ_TIMEOUT", 0.5)
+    fifo = tmp_path / "ca.pem"
+    os.mkfifo(fifo)  # nobody writes: opening it for reading waits
+    old = edge.config
+    failed = []
+
+    async def reload() -> None:
+        with pytest.raises(ConfigError, match=f"tls_ca {fifo} not read in 0.5 s") as info:
+            await edge.controls.reload(replace(old, tls_ca=str(fifo), weight=2.0))
+        failed.append(info.value)
+
+    try:
+        async with trio.open_nursery() as waiting:
+            waiting.start_soon(reload)
+            # the edge answers while the reload waits for its file
+            assert (await fetch("GET", f"http://127.0.0.1:{addr.http_port}/healthz")).status == 200
+            assert not failed
+    finally:  # let the abandoned thread's open() return
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert failed and edge.config is old and edge.tls is None
+
+
+async def test_a_reload_computes_what_can_fail_before_applying_anything(nursery, monkeypatch):
+    edge, _ = await start_edge(nursery, ["rtmp://127.0.0.1:1"])
+    old = edge.config
+    new = replace(old, parents=["rtmp://127.0.0.1:2"], max_connections=5, weight=2.0)
+
+    def broken(config):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("edge.reload.PullSettings.from_config", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        await edge.controls.reload(new)
+    assert edge.config is old and edge.node.config is old
+    monkeypatch.undo()
+
+    # a step that fails all the same says what was applied and what not
+    monkeypatch.setattr(edge.pull, "set_parents", broken)
+    with pytest.raises(PartlyApplied) as info:
+        await edge.controls.reload(new)
+    assert info.value.done == [
+        "config and secrets",
+        "limits",
+        "play checks and snapshots",
+        "pull and HLS settings",
+    ]
+    assert info.value.failed == "parents and tls_ca"
+    assert "the rest not applied" in str(info.value)
+    assert edge.config is new and edge.node.slots.limit == 5

@@ -4,6 +4,7 @@ that needs a restart applies nothing."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
@@ -30,11 +31,13 @@ async def test_reload_applies_secrets_to_new_publishes_and_plays_only(nursery):
 
     old = origin.config
     with pytest.raises(ConfigError, match="hls_window, record_dir cannot change"):
-        origin.controls.reload(replace(old, hls_window=9, record_dir="/tmp/x", kick_ban_seconds=5))
+        await origin.controls.reload(
+            replace(old, hls_window=9, record_dir="/tmp/x", kick_ban_seconds=5)
+        )
     assert origin.config is old
 
     new = replace(old, publish_secret=PUBLISH_SECRET, play_secret=PLAY_SECRET, hls_apps=["tv"])
-    assert origin.controls.reload(new) == ["play_secret", "publish_secret", "hls_apps"]
+    assert await origin.controls.reload(new) == ["play_secret", "publish_secret", "hls_apps"]
 
     # the publisher and viewer connected go on
     after = await viewer.video(25)
@@ -58,3 +61,20 @@ async def test_reload_applies_secrets_to_new_publishes_and_plays_only(nursery):
     assert (await fetch("GET", f"{http}/live/b.m3u8?{token}")).status == 404
     viewer.resp.close()
     signed.resp.close()
+
+
+async def test_a_reload_that_opens_the_origin_warns_as_at_start_up(nursery, caplog):
+    origin, addr = await start_origin(
+        nursery, admin_token="admin-token-for-reload-0123", publish_secret=PUBLISH_SECRET
+    )
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="livecdn")
+    # closing surfaces warns of nothing; opening them warns of each, once
+    assert await origin.controls.reload(replace(origin.config, kick_ban_seconds=7))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert await origin.controls.reload(replace(origin.config, admin_token="", publish_secret=""))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"no publish_secret: anyone who reaches :{addr.rtmp_port} can publish any name",
+        "no admin_token: admin routes (kick/ban, publisher addresses) answer only on loopback",
+    ]
