@@ -303,8 +303,8 @@ def test_a_node_cannot_take_another_objects_service_name(
 
 def applied_dirs(text: str, out: Path) -> set[Path]:
     """The directories `kubectl apply -f DIR` lines in `text` name (deploy/k8s: `out`)."""
-    found = re.findall(r"kubectl apply -f (\S+)", text)
-    return {Path(d.replace("deploy/k8s", str(out)).rstrip("/")) for d in found}
+    found = re.findall(r"kubectl apply -f (\S+)", text.replace("deploy/k8s", str(out)))
+    return {Path(d) for d in found if Path(d).is_dir()}
 
 
 def test_kubectl_applies_only_kubernetes_objects(
