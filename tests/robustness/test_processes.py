@@ -11,6 +11,7 @@ import time
 import pytest
 import trio
 
+from common.net.httpclient import fetch
 from tests.robustness.conftest import (
     MAX_GAP,
     PRLIMIT,
@@ -53,10 +54,21 @@ def _background_trio(fn, *args) -> tuple:
     return thread, cancel
 
 
-async def _publish_and_watch(url_pub: str, url_play: str, canary: Canary, state: dict) -> None:
+async def _live(http_port: int, stream: str = "live/canary") -> None:
+    """Until the origin at `http_port` has `stream` (its publisher has started)."""
+    with trio.fail_after(10):  # a hang guard
+        while (
+            await fetch("GET", f"http://127.0.0.1:{http_port}/api/streams/{stream}")
+        ).status != 200:
+            await trio.sleep(0.1)
+
+
+async def _publish_and_watch(
+    url_pub: str, http_port: int, url_play: str, canary: Canary, state: dict
+) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(publish_forever, url_pub, state)
-        await trio.sleep(1.5)
+        await _live(http_port)
         await flv_canary(canary, url_play)
 
 
@@ -100,11 +112,14 @@ def test_file_descriptors_run_out() -> None:
         _, cancel = _background_trio(
             _publish_and_watch,
             app_url,
+            origin.http_port,
             f"http://127.0.0.1:{origin.http_port}/live/canary.flv",
             canary,
             state,
         )
-        time.sleep(4)
+        deadline = time.monotonic() + 10  # a hang guard: until the canary has frames
+        while time.monotonic() < deadline and len(canary.arrivals) < 5:
+            time.sleep(0.1)
         cancel()
         assert canary.arrivals, f"no frames after the fd storm: {canary.error} {state}"
         assert origin.alive() and healthz(origin.http_port) == 200
@@ -135,7 +150,7 @@ def test_parent_killed_and_restarted() -> None:
                     nursery.start_soon(
                         publish_forever, f"rtmp://127.0.0.1:{rtmp_port}/live/canary", state
                     )
-                    await trio.sleep(1.5)
+                    await _live(http_port)
                     for edge, canary in zip(edges, canaries, strict=True):
                         nursery.start_soon(
                             flv_canary, canary, f"http://127.0.0.1:{edge.http_port}/live/canary.flv"
