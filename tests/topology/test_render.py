@@ -134,8 +134,13 @@ def test_compose(name: str, tmp_path: Path) -> None:
         assert config.host == "0.0.0.0" and config.admin_token and config.admin_token in secrets
         for dep in svc.get("depends_on", {}):
             assert dep in nodes
-        published = {int(p.split(":")[0]) for p in svc["ports"]}
-        assert {int(p.split(":")[1]) for p in svc["ports"]} == published  # same port inside
+        specs = [p.split(":") for p in svc["ports"]]  # [HOST_IP:]HOST_PORT:CONTAINER_PORT
+        published = {int(s[-2]) for s in specs}
+        assert {int(s[-1]) for s in specs} == published  # same port inside
+        loopback_only = {int(s[-1]) for s in specs if len(s) == 3 and s[0] == "127.0.0.1"}
+        has_edges = any(svc["command"][0] == "edge" for svc in nodes.values())
+        operator_only = {config.http_port} if kind == "origin" and has_edges else set()
+        assert loopback_only == operator_only  # the origin's API is no viewers' way in
         listening[service] = published | ({config.control_port} if kind == "balancer" else set())
         assert str(config.http_port) in svc["healthcheck"]["test"][-1]
         assert int(svc["stop_grace_period"][:-1]) > getattr(config, "drain_timeout", 0)
@@ -146,6 +151,7 @@ def test_compose(name: str, tmp_path: Path) -> None:
     targets = yaml.safe_load((out / "prometheus.yml").read_text())["scrape_configs"][0]
     scraped = {t["targets"][0] for t in targets["static_configs"]}
     assert scraped == {f"{s}:{c.http_port}" for s, (_, c) in configs.items()}
+    assert services["prometheus"]["ports"] == ["127.0.0.1:9090:9090"]  # no auth on its API
     prom = services["prometheus"]["volumes"][0].split(":")[0]
     assert (out / prom).exists()
     assert (out / "Dockerfile").read_text() == (REPO / "Dockerfile").read_text()

@@ -1,6 +1,7 @@
 """A topology as a Docker Compose project: one service per node (its config file as a compose
 config, its secrets from an env file of mode 0600), health checks on /healthz, the nodes'
-ports published on the host as they are, and Prometheus (profile "monitoring")."""
+viewer-facing ports published on the host (the origin's API and Prometheus on its loopback
+only), and Prometheus (profile "monitoring")."""
 
 from __future__ import annotations
 
@@ -33,10 +34,23 @@ def is_address(host: str) -> bool:
     return True
 
 
-def published(node: RenderNode) -> list[str]:
-    """The host ports of a node: the balancer's HTTP port, an origin's or edge's RTMP and HTTP
-    ports (the balancer's control port stays inside the project's network)."""
-    return [f"{node.ports[w]}:{node.ports[w]}" for w in ("rtmp", "http") if w in node.ports]
+LOOPBACK = "127.0.0.1"
+"""Where ports only the operator needs are published: the host's loopback."""
+
+
+def published(node: RenderNode, *, has_edges: bool) -> list[str]:
+    """The host ports of a node: the balancer's HTTP port, an edge's RTMP and HTTP ports, an
+    origin's RTMP port (ingest). With edges, an origin's HTTP port (its API, and plays that
+    should go through the edges) is published on the host's loopback only; the balancer's
+    control port stays inside the project's network."""
+    out = []
+    for what in ("rtmp", "http"):
+        if what not in node.ports:
+            continue
+        port = node.ports[what]
+        local = node.kind == "origin" and what == "http" and has_edges
+        out.append(f"{LOOPBACK}:{port}:{port}" if local else f"{port}:{port}")
+    return out
 
 
 def service(node: RenderNode, image: str, nodes: dict[str, RenderNode]) -> dict[str, Any]:
@@ -47,7 +61,7 @@ def service(node: RenderNode, image: str, nodes: dict[str, RenderNode]) -> dict[
         "command": node.command,
         "configs": [{"source": node.service, "target": node.config_path}],
         "env_file": [f"{SECRETS_DIR}/{node.service}.env"],
-        "ports": published(node),
+        "ports": published(node, has_edges=any(n.kind == "edge" for n in nodes.values())),
         "healthcheck": healthcheck(node.ports["http"]),
         "restart": "unless-stopped",
         "stop_grace_period": f"{node.grace_seconds}s",
@@ -88,7 +102,7 @@ def compose(name: str, nodes: list[RenderNode], image: str) -> dict[str, Any]:
         "image": PROMETHEUS_IMAGE,
         "profiles": ["monitoring"],
         "volumes": ["./prometheus.yml:/etc/prometheus/prometheus.yml:ro"],
-        "ports": ["9090:9090"],
+        "ports": [f"{LOOPBACK}:9090:9090"],  # its query API has no authentication
     }
     doc: dict[str, Any] = {
         "name": f"livecdn-{name}".lower(),
