@@ -5,12 +5,14 @@ per player."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from wsgiref.simple_server import WSGIServer
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -97,11 +99,62 @@ CURRENT: ContextVar[LoadMetrics | None] = ContextVar("load_metrics", default=Non
 runs started deep inside a topology (its [[load]] profiles) report too."""
 
 
-def serve_metrics(host: str, port: int) -> tuple[LoadMetrics, WSGIServer]:
+CONNECTIONS = 16  # connections served at once; more are closed at once
+IDLE_TIMEOUT = 10.0  # seconds a connection may stay silent (a request, or reading the answer)
+
+
+class QuietHandler(WSGIRequestHandler):
+    """A request handler that logs nothing, its socket timing out after IDLE_TIMEOUT."""
+
+    def setup(self) -> None:
+        self.timeout = IDLE_TIMEOUT
+        super().setup()
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Log nothing."""
+
+
+class BoundedServer(ThreadingMixIn, WSGIServer):
+    """A threading WSGI server with at most `limit` connections (a thread each) at once:
+    one more is closed as soon as it is accepted; each connection's socket times out after
+    IDLE_TIMEOUT, so idle or slow clients cannot pile up threads."""
+
+    daemon_threads = True
+    request_queue_size = 128  # a burst of connections waits in the kernel, not in SYN retries
+
+    def __init__(self, address: tuple[str, int], handler: type, limit: int = CONNECTIONS) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.slots = threading.BoundedSemaphore(limit)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def handle_error(self, request, client_address) -> None:
+        """A failed connection (a client that timed out or went away) ends quietly."""
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def serve_metrics(host: str, port: int) -> tuple[LoadMetrics, BoundedServer]:
     """Serve /metrics of a new LoadMetrics on host:port (0: a free port) from a daemon
-    thread; OSError if the port cannot be bound."""
+    thread (a BoundedServer); OSError if the port cannot be bound."""
     metrics = LoadMetrics()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics)
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    server = BoundedServer((host, port), QuietHandler)
+    server.set_app(make_wsgi_app(registry))
+    threading.Thread(target=server.serve_forever, name="load-metrics", daemon=True).start()
     return metrics, server

@@ -5,6 +5,9 @@ own results (the JSON), in one process and summed from worker processes (--procs
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import start_origin, wait_for_stream
 from tests.media import publish_synthetic
 from tests.metrics import scrape
+from topology import loadmetrics
 from topology.__main__ import parse_args
 from topology.loadmetrics import LoadMetrics, serve_metrics
 from topology.loadrun import run_load
@@ -108,3 +112,25 @@ def test_metrics_flags() -> None:
     for bad in ("-1", "65536", "x"):
         with pytest.raises(SystemExit):
             parse_args(["load", "--url", "http://h/a.flv", "--metrics-port", bad])
+
+
+def test_idle_connections_cannot_pile_up_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slowloris: many idle connections hold at most CONNECTIONS threads; the extra ones are
+    closed at once, idle ones after IDLE_TIMEOUT, and /metrics answers again afterwards."""
+    monkeypatch.setattr(loadmetrics, "IDLE_TIMEOUT", 0.5)
+    before = threading.active_count()
+    _, server = serve_metrics("127.0.0.1", 0)
+    address = server.server_address[:2]
+    try:
+        idle = [socket.create_connection(address, timeout=HANG) for _ in range(200)]
+        closed = sum(conn.recv(1) == b"" for conn in idle[loadmetrics.CONNECTIONS :])
+        assert closed == 200 - loadmetrics.CONNECTIONS  # each extra one closed, not served
+        assert threading.active_count() <= before + 1 + loadmetrics.CONNECTIONS
+        assert all(conn.recv(1) == b"" for conn in idle[: loadmetrics.CONNECTIONS])  # timed out
+        for conn in idle:
+            conn.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{address[1]}/metrics", timeout=HANG) as r:
+            assert r.status == 200
+    finally:
+        server.shutdown()
+        server.server_close()
