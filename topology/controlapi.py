@@ -1,10 +1,15 @@
 """The launcher's control API: what `topology up` shows the console of its deployment (tiers,
 links, loads, processes) and lets it do (kill, restart, drain, kick, degrade or cut a link,
-start a load profile, restart the edges one by one), on 127.0.0.1; every POST needs the run's
-console_token."""
+start a load profile, restart the edges one by one), on 127.0.0.1; every request needs the
+run's console_token (Authorization: Bearer, or ?token= on a GET, for EventSource).
+
+Its answers allow any page's origin (CORS *): the console page is served by the balancer, at
+whatever address the operator reaches it by. That gives a stranger's page nothing, since
+nothing answers without the token, which only the console page's URL fragment holds."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import math
 from collections.abc import Awaitable
@@ -14,8 +19,16 @@ from urllib.parse import quote
 
 import trio
 
-from common.net.conn import Conn, accept_loop, listen_socket
-from common.net.http import HttpLimits, Request, Response, StreamingResponse, serve_http
+from common.net.conn import Conn, ConnClosed, accept_loop, listen_socket
+from common.net.http import (
+    LAST_CHUNK,
+    HttpLimits,
+    Request,
+    Response,
+    StreamingResponse,
+    chunk,
+    serve_http,
+)
 from common.net.httpclient import HttpClientError, fetch
 from common.proto.admin import check_admin
 from common.serve.console import Console
@@ -30,11 +43,17 @@ T = TypeVar("T")
 HOST = "127.0.0.1"
 LIMITS = HttpLimits(max_header_bytes=8 * 1024, max_body_bytes=4 * 1024, keepalive_timeout=10.0)
 MAX_CONNECTIONS = 64
+MAX_SUBSCRIBERS = 6
+"""Live feeds (/api/events) at once: the rest of MAX_CONNECTIONS stays for requests."""
 STOP_WAIT = 5.0  # seconds a killed node's process may take to be reaped
 NODE_TIMEOUT = 5.0  # seconds the balancer or an origin may take to answer an action
 
 LINK_LIMITS = {"delay_ms": 60_000.0, "jitter_ms": 60_000.0, "loss": 1.0, "rate_kbps": 10_000_000.0}
 """The link settings a POST may change, and the largest value of each (the least is 0)."""
+
+
+NODE_ACTIONS = ("kill", "restart", "drain", "undrain")
+"""The actions on one node (named first), which a rolling restart's current edge refuses."""
 
 
 class ApiError(Exception):
@@ -48,7 +67,7 @@ class ApiError(Exception):
 @dataclass(frozen=True)
 class Action:
     """A POST's action ("kill", "restart", "drain", "undrain", "kick", "link", "cut",
-    "restore", "start", "rolling-restart") and what it names (node, edge, app and name, edge and parent, index)."""
+    "restore", "start", "rolling-restart", "rolling-cancel") and what it names (node, edge, app and name, edge and parent, index)."""
 
     what: str
     args: tuple[str, ...]
@@ -71,6 +90,8 @@ def parse_action(path: str) -> Action | None:
             return Action("start", (index,))
         case ["api", "rolling-restart"]:
             return Action("rolling-restart", ())
+        case ["api", "rolling-restart", "cancel"]:
+            return Action("rolling-cancel", ())
     return None
 
 
@@ -150,16 +171,40 @@ def load_json(run: LoadRun) -> dict:
     return {"state": run.state, "samples": list(run.samples)}
 
 
-def refusal(req: Request, token: str) -> Response | None:
-    """None if `req` carries `Authorization: Bearer <token>`; else 401 (none) or 403 (wrong)."""
-    verdict = check_admin(token, req.headers, req.peer)
-    if verdict.allowed:
-        return None
-    reason = "wrong console token" if verdict.status == 403 else (
-        "POST needs Authorization: Bearer <console_token> (in the run's secrets.toml)")  # fmt: skip
-    headers = [("www-authenticate", "Bearer")] if verdict.status == 401 else []
-    return Response(verdict.status, json.dumps({"error": reason}).encode(), "application/json",
-                    headers)  # fmt: skip
+def refusal(req: Request, token: str) -> StreamingResponse | None:
+    """None if `req` carries `Authorization: Bearer <token>` (or, on a GET, `?token=`); else
+    401 (none) or 403 (wrong), and the connection closes after it, so that a stranger holds
+    none of the slots an authorized console needs."""
+    given = req.query.get("token") if req.method in ("GET", "HEAD") else None
+    if given is not None:
+        if hmac.compare_digest(given.encode(), token.encode()):
+            return None
+        status = 403
+    else:
+        verdict = check_admin(token, req.headers, req.peer)
+        if verdict.allowed:
+            return None
+        status = verdict.status
+    reason = "wrong console token" if status == 403 else (
+        "the control API needs Authorization: Bearer <console_token> (in the run's "
+        "secrets.toml)")  # fmt: skip
+    headers = [("www-authenticate", "Bearer")] if status == 401 else []
+    return closing(status, {"error": reason}, headers)
+
+
+def closing(status: int, obj: object, headers: list[tuple[str, str]]) -> StreamingResponse:
+    """A JSON answer after which the connection closes."""
+    body = json.dumps(obj).encode() + b"\n"
+
+    async def send(conn: Conn) -> None:
+        conn.write(chunk(body) + LAST_CHUNK)
+        try:
+            with trio.move_on_after(1.0):
+                await conn.drain()
+        except ConnClosed:
+            pass
+
+    return StreamingResponse(status, "application/json", send, headers)
 
 
 def fault_for(action: Action) -> FaultSpec:
@@ -198,12 +243,12 @@ class ControlApi:
     async def handle(self, req: Request) -> Response | StreamingResponse:
         """Answer one request (GETs read, POSTs act)."""
         try:
-            if req.method in ("GET", "HEAD"):
-                return self._read(req)
-            if req.method != "POST":
+            if req.method not in ("GET", "HEAD", "POST"):
                 raise ApiError(405, "GET or POST")
             if (refused := refusal(req, self.token)) is not None:
                 return refused
+            if req.method in ("GET", "HEAD"):
+                return self._read(req)
             action = parse_action(req.path)
             if action is None:
                 raise ApiError(404, f"no action at {req.path[:80]}")
@@ -223,6 +268,8 @@ class ControlApi:
         if req.path == "/api/topology":
             return Response.json(topology_json(self.dep))
         if req.path == "/api/events":
+            if self.events.clients >= MAX_SUBSCRIBERS:
+                return closing(503, {"error": f"{MAX_SUBSCRIBERS} feeds already follow"}, [])
             return self.events.events(req)
         if req.path == "/api/rolling-restart":
             return Response.json(self.rolling.as_json() if self.rolling else {"state": "none"})
@@ -248,8 +295,20 @@ class ControlApi:
             raise ApiError(404, f"no link from {edge[:40]!r} to {parent[:40]!r}")
         return proxy
 
+    def _not_owned(self, action: Action) -> None:
+        """ApiError 409 if `action` would act on the edge a running rolling restart owns."""
+        owned = self.rolling.owns() if self.rolling is not None else None
+        if owned is None or action.what not in NODE_ACTIONS or action.args[0] != owned.edge:
+            return
+        raise ApiError(
+            409,
+            f"{owned.edge} is being restarted by the rolling restart ({owned.state}): wait "
+            "for it, or cancel the restart (POST /api/rolling-restart/cancel)",
+        )
+
     async def _act(self, action: Action, req: Request) -> dict:
         what, args = action.what, action.args
+        self._not_owned(action)
         if what == "kill":
             node = self._node(args[0])
             if not running(self.dep, node.name):
@@ -277,6 +336,8 @@ class ControlApi:
             return self._start_load(self._load_index(args[0]))
         if what == "rolling-restart":
             return self._start_rolling_restart()
+        if what == "rolling-cancel":
+            return self._cancel_rolling_restart()
         proxy = self._proxy(*args)
         if what == "link":
             proxy.update(**link_changes(req.body))
@@ -323,6 +384,13 @@ class ControlApi:
         self.rolling = run
         self.dep.supervisor.start_soon(run_restart, self.dep, run)
         return run.as_json()
+
+    def _cancel_rolling_restart(self) -> dict:
+        """Stop the running rolling restart once the edge it works on is back (started)."""
+        if self.rolling is None or self.rolling.state != "running":
+            raise ApiError(409, "no rolling restart is running")
+        self.rolling.cancelling = True
+        return self.rolling.as_json()
 
     def _start_load(self, index: int) -> dict:
         run, sup = self.dep.loads[index], self.dep.supervisor

@@ -1,7 +1,9 @@
 """A rolling restart of a deployment's edges: one edge at a time is drained (SIGTERM: the
 balancer routes no new viewers there, its viewers get drain_timeout to leave, then a clean
 end that sends their players back through the balancer), started again, and waited for
-until it is healthy and back in the balancer's rotation; then the next."""
+until it is healthy and back in the balancer's rotation; then the next. An edge the operator
+had drained (the balancer's admin drain) is waited for until it is healthy and registered,
+and stays drained. A run can be cancelled: it stops once the edge it works on is back."""
 
 from __future__ import annotations
 
@@ -9,16 +11,20 @@ import json
 import signal
 import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import trio
 
+from common.config import ConfigError, EdgeConfig, load
 from common.net.httpclient import HttpClientError, fetch
 from topology.deployment import Deployment, Node
+from topology.faults import FaultFailed, apply_fault
 from topology.output import state_path, write_state
 from topology.procs import start_node, wait_healthy
 from topology.runsecrets import FILE as SECRETS_FILE
+from topology.schema import FaultSpec
 
 EXIT_MARGIN = 15.0
 """Seconds past its drain_timeout an edge may take to stop before it is killed."""
@@ -27,6 +33,10 @@ START_TIMEOUT = 20.0
 START_TRIES = 3
 ROTATION_TIMEOUT = 20.0
 """Seconds a restarted edge may take to be back in the balancer's rotation."""
+OVER = ("done", "failed")
+"""The states of an edge's step that is over."""
+KEPT = "kept drained (the operator had drained it)"
+KEPT_DRAINED = f"{KEPT}: waited for health and registration, not for rotation"
 
 
 class RestartFailed(Exception):
@@ -45,6 +55,9 @@ class EdgeStep:
     back_s: float | None = None
     """From the new process's start until it was healthy and in rotation."""
     error: str = ""
+    drained: bool = False
+    """The operator had drained the edge (the balancer's admin drain): it stays drained."""
+    note: str = ""
 
 
 @dataclass
@@ -52,17 +65,42 @@ class RollingRestart:
     """A rolling restart's progress, as the control API shows it."""
 
     steps: list[EdgeStep] = field(default_factory=list)
-    state: str = "running"  # then "done" or "failed"
+    state: str = "running"  # then "done", "failed" or "cancelled"
+    cancelling: bool = False
+    """Cancel asked: the run stops once the edge it works on is back."""
 
     def as_json(self) -> dict:
         """The progress as JSON."""
-        return {"state": self.state, "edges": [asdict(s) for s in self.steps]}
+        return {
+            "state": self.state,
+            "cancelling": self.cancelling,
+            "edges": [asdict(s) for s in self.steps],
+        }
+
+    def owns(self) -> EdgeStep | None:
+        """The step of the edge the run works on (or will next): no other action may touch
+        that edge meanwhile. None once the run is over."""
+        if self.state != "running":
+            return None
+        return next((s for s in self.steps if s.state not in OVER), None)
 
 
-def drain_timeout(dep: Deployment, edge: str) -> float:
-    """The edge's drain_timeout as its topology file sets it (else the key's default)."""
+async def drain_timeout(dep: Deployment, edge: str) -> float:
+    """The longest drain_timeout the edge may run with: its topology file's, or that of its
+    config file and environment as they are now (what a SIGHUP would have it reload), if
+    larger and readable."""
     spec = next(e for e in dep.topo.edges if e.name == edge)
-    return float(spec.config["drain_timeout"])
+    timeout = float(spec.config["drain_timeout"])
+    cmd = dep.nodes[edge].cmd
+    if "--config" in cmd[:-1]:
+        path = cmd[cmd.index("--config") + 1]
+        try:
+            with trio.fail_after(5):
+                now = await trio.to_thread.run_sync(load, EdgeConfig, path, abandon_on_cancel=True)
+            timeout = max(timeout, now.drain_timeout)
+        except (ConfigError, OSError, trio.TooSlowError):
+            pass  # the topology file's value
+    return timeout
 
 
 def plan_restart(dep: Deployment) -> RollingRestart:
@@ -72,9 +110,17 @@ def plan_restart(dep: Deployment) -> RollingRestart:
 
 async def run_restart(dep: Deployment, run: RollingRestart) -> None:
     """Restart `run`'s edges one after the other; the first that does not come back stops
-    the run (state "failed"), the rest stay as they are."""
+    the run (state "failed"), the rest stay as they are; so does a cancel (state
+    "cancelled"), once the edge being restarted is back."""
     print(f"  rolling restart of {', '.join(s.edge for s in run.steps)}", flush=True)
+    drained = await admin_drained(dep)
     for step in run.steps:
+        step.drained = step.edge in drained
+    for step in run.steps:
+        if run.cancelling:
+            run.state = "cancelled"
+            print(f"  rolling restart cancelled before {step.edge}", flush=True)
+            return
         try:
             await restart_edge(dep, step)
         except Exception as exc:  # the launcher runs on: this run stops, saying why
@@ -94,7 +140,7 @@ async def restart_edge(dep: Deployment, step: EdgeStep) -> None:
     if proc is not None and proc.poll() is None:
         step.state = "draining"
         proc.send_signal(signal.SIGTERM)
-        wait = drain_timeout(dep, step.edge) + EXIT_MARGIN
+        wait = await drain_timeout(dep, step.edge) + EXIT_MARGIN
         with trio.move_on_after(wait):
             await proc.wait()
         if proc.poll() is None:
@@ -105,14 +151,47 @@ async def restart_edge(dep: Deployment, step: EdgeStep) -> None:
     step.state = "starting"
     started = trio.current_time()
     await start_again(dep, node)
-    if "balancer" in dep.nodes:
+    if "balancer" in dep.nodes and step.drained:
+        step.state, step.note = "joining", KEPT_DRAINED
+        await rejoin_drained(dep, node.name, started)
+    elif "balancer" in dep.nodes:
         step.state = "joining"
-        if not await in_rotation(dep, node.name, ROTATION_TIMEOUT):
+        if not await balancer_has(
+            dep, node.name, ROTATION_TIMEOUT, lambda e: bool(e.get("in_rotation"))
+        ):
             raise RestartFailed(f"{node.name} not back in the balancer's rotation")
     step.back_s = round(trio.current_time() - started, 2)
     step.state = "done"
-    print(f"  {node.name} restarted: drained in {step.stop_s:g} s, back in {step.back_s:g} s",
+    kept = f" ({step.note})" if step.note else ""
+    print(f"  {node.name} restarted: drained in {step.stop_s:g} s, back in {step.back_s:g} s{kept}",
           flush=True)  # fmt: skip
+
+
+async def admin_drained(dep: Deployment) -> set[str]:
+    """The edges the balancer has drained on an operator's request (none without a
+    balancer, or when it does not answer)."""
+    if "balancer" not in dep.nodes:
+        return set()
+    return {e["id"] for e in await balancer_edges(dep) if e.get("draining")}
+
+
+async def rejoin_drained(dep: Deployment, edge: str, since: float) -> None:
+    """Wait until the restarted `edge` (started at `since`) heartbeats to the balancer;
+    drain it there again if its entry lost the operator's drain."""
+
+    def registered(e: dict) -> bool:
+        ago = e.get("last_heartbeat_s_ago")
+        return ago is not None and ago < trio.current_time() - since
+
+    entry = await balancer_has(dep, edge, ROTATION_TIMEOUT, registered)
+    if entry is None:
+        raise RestartFailed(f"{edge} did not register with the balancer again")
+    if not entry.get("draining"):
+        try:
+            with trio.fail_after(5):
+                await apply_fault(dep, FaultSpec(action="drain", node=edge))
+        except (OSError, HttpClientError, FaultFailed, trio.TooSlowError) as exc:
+            raise RestartFailed(f"{edge} could not be drained again: {exc}") from None
 
 
 async def start_again(dep: Deployment, node: Node) -> None:
@@ -136,20 +215,27 @@ async def start_again(dep: Deployment, node: Node) -> None:
             await trio.sleep(1.0)
 
 
-async def in_rotation(dep: Deployment, edge: str, timeout: float) -> bool:
-    """Wait until the balancer's GET /api/edges has `edge` in rotation; whether it came."""
+async def balancer_edges(dep: Deployment) -> list[dict]:
+    """The balancer's GET /api/edges (empty when it does not answer)."""
     url = dep.url("balancer", "http") + "/api/edges"
+    try:
+        reply = await fetch("GET", url, timeout=2)
+        return json.loads(reply.body)["edges"] if reply.status == 200 else []
+    except (OSError, HttpClientError, ValueError, KeyError, TypeError, trio.TooSlowError):
+        return []
+
+
+async def balancer_has(
+    dep: Deployment, edge: str, timeout: float, ok: Callable[[dict], bool]
+) -> dict | None:
+    """Wait until the balancer's entry of `edge` is `ok`; that entry, None if none came."""
     with trio.move_on_after(timeout):
         while True:
-            try:
-                reply = await fetch("GET", url, timeout=2)
-                edges = json.loads(reply.body)["edges"] if reply.status == 200 else []
-            except (OSError, HttpClientError, ValueError, KeyError, trio.TooSlowError):
-                edges = []
-            if any(e.get("id") == edge and e.get("in_rotation") for e in edges):
-                return True
+            for e in await balancer_edges(dep):
+                if e.get("id") == edge and ok(e):
+                    return e
             await trio.sleep(0.2)
-    return False
+    return None
 
 
 async def restart_detached(name: str) -> int:
@@ -184,7 +270,7 @@ async def follow_restart(api: str, token: str) -> int:
         return 1
     shown: dict[str, str] = {}
     while True:
-        run = json.loads((await fetch("GET", api)).body)
+        run = json.loads((await fetch("GET", api, headers=auth)).body)
         for step in run["edges"]:
             if shown.get(step["edge"]) != step["state"]:
                 shown[step["edge"]] = step["state"]
@@ -197,6 +283,8 @@ async def follow_restart(api: str, token: str) -> int:
 
 def step_text(step: dict) -> str:
     """One edge's state in a rolling restart, as the restart command prints it."""
+    if step["state"] == "done" and step.get("drained"):
+        return f"done: drained in {step['stop_s']:g} s, back {step['back_s']:g} s later, {KEPT}"
     if step["state"] == "done":
         return f"done: drained in {step['stop_s']:g} s, back in rotation {step['back_s']:g} s later"
     if step["state"] == "failed":

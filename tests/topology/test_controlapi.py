@@ -12,13 +12,24 @@ import trio
 from common.net.httpclient import fetch, open_request
 from tests.topologies import balancer, edge, origin, publisher, start_topology, table, topology
 from topology import schema
-from topology.controlapi import Action, ApiError, link_changes, parse_action, tiers
+from topology.controlapi import (
+    MAX_CONNECTIONS,
+    MAX_SUBSCRIBERS,
+    Action,
+    ApiError,
+    ControlApi,
+    link_changes,
+    parse_action,
+    tiers,
+)
 from topology.deployment import LoadRun
 from topology.loadrun import live_sample
 from topology.output import url_table
+from topology.plan import plan
 from topology.players.buffer import Stall
 from topology.players.crowd import LoadSpec, make_crowd
 from topology.players.player import Target
+from topology.rolling import EdgeStep, RollingRestart
 from topology.runsecrets import FILE
 
 # ------------------------------------------------------------------ pure parts
@@ -35,6 +46,8 @@ from topology.runsecrets import FILE
      ("/api/links/e2/origin/cut", Action("cut", ("e2", "origin"))),
      ("/api/links/e2/origin/restore", Action("restore", ("e2", "origin"))),
      ("/api/loads/0/start", Action("start", ("0",))),
+     ("/api/rolling-restart", Action("rolling-restart", ())),
+     ("/api/rolling-restart/cancel", Action("rolling-cancel", ())),
      ("/api/nodes/e1/explode", None), ("/api/topology", None), ("/", None),
      ("/api/links/e2/origin/cut/x", None)],
 )  # fmt: skip
@@ -100,6 +113,73 @@ def test_load_samples_are_bounded():
     assert len(run.samples) == run.samples.maxlen and run.samples[-1] == {"t": 9999}
 
 
+# ------------------------------------------------------------------ the API, nodes not started
+
+TOKEN = "console-token-for-the-tests-0123456789"
+
+
+@pytest.fixture
+async def planned(nursery, tmp_path):
+    """The control API of a planned topology whose nodes are not started: its base URL."""
+    path = tmp_path / "t.toml"
+    path.write_text(topology(balancer(), origin(), edge("e1"), edge("e2")))
+    api = ControlApi(plan(schema.load(str(path)), tmp_path), TOKEN)
+    port = await nursery.start(api.serve)
+    return api, f"http://127.0.0.1:{port}"
+
+
+async def test_every_request_needs_the_console_token(planned):
+    _, base = planned
+    bearer = [("authorization", f"Bearer {TOKEN}")]
+    for path in ("/api/topology", "/api/events", "/api/rolling-restart", "/api/loads/0"):
+        resp = await fetch("GET", base + path)
+        assert resp.status == 401 and "console_token" in json.loads(resp.body)["error"], path
+        assert resp.headers.get("connection") == "close", "a refused client holds no slot"
+        wrong = await fetch("GET", f"{base}{path}?token={'x' * 32}")
+        assert wrong.status == 403, path
+    assert (await fetch("GET", base + "/api/topology", headers=bearer)).status == 200
+    assert (await fetch("GET", f"{base}/api/topology?token={TOKEN}")).status == 200
+    # ?token= is for reads (EventSource sends no header): a POST needs the header
+    assert (await fetch("POST", f"{base}/api/nodes/e1/kill?token={TOKEN}")).status == 401
+
+
+async def test_live_feeds_cannot_take_the_slots_of_actions(planned):
+    _, base = planned
+    # clients that keep every connection open: feeds with the token, and without
+    held = []
+    for url in [f"{base}/api/events?token={TOKEN}"] * MAX_CONNECTIONS + [f"{base}/api/events"] * 6:
+        held.append(await open_request("GET", url, timeout=5))
+    statuses = [resp.status for resp in held]
+    assert statuses.count(200) == MAX_SUBSCRIBERS
+    assert statuses.count(503) == MAX_CONNECTIONS - MAX_SUBSCRIBERS and statuses.count(401) == 6
+    # an authorized action is still answered (this deployment is not up)
+    auth = [("authorization", f"Bearer {TOKEN}")]
+    resp = await fetch("POST", f"{base}/api/rolling-restart", headers=auth, timeout=5)
+    assert resp.status == 503 and "not up" in json.loads(resp.body)["error"]
+    for resp in held:
+        resp.close()
+
+
+async def test_the_edge_a_rolling_restart_owns_refuses_other_actions(planned):
+    api, base = planned
+    auth = [("authorization", f"Bearer {TOKEN}")]
+    run = api.rolling = RollingRestart([EdgeStep("e1", "done"), EdgeStep("e2", "draining")])
+    for path in ("/api/nodes/e2/kill", "/api/nodes/e2/restart", "/api/edges/e2/undrain"):
+        resp = await fetch("POST", base + path, headers=auth)
+        assert resp.status == 409, path
+        assert "e2 is being restarted by the rolling restart (draining)" in resp.body.decode()
+    # another edge is the actions' (e1 is not running: refused for that reason)
+    resp = await fetch("POST", base + "/api/nodes/e1/kill", headers=auth)
+    assert resp.status == 409 and "e1 is not running" in resp.body.decode()
+    # cancel: the run stops once e2 is back
+    resp = await fetch("POST", base + "/api/rolling-restart/cancel", headers=auth)
+    assert resp.status == 200 and json.loads(resp.body)["cancelling"] and run.cancelling
+    run.state = "cancelled"
+    assert (await fetch("POST", base + "/api/rolling-restart/cancel", headers=auth)).status == 409
+    resp = await fetch("POST", base + "/api/nodes/e2/kill", headers=auth)
+    assert resp.status == 409 and "e2 is not running" in resp.body.decode()
+
+
 # ------------------------------------------------------------------ a real topology
 
 TOPOLOGY = topology(
@@ -121,7 +201,7 @@ class Api:
         self.auth = [("authorization", f"Bearer {dep.console_token}")]
 
     async def get(self, path: str) -> dict:
-        resp = await fetch("GET", self.base + path, timeout=10)
+        resp = await fetch("GET", self.base + path, headers=self.auth, timeout=10)
         assert resp.status == 200, (path, resp.status, resp.body)
         return json.loads(resp.body)
 
@@ -172,7 +252,7 @@ async def test_the_control_api_shows_and_changes_a_running_topology(nursery, tmp
     assert view["loads"] == [{"index": 0, "profile": "lan", "players": 2, "state": "idle"}]
 
     # the live feed sends the same view
-    resp = await open_request("GET", api.base + "/api/events", timeout=5)
+    resp = await open_request("GET", api.base + "/api/events", headers=api.auth, timeout=5)
     assert resp.headers["content-type"] == "text/event-stream"
     text, chunks = b"", resp.chunks()
     with trio.fail_after(5):
@@ -192,7 +272,7 @@ async def test_the_control_api_shows_and_changes_a_running_topology(nursery, tmp
     big = await fetch("POST", api.base + "/api/links/e2/origin", body=b" " * 5000, headers=api.auth)
     assert big.status == 413, "bodies are small"
     assert (await fetch("DELETE", api.base + "/api/topology", headers=api.auth)).status == 405
-    assert (await fetch("GET", api.base + "/api/nodes")).status == 404
+    assert (await fetch("GET", api.base + "/api/nodes", headers=api.auth)).status == 404
     await api.post("/api/nodes/e1/restart", status=409)
 
     # kill an edge, restart it

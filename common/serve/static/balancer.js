@@ -373,6 +373,7 @@ function setUp() {
       const progress = (text) => said(`${what}: ${text}`, false);
       $("edges-actions").append(
         actionButton("rolling restart", what, () => launcher.rollingRestart(progress)),
+        actionButton("cancel rolling restart", "cancel of the rolling restart", () => launcher.cancelRollingRestart()),
       );
     }
   }

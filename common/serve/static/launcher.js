@@ -1,6 +1,8 @@
 // The launcher of a topology started by `topology up`, named in the page's URL fragment
 // (#launcher=URL&token=TOKEN: a fragment never reaches a server or its log): its live view of
 // the deployment (nodes, links, loads) and its actions, each a POST with the bearer token.
+// Every request carries the token: reads as the bearer token too, the live feed (EventSource
+// cannot send headers) as ?token= to the launcher on loopback.
 
 import { authorized } from "./actions.js";
 import { followEvents } from "./player.js";
@@ -21,7 +23,7 @@ export class Launcher {
   constructor({ url, token }, render, offline) {
     this.url = url;
     this.token = token;
-    followEvents(`${url}/api/events`, render, offline);
+    followEvents(`${url}/api/events?token=${encodeURIComponent(token)}`, render, offline);
   }
 
   /** POST `path` (JSON `body` if given) with the token: {ok, answer} or {ok: false, error}. */
@@ -35,7 +37,7 @@ export class Launcher {
   }
 
   /** Start a rolling restart of the edges and follow it, `progress(text)` as each edge's
-   * state changes, until it is over: {ok} or {ok: false, error}. */
+   * state changes, until it is over: {ok} or {ok: false, error} (also when cancelled). */
   async rollingRestart(progress) {
     const started = await this.post("/api/rolling-restart");
     if (!started.ok) return started;
@@ -45,19 +47,25 @@ export class Launcher {
       if (!run) continue; // the launcher is busy or away: ask again
       const now = run.edges.find((e) => !["waiting", "done"].includes(e.state));
       if (run.state === "done") return { ok: true };
+      if (run.state === "cancelled") {
+        return { ok: false, error: "cancelled (the edges restarted so far are back)" };
+      }
       if (run.state !== "running") return { ok: false, error: `${now?.edge}: ${now?.error}` };
-      if (now) progress(`${now.edge} ${now.state}`);
+      const note = now?.note ? ` (${now.note})` : "";
+      const stopping = run.cancelling ? ", stopping after it (cancelled)" : "";
+      if (now) progress(`${now.edge} ${now.state}${note}${stopping}`);
     }
   }
 
-  /** GET `path` of the launcher as JSON (null if it failed). */
+  /** Cancel the running rolling restart: it stops once the edge it works on is back. */
+  cancelRollingRestart() {
+    return this.post("/api/rolling-restart/cancel");
+  }
+
+  /** GET `path` of the launcher as JSON, with the token (null if it failed). */
   async read(path) {
-    try {
-      const resp = await fetch(`${this.url}${path}`);
-      return resp.ok ? await resp.json() : null;
-    } catch {
-      return null;
-    }
+    const got = await authorized("GET", `${this.url}${path}`, this.token, undefined, "");
+    return got.ok ? got.answer : null;
   }
 }
 
