@@ -70,11 +70,13 @@ class Balancer:
     async def route(self, req: Request) -> Response | StreamingResponse:
         """Routing, API, health, metrics and the console."""
         path = req.path
-        read_only = ("/healthz", "/metrics", EDGES_API, STREAMS_API, "/api/route")
+        read_only = ("/healthz", "/readyz", "/metrics", EDGES_API, STREAMS_API, "/api/route")
         if path in read_only and (refused := not_a_read(req)):
             return refused
         if path == "/healthz":
             return Response.json({"status": "ok", "node": "balancer"})
+        if path == "/readyz":  # the balancer does not drain: ready while it runs
+            return Response.json({"status": "ready", "node": "balancer"})
         if path == "/metrics":
             return Response(200, self.metrics.render(), CONTENT_TYPE)
         if path == EDGES_API:

@@ -169,8 +169,12 @@ class PlayNode:
 
     async def _route(self, req: Request) -> Response | StreamingResponse | Upgrade:
         path = req.path
-        if path in ("/healthz", "/metrics") and (refused := not_a_read(req)):
+        if path in ("/healthz", "/readyz", "/metrics") and (refused := not_a_read(req)):
             return refused
+        if path == "/readyz":  # a draining node takes no new viewers; /healthz: still alive
+            if self.gate.draining:
+                return Response.json({"status": "draining", "node": self.kind}, 503)
+            return Response.json({"status": "ready", "node": self.kind})
         if path == "/healthz":
             return Response.json(
                 {

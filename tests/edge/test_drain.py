@@ -75,6 +75,8 @@ async def test_a_draining_edge_tells_the_balancer_and_refuses_new_plays(nursery,
     serving, b = await start_cluster(nursery, drain_timeout=3600)
     port = serving.address
     viewer, _ = await play_both(nursery, serving)
+    http = f"http://127.0.0.1:{port.http_port}"
+    assert (await fetch("GET", f"{http}/readyz")).status == 200
     caplog.set_level(logging.INFO, logger="livecdn")
     drained = start_drain(nursery, serving)
     with trio.fail_after(HANG):
@@ -99,6 +101,12 @@ async def test_a_draining_edge_tells_the_balancer_and_refuses_new_plays(nursery,
     )
     metrics = (await fetch("GET", f"http://127.0.0.1:{port.http_port}/metrics")).body.decode()
     assert "livecdn_draining 1.0" in metrics
+    # not ready (no new viewers), yet alive: a liveness probe must not kill a draining edge
+    ready = await fetch("GET", f"{http}/readyz")
+    assert ready.status == 503 and b'"draining"' in ready.body
+    assert (await fetch("GET", f"{http}/healthz")).status == 200
+    balancer_ready = await fetch("GET", f"http://127.0.0.1:{b.address[0]}/readyz")
+    assert balancer_ready.status == 200
 
 
 async def test_after_drain_timeout_the_viewers_left_get_a_clean_end(nursery, caplog):
