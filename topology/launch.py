@@ -117,7 +117,7 @@ async def open_network(topo: Topology, network: Network) -> None:
     emulated; NetnsError (one line) when they cannot be made."""
     await trio.to_thread.run_sync(network.create)
     first, last = network.address(network.names[0]), network.address(network.names[-1])
-    print(f"network namespaces {network.namespace('NODE')}: the nodes at {first}..{last}, the "
+    print(f"network namespaces {network.namespaces}: the nodes at {first}..{last}, the "
           f"root namespace at {network.gateway} (bridge {network.bridge})", flush=True)  # fmt: skip
     if topo.links:
         network.tbf = await trio.to_thread.run_sync(network.has_qdisc, *TBF)

@@ -25,7 +25,7 @@ from topology.linkproxy import LinkProxy, LinkSettings
 from topology.plan import Hosts
 
 log = logging.getLogger("livecdn.netns")
-PREFIX = "lcdn"  # namespaces: lcdn-<pid>-<seq>-<node>; bridge lcb<pid><seq>; veths lcv<pid><seq><i>
+PREFIX = "lcdn"  # namespaces: lcdn-<pid>s<seq>-<index>-<node>; bridge lcb<pid><seq>; veths lcv<pid><seq><i>
 NET = "10.77"  # the /24s a run takes its subnet from: 10.77.X.0/24
 LOCK = Path("/run/lock/livecdn-netns.lock")  # one run at a time picks a subnet and cleans up
 PEER = "eth0"  # a node's end of its veth pair, inside its namespace
@@ -86,8 +86,14 @@ class Network:
         return f"lcb{self.tag}"
 
     def namespace(self, node: str) -> str:
-        """The network namespace of node `node`."""
-        return f"{PREFIX}-{self.tag}-{_safe(node)}"
+        """The network namespace of node `node`: named by its index (as its veth) and,
+        to be read, its name (names that differ only in punctuation stay apart)."""
+        return f"{PREFIX}-{self.tag}-{_base36(self.names.index(node))}-{_safe(node)}"
+
+    @property
+    def namespaces(self) -> str:
+        """The run's namespaces' names, as a pattern (for the start-up line)."""
+        return f"{PREFIX}-{self.tag}-II-NODE"
 
     def veth(self, node: str) -> str:
         """The root namespace's end of node `node`'s veth pair."""

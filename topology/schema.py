@@ -3,6 +3,7 @@ validated with errors that name the file, the key and what is wrong."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -316,16 +317,39 @@ def _check_stream(text: str, where: str) -> None:
         raise TopologyError(f"{where}: stream must be 'app/name': {exc}") from exc
 
 
+RESERVED = {
+    "balancer": "the balancer's own: its config file, log, namespace and service name",
+    "secrets": "the run directory's secrets.toml",
+}
+"""Names an origin or edge cannot have: the launcher uses them (lower case)."""
+
+
+def name_key(name: str) -> str:
+    """What two node names must not share: `name` in lower case, every run of characters
+    other than letters and digits as one '-' (file, namespace and service names are made
+    from it; 'a:b', 'a_b' and 'A-B' would clash)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower())
+
+
 def _check(t: Topology) -> None:
     p = t.path
     if not t.origins:
         raise TopologyError(f"{p}: at least one [[origin]] is required")
     names = [n.name for n in [*t.origins, *t.edges]]
+    seen: dict[str, str] = {}
     for i, n in enumerate(names):
         if not n:
             raise TopologyError(f"{p}: every origin and edge needs a name")
         if names.index(n) != i:
             raise TopologyError(f"{p}: the name {n!r} is used twice")
+        if why := RESERVED.get(n.lower()):
+            raise TopologyError(f"{p}: the name {n!r} is reserved ({why}): rename the node")
+        if n.startswith(".") or not n.isprintable() or any(c in n for c in "/\\ "):
+            raise TopologyError(f"{p}: the name {n!r} cannot name the node's files "
+                                "(no '/', '\\', spaces or leading '.')")  # fmt: skip
+        if (other := seen.setdefault(name_key(n), n)) != n:
+            raise TopologyError(f"{p}: the names {other!r} and {n!r} are too alike (they "
+                                "differ only in case or punctuation): rename one")  # fmt: skip
     ports: dict[int, str] = {}
     specs = [*t.origins, *t.edges]
     for spec in specs:

@@ -63,6 +63,13 @@ def test_the_address_plan_puts_each_node_at_its_own_address(tmp_path) -> None:
     assert netns.tag_of(network.namespace("edge1")) == "3fffffsf"
 
 
+def test_namespaces_are_named_by_index_as_well_as_by_name() -> None:
+    network = netns.Network(["a:b", "a_b", "x" * 40], tag="3fffffsf", subnet=9)
+    spaces = [network.namespace(n) for n in network.names]
+    assert spaces[:2] == ["lcdn-3fffffsf-00-a_b", "lcdn-3fffffsf-01-a_b"]
+    assert len(set(spaces)) == 3 and all(netns.tag_of(s) == "3fffffsf" for s in spaces)
+
+
 def test_hosts_must_be_local_or_netns(tmp_path) -> None:
     path = tmp_path / "t.toml"
     path.write_text('hosts = "cloud"\n' + TOPOLOGY)

@@ -3,6 +3,7 @@ per node and starts it with --config; errors name the table and the key."""
 
 from __future__ import annotations
 
+import re
 import sys
 import tomllib
 from dataclasses import asdict
@@ -167,4 +168,22 @@ def test_external_parents_are_used_as_they_are(tmp_path) -> None:
 def test_a_parent_that_is_neither_a_node_nor_a_url_is_refused(tmp_path, parent) -> None:
     text = SMALL.replace('parents = ["origin"]', f'parents = ["{parent}"]', 1)
     with pytest.raises(TopologyError, match=f"parent '{parent}' is not an origin or edge"):
+        schema.load(str(write(tmp_path, text)))
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "message"),
+    [("edge1", "balancer", "the name 'balancer' is reserved (the balancer's own"),
+     ("edge1", "Secrets", "the name 'Secrets' is reserved (the run directory's secrets.toml)"),
+     ("a:b", "a_b", "the names 'a:b' and 'a_b' are too alike"),
+     ("edge1", "EDGE1", "the names 'edge1' and 'EDGE1' are too alike"),
+     ("edge1", "../x", "the name '../x' cannot name the node's files"),
+     ("edge1", ".hidden", "the name '.hidden' cannot name the node's files")],
+)  # fmt: skip
+def test_node_names_the_launcher_uses_or_that_clash_are_refused(
+    tmp_path, first, second, message
+) -> None:
+    text = SMALL.replace('name = "edge1"', f'name = "{first}"', 1)
+    text += f'\n[[edge]]\nname = "{second}"\nparents = ["origin"]\n'
+    with pytest.raises(TopologyError, match=f"{tmp_path / 't.toml'}: {re.escape(message)}"):
         schema.load(str(write(tmp_path, text)))
