@@ -68,7 +68,7 @@ async def up(
     """
     network = None
     if netns or topo.hosts == "netns":
-        if why := unavailable():
+        if why := unavailable(rates=any(link.rate_mbps for link in topo.links)):
             return _cannot_start(why, task_status)
         network = Network(node_names(topo))
     run_dir = (

@@ -38,7 +38,10 @@ class NetnsError(RuntimeError):
 
 def ip(*args: str, check: bool = True, program: str = "ip") -> str:
     """Run `ip ARGS`; its output (a failure with `check` raises NetnsError naming it)."""
-    done = subprocess.run([program, *args], capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run([program, *args], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise NetnsError(f"--netns needs the {program} command (iproute2)") from None
     if check and done.returncode != 0:
         why = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
         raise NetnsError(f"{program} {' '.join(args)}: {why[0]}")
@@ -50,12 +53,15 @@ def tc(*args: str) -> str:
     return ip(*args, program="tc")
 
 
-def unavailable() -> str | None:
-    """Why this process cannot make network namespaces; None if it can."""
+def unavailable(rates: bool = False) -> str | None:
+    """Why this process cannot make network namespaces (and, with `rates`, limit links'
+    rates with `tc`); None if it can."""
     if os.geteuid() != 0:
         return "--netns needs root (network namespaces, veth pairs and a bridge)"
     if shutil.which("ip") is None:
         return "--netns needs the ip command (iproute2)"
+    if rates and shutil.which("tc") is None:
+        return "--netns needs the tc command (iproute2) for links with a rate_mbps"
     return None
 
 

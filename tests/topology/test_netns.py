@@ -90,6 +90,20 @@ async def test_without_root_netns_fails_in_one_line(tmp_path, monkeypatch, capsy
     assert not (tmp_path / "run").exists()  # nothing started
 
 
+async def test_without_tc_links_with_a_rate_fail_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(TOPOLOGY + table("[[link]]", {"edge": "edge3", "parent": "origin",
+                                                  "rate_mbps": 5}))  # fmt: skip
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(netns.shutil, "which", lambda cmd: None if cmd == "tc" else f"/bin/{cmd}")
+    assert await launch.up(schema.load(str(path)), netns=True, run_dir=tmp_path / "run") == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --netns needs the tc command (iproute2) for links with a rate_mbps"
+    ]
+    with pytest.raises(netns.NetnsError, match="needs the no-such-tc command"):
+        netns.ip("qdisc", "show", program="no-such-tc")
+
+
 @NEEDS_ROOT
 def test_a_run_removes_what_a_dead_launcher_left() -> None:
     code = "from topology.netns import Network; n = Network(['a', 'b']); n.create(); print(n.tag)"
