@@ -16,7 +16,9 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,9 @@ from topology.plan import Hosts
 log = logging.getLogger("livecdn.netns")
 PREFIX = "lcdn"  # namespaces: lcdn-<pid>s<seq>-<index>-<node>; bridge lcb<pid><seq>; veths lcv<pid><seq><i>
 NET = "10.77"  # the /24s a run takes its subnet from: 10.77.X.0/24
-LOCK = Path("/run/lock/livecdn-netns.lock")  # one run at a time picks a subnet and cleans up
+LOCK_DIR = Path("/run/livecdn")  # root's only (0700): no other user can take or plant the lock
+LOCK_NAME = "netns.lock"  # one run at a time picks a subnet and cleans up, holding it
+LOCK_WAIT = 30.0  # seconds a run waits for the lock before it gives up (one line)
 PEER = "eth0"  # a node's end of its veth pair, inside its namespace
 _SEQ = itertools.count()
 
@@ -209,16 +213,53 @@ class VethShapedLink(LinkProxy):
             self.kernel = self._shape()
 
 
+def _lock_file() -> int:
+    """The lock file's descriptor, in LOCK_DIR made 0700; NetnsError if the directory or the
+    file is not this user's own (a symlink is never followed)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(LOCK_DIR, 0o700)
+    info = os.lstat(LOCK_DIR)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise NetnsError(f"--netns: {LOCK_DIR} is not a directory of this user's (remove it)")
+    if info.st_mode & 0o077:
+        os.chmod(LOCK_DIR, 0o700)
+    path = LOCK_DIR / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+    except OSError as exc:
+        raise NetnsError(f"--netns: cannot open {path}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        os.close(fd)
+        raise NetnsError(f"--netns: {path} is not a file of this user's (remove it)")
+    return fd
+
+
 @contextlib.contextmanager
 def _locked():
-    """Hold the lock under which runs pick subnets and remove leftovers."""
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with open(LOCK, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    """Hold the lock under which runs pick subnets and remove leftovers (its file says the
+    holder's pid); NetnsError naming the holder if it is not free within LOCK_WAIT."""
+    fd = _lock_file()
+    try:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                    raise NetnsError(f"--netns: another run (pid {holder}) has held "
+                                     f"{LOCK_DIR / LOCK_NAME} for over {LOCK_WAIT:g} s") from None  # fmt: skip
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:
             yield
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def free_subnet(tag: str) -> int:

@@ -5,6 +5,7 @@ root namespace, and that nothing of a run is left behind."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -102,6 +103,51 @@ async def test_without_tc_links_with_a_rate_fail_in_one_line(tmp_path, monkeypat
     ]
     with pytest.raises(netns.NetnsError, match="needs the no-such-tc command"):
         netns.ip("qdisc", "show", program="no-such-tc")
+
+
+HOLD = """import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.pwrite(fd, b"%d\\n" % os.getpid(), 0)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def take_lock() -> None:
+    with netns._locked():
+        pass
+
+
+def test_the_lock_is_private_and_waited_for_a_bounded_time(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(netns, "LOCK_DIR", tmp_path / "lock")
+    monkeypatch.setattr(netns, "LOCK_WAIT", 0.3)
+    lock = tmp_path / "lock" / netns.LOCK_NAME
+    with netns._locked():
+        assert (tmp_path / "lock").stat().st_mode & 0o777 == 0o700
+        assert lock.read_text() == f"{os.getpid()}\n" and lock.stat().st_mode & 0o777 == 0o600
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout and holder.stdout.readline() == b"held\n"
+        with pytest.raises(netns.NetnsError, match=f"another run \\(pid {holder.pid}\\) has held"):
+            take_lock()
+    finally:
+        holder.kill()
+        holder.wait()
+    lock.unlink()
+    os.symlink(tmp_path / "elsewhere", lock)  # root's open would create any file
+    with pytest.raises(netns.NetnsError, match="cannot open"):
+        take_lock()
+    assert not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory to another user")
+def test_a_lock_directory_of_another_user_is_refused(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(netns, "LOCK_DIR", tmp_path / "lock")
+    (tmp_path / "lock").mkdir(mode=0o700)
+    os.chown(tmp_path / "lock", 65534, 65534)
+    with pytest.raises(netns.NetnsError, match="is not a directory of this user's"):
+        take_lock()
 
 
 @NEEDS_ROOT
