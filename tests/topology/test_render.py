@@ -190,8 +190,10 @@ def test_k8s(name: str, tmp_path: Path) -> None:
         assert selects(w["spec"]["selector"]["matchLabels"], labels)
         (c,) = spec["containers"]
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        for probe in (c["readinessProbe"], c["livenessProbe"]):
-            assert probe["httpGet"]["path"] == "/healthz" and probe["httpGet"]["port"] in ports
+        ready, alive = c["readinessProbe"], c["livenessProbe"]
+        assert ready["httpGet"]["path"] == "/readyz"  # 503 while draining: no new viewers
+        assert alive["httpGet"]["path"] == "/healthz"  # 200 while draining: not killed
+        assert {ready["httpGet"]["port"], alive["httpGet"]["port"]} <= set(ports)
         assert c["resources"]["requests"]["cpu"] and spec["securityContext"]["runAsNonRoot"]
         kind, flag, path = c["args"]
         (mount,) = [m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/")]

@@ -1,6 +1,6 @@
 """A topology as Kubernetes manifests: per node a ConfigMap (its config file), a Secret (its
 secrets as LIVECDN_<KIND>_<KEY> variables), a Deployment (a StatefulSet for an origin that
-records), Services named after the node; probes on /healthz, resource requests and
+records), Services named after the node; probes on /readyz and /healthz, resource requests and
 prometheus.io annotations."""
 
 from __future__ import annotations
@@ -88,9 +88,9 @@ def headless_name(node: RenderNode) -> str:
     return f"{node.service}-headless"
 
 
-def probe(period: int, failures: int, delay: int = 0) -> dict[str, Any]:
-    """GET /healthz on the port named http."""
-    return {"httpGet": {"path": "/healthz", "port": "http"}, "initialDelaySeconds": delay,
+def probe(path: str, period: int, failures: int, delay: int = 0) -> dict[str, Any]:
+    """GET `path` on the port named http."""
+    return {"httpGet": {"path": path, "port": "http"}, "initialDelaySeconds": delay,
             "periodSeconds": period, "timeoutSeconds": 3, "failureThreshold": failures}  # fmt: skip
 
 
@@ -108,8 +108,8 @@ def pod_template(topo: str, node: RenderNode, image: str) -> dict[str, Any]:
         ],
         "envFrom": [{"secretRef": {"name": f"{node.service}-secrets"}}],
         "volumeMounts": mounts,
-        "readinessProbe": probe(5, 2),
-        "livenessProbe": probe(10, 3, delay=10),
+        "readinessProbe": probe("/readyz", 5, 2),  # 503 while draining: out of the Service
+        "livenessProbe": probe("/healthz", 10, 3, delay=10),  # 200 while draining: not killed
         "resources": {"requests": REQUESTS[node.kind]},
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
