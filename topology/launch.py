@@ -20,7 +20,15 @@ from topology.deployment import Deployment, Node, url_host
 from topology.faults import run_faults
 from topology.linkproxy import LinkProxy, LinkSettings
 from topology.loadrun import run_file_load
-from topology.netns import NETEM, TBF, NetnsError, Network, VethShapedLink, unavailable
+from topology.netns import (
+    NETEM,
+    TBF,
+    NetnsError,
+    Network,
+    NodeUser,
+    VethShapedLink,
+    unavailable,
+)
 from topology.output import (
     StateError,
     private_file,
@@ -70,7 +78,7 @@ async def up(
     if netns or topo.hosts == "netns":
         if why := unavailable(rates=any(link.rate_mbps for link in topo.links)):
             return _cannot_start(why, task_status)
-        network = Network(node_names(topo))
+        network = Network(node_names(topo), user=NodeUser.pick(os.environ))
     run_dir = (
         run_dir
         or Path(os.environ.get("TMPDIR", "/tmp"))
@@ -84,7 +92,7 @@ async def up(
         hosts = ONE_MACHINE
         if network is not None:
             try:
-                await open_network(topo, network)
+                await open_network(topo, network, run_dir)
             except NetnsError as exc:
                 return _cannot_start(str(exc), task_status)
             hosts = network.hosts([e.name for e in topo.edges])
@@ -112,13 +120,15 @@ def node_names(topo: Topology) -> list[str]:
     ]
 
 
-async def open_network(topo: Topology, network: Network) -> None:
+async def open_network(topo: Topology, network: Network, run_dir: Path) -> None:
     """Make `network`'s namespaces; one line says where the nodes are, one how the links are
     emulated; NetnsError (one line) when they cannot be made."""
+    await trio.to_thread.run_sync(network.check_user, PY, run_dir)
     await trio.to_thread.run_sync(network.create)
     first, last = network.address(network.names[0]), network.address(network.names[-1])
     print(f"network namespaces {network.namespaces}: the nodes at {first}..{last}, the "
-          f"root namespace at {network.gateway} (bridge {network.bridge})", flush=True)  # fmt: skip
+          f"root namespace at {network.gateway} (bridge {network.bridge}); the nodes run as "
+          f"{network.user or 'root'}", flush=True)  # fmt: skip
     if topo.links:
         network.tbf = await trio.to_thread.run_sync(network.has_qdisc, *TBF)
         netem = await trio.to_thread.run_sync(network.has_qdisc, *NETEM)
@@ -160,8 +170,11 @@ async def _up(
             await links_nursery.start(proxy.run)
             proxies[(link.edge, link.parent)] = proxy
         dep = plan(topo, run_dir, ports, {k: p.port for k, p in proxies.items()}, hosts)
-        for node in dep.nodes.values() if network is not None else ():
-            node.cmd = [*network.exec_prefix(node.name), *node.cmd]
+        if network is not None:
+            configs = [Path(n.cmd[n.cmd.index("--config") + 1]) for n in dep.nodes.values()]
+            network.grant(configs)
+            for node in dep.nodes.values():
+                node.cmd = [*network.exec_prefix(node.name), *node.cmd]
         dep.proxies = proxies
         dep.console_token = console_token
         dep.control_port = await links_nursery.start(ControlApi(dep, console_token).serve)

@@ -14,12 +14,14 @@ import ipaddress
 import itertools
 import logging
 import os
+import pwd
 import re
 import shutil
 import stat
 import subprocess
 import time
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,9 +66,45 @@ def unavailable(rates: bool = False) -> str | None:
         return "--netns needs root (network namespaces, veth pairs and a bridge)"
     if shutil.which("ip") is None:
         return "--netns needs the ip command (iproute2)"
+    if shutil.which("setpriv") is None:
+        return "--netns needs the setpriv command (util-linux) to run the nodes unprivileged"
     if rates and shutil.which("tc") is None:
         return "--netns needs the tc command (iproute2) for links with a rate_mbps"
     return None
+
+
+@dataclass(frozen=True)
+class NodeUser:
+    """The unprivileged user the nodes run as under --netns (`setpriv` after `ip netns
+    exec`): the user who ran sudo, else nobody."""
+
+    uid: int
+    gid: int
+    name: str = ""  # "" when the uid has no passwd entry (then no supplementary groups)
+
+    @classmethod
+    def pick(cls, environ: Mapping[str, str]) -> NodeUser:
+        """$SUDO_UID/$SUDO_GID when set (and not root), else nobody."""
+        uid, gid = environ.get("SUDO_UID", ""), environ.get("SUDO_GID", "")
+        if uid.isdigit() and int(uid) != 0:
+            try:
+                entry = pwd.getpwuid(int(uid))
+            except KeyError:
+                return cls(int(uid), int(gid) if gid.isdigit() else int(uid))
+            return cls(entry.pw_uid, int(gid) if gid.isdigit() else entry.pw_gid, entry.pw_name)
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            return cls(65534, 65534)
+        return cls(nobody.pw_uid, nobody.pw_gid, nobody.pw_name)
+
+    def prefix(self) -> list[str]:
+        """The command prefix that runs a program as this user, with no capabilities."""
+        groups = "--init-groups" if self.name else "--clear-groups"
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", groups, "--"]
+
+    def __str__(self) -> str:
+        return f"{self.name or 'uid'} ({self.uid}:{self.gid})"
 
 
 def _safe(name: str) -> str:
@@ -86,6 +124,7 @@ class Network:
     tag: str = ""  # <launcher pid in hex>s<sequence number in hex>: at most 8 characters
     subnet: int = -1  # X of 10.77.X.0/24
     tbf: bool = False  # the kernel has tbf: links to an edge's only parent are rate-limited by it
+    user: NodeUser | None = None  # whom the nodes run as (None: root, as the launcher)
 
     def __post_init__(self) -> None:
         self.tag = self.tag or f"{os.getpid():x}s{next(_SEQ) % 16:x}"
@@ -126,8 +165,31 @@ class Network:
                      links=self.gateway)  # fmt: skip
 
     def exec_prefix(self, node: str) -> list[str]:
-        """The command prefix that runs a program in node `node`'s namespace."""
-        return ["ip", "netns", "exec", self.namespace(node)]
+        """The command prefix that runs a program in node `node`'s namespace (as `user`)."""
+        return ["ip", "netns", "exec", self.namespace(node),
+                *(self.user.prefix() if self.user else [])]  # fmt: skip
+
+    def check_user(self, python: str, run_dir: Path) -> None:
+        """Let `user` search `run_dir` (group `user`'s, 0710: its files can be reached by
+        name, not listed); NetnsError (one line) if `user` cannot run `python` with this
+        project or reach `run_dir` (a parent directory closed to it)."""
+        if self.user is None:
+            return
+        os.chown(run_dir, -1, self.user.gid)
+        run_dir.chmod(0o710)
+        code = "import os, sys, common.config; os.stat(os.path.join(sys.argv[1], '.'))"
+        probe = [*self.user.prefix(), python, "-c", code, str(run_dir)]
+        done = subprocess.run(probe, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise NetnsError(f"--netns: the nodes run as {self.user}, who cannot run {python} "
+                             f"with this project or reach {run_dir}: {why}")  # fmt: skip
+
+    def grant(self, configs: list[Path]) -> None:
+        """Give `user` its config files (its own, 0600; the launcher opens the logs)."""
+        for path in configs if self.user else ():
+            os.chown(path, self.user.uid, self.user.gid)
+            path.chmod(0o600)
 
     def create(self) -> None:
         """Make the bridge (with a free /24), then each node's namespace and veth pair; what

@@ -50,7 +50,8 @@ async def start_node(dep: Deployment, node: Node, *, supervise: bool = True) -> 
     `supervise`, watch it; it is stopped with the deployment, and stops by itself if the
     launcher dies (its standard input is a pipe from the launcher)."""
     node.log_path = node.log_path or dep.run_dir / f"{node.name}.log"
-    with open(node.log_path, "ab") as log_file:  # the child keeps its own descriptor
+    fd = os.open(node.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # URLs, peers
+    with open(fd, "ab") as log_file:  # the child keeps its own descriptor
         proc = await trio.lowlevel.open_process(
             [*node.cmd, "--exit-with-stdin"],
             stdin=subprocess.PIPE,  # never written: it closes when the launcher ends, however

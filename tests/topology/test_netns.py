@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import av
@@ -17,7 +19,7 @@ import trio
 
 from common.config import BalancerConfig, EdgeConfig, OriginConfig, load
 from common.net.httpclient import fetch
-from tests.topologies import balancer, edge, origin, publisher, start_topology, table, topology
+from tests.topologies import balancer, edge, origin, publisher, table, topology
 from topology import launch, netns, schema
 from topology.launch import node_names
 from topology.plan import plan
@@ -69,6 +71,18 @@ def test_namespaces_are_named_by_index_as_well_as_by_name() -> None:
     spaces = [network.namespace(n) for n in network.names]
     assert spaces[:2] == ["lcdn-3fffffsf-00-a_b", "lcdn-3fffffsf-01-a_b"]
     assert len(set(spaces)) == 3 and all(netns.tag_of(s) == "3fffffsf" for s in spaces)
+
+
+def test_nodes_run_as_the_sudo_user_or_nobody() -> None:
+    nobody = netns.NodeUser.pick({})
+    assert nobody.uid != 0 and nobody.name == "nobody"
+    assert netns.NodeUser.pick({"SUDO_UID": "0", "SUDO_GID": "0"}) == nobody
+    user = netns.NodeUser.pick({"SUDO_UID": "4242", "SUDO_GID": "4343"})
+    assert (user.uid, user.gid) == (4242, 4343)
+    network = netns.Network(["origin"], tag="3fffffsf", user=user)
+    prefix = ["ip", "netns", "exec", network.namespace("origin"), "setpriv", "--reuid=4242",
+              "--regid=4343", "--clear-groups" if not user.name else "--init-groups", "--"]  # fmt: skip
+    assert network.exec_prefix("origin") == prefix
 
 
 def test_hosts_must_be_local_or_netns(tmp_path) -> None:
@@ -186,12 +200,29 @@ HANG_GUARD = 60  # seconds: a step taking longer has hung
 @pytest.mark.skipif(shutil.which("ip") is None, reason="needs ip (iproute2)")
 async def test_three_edges_in_namespaces_play_through_the_balancer(tmp_path) -> None:
     link = table("[[link]]", {"edge": "edge3", "parent": "origin", "rate_mbps": 20})
+    path = tmp_path / "topology.toml"
+    path.write_text('hosts = "netns"\n' + TOPOLOGY + link)
+    # the unprivileged nodes reach their configs in it: not under pytest's root-only tmp_path
+    run_dir = Path(tempfile.mkdtemp(prefix="livecdn-netns-test-"))
+    try:
+        await play_through_namespaces(path, run_dir)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+async def play_through_namespaces(path: Path, run_dir: Path) -> None:
     async with trio.open_nursery() as nursery:
-        dep = await start_topology(nursery, tmp_path, 'hosts = "netns"\n' + TOPOLOGY + link)
+        dep = await launch.start(nursery, path, run_dir)
         tag = netns.tag_of(dep.nodes["origin"].cmd[3])  # ip netns exec NAMESPACE ...
         assert tag and len(netns.leftovers(tag)) == 2 * 5 + 1  # namespaces, veths, bridge
         address = {name: node.host for name, node in dep.nodes.items()}
         assert all(a.startswith("10.77.") for a in address.values()), address
+        for name, node in dep.nodes.items():  # unprivileged, each reading its own config
+            assert node.proc is not None
+            uids = proc_status(node.proc.pid, "Uid")
+            assert uids and "0" not in uids, (name, uids)
+            config = dep.run_dir / f"{name}.toml"
+            assert config.stat().st_uid == int(uids[0]) and config.stat().st_mode & 0o077 == 0
         balancer_url = dep.url("balancer", "http")
         with trio.fail_after(HANG_GUARD):  # until every edge is in the rotation
             while True:
@@ -221,6 +252,14 @@ async def test_three_edges_in_namespaces_play_through_the_balancer(tmp_path) -> 
             assert link.rate() == 20 * 125_000
         nursery.cancel_scope.cancel()
     assert netns.leftovers(tag) == []
+
+
+def proc_status(pid: int, field: str) -> list[str]:
+    """A field of /proc/PID/status, e.g. Uid: real, effective, saved and filesystem uid."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return line.split()[1:]
+    return []
 
 
 def qdisc(dev: str) -> str:
