@@ -21,7 +21,7 @@ from common.config import ConfigError, EdgeConfig, load
 from common.net.httpclient import HttpClientError, fetch
 from topology.deployment import Deployment, Node
 from topology.faults import FaultFailed, apply_fault
-from topology.output import state_path, write_state
+from topology.output import StateError, read_state, write_state
 from topology.procs import start_node, wait_healthy
 from topology.runsecrets import FILE as SECRETS_FILE
 from topology.schema import FaultSpec
@@ -242,14 +242,17 @@ async def restart_detached(name: str) -> int:
     """`python -m topology restart FILE --rolling`: ask the launcher of the detached topology
     `name` (its control API) for a rolling restart of the edges, and print its progress
     until it is over; 0 if every edge came back."""
-    path = state_path(name)
-    if not path.exists():
+    try:
+        state = read_state(name)
+    except StateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if state is None:
         print(
             f"error: {name} is not running (python -m topology up FILE --detach)", file=sys.stderr
         )
         return 1
     try:
-        state = json.loads(path.read_text())
         secrets = tomllib.loads((Path(state["run_dir"]) / SECRETS_FILE).read_text())
         api = f"http://127.0.0.1:{state['control_port']}/api/rolling-restart"
         token = secrets["console"]["console_token"]

@@ -7,7 +7,7 @@ import os
 import pytest
 import trio
 
-from topology import launch, output
+from topology import launch, output, rolling
 from topology.output import StateError, read_state, state_dir
 
 
@@ -63,10 +63,11 @@ def test_another_users_state_is_not_trusted(states, tmp_path):
         read_state("demo")
 
 
-def test_status_and_down_refuse_a_planted_state_in_one_line(states, tmp_path, capsys):
+def test_status_down_and_restart_refuse_a_planted_state_in_one_line(states, tmp_path, capsys):
     os.chmod(plant(tmp_path, pid=os.getpid()), 0o646)  # trusted, down would SIGTERM pytest
     assert trio.run(launch.status, "demo") == 1
     assert trio.run(launch.down, "demo") == 1  # and no SIGTERM to the pid it names
     assert trio.run(launch.detach, "x.toml", "demo", None) == 1
+    assert trio.run(rolling.restart_detached, "demo") == 1  # no console token sent anywhere
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 3 and all("writable by others: not trusted" in line for line in err), err
+    assert len(err) == 4 and all("writable by others: not trusted" in line for line in err), err

@@ -13,6 +13,7 @@ from typing import Any
 
 from common.config import MODELS, build, keys
 from common.config.model import default as config_default
+from common.config.model import is_secret
 from common.config.sources import env_name
 from common.config.toml import dumps
 from topology.plan import Hosts, node_values
@@ -20,8 +21,9 @@ from topology.runsecrets import FILE as SECRETS_FILE
 from topology.runsecrets import ensure_secrets
 from topology.schema import NodeSpec, OriginSpec, Topology
 
-SECRET_KEYS = ("admin_token", "publish_secret", "cluster_secret", "qos_secret", "play_secret")
-"""Keys that never go into a config file or ConfigMap: they travel as environment variables."""
+SECRET_KEYS = frozenset(k for model in MODELS.values() for k in keys(model) if is_secret(k))
+"""Keys that never go into a config file or ConfigMap: they travel as environment variables
+(the config model says which keys are secrets)."""
 
 ANY = "0.0.0.0"  # nodes listen on every address of their container
 CONFIG_DIR = "/etc/livecdn"  # where a container finds its config file
