@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Did a change slow the fan-out? One edge of this tree and one of REV (a git worktree), each
+# pulling from the same origin, under the same neutral load (../shared/bench/players.py),
+# HTTP-FLV then RTMP, the two trees one after the other for each protocol; prints the table.
+#   bench/fanout_before_after.sh REV            # N = 2000, 2 player processes, 20 s per point
+#   NS=500 DURATION=10 bench/fanout_before_after.sh HEAD~3
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REV="${1:?usage: bench/fanout_before_after.sh REV}"
+NS="${NS:-2000}"
+PROCS="${PROCS:-2000:2}"
+export SHARED_BENCH="${SHARED_BENCH:-$(cd ../shared/bench && pwd)}"
+source bench/lib.sh
+HERE="$(pwd)"
+BEFORE="$(mktemp -d)/before"
+git worktree add -q --detach "$BEFORE" "$REV"
+trap 'kill $ORIGIN_PID 2>/dev/null || true; git -C "$HERE" worktree remove --force "$BEFORE"' EXIT
+origin_beside 29410 29411
+trap 'kill $ORIGIN_PID 2>/dev/null || true; git -C "$HERE" worktree remove --force "$BEFORE"' EXIT
+EDGE="$PY -m edge --host 127.0.0.1 --rtmp 29420 --http 29421 --parent rtmp://127.0.0.1:29410 --log-level warning"
+for proto in flv rtmp; do
+  play=http://127.0.0.1:29421/live/test.flv
+  [ "$proto" = rtmp ] && play=rtmp://127.0.0.1:29420/live/test
+  (cd "$BEFORE" && ours "edge-$proto-before" "$EDGE" rtmp://127.0.0.1:29410/live/test "$play")
+  ours "edge-$proto-after" "$EDGE" rtmp://127.0.0.1:29410/live/test "$play"
+done
+report
