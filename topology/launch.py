@@ -308,10 +308,12 @@ async def detach(topology: str, name: str, seconds: float | None, netns: bool = 
     if not state_path(name).exists():
         print(f"error: {name} did not come up; see {log_path}", file=sys.stderr)
         return 1
-    print(log_path.read_text())
+    stop = f"python -m topology down {name} (or ./livecdn topology down {name})"
+    print(log_path.read_text().replace("stop: Ctrl-C", f"stop: {stop}"))
     print(
-        f"{name} runs in the background (pid {proc.pid}): python -m topology status {name} | down {name}"
+        f"{name} runs in the background (pid {proc.pid}); status: python -m topology status {name}"
     )
+    print(f"stop: {stop}")
     return 0
 
 

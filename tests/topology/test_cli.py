@@ -40,6 +40,8 @@ def test_detach_status_down(tmp_path) -> None:
     up = run("up", str(topo), "--detach", env=env)
     assert up.returncode == 0, up.stderr + up.stdout
     assert "runs in the background" in up.stdout and "live/cli" in up.stdout
+    assert "Ctrl-C" not in up.stdout  # the launcher is in the background: down stops it
+    assert "stop: python -m topology down small" in up.stdout
     state = tmp_path / "livecdn-state"  # the log's URL table holds signed URLs
     assert state.stat().st_mode & 0o777 == 0o700
     assert (state / "small.log").stat().st_mode & 0o777 == 0o600
