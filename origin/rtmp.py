@@ -19,12 +19,32 @@ if TYPE_CHECKING:
     from origin.server import Origin
 
 
+class IngestBytes:
+    """Bytes received from publishers: those of closed connections plus, read at each
+    scrape, those of connections still publishing (so a rate moves while one is live)."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+        self.live: set[RtmpConnection] = set()
+
+    def total(self) -> int:
+        """All bytes received so far (each connection's counted once)."""
+        return self.closed + sum(rtmp.bytes_in for rtmp in self.live)
+
+    def close(self, rtmp: RtmpConnection | None, bytes_in: int) -> None:
+        """A connection ended having received `bytes_in` while publishing."""
+        if rtmp is not None:
+            self.live.discard(rtmp)
+        self.closed += bytes_in
+
+
 class OriginIngest:
     """Ingest (common.serve.rtmpserver) of one connection into the origin's streams."""
 
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
         self.publisher: Publisher | None = None
+        self.rtmp: RtmpConnection | None = None
 
     async def publish(self, rtmp: RtmpConnection, event: rs.Publish) -> PublishRefused | None:
         """As the origin decides (and its on_publish hook): None if accepted, else why not."""
@@ -32,6 +52,8 @@ class OriginIngest:
         if isinstance(accepted, Reject):
             return PublishRefused(accepted.reason, accepted.detail)
         self.publisher = accepted
+        self.rtmp = rtmp
+        self.origin.ingest_bytes.live.add(rtmp)
         return None
 
     def media(self, event: rs.Media | rs.Metadata) -> None:
@@ -58,6 +80,6 @@ class OriginIngest:
 
     def close(self, bytes_in: int) -> None:
         """Count the bytes received; a publisher still on air disconnected."""
-        self.origin.bytes_in += bytes_in
+        self.origin.ingest_bytes.close(self.rtmp, bytes_in)
         if self.publisher is not None:
             self.origin.unpublish(self.publisher, StreamEnd.DISCONNECTED, grace=True)

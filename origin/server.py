@@ -54,7 +54,7 @@ from origin.recorder import Recorder
 from origin.recordvod import Playback
 from origin.relays import RELAYS_API, Relays
 from origin.reload import reload_origin
-from origin.rtmp import OriginIngest
+from origin.rtmp import IngestBytes, OriginIngest
 
 log = logging.getLogger("livecdn.origin")
 
@@ -72,7 +72,7 @@ class Origin:
         self.registry = Registry()
         self.live: dict[tuple[str, str], Live] = {}
         self.bans = Bans()
-        self.bytes_in = 0
+        self.ingest_bytes = IngestBytes()
         self.address: NodeAddress | None = None
         self.hls = HlsStore(
             HlsSettings(
@@ -102,7 +102,10 @@ class Origin:
         mt.gauge("streams", "Live streams.", (), lambda: {(): len(self.registry)})
         mt.gauge("publishers", "Connected publishers.", (), lambda: {(): self.publisher_count()})
         mt.counter(
-            "bytes_in_total", "Bytes received from publishers.", (), lambda: {(): self.bytes_in}
+            "bytes_in_total",
+            "Bytes received from publishers.",
+            (),
+            lambda: {(): self.ingest_bytes.total()},
         )
         mt.counter("publishes_total", "Publishes accepted.", ())
         mt.counter(
