@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +89,24 @@ def test_demo_runs_an_origin_from_its_config_with_the_publisher(tmp_path) -> Non
     # URL shown for the user's own stream
     assert "no publish_secret" not in proc.stderr, proc.stderr
     assert f"publish (signed, 24 h): rtmp://127.0.0.1:{rtmp}/live/yours?expires=" in proc.stdout
+
+
+LIVECDN = Path(__file__).resolve().parents[2] / "livecdn"
+COMMANDS = ("demo", "up", "load", "test", "origin", "edge", "balancer", "topology", "setup", "help")
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "help"])
+def test_livecdn_help_lists_every_command(flag: str) -> None:
+    proc = subprocess.run([LIVECDN, flag], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    listed = [line.split()[0] for line in proc.stdout.splitlines() if line.startswith("  ")]
+    assert tuple(listed) == COMMANDS
+    cases = re.findall(r"^  ([a-z|-]+)\)", LIVECDN.read_text(), re.M)  # what the script runs
+    assert {c for case in cases for c in case.split("|") if not c.startswith("-")} == set(COMMANDS)
+
+
+def test_livecdn_unknown_command_prints_usage_and_exits_2() -> None:
+    proc = subprocess.run([LIVECDN, "bogus"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "unknown command 'bogus'" in proc.stderr and "usage: ./livecdn" in proc.stderr
+    assert proc.stdout == ""
