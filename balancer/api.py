@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import trio
 
@@ -13,11 +14,13 @@ from common.proto.paths import EdgeAction, EdgeRequest
 
 
 def edges_info(table: NodeTable, config: BalancerConfig) -> list[dict]:
-    """Every known edge with its state and load."""
+    """Every known edge with its state and load (none for an edge whose reports stopped:
+    its last viewer count is kept as `last_viewers`)."""
     now = trio.current_time()
     out = []
     for e in sorted(table.edges.values(), key=lambda e: e.id):
-        v = e.view()
+        live = e.reporting(now, config.heartbeat_timeout)
+        v = e.view() if live else replace(e.view(), viewers=0, egress_bps=0.0)
         why = e.out_reason(now, config.heartbeat_timeout)
         out.append(
             {
@@ -27,13 +30,14 @@ def edges_info(table: NodeTable, config: BalancerConfig) -> list[dict]:
                 "in_rotation": why is None,
                 "out_reason": str(why) if why is not None else None,
                 "viewers": v.viewers,
+                "last_viewers": e.beat.viewers,
                 "egress_bps": v.egress_bps,
                 "capacity_viewers": v.capacity_viewers,
                 "capacity_bps": v.capacity_bps,
                 "load": round(v.load, 4),
                 "weight": v.weight,
                 "region": e.beat.region,
-                "streams": dict(e.beat.streams),
+                "streams": dict(e.beat.streams) if live else {},
                 "draining": e.draining,
                 "last_heartbeat_s_ago": round(now - e.last_heartbeat, 2)
                 if e.last_heartbeat > -math.inf
@@ -60,7 +64,7 @@ def streams_info(table: NodeTable, config: BalancerConfig) -> list[dict]:
                 "edges": {},
             }
     for e in table.edges.values():
-        if e.heartbeat_stale(now, config.heartbeat_timeout):
+        if not e.reporting(now, config.heartbeat_timeout):
             continue
         for key, n in e.beat.streams.items():
             entry = live.setdefault(
@@ -73,8 +77,10 @@ def streams_info(table: NodeTable, config: BalancerConfig) -> list[dict]:
 
 def drain(table: NodeTable, req: Request, target: EdgeRequest) -> Response:
     """POST /api/edges/{node}/drain or /undrain."""
-    edge = table.edges.get(target.node)
-    if edge is None or target.action is None:
+    if target.action is None:
         return Response.json({"error": "POST /api/edges/{id}/drain or /undrain"}, 404)
+    edge = table.edges.get(target.node)
+    if edge is None:
+        return Response.json({"error": f"no edge named {target.node}"}, 404)
     edge.set_draining(target.action is EdgeAction.DRAIN, f"on request of {req.peer}")
     return Response.json({"edge": target.node, "draining": edge.draining})

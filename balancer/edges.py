@@ -101,6 +101,11 @@ class EdgeState:
         """True if the edge's heartbeats stopped more than `timeout` ago."""
         return now - self.last_heartbeat > timeout
 
+    def reporting(self, now: float, timeout: float) -> bool:
+        """True while its reports are current (connected, heartbeats within `timeout`): only
+        then are its viewers counted; a dead edge's last count is no one watching."""
+        return self.connected and not self.heartbeat_stale(now, timeout)
+
     def check_passed(self, rise: int) -> None:
         """A health check passed: back up after `rise` in a row."""
         self.checks_ok += 1
