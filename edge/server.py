@@ -15,6 +15,7 @@ from common.config.exposure import warn_open_surfaces
 from common.net.http import Request, Response, StreamingResponse, not_a_read
 from common.net.reporter import report
 from common.net.tls import client_context
+from common.proto.clock import STAMPS_QUERY
 from common.proto.paths import STREAMS_API, Media, api_stream_key, media_of, play_key
 from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKey, StreamKeyError
@@ -150,8 +151,10 @@ class Edge:
     async def _open_feed(self, parent: str, app: str, name: str) -> Feed:
         """Pull app/name from `parent`, signed with the edge's own play token."""
         # the parent's segment clock comes first, so that this edge's HLS (and its own
-        # children's) continues the stream's segments
-        query = "&".join(q for q in (self.signer.query(app, name), f"{CLOCK_QUERY}=1") if q)
+        # children's) continues the stream's segments; the clock stamps ride along for the
+        # edge's players that ask for them
+        marks = f"{CLOCK_QUERY}=1&{STAMPS_QUERY}=1"
+        query = "&".join(q for q in (self.signer.query(app, name), marks) if q)
         return await open_feed(parent, app, name, tls=self.tls, query=query)
 
     # ------------------------------------------------------------------ play

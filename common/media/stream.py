@@ -14,6 +14,7 @@ import trio
 
 from common.media.segclock import CLOCK_PREFIX, ClockState, Cut, SegmentClock
 from common.proto import amf0, flv, metadata
+from common.proto.clock import is_stamp
 from common.proto.rtmp import messages as m
 from common.proto.rtmp.chunk import encode_message
 
@@ -43,6 +44,7 @@ class Frame:
         "source",
         "cut",
         "clock",
+        "stamp",
         "_rtmp",
     )
 
@@ -66,6 +68,7 @@ class Frame:
         self.source = 0  # which source (publisher/upstream) of the stream pushed it
         self.cut: Cut | None = None  # the HLS segment it starts
         self.clock: ClockState | None = None  # keyframes: the segment clock after it
+        self.stamp: Frame | None = None  # the clock stamp after it, for readers that ask
         self._rtmp: bytes | None = None
 
     @property
@@ -108,6 +111,7 @@ class Reader:
     dropped: int = 0
     closed: bool = False
     clock: bool = False  # gets the segment clock's state wherever its frames (re)start
+    stamps: bool = False  # gets the clock stamps (`common.proto.clock`) after their frames
     extra: dict = field(default_factory=dict)
 
 
@@ -211,6 +215,9 @@ class Stream:
         self.stats.bytes_in += len(payload)
         if not payload or (type_id == m.DATA_AMF0 and payload.startswith(CLOCK_PREFIX)):
             return None  # a segment clock comes only from a parent, never through a stream
+        if type_id == m.DATA_AMF0 and is_stamp(payload):
+            self._attach_stamp(payload)
+            return None
         ts = self._rebased(timestamp)
         if self._dedup is not None and type_id in self._dedup:
             if ts <= self._dedup[type_id]:
@@ -242,6 +249,13 @@ class Stream:
                 self.audio_header = payload
                 return self._append(type_id, ts, payload, header=True)
         return self._append(type_id, ts, payload, keyframe=keyframe)
+
+    def _attach_stamp(self, payload: bytes) -> None:
+        """A clock stamp rides on the newest frame (the keyframe it follows), out of the ring:
+        only readers that asked get it, so standard players never see an unknown data stream."""
+        if self._frames and self._frames[-1].stamp is None:
+            last = self._frames[-1]
+            last.stamp = Frame(-1, m.DATA_AMF0, last.timestamp, payload)
 
     def set_metadata(self, payload: bytes, values: dict) -> Frame | None:
         """Replace onMetaData (the AMF0 body starting with "onMetaData"); only its clean
@@ -347,11 +361,12 @@ class Stream:
 
     # ------------------------------------------------------------------ reader side
 
-    def add_reader(self, protocol: str, *, clock: bool = False) -> Reader:
+    def add_reader(self, protocol: str, *, clock: bool = False, stamps: bool = False) -> Reader:
         """A new reader, positioned for a fast start (latest keyframe) or the next one;
         `clock`: a pulling node, which gets the segment clock's state (see `clock_state`)
-        ahead of the keyframe it skips to when it falls behind."""
-        reader = Reader(protocol, clock=clock)
+        ahead of the keyframe it skips to when it falls behind; `stamps`: it gets the clock
+        stamps too (`Frame.stamp`)."""
+        reader = Reader(protocol, clock=clock, stamps=stamps)
         if self.gop_cache and self._last_keyframe is not None:
             reader.cursor = self._last_keyframe
             if clock:  # a node that packages HLS: the whole segment, from where it began

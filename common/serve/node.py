@@ -27,6 +27,7 @@ from common.net.http import (
 from common.net.supervise import supervise
 from common.net.tls import server_context, tls_handler
 from common.net.websocket import handshake, wants_websocket
+from common.proto.clock import STAMPS_QUERY
 from common.proto.cors import CorsPolicy
 from common.proto.errors import ProtocolError
 from common.proto.paths import STREAMS_API, Media, play_key
@@ -217,6 +218,7 @@ class PlayNode:
                 ended=ended,
                 websocket=websocket,
                 clock=req.query.get(CLOCK_QUERY) == "1",
+                stamps=req.query.get(STAMPS_QUERY) == "1",
             )
         if (page := self.console.route(req)) is not None:
             return page

@@ -37,7 +37,9 @@ log = logging.getLogger("livecdn.play")
 
 CLOCK_QUERY = "segclock"
 """A play asking (`?segclock=1`) for the stream's segment clock before its first frame: a
-pulling node that packages HLS continues the stream's segments (`common.media.segclock`)."""
+pulling node that packages HLS continues the stream's segments (`common.media.segclock`).
+`STAMPS_QUERY` (`?stamps=1`) asks for the clock stamps after keyframes (`common.proto.clock`):
+the simulated players do, and a pulling edge, for its own players that ask."""
 PACED_FRAMES = 4
 """Frames a paced viewer's task takes at a time (small, so the pacing is smooth)."""
 FLUSH_SLICE = 128
@@ -136,6 +138,8 @@ class Player:
         """The wire bytes of `frames` for this player's protocol, as shared buffers."""
         if not frames:
             return []  # an empty HTTP chunk would end the response
+        if self.reader.stamps:
+            frames = with_stamps(frames)
         if self.protocol == "flv":
             parts = [f.flv for f in frames]
             size = sum(len(p) for p in parts)
@@ -150,6 +154,16 @@ class Player:
     def encode(self, frames: list[Frame]) -> bytes:
         """The wire bytes of `frames` for this player's protocol, joined."""
         return b"".join(self.parts(frames))
+
+
+def with_stamps(frames: list[Frame]) -> list[Frame]:
+    """`frames` with each one's clock stamp after it."""
+    out = []
+    for f in frames:
+        out.append(f)
+        if f.stamp is not None:
+            out.append(f.stamp)
+    return out
 
 
 class Fanout:
@@ -197,8 +211,8 @@ class Fanout:
 
     async def _flush(self) -> None:
         stream = self.stream
-        # (cursor, protocol, message stream id) -> (bytes, cursor after them)
-        shared: dict[tuple[int, str, int], tuple[bytes, int]] = {}
+        # (cursor, protocol, message stream id, stamps) -> (bytes, cursor after them)
+        shared: dict[tuple[int, str, int, bool], tuple[bytes, int]] = {}
         bytes_out = self.stats.bytes_out
         fanout = PlayerState.FANOUT
         for i, player in enumerate(list(self.players)):
@@ -211,7 +225,7 @@ class Fanout:
             reader = player.reader
             if reader.cursor >= stream.head:
                 continue
-            key = (reader.cursor, player.protocol, player.stream_id)
+            key = (reader.cursor, player.protocol, player.stream_id, reader.stamps)
             hit = shared.get(key)
             if hit is None or reader.need_keyframe:
                 dropped = reader.dropped
@@ -349,11 +363,13 @@ async def flv_response(
     ended: Callable[[], None] = lambda: None,
     websocket: list[tuple[str, str]] | None = None,
     clock: bool = False,
+    stamps: bool = False,
 ) -> Response | StreamingResponse | Upgrade:
     """Answer GET /app/name.flv (`key`, parsed from the path): a chunked FLV body while
     the stream lives (with `websocket`, the 101 headers of an upgrade: binary WebSocket
     messages), 404 if it does not; `ended` is called once the answer is over; `clock`:
-    the stream's segment clock first (a pulling node's `CLOCK_QUERY`)."""
+    the stream's segment clock first (a pulling node's `CLOCK_QUERY`); `stamps`: with the
+    clock stamps (`STAMPS_QUERY`)."""
     app, name = key.app, key.name
     try:
         sub = await source.subscribe(app, name)
@@ -380,7 +396,14 @@ async def flv_response(
     async def body(conn: Conn) -> None:
         log.info("%s play %s/%s by %s", what, app, name, conn.peer)
         try:
-            await serve_flv(sub.fanout, conn, pacer, websocket=websocket is not None, clock=clock)
+            await serve_flv(
+                sub.fanout,
+                conn,
+                pacer,
+                websocket=websocket is not None,
+                clock=clock,
+                stamps=stamps,
+            )
         finally:
             sub.release()
             ended()
@@ -402,6 +425,7 @@ async def serve_flv(
     *,
     websocket: bool = False,
     clock: bool = False,
+    stamps: bool = False,
 ) -> None:
     """Body of an HTTP-FLV response (`websocket`: of a WebSocket): play until the stream
     ends or the viewer leaves; `pacer` paces this viewer (its class's share)."""
@@ -413,7 +437,7 @@ async def serve_flv(
     else:
         prelude, end = chunk(flv_header(stream)), lambda: LAST_CHUNK
         protocol = "flv"
-    reader = stream.add_reader(protocol, clock=clock)
+    reader = stream.add_reader(protocol, clock=clock, stamps=stamps)
     player = Player(conn, reader, protocol, end=end, bucket=pacer)
 
     async with trio.open_nursery() as nursery:

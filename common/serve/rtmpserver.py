@@ -16,6 +16,7 @@ import trio
 
 from common.config import ServeConfig
 from common.net.conn import Conn, ConnClosed
+from common.proto.clock import STAMPS_QUERY
 from common.proto.errors import ProtocolError, Unavailable
 from common.proto.rtmp import session as rs
 from common.proto.shaping import TokenBucket
@@ -373,7 +374,11 @@ class RtmpConnection:
                     return session.data_to_send()
 
                 stream = sub.fanout.stream
-                reader = stream.add_reader("rtmp", clock=query.get(CLOCK_QUERY) == "1")
+                reader = stream.add_reader(
+                    "rtmp",
+                    clock=query.get(CLOCK_QUERY) == "1",
+                    stamps=query.get(STAMPS_QUERY) == "1",
+                )
                 player = Player(conn, reader, "rtmp", stream_id=sid, end=end, bucket=pacer)
                 log.info("RTMP play %s/%s by %s", app, name, conn.peer)
                 await sub.fanout.serve(player)
