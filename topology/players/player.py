@@ -18,7 +18,7 @@ import trio
 from common.net.httpclient import HttpClientError, fetch, open_request
 from common.net.rtmpclient import RtmpClient, RtmpClientError, ends_play
 from common.proto import auth, playtoken
-from common.proto.clock import read_stamp
+from common.proto.clock import asking_stamps, read_stamp
 from common.proto.errors import ProtocolError
 from common.proto.flvscan import FlvScanner, Scan
 from common.proto.hlsplaylist import MediaPlaylist, parse_playlist
@@ -315,7 +315,7 @@ class SimPlayer:
             await self._play_rtmp()
 
     async def _play_flv(self) -> None:
-        resp, url = await self._open(self._http_url(".flv"))
+        resp, url = await self._open(asking_stamps(self._http_url(".flv")))
         try:
             self._joined(urlsplit(url).netloc)
             scanner = FlvScanner()
@@ -385,7 +385,7 @@ class SimPlayer:
                 raise PlayError.refused("route HTTP", got.status, got.headers)
             url = json.loads(got.body)["url"]
         await self._wire_delay()
-        client = await RtmpClient.connect(url)
+        client = await RtmpClient.connect(asking_stamps(url))
         try:
             await self._wire_delay()
             await client.play()
