@@ -96,7 +96,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                          "run; results in LABEL-shard-I-of-N.json (LABEL: load, or loadK for "
                          "the file's Kth [[load]] profile), for `load merge`")  # fmt: skip
     ld.add_argument("--out", help="directory for the JSON and plot (default: the run dir; "
-                                  "with --url or --base the current directory)")  # fmt: skip
+                                  f"with --url or --base ./{LOAD_RESULTS}/)")  # fmt: skip
     ld.add_argument("--metrics-port", type=port_arg, metavar="PORT",
                     help="serve the players' QoE as Prometheus /metrics (livecdn_load_*) on "
                          "this port while they play (0: a free port, printed); default off")  # fmt: skip
@@ -194,6 +194,9 @@ def load_main(args: argparse.Namespace) -> int:
                         args.ramp, args.profiles, args.klass,
                         qos_secret=os.environ.get(QOS_SECRET_ENV, ""),
                         play_secret=os.environ.get(PLAY_SECRET_ENV, ""))  # fmt: skip
+        spec, notes = spec.fitted()
+        for note in notes:
+            print(note, file=sys.stderr, flush=True)
         spec.check()
         return spec
 
@@ -210,7 +213,7 @@ def load_main(args: argparse.Namespace) -> int:
         if args.base:
             if args.url:
                 raise ValueError("give --url or --base, not both")
-            out = Path(args.out or ".")
+            out = Path(args.out or LOAD_RESULTS)
             topo = schema.load(args.topology) if args.topology else None
             if args.players:
                 spec = spec_from_args()
@@ -223,7 +226,7 @@ def load_main(args: argparse.Namespace) -> int:
                                  procs=args.procs, shard=args.shard, run_id=args.run_id))  # fmt: skip
             else:
                 raise ValueError("--base needs --players N or a file with [[load]] profiles")
-            return 0
+            return load_exit()
         if args.url:
             if not args.players:
                 raise ValueError("--url needs --players")
@@ -231,10 +234,10 @@ def load_main(args: argparse.Namespace) -> int:
             spec = spec_from_args()
             if spec.protocol != target.protocol:
                 spec = LoadSpec(**{**spec.__dict__, "protocol": target.protocol})
-            out = Path(args.out or ".")
+            out = Path(args.out or LOAD_RESULTS)
             trio.run(lambda: run_load(target, spec, out_dir=out, procs=args.procs,
                                       shard=args.shard, run_id=args.run_id))  # fmt: skip
-            return 0
+            return load_exit()
         if not args.topology:
             raise ValueError("give a topology file (or --url URL)")
         topo = schema.load(args.topology)
@@ -246,13 +249,26 @@ def load_main(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out) if args.out else None
     try:
-        trio.run(partial(load_topology, topo, spec, stream=args.stream, out=out, procs=args.procs,
-                         shard=args.shard))  # fmt: skip
+        went = trio.run(partial(load_topology, topo, spec, stream=args.stream, out=out,
+                                procs=args.procs, shard=args.shard))  # fmt: skip
     except (launch.StartFailed, BaseExceptionGroup) as exc:
         if not all(isinstance(e, launch.StartFailed) for e in leaves(exc)):
             raise
         return 1  # the launcher has said why
-    return 0
+    print(f"load results in {went}/", flush=True)  # after the topology's own last lines
+    return load_exit()
+
+
+LOAD_RESULTS = "load-results"
+"""Where `load --url/--base` writes its results by default (never the current directory
+itself, which may be a checkout's root; git ignores it)."""
+
+
+def load_exit() -> int:
+    """`load`'s exit code: 130 after Ctrl-C stopped it (its results are written), else 0."""
+    from topology.loadstop import EXIT_INTERRUPTED, was_interrupted
+
+    return EXIT_INTERRUPTED if was_interrupted() else 0
 
 
 def serve_load_metrics(host: str, port: int) -> None:

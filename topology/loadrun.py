@@ -17,6 +17,7 @@ from common.proto.streamkey import StreamKey
 from topology.deployment import LoadRun, url_host
 from topology.loadmetrics import CURRENT, LoadMetrics
 from topology.loadshard import combine, run_identity, shard_doc
+from topology.loadstop import interruptible, stop_when
 from topology.loadworkers import player_dicts, run_workers
 from topology.players.crowd import (
     PLAY_SECRET_ENV,
@@ -73,12 +74,19 @@ async def run_load(
     live: LoadRun | None = None,
     metrics: LoadMetrics | None = None,
     run_id: str = "",
+    stop: trio.Event | None = None,
 ) -> dict:
     """Run the crowd (or its share `shard`), print the summary table, write `label`.json
     (+ .png; a share: `label`-shard-I-of-N.json); the summary. With `live` (and one
     process), the players' numbers go into `live`.samples each second. The players' QoE
     goes to `metrics` (default: loadmetrics.CURRENT's), as run `label`; `run_id` goes into
-    the results (load merge refuses shares of different ids)."""
+    the results (load merge refuses shares of different ids). Ctrl-C (or `stop` set) ends
+    the run early: what ran is summarised and written, marked "interrupted"."""
+    if stop is None:
+        async with interruptible() as stop:
+            return await run_load(target, spec, out_dir=out_dir, dep=dep, procs=procs,
+                                  shard=shard, label=label, quiet=quiet, live=live,
+                                  metrics=metrics, run_id=run_id, stop=stop)  # fmt: skip
     show = None if quiet else stderr_progress()
     metrics = metrics or CURRENT.get()
     servers: dict = {}
@@ -93,6 +101,7 @@ async def run_load(
             await trio.sleep(max(spec.duration - 2.0, spec.duration * 0.8))
             servers.update(await server_counts(dep))
 
+    interrupted = False
     async with trio.open_nursery() as nursery:
         nursery.start_soon(count_servers)
         if procs > 1:
@@ -104,8 +113,9 @@ async def run_load(
 
             if metrics is not None:
                 metrics.add(label, shard, lambda: merge_snapshots(latest.values()))
-            docs = await run_workers(target, spec, shard, procs, show, label, note, run_id)
+            docs = await run_workers(target, spec, shard, procs, show, label, note, run_id, stop)
             players, timeline, seconds, _ = combine(docs)
+            interrupted = stop.is_set() or any(d.get("interrupted") for d in docs)
         else:
             crowd = make_crowd(target, spec, shard=shard)
             if metrics is not None:
@@ -113,15 +123,18 @@ async def run_load(
             async with trio.open_nursery() as sampling:
                 if live is not None:
                     sampling.start_soon(sample_live, crowd, live)
+                sampling.start_soon(stop_when, stop, crowd.stop)
                 await run_crowd(crowd, progress=show)
                 sampling.cancel_scope.cancel()
             players, timeline, seconds = player_dicts(crowd), crowd.timeline, crowd.seconds
+            interrupted = crowd.interrupted
+        nursery.cancel_scope.cancel()  # the servers' counts come too late for a short run
     if dep is not None:
         _name_edges(dep, players, timeline)
     if show is not None and sys.stderr.isatty():
         print(file=sys.stderr)
     run = run_identity(target, spec, label, run_id)
-    doc = shard_doc(run, shard, players, timeline, seconds, servers)
+    doc = shard_doc(run, shard, players, timeline, seconds, servers, interrupted)
     if not shard.whole:
         print(f"shard {shard}:", end=" ")
     print(table(doc["summary"]), flush=True)
@@ -159,14 +172,20 @@ async def run_profiles_at(
                        play_secret=os.environ.get(PLAY_SECRET_ENV, ""))  # fmt: skip
         runs.append((i, load, spec, base_target(base, spec.protocol, load_stream(topo, load))))
 
-    async def one(i: int, load: LoadProfileSpec, spec: LoadSpec, target: Target) -> None:
-        await trio.sleep(parse_duration(load.start_at))
+    async def one(
+        i: int, load: LoadProfileSpec, spec: LoadSpec, target: Target, stop: trio.Event
+    ) -> None:
+        with trio.move_on_at(trio.current_time() + parse_duration(load.start_at)):
+            await stop.wait()
+        if stop.is_set():
+            return  # interrupted before it started
         await run_load(target, spec, out_dir=out_dir, procs=procs, shard=shard,
-                       label=f"load{i + 1}", quiet=len(runs) > 1, run_id=run_id)  # fmt: skip
+                       label=f"load{i + 1}", quiet=len(runs) > 1, run_id=run_id,
+                       stop=stop)  # fmt: skip
 
-    async with trio.open_nursery() as nursery:
+    async with interruptible() as stop, trio.open_nursery() as nursery:
         for run in runs:
-            nursery.start_soon(one, *run)
+            nursery.start_soon(one, *run, stop)
 
 
 async def sample_live(crowd: Crowd, run: LoadRun, every: float = 1.0) -> None:

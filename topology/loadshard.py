@@ -35,12 +35,14 @@ def run_identity(target: Target, spec: LoadSpec, label: str, run_id: str = "") -
 
 def shard_doc(
     run: dict, shard: Shard, players: list[dict], timeline: list[dict], seconds: float,
-    servers: dict | None = None,
+    servers: dict | None = None, interrupted: bool = False,
 ) -> dict:  # fmt: skip
     """What a share writes: its summary and timeline, every player's raw results (with its
-    latency samples, so that merged percentiles are exact), the run and the share."""
+    latency samples, so that merged percentiles are exact), the run and the share; marked
+    `interrupted` when Ctrl-C stopped it before its end."""
     return {
-        "summary": finish_summary(players, timeline, seconds, servers),
+        "summary": finish_summary(players, timeline, seconds, servers, interrupted),
+        "interrupted": interrupted,
         "timeline": timeline,
         "players": players,
         "seconds": seconds,
@@ -50,10 +52,13 @@ def shard_doc(
 
 
 def finish_summary(
-    players: list[dict], timeline: list[dict], seconds: float, servers: dict | None
-) -> dict:
+    players: list[dict], timeline: list[dict], seconds: float, servers: dict | None,
+    interrupted: bool = False,
+) -> dict:  # fmt: skip
     """The summary of a run's players, with the servers' own counts when it has them."""
     summary = summarize(players, seconds)
+    if interrupted:
+        summary["interrupted"] = True
     if servers:
         at_end = timeline[-3] if len(timeline) >= 3 else (timeline[-1] if timeline else {})
         summary["servers"] = servers
@@ -142,8 +147,10 @@ def merged_doc(docs: list[dict], names: list[str], run_id: str | None = None) ->
     the same summary as one process running it would write."""
     check_shares(docs, names, run_id)
     players, timeline, seconds, servers = combine(docs)
+    interrupted = any(d.get("interrupted") for d in docs)
     return {
-        "summary": finish_summary(players, timeline, seconds, servers),
+        "summary": finish_summary(players, timeline, seconds, servers, interrupted),
+        "interrupted": interrupted,
         "timeline": timeline,
         "players": players,
         "seconds": seconds,

@@ -21,12 +21,13 @@ async def load_topology(
     out: Path | None = None,
     procs: int = 1,
     shard: Shard = WHOLE,
-) -> None:
+) -> Path:
     """Bring `topo` up (origins stamp their clock for latency), run `spec`'s crowd on `stream`
     (default: the first publisher's), or without a spec the file's [[load]] profiles, then stop;
     with `shard`, only that share of each.
 
-    Raises `launch.StartFailed` (perhaps in a group) when a node does not start."""
+    Returns the directory the results went to. Raises `launch.StartFailed` (perhaps in a
+    group) when a node does not start."""
     for o in topo.origins:
         o.config["clock_stamps"] = True
     async with trio.open_nursery() as nursery:
@@ -42,3 +43,4 @@ async def load_topology(
             await trio.sleep(max(schema.parse_duration(x.start_at)
                                  + schema.parse_duration(x.duration) for x in topo.loads) + 3)  # fmt: skip
         nursery.cancel_scope.cancel()
+    return out or dep.run_dir

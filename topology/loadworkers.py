@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -15,6 +16,7 @@ from functools import partial
 import trio
 
 from topology.loadshard import shard_doc
+from topology.loadstop import interruptible, stop_when
 from topology.players.crowd import (
     COUNTED,
     PLAY_SECRET_ENV,
@@ -61,10 +63,13 @@ def worker_shards(shard: Shard, procs: int, players: int) -> list[Shard]:
 async def run_workers(
     target: Target, spec: LoadSpec, shard: Shard, procs: int, show, label: str,
     on_qoe: Callable[[int, dict], None] | None = None, run_id: str = "",
+    stop: trio.Event | None = None,
 ) -> list[dict]:  # fmt: skip
     """Play `shard` of the run in `procs` worker processes, each a share of it; their
     documents (a failed worker's missing, with a warning). Each worker's QoE snapshots
-    (topology.players.qoe) go to `on_qoe(worker, snapshot)` as they come."""
+    (topology.players.qoe) go to `on_qoe(worker, snapshot)` as they come. When `stop` is
+    set, each worker gets SIGINT: it stops its players and still sends its document."""
+    stop = trio.Event() if stop is None else stop
     shards = worker_shards(shard, procs, spec.players)
     latest: list[dict | None] = [None] * len(shards)
     results: list[dict | None] = [None] * len(shards)
@@ -79,6 +84,7 @@ async def run_workers(
             proc = await nursery.start(
                 partial(trio.run_process, argv, stdout=subprocess.PIPE, check=False, env=env)
             )
+            nursery.start_soon(stop_when, stop, partial(_interrupt, proc))
             buf = b""
             async for data in proc.stdout:
                 buf += data
@@ -95,6 +101,8 @@ async def run_workers(
                             show(_merged_line(latest, spec, total))
                     elif "result" in msg:
                         results[i] = msg["result"]
+            await proc.wait()
+            nursery.cancel_scope.cancel()  # the stop_when task
         if proc.returncode != 0 or results[i] is None:
             print(f"warning: load worker {shards[i]} exited with {proc.returncode}; its "
                   f"{len(shards[i].ids(spec.players))} players are missing from the results",
@@ -104,6 +112,11 @@ async def run_workers(
         for i in range(len(shards)):
             nursery.start_soon(worker, i)
     return [r for r in results if r is not None]
+
+
+def _interrupt(proc: trio.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGINT)
 
 
 def worker_message(shard: Shard, line: bytes) -> dict | None:
@@ -148,6 +161,10 @@ async def worker_main(target: Target, spec: LoadSpec, shard: Shard, run: dict) -
         done = len(crowd.timeline)
         emit({"qoe": crowd.qoe.snapshot})
 
-    await run_crowd(crowd, progress=progress)
+    async with interruptible(say=False) as stop, trio.open_nursery() as nursery:
+        nursery.start_soon(stop_when, stop, crowd.stop)
+        await run_crowd(crowd, progress=progress)
+        nursery.cancel_scope.cancel()
     emit({"qoe": crowd.qoe.snapshot})
-    emit({"result": shard_doc(run, shard, player_dicts(crowd), crowd.timeline, crowd.seconds)})
+    emit({"result": shard_doc(run, shard, player_dicts(crowd), crowd.timeline, crowd.seconds,
+                              interrupted=crowd.interrupted)})  # fmt: skip

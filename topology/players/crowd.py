@@ -6,7 +6,7 @@ import random
 import sys
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -65,6 +65,25 @@ class LoadSpec:
             )
         parse_mix(self.profiles)
 
+    def fitted(self) -> tuple[LoadSpec, list[str]]:
+        """This spec made runnable, and a line for each change: a ramp not shorter than
+        the duration shortened to half of it; profile shares that do not add up to 1
+        normalised (ValueError for a mix that cannot be read)."""
+        spec, notes = self, []
+        if self.arrival != "flash" and self.duration > 0 and self.ramp_s >= self.duration:
+            spec = replace(spec, ramp_s=self.duration / 2)
+            notes.append(f"note: the ramp ({self.ramp_s:g} s) is not shorter than the duration "
+                         f"({self.duration:g} s): players arrive over {spec.ramp_s:g} s instead")  # fmt: skip
+        mix = parse_mix(self.profiles)  # first: it names a bad share
+        weights = [float(w) if w else 1.0 for _, _, w in
+                   (part.strip().partition(":") for part in self.profiles.split(",") if part.strip())]  # fmt: skip
+        if len(mix) > 1 and abs(sum(weights) - 1) > 1e-6:
+            shares = ",".join(f"{p.name}:{w:.3g}" for p, w in mix)
+            spec = replace(spec, profiles=shares)
+            notes.append(f"note: the profile shares add up to {sum(weights):g}, not 1: "
+                         f"normalised to {shares}")  # fmt: skip
+        return spec, notes
+
 
 def arrival_times(n: int, arrival: str, ramp_s: float, seed: int = 1) -> list[float]:
     """Seconds after the start at which each of `n` players arrives."""
@@ -94,9 +113,17 @@ class Crowd:
     seconds: float = 0.0
     qoe: QoeTally = field(init=False)
     """The players' QoE totals, updated with each timeline sample and at the end."""
+    interrupted: bool = False
+    """Stopped before its end (`stop`, at Ctrl-C)."""
+    _playing: trio.CancelScope = field(default_factory=trio.CancelScope, repr=False)
 
     def __post_init__(self) -> None:
         self.qoe = QoeTally(self.players)
+
+    def stop(self) -> None:
+        """End the run now: the players stop and `run_crowd` returns what ran."""
+        self.interrupted = True
+        self._playing.cancel()
 
     def counts(self, now: float) -> Counter[str]:
         return Counter(p.live_state(now) for p in self.players)
@@ -178,9 +205,10 @@ async def run_crowd(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sample)
-        async with trio.open_nursery() as players:
-            for player, at in zip(crowd.players, crowd.arrivals, strict=True):
-                players.start_soon(one, player, at)
+        with crowd._playing:
+            async with trio.open_nursery() as players:
+                for player, at in zip(crowd.players, crowd.arrivals, strict=True):
+                    players.start_soon(one, player, at)
         nursery.cancel_scope.cancel()
     crowd.seconds = trio.current_time() - t0
     crowd.qoe.update(trio.current_time())

@@ -64,10 +64,35 @@ class PlayError(Exception):
     """A play attempt failed; the message is the reason shown in reports."""
 
     @classmethod
-    def refused(cls, what: str, status: int, headers: dict[str, str]) -> PlayError:
-        """A refusal by status, e.g. 'HTTP 503 (retry after 5 s)'."""
+    def refused(
+        cls, what: str, status: int, headers: dict[str, str], body: bytes = b""
+    ) -> PlayError:
+        """A refusal by status and the server's reason (the body's first line), e.g.
+        'HTTP 403 invalid or expired viewer class token' or 'HTTP 503 (retry after 5 s)'."""
         retry = headers.get("retry-after")
-        return cls(f"{what} {status}" + (f" (retry after {retry} s)" if retry else ""))
+        reason = body_reason(body)
+        return cls(f"{what} {status}" + (f" {reason}" if reason else "")
+                   + (f" (retry after {retry} s)" if retry else ""))  # fmt: skip
+
+
+REASON_CHARS = 120
+"""At most this much of a server's reason goes into a failure (reports group by it)."""
+REASON_BODY = 4096
+"""At most this much of a refusal's body is read for its reason."""
+
+
+def body_reason(body: bytes) -> str:
+    """A refusal body's first line, printable and bounded (a JSON body's "error")."""
+    text = body[:REASON_BODY].decode("utf-8", errors="replace").strip()
+    if text.startswith("{"):
+        try:
+            error = json.loads(text).get("error")
+        except (ValueError, AttributeError):
+            error = None
+        text = error if isinstance(error, str) else text
+    line = text.splitlines()[0] if text else ""
+    line = "".join(c if c.isprintable() else "?" for c in line)
+    return line[:REASON_CHARS] + ("..." if len(line) > REASON_CHARS else "")
 
 
 CLASS_TOKEN_TTL = 86_400
@@ -128,6 +153,20 @@ class PlayerResult:
         d["latency_samples"] = len(self.latency_s)
         d["delivery_p50_s"] = pct(self.delivery_s, 50)
         return d
+
+
+async def _refusal_body(resp) -> bytes:
+    """The start of a refusal's body (bounded in size and time; b"" if it does not come)."""
+    out = b""
+    with trio.move_on_after(2.0):
+        try:
+            async for data in resp.chunks():
+                out += data
+                if len(out) >= REASON_BODY:
+                    break
+        except (HttpClientError, OSError):
+            pass
+    return out
 
 
 class SimPlayer:
@@ -293,8 +332,9 @@ class SimPlayer:
                 url = urljoin(url, resp.headers["location"])
                 continue
             if resp.status != 200:
+                body = await _refusal_body(resp)
                 resp.close()
-                raise PlayError.refused("HTTP", resp.status, resp.headers)
+                raise PlayError.refused("HTTP", resp.status, resp.headers, body)
             return resp, url
         raise PlayError("too many redirects")
 
@@ -382,7 +422,7 @@ class SimPlayer:
             await self._wire_delay()
             got = await fetch("GET", f"{t.base}/api/route?{urlencode(query)}")
             if got.status != 200:
-                raise PlayError.refused("route HTTP", got.status, got.headers)
+                raise PlayError.refused("route HTTP", got.status, got.headers, got.body)
             url = json.loads(got.body)["url"]
         await self._wire_delay()
         client = await RtmpClient.connect(asking_stamps(url))

@@ -46,7 +46,7 @@ def summarize(players: list[dict], seconds: float) -> dict:
         "kbps_mean": _mean([p["kbps"] for p in played]),
         "bytes": sum(p["bytes"] for p in players),
         "failures": sum(reasons.values()),
-        "failure_reasons": dict(reasons.most_common(8)),
+        "failure_reasons": grouped(reasons),
         "players_with_failures": sum(
             1 for p in players if any(is_failure(r) for r in p["failures"])
         ),
@@ -54,6 +54,19 @@ def summarize(players: list[dict], seconds: float) -> dict:
         "viewers_per_edge": dict(Counter(p["edge"] for p in players if p["edge"]).most_common()),
         "profiles": dict(Counter(p["profile"] for p in players)),
     }
+
+
+MAX_REASONS = 8
+"""Distinct failure reasons a summary lists; the rest are counted as OTHER_REASONS."""
+OTHER_REASONS = "(other reasons)"
+
+
+def grouped(reasons: Counter[str]) -> dict[str, int]:
+    """Failures by reason, the most common first, at most MAX_REASONS (+ the rest)."""
+    top = dict(reasons.most_common(MAX_REASONS))
+    if rest := sum(reasons.values()) - sum(top.values()):
+        top[OTHER_REASONS] = rest
+    return top
 
 
 def _mean(values: list[float]) -> float | None:
@@ -69,7 +82,8 @@ def table(summary: dict) -> str:
     s = summary
     lines = [
         f"players {s['players']} for {s['seconds']} s: played {s['played']}, "
-        f"never played {s['never_played']}",
+        f"never played {s['never_played']}"
+        + ("  (interrupted: Ctrl-C stopped the run)" if s.get("interrupted") else ""),
         "",
         "                     p50      p95      p99   (ms)",
     ]
