@@ -251,10 +251,11 @@ class Stream:
         return self._append(type_id, ts, payload, keyframe=keyframe)
 
     def _attach_stamp(self, payload: bytes) -> None:
-        """A clock stamp rides on the newest frame (the keyframe it follows), out of the ring:
-        only readers that asked get it, so standard players never see an unknown data stream."""
-        if self._frames and self._frames[-1].stamp is None:
-            last = self._frames[-1]
+        """A clock stamp rides on the keyframe it follows, out of the ring (one elsewhere is
+        dropped): only readers that asked get it, so standard players never see an unknown
+        data stream."""
+        last = self._frames[-1] if self._frames else None
+        if last is not None and last.keyframe and last.stamp is None:
             last.stamp = Frame(-1, m.DATA_AMF0, last.timestamp, payload)
 
     def set_metadata(self, payload: bytes, values: dict) -> Frame | None:

@@ -22,7 +22,9 @@ def test_only_readers_that_ask_get_the_stamps() -> None:
     stream.push(m.VIDEO, 0, avc_header())
     key = stream.push(m.VIDEO, 0, keyframe())
     assert stream.push(m.DATA_AMF0, 0, stamp_payload(1234.5)) is None  # not a frame of its own
-    stream.push(m.VIDEO, 40, interframe())
+    inter = stream.push(m.VIDEO, 40, interframe())
+    stream.push(m.DATA_AMF0, 40, stamp_payload(1234.6))  # not after a keyframe: dropped
+    assert inter is not None and inter.stamp is None
     assert key is not None and key.stamp is not None and key.stamp.timestamp == key.timestamp
     assert all(read_stamp(f.payload) is None for f in stream.iter_frames())
     sent = {}
