@@ -17,7 +17,7 @@ from common.proto.streamkey import StreamKey
 from topology.deployment import LoadRun, url_host
 from topology.loadmetrics import CURRENT, LoadMetrics
 from topology.loadshard import combine, run_identity, shard_doc
-from topology.loadstop import interruptible, stop_when
+from topology.loadstop import current_stop, interruptible, stop_when
 from topology.loadworkers import player_dicts, run_workers
 from topology.players.crowd import (
     PLAY_SECRET_ENV,
@@ -258,6 +258,6 @@ async def _run_file_load(dep, i: int, load: LoadProfileSpec, run: LoadRun, shard
     try:
         await run_load(target_for(dep, spec.protocol, stream), spec, out_dir=dep.run_dir,
                        dep=dep, shard=shard, label=f"load{i + 1}",
-                       quiet=len(dep.topo.loads) > 1, live=run)  # fmt: skip
+                       quiet=len(dep.topo.loads) > 1, live=run, stop=current_stop())  # fmt: skip
     except Exception as exc:  # a load run's failure is not the deployment's
         print(f"  load #{i + 1} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)

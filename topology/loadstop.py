@@ -19,7 +19,14 @@ async def stop_when(event: trio.Event, stop: Callable[[], None]) -> None:
     stop()
 
 
+_active: list[trio.Event] = []  # the `load` command's interruptible(), while inside it
 _interrupts = [0]  # Ctrl-Cs seen by this process's load runs (load_main's exit code)
+
+
+def current_stop() -> trio.Event:
+    """The event of the interruptible() a `load` command runs in, else one never set (a
+    load started under `up` leaves Ctrl-C to the launcher, which stops everything)."""
+    return _active[-1] if _active else trio.Event()
 
 
 def was_interrupted() -> bool:
@@ -30,7 +37,11 @@ def was_interrupted() -> bool:
 @asynccontextmanager
 async def interruptible(say: bool = True) -> AsyncIterator[trio.Event]:
     """An event set at Ctrl-C (SIGINT) while inside, instead of KeyboardInterrupt: load
-    runs stop their players on it and keep their results (`say`: with a line saying so)."""
+    runs stop their players on it and keep their results (`say`: with a line saying so).
+    Inside another, the same event."""
+    if _active:
+        yield _active[-1]
+        return
     stop = trio.Event()
 
     async def watch(signals) -> None:
@@ -43,5 +54,9 @@ async def interruptible(say: bool = True) -> AsyncIterator[trio.Event]:
     with trio.open_signal_receiver(signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch, signals)
-            yield stop
+            _active.append(stop)
+            try:
+                yield stop
+            finally:
+                _active.remove(stop)
             nursery.cancel_scope.cancel()

@@ -9,8 +9,12 @@ import trio
 
 from topology import launch, schema
 from topology.loadrun import run_file_load, run_load, target_for
+from topology.loadstop import interruptible
 from topology.players.crowd import LoadSpec
 from topology.players.shard import WHOLE, Shard
+
+STOP_WAIT_S = 30.0
+"""How long a Ctrl-C'd load waits for its running profiles to write their results."""
 
 
 async def load_topology(
@@ -33,14 +37,22 @@ async def load_topology(
     async with trio.open_nursery() as nursery:
         dep = await nursery.start(lambda task_status: launch.up(
             topo, task_status=task_status, run_file_loads=spec is None and shard.whole))  # fmt: skip
-        if spec is not None:
-            stream = stream or (topo.publishers[0].stream if topo.publishers else "")
-            await run_load(target_for(dep, spec.protocol, stream), spec,
-                           out_dir=out or dep.run_dir, dep=dep, procs=procs, shard=shard)  # fmt: skip
-        else:
-            for i, load in enumerate(topo.loads if not shard.whole else []):
-                nursery.start_soon(partial(run_file_load, dep, i, load, shard=shard))
-            await trio.sleep(max(schema.parse_duration(x.start_at)
-                                 + schema.parse_duration(x.duration) for x in topo.loads) + 3)  # fmt: skip
+        # opened after the launcher's: Ctrl-C stops the players first, keeping their results
+        async with interruptible() as stop:
+            if spec is not None:
+                stream = stream or (topo.publishers[0].stream if topo.publishers else "")
+                await run_load(target_for(dep, spec.protocol, stream), spec,
+                               out_dir=out or dep.run_dir, dep=dep, procs=procs, shard=shard,
+                               stop=stop)  # fmt: skip
+            else:
+                for i, load in enumerate(topo.loads if not shard.whole else []):
+                    nursery.start_soon(partial(run_file_load, dep, i, load, shard=shard))
+                with trio.move_on_after(max(schema.parse_duration(x.start_at)
+                                            + schema.parse_duration(x.duration)
+                                            for x in topo.loads) + 3):  # fmt: skip
+                    await stop.wait()
+                with trio.move_on_after(STOP_WAIT_S):  # the stopped runs write their results
+                    while any(run.state == "running" for run in dep.loads):
+                        await trio.sleep(0.1)
         nursery.cancel_scope.cancel()
     return out or dep.run_dir
