@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -195,15 +196,16 @@ async def test_audio_only_and_not_yet_keyed_streams_get_404(nursery, tmp_path):
 
 def hevc_flv(clip: Path, out: Path, frames: int = 50) -> None:
     """The clip's first `frames` pictures encoded as HEVC by PyAV (libx265) in enhanced-RTMP
-    FLV (fourcc hvc1), a keyframe every 25."""
+    FLV (fourcc hvc1), a keyframe every 25, stamped 40 ms apart."""
     with av.open(str(clip)) as src, av.open(str(out), "w", format="flv") as dst:
         stream = dst.add_stream("libx265", rate=25)
         stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 25)  # else every tag is stamped 0 ms
         stream.options = {"x265-params": "keyint=25:min-keyint=25:log-level=none"}
         for i, picture in enumerate(src.decode(video=0)):
             if i == frames:
                 break
-            picture.pts = i
+            picture.pts, picture.time_base = i, Fraction(1, 25)
             dst.mux(stream.encode(picture))
         dst.mux(stream.encode(None))
 
