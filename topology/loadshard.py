@@ -40,6 +40,17 @@ def shard_doc(
     """What a share writes: its summary and timeline, every player's raw results (with its
     latency samples, so that merged percentiles are exact), the run and the share; marked
     `interrupted` when Ctrl-C stopped it before its end."""
+    doc = results_doc(run, players, timeline, seconds, servers, interrupted)
+    doc["shard"] = {"index": shard.index, "count": shard.count}
+    return doc
+
+
+def results_doc(
+    run: dict, players: list[dict], timeline: list[dict], seconds: float,
+    servers: dict | None, interrupted: bool,
+) -> dict:  # fmt: skip
+    """The results of `run`'s `players` (a share's or the merged run's): summary, timeline,
+    every player's raw results, marked `interrupted` when Ctrl-C stopped it before its end."""
     return {
         "summary": finish_summary(players, timeline, seconds, servers, interrupted),
         "interrupted": interrupted,
@@ -47,7 +58,6 @@ def shard_doc(
         "players": players,
         "seconds": seconds,
         "run": run,
-        "shard": {"index": shard.index, "count": shard.count},
     }
 
 
@@ -148,15 +158,9 @@ def merged_doc(docs: list[dict], names: list[str], run_id: str | None = None) ->
     check_shares(docs, names, run_id)
     players, timeline, seconds, servers = combine(docs)
     interrupted = any(d.get("interrupted") for d in docs)
-    return {
-        "summary": finish_summary(players, timeline, seconds, servers, interrupted),
-        "interrupted": interrupted,
-        "timeline": timeline,
-        "players": players,
-        "seconds": seconds,
-        "run": docs[0]["run"],
-        "shards": len(docs),
-    }
+    doc = results_doc(docs[0]["run"], players, timeline, seconds, servers, interrupted)
+    doc["shards"] = len(docs)
+    return doc
 
 
 def read_docs(paths: list[Path]) -> list[dict]:
