@@ -17,6 +17,7 @@ from common.config import ConfigError, load
 from common.config.flags import add_config_arguments, config_values
 from common.net.conn import listen_socket
 from common.net.supervise import leaves
+from common.serve.gctune import tune_gc
 from common.serve.lifecycle import NodeControls
 from common.serve.reload import PartlyApplied, read_off_loop
 
@@ -73,6 +74,7 @@ def run_node(
         async with trio.open_nursery() as nursery:
             with trio.open_signal_receiver(*SIGNALS) as signals:
                 serving = await nursery.start(serve, config)
+                tune_gc()  # after start-up: what exists now lives on
                 controls = getattr(serving, "controls", None) or NodeControls()
                 if getattr(args, "exit_with_stdin", False):
                     nursery.start_soon(stop_when_stdin_closes, nursery.cancel_scope)
