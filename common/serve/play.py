@@ -1,8 +1,11 @@
 """Serving a Stream to viewers over HTTP-FLV, WebSocket-FLV and RTMP (shared by origin and
 edge).
 
-A `Fanout` per stream wakes every `batch_ms`, and sends each idle player everything new
-with one non-blocking write of bytes shared by all players at the same position. A player
+A `Fanout` per stream sends each idle player everything new with one non-blocking write of
+bytes shared by all players at the same position. It writes new frames at once while its
+flushes are cheap (few players, or an idle stream), and coalesces them under load: after a
+flush that took t, the next starts no sooner than t / `FLUSH_SHARE` after it began (and
+never waits more than `batch_ms`), so writing takes at most about that share of the time. A player
 whose socket cannot take a batch becomes "slow": its own task drains the backlog and
 catches up (skipping to the newest keyframe if it fell too far behind) and then hands it
 back to the fanout. A slow player never holds up the source or other players.
@@ -11,6 +14,7 @@ back to the fanout. A slow player never holds up the source or other players.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +48,11 @@ PACED_FRAMES = 4
 """Frames a paced viewer's task takes at a time (small, so the pacing is smooth)."""
 FLUSH_SLICE = 128
 """Players written per fan-out step before other tasks get a turn."""
+FLUSH_SHARE = 0.25
+"""The share of its time a busy fan-out spends flushing: after a flush that took t, the
+next one starts no sooner than t / FLUSH_SHARE after it began (at most `batch_ms`). A flush
+to a few players takes microseconds, so their frames go out at once; one to thousands takes
+milliseconds, and then frames arriving meanwhile are coalesced into one write per player."""
 
 
 @dataclass
@@ -176,12 +185,19 @@ class Fanout:
         *,
         batch_ms: float = 50,
         slow_timeout: float = 10.0,
+        share: float = FLUSH_SHARE,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.stream = stream
         self.stats = stats
         self.batch = batch_ms / 1000
         self.slow_timeout = slow_timeout
+        self.share = share
+        self.timer = timer
+        """Measures how long a flush takes (the wall clock: it includes the other tasks
+        that ran at its checkpoints, so a busy node coalesces more)."""
         self.players: set[Player] = set()
+        self.flushes = 0
 
     def close(self) -> None:
         """End the stream: every player sends what is left, then its end, and stops."""
@@ -195,17 +211,28 @@ class Fanout:
         counts.update(p.protocol for p in self.players)
         return counts
 
+    def pause_after(self, cost: float) -> float:
+        """How long after a flush began the next may start, given that it took `cost`
+        seconds: `cost / share`, at most `batch_ms`."""
+        return min(self.batch, cost / self.share)
+
     async def run(self) -> None:
-        """The batching loop; returns after the stream closes and players are woken."""
+        """The flushing loop; returns after the stream closes and players are woken."""
         stream = self.stream
         seen = stream.head
+        next_at = -float("inf")
         while True:
             await stream.wait_beyond(seen)
             if stream.closed:
                 break
-            await trio.sleep(self.batch)
+            if next_at > trio.current_time():
+                await trio.sleep_until(next_at)  # busy: let more frames come, write them once
+            began = trio.current_time()
             seen = stream.head
+            t0 = self.timer()
             await self._flush()
+            self.flushes += 1
+            next_at = began + self.pause_after(self.timer() - t0)
         for player in self.players:
             player.wake.set()
 

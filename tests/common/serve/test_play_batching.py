@@ -1,0 +1,124 @@
+"""The fan-out's adaptive batching, on trio's MockClock with real loopback sockets: frames
+go out at once while flushes are cheap, and are coalesced while they are costly."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio.testing
+
+from common.media.stream import Stream
+from common.net.conn import Conn
+from common.proto.rtmp import messages as m
+from common.serve.play import Fanout, Player, PlayerState, PlayStats
+from tests.media import avc_header, interframe, keyframe
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Conn, socket.socket]]:
+    """A server-side Conn and the viewer's socket (nonblocking), connected over loopback."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        viewer = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    viewer.setblocking(False)
+    conn = Conn(server)
+    yield conn, viewer
+    conn.close()
+    viewer.close()
+
+
+def received(sock: socket.socket) -> bytes:
+    """What the viewer can read now."""
+    out = b""
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except BlockingIOError:
+            return out
+        if not data:
+            return out
+        out += data
+
+
+class Ticks:
+    """A flush timer where every look advances `step` seconds: each flush 'takes' `step`."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+async def started(fanout: Fanout, conn: Conn, nursery: trio.Nursery) -> Player:
+    """A FLV viewer of `fanout`'s stream, joined and handed to the fan-out."""
+    stream = fanout.stream
+    player = Player(conn, stream.add_reader("flv"), "flv")
+    nursery.start_soon(fanout.serve, player)
+    await trio.testing.wait_all_tasks_blocked()
+    assert player.state is PlayerState.FANOUT
+    return player
+
+
+def live_stream() -> Stream:
+    stream = Stream("live", "a")
+    stream.push(m.VIDEO, 0, avc_header())
+    stream.push(m.VIDEO, 0, keyframe())
+    return stream
+
+
+async def test_an_idle_streams_frame_goes_out_without_waiting(mock_clock, pair) -> None:
+    conn, viewer = pair
+    stream = live_stream()
+    fanout = Fanout(stream, PlayStats(), batch_ms=50, timer=Ticks(0.00001))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fanout.run)
+        await started(fanout, conn, nursery)
+        received(viewer)  # the join burst
+        for ts in (40, 80, 120):
+            frame = stream.push(m.VIDEO, ts, interframe(fill=ts))
+            await trio.testing.wait_all_tasks_blocked()
+            # the clock stood still: the frame went out with no batch wait
+            assert received(viewer).endswith(frame.flv + b"\r\n")
+            mock_clock.jump(0.04)
+        assert fanout.flushes == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_under_load_frames_are_coalesced_into_one_write(mock_clock, pair) -> None:
+    conn, viewer = pair
+    stream = live_stream()
+    # each flush takes 10 ms: the next starts no sooner than 10 / 0.25 = 40 ms after it began
+    fanout = Fanout(stream, PlayStats(), batch_ms=50, share=0.25, timer=Ticks(0.010))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fanout.run)
+        await started(fanout, conn, nursery)
+        received(viewer)
+        first = stream.push(m.VIDEO, 40, interframe(fill=1))
+        await trio.testing.wait_all_tasks_blocked()
+        assert received(viewer).endswith(first.flv + b"\r\n")  # the first goes at once
+        frames = []
+        for i in range(3):
+            mock_clock.jump(0.01)
+            frames.append(stream.push(m.VIDEO, 80 + 40 * i, interframe(fill=2 + i)))
+            await trio.testing.wait_all_tasks_blocked()
+            assert received(viewer) == b""  # held: a flush is costly now
+        mock_clock.jump(0.01)  # 40 ms after the first flush began
+        await trio.testing.wait_all_tasks_blocked()
+        data = received(viewer)
+        body = b"".join(f.flv for f in frames)
+        assert data == b"%x\r\n" % len(body) + body + b"\r\n"  # one chunk, one write
+        assert fanout.flushes == 2
+        nursery.cancel_scope.cancel()
+
+
+def test_the_pause_grows_with_the_flush_cost_up_to_batch_ms() -> None:
+    fanout = Fanout(Stream("live", "a"), PlayStats(), batch_ms=50, share=0.25)
+    assert fanout.pause_after(0.00002) == pytest.approx(0.00008)
+    assert fanout.pause_after(0.005) == pytest.approx(0.020)
+    assert fanout.pause_after(0.1) == pytest.approx(0.050)
