@@ -24,7 +24,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    return run_node("edge", EdgeConfig, serve, parse_args(sys.argv[1:] if argv is None else argv))
+    argv = sys.argv[1:] if argv is None else argv
+    return run_node("edge", EdgeConfig, serve, parse_args(argv), argv)
 
 
 if __name__ == "__main__":

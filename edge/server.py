@@ -30,6 +30,7 @@ from common.serve.playhooks import node_hooks
 from common.serve.refusal import Refusal
 from common.serve.reload import Rerun
 from common.serve.snapshot import IMAGE_TYPES, Snapshots
+from common.serve.workerctx import CURRENT, SECRET_QUERY
 from edge.drain import EdgeDrain
 from edge.heartbeat import EdgeHeartbeat
 from edge.hls import HlsProxy
@@ -47,6 +48,7 @@ class Edge:
     PlayNode's listeners (the edge is its NodeRole); `run()` serves it."""
 
     def __init__(self, config: EdgeConfig, *, connector: Connector | None = None) -> None:
+        config = worker_config(config)
         self.config = config
         self.controls = NodeControls(drain=self.drain)
         """Drain and reload, handed out by `serve()` (common.serve.lifecycle)."""
@@ -124,7 +126,28 @@ class Edge:
             (),
             lambda: {(): float(self.node.gate.draining)},
         )
-        self.controls = replace(self.controls, reload=partial(reload_edge, self))
+        if CURRENT is not None:
+            self.node.metrics.gauge(
+                "worker_sibling_pulls",
+                "Upstreams of this worker fed by a sibling worker (each is an HTTP-FLV viewer "
+                "there, which the node's merged viewers leave out).",
+                (),
+                lambda: {(): float(self._sibling_pulls())},
+            )
+        self.controls = replace(
+            self.controls, reload=lambda new: reload_edge(self, worker_config(new))
+        )
+
+    def _sibling_pulls(self) -> int:
+        """Upstreams fed by a sibling worker now."""
+        ctx = CURRENT
+        if ctx is None:
+            return 0
+        return sum(
+            1
+            for up in self.pull.upstreams.values()
+            if up.parent is not None and ctx.sibling_of(up.parent)
+        )
 
     def _slow_viewer(self) -> None:
         self.node.fanouts.stats.slow_disconnects += 1
@@ -154,6 +177,8 @@ class Edge:
         # children's) continues the stream's segments; the clock stamps ride along for the
         # edge's players that ask for them
         marks = f"{CLOCK_QUERY}=1&{STAMPS_QUERY}=1"
+        if CURRENT is not None and CURRENT.sibling_of(parent):  # a sibling worker's port
+            marks += f"&{SECRET_QUERY}={CURRENT.secret}"
         query = "&".join(q for q in (self.signer.query(app, name), marks) if q)
         return await open_feed(parent, app, name, tls=self.tls, query=query)
 
@@ -258,6 +283,26 @@ class Edge:
                 self.start_link_accounting()
             warn_open_surfaces(self.config, log)
             task_status.started(address)
+
+
+def worker_config(config: EdgeConfig) -> EdgeConfig:
+    """The config of this process: as given, or for worker i > 0 of an edge with workers,
+    worker 0 (its private port) as first parent, so the edge pulls each stream once, and the
+    real parents after it (failover while worker 0 restarts). Only worker 0 reports to the
+    balancer. HLS keeps the mode and parents the config gives."""
+    ctx = CURRENT
+    if ctx is None or ctx.index == 0 or not config.parents:
+        return config
+    sibling = ctx.url(0)
+    if config.parents[0] == sibling:
+        return config
+    return replace(
+        config,
+        parents=[sibling, *config.parents],
+        hls_mode="package" if config.packages_hls() else "cache",
+        hls_parents=config.hls_parents or config.http_parents(),
+        balancer="",
+    )
 
 
 async def serve(

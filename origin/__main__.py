@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "token":
         return token_main(argv[1:])
-    return run_node("origin", OriginConfig, serve, parse_args(argv))
+    return run_node("origin", OriginConfig, serve, parse_args(argv), argv)
 
 
 if __name__ == "__main__":

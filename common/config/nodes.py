@@ -211,6 +211,7 @@ class ServeConfig:
     """Settings every node that serves viewers has (origin and edge)."""
 
     kind: ClassVar[str] = ""
+    no_workers: ClassVar[str] = ""
 
     host: str = host_key()
     rtmp_port: int = rtmp_port_key(1935)
@@ -319,6 +320,14 @@ class ServeConfig:
         unit="s", check=checks.above(0, 60), reloadable=True,
     )  # fmt: skip
     log_level: str = log_level_key()
+    workers: int = setting(
+        1,
+        help="processes serving this node (one per core): they share its ports; an edge "
+        "still pulls each stream once (one worker pulls, the others are fed by it), and "
+        "/metrics and the API answer for the node as one (edges only so far: an origin "
+        "refuses workers > 1)",
+        check=checks.in_range(1, 256),
+    )
 
     def validate(self) -> None:
         """Raise ConfigError for combinations of values that cannot work."""
@@ -330,6 +339,12 @@ class OriginConfig(ServeConfig):
     """Settings of one origin node (keys of origin.toml)."""
 
     kind: ClassVar[str] = "origin"
+    no_workers: ClassVar[str] = (
+        "workers > 1 is for edges only so far: a publish may land on any worker, and "
+        "feeding the other workers' viewers from the one that holds the publisher is not "
+        "built yet (run edges with workers beside the origin to use more cores)"
+    )
+    """Why this node runs as one process only (common.serve.cli refuses workers > 1)."""
 
     on_republish: str = setting(
         "owner",

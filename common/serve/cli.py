@@ -20,6 +20,8 @@ from common.net.supervise import leaves
 from common.serve.gctune import tune_gc
 from common.serve.lifecycle import NodeControls
 from common.serve.reload import PartlyApplied, read_off_loop
+from common.serve.workerctx import CURRENT
+from common.serve.workers import run_supervisor
 
 log = logging.getLogger("livecdn")
 
@@ -54,21 +56,43 @@ def run_node(
     config_cls: type,
     serve: Callable[..., Any],
     args: argparse.Namespace,
+    argv: list[str] | None = None,
 ) -> int:
     """Load the config (file < environment < flags), set up logging, and serve: SIGTERM drains
-    and stops (`handle_signals`), SIGINT stops at once, SIGHUP reloads the config."""
+    and stops (`handle_signals`), SIGINT stops at once, SIGHUP reloads the config. With
+    `workers` > 1 this process supervises that many workers (common.serve.workers), each
+    started with `argv` (the command line's arguments)."""
     try:
         config = load(config_cls, args.config, config_values(args, config_cls))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if why := cannot_listen(config):
+    if getattr(config, "workers", 1) > 1 and getattr(config, "no_workers", ""):
+        print(f"error: {config.no_workers}", file=sys.stderr)
+        return 2
+    if CURRENT is None and (why := cannot_listen(config)):  # a worker's are bound already
         print(f"error: {why}", file=sys.stderr)
         return 1
     logging.basicConfig(
         level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s "
+        + ("" if CURRENT is None else f"worker {CURRENT.index} ")
+        + "%(name)s: %(message)s",
     )
+    if CURRENT is None and getattr(config, "workers", 1) > 1:
+        try:
+            run_supervisor(
+                name,
+                config,
+                sys.argv[1:] if argv is None else argv,
+                SIGNALS,
+                getattr(args, "exit_with_stdin", False),
+            )
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        log.info("%s stopped", name)
+        return 0
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

@@ -5,6 +5,7 @@ and are its `NodeRole`."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import astuple, dataclass
@@ -41,6 +42,8 @@ from common.serve.play import CLOCK_QUERY, StreamSource, flv_response
 from common.serve.playgate import PlayDenied, PlayGate, PlayProtocol, PlayRequest
 from common.serve.refusal import Refusal
 from common.serve.rtmpserver import Ingest, RtmpConnection, RtmpLimits
+from common.serve.workerctx import CURRENT
+from common.serve.workermerge import merged_route, private_route
 
 log = logging.getLogger("livecdn.node")
 
@@ -263,6 +266,10 @@ class PlayNode:
             conn, self.role, self.rtmp_limits, self.refuse, ingest, gate=self.gate
         ).run()
 
+    async def handle_private(self, conn: Conn) -> None:
+        """Serve one connection on this worker's private port (its siblings only)."""
+        await serve_http(conn, self.private_route, self.http_limits, self.cors)
+
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Listen on the RTMP and HTTP ports (and with tls_cert, RTMPS and HTTPS) and serve
         until cancelled."""
@@ -277,8 +284,17 @@ class PlayNode:
                     (cfg.https_port, self.handle_http),
                 )
             ]
-        socks = listen_sockets(cfg.host, [port for port, _ in listeners])
+        worker = CURRENT
+        if worker is None:
+            socks = listen_sockets(cfg.host, [port for port, _ in listeners])
+        else:  # bound once by the supervisor, shared by every worker
+            socks = worker.public_sockets()
         address = NodeAddress(*(sock.getsockname()[1] for sock in socks))
+        if worker is not None:  # its siblings' door; the public routes answer for the node
+            listeners.append((0, self.handle_private))
+            socks.append(worker.private_socket())
+            self.private_route = private_route(worker, self.route)
+            self.route = merged_route(worker, self.route)  # type: ignore[method-assign]
         slots = self.slots = Slots(cfg.max_connections)
         budget = connection_budget()
         if slots.limit > budget:
@@ -305,5 +321,8 @@ class PlayNode:
                 )
                 if port is not None
             ]
-            log.info("%s up: %s", self.kind, "  ".join(urls))
+            who = self.kind if worker is None else f"{self.kind} worker {worker.index}"
+            if worker is not None:
+                who += f" (pid {os.getpid()})"
+            log.info("%s up: %s", who, "  ".join(urls))
             task_status.started(address)

@@ -1,0 +1,260 @@
+"""A node with `workers = N` answers /metrics and its JSON API as one: the worker that gets
+the request asks its siblings' private ports (bounded; a sibling that does not answer is
+skipped and named in the answer) and merges what they say with its own answer."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from common.net.http import Request, Response, StreamingResponse, Upgrade
+from common.net.httpclient import fetch
+from common.proto.paths import STREAMS_API
+from common.serve.metrics import CONTENT_TYPE
+from common.serve.workerctx import SECRET_HEADER, WorkerContext
+
+log = logging.getLogger("livecdn.workers")
+
+ASK_TIMEOUT = 2.0
+"""Seconds a sibling has to answer before the merged answer goes without it."""
+ASK_LIMIT = 16 * 1024 * 1024
+"""Bytes of a sibling's answer at most."""
+SIBLING_PULLS = "livecdn_worker_sibling_pulls"
+"""The gauge of a worker's upstreams fed by a sibling: each is a viewer on that sibling,
+which the merged viewers leave out."""
+MAX_GAUGES = ("livecdn_draining",)
+"""Gauges merged by their largest value (the node's state), not summed."""
+
+Answer = Response | StreamingResponse | Upgrade
+Route = Callable[[Request], Awaitable[Answer]]
+
+
+async def ask_siblings(ctx: WorkerContext, req: Request) -> tuple[dict[int, bytes], dict[int, str]]:
+    """GET `req`'s path and query from every sibling, at once: their bodies (2xx and 404)
+    by worker index, and why the others gave none."""
+    target = req.target if req.target.startswith("/") else req.path
+    answers: dict[int, bytes] = {}
+    missing: dict[int, str] = {}
+
+    async def ask(i: int) -> None:
+        try:
+            got = await fetch(
+                "GET",
+                ctx.url(i) + target,
+                timeout=ASK_TIMEOUT,
+                limit=ASK_LIMIT,
+                headers=[(SECRET_HEADER, ctx.secret), *_auth(req)],
+            )
+        except (OSError, trio.TooSlowError, Exception) as exc:  # any failure skips it
+            missing[i] = f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
+            return
+        if got.status < 300 or got.status == 404:
+            answers[i] = got.body
+        else:
+            missing[i] = f"HTTP {got.status}"
+
+    async with trio.open_nursery() as nursery:
+        for i in ctx.siblings():
+            nursery.start_soon(ask, i)
+    for i, why in sorted(missing.items()):
+        log.warning("worker %d did not answer %s: %s", i, req.path, why)
+    return answers, missing
+
+
+def _auth(req: Request) -> list[tuple[str, str]]:
+    """The request's credentials, passed on (a sibling applies the same admin rule)."""
+    return [(k, v) for k, v in req.headers.items() if k in ("authorization", "cookie")]
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+def merge_metrics(texts: dict[int, str], missing: dict[int, str]) -> bytes:
+    """One exposition for the node from each worker's (by index): counters and gauges of the
+    same name and labels summed (MAX_GAUGES: the largest), the viewers on HTTP-FLV less the
+    sibling pulls (which are worker 0's: it alone pulls from outside), livecdn_workers{state},
+    livecdn_worker_viewers{worker}, and a comment naming each silent worker."""
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    worker_viewers: dict[int, float] = {}
+    for i in sorted(texts):
+        worker_viewers[i] = 0.0
+        for fam in text_string_to_metric_families(texts[i]):
+            if fam.name == "livecdn_viewers":
+                worker_viewers[i] += sum(s.value for s in fam.samples)
+            if fam.name not in families:
+                families[fam.name] = Metric(fam.name, fam.documentation, fam.type)
+                values[fam.name] = {}
+            merged = values[fam.name]
+            for s in fam.samples:
+                key = (s.name, tuple(sorted(s.labels.items())))
+                if fam.name in MAX_GAUGES:
+                    merged[key] = max(merged.get(key, s.value), s.value)
+                else:
+                    merged[key] = merged.get(key, 0.0) + s.value
+    pulls = sum(values.get(SIBLING_PULLS, {}).values())
+    flv = ("livecdn_viewers", (("protocol", "flv"),))
+    if pulls and flv in values.get("livecdn_viewers", {}):
+        values["livecdn_viewers"][flv] = max(0.0, values["livecdn_viewers"][flv] - pulls)
+    state = Metric("livecdn_workers", "Worker processes of this node, by state.", "gauge")
+    state.add_sample("livecdn_workers", {"state": "answered"}, len(texts))
+    state.add_sample("livecdn_workers", {"state": "missing"}, len(missing))
+    own = Metric(
+        "livecdn_worker_viewers",
+        "Viewers of each worker that answered (every protocol; sibling pulls left out).",
+        "gauge",
+    )
+    for i, n in sorted(worker_viewers.items()):
+        own.add_sample("livecdn_worker_viewers", {"worker": str(i)}, n - (pulls if i == 0 else 0))
+    for name, fam in families.items():
+        for (sample, labels), value in values[name].items():
+            fam.add_sample(sample, dict(labels), value)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed([state, own, *families.values()]))
+    notes = "".join(
+        f"# worker {i} did not answer: {why.replace(chr(10), ' ')}\n"
+        for i, why in sorted(missing.items())
+    )
+    return notes.encode() + generate_latest(registry)
+
+
+class _Fixed:
+    """A collector of families already built."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+# ---------------------------------------------------------------------- API
+
+
+def merge_streams_api(
+    ctx: WorkerContext, docs: dict[int, dict], missing: dict[int, str]
+) -> tuple[dict, int]:
+    """One /api/streams answer (or one stream's) from each worker's: per stream the viewers
+    summed (less the sibling pulls, which are viewers of a sibling), the upstream that comes
+    from outside the node, and "workers": who answered and who did not; its HTTP status."""
+    if not docs:
+        return {"error": "no worker answered", "workers": _who(ctx, docs, missing)}, 503
+    base = dict(docs[min(docs)])
+    if isinstance(base.get("streams"), list):
+        merged: dict[tuple[str, str], dict] = {}
+        for i in sorted(docs):
+            for info in docs[i].get("streams", []):
+                _merge_stream(ctx, merged, info)
+        base["streams"] = [merged[k] for k in sorted(merged)]
+        status = 200
+    else:
+        singles = [d for _, d in sorted(docs.items()) if "app" in d and "name" in d]
+        if not singles:
+            base["workers"] = _who(ctx, docs, missing)
+            return base, 404
+        merged = {}
+        for info in singles:
+            _merge_stream(ctx, merged, info)
+        base = next(iter(merged.values()))
+        status = 200
+    base["workers"] = _who(ctx, docs, missing)
+    return base, status
+
+
+def _merge_stream(ctx: WorkerContext, merged: dict[tuple[str, str], dict], info: dict) -> None:
+    key = (str(info.get("app")), str(info.get("name")))
+    up = info.get("upstream")
+    from_sibling = isinstance(up, dict) and ctx.sibling_of(str(up.get("parent")))
+    viewers = dict(info.get("viewers") or {})
+    if from_sibling:  # this worker's pull is one HTTP-FLV viewer of its sibling
+        for field in ("flv", "total"):
+            if field in viewers:
+                viewers[field] -= 1
+    if key not in merged:
+        first = dict(info)
+        first["viewers"] = viewers
+        if from_sibling:
+            first["upstream"] = None
+        merged[key] = first
+        return
+    into = merged[key]
+    for field, n in viewers.items():
+        if isinstance(n, int | float):
+            into["viewers"][field] = into["viewers"].get(field, 0) + n
+    if into.get("upstream") is None and not from_sibling:
+        into["upstream"] = up
+
+
+def _who(ctx: WorkerContext, docs: dict[int, Any], missing: dict[int, str]) -> dict:
+    return {
+        "count": ctx.count,
+        "answered": sorted(docs),
+        "missing": {str(i): why for i, why in sorted(missing.items())},
+    }
+
+
+def _clamp(doc: dict) -> dict:
+    for info in doc.get("streams", []) if isinstance(doc.get("streams"), list) else [doc]:
+        for field, n in (info.get("viewers") or {}).items():
+            if isinstance(n, int | float) and n < 0:
+                info["viewers"][field] = 0
+    return doc
+
+
+# ---------------------------------------------------------------------- routes
+
+
+def merged_route(ctx: WorkerContext, local: Route) -> Route:
+    """`local` (this worker's routes) with GET /metrics and the streams API answered for
+    the whole node."""
+
+    async def route(req: Request) -> Answer:
+        if req.method != "GET" or not (
+            req.path == "/metrics"
+            or req.path == STREAMS_API
+            or req.path.startswith(STREAMS_API + "/")
+        ):
+            return await local(req)
+        mine = await local(req)
+        if not isinstance(mine, Response) or (mine.status >= 300 and mine.status != 404):
+            return mine  # refused here (admin, bad name): the siblings would say the same
+        answers, missing = await ask_siblings(ctx, req)
+        answers[ctx.index] = mine.body
+        if req.path == "/metrics":
+            texts = {i: body.decode(errors="replace") for i, body in answers.items()}
+            return Response(200, merge_metrics(texts, missing), CONTENT_TYPE)
+        docs: dict[int, dict] = {}
+        for i, body in answers.items():
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                missing[i] = "not JSON"
+                continue
+            if isinstance(doc, dict):
+                docs[i] = doc
+        doc, status = merge_streams_api(ctx, docs, missing)
+        return Response.json(_clamp(doc), status)
+
+    return route
+
+
+def private_route(ctx: WorkerContext, local: Route) -> Route:
+    """The routes of a worker's private port: `local` for a sibling that proves the run's
+    secret, 403 for anyone else."""
+
+    async def route(req: Request) -> Answer:
+        if not ctx.proves(req.query, req.headers):
+            log.info(
+                "refused %s %s on a worker's private port from %s", req.method, req.path, req.peer
+            )
+            return Response.text(403, "a worker's private port serves only its siblings")
+        return await local(req)
+
+    return route

@@ -1,0 +1,206 @@
+"""`workers = N`: the node's process becomes a supervisor of N worker processes. It binds
+the public listening sockets once (port 0 resolved once) and a private loopback listener for
+each worker (held across that worker's restarts), passes them down, restarts a worker that
+dies (bounded backoff, one log line naming it and why), forwards SIGTERM (drain) and SIGHUP
+(reload), and stops every worker when it stops."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from common.net.conn import listen_socket, listen_sockets
+from common.serve.workerctx import ENV, PRIVATE_HOST, WorkerContext, public_ports
+
+log = logging.getLogger("livecdn.workers")
+
+FIRST_BACKOFF = 0.5
+"""Seconds before restarting a worker that died; doubled after each quick death."""
+MAX_BACKOFF = 30.0
+STEADY = 30.0
+"""A worker that ran this long before dying is restarted after FIRST_BACKOFF again."""
+STOP_GRACE = 10.0
+"""Seconds workers have to stop after SIGINT before they are killed."""
+
+
+def describe_exit(code: int) -> str:
+    """'exited with 1' or 'was killed by SIGKILL'."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with {code}"
+
+
+@dataclass
+class Worker:
+    """One worker process slot: its index, its private listener, the running process."""
+
+    index: int
+    private: socket.socket
+    proc: trio.Process | None = None
+    restarts: int = 0
+    exited: trio.Event = field(default_factory=trio.Event)
+
+
+class Supervisor:
+    """Runs `python -m KIND ARGV` `count` times as workers of one node."""
+
+    def __init__(self, kind: str, config: Any, argv: list[str]) -> None:
+        self.kind, self.config, self.argv = kind, config, argv
+        self.count: int = config.workers
+        self.secret = secrets.token_urlsafe(24)
+        self.public = listen_sockets(config.host, public_ports(config))
+        self.workers = [Worker(i, listen_socket(PRIVATE_HOST, 0)) for i in range(self.count)]
+        self.private_ports = [w.private.getsockname()[1] for w in self.workers]
+        self.stopping = False
+
+    def close(self) -> None:
+        """Close the listeners (after the workers are gone)."""
+        for sock in self.public + [w.private for w in self.workers]:
+            sock.close()
+
+    def context(self, worker: Worker) -> WorkerContext:
+        """What worker `worker` is told."""
+        return WorkerContext(
+            index=worker.index,
+            count=self.count,
+            fds=[s.fileno() for s in self.public],
+            private_fd=worker.private.fileno(),
+            private_ports=self.private_ports,
+            secret=self.secret,
+        )
+
+    async def start(self, worker: Worker) -> None:
+        """Start `worker`'s process: it inherits the listeners and a pipe on its standard
+        input that it stops with (so it never outlives the supervisor)."""
+        ctx = self.context(worker)
+        env = {**os.environ, ENV: ctx.to_env()}
+        worker.exited = trio.Event()
+        worker.proc = await trio.lowlevel.open_process(
+            [sys.executable, "-m", self.kind, *self.argv, "--exit-with-stdin"],
+            stdin=subprocess.PIPE,
+            env=env,
+            pass_fds=[*ctx.fds, ctx.private_fd],
+        )
+
+    async def keep(self, worker: Worker) -> None:
+        """Run `worker` until the node stops, restarting it when it dies."""
+        backoff = FIRST_BACKOFF
+        while True:
+            await self.start(worker)
+            assert worker.proc is not None
+            started = trio.current_time()
+            code = await worker.proc.wait()
+            worker.exited.set()
+            if self.stopping:
+                return
+            if trio.current_time() - started >= STEADY:
+                backoff = FIRST_BACKOFF
+            worker.restarts += 1
+            log.warning(
+                "%s worker %d (pid %d) %s: restarting it in %.1f s",
+                self.kind,
+                worker.index,
+                worker.proc.pid,
+                describe_exit(code),
+                backoff,
+            )
+            await trio.sleep(backoff)
+            if self.stopping:
+                return
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def signal_all(self, signum: int) -> None:
+        """Send `signum` to every running worker."""
+        for w in self.workers:
+            if w.proc is not None and w.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    w.proc.send_signal(signum)
+
+    async def wait_all(self) -> None:
+        """Until every worker process has exited."""
+        for w in self.workers:
+            if w.proc is not None:
+                await w.proc.wait()
+
+    async def stop_all(self) -> None:
+        """Stop every worker now (SIGINT), killing those that linger past STOP_GRACE."""
+        self.stopping = True
+        self.signal_all(signal.SIGINT)
+        with trio.move_on_after(STOP_GRACE) as waited:
+            await self.wait_all()
+        if waited.cancelled_caught:
+            log.warning("workers still running %g s after SIGINT: killing them", STOP_GRACE)
+            self.signal_all(signal.SIGKILL)
+            await self.wait_all()
+
+    async def run(self, signals: Any, stop_on_stdin: bool) -> None:
+        """Run the workers until a signal or the end of standard input stops the node."""
+        address = "  ".join(
+            f"{scheme}://{self.config.host}:{s.getsockname()[1]}"
+            for scheme, s in zip(("rtmp", "http", "rtmps", "https"), self.public, strict=False)
+        )
+        log.info("%s up: %d workers: %s", self.kind, self.count, address)
+        try:
+            async with trio.open_nursery() as nursery:
+                for w in self.workers:
+                    nursery.start_soon(self.keep, w)
+                if stop_on_stdin:
+                    nursery.start_soon(self._stdin_watch, nursery.cancel_scope)
+                await self._signals(signals, nursery)
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.stop_all()
+            self.close()
+
+    async def _signals(self, signals: Any, nursery: trio.Nursery) -> None:
+        draining = False
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP received: each worker reloads its config")
+                self.signal_all(signal.SIGHUP)
+            elif signum == signal.SIGTERM and not draining:
+                draining = self.stopping = True
+                log.info("SIGTERM received: every worker drains, then stops")
+                self.signal_all(signal.SIGTERM)
+                nursery.start_soon(self._stop_when_drained, nursery.cancel_scope)
+            else:
+                log.info("%s received: stopping the workers", name)
+                return
+
+    async def _stop_when_drained(self, scope: trio.CancelScope) -> None:
+        await self.wait_all()
+        log.info("every worker has stopped")
+        scope.cancel()
+
+    async def _stdin_watch(self, scope: trio.CancelScope) -> None:
+        async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
+            while await stdin.receive_some(4096):
+                pass
+        log.warning("standard input closed (the launcher is gone): stopping the workers")
+        scope.cancel()
+
+
+def run_supervisor(kind: str, config: Any, argv: list[str], signals_: tuple, stdin: bool) -> None:
+    """Serve node `kind` as `config.workers` worker processes until stopped."""
+    sup = Supervisor(kind, config, argv)
+
+    async def main() -> None:
+        with trio.open_signal_receiver(*signals_) as signals:
+            await sup.run(signals, stdin)
+
+    trio.run(main)

@@ -1,0 +1,155 @@
+"""An edge with `--workers 2`, as real processes: one upstream at the origin for viewers on
+both workers, /metrics and the API answering for the node as one, a worker killed with
+SIGKILL while the other's viewers keep playing, and the restarted worker taking viewers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import trio
+
+from common.net.httpclient import fetch
+from tests.conftest import start_origin
+from tests.edge.test_drain_process import NodeLog
+from tests.edge.test_edge_real import FlvViewer
+from tests.media import publish_synthetic
+
+pytestmark = pytest.mark.slow
+
+HANG = 20  # seconds: only a guard against hangs
+TRIES = 24  # viewers opened at most until both workers have one
+
+
+class Playing:
+    """A viewer running in its own task, and whether its play has ended."""
+
+    def __init__(self, url: str) -> None:
+        self.viewer = FlvViewer(url)
+        self.ended = False
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self.viewer.run(task_status=task_status)
+        finally:
+            self.ended = True
+
+
+async def metrics(http: int) -> dict[str, float]:
+    """The node's merged /metrics as {sample with labels: value}."""
+    got = await fetch("GET", f"http://127.0.0.1:{http}/metrics")
+    assert got.status == 200, got
+    out = {}
+    for line in got.body.decode().splitlines():
+        if line and not line.startswith("#"):
+            sample, value = line.rsplit(" ", 1)
+            out[sample] = float(value)
+    return out
+
+
+def per_worker(m: dict[str, float]) -> tuple[float, float]:
+    return tuple(m.get(f'livecdn_worker_viewers{{worker="{i}"}}', 0.0) for i in (0, 1))
+
+
+async def open_until_both(nursery, url: str, http: int, plays: list[Playing]) -> None:
+    """Open viewers one at a time until each worker has at least one."""
+    for _ in range(TRIES):
+        play = Playing(url)
+        await nursery.start(play.run)
+        await play.viewer.wait_frames(1)
+        plays.append(play)
+        if all(per_worker(await metrics(http))):
+            return
+    raise AssertionError(f"{TRIES} viewers all landed on one worker: {await metrics(http)}")
+
+
+async def origin_viewers(oaddr, key: str) -> int:
+    got = await fetch("GET", f"http://127.0.0.1:{oaddr.http_port}/api/streams")
+    for info in json.loads(got.body)["streams"]:
+        if f"{info['app']}/{info['name']}" == key:
+            return info["viewers"]["total"]
+    return 0
+
+
+async def test_an_edge_with_two_workers_pulls_once_and_survives_a_killed_worker(nursery):
+    _, oaddr = await start_origin(nursery)
+    await publish_synthetic(nursery, f"rtmp://127.0.0.1:{oaddr.rtmp_port}/live/w")
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "edge", "--host", "127.0.0.1", "--rtmp", "0", "--http", "0",
+         "--parent", f"rtmp://127.0.0.1:{oaddr.rtmp_port}", "--workers", "2"],
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    log = NodeLog(proc)
+    nursery.start_soon(log.run)
+    try:
+        await log.wait_for("edge worker 0 (pid")
+        await log.wait_for("edge worker 1 (pid")
+        http = int(re.search(r"2 workers: .*http://127.0.0.1:(\d+)", log.text).group(1))
+        private = int(re.search(r"edge parents: http://127.0.0.1:(\d+)", log.text).group(1))
+        url = f"http://127.0.0.1:{http}/live/w.flv"
+
+        # a stranger on a worker's private port is refused
+        stranger = await fetch("GET", f"http://127.0.0.1:{private}/live/w.flv")
+        assert stranger.status == 403, stranger
+
+        plays: list[Playing] = []
+        async with trio.open_nursery() as watching:
+            await open_until_both(watching, url, http, plays)
+            # one upstream at the origin, for viewers on both workers
+            assert await origin_viewers(oaddr, "live/w") == 1
+            m = await metrics(http)
+            assert m['livecdn_viewers{protocol="flv"}'] == len(plays), m
+            assert sum(per_worker(m)) == len(plays), m
+            assert m['livecdn_workers{state="answered"}'] == 2, m
+            api = await fetch("GET", f"http://127.0.0.1:{http}/api/streams/live/w")
+            info = json.loads(api.body)
+            assert info["viewers"]["flv"] == len(plays), info
+            assert info["upstream"]["parent"] == f"rtmp://127.0.0.1:{oaddr.rtmp_port}", info
+            on_worker_1 = per_worker(m)[1]
+
+            # SIGKILL the worker that pulls: the other's viewers play on
+            pid0 = int(re.search(r"edge worker 0 \(pid (\d+)\) up", log.text).group(1))
+            os.kill(pid0, signal.SIGKILL)
+            await log.wait_for(f"edge worker 0 (pid {pid0}) was killed by SIGKILL")
+            with trio.fail_after(HANG):
+                while sum(1 for p in plays if not p.ended) > on_worker_1:
+                    await trio.sleep(0.05)  # worker 0's viewers are cut off
+            left = [p for p in plays if not p.ended]
+            assert len(left) == on_worker_1 >= 1
+            for p in left:
+                await p.viewer.wait_frames(len(p.viewer.video) + 25, HANG)
+            assert all(not p.ended for p in left)
+
+            # the restarted worker takes viewers again
+            with trio.fail_after(HANG):
+                while len(re.findall(r"edge worker 0 \(pid \d+\) up", log.text)) < 2:
+                    await trio.sleep(0.05)
+            for _ in range(TRIES):
+                play = Playing(url)
+                await watching.start(play.run)
+                await play.viewer.wait_frames(1)
+                plays.append(play)
+                if per_worker(await metrics(http))[0] >= 1:
+                    break
+            else:
+                raise AssertionError(f"no viewer landed on the restarted worker: {log.text}")
+            m = await metrics(http)
+            live = sum(1 for p in plays if not p.ended)
+            assert m['livecdn_viewers{protocol="flv"}'] == live, m
+            assert m['livecdn_workers{state="answered"}'] == 2, m
+            watching.cancel_scope.cancel()
+
+        proc.send_signal(signal.SIGINT)
+        with trio.fail_after(HANG):
+            code = await proc.wait()
+            await log.closed.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert code == 0, log.text
+    assert "edge stopped" in log.text
