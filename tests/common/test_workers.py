@@ -1,0 +1,126 @@
+"""The parts of `workers = N` that need no processes: how the workers' /metrics and API
+answers merge into the node's, who may use a private port, and an origin's refusal."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from common.serve.workerctx import SECRET_HEADER, SECRET_QUERY, WorkerContext
+from common.serve.workermerge import merge_metrics, merge_streams_api
+
+CTX = WorkerContext(
+    index=1, count=3, fds=[], private_fd=-1, private_ports=[40000, 40001, 40002], secret="s3cret"
+)
+PARENT = "rtmp://origin:1935"
+
+
+def exposition(viewers_flv: float, bytes_out: float, pulls: float, draining: float) -> str:
+    return f"""# HELP livecdn_viewers Connected viewers by protocol.
+# TYPE livecdn_viewers gauge
+livecdn_viewers{{protocol="flv"}} {viewers_flv}
+livecdn_viewers{{protocol="rtmp"}} 1.0
+# HELP livecdn_bytes_out_total Media bytes sent to viewers, by protocol.
+# TYPE livecdn_bytes_out_total counter
+livecdn_bytes_out_total{{protocol="flv"}} {bytes_out}
+# HELP livecdn_draining 1 while the node drains.
+# TYPE livecdn_draining gauge
+livecdn_draining {draining}
+# HELP livecdn_worker_sibling_pulls Upstreams fed by a sibling.
+# TYPE livecdn_worker_sibling_pulls gauge
+livecdn_worker_sibling_pulls {pulls}
+"""
+
+
+def samples(text: bytes) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for fam in text_string_to_metric_families(text.decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_metrics_sum_by_name_and_labels_less_the_sibling_pulls() -> None:
+    texts = {
+        0: exposition(viewers_flv=5, bytes_out=100, pulls=0, draining=0),  # feeds worker 1
+        1: exposition(viewers_flv=3, bytes_out=50, pulls=1, draining=1),
+    }
+    got = samples(merge_metrics(texts, {}))
+    assert got[("livecdn_viewers", (("protocol", "flv"),))] == 5 + 3 - 1
+    assert got[("livecdn_viewers", (("protocol", "rtmp"),))] == 2
+    assert got[("livecdn_bytes_out_total", (("protocol", "flv"),))] == 150
+    assert got[("livecdn_draining", ())] == 1  # the node's state: the largest
+    assert got[("livecdn_workers", (("state", "answered"),))] == 2
+    assert got[("livecdn_workers", (("state", "missing"),))] == 0
+    assert got[("livecdn_worker_viewers", (("worker", "0"),))] == 6 - 1
+    assert got[("livecdn_worker_viewers", (("worker", "1"),))] == 4
+
+
+def test_a_silent_worker_is_counted_and_named() -> None:
+    body = merge_metrics({1: exposition(2, 10, 0, 0)}, {0: "TooSlowError: "})
+    assert body.startswith(b"# worker 0 did not answer: TooSlowError")
+    got = samples(body)
+    assert got[("livecdn_workers", (("state", "missing"),))] == 1
+    assert got[("livecdn_viewers", (("protocol", "flv"),))] == 2
+
+
+def stream(flv: int, parent: str) -> dict:
+    return {
+        "app": "live",
+        "name": "a",
+        "viewers": {"flv": flv, "rtmp": 0, "hls": 0, "total": flv},
+        "upstream": {"parent": parent, "state": "live"},
+    }
+
+
+def test_api_viewers_summed_with_the_outside_upstream() -> None:
+    docs = {
+        0: {"parents": [PARENT], "streams": [stream(4, PARENT)]},  # one viewer is worker 1
+        1: {"parents": [CTX.url(0), PARENT], "streams": [stream(2, CTX.url(0))]},
+        2: {"parents": [CTX.url(0), PARENT], "streams": []},
+    }
+    doc, status = merge_streams_api(CTX, docs, {})
+    assert status == 200
+    assert doc["parents"] == [PARENT]  # worker 0's: the node's real parents
+    [info] = doc["streams"]
+    assert info["viewers"]["flv"] == 4 + 2 - 1
+    assert info["viewers"]["total"] == 5
+    assert info["upstream"]["parent"] == PARENT
+    assert doc["workers"] == {"count": 3, "answered": [0, 1, 2], "missing": {}}
+
+
+def test_api_one_stream_merged_or_404_everywhere() -> None:
+    docs = {0: stream(1, PARENT), 1: stream(3, CTX.url(0))}
+    doc, status = merge_streams_api(CTX, docs, {2: "ConnectionRefusedError"})
+    assert status == 200
+    assert doc["viewers"]["flv"] == 3
+    assert doc["workers"]["missing"] == {"2": "ConnectionRefusedError"}
+    absent = {i: {"error": "nothing for live/b on this edge"} for i in range(3)}
+    doc, status = merge_streams_api(CTX, absent, {})
+    assert status == 404
+
+
+def test_a_private_port_wants_the_runs_secret() -> None:
+    assert CTX.proves({SECRET_QUERY: "s3cret"}, {})
+    assert CTX.proves({}, {SECRET_HEADER: "s3cret"})
+    assert not CTX.proves({SECRET_QUERY: "guess"}, {})
+    assert not CTX.proves({}, {})
+    assert CTX.sibling_of("http://127.0.0.1:40000")
+    assert not CTX.sibling_of("http://127.0.0.1:40003")
+
+
+def test_a_context_round_trips_through_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("LIVECDN_WORKER", CTX.to_env())
+    assert WorkerContext.from_env() == CTX
+    monkeypatch.delenv("LIVECDN_WORKER")
+    assert WorkerContext.from_env() is None
+
+
+def test_an_origin_refuses_workers_saying_why() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "origin", "--workers", "2"], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "workers > 1 is for edges only" in done.stderr
