@@ -12,7 +12,7 @@ from typing import TypedDict
 import trio
 
 from common.net.conn import Conn
-from common.net.http import Request, Response, StreamingResponse
+from common.net.http import Request, Response, SharedResponse, StreamingResponse
 from common.net.httpclient import FetchResult
 from common.net.supervise import describe, log_failure
 from common.proto import auth, playtoken
@@ -41,6 +41,10 @@ class HlsObjects(TypedDict):
     bytes: int
     paths: list[str]
 
+
+MAX_MEMO = 4096
+"""Request targets (and clients) whose parse the fast lane keeps; the table is emptied when
+full (the targets come from viewers)."""
 
 HLS_FETCH_SLACK = 10.0
 """Seconds an HLS fetch from a parent may take beyond connect_timeout."""
@@ -89,6 +93,52 @@ class HlsProxy:
             parents, timeout=connect_timeout + HLS_FETCH_SLACK, on_failover=on_failover, tls=tls
         )
         self.cache = ObjectCache(self._fetch, max_bytes=cache_bytes, negative_ttl=not_found_ttl)
+        self._targets: dict[str, tuple[str, tuple[str, str]]] = {}
+        """Fast lane: request target -> (cache path, stream)."""
+        self._clients: dict[tuple[str, str], str] = {}
+        """Fast lane: (peer, user agent) -> HLS viewer key."""
+
+    def fast(
+        self, method: str, target: str, headers: dict[str, str], peer: str
+    ) -> SharedResponse | None:
+        """The cached object a plain request (GET or HEAD of a playlist or segment, no query
+        and no escapes) gets, answered without building a Request; None when it takes more
+        (a token, viewer classes, packaging here, not cached): `handle` answers those. The
+        node asks only while no play check is configured."""
+        if (
+            self.packagers is not None
+            or self.qos.classes
+            or not self.parents
+            or (method != "GET" and method != "HEAD")
+            or "?" in target
+            or "%" in target
+            or "#" in target
+        ):
+            return None
+        known = self._targets.get(target)
+        if known is None:
+            if not target.startswith("/") or target.startswith(("//", "/static/")):
+                return None
+            try:
+                parsed = hls_target(target)
+            except StreamKeyError:
+                return None
+            if len(self._targets) >= MAX_MEMO:
+                self._targets.clear()
+            known = self._targets[target] = (parsed.path, (parsed.key.app, parsed.key.name))
+        obj = self.cache.peek(known[0], negative=False)
+        if obj is None or obj.response is None:
+            return None
+        agent = headers.get("user-agent", "")
+        client = self._clients.get((peer, agent))
+        if client is None:
+            if len(self._clients) >= MAX_MEMO:
+                self._clients.clear()
+            client = self._clients[(peer, agent)] = client_key(peer, agent)
+        self.viewers.seen(known[1], client, trio.current_time())
+        if method == "GET":
+            self.bytes_out += len(obj.body)
+        return obj.response
 
     async def _fetch(self, path: str) -> FetchResult:
         """A parent's copy of `path` (cached under `path`), asked for with the edge's own
@@ -135,10 +185,8 @@ class HlsProxy:
             return Response.text(404, f"not found at the parent: {path}")
         client = client_key(req.peer, req.headers.get("user-agent", ""))
         self.viewers.seen((key.app, key.name), client, trio.current_time())
-        headers: list[tuple[str, str]] = []
-        if obj.cache_control:
-            headers.append(("cache-control", obj.cache_control))
-        return self._deliver(req, target, klass, Response(200, obj.body, obj.content_type, headers))
+        assert obj.response is not None  # every 200 has one
+        return self._deliver(req, target, klass, obj.response.as_response())
 
     async def _packaged(
         self, req: Request, target: HlsTarget, klass: str | None

@@ -20,12 +20,13 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
+from common.net.http import SharedResponse
 from common.net.httpclient import FetchResult
-from common.proto.httpcache import freshness_lifetime
+from common.proto.httpcache import freshness_lifetime, stale_while_revalidate
 
 log = logging.getLogger("livecdn.edge")
 
@@ -53,6 +54,11 @@ class CachedObject:
     cache_control: str  # the parent's Cache-Control, passed on to viewers ("" if none)
     fetched_at: float  # trio.current_time()
     expires_at: float
+    stale_until: float = 0.0
+    """Past `expires_at` and until then, served while one refresh runs (the parent's
+    stale-while-revalidate)."""
+    response: SharedResponse | None = field(default=None, compare=False, repr=False)
+    """The 200 as viewers get it: head built once, body shared (None for a 404)."""
 
     def fresh(self, now: float) -> bool:
         """Whether the object may still be served from the cache at `now`."""
@@ -66,6 +72,7 @@ class CacheStats:
     hits: int = 0
     misses: int = 0
     coalesced: int = 0  # requests that joined a fetch already in flight
+    stale: int = 0  # requests answered with a stale object while it was refreshed
     negative_hits: int = 0
     bytes_from_parent: int = 0
     evictions: int = 0
@@ -152,19 +159,47 @@ class ObjectCache:
             finally:
                 self._nursery = None
 
-    async def get(self, path: str) -> CachedObject:
-        """The object at `path`: from the cache if fresh, else from the parent (shared with
-        concurrent requests for the same path). A 404 is returned as a negative entry; any
-        other failure raises FetchError."""
+    def peek(self, path: str, *, negative: bool = True) -> CachedObject | None:
+        """The object at `path` if it can be answered now: fresh, or stale but within its
+        stale-while-revalidate (a refresh is started); None otherwise (use `get`), and for
+        a 404 unless `negative`."""
         entry = self._entries.get(path)
+        if entry is None or (not negative and entry.status != 200):
+            return None
+        now = trio.current_time()
+        if now < entry.expires_at:
+            self._entries.move_to_end(path)
+            if entry.status == 404:
+                self.stats.negative_hits += 1
+            else:
+                self.stats.hits += 1
+            return entry
+        if now < entry.stale_until and self._refresh(path):
+            self._entries.move_to_end(path)
+            self.stats.stale += 1
+            return entry
+        return None
+
+    def _refresh(self, path: str) -> bool:
+        """Start a fetch of `path` unless one runs; False if none could start."""
+        if path in self._inflight:
+            return True
+        if self._nursery is None or len(self._inflight) >= self.max_inflight:
+            return False
+        self.stats.misses += 1
+        flight = self._inflight[path] = _InFlight()
+        self._nursery.start_soon(self._fetch_into, path, flight)
+        return True
+
+    async def get(self, path: str) -> CachedObject:
+        """The object at `path`: from the cache if fresh (or stale within its
+        stale-while-revalidate: then refreshed meanwhile), else from the parent (shared
+        with concurrent requests for the same path). A 404 is returned as a negative entry;
+        any other failure raises FetchError."""
+        entry = self.peek(path)
         if entry is not None:
-            if entry.fresh(trio.current_time()):
-                self._entries.move_to_end(path)
-                if entry.status == 404:
-                    self.stats.negative_hits += 1
-                else:
-                    self.stats.hits += 1
-                return entry
+            return entry
+        if path in self._entries:
             self._remove(path)  # stale; a successful fetch replaces it, a failure leaves none
         flight = self._inflight.get(path)
         if flight is not None:
@@ -249,7 +284,19 @@ class ObjectCache:
         else:
             return None
         expires_at = now + ttl if ttl > 0 else now
-        return CachedObject(status, body, content_type, cache_control or "", now, expires_at)
+        if status != 200:
+            return CachedObject(status, body, content_type, cache_control or "", now, expires_at)
+        headers = [("cache-control", cache_control)] if cache_control else []
+        return CachedObject(
+            status,
+            body,
+            content_type,
+            cache_control or "",
+            now,
+            expires_at,
+            stale_until=expires_at + stale_while_revalidate(cache_control),
+            response=SharedResponse(200, body, content_type, headers),
+        )
 
     @staticmethod
     def _cost(path: str, obj: CachedObject) -> int:

@@ -109,6 +109,8 @@ class Edge:
             sign=self.signer.query if self.signer.signs else None,
             packagers=self.packagers if config.packages_hls() else None,
         )
+        self.fast_http = self.hls.fast
+        """Plain requests for cached HLS objects, answered before a Request is built."""
         self.streams = EdgeStreams(self.pull, self.hls, hls_viewers)
         self.address: NodeAddress | None = None
         self.heartbeat: EdgeHeartbeat | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -13,10 +14,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import trio
 
 from common.net.conn import Conn, ConnClosed
+from common.net.sendfile import MIN_FILE_BYTES, MemFile, memfile_for, send_file
 from common.net.supervise import log_failure
 from common.net.tls import TlsConn
 from common.proto.cors import CorsPolicy
-from common.proto.http1 import HttpError, RequestHead, RequestParser, response_head
+from common.proto.http1 import HttpError, RequestParser, response_head
 from common.proto.streamkey import shown
 
 log = logging.getLogger("livecdn.http")
@@ -122,109 +124,246 @@ def _headers(
     return [("server", SERVER_NAME), ("content-type", content_type), *cors, *extra]
 
 
+FastLane = Callable[[str, str, dict[str, str], str], "SharedResponse | None"]
+"""(method, target, headers, peer) -> a shared response to send as is, or None for the full
+handler. It must not wait: what it answers needs no more than a lookup."""
+
+
+class SharedResponse:
+    """A response served many times unchanged (a cached playlist or segment): its body is
+    shared, its head built once per CORS variant and keep-alive, and a large body goes out
+    from a memory file with sendfile (no copy through user space)."""
+
+    __slots__ = ("status", "body", "content_type", "headers", "_heads", "_file", "__weakref__")
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers or []
+        self._heads: dict[tuple[tuple[tuple[str, str], ...], bool], bytes] = {}
+        self._file: MemFile | None | bool = None  # False: none wanted or possible
+
+    def head(self, cors: tuple[tuple[str, str], ...], close: bool) -> bytes:
+        """The response head for these CORS headers and keep-alive (kept: a few variants)."""
+        key = (cors, close)
+        found = self._heads.get(key)
+        if found is None:
+            headers = _headers(self.headers, self.content_type, list(cors))
+            found = response_head(self.status, headers, content_length=len(self.body), close=close)
+            if len(self._heads) < MAX_HEAD_VARIANTS:
+                self._heads[key] = found
+        return found
+
+    def file(self) -> MemFile | None:
+        """The body in a memory file for sendfile (made on first use), None for a small
+        body or while it cannot have one."""
+        got = self._file
+        if got is None:
+            got = memfile_for(self, self.body)
+            if got is not None:
+                self._file = got
+            elif len(self.body) < MIN_FILE_BYTES:
+                self._file = False
+        return got or None
+
+    def drop_file(self) -> None:
+        """Give the memory file up (to the newer bodies; it closes after the sends using it)."""
+        self._file = None
+
+    def as_response(self) -> Response:
+        """The same answer as a plain Response (to change it for one request)."""
+        return Response(self.status, self.body, self.content_type, list(self.headers))
+
+
+MAX_HEAD_VARIANTS = 8
+"""Heads kept per shared response (CORS variants x keep-alive); others are built each time."""
+
+_READ, _HANDLE, _SEND = range(3)
+"""What a connection does while its deadline may pass."""
+
+
 async def serve_http(
     conn: Conn,
     handler: Handler,
     limits: HttpLimits = HttpLimits(),
     cors: CorsPolicy = ANY_PAGE,
+    fast: FastLane | None = None,
 ) -> None:
     """Serve requests on one connection until it closes or a streaming body ends. Every
-    response carries `cors`'s headers; OPTIONS (a CORS preflight) is answered here."""
+    response carries `cors`'s headers; OPTIONS (a CORS preflight) is answered here. `fast`
+    answers what it can (cached objects) before a Request is built for `handler`.
+
+    One cancel scope covers the connection; its deadline moves with what the connection
+    waits for (the next request, the peer taking a response), and a response the kernel
+    takes at once waits for nothing."""
     parser = RequestParser(
         max_header_bytes=limits.max_header_bytes, max_body_bytes=limits.max_body_bytes
     )
-    first = True
-    while True:
-        timeout = limits.header_timeout if first else limits.keepalive_timeout
-        try:
-            got = await _read_request(conn, parser, timeout)
-        except HttpError as exc:
-            log.info("HTTP %s from %s: %s", exc.status, conn.peer, exc.reason)
-            resp = Response.text(exc.status, exc.reason, cors.headers(None))
-            await _send_response(conn, resp, close=True, send_timeout=1.0)
-            return
-        if got is None:
-            return
-        head, body = got
-        first = False
-        await trio.lowlevel.checkpoint()  # pipelined requests must not hog the event loop
-        try:
-            url = urlsplit(head.target)
-        except ValueError as exc:  # e.g. "//[": an unclosed IPv6 bracket
-            log.info("HTTP 400 from %s: bad target %s: %s", conn.peer, shown(head.target), exc)
-            origin = head.headers.get("origin")
-            resp = Response.text(400, "malformed request target", cors.headers(origin))
-            await _send_response(conn, resp, close=True, send_timeout=1.0)
-            return
-        origin = head.headers.get("origin")
-        if head.method == "OPTIONS":
-            resp = Response(204, headers=cors.preflight(origin))
-            await _send_response(conn, resp, close=not head.keep_alive)
-            if not head.keep_alive or conn.closed:
-                return
-            continue
-        allowed = cors.headers(origin)
-        request = Request(
-            method=head.method,
-            target=head.target,
-            path=unquote(url.path) if "%" in url.path else url.path,
-            query=dict(parse_qsl(url.query)) if url.query else {},
-            headers=head.headers,
-            body=body,
-            peer=conn.peer,
-            secure=isinstance(conn, TlsConn),
-        )
-        try:
-            resp = await handler(request)
-            if isinstance(resp, StreamingResponse):
-                head_bytes = _streaming_head(resp, allowed)
-            elif isinstance(resp, Upgrade):
-                head_bytes = response_head(
-                    101, [("server", SERVER_NAME), *resp.headers], content_length=None, close=False
-                )
-            else:
-                close = not head.keep_alive
-                parts = _response_parts(resp, allowed, close=close, head=head.method == "HEAD")
-        except Exception:
-            log.exception(
-                "handler failed for %s %s from %s", request.method, shown(request.target), conn.peer
-            )
-            resp = Response.text(500, "internal error")
-            close = not head.keep_alive
-            parts = _response_parts(resp, allowed, close=close)
-        if isinstance(resp, StreamingResponse | Upgrade):
-            conn.write(head_bytes)
-            if request.method == "HEAD":
-                await _send_parts(conn, [], limits.send_timeout)
-                return
+    secure = isinstance(conn, TlsConn)
+    plain = type(conn) is Conn  # sendfile needs the socket itself (not TLS)
+    scope = trio.CancelScope(deadline=trio.current_time() + limits.header_timeout)
+    phase = _READ
+    final: Response | None = None
+    with scope:
+        after_response = False  # the peer has just been answered: wait before reading
+        yielded = True
+        while True:
             try:
-                await resp.body(conn)
-            except Exception as exc:
-                log_failure(f"HTTP {request.method} {shown(request.path)} to {conn.peer}", exc, log)
-            return
-        await _send_parts(conn, parts, limits.send_timeout)
-        if close or conn.closed:
-            return
-
-
-async def _read_request(
-    conn: Conn, parser: RequestParser, timeout: float
-) -> tuple[RequestHead, bytes] | None:
-    deadline = trio.current_time() + timeout
-    while True:
-        got = parser.next_request()
-        if got is not None:
-            return got
-        if parser.eof:
-            return None
-        data = None
-        with trio.move_on_at(deadline):
-            data = await conn.recv()
-        if data is None:
-            if not parser.buffered:
-                return None  # an idle keep-alive connection timed out: close quietly
-            raise HttpError(408, "request not received in time")
-        parser.feed(data)
+                got = parser.next_request()
+            except HttpError as exc:
+                log.info("HTTP %s from %s: %s", exc.status, conn.peer, exc.reason)
+                final = Response.text(exc.status, exc.reason, cors.headers(None))
+                break
+            if got is None:
+                if parser.eof:
+                    return
+                if after_response and not parser.buffered:
+                    # the next request comes after the peer has read this response: wait
+                    # for it rather than try (and fail) to receive it now
+                    after_response = False
+                    if conn.closed:
+                        return
+                    try:
+                        await trio.lowlevel.wait_readable(conn.sock)
+                    except trio.ClosedResourceError:
+                        return
+                parser.feed(await conn.recv())
+                yielded = True
+                continue
+            head, body = got
+            if not yielded:
+                await trio.lowlevel.checkpoint()  # pipelined requests must not hog the loop
+            yielded = False
+            close = not head.keep_alive
+            origin = head.headers.get("origin")
+            shared = None
+            if fast is not None:
+                try:
+                    shared = fast(head.method, head.target, head.headers, conn.peer)
+                except Exception:
+                    log.exception("fast lane failed for %s from %s", shown(head.target), conn.peer)
+            if shared is not None:
+                phase = _SEND
+                cors_headers = cors.header_tuple(origin)
+                head_bytes = shared.head(cors_headers, close)
+                if head.method == "HEAD":
+                    sent_all = conn.write(head_bytes)
+                elif plain and (memfile := shared.file()) is not None:
+                    scope.deadline = trio.current_time() + limits.send_timeout
+                    try:
+                        await send_file(conn, head_bytes, memfile)
+                    except ConnClosed:
+                        return
+                    sent_all = yielded = True
+                else:
+                    sent_all = conn.writev([head_bytes, shared.body])
+                if not sent_all:
+                    scope.deadline = trio.current_time() + limits.send_timeout
+                    try:
+                        await conn.drain()
+                    except ConnClosed:
+                        return
+                    yielded = True
+            else:
+                try:
+                    url = urlsplit(head.target)
+                except ValueError as exc:  # e.g. "//[": an unclosed IPv6 bracket
+                    log.info(
+                        "HTTP 400 from %s: bad target %s: %s", conn.peer, shown(head.target), exc
+                    )
+                    final = Response.text(400, "malformed request target", cors.headers(origin))
+                    break
+                if head.method == "OPTIONS":
+                    resp: Response | StreamingResponse | Upgrade = Response(
+                        204, headers=cors.preflight(origin)
+                    )
+                    parts = _response_parts(resp, [], close=close)
+                else:
+                    allowed = cors.headers(origin)
+                    request = Request(
+                        method=head.method,
+                        target=head.target,
+                        path=unquote(url.path) if "%" in url.path else url.path,
+                        query=dict(parse_qsl(url.query)) if url.query else {},
+                        headers=head.headers,
+                        body=body,
+                        peer=conn.peer,
+                        secure=secure,
+                    )
+                    phase = _HANDLE
+                    scope.deadline = math.inf
+                    try:
+                        resp = await handler(request)
+                        if isinstance(resp, StreamingResponse):
+                            head_bytes = _streaming_head(resp, allowed)
+                        elif isinstance(resp, Upgrade):
+                            head_bytes = response_head(
+                                101,
+                                [("server", SERVER_NAME), *resp.headers],
+                                content_length=None,
+                                close=False,
+                            )
+                        else:
+                            parts = _response_parts(
+                                resp, allowed, close=close, head=head.method == "HEAD"
+                            )
+                    except Exception:
+                        log.exception(
+                            "handler failed for %s %s from %s",
+                            request.method,
+                            shown(request.target),
+                            conn.peer,
+                        )
+                        resp = Response.text(500, "internal error")
+                        parts = _response_parts(resp, allowed, close=close)
+                    yielded = True
+                    if isinstance(resp, StreamingResponse | Upgrade):
+                        conn.write(head_bytes)
+                        if request.method == "HEAD":
+                            await _send_parts(conn, [], limits.send_timeout)
+                            return
+                        try:
+                            await resp.body(conn)
+                        except Exception as exc:
+                            log_failure(
+                                f"HTTP {request.method} {shown(request.path)} to {conn.peer}",
+                                exc,
+                                log,
+                            )
+                        return
+                phase = _SEND
+                if not conn.writev(parts):
+                    scope.deadline = trio.current_time() + limits.send_timeout
+                    try:
+                        await conn.drain()
+                    except ConnClosed:
+                        return
+                    yielded = True
+            if close or conn.closed:
+                return
+            phase = _READ
+            scope.deadline = trio.current_time() + limits.keepalive_timeout
+            after_response = True
+    if final is not None:
+        await _send_response(conn, final, close=True, send_timeout=1.0)
+    elif scope.cancelled_caught:
+        if phase == _SEND:
+            log.info(
+                "closing HTTP %s: response not taken within %g s", conn.peer, limits.send_timeout
+            )
+            conn.close()
+        elif phase == _READ and parser.buffered:
+            log.info("HTTP 408 from %s: request not received in time", conn.peer)
+            resp = Response.text(408, "request not received in time", cors.headers(None))
+            await _send_response(conn, resp, close=True, send_timeout=1.0)
+        # else an idle keep-alive connection timed out: close quietly
 
 
 def _streaming_head(resp: StreamingResponse, cors: list[tuple[str, str]]) -> bytes:

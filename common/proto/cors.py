@@ -13,6 +13,7 @@ NULL = "null"
 METHODS = "GET, HEAD, POST, DELETE, OPTIONS"
 HEADERS = "range, authorization, content-type"
 PREFLIGHT_MAX_AGE = 600
+_ANY_HEADERS = (("access-control-allow-origin", ANY),)
 
 _ORIGIN = re.compile(
     r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
@@ -43,6 +44,13 @@ class CorsPolicy:
         if origin is not None and origin in self.origins:
             return [("access-control-allow-origin", origin), ("vary", "origin")]
         return [("vary", "origin")]
+
+    def header_tuple(self, origin: str | None) -> tuple[tuple[str, str], ...]:
+        """`headers` as a tuple (a key for heads built once), without building a list when
+        any page may read."""
+        if ANY in self.origins:
+            return _ANY_HEADERS
+        return tuple(self.headers(origin))
 
     def allows(self, origin: str | None) -> bool:
         """Whether a page of `origin` may use the node (None: no page sent the request)."""

@@ -109,6 +109,7 @@ class HlsPlaylist:
     ended: bool = False
     ended_at: float = 0.0
     extra_discontinuities: int = 0  # marked here, not by the stream's segment clock
+    _rendered: tuple[tuple, bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
     def next_seq(self) -> int:
@@ -181,6 +182,26 @@ class HlsPlaylist:
             discontinuity_sequence=disc,
             ended=self.ended,
         )
+
+    def rendered(self) -> bytes:
+        """`playlist()` encoded, rendered once per version and shared by every request."""
+        last = self.segments[-1] if self.segments else None
+        version = (
+            self.session,
+            self.first_seq,
+            len(self.segments),
+            id(last),
+            self.ended,
+            self.target_duration,
+            self.expired_discontinuities,
+            self.window,
+        )
+        memo = self._rendered
+        if memo is not None and memo[0] == version:
+            return memo[1]
+        body = self.playlist().encode()
+        self._rendered = (version, body)
+        return body
 
     def segment(self, uri: str) -> Segment | None:
         """A segment still held, by URI."""

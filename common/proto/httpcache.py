@@ -35,3 +35,18 @@ def freshness_lifetime(cache_control: str | None, default_ttl: float) -> float:
         if name in ages:
             return float(ages[name])
     return default_ttl
+
+
+def stale_while_revalidate(cache_control: str | None) -> float:
+    """Seconds past its freshness a response may still be served while one refresh runs
+    (RFC 5861 `stale-while-revalidate`; 0 without a well-formed one, or with `no-store`,
+    `no-cache` or `private`)."""
+    if not cache_control:
+        return 0.0
+    directives = parse_cache_control(cache_control)
+    if any(name in ("no-store", "no-cache", "private") for name, _ in directives):
+        return 0.0
+    for name, value in directives:
+        if name == "stale-while-revalidate" and value and value.isascii() and value.isdigit():
+            return float(value)
+    return 0.0

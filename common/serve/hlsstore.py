@@ -283,12 +283,11 @@ class HlsStore:
                 return Response.text(404, f"no HLS for {target.key}")
             self.viewers.seen(key, client, trio.current_time())
             max_age = max(0, math.floor(self.settings.target / 2))
-            return Response(
-                200,
-                playlist.playlist().encode(),
-                PLAYLIST_TYPE,
-                [("cache-control", f"max-age={max_age}")],
+            # a cache may answer with the current version while it fetches the next
+            cache = (
+                f"max-age={max_age}, stale-while-revalidate={max_age}" if max_age else "max-age=0"
             )
+            return Response(200, playlist.rendered(), PLAYLIST_TYPE, [("cache-control", cache)])
         playlist = self.playlists.get(key)
         self.requests["segment"] += 1
         seg = playlist.segment(target.file) if playlist is not None else None

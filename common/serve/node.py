@@ -17,9 +17,11 @@ import trio
 from common.config import ServeConfig, connection_budget, fd_limit
 from common.net.conn import Conn, Slots, accept_loop, listen_sockets
 from common.net.http import (
+    FastLane,
     HttpLimits,
     Request,
     Response,
+    SharedResponse,
     StreamingResponse,
     Upgrade,
     not_a_read,
@@ -157,9 +159,21 @@ class PlayNode:
     # ------------------------------------------------------------------ HTTP
 
     async def handle_http(self, conn: Conn) -> None:
-        """Serve one HTTP connection."""
+        """Serve one HTTP connection; what the role's `fast_http` (if any) answers at once
+        (cached objects) skips the routes."""
         self.metrics.inc("connections_total", labels=("http",))
-        await serve_http(conn, self.route, self.http_limits, self.cors)
+        role_fast = getattr(self.role, "fast_http", None)
+        fast = None if role_fast is None else partial(self._fast, role_fast)
+        await serve_http(conn, self.route, self.http_limits, self.cors, fast)
+
+    def _fast(
+        self, role_fast: FastLane, method: str, target: str, headers: dict[str, str], peer: str
+    ) -> SharedResponse | None:
+        """The role's fast lane, while no play check is configured (each request of a
+        checked play goes through `route`, which asks the gate)."""
+        if self.gate.checks:
+            return None
+        return role_fast(method, target, headers, peer)
 
     async def route(self, req: Request) -> Response | StreamingResponse | Upgrade:
         """Dispatch one HTTP request: play, health, metrics, then the role's `route_api`; a

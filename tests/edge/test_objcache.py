@@ -581,3 +581,49 @@ async def test_a_parents_headers_reach_viewers_only_when_safe(autojump_clock, nu
     assert (await cache.get(SEG)).cache_control == "max-age=30, public"
     assert (await cache.get("/live/a.m3u8")).content_type == "application/octet-stream"
     assert (await cache.get("/live/b.m3u8")).cache_control == ""
+
+
+# ---------------------------------------------------------------------- stale-while-revalidate
+
+
+async def test_stale_while_revalidate_serves_the_old_version_during_one_refresh(
+    autojump_clock, nursery
+):
+    parent = FakeParent(delay=0.3)
+    parent.put(SEG, b"v1", cache_control="max-age=1, stale-while-revalidate=1")
+    cache = await start(nursery, parent)
+    first = await cache.get(SEG)
+    assert first.stale_until == first.expires_at + 1
+    parent.put(SEG, b"v2", cache_control="max-age=1, stale-while-revalidate=1")
+    await trio.sleep(1.1)  # stale, within its stale-while-revalidate
+
+    assert cache.peek(SEG) is first  # answered at once; one refresh started
+    assert await cache.get(SEG) is first
+    assert cache.stats.stale == 2 and cache.stats.misses == 2  # one refresh for both
+    await trio.sleep(0.4)  # the refresh is in
+    assert (await cache.get(SEG)).body == b"v2"
+    assert parent.calls[SEG] == 2
+
+
+async def test_past_stale_while_revalidate_the_object_is_fetched_again(autojump_clock, nursery):
+    parent = FakeParent(delay=0.3)
+    parent.put(SEG, b"v1", cache_control="max-age=1, stale-while-revalidate=1")
+    cache = await start(nursery, parent)
+    await cache.get(SEG)
+    parent.put(SEG, b"v2", cache_control="max-age=1")
+    await trio.sleep(2.5)
+    assert cache.peek(SEG) is None
+    assert (await cache.get(SEG)).body == b"v2"
+    assert cache.stats.stale == 0
+
+
+async def test_a_cached_200_carries_its_shared_response(autojump_clock, nursery):
+    parent = FakeParent(delay=0)
+    parent.put(SEG, b"seg", cache_control="max-age=10")
+    cache = await start(nursery, parent)
+    obj = await cache.get(SEG)
+    assert obj.response is not None and obj.response.body is obj.body
+    assert obj.response.headers == [("cache-control", "max-age=10")]
+    assert cache.peek("/live/a/none.ts") is None
+    assert (await cache.get("/live/a/none.ts")).response is None  # a 404: none
+    assert cache.peek("/live/a/none.ts", negative=False) is None

@@ -112,3 +112,16 @@ def test_segment_uris_carry_the_class_token() -> None:
     assert with_query(playlist, "lc=basic") == (
         b"#EXTM3U\n#EXTINF:2.0,\ns-1.ts?lc=basic\n#EXTINF:2.0,\ns-2.ts?x=1&lc=basic\n"
     )
+
+
+def test_a_playlist_version_is_rendered_once_and_shared() -> None:
+    hls = HlsPlaylist("live-demo", "s1", target=2.0, window=3, keep=1)
+    hls.append(b"a", 2.0, discontinuity=False)
+    first = hls.rendered()
+    assert first == hls.playlist().encode()
+    assert hls.rendered() is first  # the same bytes for every request of this version
+    hls.append(b"b", 2.0, discontinuity=False)
+    second = hls.rendered()
+    assert second is not first and second == hls.playlist().encode()
+    hls.ended = True
+    assert hls.rendered() == hls.playlist().encode() and b"#EXT-X-ENDLIST" in hls.rendered()

@@ -6,7 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.proto.httpcache import freshness_lifetime, parse_cache_control
+from common.proto.httpcache import (
+    freshness_lifetime,
+    parse_cache_control,
+    stale_while_revalidate,
+)
 
 
 @pytest.mark.parametrize(
@@ -50,3 +54,18 @@ def test_parse_cache_control():
 def test_freshness_lifetime_never_fails(value):
     ttl = freshness_lifetime(value, 7.0)
     assert ttl == 7.0 or ttl == 0.0 or (ttl >= 0 and ttl == int(ttl))
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (None, 0.0),
+        ("max-age=1", 0.0),
+        ("max-age=1, stale-while-revalidate=2", 2.0),
+        ("Stale-While-Revalidate=3", 3.0),
+        ("stale-while-revalidate=x", 0.0),
+        ("no-store, stale-while-revalidate=2", 0.0),
+    ],
+)
+def test_stale_while_revalidate(value, seconds):
+    assert stale_while_revalidate(value) == seconds

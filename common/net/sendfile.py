@@ -1,0 +1,142 @@
+"""Bodies sent by the kernel: a large shared body (an HLS segment) is copied once into a
+memory file (`memfd_create`), then every viewer gets it with `sendfile`, which hands the
+file's pages to the socket without copying them through user space, as nginx does.
+
+The number of memory files open at once is bounded (`MAX_MEMFILES`): past it, or where
+memfd/sendfile are missing, bodies are written from memory as before.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import weakref
+from collections import OrderedDict
+from typing import Protocol
+
+import trio
+
+from common.net.conn import Conn, ConnClosed
+
+MIN_FILE_BYTES = 64 * 1024
+"""Smaller bodies (playlists) are written from memory: one sendmsg is cheaper."""
+MAX_MEMFILES = 256
+"""Memory files open at once (each holds a descriptor and its body's pages)."""
+CHUNK = 1 << 20
+"""At most this much per sendfile call."""
+
+_SUPPORTED = hasattr(os, "memfd_create") and hasattr(os, "sendfile")
+
+
+class MemFile:
+    """A body in an anonymous memory file; the descriptor closes with the object."""
+
+    __slots__ = ("fd", "size")
+    open_files = 0
+    """MemFiles open now, all together."""
+
+    def __init__(self, data: bytes) -> None:
+        fd = os.memfd_create("livecdn-body", os.MFD_CLOEXEC)
+        try:
+            view = memoryview(data)
+            written = 0
+            while written < len(view):
+                written += os.write(fd, view[written:])
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        self.size = len(data)
+        MemFile.open_files += 1
+
+    def close(self) -> None:
+        """Close the descriptor (idempotent)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            MemFile.open_files -= 1
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class FileOwner(Protocol):
+    """What holds a MemFile (a shared response) and can let it go."""
+
+    def drop_file(self) -> None:
+        """Forget the MemFile (it closes once no send uses it)."""
+        ...
+
+
+_owners: OrderedDict[weakref.ref[FileOwner], None] = OrderedDict()
+"""Holders of MemFiles, oldest first (dead ones leave by themselves)."""
+
+
+def memfile_for(owner: FileOwner, body: bytes) -> MemFile | None:
+    """`body` in a new MemFile for `owner`, or None: small, unsupported, or it failed. At
+    MAX_MEMFILES the oldest holders give theirs up (sends under way keep theirs open)."""
+    if not _SUPPORTED or len(body) < MIN_FILE_BYTES:
+        return None
+    while MemFile.open_files >= MAX_MEMFILES and _owners:
+        ref, _ = _owners.popitem(last=False)
+        held = ref()
+        if held is not None:
+            held.drop_file()
+    if MemFile.open_files >= MAX_MEMFILES:
+        return None  # all in use by sends under way
+    try:
+        made = MemFile(body)
+    except OSError:
+        return None
+    ref = weakref.ref(owner, lambda r: _owners.pop(r, None))
+    _owners[ref] = None
+    return made
+
+
+async def send_file(conn: Conn, head: bytes, body: MemFile) -> None:
+    """Send `head`, then `body` with sendfile, on a plain TCP `conn` (its backlog goes
+    first); ConnClosed if the connection breaks. The caller bounds the wait."""
+    sock = conn.sock
+    if conn.backlog_bytes or conn.closed:
+        conn.write(head)
+        await conn.drain()
+    else:
+        try:
+            sent = sock.send(head, socket.MSG_MORE)  # goes out with the body's first bytes
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            conn.close()
+            raise ConnClosed from exc
+        conn.bytes_out += sent
+        if sent < len(head):
+            conn.write(head[sent:])
+            await conn.drain()
+    fd = sock.fileno()
+    offset = 0
+    size = body.size
+    while offset < size:
+        try:
+            sent = os.sendfile(fd, body.fd, offset, min(size - offset, CHUNK))
+        except BlockingIOError:
+            sent = -1
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                continue
+            conn.close()
+            raise ConnClosed from exc
+        if sent == 0:  # the file is shorter than it was (never for a MemFile) or fd closed
+            conn.close()
+            raise ConnClosed
+        if sent > 0:
+            offset += sent
+            conn.bytes_out += sent
+            if offset >= size:
+                return
+        try:
+            await trio.lowlevel.wait_writable(sock)
+        except trio.ClosedResourceError as exc:
+            raise ConnClosed from exc
+        if conn.closed:
+            raise ConnClosed
