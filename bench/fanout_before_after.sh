@@ -4,6 +4,8 @@
 # HTTP-FLV then RTMP, the two trees one after the other for each protocol; prints the table.
 #   bench/fanout_before_after.sh REV            # N = 2000, 2 player processes, 20 s per point
 #   NS=500 DURATION=10 bench/fanout_before_after.sh HEAD~3
+# On a shared machine the neutral harness waits (up to MAX_WAIT s, default 30) for the load
+# average to fall below MAX_LOAD (0.7) before each point; both trees meet the same load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REV="${1:?usage: bench/fanout_before_after.sh REV}"
@@ -11,6 +13,11 @@ NS="${NS:-2000}"
 PROCS="${PROCS:-2000:2}"
 export SHARED_BENCH="${SHARED_BENCH:-$(cd ../shared/bench && pwd)}"
 source bench/lib.sh
+ours() {
+  python3 "$SHARED/compare.py" custom --name "$1" --server-cmd "$2" \
+    --publish-url "$3" --play-url "$4" --max-load "${MAX_LOAD:-0.7}" --max-wait "${MAX_WAIT:-30}" \
+    --ns "$NS" --duration "$DURATION" --procs "$PROCS" --out "$OUT/results/$1-$STAMP.json"
+}
 HERE="$(pwd)"
 BEFORE="$(mktemp -d)/before"
 git worktree add -q --detach "$BEFORE" "$REV"

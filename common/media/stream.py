@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
@@ -101,7 +101,7 @@ class StreamStats:
     sources: int = 0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Reader:
     """A cursor into a stream's ring, owned by one player connection."""
 
@@ -112,7 +112,6 @@ class Reader:
     closed: bool = False
     clock: bool = False  # gets the segment clock's state wherever its frames (re)start
     stamps: bool = False  # gets the clock stamps (`common.proto.clock`) after their frames
-    extra: dict = field(default_factory=dict)
 
 
 class Stream:

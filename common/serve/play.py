@@ -3,9 +3,9 @@ edge).
 
 A `Fanout` per stream sends each idle player everything new with one non-blocking write of
 bytes shared by all players at the same position. It writes new frames at once while its
-flushes are cheap (few players, or an idle stream), and coalesces them under load: after a
-flush that took t, the next starts no sooner than t / `FLUSH_SHARE` after it began (and
-never waits more than `batch_ms`), so writing takes at most about that share of the time. A player
+flushes are cheap (a few players) or the stream was idle for `batch_ms`, and coalesces
+them while flushes are costly: new frames wait `COALESCE` times as long as the last flush
+took, at most `batch_ms`, so a large fan-out still writes each player once per `batch_ms`. A player
 whose socket cannot take a batch becomes "slow": its own task drains the backlog and
 catches up (skipping to the newest keyframe if it fell too far behind) and then hands it
 back to the fanout. A slow player never holds up the source or other players.
@@ -48,11 +48,11 @@ PACED_FRAMES = 4
 """Frames a paced viewer's task takes at a time (small, so the pacing is smooth)."""
 FLUSH_SLICE = 128
 """Players written per fan-out step before other tasks get a turn."""
-FLUSH_SHARE = 0.25
-"""The share of its time a busy fan-out spends flushing: after a flush that took t, the
-next one starts no sooner than t / FLUSH_SHARE after it began (at most `batch_ms`). A flush
-to a few players takes microseconds, so their frames go out at once; one to thousands takes
-milliseconds, and then frames arriving meanwhile are coalesced into one write per player."""
+COALESCE = 10.0
+"""New frames wait this many times as long as the fan-out's last flush took (at most
+`batch_ms`) before they are flushed. A flush to a few players takes microseconds, so their
+frames go out at once; one to thousands takes milliseconds, and then the frames of a whole
+`batch_ms` are coalesced into one write per player, as with a fixed batch."""
 
 
 @dataclass
@@ -110,7 +110,18 @@ class PlayerState(Enum):
 class Player:
     """One viewer connection reading one stream."""
 
-    __slots__ = ("conn", "reader", "protocol", "stream_id", "state", "wake", "end", "bucket")
+    __slots__ = (
+        "conn",
+        "reader",
+        "protocol",
+        "stream_id",
+        "state",
+        "end",
+        "bucket",
+        "watch",
+        "_woken",
+        "_parked",
+    )
 
     def __init__(
         self,
@@ -121,6 +132,7 @@ class Player:
         stream_id: int = PLAY_STREAM_ID,
         end: Callable[[], bytes] | None = None,
         bucket: Pacer | None = None,
+        watch: bool = False,
     ) -> None:
         self.conn = conn
         self.bucket = bucket
@@ -128,8 +140,33 @@ class Player:
         self.protocol = protocol
         self.stream_id = stream_id
         self.state = PlayerState.SLOW
-        self.wake = trio.Event()
         self.end = end
+        self.watch = watch
+        """Whether `park` reads the viewer's socket (which has nothing else reading it) to
+        notice that the viewer left: then one task serves the viewer, not two."""
+        self._woken = False
+        self._parked: trio.CancelScope | None = None
+
+    def wake(self) -> None:
+        """Make `park` return (now, or at once when it is next called)."""
+        self._woken = True
+        if self._parked is not None:
+            self._parked.cancel()
+
+    async def park(self) -> None:
+        """Wait until `wake` (or return at once if it was called since the last park);
+        watching, raise ConnClosed if the viewer closes meanwhile (what it sends is
+        ignored)."""
+        if not self._woken:
+            with trio.CancelScope() as self._parked:
+                if not self.watch:
+                    await trio.sleep_forever()
+                conn = self.conn
+                while await conn.recv(4096):
+                    await trio.lowlevel.checkpoint()  # a viewer has nothing to say
+                raise ConnClosed
+            self._parked = None
+        self._woken = False
 
     def set_state(self, state: PlayerState) -> None:
         """The one place a player's state changes (logged at debug level)."""
@@ -185,14 +222,14 @@ class Fanout:
         *,
         batch_ms: float = 50,
         slow_timeout: float = 10.0,
-        share: float = FLUSH_SHARE,
+        coalesce: float = COALESCE,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.stream = stream
         self.stats = stats
         self.batch = batch_ms / 1000
         self.slow_timeout = slow_timeout
-        self.share = share
+        self.coalesce = coalesce
         self.timer = timer
         """Measures how long a flush takes (the wall clock: it includes the other tasks
         that ran at its checkpoints, so a busy node coalesces more)."""
@@ -203,7 +240,7 @@ class Fanout:
         """End the stream: every player sends what is left, then its end, and stops."""
         self.stream.close()
         for player in self.players:
-            player.wake.set()
+            player.wake()
 
     def viewers(self) -> Counter[str]:
         """Players by protocol."""
@@ -212,29 +249,29 @@ class Fanout:
         return counts
 
     def pause_after(self, cost: float) -> float:
-        """How long after a flush began the next may start, given that it took `cost`
-        seconds: `cost / share`, at most `batch_ms`."""
-        return min(self.batch, cost / self.share)
+        """How long new frames wait for the next flush when the last one took `cost`
+        seconds: `coalesce` times that, at most `batch_ms`."""
+        return min(self.batch, cost * self.coalesce)
 
     async def run(self) -> None:
         """The flushing loop; returns after the stream closes and players are woken."""
         stream = self.stream
         seen = stream.head
-        next_at = -float("inf")
+        pause, idle_at = 0.0, 0.0
         while True:
             await stream.wait_beyond(seen)
             if stream.closed:
                 break
-            if next_at > trio.current_time():
-                await trio.sleep_until(next_at)  # busy: let more frames come, write them once
-            began = trio.current_time()
+            if pause and trio.current_time() < idle_at:
+                await trio.sleep(pause)  # costly flushes: let more frames come, write them once
             seen = stream.head
             t0 = self.timer()
             await self._flush()
             self.flushes += 1
-            next_at = began + self.pause_after(self.timer() - t0)
+            pause = self.pause_after(self.timer() - t0)
+            idle_at = trio.current_time() + self.batch  # nothing new by then: write at once
         for player in self.players:
-            player.wake.set()
+            player.wake()
 
     async def _flush(self) -> None:
         stream = self.stream
@@ -267,7 +304,7 @@ class Fanout:
             bytes_out[player.protocol] += len(data)
             if not player.conn.write(data):
                 player.set_state(PlayerState.SLOW)
-                player.wake.set()
+                player.wake()
 
     async def serve(self, player: Player, prelude: bytes = b"") -> None:
         """Run one player: headers and GOP first, then live frames until the stream ends
@@ -304,8 +341,7 @@ class Fanout:
                         player.conn.write(player.end())
                         await self._drain(player)
                     return
-                await player.wake.wait()
-                player.wake = trio.Event()
+                await player.park()
         except ConnClosed:
             return
         finally:
@@ -465,22 +501,24 @@ async def serve_flv(
         prelude, end = chunk(flv_header(stream)), lambda: LAST_CHUNK
         protocol = "flv"
     reader = stream.add_reader(protocol, clock=clock, stamps=stamps)
-    player = Player(conn, reader, protocol, end=end, bucket=pacer)
+    player = Player(conn, reader, protocol, end=end, bucket=pacer, watch=inbound is None)
+    if inbound is None:
+        await fanout.serve(player, prelude)  # the player's own task sees the viewer leave
+        return
 
     async with trio.open_nursery() as nursery:
 
         async def watch_close() -> None:
             while data := await conn.recv(4096):
-                if inbound is not None:
-                    try:
-                        if reply := inbound.feed(data):
-                            conn.write(reply)
-                    except ProtocolError as exc:
-                        log.info("closing WebSocket %s: %s", conn.peer, exc)
-                        break
-                    if inbound.closed:
-                        break
-                await trio.lowlevel.checkpoint()  # a viewer has nothing to say; ignore it
+                try:
+                    if reply := inbound.feed(data):
+                        conn.write(reply)
+                except ProtocolError as exc:
+                    log.info("closing WebSocket %s: %s", conn.peer, exc)
+                    break
+                if inbound.closed:
+                    break
+                await trio.lowlevel.checkpoint()
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(watch_close)

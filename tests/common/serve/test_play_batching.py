@@ -72,20 +72,40 @@ def live_stream() -> Stream:
     return stream
 
 
-async def test_an_idle_streams_frame_goes_out_without_waiting(mock_clock, pair) -> None:
+async def test_a_small_fanout_writes_each_frame_at_once(mock_clock, pair) -> None:
     conn, viewer = pair
     stream = live_stream()
+    # a flush to one player takes 10 us: new frames wait 0.1 ms, not a 50 ms batch
     fanout = Fanout(stream, PlayStats(), batch_ms=50, timer=Ticks(0.00001))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(fanout.run)
         await started(fanout, conn, nursery)
         received(viewer)  # the join burst
-        for ts in (40, 80, 120):
+        for ts in (33, 67, 100):
+            mock_clock.jump(0.033)
             frame = stream.push(m.VIDEO, ts, interframe(fill=ts))
             await trio.testing.wait_all_tasks_blocked()
-            # the clock stood still: the frame went out with no batch wait
+            mock_clock.jump(0.0001)
+            await trio.testing.wait_all_tasks_blocked()
             assert received(viewer).endswith(frame.flv + b"\r\n")
-            mock_clock.jump(0.04)
+        assert fanout.flushes == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_idle_streams_frame_goes_out_without_waiting(mock_clock, pair) -> None:
+    conn, viewer = pair
+    stream = live_stream()
+    # costly flushes (10 ms each), but nothing new for longer than a batch: no wait
+    fanout = Fanout(stream, PlayStats(), batch_ms=50, timer=Ticks(0.010))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fanout.run)
+        await started(fanout, conn, nursery)
+        received(viewer)
+        for ts in (100, 200, 300):
+            frame = stream.push(m.VIDEO, ts, interframe(fill=ts // 100))
+            await trio.testing.wait_all_tasks_blocked()
+            assert received(viewer).endswith(frame.flv + b"\r\n")  # the clock stood still
+            mock_clock.jump(0.1)
         assert fanout.flushes == 3
         nursery.cancel_scope.cancel()
 
@@ -93,22 +113,22 @@ async def test_an_idle_streams_frame_goes_out_without_waiting(mock_clock, pair) 
 async def test_under_load_frames_are_coalesced_into_one_write(mock_clock, pair) -> None:
     conn, viewer = pair
     stream = live_stream()
-    # each flush takes 10 ms: the next starts no sooner than 10 / 0.25 = 40 ms after it began
-    fanout = Fanout(stream, PlayStats(), batch_ms=50, share=0.25, timer=Ticks(0.010))
+    # each flush takes 10 ms: new frames wait min(10 * 10, 50) = 50 ms for the next
+    fanout = Fanout(stream, PlayStats(), batch_ms=50, coalesce=10, timer=Ticks(0.010))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(fanout.run)
         await started(fanout, conn, nursery)
         received(viewer)
         first = stream.push(m.VIDEO, 40, interframe(fill=1))
         await trio.testing.wait_all_tasks_blocked()
-        assert received(viewer).endswith(first.flv + b"\r\n")  # the first goes at once
+        assert received(viewer).endswith(first.flv + b"\r\n")  # no flush yet: at once
         frames = []
         for i in range(3):
             mock_clock.jump(0.01)
             frames.append(stream.push(m.VIDEO, 80 + 40 * i, interframe(fill=2 + i)))
             await trio.testing.wait_all_tasks_blocked()
             assert received(viewer) == b""  # held: a flush is costly now
-        mock_clock.jump(0.01)  # 40 ms after the first flush began
+        mock_clock.jump(0.031)  # 50 ms after the first of them
         await trio.testing.wait_all_tasks_blocked()
         data = received(viewer)
         body = b"".join(f.flv for f in frames)
@@ -118,7 +138,7 @@ async def test_under_load_frames_are_coalesced_into_one_write(mock_clock, pair) 
 
 
 def test_the_pause_grows_with_the_flush_cost_up_to_batch_ms() -> None:
-    fanout = Fanout(Stream("live", "a"), PlayStats(), batch_ms=50, share=0.25)
-    assert fanout.pause_after(0.00002) == pytest.approx(0.00008)
-    assert fanout.pause_after(0.005) == pytest.approx(0.020)
+    fanout = Fanout(Stream("live", "a"), PlayStats(), batch_ms=50, coalesce=10)
+    assert fanout.pause_after(0.00002) == pytest.approx(0.0002)
+    assert fanout.pause_after(0.002) == pytest.approx(0.020)
     assert fanout.pause_after(0.1) == pytest.approx(0.050)
