@@ -31,6 +31,7 @@ from common.serve.refusal import Refusal
 from common.serve.reload import Rerun
 from common.serve.snapshot import IMAGE_TYPES, Snapshots
 from common.serve.workerctx import CURRENT, SECRET_QUERY
+from common.serve.workersload import SiblingLoad
 from edge.drain import EdgeDrain
 from edge.heartbeat import EdgeHeartbeat
 from edge.hls import HlsProxy
@@ -257,6 +258,22 @@ class Edge:
             "link accounting", "link", partial(self.qos.charge_link, self.bytes_sent)
         )
 
+    def _heartbeat(self, address: NodeAddress, siblings: SiblingLoad | None) -> EdgeHeartbeat:
+        """What this edge reports; with `siblings` (worker 0 of several), for the node."""
+
+        def viewers() -> int:
+            own = int(sum(self.node.viewers().values()))
+            return own if siblings is None else siblings.viewers(own)
+
+        def held() -> dict[tuple[str, str], int]:
+            own = self.streams.held()
+            return own if siblings is None else siblings.held(own)
+
+        def sent() -> int:
+            return self.bytes_sent() if siblings is None else siblings.sent(self.bytes_sent())
+
+        return EdgeHeartbeat(self.config, address, held=held, viewers=viewers, sent=sent)
+
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Run the pull manager and the HLS cache, and serve until cancelled."""
         async with trio.open_nursery() as nursery:
@@ -269,13 +286,12 @@ class Edge:
             self.address = address
             log.info("edge parents: %s", ", ".join(self.pull.parents))
             log.info("HLS: %s", "packaged here" if self.hls.packagers else "cached from parents")
-            self.heartbeat = EdgeHeartbeat(
-                self.config,
-                address,
-                held=self.streams.held,
-                viewers=lambda: int(sum(self.node.viewers().values())),
-                sent=self.bytes_sent,
-            )
+            siblings = None
+            if self.config.balancer and CURRENT is not None and CURRENT.count > 1:
+                # worker 0 reports for the node: the other workers' load counts too
+                siblings = SiblingLoad(CURRENT)
+                self.node.start_supervised("polls of the sibling workers", "siblings", siblings.run)
+            self.heartbeat = self._heartbeat(address, siblings)
             if self.config.balancer:
                 self.reporter = Rerun(self._report)
                 self.node.start_supervised(

@@ -14,6 +14,8 @@ import sys
 import pytest
 import trio
 
+from balancer.server import Balancer
+from common.config import BalancerConfig, build
 from common.net.httpclient import fetch
 from tests.conftest import start_origin
 from tests.edge.test_drain_process import NodeLog
@@ -68,6 +70,11 @@ async def open_until_both(nursery, url: str, http: int, plays: list[Playing]) ->
     raise AssertionError(f"{TRIES} viewers all landed on one worker: {await metrics(http)}")
 
 
+async def balancer_view(http: int, node: str) -> dict | None:
+    got = await fetch("GET", f"http://127.0.0.1:{http}/api/edges")
+    return next((e for e in json.loads(got.body)["edges"] if e["id"] == node), None)
+
+
 async def origin_viewers(oaddr, key: str) -> int:
     got = await fetch("GET", f"http://127.0.0.1:{oaddr.http_port}/api/streams")
     for info in json.loads(got.body)["streams"]:
@@ -77,11 +84,16 @@ async def origin_viewers(oaddr, key: str) -> int:
 
 
 async def test_an_edge_with_two_workers_pulls_once_and_survives_a_killed_worker(nursery):
+    balancer = Balancer(
+        build(BalancerConfig, {"host": "127.0.0.1", "http_port": 0, "control_port": 0})
+    )
+    bhttp, control = await nursery.start(balancer.run)
     _, oaddr = await start_origin(nursery)
     await publish_synthetic(nursery, f"rtmp://127.0.0.1:{oaddr.rtmp_port}/live/w")
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "edge", "--host", "127.0.0.1", "--rtmp", "0", "--http", "0",
-         "--parent", f"rtmp://127.0.0.1:{oaddr.rtmp_port}", "--workers", "2"],
+         "--parent", f"rtmp://127.0.0.1:{oaddr.rtmp_port}", "--workers", "2",
+         "--balancer", f"127.0.0.1:{control}", "--node-id", "w2"],
         stderr=subprocess.PIPE,
     )  # fmt: skip
     log = NodeLog(proc)
@@ -111,6 +123,12 @@ async def test_an_edge_with_two_workers_pulls_once_and_survives_a_killed_worker(
             assert info["viewers"]["flv"] == len(plays), info
             assert info["upstream"]["parent"] == f"rtmp://127.0.0.1:{oaddr.rtmp_port}", info
             on_worker_1 = per_worker(m)[1]
+            # worker 0 reports for the node: the balancer sees every viewer, once
+            with trio.fail_after(HANG):
+                while (edge := await balancer_view(bhttp, "w2")) is None or (
+                    edge["viewers"] != len(plays) or edge["streams"] != {"live/w": len(plays)}
+                ):
+                    await trio.sleep(0.1)
 
             # SIGKILL the worker that pulls: the other's viewers play on
             pid0 = int(re.search(r"edge worker 0 \(pid (\d+)\) up", log.text).group(1))
