@@ -8,6 +8,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypedDict
+from urllib.parse import unquote
 
 import trio
 
@@ -45,6 +46,19 @@ class HlsObjects(TypedDict):
 MAX_MEMO = 4096
 """Request targets (and clients) whose parse the fast lane keeps; the table is emptied when
 full (the targets come from viewers)."""
+
+PREFETCH_TIMEOUT = 2.0
+"""Seconds a playlist's refresh waits for its newest segment to be cached."""
+
+
+def newest_uri(playlist: bytes) -> str | None:
+    """The last URI line of a media playlist (its newest segment), None if it has none."""
+    for line in reversed(playlist.split(b"\n")):
+        line = line.strip()
+        if line and not line.startswith(b"#"):
+            return line.decode("ascii", "replace")
+    return None
+
 
 HLS_FETCH_SLACK = 10.0
 """Seconds an HLS fetch from a parent may take beyond connect_timeout."""
@@ -129,12 +143,7 @@ class HlsProxy:
         obj = self.cache.peek(known[0], negative=False)
         if obj is None or obj.response is None:
             return None
-        agent = headers.get("user-agent", "")
-        client = self._clients.get((peer, agent))
-        if client is None:
-            if len(self._clients) >= MAX_MEMO:
-                self._clients.clear()
-            client = self._clients[(peer, agent)] = client_key(peer, agent)
+        client = self._client(peer, headers.get("user-agent", ""))
         self.viewers.seen(known[1], client, trio.current_time())
         if method == "GET":
             self.bytes_out += len(obj.body)
@@ -145,7 +154,30 @@ class HlsProxy:
         play token when it has a play_secret."""
         target = hls_path(path) if self.sign is not None else None
         query = self.sign(target[0], target[1]) if self.sign and target else ""
-        return await self.failover.fetch(f"{path}?{query}" if query else path)
+        got = await self.failover.fetch(f"{path}?{query}" if query else path)
+        if got.status == 200 and path.endswith(".m3u8"):
+            await self._prefetch_newest(path, got.body)
+        return got
+
+    async def _prefetch_newest(self, playlist: str, body: bytes) -> None:
+        """Fetch the playlist's newest segment into the cache before the playlist is
+        served: every viewer asks for it next, and finds it cached. Bounded by
+        PREFETCH_TIMEOUT; a failure only means viewers fetch it on demand."""
+        uri = newest_uri(body)
+        if uri is None or "/" in uri or ":" in uri:
+            return
+        app = playlist[1:].partition("/")[0]
+        try:
+            seg = hls_target(unquote(f"/{app}/{uri.partition('?')[0]}"))
+        except StreamKeyError:
+            return
+        if seg.media is not Media.SEGMENT or self.cache.holds(seg.path):
+            return
+        with trio.move_on_after(PREFETCH_TIMEOUT):
+            try:
+                await self.cache.get(seg.path)
+            except Exception as exc:  # the viewers will ask for it themselves
+                log.info("HLS prefetch of %s failed: %s", seg.path, describe(exc))
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Run the cache's fetches until cancelled."""
@@ -183,10 +215,24 @@ class HlsProxy:
             return Response.text(502, f"upstream failed: {describe(exc)}")
         if obj.status != 200:
             return Response.text(404, f"not found at the parent: {path}")
-        client = client_key(req.peer, req.headers.get("user-agent", ""))
+        client = self._client(req.peer, req.headers.get("user-agent", ""))
         self.viewers.seen((key.app, key.name), client, trio.current_time())
-        assert obj.response is not None  # every 200 has one
-        return self._deliver(req, target, klass, obj.response.as_response())
+        shared = obj.response
+        assert shared is not None  # every 200 has one
+        if klass is None and not req.query:  # nothing to add or pace: the shared answer
+            if req.method == "GET":
+                self.bytes_out += len(shared.body)
+            return shared
+        return self._deliver(req, target, klass, shared.as_response())
+
+    def _client(self, peer: str, agent: str) -> str:
+        """`client_key`, memoized (a viewer asks again and again)."""
+        client = self._clients.get((peer, agent))
+        if client is None:
+            if len(self._clients) >= MAX_MEMO:
+                self._clients.clear()
+            client = self._clients[(peer, agent)] = client_key(peer, agent)
+        return client
 
     async def _packaged(
         self, req: Request, target: HlsTarget, klass: str | None

@@ -159,6 +159,10 @@ class ObjectCache:
             finally:
                 self._nursery = None
 
+    def holds(self, path: str) -> bool:
+        """Whether `path` is cached (fresh or not) or being fetched."""
+        return path in self._entries or path in self._inflight
+
     def peek(self, path: str, *, negative: bool = True) -> CachedObject | None:
         """The object at `path` if it can be answered now: fresh, or stale but within its
         stale-while-revalidate (a refresh is started); None otherwise (use `get`), and for

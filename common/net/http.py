@@ -116,6 +116,7 @@ def chunk(data: bytes) -> bytes:
 
 
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse | Upgrade]]
+"""A request's answer (a SharedResponse, a kind of Response, is sent as the fast lane's)."""
 
 
 def _headers(
@@ -129,12 +130,14 @@ FastLane = Callable[[str, str, dict[str, str], str], "SharedResponse | None"]
 handler. It must not wait: what it answers needs no more than a lookup."""
 
 
-class SharedResponse:
+class SharedResponse(Response):
     """A response served many times unchanged (a cached playlist or segment): its body is
-    shared, its head built once per CORS variant and keep-alive, and a large body goes out
-    from a memory file with sendfile (no copy through user space)."""
+    shared (never change it: `as_response` gives a copy to change), its head built once per
+    CORS variant and keep-alive, and a large body goes out from a memory file with sendfile
+    (no copy through user space)."""
 
-    __slots__ = ("status", "body", "content_type", "headers", "_heads", "_file", "__weakref__")
+    __hash__ = object.__hash__  # one of a kind: compared and kept by identity
+    __eq__ = object.__eq__
 
     def __init__(
         self,
@@ -249,29 +252,7 @@ async def serve_http(
                     shared = fast(head.method, head.target, head.headers, conn.peer)
                 except Exception:
                     log.exception("fast lane failed for %s from %s", shown(head.target), conn.peer)
-            if shared is not None:
-                phase = _SEND
-                cors_headers = cors.header_tuple(origin)
-                head_bytes = shared.head(cors_headers, close)
-                if head.method == "HEAD":
-                    sent_all = conn.write(head_bytes)
-                elif plain and (memfile := shared.file()) is not None:
-                    scope.deadline = trio.current_time() + limits.send_timeout
-                    try:
-                        await send_file(conn, head_bytes, memfile)
-                    except ConnClosed:
-                        return
-                    sent_all = yielded = True
-                else:
-                    sent_all = conn.writev([head_bytes, shared.body])
-                if not sent_all:
-                    scope.deadline = trio.current_time() + limits.send_timeout
-                    try:
-                        await conn.drain()
-                    except ConnClosed:
-                        return
-                    yielded = True
-            else:
+            if shared is None:
                 try:
                     url = urlsplit(head.target)
                 except ValueError as exc:  # e.g. "//[": an unclosed IPv6 bracket
@@ -301,7 +282,9 @@ async def serve_http(
                     scope.deadline = math.inf
                     try:
                         resp = await handler(request)
-                        if isinstance(resp, StreamingResponse):
+                        if isinstance(resp, SharedResponse):
+                            shared = resp
+                        elif isinstance(resp, StreamingResponse):
                             head_bytes = _streaming_head(resp, allowed)
                         elif isinstance(resp, Upgrade):
                             head_bytes = response_head(
@@ -338,14 +321,29 @@ async def serve_http(
                                 log,
                             )
                         return
-                phase = _SEND
-                if not conn.writev(parts):
+            phase = _SEND
+            if shared is not None:
+                head_bytes = shared.head(cors.header_tuple(origin), close)
+                if head.method == "HEAD":
+                    sent_all = conn.write(head_bytes)
+                elif plain and (memfile := shared.file()) is not None:
                     scope.deadline = trio.current_time() + limits.send_timeout
                     try:
-                        await conn.drain()
+                        await send_file(conn, head_bytes, memfile)
                     except ConnClosed:
                         return
-                    yielded = True
+                    sent_all = yielded = True
+                else:
+                    sent_all = conn.writev([head_bytes, shared.body])
+            else:
+                sent_all = conn.writev(parts)
+            if not sent_all:
+                scope.deadline = trio.current_time() + limits.send_timeout
+                try:
+                    await conn.drain()
+                except ConnClosed:
+                    return
+                yielded = True
             if close or conn.closed:
                 return
             phase = _READ

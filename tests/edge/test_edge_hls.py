@@ -74,7 +74,9 @@ async def test_three_hundred_players_cost_the_origin_one_fetch_per_object(
     origin_metrics = await scrape(addr.http_port)
     segment_requests = metric(origin_metrics, "livecdn_hls_requests_total", kind="segment")
     playlist_requests = metric(origin_metrics, "livecdn_hls_requests_total", kind="playlist")
-    assert segment_requests == len(fetched_segments), "each segment reached the origin once"
+    # each segment reached the origin once; the newest of the last playlist fetched may
+    # have been prefetched with it and asked for by no player before the end
+    assert len(fetched_segments) <= segment_requests <= len(fetched_segments) + 1
     # max-age=1 s in virtual time: the first fetch, then one a second (round: float error)
     assert playlist_requests <= round(elapsed / 1.0) + 1, "playlists at most once per max-age"
     edge_metrics = await scrape(eaddr.http_port)
@@ -125,3 +127,11 @@ async def test_missing_playlist_is_cached_briefly(nursery, origin):
         ).status == 404
     assert metric(await scrape(addr.http_port), "livecdn_hls_requests_total", kind="playlist") == 1
     assert metric(await scrape(eaddr.http_port), "livecdn_hls_cache_negative_hits_total") == 2
+
+
+def test_the_newest_segment_of_a_playlist_is_its_last_uri():
+    from edge.hls import newest_uri
+
+    text = b"#EXTM3U\n#EXTINF:2.0,\na-s-1.ts\n#EXTINF:2.0,\na-s-2.ts?t=x\n\n"
+    assert newest_uri(text) == "a-s-2.ts?t=x"
+    assert newest_uri(b"#EXTM3U\n#EXT-X-ENDLIST\n") is None
