@@ -119,6 +119,7 @@ class Player:
         "end",
         "bucket",
         "watch",
+        "kind",
         "_woken",
         "_parked",
     )
@@ -144,6 +145,8 @@ class Player:
         self.watch = watch
         """Whether `park` reads the viewer's socket (which has nothing else reading it) to
         notice that the viewer left: then one task serves the viewer, not two."""
+        self.kind = player_kind(protocol, stream_id, reader.stamps)
+        """Players of one kind at one position get the same bytes."""
         self._woken = False
         self._parked: trio.CancelScope | None = None
 
@@ -200,6 +203,16 @@ class Player:
     def encode(self, frames: list[Frame]) -> bytes:
         """The wire bytes of `frames` for this player's protocol, joined."""
         return b"".join(self.parts(frames))
+
+
+_PROTOCOLS = {"flv": 0, "ws": 1, "rtmp": 2}
+
+
+def player_kind(protocol: str, stream_id: int, stamps: bool) -> int:
+    """A number for what decides a player's bytes: protocol, message stream id (RTMP)
+    and stamps."""
+    kind = _PROTOCOLS[protocol] * 2 + stamps
+    return kind if protocol != "rtmp" else kind + 6 * stream_id
 
 
 def with_stamps(frames: list[Frame]) -> list[Frame]:
@@ -276,36 +289,57 @@ class Fanout:
 
     async def _flush(self) -> None:
         stream = self.stream
-        # (cursor, protocol, message stream id, stamps) -> (bytes, cursor after them)
-        shared: dict[tuple[int, str, int, bool], tuple[bytes, int]] = {}
+        # (cursor, kind) -> (bytes, cursor after them); the last one used is kept in locals,
+        # since nearly every player is where the one before it was
+        shared: dict[tuple[int, int], tuple[bytes, int]] = {}
         bytes_out = self.stats.bytes_out
         fanout = PlayerState.FANOUT
-        for i, player in enumerate(list(self.players)):
-            if i % FLUSH_SLICE == FLUSH_SLICE - 1:
+        players = list(self.players)
+        for start in range(0, len(players), FLUSH_SLICE):
+            if start:
                 # Let joins and other streams run: a flush to thousands of viewers takes a
                 # while, and a new viewer's first frames should not wait for all of it.
                 await trio.lowlevel.checkpoint()
-            if player.state is not fanout or player.bucket is not None:
-                continue
-            reader = player.reader
-            if reader.cursor >= stream.head:
-                continue
-            key = (reader.cursor, player.protocol, player.stream_id, reader.stamps)
-            hit = shared.get(key)
-            if hit is None or reader.need_keyframe:
-                dropped = reader.dropped
-                frames = stream.pending(reader)
-                if not frames:
+            head = stream.head
+            at, kind, data, after, protocol, sent = -1, -1, b"", 0, "", 0
+            for player in players[start : start + FLUSH_SLICE]:
+                if player.state is not fanout:
                     continue
-                data = player.encode(frames)
-                if reader.dropped == dropped and not reader.need_keyframe:
-                    shared[key] = (data, reader.cursor)
-            else:
-                data, reader.cursor = hit
-            bytes_out[player.protocol] += len(data)
-            if not player.conn.write(data):
-                player.set_state(PlayerState.SLOW)
-                player.wake()
+                reader = player.reader
+                cursor = reader.cursor
+                if cursor >= head:
+                    continue
+                if cursor == at and player.kind == kind and not reader.need_keyframe:
+                    reader.cursor = after
+                else:
+                    if sent:
+                        bytes_out[protocol] += sent * len(data)
+                        sent = 0
+                    key = (cursor, player.kind)
+                    hit = shared.get(key)
+                    if hit is None or reader.need_keyframe:
+                        dropped = reader.dropped
+                        frames = stream.pending(reader)
+                        if not frames:
+                            at = -1
+                            continue
+                        data = player.encode(frames)
+                        if reader.dropped == dropped and not reader.need_keyframe:
+                            shared[key] = (data, reader.cursor)
+                            at, kind, after = cursor, player.kind, reader.cursor
+                        else:
+                            at = -1  # this player's own bytes: shared with nobody
+                    else:
+                        data, after = hit
+                        reader.cursor = after
+                        at, kind = key
+                    protocol = player.protocol
+                sent += 1
+                if not player.conn.write(data):
+                    player.set_state(PlayerState.SLOW)
+                    player.wake()
+            if sent:
+                bytes_out[protocol] += sent * len(data)
 
     async def serve(self, player: Player, prelude: bytes = b"") -> None:
         """Run one player: headers and GOP first, then live frames until the stream ends

@@ -10,21 +10,26 @@ import pytest
 import trio
 import trio.testing
 
-from common.media.stream import Stream
+from common.media.stream import Frame, Stream
 from common.net.conn import Conn
 from common.proto.rtmp import messages as m
 from common.serve.play import Fanout, Player, PlayerState, PlayStats
 from tests.media import avc_header, interframe, keyframe
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[Conn, socket.socket]]:
+def connected() -> tuple[Conn, socket.socket]:
     """A server-side Conn and the viewer's socket (nonblocking), connected over loopback."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         viewer = socket.create_connection(listener.getsockname())
         server, _ = listener.accept()
     viewer.setblocking(False)
-    conn = Conn(server)
+    return Conn(server), viewer
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Conn, socket.socket]]:
+    """One viewer's connection (see `connected`)."""
+    conn, viewer = connected()
     yield conn, viewer
     conn.close()
     viewer.close()
@@ -142,3 +147,30 @@ def test_the_pause_grows_with_the_flush_cost_up_to_batch_ms() -> None:
     assert fanout.pause_after(0.00002) == pytest.approx(0.0002)
     assert fanout.pause_after(0.002) == pytest.approx(0.020)
     assert fanout.pause_after(0.1) == pytest.approx(0.050)
+
+
+async def test_one_flush_gives_each_kind_of_player_its_own_bytes(mock_clock) -> None:
+    stream = live_stream()
+    fanout = Fanout(stream, PlayStats(), batch_ms=50)
+    kinds = [("flv", 1, False), ("rtmp", 1, False), ("flv", 1, True), ("rtmp", 3, False)]
+    pairs = [connected() for _ in range(2 * len(kinds))]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fanout.run)
+        players = []
+        for (protocol, sid, stamps), (conn, _) in zip(kinds * 2, pairs, strict=True):
+            reader = stream.add_reader(protocol, stamps=stamps)
+            players.append(Player(conn, reader, protocol, stream_id=sid))
+            nursery.start_soon(fanout.serve, players[-1])
+        await trio.testing.wait_all_tasks_blocked()
+        for _, viewer in pairs:
+            received(viewer)
+        key = stream.push(m.VIDEO, 40, keyframe(fill=7))
+        key.stamp = Frame(-1, m.DATA_AMF0, 40, b"stamp")
+        await trio.testing.wait_all_tasks_blocked()
+        for player, (_, viewer) in zip(players, pairs, strict=True):
+            assert received(viewer) == player.encode([key])
+        assert fanout.flushes == 1
+        nursery.cancel_scope.cancel()
+    for conn, viewer in pairs:
+        conn.close()
+        viewer.close()
