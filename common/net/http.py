@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import trio
 
 from common.net.conn import Conn, ConnClosed
-from common.net.sendfile import MIN_FILE_BYTES, MemFile, memfile_for, send_file
+from common.net.sendfile import MIN_FILE_BYTES, MemFile, memfile_for, send_file_now, send_rest
 from common.net.supervise import log_failure
 from common.net.tls import TlsConn
 from common.proto.cors import CorsPolicy
@@ -327,12 +327,15 @@ async def serve_http(
                 if head.method == "HEAD":
                     sent_all = conn.write(head_bytes)
                 elif plain and (memfile := shared.file()) is not None:
-                    scope.deadline = trio.current_time() + limits.send_timeout
-                    try:
-                        await send_file(conn, head_bytes, memfile)
-                    except ConnClosed:
-                        return
-                    sent_all = yielded = True
+                    offset = send_file_now(conn, head_bytes, memfile)
+                    if offset < memfile.size:
+                        scope.deadline = trio.current_time() + limits.send_timeout
+                        try:
+                            await send_rest(conn, memfile, offset)
+                        except ConnClosed:
+                            return
+                        yielded = True
+                    sent_all = True
                 else:
                     sent_all = conn.writev([head_bytes, shared.body])
             else:
@@ -347,7 +350,9 @@ async def serve_http(
             if close or conn.closed:
                 return
             phase = _READ
-            scope.deadline = trio.current_time() + limits.keepalive_timeout
+            idle_deadline = trio.current_time() + limits.keepalive_timeout
+            if not 0 <= idle_deadline - scope.deadline <= limits.keepalive_timeout / 16:
+                scope.deadline = idle_deadline  # else it was moved there a moment ago
             after_response = True
     if final is not None:
         await _send_response(conn, final, close=True, send_timeout=1.0)

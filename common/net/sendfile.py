@@ -94,27 +94,42 @@ def memfile_for(owner: FileOwner, body: bytes) -> MemFile | None:
     return made
 
 
-async def send_file(conn: Conn, head: bytes, body: MemFile) -> None:
-    """Send `head`, then `body` with sendfile, on a plain TCP `conn` (its backlog goes
-    first); ConnClosed if the connection breaks. The caller bounds the wait."""
-    sock = conn.sock
+def send_file_now(conn: Conn, head: bytes, body: MemFile) -> int:
+    """Send `head` and then as much of `body` as the kernel takes now, on a plain TCP
+    `conn`; how far into the body it got (body.size: all of it), or -1 if the head did not
+    all go out (it waits in conn's backlog): then `send_rest` sends the rest."""
     if conn.backlog_bytes or conn.closed:
+        conn.write(head)  # after the backlog
+        return -1
+    sock = conn.sock
+    try:
+        sent = sock.send(head, socket.MSG_MORE)  # goes out with the body's first bytes
+    except BlockingIOError:
         conn.write(head)
+        return -1
+    except OSError:
+        conn.close()
+        return -1
+    conn.bytes_out += sent
+    if sent < len(head):
+        conn.write(head[sent:])
+        return -1
+    try:
+        sent = os.sendfile(sock.fileno(), body.fd, 0, min(body.size, CHUNK))
+    except OSError:  # BlockingIOError, or a break `send_rest` meets again
+        return 0
+    conn.bytes_out += sent
+    return sent
+
+
+async def send_rest(conn: Conn, body: MemFile, offset: int) -> None:
+    """Finish what `send_file_now` began (offset -1: the head waits in conn's backlog);
+    ConnClosed if the connection breaks. The caller bounds the wait."""
+    if offset < 0:
         await conn.drain()
-    else:
-        try:
-            sent = sock.send(head, socket.MSG_MORE)  # goes out with the body's first bytes
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            conn.close()
-            raise ConnClosed from exc
-        conn.bytes_out += sent
-        if sent < len(head):
-            conn.write(head[sent:])
-            await conn.drain()
+        offset = 0
+    sock = conn.sock
     fd = sock.fileno()
-    offset = 0
     size = body.size
     while offset < size:
         try:
@@ -140,3 +155,11 @@ async def send_file(conn: Conn, head: bytes, body: MemFile) -> None:
             raise ConnClosed from exc
         if conn.closed:
             raise ConnClosed
+
+
+async def send_file(conn: Conn, head: bytes, body: MemFile) -> None:
+    """Send `head`, then `body` with sendfile, on a plain TCP `conn` (its backlog goes
+    first); ConnClosed if the connection breaks. The caller bounds the wait."""
+    offset = send_file_now(conn, head, body)
+    if offset < body.size:
+        await send_rest(conn, body, offset)

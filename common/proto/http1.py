@@ -18,6 +18,9 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
 _FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_FIELD = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*"
+_FIELDS = re.compile(_FIELD + rb"(?:\r\n" + _FIELD + rb")*")
+"""Header field lines that are all well-formed (name a token, value visible or blank)."""
 
 
 class HttpError(ProtocolError):
@@ -110,7 +113,22 @@ def parse_head(raw: bytes) -> RequestHead:
     else:
         raise HttpError(400, "malformed HTTP request line")
     headers: dict[str, str] = {}
-    for line in lines[1:]:
+    fields = lines[1:]
+    block = b"\r\n".join(fields)
+    if fields and _FIELDS.fullmatch(block):
+        # all well-formed (the common case): checked at once, decoded at once
+        for line in block.decode("latin-1").split("\r\n"):
+            name, _, text = line.partition(":")
+            key = name.lower()
+            text = text.strip(" \t")
+            if key in headers:
+                if key in ("content-length", "host"):
+                    raise HttpError(400, f"duplicate {key} header")
+                headers[key] += ", " + text
+            else:
+                headers[key] = text
+        fields = []
+    for line in fields:
         name, sep, value = line.partition(b":")
         if not sep or not _TOKEN.fullmatch(name):
             raise HttpError(400, "malformed HTTP header line")
