@@ -1,7 +1,9 @@
 """The edge's HLS object cache: pull-on-miss from the parent, one fetch per path at a time.
 
 Playlists and segments are fetched from the parent only when a viewer asks for one that is
-not cached (or no longer fresh). Concurrent requests for the same path share one in-flight
+not cached (or no longer fresh), or when the HLS proxy asks ahead (a playlist's newest
+segment). A stale object within the parent's `stale-while-revalidate` is answered at once
+while one refresh runs. Concurrent requests for the same path share one in-flight
 fetch; the fetch runs in the cache's own nursery, so a viewer that disconnects mid-fetch
 cancels only its own wait, never the fetch the other viewers are waiting on.
 
