@@ -6,7 +6,9 @@ origin's, how the viewers spread over the workers and whether they kept up.
 
 The players run on the same machine and take cores too: on a machine with C cores, use
 W < C and give the players --procs so they are not the bottleneck (see the table's players
-column). Run under the shared lock on a busy machine:
+column: when they fall behind, "stalled" rises and media/wall drops below 1 for every
+player alike, and the row measures the machine, not the edge). Run under the shared lock on
+a busy machine:
 
   flock /tmp/h16/bench.lock .venv/bin/python bench/workers_scaling.py --workers 1,2 --ns 1000
   .venv/bin/python bench/workers_scaling.py --workers 1,2,4,8 --ns 2000,4000,8000 --procs 4
@@ -168,6 +170,8 @@ def run_point(o: argparse.Namespace, workers: int, n: int, out_dir: Path) -> dic
             "n": n,
             "proto": o.proto,
             "kept_up_frac": summary.get("kept_up_frac"),
+            "stalled_frac": summary.get("stalled_frac"),
+            "media_ratio_p50": (summary.get("media_ratio") or {}).get("p50"),
             "ok": summary.get("ok"),
             "per_worker_cpu_pct": [round(c, 1) for c in per_worker],
             "supervisor_cpu_pct": round(sup, 1),
@@ -186,9 +190,9 @@ def run_point(o: argparse.Namespace, workers: int, n: int, out_dir: Path) -> dic
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| workers | N | proto | kept up | CPU per worker (% of a core) | edge total | "
-        "per 1000 viewers | viewers per worker | players | origin |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| workers | N | proto | kept up | stalled | media/wall p50 | CPU per worker (% of a core) "
+        "| edge total | per 1000 viewers | viewers per worker | players | origin |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         per = " / ".join(f"{c:.1f}" for c in r["per_worker_cpu_pct"])
@@ -198,11 +202,12 @@ def table(rows: list[dict]) -> str:
         kept = r["kept_up_frac"]
         lines.append(
             f"| {r['workers']} | {r['n']} | {r['proto']} | "
-            f"{100 * kept:.1f} % | {per} | {r['edge_cpu_pct']:.1f} % | "
+            f"{100 * kept:.1f} % | {100 * (r['stalled_frac'] or 0):.1f} % | "
+            f"{r['media_ratio_p50']} | {per} | {r['edge_cpu_pct']:.1f} % | "
             f"{1000 * r['edge_cpu_pct'] / r['n']:.1f} % | {spread or '-'} | "
             f"{r['players_cpu_pct']:.1f} % | {r['origin_cpu_pct']:.1f} % |"
             if kept is not None
-            else f"| {r['workers']} | {r['n']} | {r['proto']} | - | {per} | - | - | - | - | - |"
+            else f"| {r['workers']} | {r['n']} | {r['proto']} | - | - | - | {per} | - | - | - | - | - |"
         )
     return "\n".join(lines)
 

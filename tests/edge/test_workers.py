@@ -1,6 +1,7 @@
 """An edge with `--workers 2`, as real processes: one upstream at the origin for viewers on
 both workers, /metrics and the API answering for the node as one, a worker killed with
-SIGKILL while the other's viewers keep playing, and the restarted worker taking viewers."""
+SIGKILL while the other's viewers keep playing, the restarted worker taking viewers, and
+SIGTERM draining every worker before the node stops."""
 
 from __future__ import annotations
 
@@ -162,7 +163,7 @@ async def test_an_edge_with_two_workers_pulls_once_and_survives_a_killed_worker(
             assert m['livecdn_workers{state="answered"}'] == 2, m
             watching.cancel_scope.cancel()
 
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # every worker drains (no viewers left), then stops
         with trio.fail_after(HANG):
             code = await proc.wait()
             await log.closed.wait()
@@ -170,4 +171,5 @@ async def test_an_edge_with_two_workers_pulls_once_and_survives_a_killed_worker(
         if proc.returncode is None:
             proc.kill()
     assert code == 0, log.text
-    assert "edge stopped" in log.text
+    assert "every worker has stopped" in log.text and "edge stopped" in log.text
+    assert log.text.count("drained: shutting down") == 2, log.text
