@@ -45,7 +45,7 @@ from common.serve.playgate import PlayDenied, PlayGate, PlayProtocol, PlayReques
 from common.serve.refusal import Refusal
 from common.serve.rtmpserver import Ingest, RtmpConnection, RtmpLimits
 from common.serve.workerctx import CURRENT
-from common.serve.workermerge import merged_route, private_route
+from common.serve.workermerge import exempt_siblings, merged_route, private_route
 
 log = logging.getLogger("livecdn.node")
 
@@ -309,6 +309,7 @@ class PlayNode:
             socks.append(worker.private_socket())
             self.private_route = private_route(worker, self.route)
             self.route = merged_route(worker, self.route)  # type: ignore[method-assign]
+            exempt_siblings(self.gate)
         slots = self.slots = Slots(cfg.max_connections)
         budget = connection_budget()
         if slots.limit > budget:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -18,7 +20,8 @@ from common.net.http import Request, Response, StreamingResponse, Upgrade
 from common.net.httpclient import fetch
 from common.proto.paths import STREAMS_API
 from common.serve.metrics import CONTENT_TYPE
-from common.serve.workerctx import SECRET_HEADER, WorkerContext
+from common.serve.playgate import PlayGate, PlayRequest
+from common.serve.workerctx import SECRET_HEADER, SECRET_QUERY, WorkerContext
 
 log = logging.getLogger("livecdn.workers")
 
@@ -245,9 +248,14 @@ def merged_route(ctx: WorkerContext, local: Route) -> Route:
     return route
 
 
+SIBLING: ContextVar[bool] = ContextVar("livecdn_sibling", default=False)
+"""Set in a private port's connection task once a request proved the run's secret: its plays
+are a sibling worker's pulls."""
+
+
 def private_route(ctx: WorkerContext, local: Route) -> Route:
     """The routes of a worker's private port: `local` for a sibling that proves the run's
-    secret, 403 for anyone else."""
+    secret (which is taken out of the query the routes see), 403 for anyone else."""
 
     async def route(req: Request) -> Answer:
         if not ctx.proves(req.query, req.headers):
@@ -255,6 +263,26 @@ def private_route(ctx: WorkerContext, local: Route) -> Route:
                 "refused %s %s on a worker's private port from %s", req.method, req.path, req.peer
             )
             return Response.text(403, "a worker's private port serves only its siblings")
-        return await local(req)
+        SIBLING.set(True)  # this connection's task serves only siblings
+        query = {k: v for k, v in req.query.items() if k != SECRET_QUERY}
+        return await local(replace(req, query=query))
 
     return route
+
+
+def exempt_siblings(gate: PlayGate) -> None:
+    """Let a sibling worker's pulls past `gate`'s checks (play tokens, on_play hooks,
+    draining): the viewers they feed passed the gate on their own worker, and a hook must not
+    see, count or refuse the node's internal pulls."""
+    admit, ended = gate.admit, gate.ended
+
+    async def sibling_admit(req: PlayRequest) -> None:
+        if not SIBLING.get():
+            await admit(req)
+
+    def sibling_ended(req: PlayRequest) -> None:
+        if not SIBLING.get():
+            ended(req)
+
+    gate.admit = sibling_admit  # type: ignore[method-assign]
+    gate.ended = sibling_ended  # type: ignore[method-assign]

@@ -21,6 +21,7 @@ from common.net.httpclient import fetch
 from tests.conftest import start_origin
 from tests.edge.test_drain_process import NodeLog
 from tests.edge.test_edge_real import FlvViewer
+from tests.hookserver import HookServer
 from tests.media import publish_synthetic
 
 pytestmark = pytest.mark.slow
@@ -105,12 +106,13 @@ async def test_an_edge_with_two_workers_pulls_once_and_survives_a_killed_worker(
         build(BalancerConfig, {"host": "127.0.0.1", "http_port": 0, "control_port": 0})
     )
     bhttp, control = await nursery.start(balancer.run)
+    hooks = await nursery.start(HookServer().run)
     _, oaddr = await start_origin(nursery)
     await publish_synthetic(nursery, f"rtmp://127.0.0.1:{oaddr.rtmp_port}/live/w")
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "edge", "--host", "127.0.0.1", "--rtmp", "0", "--http", "0",
          "--parent", f"rtmp://127.0.0.1:{oaddr.rtmp_port}", "--workers", "2",
-         "--balancer", f"127.0.0.1:{control}", "--node-id", "w2"],
+         "--balancer", f"127.0.0.1:{control}", "--node-id", "w2", "--on-play", hooks.url()],
         stderr=subprocess.PIPE,
     )  # fmt: skip
     log = NodeLog(proc)
@@ -131,6 +133,10 @@ async def test_an_edge_with_two_workers_pulls_once_and_survives_a_killed_worker(
             await open_until_both(watching, url, http, plays)
             # one upstream at the origin, for viewers on both workers
             assert await origin_viewers(oaddr, "live/w") == 1
+            # on_play asked once per viewer: the sibling pull is the node's own business
+            played = hooks.of("on_play")
+            assert len(played) == len(plays), played
+            assert not any("worker" in call.get("query", {}) for call in played), played
             m = await metrics(http)
             assert m['livecdn_viewers{protocol="flv"}'] == len(plays), m
             assert sum(per_worker(m)) == len(plays), m
