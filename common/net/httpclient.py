@@ -88,6 +88,20 @@ class HttpResponse:
                 raise HttpClientError(f"body exceeds {limit} bytes")
         return bytes(out)
 
+    def raw_body(self) -> tuple[bytes, bool]:
+        """For a caller that reads the body from `conn` itself: the bytes already read
+        past the head (not yet decoded) and whether the server closed meanwhile."""
+        data, closed = self._h.trailing_data
+        return bytes(data), closed
+
+    @property
+    def framing(self) -> tuple[bool, int | None]:
+        """How the body ends: (chunked, content length or None: at the close)."""
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            return True, None
+        length = self.headers.get("content-length", "").strip()
+        return False, int(length) if length.isdigit() else None
+
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()

@@ -15,6 +15,7 @@ import trio
 from common.net.conn import Conn
 from common.net.tls import TlsConn, connect, context_for
 from common.proto.rtmp import session as rs
+from common.proto.rtmpscan import ChunkStream, Handover
 
 MAX_QUEUED_EVENTS = 4096
 """Media/metadata events a client keeps while it waits for a reply (play, publish): a
@@ -169,6 +170,31 @@ class RtmpClient:
             events, self._queued = self._queued, []
             return events
         return await self._receive()
+
+    def handover(self) -> tuple[Handover, list[rs.Event]]:
+        """Where the chunk stream stands, for a reader that takes the connection over from
+        here (`RtmpPlayScanner`), and the events received but not taken yet. The session
+        must not be used after."""
+        session = self.session
+        reader = session._reader
+        streams = {
+            csid: ChunkStream(
+                st.timestamp,
+                st.delta,
+                st.length,
+                st.type_id,
+                st.stream_id,
+                st.extended,
+                st.received,
+                None if st.parts is None else b"".join(st.parts),
+            )  # fmt: skip
+            for csid, st in reader._states.items()
+        }
+        flow = session._flow
+        start = Handover(reader.chunk_size, streams, bytes(reader._buf), reader.bytes_received,
+                         flow.ack_window, flow.last_ack, flow.window_sent, session.chunk_size)  # fmt: skip
+        events, self._queued = self._queued, []
+        return start, events
 
     def close(self) -> None:
         """Close the connection."""

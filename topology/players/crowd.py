@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 import sys
 from collections import Counter
@@ -10,6 +11,8 @@ from dataclasses import dataclass, field, replace
 
 import trio
 
+from common.serve.gctune import tune_gc
+from topology.players.hub import Hub
 from topology.players.player import LIVE_STATES, PROTOCOLS, PlayerState, SimPlayer, Target
 from topology.players.profiles import assign, parse_mix
 from topology.players.qoe import QoeTally
@@ -203,13 +206,23 @@ async def run_crowd(
             if progress is not None:
                 progress(progress_line(now - t0, spec.duration, counts, len(crowd.players)))
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(sample)
-        with crowd._playing:
-            async with trio.open_nursery() as players:
-                for player, at in zip(crowd.players, crowd.arrivals, strict=True):
-                    players.start_soon(one, player, at)
-        nursery.cancel_scope.cancel()
+    hub = Hub()
+    for player in crowd.players:
+        player.hub = hub
+    thresholds = gc.get_threshold()
+    tune_gc()  # the players exist: out of the collector's sight, and it runs less often
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sample)
+            nursery.start_soon(hub.run)
+            with crowd._playing:
+                async with trio.open_nursery() as players:
+                    for player, at in zip(crowd.players, crowd.arrivals, strict=True):
+                        players.start_soon(one, player, at)
+            nursery.cancel_scope.cancel()
+    finally:
+        gc.unfreeze()  # as it was (a process may run crowds one after another)
+        gc.set_threshold(*thresholds)
     crowd.seconds = trio.current_time() - t0
     crowd.qoe.update(trio.current_time())
     return crowd

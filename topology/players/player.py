@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 import trio
 
+from common.net.conn import Conn
 from common.net.httpclient import HttpClientError, fetch, open_request
 from common.net.rtmpclient import RtmpClient, RtmpClientError, ends_play
 from common.proto import auth, playtoken
@@ -28,7 +29,9 @@ from common.proto.streamkey import StreamKey
 from topology.delayline import DelayLine
 from topology.players.buffer import PlaybackBuffer
 from topology.players.failures import Ending, SessionEnd
+from topology.players.hub import Hub
 from topology.players.profiles import PROFILES, ClientProfile
+from topology.players.readers import FlvReader, RtmpReader
 from topology.players.report import pct
 
 log = logging.getLogger("livecdn.players")
@@ -202,6 +205,8 @@ class SimPlayer:
         self.bucket = TokenBucket(profile.rate_kbps * 125, 32768) if profile.rate_kbps else None
         self._rng = random.Random(pid)
         self._wire = DelayLine(self._rng)  # request round trips draw from the same link
+        self.hub: Hub | None = None
+        """Reads this player's stream with many others' once it plays (see `_hub`)."""
 
     # ------------------------------------------------------------------ run
 
@@ -275,9 +280,11 @@ class SimPlayer:
 
     def _media(self, ts: float, now: float, video: bool, duration: float = 0.0) -> None:
         r = self.result
+        self.buffer.on_media(ts, now, duration)
+        if r.state is PlayerState.PLAYING and r.ttff_s is not None:
+            return  # the common case, once per read: nothing else changes
         if video and r.ttff_s is None:
             r.ttff_s = round(now - self.t0, 4)
-        self.buffer.on_media(ts, now, duration)
         if self.buffer.started_at is not None and r.playing_s is None:
             r.playing_s = round(self.buffer.started_at - self.t0, 4)
         if r.playing_s is not None:
@@ -354,10 +361,24 @@ class SimPlayer:
         else:
             await self._play_rtmp()
 
+    def _hub(self, conn: object) -> Hub | None:
+        """The hub that may read this stream: a plain TCP one of a player whose access link
+        is not modelled (no rate, delay or jitter) and that captures nothing."""
+        p = self.profile
+        plain = not (p.rate_kbps or p.delay_ms or p.jitter_ms or self.capture_limit)
+        return self.hub if plain and isinstance(conn, Conn) else None
+
     async def _play_flv(self) -> None:
         resp, url = await self._open(asking_stamps(self._http_url(".flv")))
         try:
             self._joined(urlsplit(url).netloc)
+            if (hub := self._hub(resp.conn)) is not None:
+                reader = FlvReader(self, resp)
+                if not reader.start(*resp.raw_body(), trio.current_time()):
+                    await hub.play(reader)
+                if reader.error is not None:
+                    raise reader.error
+                return
             scanner = FlvScanner()
 
             def handle(data: bytes, now: float) -> None:
@@ -431,6 +452,9 @@ class SimPlayer:
             await client.play()
             self._joined(urlsplit(url).netloc)
             scanner = FlvScanner()  # its scan_tags: RTMP messages come framed
+            if (hub := self._hub(client.conn)) is not None:
+                await self._rtmp_on_hub(hub, client, scanner)
+                return
 
             async def events() -> AsyncIterator[list]:
                 while True:
@@ -454,6 +478,26 @@ class SimPlayer:
             await self._consume(events(), handle, size)
         finally:
             client.close()
+
+    async def _rtmp_on_hub(self, hub: Hub, client: RtmpClient, scanner: FlvScanner) -> None:
+        """The play goes on in `hub`: first what came with the answer to play, then the
+        rest of the stream, scanned in place (RtmpReader)."""
+        now = trio.current_time()
+        queued = client._queued
+        media = [(e.type_id, e.timestamp, e.payload) for e in queued if isinstance(e, rs.Media)]
+        self.result.bytes += sum(len(m[2]) for m in media if m[0] != 18)
+        self._scanned(scanner.scan_tags(media), now)
+        if any(ends_play(ev) for ev in queued):
+            return
+        reader = RtmpReader(self, client, scanner)
+        if not reader.start(now):
+            await hub.play(reader)
+        if reader.error is not None:
+            raise (
+                PlayError(str(reader.error))
+                if isinstance(reader.error, RtmpClientError)
+                else reader.error
+            )
 
     async def _play_hls(self) -> None:
         """RFC 8216 6.3: start no closer than three target durations from the end; reload

@@ -1,0 +1,117 @@
+"""What a `Hub` drives for a playing player: its socket's reads, scanned in place (tag
+headers only) and handed to the player once per read. A reader that ends keeps why in
+`error` (None: the server ended the stream), for the player's task to raise."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from common.net.httpclient import HttpClientError, HttpResponse, MalformedResponse
+from common.net.rtmpclient import RtmpClient, RtmpClientError
+from common.proto.errors import ProtocolError
+from common.proto.flv import FlvError
+from common.proto.flvscan import ChunkedFlvScanner, FlvScanner
+from common.proto.rtmpscan import RtmpPlayScanner
+
+if TYPE_CHECKING:
+    from topology.players.player import SimPlayer
+
+CLOSED = "connection closed in the middle of the body"
+
+
+class FlvReader:
+    """An HTTP-FLV response body after its head."""
+
+    __slots__ = ("sock", "player", "flv", "body", "error")
+
+    def __init__(self, player: SimPlayer, resp: HttpResponse) -> None:
+        self.sock = resp.conn.sock
+        self.player = player
+        self.flv = FlvScanner()
+        chunked, length = resp.framing
+        self.body = ChunkedFlvScanner(self.flv, chunked=chunked, length=length)
+        self.error: Exception | None = None
+
+    def start(self, data: bytes, closed: bool, now: float) -> bool:
+        """What came with the head; True when that already ended the play."""
+        return (bool(data) and self._take(data, len(data), now)) or (closed and self._eof())
+
+    def on_readable(self, buf: bytearray, now: float) -> bool:
+        try:
+            n = self.sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            n = 0  # as a reset: the connection broke
+        if not n:
+            return self._eof()
+        return self._take(buf, n, now)
+
+    def _take(self, data, n: int, now: float) -> bool:
+        try:
+            got = self.body.feed(data, 0, n)
+        except FlvError as exc:
+            self.error = exc
+            return True
+        except ProtocolError as exc:
+            self.error = MalformedResponse(f"malformed chunked body: {exc}")
+            return True
+        if got:
+            player = self.player
+            player.result.bytes += got
+            player._scanned(self.flv.take(), now)
+        return self.body.done
+
+    def _eof(self) -> bool:
+        try:
+            self.body.eof()
+        except ProtocolError:
+            self.error = HttpClientError(CLOSED)
+        return True
+
+
+class RtmpReader:
+    """An RTMP play after NetStream.Play.Start, taken over from the client's session."""
+
+    __slots__ = ("sock", "conn", "player", "flv", "rtmp", "error")
+
+    def __init__(self, player: SimPlayer, client: RtmpClient, flv: FlvScanner) -> None:
+        start, _ = client.handover()
+        self.conn = client.conn
+        self.sock = client.conn.sock
+        self.player = player
+        self.flv = flv
+        self.error: Exception | None = None
+        self.rtmp = RtmpPlayScanner(flv, start)  # scans what the session had not parsed yet
+
+    def start(self, now: float) -> bool:
+        """Hand over what came before; True when that already ended the play."""
+        return self._after(0, now)
+
+    def on_readable(self, buf: bytearray, now: float) -> bool:
+        try:
+            n = self.sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            n = 0
+        if not n:
+            self.error = RtmpClientError("connection closed by the server")
+            return True
+        try:
+            media = self.rtmp.feed(buf, 0, n)
+        except ProtocolError as exc:
+            self.error = exc
+            return True
+        return self._after(media, now)
+
+    def _after(self, media: int, now: float) -> bool:
+        rtmp = self.rtmp
+        if rtmp._out:
+            self.conn.write(rtmp.replies())
+        flv = self.flv
+        if flv.first is not None or flv.scripts:
+            player = self.player
+            player.result.bytes += media
+            player._scanned(flv.take(), now)
+        return bool(rtmp.ended)
