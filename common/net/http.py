@@ -185,6 +185,8 @@ class SharedResponse(Response):
         return Response(self.status, self.body, self.content_type, list(self.headers))
 
 
+RECV_SIZE = 8192
+"""Bytes asked of the kernel per receive: a request head is a few hundred."""
 MAX_HEAD_VARIANTS = 8
 """Heads kept per shared response (CORS variants x keep-alive); others are built each time."""
 
@@ -238,7 +240,7 @@ async def serve_http(
                         await trio.lowlevel.wait_readable(conn.sock)
                     except trio.ClosedResourceError:
                         return
-                parser.feed(await conn.recv())
+                parser.feed(await conn.recv(RECV_SIZE))
                 yielded = True
                 continue
             head, body = got
