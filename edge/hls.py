@@ -316,6 +316,11 @@ class HlsProxy:
                 "coalesced",
             ),
             ("hls_cache_negative_hits_total", "HLS 404s served from the cache.", "negative_hits"),
+            (
+                "hls_cache_stale_total",
+                "HLS requests answered with a stale object while it was refreshed.",
+                "stale",
+            ),
             ("hls_cache_evictions_total", "HLS objects evicted (LRU by bytes).", "evictions"),
             ("hls_cache_errors_total", "HLS fetches that failed (nothing cached).", "errors"),
             (
