@@ -124,7 +124,7 @@ def run_point(o: argparse.Namespace, workers: int, n: int, out_dir: Path) -> dic
     """One edge with `workers`, N players for the duration; the row of the table."""
     cmd = [PY, "-m", "edge", "--host", "127.0.0.1", "--rtmp", str(EDGE_RTMP),
            "--http", str(EDGE_HTTP), "--parent", f"rtmp://127.0.0.1:{ORIGIN_RTMP}",
-           "--log-level", "warning", "--workers", str(workers)]  # fmt: skip
+           "--log-level", "warning", "--workers", str(workers), *o.edge_args.split()]  # fmt: skip
     edge = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
     try:
         wait_until("the edge", lambda: get(f"http://127.0.0.1:{EDGE_HTTP}/healthz"))
@@ -153,7 +153,7 @@ def run_point(o: argparse.Namespace, workers: int, n: int, out_dir: Path) -> dic
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         players_pid.append(players.pid)
-        time.sleep(ramp + 2.0 + o.duration / 2)
+        time.sleep(ramp + o.duration / 2)  # all playing: how they spread
         try:
             spread = worker_viewers(get(f"http://127.0.0.1:{EDGE_HTTP}/metrics").decode())
         except OSError:
@@ -220,6 +220,7 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=float(os.environ.get("DURATION", 15)))
     p.add_argument("--procs", type=int, default=2, help="players.py processes")
     p.add_argument("--ramp-rate", type=float, default=250.0, help="players started per second")
+    p.add_argument("--edge-args", default="", help='more edge flags, e.g. "--batch-ms 20"')
     p.add_argument("--json", help="also write the rows to this file")
     o = p.parse_args()
     out_dir = Path(tempfile.mkdtemp(prefix="workers-scaling-"))
