@@ -148,28 +148,43 @@ class Player:
         self.kind = player_kind(protocol, stream_id, reader.stamps)
         """Players of one kind at one position get the same bytes."""
         self._woken = False
-        self._parked: trio.CancelScope | None = None
+        self._parked: trio.CancelScope | trio.lowlevel.Task | None = None
 
     def wake(self) -> None:
         """Make `park` return (now, or at once when it is next called)."""
         self._woken = True
-        if self._parked is not None:
-            self._parked.cancel()
+        parked = self._parked
+        if parked is None:
+            return
+        self._parked = None
+        if isinstance(parked, trio.CancelScope):
+            parked.cancel()
+        else:
+            trio.lowlevel.reschedule(parked)
 
     async def park(self) -> None:
         """Wait until `wake` (or return at once if it was called since the last park);
         watching, raise ConnClosed if the viewer closes meanwhile (what it sends is
         ignored)."""
-        if not self._woken:
+        if self._woken:
+            self._woken = False
+            return
+        if not self.watch:  # the task itself is parked: no cancel scope to keep per viewer
+            self._parked = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(self._abort)
+        else:
             with trio.CancelScope() as self._parked:
-                if not self.watch:
-                    await trio.sleep_forever()
                 conn = self.conn
                 while await conn.recv(4096):
                     await trio.lowlevel.checkpoint()  # a viewer has nothing to say
                 raise ConnClosed
-            self._parked = None
+        self._parked = None
         self._woken = False
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        """A parked task was cancelled (the viewer's connection ends)."""
+        self._parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def set_state(self, state: PlayerState) -> None:
         """The one place a player's state changes (logged at debug level)."""
