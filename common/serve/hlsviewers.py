@@ -50,7 +50,9 @@ class HlsViewers:
                 del self._seen[oldest]
                 self._per_address.pop(oldest, None)
         self._seen[key] = clients  # most recently seen stream last
-        per_address = self._per_address.setdefault(key, Counter())
+        per_address = self._per_address.get(key)
+        if per_address is None:  # (setdefault would build a Counter each call)
+            per_address = self._per_address[key] = Counter()
         self._expire(key, clients, now)
         if client in clients:
             del clients[client]
