@@ -13,6 +13,7 @@ import trio
 from common.config import EdgeConfig
 from common.config.exposure import warn_open_surfaces
 from common.net.http import Request, Response, StreamingResponse, not_a_read
+from common.net.httpclient import FetchResult
 from common.net.reporter import report
 from common.net.tls import client_context
 from common.proto.clock import STAMPS_QUERY
@@ -21,6 +22,7 @@ from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.feeds import Feed, open_feed
 from common.serve.hlsstore import HlsSettings, HlsStore
+from common.serve.hlsviewers import HlsViewers
 from common.serve.lifecycle import NodeControls, serve_node
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import CLOCK_QUERY, Subscription
@@ -31,8 +33,10 @@ from common.serve.refusal import Refusal
 from common.serve.reload import Rerun
 from common.serve.snapshot import IMAGE_TYPES, Snapshots
 from common.serve.workerctx import CURRENT, SECRET_QUERY
+from common.serve.workershls import SiblingObjects, not_for_siblings
 from common.serve.workersload import SiblingLoad
 from edge.drain import EdgeDrain
+from edge.failover import HLS_OBJECT_LIMIT, ParentFailover
 from edge.heartbeat import EdgeHeartbeat
 from edge.hls import HlsProxy
 from edge.hlspackage import EdgePackagers
@@ -112,6 +116,10 @@ class Edge:
         )
         self.fast_http = self.hls.fast
         """Plain requests for cached HLS objects, answered before a Request is built."""
+        self.hls_sibling: SiblingObjects | None = None
+        """Worker i > 0 in hls_mode "cache": HLS objects from worker 0 first."""
+        if CURRENT is not None:
+            self._share_with_siblings(hls_viewers)
         self.streams = EdgeStreams(self.pull, self.hls, hls_viewers)
         self.address: NodeAddress | None = None
         self.heartbeat: EdgeHeartbeat | None = None
@@ -140,6 +148,25 @@ class Edge:
         self.controls = replace(
             self.controls, reload=lambda new: reload_edge(self, worker_config(new))
         )
+
+    def _share_with_siblings(self, hls_viewers: HlsViewers) -> None:
+        """A worker of several: a sibling's HLS requests count as no viewer and its pulls
+        belong to no viewer class; worker i > 0 caching HLS asks worker 0 first."""
+        ctx = CURRENT
+        assert ctx is not None
+        hls_viewers.seen = not_for_siblings(hls_viewers.seen, None)  # type: ignore[method-assign]
+        self.qos.class_of = not_for_siblings(self.qos.class_of, None)  # type: ignore[method-assign]
+        if ctx.index > 0 and self.hls.packagers is None and self.hls.parents:
+            self.hls_sibling = SiblingObjects(ctx, limit=HLS_OBJECT_LIMIT)
+            self.hls.failover = SiblingFirst(self.hls_sibling, self.hls.failover)
+            sibling = self.hls_sibling
+            self.node.metrics.counter(
+                "worker_hls_from_sibling_total",
+                "HLS objects this worker asked worker 0 for, by outcome (answered, or left "
+                "to the parents).",
+                ("outcome",),
+                lambda: {("answered",): sibling.answered, ("passed",): sibling.passed},
+            )
 
     def _sibling_pulls(self) -> int:
         """Upstreams fed by a sibling worker now."""
@@ -303,11 +330,30 @@ class Edge:
             task_status.started(address)
 
 
+class SiblingFirst(ParentFailover):
+    """Worker i > 0's HLS fetches: worker 0 (which fetches each object from the parents
+    once for the node), the parents when it does not answer."""
+
+    def __init__(self, sibling: SiblingObjects, failover: ParentFailover) -> None:
+        super().__init__(
+            failover.parents,
+            timeout=failover.timeout,
+            on_failover=failover.on_failover,
+            tls=failover.tls,
+        )
+        self.sibling = sibling
+
+    async def fetch(self, path: str) -> FetchResult:
+        got = await self.sibling.get(path)
+        return got if got is not None else await super().fetch(path)
+
+
 def worker_config(config: EdgeConfig) -> EdgeConfig:
     """The config of this process: as given, or for worker i > 0 of an edge with workers,
     worker 0 (its private port) as first parent, so the edge pulls each stream once, and the
     real parents after it (failover while worker 0 restarts). Only worker 0 reports to the
-    balancer. HLS keeps the mode and parents the config gives."""
+    balancer. HLS keeps the mode and parents the config gives (in "cache" mode, worker i > 0
+    asks worker 0 before them: `SiblingFirst`)."""
     ctx = CURRENT
     if ctx is None or ctx.index == 0 or not config.parents:
         return config

@@ -17,12 +17,13 @@ import trio
 
 from balancer.server import Balancer
 from common.config import BalancerConfig, build
-from common.net.httpclient import fetch
-from tests.conftest import start_origin
+from common.net.httpclient import fetch, open_request
+from tests.conftest import start_origin, wait_for_stream
 from tests.edge.test_drain_process import NodeLog
 from tests.edge.test_edge_real import FlvViewer
 from tests.hookserver import HookServer
-from tests.media import publish_synthetic
+from tests.media import publish_synthetic, replay_clip
+from tests.metrics import metric, scrape
 
 pytestmark = pytest.mark.slow
 
@@ -194,3 +195,79 @@ async def test_an_edge_with_two_workers_pulls_once_and_survives_a_killed_worker(
     assert code == 0, log.text
     assert "every worker has stopped" in log.text and "edge stopped" in log.text
     assert log.text.count("drained: shutting down") == 2, log.text
+
+
+async def get(url: str, agent: str) -> tuple[int, bytes]:
+    """GET `url` on a new connection as the player `agent` (HLS viewers are told apart by
+    address and agent)."""
+    resp = await open_request("GET", url, user_agent=agent)
+    try:
+        return resp.status, await resp.body(4 * 1024 * 1024)
+    finally:
+        resp.close()
+
+
+PLAYERS = 6
+PLAY_SECONDS = 6.0
+
+
+async def test_hls_cache_with_two_workers_fetches_each_object_once_for_the_node(nursery, clip):
+    """hls_mode "cache": worker 1 asks worker 0, which alone fetches from the parent, so the
+    origin serves each segment once for the node while players' requests land on both."""
+    server, oaddr = await start_origin(nursery, hls_target_duration=1.0)
+    nursery.start_soon(replay_clip, f"rtmp://127.0.0.1:{oaddr.rtmp_port}/live/h", clip)
+    await wait_for_stream(server, "live", "h")
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "edge", "--host", "127.0.0.1", "--rtmp", "0", "--http", "0",
+         "--parent", f"http://127.0.0.1:{oaddr.http_port}", "--workers", "2"],
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    log = NodeLog(proc)
+    nursery.start_soon(log.run)
+    try:
+        await log.wait_for("edge worker 0 (pid")
+        await log.wait_for("edge worker 1 (pid")
+        http = int(re.search(r"2 workers: .*http://127.0.0.1:(\d+)", log.text).group(1))
+        base = f"http://127.0.0.1:{http}/live/"
+        with trio.fail_after(HANG):
+            while (await get(base + "h.m3u8", "warm-up"))[0] != 200:
+                await trio.sleep(0.2)
+        fetched: set[str] = set()
+        got = [0] * PLAYERS
+
+        async def player(i: int) -> None:
+            agent = f"player-{i}"
+            seen: set[str] = set()
+            end = trio.current_time() + PLAY_SECONDS
+            while trio.current_time() < end:
+                status, body = await get(base + "h.m3u8", agent)
+                assert status == 200 and body.startswith(b"#EXTM3U"), (status, body[:200])
+                for line in body.decode().splitlines():
+                    if line.endswith(".ts") and line not in seen:
+                        seen.add(line)
+                        status, data = await get(base + line, agent)
+                        assert status == 200 and data[:1] == b"\x47", (line, status, data[:80])
+                        got[i] += 1
+                        fetched.add(line)
+                await trio.sleep(0.5)
+
+        with trio.fail_after(HANG + PLAY_SECONDS):
+            async with trio.open_nursery() as players:
+                for i in range(PLAYERS):
+                    players.start_soon(player, i)
+        assert min(got) >= 3, got
+        m = await metrics(http)
+        # the players' requests landed on both workers: each has HLS viewers
+        assert all(per_worker(m)), m
+        # worker 1 took every object from worker 0, none from the parent itself
+        assert m['livecdn_worker_hls_from_sibling_total{outcome="answered"}'] > 0, m
+        assert m['livecdn_worker_hls_from_sibling_total{outcome="passed"}'] == 0, m
+        # the origin served each segment once for the node (the newest of the last
+        # playlists may have been fetched ahead and asked for by no player)
+        origin = await scrape(oaddr.http_port)
+        segments = metric(origin, "livecdn_hls_requests_total", kind="segment")
+        assert len(fetched) <= segments <= len(fetched) + 2, (segments, sorted(fetched))
+        assert m['livecdn_viewers{protocol="hls"}'] >= PLAYERS, m
+    finally:
+        if proc.returncode is None:
+            proc.kill()
