@@ -33,8 +33,10 @@ from common.serve.refusal import Refusal
 from common.serve.reload import Rerun
 from common.serve.snapshot import IMAGE_TYPES, Snapshots
 from common.serve.workerctx import CURRENT, SECRET_QUERY
+from common.serve.workermerge import SIBLING
 from common.serve.workershls import SiblingObjects, not_for_siblings
 from common.serve.workersload import SiblingLoad
+from common.serve.workersviewers import HLS_VIEWERS_PATH, viewer_keys
 from edge.drain import EdgeDrain
 from edge.failover import HLS_OBJECT_LIMIT, ParentFailover
 from edge.heartbeat import EdgeHeartbeat
@@ -247,6 +249,8 @@ class Edge:
             return await self.snapshots.respond(req, key, media, self._snapshot_source)
         if media in (Media.PLAYLIST, Media.SEGMENT):
             return await self.hls.handle(req)
+        if req.path == HLS_VIEWERS_PATH and SIBLING.get():  # on a worker's private port
+            return Response.json(viewer_keys(self.hls_store.viewers, trio.current_time()))
         if req.path.startswith("/api/") and (refused := not_a_read(req)):
             return refused  # an edge's API only reads
         if req.path == STREAMS_API:

@@ -22,6 +22,7 @@ from common.proto.paths import STREAMS_API
 from common.serve.metrics import CONTENT_TYPE
 from common.serve.playgate import PlayGate, PlayRequest
 from common.serve.workerctx import SECRET_HEADER, SECRET_QUERY, WorkerContext
+from common.serve.workersviewers import node_hls_viewers
 
 log = logging.getLogger("livecdn.workers")
 
@@ -79,10 +80,13 @@ def _auth(req: Request) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------- metrics
 
 
-def merge_metrics(texts: dict[int, str], missing: dict[int, str]) -> bytes:
+def merge_metrics(
+    texts: dict[int, str], missing: dict[int, str], hls: dict[str, int] | None = None
+) -> bytes:
     """One exposition for the node from each worker's (by index): counters and gauges of the
     same name and labels summed (MAX_GAUGES: the largest), the viewers on HTTP-FLV less the
-    sibling pulls (which are worker 0's: it alone pulls from outside), livecdn_workers{state},
+    sibling pulls (which are worker 0's: it alone pulls from outside), the HLS viewers from
+    `hls` (each viewer once, by stream: `node_hls_viewers`) when known, livecdn_workers{state},
     livecdn_worker_viewers{worker}, and a comment naming each silent worker."""
     families: dict[str, Metric] = {}
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
@@ -106,6 +110,9 @@ def merge_metrics(texts: dict[int, str], missing: dict[int, str]) -> bytes:
     flv = ("livecdn_viewers", (("protocol", "flv"),))
     if pulls and flv in values.get("livecdn_viewers", {}):
         values["livecdn_viewers"][flv] = max(0.0, values["livecdn_viewers"][flv] - pulls)
+    hls_row = ("livecdn_viewers", (("protocol", "hls"),))
+    if hls is not None and hls_row in values.get("livecdn_viewers", {}):
+        values["livecdn_viewers"][hls_row] = float(sum(hls.values()))
     state = Metric("livecdn_workers", "Worker processes of this node, by state.", "gauge")
     state.add_sample("livecdn_workers", {"state": "answered"}, len(texts))
     state.add_sample("livecdn_workers", {"state": "missing"}, len(missing))
@@ -142,11 +149,15 @@ class _Fixed:
 
 
 def merge_streams_api(
-    ctx: WorkerContext, docs: dict[int, dict], missing: dict[int, str]
+    ctx: WorkerContext,
+    docs: dict[int, dict],
+    missing: dict[int, str],
+    hls: dict[str, int] | None = None,
 ) -> tuple[dict, int]:
     """One /api/streams answer (or one stream's) from each worker's: per stream the viewers
-    summed (less the sibling pulls, which are viewers of a sibling), the upstream that comes
-    from outside the node, and "workers": who answered and who did not; its HTTP status."""
+    summed (less the sibling pulls, which are viewers of a sibling; HLS viewers from `hls`,
+    each once, when known), the upstream that comes from outside the node, and "workers":
+    who answered and who did not; its HTTP status."""
     if not docs:
         return {"error": "no worker answered", "workers": _who(ctx, docs, missing)}, 503
     base = dict(docs[min(docs)])
@@ -167,8 +178,22 @@ def merge_streams_api(
             _merge_stream(ctx, merged, info)
         base = next(iter(merged.values()))
         status = 200
+    if hls is not None:
+        for info in merged.values():
+            _count_hls_once(info, hls)
     base["workers"] = _who(ctx, docs, missing)
     return base, status
+
+
+def _count_hls_once(info: dict, hls: dict[str, int]) -> None:
+    """A merged stream's HLS viewers (and total) with each viewer once."""
+    viewers = info.get("viewers")
+    if not isinstance(viewers, dict) or not isinstance(viewers.get("hls"), int | float):
+        return
+    once = hls.get(f"{info.get('app')}/{info.get('name')}", 0)
+    if isinstance(viewers.get("total"), int | float):
+        viewers["total"] += once - viewers["hls"]
+    viewers["hls"] = once
 
 
 def _merge_stream(ctx: WorkerContext, merged: dict[tuple[str, str], dict], info: dict) -> None:
@@ -228,11 +253,19 @@ def merged_route(ctx: WorkerContext, local: Route) -> Route:
         mine = await local(req)
         if not isinstance(mine, Response) or (mine.status >= 300 and mine.status != 404):
             return mine  # refused here (admin, bad name): the siblings would say the same
-        answers, missing = await ask_siblings(ctx, req)
+        hls: dict[str, int] | None = None
+
+        async def count_hls() -> None:
+            nonlocal hls
+            hls = await node_hls_viewers(ctx)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(count_hls)
+            answers, missing = await ask_siblings(ctx, req)
         answers[ctx.index] = mine.body
         if req.path == "/metrics":
             texts = {i: body.decode(errors="replace") for i, body in answers.items()}
-            return Response(200, merge_metrics(texts, missing), CONTENT_TYPE)
+            return Response(200, merge_metrics(texts, missing, hls), CONTENT_TYPE)
         docs: dict[int, dict] = {}
         for i, body in answers.items():
             try:
@@ -242,7 +275,7 @@ def merged_route(ctx: WorkerContext, local: Route) -> Route:
                 continue
             if isinstance(doc, dict):
                 docs[i] = doc
-        doc, status = merge_streams_api(ctx, docs, missing)
+        doc, status = merge_streams_api(ctx, docs, missing, hls)
         return Response.json(_clamp(doc), status)
 
     return route

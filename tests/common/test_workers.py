@@ -124,3 +124,42 @@ def test_an_origin_refuses_workers_saying_why() -> None:
     )
     assert done.returncode == 2
     assert "workers > 1 is for edges only" in done.stderr
+
+
+def test_hls_viewers_on_several_workers_count_once() -> None:
+    # HLS viewers in each worker's own numbers: 3 and 2, of whom 2 asked both workers
+    texts = {
+        i: exposition(viewers_flv=0, bytes_out=0, pulls=0, draining=0).replace(
+            'protocol="rtmp"} 1.0\n',
+            f'protocol="rtmp"}} 1.0\nlivecdn_viewers{{protocol="hls"}} {n}\n',
+        )
+        for i, n in ((0, 3), (1, 2))
+    }
+    node = {"live/a": 3}  # the union of their viewer keys
+    got = samples(merge_metrics(texts, {}, node))
+    assert got[("livecdn_viewers", (("protocol", "hls"),))] == 3
+    assert samples(merge_metrics(texts, {}))[("livecdn_viewers", (("protocol", "hls"),))] == 5
+    hls = {"app": "live", "name": "a", "upstream": None}
+    docs = {
+        0: {"streams": [{**hls, "viewers": {"total": 3, "hls": 3}}]},
+        1: {"streams": [{**hls, "viewers": {"total": 2, "hls": 2}}]},
+    }
+    doc, _ = merge_streams_api(CTX, docs, {}, node)
+    assert doc["streams"][0]["viewers"] == {"total": 3, "hls": 3}
+
+
+def test_a_worker_lists_its_hls_viewers_as_digests_bounded(monkeypatch) -> None:
+    from common.serve import workersviewers
+    from common.serve.hlsviewers import HlsViewers
+
+    viewers = HlsViewers(window=6.0)
+    for i in range(5):
+        viewers.seen(("live", "a"), f"10.0.0.{i}|agent", 1.0)
+    viewers.seen(("live", "b"), "10.0.0.9|agent", 1.0)
+    doc = workersviewers.viewer_keys(viewers, 2.0)
+    assert doc["complete"] is True
+    assert len(doc["streams"]["live/a"]) == 5 and len(doc["streams"]["live/b"]) == 1
+    assert not any("10.0.0" in d for d in doc["streams"]["live/a"])  # no addresses
+    monkeypatch.setattr(workersviewers, "MAX_KEYS", 3)
+    assert workersviewers.viewer_keys(viewers, 2.0)["complete"] is False
+    assert workersviewers.viewer_keys(viewers, 100.0)["streams"] == {}  # all expired

@@ -1,0 +1,80 @@
+"""HLS viewers of a node with `workers = N`, counted once: a player whose requests land on
+several workers is an HLS viewer of each, so the merged numbers take, per stream, the union
+of the workers' viewer keys (short digests, asked over the private ports) instead of the
+sum. Bounded: a worker lists at most MAX_KEYS keys; when one has more, or a worker does not
+answer, the merge keeps the sum (an over-count, as before)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import trio
+
+from common.net.httpclient import fetch
+from common.serve.hlsviewers import HlsViewers
+from common.serve.workerctx import SECRET_HEADER, WorkerContext
+
+HLS_VIEWERS_PATH = "/_workers/hls-viewers"
+"""What a worker's private port answers with its HLS viewer keys (siblings only)."""
+MAX_KEYS = 50_000
+"""Viewer keys a worker lists at most (~20 bytes each)."""
+ASK_TIMEOUT = 2.0
+
+
+def viewer_keys(viewers: HlsViewers, now: float) -> dict:
+    """This worker's HLS viewers as {"streams": {"app/name": [digest, ...]}, "complete"}:
+    a short digest of each key (no addresses leave the worker), at most MAX_KEYS in all."""
+    streams: dict[str, list[str]] = {}
+    listed = 0
+    complete = True
+    # the table's own clients by stream (HlsViewers keeps them in `_seen`; count() expires)
+    for key in list(viewers._seen):
+        if not viewers.count(key, now):
+            continue
+        clients = viewers._seen.get(key, {})
+        if listed + len(clients) > MAX_KEYS:
+            complete = False
+            break
+        listed += len(clients)
+        streams[f"{key[0]}/{key[1]}"] = [_digest(c) for c in clients]
+    return {"streams": streams, "complete": complete}
+
+
+def _digest(client: str) -> str:
+    return hashlib.blake2b(client.encode(), digest_size=8).hexdigest()
+
+
+async def node_hls_viewers(ctx: WorkerContext) -> dict[str, int] | None:
+    """HLS viewers by "app/name" for the whole node (each viewer once), asked of every
+    worker at once (this one too, over its own private port); None when a worker did not
+    answer or listed only part of its viewers (the caller keeps its sum)."""
+    docs: dict[int, dict] = {}
+
+    async def ask(i: int) -> None:
+        try:
+            got = await fetch(
+                "GET",
+                ctx.url(i) + HLS_VIEWERS_PATH,
+                timeout=ASK_TIMEOUT,
+                headers=[(SECRET_HEADER, ctx.secret)],
+            )
+            doc = json.loads(got.body) if got.status == 200 else None
+        except Exception:  # noqa: BLE001 -- a silent worker: the caller keeps its sum
+            return
+        if isinstance(doc, dict) and doc.get("complete") is True:
+            docs[i] = doc
+
+    async with trio.open_nursery() as nursery:
+        for i in range(ctx.count):
+            nursery.start_soon(ask, i)
+    if len(docs) < ctx.count:
+        return None
+    union: dict[str, set[str]] = {}
+    for doc in docs.values():
+        streams = doc.get("streams")
+        if not isinstance(streams, dict):
+            return None
+        for key, digests in streams.items():
+            union.setdefault(str(key), set()).update(str(d) for d in digests)
+    return {key: len(digests) for key, digests in union.items()}
