@@ -14,6 +14,7 @@ from common.net.httpclient import fetch
 from common.proto.paths import STREAMS_API
 from common.serve.workerctx import SECRET_HEADER, WorkerContext
 from common.serve.workermerge import ASK_TIMEOUT
+from common.serve.workersviewers import hls_overlap
 
 log = logging.getLogger("livecdn.workers")
 
@@ -23,8 +24,9 @@ POLL_S = 1.0
 
 class SiblingLoad:
     """What the other workers said last: each one's streams (viewers by stream key, sibling
-    pulls left out), its viewers and the bytes it has sent. A worker that does not answer
-    counts for nothing until it does."""
+    pulls left out), its viewers and the bytes it has sent; and the HLS viewers counted on
+    more than one worker, left out once. A worker that does not answer counts for nothing
+    until it does."""
 
     def __init__(self, ctx: WorkerContext) -> None:
         self.ctx = ctx
@@ -33,6 +35,8 @@ class SiblingLoad:
         self.sent_by: dict[int, float] = {}
         self.pulls_by: dict[int, dict[tuple[str, str], int]] = {}
         """Streams each sibling pulls from this worker (a viewer here to leave out)."""
+        self.hls_overlap: dict[tuple[str, str], int] = {}
+        """By stream, HLS viewers counted on more than one worker (`hls_overlap`)."""
 
     def held(self, own: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
         """Viewers by stream for the node, from this worker's `own`."""
@@ -40,8 +44,8 @@ class SiblingLoad:
         for streams in self.streams.values():
             for key, n in streams.items():
                 out[key] = out.get(key, 0) + n
-        for pulls in self.pulls_by.values():
-            for key, n in pulls.items():
+        for table in (*self.pulls_by.values(), self.hls_overlap):
+            for key, n in table.items():
                 if key in out:
                     out[key] = max(0, out[key] - n)
         return out
@@ -49,7 +53,8 @@ class SiblingLoad:
     def viewers(self, own: int) -> int:
         """Viewers of the node, from this worker's `own`."""
         pulls = sum(sum(p.values()) for p in self.pulls_by.values())
-        return max(0, own + int(sum(self.viewers_by.values())) - pulls)
+        twice = sum(self.hls_overlap.values())
+        return max(0, own + int(sum(self.viewers_by.values())) - pulls - twice)
 
     def sent(self, own: int) -> int:
         """Bytes the node has sent to viewers (the siblings' as they said last)."""
@@ -61,7 +66,11 @@ class SiblingLoad:
             async with trio.open_nursery() as nursery:
                 for i in self.ctx.siblings():
                     nursery.start_soon(self._poll, i)
+                nursery.start_soon(self._poll_hls)
             await trio.sleep(POLL_S)
+
+    async def _poll_hls(self) -> None:
+        self.hls_overlap = await hls_overlap(self.ctx)
 
     async def _poll(self, i: int) -> None:
         base = self.ctx.url(i)

@@ -49,6 +49,24 @@ async def node_hls_viewers(ctx: WorkerContext) -> dict[str, int] | None:
     """HLS viewers by "app/name" for the whole node (each viewer once), asked of every
     worker at once (this one too, over its own private port); None when a worker did not
     answer or listed only part of its viewers (the caller keeps its sum)."""
+    counted = await _count(ctx)
+    return None if counted is None else {key: once for key, (once, _) in counted.items()}
+
+
+async def hls_overlap(ctx: WorkerContext) -> dict[tuple[str, str], int]:
+    """By stream, how many more HLS viewers the workers' counts add up to than the node has
+    (viewers counted on several workers); empty when unknown (`node_hls_viewers`)."""
+    counted = await _count(ctx)
+    out: dict[tuple[str, str], int] = {}
+    for key, (once, summed) in (counted or {}).items():
+        app, _, name = key.partition("/")
+        if summed > once:
+            out[(app, name)] = summed - once
+    return out
+
+
+async def _count(ctx: WorkerContext) -> dict[str, tuple[int, int]] | None:
+    """By "app/name": (viewers once, the sum of the workers' counts); None if unknown."""
     docs: dict[int, dict] = {}
 
     async def ask(i: int) -> None:
@@ -71,10 +89,12 @@ async def node_hls_viewers(ctx: WorkerContext) -> dict[str, int] | None:
     if len(docs) < ctx.count:
         return None
     union: dict[str, set[str]] = {}
+    summed: dict[str, int] = {}
     for doc in docs.values():
         streams = doc.get("streams")
         if not isinstance(streams, dict):
             return None
         for key, digests in streams.items():
             union.setdefault(str(key), set()).update(str(d) for d in digests)
-    return {key: len(digests) for key, digests in union.items()}
+            summed[str(key)] = summed.get(str(key), 0) + len(digests)
+    return {key: (len(digests), summed[key]) for key, digests in union.items()}

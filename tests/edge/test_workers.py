@@ -213,13 +213,19 @@ PLAY_SECONDS = 6.0
 
 async def test_hls_cache_with_two_workers_fetches_each_object_once_for_the_node(nursery, clip):
     """hls_mode "cache": worker 1 asks worker 0, which alone fetches from the parent, so the
-    origin serves each segment once for the node while players' requests land on both."""
+    origin serves each segment once for the node while players' requests land on both; the
+    node counts each player once (merged metrics, API, heartbeats)."""
+    balancer = Balancer(
+        build(BalancerConfig, {"host": "127.0.0.1", "http_port": 0, "control_port": 0})
+    )
+    bhttp, control = await nursery.start(balancer.run)
     server, oaddr = await start_origin(nursery, hls_target_duration=1.0)
     nursery.start_soon(replay_clip, f"rtmp://127.0.0.1:{oaddr.rtmp_port}/live/h", clip)
     await wait_for_stream(server, "live", "h")
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "edge", "--host", "127.0.0.1", "--rtmp", "0", "--http", "0",
-         "--parent", f"http://127.0.0.1:{oaddr.http_port}", "--workers", "2"],
+         "--parent", f"http://127.0.0.1:{oaddr.http_port}", "--workers", "2",
+         "--balancer", f"127.0.0.1:{control}", "--node-id", "h2"],
         stderr=subprocess.PIPE,
     )  # fmt: skip
     log = NodeLog(proc)
@@ -251,10 +257,26 @@ async def test_hls_cache_with_two_workers_fetches_each_object_once_for_the_node(
                         fetched.add(line)
                 await trio.sleep(0.5)
 
+        reported: list[dict] = []
+
+        async def balancer_views() -> None:
+            # once every player asked (on both workers, most likely), the node's heartbeats
+            # count each once: summed, the workers' counts would say up to twice as many
+            await trio.sleep(PLAY_SECONDS / 2)
+            while trio.current_time() < start + PLAY_SECONDS - 0.5:
+                if (edge := await balancer_view(bhttp, "h2")) is not None:
+                    reported.append(edge)
+                await trio.sleep(0.2)
+
+        start = trio.current_time()
         with trio.fail_after(HANG + PLAY_SECONDS):
             async with trio.open_nursery() as players:
                 for i in range(PLAYERS):
                     players.start_soon(player, i)
+                players.start_soon(balancer_views)
+        counts = [(e["viewers"], e["streams"]) for e in reported]
+        assert counts and all(n <= PLAYERS for n, _ in counts), counts
+        assert any(streams == {"live/h": PLAYERS} for _, streams in counts), counts
         assert min(got) >= 3, got
         m = await metrics(http)
         # the players' requests landed on both workers: each has HLS viewers
