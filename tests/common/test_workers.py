@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -163,3 +164,29 @@ def test_a_worker_lists_its_hls_viewers_as_digests_bounded(monkeypatch) -> None:
     monkeypatch.setattr(workersviewers, "MAX_KEYS", 3)
     assert workersviewers.viewer_keys(viewers, 2.0)["complete"] is False
     assert workersviewers.viewer_keys(viewers, 100.0)["streams"] == {}  # all expired
+
+
+async def test_worker_1_asks_worker_0_then_the_parents_for_a_while(nursery) -> None:
+    import socket
+
+    import trio
+
+    from common.serve.workershls import SIBLING_PAUSE, SiblingObjects
+    from tests.hookserver import HookServer
+
+    statuses = [200, 502]
+    hooks = await nursery.start(HookServer(lambda _: statuses.pop(0)).run)
+    ctx = WorkerContext(1, 2, [], -1, [hooks.port, 0], "s3cret")
+    sibling = SiblingObjects(ctx, limit=1 << 20)
+    got = await sibling.get("/live/a.m3u8?token=x")
+    assert got is not None and got.status == 200
+    assert await sibling.get("/live/a-1.ts") is None  # worker 0's parent failed: ask them
+    assert (sibling.answered, sibling.passed) == (1, 1) and len(hooks.calls) == 2
+    with socket.socket() as s:  # a port nobody listens on: worker 0 is gone
+        s.bind(("127.0.0.1", 0))
+        gone = s.getsockname()[1]
+    sibling = SiblingObjects(replace(ctx, private_ports=[gone, 0]), limit=1 << 20)
+    assert await sibling.get("/live/a.m3u8") is None
+    assert sibling.down_until > trio.current_time() + SIBLING_PAUSE - 1
+    assert await sibling.get("/live/a.m3u8") is None  # not asked again for a while
+    assert sibling.passed == 2
