@@ -174,3 +174,28 @@ async def test_one_flush_gives_each_kind_of_player_its_own_bytes(mock_clock) -> 
     for conn, viewer in pairs:
         conn.close()
         viewer.close()
+
+
+async def test_a_parked_rtmp_player_is_woken_by_the_end_or_cancelled(mock_clock) -> None:
+    stream = live_stream()
+    fanout = Fanout(stream, PlayStats(), batch_ms=50)
+    (conn1, viewer1), (conn2, viewer2) = connected(), connected()
+    ended = Player(conn1, stream.add_reader("rtmp"), "rtmp", end=lambda: b"END")
+    cancelled = Player(conn2, stream.add_reader("rtmp"), "rtmp")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fanout.run)
+        nursery.start_soon(fanout.serve, ended)
+        async with trio.open_nursery() as inner:
+            inner.start_soon(fanout.serve, cancelled)
+            await trio.testing.wait_all_tasks_blocked()
+            assert ended.state is cancelled.state is PlayerState.FANOUT  # both parked
+            inner.cancel_scope.cancel()
+        assert cancelled.state is PlayerState.DONE
+        assert fanout.players == {ended}
+        fanout.close()
+        await trio.testing.wait_all_tasks_blocked()
+        assert received(viewer1).endswith(b"END")
+        assert ended.state is PlayerState.DONE
+    for conn, viewer in ((conn1, viewer1), (conn2, viewer2)):
+        conn.close()
+        viewer.close()
