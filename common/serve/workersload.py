@@ -20,6 +20,9 @@ log = logging.getLogger("livecdn.workers")
 
 POLL_S = 1.0
 """Seconds between two polls (the heartbeat's period)."""
+HLS_EVERY = 3
+"""Polls between two counts of the HLS viewers seen by more than one worker (each lists
+its viewer keys: `workersviewers`)."""
 
 
 class SiblingLoad:
@@ -62,11 +65,14 @@ class SiblingLoad:
 
     async def run(self) -> None:
         """Poll every sibling every POLL_S seconds, until cancelled."""
+        polls = 0
         while True:
             async with trio.open_nursery() as nursery:
                 for i in self.ctx.siblings():
                     nursery.start_soon(self._poll, i)
-                nursery.start_soon(self._poll_hls)
+                if polls % HLS_EVERY == 0:
+                    nursery.start_soon(self._poll_hls)
+            polls += 1
             await trio.sleep(POLL_S)
 
     async def _poll_hls(self) -> None:

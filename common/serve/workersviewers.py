@@ -1,12 +1,13 @@
 """HLS viewers of a node with `workers = N`, counted once: a player whose requests land on
 several workers is an HLS viewer of each, so the merged numbers take, per stream, the union
-of the workers' viewer keys (short digests, asked over the private ports) instead of the
-sum. Bounded: a worker lists at most MAX_KEYS keys; when one has more, or a worker does not
-answer, the merge keeps the sum (an over-count, as before)."""
+of the workers' viewer keys (asked over the private ports, which need the run's secret)
+instead of the sum. Bounded: a worker lists at most MAX_KEYS keys; when one has more, or a
+worker does not answer, the merge keeps the sum (an over-count, as before). Listing MAX_KEYS
+keys holds a worker's loop for some milliseconds, so the heartbeats count every few
+seconds (`workersload.HLS_EVERY`); a /metrics or API scrape counts once per request."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import trio
@@ -17,14 +18,14 @@ from common.serve.workerctx import SECRET_HEADER, WorkerContext
 
 HLS_VIEWERS_PATH = "/_workers/hls-viewers"
 """What a worker's private port answers with its HLS viewer keys (siblings only)."""
-MAX_KEYS = 50_000
-"""Viewer keys a worker lists at most (~20 bytes each)."""
+MAX_KEYS = 20_000
+"""Viewer keys a worker lists at most (~30 bytes each)."""
 ASK_TIMEOUT = 2.0
 
 
 def viewer_keys(viewers: HlsViewers, now: float) -> dict:
-    """This worker's HLS viewers as {"streams": {"app/name": [digest, ...]}, "complete"}:
-    a short digest of each key (no addresses leave the worker), at most MAX_KEYS in all."""
+    """This worker's HLS viewers as {"streams": {"app/name": [key, ...]}, "complete"}, at
+    most MAX_KEYS keys in all (address and agent digest: `client_key`)."""
     streams: dict[str, list[str]] = {}
     listed = 0
     complete = True
@@ -37,12 +38,8 @@ def viewer_keys(viewers: HlsViewers, now: float) -> dict:
             complete = False
             break
         listed += len(clients)
-        streams[f"{key[0]}/{key[1]}"] = [_digest(c) for c in clients]
+        streams[f"{key[0]}/{key[1]}"] = list(clients)
     return {"streams": streams, "complete": complete}
-
-
-def _digest(client: str) -> str:
-    return hashlib.blake2b(client.encode(), digest_size=8).hexdigest()
 
 
 async def node_hls_viewers(ctx: WorkerContext) -> dict[str, int] | None:
