@@ -20,7 +20,7 @@ log = logging.getLogger("livecdn.workers")
 
 POLL_S = 1.0
 """Seconds between two polls (the heartbeat's period)."""
-HLS_EVERY = 3
+HLS_EVERY = 2
 """Polls between two counts of the HLS viewers seen by more than one worker (each lists
 its viewer keys: `workersviewers`)."""
 

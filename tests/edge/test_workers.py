@@ -208,7 +208,7 @@ async def get(url: str, agent: str) -> tuple[int, bytes]:
 
 
 PLAYERS = 6
-PLAY_SECONDS = 6.0
+PLAY_SECONDS = 8.0
 
 
 async def test_hls_cache_with_two_workers_fetches_each_object_once_for_the_node(nursery, clip):
@@ -261,9 +261,10 @@ async def test_hls_cache_with_two_workers_fetches_each_object_once_for_the_node(
 
         async def balancer_views() -> None:
             # once every player asked (on both workers, most likely), the node's heartbeats
-            # count each once: summed, the workers' counts would say up to twice as many
+            # count each once (worker 0 counts the viewers seen on both every 2 s): summed,
+            # the workers' counts would say up to twice as many
             await trio.sleep(PLAY_SECONDS / 2)
-            while trio.current_time() < start + PLAY_SECONDS - 0.5:
+            while trio.current_time() < start + PLAY_SECONDS - 0.3:
                 if (edge := await balancer_view(bhttp, "h2")) is not None:
                     reported.append(edge)
                 await trio.sleep(0.2)
@@ -275,8 +276,7 @@ async def test_hls_cache_with_two_workers_fetches_each_object_once_for_the_node(
                     players.start_soon(player, i)
                 players.start_soon(balancer_views)
         counts = [(e["viewers"], e["streams"]) for e in reported]
-        assert counts and all(n <= PLAYERS for n, _ in counts), counts
-        assert any(streams == {"live/h": PLAYERS} for _, streams in counts), counts
+        assert counts and counts[-1] == (PLAYERS, {"live/h": PLAYERS}), counts
         assert min(got) >= 3, got
         m = await metrics(http)
         # the players' requests landed on both workers: each has HLS viewers
