@@ -34,7 +34,8 @@ class HttpError(ProtocolError):
 
 @dataclass
 class RequestHead:
-    """A parsed request (the body is read separately)."""
+    """A parsed request (the body is read separately). Shared by identical requests: read
+    it, never change it."""
 
     method: str
     target: str
@@ -42,6 +43,13 @@ class RequestHead:
     headers: dict[str, str]
     content_length: int
     keep_alive: bool
+
+
+MEMO_HEADS = 512
+MEMO_HEAD_BYTES = 1024
+"""Request heads of up to this size are parsed once: players send the same few heads (the
+same playlist, the same new segment) thousands of times. The table is emptied when full."""
+_PARSED: dict[bytes, RequestHead] = {}
 
 
 class RequestParser:
@@ -76,7 +84,14 @@ class RequestParser:
             return None
         if end > self.max_header_bytes:
             raise HttpError(431, f"request head larger than {self.max_header_bytes} bytes")
-        head = parse_head(bytes(buf[:end]))
+        raw = bytes(buf[:end])
+        head = _PARSED.get(raw)
+        if head is None:
+            head = parse_head(raw)
+            if end <= MEMO_HEAD_BYTES:
+                if len(_PARSED) >= MEMO_HEADS:
+                    _PARSED.clear()
+                _PARSED[raw] = head
         if head.content_length > self.max_body_bytes:
             raise HttpError(
                 413, f"body of {head.content_length} bytes exceeds {self.max_body_bytes}"

@@ -186,3 +186,16 @@ def test_malformed_chunked_bodies_are_refused(raw: bytes) -> None:
 def test_chunked_decoder_only_raises_protocol_errors(raw: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         ChunkedDecoder().feed(raw)
+
+
+def test_identical_request_heads_are_parsed_once():
+    from common.proto.http1 import RequestParser
+
+    parser = RequestParser()
+    raw = b"GET /live/a.m3u8 HTTP/1.1\r\nHost: x\r\nUser-Agent: p\r\n\r\n"
+    parser.feed(raw * 2 + raw.replace(b"a.m3u8", b"b.m3u8"))
+    first, second, other = (parser.next_request() for _ in range(3))
+    assert first is not None and second is not None and other is not None
+    assert first[0] is second[0]  # one parse, shared
+    assert other[0].target == "/live/b.m3u8" and other[0] is not first[0]
+    assert first[0].headers == {"host": "x", "user-agent": "p"}
