@@ -12,6 +12,7 @@ session that set it up (`ChunkStream`: the chunk size and each chunk stream's la
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 
 from common.proto import amf0
@@ -28,6 +29,7 @@ PLAY_END_CODES = (
 MAX_CONTROL_SIZE = 1024 * 1024
 """Largest message other than audio/video a player keeps whole (commands, metadata)."""
 MAX_CHUNK_STREAMS = 64
+_HEAD = struct.Struct(">II")  # fmt << 30 | csid << 24 | timestamp, length << 8 | type
 
 
 class RtmpScanError(ProtocolError):
@@ -164,9 +166,30 @@ class RtmpPlayScanner:
     def _header(self, data, pos: int, end: int) -> int:
         """Parse the chunk header at `pos`: its length (0: incomplete); the chunk's stream
         and payload size in `_cur` / `_chunk_left` (a message of no bytes completes)."""
-        start = pos
         b0 = data[pos]
         fmt, csid = b0 >> 6, b0 & 0x3F
+        st = self._streams.get(csid) if csid >= 2 else None
+        if st is not None and not st.extended:  # the common cases, in few steps
+            left = st.left
+            if fmt == 3 and left:  # the next chunk of a message
+                self._cur = st
+                self._chunk_left = left if left < self.chunk_size else self.chunk_size
+                return 1
+            if fmt < 2 and not left and end - pos >= 12 - 4 * fmt:  # a new audio/video one
+                w0, w1 = _HEAD.unpack_from(data, pos)
+                ts, type_id = w0 & 0xFFFFFF, w1 & 0xFF
+                if ts != 0xFFFFFF and (type_id == 8 or type_id == 9):
+                    st.type_id, st.length = type_id, w1 >> 8
+                    st.delta = ts
+                    st.ts = ts if fmt == 0 else (st.ts + ts) & 0xFFFFFFFF
+                    st.body = None if self.flv.keyed else bytearray()
+                    st.left = left = w1 >> 8
+                    self._cur = st
+                    self._chunk_left = left if left < self.chunk_size else self.chunk_size
+                    if not left:
+                        self._message(st)
+                    return 12 - 4 * fmt
+        start = pos
         pos += 1
         if csid < 2:
             if end - pos < csid + 1:
