@@ -32,10 +32,11 @@ from common.serve.playhooks import node_hooks
 from common.serve.refusal import Refusal
 from common.serve.reload import Rerun
 from common.serve.snapshot import IMAGE_TYPES, Snapshots
-from common.serve.workerctx import CURRENT, SECRET_QUERY
+from common.serve.workerctx import CURRENT
 from common.serve.workermerge import SIBLING
 from common.serve.workershls import SiblingObjects, not_for_siblings
 from common.serve.workersload import SiblingLoad
+from common.serve.workerspull import open_sibling_feed
 from common.serve.workersviewers import HLS_VIEWERS_PATH, viewer_keys
 from edge.drain import EdgeDrain
 from edge.failover import HLS_OBJECT_LIMIT, ParentFailover
@@ -209,9 +210,10 @@ class Edge:
         # children's) continues the stream's segments; the clock stamps ride along for the
         # edge's players that ask for them
         marks = f"{CLOCK_QUERY}=1&{STAMPS_QUERY}=1"
-        if CURRENT is not None and CURRENT.sibling_of(parent):  # a sibling worker's port
-            marks += f"&{SECRET_QUERY}={CURRENT.secret}"
         query = "&".join(q for q in (self.signer.query(app, name), marks) if q)
+        if CURRENT is not None and CURRENT.sibling_of(parent):  # a sibling worker's port
+            # the run's secret in a header: the URL shows up in failures' log lines
+            return await open_sibling_feed(parent, app, name, query, CURRENT.secret)
         return await open_feed(parent, app, name, tls=self.tls, query=query)
 
     # ------------------------------------------------------------------ play

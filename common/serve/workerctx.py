@@ -13,10 +13,9 @@ from typing import Any
 
 ENV = "LIVECDN_WORKER"
 """The environment variable that carries a worker's context (JSON)."""
-SECRET_QUERY = "worker"
-"""Query parameter of a sibling's request on a private port: the run's secret."""
 SECRET_HEADER = "x-livecdn-worker"
-"""The same secret as a request header."""
+"""Request header of a sibling's request on a private port: the run's secret. Only a header:
+a URL (query) ends up in log lines and error messages."""
 PRIVATE_HOST = "127.0.0.1"
 
 
@@ -73,9 +72,9 @@ class WorkerContext:
         """Whether `url` is a worker's private address (a pull from a sibling)."""
         return any(url == self.url(i) for i in range(self.count))
 
-    def proves(self, query: dict[str, str], headers: dict[str, str]) -> bool:
-        """Whether a request carries the run's secret (query or header)."""
-        given = query.get(SECRET_QUERY) or headers.get(SECRET_HEADER) or ""
+    def proves(self, headers: dict[str, str]) -> bool:
+        """Whether a request carries the run's secret (in its header)."""
+        given = headers.get(SECRET_HEADER) or ""
         return hmac.compare_digest(given.encode(), self.secret.encode())
 
 

@@ -8,7 +8,6 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import replace
 from typing import Any
 
 import trio
@@ -21,7 +20,7 @@ from common.net.httpclient import fetch
 from common.proto.paths import STREAMS_API
 from common.serve.metrics import CONTENT_TYPE
 from common.serve.playgate import PlayGate, PlayRequest
-from common.serve.workerctx import SECRET_HEADER, SECRET_QUERY, WorkerContext
+from common.serve.workerctx import SECRET_HEADER, WorkerContext
 from common.serve.workersviewers import node_hls_viewers
 
 log = logging.getLogger("livecdn.workers")
@@ -288,17 +287,17 @@ are a sibling worker's pulls."""
 
 def private_route(ctx: WorkerContext, local: Route) -> Route:
     """The routes of a worker's private port: `local` for a sibling that proves the run's
-    secret (which is taken out of the query the routes see), 403 for anyone else."""
+    secret (in a header, never in the URL, so no log line or hook sees it), 403 for anyone
+    else."""
 
     async def route(req: Request) -> Answer:
-        if not ctx.proves(req.query, req.headers):
+        if not ctx.proves(req.headers):
             log.info(
                 "refused %s %s on a worker's private port from %s", req.method, req.path, req.peer
             )
             return Response.text(403, "a worker's private port serves only its siblings")
         SIBLING.set(True)  # this connection's task serves only siblings
-        query = {k: v for k, v in req.query.items() if k != SECRET_QUERY}
-        return await local(replace(req, query=query))
+        return await local(req)
 
     return route
 

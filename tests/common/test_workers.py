@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.serve.workerctx import SECRET_HEADER, SECRET_QUERY, WorkerContext
+from common.serve.workerctx import SECRET_HEADER, WorkerContext
 from common.serve.workermerge import merge_metrics, merge_streams_api
 
 CTX = WorkerContext(
@@ -104,10 +104,9 @@ def test_api_one_stream_merged_or_404_everywhere() -> None:
 
 
 def test_a_private_port_wants_the_runs_secret() -> None:
-    assert CTX.proves({SECRET_QUERY: "s3cret"}, {})
-    assert CTX.proves({}, {SECRET_HEADER: "s3cret"})
-    assert not CTX.proves({SECRET_QUERY: "guess"}, {})
-    assert not CTX.proves({}, {})
+    assert CTX.proves({SECRET_HEADER: "s3cret"})
+    assert not CTX.proves({SECRET_HEADER: "guess"})
+    assert not CTX.proves({"x-other": "s3cret"}) and not CTX.proves({})
     assert CTX.sibling_of("http://127.0.0.1:40000")
     assert not CTX.sibling_of("http://127.0.0.1:40003")
 
@@ -189,3 +188,36 @@ async def test_worker_1_asks_worker_0_then_the_parents_for_a_while(nursery) -> N
     assert sibling.down_until > trio.current_time() + SIBLING_PAUSE - 1
     assert await sibling.get("/live/a.m3u8") is None  # not asked again for a while
     assert sibling.passed == 2
+
+
+async def test_a_sibling_pull_sends_the_secret_in_a_header_never_in_logged_urls(nursery) -> None:
+    import socket
+
+    import pytest
+    import trio
+
+    from common.serve.feeds import ParentError
+    from common.serve.workerspull import open_sibling_feed
+
+    heads: list[bytes] = []
+
+    async def refuse(stream: trio.SocketStream) -> None:  # a private port saying 403
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(4096)
+        heads.append(data)
+        await stream.send_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+
+    listeners = await nursery.start(trio.serve_tcp, refuse, 0)
+    port = listeners[0].socket.getsockname()[1]
+    with pytest.raises(ParentError) as refused:
+        await open_sibling_feed(f"http://127.0.0.1:{port}", "live", "x", "clock=1", "TOPSECRET")
+    target = heads[0].split(b"\r\n")[0]
+    assert b"TOPSECRET" not in target and b"x-livecdn-worker: TOPSECRET" in heads[0]
+    assert "HTTP 403" in str(refused.value) and "TOPSECRET" not in str(refused.value)
+    with socket.socket() as s:  # worker 0 gone: the failure's message names no secret
+        s.bind(("127.0.0.1", 0))
+        gone = s.getsockname()[1]
+    with pytest.raises(ParentError) as broken:
+        await open_sibling_feed(f"http://127.0.0.1:{gone}", "live", "x", "clock=1", "TOPSECRET")
+    assert "TOPSECRET" not in str(broken.value)
