@@ -51,6 +51,7 @@ class Worker:
     private: socket.socket
     proc: trio.Process | None = None
     restarts: int = 0
+    starting: bool = False
     exited: trio.Event = field(default_factory=trio.Event)
 
 
@@ -65,6 +66,9 @@ class Supervisor:
         self.workers = [Worker(i, listen_socket(PRIVATE_HOST, 0)) for i in range(self.count)]
         self.private_ports = [w.private.getsockname()[1] for w in self.workers]
         self.stopping = False
+        self.stop_signal: int | None = None
+        """SIGTERM (drain) or SIGINT once the node stops: also sent to a worker that was being
+        started when the signal went out."""
 
     def close(self) -> None:
         """Close the listeners (after the workers are gone)."""
@@ -96,11 +100,20 @@ class Supervisor:
         )
 
     async def keep(self, worker: Worker) -> None:
-        """Run `worker` until the node stops, restarting it when it dies."""
+        """Run `worker` until the node stops, restarting it when it dies (or when it could
+        not be started: fork/exec failing, e.g. under the memory pressure that killed it)."""
         backoff = FIRST_BACKOFF
         while True:
-            await self.start(worker)
+            if not await self._started(worker, backoff):
+                await trio.sleep(backoff)
+                if self.stopping:
+                    return
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
             assert worker.proc is not None
+            if self.stop_signal is not None:  # the node began stopping while it started
+                with contextlib.suppress(ProcessLookupError):
+                    worker.proc.send_signal(self.stop_signal)
             started = trio.current_time()
             code = await worker.proc.wait()
             worker.exited.set()
@@ -122,6 +135,24 @@ class Supervisor:
                 return
             backoff = min(backoff * 2, MAX_BACKOFF)
 
+    async def _started(self, worker: Worker, backoff: float) -> bool:
+        """Start `worker`; False (one log line) if its process could not be created."""
+        worker.starting = True
+        try:
+            await self.start(worker)
+        except OSError as exc:
+            log.warning(
+                "%s worker %d could not be started (%s): trying again in %.1f s",
+                self.kind,
+                worker.index,
+                exc,
+                backoff,
+            )
+            return False
+        finally:
+            worker.starting = False
+        return True
+
     def signal_all(self, signum: int) -> None:
         """Send `signum` to every running worker."""
         for w in self.workers:
@@ -130,14 +161,19 @@ class Supervisor:
                     w.proc.send_signal(signum)
 
     async def wait_all(self) -> None:
-        """Until every worker process has exited."""
-        for w in self.workers:
-            if w.proc is not None:
-                await w.proc.wait()
+        """Until every worker process has exited (one being started meanwhile included)."""
+        while True:
+            running = [w.proc for w in self.workers if w.proc and w.proc.returncode is None]
+            if running:
+                await running[0].wait()
+            elif any(w.starting for w in self.workers):
+                await trio.sleep(0.05)
+            else:
+                return
 
     async def stop_all(self) -> None:
         """Stop every worker now (SIGINT), killing those that linger past STOP_GRACE."""
-        self.stopping = True
+        self.stopping, self.stop_signal = True, signal.SIGINT
         self.signal_all(signal.SIGINT)
         with trio.move_on_after(STOP_GRACE) as waited:
             await self.wait_all()
@@ -175,6 +211,7 @@ class Supervisor:
                 self.signal_all(signal.SIGHUP)
             elif signum == signal.SIGTERM and not draining:
                 draining = self.stopping = True
+                self.stop_signal = signal.SIGTERM
                 log.info("SIGTERM received: every worker drains, then stops")
                 self.signal_all(signal.SIGTERM)
                 nursery.start_soon(self._stop_when_drained, nursery.cancel_scope)

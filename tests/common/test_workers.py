@@ -221,3 +221,83 @@ async def test_a_sibling_pull_sends_the_secret_in_a_header_never_in_logged_urls(
     with pytest.raises(ParentError) as broken:
         await open_sibling_feed(f"http://127.0.0.1:{gone}", "live", "x", "clock=1", "TOPSECRET")
     assert "TOPSECRET" not in str(broken.value)
+
+
+def supervisor_with(monkeypatch, worker_0, worker_1):
+    """A 2-worker Supervisor whose worker i's n-th start runs `worker_i[n]` instead: an async
+    callable (sup) -> Python code to run (or raising OSError: it could not be started)."""
+    import json
+    import types
+
+    import trio
+
+    from common.serve import workers
+    from common.serve.workerctx import ENV
+
+    real = trio.lowlevel.open_process
+    calls: list[int] = []
+    programs = (list(worker_0), list(worker_1))
+
+    async def fake_open_process(cmd, **kw):
+        calls.append(index := json.loads(kw["env"][ENV])["index"])
+        code = await programs[index].pop(0)(sup)
+        return await real([sys.executable, "-c", code], **kw)
+
+    monkeypatch.setattr(workers.trio.lowlevel, "open_process", fake_open_process)
+    monkeypatch.setattr(workers, "FIRST_BACKOFF", 0.01)
+    cfg = types.SimpleNamespace(host="127.0.0.1", workers=2, rtmp_port=0, http_port=0, tls_cert="")
+    sup = workers.Supervisor("edge", cfg, [])
+    return sup, calls
+
+
+async def exits(sup) -> str:
+    return "import sys; sys.exit(1)"
+
+
+async def sleeps(sup) -> str:
+    return "import time; time.sleep(60)"
+
+
+async def cannot_fork(sup) -> str:
+    raise OSError(12, "Cannot allocate memory")
+
+
+async def test_a_worker_that_cannot_be_restarted_is_retried_and_the_others_keep_running(
+    monkeypatch,
+) -> None:
+    import signal
+
+    import trio
+
+    sup, calls = supervisor_with(monkeypatch, [exits, cannot_fork, cannot_fork, sleeps], [sleeps])
+    send, signals = trio.open_memory_channel(1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sup.run, signals, False)
+        with trio.fail_after(20):  # hang guard
+            while len(calls) < 5 or sup.workers[0].proc.returncode is not None:
+                await trio.sleep(0.01)
+        assert sup.workers[1].restarts == 0 and sup.workers[1].proc.returncode is None
+        await send.send(signal.SIGTERM)  # the node still stops as it should
+    assert [w.proc.returncode for w in sup.workers] == [-signal.SIGTERM, -signal.SIGTERM]
+
+
+async def test_a_worker_started_while_the_node_began_draining_is_told_to_drain(
+    monkeypatch,
+) -> None:
+    import signal
+
+    import trio
+
+    send, signals = trio.open_memory_channel(1)
+
+    async def sigterm_meanwhile(sup) -> str:  # SIGTERM comes while worker 0 restarts
+        await send.send(signal.SIGTERM)
+        while sup.stop_signal is None:
+            await trio.sleep(0.01)
+        return "import time; time.sleep(60)"
+
+    sup, calls = supervisor_with(monkeypatch, [exits, sigterm_meanwhile], [sleeps])
+    with trio.fail_after(20):  # hang guard: no second signal comes
+        await sup.run(signals, False)
+    assert sup.workers[0].proc.returncode == -signal.SIGTERM  # drained, not stopped (SIGINT)
+    assert sup.workers[1].proc.returncode == -signal.SIGTERM
