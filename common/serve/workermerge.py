@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -27,6 +28,7 @@ log = logging.getLogger("livecdn.workers")
 
 ASK_TIMEOUT = 2.0
 """Seconds a sibling has to answer before the merged answer goes without it."""
+METRICS_PATH = "/metrics"
 ASK_LIMIT = 16 * 1024 * 1024
 """Bytes of a sibling's answer at most."""
 SIBLING_PULLS = "livecdn_worker_sibling_pulls"
@@ -240,11 +242,14 @@ def _clamp(doc: dict) -> dict:
 
 def merged_route(ctx: WorkerContext, local: Route) -> Route:
     """`local` (this worker's routes) with GET /metrics and the streams API answered for
-    the whole node."""
+    the whole node. Anyone may GET them and each merge asks every worker, so a worker
+    merges one at a time, and the requests that waited for a merge begun after they came
+    take its answer (the HLS viewer count inside is shared for a while too:
+    `workersviewers.COUNT_FRESH`)."""
 
     async def route(req: Request) -> Answer:
         if req.method != "GET" or not (
-            req.path == "/metrics"
+            req.path == METRICS_PATH
             or req.path == STREAMS_API
             or req.path.startswith(STREAMS_API + "/")
         ):
@@ -252,32 +257,46 @@ def merged_route(ctx: WorkerContext, local: Route) -> Route:
         mine = await local(req)
         if not isinstance(mine, Response) or (mine.status >= 300 and mine.status != 404):
             return mine  # refused here (admin, bad name): the siblings would say the same
-        hls: dict[str, int] | None = None
+        arrived = latest[0]  # merges begun before this request came
+        async with merging:  # one merge at a time, so a flood of scrapes costs one each turn
+            number, target, answer = latest
+            if answer is not None and target == req.target and number > arrived:
+                return replace(answer, headers=list(answer.headers))  # begun after it came
+            latest[:] = [number + 1, req.target, None]
+            latest[2] = answer = await _merge(ctx, req, mine)
+            return answer
 
-        async def count_hls() -> None:
-            nonlocal hls
-            hls = await node_hls_viewers(ctx)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(count_hls)
-            answers, missing = await ask_siblings(ctx, req)
-        answers[ctx.index] = mine.body
-        if req.path == "/metrics":
-            texts = {i: body.decode(errors="replace") for i, body in answers.items()}
-            return Response(200, merge_metrics(texts, missing, hls), CONTENT_TYPE)
-        docs: dict[int, dict] = {}
-        for i, body in answers.items():
-            try:
-                doc = json.loads(body)
-            except ValueError:
-                missing[i] = "not JSON"
-                continue
-            if isinstance(doc, dict):
-                docs[i] = doc
-        doc, status = merge_streams_api(ctx, docs, missing, hls)
-        return Response.json(_clamp(doc), status)
-
+    merging = trio.Lock()
+    latest: list[Any] = [0, None, None]  # the last merge: its number, target and answer
     return route
+
+
+async def _merge(ctx: WorkerContext, req: Request, mine: Response) -> Response:
+    """`mine` and the siblings' answers to `req` as the node's."""
+    hls: dict[str, int] | None = None
+
+    async def count_hls() -> None:
+        nonlocal hls
+        hls = await node_hls_viewers(ctx)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(count_hls)
+        answers, missing = await ask_siblings(ctx, req)
+    answers[ctx.index] = mine.body
+    if req.path == METRICS_PATH:
+        texts = {i: body.decode(errors="replace") for i, body in answers.items()}
+        return Response(200, merge_metrics(texts, missing, hls), CONTENT_TYPE)
+    docs: dict[int, dict] = {}
+    for i, body in answers.items():
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            missing[i] = "not JSON"
+            continue
+        if isinstance(doc, dict):
+            docs[i] = doc
+    doc, status = merge_streams_api(ctx, docs, missing, hls)
+    return Response.json(_clamp(doc), status)
 
 
 SIBLING: ContextVar[bool] = ContextVar("livecdn_sibling", default=False)

@@ -3,8 +3,9 @@ several workers is an HLS viewer of each, so the merged numbers take, per stream
 of the workers' viewer keys (asked over the private ports, which need the run's secret)
 instead of the sum. Bounded: a worker lists at most MAX_KEYS keys; when one has more, or a
 worker does not answer, the merge keeps the sum (an over-count, as before). Listing MAX_KEYS
-keys holds a worker's loop for some milliseconds, so the heartbeats count every few
-seconds (`workersload.HLS_EVERY`); a /metrics or API scrape counts once per request."""
+keys holds a worker's loop for some milliseconds, so a worker counts at most once every
+COUNT_FRESH seconds, one count at a time: the /metrics and API requests and the heartbeats
+that come meanwhile wait for that count and share it (any stranger may GET /metrics)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ HLS_VIEWERS_PATH = "/_workers/hls-viewers"
 MAX_KEYS = 20_000
 """Viewer keys a worker lists at most (~30 bytes each)."""
 ASK_TIMEOUT = 2.0
+COUNT_FRESH = 1.5
+"""Seconds a node-wide count is reused for."""
 
 
 def viewer_keys(viewers: HlsViewers, now: float) -> dict:
@@ -62,8 +65,28 @@ async def hls_overlap(ctx: WorkerContext) -> dict[tuple[str, str], int]:
     return out
 
 
+class _Shared:
+    """The last count and when it was made; one count at a time."""
+
+    run: object = None
+    lock = trio.Lock()
+    at = float("-inf")
+    counted: dict[str, tuple[int, int]] | None = None
+
+
 async def _count(ctx: WorkerContext) -> dict[str, tuple[int, int]] | None:
-    """By "app/name": (viewers once, the sum of the workers' counts); None if unknown."""
+    """By "app/name": (viewers once, the sum of the workers' counts); None if unknown. The
+    last count while it is fresh; else one count, which those asking meanwhile share."""
+    if _Shared.run is not (run := trio.lowlevel.current_trio_token()):  # (a test's new run)
+        _Shared.run, _Shared.lock, _Shared.at = run, trio.Lock(), float("-inf")
+    async with _Shared.lock:
+        if trio.current_time() - _Shared.at >= COUNT_FRESH:
+            _Shared.counted = await _count_now(ctx)
+            _Shared.at = trio.current_time()
+        return _Shared.counted
+
+
+async def _count_now(ctx: WorkerContext) -> dict[str, tuple[int, int]] | None:
     docs: dict[int, dict] = {}
 
     async def ask(i: int) -> None:

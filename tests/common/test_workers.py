@@ -301,3 +301,79 @@ async def test_a_worker_started_while_the_node_began_draining_is_told_to_drain(
         await sup.run(signals, False)
     assert sup.workers[0].proc.returncode == -signal.SIGTERM  # drained, not stopped (SIGINT)
     assert sup.workers[1].proc.returncode == -signal.SIGTERM
+
+
+async def private_ports(nursery, asked: list[str]) -> WorkerContext:
+    """Worker 0's context, both workers' private ports served by one test server that
+    records what it is asked and answers after 0.2 s."""
+    import json
+
+    import trio
+
+    from common.serve.workersviewers import HLS_VIEWERS_PATH
+
+    async def worker_port(stream: trio.SocketStream) -> None:  # every worker's private port
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(4096)
+        target = data.split(b" ")[1].decode()
+        asked.append(target)
+        await trio.sleep(0.2)  # the scrapes below all come while this is being answered
+        doc = {"streams": {"live/a": ["k1"]}, "complete": True}
+        body = json.dumps(doc).encode() if target == HLS_VIEWERS_PATH else b""
+        if target == "/metrics":
+            body = exposition(1, 10, 0, 0).encode()
+        head = f"HTTP/1.1 200 OK\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+        await stream.send_all(head + body)
+
+    listeners = await nursery.start(trio.serve_tcp, worker_port, 0)
+    port = listeners[0].socket.getsockname()[1]
+    return WorkerContext(0, 2, [], -1, [port, port], "s3cret")
+
+
+async def test_concurrent_hls_counts_share_one(nursery) -> None:
+    import trio
+
+    from common.serve.workersviewers import HLS_VIEWERS_PATH, node_hls_viewers
+
+    asked: list[str] = []
+    ctx = await private_ports(nursery, asked)
+    counts: list[dict | None] = []
+
+    async def count() -> None:
+        counts.append(await node_hls_viewers(ctx))
+
+    async with trio.open_nursery() as counting:
+        for _ in range(10):
+            counting.start_soon(count)
+    assert counts == [{"live/a": 1}] * 10
+    assert asked.count(HLS_VIEWERS_PATH) == 2  # each worker listed its viewers once
+
+
+async def test_concurrent_scrapes_share_one_merge_and_one_hls_count(nursery) -> None:
+    import trio
+
+    from common.net.http import Request, Response
+    from common.serve.workermerge import merged_route
+    from common.serve.workersviewers import HLS_VIEWERS_PATH
+
+    asked: list[str] = []
+    ctx = await private_ports(nursery, asked)
+
+    async def local(req: Request) -> Response:
+        return Response(200, exposition(2, 20, 0, 0).encode())
+
+    route = merged_route(ctx, local)
+    req = Request("GET", "/metrics", "/metrics", {}, {}, b"", "203.0.113.9:1234")
+    bodies: list[bytes] = []
+
+    async def scrape() -> None:
+        bodies.append((await route(req)).body)
+
+    async with trio.open_nursery() as scrapes:
+        for _ in range(20):
+            scrapes.start_soon(scrape)
+    assert len(bodies) == 20 and len(set(bodies)) == 1
+    assert b'livecdn_viewers{protocol="flv"} 3.0' in bodies[0]
+    assert asked.count("/metrics") == 1  # one merge for 20 strangers' scrapes
+    assert asked.count(HLS_VIEWERS_PATH) == 2  # each worker listed its HLS viewers once
