@@ -115,3 +115,4 @@ def _adopt(fd: int) -> socket.socket:
 
 CURRENT = WorkerContext.from_env()
 """This process's worker context (None: not a worker, the node runs in one process)."""
+os.environ.pop(ENV, None)  # the run's secret is handed to no process this one starts

@@ -18,7 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.net.http import Request, Response, StreamingResponse, Upgrade
 from common.net.httpclient import fetch
+from common.net.logbudget import LogBudget
 from common.proto.paths import STREAMS_API
+from common.proto.streamkey import shown
 from common.serve.metrics import CONTENT_TYPE
 from common.serve.playgate import PlayGate, PlayRequest
 from common.serve.workerctx import SECRET_HEADER, WorkerContext
@@ -309,10 +311,16 @@ def private_route(ctx: WorkerContext, local: Route) -> Route:
     secret (in a header, never in the URL, so no log line or hook sees it), 403 for anyone
     else."""
 
+    refused = LogBudget(log, "requests refused on a worker's private port")
+
     async def route(req: Request) -> Answer:
         if not ctx.proves(req.headers):
-            log.info(
-                "refused %s %s on a worker's private port from %s", req.method, req.path, req.peer
+            refused.info(
+                trio.current_time(),
+                "refused %s %s on a worker's private port from %s",
+                req.method,
+                shown(req.path),
+                req.peer,
             )
             return Response.text(403, "a worker's private port serves only its siblings")
         SIBLING.set(True)  # this connection's task serves only siblings

@@ -118,6 +118,31 @@ def test_a_context_round_trips_through_the_environment(monkeypatch) -> None:
     assert WorkerContext.from_env() is None
 
 
+def test_a_worker_hands_the_runs_secret_to_no_child_process() -> None:
+    code = (
+        "import os; from common.serve import workerctx; "
+        "assert workerctx.CURRENT.secret == 's3cret'; "
+        "assert 'LIVECDN_WORKER' not in os.environ; print('ok')"
+    )
+    env = {**__import__("os").environ, "LIVECDN_WORKER": CTX.to_env()}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+async def test_strangers_on_a_private_port_are_refused_within_a_log_budget(caplog) -> None:
+    from common.net.http import Request, Response
+    from common.serve.workermerge import private_route
+
+    async def local(req: Request) -> Response:
+        raise AssertionError("a stranger got through")
+
+    route = private_route(CTX, local)
+    stranger = Request("GET", "/metrics", "/metrics", {}, {}, b"", "127.0.0.1:5555")
+    for _ in range(100):
+        assert (await route(stranger)).status == 403
+    assert len([r for r in caplog.records if "refused GET" in r.getMessage()]) <= 20
+
+
 def test_an_origin_refuses_workers_saying_why() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "origin", "--workers", "2"], capture_output=True, text=True
