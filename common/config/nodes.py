@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from common.config import checks, relayspec
 from common.config.model import ConfigError, setting
 from common.proto.controlauth import MIN_SECRET, check_secret
+from common.proto.fdbudget import body_files
 
 FD_RESERVE = 64
 """File descriptors kept back from connections (listeners, upstreams, files, the runtime)."""
@@ -22,9 +23,10 @@ def fd_limit() -> int:
 
 def connection_budget() -> int:
     """The most connections this process can hold: its descriptor limit less a reserve
-    (FD_RESERVE, or a quarter of a small limit), so a refusal comes before EMFILE."""
+    (FD_RESERVE, or a quarter of a small limit) and the memory files of shared bodies
+    (`body_files`), so a refusal comes before EMFILE."""
     limit = fd_limit()
-    return max(8, limit - min(FD_RESERVE, limit // 4))
+    return max(8, limit - min(FD_RESERVE, limit // 4) - body_files(limit))
 
 
 def default_max_connections() -> int:

@@ -14,7 +14,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import trio
 
 from common.net.conn import Conn, ConnClosed
-from common.net.sendfile import MIN_FILE_BYTES, MemFile, memfile_for, send_file_now, send_rest
+from common.net.sendfile import (
+    MIN_FILE_BYTES,
+    MemFile,
+    memfile_for,
+    send_file_now,
+    send_rest,
+    used,
+)
 from common.net.supervise import log_failure
 from common.net.tls import TlsConn
 from common.proto.cors import CorsPolicy
@@ -168,7 +175,9 @@ class SharedResponse(Response):
         """The body in a memory file for sendfile (made on first use), None for a small
         body or while it cannot have one."""
         got = self._file
-        if got is None:
+        if got:
+            used(self)
+        elif got is None:
             got = memfile_for(self, self.body)
             if got is not None:
                 self._file = got
@@ -230,9 +239,10 @@ async def serve_http(
             if got is None:
                 if parser.eof:
                     return
-                if after_response and not parser.buffered:
+                if after_response and plain and not parser.buffered:
                     # the next request comes after the peer has read this response: wait
-                    # for it rather than try (and fail) to receive it now
+                    # for it rather than try (and fail) to receive it now (not on TLS, whose
+                    # connection may hold requests already received and decrypted)
                     after_response = False
                     if conn.closed:
                         return

@@ -2,15 +2,20 @@
 memory file (`memfd_create`), then every viewer gets it with `sendfile`, which hands the
 file's pages to the socket without copying them through user space, as nginx does.
 
-The number of memory files open at once is bounded (`MAX_MEMFILES`): past it, or where
-memfd/sendfile are missing, bodies are written from memory as before.
+The number of memory files open at once is bounded (`common.proto.fdbudget.body_files`, a
+share of the descriptor limit that the connection budget leaves free): at the bound the body
+used least recently gives its file up, unless it was used within `KEEP_IN_USE` seconds (then
+the new body is written from memory: more bodies in use than files never makes a file per
+request). Where memfd/sendfile are missing, bodies are written from memory as before.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import resource
 import socket
+import time
 import weakref
 from collections import OrderedDict
 from typing import Protocol
@@ -18,10 +23,20 @@ from typing import Protocol
 import trio
 
 from common.net.conn import Conn, ConnClosed
+from common.proto.fdbudget import body_files
 
 MIN_FILE_BYTES = 64 * 1024
 """Smaller bodies (playlists) are written from memory: one sendmsg is cheaper."""
-MAX_MEMFILES = 256
+KEEP_IN_USE = 2.0
+"""A memory file used within this many seconds is not given up for a new body."""
+
+
+def _fd_limit() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+MAX_MEMFILES = body_files(_fd_limit())
 """Memory files open at once (each holds a descriptor and its body's pages)."""
 CHUNK = 1 << 20
 """At most this much per sendfile call."""
@@ -69,17 +84,31 @@ class FileOwner(Protocol):
         ...
 
 
-_owners: OrderedDict[weakref.ref[FileOwner], None] = OrderedDict()
-"""Holders of MemFiles, oldest first (dead ones leave by themselves)."""
+_owners: OrderedDict[weakref.ref[FileOwner], float] = OrderedDict()
+"""Holders of MemFiles and when each was last used, least recently used first (dead ones
+leave by themselves)."""
+
+
+def used(owner: FileOwner) -> None:
+    """`owner`'s MemFile serves a send now (it is kept over less recently used ones)."""
+    ref = weakref.ref(owner)  # equal to the registered ref while `owner` lives
+    if ref in _owners:
+        _owners[ref] = time.monotonic()
+        _owners.move_to_end(ref)
 
 
 def memfile_for(owner: FileOwner, body: bytes) -> MemFile | None:
-    """`body` in a new MemFile for `owner`, or None: small, unsupported, or it failed. At
-    MAX_MEMFILES the oldest holders give theirs up (sends under way keep theirs open)."""
+    """`body` in a new MemFile for `owner`, or None: small, unsupported, it failed, or every
+    file is in use. At MAX_MEMFILES the least recently used holder gives its file up if it
+    was not used within KEEP_IN_USE seconds (sends under way keep theirs open)."""
     if not _SUPPORTED or len(body) < MIN_FILE_BYTES:
         return None
+    now = time.monotonic()
     while MemFile.open_files >= MAX_MEMFILES and _owners:
-        ref, _ = _owners.popitem(last=False)
+        ref, last = next(iter(_owners.items()))
+        if now - last < KEEP_IN_USE:
+            return None
+        del _owners[ref]
         held = ref()
         if held is not None:
             held.drop_file()
@@ -90,7 +119,7 @@ def memfile_for(owner: FileOwner, body: bytes) -> MemFile | None:
     except OSError:
         return None
     ref = weakref.ref(owner, lambda r: _owners.pop(r, None))
-    _owners[ref] = None
+    _owners[ref] = now
     return made
 
 

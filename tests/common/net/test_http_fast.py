@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from functools import partial
 
 import pytest
 import trio
@@ -177,6 +178,7 @@ async def test_send_file_sends_exact_bytes_over_a_real_socket():
 
 async def test_memory_files_are_bounded_the_oldest_given_up(monkeypatch):
     monkeypatch.setattr(sendfile, "MAX_MEMFILES", sendfile.MemFile.open_files + 2)
+    monkeypatch.setattr(sendfile, "KEEP_IN_USE", 0.0)
     body = b"x" * sendfile.MIN_FILE_BYTES
     owners = [SharedResponse(200, body, "video/mp2t") for _ in range(4)]
     held = owners[0].file()  # a send under way holds it
@@ -187,3 +189,70 @@ async def test_memory_files_are_bounded_the_oldest_given_up(monkeypatch):
     assert owners[3].file() is not None and owners[2]._file is None
     assert sendfile.MemFile.open_files <= sendfile.MAX_MEMFILES
     assert SharedResponse(200, b"small", "text/plain").file() is None
+
+
+async def test_memory_files_in_use_are_not_given_up_for_new_bodies(monkeypatch):
+    """More hot bodies than files: a new body is written from memory rather than take the
+    file of one used just now (no file made and dropped per request), and the body used
+    least recently is the one that gives its file up."""
+    monkeypatch.setattr(sendfile, "MAX_MEMFILES", sendfile.MemFile.open_files + 2)
+    monkeypatch.setattr(sendfile, "KEEP_IN_USE", 3600.0)
+    body = b"x" * sendfile.MIN_FILE_BYTES
+    owners = [SharedResponse(200, body, "video/mp2t") for _ in range(3)]
+    first, second = owners[0].file(), owners[1].file()
+    assert first is not None and second is not None
+    assert owners[2].file() is None  # both in use: none given up
+    assert owners[0]._file is first and owners[1]._file is second
+    monkeypatch.setattr(sendfile, "KEEP_IN_USE", 0.0)
+    assert owners[0].file() is first  # used again: now the most recently used
+    del second  # no send holds it: given up, it closes at once
+    assert owners[2].file() is not None
+    assert owners[1]._file is None and owners[0]._file is first
+
+
+async def test_pipelined_requests_over_tls_are_all_answered(tmp_path):
+    """Requests a TLS connection has already received and decrypted are answered at once,
+    not after the peer sends more (the plain-socket wait for readability does not apply)."""
+    import socket
+    import ssl
+
+    from common.net.tls import server_context, tls_handler
+    from tests.tlscerts import make_certs
+
+    certs = make_certs(tmp_path)
+    size, n = 128, 128
+
+    def request(i: int) -> bytes:
+        base = f"GET /r{i:04d} HTTP/1.1\r\nhost: a\r\nx-pad: "
+        return (base + "p" * (size - len(base) - 4) + "\r\n\r\n").encode()
+
+    async def handler(req: Request) -> Response:
+        return Response(200, b"ok " + req.path.encode())
+
+    sock = listen_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    serve = tls_handler(
+        lambda c: serve_http(c, handler, HttpLimits(keepalive_timeout=30.0)),
+        server_context(certs.cert, certs.key),
+    )
+
+    def client() -> int:
+        ctx = ssl.create_default_context(cafile=str(certs.ca))
+        with ctx.wrap_socket(
+            socket.create_connection(("127.0.0.1", port)), server_hostname="localhost"
+        ) as s:
+            s.sendall(b"".join(request(i) for i in range(n)))
+            s.settimeout(20)
+            got = b""
+            while got.count(b"HTTP/1.1 200") < n:
+                data = s.recv(65536)
+                if not data:
+                    break
+                got += data
+            return got.count(b"HTTP/1.1 200")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(accept_loop, sock, serve, max_connections=4))
+        answered = await trio.to_thread.run_sync(client)
+        nursery.cancel_scope.cancel()
+    assert answered == n
