@@ -110,6 +110,7 @@ class HlsPlaylist:
     ended_at: float = 0.0
     extra_discontinuities: int = 0  # marked here, not by the stream's segment clock
     _rendered: tuple[tuple, bytes] | None = field(default=None, repr=False, compare=False)
+    _changes: int = field(default=0, repr=False, compare=False)  # bumped by add()/place()
 
     @property
     def next_seq(self) -> int:
@@ -151,6 +152,7 @@ class HlsPlaylist:
             self.target_duration = 0
         self.session = session
         self.first_seq = seq
+        self._changes += 1
         return had
 
     def add(self, seg: Segment) -> None:
@@ -160,6 +162,7 @@ class HlsPlaylist:
             raise ValueError(f"segment {seg.seq} added where {self.next_seq} comes next")
         self.ended = False
         self.segments.append(seg)
+        self._changes += 1
         self.target_duration = max(
             self.target_duration, math.ceil(self.target), nearest_second(seg.duration)
         )
@@ -184,13 +187,14 @@ class HlsPlaylist:
         )
 
     def rendered(self) -> bytes:
-        """`playlist()` encoded, rendered once per version and shared by every request."""
-        last = self.segments[-1] if self.segments else None
+        """`playlist()` encoded, rendered once per version and shared by every request.
+        The version counts add()/place() calls, never a segment's id(): a freed segment's
+        id can come back on the next one."""
         version = (
             self.session,
             self.first_seq,
             len(self.segments),
-            id(last),
+            self._changes,
             self.ended,
             self.target_duration,
             self.expired_discontinuities,

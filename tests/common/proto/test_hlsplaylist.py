@@ -125,3 +125,17 @@ def test_a_playlist_version_is_rendered_once_and_shared() -> None:
     assert second is not first and second == hls.playlist().encode()
     hls.ended = True
     assert hls.rendered() == hls.playlist().encode() and b"#EXT-X-ENDLIST" in hls.rendered()
+
+
+def test_a_restart_at_the_same_number_is_a_new_version() -> None:
+    # A playlist that starts over at the same number with one segment again must render
+    # anew, even when the new segment sits where the freed one did (the same object here
+    # stands for a freed segment's address reused by the next one).
+    hls = HlsPlaylist("live-demo", "s1", target=2.0, window=3, keep=1)
+    seg = hls.append(b"a", 2.0, discontinuity=False)
+    before = hls.rendered()
+    assert hls.place(seg.seq, "s1")
+    seg.duration, seg.discontinuity = 1.0, True
+    hls.add(seg)
+    after = hls.rendered()
+    assert after == hls.playlist().encode() and after != before
