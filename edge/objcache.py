@@ -300,7 +300,7 @@ class ObjectCache:
             cache_control or "",
             now,
             expires_at,
-            stale_until=expires_at + stale_while_revalidate(cache_control),
+            stale_until=expires_at + stale_while_revalidate(cache_control, ttl),
             response=SharedResponse(200, body, content_type, headers),
         )
 

@@ -37,10 +37,17 @@ def freshness_lifetime(cache_control: str | None, default_ttl: float) -> float:
     return default_ttl
 
 
-def stale_while_revalidate(cache_control: str | None) -> float:
+MAX_STALE_WHILE_REVALIDATE = 60.0  # seconds; a parent cannot make us serve stale for longer
+
+
+def stale_while_revalidate(cache_control: str | None, lifetime: float | None = None) -> float:
     """Seconds past its freshness a response may still be served while one refresh runs
     (RFC 5861 `stale-while-revalidate`; 0 without a well-formed one, or with `no-store`,
-    `no-cache` or `private`)."""
+    `no-cache` or `private`).
+
+    Capped at `MAX_STALE_WHILE_REVALIDATE` and at the response's freshness `lifetime` when
+    given, so a parent that is down (or sends a huge value) gets us to fail over or answer
+    502 soon, instead of serving a stale live playlist for ever."""
     if not cache_control:
         return 0.0
     directives = parse_cache_control(cache_control)
@@ -48,5 +55,8 @@ def stale_while_revalidate(cache_control: str | None) -> float:
         return 0.0
     for name, value in directives:
         if name == "stale-while-revalidate" and value and value.isascii() and value.isdigit():
-            return float(value)
+            cap = MAX_STALE_WHILE_REVALIDATE
+            if lifetime is not None:
+                cap = min(cap, max(lifetime, 0.0))
+            return min(float(value), cap)
     return 0.0

@@ -69,3 +69,18 @@ def test_freshness_lifetime_never_fails(value):
 )
 def test_stale_while_revalidate(value, seconds):
     assert stale_while_revalidate(value) == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "lifetime", "seconds"),
+    [
+        ("stale-while-revalidate=99999999999", None, 60.0),
+        ("max-age=10, stale-while-revalidate=99999999999", 10.0, 10.0),
+        ("max-age=1, stale-while-revalidate=2", 1.0, 1.0),
+        ("max-age=300, stale-while-revalidate=600", 300.0, 60.0),
+        ("max-age=0, stale-while-revalidate=5", 0.0, 0.0),
+    ],
+)
+def test_stale_while_revalidate_is_capped(value, lifetime, seconds):
+    # A parent's value is honoured only up to a minute and up to the freshness lifetime.
+    assert stale_while_revalidate(value, lifetime) == seconds
