@@ -44,6 +44,8 @@ class HlsObjects(TypedDict):
 
 
 MAX_MEMO = 4096
+MAX_MEMO_AGENT = 512
+"""User agents longer than this are keyed each time, not memoized (memo bounded small)."""
 """Request targets (and clients) whose parse the fast lane keeps; the table is emptied when
 full (the targets come from viewers)."""
 
@@ -62,6 +64,28 @@ def newest_uri(playlist: bytes) -> str | None:
 
 HLS_FETCH_SLACK = 10.0
 """Seconds an HLS fetch from a parent may take beyond connect_timeout."""
+
+
+class ClientMemo:
+    """`client_key`, memoized (a viewer asks again and again): at most `MAX_MEMO` keys,
+    none with an agent longer than `MAX_MEMO_AGENT`, so the memo stays a few MB whatever
+    agents clients send."""
+
+    def __init__(self) -> None:
+        self._keys: dict[tuple[str, str], str] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __call__(self, peer: str, agent: str) -> str:
+        if len(agent) > MAX_MEMO_AGENT:
+            return client_key(peer, agent)
+        client = self._keys.get((peer, agent))
+        if client is None:
+            if len(self._keys) >= MAX_MEMO:
+                self._keys.clear()
+            client = self._keys[(peer, agent)] = client_key(peer, agent)
+        return client
 
 
 class HlsProxy:
@@ -109,7 +133,7 @@ class HlsProxy:
         self.cache = ObjectCache(self._fetch, max_bytes=cache_bytes, negative_ttl=not_found_ttl)
         self._targets: dict[str, tuple[str, tuple[str, str]]] = {}
         """Fast lane: request target -> (cache path, stream)."""
-        self._clients: dict[tuple[str, str], str] = {}
+        self._client = ClientMemo()
         """Fast lane: (peer, user agent) -> HLS viewer key."""
 
     def fast(
@@ -224,15 +248,6 @@ class HlsProxy:
                 self.bytes_out += len(shared.body)
             return shared
         return self._deliver(req, target, klass, shared.as_response())
-
-    def _client(self, peer: str, agent: str) -> str:
-        """`client_key`, memoized (a viewer asks again and again)."""
-        client = self._clients.get((peer, agent))
-        if client is None:
-            if len(self._clients) >= MAX_MEMO:
-                self._clients.clear()
-            client = self._clients[(peer, agent)] = client_key(peer, agent)
-        return client
 
     async def _packaged(
         self, req: Request, target: HlsTarget, klass: str | None
