@@ -264,6 +264,8 @@ class Fanout:
         wall clock, which a busy machine stretches while the node waits for a core."""
         self.players: set[Player] = set()
         self.flushes = 0
+        self._idle_paced: set[Player] = set()
+        """Paced players parked until new frames come (`run` wakes them after each flush)."""
 
     def close(self) -> None:
         """End the stream: every player sends what is left, then its end, and stops."""
@@ -297,6 +299,10 @@ class Fanout:
             t0 = self.timer()
             await self._flush()
             self.flushes += 1
+            if self._idle_paced:
+                idle, self._idle_paced = self._idle_paced, set()
+                for player in idle:
+                    player.wake()
             pause = self.pause_after(self.timer() - t0)
             idle_at = trio.current_time() + self.batch  # nothing new by then: write at once
         for player in self.players:
@@ -408,7 +414,13 @@ class Fanout:
         while not stream.closed:
             frames = stream.pending(player.reader, limit=PACED_FRAMES)
             if not frames:
-                await stream.wait_beyond(player.reader.cursor)
+                # Parked, not waiting on the stream: a watching player reads its socket
+                # meanwhile, so a viewer that leaves an idle stream is gone at once.
+                self._idle_paced.add(player)
+                try:
+                    await player.park()
+                finally:
+                    self._idle_paced.discard(player)
                 continue
             parts = player.parts(frames)
             size = sum(len(p) for p in parts)
