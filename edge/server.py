@@ -33,7 +33,7 @@ from common.serve.refusal import Refusal
 from common.serve.reload import Rerun
 from common.serve.snapshot import IMAGE_TYPES, Snapshots
 from common.serve.workerctx import CURRENT
-from common.serve.workermerge import SIBLING
+from common.serve.workermerge import is_sibling
 from common.serve.workershls import SiblingObjects, not_for_siblings
 from common.serve.workersload import SiblingLoad
 from common.serve.workerspull import open_sibling_feed
@@ -251,7 +251,7 @@ class Edge:
             return await self.snapshots.respond(req, key, media, self._snapshot_source)
         if media in (Media.PLAYLIST, Media.SEGMENT):
             return await self.hls.handle(req)
-        if req.path == HLS_VIEWERS_PATH and SIBLING.get():  # on a worker's private port
+        if req.path == HLS_VIEWERS_PATH and is_sibling():  # on a worker's private port
             return Response.json(viewer_keys(self.hls_store.viewers, trio.current_time()))
         if req.path.startswith("/api/") and (refused := not_a_read(req)):
             return refused  # an edge's API only reads

@@ -301,9 +301,17 @@ async def _merge(ctx: WorkerContext, req: Request, mine: Response) -> Response:
     return Response.json(_clamp(doc), status)
 
 
-SIBLING: ContextVar[bool] = ContextVar("livecdn_sibling", default=False)
-"""Set in a private port's connection task once a request proved the run's secret: its plays
-are a sibling worker's pulls."""
+SIBLING: ContextVar[trio.lowlevel.Task | None] = ContextVar("livecdn_sibling", default=None)
+"""The private port's connection task that proved the run's secret (its plays are a sibling
+worker's pulls). A task, not a flag: trio copies the context into every task spawned from
+it (a cache fill, an upstream pull), and those must not count as serving a sibling."""
+
+
+def is_sibling() -> bool:
+    """Whether the running task serves a sibling's request on a private port (only the
+    connection's own task does, never a task it started)."""
+    task = SIBLING.get()
+    return task is not None and task is trio.lowlevel.current_task()
 
 
 def private_route(ctx: WorkerContext, local: Route) -> Route:
@@ -323,7 +331,7 @@ def private_route(ctx: WorkerContext, local: Route) -> Route:
                 req.peer,
             )
             return Response.text(403, "a worker's private port serves only its siblings")
-        SIBLING.set(True)  # this connection's task serves only siblings
+        SIBLING.set(trio.lowlevel.current_task())  # this connection's task serves siblings
         return await local(req)
 
     return route
@@ -336,11 +344,11 @@ def exempt_siblings(gate: PlayGate) -> None:
     admit, ended = gate.admit, gate.ended
 
     async def sibling_admit(req: PlayRequest) -> None:
-        if not SIBLING.get():
+        if not is_sibling():
             await admit(req)
 
     def sibling_ended(req: PlayRequest) -> None:
-        if not SIBLING.get():
+        if not is_sibling():
             ended(req)
 
     gate.admit = sibling_admit  # type: ignore[method-assign]

@@ -14,7 +14,7 @@ import trio
 
 from common.net.httpclient import FetchResult, fetch
 from common.serve.workerctx import SECRET_HEADER, WorkerContext
-from common.serve.workermerge import SIBLING
+from common.serve.workermerge import is_sibling
 
 log = logging.getLogger("livecdn.workers")
 
@@ -79,6 +79,6 @@ def not_for_siblings(fn: Callable[P, R], instead: R) -> Callable[P, R]:
     sibling's HLS requests are not viewers, its pulls belong to no viewer class."""
 
     def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
-        return instead if SIBLING.get() else fn(*args, **kwargs)
+        return instead if is_sibling() else fn(*args, **kwargs)
 
     return wrapped
