@@ -25,6 +25,7 @@ from common.serve.hlsviewers import HlsViewers, client_key
 from common.serve.metrics import NodeMetrics
 from common.serve.playgate import PlayProtocol, PlayRequest
 from common.serve.refusal import Refusal
+from common.serve.workermerge import is_sibling
 from edge.failover import ParentFailover
 from edge.hlspackage import EdgePackagers
 from edge.objcache import FetchError, ObjectCache
@@ -243,6 +244,10 @@ class HlsProxy:
         self.viewers.seen((key.app, key.name), client, trio.current_time())
         shared = obj.response
         assert shared is not None  # every 200 has one
+        if is_sibling():  # worker i > 0 keeps it: tell it how old this copy is
+            sibling = shared.as_response()
+            sibling.headers.append(("age", str(obj.age_at(trio.current_time()))))
+            return sibling
         if klass is None and not req.query:  # nothing to add or pace: the shared answer
             if req.method == "GET":
                 self.bytes_out += len(shared.body)

@@ -8,7 +8,8 @@ fetch; the fetch runs in the cache's own nursery, so a viewer that disconnects m
 cancels only its own wait, never the fetch the other viewers are waiting on.
 
 Freshness follows the parent's Cache-Control (`s-maxage`/`max-age`; `no-store`, `no-cache`
-and `private` mean "serve to this fetch's waiters, do not keep"); a parent 404 becomes a
+and `private` mean "serve to this fetch's waiters, do not keep"), less the `Age` the parent
+says it had already spent in caches; a parent 404 becomes a
 short negative entry. Bodies are kept in an LRU bounded by bytes (and by entry count);
 negative entries are bounded by their own count and each costs `NEGATIVE_ENTRY_BYTES` (plus
 its path) of the byte budget, since their paths come from viewers. Fetches in flight are
@@ -28,7 +29,7 @@ import trio
 
 from common.net.http import SharedResponse
 from common.net.httpclient import FetchResult
-from common.proto.httpcache import freshness_lifetime, stale_while_revalidate
+from common.proto.httpcache import age_of, freshness_lifetime, stale_while_revalidate
 
 log = logging.getLogger("livecdn.edge")
 
@@ -61,10 +62,16 @@ class CachedObject:
     stale-while-revalidate)."""
     response: SharedResponse | None = field(default=None, compare=False, repr=False)
     """The 200 as viewers get it: head built once, body shared (None for a 404)."""
+    age: float = 0.0
+    """Seconds it had spent in caches when fetched (the parent's `Age`)."""
 
     def fresh(self, now: float) -> bool:
         """Whether the object may still be served from the cache at `now`."""
         return now < self.expires_at
+
+    def age_at(self, now: float) -> int:
+        """Its `Age` at `now`: seconds since its parent's origin made it, as far as known."""
+        return int(self.age + max(0.0, now - self.fetched_at))
 
 
 @dataclass
@@ -281,15 +288,18 @@ class ObjectCache:
         content_type = _safe_header(headers.get("content-type")) or DEFAULT_CONTENT_TYPE
         cache_control = _safe_header(headers.get("cache-control"))
         now = trio.current_time()
+        age = 0.0
         if status == 200:
             ttl = freshness_lifetime(cache_control, self.default_ttl)
+            age = age_of(_safe_header(headers.get("age")))
             body = bytes(body)
         elif status == 404:
             ttl = self.negative_ttl
             body = b""
         else:
             return None
-        expires_at = now + ttl if ttl > 0 else now
+        left = ttl - age  # an older copy (e.g. from worker 0) is fresh for less
+        expires_at = now + left if left > 0 else now
         if status != 200:
             return CachedObject(status, body, content_type, cache_control or "", now, expires_at)
         headers = [("cache-control", cache_control)] if cache_control else []
@@ -302,6 +312,7 @@ class ObjectCache:
             expires_at,
             stale_until=expires_at + stale_while_revalidate(cache_control, ttl),
             response=SharedResponse(200, body, content_type, headers),
+            age=age,
         )
 
     @staticmethod

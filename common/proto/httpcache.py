@@ -37,6 +37,15 @@ def freshness_lifetime(cache_control: str | None, default_ttl: float) -> float:
     return default_ttl
 
 
+def age_of(value: str | None) -> float:
+    """Seconds an `Age` header says a response has spent in caches already (0 without a
+    well-formed one)."""
+    if value is None:
+        return 0.0
+    value = value.strip()
+    return float(value) if value and value.isascii() and value.isdigit() else 0.0
+
+
 MAX_STALE_WHILE_REVALIDATE = 60.0  # seconds; a parent cannot make us serve stale for longer
 
 

@@ -627,3 +627,27 @@ async def test_a_cached_200_carries_its_shared_response(autojump_clock, nursery)
     assert cache.peek("/live/a/none.ts") is None
     assert (await cache.get("/live/a/none.ts")).response is None  # a 404: none
     assert cache.peek("/live/a/none.ts", negative=False) is None
+
+
+async def test_an_age_from_the_parent_shortens_freshness(autojump_clock, nursery):
+    # A copy already 3 s old (e.g. worker 0's answer to a sibling) is fresh for 1 s more
+    # of its max-age=4, its stale-while-revalidate counted from then, and says how old.
+    parent = FakeParent(delay=0)
+    parent.put(SEG, b"v1", cache_control="max-age=4, stale-while-revalidate=2")
+    parent.responses[SEG].headers["age"] = "3"
+    cache = await start(nursery, parent)
+    t0 = trio.current_time()
+    first = await cache.get(SEG)
+    assert first.expires_at == t0 + 1 and first.stale_until == t0 + 3
+    assert first.age_at(t0) == 3
+    await trio.sleep(2)
+    assert first.age_at(trio.current_time()) == 5
+
+
+async def test_an_age_past_the_max_age_is_not_kept(autojump_clock, nursery):
+    parent = FakeParent(delay=0)
+    parent.put(SEG, b"v1", cache_control="max-age=4")
+    parent.responses[SEG].headers["age"] = "9"
+    cache = await start(nursery, parent)
+    assert (await cache.get(SEG)).body == b"v1"  # answered, but too old to keep
+    assert paths(cache) == []
