@@ -15,9 +15,9 @@ import trio
 
 from common.media.segmenter import SegmentSpec
 from common.media.stream import Stream
-from common.net.http import Request, Response
+from common.net.http import Request, Response, SharedResponse
 from common.net.supervise import contained, describe, log_failure, supervise
-from common.proto.hlsplaylist import HlsPlaylist
+from common.proto.hlsplaylist import HlsPlaylist, Segment
 from common.proto.paths import HlsTarget, Media
 from common.serve.hlsdir import DirWriter
 from common.serve.hlsviewers import HlsViewers, client_key
@@ -91,6 +91,9 @@ class HlsStore:
         self._failing: dict[tuple[Failure, tuple[str, str]], _Failing] = {}
         self._first_segment: dict[tuple[str, str], trio.Event] = {}
         """Set when a playlist without segments gets its first (playlist requests wait)."""
+        self._shared: dict[tuple[str, str], dict[str, tuple[Segment, SharedResponse]]] = {}
+        """Each stream's segments as shared responses (head built once, body sent with
+        sendfile), only those still in its playlist's window."""
 
     def register_metrics(self, mt: NodeMetrics) -> None:
         """Export the packagers' and HLS requests' counters."""
@@ -194,6 +197,7 @@ class HlsStore:
             and trio.current_time() >= playlist.ended_at + s.grace  # as the sleep sums it
         ):
             del self.playlists[key]
+            self._shared.pop(key, None)
             self._first_segment.pop(key, None)
             for kind in (Failure.WRITE, Failure.MUX):
                 self._failing.pop((kind, key), None)
@@ -203,6 +207,7 @@ class HlsStore:
         if key in self._packagers:
             return
         self.playlists.pop(key, None)
+        self._shared.pop(key, None)
         first = self._first_segment.pop(key, None)
         if first is not None:
             first.set()
@@ -294,9 +299,20 @@ class HlsStore:
         if seg is None:
             return Response.text(404, f"segment {target.file} is not (or no longer) available")
         self.viewers.seen(key, client, trio.current_time())
-        return Response(
-            200,
-            seg.data,
-            SEGMENT_TYPE,
-            [("cache-control", SEGMENT_CACHE)],
-        )
+        return self._segment_response(key, playlist, seg)
+
+    def _segment_response(
+        self, key: tuple[str, str], playlist: HlsPlaylist, seg: Segment
+    ) -> SharedResponse:
+        """`seg`'s one shared response (never changed: a viewer class paces its body);
+        made on first request, forgotten once the segment leaves the window."""
+        shared = self._shared.setdefault(key, {})
+        held = shared.get(seg.uri)
+        if held is not None and held[0] is seg:
+            return held[1]
+        if len(shared) >= len(playlist.segments):
+            for uri in [u for u, (old, _) in shared.items() if playlist.segment(u) is not old]:
+                del shared[uri]
+        resp = SharedResponse(200, seg.data, SEGMENT_TYPE, [("cache-control", SEGMENT_CACHE)])
+        shared[seg.uri] = (seg, resp)
+        return resp

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import OrderedDict
 from functools import partial
 
 import pytest
@@ -177,6 +178,7 @@ async def test_send_file_sends_exact_bytes_over_a_real_socket():
 
 
 async def test_memory_files_are_bounded_the_oldest_given_up(monkeypatch):
+    monkeypatch.setattr(sendfile, "_owners", OrderedDict())  # only this test's holders
     monkeypatch.setattr(sendfile, "MAX_MEMFILES", sendfile.MemFile.open_files + 2)
     monkeypatch.setattr(sendfile, "KEEP_IN_USE", 0.0)
     body = b"x" * sendfile.MIN_FILE_BYTES
@@ -195,6 +197,7 @@ async def test_memory_files_in_use_are_not_given_up_for_new_bodies(monkeypatch):
     """More hot bodies than files: a new body is written from memory rather than take the
     file of one used just now (no file made and dropped per request), and the body used
     least recently is the one that gives its file up."""
+    monkeypatch.setattr(sendfile, "_owners", OrderedDict())  # only this test's holders
     monkeypatch.setattr(sendfile, "MAX_MEMFILES", sendfile.MemFile.open_files + 2)
     monkeypatch.setattr(sendfile, "KEEP_IN_USE", 3600.0)
     body = b"x" * sendfile.MIN_FILE_BYTES
