@@ -106,6 +106,17 @@ class RequestParser:
         return head, body
 
 
+def _add_header(headers: dict[str, str], key: str, text: str) -> None:
+    """Add one header field; a repeated field joins the first with ", " (RFC 9110 5.3),
+    except Content-Length and Host, which must not repeat (a 400)."""
+    if key in headers:
+        if key in ("content-length", "host"):
+            raise HttpError(400, f"duplicate {key} header")
+        headers[key] += ", " + text
+    else:
+        headers[key] = text
+
+
 def parse_head(raw: bytes) -> RequestHead:
     """Parse a request line and header fields (without the final CRLFCRLF)."""
     lines = raw.split(b"\r\n")
@@ -134,14 +145,7 @@ def parse_head(raw: bytes) -> RequestHead:
         # all well-formed (the common case): checked at once, decoded at once
         for line in block.decode("latin-1").split("\r\n"):
             name, _, text = line.partition(":")
-            key = name.lower()
-            text = text.strip(" \t")
-            if key in headers:
-                if key in ("content-length", "host"):
-                    raise HttpError(400, f"duplicate {key} header")
-                headers[key] += ", " + text
-            else:
-                headers[key] = text
+            _add_header(headers, name.lower(), text.strip(" \t"))
         fields = []
     for line in fields:
         name, sep, value = line.partition(b":")
@@ -150,14 +154,7 @@ def parse_head(raw: bytes) -> RequestHead:
         value = value.strip(b" \t")
         if not _FIELD_VALUE.fullmatch(value):
             raise HttpError(400, "invalid characters in a header value")
-        key = name.decode("ascii").lower()
-        text = value.decode("latin-1")
-        if key in headers:
-            if key in ("content-length", "host"):
-                raise HttpError(400, f"duplicate {key} header")
-            headers[key] += ", " + text
-        else:
-            headers[key] = text
+        _add_header(headers, name.decode("ascii").lower(), value.decode("latin-1"))
     if "transfer-encoding" in headers:
         raise HttpError(501, "request bodies with Transfer-Encoding are not supported")
     length_text = headers.get("content-length", "0")

@@ -177,13 +177,19 @@ class FlvFeed:
 
     @classmethod
     async def open(
-        cls, parent: str, app: str, name: str, tls: ssl.SSLContext | None = None, query: str = ""
+        cls,
+        parent: str,
+        app: str,
+        name: str,
+        tls: ssl.SSLContext | None = None,
+        query: str = "",
+        headers: list[tuple[str, str]] | None = None,
     ) -> FlvFeed:
-        """GET the stream (with `query`); NotFound on 404, ParentError on anything else but
-        200."""
+        """GET the stream (with `query`, and `headers` if given); NotFound on 404,
+        ParentError on anything else but 200 (the messages name the URL)."""
         url = upstream_url(parent, app, name, ".flv", query)
         try:
-            resp = await open_request("GET", url, tls=tls)
+            resp = await open_request("GET", url, tls=tls, headers=headers)
         except OSError as exc:
             raise ParentError(f"cannot GET {url}: {exc}", Failure.CONNECT) from exc
         except HttpClientError as exc:
