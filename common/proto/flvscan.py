@@ -26,6 +26,8 @@ _TAG = struct.Struct(">II")  # type << 24 | size, ts24 << 8 | ts_ext
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _BOUNDARY = re.compile(rb"\r\n([0-9A-Fa-f]{1,16})\r\n")
 """Between two chunks: the CRLF after one's data, the next one's size line."""
+_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
+"""A chunk's size line without extensions (what servers send)."""
 MAX_LINE = 1024
 """Longest chunk size or trailer line a chunked body may have."""
 
@@ -277,7 +279,11 @@ class ChunkedFlvScanner:
                     raise ProtocolError("data after the end of the body")
             return n
         body = 0
-        walk = self.flv.walk
+        flv = self.flv
+        if flv.keyed and not (self._left or self._crlf or self._line or self._trailer
+                              or flv._head or flv._skip):  # fmt: skip
+            body, pos = self._whole_chunks(data, pos, end)
+        walk = flv.walk
         boundary = _BOUNDARY.match
         while pos < end:
             left = self._left
@@ -335,6 +341,44 @@ class ChunkedFlvScanner:
             else:
                 self._left = size
         return body
+
+    def _whole_chunks(self, data, pos: int, end: int) -> tuple[int, int]:
+        """The common case, once the stream plays: whole chunks (size line, data, CRLF)
+        that each hold whole audio/video tags, as servers write them. Scans them in one
+        loop; stops (body bytes, position) at the first that is not so (a split or
+        script tag, an extension, a malformed one), for `feed`'s general path."""
+        flv = self.flv
+        size_line = _SIZE_LINE.match
+        unpack = _TAG.unpack_from
+        max_size = flv.max_tag_size
+        first, last = flv.first, flv.last
+        body = 0
+        while True:
+            m = size_line(data, pos, end)
+            if m is None:
+                break
+            start = m.end()
+            size = int(m.group(1), 16)
+            stop = start + size
+            if not size or stop + 2 > end or data[stop] != 13 or data[stop + 1] != 10:
+                break
+            p, f, last_ = start, first, last
+            while stop - p >= 15:
+                w0, w1 = unpack(data, p)
+                tag_type = w0 >> 24
+                if (tag_type != 9 and tag_type != 8) or w0 & 0xFFFFFF > max_size:
+                    break
+                p += 15 + (w0 & 0xFFFFFF)
+                if f is None:
+                    f = w1
+                last_ = w1
+            if p != stop:
+                break
+            first, last = f, last_
+            body += size
+            pos = stop + 2
+        flv.first, flv.last = first, last
+        return body, pos
 
     def eof(self) -> None:
         """The connection closed: ProtocolError unless the body may end so."""

@@ -131,33 +131,71 @@ class RtmpPlayScanner:
                 return 0
             self._rest = b""
             pos += used - len(rest)
+        media = 0
+        flv = self.flv
+        streams = self._streams
+        unpack = _HEAD.unpack_from
+        chunk_size = self.chunk_size
+        cur, chunk_left = self._cur, self._chunk_left
         while True:
-            left = self._chunk_left
-            if left:
-                st = self._cur
-                n = left if end - pos >= left else end - pos
+            if chunk_left:  # a chunk's payload
+                st = cur
+                n = chunk_left if end - pos >= chunk_left else end - pos
                 body = st.body
-                if st.type_id == 8 or st.type_id == 9:
-                    self._media += n
+                t = st.type_id
+                if t == 8 or t == 9:
+                    media += n
                     if body is not None and len(body) < 2:  # classify media before a keyframe
                         body += data[pos : pos + min(n, 2 - len(body))]
                 elif body is not None:
                     body += data[pos : pos + n]
                 pos += n
                 st.left -= n
-                self._chunk_left = left - n
-                if left > n:
+                chunk_left -= n
+                if chunk_left:
                     break
                 if not st.left:
-                    self._message(st)
+                    if (t == 8 or t == 9) and body is None:  # playing: no body kept
+                        flv.media(t, st.ts, 0, 0, st.length)
+                    else:
+                        self._cur, self._chunk_left = cur, 0
+                        self._message(st)
+                        cur, chunk_left = self._cur, self._chunk_left
+                        chunk_size = self.chunk_size
                 continue
             if pos >= end:
                 break
+            b0 = data[pos]
+            st = streams.get(b0 & 0x3F) if b0 & 0x3E else None  # csid >= 2
+            if st is not None and not st.extended:  # the common headers, inline
+                fmt, left = b0 >> 6, st.left
+                if fmt == 3 and left:  # the next chunk of a message
+                    cur = st
+                    chunk_left = left if left < chunk_size else chunk_size
+                    pos += 1
+                    continue
+                if fmt < 2 and not left and end - pos >= 12 - 4 * fmt:  # a new audio/video one
+                    w0, w1 = unpack(data, pos)
+                    ts, t, left = w0 & 0xFFFFFF, w1 & 0xFF, w1 >> 8
+                    if ts != 0xFFFFFF and (t == 8 or t == 9) and left:
+                        st.type_id, st.length, st.delta = t, left, ts
+                        st.ts = ts if fmt == 0 else (st.ts + ts) & 0xFFFFFFFF
+                        st.body = None if flv.keyed else bytearray()
+                        st.left = left
+                        cur = st
+                        chunk_left = left if left < chunk_size else chunk_size
+                        pos += 12 - 4 * fmt
+                        continue
+            self._cur, self._chunk_left = cur, chunk_left
             used = self._header(data, pos, end)
+            cur, chunk_left = self._cur, self._chunk_left
+            chunk_size = self.chunk_size
             if not used:
                 self._rest = bytes(data[pos:end])
                 break
             pos += used
+        self._cur, self._chunk_left = cur, chunk_left
+        self._media += media
         if self.ack_window and self.received - self.last_ack >= self.ack_window:
             self.last_ack = self.received
             self._send(m.CSID_CONTROL, m.ACKNOWLEDGEMENT, m.u32(self.received & 0xFFFFFFFF))

@@ -60,6 +60,28 @@ class PlaybackBuffer:
             self._media_end = end
         self._check_start(now)
 
+    def on_span(self, first: float, last: float, now: float) -> None:
+        """Media from timestamp `first` to `last` arrived together at `now`: the same as
+        `on_media(first, now)` then `on_media(last, now)`, in one step while it plays on
+        and neither is a jump."""
+        prev = self._last_ts
+        if self._playing:
+            self.advance(now)
+        if (
+            not self._playing
+            or prev is None
+            or not (-JUMP_S <= first - prev <= JUMP_S and -JUMP_S <= last - first <= JUMP_S)
+        ):
+            self.on_media(first, now)
+            if last != first:
+                self.on_media(last, now)
+            return
+        end = first if first > last else last  # playing on: nothing else changes
+        if end > self._media_end:
+            self.received_s += end - self._media_end
+            self._media_end = end
+        self._last_ts = last
+
     def _check_start(self, now: float) -> None:
         if self._playing:
             return

@@ -422,16 +422,28 @@ class SimPlayer:
         """Media that arrived together: the buffer learns its first and last timestamps
         (one update per read, not per frame); then the clock stamps among it."""
         if scan.first_ts is not None:
-            self._media_span(scan.first_ts, scan.last_ts, now, scan.keyframe_ts is not None)
+            self._media_span(scan.first_ts / 1000.0, scan.last_ts / 1000.0, now,
+                             scan.keyframe_ts is not None)  # fmt: skip
         for ts, body in scan.scripts:
             wall = read_stamp(body)
             if wall is not None:
                 self._stamp(wall, ts / 1000.0, now)
 
-    def _media_span(self, first: int, last: int, now: float, video: bool) -> None:
-        self._media(first / 1000.0, now, video)
+    def _span(self, first: int, last: int, now: float) -> None:
+        """Audio/video tags from header word `first` to `last` (ts24 << 8 | ts_ext, as
+        `FlvScanner` keeps them; no keyframe among them) arrived at `now`."""
+        f = (first >> 8 | (first & 0xFF) << 24) / 1000.0
+        t = (last >> 8 | (last & 0xFF) << 24) / 1000.0
+        r = self.result
+        if r.state is PlayerState.PLAYING and r.ttff_s is not None:
+            self.buffer.on_span(f, t, now)  # the common case: only the buffer changes
+        else:
+            self._media_span(f, t, now, False)
+
+    def _media_span(self, first: float, last: float, now: float, video: bool) -> None:
+        self._media(first, now, video)
         if last != first:
-            self._media(last / 1000.0, now, video)
+            self._media(last, now, video)
 
     async def _play_rtmp(self) -> None:
         t = self.target

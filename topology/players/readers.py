@@ -59,7 +59,12 @@ class FlvReader:
         if got:
             player = self.player
             player.result.bytes += got
-            player._scanned(self.flv.take(), now)
+            flv = self.flv
+            if flv.first is not None and not flv.scripts and flv.keyframe_ts is None:
+                player._span(flv.first, flv.last, now)  # the common case: media only
+                flv.first = None
+            else:
+                player._scanned(flv.take(), now)
         return self.body.done
 
     def _eof(self) -> bool:
@@ -110,7 +115,12 @@ class RtmpReader:
         if rtmp._out:
             self.conn.write(rtmp.replies())
         flv = self.flv
-        if flv.first is not None or flv.scripts:
+        if flv.first is not None and not flv.scripts and flv.keyframe_ts is None:
+            player = self.player
+            player.result.bytes += media
+            player._span(flv.first, flv.last, now)  # the common case: media only
+            flv.first = None
+        elif flv.first is not None or flv.scripts:
             player = self.player
             player.result.bytes += media
             player._scanned(flv.take(), now)

@@ -145,3 +145,45 @@ def test_arbitrary_bytes_raise_only_protocol_errors(data, cuts, prefix) -> None:
         for a, b in pieces(body, cuts):
             reader.feed(bytearray(body), a, b)
         reader.eof()
+
+
+def tag_chunks(raw_tags: list[bytes], group: list[int]) -> bytes:
+    """Whole tags in chunks of `group` tags each (cycled), as servers write them; the FLV
+    file header in a chunk of its own."""
+    head = flv.file_header(audio=True, video=True)
+    out, i, k = [b"%x\r\n" % len(head) + head + b"\r\n"], 0, 0
+    while i < len(raw_tags):
+        n = group[k % len(group)] if group else 1
+        k += 1
+        piece = b"".join(raw_tags[i : i + n])
+        i += n
+        out.append(b"%x\r\n" % len(piece) + piece + b"\r\n")
+    return b"".join(out)
+
+
+@given(
+    picks=st.lists(st.integers(0, len(TAGS) - 1), min_size=1, max_size=30),
+    group=st.lists(st.integers(1, 3), max_size=4),
+    cuts=st.lists(st.integers(0, 3000), max_size=12),
+)
+def test_chunks_of_whole_tags_scan_as_de_chunked_read_by_read(picks, group, cuts) -> None:
+    """Chunks that hold whole tags (the fast path once a stream plays) give, read by read,
+    the same first/last timestamps, keyframe and scripts as de-chunking then scanning."""
+    tags = [TAGS[0]] + [TAGS[k] for k in picks]  # keyed from the start: the fast path
+    raw_tags = [
+        flv.build_tag(t, 40 * i + (1 << 24) * (i % 7 == 6), body)
+        for i, (t, body) in enumerate(tags)
+    ]
+    body = tag_chunks(raw_tags, group)
+    scanner = FlvScanner()
+    reader = ChunkedFlvScanner(scanner, chunked=True)
+    decoder, ref = ChunkedDecoder(), FlvScanner()
+    buf = bytearray(body)
+    total = 0
+    for a, b in pieces(body, cuts):
+        total += reader.feed(buf, a, b)
+        got = scanner.take()
+        want = ref.feed(b"".join(decoder.feed(body[a:b])))
+        assert got == want
+    assert total == len(flv.file_header(audio=True, video=True)) + sum(map(len, raw_tags))
+    assert not reader.done
