@@ -68,15 +68,16 @@ class Conn:
             try:
                 data = self.sock.recv(size)
             except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_readable(self.sock)
-                except trio.ClosedResourceError:
-                    return b""
-                continue
+                data = None  # wait outside the handler: it would hold the exception meanwhile
             except OSError:
                 return b""
-            self.bytes_in += len(data)
-            return data
+            if data is not None:
+                self.bytes_in += len(data)
+                return data
+            try:
+                await trio.lowlevel.wait_readable(self.sock)
+            except trio.ClosedResourceError:
+                return b""
 
     def write(self, data: bytes | memoryview) -> bool:
         """Send without waiting; keep what the kernel did not take. True if all went out."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
@@ -119,6 +119,7 @@ class Player:
         "end",
         "bucket",
         "watch",
+        "on_input",
         "kind",
         "_woken",
         "_parked",
@@ -134,6 +135,7 @@ class Player:
         end: Callable[[], bytes] | None = None,
         bucket: Pacer | None = None,
         watch: bool = False,
+        on_input: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> None:
         self.conn = conn
         self.bucket = bucket
@@ -145,6 +147,9 @@ class Player:
         self.watch = watch
         """Whether `park` reads the viewer's socket (which has nothing else reading it) to
         notice that the viewer left: then one task serves the viewer, not two."""
+        self.on_input = on_input
+        """Watching, what the viewer sends goes here (None: it is ignored). It may `wake`
+        the player, or raise to end the play."""
         self.kind = player_kind(protocol, stream_id, reader.stamps)
         """Players of one kind at one position get the same bytes."""
         self._woken = False
@@ -164,8 +169,8 @@ class Player:
 
     async def park(self) -> None:
         """Wait until `wake` (or return at once if it was called since the last park);
-        watching, raise ConnClosed if the viewer closes meanwhile (what it sends is
-        ignored)."""
+        watching, raise ConnClosed if the viewer closes meanwhile (what it sends goes to
+        `on_input`)."""
         if self._woken:
             self._woken = False
             return
@@ -174,9 +179,11 @@ class Player:
             await trio.lowlevel.wait_task_rescheduled(self._abort)
         else:
             with trio.CancelScope() as self._parked:
-                conn = self.conn
-                while await conn.recv(4096):
-                    await trio.lowlevel.checkpoint()  # a viewer has nothing to say
+                conn, on_input = self.conn, self.on_input
+                while data := await conn.recv(4096):
+                    if on_input is not None:
+                        await on_input(data)
+                    await trio.lowlevel.checkpoint()  # a peer that always sends must not hog
                 raise ConnClosed
         self._parked = None
         self._woken = False

@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 import logging
-from collections import deque
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from typing import Protocol
 from urllib.parse import parse_qsl
 
@@ -104,9 +105,21 @@ class Ingest(Protocol):
         ...
 
 
+class _PlayStopped(Exception):
+    """The client deleted the message stream of the play the connection's task serves."""
+
+
+class _Closing(Exception):
+    """What the client sent while playing closes the connection (`args[0]`: why)."""
+
+
 class RtmpConnection:
     """Serves one RTMP connection until it closes: plays from `source`, publishes into
-    `ingest` (None: publishing is refused); plays pass `gate` first."""
+    `ingest` (None: publishing is refused); plays pass `gate` first.
+
+    One task serves a connection and its first play: while it plays, the play's task
+    reads the connection and handles what the client sends (`_on_input`). Further plays
+    at once on other message streams (a few Flash-era clients) get a task each."""
 
     def __init__(
         self,
@@ -125,11 +138,19 @@ class RtmpConnection:
         self.refuse = refuse
         self.ingest = ingest
         self.session = rs.ServerSession(max_message_size=limits.max_message_size)
-        self.players: dict[int, trio.CancelScope] = {}
+        self.players: dict[int, trio.CancelScope | None] = {}
+        """Plays by message stream: their task's cancel scope, None for the play the
+        connection's own task serves."""
         self.state = ConnState.OPEN
         self.bytes_in = 0
         self._nursery: trio.Nursery | None = None
-        self._recv_scope: trio.CancelScope | None = None
+        self._inline_sid: int | None = None
+        self._leftover: list[rs.Event] = []
+        """Events received but not handled yet (those after a play's start or stop)."""
+        self._why: str | None = None
+        """What it means if the connection's deadline passes (None: none is set; "": the
+        connection ends quietly)."""
+        self._finish_at = math.inf
         rate = limits.ingest_bytes_per_s
         self._ingest = TokenBucket(rate, max(rate, 1 << 20)) if rate > 0 else None
 
@@ -144,14 +165,15 @@ class RtmpConnection:
         """True while the connection publishes a stream."""
         return self.state is ConnState.PUBLISHING
 
+    def _busy(self, event: rs.Publish) -> str:
+        self.session.reject_publish(event.stream_id, "NetStream.Publish.BadName", "already busy")
+        return "second publish/play on one connection"
+
     async def _on_publish(self, event: rs.Publish) -> str | None:
         """A publish request: the ingest's answer, or a refusal on a node without one; None
         if accepted, else why the connection closes."""
         if self.publishing or self.players:
-            self.session.reject_publish(
-                event.stream_id, "NetStream.Publish.BadName", "already busy"
-            )
-            return "second publish/play on one connection"
+            return self._busy(event)
         if self.ingest is None:
             self.session.reject_publish(
                 event.stream_id, "NetStream.Publish.Denied", "this node does not accept publishing"
@@ -179,27 +201,38 @@ class RtmpConnection:
                     reason = f"protocol error: {exc}"
                 if reason:
                     log.info("closing RTMP %s: %s", self.conn.peer, reason)
+                self._why = None
                 nursery.cancel_scope.cancel()
+            if self._why:  # the deadline passed
+                self.refuse(Refusal.TIMEOUT)
+                log.info("closing RTMP %s: %s", self.conn.peer, self._why)
         finally:
             if self.ingest is not None:
                 self.ingest.close(self.bytes_in)
 
+    def _set_deadline(self, deadline: float, why: str) -> None:
+        """Bound what the connection does next by `deadline` (`why`: its log line)."""
+        if self._finish_at < deadline:
+            deadline, why = self._finish_at, ""
+        self._why = why if deadline < math.inf else None
+        if self._nursery is not None:
+            self._nursery.cancel_scope.deadline = deadline
+
     async def finish(self) -> None:
-        """Flush and half-close; the read loop ends when the peer closes (or soon after)."""
+        """Flush and half-close; the connection ends when the peer closes (or soon after)."""
         self.set_state(ConnState.FINISHING)
-        if self._recv_scope is not None:
-            self._recv_scope.deadline = min(
-                self._recv_scope.deadline, trio.current_time() + FINISH_TIMEOUT
-            )
         try:
             with trio.fail_after(self.limits.slow_timeout):
                 await self.conn.drain()
             self.conn.shutdown_write()
         except (ConnClosed, OSError, trio.TooSlowError):
             self.conn.close()
+        self._finish_at = min(self._finish_at, trio.current_time() + FINISH_TIMEOUT)
+        self._set_deadline(self._finish_at, "")
 
     def cancel(self) -> None:
         """End the connection from outside (kick, takeover)."""
+        self._why = None
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
         self.conn.close()
@@ -209,48 +242,46 @@ class RtmpConnection:
         conn, session = self.conn, self.session
         started = trio.current_time()
         while True:
-            if not session.handshake_complete:
-                deadline = started + limits.handshake_timeout
-                why = f"handshake not completed within {limits.handshake_timeout:g} s"
-            elif self.players:
-                deadline = float("inf")
-                why = ""
-            elif self.publishing:
-                deadline = trio.current_time() + limits.idle_timeout
-                why = f"publisher sent nothing for {limits.idle_timeout:g} s"
+            if self._leftover:
+                events, self._leftover = self._leftover, []
             else:
-                deadline = started + limits.handshake_timeout + limits.idle_timeout
-                why = f"no publish or play within {limits.idle_timeout:g} s of connecting"
-            if self.state is ConnState.FINISHING:
-                deadline = min(deadline, trio.current_time() + FINISH_TIMEOUT)
-            data = None
-            with trio.move_on_at(deadline) as self._recv_scope:
-                data = await conn.recv()
-            if data is None:
-                if self.state is ConnState.FINISHING:
-                    return None
-                self.refuse(Refusal.TIMEOUT)
-                return why
-            if not data:
-                return None if conn.closed else "peer closed the connection"
-            await trio.lowlevel.checkpoint()  # a peer that always has data must not hog the loop
-            if self.publishing:
-                self.bytes_in += len(data)
-                if self._ingest is not None:
-                    # over the cap: stop reading for a while (TCP slows the publisher down)
-                    await trio.sleep(self._ingest.delay_for(len(data), trio.current_time()))
-            events = deque(session.receive_data(data))
-            while events:
-                event = events.popleft()
-                if isinstance(event, rs.Publish):  # media waits in `events` for the answer
-                    reason = await self._on_publish(event)
+                if not session.handshake_complete:
+                    deadline = started + limits.handshake_timeout
+                    why = f"handshake not completed within {limits.handshake_timeout:g} s"
+                elif self.players:
+                    deadline, why = math.inf, ""
+                elif self.publishing:
+                    deadline = trio.current_time() + limits.idle_timeout
+                    why = f"publisher sent nothing for {limits.idle_timeout:g} s"
                 else:
-                    reason = self._on_event(event, events)
-                if reason:
-                    log.info("closing RTMP %s: %s", conn.peer, reason)
-                    conn.write(session.data_to_send())
-                    await conn.close_gracefully()
-                    return None
+                    deadline = started + limits.handshake_timeout + limits.idle_timeout
+                    why = f"no publish or play within {limits.idle_timeout:g} s of connecting"
+                self._set_deadline(deadline, why)
+                data = await conn.recv()
+                self._set_deadline(math.inf, "")
+                if not data:
+                    return None if conn.closed else "peer closed the connection"
+                await trio.lowlevel.checkpoint()  # a peer that always has data must not hog
+                if self.publishing:
+                    self.bytes_in += len(data)
+                    if self._ingest is not None:
+                        # over the cap: stop reading for a while (TCP slows the publisher down)
+                        await trio.sleep(self._ingest.delay_for(len(data), trio.current_time()))
+                events = session.receive_data(data)
+            reason = await self._on_events(events)
+            if isinstance(reason, rs.Play):
+                # This task serves the play; the events after it are handled once it
+                # serves (or by this loop if it does not start).
+                try:
+                    await self._play(reason, inline=True)
+                    reason = None
+                except _Closing as exc:
+                    reason = str(exc)
+            if reason:
+                log.info("closing RTMP %s: %s", conn.peer, reason)
+                conn.write(session.data_to_send())
+                await conn.close_gracefully()
+                return None
             out = session.data_to_send()
             if out:
                 conn.write(out)
@@ -268,8 +299,61 @@ class RtmpConnection:
                         return f"peer read nothing for {limits.slow_timeout:g} s"
                     await trio.sleep(0.05)
 
-    def _on_event(self, event: rs.Event, events: deque) -> str | None:
-        """Act on one session event; a returned string closes the connection with that reason."""
+    async def _on_events(self, events: list[rs.Event]) -> str | rs.Play | None:
+        """Act on the events of one receive: a returned string closes the connection, a
+        Play is for this task to serve (the events after it are left in `_leftover`)."""
+        at = 0
+        while at < len(events):
+            event = events[at]
+            at += 1
+            if isinstance(event, rs.Publish):  # media waits in `events` for the answer
+                reason = await self._on_publish(event)
+            elif isinstance(event, rs.Play) and self._inline_sid is None:
+                reason = self._check_play(event)
+                if reason is None:
+                    self._leftover = events[at:]
+                    return event
+            else:
+                reason = self._on_event(event, events, at)
+            if reason:
+                return reason
+        return None
+
+    async def _on_input(self, data: bytes) -> None:
+        """What the client sends while the connection's task plays."""
+        self._while_playing(self.session.receive_data(data))
+        conn = self.conn
+        if conn.backlog_bytes > READ_PAUSE_BACKLOG:
+            # A player that keeps sending but reads nothing: its answers must not pile
+            # up. Read nothing more until they are sent.
+            with trio.move_on_after(self.limits.slow_timeout) as scope:
+                await conn.drain()
+            if scope.cancelled_caught:
+                raise _Closing(f"peer read nothing for {self.limits.slow_timeout:g} s")
+
+    def _while_playing(self, events: list[rs.Event]) -> None:
+        """Act on events while the connection's task plays; raise _PlayStopped when the
+        client deletes the play's message stream, _Closing to close the connection."""
+        at = 0
+        while at < len(events):
+            event = events[at]
+            at += 1
+            if isinstance(event, rs.Publish):
+                reason: str | None = self._busy(event)
+            elif isinstance(event, rs.DeleteStream) and event.stream_id == self._inline_sid:
+                self._leftover = events[at:]
+                raise _PlayStopped
+            else:
+                reason = self._on_event(event, events, at)
+            if reason:
+                raise _Closing(reason)
+        out = self.session.data_to_send()
+        if out:
+            self.conn.write(out)
+
+    def _on_event(self, event: rs.Event, events: list[rs.Event], at: int) -> str | None:
+        """Act on one session event (`events[at:]` come after it); a returned string closes
+        the connection with that reason."""
         if isinstance(event, (rs.Media, rs.Metadata)):
             if self.publishing and self.ingest is not None:
                 self.ingest.media(event)
@@ -282,7 +366,7 @@ class RtmpConnection:
                 session.reject_connect(str(exc))
                 self.refuse(Refusal.BAD_NAME)
                 return f"connect refused: {exc}"
-            events.extendleft(reversed(session.accept_connect(event.app)))
+            events[at:at] = session.accept_connect(event.app)
             return None
         if isinstance(event, rs.Play):
             return self._on_play(event)
@@ -298,7 +382,8 @@ class RtmpConnection:
             log.debug("RTMP %s: ignoring command %s", self.conn.peer, shown(event.name))
         return None
 
-    def _on_play(self, event: rs.Play) -> str | None:
+    def _check_play(self, event: rs.Play) -> str | None:
+        """Why a play request closes the connection, or None if it may go on."""
         if self.publishing:
             self.session.send_status(
                 event.stream_id, "error", "NetStream.Play.Failed", "connection is publishing"
@@ -314,11 +399,17 @@ class RtmpConnection:
                 "too many plays on one connection",
             )
             return f"more than {MAX_PLAYS} plays on one connection"
-        scope = trio.CancelScope()
-        self.players[event.stream_id] = scope
-        assert self._nursery is not None
-        self._nursery.start_soon(self._play, event, scope)
         return None
+
+    def _on_play(self, event: rs.Play) -> str | None:
+        """A play while the connection's task plays already: a task of its own."""
+        reason = self._check_play(event)
+        if reason is None:
+            scope = trio.CancelScope()
+            self.players[event.stream_id] = scope
+            assert self._nursery is not None
+            self._nursery.start_soon(self._play_task, event, scope)
+        return reason
 
     async def _refuse_play(self, sid: int, reason: Refusal, why: str) -> None:
         """Send the queued refusal, count and log it, and finish the connection."""
@@ -328,12 +419,27 @@ class RtmpConnection:
         self.players.pop(sid, None)
         await self.finish()
 
-    async def _play(self, event: rs.Play, scope: trio.CancelScope) -> None:
-        session, conn = self.session, self.conn
-        app = session.app or ""
-        name, query = split_name(event.name)
-        sid = event.stream_id
+    def _end_play(self, sid: int, name: str) -> bytes:
+        """The bytes that end a play (its stream ended)."""
+        self.session.end_play(sid, name)
+        return self.session.data_to_send()
+
+    async def _play_task(self, event: rs.Play, scope: trio.CancelScope) -> None:
         with scope:
+            await self._play(event, inline=False)
+        self.players.pop(event.stream_id, None)
+
+    async def _play(self, event: rs.Play, *, inline: bool) -> None:
+        """Serve one play (`inline`: in the connection's task, which then reads what the
+        client sends through `_on_input`)."""
+        sid = event.stream_id
+        if inline:
+            self.players[sid] = None
+            self._inline_sid = sid
+        try:
+            session, conn = self.session, self.conn
+            app = session.app or ""
+            name, query = split_name(event.name)
             try:
                 key = StreamKey.parse(app, name)
                 pacer = self.source.pace_for(key.app, key.name, query)
@@ -368,23 +474,37 @@ class RtmpConnection:
             try:
                 session.accept_play(sid, name)
                 conn.write(session.data_to_send())
-
-                def end() -> bytes:
-                    session.end_play(sid, name)
-                    return session.data_to_send()
-
-                stream = sub.fanout.stream
-                reader = stream.add_reader(
-                    "rtmp",
-                    clock=query.get(CLOCK_QUERY) == "1",
-                    stamps=query.get(STAMPS_QUERY) == "1",
-                )
-                player = Player(conn, reader, "rtmp", stream_id=sid, end=end, bucket=pacer)
                 log.info("RTMP play %s/%s by %s", app, name, conn.peer)
-                await sub.fanout.serve(player)
+                try:
+                    if inline and self._leftover:
+                        events, self._leftover = self._leftover, []
+                        self._while_playing(events)
+                    stream = sub.fanout.stream
+                    reader = stream.add_reader(
+                        "rtmp",
+                        clock=query.get(CLOCK_QUERY) == "1",
+                        stamps=query.get(STAMPS_QUERY) == "1",
+                    )
+                    player = Player(
+                        conn,
+                        reader,
+                        "rtmp",
+                        stream_id=sid,
+                        end=partial(self._end_play, sid, name),
+                        bucket=pacer,
+                        watch=inline,
+                        on_input=self._on_input if inline else None,
+                    )
+                    await sub.fanout.serve(player)
+                except _PlayStopped:
+                    log.info("RTMP play %s/%s by %s stopped", app, name, conn.peer)
+                    return
                 log.info("RTMP play %s/%s by %s ended", app, name, conn.peer)
                 await self.finish()
             finally:
                 sub.release()
                 self.gate.ended(play)
-        self.players.pop(sid, None)
+        finally:
+            if inline:
+                self._inline_sid = None
+                self.players.pop(sid, None)
