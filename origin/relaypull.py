@@ -47,6 +47,14 @@ class PullHost(Protocol):
         """Whether a local publisher holds the name (or viewers wait for it to come back)."""
         ...
 
+    async def claim(self, key: StreamKey) -> bool:
+        """Whether this worker of the node may pull the name (always, in one process)."""
+        ...
+
+    def let_go(self, key: StreamKey) -> None:
+        """The pull holds no stream of the name: another worker may take it."""
+        ...
+
     def open_pulled(self, key: StreamKey) -> Stream | None:
         """A new origin stream for the pull, None if the origin is full (max_streams)."""
         ...
@@ -155,7 +163,7 @@ class Puller:
     async def _pull(self) -> None:
         status = self.status
         while True:
-            if self.host.pull_blocked(self.key):
+            if self.host.pull_blocked(self.key) or not await self.host.claim(self.key):
                 if self.on_demand:
                     return
                 status.set(RelayState.WAITING, "a local publisher has the stream")
@@ -178,6 +186,8 @@ class Puller:
                     if error != status.last_error:
                         log.exception("%s failed", status.what)
             self._connection_scope = None
+            if self.stream is None:
+                self.host.let_go(self.key)
             if status.state is RelayState.WAITING or self.host.pull_blocked(self.key):
                 continue  # a local publisher has the stream
             self.metrics.inc("relay_pull_failures_total", labels=(reason,))

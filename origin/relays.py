@@ -57,6 +57,8 @@ class Relays:
         for target in map(push_target, cfg.push):
             self.targets.setdefault(target.app, []).append(target)
         self.static = [static_pull(item) for item in cfg.pull_static]
+        if origin.workers is not None and origin.workers.index != 0:
+            self.static = []  # a node's static pulls are its worker 0's
         self.templates = {t.app: t for t in map(pull_template, cfg.pull_on_demand)}
         self.tls = client_context(cfg.relay_tls_ca) if cfg.relay_tls_ca else None
         self.pushers: dict[tuple[str, str, str], Pusher] = {}
@@ -218,6 +220,15 @@ class Relays:
         puller = self.pulls.get(key)
         ours = puller is not None and puller.stream is live.stream
         return not ours and (live.publisher is not None or live.state is StreamState.WAITING)
+
+    async def claim(self, key: StreamKey) -> bool:
+        workers = self.origin.workers
+        return workers is None or await workers.claim(key.app, key.name) == workers.index
+
+    def let_go(self, key: StreamKey) -> None:
+        workers, live = self.origin.workers, self.origin.live
+        if workers is not None:
+            workers.release(key.app, key.name, lambda: (key.app, key.name) in live)
 
     def open_pulled(self, key: StreamKey) -> Stream | None:
         origin = self.origin

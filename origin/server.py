@@ -21,6 +21,7 @@ from common.proto.hooks import HookCall, HookEvent
 from common.proto.numparse import parse_uint
 from common.proto.paths import (
     STREAMS_API,
+    HlsTarget,
     Media,
     api_recording,
     api_stream_key,
@@ -35,6 +36,7 @@ from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.admin import admin_refusal, is_admin
 from common.serve.hlsstore import HlsSettings, HlsStore
+from common.serve.hlsviewers import client_key
 from common.serve.lifecycle import NodeControls, serve_node
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
@@ -45,16 +47,30 @@ from common.serve.refusal import Refusal
 from common.serve.reload import Rerun
 from common.serve.rtmpserver import RtmpConnection, split_name
 from common.serve.snapshot import IMAGE_TYPES, Snapshots
+from common.serve.workerctx import CURRENT
+from common.serve.workermerge import is_sibling
+from common.serve.workershls import not_for_siblings
+from common.serve.workersviewers import HLS_VIEWERS_PATH, viewer_keys
 from origin.bans import Bans
 from origin.drain import drain_origin
 from origin.info import describe
 from origin.live import Live, Publisher, StreamEnd, StreamState
-from origin.publish import PublishCode, Publishers, PublishRequest, Reject, Takeover, decide
+from origin.publish import (
+    Accept,
+    Decision,
+    PublishCode,
+    Publishers,
+    PublishRequest,
+    Reject,
+    Takeover,
+    decide,
+)
 from origin.recorder import Recorder
 from origin.recordvod import Playback
 from origin.relays import RELAYS_API, Relays
 from origin.reload import reload_origin
 from origin.rtmp import IngestBytes, OriginIngest
+from origin.workers import OriginWorkers
 
 log = logging.getLogger("livecdn.origin")
 
@@ -93,13 +109,25 @@ class Origin:
             ),
         )
         self.fanouts = self.node.fanouts
+        self.workers = OriginWorkers(self, CURRENT) if CURRENT is not None else None
+        """This worker's share of a node with `workers = N` (None: one process)."""
+        if self.workers is not None:  # a sibling's HLS requests are not viewers
+            viewers = self.hls.viewers
+            viewers.seen = not_for_siblings(viewers.seen, None)  # type: ignore[method-assign]
         self.hooks = node_hooks(self.node)
         self.snapshots = Snapshots(self.node, enabled=config.snapshots, wait=config.snapshot_wait)
         self.recorder = Recorder(config, self.hooks.client, self.node.metrics)
         self.playback = Playback(config.record_dir, config.record_segment_seconds)
         mt = self.node.metrics
         self.hls.register_metrics(mt)
-        mt.gauge("streams", "Live streams.", (), lambda: {(): len(self.registry)})
+        mt.gauge("streams", "Live streams.", (), lambda: {(): self.stream_count()})
+        if self.workers is not None:
+            mt.gauge(
+                "worker_sibling_pulls",
+                "Mirrors of streams another worker owns, by owner (each a viewer there).",
+                ("worker",),
+                self.workers.sibling_pulls,
+            )
         mt.gauge("publishers", "Connected publishers.", (), lambda: {(): self.publisher_count()})
         mt.counter(
             "bytes_in_total",
@@ -124,6 +152,35 @@ class Origin:
     def publisher_count(self) -> int:
         """Connected publishers."""
         return sum(1 for live in self.live.values() if live.publisher is not None)
+
+    def stream_count(self) -> int:
+        """Live streams this worker owns (its mirrors of other workers' left out)."""
+        return len(self.registry) - (len(self.workers.mirrors) if self.workers else 0)
+
+    def open_mirror(self, app: str, name: str) -> Stream:
+        """A stream fed by another worker (origin.workers): served to viewers here, but
+        not a publish (no hooks, recording, pushes, HLS packaging or publish counters)."""
+        stream = self.fanouts.new_stream(app, name)
+        fanout = self.fanouts.open(stream)
+        self.registry.add(stream)
+        self.node.start_supervised(f"fan-out of {app}/{name}", "fanout", fanout.run)
+        return stream
+
+    def close_mirror(self, stream: Stream, why: str) -> None:
+        """End a mirror's stream (its viewers get a clean end)."""
+        fanout = self.fanouts.get(stream)
+        if fanout is not None:
+            fanout.close()
+        stream.close()
+        self.registry.remove(stream)
+        self.fanouts.drop(stream)
+        log.info("mirror of %s/%s ended: %s", stream.app, stream.name, why)
+
+    def local_viewers(self, stream: Stream) -> int:
+        """Viewers of `stream` on this worker (every protocol, siblings' pulls included)."""
+        fanout = self.fanouts.get(stream)
+        flv = sum(fanout.viewers().values()) if fanout is not None else 0
+        return int(flv + self.hls.viewers.count((stream.app, stream.name), trio.current_time()))
 
     def _open_stream(self, app: str, name: str) -> Live:
         stream = self.fanouts.new_stream(app, name)
@@ -152,6 +209,9 @@ class Origin:
         if live is not None:
             live.set_state(StreamState.ENDED)
         self.fanouts.drop(stream)
+        if self.workers is not None:  # the node's other workers may take the name now
+            key = (stream.app, stream.name)
+            self.workers.release(*key, lambda: key in self.live)
         log.info("stream %s/%s ended: %s%s", stream.app, stream.name, end, detail)
 
     def stream_info(self, stream: Stream) -> dict:
@@ -162,6 +222,8 @@ class Origin:
         viewers["hls"] = self.hls.viewers.count((stream.app, stream.name), trio.current_time())
         info = describe(stream, live.publisher if live is not None else None, viewers)
         info["thumbnail"] = self.snapshots.thumbnail(stream)
+        if self.workers is not None and (mirror := self.workers.mirrored(stream)) is not None:
+            info["upstream"] = {"parent": mirror.parent}  # the merge takes the owner's
         return info
 
     # ------------------------------------------------------------------ play and publish
@@ -169,9 +231,13 @@ class Origin:
     async def subscribe(self, app: str, name: str) -> Subscription | None:
         """StreamSource: the live stream for a new viewer."""
         stream = self.registry.get(app, name)
+        if stream is None and self.workers is not None:  # owned by another worker?
+            stream = await self.workers.mirror(app, name)
         if stream is None:
             await self.relays.demand(app, name)
             stream = self.registry.get(app, name)
+            if stream is None and self.workers is not None:  # another worker pulled it
+                stream = await self.workers.mirror(app, name)
         if stream is None or stream.closed:
             return None
         return Subscription(self.fanouts[stream])
@@ -200,6 +266,8 @@ class Origin:
                 decision = Reject(PublishCode.DENIED, Refusal.HOOK, f"{key}: on_publish: {why}")
             else:  # the origin changed while the hook answered: decide on it as it is now
                 decision = decide(request, self._publishers(), self.config, time.time())
+        if self.workers is not None and isinstance(decision, Accept) and not decision.resumed:
+            decision = await self._claimed(request, decision)
         if isinstance(decision, Reject):
             session.reject_publish(event.stream_id, decision.code.value, decision.detail)
             return decision
@@ -223,6 +291,8 @@ class Origin:
                 self.node.metrics.inc("publishers_resumed_total")
                 log.info("publisher of %s is back within the grace: viewers kept", skey)
         else:
+            if self.workers is not None:
+                self.workers.stop_mirror(skey.app, skey.name)
             live = self._open_stream(skey.app, skey.name)
         live.stream.new_source()
         pub = Publisher(
@@ -235,6 +305,35 @@ class Origin:
         self.node.metrics.inc("publishes_total")
         log.info("publish %s from %s", skey, peer)
         return pub
+
+    async def _claimed(self, request: PublishRequest, decision: Accept) -> Decision:
+        """A new stream's publish on a worker of a node: claim its name for this worker
+        first. A name another worker owns is refused as a second publish of a live name is
+        (a takeover across workers is not possible); the node's max_streams, as a full
+        origin. Then the decision as this worker is now."""
+        assert self.workers is not None
+        key = decision.key
+        owner = await self.workers.claim(key.app, key.name)
+        if owner is None:
+            return Reject(
+                PublishCode.DENIED,
+                Refusal.STREAM_LIMIT,
+                f"this origin already has {self.config.max_streams} streams (max_streams)",
+            )
+        if owner != self.workers.index:
+            if self.config.on_republish == "reject":
+                return Reject(
+                    PublishCode.BAD_NAME, Refusal.ALREADY_PUBLISHING, f"{key} is already published"
+                )
+            return Reject(
+                PublishCode.BAD_NAME,
+                Refusal.NOT_OWNER,
+                f"{key} is live from another publisher (on another worker of this origin)",
+            )
+        again = decide(request, self._publishers(), self.config, time.time())
+        if isinstance(again, Reject) and (key.app, key.name) not in self.live:
+            self.workers.release(key.app, key.name, lambda: (key.app, key.name) in self.live)
+        return again
 
     def _publishers(self) -> Publishers:
         """What the publish decision reads of this origin."""
@@ -315,10 +414,16 @@ class Origin:
                 denied = await self.node.admit(play)
                 if denied is not None:
                     return denied
-            resp = await self.hls.respond(req, target)
+            resp = None
+            if self.workers is not None and not is_sibling():
+                resp = await self._hls_of_owner(req, target)
+            if resp is None:
+                resp = await self.hls.respond(req, target)
             if target.media is Media.PLAYLIST and resp is not None and resp.status == 200:
                 resp.body = carry_token(resp.body, req.query)
             return resp
+        if req.path == HLS_VIEWERS_PATH and is_sibling():  # on a worker's private port
+            return Response.json(viewer_keys(self.hls.viewers, trio.current_time()))
         if req.path == RELAYS_API:
             return self.relays.respond(req)
         if req.path == STREAMS_API:
@@ -333,6 +438,27 @@ class Origin:
         except StreamKeyError as exc:
             return Response.json({"error": f"bad stream key: {exc}"}, 400)
         return self._api_stream(req, skey) if skey is not None else None
+
+    async def _hls_of_owner(self, req: Request, target: HlsTarget) -> Response | None:
+        """On a worker of a node: HLS of a stream another worker owns, as that worker
+        packages it (every worker answers with the same playlists and segments); None when
+        this worker owns it or nobody does."""
+        assert self.workers is not None
+        if req.method not in ("GET", "HEAD"):
+            return None
+        key = (target.key.app, target.key.name)
+        stream = self.registry.get(*key)
+        if stream is not None and self.workers.mirrored(stream) is None:
+            return None  # this worker's own
+        got = await self.workers.hls_object(req.path, target.media is Media.SEGMENT)
+        if got is None:
+            return None
+        status, body, ctype, cache = got
+        if status == 200:
+            client = client_key(req.peer, req.headers.get("user-agent", ""))
+            self.hls.viewers.seen(key, client, trio.current_time())
+        headers = [("cache-control", cache)] if cache else []
+        return Response(status, body, ctype, headers)
 
     def _api_stream(self, req: Request, skey: StreamKey) -> Response:
         app, name = skey.app, skey.name

@@ -325,9 +325,11 @@ class ServeConfig:
     workers: int = setting(
         1,
         help="processes serving this node (one per core): they share its ports; an edge "
-        "still pulls each stream once (one worker pulls, the others are fed by it), and "
-        "/metrics and the API answer for the node as one (edges only so far: an origin "
-        "refuses workers > 1)",
+        "still pulls each stream once (one worker pulls, the others are fed by it); on an "
+        "origin a stream lives on the worker its publisher (or pull) landed on, a second "
+        "publish of its name on any worker is refused, the other workers' viewers are fed "
+        "by it, and hooks, recordings and relays happen once; /metrics and the API answer "
+        "for the node as one",
         check=checks.in_range(1, 256),
     )
 
@@ -341,12 +343,6 @@ class OriginConfig(ServeConfig):
     """Settings of one origin node (keys of origin.toml)."""
 
     kind: ClassVar[str] = "origin"
-    no_workers: ClassVar[str] = (
-        "workers > 1 is for edges only so far: a publish may land on any worker, and "
-        "feeding the other workers' viewers from the one that holds the publisher is not "
-        "built yet (run edges with workers beside the origin to use more cores)"
-    )
-    """Why this node runs as one process only (common.serve.cli refuses workers > 1)."""
 
     on_republish: str = setting(
         "owner",

@@ -40,6 +40,9 @@ class WorkerContext:
     private_fd: int
     private_ports: list[int]
     secret: str
+    owners_fd: int = -1
+    """Its end of the socket pair to the supervisor's stream ownership table
+    (`common.serve.workersowners`); -1: none."""
 
     def to_env(self) -> str:
         """The value of `ENV` for the worker process."""

@@ -88,7 +88,8 @@ def merge_metrics(
 ) -> bytes:
     """One exposition for the node from each worker's (by index): counters and gauges of the
     same name and labels summed (MAX_GAUGES: the largest), the viewers on HTTP-FLV less the
-    sibling pulls (which are worker 0's: it alone pulls from outside), the HLS viewers from
+    sibling pulls (an edge's are worker 0's: it alone pulls from outside; an origin's are
+    labelled with the worker they pull from, the stream's owner), the HLS viewers from
     `hls` (each viewer once, by stream: `node_hls_viewers`) when known, livecdn_workers{state},
     livecdn_worker_viewers{worker}, and a comment naming each silent worker."""
     families: dict[str, Metric] = {}
@@ -110,6 +111,11 @@ def merge_metrics(
                 else:
                     merged[key] = merged.get(key, 0.0) + s.value
     pulls = sum(values.get(SIBLING_PULLS, {}).values())
+    pulled_from: dict[int, float] = {}  # an origin's mirrors are labelled by their owner
+    for (_, labels), n in values.get(SIBLING_PULLS, {}).items():
+        owner = dict(labels).get("worker", "0")
+        i = int(owner) if owner.isdigit() else 0
+        pulled_from[i] = pulled_from.get(i, 0.0) + n
     flv = ("livecdn_viewers", (("protocol", "flv"),))
     if pulls and flv in values.get("livecdn_viewers", {}):
         values["livecdn_viewers"][flv] = max(0.0, values["livecdn_viewers"][flv] - pulls)
@@ -125,7 +131,7 @@ def merge_metrics(
         "gauge",
     )
     for i, n in sorted(worker_viewers.items()):
-        own.add_sample("livecdn_worker_viewers", {"worker": str(i)}, n - (pulls if i == 0 else 0))
+        own.add_sample("livecdn_worker_viewers", {"worker": str(i)}, n - pulled_from.get(i, 0.0))
     for name, fam in families.items():
         for (sample, labels), value in values[name].items():
             fam.add_sample(sample, dict(labels), value)
@@ -181,6 +187,8 @@ def merge_streams_api(
             _merge_stream(ctx, merged, info)
         base = next(iter(merged.values()))
         status = 200
+    for info in merged.values():
+        info.pop(_FED, None)
     if hls is not None:
         for info in merged.values():
             _count_hls_once(info, hls)
@@ -213,14 +221,24 @@ def _merge_stream(ctx: WorkerContext, merged: dict[tuple[str, str], dict], info:
         first["viewers"] = viewers
         if from_sibling:
             first["upstream"] = None
+            first[_FED] = True
         merged[key] = first
         return
     into = merged[key]
     for field, n in viewers.items():
         if isinstance(n, int | float):
             into["viewers"][field] = into["viewers"].get(field, 0) + n
-    if into.get("upstream") is None and not from_sibling:
+    if into.pop(_FED, False) and not from_sibling:  # the worker that owns it describes it
+        summed = into["viewers"]
+        into.clear()
+        into.update(info)
+        into["viewers"] = summed
+    if into.get("upstream") is None and not from_sibling and up is not None:
         into["upstream"] = up
+
+
+_FED = "_fed_by_sibling"
+"""Marks a merged stream described so far only by workers fed by a sibling."""
 
 
 def _who(ctx: WorkerContext, docs: dict[int, Any], missing: dict[int, str]) -> dict:

@@ -21,6 +21,7 @@ import trio
 
 from common.net.conn import listen_socket, listen_sockets
 from common.serve.workerctx import ENV, PRIVATE_HOST, WorkerContext, public_ports
+from common.serve.workersowners import Owners, serve_owners
 
 log = logging.getLogger("livecdn.workers")
 
@@ -53,6 +54,8 @@ class Worker:
     restarts: int = 0
     starting: bool = False
     exited: trio.Event = field(default_factory=trio.Event)
+    owners: socket.socket | None = None
+    """The supervisor's end of the running process's ownership socket pair."""
 
 
 class Supervisor:
@@ -65,6 +68,8 @@ class Supervisor:
         self.public = listen_sockets(config.host, public_ports(config))
         self.workers = [Worker(i, listen_socket(PRIVATE_HOST, 0)) for i in range(self.count)]
         self.private_ports = [w.private.getsockname()[1] for w in self.workers]
+        self.owners = Owners(getattr(config, "max_streams", 1000))
+        """Which worker owns each stream (an origin's publishes and pulls)."""
         self.stopping = False
         self.stop_signal: int | None = None
         """SIGTERM (drain) or SIGINT once the node stops: also sent to a worker that was being
@@ -75,7 +80,7 @@ class Supervisor:
         for sock in self.public + [w.private for w in self.workers]:
             sock.close()
 
-    def context(self, worker: Worker) -> WorkerContext:
+    def context(self, worker: Worker, owners_fd: int = -1) -> WorkerContext:
         """What worker `worker` is told."""
         return WorkerContext(
             index=worker.index,
@@ -84,20 +89,29 @@ class Supervisor:
             private_fd=worker.private.fileno(),
             private_ports=self.private_ports,
             secret=self.secret,
+            owners_fd=owners_fd,
         )
 
     async def start(self, worker: Worker) -> None:
         """Start `worker`'s process: it inherits the listeners and a pipe on its standard
         input that it stops with (so it never outlives the supervisor)."""
-        ctx = self.context(worker)
+        mine, theirs = socket.socketpair()
+        ctx = self.context(worker, theirs.fileno())
         env = {**os.environ, ENV: ctx.to_env()}
         worker.exited = trio.Event()
-        worker.proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", self.kind, *self.argv, "--exit-with-stdin"],
-            stdin=subprocess.PIPE,
-            env=env,
-            pass_fds=[*ctx.fds, ctx.private_fd],
-        )
+        try:
+            worker.proc = await trio.lowlevel.open_process(
+                [sys.executable, "-m", self.kind, *self.argv, "--exit-with-stdin"],
+                stdin=subprocess.PIPE,
+                env=env,
+                pass_fds=[*ctx.fds, ctx.private_fd, ctx.owners_fd],
+            )
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        worker.owners = mine
 
     async def keep(self, worker: Worker) -> None:
         """Run `worker` until the node stops, restarting it when it dies (or when it could
@@ -115,7 +129,7 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     worker.proc.send_signal(self.stop_signal)
             started = trio.current_time()
-            code = await worker.proc.wait()
+            code = await self._run_one(worker)
             worker.exited.set()
             if self.stopping:
                 return
@@ -134,6 +148,20 @@ class Supervisor:
             if self.stopping:
                 return
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _run_one(self, worker: Worker) -> int:
+        """Answer `worker`'s ownership requests until its process exits; then its claims
+        go. Its exit code."""
+        assert worker.proc is not None
+        async with trio.open_nursery() as nursery:
+            if worker.owners is not None:
+                nursery.start_soon(serve_owners, self.owners, worker.index, worker.owners)
+            code = await worker.proc.wait()
+            nursery.cancel_scope.cancel()
+        worker.owners = None
+        if dropped := self.owners.drop(worker.index):
+            log.info("worker %d's %d streams are owned by no worker now", worker.index, dropped)
+        return code
 
     async def _started(self, worker: Worker, backoff: float) -> bool:
         """Start `worker`; False (one log line) if its process could not be created."""

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.config import EdgeConfig, OriginConfig
 from common.serve.workerctx import SECRET_HEADER, WorkerContext
 from common.serve.workermerge import merge_metrics, merge_streams_api
 
@@ -143,12 +144,9 @@ async def test_strangers_on_a_private_port_are_refused_within_a_log_budget(caplo
     assert len([r for r in caplog.records if "refused GET" in r.getMessage()]) <= 20
 
 
-def test_an_origin_refuses_workers_saying_why() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "origin", "--workers", "2"], capture_output=True, text=True
-    )
-    assert done.returncode == 2
-    assert "workers > 1 is for edges only" in done.stderr
+def test_an_origin_takes_workers() -> None:
+    # tests/origin/test_workers.py runs one; no node kind refuses workers > 1 now
+    assert not OriginConfig.no_workers and not EdgeConfig.no_workers
 
 
 def test_hls_viewers_on_several_workers_count_once() -> None:

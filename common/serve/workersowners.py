@@ -1,0 +1,148 @@
+"""Stream ownership across the workers of an origin with `workers = N`: the supervisor keeps
+one bounded table stream -> worker, and each worker asks it over a socket pair of its own
+(passed down like its private listener). A worker claims a name before it opens a stream
+(a publish, a relay pull); a second worker's claim of the same name is refused with the
+owner's index, so a name is published once per node and the other workers' viewers are fed
+from the owner. A worker's claims go when it dies (its process exits).
+
+Wire format (one line each way, ASCII): `C app/name` (claim), `R app/name` (release),
+`L app/name` (lookup) -> `K` (the owner's index; for a claim, the claimer's own index when
+granted) or `-` (no owner; for a claim: the table is full)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import trio
+
+log = logging.getLogger("livecdn.workers")
+
+MAX_LINE = 1024
+"""Longest request line (a stream key is far shorter)."""
+ASK_TIMEOUT = 2.0
+"""Seconds a worker waits for the supervisor's answer (it answers at once, from memory)."""
+
+
+class Owners:
+    """The node's table stream key -> owning worker (pure), at most `limit` keys."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.owner: dict[str, int] = {}
+
+    def claim(self, key: str, worker: int) -> int | None:
+        """Give `key` to `worker` unless another worker owns it: the owner after the claim
+        (`worker` when granted), None when the table is full."""
+        owner = self.owner.get(key)
+        if owner is not None:
+            return owner
+        if len(self.owner) >= self.limit:
+            return None
+        self.owner[key] = worker
+        return worker
+
+    def release(self, key: str, worker: int) -> None:
+        """`worker` no longer holds `key` (a release by another worker is ignored)."""
+        if self.owner.get(key) == worker:
+            del self.owner[key]
+
+    def lookup(self, key: str) -> int | None:
+        return self.owner.get(key)
+
+    def drop(self, worker: int) -> int:
+        """Forget every claim of `worker` (it died); how many there were."""
+        gone = [k for k, w in self.owner.items() if w == worker]
+        for k in gone:
+            del self.owner[k]
+        return len(gone)
+
+    def answer(self, line: bytes, worker: int) -> bytes:
+        """The reply to one request line from `worker`."""
+        op, _, key_bytes = line.strip().partition(b" ")
+        key = key_bytes.decode("ascii", errors="replace")
+        if op == b"C" and key:
+            got = self.claim(key, worker)
+        elif op == b"R" and key:
+            self.release(key, worker)
+            got = worker
+        elif op == b"L" and key:
+            got = self.lookup(key)
+        else:
+            got = None
+        return b"-\n" if got is None else b"%d\n" % got
+
+
+async def serve_owners(owners: Owners, worker: int, sock: socket.socket) -> None:
+    """Answer worker `worker`'s requests on `sock` (the supervisor's end) until it closes;
+    a line longer than MAX_LINE ends the conversation (the worker's asks then fail)."""
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+    buf = b""
+    async with stream:
+        while True:
+            try:
+                data = await stream.receive_some(4096)
+            except trio.BrokenResourceError:
+                return
+            if not data:
+                return
+            buf += data
+            replies = []
+            while (nl := buf.find(b"\n")) >= 0:
+                line, buf = buf[:nl], buf[nl + 1 :]
+                replies.append(owners.answer(line, worker))
+            if len(buf) > MAX_LINE:
+                log.warning("worker %d sent an overlong ownership request: ignoring it", worker)
+                return
+            if replies:
+                try:
+                    await stream.send_all(b"".join(replies))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+
+
+class OwnerClient:
+    """A worker's side of the table (one request at a time over its socket)."""
+
+    def __init__(self, fd: int, index: int) -> None:
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        self.index = index
+        self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        self.lock = trio.Lock()
+        self.buf = b""
+
+    async def _ask(self, op: str, key: str) -> int | None | bool:
+        """The supervisor's answer (an index or None), or False if it gave none."""
+        line = f"{op} {key}\n".encode("ascii", errors="replace")
+        if len(line) > MAX_LINE:
+            return False
+        async with self.lock:
+            try:
+                with trio.fail_after(ASK_TIMEOUT):
+                    await self.stream.send_all(line)
+                    while (nl := self.buf.find(b"\n")) < 0:
+                        data = await self.stream.receive_some(4096)
+                        if not data:
+                            raise trio.BrokenResourceError("the supervisor closed")
+                        self.buf += data
+            except (trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
+                log.warning("stream ownership: no answer from the supervisor (%s)", exc)
+                self.buf = b""
+                return False
+            reply, self.buf = self.buf[:nl], self.buf[nl + 1 :]
+        return None if reply == b"-" else int(reply)
+
+    async def claim(self, app: str, name: str) -> int | None:
+        """Claim app/name for this worker: the owner (this worker's index when granted), or
+        None when the node's table is full or the supervisor did not answer."""
+        got = await self._ask("C", f"{app}/{name}")
+        return None if got is False else got  # type: ignore[return-value]
+
+    async def release(self, app: str, name: str) -> None:
+        await self._ask("R", f"{app}/{name}")
+
+    async def lookup(self, app: str, name: str) -> int | None:
+        """The worker that owns app/name, or None."""
+        got = await self._ask("L", f"{app}/{name}")
+        return None if got is False else got  # type: ignore[return-value]

@@ -1,0 +1,335 @@
+"""An origin worker's share of a node with `workers = N` (common.serve.workers): the node's
+stream ownership (a publish or relay pull claims its name from the supervisor; a name owned
+by another worker is refused), and the mirrors that feed this worker's viewers of a stream
+another worker owns: one HTTP-FLV pull per stream from the owner's private port (the run's
+secret in a header), with the owner's segment clock, so edges pulling from any worker cut
+the same HLS segments. A mirror is not a publish: no hooks, recording, pushes, HLS packaging
+or publish counters; it ends with the owner's stream, or `linger` after its last viewer."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
+
+import trio
+
+from common.media.segclock import CLOCK_PREFIX, ClockState
+from common.media.stream import Stream
+from common.net.httpclient import fetch
+from common.net.supervise import contained, describe
+from common.proto.clock import STAMPS_QUERY
+from common.proto.errors import ConnClosed, ProtocolError
+from common.proto.paths import hls_target
+from common.proto.rtmp import messages as m
+from common.proto.rtmp import session as rs
+from common.proto.streamkey import StreamKeyError
+from common.serve.feeds import End, NotFound, ParentError, Tracks
+from common.serve.play import CLOCK_QUERY
+from common.serve.workerctx import SECRET_HEADER, WorkerContext
+from common.serve.workersowners import OwnerClient
+from common.serve.workerspull import open_sibling_feed
+
+if TYPE_CHECKING:
+    from origin.server import Origin
+
+log = logging.getLogger("livecdn.origin")
+
+CONNECT_TIMEOUT = 5.0
+"""Seconds the owner has to answer a mirror's pull."""
+READY_AFTER = 1.0
+"""Viewers waiting for a new mirror get the stream at its first video keyframe, or this long
+after its first media (an audio-only stream)."""
+READY_WAIT = CONNECT_TIMEOUT + 5.0
+"""A viewer waits at most this long for a new mirror's first media."""
+STALL = 10.0
+"""A mirror whose owner sends nothing this long (a stream waiting for its publisher sends
+nothing) asks the owner again."""
+RETRY = 0.5
+"""Seconds before a broken mirror asks again (while the owner still owns the stream)."""
+SEGMENTS_KEPT = 16
+"""Segments of other workers' streams kept by a worker (the newest, a few per stream)."""
+FORWARD_TIMEOUT = 5.0
+FORWARD_LIMIT = 32 * 1024 * 1024
+"""Bytes of an answer forwarded from the owner at most (an HLS segment, an API answer)."""
+
+
+class Mirror:
+    """This worker's copy of stream `key`, owned by worker `owner` (`run`)."""
+
+    def __init__(self, workers: OriginWorkers, key: tuple[str, str], owner: int) -> None:
+        self.workers = workers
+        self.key = key
+        self.owner = owner
+        self.stream: Stream | None = None
+        self.ready = trio.Event()
+        self.pulling = False
+        """Whether its pull from the owner is connected (one viewer of the owner)."""
+        self.scope = trio.CancelScope()
+        self.why = "the origin stops"
+
+    @property
+    def parent(self) -> str:
+        return self.workers.ctx.url(self.owner)
+
+    async def run(self) -> None:
+        origin = self.workers.origin
+        try:
+            with self.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch_viewers)
+                    await self._pull()
+                    nursery.cancel_scope.cancel()
+        finally:
+            self.ready.set()
+            self.pulling = False
+            if self.workers.mirrors.get(self.key) is self:
+                del self.workers.mirrors[self.key]
+            if self.stream is not None:
+                origin.close_mirror(self.stream, self.why)
+                self.stream = None
+
+    async def _watch_viewers(self) -> None:
+        """End once the stream has had no viewer for `linger` seconds."""
+        linger = self.workers.origin.config.pull_linger_seconds
+        unwatched = trio.current_time()
+        while True:
+            await trio.sleep(min(1.0, max(linger, 0.05)))
+            now = trio.current_time()
+            if self.stream is not None and self.workers.origin.local_viewers(self.stream) > 0:
+                unwatched = now
+            elif self.ready.is_set() and now - unwatched >= linger:
+                self.why = f"no viewer for {linger:g} s"
+                self.scope.cancel()
+                return
+
+    async def _pull(self) -> None:
+        away_since: float | None = None
+        grace = self.workers.origin.config.publisher_grace
+        while True:
+            try:
+                await self._connection()
+                self.why = "the owner ended the stream"
+                return  # the owner's stream ended: so does this one
+            except NotFound:
+                self.why = "the owner has no such stream"
+                return
+            except (ParentError, OSError, ConnClosed, ProtocolError, trio.TooSlowError) as exc:
+                why = describe(exc)
+            finally:
+                self.pulling = False
+            if not self.ready.is_set():
+                log.info("mirror of %s/%s from worker %d failed: %s", *self.key, self.owner, why)
+                self.why = why
+                return
+            now = trio.current_time()
+            away_since = now if away_since is None else away_since
+            owner = await self.workers.lookup(*self.key)
+            if owner != self.owner or now - away_since > grace:
+                self.why = f"{why} (the stream's owner is gone)"
+                return
+            await trio.sleep(RETRY)
+
+    async def _connection(self) -> None:
+        ctx = self.workers.ctx
+        query = f"{CLOCK_QUERY}=1&{STAMPS_QUERY}=1"
+        with trio.fail_after(CONNECT_TIMEOUT):
+            feed = await open_sibling_feed(self.parent, *self.key, query, ctx.secret)
+        self.pulling = True
+        try:
+            await self._relay(feed)
+        finally:
+            feed.close()
+
+    async def _relay(self, feed) -> None:  # type: ignore[no-untyped-def]
+        """Copy the owner's stream until it ends (returns) or breaks (raises)."""
+        stream = self.stream
+        first_media: float | None = None
+        last = trio.current_time()
+        if stream is not None:
+            stream.new_source()
+        while True:
+            events = None
+            with trio.move_on_at(last + STALL):
+                events = await feed.receive()
+            if events is None:
+                raise ParentError(f"nothing from the owner for {STALL:g} s")
+            last = trio.current_time()
+            for event in events:
+                if stream is None:
+                    stream = self.stream = self.workers.origin.open_mirror(*self.key)
+                    stream.new_source()
+                if isinstance(event, rs.Media):
+                    if event.type_id == m.DATA_AMF0 and event.payload.startswith(CLOCK_PREFIX):
+                        self._anchor(stream, event.payload)
+                        continue
+                    frame = stream.push(event.type_id, event.timestamp, event.payload)
+                    if first_media is None:
+                        first_media = last
+                    if not self.ready.is_set() and (
+                        (frame is not None and frame.keyframe) or last - first_media >= READY_AFTER
+                    ):
+                        self.ready.set()
+                elif isinstance(event, rs.Metadata):
+                    stream.set_metadata(event.payload, event.values)
+                elif isinstance(event, Tracks):
+                    stream.tracks = (event.audio, event.video)
+                elif isinstance(event, End):
+                    return
+
+    def _anchor(self, stream: Stream, payload: bytes) -> None:
+        """Continue the owner's segment clock (a bad one is ignored)."""
+        try:
+            stream.take_clock(ClockState.decode(payload))
+        except ValueError as exc:
+            log.warning("mirror of %s/%s: bad segment clock from the owner: %s", *self.key, exc)
+
+
+def hls_key(path: str) -> tuple[str, str] | None:
+    """The stream of an HLS path (/app/name.m3u8, /app/name-session-seq.ts)."""
+    try:
+        target = hls_target(path)
+    except StreamKeyError:
+        return None
+    return target.key.app, target.key.name
+
+
+class OriginWorkers:
+    """Ownership and mirrors of one origin worker (`origin.workers`; None when the origin
+    runs in one process)."""
+
+    def __init__(self, origin: Origin, ctx: WorkerContext) -> None:
+        self.origin = origin
+        self.ctx = ctx
+        self.client = OwnerClient(ctx.owners_fd, ctx.index) if ctx.owners_fd >= 0 else None
+        self.mirrors: dict[tuple[str, str], Mirror] = {}
+        self.segments: OrderedDict[str, tuple[int, bytes, str, str]] = OrderedDict()
+        """Segments fetched from their owners (immutable by name), newest last."""
+
+    @property
+    def index(self) -> int:
+        return self.ctx.index
+
+    async def claim(self, app: str, name: str) -> int | None:
+        """Claim app/name for this worker: the owner (this worker's index when granted), or
+        None (the node's max_streams reached, or no answer)."""
+        if self.client is None:
+            return self.index
+        return await self.client.claim(app, name)
+
+    async def lookup(self, app: str, name: str) -> int | None:
+        if self.client is None:
+            return None
+        return await self.client.lookup(app, name)
+
+    def release(self, app: str, name: str, held: Callable[[], bool]) -> None:
+        """Give app/name up (in the background) unless `held()` says this worker has it again
+        by the time the supervisor is asked."""
+        nursery = self.origin.node.nursery
+        if self.client is None or nursery is None:
+            return
+        nursery.start_soon(
+            partial(contained, f"release of {app}/{name}", partial(self._release, app, name, held),
+                    logger=log)
+        )  # fmt: skip
+
+    async def _release(self, app: str, name: str, held: Callable[[], bool]) -> None:
+        assert self.client is not None
+        async with self.client.lock:  # after the asks before it (a claim of the name again)
+            pass
+        if not held():
+            await self.client.release(app, name)
+
+    def sibling_pulls(self) -> dict[tuple[str, ...], float]:
+        """Connected mirrors by owner: each is one viewer of that worker (the merged viewers
+        leave them out)."""
+        out: dict[tuple[str, ...], float] = {}
+        for mirror in self.mirrors.values():
+            if mirror.pulling:
+                out[(str(mirror.owner),)] = out.get((str(mirror.owner),), 0) + 1
+        return out
+
+    def mirrored(self, stream: Stream) -> Mirror | None:
+        mirror = self.mirrors.get((stream.app, stream.name))
+        return mirror if mirror is not None and mirror.stream is stream else None
+
+    async def mirror(self, app: str, name: str) -> Stream | None:
+        """The stream app/name for a viewer of this worker when another worker owns it (a
+        mirror of it, started if needed); None if no other worker owns it."""
+        key = (app, name)
+        mirror = self.mirrors.get(key)
+        if mirror is None:
+            owner = await self.lookup(app, name)
+            if owner is None or owner == self.index:
+                return None
+            mirror = self.mirrors.get(key)  # another viewer started it meanwhile
+            nursery = self.origin.node.nursery
+            if mirror is None and nursery is not None:
+                mirror = self.mirrors[key] = Mirror(self, key, owner)
+                nursery.start_soon(
+                    partial(contained, f"mirror of {app}/{name}", mirror.run, logger=log)
+                )
+            if mirror is None:
+                return None
+        with trio.move_on_after(READY_WAIT):
+            await mirror.ready.wait()
+        stream = mirror.stream
+        return stream if stream is not None and not stream.closed else None
+
+    def stop_mirror(self, app: str, name: str) -> None:
+        """This worker now owns app/name (a publish): a mirror of it ends."""
+        mirror = self.mirrors.pop((app, name), None)
+        if mirror is not None:
+            mirror.why = "this worker took the stream"
+            mirror.scope.cancel()
+            if mirror.stream is not None:
+                self.origin.close_mirror(mirror.stream, mirror.why)
+                mirror.stream = None
+
+    async def hls_object(self, path: str, segment: bool) -> tuple[int, bytes, str, str] | None:
+        """Playlist or segment `path` of a stream another worker owns, from that worker:
+        status, body, content type and cache-control; None if no other worker owns it or it
+        did not answer. Segments are kept (SEGMENTS_KEPT) and asked for once per worker."""
+        if segment and (kept := self.segments.get(path)) is not None:
+            self.segments.move_to_end(path)
+            return kept
+        key = hls_key(path)
+        owner = await self.lookup(*key) if key is not None else None
+        if owner is None or owner == self.index:
+            return None
+        got = await self.forward(owner, "GET", path, [])
+        if got is None:
+            return None
+        status, body, headers = got
+        answer = (
+            status,
+            body,
+            headers.get("content-type", "application/octet-stream"),
+            headers.get("cache-control", ""),
+        )
+        if segment and status == 200:
+            self.segments[path] = answer
+            while len(self.segments) > SEGMENTS_KEPT:
+                self.segments.popitem(last=False)
+        return answer
+
+    async def forward(
+        self, owner: int, method: str, target: str, headers: list[tuple[str, str]]
+    ) -> tuple[int, bytes, dict[str, str]] | None:
+        """`method` `target` asked of worker `owner`'s private port (with the run's secret
+        and `headers`): status, body and headers, or None if it did not answer."""
+        try:
+            got = await fetch(
+                method,
+                self.ctx.url(owner) + target,
+                timeout=FORWARD_TIMEOUT,
+                limit=FORWARD_LIMIT,
+                headers=[(SECRET_HEADER, self.ctx.secret), *headers],
+            )
+        except Exception as exc:  # any failure: the caller answers for itself
+            log.warning("worker %d did not answer %s %s: %s", owner, method, target.partition("?")[0],
+                        f"{type(exc).__name__}: {exc}"[:200])  # fmt: skip
+            return None
+        return got.status, got.body, dict(got.headers)

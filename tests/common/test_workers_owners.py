@@ -1,0 +1,106 @@
+"""The stream ownership table of an origin with `workers = N`: claims, releases, lookups,
+its bound, a dead worker's claims, and the socket pair conversation between a worker and the
+supervisor."""
+
+from __future__ import annotations
+
+import socket
+
+import trio
+
+from common.serve.workersowners import MAX_LINE, OwnerClient, Owners, serve_owners
+
+
+def test_a_name_is_owned_by_the_first_worker_that_claims_it():
+    owners = Owners(10)
+    assert owners.claim("live/a", 1) == 1
+    assert owners.claim("live/a", 1) == 1  # again: still its own
+    assert owners.claim("live/a", 0) == 1  # refused: worker 1 owns it
+    assert owners.lookup("live/a") == 1
+    assert owners.lookup("live/b") is None
+
+
+def test_only_the_owner_releases_a_name():
+    owners = Owners(10)
+    owners.claim("live/a", 1)
+    owners.release("live/a", 0)
+    assert owners.lookup("live/a") == 1
+    owners.release("live/a", 1)
+    assert owners.lookup("live/a") is None
+    assert owners.claim("live/a", 0) == 0
+
+
+def test_the_table_is_bounded():
+    owners = Owners(2)
+    assert owners.claim("live/a", 0) == 0
+    assert owners.claim("live/b", 1) == 1
+    assert owners.claim("live/c", 0) is None  # full: the node's max_streams
+    assert owners.claim("live/a", 0) == 0  # a name held already is still answered
+    owners.release("live/b", 1)
+    assert owners.claim("live/c", 0) == 0
+
+
+def test_a_dead_workers_claims_go():
+    owners = Owners(10)
+    owners.claim("live/a", 1)
+    owners.claim("live/b", 1)
+    owners.claim("live/c", 0)
+    assert owners.drop(1) == 2
+    assert owners.lookup("live/a") is None and owners.lookup("live/c") == 0
+    assert owners.claim("live/a", 0) == 0
+
+
+def test_bad_requests_get_no_owner():
+    owners = Owners(10)
+    assert owners.answer(b"X live/a", 0) == b"-\n"
+    assert owners.answer(b"C", 0) == b"-\n"
+    assert owners.answer(b"C live/a", 3) == b"3\n"
+    assert owners.answer(b"L live/a", 0) == b"3\n"
+    assert owners.answer(b"R live/a", 3) == b"3\n"
+    assert owners.answer(b"L live/a", 0) == b"-\n"
+
+
+async def test_workers_claim_through_their_socket_pairs():
+    owners = Owners(100)
+    pairs = [socket.socketpair() for _ in range(2)]
+    async with trio.open_nursery() as nursery:
+        for i, (sup, _) in enumerate(pairs):
+            nursery.start_soon(serve_owners, owners, i, sup)
+        w0 = OwnerClient(pairs[0][1].detach(), 0)
+        w1 = OwnerClient(pairs[1][1].detach(), 1)
+        assert await w0.claim("live", "a") == 0
+        assert await w1.claim("live", "a") == 0  # refused: worker 0 owns it
+        assert await w1.lookup("live", "a") == 0
+        assert await w1.claim("live", "b") == 1
+
+        async def claim_many(client: OwnerClient, i: int) -> None:
+            for n in range(20):
+                await client.claim("many", str(n))
+
+        async with trio.open_nursery() as both:  # asks at once: one owner per name
+            both.start_soon(claim_many, w0, 0)
+            both.start_soon(claim_many, w1, 1)
+        assert all(owners.lookup(f"many/{n}") in (0, 1) for n in range(20))
+        await w0.release("live", "a")
+        assert await w1.claim("live", "a") == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_worker_gets_no_owner_when_the_supervisor_is_gone():
+    sup, mine = socket.socketpair()
+    client = OwnerClient(mine.detach(), 0)
+    sup.close()
+    assert await client.claim("live", "a") is None
+    assert await client.lookup("live", "a") is None
+
+
+async def test_an_overlong_request_ends_that_workers_conversation():
+    owners = Owners(10)
+    sup, mine = socket.socketpair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_owners, owners, 0, sup)
+        with trio.socket.from_stdlib_socket(mine) as s:
+            await s.send(b"C " + b"x" * (MAX_LINE + 10))
+            assert await s.recv(10) == b""  # the supervisor closed its end
+        nursery.cancel_scope.cancel()
+    assert not owners.owner

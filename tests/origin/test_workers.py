@@ -1,0 +1,181 @@
+"""An origin with `--workers 2`, as real processes, published by ffmpeg: viewers (HTTP-FLV,
+RTMP, HLS) on both workers, a second publish of the live name refused whichever worker it
+lands on, the publisher counted once in the merged /metrics and API, the worker that does
+not own the stream killed with SIGKILL while the owner's viewers play on, the restarted
+worker serving the stream again, and SIGTERM draining the node."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import trio
+
+from common.net.httpclient import fetch
+from common.net.rtmpclient import RtmpClient, RtmpClientError
+from common.proto.rtmp import session as rs
+from tests.conftest import ffmpeg_publish
+from tests.edge.test_drain_process import NodeLog
+from tests.edge.test_workers import Playing, metrics, per_worker, stream_api
+
+pytestmark = pytest.mark.slow
+
+HANG = 20  # seconds: only a guard against hangs
+TRIES = 24  # connections opened at most until both workers have one
+
+
+async def start_node(nursery, *args: str) -> tuple[trio.Process, NodeLog, int, int]:
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "origin", "--host", "127.0.0.1", "--rtmp", "0", "--http", "0",
+         "--workers", "2", "--hls-target-duration", "1", "--pull-linger-seconds", "2", *args],
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    log = NodeLog(proc)
+    nursery.start_soon(log.run)
+    await log.wait_for("origin worker 0 (pid")
+    await log.wait_for("origin worker 1 (pid")
+    found = re.search(r"2 workers: rtmp://127.0.0.1:(\d+)  http://127.0.0.1:(\d+)", log.text)
+    return proc, log, int(found.group(1)), int(found.group(2))
+
+
+def worker_pid(log: NodeLog, i: int, nth: int = -1) -> int:
+    return int(re.findall(rf"origin worker {i} \(pid (\d+)\) up", log.text)[nth])
+
+
+async def rtmp_frames(url: str, count: int) -> int:
+    """Play `url` over RTMP until `count` media messages came; how many came."""
+    client = await RtmpClient.connect(url)
+    try:
+        await client.play()
+        got = 0
+        with trio.fail_after(HANG):
+            while got < count:
+                got += sum(isinstance(e, rs.Media) for e in await client.next_events())
+        return got
+    finally:
+        client.close()
+
+
+async def hls_get(http: int, path: str, agent: str) -> tuple[int, bytes]:
+    got = await fetch("GET", f"http://127.0.0.1:{http}{path}", headers=[("user-agent", agent)])
+    return got.status, got.body
+
+
+async def test_an_origin_with_two_workers_serves_one_publish_on_both(nursery, clip):
+    proc, log, rtmp, http = await start_node(nursery)
+    try:
+        url = f"rtmp://127.0.0.1:{rtmp}/live/o"
+        await ffmpeg_publish(nursery, clip, url)
+        await log.wait_for("publish live/o from")
+        owner = int(re.search(r"worker (\d) livecdn.origin: publish live/o", log.text).group(1))
+        other = 1 - owner
+
+        # HLS: whichever worker answers, the same playlist names the same segments, and each
+        # segment's bytes are the same from either worker
+        with trio.fail_after(HANG):
+            while (await hls_get(http, "/live/o.m3u8", "probe"))[0] != 200:
+                await trio.sleep(0.2)
+        agents = [f"hls-{i}" for i in range(8)]
+        segments: dict[str, set[bytes]] = {}
+        for agent in agents:
+            status, body = await hls_get(http, "/live/o.m3u8", agent)
+            assert status == 200, body
+            uris = [line for line in body.decode().splitlines() if line.endswith(".ts")]
+            assert uris
+            status, data = await hls_get(http, "/live/" + uris[0], agent)
+            assert status == 200
+            segments.setdefault(uris[0], set()).add(data)
+        assert all(len(v) == 1 for v in segments.values()), {k: len(v) for k, v in segments.items()}
+        m = await metrics(http)
+        assert all(per_worker(m)), f"the HLS requests all landed on one worker: {m}"
+        assert m['livecdn_viewers{protocol="hls"}'] == len(agents) + 1, m  # the probe too
+
+        # HTTP-FLV viewers on both workers, fed by the one publish
+        plays: list[Playing] = []
+        async with trio.open_nursery() as watching:
+            before = per_worker(m)
+            for _ in range(TRIES):
+                play = Playing(f"http://127.0.0.1:{http}/live/o.flv")
+                await watching.start(play.run)
+                await play.viewer.wait_frames(1, HANG)
+                plays.append(play)
+                now = per_worker(await metrics(http))
+                if all(now[i] > before[i] for i in (0, 1)):
+                    break
+            else:
+                raise AssertionError(f"{TRIES} viewers all landed on one worker: {log.text}")
+            for p in plays:
+                await p.viewer.wait_frames(len(p.viewer.video) + 10, HANG)
+
+            # RTMP viewers get media from either worker
+            for _ in range(4):
+                assert await rtmp_frames(url, 20) >= 20
+
+            # a second publish of the live name is refused, on whichever worker it lands
+            for _ in range(6):
+                second = await RtmpClient.connect(url)
+                with pytest.raises(RtmpClientError, match="live from another publisher"):
+                    await second.publish()
+                second.close()
+            assert "on another worker of this origin" in log.text, log.text
+
+            # the publisher and the stream counted once; viewers as the node has them
+            m = await metrics(http)
+            assert m["livecdn_publishers"] == 1, m
+            assert m["livecdn_streams"] == 1, m
+            assert m["livecdn_publishes_total"] == 1, m
+            assert m['livecdn_viewers{protocol="flv"}'] == len(plays), m
+            info = await stream_api(http, "live/o")
+            assert info["publisher"] is not None, info
+            assert info["viewers"]["flv"] == len(plays), info
+            assert "upstream" not in info, info
+            listing = json.loads((await fetch("GET", f"http://127.0.0.1:{http}/api/streams")).body)
+            assert [s["name"] for s in listing["streams"]] == ["o"], listing
+
+            # SIGKILL the worker that does not own the stream: the owner's viewers play on
+            flv_on_owner = now[owner] - before[owner]  # the HLS viewers counted before too
+            pid = worker_pid(log, other)
+            os.kill(pid, signal.SIGKILL)
+            await log.wait_for(f"origin worker {other} (pid {pid}) was killed by SIGKILL")
+            with trio.fail_after(HANG):
+                while sum(1 for p in plays if not p.ended) > flv_on_owner:
+                    await trio.sleep(0.05)  # the killed worker's viewers are cut off
+            left = [p for p in plays if not p.ended]
+            assert len(left) == flv_on_owner >= 1
+            for p in left:
+                await p.viewer.wait_frames(len(p.viewer.video) + 25, HANG)
+            assert all(not p.ended for p in left)
+
+            # the restarted worker serves the stream again (from the owner)
+            with trio.fail_after(HANG):
+                while len(re.findall(rf"origin worker {other} \(pid \d+\) up", log.text)) < 2:
+                    await trio.sleep(0.05)
+            for _ in range(TRIES):
+                play = Playing(f"http://127.0.0.1:{http}/live/o.flv")
+                await watching.start(play.run)
+                await play.viewer.wait_frames(5, HANG)
+                plays.append(play)
+                if per_worker(await metrics(http))[other] >= 1:
+                    break
+            else:
+                raise AssertionError(f"no viewer landed on the restarted worker: {log.text}")
+            m = await metrics(http)
+            assert m["livecdn_publishers"] == 1, m
+            assert m['livecdn_viewers{protocol="flv"}'] == sum(1 for p in plays if not p.ended)
+            watching.cancel_scope.cancel()
+
+        proc.send_signal(signal.SIGTERM)  # every worker drains, then the node stops
+        with trio.fail_after(HANG):
+            code = await proc.wait()
+            await log.closed.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert code == 0, log.text
+    assert "every worker has stopped" in log.text and "origin stopped" in log.text
+    assert log.text.count("drained: shutting down") == 2, log.text
