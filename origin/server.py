@@ -48,7 +48,7 @@ from common.serve.reload import Rerun
 from common.serve.rtmpserver import RtmpConnection, split_name
 from common.serve.snapshot import IMAGE_TYPES, Snapshots
 from common.serve.workerctx import CURRENT
-from common.serve.workermerge import is_sibling
+from common.serve.workermerge import auth_headers, is_sibling
 from common.serve.workershls import not_for_siblings
 from common.serve.workersviewers import HLS_VIEWERS_PATH, viewer_keys
 from origin.bans import Bans
@@ -437,7 +437,28 @@ class Origin:
             skey = api_stream_key(req.path)
         except StreamKeyError as exc:
             return Response.json({"error": f"bad stream key: {exc}"}, 400)
-        return self._api_stream(req, skey) if skey is not None else None
+        if skey is None:
+            return None
+        if self.workers is not None and req.method == "DELETE" and not is_sibling():
+            if refused := admin_refusal(req, self.config.admin_token):
+                return refused
+            return await self._kick_on_node(req, skey)
+        return self._api_stream(req, skey)
+
+    async def _kick_on_node(self, req: Request, skey: StreamKey) -> Response:
+        """DELETE /api/streams/app/name on a worker of a node: every worker bans the name
+        (a publish may land on any of them) and the owner kicks its publisher; the owner's
+        answer, or 404 if no worker owns the name."""
+        assert self.workers is not None
+        owner = await self.workers.lookup(skey.app, skey.name)
+        local = self._api_stream(req, skey)
+        if owner is None and local.status == 404:
+            return local
+        answers = await self.workers.forward_all("DELETE", req.target, auth_headers(req))
+        if owner is None or owner == self.workers.index or owner not in answers:
+            return local
+        status, body, headers = answers[owner]
+        return Response(status, body, headers.get("content-type", "application/json"))
 
     async def _hls_of_owner(self, req: Request, target: HlsTarget) -> Response | None:
         """On a worker of a node: HLS of a stream another worker owns, as that worker
@@ -465,6 +486,9 @@ class Origin:
         if req.method == "DELETE" and (refused := admin_refusal(req, self.config.admin_token)):
             return refused  # before the lookup: a stranger learns nothing about which names live
         stream = self.registry.get(app, name)
+        mirror = stream is not None and self.workers is not None and self.workers.mirrored(stream)
+        if req.method == "DELETE" and self.workers is not None and (stream is None or mirror):
+            return self._ban_here(req, skey)  # owned by another worker, which kicks
         if stream is None:
             return Response.json({"error": f"no live stream {skey}"}, 404)
         if req.method == "GET":
@@ -491,6 +515,18 @@ class Origin:
             log.info("kicked %s (ban %d s) on request of %s", skey, ban, req.peer)
             return Response.json({"kicked": str(skey), "ban_s": ban})
         return Response.json({"error": f"method {req.method} not allowed"}, 405)
+
+    def _ban_here(self, req: Request, skey: StreamKey) -> Response:
+        """A kick's ban on a worker that does not own the stream (404: nothing kicked here)."""
+        ban = parse_uint(req.query.get("ban", str(int(self.config.kick_ban_seconds))),
+                         MAX_BAN_SECONDS)  # fmt: skip
+        if ban is None:
+            return Response.json(
+                {"error": f"ban must be whole seconds in 0..{MAX_BAN_SECONDS}"}, 400
+            )
+        if ban > 0 and not self.bans.ban((skey.app, skey.name), ban, time.time()):
+            return Response.json({"error": f"{self.bans.max_bans} bans in force already"}, 503)
+        return Response.json({"error": f"no live stream {skey} on this worker", "ban_s": ban}, 404)
 
     async def _recordings(self, req: Request) -> Response | None:
         """Playback (/app/name/recordings/...) and /api/recordings[/app/name[/start|/stop]];
@@ -519,6 +555,14 @@ class Origin:
             return Response.json({"error": f"method {req.method} not allowed"}, 405)
         if refused := admin_refusal(req, self.config.admin_token):
             return refused
+        if self.workers is not None and not is_sibling():  # the owner records its stream
+            owner = await self.workers.lookup(skey.app, skey.name)
+            if owner is not None and owner != self.workers.index:
+                got = await self.workers.forward(owner, "POST", req.target, auth_headers(req))
+                if got is None:
+                    return Response.json({"error": f"worker {owner} did not answer"}, 502)
+                status, body, headers = got
+                return Response(status, body, headers.get("content-type", "application/json"))
         if action == "stop":
             stopped = self.recorder.stop(skey.app, skey.name)
             if stopped is None:
@@ -542,24 +586,27 @@ class Origin:
         return info
 
     def announcement(self) -> list[StreamsAnnouncement]:
-        """The origin's live streams, for the balancer (sent every second)."""
+        """The origin's live streams, for the balancer (sent every second; a node's worker 0
+        sends the whole node's, with what its siblings said last)."""
         streams = []
-        for stream in self.registry:
+        infos = [self.stream_info(stream) for stream in self.registry]
+        if self.workers is not None:
+            infos = self.workers.node_streams(infos)
+        for info in infos:
             if len(streams) >= MAX_STREAMS:
                 break
-            info = self.stream_info(stream)
             try:
                 streams.append(
                     StreamInfo(
-                        app=stream.app,
-                        name=stream.name,
+                        app=info["app"],
+                        name=info["name"],
                         bitrate=float(info["bitrate_in"] or 0),
                         viewers=info["viewers"]["total"],
                         since=info["publisher"]["since"] if info["publisher"] else None,
                     )
                 )
-            except ControlError as exc:
-                log.debug("not announcing %s/%s: %s", stream.app, stream.name, exc)
+            except (ControlError, KeyError, TypeError, ValueError) as exc:
+                log.debug("not announcing %s/%s: %s", info.get("app"), info.get("name"), exc)
         node = self.config.node_id or f"origin-{self.address.http_port if self.address else 0}"
         return [StreamsAnnouncement(node, tuple(streams))]
 
@@ -580,7 +627,11 @@ class Origin:
                 self.address = await nursery.start(self.node.run)
                 if self.relays.configured:
                     await nursery.start(self.relays.run)
-                if self.config.balancer:
+                if self.config.balancer and (self.workers is None or self.workers.index == 0):
+                    if self.workers is not None:  # worker 0 reports for the node
+                        self.node.start_supervised(
+                            "the siblings' streams", "reporter", self.workers.poll_siblings
+                        )
                     self.reporter = Rerun(self._report)
                     self.node.start_supervised(
                         f"reports to the balancer {self.config.balancer}", "reporter", self.reporter

@@ -8,6 +8,8 @@ or publish counters; it ends with the owner's stream, or `linger` after its last
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -22,13 +24,14 @@ from common.net.httpclient import fetch
 from common.net.supervise import contained, describe
 from common.proto.clock import STAMPS_QUERY
 from common.proto.errors import ConnClosed, ProtocolError
-from common.proto.paths import hls_target
+from common.proto.paths import STREAMS_API, hls_target
 from common.proto.rtmp import messages as m
 from common.proto.rtmp import session as rs
 from common.proto.streamkey import StreamKeyError
 from common.serve.feeds import End, NotFound, ParentError, Tracks
 from common.serve.play import CLOCK_QUERY
 from common.serve.workerctx import SECRET_HEADER, WorkerContext
+from common.serve.workermerge import merge_streams_api
 from common.serve.workersowners import OwnerClient
 from common.serve.workerspull import open_sibling_feed
 
@@ -51,6 +54,8 @@ RETRY = 0.5
 """Seconds before a broken mirror asks again (while the owner still owns the stream)."""
 SEGMENTS_KEPT = 16
 """Segments of other workers' streams kept by a worker (the newest, a few per stream)."""
+POLL_S = 1.0
+"""Seconds between two polls of the siblings' streams (the balancer's report period)."""
 FORWARD_TIMEOUT = 5.0
 FORWARD_LIMIT = 32 * 1024 * 1024
 """Bytes of an answer forwarded from the owner at most (an HLS segment, an API answer)."""
@@ -205,6 +210,8 @@ class OriginWorkers:
         self.ctx = ctx
         self.client = OwnerClient(ctx.owners_fd, ctx.index) if ctx.owners_fd >= 0 else None
         self.mirrors: dict[tuple[str, str], Mirror] = {}
+        self.sibling_docs: dict[int, dict] = {}
+        """The siblings' streams API answers, as polled last (worker 0, for the balancer)."""
         self.segments: OrderedDict[str, tuple[int, bytes, str, str]] = OrderedDict()
         """Segments fetched from their owners (immutable by name), newest last."""
 
@@ -314,6 +321,40 @@ class OriginWorkers:
             while len(self.segments) > SEGMENTS_KEPT:
                 self.segments.popitem(last=False)
         return answer
+
+    async def forward_all(
+        self, method: str, target: str, headers: list[tuple[str, str]]
+    ) -> dict[int, tuple[int, bytes, dict[str, str]]]:
+        """`forward` to every sibling at once: the answers by worker index."""
+        answers: dict[int, tuple[int, bytes, dict[str, str]]] = {}
+
+        async def ask(i: int) -> None:
+            if (got := await self.forward(i, method, target, headers)) is not None:
+                answers[i] = got
+
+        async with trio.open_nursery() as nursery:
+            for i in self.ctx.siblings():
+                nursery.start_soon(ask, i)
+        return answers
+
+    async def poll_siblings(self) -> None:
+        """Keep what the siblings say of their streams (`node_streams`), every POLL_S."""
+        while True:
+            answers = await self.forward_all("GET", STREAMS_API, [])
+            docs: dict[int, dict] = {}
+            for i, (status, body, _) in answers.items():
+                with contextlib.suppress(ValueError):
+                    if status == 200 and isinstance(doc := json.loads(body), dict):
+                        docs[i] = doc
+            self.sibling_docs = docs
+            await trio.sleep(POLL_S)
+
+    def node_streams(self, own: list[dict]) -> list[dict]:
+        """The node's streams (each once, described by its owner, viewers summed), from this
+        worker's `own` descriptions and what the siblings said last."""
+        docs = {**self.sibling_docs, self.index: {"streams": own}}
+        doc, _ = merge_streams_api(self.ctx, docs, {})
+        return [s for s in doc.get("streams", []) if isinstance(s, dict)]
 
     async def forward(
         self, owner: int, method: str, target: str, headers: list[tuple[str, str]]

@@ -75,9 +75,12 @@ async def ask_siblings(ctx: WorkerContext, req: Request) -> tuple[dict[int, byte
     return answers, missing
 
 
-def _auth(req: Request) -> list[tuple[str, str]]:
+def auth_headers(req: Request) -> list[tuple[str, str]]:
     """The request's credentials, passed on (a sibling applies the same admin rule)."""
     return [(k, v) for k, v in req.headers.items() if k in ("authorization", "cookie")]
+
+
+_auth = auth_headers
 
 
 # ---------------------------------------------------------------------- metrics

@@ -16,6 +16,8 @@ import sys
 import pytest
 import trio
 
+from balancer.server import Balancer
+from common.config import BalancerConfig, build
 from common.net.httpclient import fetch
 from common.net.rtmpclient import RtmpClient, RtmpClientError
 from common.proto.rtmp import session as rs
@@ -66,8 +68,19 @@ async def hls_get(http: int, path: str, agent: str) -> tuple[int, bytes]:
     return got.status, got.body
 
 
+async def balancer_streams(http: int) -> list[dict]:
+    got = await fetch("GET", f"http://127.0.0.1:{http}/api/streams")
+    return json.loads(got.body)["streams"]
+
+
 async def test_an_origin_with_two_workers_serves_one_publish_on_both(nursery, clip):
-    proc, log, rtmp, http = await start_node(nursery)
+    balancer = Balancer(
+        build(BalancerConfig, {"host": "127.0.0.1", "http_port": 0, "control_port": 0})
+    )
+    bhttp, control = await nursery.start(balancer.run)
+    proc, log, rtmp, http = await start_node(
+        nursery, "--balancer", f"127.0.0.1:{control}", "--node-id", "o2"
+    )
     try:
         url = f"rtmp://127.0.0.1:{rtmp}/live/o"
         await ffmpeg_publish(nursery, clip, url)
@@ -136,6 +149,14 @@ async def test_an_origin_with_two_workers_serves_one_publish_on_both(nursery, cl
             assert "upstream" not in info, info
             listing = json.loads((await fetch("GET", f"http://127.0.0.1:{http}/api/streams")).body)
             assert [s["name"] for s in listing["streams"]] == ["o"], listing
+            # worker 0 reports the node to the balancer, whichever worker owns the stream
+            with trio.fail_after(HANG):
+                while not await balancer_streams(bhttp):
+                    await trio.sleep(0.1)
+            for _ in range(10):  # every report names it (not only the owner's)
+                seen = await balancer_streams(bhttp)
+                assert [(s["stream"], s["origin"]) for s in seen] == [("live/o", "o2")], seen
+                await trio.sleep(0.3)
 
             # SIGKILL the worker that does not own the stream: the owner's viewers play on
             flv_on_owner = now[owner] - before[owner]  # the HLS viewers counted before too
@@ -167,6 +188,16 @@ async def test_an_origin_with_two_workers_serves_one_publish_on_both(nursery, cl
             m = await metrics(http)
             assert m["livecdn_publishers"] == 1, m
             assert m['livecdn_viewers{protocol="flv"}'] == sum(1 for p in plays if not p.ended)
+
+            # a kick with a ban, asked of any worker: the owner kicks, every worker bans
+            kicked = await fetch("DELETE", f"http://127.0.0.1:{http}/api/streams/live/o?ban=60")
+            assert kicked.status == 200, kicked
+            assert json.loads(kicked.body) == {"kicked": "live/o", "ban_s": 60}
+            for _ in range(6):
+                again = await RtmpClient.connect(url)
+                with pytest.raises(RtmpClientError, match="banned"):
+                    await again.publish()
+                again.close()
             watching.cancel_scope.cancel()
 
         proc.send_signal(signal.SIGTERM)  # every worker drains, then the node stops
