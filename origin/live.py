@@ -45,6 +45,7 @@ class StreamEnd(StrEnum):
     KICKED = "kicked through the API"
     SHUTDOWN = "origin shutting down"
     UNPULLED = "pull stopped"
+    MOVED = "its publisher is back on another worker of the node"
 
 
 @dataclass

@@ -3,6 +3,7 @@ HLS, the streams API and the announcements to the balancer."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import replace
@@ -73,6 +74,9 @@ from origin.rtmp import IngestBytes, OriginIngest
 from origin.workers import OriginWorkers
 
 log = logging.getLogger("livecdn.origin")
+
+YIELD_PATH = "/_worker/yield"
+"""A worker's private route: let a sibling have a name (`Origin.yield_name`)."""
 
 OriginAddress = NodeAddress
 
@@ -308,12 +312,20 @@ class Origin:
 
     async def _claimed(self, request: PublishRequest, decision: Accept) -> Decision:
         """A new stream's publish on a worker of a node: claim its name for this worker
-        first. A name another worker owns is refused as a second publish of a live name is
-        (a takeover across workers is not possible); the node's max_streams, as a full
-        origin. Then the decision as this worker is now."""
+        first. The worker that owns the name is asked to let it go (`yield_name`: a takeover,
+        or its publisher back within the grace, as `decide` says there); else the publish is
+        refused as a second publish of a live name is; a full table as a full origin. Then
+        the decision as this worker is now."""
         assert self.workers is not None
         key = decision.key
         owner = await self.workers.claim(key.app, key.name)
+        if owner is not None and owner != self.workers.index:
+            body = json.dumps({"host": request.host, "query": request.query}).encode()
+            got = await self.workers.forward(
+                owner, "POST", f"{YIELD_PATH}/{key.app}/{key.name}", [], body=body
+            )
+            if got is not None and got[0] == 200:
+                owner = await self.workers.claim(key.app, key.name)
         if owner is None:
             return Reject(
                 PublishCode.DENIED,
@@ -334,6 +346,34 @@ class Origin:
         if isinstance(again, Reject) and (key.app, key.name) not in self.live:
             self.workers.release(key.app, key.name, lambda: (key.app, key.name) in self.live)
         return again
+
+    async def yield_name(self, app: str, name: str, doc: object, peer: str) -> Response:
+        """A sibling worker got a publish of app/name, which this worker owns: let the name
+        go if `decide` would let that publish (host and query in `doc`) take over or resume
+        here. The stream ends (viewers get its end and come back to the new one; on one
+        process they are kept); 409 with the reason otherwise."""
+        if not isinstance(doc, dict) or not isinstance(doc.get("query"), dict):
+            return Response.json({"error": "host and query wanted"}, 400)
+        query = {str(k): str(v) for k, v in doc["query"].items()}
+        request = PublishRequest(app, name, query, str(doc.get("host", "")))
+        decision = decide(request, self._publishers(), self.config, time.time())
+        live = self.live.get((app, name))
+        resumed = isinstance(decision, Accept) and decision.resumed
+        if live is None or not (resumed or isinstance(decision, Takeover)):
+            why = decision.detail if isinstance(decision, Reject) else "not this worker's"
+            return Response.json({"error": why}, 409)
+        why = "taken over" if isinstance(decision, Takeover) else "back"
+        log.info("%s/%s: its publisher is %s on another worker (%s)", app, name, why, peer)
+        if (pub := live.publisher) is not None:
+            live.publisher = None
+            pub.rtmp.cancel()
+            self._unpublished(pub)
+        if self.relays.pulled(app, name):
+            self.relays.hand_over(app, name)
+        self._close_stream(live.stream, StreamEnd.MOVED)
+        if self.workers is not None and self.workers.client is not None:
+            await self.workers.client.release(app, name)  # before the sibling claims again
+        return Response.json({"yielded": f"{app}/{name}"})
 
     def _publishers(self) -> Publishers:
         """What the publish decision reads of this origin."""
@@ -424,6 +464,13 @@ class Origin:
             return resp
         if req.path == HLS_VIEWERS_PATH and is_sibling():  # on a worker's private port
             return Response.json(viewer_keys(self.hls.viewers, trio.current_time()))
+        if req.path.startswith(YIELD_PATH + "/") and is_sibling() and req.method == "POST":
+            skey = StreamKey.parse(*req.path[len(YIELD_PATH) + 1 :].partition("/")[::2])
+            try:
+                doc = json.loads(req.body)
+            except ValueError:
+                doc = None
+            return await self.yield_name(skey.app, skey.name, doc, req.peer)
         if req.path == RELAYS_API:
             return self.relays.respond(req)
         if req.path == STREAMS_API:

@@ -357,7 +357,13 @@ class OriginWorkers:
         return [s for s in doc.get("streams", []) if isinstance(s, dict)]
 
     async def forward(
-        self, owner: int, method: str, target: str, headers: list[tuple[str, str]]
+        self,
+        owner: int,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        *,
+        body: bytes = b"",
     ) -> tuple[int, bytes, dict[str, str]] | None:
         """`method` `target` asked of worker `owner`'s private port (with the run's secret
         and `headers`): status, body and headers, or None if it did not answer."""
@@ -368,6 +374,7 @@ class OriginWorkers:
                 timeout=FORWARD_TIMEOUT,
                 limit=FORWARD_LIMIT,
                 headers=[(SECRET_HEADER, self.ctx.secret), *headers],
+                body=body,
             )
         except Exception as exc:  # any failure: the caller answers for itself
             log.warning("worker %d did not answer %s %s: %s", owner, method, target.partition("?")[0],

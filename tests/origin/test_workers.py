@@ -24,6 +24,7 @@ from common.proto.rtmp import session as rs
 from tests.conftest import ffmpeg_publish
 from tests.edge.test_drain_process import NodeLog
 from tests.edge.test_workers import Playing, metrics, per_worker, stream_api
+from tests.media import publish_synthetic
 
 pytestmark = pytest.mark.slow
 
@@ -210,3 +211,31 @@ async def test_an_origin_with_two_workers_serves_one_publish_on_both(nursery, cl
     assert code == 0, log.text
     assert "every worker has stopped" in log.text and "origin stopped" in log.text
     assert log.text.count("drained: shutting down") == 2, log.text
+
+
+async def test_a_takeover_or_a_publisher_back_lands_on_either_worker(nursery):
+    proc, log, rtmp, http = await start_node(nursery, "--on-republish", "takeover")
+    try:
+        url = f"rtmp://127.0.0.1:{rtmp}/live/t"
+        pubs = []
+        async with trio.open_nursery() as publishing:
+            for _ in range(TRIES):  # each new publisher takes the name over, on any worker
+                pubs.append(await publish_synthetic(publishing, url))
+                if "its publisher is taken over on another worker" in log.text:
+                    break
+            else:
+                raise AssertionError(f"every publisher landed on one worker: {log.text}")
+            play = Playing(f"http://127.0.0.1:{http}/live/t.flv")
+            await publishing.start(play.run)
+            await play.viewer.wait_frames(10, HANG)
+            m = await metrics(http)
+            assert m["livecdn_publishers"] == 1, m
+            assert m["livecdn_streams"] == 1, m
+            publishing.cancel_scope.cancel()
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(HANG):
+            code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert code == 0, log.text
