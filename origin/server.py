@@ -296,7 +296,7 @@ class Origin:
                 log.info("publisher of %s is back within the grace: viewers kept", skey)
         else:
             if self.workers is not None:
-                self.workers.stop_mirror(skey.app, skey.name)
+                self.workers.stop_mirror(skey.app, skey.name, "this worker took the stream")
             live = self._open_stream(skey.app, skey.name)
         live.stream.new_source()
         pub = Publisher(
@@ -691,6 +691,9 @@ class Origin:
     def end_streams(self) -> None:
         """End every stream (the origin stops): publishers are closed, viewers get the end."""
         for stream in list(self.registry):
+            if self.workers is not None and self.workers.mirrored(stream) is not None:
+                self.workers.stop_mirror(stream.app, stream.name, "the origin stops")
+                continue
             live = self.live.get((stream.app, stream.name))
             if live is not None and (pub := live.publisher) is not None:
                 pub.rtmp.cancel()

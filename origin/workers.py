@@ -285,11 +285,11 @@ class OriginWorkers:
         stream = mirror.stream
         return stream if stream is not None and not stream.closed else None
 
-    def stop_mirror(self, app: str, name: str) -> None:
-        """This worker now owns app/name (a publish): a mirror of it ends."""
+    def stop_mirror(self, app: str, name: str, why: str) -> None:
+        """End the mirror of app/name, if any (this worker took the name, or it stops)."""
         mirror = self.mirrors.pop((app, name), None)
         if mirror is not None:
-            mirror.why = "this worker took the stream"
+            mirror.why = why
             mirror.scope.cancel()
             if mirror.stream is not None:
                 self.origin.close_mirror(mirror.stream, mirror.why)

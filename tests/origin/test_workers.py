@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import trio
@@ -23,7 +24,10 @@ from common.net.rtmpclient import RtmpClient, RtmpClientError
 from common.proto.rtmp import session as rs
 from tests.conftest import ffmpeg_publish
 from tests.edge.test_drain_process import NodeLog
+from tests.edge.test_edge_hls_identical import same_playlist, segment
+from tests.edge.test_edge_hls_package import fetch_playlist, packaging_edge
 from tests.edge.test_workers import Playing, metrics, per_worker, stream_api
+from tests.hls_validator import parse
 from tests.media import publish_synthetic
 
 pytestmark = pytest.mark.slow
@@ -239,3 +243,32 @@ async def test_a_takeover_or_a_publisher_back_lands_on_either_worker(nursery):
         if proc.returncode is None:
             proc.kill()
     assert code == 0, log.text
+
+
+async def test_edges_pulling_from_either_worker_package_the_same_hls(nursery, clip):
+    proc, log, rtmp, http = await start_node(nursery)
+    try:
+        await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{rtmp}/live/same")
+        await log.wait_for("publish live/same from")
+        origin = f"http://127.0.0.1:{http}/live"
+        await fetch_playlist(f"{origin}/same.m3u8")
+        edges = []
+        for _ in range(8):  # until an edge's pull lands on the worker that does not own it
+            _, eaddr = await packaging_edge(nursery, SimpleNamespace(rtmp_port=rtmp))
+            edges.append(f"http://127.0.0.1:{eaddr.http_port}/live")
+            await fetch_playlist(f"{edges[-1]}/same.m3u8")
+            m = await metrics(http)
+            if any(k.startswith("livecdn_worker_sibling_pulls") and v for k, v in m.items()):
+                break
+        else:
+            raise AssertionError(f"every edge's pull landed on the owner: {log.text}")
+        text = await same_playlist([f"{u}/same.m3u8" for u in (origin, *edges)])
+        for _, _, uri, _ in parse(text).segments[-2:]:
+            bodies = {await segment(base, uri) for base in (origin, *edges)}
+            assert len(bodies) == 1, f"{uri} differs between the nodes"
+        proc.send_signal(signal.SIGINT)
+        with trio.fail_after(HANG):
+            await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
