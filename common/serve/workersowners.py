@@ -5,9 +5,10 @@ one bounded table stream -> worker, and each worker asks it over a socket pair o
 owner's index, so a name is published once per node and the other workers' viewers are fed
 from the owner. A worker's claims go when it dies (its process exits).
 
-Wire format (one line each way, ASCII): `C app/name` (claim), `R app/name` (release),
-`L app/name` (lookup) -> `K` (the owner's index; for a claim, the claimer's own index when
-granted) or `-` (no owner; for a claim: the table is full)."""
+Wire format (one line each way, ASCII): `ID C app/name` (claim), `ID R app/name` (release),
+`ID L app/name` (lookup) -> `ID K` (the owner's index; for a claim, the claimer's own index
+when granted) or `ID -` (no owner; for a claim: the table is full). ID is the worker's request
+number, so an answer that came too late for its request is never taken for the next one's."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ class Owners:
 
     def answer(self, line: bytes, worker: int) -> bytes:
         """The reply to one request line from `worker`."""
-        op, _, key_bytes = line.strip().partition(b" ")
+        ident, _, rest = line.strip().partition(b" ")
+        op, _, key_bytes = rest.partition(b" ")
         key = key_bytes.decode("ascii", errors="replace")
         if op == b"C" and key:
             got = self.claim(key, worker)
@@ -70,7 +72,7 @@ class Owners:
             got = self.lookup(key)
         else:
             got = None
-        return b"-\n" if got is None else b"%d\n" % got
+        return ident[:20] + (b" -\n" if got is None else b" %d\n" % got)
 
 
 async def serve_owners(owners: Owners, worker: int, sock: socket.socket) -> None:
@@ -111,27 +113,34 @@ class OwnerClient:
         self.stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         self.lock = trio.Lock()
         self.buf = b""
+        self.asked = 0
 
     async def _ask(self, op: str, key: str) -> int | None | bool:
         """The supervisor's answer (an index or None), or False if it gave none."""
-        line = f"{op} {key}\n".encode("ascii", errors="replace")
+        self.asked += 1
+        ident = b"%d" % self.asked
+        line = ident + f" {op} {key}\n".encode("ascii", errors="replace")
         if len(line) > MAX_LINE:
             return False
         async with self.lock:
             try:
                 with trio.fail_after(ASK_TIMEOUT):
                     await self.stream.send_all(line)
-                    while (nl := self.buf.find(b"\n")) < 0:
-                        data = await self.stream.receive_some(4096)
-                        if not data:
-                            raise trio.BrokenResourceError("the supervisor closed")
-                        self.buf += data
-            except (trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
+                    while True:
+                        while (nl := self.buf.find(b"\n")) < 0:
+                            data = await self.stream.receive_some(4096)
+                            if not data:
+                                raise trio.BrokenResourceError("the supervisor closed")
+                            self.buf += data
+                        reply, self.buf = self.buf[:nl], self.buf[nl + 1 :]
+                        got_ident, _, answer = reply.partition(b" ")
+                        if got_ident == ident:  # else the late answer to an earlier ask
+                            break
+            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError,
+                    OSError) as exc:  # fmt: skip
                 log.warning("stream ownership: no answer from the supervisor (%s)", exc)
-                self.buf = b""
                 return False
-            reply, self.buf = self.buf[:nl], self.buf[nl + 1 :]
-        return None if reply == b"-" else int(reply)
+        return None if answer == b"-" else int(answer)
 
     async def claim(self, app: str, name: str) -> int | None:
         """Claim app/name for this worker: the owner (this worker's index when granted), or

@@ -52,12 +52,27 @@ def test_a_dead_workers_claims_go():
 
 def test_bad_requests_get_no_owner():
     owners = Owners(10)
-    assert owners.answer(b"X live/a", 0) == b"-\n"
-    assert owners.answer(b"C", 0) == b"-\n"
-    assert owners.answer(b"C live/a", 3) == b"3\n"
-    assert owners.answer(b"L live/a", 0) == b"3\n"
-    assert owners.answer(b"R live/a", 3) == b"3\n"
-    assert owners.answer(b"L live/a", 0) == b"-\n"
+    assert owners.answer(b"1 X live/a", 0) == b"1 -\n"
+    assert owners.answer(b"2 C", 0) == b"2 -\n"
+    assert owners.answer(b"3 C live/a", 3) == b"3 3\n"
+    assert owners.answer(b"4 L live/a", 0) == b"4 3\n"
+    assert owners.answer(b"5 R live/a", 3) == b"5 3\n"
+    assert owners.answer(b"6 L live/a", 0) == b"6 -\n"
+
+
+async def test_an_answer_that_came_too_late_is_not_taken_for_the_next_ask():
+    sup, mine = socket.socketpair()
+    client = OwnerClient(mine.detach(), 0)
+    with trio.socket.from_stdlib_socket(sup) as s:
+        await s.send(b"0 7\n")  # as if the answer to an ask that timed out
+        async with trio.open_nursery() as nursery:
+
+            async def answer() -> None:
+                line = await s.recv(100)
+                await s.send(line.split(b" ")[0] + b" 1\n")
+
+            nursery.start_soon(answer)
+            assert await client.lookup("live", "a") == 1
 
 
 async def test_workers_claim_through_their_socket_pairs():
