@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The scaling curve of an edge with `workers = W`: for each W and each N, one edge (pulling
-from an origin beside it) under N players of ../shared/bench/players.py, one run after the
+"""The scaling curve of an edge (or, with --node origin, an origin) with `workers = W`: for
+each W and each N, one edge (pulling from an origin beside it) or one origin (published by
+ffmpeg, played directly) under N players of ../shared/bench/players.py, one run after the
 other on this machine; prints the CPU of each worker, the edge's total, the players' and the
 origin's, how the viewers spread over the workers and whether they kept up.
 
@@ -12,6 +13,7 @@ a busy machine:
 
   flock /tmp/h16/bench.lock .venv/bin/python bench/workers_scaling.py --workers 1,2 --ns 1000
   .venv/bin/python bench/workers_scaling.py --workers 1,2,4,8 --ns 2000,4000,8000 --procs 4
+  flock /tmp/h18/bench.lock .venv/bin/python bench/workers_scaling.py --node origin --workers 2,1
 
 Needs ffmpeg (the publisher) and ../shared/bench (SHARED_BENCH to put it elsewhere).
 """
@@ -120,20 +122,41 @@ def worker_viewers(metrics: str) -> dict[str, float]:
     return dict(re.findall(r'livecdn_worker_viewers\{worker="(\d+)"\} ([0-9.e+]+)', metrics))
 
 
+def start_publisher(rtmp: int) -> subprocess.Popen:
+    """ffmpeg publishing live/test to the node at `rtmp` (../shared/bench/publish.sh)."""
+    return subprocess.Popen(
+        ["bash", str(SHARED / "publish.sh"), f"rtmp://127.0.0.1:{rtmp}/live/test"],
+        stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
 def run_point(o: argparse.Namespace, workers: int, n: int, out_dir: Path) -> dict:
-    """One edge with `workers`, N players for the duration; the row of the table."""
-    cmd = [PY, "-m", "edge", "--host", "127.0.0.1", "--rtmp", str(EDGE_RTMP),
-           "--http", str(EDGE_HTTP), "--parent", f"rtmp://127.0.0.1:{ORIGIN_RTMP}",
-           "--log-level", "warning", "--workers", str(workers), *o.edge_args.split()]  # fmt: skip
+    """One edge (or origin) with `workers`, N players for the duration; the row."""
+    if o.node == "origin":
+        cmd = [PY, "-m", "origin", "--host", "127.0.0.1", "--rtmp", str(EDGE_RTMP),
+               "--http", str(EDGE_HTTP), "--log-level", "warning", "--workers", str(workers),
+               *o.edge_args.split()]  # fmt: skip
+    else:
+        cmd = [PY, "-m", "edge", "--host", "127.0.0.1", "--rtmp", str(EDGE_RTMP),
+               "--http", str(EDGE_HTTP), "--parent", f"rtmp://127.0.0.1:{ORIGIN_RTMP}",
+               "--log-level", "warning", "--workers", str(workers), *o.edge_args.split()]  # fmt: skip
     edge = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    publisher = None
     try:
-        wait_until("the edge", lambda: get(f"http://127.0.0.1:{EDGE_HTTP}/healthz"))
+        wait_until("the node", lambda: get(f"http://127.0.0.1:{EDGE_HTTP}/healthz"))
         if workers > 1:
             wait_until(f"{workers} workers", lambda: len(children(edge.pid)) >= workers)
+        if o.node == "origin":
+            publisher = start_publisher(EDGE_RTMP)
+            wait_until(
+                "the stream",
+                lambda: b'"test"' in get(f"http://127.0.0.1:{EDGE_HTTP}/api/streams"),
+                60,
+            )
         workers_pids = children(edge.pid) if workers > 1 else [edge.pid]
         groups = {f"w{i}": (lambda p=p: [p]) for i, p in enumerate(sorted(workers_pids))}
         groups["supervisor"] = (lambda: [edge.pid]) if workers > 1 else (lambda: [])
-        groups["origin"] = lambda: tree(o.origin_pid)
+        groups["origin"] = (lambda: tree(o.origin_pid)) if o.origin_pid else (lambda: [])
         players_pid: list[int] = []
         groups["players"] = lambda: tree(players_pid[0]) if players_pid else []
         sampler = Sampler(groups)
@@ -181,6 +204,8 @@ def run_point(o: argparse.Namespace, workers: int, n: int, out_dir: Path) -> dic
             "viewers_per_worker": spread,
         }
     finally:
+        if publisher is not None:
+            os.killpg(publisher.pid, signal.SIGTERM)
         edge.send_signal(signal.SIGINT)
         try:
             edge.wait(timeout=20)
@@ -191,7 +216,7 @@ def run_point(o: argparse.Namespace, workers: int, n: int, out_dir: Path) -> dic
 def table(rows: list[dict]) -> str:
     lines = [
         "| workers | N | proto | kept up | stalled | media/wall p50 | CPU per worker (% of a core) "
-        "| edge total | per 1000 viewers | viewers per worker | players | origin |",
+        "| node total | per 1000 viewers | viewers per worker | players | origin |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -222,8 +247,22 @@ def main() -> int:
     p.add_argument("--ramp-rate", type=float, default=250.0, help="players started per second")
     p.add_argument("--edge-args", default="", help='more edge flags, e.g. "--batch-ms 20"')
     p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument(
+        "--node",
+        choices=("edge", "origin"),
+        default="edge",
+        help="the node with workers: an edge beside an origin, or the origin itself",
+    )
     o = p.parse_args()
     out_dir = Path(tempfile.mkdtemp(prefix="workers-scaling-"))
+    if o.node == "origin":
+        o.origin_pid = None
+        rows = [
+            run_point(o, w, n, out_dir)
+            for n in [int(x) for x in o.ns.split(",")]
+            for w in [int(x) for x in o.workers.split(",")]
+        ]
+        return report(o, rows)
     origin = subprocess.Popen(
         [PY, "-m", "origin", "--host", "127.0.0.1", "--rtmp", str(ORIGIN_RTMP), "--http",
          str(ORIGIN_HTTP), "--log-level", "warning"], stdin=subprocess.DEVNULL,
@@ -233,10 +272,7 @@ def main() -> int:
     rows: list[dict] = []
     try:
         wait_until("the origin", lambda: get(f"http://127.0.0.1:{ORIGIN_HTTP}/healthz"))
-        publisher = subprocess.Popen(
-            ["bash", str(SHARED / "publish.sh"), f"rtmp://127.0.0.1:{ORIGIN_RTMP}/live/test"],
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+        publisher = start_publisher(ORIGIN_RTMP)
         wait_until(
             "the stream",
             lambda: b'"test"' in get(f"http://127.0.0.1:{ORIGIN_HTTP}/api/streams"),
@@ -251,8 +287,12 @@ def main() -> int:
             os.killpg(publisher.pid, signal.SIGTERM)
         origin.send_signal(signal.SIGINT)
         origin.wait(timeout=20)
+    return report(o, rows)
+
+
+def report(o: argparse.Namespace, rows: list[dict]) -> int:
     print(
-        f"# edge with workers = W: {os.cpu_count()} cores here, players.py --procs {o.procs} "
+        f"# {o.node} with workers = W: {os.cpu_count()} cores here, players.py --procs {o.procs} "
         f"on the same machine, 1.5 Mbit/s stream, {o.duration:g} s per point, "
         f"{time.strftime('%Y-%m-%d', time.gmtime())}"
     )

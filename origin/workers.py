@@ -237,10 +237,12 @@ class OriginWorkers:
         nursery = self.origin.node.nursery
         if self.client is None or nursery is None:
             return
-        nursery.start_soon(
-            partial(contained, f"release of {app}/{name}", partial(self._release, app, name, held),
-                    logger=log)
-        )  # fmt: skip
+        # once the worker stops (its nursery closed), the supervisor drops its claims at exit
+        with contextlib.suppress(RuntimeError):
+            nursery.start_soon(
+                partial(contained, f"release of {app}/{name}",
+                        partial(self._release, app, name, held), logger=log)
+            )  # fmt: skip
 
     async def _release(self, app: str, name: str, held: Callable[[], bool]) -> None:
         assert self.client is not None
