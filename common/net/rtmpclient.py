@@ -144,6 +144,18 @@ class RtmpClient:
         """createStream + play; returns once NetStream.Play.Start arrives."""
         await self._start(self.session.play, name, "NetStream.Play.Start", timeout)
 
+    async def start_play(self, name: str | None = None, *, timeout: float = 10.0) -> None:
+        """createStream + play, without waiting for the answer to play: for a reader that
+        takes the connection over at once (`handover`) and watches for NetStream.Play.Start
+        itself, so that the stream's first burst is not parsed by the session."""
+        with trio.fail_after(timeout):
+            self.session.create_stream()
+            await self._flush()
+            created = await self._wait_for(rs.StreamCreated)
+            self.stream_id = created.stream_id
+            self.session.play(self.stream_id, name or self.url.name)
+            await self._flush()
+
     async def _start(self, command, name: str | None, code: str, timeout: float) -> None:
         with trio.fail_after(timeout):
             self.session.create_stream()

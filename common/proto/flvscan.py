@@ -358,23 +358,28 @@ class ChunkedFlvScanner:
             if m is None:
                 break
             start = m.end()
-            size = int(m.group(1), 16)
+            size = int(m[1], 16)
             stop = start + size
-            if not size or stop + 2 > end or data[stop] != 13 or data[stop + 1] != 10:
+            if size < 15 or stop + 2 > end or data[stop] != 13 or data[stop + 1] != 10:
                 break
-            p, f, last_ = start, first, last
-            while stop - p >= 15:
-                w0, w1 = unpack(data, p)
-                tag_type = w0 >> 24
-                if (tag_type != 9 and tag_type != 8) or w0 & 0xFFFFFF > max_size:
+            w0, w1 = unpack(data, start)
+            if size - 15 == w0 & 0xFFFFFF <= max_size and (w0 >> 24) | 1 == 9:
+                if first is None:  # one audio/video tag, the chunk's size: most chunks
+                    first = w1
+                last = w1
+            else:
+                p, f, last_ = start, first, last
+                while stop - p >= 15:
+                    w0, w1 = unpack(data, p)
+                    if (w0 >> 24) | 1 != 9 or w0 & 0xFFFFFF > max_size:  # not audio/video
+                        break
+                    p += 15 + (w0 & 0xFFFFFF)
+                    if f is None:
+                        f = w1
+                    last_ = w1
+                if p != stop:
                     break
-                p += 15 + (w0 & 0xFFFFFF)
-                if f is None:
-                    f = w1
-                last_ = w1
-            if p != stop:
-                break
-            first, last = f, last_
+                first, last = f, last_
             body += size
             pos = stop + 2
         flv.first, flv.last = first, last

@@ -91,6 +91,8 @@ class RtmpPlayScanner:
         self.window_sent = start.window_sent
         self.out_chunk_size = start.out_chunk_size
         self.ended = ""
+        self.started = False  # NetStream.Play.Start came
+        self.refused = ""  # "code: description" of an error status before that
         self._out: list[bytes] = []
         self._streams: dict[int, _Stream] = {}
         self._rest = b""  # a chunk header split between pieces
@@ -155,8 +157,12 @@ class RtmpPlayScanner:
                 if chunk_left:
                     break
                 if not st.left:
-                    if (t == 8 or t == 9) and body is None:  # playing: no body kept
-                        flv.media(t, st.ts, 0, 0, st.length)
+                    if (t == 8 or t == 9) and body is None:  # playing: every tag counts
+                        ts = st.ts
+                        word = (ts & 0xFFFFFF) << 8 | ts >> 24 & 0xFF  # as an FLV tag header's
+                        if flv.first is None:
+                            flv.first = word
+                        flv.last = word
                     else:
                         self._cur, self._chunk_left = cur, 0
                         self._message(st)
@@ -326,9 +332,20 @@ class RtmpPlayScanner:
         except ProtocolError:
             raise RtmpScanError("undecodable command") from None
         if len(values) >= 4 and values[0] == "onStatus" and isinstance(values[3], dict):
-            code = values[3].get("code")
-            if code in PLAY_END_CODES:
-                self.ended = f"{code}"
+            info = values[3]
+            self.status(str(info.get("level", "")), str(info.get("code", "")),
+                        str(info.get("description", "")))  # fmt: skip
+
+    def status(self, level: str, code: str, description: str) -> None:
+        """An onStatus: the play started, was refused (an error before it started) or
+        ended."""
+        if code == "NetStream.Play.Start":
+            self.started = True
+        elif level == "error" and not self.started:
+            self.refused = f"{code}: {description}"
+            self.ended = code
+        elif code in PLAY_END_CODES:
+            self.ended = code
 
     def _control(self, t: int, p: bytes) -> None:
         if t in (m.SET_CHUNK_SIZE, m.ABORT, m.ACKNOWLEDGEMENT, m.WINDOW_ACK_SIZE):

@@ -13,6 +13,7 @@ from tests.conftest import start_origin
 from tests.media import aac_frame, aac_header, avc_header, interframe, keyframe
 from topology.players.hub import Hub
 from topology.players.player import SimPlayer, Target
+from topology.players.profiles import ClientProfile
 
 
 class Recorder:
@@ -92,3 +93,27 @@ async def test_hub_players_stall_once_when_the_stream_pauses(autojump_clock, nur
         assert r.stalls == 1, r.summary()  # the pause, once; nothing else
         assert 1.0 < r.stall_s < 3.5, r.summary()
         assert r.media_s > 7, r.summary()
+
+
+async def test_a_refused_rtmp_play_reads_the_same_on_the_hub(autojump_clock, nursery) -> None:
+    """The hub's reader watches for the answer to play itself; a refusal gives the same
+    reason as the client session's (a player with a modelled link keeps that path)."""
+    _, o = await start_origin(nursery)
+    target = Target("rtmp", url=f"rtmp://127.0.0.1:{o.rtmp_port}/live/nope")
+    hub = Hub()
+    on_hub = SimPlayer(0, target, retry_s=5.0)
+    on_hub.hub = hub
+    own = SimPlayer(1, target, ClientProfile("near", delay_ms=1), retry_s=5.0)
+    own.hub = hub
+    until = trio.current_time() + 3
+    async with trio.open_nursery() as n:
+        n.start_soon(hub.run)
+        n.start_soon(on_hub.run, until)
+        n.start_soon(own.run, until)
+        await trio.sleep_until(until + 0.5)
+        n.cancel_scope.cancel()
+    assert hub.reads, "the refused player was read by the hub"
+    (end,) = on_hub.result.failures
+    assert [str(e) for e in own.result.failures] == [str(end)]
+    assert "NetStream.Play.StreamNotFound" in str(end), str(end)
+    assert on_hub.result.join_s is None and on_hub.result.state == "failed"

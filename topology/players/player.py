@@ -37,6 +37,8 @@ from topology.players.report import pct
 log = logging.getLogger("livecdn.players")
 
 PROTOCOLS = ("flv", "hls", "rtmp")
+PLAY_START_S = 10.0
+"""How long an RTMP player waits for NetStream.Play.Start after asking to play."""
 SMALL_RCVBUF = 64 * 1024
 """Receive buffer of throttled players, so that a slow reader is felt by the server."""
 
@@ -461,12 +463,14 @@ class SimPlayer:
         client = await RtmpClient.connect(asking_stamps(url))
         try:
             await self._wire_delay()
-            await client.play()
-            self._joined(urlsplit(url).netloc)
-            scanner = FlvScanner()  # its scan_tags: RTMP messages come framed
+            edge = urlsplit(url).netloc
             if (hub := self._hub(client.conn)) is not None:
-                await self._rtmp_on_hub(hub, client, scanner)
+                await client.start_play()
+                await self._rtmp_on_hub(hub, client, edge)
                 return
+            await client.play()
+            self._joined(edge)
+            scanner = FlvScanner()  # its scan_tags: RTMP messages come framed
 
             async def events() -> AsyncIterator[list]:
                 while True:
@@ -491,19 +495,16 @@ class SimPlayer:
         finally:
             client.close()
 
-    async def _rtmp_on_hub(self, hub: Hub, client: RtmpClient, scanner: FlvScanner) -> None:
-        """The play goes on in `hub`: first what came with the answer to play, then the
-        rest of the stream, scanned in place (RtmpReader)."""
-        now = trio.current_time()
-        queued = client._queued
-        media = [(e.type_id, e.timestamp, e.payload) for e in queued if isinstance(e, rs.Media)]
-        self.result.bytes += sum(len(m[2]) for m in media if m[0] != 18)
-        self._scanned(scanner.scan_tags(media), now)
-        if any(ends_play(ev) for ev in queued):
-            return
-        reader = RtmpReader(self, client, scanner)
-        if not reader.start(now):
-            await hub.play(reader)
+    async def _rtmp_on_hub(self, hub: Hub, client: RtmpClient, edge: str) -> None:
+        """The play goes on in `hub` from the moment play was asked for: the answer to it
+        (NetStream.Play.Start within PLAY_START_S, else TooSlowError as `client.play`),
+        then the stream, scanned in place (RtmpReader); the session never parses the
+        stream's first burst."""
+        reader = RtmpReader(self, client, FlvScanner(), edge)
+        with trio.fail_after(PLAY_START_S) as waiting:
+            reader.waiting = waiting  # lifted once the play starts
+            if not reader.start(trio.current_time()):
+                await hub.play(reader)
         if reader.error is not None:
             raise (
                 PlayError(str(reader.error))

@@ -4,13 +4,17 @@ headers only) and handed to the player once per read. A reader that ends keeps w
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
+
+import trio
 
 from common.net.httpclient import HttpClientError, HttpResponse, MalformedResponse
 from common.net.rtmpclient import RtmpClient, RtmpClientError
 from common.proto.errors import ProtocolError
 from common.proto.flv import FlvError
 from common.proto.flvscan import ChunkedFlvScanner, FlvScanner
+from common.proto.rtmp import session as rs
 from common.proto.rtmpscan import RtmpPlayScanner
 
 if TYPE_CHECKING:
@@ -76,22 +80,53 @@ class FlvReader:
 
 
 class RtmpReader:
-    """An RTMP play after NetStream.Play.Start, taken over from the client's session."""
+    """An RTMP play from the moment play was asked for (`RtmpClient.start_play`), taken
+    over from the client's session: it notes NetStream.Play.Start (the player has joined;
+    `waiting`, the deadline for that, is lifted) or an error status before it (the play
+    was refused), then scans the stream."""
 
-    __slots__ = ("sock", "conn", "player", "flv", "rtmp", "error")
+    __slots__ = ("sock", "conn", "player", "flv", "rtmp", "error", "edge", "waiting",
+                 "playing", "_events", "_pending")  # fmt: skip
 
-    def __init__(self, player: SimPlayer, client: RtmpClient, flv: FlvScanner) -> None:
-        start, _ = client.handover()
+    def __init__(self, player: SimPlayer, client: RtmpClient, flv: FlvScanner, edge: str) -> None:
+        start, self._events = client.handover()
+        self._pending, start.pending = start.pending, b""  # after the events, in `start`
         self.conn = client.conn
         self.sock = client.conn.sock
         self.player = player
         self.flv = flv
+        self.edge = edge
         self.error: Exception | None = None
-        self.rtmp = RtmpPlayScanner(flv, start)  # scans what the session had not parsed yet
+        self.waiting: trio.CancelScope | None = None
+        self.playing = False
+        self.rtmp = RtmpPlayScanner(flv, start)
 
     def start(self, now: float) -> bool:
-        """Hand over what came before; True when that already ended the play."""
-        return self._after(0, now)
+        """Take what came before the handover: the events the session parsed, then the
+        bytes it had not; True when that already ended the play."""
+        rtmp, media = self.rtmp, []
+        for ev in self._events:
+            if isinstance(ev, rs.Media):
+                media.append((ev.type_id, ev.timestamp, ev.payload))
+            elif isinstance(ev, rs.Status):
+                rtmp.status(ev.level, ev.code, ev.description)
+            elif isinstance(ev, rs.StreamEOF):
+                rtmp.ended = "StreamEOF"
+        self._events = []
+        if media:
+            self._joins()
+            player = self.player
+            player.result.bytes += sum(len(m[2]) for m in media if m[0] != 18)
+            player._scanned(self.flv.scan_tags(media), now)
+        got = rtmp._media  # a message the session had begun
+        if self._pending:
+            try:
+                got += rtmp.feed(self._pending, 0, len(self._pending), count=False)
+            except ProtocolError as exc:
+                self.error = exc
+                return True
+            self._pending = b""
+        return self._after(got, now)
 
     def on_readable(self, buf: bytearray, now: float) -> bool:
         try:
@@ -110,10 +145,20 @@ class RtmpReader:
             return True
         return self._after(media, now)
 
+    def _joins(self) -> None:
+        """The play started: the player has joined."""
+        if not self.playing:
+            self.playing = True
+            self.player._joined(self.edge)
+            if self.waiting is not None:
+                self.waiting.deadline = math.inf
+
     def _after(self, media: int, now: float) -> bool:
         rtmp = self.rtmp
         if rtmp._out:
             self.conn.write(rtmp.replies())
+        if not self.playing and rtmp.started:
+            self._joins()
         flv = self.flv
         if flv.first is not None and not flv.scripts and flv.keyframe_ts is None:
             player = self.player
@@ -124,4 +169,8 @@ class RtmpReader:
             player = self.player
             player.result.bytes += media
             player._scanned(flv.take(), now)
-        return bool(rtmp.ended)
+        if rtmp.ended:
+            if rtmp.refused:
+                self.error = RtmpClientError(rtmp.refused, rtmp.ended)
+            return True
+        return False
