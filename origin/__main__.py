@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 
@@ -11,6 +12,7 @@ from common.proto import auth, playtoken
 from common.proto.controlauth import check_secret
 from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.cli import node_parser, run_node
+from origin.recorddisk import recover_parts
 from origin.server import serve
 
 
@@ -57,7 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "token":
         return token_main(argv[1:])
-    return run_node("origin", OriginConfig, serve, parse_args(argv), argv)
+    return run_node(
+        "origin", OriginConfig, serve, parse_args(argv), argv, before_workers=recover_recordings
+    )
+
+
+def recover_recordings(config: OriginConfig) -> None:
+    """Before a node's workers start: finish the recording files a previous run left (a
+    worker does not: its siblings may be recording)."""
+    if config.record_dir:
+        for line in recover_parts(config.record_dir):
+            logging.getLogger("livecdn.record").info("recording left over: %s", line)
 
 
 if __name__ == "__main__":

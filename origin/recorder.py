@@ -19,6 +19,7 @@ from common.net.hooks import HookClient
 from common.net.supervise import contained, describe
 from common.proto.hooks import HookCall, HookEvent
 from common.serve.metrics import NodeMetrics
+from common.serve.workerctx import CURRENT
 from origin import recorddisk
 from origin.recordcut import FileCutter, FileStart, file_bytes
 from origin.recordfiles import RecordedFile, iso, to_remove
@@ -137,7 +138,8 @@ class Recorder:
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         """Finish files a previous run left, then host the recordings and run retention
         until cancelled."""
-        await contained("recovery of left-over recording files", self._recover, logger=log)
+        if CURRENT is None:  # a node's workers: the supervisor recovered before starting them
+            await contained("recovery of left-over recording files", self._recover, logger=log)
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             task_status.started()
@@ -146,7 +148,8 @@ class Recorder:
                     with trio.move_on_after(RETENTION_SECONDS):
                         await self._retention.wait()
                     self._retention = trio.Event()
-                    await contained("recording retention", self.retain, logger=log)
+                    if CURRENT is None or CURRENT.index == 0:  # once per node
+                        await contained("recording retention", self.retain, logger=log)
             finally:
                 self.nursery = None
 

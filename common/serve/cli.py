@@ -57,11 +57,13 @@ def run_node(
     serve: Callable[..., Any],
     args: argparse.Namespace,
     argv: list[str] | None = None,
+    before_workers: Callable[[Any], None] | None = None,
 ) -> int:
     """Load the config (file < environment < flags), set up logging, and serve: SIGTERM drains
     and stops (`handle_signals`), SIGINT stops at once, SIGHUP reloads the config. With
     `workers` > 1 this process supervises that many workers (common.serve.workers), each
-    started with `argv` (the command line's arguments)."""
+    started with `argv` (the command line's arguments), after `before_workers(config)` (what
+    the node does once, before any worker runs)."""
     try:
         config = load(config_cls, args.config, config_values(args, config_cls))
     except ConfigError as exc:
@@ -81,6 +83,8 @@ def run_node(
     )
     if CURRENT is None and getattr(config, "workers", 1) > 1:
         try:
+            if before_workers is not None:
+                before_workers(config)
             run_supervisor(
                 name,
                 config,

@@ -278,3 +278,37 @@ async def test_edges_pulling_from_either_worker_package_the_same_hls(nursery, cl
             proc.kill()
     assert code == 0, log.text
     assert "Traceback" not in log.text, log.text
+
+
+async def test_a_restarted_worker_leaves_the_owners_recording_alone(nursery, clip, tmp_path):
+    proc, log, rtmp, http = await start_node(
+        nursery, "--record-dir", str(tmp_path), "--record-apps", '["live"]'
+    )
+    try:
+        await ffmpeg_publish(nursery, clip, f"rtmp://127.0.0.1:{rtmp}/live/rec")
+        await log.wait_for("publish live/rec from")
+        owner = int(re.search(r"worker (\d) livecdn.origin: publish live/rec", log.text).group(1))
+        other = 1 - owner
+        with trio.fail_after(HANG):  # the owner writes its file
+            while not list(tmp_path.glob("live/rec/*.part")):
+                await trio.sleep(0.1)
+        pid = worker_pid(log, other)
+        os.kill(pid, signal.SIGKILL)
+        with trio.fail_after(HANG):
+            while len(re.findall(rf"origin worker {other} \(pid \d+\) up", log.text)) < 2:
+                await trio.sleep(0.05)
+        # the restarted worker did not take the file being written for a left-over one
+        await log.wait_for(f"origin worker {other} (pid")
+        assert "recording left over" not in log.text, log.text
+        assert list(tmp_path.glob("live/rec/*.part"))
+        proc.send_signal(signal.SIGTERM)  # the owner finishes its file as it drains
+        with trio.fail_after(HANG):
+            code = await proc.wait()
+            await log.closed.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert code == 0, log.text
+    assert "recording left over" not in log.text, log.text
+    assert not list(tmp_path.glob("live/rec/*.part"))
+    assert list(tmp_path.glob("live/rec/*.flv")), list(tmp_path.rglob("*"))
