@@ -9,11 +9,13 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trio
 
 from common.net.conn import Conn, ConnClosed
+from common.net.httphub import GONE, SEND, TAKE, KeepAliveHub, Parked
 from common.net.sendfile import (
     MIN_FILE_BYTES,
     MemFile,
@@ -25,7 +27,7 @@ from common.net.sendfile import (
 from common.net.supervise import log_failure
 from common.net.tls import TlsConn
 from common.proto.cors import CorsPolicy
-from common.proto.http1 import HttpError, RequestParser, response_head
+from common.proto.http1 import HttpError, RequestHead, RequestParser, response_head
 from common.proto.streamkey import shown
 
 log = logging.getLogger("livecdn.http")
@@ -209,10 +211,13 @@ async def serve_http(
     limits: HttpLimits = HttpLimits(),
     cors: CorsPolicy = ANY_PAGE,
     fast: FastLane | None = None,
+    hub: KeepAliveHub | None = None,
 ) -> None:
     """Serve requests on one connection until it closes or a streaming body ends. Every
     response carries `cors`'s headers; OPTIONS (a CORS preflight) is answered here. `fast`
-    answers what it can (cached objects) before a Request is built for `handler`.
+    answers what it can (cached objects) before a Request is built for `handler`; with a
+    running `hub`, an idle plain-TCP keep-alive connection waits there, and the hub answers
+    what `fast` answers without waking this task (`common.net.httphub`).
 
     One cancel scope covers the connection; its deadline moves with what the connection
     waits for (the next request, the peer taking a response), and a response the kernel
@@ -226,160 +231,240 @@ async def serve_http(
     scope = trio.CancelScope(deadline=trio.current_time() + limits.header_timeout)
     phase = _READ
     final: Response | None = None
-    with scope:
-        after_response = False  # the peer has just been answered: wait before reading
-        yielded = True
-        while True:
-            try:
-                got = parser.next_request()
-            except HttpError as exc:
-                log.info("HTTP %s from %s: %s", exc.status, conn.peer, exc.reason)
-                final = Response.text(exc.status, exc.reason, cors.headers(None))
-                break
-            if got is None:
-                if parser.eof:
-                    return
-                if after_response and plain and not parser.buffered:
-                    # the next request comes after the peer has read this response: wait
-                    # for it rather than try (and fail) to receive it now (not on TLS, whose
-                    # connection may hold requests already received and decrypted)
-                    after_response = False
-                    if conn.closed:
-                        return
-                    try:
-                        await trio.lowlevel.wait_readable(conn.sock)
-                    except trio.ClosedResourceError:
-                        return
-                parser.feed(await conn.recv(RECV_SIZE))
-                yielded = True
-                continue
-            head, body = got
-            if not yielded:
-                await trio.lowlevel.checkpoint()  # pipelined requests must not hog the loop
-            yielded = False
-            close = not head.keep_alive
-            origin = head.headers.get("origin")
-            shared = None
-            if fast is not None:
-                try:
-                    shared = fast(head.method, head.target, head.headers, conn.peer)
-                except Exception:
-                    log.exception("fast lane failed for %s from %s", shown(head.target), conn.peer)
-            if shared is None:
-                try:
-                    url = urlsplit(head.target)
-                except ValueError as exc:  # e.g. "//[": an unclosed IPv6 bracket
-                    log.info(
-                        "HTTP 400 from %s: bad target %s: %s", conn.peer, shown(head.target), exc
-                    )
-                    final = Response.text(400, "malformed request target", cors.headers(origin))
-                    break
-                if head.method == "OPTIONS":
-                    resp: Response | StreamingResponse | Upgrade = Response(
-                        204, headers=cors.preflight(origin)
-                    )
-                    parts = _response_parts(resp, [], close=close)
+    place: Parked | None = None  # in the hub (made when first parked)
+    taken: tuple[RequestHead, bytes] | None = None  # declined by the fast lane in the hub
+    try:
+        with scope:
+            after_response = False  # the peer has just been answered: wait before reading
+            yielded = True
+            while True:
+                declined = taken is not None  # the hub asked the fast lane already
+                if taken is not None:
+                    got, taken = taken, None
                 else:
-                    allowed = cors.headers(origin)
-                    request = Request(
-                        method=head.method,
-                        target=head.target,
-                        path=unquote(url.path) if "%" in url.path else url.path,
-                        query=dict(parse_qsl(url.query)) if url.query else {},
-                        headers=head.headers,
-                        body=body,
-                        peer=conn.peer,
-                        secure=secure,
-                    )
-                    phase = _HANDLE
-                    scope.deadline = math.inf
                     try:
-                        resp = await handler(request)
-                        if isinstance(resp, SharedResponse):
-                            shared = resp
-                        elif isinstance(resp, StreamingResponse):
-                            head_bytes = _streaming_head(resp, allowed)
-                        elif isinstance(resp, Upgrade):
-                            head_bytes = response_head(
-                                101,
-                                [("server", SERVER_NAME), *resp.headers],
-                                content_length=None,
-                                close=False,
-                            )
-                        else:
-                            parts = _response_parts(
-                                resp, allowed, close=close, head=head.method == "HEAD"
-                            )
+                        got = parser.next_request()
+                    except HttpError as exc:
+                        log.info("HTTP %s from %s: %s", exc.status, conn.peer, exc.reason)
+                        final = Response.text(exc.status, exc.reason, cors.headers(None))
+                        break
+                if got is None:
+                    if parser.eof:
+                        return
+                    if after_response and plain and not parser.buffered:
+                        # the next request comes after the peer has read this response:
+                        # wait for it rather than try (and fail) to receive it now (not on
+                        # TLS, whose connection may hold requests already received and
+                        # decrypted)
+                        after_response = False
+                        if conn.closed:
+                            return
+                        if hub is not None and fast is not None and plain and hub.running:
+                            if place is None:
+                                place = Parked(
+                                    conn,
+                                    parser,
+                                    fast,
+                                    partial(_answer_shared, cors),
+                                    limits.keepalive_timeout,
+                                    limits.send_timeout,
+                                )
+                            scope.deadline = math.inf  # the hub keeps the timeouts
+                            why = await hub.park(place)
+                            yielded = True
+                            if why == GONE:
+                                return
+                            if why == SEND:
+                                phase = _SEND
+                                scope.deadline = trio.current_time() + limits.send_timeout
+                                try:
+                                    await _send_parked(conn, place)
+                                except ConnClosed:
+                                    return
+                                if place.close or conn.closed:
+                                    return
+                                after_response = True
+                            phase = _READ
+                            scope.deadline = trio.current_time() + limits.keepalive_timeout
+                            if why == TAKE:
+                                taken, place.taken = place.taken, None
+                            continue
+                        try:
+                            await trio.lowlevel.wait_readable(conn.sock)
+                        except trio.ClosedResourceError:
+                            return
+                    parser.feed(await conn.recv(RECV_SIZE))
+                    yielded = True
+                    continue
+                head, body = got
+                if not yielded:
+                    await trio.lowlevel.checkpoint()  # pipelined requests must not hog the loop
+                yielded = False
+                close = not head.keep_alive
+                origin = head.headers.get("origin")
+                shared = None
+                if fast is not None and not declined:
+                    try:
+                        shared = fast(head.method, head.target, head.headers, conn.peer)
                     except Exception:
                         log.exception(
-                            "handler failed for %s %s from %s",
-                            request.method,
-                            shown(request.target),
-                            conn.peer,
+                            "fast lane failed for %s from %s", shown(head.target), conn.peer
                         )
-                        resp = Response.text(500, "internal error")
-                        parts = _response_parts(resp, allowed, close=close)
-                    yielded = True
-                    if isinstance(resp, StreamingResponse | Upgrade):
-                        conn.write(head_bytes)
-                        if request.method == "HEAD":
-                            await _send_parts(conn, [], limits.send_timeout)
-                            return
+                if shared is None:
+                    try:
+                        url = urlsplit(head.target)
+                    except ValueError as exc:  # e.g. "//[": an unclosed IPv6 bracket
+                        log.info(
+                            "HTTP 400 from %s: bad target %s: %s",
+                            conn.peer,
+                            shown(head.target),
+                            exc,
+                        )
+                        final = Response.text(400, "malformed request target", cors.headers(origin))
+                        break
+                    if head.method == "OPTIONS":
+                        resp: Response | StreamingResponse | Upgrade = Response(
+                            204, headers=cors.preflight(origin)
+                        )
+                        parts = _response_parts(resp, [], close=close)
+                    else:
+                        allowed = cors.headers(origin)
+                        request = Request(
+                            method=head.method,
+                            target=head.target,
+                            path=unquote(url.path) if "%" in url.path else url.path,
+                            query=dict(parse_qsl(url.query)) if url.query else {},
+                            headers=head.headers,
+                            body=body,
+                            peer=conn.peer,
+                            secure=secure,
+                        )
+                        phase = _HANDLE
+                        scope.deadline = math.inf
                         try:
-                            await resp.body(conn)
-                        except Exception as exc:
-                            log_failure(
-                                f"HTTP {request.method} {shown(request.path)} to {conn.peer}",
-                                exc,
-                                log,
+                            resp = await handler(request)
+                            if isinstance(resp, SharedResponse):
+                                shared = resp
+                            elif isinstance(resp, StreamingResponse):
+                                head_bytes = _streaming_head(resp, allowed)
+                            elif isinstance(resp, Upgrade):
+                                head_bytes = response_head(
+                                    101,
+                                    [("server", SERVER_NAME), *resp.headers],
+                                    content_length=None,
+                                    close=False,
+                                )
+                            else:
+                                parts = _response_parts(
+                                    resp, allowed, close=close, head=head.method == "HEAD"
+                                )
+                        except Exception:
+                            log.exception(
+                                "handler failed for %s %s from %s",
+                                request.method,
+                                shown(request.target),
+                                conn.peer,
                             )
-                        return
-            phase = _SEND
-            if shared is not None:
-                head_bytes = shared.head(cors.header_tuple(origin), close)
-                if head.method == "HEAD":
-                    sent_all = conn.write(head_bytes)
-                elif plain and (memfile := shared.file()) is not None:
-                    offset = send_file_now(conn, head_bytes, memfile)
-                    if offset < memfile.size:
+                            resp = Response.text(500, "internal error")
+                            parts = _response_parts(resp, allowed, close=close)
+                        yielded = True
+                        if isinstance(resp, StreamingResponse | Upgrade):
+                            conn.write(head_bytes)
+                            if request.method == "HEAD":
+                                await _send_parts(conn, [], limits.send_timeout)
+                                return
+                            try:
+                                await resp.body(conn)
+                            except Exception as exc:
+                                log_failure(
+                                    f"HTTP {request.method} {shown(request.path)} to {conn.peer}",
+                                    exc,
+                                    log,
+                                )
+                            return
+                phase = _SEND
+                if shared is not None:
+                    head_bytes = shared.head(cors.header_tuple(origin), close)
+                    memfile, offset, sent_all = _start_shared(
+                        conn, shared, head_bytes, head.method == "HEAD", plain
+                    )
+                    if memfile is not None:
                         scope.deadline = trio.current_time() + limits.send_timeout
                         try:
                             await send_rest(conn, memfile, offset)
                         except ConnClosed:
                             return
                         yielded = True
-                    sent_all = True
+                        sent_all = True
                 else:
-                    sent_all = conn.writev([head_bytes, shared.body])
-            else:
-                sent_all = conn.writev(parts)
-            if not sent_all:
-                scope.deadline = trio.current_time() + limits.send_timeout
-                try:
-                    await conn.drain()
-                except ConnClosed:
+                    sent_all = conn.writev(parts)
+                if not sent_all:
+                    scope.deadline = trio.current_time() + limits.send_timeout
+                    try:
+                        await conn.drain()
+                    except ConnClosed:
+                        return
+                    yielded = True
+                if close or conn.closed:
                     return
-                yielded = True
-            if close or conn.closed:
-                return
-            phase = _READ
-            idle_deadline = trio.current_time() + limits.keepalive_timeout
-            if not 0 <= idle_deadline - scope.deadline <= limits.keepalive_timeout / 16:
-                scope.deadline = idle_deadline  # else it was moved there a moment ago
-            after_response = True
-    if final is not None:
-        await _send_response(conn, final, close=True, send_timeout=1.0)
-    elif scope.cancelled_caught:
-        if phase == _SEND:
-            log.info(
-                "closing HTTP %s: response not taken within %g s", conn.peer, limits.send_timeout
-            )
-            conn.close()
-        elif phase == _READ and parser.buffered:
-            log.info("HTTP 408 from %s: request not received in time", conn.peer)
-            resp = Response.text(408, "request not received in time", cors.headers(None))
-            await _send_response(conn, resp, close=True, send_timeout=1.0)
-        # else an idle keep-alive connection timed out: close quietly
+                phase = _READ
+                idle_deadline = trio.current_time() + limits.keepalive_timeout
+                if not 0 <= idle_deadline - scope.deadline <= limits.keepalive_timeout / 16:
+                    scope.deadline = idle_deadline  # else it was moved there a moment ago
+                after_response = True
+        if final is not None:
+            await _send_response(conn, final, close=True, send_timeout=1.0)
+        elif scope.cancelled_caught:
+            if phase == _SEND:
+                log.info(
+                    "closing HTTP %s: response not taken within %g s",
+                    conn.peer,
+                    limits.send_timeout,
+                )
+                conn.close()
+            elif phase == _READ and parser.buffered:
+                log.info("HTTP 408 from %s: request not received in time", conn.peer)
+                resp = Response.text(408, "request not received in time", cors.headers(None))
+                await _send_response(conn, resp, close=True, send_timeout=1.0)
+            # else an idle keep-alive connection timed out: close quietly
+    finally:
+        if place is not None and hub is not None:
+            hub.forget(place)
+
+
+def _start_shared(
+    conn: Conn, shared: SharedResponse, head: bytes, head_only: bool, plain: bool
+) -> tuple[MemFile | None, int, bool]:
+    """Begin sending `shared` with its head `head` (only the head: `head_only`). While its
+    body's memory file is still to send: (the file, the offset to go on from (-1: the head
+    waits in conn's backlog), False); else (None, 0, all went out at once (else conn's
+    backlog holds the rest))."""
+    if head_only:
+        return None, 0, conn.write(head)
+    if plain and (memfile := shared.file()) is not None:
+        offset = send_file_now(conn, head, memfile)
+        if offset < memfile.size:
+            return memfile, offset, False
+        return None, 0, True
+    return None, 0, conn.writev([head, shared.body])
+
+
+def _answer_shared(
+    cors: CorsPolicy, conn: Conn, shared: SharedResponse, head: RequestHead
+) -> tuple[MemFile | None, int, bool]:
+    """`_start_shared` for the keep-alive hub (plain TCP)."""
+    close = not head.keep_alive
+    head_bytes = shared.head(cors.header_tuple(head.headers.get("origin")), close)
+    return _start_shared(conn, shared, head_bytes, head.method == "HEAD", True)
+
+
+async def _send_parked(conn: Conn, place: Parked) -> None:
+    """Finish the answer the hub began (its body's memory file, or conn's backlog)."""
+    file, place.file = place.file, None
+    if file is not None:
+        await send_rest(conn, file, place.offset)
+    else:
+        await conn.drain()
 
 
 def _streaming_head(resp: StreamingResponse, cors: list[tuple[str, str]]) -> bytes:

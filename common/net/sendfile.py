@@ -151,20 +151,18 @@ def send_file_now(conn: Conn, head: bytes, body: MemFile) -> int:
     return sent
 
 
-async def send_rest(conn: Conn, body: MemFile, offset: int) -> None:
-    """Finish what `send_file_now` began (offset -1: the head waits in conn's backlog);
-    ConnClosed if the connection breaks. The caller bounds the wait."""
-    if offset < 0:
-        await conn.drain()
-        offset = 0
-    sock = conn.sock
-    fd = sock.fileno()
+def send_some(conn: Conn, body: MemFile, offset: int) -> int:
+    """Send `body` from `offset` (>= 0) with sendfile while the kernel takes whole chunks;
+    the new offset (body.size: all sent; less: the socket is full and will say when it
+    has room again). ConnClosed if the connection breaks."""
+    fd = conn.sock.fileno()
     size = body.size
     while offset < size:
+        want = min(size - offset, CHUNK)
         try:
-            sent = os.sendfile(fd, body.fd, offset, min(size - offset, CHUNK))
+            sent = os.sendfile(fd, body.fd, offset, want)
         except BlockingIOError:
-            sent = -1
+            return offset
         except OSError as exc:
             if exc.errno == errno.EINTR:
                 continue
@@ -173,11 +171,24 @@ async def send_rest(conn: Conn, body: MemFile, offset: int) -> None:
         if sent == 0:  # the file is shorter than it was (never for a MemFile) or fd closed
             conn.close()
             raise ConnClosed
-        if sent > 0:
-            offset += sent
-            conn.bytes_out += sent
-            if offset >= size:
-                return
+        offset += sent
+        conn.bytes_out += sent
+        if sent < want:
+            return offset
+    return offset
+
+
+async def send_rest(conn: Conn, body: MemFile, offset: int) -> None:
+    """Finish what `send_file_now` began (offset -1: the head waits in conn's backlog);
+    ConnClosed if the connection breaks. The caller bounds the wait."""
+    if offset < 0:
+        await conn.drain()
+        offset = 0
+    sock = conn.sock
+    while True:
+        offset = send_some(conn, body, offset)
+        if offset >= body.size:
+            return
         try:
             await trio.lowlevel.wait_writable(sock)
         except trio.ClosedResourceError as exc:

@@ -27,6 +27,7 @@ from common.net.http import (
     not_a_read,
     serve_http,
 )
+from common.net.httphub import KeepAliveHub
 from common.net.supervise import supervise
 from common.net.tls import server_context, tls_handler
 from common.net.websocket import handshake, wants_websocket
@@ -158,13 +159,28 @@ class PlayNode:
 
     # ------------------------------------------------------------------ HTTP
 
+    _hub: KeepAliveHub | None = None
+    """Where idle keep-alive HTTP connections wait (started with the first one)."""
+
     async def handle_http(self, conn: Conn) -> None:
         """Serve one HTTP connection; what the role's `fast_http` (if any) answers at once
-        (cached objects) skips the routes."""
+        (cached objects) skips the routes, and while the connection is idle between such
+        requests the keep-alive hub answers them without waking its task."""
         self.metrics.inc("connections_total", labels=("http",))
         role_fast = getattr(self.role, "fast_http", None)
-        fast = None if role_fast is None else partial(self._fast, role_fast)
-        await serve_http(conn, self.route, self.http_limits, self.cors, fast)
+        if role_fast is None:
+            await serve_http(conn, self.route, self.http_limits, self.cors)
+            return
+        fast = partial(self._fast, role_fast)
+        await serve_http(conn, self.route, self.http_limits, self.cors, fast, self._keepalive_hub())
+
+    def _keepalive_hub(self) -> KeepAliveHub | None:
+        """The node's keep-alive hub, started in its nursery on first use."""
+        hub = self._hub
+        if hub is None and self.nursery is not None:
+            hub = self._hub = KeepAliveHub()
+            self.start_supervised("HTTP keep-alive hub", "http_hub", hub.run)
+        return hub
 
     def _fast(
         self, role_fast: FastLane, method: str, target: str, headers: dict[str, str], peer: str
