@@ -472,7 +472,7 @@ class Origin:
                 doc = None
             return await self.yield_name(skey.app, skey.name, doc, req.peer)
         if req.path == RELAYS_API:
-            return self.relays.respond(req)
+            return await self._node_lists(req, self.relays.respond(req), ("pushes", "pulls"))
         if req.path == STREAMS_API:
             if refused := not_a_read(req):
                 return refused
@@ -491,6 +491,23 @@ class Origin:
                 return refused
             return await self._kick_on_node(req, skey)
         return self._api_stream(req, skey)
+
+    async def _node_lists(self, req: Request, mine: Response, fields: tuple[str, ...]) -> Response:
+        """On a worker of a node, a GET answer (`mine`) with the lists `fields` of every
+        worker's answer joined (each worker's relays, its recordings in progress)."""
+        if self.workers is None or is_sibling() or req.method != "GET" or mine.status != 200:
+            return mine
+        doc = json.loads(mine.body)
+        answers = await self.workers.forward_all("GET", req.target, auth_headers(req))
+        for _, (status, body, _h) in sorted(answers.items()):
+            try:
+                theirs = json.loads(body) if status == 200 else None
+            except ValueError:
+                theirs = None
+            for field in fields:
+                if isinstance(theirs, dict) and isinstance(theirs.get(field), list):
+                    doc[field] = [*doc.get(field, []), *theirs[field]]
+        return Response.json(doc)
 
     async def _kick_on_node(self, req: Request, skey: StreamKey) -> Response:
         """DELETE /api/streams/app/name on a worker of a node: every worker bans the name
@@ -596,7 +613,8 @@ class Origin:
                 return refused
             app, name = (skey.app, skey.name) if skey is not None else ("", "")
             admin = is_admin(req, self.config.admin_token)
-            return Response.json(await self.recorder.listing(app, name, admin=admin))
+            mine = Response.json(await self.recorder.listing(app, name, admin=admin))
+            return await self._node_lists(req, mine, ("active",))
         assert skey is not None
         if req.method != "POST":
             return Response.json({"error": f"method {req.method} not allowed"}, 405)

@@ -292,6 +292,10 @@ async def test_a_restarted_worker_leaves_the_owners_recording_alone(nursery, cli
         with trio.fail_after(HANG):  # the owner writes its file
             while not list(tmp_path.glob("live/rec/*.part")):
                 await trio.sleep(0.1)
+        for _ in range(6):  # whichever worker answers, the node's one recording in progress
+            got = await fetch("GET", f"http://127.0.0.1:{http}/api/recordings")
+            active = json.loads(got.body)["active"]
+            assert [(r["app"], r["name"]) for r in active] == [("live", "rec")], active
         pid = worker_pid(log, other)
         os.kill(pid, signal.SIGKILL)
         with trio.fail_after(HANG):
