@@ -52,8 +52,12 @@ STALL = 10.0
 nothing) asks the owner again."""
 RETRY = 0.5
 """Seconds before a broken mirror asks again (while the owner still owns the stream)."""
-SEGMENTS_KEPT = 16
-"""Segments of other workers' streams kept by a worker (the newest, a few per stream)."""
+OBJECTS_KEPT = 64
+"""HLS objects of other workers' streams kept by a worker (the latest used)."""
+PLAYLIST_FRESH = 0.5
+"""Seconds a worker answers with a playlist fetched from the owner before asking again."""
+HlsAnswer = tuple[int, bytes, str, str]
+"""An HLS object from its owner: status, body, content type, cache-control."""
 POLL_S = 1.0
 """Seconds between two polls of the siblings' streams (the balancer's report period)."""
 FORWARD_TIMEOUT = 5.0
@@ -212,8 +216,10 @@ class OriginWorkers:
         self.mirrors: dict[tuple[str, str], Mirror] = {}
         self.sibling_docs: dict[int, dict] = {}
         """The siblings' streams API answers, as polled last (worker 0, for the balancer)."""
-        self.segments: OrderedDict[str, tuple[int, bytes, str, str]] = OrderedDict()
-        """Segments fetched from their owners (immutable by name), newest last."""
+        self.objects: OrderedDict[str, tuple[float, HlsAnswer]] = OrderedDict()
+        """HLS objects fetched from their owners (when, what), the latest used last."""
+        self.fetching: dict[str, trio.Event] = {}
+        """HLS objects being fetched from their owners (set when done)."""
 
     @property
     def index(self) -> int:
@@ -297,13 +303,37 @@ class OriginWorkers:
                 self.origin.close_mirror(mirror.stream, mirror.why)
                 mirror.stream = None
 
-    async def hls_object(self, path: str, segment: bool) -> tuple[int, bytes, str, str] | None:
+    async def hls_object(self, path: str, segment: bool) -> HlsAnswer | None:
         """Playlist or segment `path` of a stream another worker owns, from that worker:
         status, body, content type and cache-control; None if no other worker owns it or it
-        did not answer. Segments are kept (SEGMENTS_KEPT) and asked for once per worker."""
-        if segment and (kept := self.segments.get(path)) is not None:
-            self.segments.move_to_end(path)
-            return kept
+        did not answer. A segment is kept once fetched, a playlist for PLAYLIST_FRESH
+        seconds (OBJECTS_KEPT at most), and the requests that come while one is fetched
+        wait for it: each object is asked of the owner about once per worker."""
+        now = trio.current_time()
+        kept = self.objects.get(path)
+        if kept is not None and (segment or now - kept[0] < PLAYLIST_FRESH):
+            self.objects.move_to_end(path)
+            return kept[1]
+        if (pending := self.fetching.get(path)) is not None:
+            await pending.wait()
+            if (kept := self.objects.get(path)) is not None:
+                return kept[1]
+        elif len(self.fetching) < OBJECTS_KEPT:
+            self.fetching[path] = done = trio.Event()
+            try:
+                answer = await self._owner_object(path)
+            finally:
+                del self.fetching[path]
+                done.set()
+            if answer is not None and answer[0] == 200:
+                self.objects[path] = (trio.current_time(), answer)
+                self.objects.move_to_end(path)
+                while len(self.objects) > OBJECTS_KEPT:
+                    self.objects.popitem(last=False)
+            return answer
+        return await self._owner_object(path)
+
+    async def _owner_object(self, path: str) -> HlsAnswer | None:
         key = hls_key(path)
         owner = await self.lookup(*key) if key is not None else None
         if owner is None or owner == self.index:
@@ -318,10 +348,6 @@ class OriginWorkers:
             headers.get("content-type", "application/octet-stream"),
             headers.get("cache-control", ""),
         )
-        if segment and status == 200:
-            self.segments[path] = answer
-            while len(self.segments) > SEGMENTS_KEPT:
-                self.segments.popitem(last=False)
         return answer
 
     async def forward_all(
