@@ -28,6 +28,13 @@ _BOUNDARY = re.compile(rb"\r\n([0-9A-Fa-f]{1,16})\r\n")
 """Between two chunks: the CRLF after one's data, the next one's size line."""
 _SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
 """A chunk's size line without extensions (what servers send)."""
+_NEXT_LINE = re.compile(rb"\r\n([0-9A-Fa-f]{1,4})\r\n")
+"""A chunk's CRLF and the next one's size line, when they fit in 8 bytes."""
+_WINDOW = struct.Struct(">Q")
+_LINES: dict[int, tuple[int, int]] = {}
+"""8 bytes from a chunk's CRLF on, as a number -> (bytes to the next chunk's data, its
+size): what `_NEXT_LINE` found there (the bytes after the line do not change it)."""
+MAX_LINES = 65536
 MAX_LINE = 1024
 """Longest chunk size or trailer line a chunked body may have."""
 
@@ -346,42 +353,65 @@ class ChunkedFlvScanner:
         """The common case, once the stream plays: whole chunks (size line, data, CRLF)
         that each hold whole audio/video tags, as servers write them. Scans them in one
         loop; stops (body bytes, position) at the first that is not so (a split or
-        script tag, an extension, a malformed one), for `feed`'s general path."""
+        script tag, an extension, a long or malformed line), for `feed`'s general path.
+        Between two chunks, the 8 bytes from the CRLF on (CRLF, a size of up to 4 hex
+        digits, CRLF) are looked up as one number in `_LINES`, parsed once per process."""
+        m = _SIZE_LINE.match(data, pos, end)
+        if m is None:
+            return 0, pos
         flv = self.flv
-        size_line = _SIZE_LINE.match
         unpack = _TAG.unpack_from
+        window = _WINDOW.unpack_from
+        lines = _LINES
         max_size = flv.max_tag_size
         first, last = flv.first, flv.last
         body = 0
+        start, size = m.end(), int(m[1], 16)
         while True:
-            m = size_line(data, pos, end)
-            if m is None:
-                break
-            start = m.end()
-            size = int(m[1], 16)
             stop = start + size
-            if size < 15 or stop + 2 > end or data[stop] != 13 or data[stop + 1] != 10:
+            if size < 15 or stop + 2 > end:
                 break
             w0, w1 = unpack(data, start)
             if size - 15 == w0 & 0xFFFFFF <= max_size and (w0 >> 24) | 1 == 9:
                 if first is None:  # one audio/video tag, the chunk's size: most chunks
                     first = w1
                 last = w1
-            else:
-                p, f, last_ = start, first, last
+            else:  # several tags; a chunk rescanned by the general path gives the same
+                p = start
                 while stop - p >= 15:
                     w0, w1 = unpack(data, p)
                     if (w0 >> 24) | 1 != 9 or w0 & 0xFFFFFF > max_size:  # not audio/video
                         break
                     p += 15 + (w0 & 0xFFFFFF)
-                    if f is None:
-                        f = w1
-                    last_ = w1
+                    if first is None:
+                        first = w1
+                    last = w1
                 if p != stop:
                     break
-                first, last = f, last_
+            if end - stop < 8:  # the last chunk of this read, or one cut short
+                if stop + 2 <= end and data[stop] == 13 and data[stop + 1] == 10:
+                    body += size
+                    pos = stop + 2
+                break
+            key = window(data, stop)[0]
+            line = lines.get(key)
+            if line is None:
+                m = _NEXT_LINE.match(data, stop, end)
+                if m is None:  # a longer size line, an extension or no CRLF
+                    if data[stop] == 13 and data[stop + 1] == 10:
+                        body += size
+                        pos = stop + 2
+                    break
+                line = m.end() - stop, int(m[1], 16)
+                if len(lines) >= MAX_LINES:
+                    lines.clear()
+                lines[key] = line
             body += size
             pos = stop + 2
+            skip, size = line
+            if not size:  # the last chunk: its trailer goes the general way
+                break
+            start = stop + skip
         flv.first, flv.last = first, last
         return body, pos
 

@@ -187,3 +187,36 @@ def test_chunks_of_whole_tags_scan_as_de_chunked_read_by_read(picks, group, cuts
         assert got == want
     assert total == len(flv.file_header(audio=True, video=True)) + sum(map(len, raw_tags))
     assert not reader.done
+
+
+@given(
+    sizes=st.lists(st.sampled_from([0, 30, 4000, 5000, 70000]), min_size=1, max_size=12),
+    style=st.sampled_from([b"%x", b"%X", b"0%x"]),
+    group=st.lists(st.integers(1, 2), max_size=3),
+    cuts=st.lists(st.integers(0, 200_000), max_size=8),
+)
+def test_size_lines_of_any_length_and_case_scan_as_de_chunked(sizes, style, group, cuts) -> None:
+    """Chunks of 2- to 5-digit sizes, upper or lower case, with a leading zero or not,
+    read by read: the same as de-chunking then scanning (the 8-byte line lookup only
+    takes lines it has parsed, and learns them across scanners)."""
+    tags = [(9, KEY)] + [(9 if i % 2 else 8, bytes([0x27 if i % 2 else 0xAF, 1]) + b"m" * n)
+                         for i, n in enumerate(sizes)]  # fmt: skip
+    raw_tags = [flv.build_tag(t, 33 * i, body) for i, (t, body) in enumerate(tags)]
+    head = flv.file_header(audio=True, video=True)
+    pieces_, i, k = [head], 0, 0
+    while i < len(raw_tags):
+        n = group[k % len(group)] if group else 1
+        k += 1
+        pieces_.append(b"".join(raw_tags[i : i + n]))
+        i += n
+    body = b"".join(style % len(p) + b"\r\n" + p + b"\r\n" for p in pieces_) + b"0\r\n\r\n"
+    for _ in range(2):  # the second time, the lines are known
+        scanner = FlvScanner()
+        reader = ChunkedFlvScanner(scanner, chunked=True)
+        decoder, ref = ChunkedDecoder(), FlvScanner()
+        buf = bytearray(body)
+        total = 0
+        for a, b in pieces(body, cuts):
+            total += reader.feed(buf, a, b)
+            assert scanner.take() == ref.feed(b"".join(decoder.feed(body[a:b])))
+        assert reader.done and total == sum(map(len, pieces_))
