@@ -132,6 +132,8 @@ class KeepAliveHub:
         self._sweep_every = MAX_SWEEP
         self.served = 0
         """Requests answered by the hub itself."""
+        self.rounds = 0
+        """Times the hub woke to serve."""
 
     @property
     def running(self) -> bool:
@@ -153,12 +155,18 @@ class KeepAliveHub:
                 nursery.start_soon(self._sweep)
                 while True:
                     await trio.lowlevel.wait_readable(epoll)
+                    self.rounds += 1
                     now = trio.current_time()
                     for fd, events in epoll.poll(0, MAX_EVENTS):
                         place = self._parked.get(fd)
                         if place is not None and place.task is not None:
                             self._ready(place, events, now)
         finally:
+            log.info(
+                "keep-alive hub stops: it answered %d requests in %d rounds",
+                self.served,
+                self.rounds,
+            )
             self._epoll = None
             for place in list(self._parked.values()):
                 place.registered = False
