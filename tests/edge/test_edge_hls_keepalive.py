@@ -1,0 +1,66 @@
+"""An edge's HLS viewer on one keep-alive connection: its cached requests are answered by
+the node's keep-alive hub, and still counted (viewers, cache hits, bytes)."""
+
+from __future__ import annotations
+
+import os
+
+import trio
+
+from common.net.conn import accept_loop, listen_socket
+from common.net.http import HttpLimits, Request, Response, serve_http
+from tests.conftest import start_edge
+from tests.metrics import metric, scrape
+
+PLAYLIST = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nk-1-0.ts\n"
+SEGMENT = b"\x47" + os.urandom(400 * 1024)
+
+
+async def parent(task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """A parent with one playlist and one segment, cacheable for a minute."""
+
+    async def handler(req: Request) -> Response:
+        body = {"/live/k.m3u8": PLAYLIST, "/live/k-1-0.ts": SEGMENT}.get(req.path)
+        if body is None:
+            return Response.text(404, "no")
+        return Response(200, body, "application/octet-stream", [("cache-control", "max-age=60")])
+
+    sock = listen_socket("127.0.0.1", 0)
+    task_status.started(sock.getsockname()[1])
+    await accept_loop(sock, lambda c: serve_http(c, handler, HttpLimits()), max_connections=10)
+
+
+async def read_response(sock: trio.socket.SocketType, buf: bytearray) -> tuple[bytes, bytes]:
+    while b"\r\n\r\n" not in buf:
+        data = await sock.recv(65536)
+        assert data
+        buf += data
+    end = buf.index(b"\r\n\r\n") + 4
+    head = bytes(buf[:end])
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(buf) < end + length:
+        data = await sock.recv(65536)
+        assert data
+        buf += data
+    body = bytes(buf[end : end + length])
+    del buf[: end + length]
+    return head, body
+
+
+async def test_a_keepalive_viewer_is_answered_by_the_hub_and_counted(nursery):
+    port = await nursery.start(parent)
+    edge, eaddr = await start_edge(nursery, [f"http://127.0.0.1:{port}"])
+    sock = trio.socket.socket()
+    await sock.connect(("127.0.0.1", eaddr.http_port))
+    buf = bytearray()
+    for _ in range(5):
+        for target, want in (("/live/k.m3u8", PLAYLIST), ("/live/k-1-0.ts", SEGMENT)):
+            await sock.send(f"GET {target} HTTP/1.1\r\nHost: e\r\nUser-Agent: t\r\n\r\n".encode())
+            head, body = await read_response(sock, buf)
+            assert head.startswith(b"HTTP/1.1 200") and body == want
+    hub = edge.node._hub
+    assert hub is not None and hub.served >= 7  # all but the misses and the first request
+    text = await scrape(eaddr.http_port)
+    assert metric(text, "livecdn_viewers", protocol="hls") == 1
+    assert metric(text, "livecdn_hls_cache_hits_total") >= 8
+    sock.close()
