@@ -183,6 +183,7 @@ class Player:
                 while data := await conn.recv(4096):
                     if on_input is not None:
                         await on_input(data)
+                    data = b""  # not kept while parked
                     await trio.lowlevel.checkpoint()  # a peer that always sends must not hog
                 raise ConnClosed
         self._parked = None

@@ -121,6 +121,25 @@ class RtmpConnection:
     reads the connection and handles what the client sends (`_on_input`). Further plays
     at once on other message streams (a few Flash-era clients) get a task each."""
 
+    __slots__ = (
+        "conn",
+        "gate",
+        "source",
+        "limits",
+        "refuse",
+        "ingest",
+        "session",
+        "players",
+        "state",
+        "bytes_in",
+        "_nursery",
+        "_inline_sid",
+        "_leftover",
+        "_why",
+        "_finish_at",
+        "_ingest",
+    )
+
     def __init__(
         self,
         conn: Conn,
@@ -241,6 +260,7 @@ class RtmpConnection:
         limits = self.limits
         conn, session = self.conn, self.session
         started = trio.current_time()
+        data = b""
         while True:
             if self._leftover:
                 events, self._leftover = self._leftover, []
@@ -272,6 +292,7 @@ class RtmpConnection:
             if isinstance(reason, rs.Play):
                 # This task serves the play; the events after it are handled once it
                 # serves (or by this loop if it does not start).
+                data, events = b"", []  # not kept while it plays
                 try:
                     await self._play(reason, inline=True)
                     reason = None

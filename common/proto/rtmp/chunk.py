@@ -59,6 +59,17 @@ class ChunkReader:
     `max_chunk_streams` partial messages of the largest size.
     """
 
+    __slots__ = (
+        "chunk_size",
+        "max_message_size",
+        "max_chunk_streams",
+        "max_pending_bytes",
+        "pending_bytes",
+        "bytes_received",
+        "_buf",
+        "_states",
+    )
+
     def __init__(
         self,
         *,

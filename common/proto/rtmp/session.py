@@ -159,7 +159,7 @@ def _as_stream_id(value: object) -> int | None:
 # ---------------------------------------------------------------------------- base
 
 
-@dataclass
+@dataclass(slots=True)
 class _Flow:
     ack_window: int = 0
     last_ack: int = 0
@@ -169,6 +169,19 @@ class _Flow:
 
 
 class _Session:
+    __slots__ = (
+        "_hs",
+        "_digest",
+        "_handshaking",
+        "_reader",
+        "_out",
+        "chunk_size",
+        "_target_chunk_size",
+        "_flow",
+        "closed",
+        "_held",
+    )
+
     def __init__(
         self,
         handshake: ServerHandshake | ClientHandshake,
@@ -176,7 +189,9 @@ class _Session:
         out_chunk_size: int,
         max_message_size: int,
     ) -> None:
-        self._hs = handshake
+        self._hs: ServerHandshake | ClientHandshake | None = handshake
+        """The handshake, until it is complete (then only `_digest` is kept)."""
+        self._digest = False
         self._handshaking = True
         self._reader = ChunkReader(max_message_size=max_message_size)
         self._out: list[bytes] = []
@@ -193,12 +208,15 @@ class _Session:
         """Consume bytes from the peer; return the events they complete."""
         events: list[Event] = []
         if self._handshaking:
-            self._hs.receive_data(data)
-            self._out.append(self._hs.data_to_send())
-            if not self._hs.complete:
+            hs = self._hs
+            assert hs is not None
+            hs.receive_data(data)
+            self._out.append(hs.data_to_send())
+            if not hs.complete:
                 return events
             self._handshaking = False
-            data = self._hs.leftover()
+            data = hs.leftover()
+            self._digest, self._hs = hs.digest, None
             self._on_handshake_done()
             if not data:
                 return events
@@ -352,6 +370,8 @@ class _Session:
 class ServerSession(_Session):
     """Server side of one RTMP connection (publisher or player)."""
 
+    __slots__ = ("_window", "app", "tc_url", "_connect_txn", "_streams", "_next_stream")
+
     def __init__(
         self,
         *,
@@ -372,7 +392,7 @@ class ServerSession(_Session):
     @property
     def digest_handshake(self) -> bool:
         """Whether the client used the digest ("complex") handshake."""
-        return bool(getattr(self._hs, "digest", False))
+        return self._digest
 
     def _on_command(
         self, stream_id: int, name: str, txn: float, obj: object, args: list, events: list[Event]
@@ -503,6 +523,8 @@ class ServerSession(_Session):
 class ClientSession(_Session):
     """Client side of an RTMP connection: connect, createStream, publish or play."""
 
+    __slots__ = ("app", "tc_url", "flash_ver", "_txn", "_pending")
+
     def __init__(
         self,
         app: str,
@@ -523,6 +545,7 @@ class ClientSession(_Session):
         self.flash_ver = flash_ver
         self._txn = 1
         self._pending: dict[float, str] = {}
+        assert self._hs is not None
         self._out.append(self._hs.data_to_send())
 
     def _next_txn(self, method: str) -> float:
