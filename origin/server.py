@@ -515,11 +515,11 @@ class Origin:
         answer, or 404 if no worker owns the name."""
         assert self.workers is not None
         owner = await self.workers.lookup(skey.app, skey.name)
+        if owner is None:  # no worker has the name: nothing kicked, nothing banned
+            return Response.json({"error": f"no live stream {skey}"}, 404)
         local = self._api_stream(req, skey)
-        if owner is None and local.status == 404:
-            return local
         answers = await self.workers.forward_all("DELETE", req.target, auth_headers(req))
-        if owner is None or owner == self.workers.index or owner not in answers:
+        if owner == self.workers.index or owner not in answers:
             return local
         status, body, headers = answers[owner]
         return Response(status, body, headers.get("content-type", "application/json"))
