@@ -173,14 +173,15 @@ class SharedResponse(Response):
                 self._heads[key] = found
         return found
 
-    def file(self) -> MemFile | None:
-        """The body in a memory file for sendfile (made on first use), None for a small
-        body or while it cannot have one."""
+    def file(self, head: bytes = b"") -> MemFile | None:
+        """The body in a memory file for sendfile (made on first use, after `head`: the
+        head most asked for is sent with the body in one call), None for a small body or
+        while it cannot have one."""
         got = self._file
         if got:
             used(self)
         elif got is None:
-            got = memfile_for(self, self.body)
+            got = memfile_for(self, self.body, head)
             if got is not None:
                 self._file = got
             elif len(self.body) < MIN_FILE_BYTES:
@@ -441,7 +442,7 @@ def _start_shared(
     backlog holds the rest))."""
     if head_only:
         return None, 0, conn.write(head)
-    if plain and (memfile := shared.file()) is not None:
+    if plain and (memfile := shared.file(head)) is not None:
         offset = send_file_now(conn, head, memfile)
         if offset < memfile.size:
             return memfile, offset, False

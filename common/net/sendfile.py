@@ -45,24 +45,29 @@ _SUPPORTED = hasattr(os, "memfd_create") and hasattr(os, "sendfile")
 
 
 class MemFile:
-    """A body in an anonymous memory file; the descriptor closes with the object."""
+    """A body in an anonymous memory file, after `prefix` (a response head: one sendfile
+    then sends head and body together); the descriptor closes with the object. Offsets
+    are the file's: the body runs from `start` to `size`."""
 
-    __slots__ = ("fd", "size")
+    __slots__ = ("fd", "size", "prefix", "start")
     open_files = 0
     """MemFiles open now, all together."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, prefix: bytes = b"") -> None:
         fd = os.memfd_create("livecdn-body", os.MFD_CLOEXEC)
         try:
-            view = memoryview(data)
-            written = 0
-            while written < len(view):
-                written += os.write(fd, view[written:])
+            for part in (prefix, data):
+                view = memoryview(part)
+                written = 0
+                while written < len(view):
+                    written += os.write(fd, view[written:])
         except BaseException:
             os.close(fd)
             raise
         self.fd = fd
-        self.size = len(data)
+        self.prefix = prefix
+        self.start = len(prefix)
+        self.size = len(prefix) + len(data)
         MemFile.open_files += 1
 
     def close(self) -> None:
@@ -97,9 +102,9 @@ def used(owner: FileOwner) -> None:
         _owners.move_to_end(ref)
 
 
-def memfile_for(owner: FileOwner, body: bytes) -> MemFile | None:
-    """`body` in a new MemFile for `owner`, or None: small, unsupported, it failed, or every
-    file is in use. At MAX_MEMFILES the least recently used holder gives its file up if it
+def memfile_for(owner: FileOwner, body: bytes, prefix: bytes = b"") -> MemFile | None:
+    """`body` (after `prefix`) in a new MemFile for `owner`, or None: small, unsupported, it
+    failed, or every file is in use. At MAX_MEMFILES the least recently used holder gives its file up if it
     was not used within KEEP_IN_USE seconds (sends under way keep theirs open)."""
     if not _SUPPORTED or len(body) < MIN_FILE_BYTES:
         return None
@@ -115,7 +120,7 @@ def memfile_for(owner: FileOwner, body: bytes) -> MemFile | None:
     if MemFile.open_files >= MAX_MEMFILES:
         return None  # all in use by sends under way
     try:
-        made = MemFile(body)
+        made = MemFile(body, prefix)
     except OSError:
         return None
     ref = weakref.ref(owner, lambda r: _owners.pop(r, None))
@@ -125,34 +130,39 @@ def memfile_for(owner: FileOwner, body: bytes) -> MemFile | None:
 
 def send_file_now(conn: Conn, head: bytes, body: MemFile) -> int:
     """Send `head` and then as much of `body` as the kernel takes now, on a plain TCP
-    `conn`; how far into the body it got (body.size: all of it), or -1 if the head did not
-    all go out (it waits in conn's backlog): then `send_rest` sends the rest."""
+    `conn` (one sendfile when `head` is the file's prefix); how far into the file it got
+    (body.size: all of it), or -1 if the head did not all go out (it waits in conn's
+    backlog): then `send_rest` sends the rest."""
     if conn.backlog_bytes or conn.closed:
         conn.write(head)  # after the backlog
         return -1
     sock = conn.sock
+    if head is body.prefix or (head == body.prefix and head):
+        offset = 0  # the head is in the file, before the body
+    else:
+        try:
+            sent = sock.send(head, socket.MSG_MORE)  # goes out with the body's first bytes
+        except BlockingIOError:
+            conn.write(head)
+            return -1
+        except OSError:
+            conn.close()
+            return -1
+        conn.bytes_out += sent
+        if sent < len(head):
+            conn.write(head[sent:])
+            return -1
+        offset = body.start
     try:
-        sent = sock.send(head, socket.MSG_MORE)  # goes out with the body's first bytes
-    except BlockingIOError:
-        conn.write(head)
-        return -1
-    except OSError:
-        conn.close()
-        return -1
-    conn.bytes_out += sent
-    if sent < len(head):
-        conn.write(head[sent:])
-        return -1
-    try:
-        sent = os.sendfile(sock.fileno(), body.fd, 0, min(body.size, CHUNK))
+        sent = os.sendfile(sock.fileno(), body.fd, offset, min(body.size - offset, CHUNK))
     except OSError:  # BlockingIOError, or a break `send_rest` meets again
-        return 0
+        return offset
     conn.bytes_out += sent
-    return sent
+    return offset + sent
 
 
 def send_some(conn: Conn, body: MemFile, offset: int) -> int:
-    """Send `body` from `offset` (>= 0) with sendfile while the kernel takes whole chunks;
+    """Send `body`'s file from `offset` (>= 0) with sendfile while the kernel takes whole chunks;
     the new offset (body.size: all sent; less: the socket is full and will say when it
     has room again). ConnClosed if the connection breaks."""
     fd = conn.sock.fileno()
@@ -183,7 +193,7 @@ async def send_rest(conn: Conn, body: MemFile, offset: int) -> None:
     ConnClosed if the connection breaks. The caller bounds the wait."""
     if offset < 0:
         await conn.drain()
-        offset = 0
+        offset = body.start
     sock = conn.sock
     while True:
         offset = send_some(conn, body, offset)

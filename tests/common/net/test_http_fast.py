@@ -177,6 +177,40 @@ async def test_send_file_sends_exact_bytes_over_a_real_socket():
     peer.close()
 
 
+@pytest.mark.parametrize("same_head", [True, False])
+async def test_a_head_kept_in_the_memory_file_goes_out_with_the_body(same_head):
+    """The head a body's file was made with is sent from the file (one sendfile); another
+    head goes first, then the body after the file's head."""
+    listener = listen_socket("127.0.0.1", 0)
+    client = socket.create_connection(listener.getsockname())
+    listener.setblocking(True)
+    server, _ = listener.accept()
+    listener.close()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    conn = Conn(server)
+    body = os.urandom(700 * 1024 + 3)
+    owner = SharedResponse(200, body, "video/mp2t")
+    kept = owner.head((), False)
+    memfile = owner.file(kept)
+    assert memfile is not None and memfile.start == len(kept)
+    assert memfile.size == len(kept) + len(body)
+    head = kept if same_head else owner.head((("access-control-allow-origin", "*"),), True)
+    got = bytearray()
+    peer = trio.socket.from_stdlib_socket(client)
+
+    async def receive() -> None:
+        while len(got) < len(head) + len(body):
+            got.extend(await peer.recv(65536))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive)
+        await sendfile.send_file(conn, head, memfile)
+    assert bytes(got) == head + body
+    assert conn.bytes_out == len(head) + len(body)
+    conn.close()
+    peer.close()
+
+
 async def test_memory_files_are_bounded_the_oldest_given_up(monkeypatch):
     monkeypatch.setattr(sendfile, "_owners", OrderedDict())  # only this test's holders
     monkeypatch.setattr(sendfile, "MAX_MEMFILES", sendfile.MemFile.open_files + 2)
