@@ -186,6 +186,24 @@ class RtmpPlayScanner:
                     if ts != 0xFFFFFF and (t == 8 or t == 9) and left:
                         st.type_id, st.length, st.delta = t, left, ts
                         st.ts = ts if fmt == 0 else (st.ts + ts) & 0xFFFFFFFF
+                        if flv.keyed:  # playing: a message here whole is skipped at once
+                            more = (left - 1) // chunk_size  # its next chunks (fmt 3)
+                            size = 12 - 4 * fmt + left + more
+                            if pos + size <= end:
+                                c3, p = b0 | 0xC0, pos + 12 - 4 * fmt + chunk_size
+                                while more and data[p] == c3:
+                                    more -= 1
+                                    p += chunk_size + 1
+                                if not more:
+                                    ts = st.ts
+                                    word = (ts & 0xFFFFFF) << 8 | ts >> 24 & 0xFF
+                                    if flv.first is None:
+                                        flv.first = word
+                                    flv.last = word
+                                    st.body, st.left = None, 0
+                                    media += left
+                                    pos += size
+                                    continue
                         st.body = None if flv.keyed else bytearray()
                         st.left = left
                         cur = st

@@ -169,3 +169,17 @@ def test_arbitrary_bytes_raise_only_protocol_errors(data, cuts) -> None:
     with contextlib.suppress(ProtocolError):
         for a, b in zip(bounds, bounds[1:], strict=False):
             scanner.feed(data, a, b)
+
+
+def test_interleaved_chunks_of_two_messages() -> None:
+    """A message whose next chunk is another stream's (chunks interleaved) is not taken as
+    here whole: both messages are read chunk by chunk."""
+    a = encode_message(4, 9, 1, 40, b"v" * 300, 128)  # 3 chunks: 12 + 128, 1 + 128, 1 + 44
+    b = encode_message(6, 8, 1, 50, b"a" * 200, 128)  # 2 chunks: 12 + 128, 1 + 72
+    data = a[:140] + b[:140] + a[140:269] + b[140:] + a[269:]
+    for cut in (0, 139, 141, 280, len(data)):
+        rec = Recorder(keyed=True)
+        scanner = RtmpPlayScanner(rec)  # type: ignore[arg-type]
+        media = scanner.feed(data, 0, cut) + scanner.feed(data, cut, len(data))
+        assert media == 500
+        assert rec.media_calls == [(50,), (40,)]  # each when its last chunk came
