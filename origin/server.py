@@ -22,7 +22,6 @@ from common.proto.hooks import HookCall, HookEvent
 from common.proto.numparse import parse_uint
 from common.proto.paths import (
     STREAMS_API,
-    HlsTarget,
     Media,
     api_recording,
     api_stream_key,
@@ -37,7 +36,6 @@ from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.admin import admin_refusal, is_admin
 from common.serve.hlsstore import HlsSettings, HlsStore
-from common.serve.hlsviewers import client_key
 from common.serve.lifecycle import NodeControls, serve_node
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
@@ -58,7 +56,6 @@ from origin.info import describe
 from origin.live import Live, Publisher, StreamEnd, StreamState
 from origin.publish import (
     Accept,
-    Decision,
     PublishCode,
     Publishers,
     PublishRequest,
@@ -72,11 +69,18 @@ from origin.relays import RELAYS_API, Relays
 from origin.reload import reload_origin
 from origin.rtmp import IngestBytes, OriginIngest
 from origin.workers import OriginWorkers
+from origin.workersapi import (
+    YIELD_PATH,
+    ban_here,
+    claimed,
+    hls_of_owner,
+    kick_on_node,
+    node_lists,
+    yield_name,
+)
 
 log = logging.getLogger("livecdn.origin")
 
-YIELD_PATH = "/_worker/yield"
-"""A worker's private route: let a sibling have a name (`Origin.yield_name`)."""
 
 OriginAddress = NodeAddress
 
@@ -271,7 +275,7 @@ class Origin:
             else:  # the origin changed while the hook answered: decide on it as it is now
                 decision = decide(request, self._publishers(), self.config, time.time())
         if self.workers is not None and isinstance(decision, Accept) and not decision.resumed:
-            decision = await self._claimed(request, decision)
+            decision = await claimed(self, request, decision)
         if isinstance(decision, Reject):
             session.reject_publish(event.stream_id, decision.code.value, decision.detail)
             return decision
@@ -309,71 +313,6 @@ class Origin:
         self.node.metrics.inc("publishes_total")
         log.info("publish %s from %s", skey, peer)
         return pub
-
-    async def _claimed(self, request: PublishRequest, decision: Accept) -> Decision:
-        """A new stream's publish on a worker of a node: claim its name for this worker
-        first. The worker that owns the name is asked to let it go (`yield_name`: a takeover,
-        or its publisher back within the grace, as `decide` says there); else the publish is
-        refused as a second publish of a live name is; a full table as a full origin. Then
-        the decision as this worker is now."""
-        assert self.workers is not None
-        key = decision.key
-        owner = await self.workers.claim(key.app, key.name)
-        if owner is not None and owner != self.workers.index:
-            body = json.dumps({"host": request.host, "query": request.query}).encode()
-            got = await self.workers.forward(
-                owner, "POST", f"{YIELD_PATH}/{key.app}/{key.name}", [], body=body
-            )
-            if got is not None and got[0] == 200:
-                owner = await self.workers.claim(key.app, key.name)
-        if owner is None:
-            return Reject(
-                PublishCode.DENIED,
-                Refusal.STREAM_LIMIT,
-                f"this origin already has {self.config.max_streams} streams (max_streams)",
-            )
-        if owner != self.workers.index:
-            if self.config.on_republish == "reject":
-                return Reject(
-                    PublishCode.BAD_NAME, Refusal.ALREADY_PUBLISHING, f"{key} is already published"
-                )
-            return Reject(
-                PublishCode.BAD_NAME,
-                Refusal.NOT_OWNER,
-                f"{key} is live from another publisher (on another worker of this origin)",
-            )
-        again = decide(request, self._publishers(), self.config, time.time())
-        if isinstance(again, Reject) and (key.app, key.name) not in self.live:
-            self.workers.release(key.app, key.name, lambda: (key.app, key.name) in self.live)
-        return again
-
-    async def yield_name(self, app: str, name: str, doc: object, peer: str) -> Response:
-        """A sibling worker got a publish of app/name, which this worker owns: let the name
-        go if `decide` would let that publish (host and query in `doc`) take over or resume
-        here. The stream ends (viewers get its end and come back to the new one; on one
-        process they are kept); 409 with the reason otherwise."""
-        if not isinstance(doc, dict) or not isinstance(doc.get("query"), dict):
-            return Response.json({"error": "host and query wanted"}, 400)
-        query = {str(k): str(v) for k, v in doc["query"].items()}
-        request = PublishRequest(app, name, query, str(doc.get("host", "")))
-        decision = decide(request, self._publishers(), self.config, time.time())
-        live = self.live.get((app, name))
-        resumed = isinstance(decision, Accept) and decision.resumed
-        if live is None or not (resumed or isinstance(decision, Takeover)):
-            why = decision.detail if isinstance(decision, Reject) else "not this worker's"
-            return Response.json({"error": why}, 409)
-        why = "taken over" if isinstance(decision, Takeover) else "back"
-        log.info("%s/%s: its publisher is %s on another worker (%s)", app, name, why, peer)
-        if (pub := live.publisher) is not None:
-            live.publisher = None
-            pub.rtmp.cancel()
-            self._unpublished(pub)
-        if self.relays.pulled(app, name):
-            self.relays.hand_over(app, name)
-        self._close_stream(live.stream, StreamEnd.MOVED)
-        if self.workers is not None and self.workers.client is not None:
-            await self.workers.client.release(app, name)  # before the sibling claims again
-        return Response.json({"yielded": f"{app}/{name}"})
 
     def _publishers(self) -> Publishers:
         """What the publish decision reads of this origin."""
@@ -456,7 +395,7 @@ class Origin:
                     return denied
             resp = None
             if self.workers is not None and not is_sibling():
-                resp = await self._hls_of_owner(req, target)
+                resp = await hls_of_owner(self, req, target)
             if resp is None:
                 resp = await self.hls.respond(req, target)
             if target.media is Media.PLAYLIST and resp is not None and resp.status == 200:
@@ -470,9 +409,9 @@ class Origin:
                 doc = json.loads(req.body)
             except ValueError:
                 doc = None
-            return await self.yield_name(skey.app, skey.name, doc, req.peer)
+            return await yield_name(self, skey.app, skey.name, doc, req.peer)
         if req.path == RELAYS_API:
-            return await self._node_lists(req, self.relays.respond(req), ("pushes", "pulls"))
+            return await node_lists(self, req, self.relays.respond(req), ("pushes", "pulls"))
         if req.path == STREAMS_API:
             if refused := not_a_read(req):
                 return refused
@@ -489,61 +428,8 @@ class Origin:
         if self.workers is not None and req.method == "DELETE" and not is_sibling():
             if refused := admin_refusal(req, self.config.admin_token):
                 return refused
-            return await self._kick_on_node(req, skey)
+            return await kick_on_node(self, req, skey)
         return self._api_stream(req, skey)
-
-    async def _node_lists(self, req: Request, mine: Response, fields: tuple[str, ...]) -> Response:
-        """On a worker of a node, a GET answer (`mine`) with the lists `fields` of every
-        worker's answer joined (each worker's relays, its recordings in progress)."""
-        if self.workers is None or is_sibling() or req.method != "GET" or mine.status != 200:
-            return mine
-        doc = json.loads(mine.body)
-        answers = await self.workers.forward_all("GET", req.target, auth_headers(req))
-        for _, (status, body, _h) in sorted(answers.items()):
-            try:
-                theirs = json.loads(body) if status == 200 else None
-            except ValueError:
-                theirs = None
-            for field in fields:
-                if isinstance(theirs, dict) and isinstance(theirs.get(field), list):
-                    doc[field] = [*doc.get(field, []), *theirs[field]]
-        return Response.json(doc)
-
-    async def _kick_on_node(self, req: Request, skey: StreamKey) -> Response:
-        """DELETE /api/streams/app/name on a worker of a node: every worker bans the name
-        (a publish may land on any of them) and the owner kicks its publisher; the owner's
-        answer, or 404 if no worker owns the name."""
-        assert self.workers is not None
-        owner = await self.workers.lookup(skey.app, skey.name)
-        if owner is None:  # no worker has the name: nothing kicked, nothing banned
-            return Response.json({"error": f"no live stream {skey}"}, 404)
-        local = self._api_stream(req, skey)
-        answers = await self.workers.forward_all("DELETE", req.target, auth_headers(req))
-        if owner == self.workers.index or owner not in answers:
-            return local
-        status, body, headers = answers[owner]
-        return Response(status, body, headers.get("content-type", "application/json"))
-
-    async def _hls_of_owner(self, req: Request, target: HlsTarget) -> Response | None:
-        """On a worker of a node: HLS of a stream another worker owns, as that worker
-        packages it (every worker answers with the same playlists and segments); None when
-        this worker owns it or nobody does."""
-        assert self.workers is not None
-        if req.method not in ("GET", "HEAD"):
-            return None
-        key = (target.key.app, target.key.name)
-        stream = self.registry.get(*key)
-        if stream is not None and self.workers.mirrored(stream) is None:
-            return None  # this worker's own
-        got = await self.workers.hls_object(req.path, target.media is Media.SEGMENT)
-        if got is None:
-            return None
-        status, body, ctype, cache = got
-        if status == 200:
-            client = client_key(req.peer, req.headers.get("user-agent", ""))
-            self.hls.viewers.seen(key, client, trio.current_time())
-        headers = [("cache-control", cache)] if cache else []
-        return Response(status, body, ctype, headers)
 
     def _api_stream(self, req: Request, skey: StreamKey) -> Response:
         app, name = skey.app, skey.name
@@ -552,7 +438,7 @@ class Origin:
         stream = self.registry.get(app, name)
         mirror = stream is not None and self.workers is not None and self.workers.mirrored(stream)
         if req.method == "DELETE" and self.workers is not None and (stream is None or mirror):
-            return self._ban_here(req, skey)  # owned by another worker, which kicks
+            return ban_here(self, req, skey)  # owned by another worker, which kicks
         if stream is None:
             return Response.json({"error": f"no live stream {skey}"}, 404)
         if req.method == "GET":
@@ -580,18 +466,6 @@ class Origin:
             return Response.json({"kicked": str(skey), "ban_s": ban})
         return Response.json({"error": f"method {req.method} not allowed"}, 405)
 
-    def _ban_here(self, req: Request, skey: StreamKey) -> Response:
-        """A kick's ban on a worker that does not own the stream (404: nothing kicked here)."""
-        ban = parse_uint(req.query.get("ban", str(int(self.config.kick_ban_seconds))),
-                         MAX_BAN_SECONDS)  # fmt: skip
-        if ban is None:
-            return Response.json(
-                {"error": f"ban must be whole seconds in 0..{MAX_BAN_SECONDS}"}, 400
-            )
-        if ban > 0 and not self.bans.ban((skey.app, skey.name), ban, time.time()):
-            return Response.json({"error": f"{self.bans.max_bans} bans in force already"}, 503)
-        return Response.json({"error": f"no live stream {skey} on this worker", "ban_s": ban}, 404)
-
     async def _recordings(self, req: Request) -> Response | None:
         """Playback (/app/name/recordings/...) and /api/recordings[/app/name[/start|/stop]];
         None for other paths. StreamKeyError for a malformed key."""
@@ -614,7 +488,7 @@ class Origin:
             app, name = (skey.app, skey.name) if skey is not None else ("", "")
             admin = is_admin(req, self.config.admin_token)
             mine = Response.json(await self.recorder.listing(app, name, admin=admin))
-            return await self._node_lists(req, mine, ("active",))
+            return await node_lists(self, req, mine, ("active",))
         assert skey is not None
         if req.method != "POST":
             return Response.json({"error": f"method {req.method} not allowed"}, 405)

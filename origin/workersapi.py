@@ -1,0 +1,168 @@
+"""What a worker of an origin with `workers = N` answers for the node (origin.workers holds
+its ownership and mirrors): a publish's claim of its name (and asking the owner to let it go),
+HLS of another worker's stream, a kick made by the owner and banned by every worker, and the
+API lists joined across workers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from common.config import MAX_BAN_SECONDS
+from common.net.http import Request, Response
+from common.proto.numparse import parse_uint
+from common.proto.paths import HlsTarget, Media
+from common.proto.streamkey import StreamKey
+from common.serve.hlsviewers import client_key
+from common.serve.refusal import Refusal
+from common.serve.workermerge import auth_headers, is_sibling
+from origin.live import StreamEnd
+from origin.publish import Accept, Decision, PublishCode, PublishRequest, Reject, Takeover, decide
+
+if TYPE_CHECKING:
+    from origin.server import Origin
+
+log = logging.getLogger("livecdn.origin")
+
+YIELD_PATH = "/_worker/yield"
+"""A worker's private route: let a sibling have a name (`yield_name`)."""
+
+
+async def claimed(origin: Origin, request: PublishRequest, decision: Accept) -> Decision:
+    """A new stream's publish on a worker of a node: claim its name for this worker
+    first. The worker that owns the name is asked to let it go (`yield_name`: a takeover,
+    or its publisher back within the grace, as `decide` says there); else the publish is
+    refused as a second publish of a live name is; a full table as a full origin. Then
+    the decision as this worker is now."""
+    assert origin.workers is not None
+    key = decision.key
+    owner = await origin.workers.claim(key.app, key.name)
+    if owner is not None and owner != origin.workers.index:
+        body = json.dumps({"host": request.host, "query": request.query}).encode()
+        got = await origin.workers.forward(
+            owner, "POST", f"{YIELD_PATH}/{key.app}/{key.name}", [], body=body
+        )
+        if got is not None and got[0] == 200:
+            owner = await origin.workers.claim(key.app, key.name)
+    if owner is None:
+        return Reject(
+            PublishCode.DENIED,
+            Refusal.STREAM_LIMIT,
+            f"this origin already has {origin.config.max_streams} streams (max_streams)",
+        )
+    if owner != origin.workers.index:
+        if origin.config.on_republish == "reject":
+            return Reject(
+                PublishCode.BAD_NAME, Refusal.ALREADY_PUBLISHING, f"{key} is already published"
+            )
+        return Reject(
+            PublishCode.BAD_NAME,
+            Refusal.NOT_OWNER,
+            f"{key} is live from another publisher (on another worker of this origin)",
+        )
+    again = decide(request, origin._publishers(), origin.config, time.time())
+    if isinstance(again, Reject) and (key.app, key.name) not in origin.live:
+        origin.workers.release(key.app, key.name, lambda: (key.app, key.name) in origin.live)
+    return again
+
+
+async def yield_name(origin: Origin, app: str, name: str, doc: object, peer: str) -> Response:
+    """A sibling worker got a publish of app/name, which this worker owns: let the name
+    go if `decide` would let that publish (host and query in `doc`) take over or resume
+    here. The stream ends (viewers get its end and come back to the new one; on one
+    process they are kept); 409 with the reason otherwise."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("query"), dict):
+        return Response.json({"error": "host and query wanted"}, 400)
+    query = {str(k): str(v) for k, v in doc["query"].items()}
+    request = PublishRequest(app, name, query, str(doc.get("host", "")))
+    decision = decide(request, origin._publishers(), origin.config, time.time())
+    live = origin.live.get((app, name))
+    resumed = isinstance(decision, Accept) and decision.resumed
+    if live is None or not (resumed or isinstance(decision, Takeover)):
+        why = decision.detail if isinstance(decision, Reject) else "not this worker's"
+        return Response.json({"error": why}, 409)
+    why = "taken over" if isinstance(decision, Takeover) else "back"
+    log.info("%s/%s: its publisher is %s on another worker (%s)", app, name, why, peer)
+    if (pub := live.publisher) is not None:
+        live.publisher = None
+        pub.rtmp.cancel()
+        origin._unpublished(pub)
+    if origin.relays.pulled(app, name):
+        origin.relays.hand_over(app, name)
+    origin._close_stream(live.stream, StreamEnd.MOVED)
+    if origin.workers is not None and origin.workers.client is not None:
+        await origin.workers.client.release(app, name)  # before the sibling claims again
+    return Response.json({"yielded": f"{app}/{name}"})
+
+
+async def node_lists(
+    origin: Origin, req: Request, mine: Response, fields: tuple[str, ...]
+) -> Response:
+    """On a worker of a node, a GET answer (`mine`) with the lists `fields` of every
+    worker's answer joined (each worker's relays, its recordings in progress)."""
+    if origin.workers is None or is_sibling() or req.method != "GET" or mine.status != 200:
+        return mine
+    doc = json.loads(mine.body)
+    answers = await origin.workers.forward_all("GET", req.target, auth_headers(req))
+    for _, (status, body, _h) in sorted(answers.items()):
+        try:
+            theirs = json.loads(body) if status == 200 else None
+        except ValueError:
+            theirs = None
+        for field in fields:
+            if isinstance(theirs, dict) and isinstance(theirs.get(field), list):
+                doc[field] = [*doc.get(field, []), *theirs[field]]
+    return Response.json(doc)
+
+
+async def kick_on_node(origin: Origin, req: Request, skey: StreamKey) -> Response:
+    """DELETE /api/streams/app/name on a worker of a node: every worker bans the name
+    (a publish may land on any of them) and the owner kicks its publisher; the owner's
+    answer, or 404 if no worker owns the name."""
+    assert origin.workers is not None
+    owner = await origin.workers.lookup(skey.app, skey.name)
+    if owner is None:  # no worker has the name: nothing kicked, nothing banned
+        return Response.json({"error": f"no live stream {skey}"}, 404)
+    local = origin._api_stream(req, skey)
+    answers = await origin.workers.forward_all("DELETE", req.target, auth_headers(req))
+    if owner == origin.workers.index or owner not in answers:
+        return local
+    status, body, headers = answers[owner]
+    return Response(status, body, headers.get("content-type", "application/json"))
+
+
+async def hls_of_owner(origin: Origin, req: Request, target: HlsTarget) -> Response | None:
+    """On a worker of a node: HLS of a stream another worker owns, as that worker
+    packages it (every worker answers with the same playlists and segments); None when
+    this worker owns it or nobody does."""
+    assert origin.workers is not None
+    if req.method not in ("GET", "HEAD"):
+        return None
+    key = (target.key.app, target.key.name)
+    stream = origin.registry.get(*key)
+    if stream is not None and origin.workers.mirrored(stream) is None:
+        return None  # this worker's own
+    got = await origin.workers.hls_object(req.path, target.media is Media.SEGMENT)
+    if got is None:
+        return None
+    status, body, ctype, cache = got
+    if status == 200:
+        client = client_key(req.peer, req.headers.get("user-agent", ""))
+        origin.hls.viewers.seen(key, client, trio.current_time())
+    headers = [("cache-control", cache)] if cache else []
+    return Response(status, body, ctype, headers)
+
+
+def ban_here(origin: Origin, req: Request, skey: StreamKey) -> Response:
+    """A kick's ban on a worker that does not own the stream (404: nothing kicked here)."""
+    ban = parse_uint(req.query.get("ban", str(int(origin.config.kick_ban_seconds))),
+                     MAX_BAN_SECONDS)  # fmt: skip
+    if ban is None:
+        return Response.json({"error": f"ban must be whole seconds in 0..{MAX_BAN_SECONDS}"}, 400)
+    if ban > 0 and not origin.bans.ban((skey.app, skey.name), ban, time.time()):
+        return Response.json({"error": f"{origin.bans.max_bans} bans in force already"}, 503)
+    return Response.json({"error": f"no live stream {skey} on this worker", "ban_s": ban}, 404)
