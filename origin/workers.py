@@ -34,6 +34,7 @@ from common.serve.workerctx import SECRET_HEADER, WorkerContext
 from common.serve.workermerge import merge_streams_api
 from common.serve.workersowners import OwnerClient
 from common.serve.workerspull import open_sibling_feed
+from common.serve.workersviewers import node_hls_viewers
 
 if TYPE_CHECKING:
     from origin.server import Origin
@@ -215,6 +216,8 @@ class OriginWorkers:
         self.client = OwnerClient(ctx.owners_fd, ctx.index) if ctx.owners_fd >= 0 else None
         self.mirrors: dict[tuple[str, str], Mirror] = {}
         self.sibling_docs: dict[int, dict] = {}
+        self.node_hls: dict[str, int] | None = None
+        """HLS viewers by "app/name" for the node, as counted last (None: unknown)."""
         """The siblings' streams API answers, as polled last (worker 0, for the balancer)."""
         self.objects: OrderedDict[str, tuple[float, HlsAnswer]] = OrderedDict()
         """HLS objects fetched from their owners (when, what), the latest used last."""
@@ -366,9 +369,12 @@ class OriginWorkers:
         return answers
 
     async def poll_siblings(self) -> None:
-        """Keep what the siblings say of their streams (`node_streams`), every POLL_S."""
+        """Keep what the siblings say of their streams (`node_streams`) and the node's HLS
+        viewers (each once), every POLL_S."""
         while True:
-            answers = await self.forward_all("GET", STREAMS_API, [])
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._count_hls)
+                answers = await self.forward_all("GET", STREAMS_API, [])
             docs: dict[int, dict] = {}
             for i, (status, body, _) in answers.items():
                 with contextlib.suppress(ValueError):
@@ -377,11 +383,15 @@ class OriginWorkers:
             self.sibling_docs = docs
             await trio.sleep(POLL_S)
 
+    async def _count_hls(self) -> None:
+        self.node_hls = await node_hls_viewers(self.ctx)
+
     def node_streams(self, own: list[dict]) -> list[dict]:
-        """The node's streams (each once, described by its owner, viewers summed), from this
-        worker's `own` descriptions and what the siblings said last."""
+        """The node's streams (each once, described by its owner, viewers summed, an HLS
+        viewer seen on several workers once), from this worker's `own` descriptions and what
+        the siblings said last."""
         docs = {**self.sibling_docs, self.index: {"streams": own}}
-        doc, _ = merge_streams_api(self.ctx, docs, {})
+        doc, _ = merge_streams_api(self.ctx, docs, {}, self.node_hls)
         return [s for s in doc.get("streams", []) if isinstance(s, dict)]
 
     async def forward(
