@@ -13,7 +13,7 @@ the origin's bytes_out counter for that run (agreement %).
                    -C DIR`) at the same N, against the same origin: before/after in one run
 
 Run it alone on the machine (it measures CPU):
-  flock /tmp/h16/bench.lock .venv/bin/python bench/players_per_core.py -n 2000 --neutral
+  flock /tmp/h18/bench.lock .venv/bin/python bench/players_per_core.py -n 2000 --neutral
 """
 
 from __future__ import annotations
@@ -46,6 +46,21 @@ def bytes_out(http: int, protocol: str) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5).read().decode()
     m = re.search(rf'^livecdn_bytes_out_total{{protocol="{protocol}"}} (\S+)$', text, re.M)
     return float(m.group(1)) if m else 0.0
+
+
+def viewers(http: int) -> float:
+    """The origin's connected viewers (livecdn_viewers, all protocols)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5).read().decode()
+    return sum(float(v) for v in re.findall(r"^livecdn_viewers{[^}]*} (\S+)$", text, re.M))
+
+
+def drained(http: int, limit: float = 20.0) -> None:
+    """Wait (at most `limit` s) until the last run's viewers have left the origin, then 2 s
+    more, so that a run does not pay for the previous one's goodbyes."""
+    deadline = time.monotonic() + limit
+    while viewers(http) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
 
 
 def measure(argv: list[str], cwd: Path, settle: float, window: float) -> tuple[float, str]:
@@ -135,11 +150,11 @@ def main() -> int:
             if a.neutral:
                 runs.append(("players.py", lambda d, p=proto, n=n: neutral(urls[p], n, a)))
             for label, run in runs:
+                drained(http)  # the origin let the last run's players go
                 b0 = bytes_out(http, proto)
                 got = run(out / f"{label}-{proto}")
                 time.sleep(1)
                 print(row(label, proto, n, got, bytes_out(http, proto) - b0), flush=True)
-                time.sleep(2)  # the origin lets the last players go
     finally:
         for p in reversed(procs):
             p.terminate()

@@ -47,7 +47,9 @@ class Hub:
         self._ep = select.epoll()
         self._readers: dict[int, Reader] = {}
         self._ended: dict[int, trio.Event] = {}
-        self._buf = bytearray(read_size)
+        self.buf = bytearray(read_size)
+        """The reused read buffer (also for a player's own reads before it joins the hub:
+        nothing awaits between a read and its scan)."""
         self.rounds = 0
         self.reads = 0
 
@@ -58,7 +60,7 @@ class Hub:
 
     async def run(self) -> None:
         """Poll, read, sleep a tick; until cancelled."""
-        ep, readers, buf = self._ep, self._readers, self._buf
+        ep, readers, buf = self._ep, self._readers, self.buf
         fileno = ep.fileno()
         clock = trio.current_time
         try:

@@ -496,14 +496,18 @@ class SimPlayer:
             client.close()
 
     async def _rtmp_on_hub(self, hub: Hub, client: RtmpClient, edge: str) -> None:
-        """The play goes on in `hub` from the moment play was asked for: the answer to it
-        (NetStream.Play.Start within PLAY_START_S, else TooSlowError as `client.play`),
-        then the stream, scanned in place (RtmpReader); the session never parses the
-        stream's first burst."""
+        """The play goes on from the moment play was asked for, scanned in place
+        (RtmpReader): this task reads the answer (NetStream.Play.Start within PLAY_START_S,
+        else TooSlowError as `client.play`), so the join time is exact, then `hub` reads
+        the stream; the session never parses the stream's first burst."""
         reader = RtmpReader(self, client, FlvScanner(), edge)
         with trio.fail_after(PLAY_START_S) as waiting:
             reader.waiting = waiting  # lifted once the play starts
-            if not reader.start(trio.current_time()):
+            ended = reader.start(trio.current_time())
+            while not (ended or reader.playing):  # the answer to play: read at once, here
+                await trio.lowlevel.wait_readable(reader.sock)
+                ended = reader.on_readable(hub.buf, trio.current_time())
+            if not ended:
                 await hub.play(reader)
         if reader.error is not None:
             raise (
