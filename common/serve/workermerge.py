@@ -75,9 +75,40 @@ async def ask_siblings(ctx: WorkerContext, req: Request) -> tuple[dict[int, byte
     return answers, missing
 
 
+PEER_HEADER = "x-livecdn-peer"
+"""Header of a sibling's request on a private port: the peer of the request it forwards
+(trusted only with the run's secret), so the sibling judges that request, not a loopback one."""
+FORWARDED = {"host": "x-livecdn-host", "origin": "x-livecdn-origin",
+             "sec-fetch-site": "x-livecdn-fetch-site"}  # fmt: skip
+"""The headers the admin rule reads besides the credentials, passed on under these names."""
+NO_CLIENT_HOST = "sibling.invalid"
+"""The Host a private port's request is judged with when it forwards no client's request (a
+mirror's pull, an HLS fetch): not a loopback name, so it is never an admin's."""
+
+
 def auth_headers(req: Request) -> list[tuple[str, str]]:
-    """The request's credentials, passed on (a sibling applies the same admin rule)."""
-    return [(k, v) for k, v in req.headers.items() if k in ("authorization", "cookie")]
+    """What a sibling needs to judge `req` as this worker does (the admin rule): its
+    credentials, its peer and the headers the rule reads."""
+    headers = [(k, v) for k, v in req.headers.items() if k in ("authorization", "cookie")]
+    headers.append((PEER_HEADER, req.peer))
+    headers += [(FORWARDED[k], v) for k, v in req.headers.items() if k in FORWARDED]
+    return headers
+
+
+def as_forwarded(req: Request) -> Request:
+    """A sibling's request on a private port (its secret proven) as the request it forwards:
+    that request's peer and Host/Origin/Sec-Fetch-Site; with none forwarded, a request of no
+    client, judged with a Host that is no loopback name. A loopback peer on a private port is
+    always a sibling, never by itself an admin."""
+    headers = {k: v for k, v in req.headers.items() if k not in FORWARDED}
+    peer = req.headers.get(PEER_HEADER)
+    if peer is None:
+        headers["host"] = NO_CLIENT_HOST
+        return replace(req, headers=headers)
+    for name, carried in FORWARDED.items():
+        if carried in req.headers:
+            headers[name] = req.headers[carried]
+    return replace(req, headers=headers, peer=peer)
 
 
 _auth = auth_headers
@@ -353,7 +384,7 @@ def private_route(ctx: WorkerContext, local: Route) -> Route:
             )
             return Response.text(403, "a worker's private port serves only its siblings")
         SIBLING.set(trio.lowlevel.current_task())  # this connection's task serves siblings
-        return await local(req)
+        return await local(as_forwarded(req))
 
     return route
 
