@@ -145,6 +145,8 @@ class Puller:
             if self.stream is not None:
                 self.host.close_pulled(self.stream, self._end_reason)
                 self.stream = None
+            else:  # stopped while it connected (or waited): its claim of the name goes too
+                self.host.let_go(self.key)
 
     async def _watch_viewers(self) -> None:
         """On demand: stop once the stream has had no viewer for `linger` seconds."""

@@ -213,7 +213,12 @@ class OriginWorkers:
     def __init__(self, origin: Origin, ctx: WorkerContext) -> None:
         self.origin = origin
         self.ctx = ctx
-        self.client = OwnerClient(ctx.owners_fd, ctx.index) if ctx.owners_fd >= 0 else None
+        self.client = (
+            OwnerClient(ctx.owners_fd, ctx.index, held=self._holds) if ctx.owners_fd >= 0 else None
+        )
+        self.claiming: dict[tuple[str, str], int] = {}
+        """Names this worker is asking the table for now (how many asks): not to be yielded
+        as unused (`workersapi.yield_name`) while a granted claim is on its way here."""
         self.mirrors: dict[tuple[str, str], Mirror] = {}
         self.sibling_docs: dict[int, dict] = {}
         self.node_hls: dict[str, int] | None = None
@@ -233,7 +238,18 @@ class OriginWorkers:
         None (the node's max_streams reached, or no answer)."""
         if self.client is None:
             return self.index
-        return await self.client.claim(app, name)
+        key = (app, name)
+        self.claiming[key] = self.claiming.get(key, 0) + 1
+        try:
+            return await self.client.claim(app, name)
+        finally:
+            if (left := self.claiming.pop(key) - 1) > 0:
+                self.claiming[key] = left
+
+    def _holds(self, key: str) -> bool:
+        """Whether this worker has a stream of "app/name" (published or pulled)."""
+        app, _, name = key.partition("/")
+        return (app, name) in self.origin.live
 
     async def lookup(self, app: str, name: str) -> int | None:
         if self.client is None:

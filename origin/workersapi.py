@@ -81,6 +81,8 @@ async def yield_name(origin: Origin, app: str, name: str, doc: object, peer: str
     request = PublishRequest(app, name, query, str(doc.get("host", "")))
     decision = decide(request, origin._publishers(), origin.config, time.time())
     live = origin.live.get((app, name))
+    if live is None and await _unused(origin, app, name):
+        return Response.json({"yielded": f"{app}/{name}"})
     resumed = isinstance(decision, Accept) and decision.resumed
     if live is None or not (resumed or isinstance(decision, Takeover)):
         why = decision.detail if isinstance(decision, Reject) else "not this worker's"
@@ -97,6 +99,20 @@ async def yield_name(origin: Origin, app: str, name: str, doc: object, peer: str
     if origin.workers is not None and origin.workers.client is not None:
         await origin.workers.client.release(app, name)  # before the sibling claims again
     return Response.json({"yielded": f"{app}/{name}"})
+
+
+async def _unused(origin: Origin, app: str, name: str) -> bool:
+    """Whether the table's claim of app/name for this worker is one nothing here uses (no
+    stream, no pull of it, no claim of it on its way): if so it is released (a claim whose
+    asker went away must never make the name unpublishable on the other workers)."""
+    workers = origin.workers
+    if workers is None or workers.client is None:
+        return False
+    if (app, name) in workers.claiming or StreamKey(app, name) in origin.relays.pulls:
+        return False
+    log.info("%s/%s: released for another worker: nothing here used its claim", app, name)
+    await workers.client.release(app, name)
+    return (app, name) not in origin.live
 
 
 async def node_lists(

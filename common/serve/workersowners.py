@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 
 import trio
 
@@ -106,7 +107,7 @@ async def serve_owners(owners: Owners, worker: int, sock: socket.socket) -> None
 class OwnerClient:
     """A worker's side of the table (one request at a time over its socket)."""
 
-    def __init__(self, fd: int, index: int) -> None:
+    def __init__(self, fd: int, index: int, held: Callable[[str], bool] | None = None) -> None:
         sock = socket.socket(fileno=fd)
         sock.setblocking(False)
         self.index = index
@@ -114,33 +115,70 @@ class OwnerClient:
         self.lock = trio.Lock()
         self.buf = b""
         self.asked = 0
+        self.held = held or (lambda key: False)
+        """Whether this worker has a stream of "app/name" (so a claim of it whose answer was
+        lost must not be undone: the name was this worker's before)."""
 
-    async def _ask(self, op: str, key: str) -> int | None | bool:
-        """The supervisor's answer (an index or None), or False if it gave none."""
+    def _line(self, op: str, key: str) -> tuple[bytes, bytes]:
         self.asked += 1
         ident = b"%d" % self.asked
-        line = ident + f" {op} {key}\n".encode("ascii", errors="replace")
+        return ident, ident + f" {op} {key}\n".encode("ascii", errors="replace")
+
+    async def _answer_to(self, ident: bytes) -> bytes:
+        """The answer to request `ident` (earlier requests' late answers skipped)."""
+        while True:
+            while (nl := self.buf.find(b"\n")) < 0:
+                data = await self.stream.receive_some(4096)
+                if not data:
+                    raise trio.BrokenResourceError("the supervisor closed")
+                self.buf += data
+            reply, self.buf = self.buf[:nl], self.buf[nl + 1 :]
+            got_ident, _, answer = reply.partition(b" ")
+            if got_ident == ident:  # else the late answer to an earlier ask
+                return answer
+
+    async def _ask(self, op: str, key: str) -> int | None | bool:
+        """The supervisor's answer (an index or None), or False if it gave none. A claim
+        whose answer is lost once its line went out (it timed out, or the asker was
+        cancelled) is released right after it, unless `held`: the supervisor may have
+        granted it, and a name nobody takes must not stay this worker's."""
+        ident, line = self._line(op, key)
         if len(line) > MAX_LINE:
             return False
         async with self.lock:
+            sent = False
             try:
                 with trio.fail_after(ASK_TIMEOUT):
                     await self.stream.send_all(line)
-                    while True:
-                        while (nl := self.buf.find(b"\n")) < 0:
-                            data = await self.stream.receive_some(4096)
-                            if not data:
-                                raise trio.BrokenResourceError("the supervisor closed")
-                            self.buf += data
-                        reply, self.buf = self.buf[:nl], self.buf[nl + 1 :]
-                        got_ident, _, answer = reply.partition(b" ")
-                        if got_ident == ident:  # else the late answer to an earlier ask
-                            break
+                    sent = True
+                    answer = await self._answer_to(ident)
             except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError,
                     OSError) as exc:  # fmt: skip
                 log.warning("stream ownership: no answer from the supervisor (%s)", exc)
+                if sent and op == "C":
+                    await self._undo(key, wait=False)
                 return False
+            except trio.Cancelled:
+                if sent and op == "C":
+                    with trio.CancelScope(shield=True):
+                        await self._undo(key, wait=True)
+                raise
         return None if answer == b"-" else int(answer)
+
+    async def _undo(self, key: str, *, wait: bool) -> None:
+        """Release `key`, claimed by a request whose answer was lost (the lock held); `wait`:
+        for the supervisor's answer too (bounded)."""
+        if self.held(key):
+            return
+        ident, line = self._line("R", key)
+        with trio.move_on_after(ASK_TIMEOUT):
+            try:
+                await self.stream.send_all(line)
+                if wait:
+                    await self._answer_to(ident)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return  # the supervisor is gone: it drops this worker's claims with it
+        log.info("stream ownership: released %s, claimed by a request whose answer was lost", key)
 
     async def claim(self, app: str, name: str) -> int | None:
         """Claim app/name for this worker: the owner (this worker's index when granted), or
