@@ -163,7 +163,10 @@ class Origin:
 
     def stream_count(self) -> int:
         """Live streams this worker owns (its mirrors of other workers' left out)."""
-        return len(self.registry) - (len(self.workers.mirrors) if self.workers else 0)
+        if self.workers is None:
+            return len(self.registry)
+        mirrored = sum(1 for m in self.workers.mirrors.values() if m.stream is not None)
+        return len(self.registry) - mirrored  # a mirror still connecting has no stream yet
 
     def open_mirror(self, app: str, name: str) -> Stream:
         """A stream fed by another worker (origin.workers): served to viewers here, but

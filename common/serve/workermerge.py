@@ -262,7 +262,7 @@ def _merge_stream(ctx: WorkerContext, merged: dict[tuple[str, str], dict], info:
     for field, n in viewers.items():
         if isinstance(n, int | float):
             into["viewers"][field] = into["viewers"].get(field, 0) + n
-    if into.pop(_FED, False) and not from_sibling:  # the worker that owns it describes it
+    if into.get(_FED) and not from_sibling:  # the worker that owns it describes it
         summed = into["viewers"]
         into.clear()
         into.update(info)
