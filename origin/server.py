@@ -56,6 +56,7 @@ from origin.info import describe
 from origin.live import Live, Publisher, StreamEnd, StreamState
 from origin.publish import (
     Accept,
+    Decision,
     PublishCode,
     Publishers,
     PublishRequest,
@@ -268,17 +269,15 @@ class Origin:
         decision = decide(request, self._publishers(), self.config, time.time())
         if self.node.gate.draining:
             decision = Reject(PublishCode.DENIED, Refusal.DRAINING, "the origin is stopping")
-        hooks = self.hooks.client
-        if not isinstance(decision, Reject) and hooks.has(HookEvent.PUBLISH):
-            key = decision.key
-            call = HookCall.of(HookEvent.PUBLISH, key.app, key.name, peer, "rtmp", query)
-            why = await hooks.allows(call)
-            if why:
-                decision = Reject(PublishCode.DENIED, Refusal.HOOK, f"{key}: on_publish: {why}")
-            else:  # the origin changed while the hook answered: decide on it as it is now
-                decision = decide(request, self._publishers(), self.config, time.time())
         if self.workers is not None and isinstance(decision, Accept) and not decision.resumed:
-            decision = await claimed(self, request, decision)
+            key = decision.key
+            with self.workers.reserving(key.app, key.name):  # the claim, then the hook
+                decision = await claimed(self, request, decision)
+                decision = await self._hook_publish(request, decision, peer, query)
+            if isinstance(decision, Reject) and (key.app, key.name) not in self.live:
+                self.workers.release(key.app, key.name, lambda: (key.app, key.name) in self.live)
+        else:
+            decision = await self._hook_publish(request, decision, peer, query)
         if isinstance(decision, Reject):
             session.reject_publish(event.stream_id, decision.code.value, decision.detail)
             return decision
@@ -316,6 +315,20 @@ class Origin:
         self.node.metrics.inc("publishes_total")
         log.info("publish %s from %s", skey, peer)
         return pub
+
+    async def _hook_publish(
+        self, request: PublishRequest, decision: Decision, peer: str, query: dict[str, str]
+    ) -> Decision:
+        """`decision` after the on_publish hook (asked only about a publish the origin would
+        take), decided again on the origin as it is once the hook answered."""
+        hooks = self.hooks.client
+        if isinstance(decision, Reject) or not hooks.has(HookEvent.PUBLISH):
+            return decision
+        key = decision.key
+        call = HookCall.of(HookEvent.PUBLISH, key.app, key.name, peer, "rtmp", query)
+        if why := await hooks.allows(call):
+            return Reject(PublishCode.DENIED, Refusal.HOOK, f"{key}: on_publish: {why}")
+        return decide(request, self._publishers(), self.config, time.time())
 
     def _publishers(self) -> Publishers:
         """What the publish decision reads of this origin."""

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -233,15 +233,27 @@ class OriginWorkers:
     def index(self) -> int:
         return self.ctx.index
 
-    async def claim(self, app: str, name: str) -> int | None:
-        """Claim app/name for this worker: the owner (this worker's index when granted), or
-        None (the node's max_streams reached, or no answer)."""
+    async def claim(self, app: str, name: str, host: str = "") -> int | None:
+        """Claim app/name for this worker, under its max_streams now (and for a publisher
+        from `host`, its max_publishers_per_ip), node-wide: the owner (this worker's index
+        when granted), None (the node's max_streams reached), or workersowners' BANNED,
+        HOST_LIMIT or UNANSWERED."""
         if self.client is None:
             return self.index
+        config = self.origin.config
+        with self.reserving(app, name):
+            return await self.client.claim(
+                app, name, config.max_streams, host, config.max_publishers_per_ip
+            )
+
+    @contextlib.contextmanager
+    def reserving(self, app: str, name: str) -> Iterator[None]:
+        """While this worker claims app/name (and decides on the publish after): the name
+        is not yielded as unused (`workersapi.yield_name`)."""
         key = (app, name)
         self.claiming[key] = self.claiming.get(key, 0) + 1
         try:
-            return await self.client.claim(app, name)
+            yield
         finally:
             if (left := self.claiming.pop(key) - 1) > 0:
                 self.claiming[key] = left

@@ -20,6 +20,7 @@ from common.proto.streamkey import StreamKey
 from common.serve.hlsviewers import client_key
 from common.serve.refusal import Refusal
 from common.serve.workermerge import auth_headers, is_sibling
+from common.serve.workersowners import BANNED, HOST_LIMIT, UNANSWERED
 from origin.live import StreamEnd
 from origin.publish import Accept, Decision, PublishCode, PublishRequest, Reject, Takeover, decide
 
@@ -34,40 +35,68 @@ YIELD_PATH = "/_worker/yield"
 
 async def claimed(origin: Origin, request: PublishRequest, decision: Accept) -> Decision:
     """A new stream's publish on a worker of a node: claim its name for this worker
-    first. The worker that owns the name is asked to let it go (`yield_name`: a takeover,
+    first (before the on_publish hook: the hook is asked only about publishes the node would
+    take). The worker that owns the name is asked to let it go (`yield_name`: a takeover,
     or its publisher back within the grace, as `decide` says there); else the publish is
-    refused as a second publish of a live name is; a full table as a full origin. Then
-    the decision as this worker is now."""
+    refused as a second publish of a live name is; a full table as a full origin, a banned
+    name (a kick on any worker) as banned, and a host's max_publishers_per_ip counted on
+    the node. Then the decision as this worker is now."""
     assert origin.workers is not None
     key = decision.key
-    owner = await origin.workers.claim(key.app, key.name)
-    if owner is not None and owner != origin.workers.index:
+    owner = await origin.workers.claim(key.app, key.name, request.host)
+    if owner is not None and owner >= 0 and owner != origin.workers.index:
         body = json.dumps({"host": request.host, "query": request.query}).encode()
         got = await origin.workers.forward(
             owner, "POST", f"{YIELD_PATH}/{key.app}/{key.name}", [], body=body
         )
         if got is not None and got[0] == 200:
-            owner = await origin.workers.claim(key.app, key.name)
-    if owner is None:
-        return Reject(
-            PublishCode.DENIED,
-            Refusal.STREAM_LIMIT,
-            f"this origin already has {origin.config.max_streams} streams (max_streams)",
-        )
-    if owner != origin.workers.index:
-        if origin.config.on_republish == "reject":
-            return Reject(
-                PublishCode.BAD_NAME, Refusal.ALREADY_PUBLISHING, f"{key} is already published"
-            )
-        return Reject(
-            PublishCode.BAD_NAME,
-            Refusal.NOT_OWNER,
-            f"{key} is live from another publisher (on another worker of this origin)",
-        )
+            owner = await origin.workers.claim(key.app, key.name, request.host)
+    if (refused := _claim_refused(origin, request, key, owner)) is not None:
+        return refused
     again = decide(request, origin._publishers(), origin.config, time.time())
     if isinstance(again, Reject) and (key.app, key.name) not in origin.live:
         origin.workers.release(key.app, key.name, lambda: (key.app, key.name) in origin.live)
     return again
+
+
+def _claim_refused(
+    origin: Origin, request: PublishRequest, key: StreamKey, owner: int | None
+) -> Reject | None:
+    """The refusal of a publish whose claim answered `owner` (None: granted here)."""
+    assert origin.workers is not None
+    config = origin.config
+    if owner is None:
+        return Reject(
+            PublishCode.DENIED,
+            Refusal.STREAM_LIMIT,
+            f"this origin already has {config.max_streams} streams (max_streams)",
+        )
+    if owner == UNANSWERED:
+        return Reject(
+            PublishCode.DENIED,
+            Refusal.STREAM_LIMIT,
+            f"{key}: the node's stream ownership table did not answer",
+        )
+    if owner == BANNED:
+        return Reject(PublishCode.BAD_NAME, Refusal.BANNED, f"{key} is banned")
+    if owner == HOST_LIMIT:
+        return Reject(
+            PublishCode.DENIED,
+            Refusal.PUBLISHER_LIMIT,
+            f"{request.host} already publishes {config.max_publishers_per_ip} streams "
+            "(max_publishers_per_ip, on this origin's workers)",
+        )
+    if owner == origin.workers.index:
+        return None
+    if config.on_republish == "reject":
+        return Reject(
+            PublishCode.BAD_NAME, Refusal.ALREADY_PUBLISHING, f"{key} is already published"
+        )
+    return Reject(
+        PublishCode.BAD_NAME,
+        Refusal.NOT_OWNER,
+        f"{key} is live from another publisher (on another worker of this origin)",
+    )
 
 
 async def yield_name(origin: Origin, app: str, name: str, doc: object, peer: str) -> Response:
@@ -145,6 +174,11 @@ async def kick_on_node(origin: Origin, req: Request, skey: StreamKey) -> Respons
         return Response.json({"error": f"no live stream {skey}"}, 404)
     local = origin._api_stream(req, skey)
     answers = await origin.workers.forward_all("DELETE", req.target, auth_headers(req))
+    ban = parse_uint(req.query.get("ban", str(int(origin.config.kick_ban_seconds))),
+                     MAX_BAN_SECONDS)  # fmt: skip
+    client = origin.workers.client
+    if ban and client is not None and not await client.ban(skey.app, skey.name, ban):
+        log.warning("kick of %s: the node's ownership table did not take its ban", skey)
     if owner == origin.workers.index or owner not in answers:
         return local
     status, body, headers = answers[owner]

@@ -8,7 +8,7 @@ import socket
 
 import trio
 
-from common.serve.workersowners import MAX_LINE, OwnerClient, Owners, serve_owners
+from common.serve.workersowners import MAX_LINE, UNANSWERED, OwnerClient, Owners, serve_owners
 
 
 def test_a_name_is_owned_by_the_first_worker_that_claims_it():
@@ -105,7 +105,7 @@ async def test_a_worker_gets_no_owner_when_the_supervisor_is_gone():
     sup, mine = socket.socketpair()
     client = OwnerClient(mine.detach(), 0)
     sup.close()
-    assert await client.claim("live", "a") is None
+    assert await client.claim("live", "a") == UNANSWERED
     assert await client.lookup("live", "a") is None
 
 
@@ -119,3 +119,18 @@ async def test_an_overlong_request_ends_that_workers_conversation():
             assert await s.recv(10) == b""  # the supervisor closed its end
         nursery.cancel_scope.cancel()
     assert not owners.owner
+
+
+def test_a_claim_carries_its_workers_limit_and_host() -> None:
+    """A claim's own max_streams (a worker's, reloaded) bounds the table; a host's claims are
+    counted on the node (max_publishers_per_ip); a ban refuses the name to every worker."""
+    owners = Owners(1)
+    assert owners.answer(b"1 C live/a 3 10.0.0.1 1\n", 0, now=0) == b"1 0\n"
+    assert owners.answer(b"2 C live/b 3 10.0.0.1 1\n", 1, now=0) == b"2 -2\n"  # the host's 2nd
+    assert owners.answer(b"3 C live/b 3 10.0.0.2 1\n", 1, now=0) == b"3 1\n"  # under 3, not 1
+    assert owners.answer(b"4 C live/c 2\n", 1, now=0) == b"4 -\n"  # full at that worker's 2
+    assert owners.answer(b"5 R live/a\n", 0, now=0) == b"5 0\n"
+    assert owners.answer(b"6 C live/d 3 10.0.0.1 1\n", 0, now=0) == b"6 0\n"  # host's one freed
+    assert owners.answer(b"7 B live/x 60\n", 1, now=100) == b"7 1\n"
+    assert owners.answer(b"8 C live/x 9\n", 0, now=159) == b"8 -1\n"  # banned on the node
+    assert owners.answer(b"9 C live/x 9\n", 0, now=161) == b"9 0\n"  # the ban ran out

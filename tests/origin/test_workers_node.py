@@ -1,0 +1,141 @@
+"""An origin with workers = 2 (real processes) keeps what one origin promises: a host's
+max_publishers_per_ip counted on the node, on_publish asked only about a publish the node
+would take, a kick's ban kept for a worker restarted after it, and a reloaded max_streams
+applied to the node's ownership table."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+
+import pytest
+import trio
+
+from common.net.httpclient import fetch
+from common.net.rtmpclient import RtmpClient, RtmpClientError
+from tests.hookserver import start_hooks
+from tests.media import publish_synthetic, synthetic_publish
+from tests.origin.test_workers import HANG, start_node, worker_pid
+
+pytestmark = pytest.mark.slow
+
+TRIES = 12  # publishes tried: each lands on either worker
+
+
+async def try_publish(url: str) -> str | None:
+    """None if the publish was accepted (then closed), else the refusal."""
+    client = await RtmpClient.connect(url)
+    try:
+        with trio.fail_after(HANG):
+            await client.publish()
+        return None
+    except RtmpClientError as exc:
+        return str(exc)
+    finally:
+        client.close()
+
+
+async def test_max_publishers_per_ip_holds_for_the_node(nursery):
+    """One origin refuses a host's second stream with max_publishers_per_ip = 1; so does the
+    node whichever worker the second lands on (before, each worker counted only its own
+    publishers, so the node took one per worker)."""
+    proc, log, rtmp, http = await start_node(nursery, "--max-publishers-per-ip", "1")
+    try:
+        async with trio.open_nursery() as publishing:
+            await publish_synthetic(publishing, f"rtmp://127.0.0.1:{rtmp}/live/first")
+            await log.wait_for("publish live/first from")
+            accepted = []
+            for i in range(TRIES):  # an accepted publisher is kept publishing
+                client = await RtmpClient.connect(f"rtmp://127.0.0.1:{rtmp}/live/more{i}")
+                try:
+                    with trio.fail_after(HANG):
+                        await client.publish()
+                except RtmpClientError:
+                    client.close()
+                    continue
+                accepted.append(f"more{i}")
+                publishing.start_soon(synthetic_publish, client)
+            publishing.cancel_scope.cancel()
+        assert accepted == [], f"a second stream of one host was accepted: {accepted}"
+    finally:
+        proc.kill()
+
+
+async def test_a_refused_second_publish_is_not_put_to_on_publish(nursery):
+    """One origin refuses a second publish of a live name before it asks on_publish (the
+    hook is asked only about publishes the origin would accept); on a worker that does not
+    own the name the claim comes first now (before, the hook was asked first, allowed it,
+    and the publish was then refused: the hook service saw publishes that never happened)."""
+    hooks = await start_hooks(nursery)
+    proc, log, rtmp, http = await start_node(nursery, "--on-publish", hooks.url())
+    try:
+        url = f"rtmp://127.0.0.1:{rtmp}/live/h"
+        async with trio.open_nursery() as publishing:
+            await publish_synthetic(publishing, url)
+            await log.wait_for("publish live/h from")
+            for _ in range(6):
+                assert await try_publish(url) is not None  # refused, on either worker
+            publishing.cancel_scope.cancel()
+        asked = len(hooks.of("on_publish"))
+        assert asked == 1, f"on_publish asked {asked} times for one publish: {hooks.calls}"
+    finally:
+        proc.kill()
+
+
+async def test_a_kick_ban_survives_a_worker_restart(nursery):
+    """A kick with ?ban=60 bans the name on every worker and in the node's ownership table,
+    so a worker that dies and restarts (with no bans of its own) refuses it too."""
+    proc, log, rtmp, http = await start_node(nursery)
+    try:
+        url = f"rtmp://127.0.0.1:{rtmp}/live/k"
+        async with trio.open_nursery() as publishing:
+            await publish_synthetic(publishing, url)
+            await log.wait_for("publish live/k from")
+            kicked = await fetch("DELETE", f"http://127.0.0.1:{http}/api/streams/live/k?ban=60")
+            assert kicked.status == 200, kicked
+            publishing.cancel_scope.cancel()
+        pid = worker_pid(log, 1)
+        os.kill(pid, signal.SIGKILL)
+        with trio.fail_after(HANG):
+            while len(re.findall(r"origin worker 1 \(pid \d+\) up", log.text)) < 2:
+                await trio.sleep(0.05)
+        outcomes = [await try_publish(url) for _ in range(TRIES)]
+        accepted = outcomes.count(None)
+        assert accepted == 0, f"{accepted} of {TRIES} publishes accepted within the ban: {outcomes}"
+    finally:
+        proc.kill()
+
+
+async def test_a_reloaded_max_streams_holds_for_the_node(nursery, tmp_path):
+    """max_streams is reloadable: after SIGHUP raises it from 1 to 3 a second stream is
+    taken, on one origin as on the node (each claim carries its worker's max_streams; before,
+    the table kept the limit it started with and refused it)."""
+    conf = tmp_path / "origin.toml"
+    conf.write_text("max_streams = 1\n")
+    proc, log, rtmp, http = await start_node(nursery, "--config", str(conf))
+    try:
+        async with trio.open_nursery() as publishing:
+            await publish_synthetic(publishing, f"rtmp://127.0.0.1:{rtmp}/live/one")
+            await log.wait_for("publish live/one from")
+            conf.write_text("max_streams = 3\n")
+            proc.send_signal(signal.SIGHUP)
+            with trio.fail_after(HANG):
+                while log.text.count("config reloaded: applied") < 2:
+                    await trio.sleep(0.05)
+            refusals = []
+            for i in range(4):  # on either worker
+                client = await RtmpClient.connect(f"rtmp://127.0.0.1:{rtmp}/live/two{i}")
+                try:
+                    with trio.fail_after(HANG):
+                        await client.publish()
+                except RtmpClientError as exc:
+                    refusals.append(str(exc))
+                    client.close()
+                    continue
+                publishing.start_soon(synthetic_publish, client)
+                break
+            publishing.cancel_scope.cancel()
+        assert len(refusals) < 4, f"a second stream refused under max_streams = 3: {refusals}"
+    finally:
+        proc.kill()
