@@ -117,7 +117,9 @@ async def yield_name(origin: Origin, app: str, name: str, doc: object, peer: str
         why = decision.detail if isinstance(decision, Reject) else "not this worker's"
         return Response.json({"error": why}, 409)
     why = "taken over" if isinstance(decision, Takeover) else "back"
-    log.info("%s/%s: its publisher is %s on another worker (%s)", app, name, why, peer)
+    log.info("%s/%s: its publisher is %s on another worker (%s): the stream moves there, and "
+             "its viewers on every worker get its end (workers = 1 keeps them)", app, name, why,
+             peer)  # fmt: skip
     if (pub := live.publisher) is not None:
         live.publisher = None
         pub.rtmp.cancel()
