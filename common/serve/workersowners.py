@@ -201,7 +201,13 @@ class OwnerClient:
         ident, line = self._line(op, key)
         if len(line) > MAX_LINE:
             return False
-        async with self.lock:
+        try:  # the asks before it wait their turn within ASK_TIMEOUT too, not one after another
+            with trio.fail_after(ASK_TIMEOUT):
+                await self.lock.acquire()
+        except trio.TooSlowError:
+            log.warning("stream ownership: no answer from the supervisor (asks queued)")
+            return False
+        try:
             sent = False
             try:
                 with trio.fail_after(ASK_TIMEOUT):
@@ -219,6 +225,8 @@ class OwnerClient:
                     with trio.CancelScope(shield=True):
                         await self._undo(key.partition(" ")[0], wait=True)
                 raise
+        finally:
+            self.lock.release()
         return None if answer == b"-" else int(answer)
 
     async def _undo(self, key: str, *, wait: bool) -> None:

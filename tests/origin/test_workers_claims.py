@@ -15,7 +15,13 @@ from common.config.relayspec import Source
 from common.net.conn import listen_socket
 from common.proto.streamkey import StreamKey
 from common.serve.metrics import NodeMetrics
-from common.serve.workersowners import UNANSWERED, OwnerClient, Owners, serve_owners
+from common.serve.workersowners import (
+    ASK_TIMEOUT,
+    UNANSWERED,
+    OwnerClient,
+    Owners,
+    serve_owners,
+)
 from origin.relaypull import Puller
 
 
@@ -161,3 +167,23 @@ async def test_a_lost_answer_does_not_undo_a_name_the_worker_holds():
             await client.claim("live", "held")
         assert await client.lookup("live", "held") == 0
         nursery.cancel_scope.cancel()
+
+
+async def test_asks_queued_behind_a_silent_supervisor_give_up_together(autojump_clock):
+    """Asks waiting their turn behind one the supervisor does not answer give up within
+    ASK_TIMEOUT of their queueing plus one ask's own, not one ASK_TIMEOUT after another
+    (virtual time: MockClock)."""
+    sup, wrk = socket.socketpair()
+    client = OwnerClient(wrk.detach(), 0)
+    got: list[object] = []
+
+    async def ask(n: int) -> None:
+        got.append(await client.lookup("live", f"q{n}"))
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for n in range(5):
+            nursery.start_soon(ask, n)
+    assert got == [None] * 5
+    assert trio.current_time() - start <= 2 * ASK_TIMEOUT
+    sup.close()
