@@ -40,6 +40,8 @@ MAX_MEMFILES = body_files(_fd_limit())
 """Memory files open at once (each holds a descriptor and its body's pages)."""
 CHUNK = 1 << 20
 """At most this much per sendfile call."""
+PAGE = 4096
+"""A body in a memory file starts at a multiple of this."""
 
 _SUPPORTED = hasattr(os, "memfd_create") and hasattr(os, "sendfile")
 
@@ -47,15 +49,19 @@ _SUPPORTED = hasattr(os, "memfd_create") and hasattr(os, "sendfile")
 class MemFile:
     """A body in an anonymous memory file, after `prefix` (a response head: one sendfile
     then sends head and body together); the descriptor closes with the object. Offsets
-    are the file's: the body runs from `start` to `size`."""
+    are the file's: the head runs from `head_at` to `start`, the body from `start` (a page
+    boundary: the kernel hands whole pages on, as for a file without a head) to `size`."""
 
-    __slots__ = ("fd", "size", "prefix", "start")
+    __slots__ = ("fd", "size", "prefix", "head_at", "start")
     open_files = 0
     """MemFiles open now, all together."""
 
     def __init__(self, data: bytes, prefix: bytes = b"") -> None:
+        start = -(-len(prefix) // PAGE) * PAGE
         fd = os.memfd_create("livecdn-body", os.MFD_CLOEXEC)
         try:
+            if start > len(prefix):
+                os.lseek(fd, start - len(prefix), os.SEEK_SET)  # a hole before the head
             for part in (prefix, data):
                 view = memoryview(part)
                 written = 0
@@ -66,8 +72,9 @@ class MemFile:
             raise
         self.fd = fd
         self.prefix = prefix
-        self.start = len(prefix)
-        self.size = len(prefix) + len(data)
+        self.head_at = start - len(prefix)
+        self.start = start
+        self.size = start + len(data)
         MemFile.open_files += 1
 
     def close(self) -> None:
@@ -130,7 +137,7 @@ def memfile_for(owner: FileOwner, body: bytes, prefix: bytes = b"") -> MemFile |
 
 def send_file_now(conn: Conn, head: bytes, body: MemFile) -> int:
     """Send `head` and then as much of `body` as the kernel takes now, on a plain TCP
-    `conn` (one sendfile when `head` is the file's prefix); how far into the file it got
+    `conn` (one sendfile when `head` is the file's prefix); the file offset it got to
     (body.size: all of it), or -1 if the head did not all go out (it waits in conn's
     backlog): then `send_rest` sends the rest."""
     if conn.backlog_bytes or conn.closed:
@@ -138,7 +145,7 @@ def send_file_now(conn: Conn, head: bytes, body: MemFile) -> int:
         return -1
     sock = conn.sock
     if head is body.prefix or (head == body.prefix and head):
-        offset = 0  # the head is in the file, before the body
+        offset = body.head_at  # the head is in the file, just before the body
     else:
         try:
             sent = sock.send(head, socket.MSG_MORE)  # goes out with the body's first bytes
