@@ -118,3 +118,42 @@ async def test_a_refused_rtmp_play_reads_the_same_on_the_hub(autojump_clock, nur
     assert [str(e) for e in own.result.failures] == [str(end)]
     assert "NetStream.Play.StreamNotFound" in str(end), str(end)
     assert on_hub.result.join_s is None and on_hub.result.state == "failed"
+
+
+async def test_a_long_round_lets_other_tasks_run(autojump_clock) -> None:
+    """A round over many ready sockets yields now and then (players joining meanwhile)."""
+    pairs = [socket.socketpair() for _ in range(600)]
+    seen: list[str] = []
+    first_read = trio.Event()
+
+    class Once(Recorder):
+        def on_readable(self, buf: bytearray, now: float) -> bool:
+            seen.append("read")
+            first_read.set()
+            return super().on_readable(buf, now)
+
+    hub = Hub(tick=1.0)
+    readers = []
+    for ours, theirs in pairs:
+        ours.setblocking(False)
+        theirs.send(b"x")
+        readers.append(Once(ours))
+
+    async def other() -> None:  # runnable from the round's first read on
+        await first_read.wait()
+        seen.append("other")
+
+    async with trio.open_nursery() as nursery:
+        for r in readers:
+            nursery.start_soon(hub.play, r)
+        await trio.sleep(0.1)  # all registered
+        nursery.start_soon(other)
+        nursery.start_soon(hub.run)
+        await trio.sleep(0.5)  # one round
+        nursery.cancel_scope.cancel()
+    for ours, theirs in pairs:
+        ours.close()
+        theirs.close()
+    reads = [i for i, what in enumerate(seen) if what == "read"]
+    assert len(reads) == 600 and hub.rounds == 1
+    assert "other" in seen[reads[0] : reads[-1]], "the round yielded"

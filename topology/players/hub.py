@@ -26,6 +26,9 @@ buffer, not sampled, so only its end (the refill) moves by up to a tick. 20 ms: 
 + audio a read carries ~1.5 frames instead of ~1, about a third fewer reads."""
 CLOCK_EVERY = 64
 """The arrival clock is read again after this many sockets of a round."""
+YIELD_EVERY = 256
+"""A round lets other tasks run (players joining) after this many sockets, so that a long
+round does not hold joins back for all of its length."""
 
 
 class Reader(Protocol):
@@ -72,6 +75,8 @@ class Hub:
                 now = clock()
                 for i, (fd, _) in enumerate(events):
                     if i % CLOCK_EVERY == CLOCK_EVERY - 1:
+                        if i % YIELD_EVERY == YIELD_EVERY - 1:
+                            await trio.lowlevel.checkpoint()  # a reader may go meanwhile
                         now = clock()
                     reader = readers.get(fd)
                     if reader is not None and reader.on_readable(buf, now):
