@@ -132,8 +132,8 @@ class HlsProxy:
             parents, timeout=connect_timeout + HLS_FETCH_SLACK, on_failover=on_failover, tls=tls
         )
         self.cache = ObjectCache(self._fetch, max_bytes=cache_bytes, negative_ttl=not_found_ttl)
-        self._targets: dict[str, tuple[str, tuple[str, str]]] = {}
-        """Fast lane: request target -> (cache path, stream)."""
+        self._targets: dict[str, tuple[str, tuple[str, str], HlsTarget]] = {}
+        """Fast lane: request target -> (cache path, stream, parsed)."""
         self._client = ClientMemo()
         """Fast lane: (peer, user agent) -> HLS viewer key."""
 
@@ -142,12 +142,10 @@ class HlsProxy:
     ) -> SharedResponse | None:
         """The cached object a plain request (GET or HEAD of a playlist or segment, no query
         and no escapes) gets, answered without building a Request; None when it takes more
-        (a token, viewer classes, packaging here, not cached): `handle` answers those. The
-        node asks only while no play check is configured."""
+        (a token, viewer classes, not cached or not packaged yet): `handle` answers those.
+        The node asks only while no play check is configured."""
         if (
-            self.packagers is not None
-            or self.qos.classes
-            or not self.parents
+            self.qos.classes
             or (method != "GET" and method != "HEAD")
             or "?" in target
             or "%" in target
@@ -164,7 +162,15 @@ class HlsProxy:
                 return None
             if len(self._targets) >= MAX_MEMO:
                 self._targets.clear()
-            known = self._targets[target] = (parsed.path, (parsed.key.app, parsed.key.name))
+            known = self._targets[target] = (
+                parsed.path,
+                (parsed.key.app, parsed.key.name),
+                parsed,
+            )
+        if self.packagers is not None:
+            return self._fast_packaged(method, known[1], known[2], headers, peer)
+        if not self.parents:
+            return None
         obj = self.cache.peek(known[0], negative=False)
         if obj is None or obj.response is None:
             return None
@@ -173,6 +179,29 @@ class HlsProxy:
         if method == "GET":
             self.bytes_out += len(obj.body)
         return obj.response
+
+    def _fast_packaged(
+        self,
+        method: str,
+        key: tuple[str, str],
+        target: HlsTarget,
+        headers: dict[str, str],
+        peer: str,
+    ) -> SharedResponse | None:
+        """hls_mode "package": the fast lane's answer from this edge's own store, while the
+        stream is being packaged here (else `_packaged` starts it)."""
+        packagers = self.packagers
+        assert packagers is not None
+        entry = packagers.active.get(key)
+        if entry is None or entry.stream is None or entry.stream.closed:
+            return None
+        shared = packagers.store.shared(target, self._client(peer, headers.get("user-agent", "")))
+        if shared is None:
+            return None
+        packagers.asked(key)
+        if method == "GET":
+            self.bytes_out += len(shared.body)
+        return shared
 
     async def _fetch(self, path: str) -> FetchResult:
         """A parent's copy of `path` (cached under `path`), asked for with the edge's own

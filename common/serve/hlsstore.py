@@ -94,6 +94,8 @@ class HlsStore:
         self._shared: dict[tuple[str, str], dict[str, tuple[Segment, SharedResponse]]] = {}
         """Each stream's segments as shared responses (head built once, body sent with
         sendfile), only those still in its playlist's window."""
+        self._shared_playlists: dict[tuple[str, str], tuple[bytes, SharedResponse]] = {}
+        """Each stream's playlist version as a shared response (for `shared`)."""
 
     def register_metrics(self, mt: NodeMetrics) -> None:
         """Export the packagers' and HLS requests' counters."""
@@ -198,6 +200,7 @@ class HlsStore:
         ):
             del self.playlists[key]
             self._shared.pop(key, None)
+            self._shared_playlists.pop(key, None)
             self._first_segment.pop(key, None)
             for kind in (Failure.WRITE, Failure.MUX):
                 self._failing.pop((kind, key), None)
@@ -208,6 +211,7 @@ class HlsStore:
             return
         self.playlists.pop(key, None)
         self._shared.pop(key, None)
+        self._shared_playlists.pop(key, None)
         first = self._first_segment.pop(key, None)
         if first is not None:
             first.set()
@@ -287,12 +291,9 @@ class HlsStore:
             if playlist is None or not playlist.segments:
                 return Response.text(404, f"no HLS for {target.key}")
             self.viewers.seen(key, client, trio.current_time())
-            max_age = max(0, math.floor(self.settings.target / 2))
-            # a cache may answer with the current version while it fetches the next
-            cache = (
-                f"max-age={max_age}, stale-while-revalidate={max_age}" if max_age else "max-age=0"
+            return Response(
+                200, playlist.rendered(), PLAYLIST_TYPE, [("cache-control", self._cache())]
             )
-            return Response(200, playlist.rendered(), PLAYLIST_TYPE, [("cache-control", cache)])
         playlist = self.playlists.get(key)
         self.requests["segment"] += 1
         seg = playlist.segment(target.file) if playlist is not None else None
@@ -300,6 +301,42 @@ class HlsStore:
             return Response.text(404, f"segment {target.file} is not (or no longer) available")
         self.viewers.seen(key, client, trio.current_time())
         return self._segment_response(key, playlist, seg)
+
+    def shared(self, target: HlsTarget, client: str) -> SharedResponse | None:
+        """What `respond` answers a GET or HEAD of `target` from `client` with, when that is
+        ready now (a playlist with segments, or a segment in its window): one shared
+        response per playlist version or segment, counted as `respond` counts; None for
+        anything else (`respond` answers it)."""
+        key = (target.key.app, target.key.name)
+        playlist = self.playlists.get(key)
+        if playlist is None or not playlist.segments:
+            return None
+        if target.media is Media.PLAYLIST:
+            self.requests["playlist"] += 1
+            self.viewers.seen(key, client, trio.current_time())
+            return self._playlist_response(key, playlist)
+        seg = playlist.segment(target.file)
+        if seg is None:
+            return None
+        self.requests["segment"] += 1
+        self.viewers.seen(key, client, trio.current_time())
+        return self._segment_response(key, playlist, seg)
+
+    def _playlist_response(self, key: tuple[str, str], playlist: HlsPlaylist) -> SharedResponse:
+        """The playlist's current version as one shared response (made once per version)."""
+        rendered = playlist.rendered()
+        held = self._shared_playlists.get(key)
+        if held is not None and held[0] is rendered:
+            return held[1]
+        resp = SharedResponse(200, rendered, PLAYLIST_TYPE, [("cache-control", self._cache())])
+        self._shared_playlists[key] = (rendered, resp)
+        return resp
+
+    def _cache(self) -> str:
+        """A playlist's Cache-Control: a cache may answer with the current version while it
+        fetches the next."""
+        max_age = max(0, math.floor(self.settings.target / 2))
+        return f"max-age={max_age}, stale-while-revalidate={max_age}" if max_age else "max-age=0"
 
     def _segment_response(
         self, key: tuple[str, str], playlist: HlsPlaylist, seg: Segment

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import trio
 
 from common.net.conn import accept_loop, listen_socket
 from common.net.http import HttpLimits, Request, Response, serve_http
-from tests.conftest import start_edge
+from tests.conftest import needs_ffmpeg, start_edge
+from tests.edge.test_edge_hls_package import fetch_playlist, packaging_edge, published
 from tests.metrics import metric, scrape
 
 PLAYLIST = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nk-1-0.ts\n"
@@ -63,4 +65,30 @@ async def test_a_keepalive_viewer_is_answered_by_the_hub_and_counted(nursery):
     text = await scrape(eaddr.http_port)
     assert metric(text, "livecdn_viewers", protocol="hls") == 1
     assert metric(text, "livecdn_hls_cache_hits_total") >= 8
+    sock.close()
+
+
+@pytest.mark.slow
+@needs_ffmpeg
+async def test_a_packaging_edge_answers_a_keepalive_viewer_from_its_store(nursery, clip):
+    addr = await published(nursery, clip, "p")
+    edge, eaddr = await packaging_edge(nursery, addr)
+    url = f"http://127.0.0.1:{eaddr.http_port}/live/p.m3u8"
+    await fetch_playlist(url)  # packaging runs
+    sock = trio.socket.socket()
+    await sock.connect(("127.0.0.1", eaddr.http_port))
+    buf = bytearray()
+    for _ in range(3):
+        await sock.send(b"GET /live/p.m3u8 HTTP/1.1\r\nHost: e\r\nUser-Agent: t\r\n\r\n")
+        head, body = await read_response(sock, buf)
+        assert head.startswith(b"HTTP/1.1 200") and body.startswith(b"#EXTM3U")
+        uri = [line for line in body.decode().splitlines() if line.endswith(".ts")][-1]
+        await sock.send(f"GET /live/{uri} HTTP/1.1\r\nHost: e\r\nUser-Agent: t\r\n\r\n".encode())
+        head, body = await read_response(sock, buf)
+        assert head.startswith(b"HTTP/1.1 200") and body[:1] == b"\x47"
+    hub = edge.node._hub
+    assert hub is not None and hub.served >= 4  # all but the connection's first request
+    text = await scrape(eaddr.http_port)
+    assert metric(text, "livecdn_hls_requests_total", kind="segment") >= 3
+    assert metric(text, "livecdn_viewers", protocol="hls") >= 1
     sock.close()
