@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING
 
+import trio
+
 from common.media.stream import Stream
 
 if TYPE_CHECKING:
@@ -45,7 +47,6 @@ class StreamEnd(StrEnum):
     KICKED = "kicked through the API"
     SHUTDOWN = "origin shutting down"
     UNPULLED = "pull stopped"
-    MOVED = "its publisher is back on another worker of the node"
 
 
 @dataclass
@@ -56,6 +57,8 @@ class Live:
     state: StreamState = StreamState.LIVE
     publisher: Publisher | None = None
     grace_ends: float = 0.0  # trio clock; while WAITING
+    packaging: trio.CancelScope = field(default_factory=trio.CancelScope)
+    """Its HLS packager's (cancelled when the stream moves to another worker)."""
 
     def set_state(self, state: StreamState) -> None:
         """The one place the stream's state changes (logged at debug level)."""

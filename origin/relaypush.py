@@ -50,6 +50,8 @@ class Pusher:
         self.metrics = metrics
         self.tls = tls
         self.status = RelayStatus(f"push of {stream.app}/{stream.name} to {shown_url(url, False)}")
+        self.scope = trio.CancelScope()
+        """Cancelled when the stream moves to another worker of the node (which pushes it)."""
 
     def as_json(self, admin: bool) -> dict:
         """The API's view."""

@@ -129,9 +129,16 @@ class Relays:
             self.pushers[key] = pusher
             self.nursery.start_soon(self._run_push, key, pusher)
 
+    def stream_moved(self, stream: Stream) -> None:
+        """`stream` moved to another worker of the node, which pushes it now: stop here."""
+        for pusher in self.pushers.values():
+            if pusher.stream is stream:
+                pusher.scope.cancel()
+
     async def _run_push(self, key: tuple[str, str, str], pusher: Pusher) -> None:
         try:
-            await contained(pusher.status.what, pusher.run, logger=log)
+            with pusher.scope:
+                await contained(pusher.status.what, pusher.run, logger=log)
         finally:
             if self.pushers.get(key) is pusher:
                 del self.pushers[key]

@@ -194,22 +194,48 @@ class Origin:
         flv = sum(fanout.viewers().values()) if fanout is not None else 0
         return int(flv + self.hls.viewers.count((stream.app, stream.name), trio.current_time()))
 
-    def _open_stream(self, app: str, name: str) -> Live:
-        stream = self.fanouts.new_stream(app, name)
-        fanout = self.fanouts.open(stream)
-        self.registry.add(stream)
-        live = self.live[(app, name)] = Live(stream)
+    def _open_stream(self, app: str, name: str, stream: Stream | None = None) -> Live:
+        """A new published stream; `stream`: a mirror's (its fan-out running), which this
+        worker takes over from the sibling that owned it (its viewers kept)."""
         key = f"{app}/{name}"
-        self.node.start_supervised(f"fan-out of {key}", "fanout", fanout.run)
+        if stream is None:
+            stream = self.fanouts.new_stream(app, name)
+            fanout = self.fanouts.open(stream)
+            self.registry.add(stream)
+            self.node.start_supervised(f"fan-out of {key}", "fanout", fanout.run)
+        live = self.live[(app, name)] = Live(stream)
         cfg = self.config
         if cfg.hls and (not cfg.hls_apps or app in cfg.hls_apps):
             self.hls.prepare(stream)  # before any frame: the packager's task starts later
             self.node.start_supervised(
-                f"HLS packager of {key}", "packager", partial(self.hls.package, stream)
+                f"HLS packager of {key}", "packager", partial(self._package, live)
             )
         self.recorder.stream_opened(stream)
         self.relays.stream_opened(stream)
         return live
+
+    async def _package(self, live: Live) -> None:
+        """Package `live`'s stream for HLS until it ends or moves to another worker (then
+        the new owner packages it, and this worker forgets its playlist)."""
+        with live.packaging:
+            await self.hls.package(live.stream)
+        if live.packaging.cancelled_caught:
+            self.hls.drop((live.stream.app, live.stream.name))
+
+    def hand_off(self, live: Live, owner: int) -> None:
+        """`live`'s stream moves to worker `owner` (its publisher came back, or took over,
+        there): no longer a publish here (no HLS packaging, recording or pushes), it goes on
+        as a mirror of the new owner's, so its viewers here are kept."""
+        assert self.workers is not None
+        stream = live.stream
+        key = (stream.app, stream.name)
+        if self.live.get(key) is live:
+            del self.live[key]
+        live.set_state(StreamState.ENDED)  # its grace timer, if any, stops
+        live.packaging.cancel()
+        self.recorder.stop(*key)
+        self.relays.stream_moved(stream)
+        self.workers.mirror_to(stream, owner)
 
     def _close_stream(self, stream: Stream, end: StreamEnd, detail: str = "") -> None:
         fanout = self.fanouts.get(stream)
@@ -275,6 +301,7 @@ class Origin:
                 decision = await claimed(self, request, decision)
                 decision = await self._hook_publish(request, decision, peer, query)
             if isinstance(decision, Reject) and (key.app, key.name) not in self.live:
+                self.workers.drop_adopted(key.app, key.name, decision.detail)
                 self.workers.release(key.app, key.name, lambda: (key.app, key.name) in self.live)
         else:
             decision = await self._hook_publish(request, decision, peer, query)
@@ -301,9 +328,11 @@ class Origin:
                 self.node.metrics.inc("publishers_resumed_total")
                 log.info("publisher of %s is back within the grace: viewers kept", skey)
         else:
-            if self.workers is not None:
+            taken = None
+            if self.workers is not None:  # a stream moving here from a sibling is kept
+                taken = self.workers.adopted.pop((skey.app, skey.name), None)
                 self.workers.stop_mirror(skey.app, skey.name, "this worker took the stream")
-            live = self._open_stream(skey.app, skey.name)
+            live = self._open_stream(skey.app, skey.name, taken)
         live.stream.new_source()
         pub = Publisher(
             rtmp, live.stream, event.stream_id, time.time(), request.host, trio.current_time(),

@@ -53,6 +53,8 @@ STALL = 10.0
 nothing) asks the owner again."""
 RETRY = 0.5
 """Seconds before a broken mirror asks again (while the owner still owns the stream)."""
+MOVE_POLL = 0.02
+"""Seconds between two looks at the table while a stream moves to another worker."""
 OBJECTS_KEPT = 64
 """HLS objects of other workers' streams kept by a worker (the latest used)."""
 PLAYLIST_FRESH = 0.5
@@ -69,12 +71,22 @@ FORWARD_LIMIT = 32 * 1024 * 1024
 class Mirror:
     """This worker's copy of stream `key`, owned by worker `owner` (`run`)."""
 
-    def __init__(self, workers: OriginWorkers, key: tuple[str, str], owner: int) -> None:
+    def __init__(
+        self,
+        workers: OriginWorkers,
+        key: tuple[str, str],
+        owner: int,
+        stream: Stream | None = None,
+    ) -> None:
         self.workers = workers
         self.key = key
         self.owner = owner
-        self.stream: Stream | None = None
+        self.stream = stream
+        """Its stream; given: this worker's own until now, moving to `owner` (`mirror_to`)."""
+        self.moved = stream is not None
         self.ready = trio.Event()
+        if stream is not None:
+            self.ready.set()
         self.pulling = False
         """Whether its pull from the owner is connected (one viewer of the owner)."""
         self.scope = trio.CancelScope()
@@ -118,6 +130,9 @@ class Mirror:
     async def _pull(self) -> None:
         away_since: float | None = None
         grace = self.workers.origin.config.publisher_grace
+        if self.moved and not await self._owner_took_it():
+            self.why = f"worker {self.owner} did not take the stream"
+            return
         while True:
             try:
                 await self._connection()
@@ -141,6 +156,19 @@ class Mirror:
                 self.why = f"{why} (the stream's owner is gone)"
                 return
             await trio.sleep(RETRY)
+
+    async def _owner_took_it(self) -> bool:
+        """Wait (CONNECT_TIMEOUT at most) until the table says the new owner claimed the
+        stream: it stopped its own mirror of this worker's by then (no loop of two mirrors)."""
+        deadline = trio.current_time() + CONNECT_TIMEOUT
+        while trio.current_time() < deadline:
+            owner = await self.workers.lookup(*self.key)
+            if owner == self.owner:
+                return True
+            if owner is not None:
+                return False
+            await trio.sleep(MOVE_POLL)
+        return False
 
     async def _connection(self) -> None:
         ctx = self.workers.ctx
@@ -220,6 +248,9 @@ class OriginWorkers:
         """Names this worker is asking the table for now (how many asks): not to be yielded
         as unused (`workersapi.yield_name`) while a granted claim is on its way here."""
         self.mirrors: dict[tuple[str, str], Mirror] = {}
+        self.adopted: dict[tuple[str, str], Stream] = {}
+        """Mirrors' streams whose owner let their name go to a publish here (`take_mirror`),
+        until the publish opens them as its own (or is refused: they end)."""
         self.sibling_docs: dict[int, dict] = {}
         self.node_hls: dict[str, int] | None = None
         """HLS viewers by "app/name" for the node, as counted last (None: unknown)."""
@@ -323,6 +354,39 @@ class OriginWorkers:
             await mirror.ready.wait()
         stream = mirror.stream
         return stream if stream is not None and not stream.closed else None
+
+    def take_mirror(self, app: str, name: str) -> None:
+        """The owner let app/name go to a publish on this worker: the mirror stops pulling
+        (before the owner mirrors this worker's) and its stream, viewers and all, waits in
+        `adopted` for the publish."""
+        mirror = self.mirrors.pop((app, name), None)
+        if mirror is None:
+            return
+        mirror.why = "this worker took the stream"
+        mirror.scope.cancel()
+        stream, mirror.stream = mirror.stream, None
+        if stream is not None and not stream.closed:
+            self.adopted[(app, name)] = stream
+
+    def drop_adopted(self, app: str, name: str, why: str) -> None:
+        """The publish that was to take app/name's mirrored stream was refused: it ends."""
+        stream = self.adopted.pop((app, name), None)
+        if stream is not None:
+            self.origin.close_mirror(stream, why)
+
+    def mirror_to(self, stream: Stream, owner: int) -> None:
+        """This worker's `stream` moved to worker `owner`: it goes on as a mirror of it."""
+        key = (stream.app, stream.name)
+        nursery = self.origin.node.nursery
+        self.stop_mirror(*key, "the stream moves here")  # none: the stream was this worker's
+        if nursery is None:
+            self.origin.close_mirror(stream, "the origin stops")
+            return
+        mirror = self.mirrors[key] = Mirror(self, key, owner, stream)
+        nursery.start_soon(
+            partial(contained, f"mirror of {key[0]}/{key[1]}", mirror.run, logger=log)
+        )
+        log.info("%s/%s moved to worker %d: its viewers here are kept, fed from there", *key, owner)
 
     def stop_mirror(self, app: str, name: str, why: str) -> None:
         """End the mirror of app/name, if any (this worker took the name, or it stops)."""

@@ -21,7 +21,6 @@ from common.serve.hlsviewers import client_key
 from common.serve.refusal import Refusal
 from common.serve.workermerge import auth_headers, is_sibling
 from common.serve.workersowners import BANNED, HOST_LIMIT, UNANSWERED
-from origin.live import StreamEnd
 from origin.publish import Accept, Decision, PublishCode, PublishRequest, Reject, Takeover, decide
 
 if TYPE_CHECKING:
@@ -45,11 +44,12 @@ async def claimed(origin: Origin, request: PublishRequest, decision: Accept) -> 
     key = decision.key
     owner = await origin.workers.claim(key.app, key.name, request.host)
     if owner is not None and owner >= 0 and owner != origin.workers.index:
-        body = json.dumps({"host": request.host, "query": request.query}).encode()
+        doc = {"host": request.host, "query": request.query, "worker": origin.workers.index}
         got = await origin.workers.forward(
-            owner, "POST", f"{YIELD_PATH}/{key.app}/{key.name}", [], body=body
+            owner, "POST", f"{YIELD_PATH}/{key.app}/{key.name}", [], body=json.dumps(doc).encode()
         )
         if got is not None and got[0] == 200:
+            origin.workers.take_mirror(key.app, key.name)  # its viewers stay with the publish
             owner = await origin.workers.claim(key.app, key.name, request.host)
     if (refused := _claim_refused(origin, request, key, owner)) is not None:
         return refused
@@ -102,10 +102,15 @@ def _claim_refused(
 async def yield_name(origin: Origin, app: str, name: str, doc: object, peer: str) -> Response:
     """A sibling worker got a publish of app/name, which this worker owns: let the name
     go if `decide` would let that publish (host and query in `doc`) take over or resume
-    here. The stream ends (viewers get its end and come back to the new one; on one
-    process they are kept); 409 with the reason otherwise."""
+    here (`doc["worker"]`, the asking worker). The stream moves there: here it goes on as a
+    mirror of that worker's, which takes this worker's mirror of it as its own, so its
+    viewers on every worker are kept, as on one process; 409 with the reason otherwise."""
+    workers = origin.workers
     if not isinstance(doc, dict) or not isinstance(doc.get("query"), dict):
         return Response.json({"error": "host and query wanted"}, 400)
+    to = doc.get("worker")
+    if workers is None or not isinstance(to, int) or to not in workers.ctx.siblings():
+        return Response.json({"error": "the asking worker's index wanted"}, 400)
     query = {str(k): str(v) for k, v in doc["query"].items()}
     request = PublishRequest(app, name, query, str(doc.get("host", "")))
     decision = decide(request, origin._publishers(), origin.config, time.time())
@@ -117,18 +122,17 @@ async def yield_name(origin: Origin, app: str, name: str, doc: object, peer: str
         why = decision.detail if isinstance(decision, Reject) else "not this worker's"
         return Response.json({"error": why}, 409)
     why = "taken over" if isinstance(decision, Takeover) else "back"
-    log.info("%s/%s: its publisher is %s on another worker (%s): the stream moves there, and "
-             "its viewers on every worker get its end (workers = 1 keeps them)", app, name, why,
-             peer)  # fmt: skip
+    log.info("%s/%s: its publisher is %s on another worker (%s): the stream moves to worker "
+             "%d, its viewers kept", app, name, why, peer, to)  # fmt: skip
     if (pub := live.publisher) is not None:
         live.publisher = None
         pub.rtmp.cancel()
         origin._unpublished(pub)
     if origin.relays.pulled(app, name):
         origin.relays.hand_over(app, name)
-    origin._close_stream(live.stream, StreamEnd.MOVED)
-    if origin.workers is not None and origin.workers.client is not None:
-        await origin.workers.client.release(app, name)  # before the sibling claims again
+    origin.hand_off(live, to)  # a mirror of the new owner's stream, once it claims the name
+    if workers.client is not None:
+        await workers.client.release(app, name)  # before the sibling claims again
     return Response.json({"yielded": f"{app}/{name}"})
 
 
