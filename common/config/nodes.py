@@ -329,9 +329,9 @@ class ServeConfig:
         "origin a stream lives on the worker its publisher (or pull) landed on, a second "
         "publish of its name on any worker is refused, the other workers' viewers are fed "
         "by it, and hooks, recordings, relays, bans and the publish limits hold for the node; "
-        "but a takeover, or a publisher back within publisher_grace, that lands on another "
-        "worker moves the stream there and its viewers get its end (one process keeps "
-        "them); /metrics and the API answer for the node as one",
+        "a takeover, or a publisher back within publisher_grace, that lands on another "
+        "worker moves the stream there with its viewers; /metrics and the API answer for the "
+        "node as one",
         check=checks.in_range(1, 256),
     )
 
