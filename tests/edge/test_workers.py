@@ -89,6 +89,25 @@ async def open_until_both(nursery, url: str, http: int, plays: list[Playing]) ->
     raise AssertionError(f"{TRIES} viewers all landed on one worker: {await metrics(http)}")
 
 
+async def kill_worker(log: NodeLog, kind: str, i: int, plays: list[Playing], stay: int) -> None:
+    """SIGKILL worker `i` of a `kind` ("edge", "origin") node: its viewers are cut off, and
+    the `stay` viewers on the other workers play on; then wait until it is up again."""
+    pid = int(re.findall(rf"{kind} worker {i} \(pid (\d+)\) up", log.text)[-1])
+    os.kill(pid, signal.SIGKILL)
+    await log.wait_for(f"{kind} worker {i} (pid {pid}) was killed by SIGKILL")
+    with trio.fail_after(HANG):
+        while sum(1 for p in plays if not p.ended) > stay:
+            await trio.sleep(0.05)
+    left = [p for p in plays if not p.ended]
+    assert len(left) == stay >= 1
+    for p in left:
+        await p.viewer.wait_frames(len(p.viewer.video) + 25, HANG)
+    assert all(not p.ended for p in left)
+    with trio.fail_after(HANG):
+        while len(re.findall(rf"{kind} worker {i} \(pid \d+\) up", log.text)) < 2:
+            await trio.sleep(0.05)
+
+
 async def balancer_view(http: int, node: str) -> dict | None:
     got = await fetch("GET", f"http://127.0.0.1:{http}/api/edges")
     return next((e for e in json.loads(got.body)["edges"] if e["id"] == node), None)
@@ -153,23 +172,10 @@ async def test_an_edge_with_two_workers_pulls_once_and_survives_a_killed_worker(
                 ):
                     await trio.sleep(0.1)
 
-            # SIGKILL the worker that pulls: the other's viewers play on
-            pid0 = int(re.search(r"edge worker 0 \(pid (\d+)\) up", log.text).group(1))
-            os.kill(pid0, signal.SIGKILL)
-            await log.wait_for(f"edge worker 0 (pid {pid0}) was killed by SIGKILL")
-            with trio.fail_after(HANG):
-                while sum(1 for p in plays if not p.ended) > on_worker_1:
-                    await trio.sleep(0.05)  # worker 0's viewers are cut off
-            left = [p for p in plays if not p.ended]
-            assert len(left) == on_worker_1 >= 1
-            for p in left:
-                await p.viewer.wait_frames(len(p.viewer.video) + 25, HANG)
-            assert all(not p.ended for p in left)
+            # SIGKILL the worker that pulls: the other's viewers play on; it comes back
+            await kill_worker(log, "edge", 0, plays, on_worker_1)
 
             # the restarted worker takes viewers again
-            with trio.fail_after(HANG):
-                while len(re.findall(r"edge worker 0 \(pid \d+\) up", log.text)) < 2:
-                    await trio.sleep(0.05)
             for _ in range(TRIES):
                 play = Playing(url)
                 await watching.start(play.run)

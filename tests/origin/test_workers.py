@@ -26,7 +26,7 @@ from tests.conftest import ffmpeg_publish
 from tests.edge.test_drain_process import NodeLog
 from tests.edge.test_edge_hls_identical import same_playlist, segment
 from tests.edge.test_edge_hls_package import fetch_playlist, packaging_edge
-from tests.edge.test_workers import Playing, metrics, per_worker, stream_api
+from tests.edge.test_workers import Playing, kill_worker, metrics, per_worker, stream_api
 from tests.hls_validator import parse
 from tests.media import publish_synthetic
 
@@ -178,22 +178,9 @@ async def test_an_origin_with_two_workers_serves_one_publish_on_both(nursery, cl
 
             # SIGKILL the worker that does not own the stream: the owner's viewers play on
             flv_on_owner = now[owner] - before[owner]  # the HLS viewers counted before too
-            pid = worker_pid(log, other)
-            os.kill(pid, signal.SIGKILL)
-            await log.wait_for(f"origin worker {other} (pid {pid}) was killed by SIGKILL")
-            with trio.fail_after(HANG):
-                while sum(1 for p in plays if not p.ended) > flv_on_owner:
-                    await trio.sleep(0.05)  # the killed worker's viewers are cut off
-            left = [p for p in plays if not p.ended]
-            assert len(left) == flv_on_owner >= 1
-            for p in left:
-                await p.viewer.wait_frames(len(p.viewer.video) + 25, HANG)
-            assert all(not p.ended for p in left)
+            await kill_worker(log, "origin", other, plays, flv_on_owner)
 
             # the restarted worker serves the stream again (from the owner)
-            with trio.fail_after(HANG):
-                while len(re.findall(rf"origin worker {other} \(pid \d+\) up", log.text)) < 2:
-                    await trio.sleep(0.05)
             for _ in range(TRIES):
                 play = Playing(f"http://127.0.0.1:{http}/live/o.flv")
                 await watching.start(play.run)
