@@ -233,9 +233,8 @@ class Relays:
         return workers is None or await workers.claim(key.app, key.name) == workers.index
 
     def let_go(self, key: StreamKey) -> None:
-        workers, live = self.origin.workers, self.origin.live
-        if workers is not None:
-            workers.release(key.app, key.name, lambda: (key.app, key.name) in live)
+        if self.origin.workers is not None:
+            self.origin.workers.release(key.app, key.name)
 
     def open_pulled(self, key: StreamKey) -> Stream | None:
         origin = self.origin

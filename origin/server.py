@@ -248,8 +248,7 @@ class Origin:
             live.set_state(StreamState.ENDED)
         self.fanouts.drop(stream)
         if self.workers is not None:  # the node's other workers may take the name now
-            key = (stream.app, stream.name)
-            self.workers.release(*key, lambda: key in self.live)
+            self.workers.release(stream.app, stream.name)
         log.info("stream %s/%s ended: %s%s", stream.app, stream.name, end, detail)
 
     def stream_info(self, stream: Stream) -> dict:
@@ -302,7 +301,7 @@ class Origin:
                 decision = await self._hook_publish(request, decision, peer, query)
             if isinstance(decision, Reject) and (key.app, key.name) not in self.live:
                 self.workers.drop_adopted(key.app, key.name, decision.detail)
-                self.workers.release(key.app, key.name, lambda: (key.app, key.name) in self.live)
+                self.workers.release(key.app, key.name)
         else:
             decision = await self._hook_publish(request, decision, peer, query)
         if isinstance(decision, Reject):
@@ -490,14 +489,11 @@ class Origin:
             admin = is_admin(req, self.config.admin_token)
             return Response.json(self._shown(self.stream_info(stream), admin))
         if req.method == "DELETE":
-            if "ban" in req.query:
-                ban = parse_uint(req.query["ban"], MAX_BAN_SECONDS)
-                if ban is None:
-                    return Response.json(
-                        {"error": f"ban must be whole seconds in 0..{MAX_BAN_SECONDS}"}, 400
-                    )
-            else:
-                ban = int(self.config.kick_ban_seconds)
+            ban = self.kick_ban(req)
+            if ban is None:
+                return Response.json(
+                    {"error": f"ban must be whole seconds in 0..{MAX_BAN_SECONDS}"}, 400
+                )
             live = self.live.get((app, name))
             if ban > 0 and not self.bans.ban((app, name), ban, time.time()):
                 return Response.json({"error": f"{self.bans.max_bans} bans in force already"}, 503)
@@ -561,6 +557,12 @@ class Origin:
             return Response.json({"error": started}, 409)
         return Response.json({"started": started.as_json(True)})
 
+    def kick_ban(self, req: Request) -> int | None:
+        """A kick's ban in seconds: its `ban` query (None if that is no whole number of
+        seconds up to MAX_BAN_SECONDS), else the configured `kick_ban_seconds`."""
+        return parse_uint(req.query.get("ban", str(int(self.config.kick_ban_seconds))),
+                          MAX_BAN_SECONDS)  # fmt: skip
+
     @staticmethod
     def _shown(info: dict, admin: bool) -> dict:
         """A stream's description as a request may see it: the publisher's address only
@@ -573,9 +575,9 @@ class Origin:
         """The origin's live streams, for the balancer (sent every second; a node's worker 0
         sends the whole node's, with what its siblings said last)."""
         streams = []
-        infos = [self.stream_info(stream) for stream in self.registry]
+        infos = (self.stream_info(stream) for stream in self.registry)  # built up to the cap
         if self.workers is not None:
-            infos = self.workers.node_streams(infos)
+            infos = self.workers.node_streams(list(infos))
         for info in infos:
             if len(streams) >= MAX_STREAMS:
                 break

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -299,8 +299,8 @@ class OriginWorkers:
             return None
         return await self.client.lookup(app, name)
 
-    def release(self, app: str, name: str, held: Callable[[], bool]) -> None:
-        """Give app/name up (in the background) unless `held()` says this worker has it again
+    def release(self, app: str, name: str) -> None:
+        """Give app/name up (in the background) unless this worker has a stream of it again
         by the time the supervisor is asked."""
         nursery = self.origin.node.nursery
         if self.client is None or nursery is None:
@@ -309,14 +309,14 @@ class OriginWorkers:
         with contextlib.suppress(RuntimeError):
             nursery.start_soon(
                 partial(contained, f"release of {app}/{name}",
-                        partial(self._release, app, name, held), logger=log)
+                        partial(self._release, app, name), logger=log)
             )  # fmt: skip
 
-    async def _release(self, app: str, name: str, held: Callable[[], bool]) -> None:
+    async def _release(self, app: str, name: str) -> None:
         assert self.client is not None
         async with self.client.lock:  # after the asks before it (a claim of the name again)
             pass
-        if not held():
+        if (app, name) not in self.origin.live:
             await self.client.release(app, name)
 
     def sibling_pulls(self) -> dict[tuple[str, ...], float]:

@@ -14,7 +14,6 @@ import trio
 
 from common.config import MAX_BAN_SECONDS
 from common.net.http import Request, Response
-from common.proto.numparse import parse_uint
 from common.proto.paths import HlsTarget, Media
 from common.proto.streamkey import StreamKey
 from common.serve.hlsviewers import client_key
@@ -55,7 +54,7 @@ async def claimed(origin: Origin, request: PublishRequest, decision: Accept) -> 
         return refused
     again = decide(request, origin._publishers(), origin.config, time.time())
     if isinstance(again, Reject) and (key.app, key.name) not in origin.live:
-        origin.workers.release(key.app, key.name, lambda: (key.app, key.name) in origin.live)
+        origin.workers.release(key.app, key.name)
     return again
 
 
@@ -180,8 +179,7 @@ async def kick_on_node(origin: Origin, req: Request, skey: StreamKey) -> Respons
         return Response.json({"error": f"no live stream {skey}"}, 404)
     local = origin._api_stream(req, skey)
     answers = await origin.workers.forward_all("DELETE", req.target, auth_headers(req))
-    ban = parse_uint(req.query.get("ban", str(int(origin.config.kick_ban_seconds))),
-                     MAX_BAN_SECONDS)  # fmt: skip
+    ban = origin.kick_ban(req)
     client = origin.workers.client
     if ban and client is not None and not await client.ban(skey.app, skey.name, ban):
         log.warning("kick of %s: the node's ownership table did not take its ban", skey)
@@ -215,8 +213,7 @@ async def hls_of_owner(origin: Origin, req: Request, target: HlsTarget) -> Respo
 
 def ban_here(origin: Origin, req: Request, skey: StreamKey) -> Response:
     """A kick's ban on a worker that does not own the stream (404: nothing kicked here)."""
-    ban = parse_uint(req.query.get("ban", str(int(origin.config.kick_ban_seconds))),
-                     MAX_BAN_SECONDS)  # fmt: skip
+    ban = origin.kick_ban(req)
     if ban is None:
         return Response.json({"error": f"ban must be whole seconds in 0..{MAX_BAN_SECONDS}"}, 400)
     if ban > 0 and not origin.bans.ban((skey.app, skey.name), ban, time.time()):
