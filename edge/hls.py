@@ -45,10 +45,10 @@ class HlsObjects(TypedDict):
 
 
 MAX_MEMO = 4096
-MAX_MEMO_AGENT = 512
-"""User agents longer than this are keyed each time, not memoized (memo bounded small)."""
 """Request targets (and clients) whose parse the fast lane keeps; the table is emptied when
 full (the targets come from viewers)."""
+MAX_MEMO_AGENT = 512
+"""User agents longer than this are keyed each time, not memoized (memo bounded small)."""
 
 PREFETCH_TIMEOUT = 2.0
 """Seconds a playlist's refresh waits for its newest segment to be cached."""

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import trio
 
 from common.net.conn import Conn, ConnClosed
-from common.net.httphub import GONE, SEND, TAKE, KeepAliveHub, Parked
+from common.net.httphub import GONE, RECV_SIZE, SEND, TAKE, KeepAliveHub, Parked
 from common.net.sendfile import (
     MIN_FILE_BYTES,
     MemFile,
@@ -197,8 +197,6 @@ class SharedResponse(Response):
         return Response(self.status, self.body, self.content_type, list(self.headers))
 
 
-RECV_SIZE = 8192
-"""Bytes asked of the kernel per receive: a request head is a few hundred."""
 MAX_HEAD_VARIANTS = 8
 """Heads kept per shared response (CORS variants x keep-alive); others are built each time."""
 

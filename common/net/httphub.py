@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("livecdn.http")
 
 RECV_SIZE = 8192
-"""Bytes asked of the kernel per receive (as `serve_http`)."""
+"""Bytes asked of the kernel per receive of a request (here and in `serve_http`)."""
 MAX_EVENTS = 256
 """Ready connections served per round; the rest wait for the next round (other tasks run
 between rounds)."""
@@ -82,7 +82,6 @@ class Parked:
         "keepalive_timeout",
         "send_timeout",
         "task",
-        "why",
         "taken",
         "file",
         "offset",
@@ -109,7 +108,6 @@ class Parked:
         self.send_timeout = send_timeout
         self.task: trio.lowlevel.Task | None = None
         """The connection's task while it is parked."""
-        self.why = READ
         self.taken: tuple[RequestHead, bytes] | None = None
         self.file: MemFile | None = None
         """The body being sent by the hub (or left to the task, with SEND)."""
@@ -181,7 +179,6 @@ class KeepAliveHub:
         epoll = self._epoll
         if epoll is None or place.conn.closed:
             return READ
-        place.why = READ
         place.deadline = trio.current_time() + place.keepalive_timeout
         if not place.registered:
             fd = place.fd = place.conn.sock.fileno()
@@ -309,7 +306,6 @@ class KeepAliveHub:
         if task is None:
             return
         place.task = None
-        place.why = why
         self._unregister(place)  # the task serves it now (it may park again after)
         trio.lowlevel.reschedule(task, outcome.Value(why))
 

@@ -148,15 +148,10 @@ class RtmpClient:
         """createStream + play, without waiting for the answer to play: for a reader that
         takes the connection over at once (`handover`) and watches for NetStream.Play.Start
         itself, so that the stream's first burst is not parsed by the session."""
-        with trio.fail_after(timeout):
-            self.session.create_stream()
-            await self._flush()
-            created = await self._wait_for(rs.StreamCreated)
-            self.stream_id = created.stream_id
-            self.session.play(self.stream_id, name or self.url.name)
-            await self._flush()
+        await self._start(self.session.play, name, None, timeout)
 
-    async def _start(self, command, name: str | None, code: str, timeout: float) -> None:
+    async def _start(self, command, name: str | None, code: str | None, timeout: float) -> None:
+        """createStream, then `command` on it; then, unless `code` is None, wait for it."""
         with trio.fail_after(timeout):
             self.session.create_stream()
             await self._flush()
@@ -164,7 +159,8 @@ class RtmpClient:
             self.stream_id = created.stream_id
             command(self.stream_id, name or self.url.name)
             await self._flush()
-            await self._wait_status(code)
+            if code is not None:
+                await self._wait_status(code)
 
     async def send(self, type_id: int, timestamp: int, payload: bytes) -> None:
         """Send one audio/video/data message on the published stream."""
