@@ -25,6 +25,9 @@ log = logging.getLogger("livecdn.conn")
 RECV_SIZE = 65536
 IOV_BATCH = 512
 SEND_BUFFER = 256 * 1024
+ACCEPT_BATCH = 16
+"""Connections one listener takes in a row before it lets the other tasks run: a flood of
+new connections waits in the kernel's backlog, not in front of the viewers already playing."""
 """SO_SNDBUF of accepted sockets: a viewer that stops reading fills this (not megabytes of
 kernel autotuning) and so meets `slow_timeout` soon after."""
 
@@ -273,10 +276,15 @@ async def accept_loop(
 
     try:
         async with trio.open_nursery() as nursery:
+            in_a_row = 0
             while True:
+                if in_a_row >= ACCEPT_BATCH:
+                    in_a_row = 0
+                    await trio.lowlevel.checkpoint()
                 try:
                     client, _ = sock.accept()
                 except BlockingIOError:
+                    in_a_row = 0
                     await trio.lowlevel.wait_readable(sock)
                     continue
                 except OSError as exc:
@@ -311,6 +319,7 @@ async def accept_loop(
                     conn.close()
                     continue
                 slots.active += 1
+                in_a_row += 1
                 nursery.start_soon(run, conn)
     finally:
         with contextlib.suppress(RuntimeError):

@@ -5,6 +5,7 @@ canaries of another stream keep playing and /healthz keeps answering."""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import socket
 import subprocess
 import threading
@@ -58,18 +59,14 @@ class HealthWatch:
         assert not self.failures, "\n".join(self.failures[:20])
 
 
-def test_connection_flood(cluster: Cluster) -> None:
-    """200 connections on each listener, idle or stopped mid-request, plus a burst of
-    short HTTP requests; then all reset at once."""
-    since = time.monotonic()
-    listeners = [
-        (f"{n.name}-rtmp", "rtmp", n.rtmp_port) for n in cluster.nodes.values() if n.rtmp_port
-    ]
-    listeners += [(f"{n.name}-http", "http", n.http_port) for n in cluster.nodes.values()]
-    listeners.append(("balancer-control", "control", cluster.node("balancer").control_port))
-    held: list[socket.socket] = []
-    with HealthWatch(cluster):
-        for _, kind, port in listeners:
+def _flood(attacks: list[list[tuple[str, int]]], hold_seconds: float) -> None:
+    """The attacker, in a process of its own. For each node in turn (`attacks`: its
+    listeners' kinds and ports): 200 connections on each listener, idle or stopped
+    mid-request, plus three threads per HTTP listener of short /metrics requests reset at
+    once; it holds them `hold_seconds`, then resets them all together."""
+    for listeners in attacks:
+        held: list[socket.socket] = []
+        for kind, port in listeners:
             for i in range(200):
                 try:
                     sock = connect(port)
@@ -80,17 +77,9 @@ def test_connection_flood(cluster: Cluster) -> None:
                     with contextlib.suppress(OSError):
                         sock.sendall(data)
                 held.append(sock)
-
-        def burst(port: int) -> None:
-            for _ in range(60):
-                with contextlib.suppress(OSError):
-                    sock = connect(port)
-                    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
-                    reset(sock)
-
         threads = [
-            threading.Thread(target=burst, args=(port,))
-            for _, kind, port in listeners
+            threading.Thread(target=_burst, args=(port,))
+            for kind, port in listeners
             if kind == "http"
             for _ in range(3)
         ]
@@ -98,9 +87,39 @@ def test_connection_flood(cluster: Cluster) -> None:
             t.start()
         for t in threads:
             t.join()
-        cluster.wait_frames(3.0)
+        time.sleep(hold_seconds)
         for sock in held:
             reset(sock)
+
+
+def _burst(port: int) -> None:
+    for _ in range(60):
+        with contextlib.suppress(OSError):
+            sock = connect(port)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+            reset(sock)
+
+
+def test_connection_flood(cluster: Cluster) -> None:
+    """Each node in turn: 200 connections on each of its listeners, idle or stopped
+    mid-request, plus a burst of short HTTP requests; then all reset at once.
+
+    The attacker is another process, as it would be (threads of this one would take turns
+    with the nodes' loop for the GIL), and it floods one node at a time: the four nodes
+    share one thread here, so a flood of all at once would put four nodes' work in front
+    of each one's new connections."""
+    since = time.monotonic()
+    attacks = []
+    for n in cluster.nodes.values():
+        listeners = [("http", n.http_port)] + ([("rtmp", n.rtmp_port)] if n.rtmp_port else [])
+        if n.control_port:
+            listeners.append(("control", n.control_port))
+        attacks.append(listeners)
+    attacker = multiprocessing.get_context("spawn").Process(target=_flood, args=(attacks, 2.0))
+    with HealthWatch(cluster):
+        attacker.start()
+        attacker.join(90)
+        assert attacker.exitcode == 0, f"the attacker process ended with {attacker.exitcode}"
         cluster.wait_frames(1.0)
     cluster.check(since)
 
