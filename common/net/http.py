@@ -264,7 +264,7 @@ async def serve_http(
                                     conn,
                                     parser,
                                     fast,
-                                    partial(_answer_shared, cors),
+                                    partial(_start_shared, cors, plain=True),
                                     limits.keepalive_timeout,
                                     limits.send_timeout,
                                 )
@@ -383,10 +383,7 @@ async def serve_http(
                             return
                 phase = _SEND
                 if shared is not None:
-                    head_bytes = shared.head(cors.header_tuple(origin), close)
-                    memfile, offset, sent_all = _start_shared(
-                        conn, shared, head_bytes, head.method == "HEAD", plain
-                    )
+                    memfile, offset, sent_all = _start_shared(cors, conn, shared, head, plain)
                     if memfile is not None:
                         scope.deadline = trio.current_time() + limits.send_timeout
                         try:
@@ -432,29 +429,21 @@ async def serve_http(
 
 
 def _start_shared(
-    conn: Conn, shared: SharedResponse, head: bytes, head_only: bool, plain: bool
+    cors: CorsPolicy, conn: Conn, shared: SharedResponse, head: RequestHead, plain: bool
 ) -> tuple[MemFile | None, int, bool]:
-    """Begin sending `shared` with its head `head` (only the head: `head_only`). While its
-    body's memory file is still to send: (the file, the offset to go on from (-1: the head
-    waits in conn's backlog), False); else (None, 0, all went out at once (else conn's
-    backlog holds the rest))."""
-    if head_only:
-        return None, 0, conn.write(head)
-    if plain and (memfile := shared.file(head)) is not None:
-        offset = send_file_now(conn, head, memfile)
+    """Begin sending `shared` as the answer to the request `head` (also the keep-alive
+    hub's `Answer`, with `plain`). While its body's memory file is still to send: (the
+    file, the offset to go on from (-1: the head waits in conn's backlog), False); else
+    (None, 0, all went out at once (else conn's backlog holds the rest))."""
+    head_bytes = shared.head(cors.header_tuple(head.headers.get("origin")), not head.keep_alive)
+    if head.method == "HEAD":
+        return None, 0, conn.write(head_bytes)
+    if plain and (memfile := shared.file(head_bytes)) is not None:
+        offset = send_file_now(conn, head_bytes, memfile)
         if offset < memfile.size:
             return memfile, offset, False
         return None, 0, True
-    return None, 0, conn.writev([head, shared.body])
-
-
-def _answer_shared(
-    cors: CorsPolicy, conn: Conn, shared: SharedResponse, head: RequestHead
-) -> tuple[MemFile | None, int, bool]:
-    """`_start_shared` for the keep-alive hub (plain TCP)."""
-    close = not head.keep_alive
-    head_bytes = shared.head(cors.header_tuple(head.headers.get("origin")), close)
-    return _start_shared(conn, shared, head_bytes, head.method == "HEAD", True)
+    return None, 0, conn.writev([head_bytes, shared.body])
 
 
 async def _send_parked(conn: Conn, place: Parked) -> None:

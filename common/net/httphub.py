@@ -67,7 +67,7 @@ SEND = 3
 connection's backlog), or the connection's backlog; then close if `Parked.close`."""
 
 Answer = Callable[[Conn, "SharedResponse", RequestHead], tuple[MemFile | None, int, bool]]
-"""Begin sending a shared response to a request (http.py's `start_shared`): (file, offset)
+"""Begin sending a shared response to a request (http.py's `_start_shared`): (file, offset)
 of a body still to send by sendfile, or (None, 0, all sent)."""
 
 
