@@ -25,11 +25,11 @@ log = logging.getLogger("livecdn.conn")
 RECV_SIZE = 65536
 IOV_BATCH = 512
 SEND_BUFFER = 256 * 1024
+"""SO_SNDBUF of accepted sockets: a viewer that stops reading fills this (not megabytes of
+kernel autotuning) and so meets `slow_timeout` soon after."""
 ACCEPT_BATCH = 16
 """Connections one listener takes in a row before it lets the other tasks run: a flood of
 new connections waits in the kernel's backlog, not in front of the viewers already playing."""
-"""SO_SNDBUF of accepted sockets: a viewer that stops reading fills this (not megabytes of
-kernel autotuning) and so meets `slow_timeout` soon after."""
 
 __all__ = [
     "Conn",
@@ -63,24 +63,28 @@ class Conn:
         self.bytes_in = 0
         self.bytes_out = 0
 
+    def recv_now(self, size: int = RECV_SIZE) -> bytes | None:
+        """Receive what the kernel holds, without waiting: None when it holds nothing yet;
+        b"" when the peer closed or the connection broke."""
+        if self.closed:
+            return b""
+        try:
+            data = self.sock.recv(size)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+        self.bytes_in += len(data)
+        return data
+
     async def recv(self, size: int = RECV_SIZE) -> bytes:
         """Receive some bytes; b"" when the peer closed or the connection broke."""
-        while True:
-            if self.closed:
-                return b""
-            try:
-                data = self.sock.recv(size)
-            except BlockingIOError:
-                data = None  # wait outside the handler: it would hold the exception meanwhile
-            except OSError:
-                return b""
-            if data is not None:
-                self.bytes_in += len(data)
-                return data
+        while (data := self.recv_now(size)) is None:
             try:
                 await trio.lowlevel.wait_readable(self.sock)
             except trio.ClosedResourceError:
                 return b""
+        return data
 
     def write(self, data: bytes | memoryview) -> bool:
         """Send without waiting; keep what the kernel did not take. True if all went out."""

@@ -222,13 +222,9 @@ class KeepAliveHub:
         input left unread (a request head larger than a receive) is reported again."""
         conn = place.conn
         parser = place.parser
-        try:
-            data = conn.sock.recv(RECV_SIZE)
-        except BlockingIOError:
+        data = conn.recv_now(RECV_SIZE)
+        if data is None:
             return  # reported but gone (another reader), or not yet
-        except OSError:
-            data = b""
-        conn.bytes_in += len(data)
         parser.feed(data)
         if not data:
             self._wake(place, READ)  # the task sees the end (or a request cut short)
