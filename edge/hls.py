@@ -192,13 +192,13 @@ class HlsProxy:
         stream is being packaged here (else `_packaged` starts it)."""
         packagers = self.packagers
         assert packagers is not None
-        entry = packagers.active.get(key)
-        if entry is None or entry.stream is None or entry.stream.closed:
+        entry = packagers.live(key)
+        if entry is None:
             return None
         shared = packagers.store.shared(target, self._client(peer, headers.get("user-agent", "")))
         if shared is None:
             return None
-        packagers.asked(key)
+        entry.asked = trio.current_time()  # its packager goes on
         if method == "GET":
             self.bytes_out += len(shared.body)
         return shared

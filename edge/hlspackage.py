@@ -94,6 +94,13 @@ class EdgePackagers:
         if entry is not None:
             entry.asked = trio.current_time()
 
+    def live(self, key: tuple[str, str]) -> Packaged | None:
+        """`key`'s packaging while it packages a live upstream stream, else None."""
+        entry = self.active.get(key)
+        if entry is None or entry.stream is None or entry.stream.closed:
+            return None
+        return entry
+
     async def ensure(self, app: str, name: str) -> bool:
         """Package app/name from its live upstream (subscribing on the first request);
         whether there is a playlist to serve (False: the parents do not have the stream).
@@ -102,8 +109,7 @@ class EdgePackagers:
         key = (app, name)
         while True:
             self.asked(key)
-            entry = self.active.get(key)
-            if entry is not None and entry.stream is not None and not entry.stream.closed:
+            if self.live(key) is not None:
                 return True
             start = self._starting.get(key)
             if start is None:
