@@ -230,27 +230,6 @@ class RtmpPlayScanner:
         and payload size in `_cur` / `_chunk_left` (a message of no bytes completes)."""
         b0 = data[pos]
         fmt, csid = b0 >> 6, b0 & 0x3F
-        st = self._streams.get(csid) if csid >= 2 else None
-        if st is not None and not st.extended:  # the common cases, in few steps
-            left = st.left
-            if fmt == 3 and left:  # the next chunk of a message
-                self._cur = st
-                self._chunk_left = left if left < self.chunk_size else self.chunk_size
-                return 1
-            if fmt < 2 and not left and end - pos >= 12 - 4 * fmt:  # a new audio/video one
-                w0, w1 = _HEAD.unpack_from(data, pos)
-                ts, type_id = w0 & 0xFFFFFF, w1 & 0xFF
-                if ts != 0xFFFFFF and (type_id == 8 or type_id == 9):
-                    st.type_id, st.length = type_id, w1 >> 8
-                    st.delta = ts
-                    st.ts = ts if fmt == 0 else (st.ts + ts) & 0xFFFFFFFF
-                    st.body = None if self.flv.keyed else bytearray()
-                    st.left = left = w1 >> 8
-                    self._cur = st
-                    self._chunk_left = left if left < self.chunk_size else self.chunk_size
-                    if not left:
-                        self._message(st)
-                    return 12 - 4 * fmt
         start = pos
         pos += 1
         if csid < 2:
