@@ -49,7 +49,7 @@ class Scan:
     scripts: list[tuple[int, bytes]] = field(default_factory=list)
 
 
-def _ts(word: int) -> int:
+def word_ts(word: int) -> int:
     """A tag header's second word (ts24 << 8 | ts_ext) as the 32-bit timestamp."""
     return word >> 8 | (word & 0xFF) << 24
 
@@ -84,7 +84,7 @@ class FlvScanner:
         """What the pieces walked since the last `take` held (and forget it)."""
         scan = Scan(keyframe_ts=self.keyframe_ts)
         if self.first is not None:
-            scan.first_ts, scan.last_ts = _ts(self.first), _ts(self.last)
+            scan.first_ts, scan.last_ts = word_ts(self.first), word_ts(self.last)
             self.first = None
         if self.scripts:
             scan.scripts, self.scripts = self.scripts, []
@@ -175,7 +175,7 @@ class FlvScanner:
             elif tag_type == 18:
                 if stop > end:
                     break  # script tags are kept whole: wait for the rest
-                self.scripts.append((_ts(w1), bytes(data[pos + 11 : stop - 4])))
+                self.scripts.append((word_ts(w1), bytes(data[pos + 11 : stop - 4])))
             elif tag_type & 0x20:
                 raise FlvError("encrypted (filtered) FLV tags are not supported")
             else:
@@ -220,7 +220,7 @@ class FlvScanner:
             if not self._video(b0, b1) or (b0 >> 4) & 0x07 != 1:
                 return False  # a decoder cannot start before a keyframe
             self.keyed = True
-            self.keyframe_ts = _ts(word)
+            self.keyframe_ts = word_ts(word)
             return True
         return not (
             self.video_seen

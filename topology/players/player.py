@@ -21,7 +21,7 @@ from common.net.rtmpclient import RtmpClient, RtmpClientError, ends_play
 from common.proto import auth, playtoken
 from common.proto.clock import asking_stamps, read_stamp
 from common.proto.errors import ProtocolError
-from common.proto.flvscan import FlvScanner, Scan
+from common.proto.flvscan import FlvScanner, Scan, word_ts
 from common.proto.hlsplaylist import MediaPlaylist, parse_playlist
 from common.proto.rtmp import session as rs
 from common.proto.shaping import TokenBucket
@@ -434,8 +434,8 @@ class SimPlayer:
     def _span(self, first: int, last: int, now: float) -> None:
         """Audio/video tags from header word `first` to `last` (ts24 << 8 | ts_ext, as
         `FlvScanner` keeps them; no keyframe among them) arrived at `now`."""
-        f = (first >> 8 | (first & 0xFF) << 24) / 1000.0
-        t = (last >> 8 | (last & 0xFF) << 24) / 1000.0
+        f = word_ts(first) / 1000.0
+        t = word_ts(last) / 1000.0
         r = self.result
         if r.state is PlayerState.PLAYING and r.ttff_s is not None:
             self.buffer.on_span(f, t, now)  # the common case: only the buffer changes

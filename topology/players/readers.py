@@ -23,6 +23,16 @@ if TYPE_CHECKING:
 CLOSED = "connection closed in the middle of the body"
 
 
+def _give(player: SimPlayer, flv: FlvScanner, now: float) -> None:
+    """Hand `player` what `flv` walked in one read: media only (the common case) as its
+    span of header words, anything else as a whole `Scan`."""
+    if flv.first is not None and not flv.scripts and flv.keyframe_ts is None:
+        player._span(flv.first, flv.last, now)
+        flv.first = None
+    else:
+        player._scanned(flv.take(), now)
+
+
 class FlvReader:
     """An HTTP-FLV response body after its head."""
 
@@ -61,14 +71,8 @@ class FlvReader:
             self.error = MalformedResponse(f"malformed chunked body: {exc}")
             return True
         if got:
-            player = self.player
-            player.result.bytes += got
-            flv = self.flv
-            if flv.first is not None and not flv.scripts and flv.keyframe_ts is None:
-                player._span(flv.first, flv.last, now)  # the common case: media only
-                flv.first = None
-            else:
-                player._scanned(flv.take(), now)
+            self.player.result.bytes += got
+            _give(self.player, self.flv, now)
         return self.body.done
 
     def _eof(self) -> bool:
@@ -160,15 +164,9 @@ class RtmpReader:
         if not self.playing and rtmp.started:
             self._joins()
         flv = self.flv
-        if flv.first is not None and not flv.scripts and flv.keyframe_ts is None:
-            player = self.player
-            player.result.bytes += media
-            player._span(flv.first, flv.last, now)  # the common case: media only
-            flv.first = None
-        elif flv.first is not None or flv.scripts:
-            player = self.player
-            player.result.bytes += media
-            player._scanned(flv.take(), now)
+        if flv.first is not None or flv.scripts:
+            self.player.result.bytes += media
+            _give(self.player, flv, now)
         if rtmp.ended:
             if rtmp.refused:
                 self.error = RtmpClientError(rtmp.refused, rtmp.ended)
