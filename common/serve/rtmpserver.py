@@ -241,13 +241,21 @@ class RtmpConnection:
         """Flush and half-close; the connection ends when the peer closes (or soon after)."""
         self.set_state(ConnState.FINISHING)
         try:
-            with trio.fail_after(self.limits.slow_timeout):
-                await self.conn.drain()
-            self.conn.shutdown_write()
-        except (ConnClosed, OSError, trio.TooSlowError):
+            if await self._drained():
+                self.conn.shutdown_write()
+            else:
+                self.conn.close()
+        except (ConnClosed, OSError):
             self.conn.close()
         self._finish_at = min(self._finish_at, trio.current_time() + FINISH_TIMEOUT)
         self._set_deadline(self._finish_at, "")
+
+    async def _drained(self) -> bool:
+        """Wait until the backlog is sent; False if the peer has not read it within
+        `slow_timeout`."""
+        with trio.move_on_after(self.limits.slow_timeout) as scope:
+            await self.conn.drain()
+        return not scope.cancelled_caught
 
     def cancel(self) -> None:
         """End the connection from outside (kick, takeover)."""
@@ -307,9 +315,7 @@ class RtmpConnection:
             if out:
                 conn.write(out)
             if conn.backlog_bytes and not self.players:
-                with trio.move_on_after(limits.slow_timeout) as scope:
-                    await conn.drain()
-                if scope.cancelled_caught:
+                if not await self._drained():
                     return f"peer did not read our answers for {limits.slow_timeout:g} s"
             elif conn.backlog_bytes > READ_PAUSE_BACKLOG:
                 # A player that keeps sending but reads nothing: its answers must not pile
@@ -343,14 +349,10 @@ class RtmpConnection:
     async def _on_input(self, data: bytes) -> None:
         """What the client sends while the connection's task plays."""
         self._while_playing(self.session.receive_data(data))
-        conn = self.conn
-        if conn.backlog_bytes > READ_PAUSE_BACKLOG:
-            # A player that keeps sending but reads nothing: its answers must not pile
-            # up. Read nothing more until they are sent.
-            with trio.move_on_after(self.limits.slow_timeout) as scope:
-                await conn.drain()
-            if scope.cancelled_caught:
-                raise _Closing(f"peer read nothing for {self.limits.slow_timeout:g} s")
+        # A player that keeps sending but reads nothing: its answers must not pile up.
+        # Read nothing more until they are sent.
+        if self.conn.backlog_bytes > READ_PAUSE_BACKLOG and not await self._drained():
+            raise _Closing(f"peer read nothing for {self.limits.slow_timeout:g} s")
 
     def _while_playing(self, events: list[rs.Event]) -> None:
         """Act on events while the connection's task plays; raise _PlayStopped when the
