@@ -179,8 +179,20 @@ class PlayNode:
         hub = self._hub
         if hub is None and self.nursery is not None:
             hub = self._hub = KeepAliveHub()
+            self._hub_metrics(hub)
             self.start_supervised("HTTP keep-alive hub", "http_hub", hub.run)
         return hub
+
+    def _hub_metrics(self, hub: KeepAliveHub) -> None:
+        """The keep-alive hub's requests answered (cached objects on idle keep-alive
+        connections, their tasks not woken), its wake-ups and its connections now."""
+        mt = self.metrics
+        mt.counter("http_hub_answers_total", "Requests the keep-alive hub answered.", (),
+                   lambda: {(): hub.served})  # fmt: skip
+        mt.counter("http_hub_rounds_total", "Times the keep-alive hub woke to serve.", (),
+                   lambda: {(): hub.rounds})  # fmt: skip
+        mt.gauge("http_hub_parked", "Idle keep-alive connections in the keep-alive hub.", (),
+                 lambda: {(): hub.parked})  # fmt: skip
 
     def _fast(
         self, role_fast: FastLane, method: str, target: str, headers: dict[str, str], peer: str

@@ -65,6 +65,9 @@ async def test_a_keepalive_viewer_is_answered_by_the_hub_and_counted(nursery):
     text = await scrape(eaddr.http_port)
     assert metric(text, "livecdn_viewers", protocol="hls") == 1
     assert metric(text, "livecdn_hls_cache_hits_total") >= 8
+    assert metric(text, "livecdn_http_hub_answers_total") == hub.served
+    assert metric(text, "livecdn_http_hub_rounds_total") >= 1
+    assert metric(text, "livecdn_http_hub_parked") == 1  # the viewer's connection, idle
     sock.close()
 
 
