@@ -163,9 +163,9 @@ class RtmpReader:
             self.conn.write(rtmp.replies())
         if not self.playing and rtmp.started:
             self._joins()
+        self.player.result.bytes += media  # also of a message not complete yet
         flv = self.flv
         if flv.first is not None or flv.scripts:
-            self.player.result.bytes += media
             _give(self.player, flv, now)
         if rtmp.ended:
             if rtmp.refused:
