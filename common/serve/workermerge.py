@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
@@ -41,16 +41,32 @@ MAX_GAUGES = ("livecdn_draining",)
 
 Answer = Response | StreamingResponse | Upgrade
 Route = Callable[[Request], Awaitable[Answer]]
+T = TypeVar("T")
+
+
+async def each_sibling(
+    ctx: WorkerContext, ask: Callable[[int], Awaitable[T | None]]
+) -> dict[int, T]:
+    """`ask(i)` of every sibling `i` at once: the answers (not None) by worker index."""
+    answers: dict[int, T] = {}
+
+    async def one(i: int) -> None:
+        if (got := await ask(i)) is not None:
+            answers[i] = got
+
+    async with trio.open_nursery() as nursery:
+        for i in ctx.siblings():
+            nursery.start_soon(one, i)
+    return answers
 
 
 async def ask_siblings(ctx: WorkerContext, req: Request) -> tuple[dict[int, bytes], dict[int, str]]:
     """GET `req`'s path and query from every sibling, at once: their bodies (2xx and 404)
     by worker index, and why the others gave none."""
     target = req.target if req.target.startswith("/") else req.path
-    answers: dict[int, bytes] = {}
     missing: dict[int, str] = {}
 
-    async def ask(i: int) -> None:
+    async def ask(i: int) -> bytes | None:
         try:
             got = await fetch(
                 "GET",
@@ -61,18 +77,32 @@ async def ask_siblings(ctx: WorkerContext, req: Request) -> tuple[dict[int, byte
             )
         except (OSError, trio.TooSlowError, Exception) as exc:  # any failure skips it
             missing[i] = f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__
-            return
+            return None
         if got.status < 300 or got.status == 404:
-            answers[i] = got.body
-        else:
-            missing[i] = f"HTTP {got.status}"
+            return got.body
+        missing[i] = f"HTTP {got.status}"
+        return None
 
-    async with trio.open_nursery() as nursery:
-        for i in ctx.siblings():
-            nursery.start_soon(ask, i)
+    answers = await each_sibling(ctx, ask)
     for i, why in sorted(missing.items()):
         log.warning("worker %d did not answer %s: %s", i, req.path, why)
     return answers, missing
+
+
+def json_docs(bodies: dict[int, bytes], missing: dict[int, str] | None = None) -> dict[int, dict]:
+    """The JSON objects among `bodies`, by worker index; a body that is not JSON is named
+    in `missing` (if given)."""
+    docs: dict[int, dict] = {}
+    for i, body in bodies.items():
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            if missing is not None:
+                missing[i] = "not JSON"
+            continue
+        if isinstance(doc, dict):
+            docs[i] = doc
+    return docs
 
 
 PEER_HEADER = "x-livecdn-peer"
@@ -340,16 +370,7 @@ async def _merge(ctx: WorkerContext, req: Request, mine: Response) -> Response:
     if req.path == METRICS_PATH:
         texts = {i: body.decode(errors="replace") for i, body in answers.items()}
         return Response(200, merge_metrics(texts, missing, hls), CONTENT_TYPE)
-    docs: dict[int, dict] = {}
-    for i, body in answers.items():
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            missing[i] = "not JSON"
-            continue
-        if isinstance(doc, dict):
-            docs[i] = doc
-    doc, status = merge_streams_api(ctx, docs, missing, hls)
+    doc, status = merge_streams_api(ctx, json_docs(answers, missing), missing, hls)
     return Response.json(_clamp(doc), status)
 
 
