@@ -35,7 +35,7 @@ from common.proto.rtmp import session as rs
 from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKey, StreamKeyError
 from common.serve.admin import admin_refusal, is_admin
-from common.serve.hlsstore import HlsSettings, HlsStore
+from common.serve.hlsstore import Continuation, HlsSettings, HlsStore
 from common.serve.lifecycle import NodeControls, serve_node
 from common.serve.node import NodeAddress, PlayNode
 from common.serve.play import Subscription
@@ -194,9 +194,16 @@ class Origin:
         flv = sum(fanout.viewers().values()) if fanout is not None else 0
         return int(flv + self.hls.viewers.count((stream.app, stream.name), trio.current_time()))
 
-    def _open_stream(self, app: str, name: str, stream: Stream | None = None) -> Live:
+    def _open_stream(
+        self,
+        app: str,
+        name: str,
+        stream: Stream | None = None,
+        continues: Continuation | None = None,
+    ) -> Live:
         """A new published stream; `stream`: a mirror's (its fan-out running), which this
-        worker takes over from the sibling that owned it (its viewers kept)."""
+        worker takes over from the sibling that owned it (its viewers kept); `continues`:
+        that sibling's HLS playlist, which this worker's continues."""
         key = f"{app}/{name}"
         if stream is None:
             stream = self.fanouts.new_stream(app, name)
@@ -206,7 +213,7 @@ class Origin:
         live = self.live[(app, name)] = Live(stream)
         cfg = self.config
         if cfg.hls and (not cfg.hls_apps or app in cfg.hls_apps):
-            self.hls.prepare(stream)  # before any frame: the packager's task starts later
+            self.hls.prepare(stream, continues)  # before any frame: the packager starts later
             self.node.start_supervised(
                 f"HLS packager of {key}", "packager", partial(self._package, live)
             )
@@ -327,11 +334,14 @@ class Origin:
                 self.node.metrics.inc("publishers_resumed_total")
                 log.info("publisher of %s is back within the grace: viewers kept", skey)
         else:
-            taken = None
+            taken, continues = None, None
             if self.workers is not None:  # a stream moving here from a sibling is kept
                 taken = self.workers.adopted.pop((skey.app, skey.name), None)
                 self.workers.stop_mirror(skey.app, skey.name, "this worker took the stream")
-            live = self._open_stream(skey.app, skey.name, taken)
+                resumed, continues = self.workers.handover(skey.app, skey.name)
+                if resumed:  # back within the grace, on another worker than before
+                    self.node.metrics.inc("publishers_resumed_total")
+            live = self._open_stream(skey.app, skey.name, taken, continues)
         live.stream.new_source()
         pub = Publisher(
             rtmp, live.stream, event.stream_id, time.time(), request.host, trio.current_time(),

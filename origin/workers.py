@@ -29,6 +29,7 @@ from common.proto.rtmp import messages as m
 from common.proto.rtmp import session as rs
 from common.proto.streamkey import StreamKeyError
 from common.serve.feeds import End, NotFound, ParentError, Tracks
+from common.serve.hlsstore import Continuation
 from common.serve.play import CLOCK_QUERY
 from common.serve.workerctx import SECRET_HEADER, WorkerContext
 from common.serve.workermerge import merge_streams_api
@@ -63,6 +64,8 @@ HlsAnswer = tuple[int, bytes, str, str]
 """An HLS object from its owner: status, body, content type, cache-control."""
 POLL_S = 1.0
 """Seconds between two polls of the siblings' streams (the balancer's report period)."""
+MAX_HANDED = 1024
+"""Yielded names' handovers kept at most, waiting for their publishes to open them."""
 FORWARD_TIMEOUT = 5.0
 FORWARD_LIMIT = 32 * 1024 * 1024
 """Bytes of an answer forwarded from the owner at most (an HLS segment, an API answer)."""
@@ -251,6 +254,10 @@ class OriginWorkers:
         self.adopted: dict[tuple[str, str], Stream] = {}
         """Mirrors' streams whose owner let their name go to a publish here (`take_mirror`),
         until the publish opens them as its own (or is refused: they end)."""
+        self.handed: dict[tuple[str, str], tuple[bool, Continuation | None]] = {}
+        """What the worker that yielded a name to a publish here said of it (whether its
+        publisher resumed, where its HLS playlist stands), until the publish opens the
+        stream (or is refused)."""
         self.sibling_docs: dict[int, dict] = {}
         self.node_hls: dict[str, int] | None = None
         """HLS viewers by "app/name" for the node, as counted last (None: unknown)."""
@@ -368,8 +375,28 @@ class OriginWorkers:
         if stream is not None and not stream.closed:
             self.adopted[(app, name)] = stream
 
+    def take_handover(self, app: str, name: str, body: bytes) -> None:
+        """Keep what the owner that yielded app/name answered (`workersapi.yield_name`) for
+        the publish that opens the stream here (`handover`); a bad answer is ignored."""
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return
+        if not isinstance(doc, dict):
+            return
+        while len(self.handed) >= MAX_HANDED:  # publishes that neither opened nor failed
+            del self.handed[next(iter(self.handed))]
+        hls = Continuation.from_json(doc.get("hls"))
+        self.handed[(app, name)] = (doc.get("resumed") is True, hls)
+
+    def handover(self, app: str, name: str) -> tuple[bool, Continuation | None]:
+        """What the owner that yielded app/name said of it: whether its publisher resumed
+        here, and where its HLS playlist stands (False, None: nothing was yielded)."""
+        return self.handed.pop((app, name), (False, None))
+
     def drop_adopted(self, app: str, name: str, why: str) -> None:
         """The publish that was to take app/name's mirrored stream was refused: it ends."""
+        self.handed.pop((app, name), None)
         stream = self.adopted.pop((app, name), None)
         if stream is not None:
             self.origin.close_mirror(stream, why)

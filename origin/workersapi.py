@@ -49,6 +49,7 @@ async def claimed(origin: Origin, request: PublishRequest, decision: Accept) -> 
         )
         if got is not None and got[0] == 200:
             origin.workers.take_mirror(key.app, key.name)  # its viewers stay with the publish
+            origin.workers.take_handover(key.app, key.name, got[1])
             owner = await origin.workers.claim(key.app, key.name, request.host)
     if (refused := _claim_refused(origin, request, key, owner)) is not None:
         return refused
@@ -103,7 +104,9 @@ async def yield_name(origin: Origin, app: str, name: str, doc: object, peer: str
     go if `decide` would let that publish (host and query in `doc`) take over or resume
     here (`doc["worker"]`, the asking worker). The stream moves there: here it goes on as a
     mirror of that worker's, which takes this worker's mirror of it as its own, so its
-    viewers on every worker are kept, as on one process; 409 with the reason otherwise."""
+    viewers on every worker are kept, as on one process; the answer says whether the
+    publisher resumed and where the stream's HLS playlist stands, for the new owner to
+    continue it. 409 with the reason otherwise."""
     workers = origin.workers
     if not isinstance(doc, dict) or not isinstance(doc.get("query"), dict):
         return Response.json({"error": "host and query wanted"}, 400)
@@ -129,10 +132,14 @@ async def yield_name(origin: Origin, app: str, name: str, doc: object, peer: str
         origin._unpublished(pub)
     if origin.relays.pulled(app, name):
         origin.relays.hand_over(app, name)
+    hls = origin.hls.handover((app, name))  # the new owner's playlist continues it
     origin.hand_off(live, to)  # a mirror of the new owner's stream, once it claims the name
     if workers.client is not None:
         await workers.client.release(app, name)  # before the sibling claims again
-    return Response.json({"yielded": f"{app}/{name}"})
+    doc = {"yielded": f"{app}/{name}", "resumed": resumed}
+    if hls is not None:
+        doc["hls"] = hls.to_json()
+    return Response.json(doc)
 
 
 async def _unused(origin: Origin, app: str, name: str) -> bool:

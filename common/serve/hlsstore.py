@@ -13,6 +13,7 @@ from functools import partial
 
 import trio
 
+from common.media.segclock import BOUNDS, MAX_SESSION
 from common.media.segmenter import SegmentSpec
 from common.media.stream import Stream
 from common.net.http import Request, Response, SharedResponse
@@ -45,6 +46,58 @@ MUX_THREADS = 2
 """Threads muxing segments at once, per node (the machine's cores, not the streams')."""
 LOG_EVERY = 60.0
 """While a stream's segment writes (or muxes) keep failing, one log line per this many seconds."""
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """Where a stream's playlist stands, for another process to continue it (a stream that
+    moves to another worker of an origin): its session, the number of its next segment,
+    the discontinuities numbered below that (`extra` of them marked by the packager, not
+    the stream's clock) and its target duration."""
+
+    session: str
+    next_seq: int
+    discontinuities: int
+    extra: int = 0
+    target_duration: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "session": self.session,
+            "next_seq": self.next_seq,
+            "discontinuities": self.discontinuities,
+            "extra": self.extra,
+            "target_duration": self.target_duration,
+        }
+
+    @classmethod
+    def from_json(cls, doc: object) -> Continuation | None:
+        """The continuation `to_json` gave; None for anything else (out of bounds too)."""
+        if not isinstance(doc, dict):
+            return None
+        session = doc.get("session")
+        if not isinstance(session, str) or not 0 < len(session) <= MAX_SESSION:
+            return None
+        if not (session.isascii() and session.isalnum()):
+            return None
+        bounds = {
+            "next_seq": (0, BOUNDS["seq"][1]),
+            "discontinuities": BOUNDS["disc_before"],
+            "extra": BOUNDS["disc_before"],
+            "target_duration": (0, BOUNDS["longest_ms"][1] // 1000),
+        }
+        numbers = {}
+        for name, (low, high) in bounds.items():
+            value = doc.get(name)
+            if type(value) is not int or not low <= value <= high:
+                return None
+            numbers[name] = value
+        return cls(session, **numbers)
+
+
+def _ahead(playlist: HlsPlaylist, c: Continuation) -> bool:
+    """Whether `playlist` is `c`'s session at or past `c`'s next segment."""
+    return playlist.session == c.session and playlist.next_seq >= c.next_seq
 
 
 class Failure(StrEnum):
@@ -126,12 +179,25 @@ class HlsStore:
             lambda: {(): self.timestamp_jumps},
         )
 
-    def prepare(self, stream: Stream) -> None:
+    def prepare(self, stream: Stream, continues: Continuation | None = None) -> None:
         """Set `stream`'s segment clock for this store before its first frame (call it as
         the stream opens): the store's target duration, and the numbers of a playlist kept
-        from the stream's previous life, which it continues."""
+        from the stream's previous life, which it continues. `continues`: that playlist was
+        another process's (`handover`), and this store has none of the stream: it continues
+        there, its next segment marked discontinuous (the other process's open segment is
+        lost), as a playlist kept here would."""
         stream.clock.prefer_target(round(self.settings.target * 1000))
-        playlist = self.playlists.get((stream.app, stream.name))
+        key = (stream.app, stream.name)
+        playlist = self.playlists.get(key)
+        if (
+            continues is not None
+            and key not in self._packagers
+            and (playlist is None or not _ahead(playlist, continues))
+        ):  # a playlist kept here from before is behind the other process's
+            playlist = self._continued(stream, continues)
+            if stream.clock.seq >= 0:  # a clock that follows the other process's already
+                stream.clock.pending_disc = True
+                return
         if playlist is not None:
             stream.clock.resume(
                 playlist.session,
@@ -139,6 +205,36 @@ class HlsStore:
                 playlist.discontinuities(),
                 playlist.target_duration * 1000,
             )
+
+    def _continued(self, stream: Stream, c: Continuation) -> HlsPlaylist:
+        """An empty playlist of `stream` that continues `c` (ended: `package` resumes it)."""
+        s = self.settings
+        playlist = HlsPlaylist(stream.name, c.session, s.target, window=s.window)
+        playlist.first_seq = c.next_seq
+        playlist.expired_discontinuities = c.discontinuities
+        playlist.target_duration = c.target_duration
+        playlist.ended = True
+        playlist.ended_at = trio.current_time()
+        if stream.clock.seq >= 0:  # its segments are numbered by that clock, not resumed
+            playlist.extra_discontinuities = c.extra
+        self.playlists[(stream.app, stream.name)] = playlist
+        log.info("HLS %s/%s: continues another worker's playlist at segment %d", stream.app,
+                 stream.name, c.next_seq)  # fmt: skip
+        return playlist
+
+    def handover(self, key: tuple[str, str]) -> Continuation | None:
+        """Where `key`'s playlist stands, for another process to continue it (`prepare`);
+        None if there is none."""
+        playlist = self.playlists.get(key)
+        if playlist is None:
+            return None
+        return Continuation(
+            playlist.session,
+            playlist.next_seq,
+            playlist.discontinuities(),
+            playlist.extra_discontinuities,
+            playlist.target_duration,
+        )
 
     async def package(
         self, stream: Stream, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED
