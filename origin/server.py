@@ -52,6 +52,7 @@ from common.serve.workershls import not_for_siblings
 from common.serve.workersviewers import HLS_VIEWERS_PATH, viewer_keys
 from origin.bans import Bans
 from origin.drain import drain_origin
+from origin.hlsfast import OriginHlsFast
 from origin.info import describe
 from origin.live import Live, Publisher, StreamEnd, StreamState
 from origin.publish import (
@@ -123,6 +124,8 @@ class Origin:
         if self.workers is not None:  # a sibling's HLS requests are not viewers
             viewers = self.hls.viewers
             viewers.seen = not_for_siblings(viewers.seen, None)  # type: ignore[method-assign]
+        self.fast_http = OriginHlsFast(self)
+        """The node's fast lane: the HLS store's objects, answered before a Request is built."""
         self.hooks = node_hooks(self.node)
         self.snapshots = Snapshots(self.node, enabled=config.snapshots, wait=config.snapshot_wait)
         self.recorder = Recorder(config, self.hooks.client, self.node.metrics)
