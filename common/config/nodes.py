@@ -264,7 +264,8 @@ class ServeConfig:
         reloadable=True,
     )
     batch_ms: float = setting(
-        50.0, help="viewers get new frames in batches at most this far apart", unit="ms",
+        250.0, help="the longest new frames wait for a large fan-out's next write (a few "
+        "viewers get each frame at once)", unit="ms",
         check=checks.above(0, 10_000), reloadable=True,
     )  # fmt: skip
     max_connections: int = setting(

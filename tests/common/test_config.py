@@ -151,8 +151,8 @@ def test_old_flag_names_still_work() -> None:
 def test_help_says_unit_and_default() -> None:
     help_text = " ".join(parser(EdgeConfig).format_help().split())
     assert (
-        "--batch-ms MS viewers get new frames in batches at most this far apart (ms; default 50.0)"
-        in help_text
+        "--batch-ms MS the longest new frames wait for a large fan-out's next write (a few "
+        "viewers get each frame at once) (ms; default 250.0)" in help_text
     )
     assert "--rtmp-port N, --rtmp N RTMP port (0: any free port) (default 1936)" in help_text
 
