@@ -232,3 +232,29 @@ async def test_a_store_continues_another_stores_playlist(nursery, clip_tags):
 )
 def test_a_bad_handover_is_ignored(doc):
     assert Continuation.from_json(doc) is None
+
+
+async def test_a_kept_playlist_behind_the_handover_gives_way(nursery, clip_tags):
+    """A worker that kept an ended playlist of the stream from an earlier turn (behind what
+    the owner now hands over) continues the owner's, never its own older numbers; one ahead
+    of the handover (the same session) is kept."""
+    store = HlsStore(HlsSettings(target=1.0, window=20))
+    a = Stream("live", "k")
+    nursery.start_soon(store.package, a)
+    headers = [t for t in clip_tags if t.header]
+    await feed(a, headers + looped(clip_tags, 1))
+    a.close()
+    kept = store.playlists[("live", "k")]
+    with trio.fail_after(5):
+        while not kept.ended:
+            await trio.sleep(0.01)
+    ahead = Continuation(kept.session, kept.next_seq - 1, 0)
+    b = Stream("live", "k")
+    store.prepare(b, ahead)
+    assert store.playlists[("live", "k")] is kept
+    behind = Continuation("other", kept.next_seq + 50, 3, 0, 2)
+    c = Stream("live", "k")
+    store.prepare(c, behind)
+    playlist = store.playlists[("live", "k")]
+    assert playlist is not kept and playlist.next_seq == behind.next_seq
+    assert playlist.discontinuities() == 3 and playlist.session == "other"
