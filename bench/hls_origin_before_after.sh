@@ -5,6 +5,7 @@
 # the table and the CPU ratio after/before.
 #   bench/hls_origin_before_after.sh REV            # N = 2000, 2 player processes, 20 s
 #   NS=1000 DURATION=15 bench/hls_origin_before_after.sh HEAD~1
+#   NGINX=1 bench/hls_origin_before_after.sh REV  # and nginx-rtmp's HLS, same load, same run
 # On a shared machine the neutral harness waits (up to MAX_WAIT s, default 30) for the load
 # average to fall below MAX_LOAD (0.7) before each point; both trees meet the same load.
 set -euo pipefail
@@ -27,8 +28,9 @@ trap 'git -C "$HERE" worktree remove --force "$BEFORE"' EXIT
 ORIGIN="$PY -m origin --host 127.0.0.1 --rtmp 29600 --http 29601 --log-level warning"
 (cd "$BEFORE" && ours origin-hls-before "$ORIGIN")
 ours origin-hls-after "$ORIGIN"
+[ -n "${NGINX:-}" ] && nginx_rtmp hls
 report
-"$PY" - "$OUT"/results/origin-hls-*-"$STAMP".json <<'PY'
+"$PY" - "$OUT"/results/*hls-*"$STAMP".json <<'PY'
 import json, sys
 rows = {}
 for path in sorted(sys.argv[1:]):
@@ -39,4 +41,6 @@ for n, cpu in sorted(rows.items()):
     b, a = cpu.get("origin-hls-before"), cpu.get("origin-hls-after")
     if a is not None and b:
         print(f"N={n}: origin HLS CPU before {b:.1f} %, after {a:.1f} % of a core: {a / b:.2f}x")
+    if a is not None and (ng := cpu.get("nginx-hls")):
+        print(f"N={n}: nginx-rtmp HLS {ng:.1f} %: the origin after is {a / ng:.2f}x nginx")
 PY
