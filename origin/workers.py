@@ -32,7 +32,7 @@ from common.serve.feeds import End, NotFound, ParentError, Tracks
 from common.serve.hlsstore import Continuation
 from common.serve.play import CLOCK_QUERY
 from common.serve.workerctx import SECRET_HEADER, WorkerContext
-from common.serve.workermerge import merge_streams_api
+from common.serve.workermerge import each_sibling, json_docs, merge_streams_api
 from common.serve.workersowners import OwnerClient
 from common.serve.workerspull import open_sibling_feed
 from common.serve.workersviewers import node_hls_viewers
@@ -476,16 +476,7 @@ class OriginWorkers:
         self, method: str, target: str, headers: list[tuple[str, str]]
     ) -> dict[int, tuple[int, bytes, dict[str, str]]]:
         """`forward` to every sibling at once: the answers by worker index."""
-        answers: dict[int, tuple[int, bytes, dict[str, str]]] = {}
-
-        async def ask(i: int) -> None:
-            if (got := await self.forward(i, method, target, headers)) is not None:
-                answers[i] = got
-
-        async with trio.open_nursery() as nursery:
-            for i in self.ctx.siblings():
-                nursery.start_soon(ask, i)
-        return answers
+        return await each_sibling(self.ctx, lambda i: self.forward(i, method, target, headers))
 
     async def poll_siblings(self) -> None:
         """Keep what the siblings say of their streams (`node_streams`) and the node's HLS
@@ -494,12 +485,8 @@ class OriginWorkers:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._count_hls)
                 answers = await self.forward_all("GET", STREAMS_API, [])
-            docs: dict[int, dict] = {}
-            for i, (status, body, _) in answers.items():
-                with contextlib.suppress(ValueError):
-                    if status == 200 and isinstance(doc := json.loads(body), dict):
-                        docs[i] = doc
-            self.sibling_docs = docs
+            ok = {i: body for i, (status, body, _) in answers.items() if status == 200}
+            self.sibling_docs = json_docs(ok)
             await trio.sleep(POLL_S)
 
     async def _count_hls(self) -> None:

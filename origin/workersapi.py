@@ -18,7 +18,7 @@ from common.proto.paths import HlsTarget, Media
 from common.proto.streamkey import StreamKey
 from common.serve.hlsviewers import client_key
 from common.serve.refusal import Refusal
-from common.serve.workermerge import auth_headers, is_sibling
+from common.serve.workermerge import auth_headers, is_sibling, json_docs
 from common.serve.workersowners import BANNED, HOST_LIMIT, UNANSWERED
 from origin.publish import Accept, Decision, PublishCode, PublishRequest, Reject, Takeover, decide
 
@@ -165,14 +165,11 @@ async def node_lists(
         return mine
     doc = json.loads(mine.body)
     answers = await origin.workers.forward_all("GET", req.target, auth_headers(req))
-    for _, (status, body, _h) in sorted(answers.items()):
-        try:
-            theirs = json.loads(body) if status == 200 else None
-        except ValueError:
-            theirs = None
+    theirs = json_docs({i: body for i, (status, body, _) in answers.items() if status == 200})
+    for _, other in sorted(theirs.items()):
         for field in fields:
-            if isinstance(theirs, dict) and isinstance(theirs.get(field), list):
-                doc[field] = [*doc.get(field, []), *theirs[field]]
+            if isinstance(other.get(field), list):
+                doc[field] = [*doc.get(field, []), *other[field]]
     return Response.json(doc)
 
 
