@@ -8,6 +8,7 @@ publishers_resumed_total."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 
@@ -15,6 +16,7 @@ import pytest
 import trio
 
 from common.media.stream import Stream
+from common.net.conn import ConnClosed
 from common.net.rtmpclient import RtmpClient
 from common.proto import flv
 from common.proto.flv import FlvParser
@@ -100,19 +102,28 @@ class PlaylistWatch:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("viewers", [False, True], ids=["no-viewers", "flv-viewers-on-both"])
-async def test_hls_continues_when_the_stream_moves_to_another_worker(nursery, clip, viewers):
+@pytest.mark.parametrize(
+    ("how", "viewers"),
+    [("back", False), ("back", True), ("takeover", False)],
+    ids=["back-no-viewers", "back-flv-viewers-on-both", "takeover"],
+)
+async def test_hls_continues_when_the_stream_moves_to_another_worker(nursery, clip, how, viewers):
     """With FLV viewers on both workers the new owner takes its mirror's stream, whose
     segment clock follows the old owner's; without, its stream is new and its clock resumes
-    the old owner's numbers. Either way the playlist carries on."""
-    proc, log, rtmp, http = await start_node(nursery, "--publisher-grace", "10")
+    the old owner's numbers. Either way the playlist carries on; so it does when a new
+    publisher takes the stream over (on_republish = "takeover") on the other worker."""
+    args = ["--publisher-grace", "10"]
+    if how == "takeover":
+        args += ["--on-republish", "takeover"]
+    moved = "is back on another worker" if how == "back" else "is taken over on another worker"
+    proc, log, rtmp, http = await start_node(nursery, *args)
     try:
         url = f"rtmp://127.0.0.1:{rtmp}/live/m"
         async with trio.open_nursery() as running:
             publisher = trio.CancelScope()
 
             async def publish(scope: trio.CancelScope, task_status=trio.TASK_STATUS_IGNORED):
-                with scope:
+                with scope, contextlib.suppress(ConnClosed):  # taken over
                     await replay(url, clip, task_status=task_status)
 
             await running.start(publish, publisher)
@@ -129,12 +140,13 @@ async def test_hls_continues_when_the_stream_moves_to_another_worker(nursery, cl
             returns = 0
             for _ in range(RETURNS):  # the publisher drops and comes back, until elsewhere
                 before = max(max(w.data) for w in watches)
-                publisher.cancel()
-                await trio.sleep(0.3)
+                if how == "back":
+                    publisher.cancel()
+                    await trio.sleep(0.3)
                 publisher = trio.CancelScope()
                 await running.start(publish, publisher)
                 returns += 1
-                if "is back on another worker" in log.text:
+                if moved in log.text:
                     break
                 with trio.fail_after(HANG):  # a segment of this publisher, then again
                     while max(max(w.data) for w in watches) <= before + 1:
@@ -162,7 +174,7 @@ async def test_hls_continues_when_the_stream_moves_to_another_worker(nursery, cl
         assert segs[first_new][1] or segs[new[0]][1], f"no discontinuity at the move: {segs}"
         for seq in (max(s for s in old if s in watch.data), new[-1]):
             assert decode(watch.data[seq])["first_key"], f"segment {seq} does not decode"
-    assert m.get("livecdn_publishers_resumed_total", 0) == returns
+    assert m.get("livecdn_publishers_resumed_total", 0) == (returns if how == "back" else 0)
     assert ended == 0, f"{ended} of {len(plays)} FLV viewers cut off by the move"
 
 
