@@ -299,19 +299,15 @@ class Fanout:
         """The flushing loop; returns after the stream closes and players are woken."""
         stream = self.stream
         seen = stream.head
-        pause, idle_at, took = 0.0, 0.0, 0.0
+        pause, idle_at = 0.0, 0.0
         while True:
             await stream.wait_beyond(seen)
             if stream.closed:
                 break
-            if pause > took and trio.current_time() < idle_at:
-                # costly flushes: let more frames come, write them once. A flush takes a
-                # while too (`took`, longer on a busy node), and new frames waited through
-                # it: the wait is what is left of `pause` after it, so no frame waits a
-                # whole pause on top of two flushes
-                await trio.sleep(pause - took)
+            if pause and trio.current_time() < idle_at:
+                await trio.sleep(pause)  # costly flushes: let more frames come, write them once
             seen = stream.head
-            t0, started = self.timer(), trio.current_time()
+            t0 = self.timer()
             await self._flush()
             self.flushes += 1
             if self._idle_paced:
@@ -319,7 +315,6 @@ class Fanout:
                 for player in idle:
                     player.wake()
             pause = self.pause_after(self.timer() - t0)
-            took = trio.current_time() - started
             idle_at = trio.current_time() + self.batch  # nothing new by then: write at once
         for player in self.players:
             player.wake()
