@@ -68,8 +68,10 @@ async def publish_synthetic(nursery, url: str, tls=None):
     return pub
 
 
-async def replay_clip(url: str, clip) -> None:
-    """Publish the FLV file `clip` with our RTMP client, looped, paced by its timestamps.
+async def replay_clip(url: str, clip, task_status=None) -> None:
+    """Publish the FLV file `clip` with our RTMP client, looped, paced by its timestamps,
+    until cancelled; then close the connection (started once it publishes, under
+    `nursery.start`).
 
     In-process (unlike ffmpeg -re), so on trio's MockClock it plays in virtual time."""
     import itertools
@@ -85,15 +87,20 @@ async def replay_clip(url: str, clip) -> None:
     media = [t for t in tags if not flv.is_sequence_header(t.tag_type, t.body)]
     period = media[-1].timestamp + 40
     client = await RtmpClient.connect(url)
-    await client.publish()
-    for t in headers:
-        await client.send(t.tag_type, t.timestamp, t.body)
-    start = trio.current_time()
-    for loop in itertools.count():
-        for t in media:
-            ts = t.timestamp + loop * period
-            await trio.sleep_until(start + ts / 1000)
-            await client.send(t.tag_type, ts, t.body)
+    try:
+        await client.publish()
+        if task_status is not None:
+            task_status.started()
+        for t in headers:
+            await client.send(t.tag_type, t.timestamp, t.body)
+        start = trio.current_time()
+        for loop in itertools.count():
+            for t in media:
+                ts = t.timestamp + loop * period
+                await trio.sleep_until(start + ts / 1000)
+                await client.send(t.tag_type, ts, t.body)
+    finally:
+        client.close()
 
 
 def play_video(url: str, seconds: float | None = None) -> dict:

@@ -9,7 +9,6 @@ publishers_resumed_total."""
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 
 import pytest
@@ -17,39 +16,16 @@ import trio
 
 from common.media.stream import Stream
 from common.net.conn import ConnClosed
-from common.net.rtmpclient import RtmpClient
-from common.proto import flv
 from common.proto.flv import FlvParser
 from common.serve.hlsstore import Continuation, HlsSettings, HlsStore
 from tests.edge.test_edge_hls_keepalive import read_response
 from tests.edge.test_workers import Playing, metrics, open_until_both
 from tests.hls_validator import LiveValidator
+from tests.media import replay_clip
 from tests.origin.test_hls_robust import Tag, decode, feed, looped
 from tests.origin.test_workers import HANG, start_node
 
 RETURNS = 24  # publisher returns tried at most until one lands on the other worker
-
-
-async def replay(url: str, clip, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Publish the FLV `clip` looped in real time until cancelled, then close."""
-    tags = [t for t in FlvParser().feed(clip.read_bytes()) if t.tag_type in (8, 9)]
-    headers = [t for t in tags if flv.is_sequence_header(t.tag_type, t.body)]
-    media = [t for t in tags if not flv.is_sequence_header(t.tag_type, t.body)]
-    period = media[-1].timestamp + 40
-    client = await RtmpClient.connect(url)
-    try:
-        await client.publish()
-        task_status.started()
-        for t in headers:
-            await client.send(t.tag_type, t.timestamp, t.body)
-        start = trio.current_time()
-        for loop in itertools.count():
-            for t in media:
-                ts = t.timestamp + loop * period
-                await trio.sleep_until(start + ts / 1000)
-                await client.send(t.tag_type, ts, t.body)
-    finally:
-        client.close()
 
 
 class PlaylistWatch:
@@ -124,7 +100,7 @@ async def test_hls_continues_when_the_stream_moves_to_another_worker(nursery, cl
 
             async def publish(scope: trio.CancelScope, task_status=trio.TASK_STATUS_IGNORED):
                 with scope, contextlib.suppress(ConnClosed):  # taken over
-                    await replay(url, clip, task_status=task_status)
+                    await replay_clip(url, clip, task_status=task_status)
 
             await running.start(publish, publisher)
             await log.wait_for("publish live/m from")
