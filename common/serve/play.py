@@ -48,6 +48,8 @@ PACED_FRAMES = 4
 """Frames a paced viewer's task takes at a time (small, so the pacing is smooth)."""
 FLUSH_SLICE = 128
 """Players written per fan-out step before other tasks get a turn."""
+MIN_PAUSE = 0.05
+"""The least a costly fan-out waits between writes, however long its flushes take (s)."""
 COALESCE = 10.0
 """New frames wait this many times as long as the fan-out's last flush took (at most
 `batch_ms`) before they are flushed. A flush to a few players takes microseconds, so their
@@ -299,15 +301,18 @@ class Fanout:
         """The flushing loop; returns after the stream closes and players are woken."""
         stream = self.stream
         seen = stream.head
-        pause, idle_at = 0.0, 0.0
+        pause, idle_at, took = 0.0, 0.0, 0.0
         while True:
             await stream.wait_beyond(seen)
             if stream.closed:
                 break
             if pause and trio.current_time() < idle_at:
-                await trio.sleep(pause)  # costly flushes: let more frames come, write them once
+                # costly flushes: let more frames come, write them once. Writes stay about
+                # `pause` apart however long a flush takes (`took`, longer on a busy node),
+                # but never closer than MIN_PAUSE, so a busy node still coalesces
+                await trio.sleep(max(min(pause, MIN_PAUSE), pause - took))
             seen = stream.head
-            t0 = self.timer()
+            t0, started = self.timer(), trio.current_time()
             await self._flush()
             self.flushes += 1
             if self._idle_paced:
@@ -315,6 +320,7 @@ class Fanout:
                 for player in idle:
                     player.wake()
             pause = self.pause_after(self.timer() - t0)
+            took = trio.current_time() - started
             idle_at = trio.current_time() + self.batch  # nothing new by then: write at once
         for player in self.players:
             player.wake()
