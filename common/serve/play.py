@@ -6,6 +6,8 @@ bytes shared by all players at the same position. It writes new frames at once w
 flushes are cheap (a few players) or the stream was idle for `batch_ms`, and coalesces
 them while flushes are costly: new frames wait `COALESCE` times as long as the last flush
 took, at most `batch_ms`, so a large fan-out still writes each player once per `batch_ms`.
+A flush that itself takes long (a busy node) shortens the wait after it, down to MIN_PAUSE, so
+writes stay about `batch_ms` apart.
 A player whose socket cannot take a batch becomes "slow": its own task drains the backlog and
 catches up (skipping to the newest keyframe if it fell too far behind) and then hands it
 back to the fanout. A slow player never holds up the source or other players.
