@@ -141,75 +141,67 @@ async def test_a_reloaded_max_streams_holds_for_the_node(nursery, tmp_path):
         proc.kill()
 
 
+async def viewers_kept_across_a_move(nursery, args: tuple[str, ...], name: str, arrive, landed):
+    """Publish live/NAME on a node started with `args`, with four HTTP-FLV viewers (on
+    either worker); `arrive(publishing, url, pub)` brings a new publisher (returns it), tried
+    until the log says `landed` (skipped if it never does); then every viewer gets frames
+    after the move and none was cut off."""
+    from tests.edge.test_workers import Playing
+
+    proc, log, rtmp, http = await start_node(nursery, *args)
+    try:
+        url = f"rtmp://127.0.0.1:{rtmp}/live/{name}"
+        async with trio.open_nursery() as publishing:
+            pub = await publish_synthetic(publishing, url)
+            await log.wait_for(f"publish live/{name} from")
+            plays = []
+            for _ in range(4):
+                play = Playing(f"http://127.0.0.1:{http}/live/{name}.flv")
+                await publishing.start(play.run)
+                await play.viewer.wait_frames(5, HANG)
+                plays.append(play)
+            for _ in range(24):  # new publishers, until one lands on the other worker
+                pub = await arrive(publishing, url, pub)
+                if landed in log.text:
+                    break
+                await trio.sleep(0.3)
+            else:
+                pytest.skip(f"never {landed!r}: every new publisher landed on the owner")
+            await log.wait_for("moved to worker")
+            for play in plays:  # frames after the move, on every worker
+                await play.viewer.wait_frames(len(play.viewer.video) + 10, HANG)
+            ended = sum(p.ended for p in plays)
+            publishing.cancel_scope.cancel()
+        assert ended == 0, f"{ended} of {len(plays)} viewers cut off by the move"
+    finally:
+        proc.kill()
+
+
 async def test_viewers_are_kept_when_the_publisher_comes_back_on_another_worker(nursery):
     """One origin keeps a stream's viewers while its publisher is away for less than
     publisher_grace and resumes it when the publisher is back. On a node the publisher's
     new connection may land on another worker: the stream moves there (the old owner goes
     on as a mirror of it, the new owner takes its mirror as the publish), and every viewer,
     on either worker, goes on getting frames."""
-    from tests.edge.test_workers import Playing
 
-    proc, log, rtmp, http = await start_node(nursery, "--publisher-grace", "10")
-    try:
-        url = f"rtmp://127.0.0.1:{rtmp}/live/g"
-        async with trio.open_nursery() as publishing:
-            pub = await publish_synthetic(publishing, url)
-            await log.wait_for("publish live/g from")
-            plays = []
-            for _ in range(4):
-                play = Playing(f"http://127.0.0.1:{http}/live/g.flv")
-                await publishing.start(play.run)
-                await play.viewer.wait_frames(5, HANG)
-                plays.append(play)
-            for _ in range(24):  # the publisher drops and comes back, until on the other worker
-                pub.close()  # its connection breaks: viewers wait publisher_grace (10 s)
-                await trio.sleep(0.3)
-                pub = await publish_synthetic(publishing, url)
-                if "is back on another worker" in log.text:
-                    break
-                await trio.sleep(0.5)
-            else:
-                pytest.skip("the publisher came back on the same worker every time")
-            await log.wait_for("moved to worker")
-            for play in plays:  # frames after the move, on every worker
-                await play.viewer.wait_frames(len(play.viewer.video) + 10, HANG)
-            ended = sum(p.ended for p in plays)
-            publishing.cancel_scope.cancel()
-        assert ended == 0, f"{ended} of {len(plays)} viewers cut off by the publisher's return"
-    finally:
-        proc.kill()
+    async def come_back(publishing, url, pub):
+        pub.close()  # its connection breaks: viewers wait publisher_grace (10 s)
+        await trio.sleep(0.3)
+        return await publish_synthetic(publishing, url)
+
+    await viewers_kept_across_a_move(
+        nursery, ("--publisher-grace", "10"), "g", come_back, "is back on another worker"
+    )
 
 
 async def test_viewers_are_kept_when_a_takeover_lands_on_another_worker(nursery):
     """With on_republish = "takeover" one origin hands a live stream to its new publisher,
     viewers kept; on a node the new publisher may land on another worker, and the stream
     moves there with its viewers on either worker."""
-    from tests.edge.test_workers import Playing
 
-    proc, log, rtmp, http = await start_node(nursery, "--on-republish", "takeover")
-    try:
-        url = f"rtmp://127.0.0.1:{rtmp}/live/t"
-        async with trio.open_nursery() as publishing:
-            await publish_synthetic(publishing, url)
-            await log.wait_for("publish live/t from")
-            plays = []
-            for _ in range(4):
-                play = Playing(f"http://127.0.0.1:{http}/live/t.flv")
-                await publishing.start(play.run)
-                await play.viewer.wait_frames(5, HANG)
-                plays.append(play)
-            for _ in range(24):  # new publishers take over, until one lands on the other worker
-                await publish_synthetic(publishing, url)
-                if "is taken over on another worker" in log.text:
-                    break
-                await trio.sleep(0.3)
-            else:
-                pytest.skip("every takeover landed on the owner")
-            await log.wait_for("moved to worker")
-            for play in plays:  # frames after the move, on every worker
-                await play.viewer.wait_frames(len(play.viewer.video) + 10, HANG)
-            ended = sum(p.ended for p in plays)
-            publishing.cancel_scope.cancel()
-        assert ended == 0, f"{ended} of {len(plays)} viewers cut off by the takeover"
-    finally:
-        proc.kill()
+    async def take_over(publishing, url, pub):
+        return await publish_synthetic(publishing, url)
+
+    await viewers_kept_across_a_move(
+        nursery, ("--on-republish", "takeover"), "t", take_over, "is taken over on another worker"
+    )
