@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from functools import partial
 
@@ -62,13 +62,7 @@ class Continuation:
     target_duration: int = 0
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "session": self.session,
-            "next_seq": self.next_seq,
-            "discontinuities": self.discontinuities,
-            "extra": self.extra,
-            "target_duration": self.target_duration,
-        }
+        return asdict(self)
 
     @classmethod
     def from_json(cls, doc: object) -> Continuation | None:
