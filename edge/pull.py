@@ -550,11 +550,12 @@ class PullManager:
             self.nursery.start_soon(up.run)
             log.info("upstream %s/%s: first viewer, pulling from %s", app, name, self.parents[0])
         up.acquire()
-        try:
-            await up.ready.wait()
-        except BaseException:
-            up.release()
-            raise
+        if not up.ready.is_set():  # a held stream: no scheduler round (ms on a busy node)
+            try:
+                await up.ready.wait()
+            except BaseException:
+                up.release()
+                raise
         if not up.found or up.state is UpstreamState.CLOSED:
             up.release()
             self.stats.not_found += 1

@@ -24,7 +24,7 @@ def metric(text: str, name: str, default: float | object = _REQUIRED, **labels: 
     missing from `text`, or labels none of its rows carry, raise AssertionError unless a
     `default` is given, so a renamed or removed metric cannot pass as 0.
     """
-    families = [f for f in text_string_to_metric_families(text) if name == _sample_name(f)]
+    families = [f for f in text_string_to_metric_families(text) if name in _sample_names(f)]
     rows = [s for f in families for s in f.samples if s.name == name]
     if not families or (rows and not any(labels.keys() <= s.labels.keys() for s in rows)):
         if default is _REQUIRED:
@@ -33,6 +33,11 @@ def metric(text: str, name: str, default: float | object = _REQUIRED, **labels: 
     return sum(s.value for s in rows if labels.items() <= s.labels.items())
 
 
-def _sample_name(family: Metric) -> str:
-    """The name of a family's value samples (a counter's end in `_total`)."""
-    return f"{family.name}_total" if family.type == "counter" else family.name
+def _sample_names(family: Metric) -> tuple[str, ...]:
+    """The names of a family's value samples (a counter's end in `_total`, a histogram's
+    in `_bucket`, `_count` and `_sum`)."""
+    if family.type == "counter":
+        return (f"{family.name}_total",)
+    if family.type == "histogram":
+        return tuple(f"{family.name}{end}" for end in ("_bucket", "_count", "_sum"))
+    return (family.name,)

@@ -164,6 +164,15 @@ class TlsConn:
         """Bytes sent on the wire (TLS records)."""
         return self.raw.bytes_out
 
+    @property
+    def opened_at(self) -> float:
+        """When the connection underneath was accepted (`Conn.opened_at`)."""
+        return self.raw.opened_at
+
+    @opened_at.setter
+    def opened_at(self, value: float) -> None:
+        self.raw.opened_at = value
+
     async def recv(self, size: int = RECV_SIZE) -> bytes:
         """Receive some plaintext; b"" when the peer closed or the connection broke."""
         while not self.raw.closed:
@@ -185,6 +194,12 @@ class TlsConn:
                 return b""
             self._in.write(wire)
         return b""
+
+    async def recv_turn(self, size: int = RECV_SIZE) -> bytes:
+        """`recv` that gives the other tasks a turn at least once (`Conn.recv_turn`)."""
+        data = await self.recv(size)
+        await trio.lowlevel.checkpoint()
+        return data
 
     def _more(self, data: bytes, size: int) -> bytes:
         """`data` and the plaintext of the records already received, up to `size` bytes in

@@ -16,6 +16,7 @@ back to the fanout. A slow player never holds up the source or other players.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -35,7 +36,7 @@ from common.proto.rtmp import messages as m
 from common.proto.shaping import Pacer
 from common.proto.streamkey import StreamKey
 from common.proto.wsframe import binary_frame, binary_header
-from common.serve.metrics import NodeMetrics
+from common.serve.metrics import Histogram, NodeMetrics
 from common.serve.refusal import Refusal
 
 log = logging.getLogger("livecdn.play")
@@ -60,6 +61,8 @@ frames go out at once; one to thousands takes milliseconds, and then the frames 
 `batch_ms` (250 ms) is where fewer writes stop paying: at N = 2000 an edge's HTTP-FLV fan-out
 took 0.63x the CPU of a 50 ms cap (bench/fanout_before_after.sh HEAD with
 AFTER_ARGS="--batch-ms 250"), and 350 ms saved only 0.04x more."""
+JOIN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upper bounds (s) of the join-time histogram's buckets."""
 
 
 @dataclass
@@ -89,6 +92,15 @@ class PlayStats:
         self.bytes_out: Counter[str] = Counter()
         self.slow_disconnects = 0
         self.players_started: Counter[str] = Counter()
+        self.join_seconds = Histogram(JOIN_BUCKETS)
+
+    def joined(self, protocol: str, conn: Conn) -> None:
+        """Count how long a viewer's connection took from its accept to its first frames
+        (its handshake, request, checks and pull, and the node's own delays); a later play
+        on the same connection is not counted again."""
+        if conn.opened_at == conn.opened_at:  # not NaN
+            self.join_seconds.observe(trio.current_time() - conn.opened_at, (protocol,))
+            conn.opened_at = math.nan
 
     def register_metrics(self, mt: NodeMetrics) -> None:
         """Export the bytes sent to viewers and the slow viewers dropped."""
@@ -103,6 +115,12 @@ class PlayStats:
             "Viewers disconnected for not keeping up.",
             (),
             lambda: {(): self.slow_disconnects},
+        )
+        mt.histogram(
+            "play_join_seconds",
+            "From accepting a viewer's connection to queueing its first frames, by protocol.",
+            ("protocol",),
+            self.join_seconds,
         )
 
 
@@ -187,11 +205,10 @@ class Player:
         else:
             with trio.CancelScope() as self._parked:
                 conn, on_input = self.conn, self.on_input
-                while data := await conn.recv(4096):
+                while data := await conn.recv_turn(4096):
                     if on_input is not None:
                         await on_input(data)
                     data = b""  # not kept while parked
-                    await trio.lowlevel.checkpoint()  # a peer that always sends must not hog
                 raise ConnClosed
         self._parked = None
         self._woken = False
@@ -403,6 +420,7 @@ class Fanout:
             # starts after it.
             player.bucket.start(trio.current_time())
         player.conn.writev(parts)
+        self.stats.joined(player.protocol, player.conn)
         self.players.add(player)
         try:
             if player.bucket is not None:
@@ -590,7 +608,7 @@ async def serve_flv(
     async with trio.open_nursery() as nursery:
 
         async def watch_close() -> None:
-            while data := await conn.recv(4096):
+            while data := await conn.recv_turn(4096):
                 try:
                     if reply := inbound.feed(data):
                         conn.write(reply)
@@ -599,7 +617,6 @@ async def serve_flv(
                     break
                 if inbound.closed:
                     break
-                await trio.lowlevel.checkpoint()
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(watch_close)

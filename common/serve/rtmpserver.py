@@ -285,11 +285,10 @@ class RtmpConnection:
                     deadline = started + limits.handshake_timeout + limits.idle_timeout
                     why = f"no publish or play within {limits.idle_timeout:g} s of connecting"
                 self._set_deadline(deadline, why)
-                data = await conn.recv()
+                data = await conn.recv_turn()
                 self._set_deadline(math.inf, "")
                 if not data:
                     return None if conn.closed else "peer closed the connection"
-                await trio.lowlevel.checkpoint()  # a peer that always has data must not hog
                 if self.publishing:
                     self.bytes_in += len(data)
                     if self._ingest is not None:

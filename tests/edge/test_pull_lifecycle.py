@@ -128,6 +128,19 @@ async def test_first_viewer_starts_one_upstream_and_concurrent_viewers_share_it(
     assert manager.stats.started == 1
 
 
+async def test_a_viewer_of_a_held_stream_joins_without_waiting_a_scheduler_round(
+    manager, autojump_clock
+):
+    first = await manager.subscribe("live", "a")
+    # on a busy edge a round is milliseconds: one more per join adds to every new viewer
+    with trio.testing.assert_no_checkpoints():
+        again = await manager.subscribe("live", "a")
+    assert again.fanout is first.fanout
+    assert manager.upstreams[("live", "a")].viewers == 2
+    again.release()
+    first.release()
+
+
 async def test_rejoin_within_linger_reuses_and_expiry_closes(manager, autojump_clock):
     sub = await manager.subscribe("live", "a")
     up = manager.upstreams[("live", "a")]

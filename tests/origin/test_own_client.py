@@ -239,6 +239,10 @@ async def test_api_metrics_and_kick(nursery, origin, clip):
     assert 'livecdn_viewers{protocol="rtmp"} 1.0' in text
     assert "livecdn_bytes_in_total" in text and 'livecdn_bytes_out_total{protocol="flv"}' in text
     assert "livecdn_frames_dropped_total 0.0" in text
+    # one join each, timed from its accept: an HTTP-FLV and an RTMP viewer
+    for proto in ("flv", "rtmp"):
+        assert f'livecdn_play_join_seconds_count{{protocol="{proto}"}} 1.0' in text
+        assert f'livecdn_play_join_seconds_bucket{{le="10.0",protocol="{proto}"}} 1.0' in text
 
     # Kick with a ban: viewers get a clean end, the name cannot be published for a while.
     reply = await fetch("DELETE", f"{http}/api/streams/live/api?ban=30")
