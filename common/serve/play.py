@@ -50,7 +50,11 @@ the simulated players do, and a pulling edge, for its own players that ask."""
 PACED_FRAMES = 4
 """Frames a paced viewer's task takes at a time (small, so the pacing is smooth)."""
 FLUSH_SLICE = 128
-"""Players written per fan-out step before other tasks get a turn."""
+"""Players written per fan-out step before other tasks get a turn. A new viewer's round trips
+wait for the step under way (about 3 ms at N = 2000, 1.5 Mbit/s, 250 ms batches). Steps of
+1-4 MB instead brought a lone joiner's first keyframe p95 from 31-33 to 23 ms, but the 2000
+viewers then read in smaller pieces: their players' CPU rose from 41-52 to 49-65 % and their
+own first keyframe p95 went from 34-39 to 48-74 ms (bench/join_probe.sh)."""
 MIN_PAUSE = 0.05
 """The least a costly fan-out waits between writes, however long its flushes take (s)."""
 COALESCE = 10.0
@@ -61,7 +65,10 @@ frames go out at once; one to thousands takes milliseconds, and then the frames 
 `batch_ms` (250 ms) is where fewer writes stop paying: at N = 2000 an edge's HTTP-FLV fan-out
 took 0.63x the CPU of a 50 ms cap (bench/fanout_before_after.sh HEAD with
 AFTER_ARGS="--batch-ms 250"), and 350 ms saved only 0.04x more."""
-JOIN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+JOIN_BUCKETS = (
+    *(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075),
+    *(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 """Upper bounds (s) of the join-time histogram's buckets."""
 
 
