@@ -52,9 +52,9 @@ PACED_FRAMES = 4
 FLUSH_SLICE = 128
 """Players written per fan-out step before other tasks get a turn. A new viewer's round trips
 wait for the step under way (about 3 ms at N = 2000, 1.5 Mbit/s, 250 ms batches). Steps of
-1-4 MB instead brought a lone joiner's first keyframe p95 from 31-33 to 23 ms, but the 2000
+1-2 MB instead brought a lone joiner's first keyframe p95 from 31-35 to 14-24 ms, but the 2000
 viewers then read in smaller pieces: their players' CPU rose from 41-52 to 49-65 % and their
-own first keyframe p95 went from 34-39 to 48-74 ms (bench/join_probe.sh)."""
+own first keyframe p95 went from 34-42 to 48-74 ms (bench/join_probe.sh)."""
 MIN_PAUSE = 0.05
 """The least a costly fan-out waits between writes, however long its flushes take (s)."""
 COALESCE = 10.0
