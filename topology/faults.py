@@ -36,8 +36,8 @@ async def apply_fault(dep: Deployment, fault: FaultSpec) -> None:
         node = dep.nodes[fault.node]
         if node.proc is None or node.proc.poll() is not None:
             proc = await start_node(dep, node)
+            write_state(dep)  # first: who reads the line may read the state file next
             print(f"  {node.kind:8} {node.name:10} restarted (pid {proc.pid})", flush=True)
-            write_state(dep)
     elif fault.action in ("drain", "undrain"):
         balancer = dep.url("balancer", "http")
         token = dep.topo.balancer.config["admin_token"] if dep.topo.balancer else ""

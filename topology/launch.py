@@ -271,8 +271,8 @@ async def _serve(dep: Deployment, seconds: float | None, task_status, run_file_l
                 file=sys.stderr,
                 flush=True,
             )
+    write_state(dep)  # first: who reads the table may read the state file next
     print(f"\n{url_table(dep)}\n\n  Prometheus scrape config: {prom}\n  stop: Ctrl-C\n", flush=True)
-    write_state(dep)
     dep.is_up = True
     task_status.started(dep)
     dep.supervisor.start_soon(run_faults, dep)

@@ -170,8 +170,11 @@ def write_state(dep: Deployment) -> Path:
         "control_port": dep.control_port,  # the launcher's control API (console_token)
         "nodes": nodes,
     }
-    with open(private_file(path), "w") as f:
+    # whole or not at all: `status`, `down` and scripts may read it while it changes
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(private_file(tmp), "w") as f:
         f.write(json.dumps(state, indent=1))
+    os.replace(tmp, path)
     return path
 
 
