@@ -185,16 +185,17 @@ class Pusher:
 
     async def _drain(self, client: RtmpClient) -> None:
         """Send what the session holds; PushFailed if the target takes nothing for
-        STALL_TIMEOUT (a slow target that takes some is waited for)."""
+        STALL_TIMEOUT (a slow target that takes some is waited for: bytes leaving the
+        kernel's send queue count, though the socket may not take more meanwhile)."""
         conn = client.conn
         data = client.session.data_to_send()
         if data:
             conn.write(data)
         while conn.backlog_bytes:
-            sent = conn.bytes_out
+            sent, held = conn.bytes_out, conn.kernel_unsent()
             with trio.move_on_after(STALL_TIMEOUT):
                 await conn.drain()
-            if conn.backlog_bytes and conn.bytes_out == sent:
+            if conn.backlog_bytes and conn.bytes_out == sent and conn.kernel_unsent() >= held:
                 raise PushFailed(f"took nothing for {STALL_TIMEOUT:g} s", "stalled")
 
     def _queue(self, client: RtmpClient, frame: Frame, base: int | None) -> None:

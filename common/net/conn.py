@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import math
 import socket
+import struct
+import termios
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -192,6 +195,16 @@ class Conn:
                     sent = 0
         if self.closed:
             raise ConnClosed
+
+    def kernel_unsent(self) -> int:
+        """Bytes the kernel holds for the peer, not yet acknowledged (SIOCOUTQ); 0 if it
+        cannot tell. When it falls, the peer is taking bytes, though with a big send buffer
+        the socket may stay unwritable for seconds (epoll waits for half of it to free)."""
+        try:
+            held = fcntl.ioctl(self.sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return 0
+        return struct.unpack("i", held)[0]
 
     async def send_all(self, data: bytes | memoryview) -> None:
         """Write and wait until it is all sent."""

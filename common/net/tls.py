@@ -195,6 +195,10 @@ class TlsConn:
             self._in.write(wire)
         return b""
 
+    def kernel_unsent(self) -> int:
+        """`Conn.kernel_unsent` of the connection underneath (TLS records)."""
+        return self.raw.kernel_unsent()
+
     async def recv_turn(self, size: int = RECV_SIZE) -> bytes:
         """`recv` that gives the other tasks a turn at least once (`Conn.recv_turn`)."""
         data = await self.recv(size)

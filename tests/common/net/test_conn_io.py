@@ -1,7 +1,9 @@
-"""`Conn.recv_turn`: the other tasks get exactly one turn per receive. A peer that always has
-data cannot hog the loop, and bytes that had to be waited for cost no extra scheduler round
-(on a busy node a round is milliseconds, and a new RTMP viewer's handshake and commands are
-four of them)."""
+"""A Conn's receive turns and what its kernel still holds.
+
+`recv_turn`: the other tasks get exactly one turn per receive. A peer that always has data
+cannot hog the loop, and bytes that had to be waited for cost no extra scheduler round (on a
+busy node a round is milliseconds, and a new RTMP viewer's handshake and commands are four of
+them). `kernel_unsent`: what a push's stall check reads."""
 
 from __future__ import annotations
 
@@ -100,3 +102,27 @@ async def test_the_end_of_the_peer_is_an_empty_receive() -> None:
     peer.close()
     assert await conn.recv_turn() == b""
     conn.close()
+
+
+async def test_kernel_unsent_falls_as_a_slow_peer_reads() -> None:
+    """What the push's stall check reads: the bytes the kernel still holds for the peer. A
+    peer that reads slowly makes it fall even while the socket takes nothing more."""
+    conn, peer = pair()
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    conn.write(b"x" * (4 << 20))  # more than both buffers hold
+    with trio.fail_after(5):
+        while (held := conn.kernel_unsent()) < 256 << 10:
+            await trio.sleep(0.01)
+    peer.setblocking(False)
+    taken = 0
+    with trio.fail_after(5):
+        while conn.kernel_unsent() >= held:
+            try:
+                taken += len(peer.recv(16 << 10))
+            except BlockingIOError:
+                await trio.sleep(0.01)
+    assert taken and conn.kernel_unsent() < held
+    peer.close()
+    conn.close()
+    assert conn.kernel_unsent() == 0  # a closed socket: it cannot tell
