@@ -20,6 +20,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from common.serve.metrics import cumulative
 from topology.players.qoe import LATENCY_BUCKETS, TTFF_BUCKETS
 from topology.players.shard import Shard
 
@@ -70,9 +71,9 @@ class LoadMetrics:
                 labels = [run, shard, g["protocol"], g["profile"]]
                 for state, n in g["states"].items():
                     players.add_metric([*labels, state], n)
-                ttff.add_metric(labels, buckets(g["ttff"], TTFF_BUCKETS), g["ttff"]["sum"])
+                ttff.add_metric(labels, cumulative(g["ttff"], TTFF_BUCKETS), g["ttff"]["sum"])
                 latency.add_metric(
-                    labels, buckets(g["latency"], LATENCY_BUCKETS), g["latency"]["sum"]
+                    labels, cumulative(g["latency"], LATENCY_BUCKETS), g["latency"]["sum"]
                 )
                 for key, family in counters.items():
                     family.add_metric(labels, g[key])
@@ -83,15 +84,6 @@ class LoadMetrics:
         yield latency
         yield from counters.values()
         yield failures
-
-
-def buckets(hist: dict, bounds: tuple[float, ...]) -> list[tuple[str, float]]:
-    """A snapshot histogram as Prometheus' cumulative (le, count) pairs."""
-    out, total = [], 0
-    for bound, n in zip([*map(str, bounds), "+Inf"], hist["counts"], strict=True):
-        total += n
-        out.append((bound, total))
-    return out
 
 
 CURRENT: ContextVar[LoadMetrics | None] = ContextVar("load_metrics", default=None)

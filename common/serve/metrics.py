@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable
 
@@ -12,29 +13,43 @@ from prometheus_client.registry import Collector
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+def new_histogram(bounds: tuple[float, ...]) -> dict:
+    """Counts per bucket (not cumulative; the last is +Inf) and the sum of the values: a
+    plain dict, so that snapshots can be sent between processes and added up."""
+    return {"counts": [0] * (len(bounds) + 1), "sum": 0.0}
+
+
+def observe(hist: dict, bounds: tuple[float, ...], value: float) -> None:
+    """Count `value` in its bucket (a bound is inclusive, as Prometheus' `le`)."""
+    hist["counts"][bisect_left(bounds, value)] += 1
+    hist["sum"] += value
+
+
+def cumulative(hist: dict, bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+    """A histogram as Prometheus' cumulative (le, count) pairs."""
+    out, total = [], 0
+    for bound, n in zip([*map(str, bounds), "+Inf"], hist["counts"], strict=True):
+        total += n
+        out.append((bound, total))
+    return out
+
+
 class Histogram:
-    """Counts of observed values by label values, in cumulative `buckets` (upper bounds)."""
+    """A histogram of observed values by label values, in `buckets` (upper bounds)."""
 
     __slots__ = ("buckets", "rows")
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
         self.buckets = buckets
-        self.rows: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
-        """label values -> (count per bucket, the last one +Inf; [sum])"""
+        self.rows: dict[tuple[str, ...], dict] = {}
+        """label values -> `new_histogram`"""
 
     def observe(self, value: float, labels: tuple[str, ...] = ()) -> None:
         """Count one value."""
         row = self.rows.get(labels)
         if row is None:
-            row = self.rows[labels] = ([0] * (len(self.buckets) + 1), [0.0])
-        counts, total = row
-        at = 0
-        for bound in self.buckets:
-            if value <= bound:
-                break
-            at += 1
-        counts[at] += 1
-        total[0] += value
+            row = self.rows[labels] = new_histogram(self.buckets)
+        observe(row, self.buckets, value)
 
 
 class NodeMetrics(Collector):
@@ -113,13 +128,8 @@ class NodeMetrics(Collector):
             yield fam
         for name, (help_text, labels, hist) in self._histograms.items():
             fam = HistogramMetricFamily(f"livecdn_{name}", help_text, labels=list(labels))
-            bounds = [*(str(b) for b in hist.buckets), "+Inf"]
-            for lvals, (counts, total) in hist.rows.items():
-                cumulative, running = [], 0
-                for bound, n in zip(bounds, counts, strict=True):
-                    running += n
-                    cumulative.append((bound, running))
-                fam.add_metric(list(lvals), cumulative, total[0])
+            for lvals, row in hist.rows.items():
+                fam.add_metric(list(lvals), cumulative(row, hist.buckets), row["sum"])
             yield fam
 
     def render(self) -> bytes:

@@ -105,7 +105,7 @@ class PlayStats:
         """Count how long a viewer's connection took from its accept to its first frames
         (its handshake, request, checks and pull, and the node's own delays); a later play
         on the same connection is not counted again."""
-        if conn.opened_at == conn.opened_at:  # not NaN
+        if not math.isnan(conn.opened_at):
             self.join_seconds.observe(trio.current_time() - conn.opened_at, (protocol,))
             conn.opened_at = math.nan
 

@@ -5,9 +5,9 @@ worker process can send its own and a parent add them up (`merge_snapshots`)."""
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterable
 
+from common.serve.metrics import new_histogram, observe
 from topology.players.failures import Ending
 from topology.players.player import PlayerState, SimPlayer
 
@@ -31,17 +31,6 @@ def new_group(protocol: str, profile: str) -> dict:
         **dict.fromkeys(COUNTERS, 0),
         "failures": dict.fromkeys(FAILURE_KINDS, 0),
     }
-
-
-def new_histogram(bounds: tuple[float, ...]) -> dict:
-    """Counts per bucket (not cumulative; the last is +Inf) and the sum of the values."""
-    return {"counts": [0] * (len(bounds) + 1), "sum": 0.0}
-
-
-def observe(hist: dict, bounds: tuple[float, ...], value: float) -> None:
-    """Count `value` in its bucket (a bound is inclusive, as Prometheus' `le`)."""
-    hist["counts"][bisect_left(bounds, value)] += 1
-    hist["sum"] += value
 
 
 class QoeTally:
