@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hypothesis import settings
 from common.config import OriginConfig, build
 from origin.server import Origin, OriginAddress
 from tests.tlscerts import Certs, make_certs
+from topology.ports import PortBook
 
 # CI replays the same examples every run (a red CI then means a change broke something, not a
 # new draw); local runs keep exploring and remember failures in .hypothesis/.
@@ -62,6 +64,14 @@ async def start_origin(nursery: trio.Nursery, **overrides: object) -> tuple[Orig
     origin = Origin(build(OriginConfig, values))
     address = await nursery.start(origin.run)
     return origin, address
+
+
+@pytest.fixture
+def held_ports() -> Iterator[PortBook]:
+    """Free ports for a process the test starts with fixed ports, held (bound, not listening)
+    until the test ends, so that nothing else on the machine is given them first."""
+    with PortBook() as book:
+        yield book
 
 
 @pytest.fixture

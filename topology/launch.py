@@ -42,6 +42,7 @@ from topology.output import (
     write_state,
 )
 from topology.plan import ONE_MACHINE, Hosts, assign_ports, parent_port, plan
+from topology.ports import PortBook
 from topology.procs import start_failure, start_node, stop_all, wait_healthy, wait_live, watch
 from topology.publisher import SourceSettings, keep_publishing
 from topology.runsecrets import ensure_secrets, generate
@@ -88,6 +89,7 @@ async def up(
     run_dir.chmod(0o700)  # the nodes' config files and secrets.toml hold secrets
     console_token = generate()  # the control API's, for the console page
     ensure_secrets(topo, run_dir, console_token=console_token)
+    book = PortBook()
     try:
         hosts = ONE_MACHINE
         if network is not None:
@@ -97,8 +99,9 @@ async def up(
                 return _cannot_start(str(exc), task_status)
             hosts = network.hosts([e.name for e in topo.edges])
         return await _up(topo, run_dir, console_token, hosts, network, seconds, run_file_loads,
-                         task_status)  # fmt: skip
+                         book, task_status)  # fmt: skip
     finally:
+        book.close()
         if network is not None:  # made in a thread: it may exist though the await was cancelled
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(network.remove)
@@ -147,11 +150,13 @@ async def _up(
     network: Network | None,
     seconds: float | None,
     run_file_loads: bool,
+    book: PortBook,
     task_status,
 ) -> int:
-    """`up` once the run directory and, with --netns, the namespaces are there."""
+    """`up` once the run directory and, with --netns, the namespaces are there; `book` holds
+    the ports picked for nodes given port 0."""
     async with trio.open_nursery() as links_nursery:
-        ports = assign_ports(topo)
+        ports = assign_ports(topo, book)
         proxies: dict[tuple[str, str], LinkProxy] = {}
         for link in topo.links:
             edge = next(e for e in topo.edges if e.name == link.edge)
@@ -169,7 +174,8 @@ async def _up(
                 proxy = LinkProxy(name, target, settings, hosts.links)
             await links_nursery.start(proxy.run)
             proxies[(link.edge, link.parent)] = proxy
-        dep = plan(topo, run_dir, ports, {k: p.port for k, p in proxies.items()}, hosts)
+        links = {k: p.port for k, p in proxies.items()}
+        dep = plan(topo, run_dir, ports, links, hosts, book)
         if network is not None:
             configs = [Path(n.cmd[n.cmd.index("--config") + 1]) for n in dep.nodes.values()]
             network.grant(configs)

@@ -3,7 +3,7 @@ model) and the command that starts it with `--config`."""
 
 from __future__ import annotations
 
-import socket
+import contextlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +12,10 @@ from typing import Any
 from common.config import BalancerConfig, EdgeConfig, OriginConfig
 from common.config.sources import save
 from topology.deployment import Deployment, Node, url_host
+from topology.ports import LOCAL, PortBook
 from topology.schema import Topology, is_external
 
 PY = sys.executable
-LOCAL = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -47,30 +47,24 @@ class Hosts:
 ONE_MACHINE = Hosts()
 
 
-def free_port() -> int:
-    """A port that was free a moment ago (for port 0 in a topology file)."""
-    with socket.socket() as s:
-        s.bind((LOCAL, 0))
-        return s.getsockname()[1]
-
-
-def assign_ports(topo: Topology) -> dict[str, tuple[int, int]]:
-    """Each origin's and edge's (rtmp, http) ports; ports of 0 are given free ports."""
+def assign_ports(topo: Topology, book: PortBook) -> dict[str, tuple[int, int]]:
+    """Each origin's and edge's (rtmp, http) ports; ports of 0 are given ports `book` holds."""
     return {
         spec.name: (
-            spec.config["rtmp_port"] or free_port(),
-            spec.config["http_port"] or free_port(),
+            spec.config["rtmp_port"] or book.take(),
+            spec.config["http_port"] or book.take(),
         )
         for spec in [*topo.origins, *topo.edges]
     }
 
 
-def balancer_ports(topo: Topology) -> tuple[int, int] | None:
-    """The balancer's (http, control) ports, free ones for 0; None without a balancer."""
+def balancer_ports(topo: Topology, book: PortBook) -> tuple[int, int] | None:
+    """The balancer's (http, control) ports, ones `book` holds for 0; None without a
+    balancer."""
     if topo.balancer is None:
         return None
     b = topo.balancer.config
-    return b["http_port"] or free_port(), b["control_port"] or free_port()
+    return b["http_port"] or book.take(), b["control_port"] or book.take()
 
 
 def node_values(
@@ -177,12 +171,18 @@ def plan(
     ports: dict[str, tuple[int, int]] | None = None,
     links: dict[tuple[str, str], int] | None = None,
     hosts: Hosts = ONE_MACHINE,
+    book: PortBook | None = None,
 ) -> Deployment:
     """Write each node's config file into `run_dir` and return the deployment whose nodes
-    start with `python -m KIND --config FILE` (each reached at `hosts.reach(name)`)."""
+    start with `python -m KIND --config FILE` (each reached at `hosts.reach(name)`). Ports of 0
+    are taken from `book`, which holds them until the launcher closes it (without one, they
+    are only free now)."""
     dep = Deployment(topo, run_dir)
-    ports = ports or assign_ports(topo)
-    planned = node_values(topo, ports, links or {}, balancer_ports(topo), hosts)
+    with contextlib.ExitStack() as stack:
+        if book is None:
+            book = stack.enter_context(PortBook())
+        ports = ports or assign_ports(topo, book)
+        planned = node_values(topo, ports, links or {}, balancer_ports(topo, book), hosts)
     for name, (model, values) in planned.items():
         cmd = node_command(model, values, run_dir / f"{name}.toml")
         dep.nodes[name] = Node(name, model.kind, cmd, values["http_port"],

@@ -187,9 +187,7 @@ def test_a_worker_lists_its_hls_viewers_bounded(monkeypatch) -> None:
     assert workersviewers.viewer_keys(viewers, 100.0)["streams"] == {}  # all expired
 
 
-async def test_worker_1_asks_worker_0_then_the_parents_for_a_while(nursery) -> None:
-    import socket
-
+async def test_worker_1_asks_worker_0_then_the_parents_for_a_while(nursery, held_ports) -> None:
     import trio
 
     from common.serve.workershls import SIBLING_PAUSE, SiblingObjects
@@ -203,9 +201,7 @@ async def test_worker_1_asks_worker_0_then_the_parents_for_a_while(nursery) -> N
     assert got is not None and got.status == 200
     assert await sibling.get("/live/a-1.ts") is None  # worker 0's parent failed: ask them
     assert (sibling.answered, sibling.passed) == (1, 1) and len(hooks.calls) == 2
-    with socket.socket() as s:  # a port nobody listens on: worker 0 is gone
-        s.bind(("127.0.0.1", 0))
-        gone = s.getsockname()[1]
+    gone = held_ports.take()  # a port nobody listens on: worker 0 is gone
     sibling = SiblingObjects(replace(ctx, private_ports=[gone, 0]), limit=1 << 20)
     assert await sibling.get("/live/a.m3u8") is None
     assert sibling.down_until > trio.current_time() + SIBLING_PAUSE - 1
@@ -213,9 +209,9 @@ async def test_worker_1_asks_worker_0_then_the_parents_for_a_while(nursery) -> N
     assert sibling.passed == 2
 
 
-async def test_a_sibling_pull_sends_the_secret_in_a_header_never_in_logged_urls(nursery) -> None:
-    import socket
-
+async def test_a_sibling_pull_sends_the_secret_in_a_header_never_in_logged_urls(
+    nursery, held_ports
+) -> None:
     import pytest
     import trio
 
@@ -238,9 +234,7 @@ async def test_a_sibling_pull_sends_the_secret_in_a_header_never_in_logged_urls(
     target = heads[0].split(b"\r\n")[0]
     assert b"TOPSECRET" not in target and b"x-livecdn-worker: TOPSECRET" in heads[0]
     assert "HTTP 403" in str(refused.value) and "TOPSECRET" not in str(refused.value)
-    with socket.socket() as s:  # worker 0 gone: the failure's message names no secret
-        s.bind(("127.0.0.1", 0))
-        gone = s.getsockname()[1]
+    gone = held_ports.take()  # worker 0 gone: the failure's message names no secret
     with pytest.raises(ParentError) as broken:
         await open_sibling_feed(f"http://127.0.0.1:{gone}", "live", "x", "clock=1", "TOPSECRET")
     assert "TOPSECRET" not in str(broken.value)

@@ -4,7 +4,6 @@ on_unpublish and on_play_done notifications and their fields."""
 
 from __future__ import annotations
 
-import socket
 from functools import partial
 
 import pytest
@@ -124,10 +123,8 @@ async def test_a_silent_hook_refuses_after_hook_timeout_and_others_go_on(autojum
     assert server.registry.get("live", "ok2") is not None
 
 
-async def test_a_hook_server_that_is_down_refuses(nursery, caplog):
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+async def test_a_hook_server_that_is_down_refuses(nursery, caplog, held_ports):
+    port = held_ports.take()  # a port nothing listens on
     server, addr = await start_origin(nursery, on_publish=f"http://127.0.0.1:{port}/hook")
     client = await RtmpClient.connect(f"rtmp://127.0.0.1:{addr.rtmp_port}/live/any")
     with pytest.raises(RtmpClientError) as err:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -64,19 +63,13 @@ rtmp {{
 """
 
 
-def free_port() -> int:
-    """A port nobody listens on now (nginx cannot report a port 0 it bound)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Nginx:
-    """nginx-rtmp on a free port, started (and killed) by the test."""
+    """nginx-rtmp on `port` (nginx cannot report a port 0 it bound), started (and killed) by
+    the test."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, port: int) -> None:
         self.dir = directory
-        self.port = free_port()
+        self.port = port
         self.proc: subprocess.Popen | None = None
         conf = CONF.format(module=RTMP_MODULE, dir=directory, port=self.port)
         (directory / "nginx.conf").write_text(conf)
@@ -113,8 +106,8 @@ class Nginx:
 
 
 @pytest.fixture
-async def nginx(tmp_path: Path):
-    server = Nginx(tmp_path)
+async def nginx(tmp_path: Path, held_ports):
+    server = Nginx(tmp_path, held_ports.take())
     await server.start()
     try:
         yield server

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.topologies import edge, origin, publisher, topology
-from topology.plan import free_port
 
 PY = sys.executable
 
@@ -69,10 +68,10 @@ def test_load_refuses_bad_arguments_with_a_reason(args, message) -> None:
 
 
 @pytest.mark.slow
-def test_demo_runs_an_origin_from_its_config_with_the_publisher(tmp_path) -> None:
+def test_demo_runs_an_origin_from_its_config_with_the_publisher(tmp_path, held_ports) -> None:
     """The demo's origin is started from a config file with the ports given; stray
     LIVECDN_ORIGIN_* variables do not move it."""
-    rtmp, http = free_port(), free_port()
+    rtmp, http = held_ports.take(), held_ports.take()
     env = {**os.environ, "TMPDIR": str(tmp_path), "LIVECDN_ORIGIN_HTTP_PORT": "1"}
     args = ["demo", "--rtmp", str(rtmp), "--http", str(http), "--seconds", "4",
             "--size", "160x90", "--fps", "10", "--kbps", "100"]  # fmt: skip

@@ -51,10 +51,8 @@ async def load(url: str, out: Path) -> dict:
     return json.loads((out / "load.json").read_text())["summary"]
 
 
-async def test_the_load_command_plays_nginx_rtmp_and_its_hls(nursery, clip, tmp_path):
-    from topology.plan import free_port
-
-    rtmp, http = free_port(), free_port()
+async def test_the_load_command_plays_nginx_rtmp_and_its_hls(nursery, clip, tmp_path, held_ports):
+    rtmp, http = held_ports.take(), held_ports.take()
     # nginx's workers drop privileges: the fragments live where they may read and write
     hls = Path(tempfile.mkdtemp(prefix="livecdn-nginx-hls-"))
     hls.chmod(0o1777)

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import random
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable
 
@@ -414,11 +413,9 @@ async def test_ffmpeg_player_rejects_tampered_answer(
 @pytest.mark.slow
 @needs_ffmpeg
 @pytest.mark.parametrize("digest", [True, False])
-async def test_client_against_ffmpeg_listener(digest: bool) -> None:
+async def test_client_against_ffmpeg_listener(digest: bool, held_ports) -> None:
     # ffmpeg's own server does the plain handshake and warns if C2 does not echo S1.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = held_ports.take()
     url = f"rtmp://127.0.0.1:{port}/live/x"
     result: dict[str, str] = {}
     client = ClientHandshake(digest=digest)
