@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import trio
 
 from common.net.httpclient import fetch, open_request
 from common.net.tls import client_context
+from topology.ports import PortBook
 from topology.procs import stop_all, wait_healthy, wait_live
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test CA maker in tests/
@@ -34,17 +34,6 @@ from tests.tlscerts import make_certs  # noqa: E402
 
 PY = sys.executable
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free right now (the bench's own processes take them next)."""
-    socks = [socket.socket() for _ in range(count)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def cpu_seconds(pid: int) -> float:
@@ -150,7 +139,8 @@ async def main(args: argparse.Namespace) -> None:
          "-c:a", "aac", "-b:a", "64k", "-f", "flv", str(clip)],
         check=True,
     )  # fmt: skip
-    o_rtmp, o_http, e_rtmp, e_http, e_rtmps, e_https = free_ports(6)
+    book = PortBook()  # held until the bench ends: nothing else is given them meanwhile
+    o_rtmp, o_http, e_rtmp, e_http, e_rtmps, e_https = (book.take() for _ in range(6))
     args.edge_http = f"http://127.0.0.1:{e_http}"
     cmds = {
         "origin": [PY, "-m", "origin", "--host", "127.0.0.1", "--rtmp", str(o_rtmp),
@@ -186,6 +176,7 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         with trio.CancelScope(shield=True):
             await stop_all(procs, timeout=10)
+        book.close()
 
 
 if __name__ == "__main__":
