@@ -34,7 +34,17 @@ ACCEPT_BATCH = 16
 """Connections one listener takes in a row before it lets the other tasks run: a flood of
 new connections waits in the kernel's backlog, not in front of the viewers already playing."""
 
+
+class Accepted:
+    """When this process last accepted a connection on any listener (trio time): while that is
+    recent, viewers are joining, and long work (a fan-out) lets their round trips through
+    sooner."""
+
+    last = -math.inf
+
+
 __all__ = [
+    "Accepted",
     "Conn",
     "ConnClosed",
     "Slots",
@@ -339,7 +349,7 @@ async def accept_loop(
                 try:
                     client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
                     conn = Conn(client)
-                    conn.opened_at = trio.current_time()
+                    conn.opened_at = Accepted.last = trio.current_time()
                 except OSError as exc:
                     log.info("dropped a connection on %s before serving it: %s", where, exc)
                     client.close()

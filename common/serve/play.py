@@ -27,7 +27,7 @@ from typing import Protocol
 import trio
 
 from common.media.stream import PLAY_STREAM_ID, Frame, Reader, Stream
-from common.net.conn import Conn, ConnClosed
+from common.net.conn import Accepted, Conn, ConnClosed
 from common.net.http import LAST_CHUNK, Request, Response, StreamingResponse, Upgrade, chunk
 from common.net.websocket import Inbound
 from common.proto import flv
@@ -50,11 +50,16 @@ the simulated players do, and a pulling edge, for its own players that ask."""
 PACED_FRAMES = 4
 """Frames a paced viewer's task takes at a time (small, so the pacing is smooth)."""
 FLUSH_SLICE = 128
-"""Players written per fan-out step before other tasks get a turn. A new viewer's round trips
-wait for the step under way (about 3 ms at N = 2000, 1.5 Mbit/s, 250 ms batches). Steps of
-1-2 MB instead brought a lone joiner's first keyframe p95 from 31-35 to 14-24 ms, but the 2000
-viewers then read in smaller pieces: their players' CPU rose from 41-52 to 49-65 % and their
-own first keyframe p95 went from 34-42 to 48-74 ms (bench/join_probe.sh)."""
+"""Players written per fan-out step before other tasks get a turn, while no viewer joins."""
+JOIN_SLICE = 16
+"""Players written per fan-out step while viewers join (a connection was accepted in the last
+`JOINING` s). A new viewer's round trips (RTMP has five) each wait for the step under way: at
+N = 2000, 1.5 Mbit/s and 250 ms batches, a step of 128 players took about 3.5 ms (up to 13 ms
+with a keyframe) and a lone joiner's RTMP first keyframe p95 was 34.5 ms; with steps of 16 it
+was 9.3 ms (bench/join_probe.sh). Each step costs a scheduler round, so a steady fan-out with
+nobody joining keeps the larger steps."""
+JOINING = 0.25
+"""Seconds after the last accepted connection during which viewers count as joining."""
 MIN_PAUSE = 0.05
 """The least a costly fan-out waits between writes, however long its flushes take (s)."""
 COALESCE = 10.0
@@ -359,14 +364,16 @@ class Fanout:
         bytes_out = self.stats.bytes_out
         fanout = PlayerState.FANOUT
         players = list(self.players)
-        for start in range(0, len(players), FLUSH_SLICE):
+        start, step = 0, self._step()
+        while start < len(players):
             if start:
                 # Let joins and other streams run: a flush to thousands of viewers takes a
-                # while, and a new viewer's first frames should not wait for all of it.
+                # while, and a new viewer's round trips should not wait for all of it.
                 await trio.lowlevel.checkpoint()
+                step = self._step()
             head = stream.head
             at, kind, data, after, protocol, sent = -1, -1, b"", 0, "", 0
-            for player in players[start : start + FLUSH_SLICE]:
+            for player in players[start : start + step]:
                 if player.state is not fanout:
                     continue
                 reader = player.reader
@@ -404,6 +411,12 @@ class Fanout:
                     player.wake()
             if sent:
                 bytes_out[protocol] += sent * len(data)
+            start += step
+
+    @staticmethod
+    def _step() -> int:
+        """Players the next fan-out step writes: fewer while viewers join."""
+        return JOIN_SLICE if trio.current_time() - Accepted.last < JOINING else FLUSH_SLICE
 
     async def serve(self, player: Player, prelude: bytes = b"") -> None:
         """Run one player: headers and GOP first, then live frames until the stream ends

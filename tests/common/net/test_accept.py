@@ -7,7 +7,7 @@ import socket
 
 import trio
 
-from common.net.conn import ACCEPT_BATCH, Conn, accept_loop, listen_socket
+from common.net.conn import ACCEPT_BATCH, Accepted, Conn, accept_loop, listen_socket
 
 
 async def test_a_burst_of_connections_is_taken_in_batches() -> None:
@@ -18,8 +18,10 @@ async def test_a_burst_of_connections_is_taken_in_batches() -> None:
     ticks = 0
     ticks_seen: list[int] = []  # the ticker's count when each connection's handler ran
     done = trio.Event()
+    opened: list[float] = []
 
     async def handler(conn: Conn) -> None:
+        opened.append(conn.opened_at)
         ticks_seen.append(ticks)
         if len(ticks_seen) == waiting:
             done.set()
@@ -46,3 +48,4 @@ async def test_a_burst_of_connections_is_taken_in_batches() -> None:
     assert len(ticks_seen) == waiting
     assert ticks_seen[-1] - ticks_seen[0] >= 3, ticks_seen
     assert len(set(ticks_seen)) >= 4, ticks_seen
+    assert Accepted.last == max(opened)  # viewers are joining: a fan-out steps finer

@@ -1,8 +1,10 @@
 """The fan-out's adaptive batching, on trio's MockClock with real loopback sockets: frames
-go out at once while flushes are cheap, and are coalesced while they are costly."""
+go out at once while flushes are cheap, and are coalesced while they are costly; a flush
+takes smaller steps while viewers join."""
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Iterator
 
@@ -11,9 +13,9 @@ import trio
 import trio.testing
 
 from common.media.stream import Frame, Stream
-from common.net.conn import Conn
+from common.net.conn import Accepted, Conn
 from common.proto.rtmp import messages as m
-from common.serve.play import Fanout, Player, PlayerState, PlayStats
+from common.serve.play import JOIN_SLICE, JOINING, Fanout, Player, PlayerState, PlayStats
 from tests.media import avc_header, interframe, keyframe
 
 
@@ -140,6 +142,54 @@ async def test_under_load_frames_are_coalesced_into_one_write(mock_clock, pair) 
         assert data == b"%x\r\n" % len(body) + body + b"\r\n"  # one chunk, one write
         assert fanout.flushes == 2
         nursery.cancel_scope.cancel()
+
+
+class Turns(trio.abc.Instrument):
+    """Counts one task's scheduler turns."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.count = 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.count += 1
+
+
+async def test_a_flush_takes_smaller_steps_while_viewers_join(mock_clock, monkeypatch) -> None:
+    monkeypatch.setattr(Accepted, "last", -math.inf)
+    stream = live_stream()
+    fanout = Fanout(stream, PlayStats(), batch_ms=50)
+    pairs = [connected() for _ in range(2 * JOIN_SLICE + 8)]
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fanout.run)
+            for conn, _ in pairs:
+                await started(fanout, conn, nursery)
+            for _, viewer in pairs:
+                received(viewer)
+            task = next(t for t in nursery.child_tasks if t.name.endswith("Fanout.run"))
+            turns = Turns(task)
+            trio.lowlevel.add_instrument(turns)
+            counts = []
+            for ts, joined_ago in ((40, math.inf), (80, JOINING / 2), (120, 2 * JOINING)):
+                mock_clock.jump(1.0)  # past the batch: the frame is flushed at once
+                Accepted.last = trio.current_time() - joined_ago
+                turns.count = 0
+                frame = stream.push(m.VIDEO, ts, interframe(fill=ts // 40))
+                await trio.testing.wait_all_tasks_blocked()
+                counts.append(turns.count)
+                for _, viewer in pairs:
+                    assert received(viewer).endswith(frame.flv + b"\r\n")
+            trio.lowlevel.remove_instrument(turns)
+            nursery.cancel_scope.cancel()
+    finally:
+        for conn, viewer in pairs:
+            conn.close()
+            viewer.close()
+    # 40 viewers: one step with nobody joining, steps of 16 (16, 16, 8) just after an accept,
+    # one step again once the joins are over
+    assert counts == [1, 3, 1]
 
 
 def test_the_pause_grows_with_the_flush_cost_up_to_batch_ms() -> None:
