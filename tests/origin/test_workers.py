@@ -34,6 +34,7 @@ pytestmark = pytest.mark.slow
 
 HANG = 20  # seconds: only a guard against hangs
 TRIES = 24  # connections opened at most until both workers have one
+IDLE = 0.05  # seconds between them: both workers are back waiting for the next
 
 
 async def start_node(nursery, *args: str) -> tuple[trio.Process, NodeLog, int, int]:
@@ -224,6 +225,9 @@ async def test_a_takeover_or_a_publisher_back_lands_on_either_worker(nursery):
         pubs = []
         async with trio.open_nursery() as publishing:
             for _ in range(TRIES):  # each new publisher takes the name over, on any worker
+                # Both workers wait on the one listening socket and the first to accept wins:
+                # a worker still busy with the last publisher would win every time
+                await trio.sleep(IDLE)
                 pubs.append(await publish_synthetic(publishing, url))
                 if "its publisher is taken over on another worker" in log.text:
                     break
