@@ -18,16 +18,15 @@ class PortBook:
     connections as a free one would. Picking a port and letting it go before the node bound it
     let a busy machine hand it to someone else first ("Address already in use")."""
 
-    def __init__(self, host: str = LOCAL) -> None:
-        self.host = host
+    def __init__(self) -> None:
         self._held: list[socket.socket] = []
 
     def take(self) -> int:
-        """A port free now and held from now on."""
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        """A port of 127.0.0.1 free now and held from now on."""
+        sock = socket.socket()
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, 0))
+            sock.bind((LOCAL, 0))
         except OSError:
             sock.close()
             raise
