@@ -7,7 +7,9 @@ flushes are cheap (a few players) or the stream was idle for `batch_ms`, and coa
 them while flushes are costly: new frames wait `COALESCE` times as long as the last flush
 took, at most `batch_ms`, so a large fan-out still writes each player once per `batch_ms`.
 A flush that itself takes long (a busy node) shortens the wait after it, down to MIN_PAUSE, so
-writes stay about `batch_ms` apart.
+writes stay about `batch_ms` apart. A fully coalesced flush (thousands of players) spreads its
+steps over `SPREAD` of `batch_ms` while viewers join, so that players receive, and answer, a
+few at a time.
 A player whose socket cannot take a batch becomes "slow": its own task drains the backlog and
 catches up (skipping to the newest keyframe if it fell too far behind) and then hands it
 back to the fanout. A slow player never holds up the source or other players.
@@ -60,6 +62,13 @@ was 9.3 ms (bench/join_probe.sh). Each step costs a scheduler round, so a steady
 nobody joining keeps the larger steps."""
 JOINING = 0.25
 """Seconds after the last accepted connection during which viewers count as joining."""
+SPREAD = 0.8
+"""Share of `batch_ms` (less MIN_PAUSE) over which a fully coalesced flush spreads its steps
+while viewers join: each player is still written once per `batch_ms`, at its own moment.
+Written at once, N = 2000 players got their 250 ms batches within a few ms, their processes
+(and the machine's cores) took the whole burst together, and a new viewer's round trips waited
+behind it: RTMP first keyframe p95 41-53 ms at once, 13 ms spread (bench/fanout_before_after.sh).
+With nobody joining a flush goes out at once: spread, its CPU looked a few % dearer."""
 MIN_PAUSE = 0.05
 """The least a costly fan-out waits between writes, however long its flushes take (s)."""
 COALESCE = 10.0
@@ -300,6 +309,8 @@ class Fanout:
         self.stream = stream
         self.stats = stats
         self.batch = batch_ms / 1000
+        self.spread = max(0.0, min(self.batch * SPREAD, self.batch - MIN_PAUSE))
+        """Seconds over which a fully coalesced flush spreads its steps."""
         self.slow_timeout = slow_timeout
         self.coalesce = coalesce
         self.timer = timer
@@ -309,7 +320,7 @@ class Fanout:
         self.players: set[Player] = set()
         self.flushes = 0
         self._idle_paced: set[Player] = set()
-        """Paced players parked until new frames come (`run` wakes them after each flush)."""
+        """Paced players parked until new frames come (`run` wakes them as each flush begins)."""
 
     def close(self) -> None:
         """End the stream: every player sends what is left, then its end, and stops."""
@@ -343,20 +354,25 @@ class Fanout:
                 # but never closer than MIN_PAUSE, so a busy node still coalesces
                 await trio.sleep(max(min(pause, MIN_PAUSE), pause - took))
             seen = stream.head
-            t0, started = self.timer(), trio.current_time()
-            await self._flush()
-            self.flushes += 1
             if self._idle_paced:
                 idle, self._idle_paced = self._idle_paced, set()
                 for player in idle:
                     player.wake()
-            pause = self.pause_after(self.timer() - t0)
+            spread = self.spread if pause >= self.batch and self._joining() else 0.0
+            t0, started = self.timer(), trio.current_time()
+            work = await self._flush(spread)
+            self.flushes += 1
+            # a spread flush sleeps between its steps, and what ran meanwhile is not its cost
+            pause = self.pause_after(work if spread else self.timer() - t0)
             took = trio.current_time() - started
             idle_at = trio.current_time() + self.batch  # nothing new by then: write at once
         for player in self.players:
             player.wake()
 
-    async def _flush(self) -> None:
+    async def _flush(self, spread: float = 0.0) -> float:
+        """Write every player in `FANOUT` state what is new for it, a step of players at a
+        time, the steps spread over `spread` s (0: one after another); returns the CPU time
+        the spread steps took (0 when not spread)."""
         stream = self.stream
         # (cursor, kind) -> (bytes, cursor after them); the last one used is kept in locals,
         # since nearly every player is where the one before it was
@@ -364,13 +380,22 @@ class Fanout:
         bytes_out = self.stats.bytes_out
         fanout = PlayerState.FANOUT
         players = list(self.players)
-        start, step = 0, self._step()
+        start, step, work = 0, self._step(), 0.0
+        end = trio.current_time() + spread
         while start < len(players):
             if start:
                 # Let joins and other streams run: a flush to thousands of viewers takes a
                 # while, and a new viewer's round trips should not wait for all of it.
-                await trio.lowlevel.checkpoint()
+                steps_left = -(-(len(players) - start) // step)
+                gap = (end - trio.current_time()) / steps_left
+                if gap > 0:
+                    await trio.sleep(gap)
+                else:
+                    await trio.lowlevel.checkpoint()
+                if stream.closed:
+                    break  # its players catch up and end on their own
                 step = self._step()
+            t0 = self.timer() if spread else 0.0
             head = stream.head
             at, kind, data, after, protocol, sent = -1, -1, b"", 0, "", 0
             for player in players[start : start + step]:
@@ -412,11 +437,18 @@ class Fanout:
             if sent:
                 bytes_out[protocol] += sent * len(data)
             start += step
+            if spread:
+                work += self.timer() - t0
+        return work
 
     @staticmethod
-    def _step() -> int:
+    def _joining() -> bool:
+        """Viewers are joining: the node accepted a connection in the last `JOINING` s."""
+        return trio.current_time() - Accepted.last < JOINING
+
+    def _step(self) -> int:
         """Players the next fan-out step writes: fewer while viewers join."""
-        return JOIN_SLICE if trio.current_time() - Accepted.last < JOINING else FLUSH_SLICE
+        return JOIN_SLICE if self._joining() else FLUSH_SLICE
 
     async def serve(self, player: Player, prelude: bytes = b"") -> None:
         """Run one player: headers and GOP first, then live frames until the stream ends

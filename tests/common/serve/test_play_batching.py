@@ -4,9 +4,10 @@ takes smaller steps while viewers join."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import trio
@@ -15,6 +16,7 @@ import trio.testing
 from common.media.stream import Frame, Stream
 from common.net.conn import Accepted, Conn
 from common.proto.rtmp import messages as m
+from common.serve import play
 from common.serve.play import JOIN_SLICE, JOINING, Fanout, Player, PlayerState, PlayStats
 from tests.media import avc_header, interframe, keyframe
 
@@ -156,11 +158,13 @@ class Turns(trio.abc.Instrument):
             self.count += 1
 
 
-async def test_a_flush_takes_smaller_steps_while_viewers_join(mock_clock, monkeypatch) -> None:
-    monkeypatch.setattr(Accepted, "last", -math.inf)
-    stream = live_stream()
-    fanout = Fanout(stream, PlayStats(), batch_ms=50)
-    pairs = [connected() for _ in range(2 * JOIN_SLICE + 8)]
+@contextlib.asynccontextmanager
+async def fanning(
+    fanout: Fanout, n: int
+) -> AsyncIterator[tuple[trio.Nursery, list[socket.socket]]]:
+    """`fanout` running with `n` FLV viewers joined (their join bursts read): yields the
+    nursery and the viewers' sockets; cancels and closes everything after."""
+    pairs = [connected() for _ in range(n)]
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(fanout.run)
@@ -168,28 +172,66 @@ async def test_a_flush_takes_smaller_steps_while_viewers_join(mock_clock, monkey
                 await started(fanout, conn, nursery)
             for _, viewer in pairs:
                 received(viewer)
-            task = next(t for t in nursery.child_tasks if t.name.endswith("Fanout.run"))
-            turns = Turns(task)
-            trio.lowlevel.add_instrument(turns)
-            counts = []
-            for ts, joined_ago in ((40, math.inf), (80, JOINING / 2), (120, 2 * JOINING)):
-                mock_clock.jump(1.0)  # past the batch: the frame is flushed at once
-                Accepted.last = trio.current_time() - joined_ago
-                turns.count = 0
-                frame = stream.push(m.VIDEO, ts, interframe(fill=ts // 40))
-                await trio.testing.wait_all_tasks_blocked()
-                counts.append(turns.count)
-                for _, viewer in pairs:
-                    assert received(viewer).endswith(frame.flv + b"\r\n")
-            trio.lowlevel.remove_instrument(turns)
+            yield nursery, [viewer for _, viewer in pairs]
             nursery.cancel_scope.cancel()
     finally:
         for conn, viewer in pairs:
             conn.close()
             viewer.close()
+
+
+async def test_a_flush_takes_smaller_steps_while_viewers_join(mock_clock, monkeypatch) -> None:
+    monkeypatch.setattr(Accepted, "last", -math.inf)
+    stream = live_stream()
+    fanout = Fanout(stream, PlayStats(), batch_ms=50)
+    async with fanning(fanout, 2 * JOIN_SLICE + 8) as (nursery, viewers):
+        task = next(t for t in nursery.child_tasks if t.name.endswith("Fanout.run"))
+        turns = Turns(task)
+        trio.lowlevel.add_instrument(turns)
+        counts = []
+        for ts, joined_ago in ((40, math.inf), (80, JOINING / 2), (120, 2 * JOINING)):
+            mock_clock.jump(1.0)  # past the batch: the frame is flushed at once
+            Accepted.last = trio.current_time() - joined_ago
+            turns.count = 0
+            frame = stream.push(m.VIDEO, ts, interframe(fill=ts // 40))
+            await trio.testing.wait_all_tasks_blocked()
+            counts.append(turns.count)
+            for viewer in viewers:
+                assert received(viewer).endswith(frame.flv + b"\r\n")
+        trio.lowlevel.remove_instrument(turns)
     # 40 viewers: one step with nobody joining, steps of 16 (16, 16, 8) just after an accept,
     # one step again once the joins are over
     assert counts == [1, 3, 1]
+
+
+async def test_a_costly_flush_spreads_its_steps_while_viewers_join(mock_clock, monkeypatch) -> None:
+    monkeypatch.setattr(Accepted, "last", -math.inf)
+    monkeypatch.setattr(play, "JOIN_SLICE", 8)
+    stream = live_stream()
+    # every flush "takes" 30 ms: frames are coalesced into whole batches
+    fanout = Fanout(stream, PlayStats(), batch_ms=250, timer=Ticks(0.030))
+    async with fanning(fanout, 40) as (_, viewers):
+        mock_clock.jump(1.0)
+        first = stream.push(m.VIDEO, 40, interframe(fill=1))
+        await trio.testing.wait_all_tasks_blocked()
+        # the stream was idle: to everyone at once
+        assert all(received(v).endswith(first.flv + b"\r\n") for v in viewers)
+        got = []
+        for ts, joining in ((80, True), (120, False)):
+            mock_clock.jump(0.010)
+            frame = stream.push(m.VIDEO, ts, interframe(fill=ts // 40))
+            await trio.testing.wait_all_tasks_blocked()
+            mock_clock.jump(0.250)  # a batch later the flush begins
+            Accepted.last = trio.current_time() if joining else -math.inf
+            counts = []
+            for _ in range(5):
+                await trio.testing.wait_all_tasks_blocked()
+                counts.append(sum(received(v).endswith(frame.flv + b"\r\n") for v in viewers))
+                mock_clock.jump(fanout.spread / 4)
+            got.append(counts)
+    # joining: five steps of 8 viewers, a quarter of the spread apart; else all at once
+    assert got == [[8, 8, 8, 8, 8], [40, 0, 0, 0, 0]]
+    assert fanout.spread == pytest.approx(0.2)
 
 
 def test_the_pause_grows_with_the_flush_cost_up_to_batch_ms() -> None:
