@@ -14,6 +14,10 @@ of the connection, an answer that waits in the connection's backlog, the hub sto
 for an end: an answer with `Connection: close` sent, the idle or send timeout passed, the
 connection broken.
 
+While requests keep coming (its last round was at most 2 GATHER ago) the hub lets them gather
+for GATHER between rounds, so one round answers several; a request to an idle hub is answered
+at once.
+
 Timeouts of parked connections are kept by the hub (one sweep a few times a second, not a
 deadline per request): the idle keep-alive timeout and the send timeout of an answer the
 hub sends, as `serve_http` keeps them (`HttpLimits`).
@@ -46,6 +50,13 @@ RECV_SIZE = 8192
 MAX_EVENTS = 256
 """Ready connections served per round; the rest wait for the next round (other tasks run
 between rounds)."""
+GATHER = 0.005
+"""Seconds the hub lets requests gather between rounds while it is busy (its last round was at
+most 2 GATHER ago), looking again without asking trio to watch its epoll set. Each round costs
+a scheduler turn and two epoll_ctl calls: at N = 2000 HLS players the hub served 1.7 requests a
+round, and gathering for 2 ms took the edge's CPU from 28.4 / 26.4 to 25.2 / 24.2 %, 5 ms to
+22.9 %. A request then waits up to this long (an HLS player waits seconds for each segment);
+one that comes to an idle hub is answered at once."""
 MAX_SWEEP = 1.0
 """At most this many seconds between two timeout sweeps."""
 
@@ -151,14 +162,25 @@ class KeepAliveHub:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sweep)
+                ready: list[tuple[int, int]] = []
+                last = -math.inf
                 while True:
-                    await trio.lowlevel.wait_readable(epoll)
+                    if not ready:
+                        await trio.lowlevel.wait_readable(epoll)
                     self.rounds += 1
                     now = trio.current_time()
-                    for fd, events in epoll.poll(0, MAX_EVENTS):
+                    ready = epoll.poll(0, MAX_EVENTS)
+                    for fd, events in ready:
                         place = self._parked.get(fd)
                         if place is not None and place.task is not None:
                             self._ready(place, events, now)
+                    busy, last = now - last <= 2 * GATHER, now
+                    if len(ready) == MAX_EVENTS:
+                        await trio.lowlevel.checkpoint()  # more are waiting: no gathering
+                    elif ready and busy:
+                        await trio.sleep(GATHER)
+                    else:
+                        ready = []  # wait for the next request
         finally:
             log.info(
                 "keep-alive hub stops: it answered %d requests in %d rounds",

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from common.net.conn import Conn, accept_loop, listen_socket
 from common.net.http import HttpLimits, Request, Response, SharedResponse, serve_http
-from common.net.httphub import KeepAliveHub
+from common.net.httphub import GATHER, KeepAliveHub
 from common.proto.cors import CorsPolicy
 
 SEGMENT = os.urandom(700 * 1024)  # several times the send buffer: the hub waits for room
@@ -215,6 +215,35 @@ async def test_the_peer_leaving_ends_its_task(nursery):
     while server.ended < 5:
         await trio.sleep(0.001)
     assert server.hub.parked == 0
+
+
+async def test_a_busy_hub_gathers_requests_into_rounds_an_idle_one_answers_at_once(
+    nursery, autojump_clock
+):
+    server = await Server().start(nursery)
+    socks = [await connect(server.port) for _ in range(10)]
+    bufs = [bytearray() for _ in socks]
+    for sock, buf in zip(socks, bufs, strict=True):
+        await get(sock, buf, "/a.m3u8")  # the first request of each goes to its task
+    await wait_parked(server, len(socks))
+    rounds, served = server.hub.rounds, server.hub.served
+    for sock in socks:  # one request every 0.2 ms (virtual time)
+        await sock.send(f"GET /a.m3u8 HTTP/1.1\r\n{HOST}\r\n".encode())
+        await trio.sleep(GATHER / 25)
+    for sock, buf in zip(socks, bufs, strict=True):
+        assert (await read_response(sock, buf))[1] == PLAYLIST
+    assert server.hub.served - served == 10
+    # the first wakes the hub; the nine that come while it gathers are answered together
+    assert server.hub.rounds - rounds <= 3
+    await trio.sleep(1.0)
+    for sock, buf in zip(socks[:2], bufs[:2], strict=True):  # an idle hub answers at once
+        sent_at = trio.current_time()
+        await sock.send(f"GET /a.m3u8 HTTP/1.1\r\n{HOST}\r\n".encode())
+        assert (await read_response(sock, buf))[1] == PLAYLIST
+        assert trio.current_time() == sent_at
+        await trio.sleep(GATHER * 0.6)
+    for sock in socks:
+        sock.close()
 
 
 async def test_an_idle_parked_connection_is_closed_quietly(nursery, autojump_clock, caplog):
