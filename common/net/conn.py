@@ -260,14 +260,21 @@ class ListenError(OSError):
         return f"cannot listen on {self.filename}: [Errno {self.errno}] {self.strerror}"
 
 
-def listen_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
-    """A bound, listening, nonblocking TCP socket (port 0 picks a free port)."""
+def listen_socket(
+    host: str, port: int, backlog: int = 1024, *, reuse_port: bool = False
+) -> socket.socket:
+    """A bound, listening, nonblocking TCP socket (port 0 picks a free port). `reuse_port`:
+    one of a group bound to one port with SO_REUSEPORT, among which the kernel spreads new
+    connections (backlog 0 with it: bound only, holding the port, never listening)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(backlog)
+        if backlog or not reuse_port:
+            sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise ListenError(exc.errno, exc.strerror, f"{host}:{port}") from exc
@@ -275,12 +282,14 @@ def listen_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
     return sock
 
 
-def listen_sockets(host: str, ports: list[int]) -> list[socket.socket]:
+def listen_sockets(
+    host: str, ports: list[int], backlog: int = 1024, *, reuse_port: bool = False
+) -> list[socket.socket]:
     """`listen_socket` for each port, all or none (a failure closes those already open)."""
     socks: list[socket.socket] = []
     try:
         for port in ports:
-            socks.append(listen_socket(host, port))
+            socks.append(listen_socket(host, port, backlog, reuse_port=reuse_port))
     except OSError:
         for sock in socks:
             sock.close()

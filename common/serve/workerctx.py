@@ -1,5 +1,5 @@
-"""What a worker process of a node with `workers = N` gets from its supervisor: the public
-listening sockets (bound once, passed down), its own private loopback listener, its siblings'
+"""What a worker process of a node with `workers = N` gets from its supervisor: its own
+public listening sockets (in the ports' SO_REUSEPORT groups), its own private loopback listener, its siblings'
 private ports and the run's secret. A worker finds it in its environment."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def public_ports(config: Any) -> list[int]:
 
 @dataclass(frozen=True)
 class WorkerContext:
-    """One worker's share of a node: `index` of `count`; `fds`: the public listening
+    """One worker's share of a node: `index` of `count`; `fds`: its public listening
     sockets (in `public_ports` order); `private_fd`: its own loopback listener, at
     `private_ports[index]`; `secret`: what siblings prove themselves with."""
 
@@ -55,9 +55,9 @@ class WorkerContext:
         return cls(**json.loads(text)) if text else None
 
     def public_sockets(self) -> list[socket.socket]:
-        """The public listeners passed down, nonblocking, each taking at most ACCEPT_BURST
-        connections at a time (`TakeTurns`)."""
-        return [TakeTurns(_adopt(fd)) for fd in self.fds]  # type: ignore[misc]
+        """This worker's public listeners (its own in each port's SO_REUSEPORT group),
+        nonblocking."""
+        return [_adopt(fd) for fd in self.fds]
 
     def private_socket(self) -> socket.socket:
         """This worker's private loopback listener, nonblocking."""
@@ -79,35 +79,6 @@ class WorkerContext:
         """Whether a request carries the run's secret (in its header)."""
         given = headers.get(SECRET_HEADER) or ""
         return hmac.compare_digest(given.encode(), self.secret.encode())
-
-
-ACCEPT_BURST = 8
-"""Connections a worker accepts from the shared queue before it lets the others take some."""
-
-
-class TakeTurns:
-    """A listening socket shared by the workers whose `accept` says "nothing pending" after
-    ACCEPT_BURST connections: the accept loop then waits for the socket to be readable again
-    (at once, if more are queued), and meanwhile the other workers, woken by the same
-    connections, take their share; without it the first worker awake drains a whole burst."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.taken = 0
-
-    def accept(self) -> tuple[socket.socket, Any]:
-        if self.taken >= ACCEPT_BURST:
-            self.taken = 0
-            raise BlockingIOError
-        self.taken += 1
-        try:
-            return self.sock.accept()
-        except BlockingIOError:
-            self.taken = 0
-            raise
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.sock, name)  # fileno, getsockname, close, ...
 
 
 def _adopt(fd: int) -> socket.socket:

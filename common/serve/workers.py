@@ -1,6 +1,9 @@
-"""`workers = N`: the node's process becomes a supervisor of N worker processes. It binds
-the public listening sockets once (port 0 resolved once) and a private loopback listener for
-each worker (held across that worker's restarts), passes them down, restarts a worker that
+"""`workers = N`: the node's process becomes a supervisor of N worker processes. It holds the
+public ports (port 0 resolved once: bound with SO_REUSEPORT, never listening) and gives each
+worker process public listeners of its own in that SO_REUSEPORT group, among which the kernel
+spreads new connections by their addresses (a shared listener went to whichever worker was
+awake first, most often the busiest), and a private loopback listener per worker (held across
+that worker's restarts). It passes them down, restarts a worker that
 dies (bounded backoff, one log line naming it and why), forwards SIGTERM (drain) and SIGHUP
 (reload), and stops every worker when it stops."""
 
@@ -65,7 +68,10 @@ class Supervisor:
         self.kind, self.config, self.argv = kind, config, argv
         self.count: int = config.workers
         self.secret = secrets.token_urlsafe(24)
-        self.public = listen_sockets(config.host, public_ports(config))
+        self.public = listen_sockets(config.host, public_ports(config), 0, reuse_port=True)
+        """The public ports, held (bound, not listening): a worker's own listeners join them,
+        and close with its process."""
+        self.ports = [s.getsockname()[1] for s in self.public]
         self.workers = [Worker(i, listen_socket(PRIVATE_HOST, 0)) for i in range(self.count)]
         self.private_ports = [w.private.getsockname()[1] for w in self.workers]
         self.owners = Owners(getattr(config, "max_streams", 1000))
@@ -80,12 +86,14 @@ class Supervisor:
         for sock in self.public + [w.private for w in self.workers]:
             sock.close()
 
-    def context(self, worker: Worker, owners_fd: int = -1) -> WorkerContext:
-        """What worker `worker` is told."""
+    def context(
+        self, worker: Worker, public: list[socket.socket], owners_fd: int = -1
+    ) -> WorkerContext:
+        """What worker `worker` is told (`public`: its own public listeners)."""
         return WorkerContext(
             index=worker.index,
             count=self.count,
-            fds=[s.fileno() for s in self.public],
+            fds=[s.fileno() for s in public],
             private_fd=worker.private.fileno(),
             private_ports=self.private_ports,
             secret=self.secret,
@@ -93,10 +101,12 @@ class Supervisor:
         )
 
     async def start(self, worker: Worker) -> None:
-        """Start `worker`'s process: it inherits the listeners and a pipe on its standard
-        input that it stops with (so it never outlives the supervisor)."""
+        """Start `worker`'s process: it inherits its listeners (its public ones are its own:
+        they close with it) and a pipe on its standard input that it stops with (so it never
+        outlives the supervisor)."""
+        public = listen_sockets(self.config.host, self.ports, reuse_port=True)
         mine, theirs = socket.socketpair()
-        ctx = self.context(worker, theirs.fileno())
+        ctx = self.context(worker, public, theirs.fileno())
         env = {**os.environ, ENV: ctx.to_env()}
         worker.exited = trio.Event()
         try:
@@ -111,6 +121,8 @@ class Supervisor:
             raise
         finally:
             theirs.close()
+            for sock in public:
+                sock.close()
         worker.owners = mine
 
     async def keep(self, worker: Worker) -> None:

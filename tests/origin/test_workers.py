@@ -144,8 +144,7 @@ async def test_an_origin_with_two_workers_serves_one_publish_on_both(nursery, cl
                 assert await rtmp_frames(url, 20) >= 20
 
             # a second publish of the live name is refused, on whichever worker it lands
-            # (new connections until one lands on the worker that does not own it: a worker
-            # takes up to ACCEPT_BURST queued connections in a row)
+            # (new connections until one lands on the worker that does not own it)
             for _ in range(TRIES):
                 second = await RtmpClient.connect(url)
                 with pytest.raises(RtmpClientError, match="live from another publisher"):
@@ -225,8 +224,6 @@ async def test_a_takeover_or_a_publisher_back_lands_on_either_worker(nursery):
         pubs = []
         async with trio.open_nursery() as publishing:
             for _ in range(TRIES):  # each new publisher takes the name over, on any worker
-                # Both workers wait on the one listening socket and the first to accept wins:
-                # a worker still busy with the last publisher would win every time
                 await trio.sleep(IDLE)
                 pubs.append(await publish_synthetic(publishing, url))
                 if "its publisher is taken over on another worker" in log.text:
