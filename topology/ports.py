@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 from types import TracebackType
 
+from common.net.conn import hold_socket
+
 LOCAL = "127.0.0.1"
 
 
@@ -23,13 +25,7 @@ class PortBook:
 
     def take(self) -> int:
         """A port of 127.0.0.1 free now and held from now on."""
-        sock = socket.socket()
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((LOCAL, 0))
-        except OSError:
-            sock.close()
-            raise
+        sock = hold_socket(LOCAL, 0)
         self._held.append(sock)
         return sock.getsockname()[1]
 

@@ -49,6 +49,8 @@ __all__ = [
     "ConnClosed",
     "Slots",
     "accept_loop",
+    "hold_socket",
+    "hold_sockets",
     "listen_socket",
     "listen_sockets",
     "open_connection",
@@ -260,12 +262,11 @@ class ListenError(OSError):
         return f"cannot listen on {self.filename}: [Errno {self.errno}] {self.strerror}"
 
 
-def listen_socket(
-    host: str, port: int, backlog: int = 1024, *, reuse_port: bool = False
-) -> socket.socket:
-    """A bound, listening, nonblocking TCP socket (port 0 picks a free port). `reuse_port`:
-    one of a group bound to one port with SO_REUSEPORT, among which the kernel spreads new
-    connections (backlog 0 with it: bound only, holding the port, never listening)."""
+def hold_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to host:port (port 0 picks a free port) with SO_REUSEADDR, not
+    listening: it holds the port (no port-0 bind or outgoing connection is given it) while
+    listeners of ours bind beside it. `reuse_port`: with SO_REUSEPORT too, so a group of
+    listeners bound to the port with it share its new connections (the kernel spreads them)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -273,8 +274,20 @@ def listen_socket(
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        if backlog or not reuse_port:
-            sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(exc.errno, exc.strerror, f"{host}:{port}") from exc
+    return sock
+
+
+def listen_socket(
+    host: str, port: int, backlog: int = 1024, *, reuse_port: bool = False
+) -> socket.socket:
+    """A bound, listening, nonblocking TCP socket (port 0 picks a free port); `reuse_port`:
+    one of the port's SO_REUSEPORT group (see `hold_socket`)."""
+    sock = hold_socket(host, port, reuse_port=reuse_port)
+    try:
+        sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise ListenError(exc.errno, exc.strerror, f"{host}:{port}") from exc
@@ -282,19 +295,27 @@ def listen_socket(
     return sock
 
 
-def listen_sockets(
-    host: str, ports: list[int], backlog: int = 1024, *, reuse_port: bool = False
-) -> list[socket.socket]:
-    """`listen_socket` for each port, all or none (a failure closes those already open)."""
+def _each_port(ports: list[int], open_one: Callable[[int], socket.socket]) -> list[socket.socket]:
+    """`open_one` for each port, all or none (a failure closes those already open)."""
     socks: list[socket.socket] = []
     try:
         for port in ports:
-            socks.append(listen_socket(host, port, backlog, reuse_port=reuse_port))
+            socks.append(open_one(port))
     except OSError:
         for sock in socks:
             sock.close()
         raise
     return socks
+
+
+def listen_sockets(host: str, ports: list[int], *, reuse_port: bool = False) -> list[socket.socket]:
+    """`listen_socket` for each port, all or none."""
+    return _each_port(ports, lambda port: listen_socket(host, port, reuse_port=reuse_port))
+
+
+def hold_sockets(host: str, ports: list[int], *, reuse_port: bool = False) -> list[socket.socket]:
+    """`hold_socket` for each port, all or none."""
+    return _each_port(ports, lambda port: hold_socket(host, port, reuse_port=reuse_port))
 
 
 class Slots:

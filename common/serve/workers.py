@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from common.net.conn import listen_socket, listen_sockets
+from common.net.conn import hold_sockets, listen_socket, listen_sockets
 from common.serve.workerctx import ENV, PRIVATE_HOST, WorkerContext, public_ports
 from common.serve.workersowners import Owners, serve_owners
 
@@ -68,7 +68,7 @@ class Supervisor:
         self.kind, self.config, self.argv = kind, config, argv
         self.count: int = config.workers
         self.secret = secrets.token_urlsafe(24)
-        self.public = listen_sockets(config.host, public_ports(config), 0, reuse_port=True)
+        self.public = hold_sockets(config.host, public_ports(config), reuse_port=True)
         """The public ports, held (bound, not listening): a worker's own listeners join them,
         and close with its process."""
         self.ports = [s.getsockname()[1] for s in self.public]

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from common.net.conn import ListenError, listen_socket
+from common.net.conn import ListenError, hold_socket, listen_socket
 
 CONNECTIONS = 64
 
@@ -30,7 +30,7 @@ def connect_many(port: int, n: int) -> list[socket.socket]:
 
 
 def test_new_connections_spread_over_a_groups_listeners() -> None:
-    hold = listen_socket("127.0.0.1", 0, 0, reuse_port=True)
+    hold = hold_socket("127.0.0.1", 0, reuse_port=True)
     port = hold.getsockname()[1]
     with pytest.raises(ConnectionRefusedError):  # held, not listening
         socket.create_connection(("127.0.0.1", port))
@@ -50,7 +50,7 @@ def test_new_connections_spread_over_a_groups_listeners() -> None:
 
 
 def test_a_stranger_cannot_listen_beside_the_groups_listeners() -> None:
-    hold = listen_socket("127.0.0.1", 0, 0, reuse_port=True)
+    hold = hold_socket("127.0.0.1", 0, reuse_port=True)
     port = hold.getsockname()[1]
     mine = listen_socket("127.0.0.1", port, reuse_port=True)
     try:
