@@ -7,9 +7,9 @@ flushes are cheap (a few players) or the stream was idle for `batch_ms`, and coa
 them while flushes are costly: new frames wait `COALESCE` times as long as the last flush
 took, at most `batch_ms`, so a large fan-out still writes each player once per `batch_ms`.
 A flush that itself takes long (a busy node) shortens the wait after it, down to MIN_PAUSE, so
-writes stay about `batch_ms` apart. A fully coalesced flush (thousands of players) spreads its
-steps over `SPREAD` of `batch_ms` while viewers join, so that players receive, and answer, a
-few at a time.
+writes stay about `batch_ms` apart. While viewers join, a flush that waited for frames to
+coalesce spreads its steps over that wait less MIN_PAUSE (at most `SPREAD` of `batch_ms`), so
+that players receive, and answer, a few at a time.
 A player whose socket cannot take a batch becomes "slow": its own task drains the backlog and
 catches up (skipping to the newest keyframe if it fell too far behind) and then hands it
 back to the fanout. A slow player never holds up the source or other players.
@@ -63,12 +63,15 @@ nobody joining keeps the larger steps."""
 JOINING = 0.25
 """Seconds after the last accepted connection during which viewers count as joining."""
 SPREAD = 0.8
-"""Share of `batch_ms` (less MIN_PAUSE) over which a fully coalesced flush spreads its steps
-while viewers join: each player is still written once per `batch_ms`, at its own moment.
-Written at once, N = 2000 players got their 250 ms batches within a few ms, their processes
-(and the machine's cores) took the whole burst together, and a new viewer's round trips waited
-behind it: RTMP first keyframe p95 41-53 ms at once, 13 ms spread (bench/fanout_before_after.sh).
-With nobody joining a flush goes out at once: spread, its CPU looked a few % dearer."""
+"""Share of `batch_ms` over which a fully coalesced flush spreads its steps while viewers join
+(a flush after a shorter pause spreads over that pause less MIN_PAUSE): each player is still
+written once per pause, at its own moment. Written at once, N = 2000 players got their 250 ms
+batches within a few ms, their processes (and the machine's cores) took the whole burst
+together, and a new viewer's round trips waited behind it: RTMP first keyframe p95 41-53 ms at
+once, 13 ms with fully coalesced flushes spread, 6.1-6.5 ms with every coalesced flush spread
+(the slow joins had been those of the ramp's first half, before the fan-out coalesced fully;
+bench/fanout_before_after.sh). With nobody joining a flush goes out at once: spread, its CPU
+looked a few % dearer."""
 MIN_PAUSE = 0.05
 """The least a costly fan-out waits between writes, however long its flushes take (s)."""
 COALESCE = 10.0
@@ -310,7 +313,8 @@ class Fanout:
         self.stats = stats
         self.batch = batch_ms / 1000
         self.spread = max(0.0, min(self.batch * SPREAD, self.batch - MIN_PAUSE))
-        """Seconds over which a fully coalesced flush spreads its steps."""
+        """Seconds over which a fully coalesced flush spreads its steps (one after a shorter
+        pause spreads over the pause less MIN_PAUSE)."""
         self.slow_timeout = slow_timeout
         self.coalesce = coalesce
         self.timer = timer
@@ -358,7 +362,7 @@ class Fanout:
                 idle, self._idle_paced = self._idle_paced, set()
                 for player in idle:
                     player.wake()
-            spread = self.spread if pause >= self.batch and self._joining() else 0.0
+            spread = max(0.0, min(self.spread, pause - MIN_PAUSE)) if self._joining() else 0.0
             t0, started = self.timer(), trio.current_time()
             work = await self._flush(spread)
             self.flushes += 1

@@ -204,12 +204,22 @@ async def test_a_flush_takes_smaller_steps_while_viewers_join(mock_clock, monkey
     assert counts == [1, 3, 1]
 
 
-async def test_a_costly_flush_spreads_its_steps_while_viewers_join(mock_clock, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("cost", "spread"),
+    [
+        (0.030, 0.2),  # fully coalesced (pause 300 ms, capped at 250): over `Fanout.spread`
+        (0.012, 0.07),  # pause 120 ms: over the pause less MIN_PAUSE
+        (0.004, 0.0),  # pause 40 ms, under MIN_PAUSE: never spread
+    ],
+)
+async def test_a_costly_flush_spreads_its_steps_while_viewers_join(
+    mock_clock, monkeypatch, cost: float, spread: float
+) -> None:
     monkeypatch.setattr(Accepted, "last", -math.inf)
     monkeypatch.setattr(play, "JOIN_SLICE", 8)
     stream = live_stream()
-    # every flush "takes" 30 ms: frames are coalesced into whole batches
-    fanout = Fanout(stream, PlayStats(), batch_ms=250, timer=Ticks(0.030))
+    # every flush "takes" `cost` (every spread step, too)
+    fanout = Fanout(stream, PlayStats(), batch_ms=250, timer=Ticks(cost))
     async with fanning(fanout, 40) as (_, viewers):
         mock_clock.jump(1.0)
         first = stream.push(m.VIDEO, 40, interframe(fill=1))
@@ -221,16 +231,17 @@ async def test_a_costly_flush_spreads_its_steps_while_viewers_join(mock_clock, m
             mock_clock.jump(0.010)
             frame = stream.push(m.VIDEO, ts, interframe(fill=ts // 40))
             await trio.testing.wait_all_tasks_blocked()
-            mock_clock.jump(0.250)  # a batch later the flush begins
+            mock_clock.jump(0.250)  # past the pause: the flush begins
             Accepted.last = trio.current_time() if joining else -math.inf
             counts = []
             for _ in range(5):
                 await trio.testing.wait_all_tasks_blocked()
                 counts.append(sum(received(v).endswith(frame.flv + b"\r\n") for v in viewers))
-                mock_clock.jump(fanout.spread / 4)
+                mock_clock.jump(spread / 4 + 1e-6)  # (past float rounding)
             got.append(counts)
     # joining: five steps of 8 viewers, a quarter of the spread apart; else all at once
-    assert got == [[8, 8, 8, 8, 8], [40, 0, 0, 0, 0]]
+    at_once = [40, 0, 0, 0, 0]
+    assert got == [[8, 8, 8, 8, 8] if spread else at_once, at_once]
     assert fanout.spread == pytest.approx(0.2)
 
 
