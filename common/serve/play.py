@@ -312,7 +312,7 @@ class Fanout:
         self.stream = stream
         self.stats = stats
         self.batch = batch_ms / 1000
-        self.spread = max(0.0, min(self.batch * SPREAD, self.batch - MIN_PAUSE))
+        self.spread = self.batch * SPREAD
         """Seconds over which a fully coalesced flush spreads its steps (one after a shorter
         pause spreads over the pause less MIN_PAUSE)."""
         self.slow_timeout = slow_timeout
